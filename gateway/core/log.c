@@ -14,7 +14,7 @@
 static int log_level = LOG_INFO;
 static const char *log_ident = "reflexd";
 
-static const char *const level_names[] = { "ERROR", "WARN", "INFO", "DEBUG" };
+static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
 void log_set_level(int level)
 {
@@ -61,8 +61,8 @@ void log_msg(int level, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	r = snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%d] %s ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-		     tm.tm_sec, ts.tv_nsec / 1000000, __atomic_load_n(&log_ident, __ATOMIC_RELAXED),
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		     ts.tv_nsec / 1000000, __atomic_load_n(&log_ident, __ATOMIC_RELAXED),
 		     (int)getpid(), level_names[level]);
 	n = r < 0 ? 0 : (size_t)r;
 	if (n < sizeof(buf) - 1) {

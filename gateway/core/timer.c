@@ -20,7 +20,7 @@
 
 #define SLOT_BITS 8
 #define SLOT_MASK (TIMER_SLOTS - 1)
-#define LEVEL_SHIFT(l) ((unsigned)(l) * SLOT_BITS)
+#define LEVEL_SHIFT(l) ((unsigned)(l)*SLOT_BITS)
 /* Deltas at or beyond the wheel's span (2^32 ms, 49 days) are parked in the
  * top level's farthest slot and re-placed when it cascades. */
 #define WHEEL_SPAN (1ull << (SLOT_BITS * TIMER_LEVELS))
@@ -71,12 +71,12 @@ static struct timer **slot_for(struct timer_wheel *w, uint64_t expires)
 
 void timer_wheel_init(struct timer_wheel *w, uint64_t now_ms)
 {
-	*w = (struct timer_wheel){ .now = now_ms };
+	*w = (struct timer_wheel){.now = now_ms};
 }
 
 void timer_init(struct timer *t, timer_cb *on_expire)
 {
-	*t = (struct timer){ .on_expire = on_expire };
+	*t = (struct timer){.on_expire = on_expire};
 }
 
 void timer_arm(struct timer_wheel *w, struct timer *t, uint64_t expires_ms)

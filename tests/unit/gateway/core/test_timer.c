@@ -426,7 +426,7 @@ static void test_100k(void)
 static void test_clock(void)
 {
 	uint64_t a = clock_ns(), ms = clock_ms();
-	struct timespec d = { 0, 2000000 };
+	struct timespec d = {0, 2000000};
 	uint64_t b;
 
 	nanosleep(&d, NULL);
