@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# perf/scenarios/bench.sh — pass-through proxying (no cache) of a 1 KiB response:
+# reflexd versus Debian's nginx, measured in one run on this machine.
+#
+# usage: perf/scenarios/bench.sh [BUILD_DIR]        (make bench runs it)
+#
+# What it does: starts reflex-origin (CPU 1), reflexd and nginx as reverse
+# proxies (both on CPU 0, 1 worker each), checks that each proxy answers 200
+# with the origin's 1024 bytes and that the requests reached the origin, then
+# runs wrk -t1 -c50 (CPU 1) against each proxy: one warm-up per proxy, then
+# REPS interleaved repetitions (rep 1: reflexd, nginx; rep 2: ...) so slow
+# drifts of machine noise hit both alike. Reports medians, the CPU each process
+# used, and writes the table to $OUTDIR/passthrough-<date>.md. Everything it
+# started is stopped by PID on exit. See docs/bench.md.
+#
+# Knobs (environment):
+#   QUICK=1          1 repetition of 3 s, 1 s warm-up (checks that the script works)
+#   REPS DUR WARM    repetitions, seconds per repetition, warm-up seconds (3, 10, 3)
+#   CONNS            wrk connections (50)
+#   TARGETS          proxies to measure ("reflexd nginx")
+#   ORIGIN           reflex-origin (default) or nginx (development stand-in)
+#   ORIGIN_PORT REFLEXD_PORT NGINX_PORT   loopback ports (18380 18381 18382)
+#   PROXY_CPU LOAD_CPU ORIGIN_CPU         CPU placement (0 1 1)
+#   REFLEXD_ARGS     extra arguments appended to the reflexd command line
+#   OUTDIR           where the result file goes (perf/results)
+#   KEEP=1           keep the run directory (server logs, raw wrk output)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+BUILD=${1:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+
+if [ "${QUICK:-0}" = 1 ]; then
+	REPS=${REPS:-1} DUR=${DUR:-3} WARM=${WARM:-1}
+else
+	REPS=${REPS:-3} DUR=${DUR:-10} WARM=${WARM:-3}
+fi
+CONNS=${CONNS:-50}
+TARGETS=${TARGETS:-reflexd nginx}
+ORIGIN=${ORIGIN:-reflex-origin}
+ORIGIN_PORT=${ORIGIN_PORT:-18380}
+REFLEXD_PORT=${REFLEXD_PORT:-18381}
+NGINX_PORT=${NGINX_PORT:-18382}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+ORIGIN_CPU=${ORIGIN_CPU:-1}
+REFLEXD_ARGS=${REFLEXD_ARGS:-}
+OUTDIR=${OUTDIR:-$ROOT/perf/results}
+# cc=no-store makes the origin mark the response uncacheable, so a proxy that
+# caches by default still passes every request through (checked below).
+URL_PATH='/pass/1k?cc=no-store'
+
+for tool in nginx wrk curl taskset ss; do
+	command -v "$tool" >/dev/null || bench_die "$tool not found (make deps installs it)"
+done
+[ "$(nproc)" -ge 2 ] || bench_die "needs 2 CPUs (proxy on one, load generator on the other)"
+case $ORIGIN in
+reflex-origin) [ -x "$BUILD/reflex-origin" ] || bench_die "$BUILD/reflex-origin not built (make $BUILD/reflex-origin)" ;;
+nginx) ;;
+*) bench_die "ORIGIN must be reflex-origin or nginx" ;;
+esac
+ports=("$ORIGIN_PORT")
+for t in $TARGETS; do
+	case $t in
+	reflexd)
+		[ -x "$BUILD/reflexd" ] || bench_die "$BUILD/reflexd not built (make $BUILD/reflexd)"
+		ports+=("$REFLEXD_PORT")
+		;;
+	nginx) ports+=("$NGINX_PORT") ;;
+	*) bench_die "unknown target '$t' (known: reflexd nginx)" ;;
+	esac
+done
+require_free_ports "${ports[@]}"
+
+bench_init
+bench_log "run directory $RUN_DIR; $REPS x ${DUR}s after ${WARM}s warm-up, wrk -t1 -c$CONNS"
+MACHINE=$(machine_desc)
+
+# ---- origin -------------------------------------------------------------------
+declare -A PID PORT
+PORT[reflexd]=$REFLEXD_PORT
+PORT[nginx]=$NGINX_PORT
+
+if [ "$ORIGIN" = reflex-origin ]; then
+	bench_start origin "$ORIGIN_CPU" "$ORIGIN_PORT" \
+		"$BUILD/reflex-origin" --listen "127.0.0.1:$ORIGIN_PORT" --name origin
+	origin_requests() { reflex_origin_requests "$ORIGIN_PORT"; }
+	ORIGIN_SELF=0 # /__stats does not count itself
+else
+	mkdir -p "$RUN_DIR/origin/tmp"
+	sed "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" "$HERE/conf/nginx-origin.conf" >"$RUN_DIR/origin/nginx-origin.conf"
+	bench_start origin "$ORIGIN_CPU" "$ORIGIN_PORT" \
+		nginx -p "$RUN_DIR/origin/" -c nginx-origin.conf -g 'daemon off;'
+	origin_requests() { nginx_status_requests "$ORIGIN_PORT" /__nginx_status; }
+	ORIGIN_SELF=1 # stub_status counts the request that reads it
+fi
+PID[origin]=$START_PID
+ORIGIN_VERSION=$ORIGIN
+[ "$ORIGIN" = nginx ] && ORIGIN_VERSION="nginx $(pkg_version nginx) (development stand-in, not reflex-origin)"
+
+read -r code size < <(http_get "http://127.0.0.1:$ORIGIN_PORT$URL_PATH" "$RUN_DIR/origin.body")
+[ "$code" = 200 ] && [ "$size" = 1024 ] || bench_die "origin answered $code with $size bytes (want 200, 1024)"
+
+# ---- proxies ----------------------------------------------------------------------
+for t in $TARGETS; do
+	case $t in
+	reflexd)
+		# shellcheck disable=SC2086 # REFLEXD_ARGS is a list of words
+		bench_start reflexd "$PROXY_CPU" "$REFLEXD_PORT" "$BUILD/reflexd" \
+			--listen "127.0.0.1:$REFLEXD_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
+			--workers 1 $REFLEXD_ARGS
+		;;
+	nginx)
+		mkdir -p "$RUN_DIR/nginx/tmp"
+		sed -e "s/@PROXY_PORT@/$NGINX_PORT/g" -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" \
+			"$HERE/conf/nginx-proxy.conf" >"$RUN_DIR/nginx/nginx-proxy.conf"
+		bench_start nginx "$PROXY_CPU" "$NGINX_PORT" \
+			nginx -p "$RUN_DIR/nginx/" -c nginx-proxy.conf -g 'daemon off;'
+		;;
+	esac
+	PID[$t]=$START_PID
+done
+
+# ---- checks: each proxy returns the origin's 1024 bytes, and every request reaches the origin
+checks=()
+for t in $TARGETS; do
+	before=$(origin_requests)
+	for i in 1 2 3; do
+		read -r code size < <(http_get "http://127.0.0.1:${PORT[$t]}$URL_PATH" "$RUN_DIR/$t.body")
+		[ "$code" = 200 ] && [ "$size" = 1024 ] ||
+			bench_die "$t answered $code with $size bytes (want 200, 1024); log: $RUN_DIR/$t.log (KEEP=1 keeps it)"
+		cmp -s "$RUN_DIR/$t.body" "$RUN_DIR/origin.body" || bench_die "$t's body differs from the origin's"
+	done
+	after=$(origin_requests)
+	[ -n "$before" ] && [ -n "$after" ] || bench_die "cannot read the origin's request counter"
+	n=$((after - before - ORIGIN_SELF))
+	[ "$n" -eq 3 ] || bench_die "3 requests through $t reached the origin $n times (want 3: no caching, no retries)"
+	checks+=("$t: 3 GETs → 200, 1024 bytes identical to the origin's, 3 requests at the origin")
+	bench_log "check $t: ok"
+done
+
+# ---- measure ------------------------------------------------------------------------
+RUNS=$RUN_DIR/runs.tsv
+printf 'target\trep\trps\tp50_us\tp90_us\tp99_us\trequests\terrors\tproxy_pct\twrk_pct\torigin_pct\torigin_reqs\tloadavg\n' >"$RUNS"
+
+# measure TARGET REP SECONDS: one wrk run; appends a line to $RUNS unless REP is "warm".
+measure() {
+	local t=$1 rep=$2 secs=$3 out="$RUN_DIR/wrk-$1-$2.txt"
+	local p0 o0 r0 t0 p1 o1 r1 t1 el load
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	p0=$(tree_ticks "${PID[$t]}") o0=$(tree_ticks "${PID[origin]}") r0=$(origin_requests)
+	t0=$(now_s)
+	run_wrk "$LOAD_CPU" "$CONNS" "$secs" "http://127.0.0.1:${PORT[$t]}$URL_PATH" "$out" ||
+		bench_die "wrk failed against $t: $(tail -3 "$out")"
+	t1=$(now_s)
+	p1=$(tree_ticks "${PID[$t]}") o1=$(tree_ticks "${PID[origin]}") r1=$(origin_requests)
+	el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+	[ "$rep" = warm ] && return 0
+	read -r rps p50 p90 p99 n err < <(wrk_parse "$out")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" "$rps" "$p50" "$p90" "$p99" \
+		"$n" "$err" "$(pct $((p1 - p0)) "$el")" "$(pct "$(cat "$out.ticks")" "$el")" \
+		"$(pct $((o1 - o0)) "$el")" $((r1 - r0 - ORIGIN_SELF)) "$load" >>"$RUNS"
+	bench_log "$t rep $rep: $(fmt_int "$rps") req/s, P50 $(fmt_us "$p50"), P99 $(fmt_us "$p99"), errors $err"
+}
+
+for t in $TARGETS; do
+	bench_log "warm-up $t (${WARM}s)"
+	measure "$t" warm "$WARM"
+done
+for rep in $(seq "$REPS"); do
+	for t in $TARGETS; do
+		measure "$t" "$rep" "$DUR"
+	done
+done
+
+# ---- report -------------------------------------------------------------------------
+col() { # col TARGET COLUMN: the column's values for TARGET, one per repetition
+	awk -F'\t' -v t="$1" -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
+		$1 == t { print $k }' "$RUNS"
+}
+nginx_rps=
+case " $TARGETS " in *" nginx "*) nginx_rps=$(median $(col nginx rps)) ;; esac
+
+limit_of() { # limit_of PROXY_PCT WRK_PCT ORIGIN_PCT: which CPU was saturated
+	awk -v p="$1" -v w="$2" -v o="$3" 'BEGIN {
+		if (p >= 90) print "proxy (CPU " '"$PROXY_CPU"' ")";
+		else if (w + o >= 90) print "wrk + origin (CPU " '"$LOAD_CPU"' ")";
+		else print "neither core full" }'
+}
+
+REPORT=$RUN_DIR/report.md
+{
+	echo "# Pass-through proxying, 1 KiB response: reflexd vs nginx"
+	echo
+	echo "$MACHINE"
+	echo "| origin | $ORIGIN_VERSION, 1 worker |"
+	echo "| proxies | reflexd --workers 1; nginx 1 worker, upstream keepalive 128, HTTP/1.1 to the origin, access_log off |"
+	echo "| load | wrk -t1 -c$CONNS --latency, $REPS interleaved repetition(s) of ${DUR}s after a ${WARM}s warm-up per proxy |"
+	echo "| placement | proxy on CPU $PROXY_CPU alone; wrk and origin share CPU $LOAD_CPU |"
+	echo "| request | GET $URL_PATH (origin: 200, 1024 bytes, Cache-Control: no-store) |"
+	echo
+	echo "Medians over the repetitions. \`proxy CPU\`, \`wrk CPU\`, \`origin CPU\` are shares of one core"
+	echo "(utime+stime from /proc/PID/stat over the run); \`limit\` names the core that was full."
+	echo
+	echo "| server | req/s | P50 | P99 | ratio vs nginx | spread | proxy CPU | wrk CPU | origin CPU | limit | errors |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	for t in $TARGETS; do
+		rps=$(median $(col "$t" rps))
+		ratio=-
+		[ -n "$nginx_rps" ] && ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf (b > 0) ? "%.2f" : "-", a / b }')
+		pp=$(median $(col "$t" proxy_pct)) wp=$(median $(col "$t" wrk_pct)) op=$(median $(col "$t" origin_pct))
+		errs=$(col "$t" errors | awk '{ s += $1 } END { print s + 0 }')
+		echo "| $t | $(fmt_int "$rps") | $(fmt_us "$(median $(col "$t" p50_us))") | $(fmt_us "$(median $(col "$t" p99_us))") | $ratio | $(spread $(col "$t" rps)) | ${pp%.*} % | ${wp%.*} % | ${op%.*} % | $(limit_of "$pp" "$wp" "$op") | $errs |"
+	done
+	echo
+	echo "Every repetition (\`origin reqs\` = requests that reached the origin during the run; it"
+	echo "should be close to \`requests\`, i.e. nothing was cached; \`load\` = 1-minute load average"
+	echo "before the run, a hint of other tenants' activity):"
+	echo
+	echo "| server | rep | req/s | P50 | P90 | P99 | requests | origin reqs | errors | proxy CPU | wrk CPU | origin CPU | load |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	tail -n +2 "$RUNS" | sort -t$'\t' -k1,1 -k2,2n | while IFS=$'\t' read -r t rep rps p50 p90 p99 n err pp wp op oreq load; do
+		echo "| $t | $rep | $(fmt_int "$rps") | $(fmt_us "$p50") | $(fmt_us "$p90") | $(fmt_us "$p99") | $(fmt_int "$n") | $(fmt_int "$oreq") | $err | $pp % | $wp % | $op % | $load |"
+	done
+	echo
+	echo "Checks before measuring:"
+	echo
+	for c in "${checks[@]}"; do echo "- $c"; done
+	echo
+	echo "Latencies are wrk's (closed loop, measured from the actual send: they include queueing at"
+	echo "saturation and suffer from coordinated omission; compare them only between rows of this table)."
+	[ "${QUICK:-0}" = 1 ] && echo && echo "**QUICK run: 1 short repetition, for checking the script, not for quoting.**"
+	true
+} >"$REPORT"
+
+mkdir -p "$OUTDIR"
+out=$OUTDIR/passthrough-$(date -u +%Y%m%d-%H%M).md
+cp "$REPORT" "$out"
+cat "$REPORT"
+bench_log "written to $out"
