@@ -1,0 +1,24 @@
+# reflex-bench, the load generator (perf/loadgen/, issue 4), and its unit tests.
+# main.c is the program; every other perf/loadgen/*.c is a module the unit
+# tests link too. It links libgateway.a for the HTTP response parser.
+
+LOADGEN := $(BUILD)/reflex-bench
+LOADGEN_MOD_SRCS := $(filter-out perf/loadgen/main.c,$(sort $(wildcard perf/loadgen/*.c)))
+LOADGEN_MOD_OBJS := $(LOADGEN_MOD_SRCS:%.c=$(BUILD)/obj/%.o)
+
+ifneq ($(wildcard perf/loadgen/main.c),)
+build: $(LOADGEN)
+endif
+
+$(LOADGEN): $(BUILD)/obj/perf/loadgen/main.o $(LOADGEN_MOD_OBJS) $(LIBGATEWAY)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The generic unit rule links libgateway.a only; these tests also need the
+# loadgen modules (an explicit static-pattern rule wins over the pattern rule).
+LOADGEN_UNIT_BINS := $(filter $(BUILD)/tests/unit/perf/loadgen/%,$(UNIT_BINS))
+$(LOADGEN_UNIT_BINS): $(BUILD)/tests/unit/perf/loadgen/%: $(BUILD)/obj/tests/unit/perf/loadgen/%.o \
+		$(LOADGEN_MOD_OBJS) $(TESTLIB_OBJS) $(LIBGATEWAY)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
