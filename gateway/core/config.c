@@ -1,0 +1,1310 @@
+/* config.c — command line + YAML file → struct config (see config.h).
+ *
+ * The file is loaded with libyaml's document API and walked as a tree, so
+ * every node keeps its line for messages. Each top-level key is one entry of
+ * `sections[]` with one parse function: a new section (cache, tls, admin…)
+ * is a new function and a new row. Anything not in a table is an error that
+ * names its line; nothing is silently ignored.
+ *
+ * Load order: defaults, then the file, then the flags, then checks that need
+ * the whole picture (routes → pools, a listen address, an upstream).
+ * Addresses are resolved here, once, with getaddrinfo: this runs on the main
+ * thread before workers start (or on reload, never on a worker).
+ */
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define CFG_WORKERS_MAX 1024
+#define CFG_KEEPALIVE_MAX 65535
+#define CFG_WEIGHT_MAX 10000
+#define CFG_DEFAULT_LISTEN "127.0.0.1:8080"
+#define CFG_DEFAULT_POOL "default"
+
+/* Loading state, alive from the first default to the last check. */
+struct cfg_ctx {
+	const char *file; /* for messages; NULL when there is no file */
+	struct config *c;
+	yaml_document_t *doc;
+	char *err;
+	size_t errlen;
+	/* Routes name pools that may come later in the file or from --upstream;
+	 * names wait here until finalize() resolves them. */
+	char (*route_pools)[CFG_NAME_MAX];
+	unsigned upstream_line; /* line of the top-level "upstream:" key, 0 if none */
+	unsigned *pool_lines;	/* per pool: line of its key, 0 from flags */
+};
+
+/* ---- messages ----------------------------------------------------------- */
+
+static int __attribute__((format(printf, 3, 4)))
+fail_at(struct cfg_ctx *x, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (x->file && line)
+		n = snprintf(x->err, x->errlen, "%s:%u: ", x->file, line);
+	else if (x->file)
+		n = snprintf(x->err, x->errlen, "%s: ", x->file);
+	if (n < 0 || (size_t)n >= x->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(x->err + n, x->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static unsigned line_of(const yaml_node_t *n)
+{
+	return (unsigned)n->start_mark.line + 1;
+}
+
+#define fail_node(x, node, ...) fail_at((x), line_of(node), __VA_ARGS__)
+
+/* Command-line errors: "--flag: reason". */
+static int __attribute__((format(printf, 3, 4)))
+fail_flag(struct cfg_ctx *x, const char *flag, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(x->err, x->errlen, "%s: ", flag);
+
+	if (n < 0 || (size_t)n >= x->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(x->err + n, x->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* ---- value parsers (return 0, or -1 with a reason in why) ---------------- */
+
+static int parse_uint(const char *s, uint64_t max, uint64_t *out, char *why, size_t whylen)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (*p == '-') {
+		snprintf(why, whylen, "\"%s\" is negative", s);
+		return -1;
+	}
+	if (*p == '+')
+		p++;
+	if (!isdigit((unsigned char)*p)) {
+		snprintf(why, whylen, "\"%s\" is not a number", s);
+		return -1;
+	}
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (v > (UINT64_MAX - d) / 10)
+			goto too_large;
+		v = v * 10 + d;
+	}
+	if (*p) {
+		snprintf(why, whylen, "\"%s\" is not a whole number", s);
+		return -1;
+	}
+	if (v > max)
+		goto too_large;
+	*out = v;
+	return 0;
+too_large:
+	snprintf(why, whylen, "%s is too large (max %llu)", s, (unsigned long long)max);
+	return -1;
+}
+
+/* Leading digits of s into *v; returns the rest, or NULL on overflow/none. */
+static const char *leading_number(const char *s, uint64_t *v)
+{
+	const char *p = s;
+
+	*v = 0;
+	if (*p == '+')
+		p++;
+	if (!isdigit((unsigned char)*p))
+		return NULL;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (*v > (UINT64_MAX - d) / 10)
+			return NULL;
+		*v = *v * 10 + d;
+	}
+	return p;
+}
+
+/* "123", "8k", "32K", "1m", "2g": binary units. */
+static int parse_size(const char *s, uint64_t max, uint64_t *out, char *why, size_t whylen)
+{
+	uint64_t v;
+	unsigned shift;
+	const char *unit;
+
+	if (*s == '-') {
+		snprintf(why, whylen, "size \"%s\" is negative", s);
+		return -1;
+	}
+	unit = leading_number(s, &v);
+	if (!unit) {
+		if (isdigit((unsigned char)*s) || (*s == '+' && isdigit((unsigned char)s[1])))
+			goto too_large;
+		snprintf(why, whylen, "\"%s\" is not a size (like 512, 8k, 1m, 2g)", s);
+		return -1;
+	}
+	if (!*unit)
+		shift = 0;
+	else if (!unit[1] && (*unit == 'k' || *unit == 'K'))
+		shift = 10;
+	else if (!unit[1] && (*unit == 'm' || *unit == 'M'))
+		shift = 20;
+	else if (!unit[1] && (*unit == 'g' || *unit == 'G'))
+		shift = 30;
+	else {
+		snprintf(why, whylen, "size \"%s\" has an unknown unit \"%s\" (use k, m or g)", s,
+			 unit);
+		return -1;
+	}
+	if (v > max >> shift)
+		goto too_large;
+	*out = v << shift;
+	return 0;
+too_large:
+	snprintf(why, whylen, "size %s is too large (max %llu bytes)", s, (unsigned long long)max);
+	return -1;
+}
+
+/* "250ms", "10s", "2m", "1h", or a plain number of seconds → ms. */
+static int parse_duration(const char *s, uint64_t max_ms, uint64_t *out, char *why, size_t whylen)
+{
+	uint64_t v, mul;
+	const char *unit;
+
+	if (*s == '-') {
+		snprintf(why, whylen, "duration \"%s\" is negative", s);
+		return -1;
+	}
+	unit = leading_number(s, &v);
+	if (!unit) {
+		if (isdigit((unsigned char)*s) || (*s == '+' && isdigit((unsigned char)s[1])))
+			goto too_large;
+		snprintf(why, whylen, "\"%s\" is not a duration (like 250ms, 10s, 2m, 1h)", s);
+		return -1;
+	}
+	if (!*unit || !strcmp(unit, "s"))
+		mul = 1000;
+	else if (!strcmp(unit, "ms"))
+		mul = 1;
+	else if (!strcmp(unit, "m"))
+		mul = 60 * 1000;
+	else if (!strcmp(unit, "h"))
+		mul = 3600 * 1000;
+	else {
+		snprintf(why, whylen,
+			 "duration \"%s\" has an unknown unit \"%s\" (use ms, s, m or h)", s, unit);
+		return -1;
+	}
+	if (v > max_ms / mul)
+		goto too_large;
+	*out = v * mul;
+	return 0;
+too_large:
+	snprintf(why, whylen, "duration %s is too large (max %llu ms)", s,
+		 (unsigned long long)max_ms);
+	return -1;
+}
+
+static int parse_workers(const char *s, unsigned *out, char *why, size_t whylen)
+{
+	uint64_t v;
+
+	if (!strcmp(s, "auto")) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		*out = n > 0 ? (unsigned)n : 1;
+		return 0;
+	}
+	if (parse_uint(s, CFG_WORKERS_MAX, &v, why, whylen))
+		return -1;
+	if (v == 0) {
+		snprintf(why, whylen, "must be at least 1 (or \"auto\")");
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_log_level(const char *s, int *out, char *why, size_t whylen)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+
+	for (int i = 0; i < 4; i++) {
+		if (!strcasecmp(s, names[i]) || (s[0] == '0' + i && !s[1])) {
+			*out = i;
+			return 0;
+		}
+	}
+	if (!strcasecmp(s, "warning")) {
+		*out = 1;
+		return 0;
+	}
+	snprintf(why, whylen, "\"%s\" is not a log level (error, warn, info, debug)", s);
+	return -1;
+}
+
+/* "127.0.0.1:80", "[::1]:80", "name:80" → resolved address. A listen
+ * address may also be "*:80" or ":80" (every IPv4 address) and port 0 (the
+ * kernel picks one). */
+static int parse_addr(const char *text, bool listen, struct cfg_addr *a, char *why, size_t whylen)
+{
+	char host[CFG_HOST_MAX];
+	const char *colon, *port;
+	struct addrinfo hints = {0}, *res = NULL;
+	uint64_t portnum;
+	size_t hlen;
+	int rc;
+
+	if (strlen(text) >= sizeof(a->text)) {
+		snprintf(why, whylen, "address is too long");
+		return -1;
+	}
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+
+		if (!close || close[1] != ':') {
+			snprintf(why, whylen, "\"%s\" is not [IPv6]:PORT", text);
+			return -1;
+		}
+		hlen = (size_t)(close - text - 1);
+		memcpy(host, text + 1, hlen);
+		host[hlen] = 0;
+		port = close + 2;
+		hints.ai_family = AF_INET6;
+		hints.ai_flags |= AI_NUMERICHOST;
+	} else {
+		colon = strrchr(text, ':');
+		if (!colon) {
+			snprintf(why, whylen, "\"%s\" has no port (HOST:PORT)", text);
+			return -1;
+		}
+		if (memchr(text, ':', (size_t)(colon - text))) {
+			snprintf(why, whylen,
+				 "\"%s\": an IPv6 address needs brackets, like [::1]:80", text);
+			return -1;
+		}
+		hlen = (size_t)(colon - text);
+		if (hlen >= sizeof(host)) {
+			snprintf(why, whylen, "host name is too long");
+			return -1;
+		}
+		memcpy(host, text, hlen);
+		host[hlen] = 0;
+		port = colon + 1;
+		hints.ai_family = AF_UNSPEC;
+	}
+	if (!host[0] || !strcmp(host, "*")) {
+		if (!listen || hints.ai_family == AF_INET6) {
+			snprintf(why, whylen, "\"%s\" has no host", text);
+			return -1;
+		}
+		strcpy(host, "0.0.0.0");
+	}
+	if (!*port || parse_uint(port, 65535, &portnum, why, whylen) || (!listen && !portnum)) {
+		snprintf(why, whylen, "\"%s\" has a bad port (1-65535)", text);
+		return -1;
+	}
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags |= AI_NUMERICSERV;
+	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc) {
+		snprintf(why, whylen, "cannot resolve \"%s\": %s", host,
+			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+		return -1;
+	}
+	memset(a, 0, sizeof(*a));
+	memcpy(&a->ss, res->ai_addr, res->ai_addrlen);
+	a->len = res->ai_addrlen;
+	strcpy(a->text, text);
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static void *grow(void *arr, unsigned n, size_t size)
+{
+	return realloc(arr, (size_t)(n + 1) * size);
+}
+
+static int copy_str(char *dst, size_t cap, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= cap)
+		return -1;
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		return "a scalar";
+	case YAML_SEQUENCE_NODE:
+		return "a list";
+	case YAML_MAPPING_NODE:
+		return "a mapping";
+	default:
+		return "nothing";
+	}
+}
+
+/* The scalar's text, or NULL after reporting "expected a scalar". */
+static const char *scalar(struct cfg_ctx *x, yaml_node_t *n, const char *what)
+{
+	if (n->type != YAML_SCALAR_NODE) {
+		fail_node(x, n, "%s: expected a value, found %s", what, node_kind(n));
+		return NULL;
+	}
+	return (const char *)n->data.scalar.value;
+}
+
+static int expect_mapping(struct cfg_ctx *x, yaml_node_t *n, const char *what)
+{
+	if (n->type != YAML_MAPPING_NODE)
+		return fail_node(x, n, "%s: expected a mapping, found %s", what, node_kind(n));
+	return 0;
+}
+
+#define for_each_pair(map, p)                                       \
+	for (yaml_node_pair_t *p = (map)->data.mapping.pairs.start; \
+	     p < (map)->data.mapping.pairs.top; p++)
+#define for_each_item(seq, it)                                        \
+	for (yaml_node_item_t *it = (seq)->data.sequence.items.start; \
+	     it < (seq)->data.sequence.items.top; it++)
+
+static yaml_node_t *node(struct cfg_ctx *x, int id)
+{
+	return yaml_document_get_node(x->doc, id);
+}
+
+/* Every mapping's keys must be scalars and unique. Returns the key text of
+ * pair p, or NULL after reporting. */
+static const char *pair_key(struct cfg_ctx *x, yaml_node_t *map, yaml_node_pair_t *p,
+			    const char *what)
+{
+	yaml_node_t *k = node(x, p->key);
+	const char *key;
+
+	if (k->type != YAML_SCALAR_NODE) {
+		fail_node(x, k, "%s: keys must be plain names, found %s", what, node_kind(k));
+		return NULL;
+	}
+	key = (const char *)k->data.scalar.value;
+	for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+		yaml_node_t *qk = node(x, q->key);
+
+		if (qk->type == YAML_SCALAR_NODE &&
+		    !strcmp((const char *)qk->data.scalar.value, key)) {
+			fail_node(x, k, "%s%s%s: duplicate key (first at line %u)", what,
+				  *what ? "." : "", key, line_of(qk));
+			return NULL;
+		}
+	}
+	return key;
+}
+
+/* A list, or one scalar standing for a list of one; fn checks item types. */
+static int each_item(struct cfg_ctx *x, yaml_node_t *n, const char *what,
+		     int (*fn)(struct cfg_ctx *x, yaml_node_t *item, const char *what))
+{
+	if (n->type == YAML_SCALAR_NODE)
+		return fn(x, n, what);
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail_node(x, n, "%s: expected a list, found %s", what, node_kind(n));
+	for_each_item(n, it) if (fn(x, node(x, *it), what)) return -1;
+	return 0;
+}
+
+/* ---- pools ---------------------------------------------------------------- */
+
+static int pool_find(const struct config *c, const char *name)
+{
+	for (unsigned i = 0; i < c->n_pools; i++)
+		if (!strcmp(c->pools[i].name, name))
+			return (int)i;
+	return -1;
+}
+
+static struct cfg_pool *pool_add(struct cfg_ctx *x, const char *name, unsigned line)
+{
+	struct config *c = x->c;
+	struct cfg_pool *pools, *p;
+	unsigned *lines;
+
+	pools = grow(c->pools, c->n_pools, sizeof(*pools));
+	if (!pools)
+		return NULL;
+	c->pools = pools;
+	lines = grow(x->pool_lines, c->n_pools, sizeof(*lines));
+	if (!lines)
+		return NULL;
+	x->pool_lines = lines;
+	p = &c->pools[c->n_pools];
+	memset(p, 0, sizeof(*p));
+	strcpy(p->name, name); /* callers checked the length */
+	p->balance = CFG_BALANCE_P2C;
+	p->keepalive = 64;
+	x->pool_lines[c->n_pools] = line;
+	c->n_pools++;
+	return p;
+}
+
+static int endpoint_add(struct cfg_pool *p, const struct cfg_addr *a, unsigned weight)
+{
+	struct cfg_endpoint *e = grow(p->endpoints, p->n_endpoints, sizeof(*e));
+
+	if (!e)
+		return -ENOMEM;
+	p->endpoints = e;
+	e[p->n_endpoints].addr = *a;
+	e[p->n_endpoints].weight = weight;
+	p->n_endpoints++;
+	return 0;
+}
+
+static int valid_name(const char *s)
+{
+	if (!*s || strlen(s) >= CFG_NAME_MAX)
+		return 0;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("_-.", *s))
+			return 0;
+	return 1;
+}
+
+/* The pool being filled by endpoint parsers (one at a time). */
+static struct cfg_pool *cur_pool_of(struct cfg_ctx *x)
+{
+	return &x->c->pools[x->c->n_pools - 1];
+}
+
+static int add_endpoint_text(struct cfg_ctx *x, yaml_node_t *n, const char *text, unsigned weight,
+			     const char *what)
+{
+	struct cfg_addr a;
+	char why[512];
+
+	if (parse_addr(text, false, &a, why, sizeof(why)))
+		return fail_node(x, n, "%s: %s", what, why);
+	if (endpoint_add(cur_pool_of(x), &a, weight))
+		return fail_node(x, n, "out of memory");
+	return 0;
+}
+
+/* "HOST:PORT" or {address: "HOST:PORT", weight: N} */
+static int parse_endpoint(struct cfg_ctx *x, yaml_node_t *n, const char *what)
+{
+	yaml_node_t *addr = NULL;
+	uint64_t weight = 1;
+	char why[256];
+	const char *s;
+
+	if (n->type == YAML_SCALAR_NODE)
+		return add_endpoint_text(x, n, (const char *)n->data.scalar.value, 1, what);
+	if (n->type != YAML_MAPPING_NODE)
+		return fail_node(x, n,
+				 "%s: an endpoint is \"HOST:PORT\" or {address, weight}, found %s",
+				 what, node_kind(n));
+	for_each_pair(n, p)
+	{
+		const char *key = pair_key(x, n, p, what);
+		yaml_node_t *v = node(x, p->value);
+
+		if (!key)
+			return -1;
+		if (!strcmp(key, "address")) {
+			if (!scalar(x, v, "address"))
+				return -1;
+			addr = v;
+		} else if (!strcmp(key, "weight")) {
+			if (!(s = scalar(x, v, "weight")))
+				return -1;
+			if (parse_uint(s, CFG_WEIGHT_MAX, &weight, why, sizeof(why)))
+				return fail_node(x, v, "%s.weight: %s", what, why);
+			if (!weight)
+				return fail_node(x, v, "%s.weight: must be at least 1", what);
+		} else {
+			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
+		}
+	}
+	if (!addr)
+		return fail_node(x, n, "%s: endpoint has no address", what);
+	return add_endpoint_text(x, addr, (const char *)addr->data.scalar.value, (unsigned)weight,
+				 what);
+}
+
+/* ---- sections -------------------------------------------------------------- */
+
+static int sec_workers(struct cfg_ctx *x, yaml_node_t *v)
+{
+	const char *s = scalar(x, v, "workers");
+	char why[256];
+
+	if (!s)
+		return -1;
+	if (parse_workers(s, &x->c->workers, why, sizeof(why)))
+		return fail_node(x, v, "workers: %s", why);
+	return 0;
+}
+
+static int add_listen(struct cfg_ctx *x, yaml_node_t *n, const char *what)
+{
+	struct config *c = x->c;
+	struct cfg_addr a, *arr;
+	const char *s = scalar(x, n, what);
+	char why[512];
+
+	if (!s)
+		return -1;
+	if (parse_addr(s, true, &a, why, sizeof(why)))
+		return fail_node(x, n, "%s: %s", what, why);
+	for (unsigned i = 0; i < c->n_listens; i++)
+		if (c->listens[i].len == a.len && !memcmp(&c->listens[i].ss, &a.ss, a.len))
+			return fail_node(x, n, "%s: \"%s\" is listed twice", what, s);
+	arr = grow(c->listens, c->n_listens, sizeof(*arr));
+	if (!arr)
+		return fail_node(x, n, "out of memory");
+	c->listens = arr;
+	arr[c->n_listens++] = a;
+	return 0;
+}
+
+static int sec_listen(struct cfg_ctx *x, yaml_node_t *v)
+{
+	if (v->type == YAML_SEQUENCE_NODE &&
+	    v->data.sequence.items.start == v->data.sequence.items.top)
+		return fail_node(x, v, "listen: no listen address (leave the key out for %s)",
+				 CFG_DEFAULT_LISTEN);
+	return each_item(x, v, "listen", add_listen);
+}
+
+static int sec_upstream(struct cfg_ctx *x, yaml_node_t *v)
+{
+	unsigned line = line_of(v);
+	int i = pool_find(x->c, CFG_DEFAULT_POOL);
+
+	if (i >= 0)
+		return fail_node(x, v, "upstream: conflicts with pools.default (line %u); use one",
+				 x->pool_lines[i]);
+	if (v->type == YAML_SEQUENCE_NODE &&
+	    v->data.sequence.items.start == v->data.sequence.items.top)
+		return fail_node(x, v, "upstream: empty list");
+	if (!pool_add(x, CFG_DEFAULT_POOL, line))
+		return fail_node(x, v, "out of memory");
+	x->upstream_line = line;
+	return each_item(x, v, "upstream", parse_endpoint);
+}
+
+static int sec_access_log(struct cfg_ctx *x, yaml_node_t *v)
+{
+	const char *s = scalar(x, v, "access_log");
+
+	if (!s)
+		return -1;
+	if (copy_str(x->c->access_log, sizeof(x->c->access_log), s))
+		return fail_node(x, v, "access_log: path is too long");
+	return 0;
+}
+
+static int sec_log_level(struct cfg_ctx *x, yaml_node_t *v)
+{
+	const char *s = scalar(x, v, "log_level");
+	char why[256];
+
+	if (!s)
+		return -1;
+	if (parse_log_level(s, &x->c->log_level, why, sizeof(why)))
+		return fail_node(x, v, "log_level: %s", why);
+	return 0;
+}
+
+/* Plain numeric fields of a struct, described by a table. */
+enum field_kind { FIELD_SIZE32, FIELD_SIZE64, FIELD_COUNT32, FIELD_DURATION };
+
+struct field {
+	const char *key;
+	enum field_kind kind;
+	size_t off;
+	uint64_t min; /* smallest value allowed */
+};
+
+static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section,
+			const struct field *fields, size_t n_fields, void *base)
+{
+	if (expect_mapping(x, map, section))
+		return -1;
+	for_each_pair(map, p)
+	{
+		const char *key = pair_key(x, map, p, section), *s;
+		yaml_node_t *v = node(x, p->value);
+		const struct field *f = NULL;
+		char why[256], what[128];
+		uint64_t val;
+		int rc;
+
+		if (!key)
+			return -1;
+		for (size_t i = 0; i < n_fields; i++)
+			if (!strcmp(fields[i].key, key))
+				f = &fields[i];
+		snprintf(what, sizeof(what), "%s.%s", section, key);
+		if (!f)
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+		if (!(s = scalar(x, v, what)))
+			return -1;
+		switch (f->kind) {
+		case FIELD_SIZE32:
+			rc = parse_size(s, UINT32_MAX, &val, why, sizeof(why));
+			break;
+		case FIELD_SIZE64:
+			rc = parse_size(s, UINT64_MAX, &val, why, sizeof(why));
+			break;
+		case FIELD_COUNT32:
+			rc = parse_uint(s, UINT32_MAX, &val, why, sizeof(why));
+			break;
+		case FIELD_DURATION:
+			rc = parse_duration(s, UINT32_MAX, &val, why, sizeof(why));
+			break;
+		default:
+			rc = -1;
+			snprintf(why, sizeof(why), "internal: bad field kind");
+		}
+		if (rc)
+			return fail_node(x, v, "%s: %s", what, why);
+		if (val < f->min)
+			return fail_node(x, v, "%s: must be at least %llu%s", what,
+					 (unsigned long long)f->min,
+					 f->kind == FIELD_DURATION ? " ms" : "");
+		if (f->kind == FIELD_SIZE64)
+			*(uint64_t *)((char *)base + f->off) = val;
+		else
+			*(uint32_t *)((char *)base + f->off) = (uint32_t)val;
+	}
+	return 0;
+}
+
+#define LIMIT(key, kind, min)                                     \
+	{                                                         \
+#key, kind, offsetof(struct cfg_limits, key), min \
+	}
+static const struct field limit_fields[] = {
+	LIMIT(request_line, FIELD_SIZE32, 16),
+	LIMIT(header_bytes, FIELD_SIZE32, 64),
+	LIMIT(header_count, FIELD_COUNT32, 1),
+	LIMIT(body, FIELD_SIZE64, 0),
+};
+#undef LIMIT
+
+#define TIMEOUT(key, min)                                                     \
+	{                                                                     \
+#key, FIELD_DURATION, offsetof(struct cfg_timeouts, key), min \
+	}
+static const struct field timeout_fields[] = {
+	TIMEOUT(header, 1),
+	TIMEOUT(body, 1),
+	TIMEOUT(keepalive, 1),
+	TIMEOUT(upstream_connect, 1),
+	TIMEOUT(upstream_response, 1),
+	TIMEOUT(upstream_idle, 1),
+	TIMEOUT(send, 1),
+	TIMEOUT(drain, 0),
+};
+#undef TIMEOUT
+
+static int sec_limits(struct cfg_ctx *x, yaml_node_t *v)
+{
+	return parse_fields(x, v, "limits", limit_fields,
+			    sizeof(limit_fields) / sizeof(limit_fields[0]), &x->c->limits);
+}
+
+static int sec_timeouts(struct cfg_ctx *x, yaml_node_t *v)
+{
+	return parse_fields(x, v, "timeouts", timeout_fields,
+			    sizeof(timeout_fields) / sizeof(timeout_fields[0]), &x->c->timeouts);
+}
+
+static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const char *name)
+{
+	struct cfg_pool *pool;
+	char what[CFG_NAME_MAX + 32], why[256];
+	bool has_endpoints = false;
+	int i;
+
+	snprintf(what, sizeof(what), "pools.%s", name);
+	if (!valid_name(name))
+		return fail_node(x, k, "%s: a pool name is 1-%d of A-Z a-z 0-9 _ - .", what,
+				 CFG_NAME_MAX - 1);
+	i = pool_find(x->c, name);
+	if (i >= 0 && x->upstream_line && !strcmp(name, CFG_DEFAULT_POOL))
+		return fail_node(x, k, "%s: conflicts with upstream (line %u); use one", what,
+				 x->upstream_line);
+	if (i >= 0)
+		return fail_node(x, k, "%s: duplicate pool (first at line %u)", what,
+				 x->pool_lines[i]);
+	if (expect_mapping(x, v, what))
+		return -1;
+	pool = pool_add(x, name, line_of(k));
+	if (!pool)
+		return fail_node(x, k, "out of memory");
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, what), *s;
+		yaml_node_t *pv = node(x, p->value);
+		char sub[CFG_NAME_MAX + 48];
+		uint64_t n;
+
+		if (!key)
+			return -1;
+		snprintf(sub, sizeof(sub), "%s.%s", what, key);
+		if (!strcmp(key, "endpoints")) {
+			if (pv->type == YAML_SEQUENCE_NODE &&
+			    pv->data.sequence.items.start == pv->data.sequence.items.top)
+				return fail_node(x, pv, "%s: pool \"%s\" has no endpoints", sub,
+						 name);
+			if (each_item(x, pv, sub, parse_endpoint))
+				return -1;
+			has_endpoints = true;
+		} else if (!strcmp(key, "balance")) {
+			if (!(s = scalar(x, pv, sub)))
+				return -1;
+			if (!strcmp(s, "p2c"))
+				pool->balance = CFG_BALANCE_P2C;
+			else if (!strcmp(s, "round_robin"))
+				pool->balance = CFG_BALANCE_ROUND_ROBIN;
+			else
+				return fail_node(x, pv, "%s: \"%s\" is not p2c or round_robin", sub,
+						 s);
+		} else if (!strcmp(key, "keepalive")) {
+			if (!(s = scalar(x, pv, sub)))
+				return -1;
+			if (parse_uint(s, CFG_KEEPALIVE_MAX, &n, why, sizeof(why)))
+				return fail_node(x, pv, "%s: %s", sub, why);
+			pool->keepalive = (unsigned)n;
+		} else {
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", sub);
+		}
+	}
+	if (!has_endpoints)
+		return fail_node(x, k, "%s: pool \"%s\" has no endpoints", what, name);
+	return 0;
+}
+
+static int sec_pools(struct cfg_ctx *x, yaml_node_t *v)
+{
+	if (expect_mapping(x, v, "pools"))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *name = pair_key(x, v, p, "pools");
+
+		if (!name || parse_pool(x, node(x, p->key), node(x, p->value), name))
+			return -1;
+	}
+	return 0;
+}
+
+static int valid_route_host(const char *h)
+{
+	if (h[0] == '*' && h[1] != '.')
+		return 0;
+	for (const char *p = h[0] == '*' ? h + 1 : h; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_')
+			return 0;
+	return 1;
+}
+
+static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
+{
+	struct config *c = x->c;
+	struct cfg_route *r, *routes;
+	char(*names)[CFG_NAME_MAX];
+	char what[64];
+	bool has_pool = false;
+
+	snprintf(what, sizeof(what), "%s[%u]", section, c->n_routes);
+	if (expect_mapping(x, n, what))
+		return -1;
+	routes = grow(c->routes, c->n_routes, sizeof(*routes));
+	if (!routes)
+		return fail_node(x, n, "out of memory");
+	c->routes = routes;
+	names = grow(x->route_pools, c->n_routes, sizeof(*names));
+	if (!names)
+		return fail_node(x, n, "out of memory");
+	x->route_pools = names;
+	r = &routes[c->n_routes];
+	memset(r, 0, sizeof(*r));
+	r->line = line_of(n);
+	for_each_pair(n, p)
+	{
+		const char *key = pair_key(x, n, p, what), *s;
+		yaml_node_t *v = node(x, p->value);
+
+		if (!key)
+			return -1;
+		if (strcmp(key, "host") && strcmp(key, "path_prefix") && strcmp(key, "pool"))
+			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
+		if (!(s = scalar(x, v, key)))
+			return -1;
+		if (!strcmp(key, "host")) {
+			if (copy_str(r->host, sizeof(r->host), s))
+				return fail_node(x, v, "%s.host: too long", what);
+			for (char *h = r->host; *h; h++)
+				*h = (char)tolower((unsigned char)*h);
+			if (!valid_route_host(r->host))
+				return fail_node(x, v,
+						 "%s.host: \"%s\" is not a host name (no port; "
+						 "\"*.\" only as a prefix)",
+						 what, s);
+		} else if (!strcmp(key, "path_prefix")) {
+			if (*s && *s != '/')
+				return fail_node(x, v, "%s.path_prefix: must start with /", what);
+			if (copy_str(r->path_prefix, sizeof(r->path_prefix), s))
+				return fail_node(x, v, "%s.path_prefix: too long", what);
+		} else {
+			if (!valid_name(s))
+				return fail_node(x, v, "%s.pool: \"%s\" is not a pool name", what,
+						 s);
+			strcpy(names[c->n_routes], s);
+			has_pool = true;
+		}
+	}
+	if (!has_pool)
+		return fail_node(x, n, "%s: a route needs a pool", what);
+	c->n_routes++;
+	return 0;
+}
+
+static int sec_routes(struct cfg_ctx *x, yaml_node_t *v)
+{
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail_node(x, v, "routes: expected a list, found %s", node_kind(v));
+	for_each_item(v, it) if (parse_route(x, node(x, *it), "routes")) return -1;
+	return 0;
+}
+
+/* The top level: one row per key. Sections run in file order; ones that
+ * depend on others (routes → pools) defer the check to finalize(). */
+static const struct cfg_section {
+	const char *key;
+	int (*parse)(struct cfg_ctx *x, yaml_node_t *value);
+} sections[] = {
+	{"workers", sec_workers},	{"listen", sec_listen},	      {"upstream", sec_upstream},
+	{"access_log", sec_access_log}, {"log_level", sec_log_level}, {"limits", sec_limits},
+	{"timeouts", sec_timeouts},	{"pools", sec_pools},	      {"routes", sec_routes},
+};
+
+/* ---- loading -------------------------------------------------------------- */
+
+static void set_defaults(struct config *c)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(c, 0, sizeof(*c));
+	c->workers = n > 0 ? (unsigned)n : 1;
+	c->limits = (struct cfg_limits){
+		.request_line = 8 << 10,
+		.header_bytes = 32 << 10,
+		.header_count = 100,
+		.body = 1 << 20,
+	};
+	c->timeouts = (struct cfg_timeouts){
+		.header = 10000,
+		.body = 60000,
+		.keepalive = 75000,
+		.upstream_connect = 5000,
+		.upstream_response = 60000,
+		.upstream_idle = 60000,
+		.send = 60000,
+		.drain = 30000,
+	};
+	c->log_level = 2;
+}
+
+static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
+{
+	if (root->type != YAML_MAPPING_NODE)
+		return fail_node(x, root, "the file must be a mapping of keys (found %s)",
+				 node_kind(root));
+	for_each_pair(root, p)
+	{
+		const char *key = pair_key(x, root, p, "");
+		const struct cfg_section *s = NULL;
+
+		if (!key)
+			return -1;
+		for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+			if (!strcmp(sections[i].key, key))
+				s = &sections[i];
+		if (!s)
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", key);
+		if (s->parse(x, node(x, p->value)))
+			return -1;
+	}
+	return 0;
+}
+
+static int load_file(struct cfg_ctx *x, const char *path)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc, extra;
+	yaml_node_t *root;
+	FILE *f;
+	int rc = -1;
+
+	x->file = path;
+	if (copy_str(x->c->source, sizeof(x->c->source), path))
+		return fail_at(x, 0, "path is too long");
+	f = fopen(path, "rb");
+	if (!f)
+		return fail_at(x, 0, "cannot open: %s", strerror(errno));
+	if (!yaml_parser_initialize(&parser)) {
+		fclose(f);
+		return fail_at(x, 0, "out of memory");
+	}
+	yaml_parser_set_input_file(&parser, f);
+	if (!yaml_parser_load(&parser, &doc)) {
+		fail_at(x, (unsigned)parser.problem_mark.line + 1, "%s%s%s",
+			parser.problem ? parser.problem : "YAML error", parser.context ? " " : "",
+			parser.context ? parser.context : "");
+		goto out_parser;
+	}
+	x->doc = &doc;
+	root = yaml_document_get_root_node(&doc);
+	if (root) {
+		if (walk_root(x, root))
+			goto out_doc;
+		/* a second document ("---") would be silently ignored otherwise */
+		if (!yaml_parser_load(&parser, &extra)) {
+			fail_at(x, (unsigned)parser.problem_mark.line + 1, "%s",
+				parser.problem ? parser.problem : "YAML error");
+			goto out_doc;
+		}
+		root = yaml_document_get_root_node(&extra);
+		if (root)
+			fail_node(x, root, "only one YAML document is allowed");
+		yaml_document_delete(&extra);
+		if (root)
+			goto out_doc;
+	}
+	rc = 0;
+out_doc:
+	x->doc = NULL;
+	yaml_document_delete(&doc);
+out_parser:
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return rc;
+}
+
+/* Checks that need the file and the flags together. */
+static int finalize(struct cfg_ctx *x)
+{
+	struct config *c = x->c;
+	char why[512];
+
+	for (unsigned i = 0; i < c->n_routes; i++) {
+		int p = pool_find(c, x->route_pools[i]);
+
+		if (p < 0)
+			return fail_at(x, c->routes[i].line, "routes[%u].pool: unknown pool \"%s\"",
+				       i, x->route_pools[i]);
+		c->routes[i].pool = (unsigned)p;
+	}
+	if (!c->n_listens) {
+		c->listens = calloc(1, sizeof(*c->listens));
+		if (!c->listens)
+			return fail_at(x, 0, "out of memory");
+		if (parse_addr(CFG_DEFAULT_LISTEN, true, c->listens, why, sizeof(why)))
+			return fail_at(x, 0, "default listen address: %s", why);
+		c->n_listens = 1;
+	}
+	if (!c->n_pools) {
+		/* not a place in the file: say it plainly */
+		snprintf(x->err, x->errlen, "no upstream: give --upstream or pools.default");
+		return -1;
+	}
+	return 0;
+}
+
+static void ctx_init(struct cfg_ctx *x, struct config *c, char *err, size_t errlen)
+{
+	memset(x, 0, sizeof(*x));
+	x->c = c;
+	x->err = err;
+	x->errlen = errlen;
+	if (errlen)
+		err[0] = 0;
+}
+
+static void ctx_fini(struct cfg_ctx *x)
+{
+	free(x->route_pools);
+	free(x->pool_lines);
+}
+
+int config_load_file(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct config *c = malloc(sizeof(*c));
+	struct cfg_ctx x;
+	int rc;
+
+	*out = NULL;
+	ctx_init(&x, c, err, errlen);
+	if (!c) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		return -1;
+	}
+	set_defaults(c);
+	rc = load_file(&x, path);
+	if (!rc)
+		rc = finalize(&x);
+	ctx_fini(&x);
+	if (rc) {
+		config_free(c);
+		return -1;
+	}
+	*out = c;
+	return 0;
+}
+
+/* ---- command line ------------------------------------------------------------ */
+
+struct cli {
+	const char *config;
+	const char **listens, **upstreams; /* point into argv */
+	unsigned n_listens, n_upstreams;
+	const char *workers, *access_log, *log_level;
+	enum config_action action;
+	bool want_help, want_version;
+};
+
+enum { OPT_NOARG, OPT_ARG, OPT_LIST };
+
+static const struct cli_opt {
+	const char *name;
+	int kind;
+	size_t off; /* into struct cli: const char * or list */
+} cli_opts[] = {
+	{"--config", OPT_ARG, offsetof(struct cli, config)},
+	{"--listen", OPT_LIST, offsetof(struct cli, listens)},
+	{"--upstream", OPT_LIST, offsetof(struct cli, upstreams)},
+	{"--workers", OPT_ARG, offsetof(struct cli, workers)},
+	{"--access-log", OPT_ARG, offsetof(struct cli, access_log)},
+	{"--log-level", OPT_ARG, offsetof(struct cli, log_level)},
+	{"--check-config", OPT_NOARG, 0},
+	{"--version", OPT_NOARG, 0},
+	{"--help", OPT_NOARG, 0},
+	{"-h", OPT_NOARG, 0},
+};
+
+static int parse_argv(struct cfg_ctx *x, int argc, char **argv, struct cli *cli)
+{
+	cli->listens = calloc((size_t)argc + 1, sizeof(char *));
+	cli->upstreams = calloc((size_t)argc + 1, sizeof(char *));
+	if (!cli->listens || !cli->upstreams)
+		return fail_flag(x, argv[0] ? argv[0] : "reflexd", "out of memory");
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *eq = strchr(a, '='), *val = NULL;
+		size_t nlen = eq && a[0] == '-' && a[1] == '-' ? (size_t)(eq - a) : strlen(a);
+		const struct cli_opt *o = NULL;
+		char flag[64];
+
+		for (size_t k = 0; k < sizeof(cli_opts) / sizeof(cli_opts[0]); k++)
+			if (strlen(cli_opts[k].name) == nlen && !strncmp(cli_opts[k].name, a, nlen))
+				o = &cli_opts[k];
+		snprintf(flag, sizeof(flag), "%.*s", (int)(nlen < 48 ? nlen : 48), a);
+		if (!o) {
+			if (a[0] == '-')
+				return fail_flag(x, flag, "unknown option (see --help)");
+			return fail_flag(x, flag, "unexpected argument (see --help)");
+		}
+		if (o->kind == OPT_NOARG) {
+			if (nlen != strlen(a))
+				return fail_flag(x, flag, "takes no value");
+			if (!strcmp(o->name, "--check-config"))
+				cli->action = CONFIG_CHECK;
+			else if (!strcmp(o->name, "--version"))
+				cli->want_version = true;
+			else
+				cli->want_help = true;
+			continue;
+		}
+		if (nlen != strlen(a))
+			val = eq + 1;
+		else if (i + 1 < argc)
+			val = argv[++i];
+		else
+			return fail_flag(x, flag, "needs a value");
+		if (o->kind == OPT_LIST) {
+			const char ***list = (const char ***)((char *)cli + o->off);
+			unsigned *n = o->off == offsetof(struct cli, listens) ? &cli->n_listens
+									      : &cli->n_upstreams;
+
+			(*list)[(*n)++] = val;
+		} else {
+			*(const char **)((char *)cli + o->off) = val;
+		}
+	}
+	return 0;
+}
+
+static int apply_flags(struct cfg_ctx *x, struct cli *cli)
+{
+	struct config *c = x->c;
+	char why[512];
+
+	if (cli->workers && parse_workers(cli->workers, &c->workers, why, sizeof(why)))
+		return fail_flag(x, "--workers", "%s", why);
+	if (cli->log_level && parse_log_level(cli->log_level, &c->log_level, why, sizeof(why)))
+		return fail_flag(x, "--log-level", "%s", why);
+	if (cli->access_log && copy_str(c->access_log, sizeof(c->access_log), cli->access_log))
+		return fail_flag(x, "--access-log", "path is too long");
+	if (cli->n_listens) {
+		struct cfg_addr *arr = calloc(cli->n_listens, sizeof(*arr));
+
+		if (!arr)
+			return fail_flag(x, "--listen", "out of memory");
+		for (unsigned i = 0; i < cli->n_listens; i++) {
+			if (parse_addr(cli->listens[i], true, &arr[i], why, sizeof(why))) {
+				free(arr);
+				return fail_flag(x, "--listen", "%s", why);
+			}
+			for (unsigned j = 0; j < i; j++) {
+				if (arr[j].len == arr[i].len &&
+				    !memcmp(&arr[j].ss, &arr[i].ss, arr[i].len)) {
+					free(arr);
+					return fail_flag(x, "--listen", "\"%s\" is given twice",
+							 cli->listens[i]);
+				}
+			}
+		}
+		free(c->listens);
+		c->listens = arr;
+		c->n_listens = cli->n_listens;
+	}
+	if (cli->n_upstreams) {
+		int i = pool_find(c, CFG_DEFAULT_POOL);
+		struct cfg_pool *p;
+
+		if (i >= 0) {
+			p = &c->pools[i];
+			free(p->endpoints);
+			p->endpoints = NULL;
+			p->n_endpoints = 0;
+		} else if (!(p = pool_add(x, CFG_DEFAULT_POOL, 0))) {
+			return fail_flag(x, "--upstream", "out of memory");
+		}
+		for (unsigned k = 0; k < cli->n_upstreams; k++) {
+			struct cfg_addr a;
+
+			if (parse_addr(cli->upstreams[k], false, &a, why, sizeof(why)))
+				return fail_flag(x, "--upstream", "%s", why);
+			if (endpoint_add(p, &a, 1))
+				return fail_flag(x, "--upstream", "out of memory");
+		}
+	}
+	return 0;
+}
+
+int config_from_args(int argc, char **argv, struct config **out, enum config_action *action,
+		     char *err, size_t errlen)
+{
+	struct config *c = malloc(sizeof(*c));
+	struct cli cli = {0};
+	struct cfg_ctx x;
+	int rc = -1;
+
+	*out = NULL;
+	*action = CONFIG_RUN;
+	ctx_init(&x, c, err, errlen);
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	set_defaults(c);
+	if (parse_argv(&x, argc, argv, &cli))
+		goto out;
+	/* --help and --version answer even when the rest would not load; the
+	 * snapshot handed back is then the unchecked defaults. */
+	if (cli.want_help || cli.want_version) {
+		*action = cli.want_help ? CONFIG_HELP : CONFIG_VERSION;
+		rc = 0;
+		goto out;
+	}
+	if (cli.config && load_file(&x, cli.config))
+		goto out;
+	/* flag errors name the flag, not the file */
+	x.file = NULL;
+	if (apply_flags(&x, &cli))
+		goto out;
+	x.file = cli.config;
+	if (finalize(&x))
+		goto out;
+	*action = cli.action;
+	rc = 0;
+out:
+	free(cli.listens);
+	free(cli.upstreams);
+	ctx_fini(&x);
+	if (rc)
+		config_free(c);
+	else
+		*out = c;
+	return rc;
+}
+
+const char *config_usage(void)
+{
+	return "usage: reflexd [options]\n"
+	       "  --config FILE         YAML configuration (see docs/config.md)\n"
+	       "  --listen ADDR:PORT    listen address; repeatable; replaces the file's list\n"
+	       "                        (default 127.0.0.1:8080; IPv6 as [::1]:8080)\n"
+	       "  --upstream HOST:PORT  upstream endpoint of pool \"default\"; repeatable;\n"
+	       "                        replaces the file's default pool endpoints\n"
+	       "  --workers N           worker threads (default: online CPUs; \"auto\")\n"
+	       "  --access-log PATH     access log file, \"-\" for stdout (default: off)\n"
+	       "  --log-level LEVEL     error, warn, info (default) or debug\n"
+	       "  --check-config        load and validate the configuration, then exit\n"
+	       "  --version             print the version and exit\n"
+	       "  -h, --help            print this help and exit\n";
+}
+
+int config_pool_index(const struct config *c, const char *name)
+{
+	return pool_find(c, name);
+}
+
+void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	for (unsigned i = 0; i < c->n_pools; i++)
+		free(c->pools[i].endpoints);
+	free(c->pools);
+	free(c->listens);
+	free(c->routes);
+	free(c);
+}
