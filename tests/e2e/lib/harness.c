@@ -941,6 +941,24 @@ enum h_read_end h_read_all(int fd, struct h_buf *b, unsigned timeout_ms, unsigne
 	}
 }
 
+enum h_read_end h_read_until(int fd, struct h_buf *b, const char *needle, unsigned timeout_ms)
+{
+	double end = h_now_ms() + timeout_ms;
+
+	for (;;) {
+		if (b->len && memmem(b->data, b->len, needle, strlen(needle)))
+			return H_READ_DONE;
+		int wait = (int)(end - h_now_ms());
+		if (wait <= 0)
+			return H_READ_TIMEOUT;
+		int r = read_step(fd, b, wait);
+		if (r == 0)
+			return H_READ_CLOSED;
+		if (r < 0)
+			return (enum h_read_end)(-r - 100);
+	}
+}
+
 /* ---- raw response parsing --------------------------------------------------- */
 
 /* Find the end of the head: index after "\r\n\r\n" (or "\n\n"), or 0. */

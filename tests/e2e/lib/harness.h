@@ -214,6 +214,10 @@ void h_buf_free(struct h_buf *b);
  * idle_ms passes without a byte (0 = no idle limit). Appends to b. */
 enum h_read_end h_read_all(int fd, struct h_buf *b, unsigned timeout_ms, unsigned idle_ms);
 
+/* Read until buf contains needle (H_READ_DONE), the peer closes, or the
+ * deadline passes. */
+enum h_read_end h_read_until(int fd, struct h_buf *b, const char *needle, unsigned timeout_ms);
+
 /* One response parsed from a raw byte stream. */
 struct h_raw_resp {
 	int status;

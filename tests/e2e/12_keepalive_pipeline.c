@@ -1,0 +1,248 @@
+/* 12_keepalive_pipeline — connection reuse on both sides of reflexd:
+ * pipelined requests answered in order, upstream keep-alive reuse within and
+ * across client connections (counted with the origin's /__stats), HTTP/1.0
+ * with and without keep-alive, and recovery when a pooled upstream
+ * connection was closed by the origin (retry on a fresh connection). */
+#include "lib/harness.h"
+
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define WORKERS 2
+
+static int gw_port, o_port;
+
+static void test_pipeline(void)
+{
+	struct h_buf req = {0}, b = {0};
+	struct h_raw_resp rr[16];
+	char one[256];
+	int fd, k = 0;
+
+	test_begin("pipeline_10_in_order");
+	for (int i = 0; i < 10; i++) {
+		/* Vary the delay so a gateway that answers out of order shows it. */
+		int len = snprintf(one, sizeof(one),
+				   "GET /echo?i=%d&delay=%d HTTP/1.1\r\nHost: x\r\n%s\r\n", i,
+				   (i % 3 == 0) ? 60 : 0, i == 9 ? "Connection: close\r\n" : "");
+		size_t off = req.len;
+		req.len += (size_t)len;
+		req.data = realloc(req.data, req.len + 1);
+		memcpy(req.data + off, one, (size_t)len + 1);
+	}
+	fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd >= 0) {
+		/* One write: all ten requests arrive together. */
+		CHECK_INT(h_send_all(fd, req.data, req.len), 0);
+		enum h_read_end end = h_read_all(fd, &b, 10000, 0);
+		CHECK_MSG(end == H_READ_CLOSED, "read ended %s", h_read_end_name(end));
+		close(fd);
+		k = h_parse_responses(b.data ? b.data : "", b.len, rr, 16, NULL);
+		CHECK_MSG(k == 10, "%d responses to 10 pipelined requests; stream '%s'", k,
+			  h_excerpt(b.data, b.len, 300));
+		for (int i = 0; i < k && i < 10; i++) {
+			struct h_echo e;
+			char want[64];
+
+			snprintf(want, sizeof(want), "/echo?i=%d&delay=%d", i, (i % 3 == 0) ? 60 : 0);
+			if (rr[i].status != 200 || h_echo_parse(rr[i].body, rr[i].body_len, &e)) {
+				test_fail(__FILE__, __LINE__, "response %d: status %d body '%s'", i,
+					  rr[i].status, h_excerpt(rr[i].body, rr[i].body_len, 100));
+				continue;
+			}
+			CHECK_MSG(!strcmp(e.target, want), "response %d answers '%s', want '%s'", i,
+				  e.target, want);
+			h_echo_free(&e);
+		}
+		h_raw_resp_free(rr, k);
+	}
+	h_buf_free(&req);
+	h_buf_free(&b);
+	test_end();
+}
+
+static void test_reuse_one_client_conn(void)
+{
+	struct h_origin_stats s0, s1;
+	void *c = h_curl_new();
+	char u[256];
+	long client_conns = 0;
+	int ok = 0;
+
+	test_begin("keepalive_100_on_one_connection");
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=100", gw_port);
+	CHECK(h_origin_stats(o_port, &s0) == 0);
+	for (int i = 0; i < 100; i++) {
+		struct h_resp r;
+		struct h_req q = {.url = u, .curl = c};
+
+		if (h_http(&q, &r) == 0 && r.status == 200 && r.body_bytes == 100)
+			ok++;
+		client_conns += r.num_connects;
+		h_resp_free(&r);
+	}
+	h_curl_free(c);
+	CHECK(h_origin_stats(o_port, &s1) == 0);
+	CHECK_MSG(ok == 100, "%d of 100 requests answered 200 with 100 bytes", ok);
+	CHECK_MSG(client_conns == 1, "the client needed %ld connections (gateway closed it?)",
+		  client_conns);
+	CHECK_MSG(s1.requests - s0.requests == 100, "origin served %ld requests, want 100",
+		  s1.requests - s0.requests);
+	CHECK_MSG(s1.connections - s0.connections <= 2,
+		  "origin accepted %ld new connections for 100 keep-alive requests (want <= 2)",
+		  s1.connections - s0.connections);
+	test_end();
+}
+
+static void test_reuse_across_client_conns(void)
+{
+	struct h_origin_stats s0, s1;
+	char u[256];
+	int ok = 0;
+
+	test_begin("upstream_reuse_across_100_client_connections");
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=100", gw_port);
+	CHECK(h_origin_stats(o_port, &s0) == 0);
+	for (int i = 0; i < 100; i++) {
+		struct h_resp r;
+		struct h_req q = {.url = u}; /* a fresh handle: a new client connection */
+
+		if (h_http(&q, &r) == 0 && r.status == 200 && r.body_bytes == 100)
+			ok++;
+		h_resp_free(&r);
+	}
+	CHECK(h_origin_stats(o_port, &s1) == 0);
+	CHECK_MSG(ok == 100, "%d of 100 requests answered 200 with 100 bytes", ok);
+	CHECK_MSG(s1.connections - s0.connections <= WORKERS * 2,
+		  "origin accepted %ld new connections for 100 client connections (want <= %d)",
+		  s1.connections - s0.connections, WORKERS * 2);
+	test_end();
+}
+
+static void test_http10(void)
+{
+	struct h_buf b = {0};
+	struct h_raw_resp rr[3];
+	char conn[64] = "";
+	int k;
+
+	test_begin("http10_without_keepalive");
+	static const char r10[] = "GET /?size=10 HTTP/1.0\r\n\r\n";
+	enum h_read_end end =
+		h_raw_roundtrip("127.0.0.1", gw_port, r10, sizeof(r10) - 1, &b, 5000);
+	CHECK_MSG(end == H_READ_CLOSED, "1.0 request without keep-alive: read ended %s",
+		  h_read_end_name(end));
+	k = h_parse_responses(b.data ? b.data : "", b.len, rr, 3, NULL);
+	CHECK_MSG(k == 1 && rr[0].status == 200 && rr[0].body_len == 10,
+		  "1.0 response: '%s'", h_excerpt(b.data, b.len, 300));
+	h_raw_resp_free(rr, k);
+	h_buf_free(&b);
+	test_end();
+
+	test_begin("http10_with_keepalive");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd >= 0) {
+		static const char ka[] = "GET /?size=10 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+
+		CHECK_INT(h_send_all(fd, ka, sizeof(ka) - 1), 0);
+		end = h_read_responses(fd, &b, 1, 5000);
+		CHECK_MSG(end == H_READ_DONE, "first 1.0 keep-alive response: read ended %s: '%s'",
+			  h_read_end_name(end), h_excerpt(b.data, b.len, 300));
+		k = h_parse_responses(b.data ? b.data : "", b.len, rr, 3, NULL);
+		if (k >= 1) {
+			CHECK_INT(rr[0].status, 200);
+			CHECK_MSG(rr[0].has_cl, "1.0 keep-alive response without Content-Length");
+			CHECK_MSG(h_head_header(rr[0].head, "Connection", conn, sizeof(conn)) &&
+					  !strcasecmp(conn, "keep-alive"),
+				  "1.0 keep-alive response Connection '%s'", conn);
+		}
+		h_raw_resp_free(rr, k);
+		h_buf_free(&b);
+		/* The connection is still open: a second request is answered. */
+		CHECK_INT(h_send_all(fd, ka, sizeof(ka) - 1), 0);
+		end = h_read_responses(fd, &b, 1, 5000);
+		CHECK_MSG(end == H_READ_DONE, "second 1.0 keep-alive request: read ended %s: '%s'",
+			  h_read_end_name(end), h_excerpt(b.data, b.len, 300));
+		h_buf_free(&b);
+		close(fd);
+	}
+	test_end();
+}
+
+static void test_upstream_restart(void)
+{
+	int gp = h_free_port(), op = h_free_port();
+	struct h_proc *o, *gw;
+	char u[256];
+	struct h_resp r;
+
+	test_begin("upstream_closed_idle_connection_retried");
+	o = h_start_origin("restart-origin", op, 1);
+	const char *cfg = h_write_config("workers: 1\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "timeouts: {drain: 1s}\n",
+					 gp, op);
+	gw = o ? h_start_reflexd_config("reflexd-restart", gp, cfg) : NULL;
+	if (!o || !gw) {
+		test_fail(__FILE__, __LINE__, "setup failed (origin %p, reflexd %p)", (void *)o,
+			  (void *)gw);
+		test_end();
+		return;
+	}
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=10", gp);
+	for (int i = 0; i < 3; i++) {
+		CHECK_MSG(h_get(u, &r) == 200, "before restart: status %ld %s", r.status, r.error);
+		h_resp_free(&r);
+	}
+	/* The origin goes away, closing the gateway's idle pooled connection,
+	 * and comes back on the same port. */
+	CHECK_MSG(WIFEXITED(h_stop(o, 3000)), "origin did not exit on SIGTERM");
+	o = h_start_origin("restart-origin", op, 1);
+	CHECK_MSG(o != NULL, "origin did not restart on port %d", op);
+	h_sleep_ms(100);
+	for (int i = 0; i < 3; i++) {
+		long st = h_get(u, &r);
+		CHECK_MSG(st == 200, "after restart, GET %d: status %ld body '%s' %s", i, st,
+			  h_excerpt(r.body, r.body_len, 120), r.error);
+		h_resp_free(&r);
+	}
+	h_stop(gw, 3000);
+	h_stop(o, 3000);
+	test_end();
+}
+
+int main(void)
+{
+	h_init("12_keepalive_pipeline", 90);
+	gw_port = h_free_port();
+	o_port = h_free_port();
+	if (!h_start_origin("origin", o_port, 1)) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflex-origin did not start");
+		return test_exit_code();
+	}
+	const char *cfg = h_write_config("workers: %d\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "timeouts: {drain: 1s, keepalive: 10s}\n",
+					 WORKERS, gw_port, o_port);
+	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflexd did not start (config %s)", cfg);
+		return test_exit_code();
+	}
+	test_pipeline();
+	test_reuse_one_client_conn();
+	test_reuse_across_client_conns();
+	test_http10();
+	test_upstream_restart();
+	test_begin("gateway_alive");
+	CHECK_MSG(h_alive(gw), "reflexd died during the scenario (status 0x%x)", gw->status);
+	test_end();
+	return test_exit_code();
+}
