@@ -1,0 +1,135 @@
+/* ratelimit.h — the only contract between bpf/ratelimit.bpf.c and userspace/ratelimit.c.
+ *
+ * Fixed-width types only: the same bytes are read by the BPF program and by the loader, so
+ * every struct here is laid out without implicit padding and never duplicated elsewhere.
+ *
+ * Addresses are carried as 16 bytes in network order: IPv6 as is, IPv4 in the first 4 bytes
+ * (the rest zero). The family travels next to them, so an IPv4 /32 never collides with an
+ * IPv6 prefix that happens to start with the same bytes.
+ *
+ * Time is CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns), unless the test clock override in
+ * the program's .bss is set, in which case that value is "now" for every packet.
+ */
+#ifndef REFLEX_BPF_RATELIMIT_H
+#define REFLEX_BPF_RATELIMIT_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define RL_FAMILY_V4 4
+#define RL_FAMILY_V6 6
+
+/* rl_ports: ARRAY indexed by destination port (host order), value = RL_PORT_* bits. A port
+ * whose value is 0 is not the gateway's: its packets pass untouched. */
+#define RL_PORT_TCP 1u
+#define RL_PORT_UDP 2u
+#define RL_PORTS_MAX 65536
+
+/* Keys of the LPM tries rl_allow_v4/v6, rl_deny_v4/v6 and rl_policy_v4/v6. prefixlen counts
+ * bits of addr, as BPF_MAP_TYPE_LPM_TRIE requires. */
+struct rl_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct rl_lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Value of rl_policy_v4/v6: the limits for sources under the prefix. The /0 (::/0) entry is
+ * the default; a source that matches no entry is not limited at all.
+ *
+ * Each bucket is GCRA: interval_ns = 1e9 / rate, tolerance_ns = interval_ns * (burst - 1).
+ * interval_ns == 0 means "no limit" for that bucket. bucket_plen is how many leading bits of
+ * the source form one bucket (IPv4 32 by default, IPv6 64). */
+struct rl_policy {
+	__u64 syn_interval_ns;  /* new TCP connections (SYN without ACK) */
+	__u64 syn_tolerance_ns;
+	__u64 pkt_interval_ns;  /* every TCP/UDP packet to a gateway port, SYNs included */
+	__u64 pkt_tolerance_ns;
+	__u32 bucket_plen;
+	__u32 flags; /* reserved, 0 */
+};
+
+/* Key of rl_buckets (LRU_HASH) and rl_penalty (LRU_HASH): the source masked to the bucket_plen
+ * of its policy. */
+struct rl_key {
+	__u8 family; /* RL_FAMILY_V4 or RL_FAMILY_V6 */
+	__u8 plen;
+	__u16 pad;   /* 0 */
+	__u8 addr[16];
+};
+
+/* Value of rl_buckets: two GCRA theoretical arrival times, each updated only by
+ * compare-and-swap (LRU maps refuse spin locks), and the time of the last event sent for this
+ * source. A TAT of 0 is a full bucket. */
+struct rl_bucket {
+	__u64 syn_tat;
+	__u64 pkt_tat;
+	__u64 last_event_ns;
+};
+
+/* Value of rl_penalty: the source is dropped until until_ns. Written by userspace (the L7
+ * layer's escalation); an expired entry is deleted by the program when next seen. */
+struct rl_penalty {
+	__u64 until_ns;
+	__u64 last_event_ns;
+};
+
+/* rl_config: ARRAY with one element, read on every packet; changes apply to the next packet. */
+#define RL_CFG_DRY_RUN 1u      /* count what would be dropped, drop nothing */
+#define RL_CFG_CAP_DROP 2u     /* over the new-bucket budget: drop the new source (else pass) */
+
+struct rl_config {
+	__u32 flags;             /* RL_CFG_* */
+	__u32 new_buckets_per_sec; /* per CPU; 0 = unlimited */
+	__u32 events_per_sec;    /* per CPU cap on ring-buffer events; 0 = no events */
+	__u32 pad;               /* 0 */
+	__u64 event_interval_ns; /* at most one event per source per interval */
+};
+
+/* Why a packet was (or in dry-run would have been) dropped. */
+enum rl_reason {
+	RL_REASON_NONE = 0,
+	RL_REASON_DENY,     /* source in the deny list */
+	RL_REASON_PENALTY,  /* source in the penalty box */
+	RL_REASON_SYN_RATE, /* over the SYN (new connection) rate */
+	RL_REASON_PKT_RATE, /* over the packet rate */
+	RL_REASON_CAP,      /* new source over the per-CPU bucket budget (RL_CFG_CAP_DROP) */
+	RL_REASON_MAX,
+};
+
+/* rl_counters: PERCPU_ARRAY with one element; userspace sums the CPUs. */
+struct rl_counters {
+	__u64 ignored;    /* not TCP/UDP to a gateway port (incl. non-IP, fragments) */
+	__u64 malformed;  /* truncated or invalid headers: passed */
+	__u64 allowed;    /* source in the allow list: passed without limiting */
+	__u64 passed;     /* limited source, under its limits */
+	__u64 unlimited;  /* no policy matched, or no bucket configured: passed */
+	__u64 dropped[RL_REASON_MAX];    /* enforced drops by reason */
+	__u64 would_drop[RL_REASON_MAX]; /* dry-run: passed, would have been dropped */
+	__u64 new_buckets;
+	__u64 cap_hits;      /* new source seen while the CPU's bucket budget was spent */
+	__u64 cas_failures;  /* CAS lost twice in a row: passed (fail open) */
+	__u64 events_sent;
+	__u64 events_lost;   /* ring buffer full */
+	__u64 events_capped; /* suppressed by events_per_sec */
+};
+
+/* rl_events: RINGBUF records. */
+struct rl_event {
+	__u64 ts_ns;
+	__u8 addr[16]; /* the bucket key's address (masked to plen) */
+	__u8 family;
+	__u8 plen;
+	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 dry_run; /* 1 if the packet was only counted */
+	__u32 reason; /* enum rl_reason */
+	__u32 ifindex;
+	__u16 dport;  /* host order */
+	__u16 pad;
+};
+
+#endif
