@@ -1,0 +1,22 @@
+/* sock.h — socket set-up helpers (no I/O on the data path happens here).
+ * All return a file descriptor or -errno. */
+#ifndef REFLEX_CORE_SOCK_H
+#define REFLEX_CORE_SOCK_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+/* A listening TCP socket with SO_REUSEPORT (one per worker per address),
+ * SO_REUSEADDR and a large backlog. IPv6 sockets are V6ONLY. */
+int sock_listen(const struct sockaddr *sa, socklen_t len, int backlog);
+/* A non-blocking TCP socket for an outgoing connection, TCP_NODELAY set. */
+int sock_stream_for(const struct sockaddr *sa);
+void sock_set_nodelay(int fd);
+/* Abortive close: SO_LINGER 0, so close() sends RST. */
+void sock_set_linger0(int fd);
+/* "1.2.3.4" or "2001:db8::1" for a peer address; returns buf. */
+const char *sock_ntop(const struct sockaddr *sa, char *buf, size_t len);
+/* Parse "1.2.3.4:80" / "[::1]:80" (numeric only). 0 or -EINVAL. */
+int sock_pton(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+
+#endif

@@ -1,0 +1,495 @@
+/* req.c — the request path of one client connection, top to bottom.
+ *
+ * The ordered step table below is the only statement of the order in which
+ * a request is handled (STYLE.md §1). Later stages (limit, reflex, cache)
+ * slot in between route and upstream.
+ */
+#include "http/req.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/sock.h"
+#include "http/respond.h"
+#include "http/upstream.h"
+#include "http/worker.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* Request bytes buffered from a client before its recv is paused (beyond
+ * the head limit): the per-connection bound while the upstream is slow. */
+#define IN_HIGH (256 * 1024)
+/* Linger after the last response of a closing connection. */
+#define LINGER_MS 2000
+
+static enum step_result step_parse(struct request *r);
+static enum step_result step_route(struct request *r);
+static enum step_result step_upstream(struct request *r);
+static enum step_result step_respond(struct request *r);
+
+static const struct req_step {
+	const char *name;
+	enum step_result (*run)(struct request *r);
+} steps[] = {
+	{ "parse", step_parse },       /* strict HTTP/1.1 head: http/parse.c */
+	{ "route", step_route },       /* Host + path prefix → pool, endpoint choice */
+	{ "upstream", step_upstream }, /* forward, stream the response: http/upstream.c */
+	{ "respond", step_respond },   /* finish: keep-alive or close */
+};
+#define N_STEPS (sizeof(steps) / sizeof(steps[0]))
+#define STEP_RESPOND (N_STEPS - 1)
+
+static const struct conn_ops client_ops;
+
+static void req_reset(struct request *r)
+{
+	struct buf head = r->head, up_head = r->up_head;
+	struct client *c = r->c;
+
+	buf_reset(&head, 16384);
+	buf_reset(&up_head, 16384);
+	*r = (struct request){ .c = c, .head = head, .up_head = up_head };
+}
+
+static void req_run(struct request *r)
+{
+	struct client *c = r->c;
+
+	if (r->running) {
+		r->rerun = true;
+		return;
+	}
+	r->running = true;
+	while (!c->conn.closing && r->step < N_STEPS) {
+		unsigned s = r->step;
+		r->rerun = false;
+		enum step_result sr = steps[s].run(r);
+		if (c->conn.closing)
+			break;
+		if (r->step != s) /* req_fail moved the request on */
+			continue;
+		if (sr == STEP_NEXT) {
+			r->step++;
+		} else if (sr == STEP_DONE) {
+			req_reset(r); /* on to the next (pipelined) request */
+		} else if (!r->rerun) {
+			break;
+		}
+	}
+	r->running = false;
+}
+
+void req_resume(struct request *r)
+{
+	req_run(r);
+}
+
+void req_fail(struct request *r, int status, const char *reason, bool close)
+{
+	struct client *c = r->c;
+
+	if (c->conn.closing)
+		return;
+	if (r->up)
+		upstream_abort(r);
+	if (r->resp_started) {
+		/* A response head is already out: an abort is all that is left. */
+		log_info("%s %s: %d %s after the response began; aborting", c->peer, r->id, status,
+			 reason);
+		conn_close(&c->conn, true);
+		return;
+	}
+	r->status = status;
+	r->error = reason;
+	if (close || !r->body_done || !r->keep_alive || c->conn.w->draining)
+		r->close_after = true;
+	respond_error(c, r, status, reason, r->close_after);
+	r->resp_started = r->resp_done = true;
+	r->step = STEP_RESPOND;
+	req_run(r);
+}
+
+/* ---- steps ------------------------------------------------------------------ */
+
+static void rebase(struct http_str *s, const char *from, const char *to, size_t n)
+{
+	if (s->p >= from && s->p < from + n)
+		s->p = to + (s->p - from);
+}
+
+static bool method_is(struct http_str m, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return m.len == n && memcmp(m.p, lit, n) == 0;
+}
+
+static enum step_result step_parse(struct request *r)
+{
+	struct client *c = r->c;
+	struct worker *w = c->conn.w;
+	struct buf *in = &c->conn.in;
+	struct http_request *h = &r->h;
+	struct http_error err;
+
+	if (in->len == 0)
+		return STEP_WAIT;
+	if (!c->head_timer_armed) {
+		/* the head must be complete this long after its first byte */
+		c->head_timer_armed = true;
+		timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.header);
+	}
+	*h = (struct http_request){ .headers = c->hdrs, .max_headers = w->max_hdrs };
+	int n = http_parse_request(buf_head(in), in->len, h, &w->limits, &err);
+	if (n == -2)
+		return STEP_WAIT;
+
+	c->in_request = true;
+	c->head_timer_armed = false;
+	timer_disarm(&w->loop.timers, &c->conn.timer);
+	r->t_start_ns = clock_ns();
+	w->stats.requests++;
+	if (n < 0) {
+		r->keep_alive = false;
+		req_fail(r, err.status, err.reason, true);
+		return STEP_WAIT;
+	}
+
+	/* Copy the head out of the connection buffer and point the views at
+	 * the copy: the connection may receive (and move its buffer) while a
+	 * later step waits. */
+	if (buf_append(&r->head, buf_head(in), (size_t)n) != 0) {
+		req_fail(r, 500, "out of memory", true);
+		return STEP_WAIT;
+	}
+	const char *from = buf_head(in), *to = buf_head(&r->head);
+	rebase(&h->method, from, to, (size_t)n);
+	rebase(&h->target, from, to, (size_t)n);
+	rebase(&h->path, from, to, (size_t)n);
+	rebase(&h->authority, from, to, (size_t)n);
+	rebase(&h->host, from, to, (size_t)n);
+	for (unsigned i = 0; i < h->n_headers; i++) {
+		rebase(&h->headers[i].name, from, to, (size_t)n);
+		rebase(&h->headers[i].value, from, to, (size_t)n);
+	}
+	buf_consume(in, (size_t)n);
+
+	r->is_head = h->is_head;
+	r->keep_alive = h->keep_alive;
+	r->http10 = h->minor_version == 0;
+	r->expect_continue = h->expect_continue;
+	r->safe = method_is(h->method, "GET") || method_is(h->method, "HEAD") ||
+		  method_is(h->method, "OPTIONS") || method_is(h->method, "TRACE");
+	r->body = h->body;
+	r->body_left = h->content_length;
+	r->body_done = h->body == HTTP_BODY_NONE ||
+		       (h->body == HTTP_BODY_LENGTH && h->content_length == 0);
+	if (h->body == HTTP_BODY_CHUNKED)
+		http_chunked_init(&r->chunk);
+
+	if (h->is_connect) {
+		req_fail(r, 501, "CONNECT is not supported", true);
+		return STEP_WAIT;
+	}
+	if (h->has_upgrade) {
+		req_fail(r, 501, "protocol upgrade is not supported", true);
+		return STEP_WAIT;
+	}
+	uint64_t limit = w->cfg->limits.body;
+	if (limit && h->body == HTTP_BODY_LENGTH && h->content_length > limit) {
+		req_fail(r, 413, "request body larger than the limit", true);
+		return STEP_WAIT;
+	}
+	return STEP_NEXT;
+}
+
+/* Does `host` (lower-cased, no port) match a route's host pattern? */
+static bool host_matches(const char *pattern, const char *host)
+{
+	if (!pattern[0])
+		return true;
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		size_t pl = strlen(pattern + 1), hl = strlen(host);
+		return hl > pl && strcmp(host + hl - pl, pattern + 1) == 0;
+	}
+	return strcmp(pattern, host) == 0;
+}
+
+static void host_key(struct http_str hv, char *out, size_t outlen)
+{
+	size_t n = 0;
+	const char *p = hv.p, *end = hv.p + hv.len;
+
+	if (p < end && *p == '[') { /* [v6]:port → [v6] */
+		while (p < end && *p != ']' && n + 1 < outlen)
+			out[n++] = *p++;
+		if (p < end && n + 1 < outlen)
+			out[n++] = *p++;
+	} else {
+		while (p < end && *p != ':' && n + 1 < outlen) {
+			char ch = *p++;
+			out[n++] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+		}
+	}
+	out[n] = 0;
+}
+
+static enum step_result step_route(struct request *r)
+{
+	struct client *c = r->c;
+	struct worker *w = c->conn.w;
+	const struct config *cfg = w->cfg;
+	const struct http_request *h = &r->h;
+	char host[CFG_HOST_MAX];
+	int pool = -1;
+
+	host_key(h->authority.len ? h->authority : h->host, host, sizeof(host));
+	for (unsigned i = 0; i < cfg->n_routes && pool < 0; i++) {
+		const struct cfg_route *rt = &cfg->routes[i];
+		size_t pl = strlen(rt->path_prefix);
+		if (host_matches(rt->host, host) && h->path.len >= pl &&
+		    memcmp(h->path.p, rt->path_prefix, pl) == 0)
+			pool = (int)rt->pool;
+	}
+	if (pool < 0)
+		pool = config_pool_index(cfg, "default");
+	if (pool < 0) {
+		req_fail(r, 404, "no route for this host and path", false);
+		return STEP_WAIT;
+	}
+	r->pool = pool;
+	r->ep = pool_pick(&w->pools[pool], worker_rand(w));
+	if (!r->ep) {
+		req_fail(r, 503, "the pool has no endpoints", false);
+		return STEP_WAIT;
+	}
+	if (upstream_build_head(r, h, c->peer) != 0) {
+		req_fail(r, 500, "out of memory", true);
+		return STEP_WAIT;
+	}
+	return STEP_NEXT;
+}
+
+static enum step_result step_upstream(struct request *r)
+{
+	unsigned me = r->step;
+
+	if (r->resp_done)
+		return STEP_NEXT;
+	if (!r->up && !r->resp_started) {
+		if (r->expect_continue && !r->body_done && !r->http10) {
+			r->continue_sent = true;
+			respond_continue(r->c);
+		}
+		upstream_start(r);
+		if (r->step != me || r->c->conn.closing)
+			return STEP_WAIT;
+		req_pump_body(r);
+	}
+	return r->resp_done ? STEP_NEXT : STEP_WAIT;
+}
+
+static enum step_result step_respond(struct request *r)
+{
+	struct client *c = r->c;
+	struct worker *w = c->conn.w;
+	struct conn *cn = &c->conn;
+
+	if (r->status >= 100 && r->status < 600)
+		w->stats.responses[r->status / 100]++;
+	if (r->up)
+		upstream_abort(r);
+	c->in_request = false;
+	c->n_requests++;
+	if (r->close_after || !r->body_done || w->draining || cn->eof) {
+		conn_close_after_flush(cn, LINGER_MS);
+		return STEP_WAIT;
+	}
+	/* Keep-alive: wait for the next request, or parse the one already
+	 * buffered (pipelining). */
+	if (cn->in.len == 0)
+		timer_arm(&w->loop.timers, &cn->timer, w->loop.now + w->cfg->timeouts.keepalive);
+	if (conn_recv_paused(cn))
+		conn_resume_recv(cn);
+	return STEP_DONE;
+}
+
+/* ---- the request body ------------------------------------------------------- */
+
+void req_pump_body(struct request *r)
+{
+	struct client *c = r->c;
+	struct worker *w = c->conn.w;
+	struct buf *in = &c->conn.in;
+	uint64_t limit = w->cfg->limits.body;
+
+	if (!r->up || r->body_done || c->conn.closing)
+		return;
+	while (in->len && !r->body_done && upstream_out_pending(r) < IN_HIGH) {
+		if (r->body == HTTP_BODY_LENGTH) {
+			size_t n = in->len < r->body_left ? in->len : (size_t)r->body_left;
+			upstream_send_body(r, buf_head(in), n);
+			buf_consume(in, n);
+			r->body_left -= n;
+			r->body_bytes += n;
+			r->body_done = r->body_left == 0;
+		} else {
+			struct http_str payload;
+			struct http_error err;
+			ssize_t k = http_chunked_feed(&r->chunk, buf_head(in), in->len, &payload, &err);
+			if (k < 0) {
+				req_fail(r, err.status ? err.status : 400, err.reason, true);
+				return;
+			}
+			if (limit && r->chunk.payload_total > limit) {
+				req_fail(r, 413, "request body larger than the limit", true);
+				return;
+			}
+			upstream_send_body(r, buf_head(in), (size_t)k);
+			buf_consume(in, (size_t)k);
+			r->body_bytes = r->chunk.payload_total;
+			r->body_done = r->chunk.done;
+		}
+	}
+	if (r->body_done)
+		timer_disarm(&w->loop.timers, &c->conn.timer);
+	else
+		timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.body);
+	if (conn_recv_paused(&c->conn) && in->len < IN_HIGH)
+		conn_resume_recv(&c->conn);
+}
+
+/* ---- the client connection ------------------------------------------------- */
+
+void client_new(struct worker *w, int fd)
+{
+	struct client *c = calloc(1, sizeof(*c));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (c)
+		c->hdrs = calloc(w->max_hdrs, sizeof(*c->hdrs));
+	if (!c || !c->hdrs) {
+		free(c);
+		close(fd);
+		return;
+	}
+	conn_init(&c->conn, w, fd, &client_ops);
+	c->req.c = c;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		sock_ntop((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+	else
+		strcpy(c->peer, "unknown");
+	c->next = w->clients;
+	if (w->clients)
+		w->clients->prev = c;
+	w->clients = c;
+	w->n_clients++;
+	/* A connection that sends nothing is closed after the header timeout. */
+	timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.header);
+	conn_start_recv(&c->conn);
+}
+
+void client_drain(struct client *c)
+{
+	if (!c->in_request && c->conn.in.len == 0 && !c->conn.closing)
+		conn_close_after_flush(&c->conn, LINGER_MS);
+}
+
+static void client_on_recv(struct conn *cn, const char *data, size_t len)
+{
+	struct client *c = container_of(cn, struct client, conn);
+	struct request *r = &c->req;
+
+	if (buf_append(&cn->in, data, len) != 0) {
+		conn_close(cn, true);
+		return;
+	}
+	if (!c->in_request)
+		req_run(r);
+	else if (!r->body_done)
+		req_pump_body(r);
+	if (!cn->closing && cn->in.len > IN_HIGH + cn->w->cfg->limits.header_bytes)
+		conn_pause_recv(cn);
+}
+
+static void client_on_eof(struct conn *cn, int err)
+{
+	struct client *c = container_of(cn, struct client, conn);
+	struct request *r = &c->req;
+
+	if (c->in_request && r->body_done && !err) {
+		/* Half-close after a complete request: answer, then close. */
+		r->close_after = true;
+		return;
+	}
+	if (c->in_request)
+		upstream_abort(r);
+	if (err || c->in_request)
+		conn_close(cn, err != 0);
+	else
+		conn_close_after_flush(cn, 0);
+}
+
+static void client_on_sent(struct conn *cn)
+{
+	struct client *c = container_of(cn, struct client, conn);
+
+	if (c->in_request && c->req.up)
+		upstream_client_drained(&c->req);
+}
+
+static void client_on_timeout(struct conn *cn)
+{
+	struct client *c = container_of(cn, struct client, conn);
+	struct request *r = &c->req;
+
+	if (!c->in_request) {
+		if (c->head_timer_armed && cn->in.len) {
+			c->in_request = true;
+			r->keep_alive = false;
+			req_fail(r, 408, "request head not received in time", true);
+		} else {
+			conn_close(cn, false); /* idle keep-alive, or never spoke */
+		}
+		return;
+	}
+	if (!r->body_done && !r->resp_started)
+		req_fail(r, 408, "request body not received in time", true);
+	else if (!r->body_done)
+		conn_close(cn, true);
+}
+
+static void client_on_destroy(struct conn *cn)
+{
+	struct client *c = container_of(cn, struct client, conn);
+	struct worker *w = cn->w;
+
+	if (c->req.up)
+		upstream_abort(&c->req);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n_clients--;
+	buf_free(&c->req.head);
+	buf_free(&c->req.up_head);
+	free(c->hdrs);
+	free(c);
+}
+
+static const struct conn_ops client_ops = {
+	.on_recv = client_on_recv,
+	.on_eof = client_on_eof,
+	.on_sent = client_on_sent,
+	.on_timeout = client_on_timeout,
+	.on_destroy = client_on_destroy,
+};

@@ -1,0 +1,106 @@
+/* req.h — a client connection and the request it is serving.
+ *
+ * A client connection serves one request at a time; pipelined requests
+ * wait, unparsed, in the connection's input buffer, so responses leave in
+ * request order. The request runs through the ordered step table in req.c
+ * (the only place that knows the order); each step returns NEXT, WAIT (an
+ * I/O completion resumes the request with req_resume) or DONE.
+ */
+#ifndef REFLEX_HTTP_REQ_H
+#define REFLEX_HTTP_REQ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "http/conn.h"
+#include "http/parse.h"
+
+struct upconn;
+struct endpoint_state;
+
+enum step_result { STEP_NEXT, STEP_WAIT, STEP_DONE };
+
+/* How the response body is written to the client. */
+enum resp_out {
+	RESP_OUT_NONE,      /* no body */
+	RESP_OUT_RAW,       /* bytes as received (Content-Length) */
+	RESP_OUT_CHUNKED,   /* chunked passed through, validated */
+	RESP_OUT_DECHUNK,   /* chunked from upstream, payload only, close-delimited (1.0 client) */
+	RESP_OUT_ENCODE,    /* close-delimited from upstream, chunk-encoded (1.1 client) */
+	RESP_OUT_UNTIL_CLOSE, /* close-delimited both sides (1.0 client) */
+};
+
+struct request {
+	struct client *c;
+	unsigned step;
+	bool running, rerun; /* req_run re-entrancy guard */
+	uint64_t t_start_ns;
+
+	/* facts copied out of the parsed head (the head bytes are consumed) */
+	bool is_head, keep_alive, http10, expect_continue, safe;
+	enum http_body body;
+	uint64_t body_left;        /* HTTP_BODY_LENGTH: bytes still to forward */
+	struct http_chunked chunk; /* HTTP_BODY_CHUNKED: request body decoder */
+	bool body_done;
+	uint64_t body_bytes;
+	char id[33];
+
+	/* the head, copied out of the connection buffer so later steps may
+	 * wait on I/O while the connection keeps receiving */
+	struct buf head;
+	struct http_request h; /* views into head */
+
+	/* upstream exchange */
+	int pool;
+	struct endpoint_state *ep;
+	struct upconn *up;
+	struct buf up_head;  /* serialized upstream request head, kept for a retry */
+	bool retried;
+	bool body_started;   /* body bytes were handed to the upstream (no retry after) */
+	bool continue_sent;
+
+	/* response */
+	int status;
+	bool resp_started;   /* the client has been sent (or queued) a response head */
+	bool resp_done;
+	bool close_after;    /* close the client connection after this response */
+	enum resp_out out;
+	uint64_t resp_left;  /* RESP_OUT_RAW: bytes still expected */
+	struct http_chunked resp_chunk;
+	const char *error;   /* reason of a gateway-generated error response */
+};
+
+struct client {
+	struct conn conn;
+	struct client *next, *prev; /* worker's client list */
+	struct http_header *hdrs;   /* parsed header views, one array per client */
+	struct request req;
+	bool in_request;
+	bool head_timer_armed;
+	uint64_t n_requests;
+	char peer[48]; /* client IP as text */
+};
+
+/* Called by upstream.c when the exchange has progressed (response complete
+ * or failed): re-runs the request's current step. */
+void req_resume(struct request *r);
+
+/* Answer the request with a gateway-generated error (status, reason);
+ * closes the connection afterwards when `close` or when framing is in
+ * doubt. If a response is already under way, the client connection is
+ * aborted instead (nothing else can signal the failure). */
+void req_fail(struct request *r, int status, const char *reason, bool close);
+
+/* Accept hand-off: a new client connection on fd. */
+void client_new(struct worker *w, int fd);
+
+/* Move buffered request body bytes to the upstream (called when the
+ * client sent more and when the upstream's send queue drained). */
+void req_pump_body(struct request *r);
+
+/* Drain: close the client if it is between requests, otherwise let the
+ * current request finish and close after it. */
+void client_drain(struct client *c);
+
+#endif

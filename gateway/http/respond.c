@@ -1,0 +1,173 @@
+#include "http/respond.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "http/req.h"
+#include "http/worker.h"
+
+const char *respond_status_text(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 204: return "No Content";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 408: return "Request Timeout";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 417: return "Expectation Failed";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Unknown";
+	}
+}
+
+void respond_error(struct client *c, struct request *r, int status, const char *reason,
+		   bool close)
+{
+	char body[320];
+	const char *text = respond_status_text(status);
+	int blen = snprintf(body, sizeof(body), "%d %s: %s\n", status, text, reason);
+	struct buf *b = conn_outbuf(&c->conn);
+
+	if (blen < 0 || (size_t)blen >= sizeof(body))
+		blen = (int)strlen(body);
+	buf_appendf(b,
+		    "HTTP/1.1 %d %s\r\n"
+		    "Content-Type: text/plain\r\n"
+		    "Content-Length: %d\r\n",
+		    status, text, blen);
+	if (r && r->id[0])
+		buf_appendf(b, "X-Request-ID: %s\r\n", r->id);
+	if (close)
+		buf_appends(b, "Connection: close\r\n");
+	else if (r && r->http10)
+		buf_appends(b, "Connection: keep-alive\r\n");
+	buf_appends(b, "\r\n");
+	if (!r || !r->is_head)
+		buf_append(b, body, (size_t)blen);
+	conn_wrote(&c->conn);
+}
+
+void respond_continue(struct client *c)
+{
+	conn_write(&c->conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+/* Fields that describe one connection, never forwarded (RFC 9110 §7.6.1). */
+static bool hop_by_hop(struct http_str name)
+{
+	switch (name.len) {
+	case 2: return http_str_eq(name, "TE");
+	case 7: return http_str_eq(name, "Trailer") ? false : http_str_eq(name, "Upgrade");
+	case 10: return http_str_eq(name, "Connection") || http_str_eq(name, "Keep-Alive");
+	case 17: return http_str_eq(name, "Transfer-Encoding");
+	default: break;
+	}
+	return name.len > 6 && strncasecmp(name.p, "Proxy-", 6) == 0;
+}
+
+/* Named by the Connection field(s) of the message, hence hop-by-hop too. */
+static bool named_by_connection(const struct http_header *h, unsigned n, struct http_str name)
+{
+	char tok[64];
+
+	if (name.len >= sizeof(tok))
+		return false;
+	memcpy(tok, name.p, name.len);
+	tok[name.len] = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (http_str_eq(h[i].name, "Connection") && http_list_has_token(h[i].value, tok))
+			return true;
+	return false;
+}
+
+int respond_head(struct request *r, const struct http_response *res)
+{
+	struct client *c = r->c;
+	struct buf *b = conn_outbuf(&c->conn);
+	bool draining = c->conn.w->draining;
+
+	switch (res->body) {
+	case HTTP_BODY_NONE:
+		r->out = RESP_OUT_NONE;
+		break;
+	case HTTP_BODY_LENGTH:
+		r->out = res->content_length ? RESP_OUT_RAW : RESP_OUT_NONE;
+		r->resp_left = res->content_length;
+		break;
+	case HTTP_BODY_CHUNKED:
+		r->out = r->http10 ? RESP_OUT_DECHUNK : RESP_OUT_CHUNKED;
+		http_chunked_init(&r->resp_chunk);
+		break;
+	case HTTP_BODY_UNTIL_CLOSE:
+		r->out = r->http10 ? RESP_OUT_UNTIL_CLOSE : RESP_OUT_ENCODE;
+		break;
+	}
+	if (r->out == RESP_OUT_DECHUNK || r->out == RESP_OUT_UNTIL_CLOSE)
+		r->close_after = true; /* the body ends where the connection does */
+	if (!r->keep_alive || draining || !r->body_done)
+		r->close_after = true;
+
+	r->status = res->status;
+	r->resp_started = true;
+	size_t mark = b->len;
+	buf_appendf(b, "HTTP/1.1 %d %.*s\r\n", res->status, (int)res->reason.len, res->reason.p);
+	for (unsigned i = 0; i < res->n_headers; i++) {
+		const struct http_header *h = &res->headers[i];
+		/* A HEAD response describes the GET one: keep its framing field. */
+		bool head_te = r->is_head && !r->http10 &&
+			       http_str_eq(h->name, "Transfer-Encoding");
+		if ((hop_by_hop(h->name) && !head_te) || http_str_eq(h->name, "X-Request-ID") ||
+		    named_by_connection(res->headers, res->n_headers, h->name))
+			continue;
+		buf_append(b, h->name.p, h->name.len);
+		buf_append(b, ": ", 2);
+		buf_append(b, h->value.p, h->value.len);
+		buf_append(b, "\r\n", 2);
+	}
+	if (r->out == RESP_OUT_CHUNKED || r->out == RESP_OUT_ENCODE)
+		buf_appends(b, "Transfer-Encoding: chunked\r\n");
+	buf_appendf(b, "Via: 1.1 reflex\r\nX-Request-ID: %s\r\n", r->id);
+	if (r->close_after)
+		buf_appends(b, "Connection: close\r\n");
+	else if (r->http10)
+		buf_appends(b, "Connection: keep-alive\r\n");
+	if (buf_append(b, "\r\n", 2) != 0) {
+		b->len = mark;
+		return -1;
+	}
+	conn_wrote(&c->conn);
+	return 0;
+}
+
+void respond_body(struct request *r, const char *p, size_t n)
+{
+	struct conn *cn = &r->c->conn;
+
+	if (!n)
+		return;
+	if (r->out == RESP_OUT_ENCODE) {
+		char hdr[24];
+		int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+		conn_write(cn, hdr, (size_t)hl);
+		conn_write(cn, p, n);
+		conn_write(cn, "\r\n", 2);
+		return;
+	}
+	conn_write(cn, p, n);
+}
+
+void respond_end(struct request *r)
+{
+	if (r->out == RESP_OUT_ENCODE)
+		conn_write(&r->c->conn, "0\r\n\r\n", 5);
+}

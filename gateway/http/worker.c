@@ -1,0 +1,213 @@
+#include "http/worker.h"
+
+#include <errno.h>
+#include <semaphore.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "http/accept.h"
+#include "http/conn.h"
+#include "http/req.h"
+#include "http/upstream.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* Per-worker ring and receive memory: 512 × 16 KiB provided buffers. */
+#define RING_ENTRIES 4096
+#define RECV_BUFS 512
+#define RECV_BUF_SIZE (16 * 1024)
+
+struct start_ctx {
+	struct worker *w;
+	sem_t ready;
+};
+
+uint64_t worker_rand(struct worker *w)
+{
+	/* xorshift128+: fast, and good enough for load balancing and ids that
+	 * only need to be unique, not secret */
+	uint64_t s1 = w->rng[0];
+	const uint64_t s0 = w->rng[1];
+	w->rng[0] = s0;
+	s1 ^= s1 << 23;
+	w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+	return w->rng[1] + s0;
+}
+
+static void arm_drain_read(struct worker *w)
+{
+	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+
+	io_uring_prep_read(sqe, w->drain_fd, &w->drain_val, sizeof(w->drain_val), 0);
+	loop_sqe_set_op(sqe, &w->drain_op);
+}
+
+static void on_drain_deadline(struct timer *t)
+{
+	struct worker *w = container_of(t, struct worker, drain_timer);
+
+	log_warn("worker %u: drain deadline passed with %u connections open; closing them",
+		 w->id, w->n_clients);
+	for (struct client *c = w->clients; c; c = c->next)
+		conn_close(&c->conn, true);
+	pool_states_close_idle(w);
+}
+
+static void begin_drain(struct worker *w)
+{
+	if (w->draining)
+		return;
+	w->draining = true;
+	accept_close(w);
+	for (struct client *c = w->clients; c; c = c->next)
+		client_drain(c);
+	timer_init(&w->drain_timer, on_drain_deadline);
+	timer_arm(&w->loop.timers, &w->drain_timer, w->loop.now + w->cfg->timeouts.drain);
+}
+
+static void on_drain_signal(struct io_op *op, int res, unsigned flags)
+{
+	struct worker *w = container_of(op, struct worker, drain_op);
+
+	if (res == -ECANCELED)
+		return;
+	begin_drain(w);
+}
+
+static void before_submit(struct loop *l)
+{
+	struct worker *w = l->owner;
+
+	conn_flush_all(w);
+	conn_reap_all(w);
+	if (w->draining && w->n_clients == 0) {
+		pool_states_close_idle(w);
+		conn_reap_all(w);
+		if (w->n_conns == 0)
+			l->stop = true;
+	}
+}
+
+static int setup(struct worker *w)
+{
+	const struct config *cfg = w->cfg;
+	int rc;
+
+	if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
+		w->rng[0] = (uint64_t)clock_ns() ^ ((uint64_t)w->id << 32);
+	w->rng[1] |= 1;
+
+	w->max_hdrs = cfg->limits.header_count + 1;
+	w->hdrs = calloc(w->max_hdrs, sizeof(*w->hdrs));
+	if (!w->hdrs)
+		return -ENOMEM;
+	w->limits.max_request_line = cfg->limits.request_line;
+	w->limits.max_head_bytes = cfg->limits.header_bytes;
+	w->limits.max_headers = cfg->limits.header_count;
+
+	rc = loop_init(&w->loop, RING_ENTRIES, RECV_BUFS, RECV_BUF_SIZE);
+	if (rc < 0) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "io_uring set-up: %s", strerror(-rc));
+		return rc;
+	}
+	w->loop.owner = w;
+	w->loop.before_submit = before_submit;
+
+	w->drain_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->drain_fd < 0) {
+		rc = -errno;
+		snprintf(w->start_msg, sizeof(w->start_msg), "eventfd: %s", strerror(errno));
+		return rc;
+	}
+	w->drain_op.on_complete = on_drain_signal;
+	arm_drain_read(w);
+
+	rc = pool_states_init(w);
+	if (rc < 0) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "pools: %s", strerror(-rc));
+		return rc;
+	}
+	rc = accept_open(w);
+	if (rc < 0)
+		return rc;
+	return 0;
+}
+
+static void teardown(struct worker *w)
+{
+	for (unsigned i = 0; w->listeners && i < w->n_listeners; i++)
+		if (w->listeners[i].fd >= 0)
+			close(w->listeners[i].fd);
+	free(w->listeners);
+	w->listeners = NULL;
+	pool_states_fini(w);
+	if (w->loop.bufs)
+		loop_fini(&w->loop);
+	if (w->drain_fd >= 0)
+		close(w->drain_fd);
+	w->drain_fd = -1;
+	free(w->hdrs);
+	w->hdrs = NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct start_ctx *ctx = arg;
+	struct worker *w = ctx->w;
+
+	/* The ring is SINGLE_ISSUER: it must be created by the thread that
+	 * will submit to it, so all set-up happens here. */
+	w->start_error = setup(w);
+	sem_post(&ctx->ready); /* ctx is gone after this */
+	if (w->start_error) {
+		teardown(w);
+		return NULL;
+	}
+	loop_run(&w->loop);
+	teardown(w);
+	return NULL;
+}
+
+int worker_start(struct worker *w, unsigned id, const struct config *cfg)
+{
+	struct start_ctx ctx = { .w = w };
+	int rc;
+
+	w->id = id;
+	w->cfg = cfg;
+	w->drain_fd = -1;
+	sem_init(&ctx.ready, 0, 0);
+	rc = pthread_create(&w->thread, NULL, worker_main, &ctx);
+	if (rc) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "pthread_create: %s", strerror(rc));
+		sem_destroy(&ctx.ready);
+		return -rc;
+	}
+	while (sem_wait(&ctx.ready) != 0)
+		;
+	sem_destroy(&ctx.ready);
+	if (w->start_error) {
+		pthread_join(w->thread, NULL);
+		return w->start_error;
+	}
+	return 0;
+}
+
+void worker_drain(struct worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->drain_fd, &one, sizeof(one)) < 0)
+		log_warn("worker %u: drain signal: %s", w->id, strerror(errno));
+}
+
+void worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+}
