@@ -390,29 +390,26 @@ static int parse_fields(const char **pp, const char *end, struct http_header *hd
 	}
 }
 
-/* Check what is there of "HTTP/1.x" followed by CRLF (`want_crlf`) or SP.
- * `avail` may be short: a prefix that can still become valid is 0. A
- * well-formed version other than 1.0/1.1 is "unsupported", the rest
- * "malformed". Returns 0 or PARSE_FAIL. */
+/* Check what is there of an HTTP-version ("HTTP/" DIGIT "." DIGIT). `avail`
+ * may be short: a prefix that can still become valid is 0. A well-formed
+ * version other than 1.0/1.1 is "unsupported", anything else "malformed";
+ * "unsupported" is only decided once all eight bytes are there, so a prefix
+ * of the input never gives a different error than the whole. Returns 0 (with
+ * *minor set once known) or PARSE_FAIL. */
 static int check_version(const char *p, size_t avail, int *minor, int status,
 			 struct http_error *err)
 {
 	static const char pre[] = "HTTP/";
-	size_t i, n = avail < 5 ? avail : 5;
+	size_t n = avail < 8 ? avail : 8;
 
-	for (i = 0; i < n; i++)
-		if (p[i] != pre[i])
+	for (size_t i = 0; i < n; i++) {
+		bool ok = i < 5 ? p[i] == pre[i] : i == 6 ? p[i] == '.' : p[i] >= '0' && p[i] <= '9';
+
+		if (!ok)
 			FAIL(status, "malformed HTTP version");
-	if (avail > 5 && (p[5] < '0' || p[5] > '9'))
-		FAIL(status, "malformed HTTP version");
-	if (avail > 6 && p[6] != '.')
-		FAIL(status, "malformed HTTP version");
-	if (avail > 7 && (p[7] < '0' || p[7] > '9'))
-		FAIL(status, "malformed HTTP version");
-	if (avail > 5 && p[5] != '1')
-		FAIL(status, "unsupported HTTP version");
-	if (avail > 7) {
-		if (p[7] != '0' && p[7] != '1')
+	}
+	if (n == 8) {
+		if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
 			FAIL(status, "unsupported HTTP version");
 		*minor = p[7] - '0';
 	}

@@ -187,7 +187,8 @@ static const struct req_case bad_reqs[] = {
 	{"expect_other", S("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n"), -1, 417},
 	/* early detection: invalid before the head is complete */
 	{"early_bare_lf", S("GET / HTTP/1.1\r\nHost: h\n"), -1, 400},
-	{"early_bad_version", S("GET / HTTP/2"), -1, 400},
+	{"early_bad_version", S("GET / HTTP/2.0"), -1, 400},
+	{"early_malformed_version", S("GET / HTTP/x"), -1, 400},
 	{"early_version_bare_lf", S("GET / HTTP/1.1\n"), -1, 400},
 };
 
