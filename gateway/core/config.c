@@ -417,7 +417,7 @@ static const char *pair_key(struct cfg_ctx *x, yaml_node_t *map, yaml_node_pair_
 
 		if (qk->type == YAML_SCALAR_NODE &&
 		    !strcmp((const char *)qk->data.scalar.value, key)) {
-			fail_node(x, k, "%s%s%s: duplicate key (first at line %u)", what,
+			fail_node(x, k, "%s%s%s: given twice (first at line %u)", what,
 				  *what ? "." : "", key, line_of(qk));
 			return NULL;
 		}
@@ -433,7 +433,11 @@ static int each_item(struct cfg_ctx *x, yaml_node_t *n, const char *what,
 		return fn(x, n, what);
 	if (n->type != YAML_SEQUENCE_NODE)
 		return fail_node(x, n, "%s: expected a list, found %s", what, node_kind(n));
-	for_each_item(n, it) if (fn(x, node(x, *it), what)) return -1;
+	for_each_item(n, it)
+	{
+		if (fn(x, node(x, *it), what))
+			return -1;
+	}
 	return 0;
 }
 
@@ -617,12 +621,24 @@ static int sec_upstream(struct cfg_ctx *x, yaml_node_t *v)
 	return each_item(x, v, "upstream", parse_endpoint);
 }
 
+/* libyaml does not resolve tags: a plain ~ or null is just text to it. */
+static bool is_null(const yaml_node_t *n)
+{
+	const char *s = (const char *)n->data.scalar.value;
+
+	return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+	       (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+		!strcmp(s, "NULL"));
+}
+
 static int sec_access_log(struct cfg_ctx *x, yaml_node_t *v)
 {
 	const char *s = scalar(x, v, "access_log");
 
 	if (!s)
 		return -1;
+	if (is_null(v))
+		s = ""; /* off */
 	if (copy_str(x->c->access_log, sizeof(x->c->access_log), s))
 		return fail_node(x, v, "access_log: path is too long");
 	return 0;
@@ -901,7 +917,11 @@ static int sec_routes(struct cfg_ctx *x, yaml_node_t *v)
 {
 	if (v->type != YAML_SEQUENCE_NODE)
 		return fail_node(x, v, "routes: expected a list, found %s", node_kind(v));
-	for_each_item(v, it) if (parse_route(x, node(x, *it), "routes")) return -1;
+	for_each_item(v, it)
+	{
+		if (parse_route(x, node(x, *it), "routes"))
+			return -1;
+	}
 	return 0;
 }
 
@@ -966,6 +986,21 @@ static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
 	return 0;
 }
 
+/* libyaml's own message, at the problem's line, with where the construct
+ * it was parsing started (an unclosed "[" is reported at the end). */
+static int yaml_error(struct cfg_ctx *x, const yaml_parser_t *p)
+{
+	unsigned line = (unsigned)p->problem_mark.line + 1;
+	const char *problem = p->problem ? p->problem : "invalid YAML";
+
+	if (p->error == YAML_MEMORY_ERROR)
+		return fail_at(x, 0, "out of memory");
+	if (p->context)
+		return fail_at(x, line, "%s (%s started at line %u)", problem, p->context,
+			       (unsigned)p->context_mark.line + 1);
+	return fail_at(x, line, "%s", problem);
+}
+
 static int load_file(struct cfg_ctx *x, const char *path)
 {
 	yaml_parser_t parser;
@@ -986,9 +1021,7 @@ static int load_file(struct cfg_ctx *x, const char *path)
 	}
 	yaml_parser_set_input_file(&parser, f);
 	if (!yaml_parser_load(&parser, &doc)) {
-		fail_at(x, (unsigned)parser.problem_mark.line + 1, "%s%s%s",
-			parser.problem ? parser.problem : "YAML error", parser.context ? " " : "",
-			parser.context ? parser.context : "");
+		yaml_error(x, &parser);
 		goto out_parser;
 	}
 	x->doc = &doc;
@@ -998,8 +1031,7 @@ static int load_file(struct cfg_ctx *x, const char *path)
 			goto out_doc;
 		/* a second document ("---") would be silently ignored otherwise */
 		if (!yaml_parser_load(&parser, &extra)) {
-			fail_at(x, (unsigned)parser.problem_mark.line + 1, "%s",
-				parser.problem ? parser.problem : "YAML error");
+			yaml_error(x, &parser);
 			goto out_doc;
 		}
 		root = yaml_document_get_root_node(&extra);

@@ -1,0 +1,741 @@
+/* test_config.c — YAML files in a temp dir and argv vectors → struct config,
+ * and every error naming its place ("FILE:LINE: ..." or "--flag: ..."). */
+#include "core/config.h"
+#include "tests/lib/test.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+static unsigned file_seq;
+
+/* Write text to a fresh file in the temp dir; returns its path (static). */
+static const char *write_yaml(const char *text)
+{
+	static char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/c%u.yaml", tmpdir, file_seq++);
+	f = fopen(path, "w");
+	if (!f)
+		return NULL;
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static unsigned port_of(const struct cfg_addr *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+	if (a->ss.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+	return 0;
+}
+
+static bool is_v4(const struct cfg_addr *a, const char *ip, unsigned port)
+{
+	const struct sockaddr_in *s = (const struct sockaddr_in *)&a->ss;
+	struct in_addr want;
+
+	return a->ss.ss_family == AF_INET && a->len == sizeof(*s) &&
+	       inet_pton(AF_INET, ip, &want) == 1 && s->sin_addr.s_addr == want.s_addr &&
+	       ntohs(s->sin_port) == port;
+}
+
+static bool is_v6(const struct cfg_addr *a, const char *ip, unsigned port)
+{
+	const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&a->ss;
+	struct in6_addr want;
+
+	return a->ss.ss_family == AF_INET6 && a->len == sizeof(*s) &&
+	       inet_pton(AF_INET6, ip, &want) == 1 && !memcmp(&s->sin6_addr, &want, sizeof(want)) &&
+	       ntohs(s->sin6_port) == port;
+}
+
+/* argv helper: NULL-terminated list of strings after the program name. */
+#define ARGS(...) ((char *[]){"reflexd", __VA_ARGS__, NULL})
+static int argc_of(char **argv)
+{
+	int n = 0;
+
+	while (argv[n])
+		n++;
+	return n;
+}
+
+static int from_args(char **argv, struct config **c, enum config_action *act, char *err,
+		     size_t errlen)
+{
+	return config_from_args(argc_of(argv), argv, c, act, err, errlen);
+}
+
+/* ---- a full file maps to the struct exactly ------------------------------ */
+
+static const char full_yaml[] =
+	"# every key, none at its default\n"						  /* 1 */
+	"workers: 3\n"									  /* 2 */
+	"listen: [\"127.0.0.1:8081\", \"[::1]:8082\"]\n"				  /* 3 */
+	"access_log: /var/log/reflex/access.log\n"					  /* 4 */
+	"log_level: debug\n"								  /* 5 */
+	"limits: {request_line: 4k, header_bytes: 16K, header_count: 50, body: 0}\n"	  /* 6 */
+	"timeouts:\n"									  /* 7 */
+	"  header: 250ms\n"								  /* 8 */
+	"  body: 2m\n"									  /* 9 */
+	"  keepalive: 1h\n"								  /* 10 */
+	"  upstream_connect: 3\n"							  /* 11 */
+	"  upstream_response: 45s\n"							  /* 12 */
+	"  upstream_idle: 30s\n"							  /* 13 */
+	"  send: 20s\n"									  /* 14 */
+	"  drain: 0\n"									  /* 15 */
+	"pools:\n"									  /* 16 */
+	"  default: {endpoints: [\"127.0.0.1:9001\"]}\n"				  /* 17 */
+	"  api:\n"									  /* 18 */
+	"    balance: round_robin\n"							  /* 19 */
+	"    keepalive: 8\n"								  /* 20 */
+	"    endpoints: [\"127.0.0.1:9002\", {address: \"127.0.0.1:9003\", weight: 2}]\n" /* 21 */
+	"routes:\n"									  /* 22 */
+	"  - {host: API.Example.com, path_prefix: /v1/, pool: api}\n"			  /* 23 */
+	"  - host: \"*.example.org\"\n"							  /* 24 */
+	"    pool: default\n";								  /* 25 */
+
+static void check_full(const struct config *c, const char *path)
+{
+	const struct cfg_pool *d, *api;
+	int ia;
+
+	CHECK_STR(c->source, path);
+	CHECK_INT(c->workers, 3);
+	CHECK_INT(c->n_listens, 2);
+	if (c->n_listens == 2) {
+		CHECK(is_v4(&c->listens[0], "127.0.0.1", 8081));
+		CHECK_STR(c->listens[0].text, "127.0.0.1:8081");
+		CHECK(is_v6(&c->listens[1], "::1", 8082));
+		CHECK_STR(c->listens[1].text, "[::1]:8082");
+	}
+	CHECK_STR(c->access_log, "/var/log/reflex/access.log");
+	CHECK_INT(c->log_level, 3);
+	CHECK_INT(c->limits.request_line, 4096);
+	CHECK_INT(c->limits.header_bytes, 16384);
+	CHECK_INT(c->limits.header_count, 50);
+	CHECK_INT(c->limits.body, 0);
+	CHECK_INT(c->timeouts.header, 250);
+	CHECK_INT(c->timeouts.body, 120000);
+	CHECK_INT(c->timeouts.keepalive, 3600000);
+	CHECK_INT(c->timeouts.upstream_connect, 3000);
+	CHECK_INT(c->timeouts.upstream_response, 45000);
+	CHECK_INT(c->timeouts.upstream_idle, 30000);
+	CHECK_INT(c->timeouts.send, 20000);
+	CHECK_INT(c->timeouts.drain, 0);
+	CHECK_INT(c->n_pools, 2);
+	CHECK_INT(config_pool_index(c, "default"), 0);
+	ia = config_pool_index(c, "api");
+	CHECK_INT(ia, 1);
+	CHECK_INT(config_pool_index(c, "nope"), -1);
+	if (c->n_pools != 2 || ia != 1)
+		return;
+	d = &c->pools[0];
+	api = &c->pools[1];
+	CHECK_STR(d->name, "default");
+	CHECK_INT(d->balance, CFG_BALANCE_P2C);
+	CHECK_INT(d->keepalive, 64);
+	CHECK_INT(d->n_endpoints, 1);
+	CHECK(is_v4(&d->endpoints[0].addr, "127.0.0.1", 9001));
+	CHECK_INT(d->endpoints[0].weight, 1);
+	CHECK_STR(api->name, "api");
+	CHECK_INT(api->balance, CFG_BALANCE_ROUND_ROBIN);
+	CHECK_INT(api->keepalive, 8);
+	CHECK_INT(api->n_endpoints, 2);
+	if (api->n_endpoints == 2) {
+		CHECK(is_v4(&api->endpoints[0].addr, "127.0.0.1", 9002));
+		CHECK_INT(api->endpoints[0].weight, 1);
+		CHECK(is_v4(&api->endpoints[1].addr, "127.0.0.1", 9003));
+		CHECK_STR(api->endpoints[1].addr.text, "127.0.0.1:9003");
+		CHECK_INT(api->endpoints[1].weight, 2);
+	}
+	CHECK_INT(c->n_routes, 2);
+	if (c->n_routes == 2) {
+		CHECK_STR(c->routes[0].host, "api.example.com"); /* lower-cased */
+		CHECK_STR(c->routes[0].path_prefix, "/v1/");
+		CHECK_INT(c->routes[0].pool, 1);
+		CHECK_INT(c->routes[0].line, 23);
+		CHECK_STR(c->routes[1].host, "*.example.org");
+		CHECK_STR(c->routes[1].path_prefix, "");
+		CHECK_INT(c->routes[1].pool, 0);
+		CHECK_INT(c->routes[1].line, 24);
+	}
+}
+
+static void test_full(void)
+{
+	const char *p = write_yaml(full_yaml);
+	char path[512], err[1024];
+	struct config *c = NULL;
+	enum config_action act = CONFIG_HELP;
+
+	snprintf(path, sizeof(path), "%s", p);
+	/* the reload entry point */
+	CHECK_MSG(config_load_file(path, &c, err, sizeof(err)) == 0, "load: %s", err);
+	if (c)
+		check_full(c, path);
+	config_free(c);
+	c = NULL;
+	/* and the command-line one, same result */
+	CHECK_MSG(from_args(ARGS("--config", path), &c, &act, err, sizeof(err)) == 0, "args: %s",
+		  err);
+	CHECK_INT(act, CONFIG_RUN);
+	if (c)
+		check_full(c, path);
+	config_free(c);
+}
+
+/* The example of the task's schema, with the shorthand instead of
+ * pools.default (both at once is refused, see the error table). */
+static void test_schema_example(void)
+{
+	const char *p = write_yaml(
+		"workers: 2\n"
+		"listen: [\"127.0.0.1:8080\", \"[::1]:8080\"]\n"
+		"upstream: [\"127.0.0.1:9001\"]\n"
+		"access_log: \"-\"\n"
+		"log_level: info\n"
+		"limits: {request_line: 8k, header_bytes: 32k, header_count: 100, body: 1m}\n"
+		"timeouts: {header: 10s, body: 60s, keepalive: 75s, upstream_connect: 5s, "
+		"upstream_response: 60s, upstream_idle: 60s, send: 60s, drain: 30s}\n"
+		"pools:\n"
+		"  api:\n"
+		"    balance: p2c\n"
+		"    keepalive: 64\n"
+		"    endpoints: [\"127.0.0.1:9002\", {address: \"127.0.0.1:9003\", weight: 2}]\n"
+		"routes:\n"
+		"  - {host: api.example.com, path_prefix: /v1/, pool: api}\n");
+	struct config *c = NULL;
+	char err[1024];
+
+	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
+	if (!c)
+		return;
+	CHECK_INT(c->n_pools, 2);
+	CHECK_INT(config_pool_index(c, "default"), 0);
+	CHECK_INT(c->pools[0].n_endpoints, 1);
+	CHECK_INT(c->pools[0].keepalive, 64);
+	CHECK_STR(c->access_log, "-");
+	CHECK_INT(c->routes[0].pool, 1);
+	CHECK_INT(c->limits.request_line, 8192);
+	CHECK_INT(c->limits.body, 1 << 20);
+	CHECK_INT(c->timeouts.keepalive, 75000);
+	config_free(c);
+}
+
+static void check_defaults(const struct config *c)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	CHECK_INT(c->workers, ncpu > 0 ? ncpu : 1);
+	CHECK_INT(c->n_listens, 1);
+	if (c->n_listens)
+		CHECK(is_v4(&c->listens[0], "127.0.0.1", 8080));
+	CHECK_INT(c->limits.request_line, 8192);
+	CHECK_INT(c->limits.header_bytes, 32768);
+	CHECK_INT(c->limits.header_count, 100);
+	CHECK_INT(c->limits.body, 1048576);
+	CHECK_INT(c->timeouts.header, 10000);
+	CHECK_INT(c->timeouts.body, 60000);
+	CHECK_INT(c->timeouts.keepalive, 75000);
+	CHECK_INT(c->timeouts.upstream_connect, 5000);
+	CHECK_INT(c->timeouts.upstream_response, 60000);
+	CHECK_INT(c->timeouts.upstream_idle, 60000);
+	CHECK_INT(c->timeouts.send, 60000);
+	CHECK_INT(c->timeouts.drain, 30000);
+	CHECK_STR(c->access_log, "");
+	CHECK_INT(c->log_level, 2);
+	CHECK_INT(c->n_routes, 0);
+	CHECK_INT(c->n_pools, 1);
+	if (c->n_pools) {
+		CHECK_STR(c->pools[0].name, "default");
+		CHECK_INT(c->pools[0].balance, CFG_BALANCE_P2C);
+		CHECK_INT(c->pools[0].keepalive, 64);
+		CHECK_INT(c->pools[0].n_endpoints, 1);
+		CHECK_INT(c->pools[0].endpoints[0].weight, 1);
+	}
+}
+
+static void test_defaults(void)
+{
+	struct config *c = NULL;
+	enum config_action act;
+	char err[1024];
+	const char *p;
+
+	/* flags only */
+	CHECK_MSG(from_args(ARGS("--upstream", "127.0.0.1:9001"), &c, &act, err, sizeof(err)) == 0,
+		  "%s", err);
+	if (c) {
+		check_defaults(c);
+		CHECK_STR(c->source, "");
+		CHECK(is_v4(&c->pools[0].endpoints[0].addr, "127.0.0.1", 9001));
+	}
+	config_free(c);
+	c = NULL;
+	/* a file with only the upstream shorthand (a single scalar is a list of one) */
+	p = write_yaml("upstream: 127.0.0.1:9001\n");
+	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
+	if (c)
+		check_defaults(c);
+	config_free(c);
+	c = NULL;
+	/* an empty file is all defaults (and then has no upstream) */
+	p = write_yaml("# nothing\n");
+	CHECK_INT(config_load_file(p, &c, err, sizeof(err)), -1);
+	CHECK_STR(err, "no upstream: give --upstream or pools.default");
+	CHECK(c == NULL);
+	CHECK_INT(from_args(ARGS("--config", (char *)p, "--upstream", "127.0.0.1:1"), &c, &act, err,
+			    sizeof(err)),
+		  0);
+	if (c)
+		CHECK_INT(c->n_listens, 1);
+	config_free(c);
+	c = NULL;
+	/* no flags at all */
+	CHECK_INT(config_from_args(1, ARGS("x"), &c, &act, err, sizeof(err)), -1);
+	CHECK_STR(err, "no upstream: give --upstream or pools.default");
+}
+
+/* ---- errors name FILE:LINE ------------------------------------------------ */
+
+struct err_case {
+	const char *yaml;
+	unsigned line;	  /* 0: "FILE: " without a line */
+	const char *want; /* substring of the reason */
+};
+
+static const struct err_case err_cases[] = {
+	/* unknown keys, at every depth */
+	{"workers: 2\nbogus: 1\n", 2, "unknown key \"bogus\""},
+	{"upstream: 127.0.0.1:1\nlimits:\n  body: 1m\n  bodyy: 2\n", 4,
+	 "unknown key \"limits.bodyy\""},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 1s, idle: 2s}\n", 2, "timeouts.idle"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    weight: 3\n", 4, "pools.a.weight"},
+	{"pools:\n  a:\n    endpoints:\n      - {address: 127.0.0.1:1, wieght: 2}\n", 4, "wieght"},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - pool: default\n    hots: a.com\n", 4, "\"hots\""},
+	/* wrong types */
+	{"workers: [1]\n", 1, "workers: expected a value, found a list"},
+	{"upstream: 127.0.0.1:1\nlisten: {a: 1}\n", 2, "listen: expected a list"},
+	{"upstream: 127.0.0.1:1\nlimits: 5\n", 2, "limits: expected a mapping"},
+	{"upstream: 127.0.0.1:1\nroutes: {a: 1}\n", 2, "routes: expected a list"},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - a.com\n", 3, "expected a mapping"},
+	{"upstream: 127.0.0.1:1\naccess_log: [a]\n", 2, "access_log: expected a value"},
+	{"pools: [a]\n", 1, "pools: expected a mapping"},
+	{"pools:\n  a: [127.0.0.1:1]\n", 2, "pools.a: expected a mapping"},
+	{"- a\n- b\n", 1, "must be a mapping"},
+	/* values */
+	{"workers: 0\n", 1, "workers: must be at least 1"},
+	{"workers: two\n", 1, "workers: \"two\" is not a number"},
+	{"workers: -1\n", 1, "negative"},
+	{"workers: 100000\n", 1, "too large"},
+	{"upstream: 127.0.0.1:1\nlog_level: loud\n", 2, "log_level: \"loud\" is not a log level"},
+	{"pools:\n  a:\n    balance: random\n    endpoints: [127.0.0.1:1]\n", 3,
+	 "not p2c or round_robin"},
+	{"pools:\n  a:\n    keepalive: many\n    endpoints: [127.0.0.1:1]\n", 3,
+	 "pools.a.keepalive"},
+	{"pools:\n  a:\n    endpoints:\n      - {address: 127.0.0.1:1, weight: 0}\n", 4,
+	 "weight: must be at least 1"},
+	{"pools:\n  a:\n    endpoints:\n      - {weight: 2}\n", 4, "no address"},
+	{"pools:\n  \"a b\": {endpoints: [127.0.0.1:1]}\n", 2, "pool name"},
+	/* addresses */
+	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1\"]\n", 2, "has no port"},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - 127.0.0.1:8080\n  - 127.0.0.1:99999\n", 4,
+	 "bad port"},
+	{"upstream: 127.0.0.1:1\nlisten: [\"::1:80\"]\n", 2, "needs brackets"},
+	{"upstream: 127.0.0.1:1\nlisten: [\"[::1]80\"]\n", 2, "[IPv6]:PORT"},
+	{"upstream: 127.0.0.1:1\nlisten: [\"[127.0.0.1]:80\"]\n", 2, "cannot resolve"},
+	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:x\"]\n", 2, "bad port"},
+	{"upstream: 127.0.0.1:1\nlisten: [127.0.0.1:80, 127.0.0.1:80]\n", 2, "listed twice"},
+	{"upstream: 127.0.0.1:0\n", 1, "bad port"},
+	{"upstream: \":80\"\n", 1, "has no host"},
+	{"upstream:\n  - 127.0.0.1:1\n  - nonexistent-host.invalid:80\n", 3, "cannot resolve"},
+	/* structure */
+	{"upstream: 127.0.0.1:1\nlisten: []\n", 2, "no listen address"},
+	{"upstream: []\n", 1, "upstream: empty list"},
+	{"pools:\n  api: {balance: p2c}\n", 2, "pool \"api\" has no endpoints"},
+	{"pools:\n  api:\n    endpoints: []\n", 3, "pool \"api\" has no endpoints"},
+	{"pools:\n  a: {endpoints: [127.0.0.1:1]}\n  b: {endpoints: [127.0.0.1:2]}\n"
+	 "  a: {endpoints: [127.0.0.1:3]}\n",
+	 4, "pools.a: given twice (first at line 2)"},
+	{"workers: 1\nworkers: 2\n", 2, "workers: given twice (first at line 1)"},
+	{"upstream: 127.0.0.1:1\npools:\n  default: {endpoints: [127.0.0.1:2]}\n", 3,
+	 "conflicts with upstream (line 1)"},
+	{"pools:\n  default: {endpoints: [127.0.0.1:2]}\nupstream: 127.0.0.1:1\n", 3,
+	 "conflicts with pools.default (line 2)"},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - {host: a.com, pool: default}\n  - {host: b.com, "
+	 "pool: api}\n",
+	 4, "routes[1].pool: unknown pool \"api\""},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - {host: a.com}\n", 3, "needs a pool"},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - {host: \"a.com:80\", pool: default}\n", 3,
+	 "not a host name"},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - {path_prefix: v1, pool: default}\n", 3,
+	 "must start with /"},
+	/* sizes */
+	{"upstream: 127.0.0.1:1\nlimits: {body: 12x}\n", 2, "unknown unit \"x\""},
+	{"upstream: 127.0.0.1:1\nlimits: {body: 8kb}\n", 2, "unknown unit \"kb\""},
+	{"upstream: 127.0.0.1:1\nlimits:\n  body: -1\n", 3, "negative"},
+	{"upstream: 127.0.0.1:1\nlimits: {body: 99999999999999999999}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\nlimits: {body: 17179869184g}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\nlimits: {request_line: 4g}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\nlimits: {request_line: 4294967296}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\nlimits: {header_count: 8k}\n", 2, "header_count"},
+	{"upstream: 127.0.0.1:1\nlimits: {header_count: 0}\n", 2, "must be at least 1"},
+	{"upstream: 127.0.0.1:1\nlimits: {body: \"\"}\n", 2, "is not a size"},
+	{"upstream: 127.0.0.1:1\nlimits: {body: k}\n", 2, "is not a size"},
+	{"upstream: 127.0.0.1:1\nlimits: {body: 1.5m}\n", 2, "unknown unit"},
+	/* durations */
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 5x}\n", 2, "unknown unit \"x\""},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 2d}\n", 2, "unknown unit \"d\""},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 10 s}\n", 2, "unknown unit \" s\""},
+	{"upstream: 127.0.0.1:1\ntimeouts:\n  send: 1s\n  header: -5s\n", 4, "negative"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 1194h}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 4294968s}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 99999999999999999999999ms}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: 0}\n", 2, "must be at least 1 ms"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {header: ms}\n", 2, "not a duration"},
+	/* YAML itself */
+	{"upstream: 127.0.0.1:1\nworkers: 2\n  bad: indent\n", 3, "mapping values are not allowed"},
+	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:1\"\n", 3, "flow sequence started at line 2"},
+	{"upstream: 127.0.0.1:1\naccess_log: \"unterminated\n", 3,
+	 "quoted scalar started at line 2"},
+	{"upstream: 127.0.0.1:1\n---\nworkers: 2\n", 3, "only one YAML document"},
+};
+
+static void test_errors(void)
+{
+	char err[1024], want[1024];
+
+	for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
+		const struct err_case *e = &err_cases[i];
+		const char *p = write_yaml(e->yaml);
+		struct config *c = NULL;
+		size_t n;
+
+		err[0] = 0;
+		if (config_load_file(p, &c, err, sizeof(err)) != -1 || c) {
+			test_fail(__FILE__, __LINE__, "case %zu: loaded, expected \"%s\"", i,
+				  e->want);
+			config_free(c);
+			continue;
+		}
+		if (getenv("SHOW_ERRORS"))
+			printf("# %s\n", err);
+		n = (size_t)snprintf(want, sizeof(want), "%s:%u: ", p, e->line);
+		CHECK_MSG(!strncmp(err, want, n) && strstr(err + n, e->want),
+			  "case %zu: got \"%s\", expected \"%s%s\"", i, err, want, e->want);
+	}
+	/* a file that cannot be opened: "FILE: reason" */
+	{
+		struct config *c = NULL;
+		char path[600];
+
+		snprintf(path, sizeof(path), "%s/missing.yaml", tmpdir);
+		CHECK_INT(config_load_file(path, &c, err, sizeof(err)), -1);
+		snprintf(want, sizeof(want), "%s: cannot open: No such file or directory", path);
+		CHECK_STR(err, want);
+	}
+	/* a tiny error buffer truncates, never overflows */
+	{
+		struct config *c = NULL;
+		char small[8];
+
+		CHECK_INT(config_load_file(write_yaml("bogus: 1\n"), &c, small, sizeof(small)), -1);
+		CHECK(strlen(small) < sizeof(small));
+	}
+}
+
+/* Edge values that must be accepted. */
+static void test_units(void)
+{
+	const char *p =
+		write_yaml("upstream: 127.0.0.1:1\n"
+			   "limits: {request_line: 4194303k, header_bytes: 3g, "
+			   "header_count: 4294967295, body: 17179869183g}\n"
+			   "timeouts: {header: 4294967295ms, body: 1193h, keepalive: 71582m, "
+			   "upstream_connect: 4294967s, upstream_response: 4294967, "
+			   "upstream_idle: \"1\", send: 007s, drain: 0ms}\n"
+			   "workers: auto\n"
+			   "log_level: 0\n");
+	struct config *c = NULL;
+	char err[1024];
+
+	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
+	if (!c)
+		return;
+	CHECK_INT(c->limits.request_line, 4194303ull << 10);
+	CHECK_INT(c->limits.header_bytes, 3ull << 30);
+	CHECK_INT(c->limits.header_count, 4294967295ull);
+	CHECK(c->limits.body == 17179869183ull << 30);
+	CHECK_INT(c->timeouts.header, 4294967295ull);
+	CHECK_INT(c->timeouts.body, 1193ull * 3600000);
+	CHECK_INT(c->timeouts.keepalive, 71582ull * 60000);
+	CHECK_INT(c->timeouts.upstream_connect, 4294967000ull);
+	CHECK_INT(c->timeouts.upstream_response, 4294967000ull);
+	CHECK_INT(c->timeouts.upstream_idle, 1000);
+	CHECK_INT(c->timeouts.send, 7000);
+	CHECK_INT(c->timeouts.drain, 0);
+	CHECK(c->workers >= 1);
+	CHECK_INT(c->log_level, 0);
+	config_free(c);
+}
+
+/* ---- flags ----------------------------------------------------------------- */
+
+static void test_flags_override(void)
+{
+	char path[512], err[1024];
+	struct config *c = NULL;
+	enum config_action act;
+	int api;
+
+	snprintf(path, sizeof(path), "%s", write_yaml(full_yaml));
+	CHECK_MSG(from_args(ARGS("--config", path, "--workers", "5", "--listen", "127.0.0.1:7000",
+				 "--upstream=127.0.0.1:9100", "--upstream", "localhost:9101",
+				 "--log-level", "warn", "--access-log=-"),
+			    &c, &act, err, sizeof(err)) == 0,
+		  "%s", err);
+	if (!c)
+		return;
+	CHECK_INT(act, CONFIG_RUN);
+	CHECK_INT(c->workers, 5);
+	CHECK_INT(c->n_listens, 1);
+	CHECK(is_v4(&c->listens[0], "127.0.0.1", 7000));
+	CHECK_INT(c->log_level, 1);
+	CHECK_STR(c->access_log, "-");
+	CHECK_INT(c->n_pools, 2);
+	CHECK_STR(c->pools[0].name, "default");
+	CHECK_INT(c->pools[0].n_endpoints, 2);
+	if (c->pools[0].n_endpoints == 2) {
+		CHECK(is_v4(&c->pools[0].endpoints[0].addr, "127.0.0.1", 9100));
+		CHECK_INT(port_of(&c->pools[0].endpoints[1].addr), 9101);
+		CHECK_STR(c->pools[0].endpoints[1].addr.text, "localhost:9101");
+	}
+	api = config_pool_index(c, "api");
+	CHECK(api >= 0 && c->pools[api].n_endpoints == 2); /* untouched */
+	/* the rest of the file stays */
+	CHECK_INT(c->timeouts.header, 250);
+	CHECK_INT(c->n_routes, 2);
+	config_free(c);
+	c = NULL;
+
+	/* without --listen the file's list stays; --upstream creates the default
+	 * pool a route of the file names */
+	snprintf(path, sizeof(path), "%s",
+		 write_yaml("listen: [\"127.0.0.1:8081\", \"127.0.0.1:8082\"]\n"
+			    "routes:\n  - {path_prefix: /, pool: default}\n"));
+	CHECK_MSG(from_args(ARGS("--upstream", "127.0.0.1:9100", "--config", path), &c, &act, err,
+			    sizeof(err)) == 0,
+		  "%s", err);
+	if (c) {
+		CHECK_INT(c->n_listens, 2);
+		CHECK_INT(c->n_pools, 1);
+		CHECK_INT(c->routes[0].pool, 0);
+	}
+	config_free(c);
+	c = NULL;
+	/* ...and without it the route's pool is unknown, at the route's line */
+	CHECK_INT(from_args(ARGS("--config", path), &c, &act, err, sizeof(err)), -1);
+	{
+		char want[600];
+
+		snprintf(want, sizeof(want), "%s:3: routes[0].pool: unknown pool \"default\"",
+			 path);
+		CHECK_STR(err, want);
+	}
+}
+
+struct flag_err {
+	char **argv;
+	const char *want; /* prefix of the message */
+};
+
+static void test_flag_errors(void)
+{
+	const struct flag_err cases[] = {
+		{ARGS("--workers", "abc", "--upstream", "127.0.0.1:1"),
+		 "--workers: \"abc\" is not"},
+		{ARGS("--upstream", "127.0.0.1:1", "--workers", "0"),
+		 "--workers: must be at least 1"},
+		{ARGS("--upstream", "127.0.0.1:1", "--workers"), "--workers: needs a value"},
+		{ARGS("--listen", "nohost", "--upstream", "127.0.0.1:1"),
+		 "--listen: \"nohost\" has no port"},
+		{ARGS("--listen", "127.0.0.1:1", "--listen", "127.0.0.1:1", "--upstream",
+		      "127.0.0.1:1"),
+		 "--listen: \"127.0.0.1:1\" is given twice"},
+		{ARGS("--upstream", "nonexistent-host.invalid:80"), "--upstream: cannot resolve"},
+		{ARGS("--upstream", "127.0.0.1:0"), "--upstream: \"127.0.0.1:0\" has a bad port"},
+		{ARGS("--bogus"), "--bogus: unknown option"},
+		{ARGS("--bogus=1"), "--bogus: unknown option"},
+		{ARGS("-x"), "-x: unknown option"},
+		{ARGS("stray"), "stray: unexpected argument"},
+		{ARGS("--help=1"), "--help: takes no value"},
+		{ARGS("--upstream", "127.0.0.1:1", "--log-level", "loud"), "--log-level: \"loud\""},
+		{ARGS("--config"), "--config: needs a value"},
+	};
+	char err[1024];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = NULL;
+		enum config_action act;
+		int rc = from_args(cases[i].argv, &c, &act, err, sizeof(err));
+
+		if (getenv("SHOW_ERRORS"))
+			printf("# %s\n", err);
+		CHECK_MSG(rc == -1 && !c && !strncmp(err, cases[i].want, strlen(cases[i].want)),
+			  "case %zu: rc %d, got \"%s\", expected \"%s...\"", i, rc, err,
+			  cases[i].want);
+		config_free(c);
+	}
+	/* a file error through --config still names the file and line */
+	{
+		const char *p = write_yaml("workers: 2\nlisten: 5\n");
+		char path[512], want[600];
+		struct config *c = NULL;
+		enum config_action act;
+
+		snprintf(path, sizeof(path), "%s", p);
+		CHECK_INT(from_args(ARGS("--config", path, "--upstream", "127.0.0.1:1"), &c, &act,
+				    err, sizeof(err)),
+			  -1);
+		snprintf(want, sizeof(want), "%s:2: listen: \"5\" has no port (HOST:PORT)", path);
+		CHECK_STR(err, want);
+	}
+}
+
+static void test_ipv6_and_names(void)
+{
+	struct config *c = NULL;
+	enum config_action act;
+	char err[1024];
+
+	CHECK_MSG(
+		from_args(ARGS("--listen", "[::1]:0", "--listen", "[::]:8443", "--listen", "*:8080",
+			       "--upstream", "[::1]:9001", "--upstream", "localhost:9002"),
+			  &c, &act, err, sizeof(err)) == 0,
+		"%s", err);
+	if (!c)
+		return;
+	CHECK_INT(c->n_listens, 3);
+	if (c->n_listens == 3) {
+		CHECK(is_v6(&c->listens[0], "::1", 0));
+		CHECK(is_v6(&c->listens[1], "::", 8443));
+		CHECK(is_v4(&c->listens[2], "0.0.0.0", 8080));
+	}
+	CHECK(is_v6(&c->pools[0].endpoints[0].addr, "::1", 9001));
+	CHECK(c->pools[0].endpoints[1].addr.ss.ss_family == AF_INET ||
+	      c->pools[0].endpoints[1].addr.ss.ss_family == AF_INET6);
+	CHECK_INT(port_of(&c->pools[0].endpoints[1].addr), 9002);
+	config_free(c);
+	c = NULL;
+	/* in a file too */
+	CHECK_MSG(config_load_file(write_yaml("listen: [\"[::1]:8080\"]\n"
+					      "upstream: [\"[::1]:9001\", localhost:9002]\n"),
+				   &c, err, sizeof(err)) == 0,
+		  "%s", err);
+	if (c) {
+		CHECK(is_v6(&c->listens[0], "::1", 8080));
+		CHECK_INT(c->pools[0].n_endpoints, 2);
+	}
+	config_free(c);
+}
+
+static void test_actions(void)
+{
+	char path[512], err[1024];
+	struct config *c = NULL;
+	enum config_action act = CONFIG_RUN;
+
+	snprintf(path, sizeof(path), "%s", write_yaml(full_yaml));
+	CHECK_MSG(from_args(ARGS("--check-config", "--config", path), &c, &act, err, sizeof(err)) ==
+			  0,
+		  "%s", err);
+	CHECK_INT(act, CONFIG_CHECK);
+	CHECK(c && c->n_pools == 2);
+	config_free(c);
+	c = NULL;
+	/* --check-config still fails on a bad file */
+	CHECK_INT(from_args(ARGS("--check-config", "--config", (char *)write_yaml("workers: x\n")),
+			    &c, &act, err, sizeof(err)),
+		  -1);
+	CHECK(strstr(err, ":1: workers:") != NULL);
+	/* --version and --help answer even without an upstream or with a bad file */
+	act = CONFIG_RUN;
+	CHECK_INT(from_args(ARGS("--version"), &c, &act, err, sizeof(err)), 0);
+	CHECK_INT(act, CONFIG_VERSION);
+	CHECK(c != NULL);
+	config_free(c);
+	c = NULL;
+	CHECK_INT(from_args(ARGS("--config", (char *)write_yaml("workers: x\n"), "--help"), &c,
+			    &act, err, sizeof(err)),
+		  0);
+	CHECK_INT(act, CONFIG_HELP);
+	config_free(c);
+	c = NULL;
+	CHECK_INT(from_args(ARGS("-h"), &c, &act, err, sizeof(err)), 0);
+	CHECK_INT(act, CONFIG_HELP);
+	config_free(c);
+	c = NULL;
+	CHECK(strstr(config_usage(), "--listen") && strstr(config_usage(), "--upstream") &&
+	      strstr(config_usage(), "--check-config") && strstr(config_usage(), "--workers"));
+	config_free(NULL);
+}
+
+int main(void)
+{
+	char cmd[300];
+
+	snprintf(tmpdir, sizeof(tmpdir), "%s/reflex-test-config-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (!mkdtemp(tmpdir)) {
+		test_skip("config", "cannot make a temp dir");
+		return 0;
+	}
+
+	test_begin("config_full_file");
+	test_full();
+	test_end();
+
+	test_begin("config_schema_example");
+	test_schema_example();
+	test_end();
+
+	test_begin("config_defaults");
+	test_defaults();
+	test_end();
+
+	test_begin("config_errors_file_line");
+	test_errors();
+	test_end();
+
+	test_begin("config_units_edges");
+	test_units();
+	test_end();
+
+	test_begin("config_flags_override");
+	test_flags_override();
+	test_end();
+
+	test_begin("config_flag_errors");
+	test_flag_errors();
+	test_end();
+
+	test_begin("config_ipv6_and_names");
+	test_ipv6_and_names();
+	test_end();
+
+	test_begin("config_actions");
+	test_actions();
+	test_end();
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", tmpdir);
+	return test_exit_code();
+}
