@@ -1279,6 +1279,8 @@ int config_from_args(int argc, char **argv, struct config **out, enum config_act
 	set_defaults(c);
 	if (parse_argv(&x, argc, argv, &cli))
 		goto out;
+	/* set before loading so a caller can tell a failed --check-config */
+	*action = cli.action;
 	/* --help and --version answer even when the rest would not load; the
 	 * snapshot handed back is then the unchecked defaults. */
 	if (cli.want_help || cli.want_version) {
@@ -1295,7 +1297,6 @@ int config_from_args(int argc, char **argv, struct config **out, enum config_act
 	x.file = cli.config;
 	if (finalize(&x))
 		goto out;
-	*action = cli.action;
 	rc = 0;
 out:
 	free(cli.listens);

@@ -665,6 +665,7 @@ static void test_actions(void)
 			    &c, &act, err, sizeof(err)),
 		  -1);
 	CHECK(strstr(err, ":1: workers:") != NULL);
+	CHECK_INT(act, CONFIG_CHECK); /* so main can say "configuration is invalid" */
 	/* --version and --help answer even without an upstream or with a bad file */
 	act = CONFIG_RUN;
 	CHECK_INT(from_args(ARGS("--version"), &c, &act, err, sizeof(err)), 0);
