@@ -909,7 +909,8 @@ static int read_step(int fd, struct h_buf *b, int wait_ms)
 		return -H_READ_TIMEOUT - 100;
 	if (r < 0)
 		return errno == EINTR ? 1 : -H_READ_ERROR - 100;
-	ssize_t n = recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+	/* read(), not recv(): h_run reads a pipe with this too. */
+	ssize_t n = read(fd, tmp, sizeof(tmp));
 	if (n == 0)
 		return 0;
 	if (n < 0) {

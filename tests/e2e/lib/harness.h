@@ -17,9 +17,11 @@
 #ifndef REFLEX_E2E_HARNESS_H
 #define REFLEX_E2E_HARNESS_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "tests/lib/test.h"
@@ -152,7 +154,7 @@ struct h_req {
 
 struct h_resp {
 	int curl_rc;                   /* CURLcode; 0 is success */
-	char error[256];
+	char error[512];
 	long status;                   /* final status (after any 1xx) */
 	char *headers;                 /* the final response's header lines, raw */
 	size_t headers_len;

@@ -1,0 +1,150 @@
+/* 15_timeouts — client-side deadlines of reflexd with small configured
+ * values: a head that never finishes (slowloris trickle) gets 408 and a close
+ * within timeouts.header; a body that stalls gets 408 within timeouts.body;
+ * an idle keep-alive connection is closed after timeouts.keepalive without
+ * any response bytes. */
+#include "lib/harness.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#define HEADER_MS 1000
+#define BODY_MS 1000
+#define KEEPALIVE_MS 1000
+#define SLACK_MS 1500
+
+static int gw_port, o_port;
+
+static void test_slowloris(void)
+{
+	struct h_buf b = {0};
+	struct h_raw_resp rr[2];
+	enum h_read_end end = H_READ_TIMEOUT;
+	int fd, k;
+
+	test_begin("slowloris_head_408");
+	fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	double t0 = h_now_ms();
+	h_send_str(fd, "GET / HTTP/1.1\r\nHost: x\r\n");
+	/* Keep trickling header lines: the deadline is for the whole head, so
+	 * progress must not extend it. */
+	for (int i = 0; i < 40; i++) {
+		end = h_read_all(fd, &b, 250, 0);
+		if (end == H_READ_TIMEOUT && b.len) /* answered: now it must close */
+			end = h_read_all(fd, &b, 1000, 0);
+		if (end != H_READ_TIMEOUT || b.len)
+			break;
+		if (h_send_str(fd, "X-Slow: 1\r\n") != 0) {
+			end = h_read_all(fd, &b, 1000, 0);
+			break;
+		}
+	}
+	double dt = h_now_ms() - t0;
+	close(fd);
+	k = h_parse_responses(b.data ? b.data : "", b.len, rr, 2, NULL);
+	CHECK_MSG(k >= 1 && rr[0].status == 408, "got '%s' (read ended %s after %.0f ms), want 408",
+		  h_excerpt(b.data, b.len, 200), h_read_end_name(end), dt);
+	CHECK_MSG(end == H_READ_CLOSED || end == H_READ_RESET,
+		  "connection still open after %.0f ms", dt);
+	CHECK_MSG(dt >= HEADER_MS - 100 && dt <= HEADER_MS + SLACK_MS,
+		  "closed after %.0f ms; header timeout is %d ms", dt, HEADER_MS);
+	h_raw_resp_free(rr, k);
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
+static void test_body_stall(void)
+{
+	struct h_buf b = {0};
+	struct h_raw_resp rr[2];
+	int fd, k;
+
+	test_begin("body_stall_408");
+	fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	double t0 = h_now_ms();
+	h_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+	enum h_read_end end = h_read_all(fd, &b, BODY_MS + SLACK_MS + 1000, 0);
+	double dt = h_now_ms() - t0;
+	close(fd);
+	k = h_parse_responses(b.data ? b.data : "", b.len, rr, 2, NULL);
+	CHECK_MSG(k >= 1 && rr[0].status == 408, "got '%s' (read ended %s after %.0f ms), want 408",
+		  h_excerpt(b.data, b.len, 200), h_read_end_name(end), dt);
+	CHECK_MSG(end == H_READ_CLOSED || end == H_READ_RESET,
+		  "connection still open after %.0f ms", dt);
+	CHECK_MSG(dt >= BODY_MS - 100 && dt <= BODY_MS + SLACK_MS,
+		  "answered after %.0f ms; body timeout is %d ms", dt, BODY_MS);
+	h_raw_resp_free(rr, k);
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
+static void test_idle_keepalive(void)
+{
+	struct h_buf b = {0};
+	int fd;
+
+	test_begin("idle_keepalive_closed_silently");
+	fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	h_send_str(fd, "GET /?size=10 HTTP/1.1\r\nHost: x\r\n\r\n");
+	enum h_read_end end = h_read_responses(fd, &b, 1, 5000);
+	CHECK_MSG(end == H_READ_DONE, "first response: read ended %s: '%s'", h_read_end_name(end),
+		  h_excerpt(b.data, b.len, 200));
+	size_t first = b.len;
+	double t0 = h_now_ms();
+	end = h_read_all(fd, &b, KEEPALIVE_MS + SLACK_MS + 1000, 0);
+	double dt = h_now_ms() - t0;
+	close(fd);
+	CHECK_MSG(end == H_READ_CLOSED || end == H_READ_RESET,
+		  "idle connection: read ended %s after %.0f ms (keepalive timeout %d ms)",
+		  h_read_end_name(end), dt, KEEPALIVE_MS);
+	CHECK_MSG(dt >= KEEPALIVE_MS - 100 && dt <= KEEPALIVE_MS + SLACK_MS,
+		  "idle connection closed after %.0f ms; keepalive timeout is %d ms", dt,
+		  KEEPALIVE_MS);
+	CHECK_MSG(b.len == first, "%zu bytes sent on an idle connection: '%s'", b.len - first,
+		  h_excerpt(b.data + first, b.len - first, 200));
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
+int main(void)
+{
+	h_init("15_timeouts", 60);
+	gw_port = h_free_port();
+	o_port = h_free_port();
+	if (!h_start_origin("origin", o_port, 1)) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflex-origin did not start");
+		return test_exit_code();
+	}
+	const char *cfg = h_write_config("workers: 1\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "timeouts: {header: %dms, body: %dms, keepalive: %dms, "
+					 "drain: 1s}\n",
+					 gw_port, o_port, HEADER_MS, BODY_MS, KEEPALIVE_MS);
+	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflexd did not start (config %s)", cfg);
+		return test_exit_code();
+	}
+	test_slowloris();
+	test_body_stall();
+	test_idle_keepalive();
+	test_begin("gateway_alive");
+	CHECK_MSG(h_alive(gw), "reflexd died during the scenario (status 0x%x)", gw->status);
+	test_end();
+	return test_exit_code();
+}

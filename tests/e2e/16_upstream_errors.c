@@ -1,0 +1,137 @@
+/* 16_upstream_errors — upstream trouble becomes a precise status, never a
+ * hung client: refused → 502, no answer within upstream_response → 504,
+ * reset / closed before a response → 502, every malformed response kind →
+ * 502; and after each, the gateway still serves a good request. */
+#include "lib/harness.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define RESPONSE_MS 1000
+
+static int gw_port, o_port, dead_port;
+
+static long fetch(const char *path, struct h_resp *r)
+{
+	char u[512];
+	struct h_req q = {.url = u, .timeout_ms = 8000};
+
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d%s", gw_port, path);
+	h_http(&q, r);
+	return r->status;
+}
+
+static void still_serving(const char *after)
+{
+	struct h_resp r;
+	long st = fetch("/?size=64", &r);
+
+	CHECK_MSG(st == 200 && r.body_bytes == 64 && r.curl_rc == 0,
+		  "good request after %s: status %ld, %llu bytes, %s", after, st,
+		  (unsigned long long)r.body_bytes, r.error);
+	h_resp_free(&r);
+}
+
+static void expect_status(const char *name, const char *path, long want)
+{
+	struct h_resp r;
+
+	test_begin(name);
+	long st = fetch(path, &r);
+	CHECK_MSG(st == want, "GET %s: status %ld, want %ld (%s) body '%s'", path, st, want,
+		  r.error, h_excerpt(r.body, r.body_len, 200));
+	if (st == want)
+		CHECK_MSG(r.body_len > 0 && r.body_len < 512,
+			  "error body should be a short text with the reason: %zu bytes",
+			  r.body_len);
+	h_resp_free(&r);
+	still_serving(path);
+	test_end();
+}
+
+static void test_hang(void)
+{
+	struct h_resp r;
+
+	test_begin("upstream_hang_504");
+	long st = fetch("/?hang=1", &r);
+	CHECK_MSG(st == 504, "hang=1: status %ld, want 504 (%s) body '%s'", st, r.error,
+		  h_excerpt(r.body, r.body_len, 200));
+	CHECK_MSG(r.time_ms >= RESPONSE_MS - 100 && r.time_ms <= RESPONSE_MS + 2000,
+		  "504 after %.0f ms; upstream_response is %d ms", r.time_ms, RESPONSE_MS);
+	h_resp_free(&r);
+	still_serving("hang=1");
+	test_end();
+}
+
+static void test_malformed(const char *kind)
+{
+	char name[64], path[64];
+	struct h_resp r;
+
+	snprintf(name, sizeof(name), "malformed_%s_502", kind);
+	snprintf(path, sizeof(path), "/?malformed=%s", kind);
+	test_begin(name);
+	long st = fetch(path, &r);
+	if (!strcmp(kind, "short")) {
+		/* The head was valid and may already be on its way to the client
+		 * when the upstream closes early: then the only honest signal is
+		 * a truncated body (the client must see an incomplete transfer). */
+		bool truncated = st == 200 && r.curl_rc == CURLE_PARTIAL_FILE;
+		CHECK_MSG(st == 502 || truncated,
+			  "short body: status %ld curl %d (%s), %llu body bytes: want 502 or a "
+			  "200 the client sees truncated",
+			  st, r.curl_rc, r.error, (unsigned long long)r.body_bytes);
+	} else {
+		CHECK_MSG(st == 502, "malformed=%s: status %ld, want 502 (%s) body '%s'", kind, st,
+			  r.error, h_excerpt(r.body, r.body_len, 200));
+	}
+	h_resp_free(&r);
+	still_serving(path);
+	test_end();
+}
+
+int main(void)
+{
+	static const char *kinds[] = {"status", "cl", "cl_te", "injection", "chunk", "lf", "short"};
+
+	h_init("16_upstream_errors", 90);
+	gw_port = h_free_port();
+	o_port = h_free_port();
+	dead_port = h_free_port(); /* nothing listens there */
+	if (!h_start_origin("origin", o_port, 1)) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflex-origin did not start");
+		return test_exit_code();
+	}
+	const char *cfg = h_write_config(
+		"workers: 1\n"
+		"listen: [\"127.0.0.1:%d\"]\n"
+		"upstream: [\"127.0.0.1:%d\"]\n"
+		"timeouts: {upstream_connect: 1s, upstream_response: %dms, drain: 1s}\n"
+		"pools:\n"
+		"  dead: {endpoints: [\"127.0.0.1:%d\"]}\n"
+		"routes:\n"
+		"  - {path_prefix: /dead/, pool: dead}\n",
+		gw_port, o_port, RESPONSE_MS, dead_port);
+	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflexd did not start (config %s)", cfg);
+		return test_exit_code();
+	}
+	expect_status("upstream_refused_502", "/dead/x", 502);
+	test_hang();
+	expect_status("upstream_reset_502", "/?reset=1", 502);
+	expect_status("upstream_drop_502", "/?drop=1", 502);
+	for (unsigned i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		test_malformed(kinds[i]);
+
+	test_begin("gateway_still_serving");
+	for (int i = 0; i < 5; i++)
+		still_serving("all upstream errors");
+	CHECK_MSG(h_alive(gw), "reflexd died during the scenario (status 0x%x)", gw->status);
+	test_end();
+	return test_exit_code();
+}

@@ -1,0 +1,164 @@
+/* 20_config — the command line contract of reflexd: --check-config accepts a
+ * valid file (exit 0) and refuses broken ones (exit 1) with "FILE:LINE:
+ * reason" naming the right line; reflexd refuses to start on a broken file;
+ * --version and --help exit 0 and print something useful. */
+#include "lib/harness.h"
+
+#include <libgen.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int exit_code(int status)
+{
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void test_valid(void)
+{
+	char *out = NULL;
+	const char *cfg = h_write_config(
+		"# a full, valid configuration\n"
+		"workers: 2\n"
+		"listen: [\"127.0.0.1:18080\", \"[::1]:18080\"]\n"
+		"upstream: [\"127.0.0.1:19001\", \"127.0.0.1:19002\"]\n"
+		"limits: {request_line: 8k, header_bytes: 32k, header_count: 100, body: 1m}\n"
+		"timeouts: {header: 10s, body: 60s, keepalive: 75s, upstream_connect: 5s,\n"
+		"           upstream_response: 60s, upstream_idle: 60s, send: 60s, drain: 500ms}\n"
+		"pools:\n"
+		"  api:\n"
+		"    balance: round_robin\n"
+		"    keepalive: 64\n"
+		"    endpoints: [\"127.0.0.1:19003\", {address: \"127.0.0.1:19004\", weight: 2}]\n"
+		"  other: {balance: p2c, endpoints: [\"127.0.0.1:19005\"]}\n"
+		"routes:\n"
+		"  - {host: api.example.com, path_prefix: /v1/, pool: api}\n"
+		"  - {path_prefix: /other/, pool: other}\n");
+	char *argv[] = {(char *)h_reflexd_path(), "--config", (char *)cfg, "--check-config", NULL};
+
+	test_begin("check_config_valid");
+	int st = h_run(argv, 5000, &out);
+	CHECK_MSG(st != -1 && exit_code(st) == 0, "--check-config on a valid file: exit %d: %s",
+		  exit_code(st), out ? out : "");
+	free(out);
+	test_end();
+}
+
+struct bad {
+	const char *name;
+	unsigned line;
+	const char *yaml;
+};
+
+static const struct bad bads[] = {
+	{"workers_not_a_number", 3,
+	 "listen: [\"127.0.0.1:18080\"]\n"
+	 "upstream: [\"127.0.0.1:19001\"]\n"
+	 "workers: many\n"},
+	{"bad_duration", 4,
+	 "workers: 1\n"
+	 "upstream: [\"127.0.0.1:19001\"]\n"
+	 "timeouts:\n"
+	 "  header: 10 parsecs\n"},
+	{"unknown_key", 2,
+	 "upstream: [\"127.0.0.1:19001\"]\n"
+	 "bogus_key: 1\n"},
+	{"route_unknown_pool", 6,
+	 "upstream: [\"127.0.0.1:19001\"]\n"
+	 "pools:\n"
+	 "  api: {endpoints: [\"127.0.0.1:19002\"]}\n"
+	 "routes:\n"
+	 "  - {host: a.example.com, pool: api}\n"
+	 "  - {path_prefix: /x/, pool: nosuch}\n"},
+	{"bad_port", 1,
+	 "listen: [\"127.0.0.1:99999\"]\n"
+	 "upstream: [\"127.0.0.1:19001\"]\n"},
+	{"bad_size_unit", 3,
+	 "upstream: [\"127.0.0.1:19001\"]\n"
+	 "\n"
+	 "limits: {body: 12q}\n"},
+	{"bad_balance", 3,
+	 "upstream: [\"127.0.0.1:19001\"]\n"
+	 "pools:\n"
+	 "  api: {balance: random-ish, endpoints: [\"127.0.0.1:19002\"]}\n"},
+};
+
+static void test_bad(const struct bad *b)
+{
+	char name[96], want[600], base[512];
+	char *out = NULL;
+	const char *cfg = h_write_config("%s", b->yaml);
+	char *argv[] = {(char *)h_reflexd_path(), "--config", (char *)cfg, "--check-config", NULL};
+
+	snprintf(name, sizeof(name), "check_config_%s", b->name);
+	test_begin(name);
+	snprintf(base, sizeof(base), "%s", cfg);
+	/* The file as given or any path ending in its name, then :LINE: */
+	snprintf(want, sizeof(want), "%s:%u: ", basename(base), b->line);
+	int st = h_run(argv, 5000, &out);
+	CHECK_MSG(st != -1 && exit_code(st) == 1, "exit %d, want 1; output: %s", exit_code(st),
+		  out ? out : "");
+	CHECK_MSG(out && strstr(out, want), "output lacks '%s': %s", want, out ? out : "");
+	if (out && strstr(out, want)) {
+		const char *reason = strstr(out, want) + strlen(want);
+		CHECK_MSG(*reason && *reason != '\n', "no reason after '%s'", want);
+	}
+	free(out);
+	test_end();
+}
+
+static void test_refuses_to_start(void)
+{
+	char *out = NULL;
+	const char *cfg = h_write_config("upstream: [\"127.0.0.1:19001\"]\n"
+					 "workers: many\n");
+	char *argv[] = {(char *)h_reflexd_path(), "--config", (char *)cfg, NULL};
+
+	test_begin("invalid_config_refuses_to_start");
+	int st = h_run(argv, 5000, &out);
+	CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0,
+		  "reflexd with an invalid file: status 0x%x (want a prompt non-zero exit): %s",
+		  st, out ? out : "");
+	CHECK_MSG(out && strstr(out, ":2: "), "no ':2: ' in the message: %s", out ? out : "");
+	free(out);
+	test_end();
+}
+
+static void test_flag(const char *flag, const char *must_contain)
+{
+	char name[64], *out = NULL;
+	char *argv[] = {(char *)h_reflexd_path(), (char *)flag, NULL};
+
+	snprintf(name, sizeof(name), "flag%s", flag + 1);
+	for (char *p = name; *p; p++)
+		if (*p == '-')
+			*p = '_';
+	test_begin(name);
+	int st = h_run(argv, 5000, &out);
+	CHECK_MSG(st != -1 && exit_code(st) == 0, "%s: exit %d: %s", flag, exit_code(st),
+		  out ? out : "");
+	CHECK_MSG(out && strlen(out) > 0, "%s printed nothing", flag);
+	if (must_contain)
+		CHECK_MSG(out && strstr(out, must_contain), "%s output lacks '%s': %s", flag,
+			  must_contain, out ? out : "");
+	free(out);
+	test_end();
+}
+
+int main(void)
+{
+	h_init("20_config", 60);
+	if (access(h_reflexd_path(), X_OK) != 0) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "%s is missing (make %s)", h_reflexd_path(),
+			  h_reflexd_path());
+		return test_exit_code();
+	}
+	test_valid();
+	for (unsigned i = 0; i < sizeof(bads) / sizeof(bads[0]); i++)
+		test_bad(&bads[i]);
+	test_refuses_to_start();
+	test_flag("--version", NULL);
+	test_flag("--help", "--listen");
+	return test_exit_code();
+}
