@@ -663,7 +663,7 @@ struct field {
 	const char *key;
 	enum field_kind kind;
 	size_t off;
-	uint64_t min; /* smallest value allowed */
+	uint64_t min, max; /* allowed range */
 };
 
 static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section,
@@ -692,16 +692,16 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 			return -1;
 		switch (f->kind) {
 		case FIELD_SIZE32:
-			rc = parse_size(s, UINT32_MAX, &val, why, sizeof(why));
+			rc = parse_size(s, f->max, &val, why, sizeof(why));
 			break;
 		case FIELD_SIZE64:
-			rc = parse_size(s, UINT64_MAX, &val, why, sizeof(why));
+			rc = parse_size(s, f->max, &val, why, sizeof(why));
 			break;
 		case FIELD_COUNT32:
-			rc = parse_uint(s, UINT32_MAX, &val, why, sizeof(why));
+			rc = parse_uint(s, f->max, &val, why, sizeof(why));
 			break;
 		case FIELD_DURATION:
-			rc = parse_duration(s, UINT32_MAX, &val, why, sizeof(why));
+			rc = parse_duration(s, f->max, &val, why, sizeof(why));
 			break;
 		default:
 			rc = -1;
@@ -721,38 +721,41 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 	return 0;
 }
 
-#define LIMIT(key, kind, min)                                     \
-	{                                                         \
-#key, kind, offsetof(struct cfg_limits, key), min \
-	}
+/* Bounds: the minimums keep a gateway usable; the maximums keep what a
+ * worker allocates from them (header arrays, head buffers) sane. */
 static const struct field limit_fields[] = {
-	LIMIT(request_line, FIELD_SIZE32, 16),
-	LIMIT(header_bytes, FIELD_SIZE32, 64),
-	LIMIT(header_count, FIELD_COUNT32, 1),
-	LIMIT(body, FIELD_SIZE64, 0),
+	{"request_line", FIELD_SIZE32, offsetof(struct cfg_limits, request_line), 16, 16 << 20},
+	{"header_bytes", FIELD_SIZE32, offsetof(struct cfg_limits, header_bytes), 64, 64 << 20},
+	{"header_count", FIELD_COUNT32, offsetof(struct cfg_limits, header_count), 1, 32767},
+	{"body", FIELD_SIZE64, offsetof(struct cfg_limits, body), 0, UINT64_MAX},
 };
-#undef LIMIT
 
-#define TIMEOUT(key, min)                                                     \
-	{                                                                     \
-#key, FIELD_DURATION, offsetof(struct cfg_timeouts, key), min \
-	}
 static const struct field timeout_fields[] = {
-	TIMEOUT(header, 1),
-	TIMEOUT(body, 1),
-	TIMEOUT(keepalive, 1),
-	TIMEOUT(upstream_connect, 1),
-	TIMEOUT(upstream_response, 1),
-	TIMEOUT(upstream_idle, 1),
-	TIMEOUT(send, 1),
-	TIMEOUT(drain, 0),
+	{"header", FIELD_DURATION, offsetof(struct cfg_timeouts, header), 1, UINT32_MAX},
+	{"body", FIELD_DURATION, offsetof(struct cfg_timeouts, body), 1, UINT32_MAX},
+	{"keepalive", FIELD_DURATION, offsetof(struct cfg_timeouts, keepalive), 1, UINT32_MAX},
+	{"upstream_connect", FIELD_DURATION, offsetof(struct cfg_timeouts, upstream_connect), 1,
+	 UINT32_MAX},
+	{"upstream_response", FIELD_DURATION, offsetof(struct cfg_timeouts, upstream_response), 1,
+	 UINT32_MAX},
+	{"upstream_idle", FIELD_DURATION, offsetof(struct cfg_timeouts, upstream_idle), 1,
+	 UINT32_MAX},
+	{"send", FIELD_DURATION, offsetof(struct cfg_timeouts, send), 1, UINT32_MAX},
+	{"drain", FIELD_DURATION, offsetof(struct cfg_timeouts, drain), 0, UINT32_MAX},
 };
-#undef TIMEOUT
 
 static int sec_limits(struct cfg_ctx *x, yaml_node_t *v)
 {
-	return parse_fields(x, v, "limits", limit_fields,
-			    sizeof(limit_fields) / sizeof(limit_fields[0]), &x->c->limits);
+	const struct cfg_limits *l = &x->c->limits;
+
+	if (parse_fields(x, v, "limits", limit_fields,
+			 sizeof(limit_fields) / sizeof(limit_fields[0]), &x->c->limits))
+		return -1;
+	/* the request line is part of the head */
+	if (l->request_line > l->header_bytes)
+		return fail_node(x, v, "limits: request_line (%u) is larger than header_bytes (%u)",
+				 l->request_line, l->header_bytes);
+	return 0;
 }
 
 static int sec_timeouts(struct cfg_ctx *x, yaml_node_t *v)

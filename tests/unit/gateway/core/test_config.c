@@ -387,6 +387,11 @@ static const struct err_case err_cases[] = {
 	{"upstream: 127.0.0.1:1\nlimits: {request_line: 4294967296}\n", 2, "too large"},
 	{"upstream: 127.0.0.1:1\nlimits: {header_count: 8k}\n", 2, "header_count"},
 	{"upstream: 127.0.0.1:1\nlimits: {header_count: 0}\n", 2, "must be at least 1"},
+	{"upstream: 127.0.0.1:1\nlimits: {header_count: 32768}\n", 2, "too large (max 32767)"},
+	{"upstream: 127.0.0.1:1\nlimits: {header_bytes: 65m}\n", 2, "too large"},
+	{"upstream: 127.0.0.1:1\nlimits: {request_line: 15}\n", 2, "must be at least 16"},
+	{"upstream: 127.0.0.1:1\nlimits:\n  request_line: 64k\n", 3,
+	 "limits: request_line (65536) is larger than header_bytes (32768)"},
 	{"upstream: 127.0.0.1:1\nlimits: {body: \"\"}\n", 2, "is not a size"},
 	{"upstream: 127.0.0.1:1\nlimits: {body: k}\n", 2, "is not a size"},
 	{"upstream: 127.0.0.1:1\nlimits: {body: 1.5m}\n", 2, "unknown unit"},
@@ -456,8 +461,8 @@ static void test_units(void)
 {
 	const char *p =
 		write_yaml("upstream: 127.0.0.1:1\n"
-			   "limits: {request_line: 4194303k, header_bytes: 3g, "
-			   "header_count: 4294967295, body: 17179869183g}\n"
+			   "limits: {request_line: 16m, header_bytes: 65536k, "
+			   "header_count: 32767, body: 17179869183g}\n"
 			   "timeouts: {header: 4294967295ms, body: 1193h, keepalive: 71582m, "
 			   "upstream_connect: 4294967s, upstream_response: 4294967, "
 			   "upstream_idle: \"1\", send: 007s, drain: 0ms}\n"
@@ -469,9 +474,9 @@ static void test_units(void)
 	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
 	if (!c)
 		return;
-	CHECK_INT(c->limits.request_line, 4194303ull << 10);
-	CHECK_INT(c->limits.header_bytes, 3ull << 30);
-	CHECK_INT(c->limits.header_count, 4294967295ull);
+	CHECK_INT(c->limits.request_line, 16 << 20);
+	CHECK_INT(c->limits.header_bytes, 64 << 20);
+	CHECK_INT(c->limits.header_count, 32767);
 	CHECK(c->limits.body == 17179869183ull << 30);
 	CHECK_INT(c->timeouts.header, 4294967295ull);
 	CHECK_INT(c->timeouts.body, 1193ull * 3600000);
