@@ -1,0 +1,1528 @@
+/* detect.c — Hyperscan detectors, validators, merging, redaction helpers.
+ *
+ * How a match is made: every pattern is compiled with HS_FLAG_SOM_LEFTMOST so
+ * each Hyperscan report carries the leftmost start for that end. Hyperscan
+ * reports every end offset at which a pattern matches, so patterns either end
+ * on a \b or consume one byte of right context ("not a digit, or end of
+ * data") that the validator trims again. The right context is encoded in the
+ * pattern rather than peeked at by the validator because in streaming mode
+ * the bytes after a match may not have arrived yet; left context (the byte
+ * before the start) is always in the window and the validators check it.
+ * Accepted candidates of one detector that overlap are merged (same start:
+ * the longest end wins, e.g. "a@b.com" then "a@b.com.au").
+ */
+#include "http/detect.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <hs/hs.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TMP_CAP (DETECT_WINDOW + 64)
+#define KEY_MAX 256
+
+/* A candidate as the validators see it: p[0, n) are the matched bytes, prev
+ * the byte before them (-1: start of data or no longer known). A validator
+ * returns false to reject, or narrows [lo, hi) to the sensitive span. */
+struct cand {
+	const uint8_t *p;
+	size_t n;
+	int prev;
+	size_t lo, hi;
+};
+
+typedef bool validator_fn(struct cand *c);
+
+struct builtin_def {
+	const char *name;
+	const char *token;
+	enum detect_severity sev;
+	enum detect_family fam;
+	uint32_t maxlen; /* longest candidate it can produce (merge horizon) */
+	validator_fn *validate;
+};
+
+struct builtin_pattern {
+	enum detect_builtin det;
+	unsigned flags;
+	const char *re;
+};
+
+struct det_info {
+	char name[DETECT_NAME_MAX];
+	char token[DETECT_NAME_MAX + 2];
+	enum detect_severity sev;
+	enum detect_family fam;
+	uint32_t maxlen;
+	validator_fn *validate;
+};
+
+struct detect_db {
+	hs_database_t *block_db;
+	hs_database_t *stream_db;
+	unsigned n_det, n_pat;
+	struct det_info *det;
+	unsigned *pat_det; /* Hyperscan id → detector id */
+	uint32_t maxlen;   /* over all detectors, for detect_stream_settled() */
+	uint8_t *key;
+	size_t key_len;
+};
+
+struct pend {
+	uint64_t start, end;
+	unsigned flags;
+	bool live;
+};
+
+struct detect_scratch {
+	const struct detect_db *db;
+	hs_scratch_t *hs;
+	struct pend *pend; /* block scans */
+	uint8_t tmp[TMP_CAP];
+};
+
+/* State of one scan: a block scan lives on the stack, a stream embeds one. */
+struct scan_ctx {
+	const struct detect_db *db;
+	struct detect_scratch *scr;
+	struct pend *pend;
+	detect_on_match *on_match;
+	void *arg;
+	const uint8_t *cur; /* the buffer being scanned: stream bytes [cur_base, +cur_len) */
+	uint64_t cur_base;
+	size_t cur_len;
+	const uint8_t *hist; /* stream bytes [cur_base - hist_len, cur_base) */
+	size_t hist_len;
+	bool stopped;
+};
+
+struct detect_stream {
+	const struct detect_db *db;
+	hs_stream_t *hs;
+	struct scan_ctx ctx;
+	uint64_t offset;
+	struct pend *pend;
+	uint8_t *hist; /* DETECT_WINDOW bytes */
+};
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static bool is_digit(int ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+static bool is_alnum(int ch)
+{
+	return ch >= 0 && ch < 256 && isalnum(ch);
+}
+
+static bool is_word(int ch)
+{
+	return is_alnum(ch) || ch == '_';
+}
+
+static bool is_hex(int ch)
+{
+	return ch >= 0 && ch < 256 && isxdigit(ch);
+}
+
+/* Drop trailing bytes for which keep() is false (the right-context byte). */
+static void trim_tail(struct cand *c, bool (*keep)(int ch))
+{
+	while (c->hi > c->lo && !keep(c->p[c->hi - 1]))
+		c->hi--;
+}
+
+static size_t count_digits(const uint8_t *p, size_t n)
+{
+	size_t d = 0;
+	for (size_t i = 0; i < n; i++)
+		d += is_digit(p[i]);
+	return d;
+}
+
+/* Digits of p[0, n) into out (cap bytes); returns how many, or -1 if too many. */
+static int collect_digits(const uint8_t *p, size_t n, char *out, size_t cap)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!is_digit(p[i]))
+			continue;
+		if (k + 1 >= cap)
+			return -1;
+		out[k++] = (char)p[i];
+	}
+	out[k] = 0;
+	return (int)k;
+}
+
+/* Separators between digit groups must all be the same byte (or absent):
+ * "4111 1111-1111 1111" is not how anyone writes a card. */
+static bool separators_consistent(const uint8_t *p, size_t n)
+{
+	int sep = -1;
+	for (size_t i = 0; i < n; i++) {
+		if (is_digit(p[i]))
+			continue;
+		if (sep < 0)
+			sep = p[i];
+		else if (sep != p[i])
+			return false;
+	}
+	return true;
+}
+
+/* Looks machine-generated: enough distinct symbols, no long runs of one
+ * symbol, digits and letters both present. Rejects "ghp_xxxx..." and
+ * "sk-your-api-key-here" placeholders. */
+static bool looks_random(const uint8_t *p, size_t n, unsigned min_distinct, bool need_upper)
+{
+	bool seen[256] = {false};
+	unsigned distinct = 0, digits = 0, upper = 0, lower = 0, run = 1;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t ch = p[i];
+		if (!seen[ch]) {
+			seen[ch] = true;
+			distinct++;
+		}
+		digits += is_digit(ch);
+		upper += ch >= 'A' && ch <= 'Z';
+		lower += ch >= 'a' && ch <= 'z';
+		if (i > 0 && ch == p[i - 1]) {
+			if (++run >= 5)
+				return false;
+		} else {
+			run = 1;
+		}
+	}
+	if (distinct < min_distinct || digits == 0 || upper + lower == 0)
+		return false;
+	if (need_upper && (upper == 0 || lower == 0))
+		return false;
+	return true;
+}
+
+/* ---- validators --------------------------------------------------------------- */
+
+static bool email_tail(int ch)
+{
+	return is_alnum(ch);
+}
+
+static bool v_email(struct cand *c)
+{
+	trim_tail(c, email_tail);
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	const uint8_t *at = memchr(p, '@', n);
+	if (!at || n > 254)
+		return false;
+	size_t local = (size_t)(at - p), dom = n - local - 1;
+	/* The leftmost start may include punctuation from the text before it. */
+	while (local > 0 && (p[0] == '.' || p[0] == '-' || p[0] == '+' || p[0] == '%')) {
+		p++, local--, c->lo++;
+	}
+	if (local == 0 || local > 64 || p[local - 1] == '.')
+		return false;
+	for (size_t i = 1; i < local; i++)
+		if (p[i] == '.' && p[i - 1] == '.')
+			return false;
+	/* Domain labels: 1..63, no leading/trailing '-'; TLD alphabetic. */
+	const uint8_t *d = at + 1;
+	size_t lab = 0, nlab = 0, tld_start = 0;
+	for (size_t i = 0; i <= dom; i++) {
+		if (i == dom || d[i] == '.') {
+			if (lab == 0 || lab > 63 || d[i - lab] == '-' || d[i - 1] == '-')
+				return false;
+			nlab++;
+			tld_start = i - lab;
+			lab = 0;
+		} else {
+			lab++;
+		}
+	}
+	if (nlab < 2)
+		return false;
+	/* "icon@2x.png", "logo@3x.webp": retina asset names, not addresses. */
+	if (is_digit(d[0]) && (d[1] == 'x' || d[1] == 'X') && d[2] == '.')
+		return false;
+	static const char *const file_ext[] = {
+		"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "tiff", "js",  "ts",
+		"tsx", "jsx", "css", "scss", "html", "json", "py", "rb",  "java", "kt", "go",
+		"rs",  "cpp", "hpp", "md",  "txt", "lock", "yml", "yaml", "xml", "min", "map",
+	};
+	size_t tl = dom - tld_start;
+	for (size_t i = 0; i < sizeof(file_ext) / sizeof(file_ext[0]); i++)
+		if (strlen(file_ext[i]) == tl && !strncasecmp((const char *)d + tld_start,
+								  file_ext[i], tl))
+			return false;
+	return true;
+}
+
+static bool nanp_ok(const char *d10)
+{
+	/* NPA and NXX: first digit 2-9 and not an N11 service code. */
+	if (d10[0] < '2' || d10[3] < '2')
+		return false;
+	if (d10[1] == '1' && d10[2] == '1')
+		return false;
+	if (d10[4] == '1' && d10[5] == '1')
+		return false;
+	return true;
+}
+
+static bool v_phone(struct cand *c)
+{
+	trim_tail(c, is_digit);
+	/* Text before: a word byte or a digit-ish separator means we are inside
+	 * some other token ("ID-212-555-0123", "v1.212.555.0123"). */
+	if (is_word(c->prev) || c->prev == '-' || c->prev == '.' || c->prev == '/' ||
+	    c->prev == '+')
+		return false;
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	char d[24];
+	int nd = collect_digits(p, n, d, sizeof(d));
+	if (nd < 0)
+		return false;
+	int open = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '(')
+			open++;
+		else if (p[i] == ')' && --open < 0)
+			return false;
+		else if ((p[i] == '.' || p[i] == '-') && i + 1 < n && !is_digit(p[i + 1]) &&
+			 p[i + 1] != '(')
+			return false; /* "..", "-." */
+	}
+	if (open != 0)
+		return false;
+	if (p[0] == '+') {
+		if (nd < 8 || nd > 15)
+			return false;
+		if (d[0] == '1')
+			return nd == 11 && nanp_ok(d + 1);
+		return true;
+	}
+	if (nd == 11 && d[0] == '1')
+		return nanp_ok(d + 1);
+	return nd == 10 && nanp_ok(d);
+}
+
+static bool ssn_ok(const char *d9)
+{
+	int area = (d9[0] - '0') * 100 + (d9[1] - '0') * 10 + (d9[2] - '0');
+	int group = (d9[3] - '0') * 10 + (d9[4] - '0');
+	int serial = atoi(d9 + 5);
+	if (area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0)
+		return false;
+	/* Numbers the SSA itself published (Woolworth wallet card, ads). */
+	if (!strcmp(d9, "078051120") || !strcmp(d9, "219099999"))
+		return false;
+	/* Repeated or sequential digits are placeholders, not assignments. */
+	if (!strcmp(d9, "123456789") || !strcmp(d9, "987654321"))
+		return false;
+	return true;
+}
+
+static bool v_ssn(struct cand *c)
+{
+	trim_tail(c, is_digit);
+	/* Narrow "SSN: 123-45-6789" / "ssn 123456789" to the number itself. */
+	size_t start = c->hi;
+	while (start > c->lo && (is_digit(c->p[start - 1]) || c->p[start - 1] == '-' ||
+				 c->p[start - 1] == ' '))
+		start--;
+	while (start < c->hi && !is_digit(c->p[start]))
+		start++;
+	if (start == c->lo && (c->prev == '-' || c->prev == '.' || c->prev == '/' ||
+			       is_word(c->prev)))
+		return false;
+	c->lo = start;
+	char d[16];
+	if (collect_digits(c->p + c->lo, c->hi - c->lo, d, sizeof(d)) != 9)
+		return false;
+	if (!separators_consistent(c->p + c->lo, c->hi - c->lo))
+		return false;
+	return ssn_ok(d);
+}
+
+static bool luhn_ok(const char *d, int n)
+{
+	int sum = 0;
+	for (int i = 0; i < n; i++) {
+		int v = d[n - 1 - i] - '0';
+		if (i & 1) {
+			v *= 2;
+			if (v > 9)
+				v -= 9;
+		}
+		sum += v;
+	}
+	return sum % 10 == 0;
+}
+
+static bool card_issuer_ok(const char *d, int n)
+{
+	int p2 = (d[0] - '0') * 10 + (d[1] - '0');
+	int p3 = p2 * 10 + (d[2] - '0');
+	int p4 = p3 * 10 + (d[3] - '0');
+	if (d[0] == '4')
+		return n == 13 || n == 16 || n == 19; /* Visa */
+	if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720))
+		return n == 16; /* Mastercard */
+	if (p2 == 34 || p2 == 37)
+		return n == 15; /* Amex */
+	if (p4 == 6011 || p2 == 65 || (p3 >= 644 && p3 <= 649) || (p3 >= 622 && p3 <= 622))
+		return n >= 16 && n <= 19; /* Discover (incl. UnionPay co-brand 622) */
+	if (p4 >= 3528 && p4 <= 3589)
+		return n >= 16 && n <= 19; /* JCB */
+	if ((p3 >= 300 && p3 <= 305) || p2 == 36 || p2 == 38 || p2 == 39)
+		return n >= 14 && n <= 19; /* Diners */
+	return false;
+}
+
+static bool v_card(struct cand *c)
+{
+	trim_tail(c, is_digit);
+	if (c->prev == '-' || c->prev == '.' || is_word(c->prev))
+		return false;
+	char d[24];
+	int n = collect_digits(c->p + c->lo, c->hi - c->lo, d, sizeof(d));
+	if (n < 13 || n > 19)
+		return false;
+	if (!separators_consistent(c->p + c->lo, c->hi - c->lo))
+		return false;
+	return card_issuer_ok(d, n) && luhn_ok(d, n);
+}
+
+struct iban_len {
+	char cc[3];
+	uint8_t len;
+};
+
+static const struct iban_len iban_lens[] = {
+	{"AD", 24}, {"AE", 23}, {"AL", 28}, {"AT", 20}, {"AZ", 28}, {"BA", 20}, {"BE", 16},
+	{"BG", 22}, {"BH", 22}, {"BR", 29}, {"BY", 28}, {"CH", 21}, {"CR", 22}, {"CY", 28},
+	{"CZ", 24}, {"DE", 22}, {"DK", 18}, {"DO", 28}, {"EE", 20}, {"EG", 29}, {"ES", 24},
+	{"FI", 18}, {"FO", 18}, {"FR", 27}, {"GB", 22}, {"GE", 22}, {"GI", 23}, {"GL", 18},
+	{"GR", 27}, {"GT", 28}, {"HR", 21}, {"HU", 28}, {"IE", 22}, {"IL", 23}, {"IQ", 23},
+	{"IS", 26}, {"IT", 27}, {"JO", 30}, {"KW", 30}, {"KZ", 20}, {"LB", 28}, {"LC", 32},
+	{"LI", 21}, {"LT", 20}, {"LU", 20}, {"LV", 21}, {"MC", 27}, {"MD", 24}, {"ME", 22},
+	{"MK", 19}, {"MR", 27}, {"MT", 31}, {"MU", 30}, {"NL", 18}, {"NO", 15}, {"PK", 24},
+	{"PL", 28}, {"PS", 29}, {"PT", 25}, {"QA", 29}, {"RO", 24}, {"RS", 22}, {"SA", 24},
+	{"SC", 31}, {"SE", 24}, {"SI", 19}, {"SK", 24}, {"SM", 27}, {"ST", 25}, {"SV", 28},
+	{"TL", 23}, {"TN", 24}, {"TR", 26}, {"UA", 29}, {"VA", 22}, {"VG", 24}, {"XK", 20},
+};
+
+static bool iban_tail(int ch)
+{
+	return is_alnum(ch);
+}
+
+static bool v_iban(struct cand *c)
+{
+	trim_tail(c, iban_tail);
+	if (is_word(c->prev))
+		return false;
+	char s[40];
+	size_t k = 0;
+	for (size_t i = c->lo; i < c->hi; i++) {
+		if (c->p[i] == ' ')
+			continue;
+		if (k + 1 >= sizeof(s))
+			return false;
+		s[k++] = (char)c->p[i];
+	}
+	s[k] = 0;
+	size_t want = 0;
+	for (size_t i = 0; i < sizeof(iban_lens) / sizeof(iban_lens[0]); i++)
+		if (s[0] == iban_lens[i].cc[0] && s[1] == iban_lens[i].cc[1])
+			want = iban_lens[i].len;
+	if (want == 0 || k != want)
+		return false;
+	/* mod 97 of the rearranged number, letters as 10..35, digit by digit. */
+	unsigned rem = 0;
+	for (size_t i = 0; i < k; i++) {
+		char ch = s[(i + 4) % k];
+		if (is_digit(ch)) {
+			rem = (rem * 10 + (unsigned)(ch - '0')) % 97;
+		} else if (ch >= 'A' && ch <= 'Z') {
+			unsigned v = (unsigned)(ch - 'A') + 10;
+			rem = (rem * 100 + v) % 97;
+		} else {
+			return false;
+		}
+	}
+	return rem == 1;
+}
+
+static bool v_ipv4(struct cand *c)
+{
+	trim_tail(c, is_digit);
+	if (c->prev == '.' || is_word(c->prev))
+		return false;
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	int parts = 0, val = 0, len = 0;
+	for (size_t i = 0; i <= n; i++) {
+		if (i == n || p[i] == '.') {
+			if (len == 0 || val > 255 || (len > 1 && p[i - len] == '0'))
+				return false;
+			parts++;
+			val = len = 0;
+		} else if (is_digit(p[i])) {
+			val = val * 10 + (p[i] - '0');
+			if (++len > 3)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return parts == 4;
+}
+
+static bool ipv6_tail(int ch)
+{
+	return is_hex(ch) || ch == ':' || ch == '.';
+}
+
+static bool v_ipv6(struct cand *c)
+{
+	trim_tail(c, ipv6_tail);
+	if (is_word(c->prev) || c->prev == ':' || c->prev == '.')
+		return false;
+	size_t n = c->hi - c->lo;
+	char s[64];
+	if (n < 2 || n >= sizeof(s))
+		return false;
+	memcpy(s, c->p + c->lo, n);
+	s[n] = 0;
+	/* "Abc::Def", "::" (C++ scopes, empty lists) parse, but an address
+	 * people write down nearly always has a digit. */
+	if (!count_digits(c->p + c->lo, n))
+		return false;
+	struct in6_addr a;
+	return inet_pton(AF_INET6, s, &a) == 1;
+}
+
+static bool v_aws(struct cand *c)
+{
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	if (n != 20)
+		return false;
+	/* The 16 characters after the prefix are base32 (A-Z, 2-7). */
+	for (size_t i = 4; i < n; i++)
+		if (!((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '2' && p[i] <= '7')))
+			return false;
+	if (!memcmp(p + 13, "EXAMPLE", 7)) /* AWS's documentation key */
+		return false;
+	return looks_random(p + 4, 16, 8, false);
+}
+
+static bool v_github(struct cand *c)
+{
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	size_t skip = n > 11 && !memcmp(p, "github_pat_", 11) ? 11 : 4;
+	return looks_random(p + skip, n - skip, 12, true);
+}
+
+static bool v_stripe(struct cand *c)
+{
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	const uint8_t *body = memchr(p + 3, '_', n - 3);
+	if (!body)
+		return false;
+	body++;
+	return looks_random(body, n - (size_t)(body - p), 12, true);
+}
+
+static bool slack_tail(int ch)
+{
+	return is_alnum(ch);
+}
+
+static bool v_slack(struct cand *c)
+{
+	trim_tail(c, slack_tail);
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	if (n > 8 && !memcmp(p, "https://", 8)) {
+		const uint8_t *last = p + n;
+		while (last > p && last[-1] != '/')
+			last--;
+		return looks_random(last, (size_t)(p + n - last), 10, false);
+	}
+	/* xoxb-<team digits>-<digits>-<random>: the numeric ids and a random
+	 * tail; "xoxb-your-token-here" has neither. */
+	if (n < 24 || count_digits(p, n) < 8)
+		return false;
+	const uint8_t *last = p + n;
+	while (last > p && last[-1] != '-')
+		last--;
+	return looks_random(last, (size_t)(p + n - last), 8, false);
+}
+
+static int b64url_val(int ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '-' || ch == '+')
+		return 62;
+	if (ch == '_' || ch == '/')
+		return 63;
+	return -1;
+}
+
+/* Decode base64url p[0, n) into out (cap); returns the decoded length or -1. */
+static int b64url_decode(const uint8_t *p, size_t n, uint8_t *out, size_t cap)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		int v = b64url_val(p[i]);
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (k >= cap)
+				return -1;
+			out[k++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return (int)k;
+}
+
+static bool jwt_tail(int ch)
+{
+	return is_alnum(ch) || ch == '-' || ch == '_';
+}
+
+static bool v_jwt(struct cand *c)
+{
+	trim_tail(c, jwt_tail);
+	if (is_word(c->prev) || c->prev == '-' || c->prev == '.')
+		return false;
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	const uint8_t *dot = memchr(p, '.', n);
+	if (!dot)
+		return false;
+	uint8_t hdr[768];
+	size_t hl = (size_t)(dot - p);
+	if (hl > 1000)
+		return false;
+	int k = b64url_decode(p, hl, hdr, sizeof(hdr) - 1);
+	if (k < 2 || hdr[0] != '{')
+		return false;
+	hdr[k] = 0;
+	/* A JOSE header names its algorithm. */
+	return memmem(hdr, (size_t)k, "\"alg\"", 5) != NULL;
+}
+
+static bool v_pem(struct cand *c)
+{
+	const uint8_t *p = c->p + c->lo;
+	size_t n = c->hi - c->lo;
+	if (n < 11 + 5 + 9 + 5)
+		return false;
+	/* The END label must be the BEGIN label: "BEGIN RSA PRIVATE KEY" is
+	 * closed by "END RSA PRIVATE KEY". */
+	const uint8_t *b = p + 11; /* after "-----BEGIN " */
+	const uint8_t *be = memmem(b, n - 11, "-----", 5);
+	if (!be)
+		return false;
+	size_t bl = (size_t)(be - b), body_from = (size_t)(be + 5 - p);
+	const uint8_t *e = NULL;
+	for (size_t i = n - 9; i > body_from; i--)
+		if (!memcmp(p + i, "-----END ", 9)) {
+			e = p + i + 9;
+			break;
+		}
+	if (!e || (size_t)(p + n - 5 - e) != bl || memcmp(b, e, bl) != 0)
+		return false;
+	/* A real key body is long; an elided example in documentation is not. */
+	size_t body = 0;
+	for (const uint8_t *q = be + 5; q < e - 9; q++)
+		body += is_alnum(*q) || *q == '+' || *q == '/';
+	return body >= 64;
+}
+
+static bool v_apikey(struct cand *c)
+{
+	trim_tail(c, jwt_tail);
+	const uint8_t *p = c->p + c->lo + 3;
+	size_t n = c->hi - c->lo - 3;
+	unsigned upper = 0, lower = 0, digits = 0;
+	for (size_t i = 0; i < n; i++) {
+		upper += p[i] >= 'A' && p[i] <= 'Z';
+		lower += p[i] >= 'a' && p[i] <= 'z';
+		digits += is_digit(p[i]);
+	}
+	if (upper < 2 || lower < 2 || digits < 2)
+		return false;
+	return looks_random(p, n, 12, true);
+}
+
+static bool is_space(int ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+static bool not_space(int ch)
+{
+	return !is_space(ch);
+}
+
+/* Injection phrases: the regex is the whole test; trim the line-start and
+ * whitespace the patterns may include so the span is the phrase. */
+static bool v_phrase(struct cand *c)
+{
+	trim_tail(c, not_space);
+	while (c->lo < c->hi && is_space(c->p[c->lo]))
+		c->lo++;
+	return c->lo < c->hi;
+}
+
+/* ---- the built-in table --------------------------------------------------------- */
+
+static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
+	[DETECT_EMAIL] = {"email", "[EMAIL]", DETECT_SEV_LOW, DETECT_FAMILY_PII, 320, v_email},
+	[DETECT_PHONE] = {"phone", "[PHONE]", DETECT_SEV_LOW, DETECT_FAMILY_PII, 40, v_phone},
+	[DETECT_SSN] = {"ssn", "[SSN]", DETECT_SEV_HIGH, DETECT_FAMILY_PII, 64, v_ssn},
+	[DETECT_CARD] = {"card", "[CARD]", DETECT_SEV_HIGH, DETECT_FAMILY_PII, 32, v_card},
+	[DETECT_IBAN] = {"iban", "[IBAN]", DETECT_SEV_HIGH, DETECT_FAMILY_PII, 48, v_iban},
+	[DETECT_IPV4] = {"ipv4", "[IPV4]", DETECT_SEV_LOW, DETECT_FAMILY_PII, 20, v_ipv4},
+	[DETECT_IPV6] = {"ipv6", "[IPV6]", DETECT_SEV_LOW, DETECT_FAMILY_PII, 64, v_ipv6},
+	[DETECT_AWS_KEY] = {"aws_key", "[AWS_KEY]", DETECT_SEV_CRITICAL, DETECT_FAMILY_SECRET, 24,
+			    v_aws},
+	[DETECT_GITHUB_TOKEN] = {"github_token", "[GITHUB_TOKEN]", DETECT_SEV_CRITICAL,
+				 DETECT_FAMILY_SECRET, 100, v_github},
+	[DETECT_STRIPE_KEY] = {"stripe_key", "[STRIPE_KEY]", DETECT_SEV_CRITICAL,
+			       DETECT_FAMILY_SECRET, 120, v_stripe},
+	[DETECT_SLACK_TOKEN] = {"slack_token", "[SLACK_TOKEN]", DETECT_SEV_CRITICAL,
+				DETECT_FAMILY_SECRET, 256, v_slack},
+	[DETECT_JWT] = {"jwt", "[JWT]", DETECT_SEV_HIGH, DETECT_FAMILY_SECRET, DETECT_WINDOW, v_jwt},
+	[DETECT_PEM_KEY] = {"pem_private_key", "[PRIVATE_KEY]", DETECT_SEV_CRITICAL,
+			    DETECT_FAMILY_SECRET, DETECT_WINDOW, v_pem},
+	[DETECT_API_KEY] = {"api_key", "[API_KEY]", DETECT_SEV_CRITICAL, DETECT_FAMILY_SECRET, 256,
+			    v_apikey},
+	[DETECT_INJ_OVERRIDE] = {"inj_override", "[INJECTION]", DETECT_SEV_HIGH,
+				 DETECT_FAMILY_INJECTION, 256, v_phrase},
+	[DETECT_INJ_EXTRACT] = {"inj_extract", "[INJECTION]", DETECT_SEV_HIGH,
+				DETECT_FAMILY_INJECTION, 256, v_phrase},
+	[DETECT_INJ_ROLE] = {"inj_role", "[INJECTION]", DETECT_SEV_MEDIUM, DETECT_FAMILY_INJECTION,
+			     256, v_phrase},
+	[DETECT_INJ_DELIMITER] = {"inj_delimiter", "[INJECTION]", DETECT_SEV_HIGH,
+				  DETECT_FAMILY_INJECTION, 256, v_phrase},
+	[DETECT_INJ_ENCODED] = {"inj_encoded", "[INJECTION]", DETECT_SEV_MEDIUM,
+				DETECT_FAMILY_INJECTION, 256, v_phrase},
+};
+
+#define CI HS_FLAG_CASELESS
+/* Right context that ends a number: not a digit, or end of data. */
+#define END_NUM "(?:[^0-9]|\\z)"
+
+static const struct builtin_pattern patterns[] = {
+	{DETECT_EMAIL, 0, "[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,24}\\b"},
+
+	{DETECT_PHONE, 0, "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM},
+	{DETECT_PHONE, 0,
+	 "(?:\\+?1[ .-]?)?(?:\\([2-9][0-9]{2}\\) ?|\\b[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
+	 "(?:[^0-9-]|\\z)"},
+
+	{DETECT_SSN, 0, "\\b[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)"},
+	{DETECT_SSN, 0, "\\b[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM},
+	{DETECT_SSN, CI,
+	 "\\b(?:ssn|social\\s+security(?:\\s+(?:number|no\\.?|#))?|ss#)[^0-9\\n]{0,20}[0-9]{9}" END_NUM},
+
+	{DETECT_CARD, 0,
+	 "\\b(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|6(?:011|5[0-9]{2}|4[4-9][0-9]|22[0-9])|"
+	 "35[0-9]{2})(?:[ -]?[0-9]{4}){3}" END_NUM},
+	{DETECT_CARD, 0, "\\b4[0-9]{12}" END_NUM},
+	{DETECT_CARD, 0, "\\b3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM},
+	{DETECT_CARD, 0, "\\b3(?:0[0-5]|[689][0-9])[0-9][ -]?[0-9]{6}[ -]?[0-9]{4}" END_NUM},
+
+	{DETECT_IBAN, 0, "\\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b"},
+
+	{DETECT_IPV4, 0, "\\b(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9.]|\\.[^0-9]|\\.?\\z)"},
+
+	{DETECT_IPV6, 0, "[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)"},
+	{DETECT_IPV6, 0, "[0-9A-Fa-f:]*::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)"},
+	{DETECT_IPV6, 0,
+	 "[0-9A-Fa-f:]*:(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)"},
+
+	{DETECT_AWS_KEY, 0, "\\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b"},
+
+	{DETECT_GITHUB_TOKEN, 0, "\\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\\b"},
+	{DETECT_GITHUB_TOKEN, 0, "\\bgithub_pat_[A-Za-z0-9_]{82}\\b"},
+
+	{DETECT_STRIPE_KEY, 0, "\\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{24,99}\\b"},
+
+	{DETECT_SLACK_TOKEN, 0,
+	 "\\bxox[abposr]-[A-Za-z0-9]+(?:-[A-Za-z0-9]+){1,5}(?:[^A-Za-z0-9-]|\\z)"},
+	{DETECT_SLACK_TOKEN, 0,
+	 "https://hooks\\.slack\\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{20,32}"
+	 "\\b"},
+
+	{DETECT_JWT, 0,
+	 "\\beyJ[A-Za-z0-9_-]{6,}\\.eyJ[A-Za-z0-9_-]{6,}\\.[A-Za-z0-9_-]*"
+	 "(?:[^A-Za-z0-9_.-]|\\.(?:[^A-Za-z0-9_-]|\\z)|\\z)"},
+
+	{DETECT_PEM_KEY, 0,
+	 "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[A-Za-z0-9+/=\\s:,.\\\\-]+"
+	 "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"},
+
+	{DETECT_API_KEY, 0, "\\bsk-[A-Za-z0-9_-]{20,}(?:[^A-Za-z0-9_-]|\\z)"},
+
+	{DETECT_INJ_OVERRIDE, CI,
+	 "\\b(?:ignore|disregard|forget|override|bypass|discard|skip)\\s+"
+	 "(?:(?:all|any|every|each|the|your|my|of|these|those|this)\\s+){0,3}"
+	 "(?:previous|prior|above|earlier|preceding|former|original|initial|system|safety|"
+	 "developer|existing|old)\\s+"
+	 "(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|constraints|"
+	 "programming|polic(?:y|ies)|commands?)\\b"},
+	{DETECT_INJ_OVERRIDE, CI,
+	 "\\b(?:do\\s+not|don't|stop)\\s+(?:follow(?:ing)?|obey(?:ing)?)\\s+"
+	 "(?:(?:all|any|the|your)\\s+)?(?:previous|prior|original|initial|system|above)\\s+"
+	 "(?:instructions?|rules|prompts?|guidelines)\\b"},
+	{DETECT_INJ_OVERRIDE, CI,
+	 "\\b(?:ignore|disregard|forget)\\s+(?:everything|all(?:\\s+of\\s+(?:that|this|the\\s+above))?|"
+	 "anything)\\s+(?:above|before|prior|previously|you\\s+(?:were|have\\s+been)\\s+told)\\b"},
+
+	{DETECT_INJ_EXTRACT, CI,
+	 "\\b(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
+	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?(?:your|the)\\s+"
+	 "(?:(?:full|entire|exact|complete|original|hidden|initial|secret|internal|confidential|"
+	 "real)\\s+){0,2}"
+	 "(?:system\\s+prompt|initial\\s+prompt|hidden\\s+prompt|pre-?prompt|"
+	 "instructions\\s+you\\s+(?:were|have\\s+been)\\s+given|"
+	 "(?:initial|hidden|original|secret|internal|system|confidential)\\s+instructions)\\b"},
+	{DETECT_INJ_EXTRACT, CI,
+	 "\\brepeat\\s+(?:all\\s+|everything\\s+|the\\s+(?:text|words|content)\\s+)"
+	 "(?:above|before\\s+this)\\b"},
+	{DETECT_INJ_EXTRACT, CI,
+	 "\\b(?:what|which)\\s+(?:were|are)\\s+your\\s+(?:original|initial|first|system|hidden)\\s+"
+	 "(?:instructions|prompt)\\b"},
+
+	{DETECT_INJ_ROLE, CI,
+	 "\\byou\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
+	 "model|bound|restricted|chatgpt|claude)\\b|(?:an?\\s+)?(?:unrestricted|unfiltered|"
+	 "uncensored|jailbroken|evil|amoral)\\b)"},
+	{DETECT_INJ_ROLE, CI, "\\byou\\s+are\\s+now\\s+(?:dan|stan|dude|aim)\\b"},
+	{DETECT_INJ_ROLE, CI,
+	 "\\b(?:act|behave|respond|answer)\\s+as\\s+(?:if\\s+you\\s+(?:are|were)\\s+)?(?:an?\\s+)?"
+	 "(?:unrestricted|unfiltered|uncensored|jailbroken|evil|amoral)\\b"},
+	{DETECT_INJ_ROLE, CI,
+	 "\\bpretend\\s+(?:to\\s+be|you\\s+are|that\\s+you\\s+are)\\s+(?:[a-z-]+\\s+){0,5}"
+	 "(?:without|with\\s+no|free\\s+of)\\s+(?:any\\s+)?(?:restrictions|filters|rules|limits|"
+	 "limitations|guidelines|ethics|morals|censorship)\\b"},
+	{DETECT_INJ_ROLE, CI,
+	 "\\b(?:jailbreak|dan|god|unrestricted)\\s+mode\\s+(?:is\\s+)?(?:now\\s+)?"
+	 "(?:enabled|activated|on|engaged)\\b"},
+	{DETECT_INJ_ROLE, CI, "\\bdo\\s+anything\\s+now\\b"},
+	{DETECT_INJ_ROLE, CI,
+	 "\\bfrom\\s+now\\s+on,?\\s+you\\s+(?:are|will\\s+be|will\\s+act\\s+as|must\\s+act\\s+as)\\s+"
+	 "(?:[a-z-]+\\s+){0,3}(?:unrestricted|unfiltered|uncensored|jailbroken|evil|"
+	 "without\\s+(?:any\\s+)?(?:restrictions|rules|filters))\\b"},
+
+	{DETECT_INJ_DELIMITER, CI,
+	 "<\\|(?:im_start|im_end|im_sep|system|assistant|user|endoftext|begin_of_text|"
+	 "start_header_id|end_header_id|eot_id)\\|>"},
+	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>"},
+	{DETECT_INJ_DELIMITER, CI,
+	 "(?:^|\\n)[ \\t]*(?:#{1,3}[ \\t]*)?(?:\\[|<|\\*\\*)?(?:system|assistant|developer)"
+	 "(?:\\]|>|\\*\\*)?[ \\t]*:[ \\t]*(?:ignore|disregard|forget|override|new\\s+instructions|"
+	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b"},
+	{DETECT_INJ_DELIMITER, CI,
+	 "(?:-{3,}|={3,}|#{3,}|\\*{3,})[ \\t]*(?:end|begin|start)\\s+(?:of\\s+)?(?:the\\s+)?"
+	 "(?:system\\s+prompt|(?:system\\s+|original\\s+)?instructions|system\\s+message)\\b"},
+
+	{DETECT_INJ_ENCODED, CI,
+	 "\\b(?:decode|decrypt|deobfuscate|unscramble)\\s+(?:(?:this|the\\s+following|it|the)\\s+)?"
+	 "(?:(?:base64|b64|hex|rot-?13|binary|morse|caesar)\\s+)?(?:(?:string|text|message|"
+	 "payload|blob)\\s+)?(?:below\\s+)?(?:and|then|,)\\s*(?:then\\s+)?(?:execute|follow|run|obey|"
+	 "do|carry\\s+out|act\\s+on|perform|comply\\s+with)\\b"},
+	{DETECT_INJ_ENCODED, CI,
+	 "\\b(?:execute|follow|obey|run)\\s+(?:the\\s+)?(?:decoded|hidden|encoded)\\s+"
+	 "(?:instructions?|commands?|prompt|text|message)\\b"},
+	{DETECT_INJ_ENCODED, CI,
+	 "\\b(?:base64|b64|rot-?13|hex)[- ]?(?:encoded|encrypted)\\s+(?:instructions?|prompt)\\b"},
+};
+
+#define N_BUILTIN_PATTERNS (sizeof(patterns) / sizeof(patterns[0]))
+
+/* ---- db ------------------------------------------------------------------------ */
+
+static bool valid_user_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= DETECT_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || is_digit(s[i]) || s[i] == '_'))
+			return false;
+	return true;
+}
+
+void detect_db_free(struct detect_db *db)
+{
+	if (!db)
+		return;
+	hs_free_database(db->block_db);
+	hs_free_database(db->stream_db);
+	free(db->det);
+	free(db->pat_det);
+	if (db->key) {
+		OPENSSL_cleanse(db->key, db->key_len);
+		free(db->key);
+	}
+	free(db);
+}
+
+static int compile_mode(struct detect_db *db, const char *const *res, const unsigned *flags,
+			const unsigned *ids, unsigned mode, hs_database_t **out, char *err,
+			size_t errlen)
+{
+	hs_compile_error_t *cerr = NULL;
+	if (hs_compile_multi(res, flags, ids, db->n_pat, mode, NULL, out, &cerr) == HS_SUCCESS)
+		return 0;
+	if (errlen) {
+		if (cerr && cerr->expression >= 0 && (unsigned)cerr->expression < db->n_pat)
+			snprintf(err, errlen, "detector '%s': %s",
+				 db->det[db->pat_det[cerr->expression]].name, cerr->message);
+		else
+			snprintf(err, errlen, "detectors: %s",
+				 cerr ? cerr->message : "hyperscan compile failed");
+	}
+	hs_free_compile_error(cerr);
+	*out = NULL;
+	return -EINVAL;
+}
+
+int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char *err,
+		    size_t errlen)
+{
+	static const struct detect_opts none;
+	const char **res = NULL;
+	unsigned *flags = NULL, *ids = NULL;
+	int rc = -ENOMEM;
+
+	if (!opts)
+		opts = &none;
+	*out = NULL;
+	if (errlen)
+		err[0] = 0;
+	struct detect_db *db = calloc(1, sizeof(*db));
+	if (!db)
+		goto fail;
+	db->n_det = DETECT_BUILTIN_COUNT + opts->n_user;
+	db->n_pat = N_BUILTIN_PATTERNS + opts->n_user;
+	db->det = calloc(db->n_det, sizeof(*db->det));
+	db->pat_det = calloc(db->n_pat, sizeof(*db->pat_det));
+	res = calloc(db->n_pat, sizeof(*res));
+	flags = calloc(db->n_pat, sizeof(*flags));
+	ids = calloc(db->n_pat, sizeof(*ids));
+	if (!db->det || !db->pat_det || !res || !flags || !ids)
+		goto fail;
+
+	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++) {
+		struct det_info *d = &db->det[i];
+		snprintf(d->name, sizeof(d->name), "%s", builtins[i].name);
+		snprintf(d->token, sizeof(d->token), "%s", builtins[i].token);
+		d->sev = builtins[i].sev;
+		d->fam = builtins[i].fam;
+		d->maxlen = builtins[i].maxlen;
+		d->validate = builtins[i].validate;
+	}
+	for (unsigned i = 0; i < opts->n_user; i++) {
+		const struct detect_user *u = &opts->user[i];
+		struct det_info *d = &db->det[DETECT_BUILTIN_COUNT + i];
+		rc = -EINVAL;
+		if (!u->name || !valid_user_name(u->name)) {
+			snprintf(err, errlen, "detector '%s': name must be 1-%d of [a-z0-9_]",
+				 u->name ? u->name : "(null)", DETECT_NAME_MAX - 1);
+			goto fail;
+		}
+		for (unsigned j = 0; j < DETECT_BUILTIN_COUNT + i; j++)
+			if (!strcmp(db->det[j].name, u->name)) {
+				snprintf(err, errlen, "detector '%s': name already used", u->name);
+				goto fail;
+			}
+		if (u->severity < DETECT_SEV_LOW || u->severity > DETECT_SEV_CRITICAL) {
+			snprintf(err, errlen, "detector '%s': bad severity", u->name);
+			goto fail;
+		}
+		if (!u->pattern || !u->pattern[0]) {
+			snprintf(err, errlen, "detector '%s': empty pattern", u->name);
+			goto fail;
+		}
+		snprintf(d->name, sizeof(d->name), "%s", u->name);
+		size_t k = 0;
+		d->token[k++] = '[';
+		for (const char *s = u->name; *s; s++)
+			d->token[k++] = (char)toupper((unsigned char)*s);
+		d->token[k++] = ']';
+		d->token[k] = 0;
+		d->sev = u->severity;
+		d->fam = DETECT_FAMILY_USER;
+		d->maxlen = DETECT_WINDOW;
+	}
+
+	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++) {
+		res[i] = patterns[i].re;
+		flags[i] = patterns[i].flags | HS_FLAG_SOM_LEFTMOST;
+		db->pat_det[i] = patterns[i].det;
+	}
+	for (unsigned i = 0; i < opts->n_user; i++) {
+		unsigned k = N_BUILTIN_PATTERNS + i;
+		res[k] = opts->user[i].pattern;
+		flags[k] = HS_FLAG_SOM_LEFTMOST | (opts->user[i].caseless ? HS_FLAG_CASELESS : 0);
+		db->pat_det[k] = DETECT_BUILTIN_COUNT + i;
+	}
+	for (unsigned i = 0; i < db->n_pat; i++)
+		ids[i] = i;
+	for (unsigned i = 0; i < db->n_det; i++)
+		if (db->det[i].maxlen > db->maxlen)
+			db->maxlen = db->det[i].maxlen;
+
+	rc = compile_mode(db, res, flags, ids, HS_MODE_BLOCK, &db->block_db, err, errlen);
+	if (rc)
+		goto fail;
+	rc = compile_mode(db, res, flags, ids, HS_MODE_STREAM | HS_MODE_SOM_HORIZON_LARGE,
+			  &db->stream_db, err, errlen);
+	if (rc)
+		goto fail;
+
+	if (opts->hash_key && opts->hash_key_len) {
+		rc = -EINVAL;
+		if (opts->hash_key_len > KEY_MAX) {
+			snprintf(err, errlen, "hash key longer than %d bytes", KEY_MAX);
+			goto fail;
+		}
+		rc = -ENOMEM;
+		db->key = malloc(opts->hash_key_len);
+		if (!db->key)
+			goto fail;
+		memcpy(db->key, opts->hash_key, opts->hash_key_len);
+		db->key_len = opts->hash_key_len;
+	}
+	free(res);
+	free(flags);
+	free(ids);
+	*out = db;
+	return 0;
+
+fail:
+	if (rc == -ENOMEM && errlen && !err[0])
+		snprintf(err, errlen, "out of memory");
+	free(res);
+	free(flags);
+	free(ids);
+	detect_db_free(db);
+	return rc;
+}
+
+unsigned detect_count(const struct detect_db *db)
+{
+	return db->n_det;
+}
+
+int detect_lookup(const struct detect_db *db, const char *name)
+{
+	for (unsigned i = 0; i < db->n_det; i++)
+		if (!strcmp(db->det[i].name, name))
+			return (int)i;
+	return -ENOENT;
+}
+
+const char *detect_name(const struct detect_db *db, unsigned id)
+{
+	return id < db->n_det ? db->det[id].name : "?";
+}
+
+const char *detect_token(const struct detect_db *db, unsigned id)
+{
+	return id < db->n_det ? db->det[id].token : "[REDACTED]";
+}
+
+enum detect_severity detect_severity_of(const struct detect_db *db, unsigned id)
+{
+	return id < db->n_det ? db->det[id].sev : DETECT_SEV_LOW;
+}
+
+enum detect_family detect_family_of(const struct detect_db *db, unsigned id)
+{
+	return id < db->n_det ? db->det[id].fam : DETECT_FAMILY_USER;
+}
+
+const char *detect_severity_name(enum detect_severity sev)
+{
+	switch (sev) {
+	case DETECT_SEV_LOW:
+		return "low";
+	case DETECT_SEV_MEDIUM:
+		return "medium";
+	case DETECT_SEV_HIGH:
+		return "high";
+	case DETECT_SEV_CRITICAL:
+		return "critical";
+	}
+	return "?";
+}
+
+const char *detect_family_name(enum detect_family fam)
+{
+	switch (fam) {
+	case DETECT_FAMILY_PII:
+		return "pii";
+	case DETECT_FAMILY_SECRET:
+		return "secret";
+	case DETECT_FAMILY_INJECTION:
+		return "injection";
+	case DETECT_FAMILY_USER:
+		return "user";
+	}
+	return "?";
+}
+
+/* ---- scratch ------------------------------------------------------------------ */
+
+static int scratch_alloc(const struct detect_db *db, struct detect_scratch **out)
+{
+	struct detect_scratch *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->db = db;
+	s->pend = calloc(db->n_det, sizeof(*s->pend));
+	if (!s->pend) {
+		free(s);
+		return -ENOMEM;
+	}
+	*out = s;
+	return 0;
+}
+
+int detect_scratch_new(const struct detect_db *db, struct detect_scratch **out)
+{
+	struct detect_scratch *s;
+	*out = NULL;
+	if (scratch_alloc(db, &s))
+		return -ENOMEM;
+	/* One Hyperscan scratch grown to fit both compiled forms. */
+	if (hs_alloc_scratch(db->block_db, &s->hs) != HS_SUCCESS ||
+	    hs_alloc_scratch(db->stream_db, &s->hs) != HS_SUCCESS) {
+		detect_scratch_free(s);
+		return -ENOMEM;
+	}
+	*out = s;
+	return 0;
+}
+
+int detect_scratch_clone(const struct detect_scratch *src, struct detect_scratch **out)
+{
+	struct detect_scratch *s;
+	*out = NULL;
+	if (scratch_alloc(src->db, &s))
+		return -ENOMEM;
+	if (hs_clone_scratch(src->hs, &s->hs) != HS_SUCCESS) {
+		detect_scratch_free(s);
+		return -ENOMEM;
+	}
+	*out = s;
+	return 0;
+}
+
+void detect_scratch_free(struct detect_scratch *s)
+{
+	if (!s)
+		return;
+	if (s->hs)
+		hs_free_scratch(s->hs);
+	free(s->pend);
+	free(s);
+}
+
+/* ---- hashing -------------------------------------------------------------------- */
+
+static void hash_hex(const uint8_t *key, size_t klen, const void *p, size_t n,
+		     char out[DETECT_HASH_HEX + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	if (!HMAC(EVP_sha256(), key, (int)klen, p, n, md, &mdlen) || mdlen < DETECT_HASH_HEX / 2) {
+		out[0] = 0;
+		return;
+	}
+	for (int i = 0; i < DETECT_HASH_HEX / 2; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[DETECT_HASH_HEX] = 0;
+	OPENSSL_cleanse(md, sizeof(md));
+}
+
+int detect_hash(const struct detect_db *db, const void *p, size_t n,
+		char out[DETECT_HASH_HEX + 1])
+{
+	out[0] = 0;
+	if (!db->key)
+		return -EINVAL;
+	hash_hex(db->key, db->key_len, p, n, out);
+	return out[0] ? 0 : -EIO;
+}
+
+/* ---- matching ------------------------------------------------------------------- */
+
+/* Stream bytes [lo, hi) as one contiguous run, or NULL when some of them have
+ * left the window. The pointer is valid until the next call. */
+static const uint8_t *ctx_bytes(struct scan_ctx *c, uint64_t lo, uint64_t hi)
+{
+	uint64_t hist_base = c->cur_base - c->hist_len;
+	if (lo < hist_base || hi > c->cur_base + c->cur_len || hi < lo)
+		return NULL;
+	if (lo >= c->cur_base)
+		return c->cur + (lo - c->cur_base);
+	if (hi <= c->cur_base)
+		return c->hist + (lo - hist_base);
+	if (hi - lo > TMP_CAP)
+		return NULL;
+	size_t from_hist = (size_t)(c->cur_base - lo);
+	memcpy(c->scr->tmp, c->hist + (lo - hist_base), from_hist);
+	memcpy(c->scr->tmp + from_hist, c->cur, (size_t)(hi - c->cur_base));
+	return c->scr->tmp;
+}
+
+static int emit(struct scan_ctx *c, unsigned det, struct pend *p)
+{
+	struct detect_match m = {
+		.id = det,
+		.severity = c->db->det[det].sev,
+		.start = p->start,
+		.end = p->end,
+		.flags = p->flags,
+	};
+	p->live = false;
+	if (c->db->key && !(p->flags & DETECT_MATCH_UNVALIDATED)) {
+		const uint8_t *b = ctx_bytes(c, p->start, p->end);
+		if (b)
+			hash_hex(c->db->key, c->db->key_len, b, (size_t)(p->end - p->start),
+				 m.hash);
+	}
+	if (c->on_match && c->on_match(c->arg, &m)) {
+		c->stopped = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long to,
+		       unsigned hs_flags, void *arg)
+{
+	struct scan_ctx *c = arg;
+	const struct detect_db *db = c->db;
+	unsigned det = db->pat_det[pat];
+	const struct det_info *d = &db->det[det];
+	uint64_t s = from, e = to;
+	unsigned flags = 0;
+
+	if (to <= from)
+		return 0;
+	if (d->validate) {
+		struct cand cd = {.prev = -1};
+		const uint8_t *b = from > 0 ? ctx_bytes(c, from - 1, to) : NULL;
+		if (b) {
+			cd.prev = b[0];
+			cd.p = b + 1;
+		} else {
+			cd.p = ctx_bytes(c, from, to);
+		}
+		if (cd.p) {
+			cd.n = (size_t)(to - from);
+			cd.lo = 0;
+			cd.hi = cd.n;
+			if (!d->validate(&cd) || cd.hi <= cd.lo)
+				return 0;
+			s = from + cd.lo;
+			e = from + cd.hi;
+		} else {
+			flags = DETECT_MATCH_UNVALIDATED;
+		}
+	}
+
+	struct pend *p = &c->pend[det];
+	if (p->live && s < p->end) {
+		if (s < p->start)
+			p->start = s;
+		if (e > p->end)
+			p->end = e;
+		p->flags |= flags;
+		return 0;
+	}
+	if (p->live && emit(c, det, p))
+		return 1;
+	p->start = s;
+	p->end = e;
+	p->flags = flags;
+	p->live = true;
+	return 0;
+}
+
+static int flush_all(struct scan_ctx *c)
+{
+	for (unsigned i = 0; i < c->db->n_det; i++)
+		if (c->pend[i].live && emit(c, i, &c->pend[i]))
+			return 1;
+	return 0;
+}
+
+int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf,
+		size_t len, detect_on_match *on_match, void *arg)
+{
+	static const char empty[1];
+	if (!s || s->db != db)
+		return -EINVAL;
+	struct scan_ctx c = {
+		.db = db,
+		.scr = s,
+		.pend = s->pend,
+		.on_match = on_match,
+		.arg = arg,
+		.cur = len ? buf : (const void *)empty,
+		.cur_len = len,
+	};
+	memset(s->pend, 0, db->n_det * sizeof(*s->pend));
+	hs_error_t e = hs_scan(db->block_db, (const char *)c.cur, (unsigned)len, 0, s->hs,
+			       on_hs_match, &c);
+	if (e == HS_SCAN_TERMINATED || c.stopped)
+		return -ECANCELED;
+	if (e != HS_SUCCESS)
+		return e == HS_INVALID ? -EINVAL : -EIO;
+	return flush_all(&c) ? -ECANCELED : 0;
+}
+
+/* ---- streaming -------------------------------------------------------------------- */
+
+int detect_stream_open(const struct detect_db *db, detect_on_match *on_match, void *arg,
+		       struct detect_stream **out)
+{
+	*out = NULL;
+	struct detect_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->db = db;
+	st->pend = calloc(db->n_det, sizeof(*st->pend));
+	st->hist = malloc(DETECT_WINDOW);
+	if (!st->pend || !st->hist)
+		goto nomem;
+	if (hs_open_stream(db->stream_db, 0, &st->hs) != HS_SUCCESS)
+		goto nomem;
+	st->ctx = (struct scan_ctx){
+		.db = db,
+		.pend = st->pend,
+		.on_match = on_match,
+		.arg = arg,
+		.hist = st->hist,
+	};
+	*out = st;
+	return 0;
+nomem:
+	detect_stream_free(st);
+	return -ENOMEM;
+}
+
+void detect_stream_free(struct detect_stream *st)
+{
+	if (!st)
+		return;
+	if (st->hs)
+		hs_close_stream(st->hs, NULL, NULL, NULL);
+	free(st->pend);
+	free(st->hist);
+	free(st);
+}
+
+uint64_t detect_stream_offset(const struct detect_stream *st)
+{
+	return st->offset;
+}
+
+uint64_t detect_stream_settled(const struct detect_stream *st)
+{
+	/* +2: the right-context byte and the \b lookahead. */
+	uint64_t horizon = st->db->maxlen + 2;
+	uint64_t settled = st->offset > horizon ? st->offset - horizon : 0;
+	for (unsigned i = 0; i < st->db->n_det; i++)
+		if (st->pend[i].live && st->pend[i].start < settled)
+			settled = st->pend[i].start;
+	return settled;
+}
+
+/* Keep the last DETECT_WINDOW bytes of the stream in hist. */
+static void hist_append(struct detect_stream *st, const uint8_t *p, size_t n)
+{
+	struct scan_ctx *c = &st->ctx;
+	if (n >= DETECT_WINDOW) {
+		memcpy(st->hist, p + n - DETECT_WINDOW, DETECT_WINDOW);
+		c->hist_len = DETECT_WINDOW;
+		return;
+	}
+	size_t keep = c->hist_len + n > DETECT_WINDOW ? DETECT_WINDOW - n : c->hist_len;
+	memmove(st->hist, st->hist + c->hist_len - keep, keep);
+	memcpy(st->hist + keep, p, n);
+	c->hist_len = keep + n;
+}
+
+int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const void *buf,
+		       size_t len)
+{
+	struct scan_ctx *c = &st->ctx;
+	if (c->stopped)
+		return -ECANCELED;
+	if (!s || s->db != st->db)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	c->scr = s;
+	c->cur = buf;
+	c->cur_base = st->offset;
+	c->cur_len = len;
+	hs_error_t e = hs_scan_stream(st->hs, buf, (unsigned)len, 0, s->hs, on_hs_match, c);
+	if (e == HS_SCAN_TERMINATED || c->stopped) {
+		c->stopped = true;
+		return -ECANCELED;
+	}
+	if (e != HS_SUCCESS)
+		return e == HS_INVALID ? -EINVAL : -EIO;
+	hist_append(st, buf, len);
+	st->offset += len;
+	c->cur_base = st->offset;
+	c->cur_len = 0;
+	/* Deliver pending matches that can no longer grow: a same-start
+	 * extension would have to be longer than the detector's maxlen. */
+	for (unsigned i = 0; i < st->db->n_det; i++) {
+		struct pend *p = &st->pend[i];
+		if (p->live && p->start + st->db->det[i].maxlen + 2 <= st->offset &&
+		    emit(c, i, p))
+			return -ECANCELED;
+	}
+	return 0;
+}
+
+int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s)
+{
+	struct scan_ctx *c = &st->ctx;
+	int rc = 0;
+	if (c->stopped) {
+		rc = -ECANCELED;
+		goto out;
+	}
+	if (!s || s->db != st->db) {
+		rc = -EINVAL;
+		goto out;
+	}
+	c->scr = s;
+	c->cur_base = st->offset;
+	c->cur_len = 0;
+	hs_error_t e = hs_close_stream(st->hs, s->hs, on_hs_match, c);
+	st->hs = NULL;
+	if (e == HS_SCAN_TERMINATED || c->stopped)
+		rc = -ECANCELED;
+	else if (e != HS_SUCCESS)
+		rc = -EIO;
+	else if (flush_all(c))
+		rc = -ECANCELED;
+out:
+	detect_stream_free(st);
+	return rc;
+}
+
+/* ---- redaction ------------------------------------------------------------------- */
+
+size_t detect_redact_max(const struct detect_db *db, unsigned id, enum detect_redact_mode mode,
+			 size_t n)
+{
+	size_t t = strlen(detect_token(db, id));
+	switch (mode) {
+	case DETECT_REDACT_MASK:
+		return t;
+	case DETECT_REDACT_HASH:
+		return t + 1 + DETECT_HASH_HEX;
+	case DETECT_REDACT_LAST4:
+		return n;
+	}
+	return 0;
+}
+
+ssize_t detect_redact(const struct detect_db *db, unsigned id, enum detect_redact_mode mode,
+		      const void *match, size_t n, char *out, size_t cap)
+{
+	if (id >= db->n_det)
+		return -EINVAL;
+	const char *tok = db->det[id].token;
+	size_t tl = strlen(tok);
+	switch (mode) {
+	case DETECT_REDACT_MASK:
+		if (cap < tl)
+			return -ENOSPC;
+		memcpy(out, tok, tl);
+		return (ssize_t)tl;
+	case DETECT_REDACT_HASH: {
+		char h[DETECT_HASH_HEX + 1];
+		if (!db->key)
+			return -EINVAL;
+		if (cap < tl + 1 + DETECT_HASH_HEX)
+			return -ENOSPC;
+		hash_hex(db->key, db->key_len, match, n, h);
+		if (!h[0])
+			return -EIO;
+		/* "[EMAIL]" → "[EMAIL:0123456789abcdef]" */
+		memcpy(out, tok, tl - 1);
+		out[tl - 1] = ':';
+		memcpy(out + tl, h, DETECT_HASH_HEX);
+		out[tl + DETECT_HASH_HEX] = ']';
+		return (ssize_t)(tl + 1 + DETECT_HASH_HEX);
+	}
+	case DETECT_REDACT_LAST4: {
+		const uint8_t *p = match;
+		if (cap < n)
+			return -ENOSPC;
+		size_t keep = 0;
+		for (size_t i = n; i-- > 0;) {
+			if (is_alnum(p[i]) && keep < 4) {
+				out[i] = (char)p[i];
+				keep++;
+			} else {
+				out[i] = is_alnum(p[i]) ? '*' : (char)p[i];
+			}
+		}
+		return (ssize_t)n;
+	}
+	}
+	return -EINVAL;
+}
+
+bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n)
+{
+	if ((unsigned)id >= DETECT_BUILTIN_COUNT || !builtins[id].validate)
+		return false;
+	struct cand c = {.p = p, .n = n, .prev = -1, .lo = 0, .hi = n};
+	return builtins[id].validate(&c) && c.hi > c.lo;
+}

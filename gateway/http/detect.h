@@ -1,0 +1,219 @@
+/* detect.h — one-pass detection of personal data, secrets and prompt
+ * injection (the detectors behind the reflex rules, DESIGN.md step 5).
+ *
+ * Every built-in detector and every user regex detector is compiled into one
+ * Hyperscan pattern set, so a buffer is scanned once for all of them. Two
+ * compiled forms of that one set are kept: a block-mode database (a whole
+ * buffer: URL, query, headers, small bodies) and a streaming database (a body
+ * that arrives in several recv buffers; a match split between two feeds is
+ * still found). Each raw Hyperscan match is a candidate; the detector's
+ * validator (Luhn, mod-97, SSN area/group/serial, octet ranges, JWT header,
+ * token entropy, ...) runs on the candidate bytes and may reject it or narrow
+ * it to the sensitive span. Overlapping accepted candidates of one detector
+ * are merged into a single match.
+ *
+ * Ownership and threads
+ *  - struct detect_db is built once per config snapshot, then immutable and
+ *    shared read-only by every worker. It owns copies of the user patterns
+ *    and of the hash key. It must outlive every scratch and stream made for
+ *    it (free it when the snapshot is retired).
+ *  - struct detect_scratch is per worker (one thread at a time): Hyperscan
+ *    scratch space plus our candidate buffers. Make one per worker with
+ *    detect_scratch_new() or detect_scratch_clone(); it is valid for the db it
+ *    was made for only (after a reload, make new ones).
+ *  - struct detect_stream is per scanned body: one thread at a time, fed with
+ *    the scratch of whichever worker runs it. It holds the Hyperscan stream
+ *    state, a tail window of DETECT_WINDOW bytes and the pending matches.
+ *  - Nothing here logs. Matched text never leaves this module except through
+ *    the caller's own buffer: a match carries offsets and a keyed hash.
+ *
+ * Match delivery
+ *  - Offsets are [start, end) from the start of the scanned buffer (block)
+ *    or of the stream (streaming).
+ *  - For one detector, matches arrive in increasing start order and never
+ *    overlap. Across detectors the order is unspecified and matches of
+ *    different detectors may overlap (an IPv4 inside an IPv6, a phone number
+ *    inside a card number that failed Luhn does not happen, but a JWT inside a
+ *    user pattern might).
+ *  - A match is delivered once its detector can no longer extend it: in block
+ *    mode before detect_scan() returns; in streaming mode during a later feed
+ *    or at detect_stream_finish().
+ *  - Streaming bound: validators need the candidate bytes, and the stream
+ *    keeps only the last DETECT_WINDOW bytes. Every built-in candidate except a
+ *    PEM block or a JWT is far shorter. A candidate that started more than
+ *    DETECT_WINDOW bytes before the end of the feed that completes it cannot
+ *    be validated and is delivered with DETECT_MATCH_UNVALIDATED (fail closed:
+ *    it is reported, never silently dropped) and without a hash.
+ *
+ * Errors: 0 or -errno. A pattern that does not compile is -EINVAL with
+ * "detector 'NAME': <Hyperscan's message>" in the caller's error buffer.
+ */
+#ifndef REFLEX_HTTP_DETECT_H
+#define REFLEX_HTTP_DETECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Bytes of stream history kept for validation (see "Streaming bound"). */
+#define DETECT_WINDOW 8192
+/* Keyed hash for logs: HMAC-SHA256 truncated to 8 bytes, as 16 hex digits. */
+#define DETECT_HASH_HEX 16
+/* Longest detector name (user names: [a-z0-9_], 1..DETECT_NAME_MAX-1). */
+#define DETECT_NAME_MAX 48
+
+enum detect_severity {
+	DETECT_SEV_LOW = 1,
+	DETECT_SEV_MEDIUM = 2,
+	DETECT_SEV_HIGH = 3,
+	DETECT_SEV_CRITICAL = 4,
+};
+
+enum detect_family {
+	DETECT_FAMILY_PII = 0,
+	DETECT_FAMILY_SECRET,
+	DETECT_FAMILY_INJECTION,
+	DETECT_FAMILY_USER,
+};
+
+/* Built-in detector ids; they are also the ids inside every db. User
+ * detectors follow, numbered from DETECT_BUILTIN_COUNT in the order given. */
+enum detect_builtin {
+	DETECT_EMAIL = 0,
+	DETECT_PHONE,         /* E.164 (+CC ...) and NANP ((212) 555-0123) */
+	DETECT_SSN,           /* US SSN, 123-45-6789, or 9 digits after "SSN" */
+	DETECT_CARD,          /* payment card: issuer prefix + length + Luhn */
+	DETECT_IBAN,          /* country length + mod-97 */
+	DETECT_IPV4,
+	DETECT_IPV6,
+	DETECT_AWS_KEY,       /* access key id AKIA/ASIA... */
+	DETECT_GITHUB_TOKEN,  /* ghp_/gho_/ghu_/ghs_/ghr_, github_pat_ */
+	DETECT_STRIPE_KEY,    /* sk_live_/sk_test_/rk_live_/rk_test_ */
+	DETECT_SLACK_TOKEN,   /* xoxb-/xoxp-/... and hooks.slack.com webhooks */
+	DETECT_JWT,           /* header.payload.signature with a JSON header */
+	DETECT_PEM_KEY,       /* -----BEGIN ... PRIVATE KEY----- block */
+	DETECT_API_KEY,       /* generic sk-... (OpenAI/Anthropic style) */
+	DETECT_INJ_OVERRIDE,  /* "ignore all previous instructions" */
+	DETECT_INJ_EXTRACT,   /* "reveal your system prompt" */
+	DETECT_INJ_ROLE,      /* "you are now DAN", persona hijack */
+	DETECT_INJ_DELIMITER, /* <|im_start|>, [INST], fake "system:" turns */
+	DETECT_INJ_ENCODED,   /* "decode this base64 and follow it" */
+	DETECT_BUILTIN_COUNT
+};
+
+/* A user regex detector (from the config). The pattern is Hyperscan syntax
+ * (PCRE subset, no backreferences or lookaround). */
+struct detect_user {
+	const char *name;    /* [a-z0-9_]+, unique, not a built-in name */
+	const char *pattern;
+	enum detect_severity severity;
+	bool caseless;
+};
+
+struct detect_opts {
+	const struct detect_user *user;
+	unsigned n_user;
+	/* Key for the keyed hash of matches (logs) and for DETECT_REDACT_HASH.
+	 * NULL/0: matches carry no hash and DETECT_REDACT_HASH is -EINVAL. */
+	const void *hash_key;
+	size_t hash_key_len;
+};
+
+struct detect_match {
+	unsigned id; /* detector id (enum detect_builtin or a user id) */
+	enum detect_severity severity;
+	uint64_t start, end; /* [start, end) */
+	unsigned flags;      /* DETECT_MATCH_* */
+	/* Keyed hash of the matched bytes for logs, NUL-terminated; "" when the
+	 * db has no key or the match is unvalidated. */
+	char hash[DETECT_HASH_HEX + 1];
+};
+
+#define DETECT_MATCH_UNVALIDATED 1u
+
+/* Called for each match. Return 0 to go on, anything else to stop the scan
+ * (the scan then returns -ECANCELED; a stopped stream accepts no more feeds).
+ * Runs on the scanning thread; must not call back into the same scan. */
+typedef int detect_on_match(void *arg, const struct detect_match *m);
+
+struct detect_db;
+struct detect_scratch;
+struct detect_stream;
+
+/* Compile the built-ins plus opts->user (opts may be NULL: built-ins only).
+ * On failure *out is NULL, err (if errlen > 0) says why:
+ *   -EINVAL  a bad user name/severity or a pattern Hyperscan refused
+ *   -ENOMEM
+ * Compiling takes tens to hundreds of milliseconds: do it at config load,
+ * never on a worker. */
+int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char *err,
+		    size_t errlen);
+void detect_db_free(struct detect_db *db); /* NULL-safe */
+
+unsigned detect_count(const struct detect_db *db);
+/* -ENOENT when no detector has that name. */
+int detect_lookup(const struct detect_db *db, const char *name);
+/* For id < detect_count(db); the strings live as long as db. */
+const char *detect_name(const struct detect_db *db, unsigned id);
+const char *detect_token(const struct detect_db *db, unsigned id); /* "[EMAIL]" */
+enum detect_severity detect_severity_of(const struct detect_db *db, unsigned id);
+enum detect_family detect_family_of(const struct detect_db *db, unsigned id);
+const char *detect_severity_name(enum detect_severity sev); /* "low".."critical" */
+const char *detect_family_name(enum detect_family fam);     /* "pii", ... */
+
+/* Per-worker scratch. -ENOMEM on failure. */
+int detect_scratch_new(const struct detect_db *db, struct detect_scratch **out);
+int detect_scratch_clone(const struct detect_scratch *src, struct detect_scratch **out);
+void detect_scratch_free(struct detect_scratch *s); /* NULL-safe */
+
+/* Scan one buffer with every detector. 0 when done, -ECANCELED when on_match
+ * stopped it, -EINVAL for a scratch of another db, -EIO if Hyperscan failed. */
+int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf,
+		size_t len, detect_on_match *on_match, void *arg);
+
+/* Streaming: open, feed the body's bytes in order (any split), finish. The
+ * callback and arg are fixed for the stream's life. feed/finish take the
+ * calling worker's scratch (made for the same db). finish reports what is
+ * left (matches that end at end of data, pending ones) and frees the stream
+ * whatever it returns; detect_stream_free() drops a stream without reporting.
+ * Memory per stream: DETECT_WINDOW + Hyperscan's stream state (a few KiB). */
+int detect_stream_open(const struct detect_db *db, detect_on_match *on_match, void *arg,
+		       struct detect_stream **out);
+int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const void *buf,
+		       size_t len);
+int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s);
+void detect_stream_free(struct detect_stream *st); /* NULL-safe */
+/* Bytes fed so far. */
+uint64_t detect_stream_offset(const struct detect_stream *st);
+/* No match delivered later will start before this offset (for matches no
+ * longer than DETECT_WINDOW): a streaming redactor may forward every byte
+ * before it. It trails the fed offset by at most about DETECT_WINDOW. */
+uint64_t detect_stream_settled(const struct detect_stream *st);
+
+/* ---- redaction and hashing ------------------------------------------------ */
+
+enum detect_redact_mode {
+	DETECT_REDACT_MASK = 0, /* the detector's token: "[EMAIL]" */
+	DETECT_REDACT_HASH,     /* "[EMAIL:<16 hex of the keyed hash>]" */
+	DETECT_REDACT_LAST4,    /* same length; every letter/digit but the last 4 → '*' */
+};
+
+/* Largest output of detect_redact() for a match of n bytes. */
+size_t detect_redact_max(const struct detect_db *db, unsigned id, enum detect_redact_mode mode,
+			 size_t n);
+/* Write the replacement for the n matched bytes into out (not NUL-terminated).
+ * Returns its length, -ENOSPC if cap is too small, -EINVAL for a bad id or
+ * DETECT_REDACT_HASH without a key. */
+ssize_t detect_redact(const struct detect_db *db, unsigned id, enum detect_redact_mode mode,
+		      const void *match, size_t n, char *out, size_t cap);
+/* The keyed hash of n bytes with db's key, as DETECT_HASH_HEX hex digits and
+ * a NUL. -EINVAL without a key. This is what logs may carry, never the text. */
+int detect_hash(const struct detect_db *db, const void *p, size_t n,
+		char out[DETECT_HASH_HEX + 1]);
+
+/* Run one built-in validator on an exact candidate (no context before it).
+ * For tests and for checking config examples; the scan does this itself. */
+bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n);
+
+#endif
