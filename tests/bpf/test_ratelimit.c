@@ -1,0 +1,719 @@
+/* test_ratelimit.c — the kernel rate limiter, through BPF_PROG_TEST_RUN on crafted packets
+ * (with the program's clock set by the test) and live over a veth pair between two network
+ * namespaces that the test creates and always deletes.
+ *
+ * Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN for namespaces); prints SKIP
+ * with the reason otherwise. Per-packet costs are printed as "# perf" lines for information
+ * and never gate anything.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "tests/lib/test.h"
+#include "userspace/loader.h"
+#include "userspace/ratelimit.h"
+
+#define NS 1000000000ull
+#define MS 1000000ull
+#define T0 (1000 * NS) /* test clock start: far from 0, which means "real clock" */
+
+#define GW_PORT 8080
+#define OTHER_PORT 9090
+
+#define TH_SYN 0x02
+#define TH_ACK 0x10
+
+#define XDP_DROP_RC 1
+#define XDP_PASS_RC 2
+#define TC_SHOT_RC 2
+#define TC_NEXT_RC (-1)
+
+/* ---- packets ---------------------------------------------------------------------------- */
+
+struct pkt_spec {
+	const char *src;  /* IPv4 or IPv6 literal */
+	uint16_t dport;
+	uint8_t proto;    /* IPPROTO_TCP (default) or IPPROTO_UDP */
+	uint8_t flags;    /* TCP flags */
+	bool vlan;
+	bool v6_hopopts;  /* one hop-by-hop extension header before L4 */
+	uint16_t v6_frag; /* fragment offset (in 8-byte units) in an IPv6 fragment header */
+};
+
+struct pkt {
+	uint8_t b[128];
+	size_t len;
+};
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v & 0xff;
+}
+
+static struct pkt pkt_build(struct pkt_spec s)
+{
+	struct pkt k;
+	uint8_t proto = s.proto ? s.proto : IPPROTO_TCP;
+	size_t l4len = proto == IPPROTO_TCP ? 20 : 8, off = 12;
+	bool v6 = strchr(s.src, ':') != NULL;
+
+	memset(&k, 0, sizeof(k));
+	memcpy(k.b, "\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02", 12);
+	if (s.vlan) {
+		put16(k.b + off, 0x8100);
+		put16(k.b + off + 2, 7);
+		off += 4;
+	}
+	put16(k.b + off, v6 ? 0x86dd : 0x0800);
+	off += 2;
+	if (!v6) {
+		k.b[off] = 0x45;
+		put16(k.b + off + 2, (uint16_t)(20 + l4len));
+		k.b[off + 8] = 64;
+		k.b[off + 9] = proto;
+		inet_pton(AF_INET, s.src, k.b + off + 12);
+		inet_pton(AF_INET, "10.0.0.1", k.b + off + 16);
+		off += 20;
+	} else {
+		size_t ext = (s.v6_hopopts ? 8 : 0) + (s.v6_frag ? 8 : 0);
+
+		k.b[off] = 0x60;
+		put16(k.b + off + 4, (uint16_t)(ext + l4len));
+		k.b[off + 6] = s.v6_hopopts ? 0 : s.v6_frag ? 44 : proto;
+		k.b[off + 7] = 64;
+		inet_pton(AF_INET6, s.src, k.b + off + 8);
+		inet_pton(AF_INET6, "fd00::1", k.b + off + 24);
+		off += 40;
+		if (s.v6_hopopts) {
+			k.b[off] = s.v6_frag ? 44 : proto;
+			k.b[off + 1] = 0; /* 8 bytes */
+			off += 8;
+		}
+		if (s.v6_frag) {
+			k.b[off] = proto;
+			put16(k.b + off + 2, (uint16_t)(s.v6_frag << 3));
+			off += 8;
+		}
+	}
+	put16(k.b + off, 40000);
+	put16(k.b + off + 2, s.dport ? s.dport : GW_PORT);
+	if (proto == IPPROTO_TCP) {
+		k.b[off + 12] = 5 << 4;
+		k.b[off + 13] = s.flags;
+	} else {
+		put16(k.b + off + 4, 8);
+	}
+	k.len = off + l4len;
+	return k;
+}
+
+#define PKT(...) pkt_build((struct pkt_spec){ __VA_ARGS__ })
+
+/* ---- running packets -------------------------------------------------------------------- */
+
+static struct rl *rl;
+static bool use_tc; /* which flavour run_pkt() drives */
+
+/* 1 dropped, 0 passed, -1 error (reported). */
+static int run_raw(const void *data, size_t len)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = data, .data_size_in = (uint32_t)len,
+		    .repeat = 1);
+	int err = bpf_prog_test_run_opts(rl_prog_fd(rl, use_tc), &o);
+	int rc = (int)o.retval;
+
+	if (err) {
+		test_fail(__FILE__, __LINE__, "prog_test_run: %s", strerror(errno));
+		return -1;
+	}
+	if (use_tc)
+		return rc == TC_SHOT_RC ? 1 : rc == TC_NEXT_RC ? 0 : -1;
+	return rc == XDP_DROP_RC ? 1 : rc == XDP_PASS_RC ? 0 : -1;
+}
+
+static int run_pkt(struct pkt k)
+{
+	return run_raw(k.b, k.len);
+}
+
+/* Runs n copies, returns how many were dropped. */
+static int run_n(struct pkt k, int n)
+{
+	int dropped = 0;
+
+	for (int i = 0; i < n; i++)
+		dropped += run_pkt(k) == 1;
+	return dropped;
+}
+
+static struct rl_counters counters(void)
+{
+	struct rl_counters c;
+
+	if (rl_counters_read(rl, &c))
+		memset(&c, 0xff, sizeof(c));
+	return c;
+}
+
+static struct rl_prefix pfx(const char *s)
+{
+	struct rl_prefix p;
+
+	if (rl_prefix_parse(s, &p))
+		test_fail(__FILE__, __LINE__, "bad prefix %s", s);
+	return p;
+}
+
+static void set_policy(const char *prefix, struct rl_limits l)
+{
+	struct rl_prefix p = pfx(prefix);
+	int err = rl_policy_set(rl, &p, &l);
+
+	CHECK_MSG(!err, "rl_policy_set(%s): %s", prefix, strerror(-err));
+}
+
+static char open_why[256];
+
+/* A fresh limiter for one test: gateway port GW_PORT (TCP), test clock at T0. */
+static bool setup(const char *name, bool tc)
+{
+	struct rl_open_opts o = { .max_buckets = 4096, .max_penalty = 1024 };
+	int err;
+
+	rl_close(rl);
+	rl = NULL;
+	err = rl_open(&rl, &o, open_why, sizeof(open_why));
+	if (err) {
+		test_skip(name, "%s", open_why);
+		return false;
+	}
+	use_tc = tc;
+	test_begin(name);
+	CHECK_INT(rl_port_set(rl, GW_PORT, RL_PORT_TCP), 0);
+	rl_clock_override(rl, T0);
+	return true;
+}
+
+/* ---- prog_test_run tests ---------------------------------------------------------------- */
+
+static void test_gcra_refill(bool tc)
+{
+	struct pkt syn = PKT(.src = "192.0.2.10", .flags = TH_SYN);
+	struct rl_counters c;
+
+	if (!setup(tc ? "gcra_refill_tc" : "gcra_refill_xdp", tc))
+		return;
+	/* 10/s: one token per 100 ms, burst 5. */
+	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 10, .syn_burst = 5 });
+	CHECK_INT(run_n(syn, 5), 0);
+	CHECK_INT(run_pkt(syn), 1);
+	rl_clock_override(rl, T0 + 50 * MS); /* half a token: still empty */
+	CHECK_INT(run_pkt(syn), 1);
+	rl_clock_override(rl, T0 + 100 * MS); /* exactly one token */
+	CHECK_INT(run_pkt(syn), 0);
+	CHECK_INT(run_pkt(syn), 1);
+	rl_clock_override(rl, T0 + 350 * MS); /* 2.5 tokens since the last conforming SYN */
+	CHECK_INT(run_n(syn, 3), 1);
+	rl_clock_override(rl, T0 + 10 * NS); /* long idle: refilled to the burst, not beyond */
+	CHECK_INT(run_n(syn, 5), 0);
+	CHECK_INT(run_pkt(syn), 1);
+	c = counters();
+	CHECK_INT(c.passed, 5 + 1 + 2 + 5);
+	CHECK_INT(c.dropped[RL_REASON_SYN_RATE], 1 + 1 + 1 + 1 + 1);
+	CHECK_INT(c.new_buckets, 1);
+	test_end();
+}
+
+static void test_syn_vs_packets(void)
+{
+	struct pkt syn = PKT(.src = "192.0.2.20", .flags = TH_SYN);
+	struct pkt ack = PKT(.src = "192.0.2.20", .flags = TH_ACK);
+	struct pkt synack = PKT(.src = "192.0.2.20", .flags = TH_SYN | TH_ACK);
+	struct pkt syn2 = PKT(.src = "192.0.2.21", .flags = TH_SYN);
+	struct pkt ack2 = PKT(.src = "192.0.2.21", .flags = TH_ACK);
+	struct rl_counters c;
+
+	if (!setup("syn_vs_packets", false))
+		return;
+	/* SYN limit only: ACKs and SYN-ACKs never touch the SYN bucket. */
+	set_policy("192.0.2.20/32", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	CHECK_INT(run_pkt(syn), 0);
+	CHECK_INT(run_pkt(syn), 1);
+	CHECK_INT(run_n(ack, 20), 0);
+	CHECK_INT(run_n(synack, 5), 0);
+	/* Packet limit 3/s burst 3 and SYN limit 10/s burst 10: SYNs count as packets too. */
+	set_policy("192.0.2.21/32", (struct rl_limits){ .syn_rate = 10,
+							.syn_burst = 10,
+							.pkt_rate = 3,
+							.pkt_burst = 3 });
+	CHECK_INT(run_pkt(syn2), 0);
+	CHECK_INT(run_n(ack2, 2), 0);
+	CHECK_INT(run_pkt(ack2), 1);
+	CHECK_INT(run_pkt(syn2), 1);
+	c = counters();
+	CHECK_INT(c.dropped[RL_REASON_SYN_RATE], 1);
+	CHECK_INT(c.dropped[RL_REASON_PKT_RATE], 2);
+	test_end();
+}
+
+static void test_bucket_prefixes(void)
+{
+	if (!setup("bucket_prefixes", false))
+		return;
+	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("::/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("198.51.100.0/24",
+		   (struct rl_limits){ .syn_rate = 1, .syn_burst = 2, .bucket_plen = 24 });
+	/* IPv4 /32 by default: two hosts, two buckets. */
+	CHECK_INT(run_pkt(PKT(.src = "203.0.113.1", .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "203.0.113.2", .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "203.0.113.1", .flags = TH_SYN)), 1);
+	/* A /24 bucket: hosts of the /24 share one. */
+	CHECK_INT(run_pkt(PKT(.src = "198.51.100.1", .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "198.51.100.2", .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "198.51.100.3", .flags = TH_SYN)), 1);
+	/* IPv6 /64 by default: same /64 shares, the next /64 does not. */
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:1::1", .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:1:ffff::2", .flags = TH_SYN)), 1);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:2::1", .flags = TH_SYN)), 0);
+	/* The same source behind a VLAN tag and after an IPv6 extension header. */
+	CHECK_INT(run_pkt(PKT(.src = "203.0.113.2", .flags = TH_SYN, .vlan = true)), 1);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:2::9", .flags = TH_SYN, .v6_hopopts = true)), 1);
+	CHECK_INT(counters().new_buckets, 5);
+	test_end();
+}
+
+static void test_allow_deny(bool tc)
+{
+	struct rl_prefix p;
+	struct rl_counters c;
+
+	if (!setup(tc ? "allow_deny_overlap_tc" : "allow_deny_overlap_xdp", tc))
+		return;
+	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("::/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	p = pfx("10.0.0.0/8");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	p = pfx("10.1.0.0/16");
+	CHECK_INT(rl_allow_add(rl, &p), 0);
+	p = pfx("10.1.2.3"); /* a deny inside the allowed /16: the allow list wins */
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	p = pfx("2001:db8::/32");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	p = pfx("2001:db8:1::/48");
+	CHECK_INT(rl_allow_add(rl, &p), 0);
+
+	CHECK_INT(run_n(PKT(.src = "10.1.5.5", .flags = TH_SYN), 10), 0);
+	CHECK_INT(run_n(PKT(.src = "10.1.2.3", .flags = TH_SYN), 3), 0);
+	CHECK_INT(run_n(PKT(.src = "10.2.0.1", .flags = TH_ACK), 3), 3);
+	CHECK_INT(run_pkt(PKT(.src = "11.0.0.1", .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "11.0.0.1", .flags = TH_SYN)), 1);
+	CHECK_INT(run_n(PKT(.src = "2001:db8:1::5", .flags = TH_SYN), 5), 0);
+	CHECK_INT(run_n(PKT(.src = "2001:db8:2::5", .flags = TH_ACK), 2), 2);
+	c = counters();
+	CHECK_INT(c.allowed, 10 + 3 + 5);
+	CHECK_INT(c.dropped[RL_REASON_DENY], 3 + 2);
+	CHECK_INT(c.dropped[RL_REASON_SYN_RATE], 1);
+
+	/* Live edits: without the allow entry the /48 falls under the /32 deny. */
+	p = pfx("2001:db8:1::/48");
+	CHECK_INT(rl_allow_del(rl, &p), 0);
+	CHECK_INT(rl_allow_del(rl, &p), -ENOENT);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8:1::5", .flags = TH_ACK)), 1);
+	p = pfx("2001:db8::/32");
+	CHECK_INT(rl_deny_del(rl, &p), 0);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8:1::5", .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8:1::5", .flags = TH_SYN)), 1);
+	test_end();
+}
+
+static void test_penalty(void)
+{
+	struct pkt ack = PKT(.src = "192.0.2.30", .flags = TH_ACK);
+	struct pkt ack6 = PKT(.src = "2001:db8:5:6::1", .flags = TH_ACK);
+	struct pkt ack6_same64 = PKT(.src = "2001:db8:5:6::beef", .flags = TH_ACK);
+	struct pkt ack6_other = PKT(.src = "2001:db8:5:7::1", .flags = TH_ACK);
+	struct rl_prefix p;
+
+	if (!setup("penalty_expiry", false))
+		return;
+	/* No policy at all: the penalty box applies regardless. */
+	p = pfx("192.0.2.30");
+	CHECK_INT(rl_penalty_add(rl, &p, 2 * NS), 0);
+	p = pfx("2001:db8:5:6::1");
+	CHECK_INT(rl_penalty_add(rl, &p, 1 * NS), 0);
+	CHECK_INT(run_n(ack, 3), 3);
+	CHECK_INT(run_pkt(ack6), 1);
+	CHECK_INT(run_pkt(ack6_same64), 1); /* the penalty covers the source's /64 */
+	CHECK_INT(run_pkt(ack6_other), 0);
+	rl_clock_override(rl, T0 + 1 * NS);
+	CHECK_INT(run_pkt(ack6), 0);
+	rl_clock_override(rl, T0 + 2 * NS - 1);
+	CHECK_INT(run_pkt(ack), 1);
+	rl_clock_override(rl, T0 + 2 * NS);
+	CHECK_INT(run_pkt(ack), 0);
+	/* Expired entries are removed by the program. */
+	p = pfx("192.0.2.30");
+	CHECK_INT(rl_penalty_del(rl, &p), -ENOENT);
+	/* Re-boxed, then released early by userspace. */
+	CHECK_INT(rl_penalty_add(rl, &p, 5 * NS), 0);
+	CHECK_INT(run_pkt(ack), 1);
+	CHECK_INT(rl_penalty_del(rl, &p), 0);
+	CHECK_INT(run_pkt(ack), 0);
+	CHECK_INT(counters().dropped[RL_REASON_PENALTY], 3 + 2 + 1 + 1);
+	test_end();
+}
+
+static void test_dry_run(void)
+{
+	struct pkt syn = PKT(.src = "192.0.2.40", .flags = TH_SYN);
+	struct rl_settings s;
+	struct rl_counters c;
+	struct rl_prefix p;
+
+	if (!setup("dry_run", false))
+		return;
+	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 2 });
+	p = pfx("192.0.2.41");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	CHECK_INT(rl_settings_get(rl, &s), 0);
+	s.dry_run = true;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+	CHECK_INT(run_n(syn, 5), 0);
+	CHECK_INT(run_n(PKT(.src = "192.0.2.41", .flags = TH_ACK), 2), 0);
+	c = counters();
+	CHECK_INT(c.would_drop[RL_REASON_SYN_RATE], 3);
+	CHECK_INT(c.would_drop[RL_REASON_DENY], 2);
+	CHECK_INT(c.dropped[RL_REASON_SYN_RATE], 0);
+	CHECK_INT(c.dropped[RL_REASON_DENY], 0);
+	/* Switching to enforcing takes effect on the next packet; dry-run did not spend tokens. */
+	s.dry_run = false;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+	CHECK_INT(run_pkt(syn), 1);
+	CHECK_INT(run_pkt(PKT(.src = "192.0.2.41", .flags = TH_ACK)), 1);
+	test_end();
+}
+
+static void test_other_traffic(void)
+{
+	struct rl_prefix p;
+	struct rl_counters c;
+
+	if (!setup("other_ports_untouched", false))
+		return;
+	/* Everyone is denied, yet traffic that is not the gateway's passes. */
+	p = pfx("0.0.0.0/0");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	p = pfx("::/0");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	CHECK_INT(rl_port_set(rl, 5353, RL_PORT_UDP), 0);
+	CHECK_INT(run_pkt(PKT(.src = "192.0.2.50", .dport = OTHER_PORT, .flags = TH_SYN)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8::50", .dport = OTHER_PORT, .flags = TH_SYN)), 0);
+	/* UDP to a TCP-only port, TCP to a UDP-only port. */
+	CHECK_INT(run_pkt(PKT(.src = "192.0.2.50", .proto = IPPROTO_UDP)), 0);
+	CHECK_INT(run_pkt(PKT(.src = "192.0.2.50", .dport = 5353, .flags = TH_SYN)), 0);
+	/* A later IPv6 fragment carries no ports. */
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8::50", .flags = TH_SYN, .v6_frag = 10)), 0);
+	/* ARP. */
+	{
+		uint8_t arp[42] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x08, 0x06 };
+
+		CHECK_INT(run_raw(arp, sizeof(arp)), 0);
+	}
+	c = counters();
+	CHECK_INT(c.ignored, 6);
+	/* And the gateway's traffic is judged: UDP on the UDP port, TCP on the TCP port. */
+	CHECK_INT(run_pkt(PKT(.src = "192.0.2.50", .proto = IPPROTO_UDP, .dport = 5353)), 1);
+	CHECK_INT(run_pkt(PKT(.src = "192.0.2.50", .flags = TH_SYN)), 1);
+	CHECK_INT(run_pkt(PKT(.src = "2001:db8::50", .flags = TH_SYN, .v6_frag = 0,
+			      .v6_hopopts = true)),
+		  1);
+	/* Removing the port stops limiting it. */
+	CHECK_INT(rl_port_set(rl, GW_PORT, 0), 0);
+	CHECK_INT(run_pkt(PKT(.src = "192.0.2.50", .flags = TH_SYN)), 0);
+	test_end();
+}
+
+static void test_malformed(bool tc)
+{
+	struct pkt good4 = PKT(.src = "192.0.2.60", .flags = TH_SYN);
+	struct pkt good6 = PKT(.src = "2001:db8::60", .flags = TH_SYN, .v6_hopopts = true);
+	struct pkt vlan = PKT(.src = "192.0.2.60", .flags = TH_SYN, .vlan = true);
+	struct pkt k;
+	struct rl_prefix p;
+	int n = 0;
+
+	if (!setup(tc ? "malformed_pass_tc" : "malformed_pass_xdp", tc))
+		return;
+	p = pfx("0.0.0.0/0");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	p = pfx("::/0");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	/* Every truncation of a valid packet, down to a bare Ethernet header, passes. The kernel
+	 * refuses to build a test skb whose IP header is incomplete, so tc starts there. */
+	for (size_t len = tc ? 14 + 20 : 14; len < good4.len; len++, n++)
+		CHECK_MSG(run_raw(good4.b, len) == 0, "IPv4 truncated to %zu dropped", len);
+	for (size_t len = tc ? 14 + 40 : 14; len < good6.len; len++, n++)
+		CHECK_MSG(run_raw(good6.b, len) == 0, "IPv6 truncated to %zu dropped", len);
+	for (size_t len = 14; len < vlan.len; len++, n++)
+		CHECK_MSG(run_raw(vlan.b, len) == 0, "VLAN truncated to %zu dropped", len);
+	/* Bad IPv4 header length and version. */
+	k = good4;
+	k.b[14] = 0x43;
+	CHECK_INT(run_pkt(k), 0);
+	k.b[14] = 0x55;
+	CHECK_INT(run_pkt(k), 0);
+	/* IHL claims 60 bytes of options the packet does not have. */
+	k.b[14] = 0x4f;
+	CHECK_INT(run_pkt(k), 0);
+	/* IPv6 extension header that claims to run past the end. */
+	k = good6;
+	k.b[14 + 40 + 1] = 200;
+	CHECK_INT(run_pkt(k), 0);
+	/* Wrong IP version in an IPv6 frame. */
+	k = good6;
+	k.b[14] = 0x40;
+	CHECK_INT(run_pkt(k), 0);
+	CHECK_INT(counters().malformed, n + 5);
+	/* The untouched packets are judged (and denied). */
+	CHECK_INT(run_pkt(good4), 1);
+	CHECK_INT(run_pkt(good6), 1);
+	CHECK_INT(run_pkt(vlan), 1);
+	test_end();
+}
+
+#define MAX_EVENTS 16
+static struct rl_event events[MAX_EVENTS];
+static int nevents;
+
+static void on_event(void *ctx, const struct rl_event *e)
+{
+	(void)ctx;
+	if (nevents < MAX_EVENTS)
+		events[nevents] = *e;
+	nevents++;
+}
+
+static void test_events(void)
+{
+	struct pkt syn = PKT(.src = "192.0.2.70", .flags = TH_SYN);
+	struct rl_settings s;
+	char buf[64];
+	struct rl_prefix p = { 0 };
+
+	if (!setup("events_throttled", false))
+		return;
+	nevents = 0;
+	CHECK_INT(rl_events_start(rl, on_event, NULL), 0);
+	CHECK(rl_events_fd(rl) >= 0);
+	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	CHECK_INT(run_n(syn, 4), 3);
+	CHECK_INT(rl_events_consume(rl), 1);
+	CHECK_INT(nevents, 1);
+	if (nevents >= 1) {
+		p.family = events[0].family;
+		p.plen = events[0].plen;
+		memcpy(p.addr, events[0].addr, 16);
+		CHECK_STR(rl_prefix_format(&p, buf, sizeof(buf)), "192.0.2.70/32");
+		CHECK_INT(events[0].reason, RL_REASON_SYN_RATE);
+		CHECK_INT(events[0].dport, GW_PORT);
+		CHECK_INT(events[0].ts_ns, T0);
+		CHECK_INT(events[0].dry_run, 0);
+	}
+	/* One interval later the next drop reports again (the bucket has refilled one token). */
+	rl_clock_override(rl, T0 + NS);
+	CHECK_INT(run_n(syn, 3), 2);
+	CHECK_INT(rl_events_consume(rl), 1);
+	/* The per-CPU cap: 2 events per second across many sources. */
+	CHECK_INT(rl_settings_get(rl, &s), 0);
+	s.events_per_sec = 2;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+	rl_clock_override(rl, T0 + 5 * NS);
+	for (int i = 0; i < 6; i++) {
+		char src[32];
+
+		snprintf(src, sizeof(src), "192.0.2.%d", 100 + i);
+		run_n(PKT(.src = src, .flags = TH_SYN), 2);
+	}
+	CHECK_INT(rl_events_consume(rl), 2);
+	CHECK_INT(counters().events_capped, 4);
+	CHECK_INT(counters().events_sent, 4);
+	CHECK_INT(counters().events_lost, 0);
+	test_end();
+}
+
+static void test_bucket_cap(void)
+{
+	struct rl_settings s;
+	struct rl_counters c;
+	char src[32];
+
+	if (!setup("new_bucket_cap", false))
+		return;
+	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	CHECK_INT(rl_settings_get(rl, &s), 0);
+	s.new_buckets_per_sec = 3;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+	/* test_run executes on the calling CPU: pin so that all packets share one budget. */
+	cpu_set_t saved, one;
+
+	sched_getaffinity(0, sizeof(saved), &saved);
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	sched_setaffinity(0, sizeof(one), &one);
+	for (int i = 0; i < 5; i++) {
+		snprintf(src, sizeof(src), "198.18.0.%d", i + 1);
+		CHECK_INT(run_pkt(PKT(.src = src, .flags = TH_SYN)), 0);
+	}
+	c = counters();
+	CHECK_INT(c.new_buckets, 3);
+	CHECK_INT(c.cap_hits, 2);
+	/* Existing buckets still limit. */
+	CHECK_INT(run_pkt(PKT(.src = "198.18.0.1", .flags = TH_SYN)), 1);
+	/* Dropping new sources over the cap, if asked. */
+	s.cap_drop = true;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+	CHECK_INT(run_pkt(PKT(.src = "198.18.0.9", .flags = TH_SYN)), 1);
+	CHECK_INT(counters().dropped[RL_REASON_CAP], 1);
+	/* The next second has a new budget. */
+	rl_clock_override(rl, T0 + NS);
+	CHECK_INT(run_pkt(PKT(.src = "198.18.0.9", .flags = TH_SYN)), 0);
+	CHECK_INT(counters().new_buckets, 4);
+	sched_setaffinity(0, sizeof(saved), &saved);
+	test_end();
+}
+
+static void test_api(void)
+{
+	struct rl_prefix p;
+	struct rl_limits bad = { .syn_rate = 1, .bucket_plen = 33 };
+	char buf[64];
+
+	if (!setup("api_prefixes", false))
+		return;
+	CHECK_INT(rl_prefix_parse("10.0.0.0/8", &p), 0);
+	CHECK_STR(rl_prefix_format(&p, buf, sizeof(buf)), "10.0.0.0/8");
+	CHECK_INT(rl_prefix_parse("10.1.2.3/8", &p), -EINVAL);
+	CHECK_INT(rl_prefix_parse("10.0.0.0/33", &p), -EINVAL);
+	CHECK_INT(rl_prefix_parse("10.0.0.0/", &p), -EINVAL);
+	CHECK_INT(rl_prefix_parse("nonsense", &p), -EINVAL);
+	CHECK_INT(rl_prefix_parse("2001:db8::/32", &p), 0);
+	CHECK_STR(rl_prefix_format(&p, buf, sizeof(buf)), "2001:db8::/32");
+	CHECK_INT(rl_prefix_parse("2001:db8::1", &p), 0);
+	CHECK_INT(p.plen, 128);
+	{
+		struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
+
+		inet_pton(AF_INET6, "::ffff:192.0.2.1", &sa.sin6_addr);
+		CHECK_INT(rl_prefix_from_sockaddr((struct sockaddr *)&sa, &p), 0);
+		CHECK_STR(rl_prefix_format(&p, buf, sizeof(buf)), "192.0.2.1/32");
+	}
+	p = pfx("10.0.0.0/8");
+	CHECK_INT(rl_policy_set(rl, &p, &bad), -EINVAL);
+	CHECK_INT(rl_port_set(rl, 1, 4), -EINVAL);
+	test_end();
+}
+
+/* ---- per-packet cost (information only) -------------------------------------------------- */
+
+static double cost_ns(struct pkt k, int repeat)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = k.b, .data_size_in = (uint32_t)k.len,
+		    .repeat = repeat);
+
+	if (bpf_prog_test_run_opts(rl_prog_fd(rl, use_tc), &o))
+		return -1;
+	return o.duration;
+}
+
+static void test_perf(void)
+{
+	const int repeat = 200000, fresh = 20000;
+	struct rl_settings s;
+	struct rl_prefix p;
+	double pass_ns, drop_ns, allow_ns, fresh_ns = 0, other_ns;
+
+	if (!setup("perf_info", false))
+		return;
+	rl_clock_override(rl, 0); /* the real clock: its cost is part of the path */
+	/* Never exhausted: 1 ns per packet, 4 ms tolerance; the clock runs faster than that. */
+	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1000000000,
+						    .syn_burst = 4,
+						    .pkt_rate = 1000000000,
+						    .pkt_burst = 4000000 });
+	set_policy("192.0.2.90/32", (struct rl_limits){ .pkt_rate = 1, .pkt_burst = 1 });
+	p = pfx("192.0.2.91");
+	CHECK_INT(rl_allow_add(rl, &p), 0);
+	CHECK_INT(rl_settings_get(rl, &s), 0);
+	s.new_buckets_per_sec = 0;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+
+	pass_ns = cost_ns(PKT(.src = "192.0.2.89", .flags = TH_ACK), repeat);
+	drop_ns = cost_ns(PKT(.src = "192.0.2.90", .flags = TH_ACK), repeat);
+	allow_ns = cost_ns(PKT(.src = "192.0.2.91", .flags = TH_ACK), repeat);
+	other_ns = cost_ns(PKT(.src = "192.0.2.89", .dport = OTHER_PORT), repeat);
+	/* A never-seen source per packet: one test run each (includes the timer's own cost);
+	 * 20000 sources through a 4096-bucket LRU, so most also evict. */
+	for (int i = 0; i < fresh; i++) {
+		char src[32];
+
+		snprintf(src, sizeof(src), "100.%d.%d.%d", 64 + (i >> 16), (i >> 8) & 0xff,
+			 i & 0xff);
+		fresh_ns += cost_ns(PKT(.src = src, .flags = TH_SYN), 1);
+	}
+	fresh_ns /= fresh;
+	CHECK(pass_ns >= 0 && drop_ns >= 0 && allow_ns >= 0 && other_ns >= 0);
+	CHECK_INT(counters().dropped[RL_REASON_PKT_RATE], repeat - 1);
+	CHECK(counters().new_buckets >= (uint64_t)fresh);
+	printf("# perf xdp limited source, pass: %.0f ns/packet\n", pass_ns);
+	printf("# perf xdp limited source, drop: %.0f ns/packet\n", drop_ns);
+	printf("# perf xdp allow-listed source: %.0f ns/packet\n", allow_ns);
+	printf("# perf xdp never-seen source (repeat=1 runs, LRU insert+evict): %.0f ns/packet\n",
+	       fresh_ns);
+	printf("# perf xdp other port (ignored): %.0f ns/packet\n", other_ns);
+	use_tc = true;
+	printf("# perf tc limited source, pass: %.0f ns/packet\n",
+	       cost_ns(PKT(.src = "192.0.2.89", .flags = TH_ACK), repeat));
+	printf("# perf tc limited source, drop: %.0f ns/packet\n",
+	       cost_ns(PKT(.src = "192.0.2.90", .flags = TH_ACK), repeat));
+	use_tc = false;
+	test_end();
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	test_gcra_refill(false);
+	test_gcra_refill(true);
+	test_syn_vs_packets();
+	test_bucket_prefixes();
+	test_allow_deny(false);
+	test_allow_deny(true);
+	test_penalty();
+	test_dry_run();
+	test_other_traffic();
+	test_malformed(false);
+	test_malformed(true);
+	test_events();
+	test_bucket_cap();
+	test_api();
+	test_perf();
+	rl_close(rl);
+	rl = NULL;
+	return test_exit_code();
+}
