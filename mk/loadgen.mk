@@ -6,9 +6,7 @@ LOADGEN := $(BUILD)/reflex-bench
 LOADGEN_MOD_SRCS := $(filter-out perf/loadgen/main.c,$(sort $(wildcard perf/loadgen/*.c)))
 LOADGEN_MOD_OBJS := $(LOADGEN_MOD_SRCS:%.c=$(BUILD)/obj/%.o)
 
-ifneq ($(wildcard perf/loadgen/main.c),)
 build: $(LOADGEN)
-endif
 
 $(LOADGEN): $(BUILD)/obj/perf/loadgen/main.o $(LOADGEN_MOD_OBJS) $(LIBGATEWAY)
 	@$(if $(Q),echo "  LD      $@")
