@@ -179,6 +179,7 @@ static void start_send(struct conn *c)
 	if (c->sending || c->closing || c->connecting || !c->out[c->out_idx].len)
 		return;
 	c->out_idx ^= 1; /* the accumulated buffer becomes the in-flight one */
+	c->sends++;
 	c->sent_off = 0;
 	c->sending = true;
 	submit_send(c);

@@ -51,6 +51,7 @@ struct conn {
 	struct buf out[2];  /* out[sending_idx] in flight; the other accumulates */
 	unsigned out_idx;   /* index of the accumulating buffer */
 	size_t sent_off;    /* progress inside the in-flight buffer */
+	uint64_t sends;     /* sends started: tells whether queued bytes are still unsent */
 
 	struct timer timer;      /* the owner's deadline (header, body, idle, ...) */
 	struct timer send_timer; /* a send that makes no progress */
@@ -74,6 +75,12 @@ void conn_put(struct conn *c);
 void conn_start_recv(struct conn *c);
 void conn_pause_recv(struct conn *c);
 void conn_resume_recv(struct conn *c);
+/* Closing, or closing once the output is flushed: take no new work. */
+static inline bool conn_ending(const struct conn *c)
+{
+	return c->closing || c->close_on_flush || c->lingering;
+}
+
 static inline bool conn_recv_paused(const struct conn *c)
 {
 	return !c->recv_wanted;

@@ -1519,6 +1519,22 @@ ssize_t detect_redact(const struct detect_db *db, unsigned id, enum detect_redac
 	return -EINVAL;
 }
 
+unsigned detect_builtin_pattern_count(void)
+{
+	return N_BUILTIN_PATTERNS;
+}
+
+const char *detect_builtin_pattern(unsigned i, enum detect_builtin *det, bool *caseless)
+{
+	if (i >= N_BUILTIN_PATTERNS)
+		return NULL;
+	if (det)
+		*det = patterns[i].det;
+	if (caseless)
+		*caseless = patterns[i].flags & HS_FLAG_CASELESS;
+	return patterns[i].re;
+}
+
 bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n)
 {
 	if ((unsigned)id >= DETECT_BUILTIN_COUNT || !builtins[id].validate)

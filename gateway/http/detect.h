@@ -212,6 +212,13 @@ ssize_t detect_redact(const struct detect_db *db, unsigned id, enum detect_redac
 int detect_hash(const struct detect_db *db, const void *p, size_t n,
 		char out[DETECT_HASH_HEX + 1]);
 
+/* The built-in pattern set, for the PCRE2 baseline of the scan benchmark and
+ * for docs: pattern i (< detect_builtin_pattern_count()) in Hyperscan syntax,
+ * its detector and whether it is caseless. Every pattern is compiled with
+ * HS_FLAG_SOM_LEFTMOST. */
+unsigned detect_builtin_pattern_count(void);
+const char *detect_builtin_pattern(unsigned i, enum detect_builtin *det, bool *caseless);
+
 /* Run one built-in validator on an exact candidate (no context before it).
  * For tests and for checking config examples; the scan does this itself. */
 bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n);

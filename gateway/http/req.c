@@ -66,11 +66,11 @@ static void req_run(struct request *r)
 		return;
 	}
 	r->running = true;
-	while (!c->conn.closing && r->step < N_STEPS) {
+	while (!conn_ending(&c->conn) && r->step < N_STEPS) {
 		unsigned s = r->step;
 		r->rerun = false;
 		enum step_result sr = steps[s].run(r);
-		if (c->conn.closing)
+		if (conn_ending(&c->conn))
 			break;
 		if (r->step != s) /* req_fail moved the request on */
 			continue;
@@ -94,15 +94,24 @@ void req_fail(struct request *r, int status, const char *reason, bool close)
 {
 	struct client *c = r->c;
 
-	if (c->conn.closing)
+	if (conn_ending(&c->conn))
 		return;
 	if (r->up)
 		upstream_abort(r);
+	if (r->resp_started && c->conn.sends == r->resp_sends) {
+		/* The relayed head has not left yet: take it back and say what
+		 * really happened instead. */
+		conn_outbuf(&c->conn)->len = r->resp_mark;
+		r->resp_started = false;
+		close = true;
+	}
 	if (r->resp_started) {
-		/* A response head is already out: an abort is all that is left. */
-		log_info("%s %s: %d %s after the response began; aborting", c->peer, r->id, status,
+		/* Part of the response is out: deliver what is queued, then close
+		 * (FIN, not RST), so the client sees a truncated message. */
+		log_info("%s %s: %d %s after the response began; closing", c->peer, r->id, status,
 			 reason);
-		conn_close(&c->conn, true);
+		r->close_after = true;
+		conn_close_after_flush(&c->conn, LINGER_MS);
 		return;
 	}
 	r->status = status;
@@ -407,6 +416,8 @@ static void client_on_recv(struct conn *cn, const char *data, size_t len)
 	struct client *c = container_of(cn, struct client, conn);
 	struct request *r = &c->req;
 
+	if (conn_ending(cn))
+		return; /* answered and closing: input is discarded */
 	if (buf_append(&cn->in, data, len) != 0) {
 		conn_close(cn, true);
 		return;

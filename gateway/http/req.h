@@ -63,6 +63,8 @@ struct request {
 	/* response */
 	int status;
 	bool resp_started;   /* the client has been sent (or queued) a response head */
+	size_t resp_mark;    /* where that head starts in the client's output buffer */
+	uint64_t resp_sends; /* the connection's send count when it was queued */
 	bool resp_done;
 	bool close_after;    /* close the client connection after this response */
 	enum resp_out out;

@@ -120,6 +120,8 @@ int respond_head(struct request *r, const struct http_response *res)
 	r->status = res->status;
 	r->resp_started = true;
 	size_t mark = b->len;
+	r->resp_mark = mark;
+	r->resp_sends = c->conn.sends;
 	buf_appendf(b, "HTTP/1.1 %d %.*s\r\n", res->status, (int)res->reason.len, res->reason.p);
 	for (unsigned i = 0; i < res->n_headers; i++) {
 		const struct http_header *h = &res->headers[i];

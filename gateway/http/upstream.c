@@ -410,7 +410,7 @@ static void on_connect(struct io_op *op, int res, unsigned flags)
 	if (u->conn.closing)
 		return;
 	if (res < 0) {
-		char why[160];
+		char why[400];
 		snprintf(why, sizeof(why), "upstream connect to %s failed: %s", u->ep->cfg->addr.text,
 			 res == -ECONNREFUSED ? "connection refused" : strerror(-res));
 		up_fail(u, 502, why);

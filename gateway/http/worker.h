@@ -62,7 +62,7 @@ struct worker {
 
 	struct worker_stats stats;
 	int start_error; /* set by the worker if set-up failed (-errno) */
-	char start_msg[256];
+	char start_msg[512];
 };
 
 /* Set up the worker (ring, listeners, pools) on the calling thread's behalf
