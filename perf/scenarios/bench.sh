@@ -145,25 +145,32 @@ done
 
 # ---- measure ------------------------------------------------------------------------
 RUNS=$RUN_DIR/runs.tsv
-printf 'target\trep\trps\tp50_us\tp90_us\tp99_us\trequests\terrors\tproxy_pct\twrk_pct\torigin_pct\torigin_reqs\tloadavg\n' >"$RUNS"
+printf 'target\trep\trps\tp50_us\tp90_us\tp99_us\trequests\terrors\tproxy_pct\twrk_pct\torigin_pct\torigin_reqs\tloadavg\tother_pct\n' >"$RUNS"
 
 # measure TARGET REP SECONDS: one wrk run; appends a line to $RUNS unless REP is "warm".
 measure() {
 	local t=$1 rep=$2 secs=$3 out="$RUN_DIR/wrk-$1-$2.txt"
-	local p0 o0 r0 t0 p1 o1 r1 t1 el load
+	local p0 o0 r0 t0 b0 p1 o1 r1 t1 b1 el load wt other
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	p0=$(tree_ticks "${PID[$t]}") o0=$(tree_ticks "${PID[origin]}") r0=$(origin_requests)
+	b0=$(busy_ticks)
 	t0=$(now_s)
 	run_wrk "$LOAD_CPU" "$CONNS" "$secs" "http://127.0.0.1:${PORT[$t]}$URL_PATH" "$out" ||
 		bench_die "wrk failed against $t: $(tail -3 "$out")"
 	t1=$(now_s)
+	b1=$(busy_ticks)
 	p1=$(tree_ticks "${PID[$t]}") o1=$(tree_ticks "${PID[origin]}") r1=$(origin_requests)
 	el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
 	[ "$rep" = warm ] && return 0
 	read -r rps p50 p90 p99 n err < <(wrk_parse "$out")
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" "$rps" "$p50" "$p90" "$p99" \
-		"$n" "$err" "$(pct $((p1 - p0)) "$el")" "$(pct "$(cat "$out.ticks")" "$el")" \
-		"$(pct $((o1 - o0)) "$el")" $((r1 - r0 - ORIGIN_SELF)) "$load" >>"$RUNS"
+	wt=$(cat "$out.ticks")
+	# Everything else the machine ran meanwhile (other tenants, the kernel's
+	# unattributed work): a noise flag, not a measurement.
+	other=$((b1 - b0 - (p1 - p0) - wt - (o1 - o0)))
+	[ "$other" -lt 0 ] && other=0
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" "$rps" "$p50" "$p90" "$p99" \
+		"$n" "$err" "$(pct $((p1 - p0)) "$el")" "$(pct "$wt" "$el")" \
+		"$(pct $((o1 - o0)) "$el")" $((r1 - r0 - ORIGIN_SELF)) "$load" "$(pct "$other" "$el")" >>"$RUNS"
 	bench_log "$t rep $rep: $(fmt_int "$rps") req/s, P50 $(fmt_us "$p50"), P99 $(fmt_us "$p99"), errors $err"
 }
 
@@ -185,10 +192,11 @@ col() { # col TARGET COLUMN: the column's values for TARGET, one per repetition
 nginx_rps=
 case " $TARGETS " in *" nginx "*) nginx_rps=$(median $(col nginx rps)) ;; esac
 
-limit_of() { # limit_of PROXY_PCT WRK_PCT ORIGIN_PCT: which CPU was saturated
-	awk -v p="$1" -v w="$2" -v o="$3" 'BEGIN {
+limit_of() { # limit_of PROXY_PCT WRK_PCT ORIGIN_PCT OTHER_PCT: which CPU was saturated
+	awk -v p="$1" -v w="$2" -v o="$3" -v x="$4" 'BEGIN {
 		if (p >= 90) print "proxy (CPU " '"$PROXY_CPU"' ")";
 		else if (w + o >= 90) print "wrk + origin (CPU " '"$LOAD_CPU"' ")";
+		else if (x >= 25) print "other tenants (noisy run)";
 		else print "neither core full" }'
 }
 
@@ -204,27 +212,30 @@ REPORT=$RUN_DIR/report.md
 	echo "| request | GET $URL_PATH (origin: 200, 1024 bytes, Cache-Control: no-store) |"
 	echo
 	echo "Medians over the repetitions. \`proxy CPU\`, \`wrk CPU\`, \`origin CPU\` are shares of one core"
-	echo "(utime+stime from /proc/PID/stat over the run); \`limit\` names the core that was full."
+	echo "(utime+stime from /proc/PID/stat over the run); \`other CPU\` is what the rest of the machine"
+	echo "used meanwhile (busy time in /proc/stat minus those three: other tenants, unattributed kernel"
+	echo "work; a noise flag, not a measurement); \`limit\` names the core that was full."
 	echo
-	echo "| server | req/s | P50 | P99 | ratio vs nginx | spread | proxy CPU | wrk CPU | origin CPU | limit | errors |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| server | req/s | P50 | P99 | ratio vs nginx | spread | proxy CPU | wrk CPU | origin CPU | other CPU | limit | errors |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 	for t in $TARGETS; do
 		rps=$(median $(col "$t" rps))
 		ratio=-
 		[ -n "$nginx_rps" ] && ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf (b > 0) ? "%.2f" : "-", a / b }')
 		pp=$(median $(col "$t" proxy_pct)) wp=$(median $(col "$t" wrk_pct)) op=$(median $(col "$t" origin_pct))
+		xp=$(median $(col "$t" other_pct))
 		errs=$(col "$t" errors | awk '{ s += $1 } END { print s + 0 }')
-		echo "| $t | $(fmt_int "$rps") | $(fmt_us "$(median $(col "$t" p50_us))") | $(fmt_us "$(median $(col "$t" p99_us))") | $ratio | $(spread $(col "$t" rps)) | ${pp%.*} % | ${wp%.*} % | ${op%.*} % | $(limit_of "$pp" "$wp" "$op") | $errs |"
+		echo "| $t | $(fmt_int "$rps") | $(fmt_us "$(median $(col "$t" p50_us))") | $(fmt_us "$(median $(col "$t" p99_us))") | $ratio | $(spread $(col "$t" rps)) | ${pp%.*} % | ${wp%.*} % | ${op%.*} % | ${xp%.*} % | $(limit_of "$pp" "$wp" "$op" "$xp") | $errs |"
 	done
 	echo
 	echo "Every repetition (\`origin reqs\` = requests that reached the origin during the run; it"
 	echo "should be close to \`requests\`, i.e. nothing was cached; \`load\` = 1-minute load average"
 	echo "before the run, a hint of other tenants' activity):"
 	echo
-	echo "| server | rep | req/s | P50 | P90 | P99 | requests | origin reqs | errors | proxy CPU | wrk CPU | origin CPU | load |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-	tail -n +2 "$RUNS" | sort -t$'\t' -k1,1 -k2,2n | while IFS=$'\t' read -r t rep rps p50 p90 p99 n err pp wp op oreq load; do
-		echo "| $t | $rep | $(fmt_int "$rps") | $(fmt_us "$p50") | $(fmt_us "$p90") | $(fmt_us "$p99") | $(fmt_int "$n") | $(fmt_int "$oreq") | $err | $pp % | $wp % | $op % | $load |"
+	echo "| server | rep | req/s | P50 | P90 | P99 | requests | origin reqs | errors | proxy CPU | wrk CPU | origin CPU | other CPU | load |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	tail -n +2 "$RUNS" | sort -t$'\t' -k1,1 -k2,2n | while IFS=$'\t' read -r t rep rps p50 p90 p99 n err pp wp op oreq load xp; do
+		echo "| $t | $rep | $(fmt_int "$rps") | $(fmt_us "$p50") | $(fmt_us "$p90") | $(fmt_us "$p99") | $(fmt_int "$n") | $(fmt_int "$oreq") | $err | $pp % | $wp % | $op % | $xp % | $load |"
 	done
 	echo
 	echo "Checks before measuring:"

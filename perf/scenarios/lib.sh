@@ -10,6 +10,7 @@
 
 CLK_TCK=$(getconf CLK_TCK)
 BENCH_PIDS=()
+BENCH_NAMES=()
 RUN_DIR=
 
 bench_log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -36,10 +37,13 @@ bench_cleanup() {
 		[ $alive -eq 0 ] && break
 		sleep 0.1
 	done
-	for pid in "${BENCH_PIDS[@]}"; do
-		kill -KILL "$pid" 2>/dev/null && bench_log "killed $pid (did not stop on TERM)"
+	for i in "${!BENCH_PIDS[@]}"; do
+		kill -KILL "${BENCH_PIDS[$i]}" 2>/dev/null &&
+			bench_log "killed ${BENCH_NAMES[$i]} (pid ${BENCH_PIDS[$i]}): it did not stop within 5 s of SIGTERM"
 	done
+	wait 2>/dev/null
 	BENCH_PIDS=()
+	BENCH_NAMES=()
 	if [ -n "$RUN_DIR" ] && [ -d "$RUN_DIR" ]; then
 		if [ "${KEEP:-0}" = 1 ]; then
 			bench_log "run directory kept: $RUN_DIR"
@@ -83,6 +87,7 @@ bench_start() {
 	taskset -c "$cpu" "$@" >"$RUN_DIR/$name.log" 2>&1 &
 	START_PID=$!
 	BENCH_PIDS+=("$START_PID")
+	BENCH_NAMES+=("$name")
 	if ! wait_port "$port" 10 "$START_PID"; then
 		sed 's/^/    /' "$RUN_DIR/$name.log" >&2
 		bench_die "$name did not come up on port $port"
@@ -111,6 +116,12 @@ tree_ticks() {
 		total=$((total + ${12} + ${13}))
 	done
 	echo "$total"
+}
+
+# busy_ticks: CPU time used by everything on the machine, all CPUs, in ticks
+# (user+nice+system+irq+softirq+steal of the "cpu" line of /proc/stat).
+busy_ticks() {
+	awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
 # pct TICKS SECONDS: share of one core in percent (integer).
