@@ -286,6 +286,10 @@ static int parse_addr(const char *text, bool listen, struct cfg_addr *a, char *w
 			return -1;
 		}
 		hlen = (size_t)(close - text - 1);
+		if (hlen >= sizeof(host)) {
+			snprintf(why, whylen, "host name is too long");
+			return -1;
+		}
 		memcpy(host, text + 1, hlen);
 		host[hlen] = 0;
 		port = close + 2;
@@ -319,13 +323,18 @@ static int parse_addr(const char *text, bool listen, struct cfg_addr *a, char *w
 		}
 		strcpy(host, "0.0.0.0");
 	}
-	if (!*port || parse_uint(port, 65535, &portnum, why, whylen) || (!listen && !portnum)) {
+	if (!isdigit((unsigned char)*port) || parse_uint(port, 65535, &portnum, why, whylen) ||
+	    (!listen && !portnum)) {
 		snprintf(why, whylen, "\"%s\" has a bad port (1-65535)", text);
 		return -1;
 	}
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags |= AI_NUMERICSERV;
 	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc && hints.ai_family == AF_INET6) {
+		snprintf(why, whylen, "\"%s\" is not an IPv6 address", host);
+		return -1;
+	}
 	if (rc) {
 		snprintf(why, whylen, "cannot resolve \"%s\": %s", host,
 			 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));

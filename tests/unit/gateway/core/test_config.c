@@ -350,7 +350,23 @@ static const struct err_case err_cases[] = {
 	 "bad port"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"::1:80\"]\n", 2, "needs brackets"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"[::1]80\"]\n", 2, "[IPv6]:PORT"},
-	{"upstream: 127.0.0.1:1\nlisten: [\"[127.0.0.1]:80\"]\n", 2, "cannot resolve"},
+	{"upstream: 127.0.0.1:1\nlisten: [\"[127.0.0.1]:80\"]\n", 2,
+	 "\"127.0.0.1\" is not an IPv6 address"},
+	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:+80\"]\n", 2, "bad port"},
+	{"upstream: \"[::1:80\"\n", 1, "is not [IPv6]:PORT"},
+	{"upstream: "
+	 "\"["
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]:80\"\n",
+	 1, "too long"},
+	{"upstream: "
+	 "\"["
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]:80\"\n",
+	 1, "too long"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:x\"]\n", 2, "bad port"},
 	{"upstream: 127.0.0.1:1\nlisten: [127.0.0.1:80, 127.0.0.1:80]\n", 2, "listed twice"},
 	{"upstream: 127.0.0.1:0\n", 1, "bad port"},
