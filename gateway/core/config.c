@@ -901,6 +901,8 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 				return fail_node(x, v, "%s.host: too long", what);
 			for (char *h = r->host; *h; h++)
 				*h = (char)tolower((unsigned char)*h);
+			if (!strcmp(r->host, "*"))
+				r->host[0] = 0; /* any host, like "" */
 			if (!valid_route_host(r->host))
 				return fail_node(x, v,
 						 "%s.host: \"%s\" is not a host name (no port; "

@@ -99,7 +99,8 @@ static const char full_yaml[] =
 	"routes:\n"									  /* 22 */
 	"  - {host: API.Example.com, path_prefix: /v1/, pool: api}\n"			  /* 23 */
 	"  - host: \"*.example.org\"\n"							  /* 24 */
-	"    pool: default\n";								  /* 25 */
+	"    pool: default\n"								  /* 25 */
+	"  - {host: \"*\", path_prefix: /x, pool: api}\n";				  /* 26 */
 
 static void check_full(const struct config *c, const char *path)
 {
@@ -155,8 +156,8 @@ static void check_full(const struct config *c, const char *path)
 		CHECK_STR(api->endpoints[1].addr.text, "127.0.0.1:9003");
 		CHECK_INT(api->endpoints[1].weight, 2);
 	}
-	CHECK_INT(c->n_routes, 2);
-	if (c->n_routes == 2) {
+	CHECK_INT(c->n_routes, 3);
+	if (c->n_routes == 3) {
 		CHECK_STR(c->routes[0].host, "api.example.com"); /* lower-cased */
 		CHECK_STR(c->routes[0].path_prefix, "/v1/");
 		CHECK_INT(c->routes[0].pool, 1);
@@ -165,6 +166,10 @@ static void check_full(const struct config *c, const char *path)
 		CHECK_STR(c->routes[1].path_prefix, "");
 		CHECK_INT(c->routes[1].pool, 0);
 		CHECK_INT(c->routes[1].line, 24);
+		CHECK_STR(c->routes[2].host, ""); /* "*" is any host */
+		CHECK_STR(c->routes[2].path_prefix, "/x");
+		CHECK_INT(c->routes[2].pool, 1);
+		CHECK_INT(c->routes[2].line, 26);
 	}
 }
 
@@ -542,7 +547,7 @@ static void test_flags_override(void)
 	CHECK(api >= 0 && c->pools[api].n_endpoints == 2); /* untouched */
 	/* the rest of the file stays */
 	CHECK_INT(c->timeouts.header, 250);
-	CHECK_INT(c->n_routes, 2);
+	CHECK_INT(c->n_routes, 3);
 	config_free(c);
 	c = NULL;
 
