@@ -305,7 +305,7 @@ static __always_inline struct rl_cpu_window *rl_window(__u64 now)
 }
 
 /* GCRA: conforming if max(tat, now) - now <= tolerance; then tat becomes max(tat, now) +
- * interval. Returns 1 when over the limit (tat unchanged), 0 when conforming. A CAS lost
+ * interval (so at most burst = tolerance / interval + 1 back-to-back packets conform). Returns 1 when over the limit (tat unchanged), 0 when conforming. A CAS lost
  * twice in a row (heavy contention on one source) passes the packet and is counted. */
 static __always_inline int rl_gcra(__u64 *tatp, __u64 now, __u64 interval, __u64 tolerance,
 				   struct rl_counters *c)
@@ -322,6 +322,15 @@ static __always_inline int rl_gcra(__u64 *tatp, __u64 now, __u64 interval, __u64
 	}
 	c->cas_failures++;
 	return 0;
+}
+
+/* Caps a TAT written under an older policy (see struct rl_bucket). */
+static __always_inline void rl_rebase(__u64 *tatp, __u64 max)
+{
+	__u64 tat = *(volatile __u64 *)tatp;
+
+	if (tat > max)
+		__sync_val_compare_and_swap(tatp, tat, max);
 }
 
 /* One event per source per event_interval_ns (the CAS on *lastp elects one CPU), and at most
@@ -405,7 +414,7 @@ static __always_inline int rl_limit(void *data, void *data_end, __u32 ifindex)
 		return 0;
 
 	if (p.key.family == RL_FAMILY_V4) {
-		struct rl_lpm_v4 k = { .prefixlen = 32 };
+		struct rl_lpm_v4 k = {.prefixlen = 32};
 
 		__builtin_memcpy(k.addr, p.key.addr, 4);
 		if (bpf_map_lookup_elem(&rl_allow_v4, &k)) {
@@ -420,7 +429,7 @@ static __always_inline int rl_limit(void *data, void *data_end, __u32 ifindex)
 		pol = bpf_map_lookup_elem(&rl_policy_v4, &k);
 		plen = pol ? pol->bucket_plen : 32;
 	} else {
-		struct rl_lpm_v6 k = { .prefixlen = 128 };
+		struct rl_lpm_v6 k = {.prefixlen = 128};
 
 		__builtin_memcpy(k.addr, p.key.addr, 16);
 		if (bpf_map_lookup_elem(&rl_allow_v6, &k)) {
@@ -473,6 +482,7 @@ static __always_inline int rl_limit(void *data, void *data_end, __u32 ifindex)
 			nb.syn_tat = now + pol->syn_interval_ns;
 		if (pol->pkt_interval_ns)
 			nb.pkt_tat = now + pol->pkt_interval_ns;
+		nb.gen = pol->gen;
 		if (!bpf_map_update_elem(&rl_buckets, &p.key, &nb, BPF_NOEXIST)) {
 			w->new_buckets++;
 			c->new_buckets++;
@@ -484,6 +494,17 @@ static __always_inline int rl_limit(void *data, void *data_end, __u32 ifindex)
 		if (!b) {
 			c->passed++;
 			return 0;
+		}
+	}
+	if (b->gen != pol->gen) {
+		__u32 g = b->gen;
+
+		/* One CPU reconciles; the others already see the new gen and go on. */
+		if (__sync_val_compare_and_swap(&b->gen, g, pol->gen) == g) {
+			rl_rebase(&b->syn_tat,
+				  pol->updated_ns + pol->syn_tolerance_ns + pol->syn_interval_ns);
+			rl_rebase(&b->pkt_tat,
+				  pol->updated_ns + pol->pkt_tolerance_ns + pol->pkt_interval_ns);
 		}
 	}
 	if (p.syn && pol->syn_interval_ns &&

@@ -45,12 +45,13 @@ struct rl_lpm_v6 {
  * interval_ns == 0 means "no limit" for that bucket. bucket_plen is how many leading bits of
  * the source form one bucket (IPv4 32 by default, IPv6 64). */
 struct rl_policy {
-	__u64 syn_interval_ns;  /* new TCP connections (SYN without ACK) */
+	__u64 syn_interval_ns; /* new TCP connections (SYN without ACK) */
 	__u64 syn_tolerance_ns;
-	__u64 pkt_interval_ns;  /* every TCP/UDP packet to a gateway port, SYNs included */
+	__u64 pkt_interval_ns; /* every TCP/UDP packet to a gateway port, SYNs included */
 	__u64 pkt_tolerance_ns;
 	__u32 bucket_plen;
-	__u32 flags; /* reserved, 0 */
+	__u32 gen;	  /* changes on every update of the entry */
+	__u64 updated_ns; /* when it was updated (program clock) */
 };
 
 /* Key of rl_buckets (LRU_HASH) and rl_penalty (LRU_HASH): the source masked to the bucket_plen
@@ -58,17 +59,24 @@ struct rl_policy {
 struct rl_key {
 	__u8 family; /* RL_FAMILY_V4 or RL_FAMILY_V6 */
 	__u8 plen;
-	__u16 pad;   /* 0 */
+	__u16 pad; /* 0 */
 	__u8 addr[16];
 };
 
 /* Value of rl_buckets: two GCRA theoretical arrival times, each updated only by
  * compare-and-swap (LRU maps refuse spin locks), and the time of the last event sent for this
- * source. A TAT of 0 is a full bucket. */
+ * source. A TAT of 0 is a full bucket.
+ *
+ * gen is the rl_policy.gen the TATs were last reconciled with. When the policy changes, the
+ * first packet brings each TAT down to at most updated_ns + tolerance + interval of the new
+ * policy (an empty bucket at the moment of the change), so a more lenient policy applies at
+ * once instead of after the debt run up under the old one, and a stricter one grants nothing. */
 struct rl_bucket {
 	__u64 syn_tat;
 	__u64 pkt_tat;
 	__u64 last_event_ns;
+	__u32 gen;
+	__u32 pad;
 };
 
 /* Value of rl_penalty: the source is dropped until until_ns. Written by userspace (the L7
@@ -79,40 +87,40 @@ struct rl_penalty {
 };
 
 /* rl_config: ARRAY with one element, read on every packet; changes apply to the next packet. */
-#define RL_CFG_DRY_RUN 1u      /* count what would be dropped, drop nothing */
-#define RL_CFG_CAP_DROP 2u     /* over the new-bucket budget: drop the new source (else pass) */
+#define RL_CFG_DRY_RUN 1u  /* count what would be dropped, drop nothing */
+#define RL_CFG_CAP_DROP 2u /* over the new-bucket budget: drop the new source (else pass) */
 
 struct rl_config {
-	__u32 flags;             /* RL_CFG_* */
+	__u32 flags;		   /* RL_CFG_* */
 	__u32 new_buckets_per_sec; /* per CPU; 0 = unlimited */
-	__u32 events_per_sec;    /* per CPU cap on ring-buffer events; 0 = no events */
-	__u32 pad;               /* 0 */
-	__u64 event_interval_ns; /* at most one event per source per interval */
+	__u32 events_per_sec;	   /* per CPU cap on ring-buffer events; 0 = no events */
+	__u32 pad;		   /* 0 */
+	__u64 event_interval_ns;   /* at most one event per source per interval */
 };
 
 /* Why a packet was (or in dry-run would have been) dropped. */
 enum rl_reason {
 	RL_REASON_NONE = 0,
-	RL_REASON_DENY,     /* source in the deny list */
+	RL_REASON_DENY,	    /* source in the deny list */
 	RL_REASON_PENALTY,  /* source in the penalty box */
 	RL_REASON_SYN_RATE, /* over the SYN (new connection) rate */
 	RL_REASON_PKT_RATE, /* over the packet rate */
-	RL_REASON_CAP,      /* new source over the per-CPU bucket budget (RL_CFG_CAP_DROP) */
+	RL_REASON_CAP,	    /* new source over the per-CPU bucket budget (RL_CFG_CAP_DROP) */
 	RL_REASON_MAX,
 };
 
 /* rl_counters: PERCPU_ARRAY with one element; userspace sums the CPUs. */
 struct rl_counters {
-	__u64 ignored;    /* not TCP/UDP to a gateway port (incl. non-IP, fragments) */
-	__u64 malformed;  /* truncated or invalid headers: passed */
-	__u64 allowed;    /* source in the allow list: passed without limiting */
-	__u64 passed;     /* limited source, under its limits */
-	__u64 unlimited;  /* no policy matched, or no bucket configured: passed */
-	__u64 dropped[RL_REASON_MAX];    /* enforced drops by reason */
+	__u64 ignored;		      /* not TCP/UDP to a gateway port (incl. non-IP, fragments) */
+	__u64 malformed;	      /* truncated or invalid headers: passed */
+	__u64 allowed;		      /* source in the allow list: passed without limiting */
+	__u64 passed;		      /* limited source, under its limits */
+	__u64 unlimited;	      /* no policy matched, or no bucket configured: passed */
+	__u64 dropped[RL_REASON_MAX]; /* enforced drops by reason */
 	__u64 would_drop[RL_REASON_MAX]; /* dry-run: passed, would have been dropped */
 	__u64 new_buckets;
-	__u64 cap_hits;      /* new source seen while the CPU's bucket budget was spent */
-	__u64 cas_failures;  /* CAS lost twice in a row: passed (fail open) */
+	__u64 cap_hits;	    /* new source seen while the CPU's bucket budget was spent */
+	__u64 cas_failures; /* CAS lost twice in a row: passed (fail open) */
 	__u64 events_sent;
 	__u64 events_lost;   /* ring buffer full */
 	__u64 events_capped; /* suppressed by events_per_sec */
@@ -128,7 +136,7 @@ struct rl_event {
 	__u8 dry_run; /* 1 if the packet was only counted */
 	__u32 reason; /* enum rl_reason */
 	__u32 ifindex;
-	__u16 dport;  /* host order */
+	__u16 dport; /* host order */
 	__u16 pad;
 };
 

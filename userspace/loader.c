@@ -57,8 +57,10 @@ int loader_tc_present(int ifindex)
 {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
 	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = LOADER_TC_HANDLE, .priority = LOADER_TC_PRIO);
+	libbpf_print_fn_t print = libbpf_set_print(NULL); /* "no qdisc" is an answer here */
 	int err = bpf_tc_query(&hook, &opts);
 
+	libbpf_set_print(print);
 	if (err == -ENOENT || err == -EINVAL)
 		return 0;
 	return err ? err : 1;
@@ -72,8 +74,14 @@ int loader_tc_cleanup(int ifindex, const char *prog_name)
 	__u32 len = sizeof(info);
 	int fd, err;
 
-	/* No clsact qdisc or no filter at our slot: nothing was left behind. */
-	if (bpf_tc_query(&hook, &opts))
+	libbpf_print_fn_t print;
+
+	/* No clsact qdisc or no filter at our slot: nothing was left behind. libbpf would log
+	 * the kernel's "no such qdisc" as a warning; here it is the expected answer. */
+	print = libbpf_set_print(NULL);
+	err = bpf_tc_query(&hook, &opts);
+	libbpf_set_print(print);
+	if (err)
 		return 0;
 	fd = bpf_prog_get_fd_by_id(opts.prog_id);
 	if (fd < 0)
@@ -113,8 +121,8 @@ int loader_probe(char *why, size_t why_len)
 	/* A two-instruction XDP program tells whether bpf() is allowed at all. */
 	{
 		struct bpf_insn insns[] = {
-			{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
-			{ .code = BPF_JMP | BPF_EXIT },
+			{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0},
+			{.code = BPF_JMP | BPF_EXIT},
 		};
 		int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "rl_probe", "GPL", insns, 2, NULL);
 

@@ -31,6 +31,7 @@ struct rl {
 	void (*on_event)(void *ctx, const struct rl_event *e);
 	void *event_ctx;
 	int ncpus;
+	uint32_t policy_gen;
 	struct rl_iface ifaces[RL_MAX_IFACES];
 	int nifaces;
 };
@@ -66,13 +67,13 @@ int rl_open(struct rl **out, const struct rl_open_opts *opts, char *why, size_t 
 		snprintf(why, why_len, "cannot open the BPF object: %s", strerror(-err));
 		goto err_free;
 	}
-	err = bpf_map__set_max_entries(rl->skel->maps.rl_buckets,
-				       opts && opts->max_buckets ? opts->max_buckets :
-								   RL_DEFAULT_BUCKETS);
+	err = bpf_map__set_max_entries(rl->skel->maps.rl_buckets, opts && opts->max_buckets
+									  ? opts->max_buckets
+									  : RL_DEFAULT_BUCKETS);
 	if (!err)
 		err = bpf_map__set_max_entries(rl->skel->maps.rl_penalty,
-					       opts && opts->max_penalty ? opts->max_penalty :
-									   RL_DEFAULT_PENALTY);
+					       opts && opts->max_penalty ? opts->max_penalty
+									 : RL_DEFAULT_PENALTY);
 	if (err) {
 		snprintf(why, why_len, "cannot size the maps: %s", strerror(-err));
 		goto err_destroy;
@@ -148,7 +149,7 @@ static int rl_attach_tc(struct rl *rl, int ifindex, struct rl_iface *ifc)
 
 int rl_attach(struct rl *rl, int ifindex, enum rl_attach_mode mode)
 {
-	struct rl_iface ifc = { .ifindex = ifindex, .link_fd = -1 };
+	struct rl_iface ifc = {.ifindex = ifindex, .link_fd = -1};
 	int xdp_fd = bpf_program__fd(rl->skel->progs.rl_xdp);
 	int err = 0, fd;
 
@@ -379,7 +380,7 @@ static uint64_t rl_interval_ns(uint32_t rate)
 
 int rl_policy_set(struct rl *rl, const struct rl_prefix *p, const struct rl_limits *l)
 {
-	struct rl_policy pol = { 0 };
+	struct rl_policy pol = {0};
 	uint32_t max_plen = p->family == RL_FAMILY_V4 ? 32 : 128;
 
 	if (l->syn_rate > NSEC_PER_SEC || l->pkt_rate > NSEC_PER_SEC || l->bucket_plen > max_plen)
@@ -389,6 +390,8 @@ int rl_policy_set(struct rl *rl, const struct rl_prefix *p, const struct rl_limi
 	pol.pkt_interval_ns = rl_interval_ns(l->pkt_rate);
 	pol.pkt_tolerance_ns = pol.pkt_interval_ns * (l->pkt_burst ? l->pkt_burst - 1 : 0);
 	pol.bucket_plen = l->bucket_plen ? l->bucket_plen : p->family == RL_FAMILY_V4 ? 32 : 64;
+	pol.gen = ++rl->policy_gen;
+	pol.updated_ns = rl_clock_now(rl);
 	return rl_lpm_update(p, rl->skel->maps.rl_policy_v4, rl->skel->maps.rl_policy_v6, &pol);
 }
 
@@ -451,23 +454,24 @@ static int rl_bucket_key(struct rl *rl, const struct rl_prefix *src, struct rl_k
 	for (uint32_t i = 0; i < (src->family == RL_FAMILY_V4 ? 4u : 16u); i++) {
 		int keep = (int)plen - (int)i * 8;
 
-		key->addr[i] = src->addr[i] &
-			       (keep >= 8 ? 0xff : keep <= 0 ? 0 : (uint8_t)(0xff << (8 - keep)));
+		key->addr[i] = src->addr[i] & (keep >= 8   ? 0xff
+					       : keep <= 0 ? 0
+							   : (uint8_t)(0xff << (8 - keep)));
 	}
 	return 0;
 }
 
 int rl_penalty_add(struct rl *rl, const struct rl_prefix *src, uint64_t ttl_ns)
 {
-	struct rl_penalty pen = { .until_ns = rl_clock_now(rl) + ttl_ns };
+	struct rl_penalty pen = {.until_ns = rl_clock_now(rl) + ttl_ns};
 	struct rl_key key;
 	int err = rl_bucket_key(rl, src, &key);
 
 	if (err)
 		return err;
-	return bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key, &pen, BPF_ANY) ?
-		       -errno :
-		       0;
+	return bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key, &pen, BPF_ANY)
+		       ? -errno
+		       : 0;
 }
 
 int rl_penalty_del(struct rl *rl, const struct rl_prefix *src)
@@ -488,9 +492,9 @@ int rl_port_set(struct rl *rl, uint16_t port, uint32_t protos)
 
 	if (protos & ~(RL_PORT_TCP | RL_PORT_UDP))
 		return -EINVAL;
-	return bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_ports), &key, &protos, BPF_ANY) ?
-		       -errno :
-		       0;
+	return bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_ports), &key, &protos, BPF_ANY)
+		       ? -errno
+		       : 0;
 }
 
 int rl_settings_get(struct rl *rl, struct rl_settings *out)
@@ -518,9 +522,9 @@ int rl_settings_set(struct rl *rl, const struct rl_settings *s)
 	};
 	uint32_t zero = 0;
 
-	return bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_config), &zero, &cfg, BPF_ANY) ?
-		       -errno :
-		       0;
+	return bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_config), &zero, &cfg, BPF_ANY)
+		       ? -errno
+		       : 0;
 }
 
 int rl_counters_read(struct rl *rl, struct rl_counters *out)
@@ -561,8 +565,7 @@ static int rl_on_ring(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-int rl_events_start(struct rl *rl, void (*on_event)(void *ctx, const struct rl_event *e),
-		    void *ctx)
+int rl_events_start(struct rl *rl, void (*on_event)(void *ctx, const struct rl_event *e), void *ctx)
 {
 	if (rl->events)
 		return -EALREADY;

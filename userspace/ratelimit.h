@@ -39,10 +39,10 @@ int rl_open(struct rl **out, const struct rl_open_opts *opts, char *why, size_t 
 void rl_close(struct rl *rl);
 
 enum rl_attach_mode {
-	RL_ATTACH_AUTO,        /* native XDP on a physical NIC (falls back to tc), tc elsewhere */
-	RL_ATTACH_XDP,         /* native XDP only */
+	RL_ATTACH_AUTO,	       /* native XDP on a physical NIC (falls back to tc), tc elsewhere */
+	RL_ATTACH_XDP,	       /* native XDP only */
 	RL_ATTACH_XDP_GENERIC, /* generic (skb) XDP: tests only */
-	RL_ATTACH_TC,          /* tcx link; netlink clsact filter on kernels without tcx */
+	RL_ATTACH_TC,	       /* tcx link; netlink clsact filter on kernels without tcx */
 };
 
 /* What an attachment turned out to be. */
@@ -83,9 +83,9 @@ const char *rl_prefix_format(const struct rl_prefix *p, char *buf, size_t len);
 /* The limits for sources under a prefix, per bucket. A rate of 0 means no limit on that
  * bucket; a burst of 0 means 1. */
 struct rl_limits {
-	uint32_t syn_rate;   /* new TCP connections per second */
+	uint32_t syn_rate; /* new TCP connections per second */
 	uint32_t syn_burst;
-	uint32_t pkt_rate;   /* TCP/UDP packets per second (SYNs included) */
+	uint32_t pkt_rate; /* TCP/UDP packets per second (SYNs included) */
 	uint32_t pkt_burst;
 	uint32_t bucket_plen; /* source bits per bucket; 0 = 32 for IPv4, 64 for IPv6 */
 };
@@ -112,8 +112,8 @@ int rl_penalty_del(struct rl *rl, const struct rl_prefix *src);
 int rl_port_set(struct rl *rl, uint16_t port, uint32_t protos);
 
 struct rl_settings {
-	bool dry_run;                 /* count would-be drops, drop nothing */
-	bool cap_drop;                /* drop new sources over the bucket budget (else pass) */
+	bool dry_run;		      /* count would-be drops, drop nothing */
+	bool cap_drop;		      /* drop new sources over the bucket budget (else pass) */
 	uint32_t new_buckets_per_sec; /* per CPU; 0 = unlimited */
 	uint32_t events_per_sec;      /* per CPU; 0 = no events */
 	uint64_t event_interval_ns;   /* per source */

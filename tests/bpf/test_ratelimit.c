@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -45,10 +46,10 @@
 /* ---- packets ---------------------------------------------------------------------------- */
 
 struct pkt_spec {
-	const char *src;  /* IPv4 or IPv6 literal */
+	const char *src; /* IPv4 or IPv6 literal */
 	uint16_t dport;
-	uint8_t proto;    /* IPPROTO_TCP (default) or IPPROTO_UDP */
-	uint8_t flags;    /* TCP flags */
+	uint8_t proto; /* IPPROTO_TCP (default) or IPPROTO_UDP */
+	uint8_t flags; /* TCP flags */
 	bool vlan;
 	bool v6_hopopts;  /* one hop-by-hop extension header before L4 */
 	uint16_t v6_frag; /* fragment offset (in 8-byte units) in an IPv6 fragment header */
@@ -122,7 +123,7 @@ static struct pkt pkt_build(struct pkt_spec s)
 	return k;
 }
 
-#define PKT(...) pkt_build((struct pkt_spec){ __VA_ARGS__ })
+#define PKT(...) pkt_build((struct pkt_spec){__VA_ARGS__})
 
 /* ---- running packets -------------------------------------------------------------------- */
 
@@ -192,7 +193,7 @@ static char open_why[256];
 /* A fresh limiter for one test: gateway port GW_PORT (TCP), test clock at T0. */
 static bool setup(const char *name, bool tc)
 {
-	struct rl_open_opts o = { .max_buckets = 4096, .max_penalty = 1024 };
+	struct rl_open_opts o = {.max_buckets = 4096, .max_penalty = 1024};
 	int err;
 
 	rl_close(rl);
@@ -219,7 +220,7 @@ static void test_gcra_refill(bool tc)
 	if (!setup(tc ? "gcra_refill_tc" : "gcra_refill_xdp", tc))
 		return;
 	/* 10/s: one token per 100 ms, burst 5. */
-	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 10, .syn_burst = 5 });
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 10, .syn_burst = 5});
 	CHECK_INT(run_n(syn, 5), 0);
 	CHECK_INT(run_pkt(syn), 1);
 	rl_clock_override(rl, T0 + 50 * MS); /* half a token: still empty */
@@ -251,16 +252,15 @@ static void test_syn_vs_packets(void)
 	if (!setup("syn_vs_packets", false))
 		return;
 	/* SYN limit only: ACKs and SYN-ACKs never touch the SYN bucket. */
-	set_policy("192.0.2.20/32", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("192.0.2.20/32", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
 	CHECK_INT(run_pkt(syn), 0);
 	CHECK_INT(run_pkt(syn), 1);
 	CHECK_INT(run_n(ack, 20), 0);
 	CHECK_INT(run_n(synack, 5), 0);
 	/* Packet limit 3/s burst 3 and SYN limit 10/s burst 10: SYNs count as packets too. */
-	set_policy("192.0.2.21/32", (struct rl_limits){ .syn_rate = 10,
-							.syn_burst = 10,
-							.pkt_rate = 3,
-							.pkt_burst = 3 });
+	set_policy(
+		"192.0.2.21/32",
+		(struct rl_limits){.syn_rate = 10, .syn_burst = 10, .pkt_rate = 3, .pkt_burst = 3});
 	CHECK_INT(run_pkt(syn2), 0);
 	CHECK_INT(run_n(ack2, 2), 0);
 	CHECK_INT(run_pkt(ack2), 1);
@@ -271,14 +271,39 @@ static void test_syn_vs_packets(void)
 	test_end();
 }
 
+static void test_policy_change(void)
+{
+	struct pkt syn = PKT(.src = "192.0.2.25", .flags = TH_SYN);
+
+	if (!setup("policy_change_live", false))
+		return;
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 10});
+	CHECK_INT(run_n(syn, 11), 1); /* the bucket now owes 10 s at the old rate */
+	/* More lenient: the debt is capped to an empty bucket of the new policy at the time of
+	 * the change, so its burst is back after burst / rate = 100 ms, not after 10 s. */
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 100, .syn_burst = 10});
+	CHECK_INT(run_pkt(syn), 1);
+	rl_clock_override(rl, T0 + 10 * MS);
+	CHECK_INT(run_pkt(syn), 0);
+	CHECK_INT(run_pkt(syn), 1);
+	rl_clock_override(rl, T0 + 110 * MS);
+	CHECK_INT(run_n(syn, 11), 1);
+	/* Stricter: applies to the next packet as is. */
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
+	rl_clock_override(rl, T0 + 10 * NS);
+	CHECK_INT(run_pkt(syn), 0);
+	CHECK_INT(run_pkt(syn), 1);
+	test_end();
+}
+
 static void test_bucket_prefixes(void)
 {
 	if (!setup("bucket_prefixes", false))
 		return;
-	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
-	set_policy("::/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
+	set_policy("::/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
 	set_policy("198.51.100.0/24",
-		   (struct rl_limits){ .syn_rate = 1, .syn_burst = 2, .bucket_plen = 24 });
+		   (struct rl_limits){.syn_rate = 1, .syn_burst = 2, .bucket_plen = 24});
 	/* IPv4 /32 by default: two hosts, two buckets. */
 	CHECK_INT(run_pkt(PKT(.src = "203.0.113.1", .flags = TH_SYN)), 0);
 	CHECK_INT(run_pkt(PKT(.src = "203.0.113.2", .flags = TH_SYN)), 0);
@@ -305,8 +330,8 @@ static void test_allow_deny(bool tc)
 
 	if (!setup(tc ? "allow_deny_overlap_tc" : "allow_deny_overlap_xdp", tc))
 		return;
-	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
-	set_policy("::/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
+	set_policy("::/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
 	p = pfx("10.0.0.0/8");
 	CHECK_INT(rl_deny_add(rl, &p), 0);
 	p = pfx("10.1.0.0/16");
@@ -388,7 +413,7 @@ static void test_dry_run(void)
 
 	if (!setup("dry_run", false))
 		return;
-	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 2 });
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 2});
 	p = pfx("192.0.2.41");
 	CHECK_INT(rl_deny_add(rl, &p), 0);
 	CHECK_INT(rl_settings_get(rl, &s), 0);
@@ -431,7 +456,8 @@ static void test_other_traffic(void)
 	CHECK_INT(run_pkt(PKT(.src = "2001:db8::50", .flags = TH_SYN, .v6_frag = 10)), 0);
 	/* ARP. */
 	{
-		uint8_t arp[42] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x08, 0x06 };
+		uint8_t arp[42] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2,
+				   0,	 0,    0,    0,	   2,	 0x08, 0x06};
 
 		CHECK_INT(run_raw(arp, sizeof(arp)), 0);
 	}
@@ -514,14 +540,14 @@ static void test_events(void)
 	struct pkt syn = PKT(.src = "192.0.2.70", .flags = TH_SYN);
 	struct rl_settings s;
 	char buf[64];
-	struct rl_prefix p = { 0 };
+	struct rl_prefix p = {0};
 
 	if (!setup("events_throttled", false))
 		return;
 	nevents = 0;
 	CHECK_INT(rl_events_start(rl, on_event, NULL), 0);
 	CHECK(rl_events_fd(rl) >= 0);
-	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
 	CHECK_INT(run_n(syn, 4), 3);
 	CHECK_INT(rl_events_consume(rl), 1);
 	CHECK_INT(nevents, 1);
@@ -565,7 +591,7 @@ static void test_bucket_cap(void)
 
 	if (!setup("new_bucket_cap", false))
 		return;
-	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1, .syn_burst = 1 });
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
 	CHECK_INT(rl_settings_get(rl, &s), 0);
 	s.new_buckets_per_sec = 3;
 	CHECK_INT(rl_settings_set(rl, &s), 0);
@@ -601,7 +627,7 @@ static void test_bucket_cap(void)
 static void test_api(void)
 {
 	struct rl_prefix p;
-	struct rl_limits bad = { .syn_rate = 1, .bucket_plen = 33 };
+	struct rl_limits bad = {.syn_rate = 1, .bucket_plen = 33};
 	char buf[64];
 
 	if (!setup("api_prefixes", false))
@@ -617,7 +643,7 @@ static void test_api(void)
 	CHECK_INT(rl_prefix_parse("2001:db8::1", &p), 0);
 	CHECK_INT(p.plen, 128);
 	{
-		struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
+		struct sockaddr_in6 sa = {.sin6_family = AF_INET6};
 
 		inet_pton(AF_INET6, "::ffff:192.0.2.1", &sa.sin6_addr);
 		CHECK_INT(rl_prefix_from_sockaddr((struct sockaddr *)&sa, &p), 0);
@@ -652,11 +678,11 @@ static void test_perf(void)
 		return;
 	rl_clock_override(rl, 0); /* the real clock: its cost is part of the path */
 	/* Never exhausted: 1 ns per packet, 4 ms tolerance; the clock runs faster than that. */
-	set_policy("0.0.0.0/0", (struct rl_limits){ .syn_rate = 1000000000,
-						    .syn_burst = 4,
-						    .pkt_rate = 1000000000,
-						    .pkt_burst = 4000000 });
-	set_policy("192.0.2.90/32", (struct rl_limits){ .pkt_rate = 1, .pkt_burst = 1 });
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1000000000,
+						   .syn_burst = 4,
+						   .pkt_rate = 1000000000,
+						   .pkt_burst = 4000000});
+	set_policy("192.0.2.90/32", (struct rl_limits){.pkt_rate = 1, .pkt_burst = 1});
 	p = pfx("192.0.2.91");
 	CHECK_INT(rl_allow_add(rl, &p), 0);
 	CHECK_INT(rl_settings_get(rl, &s), 0);
@@ -695,12 +721,319 @@ static void test_perf(void)
 	test_end();
 }
 
+/* ---- live: a veth pair between two namespaces made by the test ---------------------------- */
+
+#define GW_ADDR "10.213.0.1"
+#define SRC_A "10.213.0.2"
+#define SRC_B "10.213.0.3"
+#define TCX_INGRESS_TYPE 46
+
+static char ns_gw[32], ns_cl[32], veth_gw[IF_NAMESIZE], veth_cl[IF_NAMESIZE];
+static bool netns_made;
+static char netns_why[256];
+static int orig_ns = -1;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(cmd, sizeof(cmd) - 32, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(cmd) - 32)
+		return -1;
+	strcat(cmd, " >/dev/null 2>&1");
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void netns_cleanup(void)
+{
+	if (!netns_made)
+		return;
+	if (orig_ns >= 0)
+		setns(orig_ns, CLONE_NEWNET);
+	sh("ip netns del %s", ns_gw);
+	sh("ip netns del %s", ns_cl);
+	netns_made = false;
+}
+
+static void on_signal(int sig)
+{
+	netns_cleanup();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static int netns_enter(const char *name)
+{
+	char path[64];
+	int fd, err;
+
+	snprintf(path, sizeof(path), "/run/netns/%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	err = setns(fd, CLONE_NEWNET) ? -errno : 0;
+	close(fd);
+	return err;
+}
+
+/* Two namespaces joined by a veth pair: the gateway side has GW_ADDR, the client side the two
+ * sources SRC_A and SRC_B. Deleted at exit, on SIGINT/SIGTERM, and by netns_cleanup(). */
+static bool netns_setup(void)
+{
+	int pid = getpid();
+
+	if (netns_made)
+		return true;
+	if (geteuid() != 0) {
+		snprintf(netns_why, sizeof(netns_why), "needs root to create network namespaces");
+		return false;
+	}
+	orig_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	snprintf(ns_gw, sizeof(ns_gw), "rlgw%d", pid);
+	snprintf(ns_cl, sizeof(ns_cl), "rlcl%d", pid);
+	snprintf(veth_gw, sizeof(veth_gw), "rlg%d", pid);
+	snprintf(veth_cl, sizeof(veth_cl), "rlc%d", pid);
+	netns_made = true;
+	atexit(netns_cleanup);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	if (sh("ip netns add %s", ns_gw) || sh("ip netns add %s", ns_cl) ||
+	    sh("ip link add %s netns %s type veth peer name %s netns %s", veth_gw, ns_gw, veth_cl,
+	       ns_cl) ||
+	    sh("ip -n %s addr add %s/24 dev %s", ns_gw, GW_ADDR, veth_gw) ||
+	    sh("ip -n %s link set %s up", ns_gw, veth_gw) || sh("ip -n %s link set lo up", ns_gw) ||
+	    sh("ip -n %s addr add %s/24 dev %s", ns_cl, SRC_A, veth_cl) ||
+	    sh("ip -n %s addr add %s/24 dev %s", ns_cl, SRC_B, veth_cl) ||
+	    sh("ip -n %s link set %s up", ns_cl, veth_cl) || sh("ip -n %s link set lo up", ns_cl)) {
+		snprintf(netns_why, sizeof(netns_why),
+			 "cannot create the namespaces and veth pair with ip(8)");
+		netns_cleanup();
+		return false;
+	}
+	return true;
+}
+
+/* A listener on GW_ADDR:port 0 inside the gateway namespace (the caller is in it). */
+static int listener(uint16_t *port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	inet_pton(AF_INET, GW_ADDR, &a.sin_addr);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 256) ||
+	    getsockname(fd, (struct sockaddr *)&a, &alen)) {
+		close(fd);
+		return -errno;
+	}
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* From the client namespace, n non-blocking connects from src to the gateway, given wait_ms
+ * to complete (less than the 1 s SYN retransmission timeout, so a dropped SYN stays dropped);
+ * then the client exits. Returns how many connections the listener accepts. */
+static int client_burst(int lfd, uint16_t port, const char *src, int n, int wait_ms)
+{
+	int accepted = 0, status;
+	pid_t child = fork();
+
+	if (child < 0)
+		return -errno;
+	if (child == 0) {
+		struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(port)};
+		struct sockaddr_in from = {.sin_family = AF_INET};
+
+		if (netns_enter(ns_cl))
+			_exit(2);
+		inet_pton(AF_INET, GW_ADDR, &dst.sin_addr);
+		inet_pton(AF_INET, src, &from.sin_addr);
+		for (int i = 0; i < n; i++) {
+			int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+			if (s < 0 || bind(s, (struct sockaddr *)&from, sizeof(from)))
+				_exit(3);
+			if (connect(s, (struct sockaddr *)&dst, sizeof(dst)) &&
+			    errno != EINPROGRESS)
+				_exit(4);
+		}
+		usleep(wait_ms * 1000);
+		_exit(0);
+	}
+	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status)) {
+		test_fail(__FILE__, __LINE__, "client exited with status %d", status);
+		return -1;
+	}
+	for (;;) {
+		int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (c < 0)
+			break;
+		close(c);
+		accepted++;
+	}
+	return accepted;
+}
+
+static void limits_set(struct rl_limits l)
+{
+	set_policy("0.0.0.0/0", l);
+}
+
+static void test_live(enum rl_attach_mode mode, const char *name, enum rl_attached want)
+{
+	struct rl_counters c;
+	uint16_t port = 0;
+	int lfd = -1, ifindex, err, got;
+
+	if (!netns_setup()) {
+		test_skip(name, "%s", netns_why);
+		return;
+	}
+	if (!setup(name, false))
+		return;
+	rl_clock_override(rl, 0);
+	if (netns_enter(ns_gw)) {
+		test_fail(__FILE__, __LINE__, "cannot enter %s", ns_gw);
+		goto out;
+	}
+	ifindex = (int)if_nametoindex(veth_gw);
+	lfd = listener(&port);
+	CHECK(ifindex > 0 && lfd >= 0);
+	if (test_failed())
+		goto out;
+	CHECK_INT(rl_port_set(rl, port, RL_PORT_TCP), 0);
+	limits_set((struct rl_limits){.syn_rate = 1, .syn_burst = 5});
+	err = rl_attach(rl, ifindex, mode);
+	CHECK_MSG(!err, "rl_attach(%s): %s", veth_gw, strerror(-err));
+	if (err)
+		goto out;
+	CHECK_STR(rl_attached_name(rl_attached_as(rl, ifindex)), rl_attached_name(want));
+
+	/* 20 connections from A against a burst of 5 at 1/s: the excess never gets accepted. */
+	got = client_burst(lfd, port, SRC_A, 20, 300);
+	CHECK_MSG(got >= 5 && got <= 6, "source A: %d connections accepted, expected 5 (or 6)",
+		  got);
+	c = counters();
+	CHECK_MSG(c.dropped[RL_REASON_SYN_RATE] >= (uint64_t)(20 - got),
+		  "%llu SYNs dropped for %d refused connections",
+		  (unsigned long long)c.dropped[RL_REASON_SYN_RATE], 20 - got);
+	/* Another source has its own bucket. */
+	CHECK_INT(client_burst(lfd, port, SRC_B, 3, 300), 3);
+	if (mode == RL_ATTACH_TC) {
+		/* A live policy change, no reattachment. A's bucket is empty; under the new
+		 * policy it is full again after burst / rate = 100 ms. */
+		limits_set((struct rl_limits){.syn_rate = 1000, .syn_burst = 100});
+		usleep(150 * 1000);
+		CHECK_INT(client_burst(lfd, port, SRC_A, 20, 300), 20);
+		CHECK_STR(rl_attached_name(rl_attached_as(rl, ifindex)), rl_attached_name(want));
+		/* Other ports of the gateway host are not the limiter's business. */
+		limits_set((struct rl_limits){.syn_rate = 1, .syn_burst = 1});
+		{
+			struct rl_prefix all = pfx("0.0.0.0/0");
+
+			CHECK_INT(rl_deny_add(rl, &all), 0);
+			CHECK_INT(rl_port_set(rl, port, 0), 0);
+			CHECK_INT(client_burst(lfd, port, SRC_A, 4, 300), 4);
+			CHECK_INT(rl_port_set(rl, port, RL_PORT_TCP), 0);
+			CHECK_INT(client_burst(lfd, port, SRC_A, 4, 300), 0);
+			CHECK_INT(rl_deny_del(rl, &all), 0);
+		}
+	}
+	/* Detached: nothing is limited any more. */
+	CHECK_INT(rl_detach(rl, ifindex), 0);
+	limits_set((struct rl_limits){.syn_rate = 1, .syn_burst = 1});
+	CHECK_INT(client_burst(lfd, port, SRC_A, 5, 300), 5);
+	test_end();
+out:
+	if (lfd >= 0)
+		close(lfd);
+	rl_close(rl);
+	rl = NULL;
+	setns(orig_ns, CLONE_NEWNET);
+	test_end();
+}
+
+static int tcx_count(int ifindex)
+{
+	LIBBPF_OPTS(bpf_prog_query_opts, q);
+
+	if (bpf_prog_query_opts(ifindex, (enum bpf_attach_type)TCX_INGRESS_TYPE, &q))
+		return -errno;
+	return (int)q.prog_cnt;
+}
+
+/* A loader killed with SIGKILL: its tcx link goes with it, a netlink tc filter does not, and
+ * the next rl_attach() removes that stale filter. */
+static void test_crash_cleanup(void)
+{
+	const char *name = "crash_cleanup";
+	int pipefd[2], ifindex, status;
+	char byte = 0;
+	pid_t child;
+
+	if (!netns_setup()) {
+		test_skip(name, "%s", netns_why);
+		return;
+	}
+	if (!setup(name, true))
+		return;
+	if (netns_enter(ns_gw) || pipe(pipefd)) {
+		test_fail(__FILE__, __LINE__, "cannot enter %s", ns_gw);
+		goto out;
+	}
+	ifindex = (int)if_nametoindex(veth_gw);
+	child = fork();
+	if (child == 0) {
+		struct rl *mine = NULL;
+		char why[256];
+
+		if (rl_open(&mine, NULL, why, sizeof(why)) ||
+		    loader_tc_attach(rl_prog_fd(mine, true), ifindex) ||
+		    loader_tcx_attach(rl_prog_fd(mine, true), ifindex) < 0)
+			_exit(1);
+		if (write(pipefd[1], "1", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(pipefd[1]);
+	CHECK_INT(read(pipefd[0], &byte, 1), 1);
+	close(pipefd[0]);
+	CHECK_INT(tcx_count(ifindex), 1);
+	kill(child, SIGKILL);
+	waitpid(child, &status, 0);
+	/* Link-based attachments are released with the process... */
+	CHECK_INT(tcx_count(ifindex), 0);
+	/* ...the netlink filter stays behind, enforcing a dead run's policy. */
+	CHECK_INT(loader_tc_present(ifindex), 1);
+	/* The next start removes it, then attaches by tcx. */
+	CHECK_INT(rl_attach(rl, ifindex, RL_ATTACH_TC), 0);
+	CHECK_INT(loader_tc_present(ifindex), 0);
+	CHECK_INT(tcx_count(ifindex), 1);
+	CHECK_STR(rl_attached_name(rl_attached_as(rl, ifindex)), "tcx");
+	rl_close(rl);
+	rl = NULL;
+	CHECK_INT(tcx_count(ifindex), 0);
+out:
+	setns(orig_ns, CLONE_NEWNET);
+	test_end();
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	test_gcra_refill(false);
 	test_gcra_refill(true);
 	test_syn_vs_packets();
+	test_policy_change();
 	test_bucket_prefixes();
 	test_allow_deny(false);
 	test_allow_deny(true);
@@ -715,5 +1048,10 @@ int main(void)
 	test_perf();
 	rl_close(rl);
 	rl = NULL;
+	test_live(RL_ATTACH_TC, "live_tcx", RL_ATTACHED_TCX);
+	test_live(RL_ATTACH_XDP, "live_xdp_native", RL_ATTACHED_XDP);
+	test_live(RL_ATTACH_XDP_GENERIC, "live_xdp_generic", RL_ATTACHED_XDP_GENERIC);
+	test_crash_cleanup();
+	netns_cleanup();
 	return test_exit_code();
 }
