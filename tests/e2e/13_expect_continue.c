@@ -114,6 +114,7 @@ static void test_curl_expect(void)
 	struct h_req q = {.url = u, .method = "POST", .body = body, .body_len = n, .headers = hx};
 	CHECK_MSG(h_http(&q, &r) == 0, "%s", r.error);
 	CHECK_INT(r.status, 200);
+	printf("  curl POST of %zu bytes with Expect: %.0f ms\n", n, r.time_ms);
 	CHECK_MSG(h_resp_header(&r, "X-Body-Hash", hash, sizeof(hash)) &&
 			  !strcasecmp(hash, h_hex64(h_fnv1a(H_FNV_INIT, body, n), want)),
 		  "X-Body-Hash '%s', local %s", hash, want);

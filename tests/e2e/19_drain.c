@@ -1,7 +1,8 @@
 /* 19_drain — graceful shutdown: SIGTERM while a slow request (1.5 s at the
  * origin) is in flight: that request still completes with 200, new
  * connections are refused once the signal was handled, and reflexd exits 0
- * within timeouts.drain. */
+ * within timeouts.drain — and as soon as nothing is in flight, not at the
+ * deadline. */
 #include "lib/harness.h"
 
 #include <pthread.h>
@@ -91,6 +92,8 @@ int main(void)
 
 	int w = h_wait_exit(gw, DRAIN_MS + 1000);
 	double t_exit = h_now_ms();
+	printf("  SIGTERM at 0 ms, in-flight request done at %.0f ms, reflexd exit at %.0f ms\n",
+	       s.done_at - t_sig, t_exit - t_sig);
 	CHECK_MSG(w == 0, "reflexd still running %.0f ms after SIGTERM (drain %d ms)",
 		  t_exit - t_sig, DRAIN_MS);
 	if (w == 0) {
@@ -100,6 +103,15 @@ int main(void)
 			  "reflexd exited %.0f ms before the in-flight request completed",
 			  s.done_at - t_exit);
 	}
+	test_end();
+
+	/* Draining waits for in-flight requests, not for the deadline: once
+	 * the last request is answered and nothing is left, reflexd exits. */
+	test_begin("drain_exits_once_idle");
+	CHECK_MSG(w == 0 && t_exit - s.done_at < 1000,
+		  "reflexd exited %.0f ms after the last in-flight request completed (drain "
+		  "deadline %d ms): it waits for something that is not a request",
+		  t_exit - s.done_at, DRAIN_MS);
 	test_end();
 	return test_exit_code();
 }
