@@ -54,12 +54,8 @@ static bool str_is(struct http_str s, const char *lit)
 	return s.len == n && memcmp(s.p, lit, n) == 0;
 }
 
-bool plan_is_default(const struct http_request *req)
+bool plan_headers_neutral(const struct http_request *req)
 {
-	if (memchr(req->path.p, '?', req->path.len))
-		return false;
-	if (str_is(req->path, "/echo") || str_is(req->path, "/__stats"))
-		return false;
 	for (unsigned i = 0; i < req->n_headers; i++) {
 		const struct http_str *n = &req->headers[i].name;
 
@@ -67,6 +63,15 @@ bool plan_is_default(const struct http_request *req)
 			return false;
 	}
 	return true;
+}
+
+bool plan_is_default(const struct http_request *req)
+{
+	if (memchr(req->path.p, '?', req->path.len))
+		return false;
+	if (str_is(req->path, "/echo") || str_is(req->path, "/__stats"))
+		return false;
+	return plan_headers_neutral(req);
 }
 
 static int hexval(char c)

@@ -71,6 +71,10 @@ void plan_reset(struct plan *pl);
  * X-Origin-* header, and a plain path (not /echo or /__stats). */
 bool plan_is_default(const struct http_request *req);
 
+/* True if no request header is an X-Origin-* parameter: the response then
+ * depends on the request-target alone (and on the body, if any). */
+bool plan_headers_neutral(const struct http_request *req);
+
 /* Fill pl from the request's path, query and X-Origin-* headers (the query
  * wins over the headers). Returns 0, or -1 with *reason set (static string)
  * when a parameter is invalid: the origin answers 400 then. */

@@ -311,6 +311,33 @@ static void test_headers(void)
 	test_end();
 }
 
+/* Repeated plain GETs of one target are served precomputed: same bytes,
+ * still counted, and the Date moves on. */
+static void test_repeat_target(void)
+{
+	struct h_resp r[3];
+	char d0[64] = "", d2[64] = "";
+	struct h_origin_stats a, b;
+
+	test_begin("repeat_target");
+	CHECK(h_origin_stats(port, &a) == 0);
+	for (int i = 0; i < 3; i++) {
+		if (i == 2)
+			h_sleep_ms(1100);
+		CHECK_INT(get("/pass/1k?cc=no-store&size=700", &r[i]), 200);
+		CHECK(r[i].body_bytes == 700 && r[i].body_hash == h_pattern_hash(700));
+		CHECK_MSG(hdr_is(&r[i], "Cache-Control", "no-store"), "%s", r[i].headers);
+	}
+	h_resp_header(&r[0], "Date", d0, sizeof(d0));
+	h_resp_header(&r[2], "Date", d2, sizeof(d2));
+	CHECK_MSG(strcmp(d0, d2) != 0, "Date did not change: %s", d0);
+	CHECK(h_origin_stats(port, &b) == 0);
+	CHECK_MSG(b.requests - a.requests == 3, "requests %ld -> %ld", a.requests, b.requests);
+	for (int i = 0; i < 3; i++)
+		h_resp_free(&r[i]);
+	test_end();
+}
+
 struct sse_times {
 	double t[16];
 	int n;
@@ -786,6 +813,7 @@ int main(void)
 	test_close_delimited();
 	test_delay();
 	test_headers();
+	test_repeat_target();
 	test_sse();
 	test_hang();
 	test_reset_drop();
