@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -187,6 +188,13 @@ int main(int argc, char **argv)
 	if (!n_addrs) {
 		usage(stderr);
 		return 2;
+	}
+
+	/* Benchmarks open many connections: take all the descriptors allowed. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 
 	/* Workers inherit this mask; only main takes the signals (sigwait). */

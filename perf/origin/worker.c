@@ -49,7 +49,7 @@ struct origin_config origin_cfg;
 #define RCACHE_SLOTS 64      /* direct-mapped, per worker */
 #define RCACHE_MAX_TARGET 512
 
-enum tag { T_IGNORE = 0, T_ACCEPT, T_RECV, T_SEND, T_TIMER, T_MASK = 7 };
+enum tag { T_IGNORE = 0, T_ACCEPT, T_RECV, T_SEND, T_TIMER, T_ACCEPT_RETRY, T_MASK = 7 };
 
 /* Bytes 'a' + i % 26, PATTERN_SPAN + 26 long: body byte range [off, off+n)
  * with n <= PATTERN_SPAN is pattern + off % 26. Written once before workers
@@ -62,6 +62,8 @@ struct worker;
 struct listener {
 	struct worker *w;
 	int fd;
+	struct __kernel_timespec retry; /* pause before re-arming after an error */
+	time_t last_error_log;
 } __attribute__((aligned(8)));
 
 enum conn_state {
@@ -1307,12 +1309,28 @@ static void arm_accept(struct listener *l)
 
 static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 {
-	if (cqe->res >= 0)
-		conn_new(l->w, cqe->res);
-	else if (cqe->res != -EINTR && cqe->res != -ECONNABORTED)
-		fprintf(stderr, "reflex-origin: accept: %s\n", strerror(-cqe->res));
-	if (!(cqe->flags & IORING_CQE_F_MORE))
-		arm_accept(l);
+	int res = cqe->res;
+
+	if (res >= 0)
+		conn_new(l->w, res);
+	else if (res != -EINTR && res != -ECONNABORTED && l->last_error_log != l->w->date_sec) {
+		/* EMFILE/ENFILE/ENOMEM: say so once a second, not per attempt. */
+		l->last_error_log = l->w->date_sec;
+		fprintf(stderr, "reflex-origin: accept: %s\n", strerror(-res));
+	}
+	if (cqe->flags & IORING_CQE_F_MORE)
+		return;
+	if (res < 0 && res != -EINTR && res != -ECONNABORTED) {
+		/* Out of descriptors or memory: retry in 10 ms instead of spinning. */
+		struct io_uring_sqe *sqe = get_sqe(l->w);
+
+		l->retry.tv_sec = 0;
+		l->retry.tv_nsec = 10 * 1000000;
+		io_uring_prep_timeout(sqe, &l->retry, 0, 0);
+		io_uring_sqe_set_data64(sqe, ud(l, T_ACCEPT_RETRY));
+		return;
+	}
+	arm_accept(l);
 }
 
 static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
@@ -1324,6 +1342,9 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	switch (u & T_MASK) {
 	case T_ACCEPT:
 		on_accept(p, cqe);
+		return;
+	case T_ACCEPT_RETRY:
+		arm_accept(p);
 		return;
 	case T_RECV:
 		on_recv(c, cqe);
