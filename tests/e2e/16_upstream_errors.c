@@ -131,7 +131,7 @@ int main(void)
 	test_begin("gateway_still_serving");
 	for (int i = 0; i < 5; i++)
 		still_serving("all upstream errors");
-	CHECK_MSG(h_alive(gw), "reflexd died during the scenario (status 0x%x)", gw->status);
 	test_end();
+	h_finish(gw, 5000);
 	return test_exit_code();
 }

@@ -428,6 +428,60 @@ void h_log_tail(const struct h_proc *p, int lines)
 	fflush(stdout);
 }
 
+bool h_log_has_sanitizer_report(const struct h_proc *p)
+{
+	char line[1024];
+	bool found = false;
+	FILE *f;
+
+	if (!p || !(f = fopen(p->log, "r")))
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, "ERROR: AddressSanitizer") ||
+			strstr(line, "ERROR: LeakSanitizer") || strstr(line, "runtime error:");
+	fclose(f);
+	return found;
+}
+
+void h_finish(struct h_proc *p, unsigned timeout_ms)
+{
+	char name[96];
+
+	if (!p)
+		return;
+	snprintf(name, sizeof(name), "%s_alive", p->name);
+	for (char *c = name; *c; c++)
+		if (*c == '-')
+			*c = '_';
+	test_begin(name);
+	CHECK_MSG(h_alive(p), "%s died during the scenario (status 0x%x)", p->name, p->status);
+	test_end();
+
+	snprintf(name, sizeof(name), "%s_clean_exit", p->name);
+	for (char *c = name; *c; c++)
+		if (*c == '-')
+			*c = '_';
+	test_begin(name);
+	if (!p->exited) {
+		kill(p->pid, SIGTERM);
+		if (h_wait_exit(p, timeout_ms) != 0) {
+			test_fail(__FILE__, __LINE__, "%s still running %u ms after SIGTERM", p->name,
+				  timeout_ms);
+			h_stop(p, 100);
+		}
+	}
+	if (p->exited) {
+		if (WIFSIGNALED(p->status))
+			test_fail(__FILE__, __LINE__, "%s killed by signal %d", p->name,
+				  WTERMSIG(p->status));
+		else
+			CHECK_MSG(WEXITSTATUS(p->status) == 0, "%s exit status %d, want 0", p->name,
+				  WEXITSTATUS(p->status));
+	}
+	CHECK_MSG(!h_log_has_sanitizer_report(p), "sanitizer report in %s", p->log);
+	test_end();
+}
+
 int h_run(char *const argv[], unsigned timeout_ms, char **out)
 {
 	int pfd[2];

@@ -92,6 +92,13 @@ int h_wait_exit(struct h_proc *p, unsigned timeout_ms);
 int h_stop(struct h_proc *p, unsigned timeout_ms);
 /* True while the process runs (reaps it if it exited). */
 bool h_alive(struct h_proc *p);
+/* The closing checks of a scenario for a process it owns (usually reflexd):
+ * test "<name>_alive" (it did not die during the scenario) and test
+ * "<name>_clean_exit" (SIGTERM → exit status 0 within timeout_ms, and no
+ * sanitizer report in its log). */
+void h_finish(struct h_proc *p, unsigned timeout_ms);
+/* True if the log holds an ASan/UBSan/LSan report. */
+bool h_log_has_sanitizer_report(const struct h_proc *p);
 /* Print the last `lines` lines of the log to stdout, indented. */
 void h_log_tail(const struct h_proc *p, int lines);
 
