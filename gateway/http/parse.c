@@ -16,43 +16,47 @@
 
 /* tchar (RFC 9110 §5.6.2): field names, methods, transfer codings, chunk-ext. */
 static const uint8_t tchar[256] = {
-	['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
-	['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,
-	['~'] = 1, ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+	['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1,	    ['&'] = 1,	       ['\''] = 1,
+	['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,	    ['^'] = 1,	       ['_'] = 1,
+	['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
 };
 
 /* Request-target bytes: VCHAR and obs-text. Space, controls and DEL end or
  * break the target. '#' is excluded: a fragment is never part of a request. */
 static const uint8_t target_char[256] = {
-	[0x21 ... 0x22] = 1, [0x24 ... 0x7e] = 1, [0x80 ... 0xff] = 1,
+	[0x21 ... 0x22] = 1,
+	[0x24 ... 0x7e] = 1,
+	[0x80 ... 0xff] = 1,
 };
 
 /* field-value / reason-phrase bytes: HTAB, SP, VCHAR, obs-text. */
 static const uint8_t value_char[256] = {
-	['\t'] = 1, [0x20 ... 0x7e] = 1, [0x80 ... 0xff] = 1,
+	['\t'] = 1,
+	[0x20 ... 0x7e] = 1,
+	[0x80 ... 0xff] = 1,
 };
 
 /* uri-host [":" port] (RFC 3986 reg-name / IP-literal / IPv4 + port). No '@':
  * userinfo is refused (RFC 9110 §4.2.4), and no '/', '?', '#', space. */
 static const uint8_t authority_char[256] = {
-	['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['-'] = 1, ['.'] = 1,
-	['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1, ['('] = 1,
-	[')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1, [':'] = 1,
-	['['] = 1, [']'] = 1, ['%'] = 1,
+	['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['-'] = 1, ['.'] = 1,	['_'] = 1,
+	['~'] = 1,	   ['!'] = 1,	      ['$'] = 1,	 ['&'] = 1, ['\''] = 1, ['('] = 1,
+	[')'] = 1,	   ['*'] = 1,	      ['+'] = 1,	 [','] = 1, [';'] = 1,	['='] = 1,
+	[':'] = 1,	   ['['] = 1,	      [']'] = 1,	 ['%'] = 1,
 };
 
 /* Hex digit value + 1 (0 = not a hex digit). */
 static const uint8_t hex_val[256] = {
-	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7,
-	['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
-	['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
-	['F'] = 16,
+	['0'] = 1,  ['1'] = 2,	['2'] = 3,  ['3'] = 4,	['4'] = 5,  ['5'] = 6,
+	['6'] = 7,  ['7'] = 8,	['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+	['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
+	['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
 
 /* quoted-string body (qdtext): HTAB, SP, 0x21, 0x23-0x5B, 0x5D-0x7E, obs-text. */
 static const uint8_t qd_char[256] = {
-	['\t'] = 1, [0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7e] = 1,
-	[0x80 ... 0xff] = 1,
+	['\t'] = 1,	     [0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1,
+	[0x5d ... 0x7e] = 1, [0x80 ... 0xff] = 1,
 };
 
 #define U8(c) ((uint8_t)(c))
@@ -62,8 +66,8 @@ static const uint8_t qd_char[256] = {
  * or equal to 0x7f. Exact as a boolean; the byte loop then finds the spot. */
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
-#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS)
-#define HAS_ZERO(x) (((x)-ONES) & ~(x) & HIGHS)
+#define HAS_LESS(x, n) (((x)-ONES * (n)) & ~(x)&HIGHS)
+#define HAS_ZERO(x) (((x)-ONES) & ~(x)&HIGHS)
 #define HAS_DEL(x) HAS_ZERO((x) ^ (ONES * 0x7f))
 
 /* Skip bytes >= 0x21 other than DEL (target) — the loop stops at a word
@@ -182,10 +186,10 @@ struct field_facts {
 	struct http_str host;
 	bool has_cl;
 	uint64_t cl;
-	unsigned n_te;        /* Transfer-Encoding fields seen */
+	unsigned n_te;	      /* Transfer-Encoding fields seen */
 	unsigned n_codings;   /* codings across all of them */
 	bool te_last_chunked; /* the last coding so far is "chunked" */
-	bool te_bad;          /* chunked not final, or a malformed coding */
+	bool te_bad;	      /* chunked not final, or a malformed coding */
 	bool conn_close, conn_keep_alive;
 	bool expect_continue, expect_other;
 	bool has_upgrade;
@@ -194,11 +198,11 @@ struct field_facts {
 #define PARSE_NEED (-2)
 #define PARSE_FAIL (-1)
 
-#define FAIL(st, why)                                                                              \
-	do {                                                                                       \
-		err->status = (st);                                                                \
-		err->reason = (why);                                                               \
-		return PARSE_FAIL;                                                                 \
+#define FAIL(st, why)                \
+	do {                         \
+		err->status = (st);  \
+		err->reason = (why); \
+		return PARSE_FAIL;   \
 	} while (0)
 
 static int parse_content_length(struct http_str v, struct field_facts *ff, struct http_error *err)
@@ -403,7 +407,9 @@ static int check_version(const char *p, size_t avail, int *minor, int status,
 	size_t n = avail < 8 ? avail : 8;
 
 	for (size_t i = 0; i < n; i++) {
-		bool ok = i < 5 ? p[i] == pre[i] : i == 6 ? p[i] == '.' : p[i] >= '0' && p[i] <= '9';
+		bool ok = i < 5	   ? p[i] == pre[i]
+			  : i == 6 ? p[i] == '.'
+				   : p[i] >= '0' && p[i] <= '9';
 
 		if (!ok)
 			FAIL(status, "malformed HTTP version");
@@ -558,7 +564,8 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req,
 		if (check_version(p, avail, &req->minor_version, 400, err) < 0)
 			return PARSE_FAIL;
 		if (avail > 8 && p[8] != '\r')
-			FAIL(400, p[8] == '\n' ? "bare LF in request line" : "malformed request line");
+			FAIL(400,
+			     p[8] == '\n' ? "bare LF in request line" : "malformed request line");
 		if (avail > 9 && p[9] != '\n')
 			FAIL(400, "bare CR in request line");
 		if (avail < 10)
@@ -671,7 +678,8 @@ int http_parse_response(const char *buf, size_t len, struct http_response *res,
 	if (p == rl_end)
 		goto line_short;
 	if (*p != '\r')
-		FAIL(502, *p == '\n' ? "bare LF in status line" : "invalid character in status line");
+		FAIL(502,
+		     *p == '\n' ? "bare LF in status line" : "invalid character in status line");
 	if (p + 1 == rl_end)
 		goto line_short;
 	if (p[1] != '\n')
@@ -729,17 +737,17 @@ line_short:
 
 enum chunked_state {
 	CK_SIZE_START = 0, /* first hex digit of chunk-size */
-	CK_SIZE,           /* more hex digits, or what follows them */
-	CK_EXT_SEMI,       /* BWS that must end in ';' */
+	CK_SIZE,	   /* more hex digits, or what follows them */
+	CK_EXT_SEMI,	   /* BWS that must end in ';' */
 	CK_EXT_NAME_START, /* BWS, then the first tchar of chunk-ext-name */
 	CK_EXT_NAME,
-	CK_EXT_EQ,        /* BWS after the name: '=' or ';' */
+	CK_EXT_EQ,	  /* BWS after the name: '=' or ';' */
 	CK_EXT_VAL_START, /* BWS, then a token or a quoted-string */
 	CK_EXT_VAL_TOKEN,
 	CK_EXT_VAL_QUOTED,
 	CK_EXT_VAL_QESC, /* after a backslash inside the quoted-string */
-	CK_EXT_VAL_END,  /* after the closing quote */
-	CK_SIZE_LF,      /* CR seen at the end of the size line */
+	CK_EXT_VAL_END,	 /* after the closing quote */
+	CK_SIZE_LF,	 /* CR seen at the end of the size line */
 	CK_DATA,
 	CK_DATA_CR,
 	CK_DATA_LF,
@@ -763,12 +771,12 @@ void http_chunked_init(struct http_chunked *d)
 	d->max_trailer_bytes = 8 * 1024;
 }
 
-#define CK_FAIL(why)                                                                               \
-	do {                                                                                       \
-		d->state = CK_ERROR;                                                               \
-		err->status = 400;                                                                 \
-		err->reason = (why);                                                               \
-		return -1;                                                                         \
+#define CK_FAIL(why)                 \
+	do {                         \
+		d->state = CK_ERROR; \
+		err->status = 400;   \
+		err->reason = (why); \
+		return -1;           \
 	} while (0)
 
 ssize_t http_chunked_feed(struct http_chunked *d, const char *buf, size_t len,
@@ -804,7 +812,8 @@ ssize_t http_chunked_feed(struct http_chunked *d, const char *buf, size_t len,
 		}
 		case CK_SIZE_START:
 			if (!hex_val[c])
-				CK_FAIL(c == '\n' ? "bare LF in chunked body" : "invalid chunk size");
+				CK_FAIL(c == '\n' ? "bare LF in chunked body"
+						  : "invalid chunk size");
 			d->remaining = hex_val[c] - 1u;
 			d->ndigits = 1;
 			d->line_len = 1;
@@ -850,7 +859,8 @@ ssize_t http_chunked_feed(struct http_chunked *d, const char *buf, size_t len,
 			} else if (c == '\r') {
 				d->state = CK_SIZE_LF;
 			} else {
-				CK_FAIL(c == '\n' ? "bare LF in chunked body" : "invalid chunk size");
+				CK_FAIL(c == '\n' ? "bare LF in chunked body"
+						  : "invalid chunk size");
 			}
 			break;
 		case CK_EXT_SEMI:
@@ -877,7 +887,8 @@ ssize_t http_chunked_feed(struct http_chunked *d, const char *buf, size_t len,
 			else if (c == '\r')
 				d->state = CK_SIZE_LF;
 			else
-				CK_FAIL(c == '\n' ? "bare LF in chunked body" : "invalid chunk extension");
+				CK_FAIL(c == '\n' ? "bare LF in chunked body"
+						  : "invalid chunk extension");
 			break;
 		case CK_EXT_EQ:
 			if (c == '=')
@@ -906,7 +917,8 @@ ssize_t http_chunked_feed(struct http_chunked *d, const char *buf, size_t len,
 			else if (c == '\r')
 				d->state = CK_SIZE_LF;
 			else
-				CK_FAIL(c == '\n' ? "bare LF in chunked body" : "invalid chunk extension");
+				CK_FAIL(c == '\n' ? "bare LF in chunked body"
+						  : "invalid chunk extension");
 			break;
 		case CK_EXT_VAL_QUOTED:
 			if (c == '"')
@@ -949,8 +961,8 @@ ssize_t http_chunked_feed(struct http_chunked *d, const char *buf, size_t len,
 			if (c == '\r')
 				d->state = CK_TRAILER_LF;
 			else if (!value_char[c])
-				CK_FAIL(c == '\n' ? "bare LF in chunked trailer" :
-						    "invalid chunked trailer field");
+				CK_FAIL(c == '\n' ? "bare LF in chunked trailer"
+						  : "invalid chunked trailer field");
 			break;
 		case CK_TRAILER_LF:
 			if (c != '\n')

@@ -16,7 +16,7 @@
 #define ASSERT(c)                                                                                  \
 	do {                                                                                       \
 		if (!(c)) {                                                                        \
-			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #c, __FILE__, __LINE__);  \
+			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #c, __FILE__, __LINE__); \
 			abort();                                                                   \
 		}                                                                                  \
 	} while (0)

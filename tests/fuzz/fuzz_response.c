@@ -16,7 +16,7 @@
 #define ASSERT(c)                                                                                  \
 	do {                                                                                       \
 		if (!(c)) {                                                                        \
-			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #c, __FILE__, __LINE__);  \
+			fprintf(stderr, "invariant failed: %s (%s:%d)\n", #c, __FILE__, __LINE__); \
 			abort();                                                                   \
 		}                                                                                  \
 	} while (0)
@@ -69,8 +69,8 @@ static void check_result(int rc, const char *b, size_t len, bool head,
 	}
 }
 
-static int parse(const char *b, size_t n, bool head, struct http_response *r,
-		 struct http_header *h, const struct http_limits *lim, struct http_error *e)
+static int parse(const char *b, size_t n, bool head, struct http_response *r, struct http_header *h,
+		 const struct http_limits *lim, struct http_error *e)
 {
 	memset(r, 0, sizeof(*r));
 	r->headers = h;
