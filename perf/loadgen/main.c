@@ -767,6 +767,24 @@ static int worker_init(struct worker *w, int id, int n_conns, uint64_t start_ns)
 	return 0;
 }
 
+static void worker_free(struct worker *w)
+{
+	for (int i = 0; w->conns && i < w->n_conns; i++) {
+		struct conn *c = &w->conns[i];
+		if (c->fd >= 0)
+			close(c->fd);
+		free(c->rbuf);
+		free(c->out);
+	}
+	if (w->ring.ring_fd > 0)
+		io_uring_queue_exit(&w->ring);
+	free(w->conns);
+	free(w->ready);
+	free(w->backlog);
+	hist_free(w->st.lat);
+	hist_free(w->st.svc);
+}
+
 /* ---- output --------------------------------------------------------------------- */
 
 static const double pcts[] = {50, 90, 99, 99.9, 99.99};
@@ -1193,5 +1211,16 @@ int main(int argc, char **argv)
 	if (end < ws[0].end_ns)
 		secs = end > ws[0].measure_ns ? (end - ws[0].measure_ns) / 1e9 : 0;
 	report(&total, secs, url);
+	fflush(stdout);
+	for (int i = 0; i < opt.threads; i++)
+		worker_free(&ws[i]);
+	free(ws);
+	hist_free(total.lat);
+	hist_free(total.svc);
+	reqlist_free(&reqs);
+	zipf_free(&zipf);
+	free(extra);
+	free(host_hdr);
+	free(path);
 	return failed ? 1 : 0;
 }
