@@ -31,7 +31,8 @@ struct listen_addr {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: reflex-origin --listen ADDR:PORT [--listen ...] [--workers N] [--name NAME]\n"
+	fprintf(f, "usage: reflex-origin --listen ADDR:PORT [--listen ...] [--workers N] [--name "
+		   "NAME]\n"
 		   "  ADDR is an IPv4 address or [IPv6]; PORT 0 picks a free port.\n"
 		   "  Behaviour per request: see docs/origin.md.\n");
 }

@@ -213,9 +213,8 @@ static const struct {
 	const char *name;
 	enum plan_malformed kind;
 } malformed_kinds[] = {
-	{ "status", MAL_STATUS }, { "cl", MAL_CL },       { "cl_te", MAL_CL_TE },
-	{ "injection", MAL_INJECTION }, { "chunk", MAL_CHUNK }, { "lf", MAL_LF },
-	{ "short", MAL_SHORT },
+	{"status", MAL_STATUS}, {"cl", MAL_CL}, {"cl_te", MAL_CL_TE}, {"injection", MAL_INJECTION},
+	{"chunk", MAL_CHUNK},	{"lf", MAL_LF}, {"short", MAL_SHORT},
 };
 
 /* Apply one parameter (value already decoded). Unknown names are ignored so
@@ -224,12 +223,12 @@ static int set_param(struct plan *pl, const char *k, size_t kn, const char *v, s
 		     const char **reason)
 {
 #define KEY(lit) (kn == sizeof(lit) - 1 && strncasecmp(k, lit, kn) == 0)
-#define NUM(dst)                                                                                  \
-	do {                                                                                      \
-		if (parse_u64(v, vn, &(dst)) != 0) {                                              \
-			*reason = "invalid number in parameter";                                  \
-			return -1;                                                                \
-		}                                                                                 \
+#define NUM(dst)                                                 \
+	do {                                                     \
+		if (parse_u64(v, vn, &(dst)) != 0) {             \
+			*reason = "invalid number in parameter"; \
+			return -1;                               \
+		}                                                \
 	} while (0)
 	uint64_t n;
 
@@ -291,8 +290,8 @@ static int set_param(struct plan *pl, const char *k, size_t kn, const char *v, s
 			return -1;
 		}
 	} else {
-		static const char *const names[PF_COUNT] = { "cc", "etag", "lm", "vary", "expires",
-							     "ctype" };
+		static const char *const names[PF_COUNT] = {"cc",   "etag",    "lm",
+							    "vary", "expires", "ctype"};
 
 		for (int f = 0; f < PF_COUNT; f++) {
 			if (kn == strlen(names[f]) && strncasecmp(k, names[f], kn) == 0) {

@@ -24,22 +24,22 @@
 
 enum plan_action {
 	PLAN_RESPOND = 0, /* a generated (or SSE) response */
-	PLAN_ECHO,        /* /echo: JSON description of the request */
-	PLAN_STATS,       /* /__stats */
-	PLAN_HANG,        /* never answer */
-	PLAN_RESET,       /* close with RST */
-	PLAN_DROP,        /* close with FIN */
-	PLAN_MALFORMED,   /* a broken response, then close */
+	PLAN_ECHO,	  /* /echo: JSON description of the request */
+	PLAN_STATS,	  /* /__stats */
+	PLAN_HANG,	  /* never answer */
+	PLAN_RESET,	  /* close with RST */
+	PLAN_DROP,	  /* close with FIN */
+	PLAN_MALFORMED,	  /* a broken response, then close */
 };
 
 enum plan_malformed {
 	MAL_STATUS = 0, /* "HTTP/1.1 2x0 OK" */
-	MAL_CL,         /* two different Content-Length values */
-	MAL_CL_TE,      /* Content-Length and Transfer-Encoding: chunked */
-	MAL_INJECTION,  /* a header value with a bare CR */
-	MAL_CHUNK,      /* chunk size "zz" */
-	MAL_LF,         /* bare LF line endings */
-	MAL_SHORT,      /* Content-Length: 100, 10 bytes, close */
+	MAL_CL,		/* two different Content-Length values */
+	MAL_CL_TE,	/* Content-Length and Transfer-Encoding: chunked */
+	MAL_INJECTION,	/* a header value with a bare CR */
+	MAL_CHUNK,	/* chunk size "zz" */
+	MAL_LF,		/* bare LF line endings */
+	MAL_SHORT,	/* Content-Length: 100, 10 bytes, close */
 };
 
 /* Named response fields settable by cc=, etag=, lm=, vary=, expires=, ctype=. */
@@ -54,13 +54,13 @@ struct plan {
 	bool chunked;
 	uint64_t chunk;
 	bool close;
-	uint64_t rate;   /* bytes per second, 0 = unpaced */
+	uint64_t rate; /* bytes per second, 0 = unpaced */
 	bool sse;
 	uint64_t sse_events;
 	uint64_t interval_ms;
 
 	char *field[PF_COUNT]; /* values (NUL-terminated) or NULL */
-	char *hdr;             /* "Name: value\r\n" lines from hdr= (NUL-terminated) or NULL */
+	char *hdr;	       /* "Name: value\r\n" lines from hdr= (NUL-terminated) or NULL */
 	size_t hdr_len;
 };
 

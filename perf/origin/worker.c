@@ -42,11 +42,11 @@ struct origin_config origin_cfg;
 
 #define PATTERN_SPAN (256 * 1024) /* longest contiguous slice of the body pattern */
 #define MAX_SEND_BYTES PATTERN_SPAN
-#define SMALL_BODY 16384     /* generated bodies up to this are copied into out */
-#define IN_LIMIT (4u << 20)  /* unprocessed input a connection may queue */
-#define MAX_CHUNKS 16        /* chunks per send when streaming chunked */
+#define SMALL_BODY 16384    /* generated bodies up to this are copied into out */
+#define IN_LIMIT (4u << 20) /* unprocessed input a connection may queue */
+#define MAX_CHUNKS 16	    /* chunks per send when streaming chunked */
 #define MAX_IOV (1 + 3 * MAX_CHUNKS + 1)
-#define RCACHE_SLOTS 64      /* direct-mapped, per worker */
+#define RCACHE_SLOTS 64 /* direct-mapped, per worker */
 #define RCACHE_MAX_TARGET 512
 
 enum tag { T_IGNORE = 0, T_ACCEPT, T_RECV, T_SEND, T_TIMER, T_ACCEPT_RETRY, T_MASK = 7 };
@@ -82,7 +82,7 @@ struct conn {
 	bool recv_armed, send_inflight, timer_armed;
 	bool closing, peer_eof;
 	bool close_after; /* close once the current response is out */
-	bool rst;         /* close with RST (SO_LINGER 0) */
+	bool rst;	  /* close with RST (SO_LINGER 0) */
 
 	/* Input not processed yet. While a recv buffer is being processed in
 	 * place, `view` points into it and `in` is empty. */
@@ -194,36 +194,43 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
 	return sqe;
 }
 
+static const struct {
+	unsigned code;
+	const char *text;
+} reasons[] = {
+	{100, "Continue"},
+	{200, "OK"},
+	{201, "Created"},
+	{202, "Accepted"},
+	{204, "No Content"},
+	{206, "Partial Content"},
+	{301, "Moved Permanently"},
+	{302, "Found"},
+	{304, "Not Modified"},
+	{307, "Temporary Redirect"},
+	{400, "Bad Request"},
+	{401, "Unauthorized"},
+	{403, "Forbidden"},
+	{404, "Not Found"},
+	{408, "Request Timeout"},
+	{413, "Content Too Large"},
+	{414, "URI Too Long"},
+	{417, "Expectation Failed"},
+	{429, "Too Many Requests"},
+	{431, "Request Header Fields Too Large"},
+	{500, "Internal Server Error"},
+	{501, "Not Implemented"},
+	{502, "Bad Gateway"},
+	{503, "Service Unavailable"},
+	{504, "Gateway Timeout"},
+};
+
 static const char *reason_phrase(unsigned s)
 {
-	switch (s) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 204: return "No Content";
-	case 206: return "Partial Content";
-	case 301: return "Moved Permanently";
-	case 302: return "Found";
-	case 304: return "Not Modified";
-	case 307: return "Temporary Redirect";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 408: return "Request Timeout";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	case 417: return "Expectation Failed";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: return "Status";
-	}
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (reasons[i].code == s)
+			return reasons[i].text;
+	return "Status";
 }
 
 static bool status_bodyless(unsigned s)
@@ -265,8 +272,8 @@ static void update_clock(struct worker *w)
 
 		w->date_sec = now;
 		gmtime_r(&now, &tm);
-		w->date_len = strftime(w->date, sizeof(w->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n",
-				       &tm);
+		w->date_len = strftime(w->date, sizeof(w->date),
+				       "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
 		build_fast(w);
 	}
 }
@@ -480,7 +487,7 @@ static void conn_close(struct conn *c, bool rst)
 		return;
 	c->closing = true;
 	if (rst) {
-		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
@@ -543,8 +550,8 @@ static enum framing pick_framing(struct conn *c, unsigned status)
 
 static void write_head(struct conn *c, const char *default_ctype, enum framing fr, uint64_t clen)
 {
-	static const char *const names[PF_COUNT] = { "Cache-Control", "ETag",    "Last-Modified",
-						     "Vary",          "Expires", "Content-Type" };
+	static const char *const names[PF_COUNT] = {"Cache-Control", "ETag",	"Last-Modified",
+						    "Vary",	     "Expires", "Content-Type"};
 	struct plan *pl = &c->plan;
 	struct worker *w = c->w;
 
@@ -660,10 +667,11 @@ static void respond_malformed(struct conn *c)
 			   dl, w->date, xl, w->xorigin);
 		break;
 	case MAL_INJECTION:
-		out_printf(c,
-			   "HTTP/1.1 200 OK\r\n%.*s\r\n%.*s\r\nX-Injected: a\rSet-Cookie: evil=1\r\n"
-			   "Content-Length: 5\r\n\r\nhello",
-			   dl, w->date, xl, w->xorigin);
+		out_printf(
+			c,
+			"HTTP/1.1 200 OK\r\n%.*s\r\n%.*s\r\nX-Injected: a\rSet-Cookie: evil=1\r\n"
+			"Content-Length: 5\r\n\r\nhello",
+			dl, w->date, xl, w->xorigin);
 		break;
 	case MAL_CHUNK:
 		out_printf(c,
@@ -672,8 +680,8 @@ static void respond_malformed(struct conn *c)
 			   dl, w->date, xl, w->xorigin);
 		break;
 	case MAL_LF:
-		out_printf(c, "HTTP/1.1 200 OK\n%.*s\n%.*s\nContent-Length: 5\n\nhello", dl, w->date,
-			   xl, w->xorigin);
+		out_printf(c, "HTTP/1.1 200 OK\n%.*s\n%.*s\nContent-Length: 5\n\nhello", dl,
+			   w->date, xl, w->xorigin);
 		break;
 	case MAL_SHORT:
 		out_printf(c,
@@ -700,7 +708,8 @@ static void respond_stats(struct conn *c)
 		closed += atomic_load_explicit(&s->closed, memory_order_relaxed);
 	}
 	n = snprintf(body, sizeof(body),
-		     "{\"requests\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"open\":%" PRIu64 "}\n",
+		     "{\"requests\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"open\":%" PRIu64
+		     "}\n",
 		     req, acc, acc >= closed ? acc - closed : 0);
 	respond_literal(c, "application/json", body, (size_t)n);
 }
@@ -797,8 +806,8 @@ static void respond_generated(struct conn *c)
 		/* SSE is always chunked: each event is flushed as its own chunk. */
 		pl->chunked = true;
 		pl->close = false;
-		write_head(c, "text/event-stream", status_bodyless(pl->status) ? FR_NONE : FR_CHUNKED,
-			   0);
+		write_head(c, "text/event-stream",
+			   status_bodyless(pl->status) ? FR_NONE : FR_CHUNKED, 0);
 		if (c->is_head || status_bodyless(pl->status)) {
 			response_complete(c);
 			return;
@@ -929,8 +938,8 @@ static void rcache_store(struct worker *w, struct http_str target, uint64_t hash
 static bool step_head(struct conn *c)
 {
 	struct worker *w = c->w;
-	struct http_request req = { .headers = w->hdrs, .max_headers = w->lim.max_headers };
-	struct http_error err = { 0 };
+	struct http_request req = {.headers = w->hdrs, .max_headers = w->lim.max_headers};
+	struct http_error err = {0};
 	const char *reason = NULL;
 	size_t n;
 	const char *p = in_data(c, &n);
@@ -961,9 +970,9 @@ static bool step_head(struct conn *c)
 	if (simple) {
 		const struct rcache_entry *e;
 
-		if (!memchr(req.path.p, '?', req.path.len) && !(req.path.len == 5 &&
-		    !memcmp(req.path.p, "/echo", 5)) && !(req.path.len == 8 &&
-		    !memcmp(req.path.p, "/__stats", 8))) {
+		if (!memchr(req.path.p, '?', req.path.len) &&
+		    !(req.path.len == 5 && !memcmp(req.path.p, "/echo", 5)) &&
+		    !(req.path.len == 8 && !memcmp(req.path.p, "/__stats", 8))) {
 			/* The benchmark case: one memcpy of the default response. */
 			atomic_fetch_add_explicit(&w->st->requests, 1, memory_order_relaxed);
 			in_consume(c, (size_t)r);
@@ -1043,8 +1052,8 @@ static bool step_body(struct conn *c)
 		}
 	} else {
 		while (n && !c->chunked.done) {
-			struct http_str payload = { 0 };
-			struct http_error err = { 0 };
+			struct http_str payload = {0};
+			struct http_error err = {0};
 			ssize_t r = http_chunked_feed(&c->chunked, p, n, &payload, &err);
 
 			if (r < 0) {
@@ -1083,7 +1092,8 @@ static bool step_resp(struct conn *c)
 	if (c->sse) {
 		if (c->sse_next <= c->sse_total) {
 			char ev[96];
-			int n = snprintf(ev, sizeof(ev), "id: %" PRIu64 "\ndata: event %" PRIu64 "\n\n",
+			int n = snprintf(ev, sizeof(ev),
+					 "id: %" PRIu64 "\ndata: event %" PRIu64 "\n\n",
 					 c->sse_next, c->sse_next);
 
 			out_printf(c, "%x\r\n%s\r\n", n, ev);

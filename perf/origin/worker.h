@@ -23,10 +23,10 @@ struct worker_stats {
 /* Process-wide settings, written by main before any worker starts and
  * read-only afterwards. */
 struct origin_config {
-	const char *name;            /* X-Origin value */
+	const char *name; /* X-Origin value */
 	unsigned n_workers;
-	struct worker_stats *stats;  /* n_workers entries */
-	pthread_barrier_t *ready;    /* every worker waits here once it accepts */
+	struct worker_stats *stats; /* n_workers entries */
+	pthread_barrier_t *ready;   /* every worker waits here once it accepts */
 };
 
 extern struct origin_config origin_cfg;

@@ -133,7 +133,8 @@ static void test_status_size(void)
 		CHECK_INT(get(path, &r), 200);
 		CHECK_MSG(r.body_bytes == sizes[i] && r.body_hash == h_pattern_hash(sizes[i]),
 			  "size=%lu: %llu bytes, hash ok %d", sizes[i],
-			  (unsigned long long)r.body_bytes, r.body_hash == h_pattern_hash(sizes[i]));
+			  (unsigned long long)r.body_bytes,
+			  r.body_hash == h_pattern_hash(sizes[i]));
 		snprintf(path, sizeof(path), "%lu", sizes[i]);
 		CHECK_MSG(hdr_is(&r, "Content-Length", path), "size=%lu: %s", sizes[i], r.headers);
 		h_resp_free(&r);
@@ -193,7 +194,8 @@ static void test_chunked(void)
 	int n;
 
 	test_begin("chunked");
-	raw("GET /?size=40000&chunked=1&chunk=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	raw("GET /?size=40000&chunked=1&chunk=1000 HTTP/1.1\r\nHost: x\r\nConnection: "
+	    "close\r\n\r\n",
 	    &b, 5000);
 	n = h_parse_responses(b.data, b.len, rr, 2, NULL);
 	CHECK_INT(n, 1);
@@ -285,7 +287,8 @@ static void test_headers(void)
 	const char *hd[] = {"X-Origin-Status: 201", "X-Origin-Cc: private", NULL};
 
 	test_begin("response_headers");
-	CHECK_INT(get("/?cc=public%2C%20max-age%3D60&etag=%22v1%22&lm=Wed,%2021%20Oct%202015%2007:28:00%20GMT"
+	CHECK_INT(get("/?cc=public%2C%20max-age%3D60&etag=%22v1%22&lm=Wed,%2021%20Oct%202015%2007:"
+		      "28:00%20GMT"
 		      "&vary=Accept-Encoding&expires=0&ctype=application/atom+xml"
 		      "&hdr=X-One:1&hdr=X-Two:%20two%20words",
 		      &r),
@@ -418,12 +421,12 @@ static void test_reset_drop(void)
 
 	test_begin("reset_and_drop");
 	e = raw("GET /?reset=1 HTTP/1.1\r\nHost: x\r\n\r\n", &b, 3000);
-	CHECK_MSG(e == H_READ_RESET && b.len == 0, "reset=1: %s with %zu bytes",
-		  h_read_end_name(e), b.len);
+	CHECK_MSG(e == H_READ_RESET && b.len == 0, "reset=1: %s with %zu bytes", h_read_end_name(e),
+		  b.len);
 	h_buf_free(&b);
 	e = raw("GET /?drop=1 HTTP/1.1\r\nHost: x\r\n\r\n", &b, 3000);
-	CHECK_MSG(e == H_READ_CLOSED && b.len == 0, "drop=1: %s with %zu bytes",
-		  h_read_end_name(e), b.len);
+	CHECK_MSG(e == H_READ_CLOSED && b.len == 0, "drop=1: %s with %zu bytes", h_read_end_name(e),
+		  b.len);
 	h_buf_free(&b);
 	/* Also after a request body (the body is read first). */
 	e = raw("POST /?reset=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", &b, 3000);
@@ -495,8 +498,8 @@ static void test_echo(void)
 {
 	char u[256], v[64];
 	const char *hd[] = {"X-Test: abc", "X-Test: second", "X-Quote: a\"b\\c", NULL};
-	struct h_req q = {.url = u, .headers = hd, .body = "hello world", .body_len = 11,
-			  .method = "PUT"};
+	struct h_req q = {
+		.url = u, .headers = hd, .body = "hello world", .body_len = 11, .method = "PUT"};
 	struct h_resp r;
 	struct h_echo e;
 
@@ -509,7 +512,8 @@ static void test_echo(void)
 	CHECK_STR(e.method, "PUT");
 	CHECK_STR(e.target, "/echo?a=1&b=%20x");
 	CHECK_STR(e.version, "1.1");
-	CHECK_MSG(h_echo_count(&e, "X-Test") == 2, "X-Test seen %d times", h_echo_count(&e, "X-Test"));
+	CHECK_MSG(h_echo_count(&e, "X-Test") == 2, "X-Test seen %d times",
+		  h_echo_count(&e, "X-Test"));
 	CHECK_STR(h_echo_header(&e, "X-Test"), "abc");
 	CHECK_STR(h_echo_header(&e, "X-Quote"), "a\"b\\c");
 	CHECK(h_echo_header(&e, "Host") != NULL);
@@ -760,12 +764,26 @@ static void test_multi_listen(void)
 	snprintf(l4, sizeof(l4), "127.0.0.1:%d", p4);
 	if (p6 > 0) {
 		snprintf(l6, sizeof(l6), "[::1]:%d", p6);
-		char *argv[] = {(char *)h_origin_path(), "--listen", l4, "--listen", l6,
-				"--workers", "2", "--name", "o2", NULL};
+		char *argv[] = {(char *)h_origin_path(),
+				"--listen",
+				l4,
+				"--listen",
+				l6,
+				"--workers",
+				"2",
+				"--name",
+				"o2",
+				NULL};
 		o = h_spawn("o2", argv, "127.0.0.1", p4, 5000);
 	} else {
-		char *argv[] = {(char *)h_origin_path(), "--listen", l4, "--workers", "2",
-				"--name", "o2", NULL};
+		char *argv[] = {(char *)h_origin_path(),
+				"--listen",
+				l4,
+				"--workers",
+				"2",
+				"--name",
+				"o2",
+				NULL};
 		o = h_spawn("o2", argv, "127.0.0.1", p4, 5000);
 	}
 	CHECK(o != NULL);
