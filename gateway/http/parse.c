@@ -10,6 +10,7 @@
  */
 #include "http/parse.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* ---- byte classes ------------------------------------------------------- */
@@ -497,6 +498,9 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req,
 	unsigned cap;
 	int rc;
 
+	/* The result is an int: a head never exceeds INT_MAX bytes. */
+	size_t head_max = lim->max_head_bytes < INT_MAX ? lim->max_head_bytes : INT_MAX;
+
 	memset(&ff, 0, sizeof(ff));
 	req->method = req->target = req->path = req->authority = req->host = (struct http_str){0};
 	req->minor_version = -1;
@@ -508,7 +512,7 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req,
 	err->status = 0;
 	err->reason = NULL;
 
-	head_end = clamp(buf, lim->max_head_bytes, end);
+	head_end = clamp(buf, head_max, end);
 	/* RFC 9112 §2.2: empty lines before the request line are ignored
 	 * (clients sometimes add CRLF after a POST body). */
 	while (head_end - p >= 2 && p[0] == '\r' && p[1] == '\n')
@@ -578,7 +582,7 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req,
 	cap = req->max_headers < lim->max_headers ? req->max_headers : lim->max_headers;
 	rc = parse_fields(&p, head_end, req->headers, cap, &req->n_headers, &ff, err);
 	if (rc == PARSE_NEED) {
-		if (len >= lim->max_head_bytes)
+		if (len >= head_max)
 			FAIL(431, "request header section too large");
 		return PARSE_NEED;
 	}
@@ -622,7 +626,7 @@ line_short:
 	/* The request line did not end inside rl_end: more bytes, or a limit. */
 	if ((size_t)(rl_end - line) >= lim->max_request_line)
 		FAIL(414, "request line too long");
-	if (rl_end != end || len >= lim->max_head_bytes)
+	if (rl_end != end || len >= head_max)
 		FAIL(431, "request header section too large");
 	return PARSE_NEED;
 }
@@ -637,6 +641,8 @@ int http_parse_response(const char *buf, size_t len, struct http_response *res,
 	unsigned cap;
 	int rc;
 
+	size_t head_max = lim->max_head_bytes < INT_MAX ? lim->max_head_bytes : INT_MAX;
+
 	memset(&ff, 0, sizeof(ff));
 	res->minor_version = -1;
 	res->status = 0;
@@ -649,7 +655,7 @@ int http_parse_response(const char *buf, size_t len, struct http_response *res,
 	err->status = 0;
 	err->reason = NULL;
 
-	head_end = clamp(buf, lim->max_head_bytes, end);
+	head_end = clamp(buf, head_max, end);
 	rl_end = clamp(buf, lim->max_request_line, head_end);
 
 	/* HTTP-version SP 3DIGIT [SP reason-phrase] CRLF. A missing SP before
@@ -689,7 +695,7 @@ int http_parse_response(const char *buf, size_t len, struct http_response *res,
 	cap = res->max_headers < lim->max_headers ? res->max_headers : lim->max_headers;
 	rc = parse_fields(&p, head_end, res->headers, cap, &res->n_headers, &ff, err);
 	if (rc == PARSE_NEED) {
-		if (len >= lim->max_head_bytes)
+		if (len >= head_max)
 			FAIL(502, "response header section too large");
 		return PARSE_NEED;
 	}
@@ -728,7 +734,7 @@ int http_parse_response(const char *buf, size_t len, struct http_response *res,
 line_short:
 	if ((size_t)(rl_end - buf) >= lim->max_request_line)
 		FAIL(502, "status line too long");
-	if (rl_end != end || len >= lim->max_head_bytes)
+	if (rl_end != end || len >= head_max)
 		FAIL(502, "response header section too large");
 	return PARSE_NEED;
 }
@@ -841,7 +847,11 @@ ssize_t http_chunked_feed(struct http_chunked *d, const char *buf, size_t len,
 		/* The size line (with extensions) and the trailer section. */
 		if (d->state <= CK_SIZE_LF && ++d->line_len > CHUNK_LINE_MAX)
 			CK_FAIL("chunk extension too long");
-		if (d->state >= CK_TRAILER_START && ++d->trailer_bytes > d->max_trailer_bytes)
+		/* Trailer field lines count against the limit; the final CRLF does
+		 * not, so max_trailer_bytes = 0 means "no trailers". */
+		if (d->state >= CK_TRAILER_START && d->state != CK_FINAL_LF &&
+		    !(d->state == CK_TRAILER_START && c == '\r') &&
+		    ++d->trailer_bytes > d->max_trailer_bytes)
 			CK_FAIL("chunked trailer section too large");
 
 		switch (d->state) {

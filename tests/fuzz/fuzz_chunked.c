@@ -1,6 +1,7 @@
 /* fuzz_chunked.c — libFuzzer target for the chunked decoder.
  *
- * Input: one mode byte (bit 0: a tiny trailer limit), one split byte, then
+ * Input: one mode byte (bit 0: a tiny trailer limit, bit 1: no trailers at
+ * all), one split byte, then
  * the chunked stream. The stream is decoded three ways — in one piece, in two
  * pieces cut at the split, and byte by byte (short inputs) — and all must
  * agree on the outcome, the bytes consumed and the payload. Each call must
@@ -9,6 +10,7 @@
  */
 #include "http/parse.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,7 @@ static void decode(const char *in, size_t len, const size_t *cuts, size_t n_cuts
 	size_t off = 0;
 
 	http_chunked_init(&d);
-	if (max_trailer)
+	if (max_trailer != SIZE_MAX)
 		d.max_trailer_bytes = max_trailer;
 	o->rc = 1;
 	o->payload_len = 0;
@@ -109,7 +111,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
 	if (size < 2)
 		return 0;
-	max_trailer = (data[0] & 1) ? 16 : 0;
+	max_trailer = (data[0] & 2) ? 0 : (data[0] & 1) ? 16 : SIZE_MAX;
 	len = size - 2;
 	in = (const char *)data + 2;
 	split = (size_t)data[1] * len / 255;

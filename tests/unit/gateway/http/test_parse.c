@@ -771,7 +771,8 @@ static const struct ck_case ck_cases[] = {
 	{"trailer_bare_lf", S("0\r\nX: a\n\r\n"), -1},
 	{"trailer_too_large", S("0\r\nX-Long: 0123456789012345678901234567890123456789\r\n\r\n"),
 	 -1, 0, NULL, 32},
-	{"trailer_at_limit", S("0\r\nX: 1\r\n\r\n"), 0, ALL, "", 8},
+	{"trailer_at_limit", S("0\r\nX: 1\r\n\r\n"), 0, ALL, "", 6},
+	{"trailer_over_limit", S("0\r\nX: 12\r\n\r\n"), -1, 0, NULL, 6},
 };
 
 static void test_chunked(void)
@@ -823,6 +824,25 @@ static void test_chunked(void)
 		ck_run(s, n + 10, 0, 0, &r);
 		CHECK_INT(r.rc, -1);
 		free(s);
+	}
+	test_end();
+
+	test_begin("chunked_no_trailers_allowed");
+	{
+		struct http_chunked d;
+		struct http_error e;
+		struct http_str pl;
+
+		http_chunked_init(&d);
+		CHECK_INT(d.max_trailer_bytes, 8192);
+		d.max_trailer_bytes = 0;
+		CHECK_INT(http_chunked_feed(&d, test_guard_place("0\r\n\r\n", 5), 5, &pl, &e), 5);
+		CHECK(d.done);
+		http_chunked_init(&d);
+		d.max_trailer_bytes = 0;
+		CHECK_INT(http_chunked_feed(&d, test_guard_place("0\r\nX: 1\r\n\r\n", 11), 11, &pl,
+					    &e),
+			  -1);
 	}
 	test_end();
 
