@@ -156,11 +156,13 @@ struct rl_v6_frag {
 	__be32 id;
 };
 
-static __always_inline __u64 rl_now(void)
+static __always_inline __u64 rl_now(const struct rl_config *cfg)
 {
 	__u64 t = rl_clock_override;
 
-	return t ? t : bpf_ktime_get_ns();
+	if (t)
+		return t;
+	return (cfg->flags & RL_CFG_COARSE_CLOCK) ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 }
 
 /* Fills p with the source address, destination port, protocol and SYN bit. Never reads past
@@ -445,9 +447,9 @@ static __always_inline int rl_limit(void *data, void *data_end, __u32 ifindex)
 		plen = pol ? pol->bucket_plen : 64;
 	}
 	rl_mask(&p.key, plen);
-	now = rl_now();
+	now = rl_now(cfg);
 
-	pen = bpf_map_lookup_elem(&rl_penalty, &p.key);
+	pen = (cfg->flags & RL_CFG_PENALTY) ? bpf_map_lookup_elem(&rl_penalty, &p.key) : NULL;
 	if (pen) {
 		if (now < pen->until_ns) {
 			reason = RL_REASON_PENALTY;

@@ -89,6 +89,12 @@ struct rl_penalty {
 /* rl_config: ARRAY with one element, read on every packet; changes apply to the next packet. */
 #define RL_CFG_DRY_RUN 1u  /* count what would be dropped, drop nothing */
 #define RL_CFG_CAP_DROP 2u /* over the new-bucket budget: drop the new source (else pass) */
+/* bpf_ktime_get_coarse_ns (one tick, 1-4 ms) instead of the precise clock: cheaper, and exact
+ * enough when every tolerance is a few ticks or more. */
+#define RL_CFG_COARSE_CLOCK 4u
+/* The penalty box may hold entries (set by userspace on adding one, cleared by its sweep when
+ * the box is empty): without it the program skips the penalty lookup. */
+#define RL_CFG_PENALTY 8u
 
 struct rl_config {
 	__u32 flags;		   /* RL_CFG_* */

@@ -32,6 +32,7 @@ struct rl {
 	void *event_ctx;
 	int ncpus;
 	uint32_t policy_gen;
+	bool penalty_active; /* RL_CFG_PENALTY is set */
 	struct rl_iface ifaces[RL_MAX_IFACES];
 	int nifaces;
 };
@@ -125,11 +126,6 @@ static int rl_attach_tc(struct rl *rl, int ifindex, struct rl_iface *ifc)
 	int prog_fd = bpf_program__fd(rl->skel->progs.rl_tc);
 	int fd, err;
 
-	/* A netlink filter from a crashed run would keep enforcing its stale policy in front
-	 * of (or instead of) ours: remove it whatever path we take now. */
-	err = loader_tc_cleanup(ifindex, "rl_tc");
-	if (err < 0 && err != -ENOENT && err != -EINVAL)
-		return err;
 	fd = loader_tcx_attach(prog_fd, ifindex);
 	if (fd >= 0) {
 		ifc->link_fd = fd;
@@ -157,6 +153,12 @@ int rl_attach(struct rl *rl, int ifindex, enum rl_attach_mode mode)
 		return -EEXIST;
 	if (rl->nifaces == RL_MAX_IFACES)
 		return -ENOSPC;
+	/* A netlink filter from a crashed run would keep enforcing its stale policy next to
+	 * ours: remove it whatever kind of attachment we make now. */
+	err = loader_tc_cleanup(ifindex, "rl_tc");
+	if (err < 0 && err != -ENOENT && err != -EINVAL)
+		return err;
+	err = 0;
 	switch (mode) {
 	case RL_ATTACH_AUTO:
 		if (loader_is_physical(ifindex)) {
@@ -461,6 +463,23 @@ static int rl_bucket_key(struct rl *rl, const struct rl_prefix *src, struct rl_k
 	return 0;
 }
 
+static int rl_penalty_flag(struct rl *rl, bool on)
+{
+	struct rl_settings cur;
+	int err;
+
+	if (rl->penalty_active == on)
+		return 0;
+	err = rl_settings_get(rl, &cur);
+	if (err)
+		return err;
+	rl->penalty_active = on;
+	err = rl_settings_set(rl, &cur);
+	if (err)
+		rl->penalty_active = !on;
+	return err;
+}
+
 int rl_penalty_add(struct rl *rl, const struct rl_prefix *src, uint64_t ttl_ns)
 {
 	struct rl_penalty pen = {.until_ns = rl_clock_now(rl) + ttl_ns};
@@ -469,9 +488,10 @@ int rl_penalty_add(struct rl *rl, const struct rl_prefix *src, uint64_t ttl_ns)
 
 	if (err)
 		return err;
-	return bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key, &pen, BPF_ANY)
-		       ? -errno
-		       : 0;
+	if (bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key, &pen, BPF_ANY))
+		return -errno;
+	/* After the entry exists: the program never looks for an entry that is not there yet. */
+	return rl_penalty_flag(rl, true);
 }
 
 int rl_penalty_del(struct rl *rl, const struct rl_prefix *src)
@@ -482,6 +502,42 @@ int rl_penalty_del(struct rl *rl, const struct rl_prefix *src)
 	if (err)
 		return err;
 	return bpf_map_delete_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key) ? -errno : 0;
+}
+
+int rl_penalty_sweep(struct rl *rl)
+{
+	struct bpf_map *map = rl->skel->maps.rl_penalty;
+	uint32_t max = bpf_map__max_entries(map);
+	int fd = bpf_map__fd(map), live = 0;
+	uint64_t now = rl_clock_now(rl);
+	struct rl_penalty pen;
+	struct rl_key *keys;
+	size_t n = 0;
+
+	keys = calloc(max, sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	/* Keys first, deletions after: deleting while walking a hash map restarts the walk. The
+	 * program deletes expired entries too; a walk that restarts because of it is bounded by
+	 * max and a key seen twice is harmless. */
+	while (n < max && !bpf_map_get_next_key(fd, n ? &keys[n - 1] : NULL, &keys[n]))
+		n++;
+	for (size_t i = 0; i < n; i++) {
+		if (bpf_map_lookup_elem(fd, &keys[i], &pen))
+			continue;
+		if (pen.until_ns > now)
+			live++;
+		else
+			bpf_map_delete_elem(fd, &keys[i]);
+	}
+	free(keys);
+	if (!live) {
+		int err = rl_penalty_flag(rl, false);
+
+		if (err)
+			return err;
+	}
+	return live;
 }
 
 /* ---- ports, settings, counters ---------------------------------------------------------- */
@@ -506,6 +562,7 @@ int rl_settings_get(struct rl *rl, struct rl_settings *out)
 		return -errno;
 	out->dry_run = cfg.flags & RL_CFG_DRY_RUN;
 	out->cap_drop = cfg.flags & RL_CFG_CAP_DROP;
+	out->coarse_clock = cfg.flags & RL_CFG_COARSE_CLOCK;
 	out->new_buckets_per_sec = cfg.new_buckets_per_sec;
 	out->events_per_sec = cfg.events_per_sec;
 	out->event_interval_ns = cfg.event_interval_ns;
@@ -515,7 +572,9 @@ int rl_settings_get(struct rl *rl, struct rl_settings *out)
 int rl_settings_set(struct rl *rl, const struct rl_settings *s)
 {
 	struct rl_config cfg = {
-		.flags = (s->dry_run ? RL_CFG_DRY_RUN : 0) | (s->cap_drop ? RL_CFG_CAP_DROP : 0),
+		.flags = (s->dry_run ? RL_CFG_DRY_RUN : 0) | (s->cap_drop ? RL_CFG_CAP_DROP : 0) |
+			 (s->coarse_clock ? RL_CFG_COARSE_CLOCK : 0) |
+			 (rl->penalty_active ? RL_CFG_PENALTY : 0),
 		.new_buckets_per_sec = s->new_buckets_per_sec,
 		.events_per_sec = s->events_per_sec,
 		.event_interval_ns = s->event_interval_ns,

@@ -107,6 +107,10 @@ int rl_deny_del(struct rl *rl, const struct rl_prefix *p);
  * shortens. Policies changed later do not re-key existing entries. */
 int rl_penalty_add(struct rl *rl, const struct rl_prefix *src, uint64_t ttl_ns);
 int rl_penalty_del(struct rl *rl, const struct rl_prefix *src);
+/* Deletes expired entries; when none is left the program stops looking at the box (saves a
+ * hash lookup per packet). Call it now and then (e.g. every few seconds). Returns the number
+ * of live entries or -errno. */
+int rl_penalty_sweep(struct rl *rl);
 
 /* Which ports are the gateway's: RL_PORT_TCP|RL_PORT_UDP bits; 0 stops limiting the port. */
 int rl_port_set(struct rl *rl, uint16_t port, uint32_t protos);
@@ -114,6 +118,7 @@ int rl_port_set(struct rl *rl, uint16_t port, uint32_t protos);
 struct rl_settings {
 	bool dry_run;		      /* count would-be drops, drop nothing */
 	bool cap_drop;		      /* drop new sources over the bucket budget (else pass) */
+	bool coarse_clock;	      /* jiffy clock: cheaper; fine when tolerances are >= ~10 ms */
 	uint32_t new_buckets_per_sec; /* per CPU; 0 = unlimited */
 	uint32_t events_per_sec;      /* per CPU; 0 = no events */
 	uint64_t event_interval_ns;   /* per source */

@@ -400,7 +400,16 @@ static void test_penalty(void)
 	CHECK_INT(run_pkt(ack), 1);
 	CHECK_INT(rl_penalty_del(rl, &p), 0);
 	CHECK_INT(run_pkt(ack), 0);
-	CHECK_INT(counters().dropped[RL_REASON_PENALTY], 3 + 2 + 1 + 1);
+	/* The sweep removes expired entries and, once the box is empty, the program stops
+	 * looking; adding an entry turns the lookup back on. */
+	CHECK_INT(rl_penalty_add(rl, &p, 1 * NS), 0);
+	CHECK_INT(rl_penalty_sweep(rl), 1);
+	rl_clock_override(rl, T0 + 3 * NS);
+	CHECK_INT(rl_penalty_sweep(rl), 0);
+	CHECK_INT(rl_penalty_del(rl, &p), -ENOENT);
+	CHECK_INT(rl_penalty_add(rl, &p, 1 * NS), 0);
+	CHECK_INT(run_pkt(ack), 1);
+	CHECK_INT(counters().dropped[RL_REASON_PENALTY], 3 + 2 + 1 + 1 + 1);
 	test_end();
 }
 
@@ -657,22 +666,38 @@ static void test_api(void)
 
 /* ---- per-packet cost (information only) -------------------------------------------------- */
 
+/* Best of three runs of repeat packets: the minimum is the program's cost with the least
+ * interference from the other tenants of this machine. */
 static double cost_ns(struct pkt k, int repeat)
 {
-	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = k.b, .data_size_in = (uint32_t)k.len,
-		    .repeat = repeat);
+	double best = -1;
 
-	if (bpf_prog_test_run_opts(rl_prog_fd(rl, use_tc), &o))
-		return -1;
-	return o.duration;
+	for (int i = 0; i < 3; i++) {
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = k.b, .data_size_in = (uint32_t)k.len,
+			    .repeat = repeat);
+
+		if (bpf_prog_test_run_opts(rl_prog_fd(rl, use_tc), &o))
+			return -1;
+		if (best < 0 || o.duration < best)
+			best = o.duration;
+	}
+	return best;
+}
+
+static void perf_line(const char *what, double ns)
+{
+	printf("# perf %-4s %-52s %4.0f ns/packet\n", use_tc ? "tc" : "xdp", what, ns);
 }
 
 static void test_perf(void)
 {
-	const int repeat = 200000, fresh = 20000;
+	const int repeat = 100000, fresh = 20000;
+	struct pkt pass = PKT(.src = "192.0.2.89", .flags = TH_ACK);
+	struct pkt drop = PKT(.src = "192.0.2.90", .flags = TH_ACK);
+	struct pkt allow = PKT(.src = "192.0.2.91", .flags = TH_ACK);
 	struct rl_settings s;
 	struct rl_prefix p;
-	double pass_ns, drop_ns, allow_ns, fresh_ns = 0, other_ns;
+	double fresh_ns = 0;
 
 	if (!setup("perf_info", false))
 		return;
@@ -689,34 +714,70 @@ static void test_perf(void)
 	s.new_buckets_per_sec = 0;
 	CHECK_INT(rl_settings_set(rl, &s), 0);
 
-	pass_ns = cost_ns(PKT(.src = "192.0.2.89", .flags = TH_ACK), repeat);
-	drop_ns = cost_ns(PKT(.src = "192.0.2.90", .flags = TH_ACK), repeat);
-	allow_ns = cost_ns(PKT(.src = "192.0.2.91", .flags = TH_ACK), repeat);
-	other_ns = cost_ns(PKT(.src = "192.0.2.89", .dport = OTHER_PORT), repeat);
+	{
+		/* The harness alone: a program that only returns XDP_PASS. */
+		struct bpf_insn ret[] = {
+			{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 2},
+			{.code = BPF_JMP | BPF_EXIT},
+		};
+		int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "rl_empty", "GPL", ret, 2, NULL);
+
+		if (fd >= 0) {
+			LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pass.b,
+				    .data_size_in = (uint32_t)pass.len, .repeat = repeat);
+
+			double one = 0;
+
+			if (!bpf_prog_test_run_opts(fd, &o))
+				perf_line("empty program (harness baseline)", o.duration);
+			for (int i = 0; i < 2000; i++) {
+				o.repeat = 1;
+				if (!bpf_prog_test_run_opts(fd, &o))
+					one += o.duration;
+			}
+			perf_line("empty program, 1-packet runs (baseline)", one / 2000);
+			close(fd);
+		}
+	}
+	perf_line("limited source, pass", cost_ns(pass, repeat));
+	perf_line("limited source, drop", cost_ns(drop, repeat));
+	perf_line("allow-listed source", cost_ns(allow, repeat));
+	perf_line("other port (not the gateway's)",
+		  cost_ns(PKT(.src = "192.0.2.89", .dport = OTHER_PORT), repeat));
 	/* A never-seen source per packet: one test run each (includes the timer's own cost);
 	 * 20000 sources through a 4096-bucket LRU, so most also evict. */
 	for (int i = 0; i < fresh; i++) {
 		char src[32];
+		LIBBPF_OPTS(bpf_test_run_opts, o, .repeat = 1);
+		struct pkt k;
 
 		snprintf(src, sizeof(src), "100.%d.%d.%d", 64 + (i >> 16), (i >> 8) & 0xff,
 			 i & 0xff);
-		fresh_ns += cost_ns(PKT(.src = src, .flags = TH_SYN), 1);
+		k = PKT(.src = src, .flags = TH_SYN);
+		o.data_in = k.b;
+		o.data_size_in = (uint32_t)k.len;
+		if (!bpf_prog_test_run_opts(rl_prog_fd(rl, false), &o))
+			fresh_ns += o.duration;
 	}
-	fresh_ns /= fresh;
-	CHECK(pass_ns >= 0 && drop_ns >= 0 && allow_ns >= 0 && other_ns >= 0);
-	CHECK_INT(counters().dropped[RL_REASON_PKT_RATE], repeat - 1);
+	perf_line("never-seen source (1-packet runs, LRU insert+evict)", fresh_ns / fresh);
 	CHECK(counters().new_buckets >= (uint64_t)fresh);
-	printf("# perf xdp limited source, pass: %.0f ns/packet\n", pass_ns);
-	printf("# perf xdp limited source, drop: %.0f ns/packet\n", drop_ns);
-	printf("# perf xdp allow-listed source: %.0f ns/packet\n", allow_ns);
-	printf("# perf xdp never-seen source (repeat=1 runs, LRU insert+evict): %.0f ns/packet\n",
-	       fresh_ns);
-	printf("# perf xdp other port (ignored): %.0f ns/packet\n", other_ns);
+
+	/* The penalty box in use (an unrelated entry): one more lookup per limited packet. */
+	p = pfx("203.0.113.99");
+	CHECK_INT(rl_penalty_add(rl, &p, 3600 * NS), 0);
+	perf_line("limited source, pass, penalty box in use", cost_ns(pass, repeat));
+	perf_line("limited source, drop, penalty box in use", cost_ns(drop, repeat));
+	CHECK_INT(rl_settings_get(rl, &s), 0);
+	s.coarse_clock = true;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+	perf_line("limited source, pass, penalty box, coarse clock", cost_ns(pass, repeat));
+	perf_line("limited source, drop, penalty box, coarse clock", cost_ns(drop, repeat));
+	s.coarse_clock = false;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
 	use_tc = true;
-	printf("# perf tc limited source, pass: %.0f ns/packet\n",
-	       cost_ns(PKT(.src = "192.0.2.89", .flags = TH_ACK), repeat));
-	printf("# perf tc limited source, drop: %.0f ns/packet\n",
-	       cost_ns(PKT(.src = "192.0.2.90", .flags = TH_ACK), repeat));
+	perf_line("limited source, pass, penalty box in use", cost_ns(pass, repeat));
+	perf_line("limited source, drop, penalty box in use", cost_ns(drop, repeat));
+	perf_line("allow-listed source", cost_ns(allow, repeat));
 	use_tc = false;
 	test_end();
 }
@@ -1027,8 +1088,49 @@ out:
 	test_end();
 }
 
-int main(void)
+/* The limiter loads as an unprivileged user holding exactly CAP_BPF, CAP_NET_ADMIN and
+ * CAP_PERFMON, and not without CAP_PERFMON (the verifier's Spectre checks reject it). */
+static void test_capabilities(void)
 {
+	const char *name = "load_with_exact_capabilities";
+	const char *fmt = "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=%s "
+			  "--ambient-caps=%s %s --load-only >/dev/null 2>&1";
+	char cmd[512], exe[64];
+	int rc;
+
+	if (geteuid() != 0 || system("command -v setpriv >/dev/null 2>&1") != 0) {
+		test_skip(name, "needs root and setpriv(1) to drop to a capability set");
+		return;
+	}
+	/* A copy the unprivileged user can execute wherever the build tree lives. */
+	snprintf(exe, sizeof(exe), "/tmp/rl_caps_test.%d", getpid());
+	snprintf(cmd, sizeof(cmd), "cp /proc/%d/exe %s && chmod 755 %s", getpid(), exe, exe);
+	if (system(cmd) != 0) {
+		test_skip(name, "cannot copy the test binary to /tmp");
+		return;
+	}
+	test_begin(name);
+	snprintf(cmd, sizeof(cmd), fmt, "+bpf,+net_admin,+perfmon", "+bpf,+net_admin,+perfmon",
+		 exe);
+	rc = system(cmd);
+	CHECK_MSG(rc == 0, "load with CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON: status %d", rc);
+	snprintf(cmd, sizeof(cmd), fmt, "+bpf,+net_admin", "+bpf,+net_admin", exe);
+	rc = system(cmd);
+	CHECK_MSG(rc != 0, "loaded without CAP_PERFMON");
+	unlink(exe);
+	test_end();
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--load-only") == 0) {
+		int err = rl_open(&rl, NULL, open_why, sizeof(open_why));
+
+		if (err)
+			fprintf(stderr, "%s\n", open_why);
+		rl_close(rl);
+		return err ? 1 : 0;
+	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	test_gcra_refill(false);
 	test_gcra_refill(true);
@@ -1053,5 +1155,6 @@ int main(void)
 	test_live(RL_ATTACH_XDP_GENERIC, "live_xdp_generic", RL_ATTACHED_XDP_GENERIC);
 	test_crash_cleanup();
 	netns_cleanup();
+	test_capabilities();
 	return test_exit_code();
 }
