@@ -20,3 +20,6 @@ $(LOADGEN_UNIT_BINS): $(BUILD)/tests/unit/perf/loadgen/%: $(BUILD)/obj/tests/uni
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# make bench uses reflex-bench for its open-loop section.
+bench: $(LOADGEN)

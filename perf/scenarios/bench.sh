@@ -22,6 +22,8 @@
 #   ORIGIN_PORT REFLEXD_PORT NGINX_PORT   loopback ports (18380 18381 18382)
 #   PROXY_CPU LOAD_CPU ORIGIN_CPU         CPU placement (0 1 1)
 #   REFLEXD_ARGS     extra arguments appended to the reflexd command line
+#   OPEN_RATE        open-loop section with reflex-bench: "auto" (default: half the
+#                    slowest proxy's closed-loop req/s), a rate in req/s, or 0 (skip)
 #   OUTDIR           where the result file goes (perf/results)
 #   KEEP=1           keep the run directory (server logs, raw wrk output)
 set -euo pipefail
@@ -50,6 +52,8 @@ LOAD_CPU=${LOAD_CPU:-1}
 ORIGIN_CPU=${ORIGIN_CPU:-1}
 REFLEXD_ARGS=${REFLEXD_ARGS:-}
 OUTDIR=${OUTDIR:-$ROOT/perf/results}
+OPEN_RATE=${OPEN_RATE:-auto}
+BENCH=$BUILD/reflex-bench
 # cc=no-store makes the origin mark the response uncacheable, so a proxy that
 # caches by default still passes every request through (checked below).
 URL_PATH='/pass/1k?cc=no-store'
@@ -75,6 +79,10 @@ for t in $TARGETS; do
 	esac
 done
 require_free_ports "${ports[@]}"
+if [ "$OPEN_RATE" != 0 ] && [ ! -x "$BENCH" ]; then
+	bench_log "$BENCH not built: no open-loop section (make $BENCH)"
+	OPEN_RATE=0
+fi
 
 bench_init
 bench_log "run directory $RUN_DIR; $REPS x ${DUR}s after ${WARM}s warm-up, wrk -t1 -c$CONNS"
@@ -184,6 +192,34 @@ for rep in $(seq "$REPS"); do
 	done
 done
 
+# ---- open loop: latency at a common rate, from the intended send time -----------------
+# Closed-loop latency at saturation is mostly queueing; this shows what a client sees
+# below saturation, without coordinated omission (reflex-bench -R, docs/bench.md).
+OPEN_RUNS=$RUN_DIR/open.tsv
+: >"$OPEN_RUNS"
+if [ "$OPEN_RATE" = auto ]; then
+	OPEN_RATE=$(for t in $TARGETS; do median $(awk -F'\t' -v t="$t" '$1 == t { print $3 }' "$RUNS"); done |
+		sort -g | head -1 | awk '{ r = int($1 / 2 / 500) * 500; print (r < 500) ? 500 : r }')
+fi
+if [ "$OPEN_RATE" != 0 ]; then
+	for rep in $(seq "$REPS"); do
+		for t in $TARGETS; do
+			out=$RUN_DIR/open-$t-$rep.json
+			p0=$(tree_ticks "${PID[$t]}") t0=$(now_s)
+			run_reflex_bench "$BENCH" "$LOAD_CPU" "$out" "$((DUR + WARM))" -t 1 -c "$CONNS" \
+				-d "$DUR" -w "$WARM" -R "$OPEN_RATE" "http://127.0.0.1:${PORT[$t]}$URL_PATH" ||
+				bench_die "reflex-bench failed against $t: $(tail -3 "$out")"
+			t1=$(now_s) p1=$(tree_ticks "${PID[$t]}")
+			el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" \
+				"$(json_num "$out" requests_per_second)" "$(json_num "$out" p50)" \
+				"$(json_num "$out" p90)" "$(json_num "$out" p99)" "$(json_num "$out" p999)" \
+				"$(json_num "$out" max)" "$(json_num "$out" total)" "$(pct $((p1 - p0)) "$el")" >>"$OPEN_RUNS"
+			bench_log "$t open loop at $OPEN_RATE req/s, rep $rep: P50 $(fmt_us "$(json_num "$out" p50)"), P99 $(fmt_us "$(json_num "$out" p99)")"
+		done
+	done
+fi
+
 # ---- report -------------------------------------------------------------------------
 col() { # col TARGET COLUMN: the column's values for TARGET, one per repetition
 	awk -F'\t' -v t="$1" -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
@@ -210,6 +246,8 @@ REPORT=$RUN_DIR/report.md
 	echo "| load | wrk -t1 -c$CONNS --latency, $REPS interleaved repetition(s) of ${DUR}s after a ${WARM}s warm-up per proxy |"
 	echo "| placement | proxy on CPU $PROXY_CPU alone; wrk and origin share CPU $LOAD_CPU |"
 	echo "| request | GET $URL_PATH (origin: 200, 1024 bytes, Cache-Control: no-store) |"
+	echo
+	echo "## Closed loop (wrk)"
 	echo
 	echo "Medians over the repetitions. \`proxy CPU\`, \`wrk CPU\`, \`origin CPU\` are shares of one core"
 	echo "(utime+stime from /proc/PID/stat over the run); \`other CPU\` is what the rest of the machine"
@@ -244,6 +282,21 @@ REPORT=$RUN_DIR/report.md
 	echo
 	echo "Latencies are wrk's (closed loop, measured from the actual send: they include queueing at"
 	echo "saturation and suffer from coordinated omission; compare them only between rows of this table)."
+	if [ -s "$OPEN_RUNS" ]; then
+		echo
+		echo "## Open loop at $(fmt_int "$OPEN_RATE") req/s"
+		echo
+		echo "reflex-bench -t1 -c$CONNS -R $OPEN_RATE (constant schedule), ${DUR}s after ${WARM}s warm-up, same"
+		echo "placement; latency from each request's intended send time (no coordinated omission)."
+		echo "Medians over the repetitions."
+		echo
+		echo "| server | req/s | P50 | P90 | P99 | P99.9 | max | proxy CPU | errors |"
+		echo "|---|---|---|---|---|---|---|---|---|"
+		for t in $TARGETS; do
+			ocol() { awk -F'\t' -v t="$t" -v c="$1" '$1 == t { print $c }' "$OPEN_RUNS"; }
+			echo "| $t | $(fmt_int "$(median $(ocol 3))") | $(fmt_us "$(median $(ocol 4))") | $(fmt_us "$(median $(ocol 5))") | $(fmt_us "$(median $(ocol 6))") | $(fmt_us "$(median $(ocol 7))") | $(fmt_us "$(median $(ocol 8))") | $(median $(ocol 10)) % | $(ocol 9 | awk '{ s += $1 } END { print s + 0 }') |"
+		done
+	fi
 	[ "${QUICK:-0}" = 1 ] && echo && echo "**QUICK run: 1 short repetition, for checking the script, not for quoting.**"
 	true
 } >"$REPORT"

@@ -147,6 +147,26 @@ run_wrk() {
 		exit $rc' sh "$cpu" "$conns" "$secs" "$url" "$out"
 }
 
+# run_reflex_bench BIN CPU OUT MAXSECS ARGS...: reflex-bench --json ARGS pinned to CPU,
+# output to OUT, its CPU ticks to OUT.ticks (as run_wrk); killed after MAXSECS + 30 s.
+run_reflex_bench() {
+	local bin=$1 cpu=$2 out=$3 maxs=$4
+	shift 4
+	timeout $((${maxs%.*} + 30)) sh -c '
+		out=$1 cpu=$2; shift 2
+		taskset -c "$cpu" "$@" >"$out" 2>&1
+		rc=$?
+		s=$(cat /proc/$$/stat); s=${s##*) }; set -- $s
+		echo $((${14} + ${15})) >"$out.ticks"
+		exit $rc' sh "$out" "$cpu" "$bin" --json "$@"
+}
+
+# json_num FILE KEY: the first number named KEY in reflex-bench's JSON (latency_us
+# comes before latency_uncorrected_us, so pNN are the corrected ones).
+json_num() {
+	grep -o "\"$2\":[0-9.]*" "$1" | head -1 | cut -d: -f2
+}
+
 # wrk_parse FILE: prints "rps p50_us p90_us p99_us requests errors" from wrk
 # --latency output. errors = socket errors (connect+read+write+timeout) plus
 # non-2xx/3xx responses.

@@ -47,22 +47,12 @@ URL=http://127.0.0.1:$REF_PORT/x
 read -r code size < <(http_get "$URL" "$RUN_DIR/check.body")
 [ "$code" = 200 ] && [ "$size" = 1024 ] || bench_die "nginx answered $code with $size bytes"
 
-# run_bench CPU OUT ARGS...: reflex-bench --json pinned to CPU; ticks to OUT.ticks.
-run_bench() {
+run_bench() { # run_bench CPU OUT ARGS...
 	local cpu=$1 out=$2
 	shift 2
-	timeout $((DUR + 30)) sh -c '
-		out=$1 cpu=$2; shift 2
-		taskset -c "$cpu" "$@" >"$out" 2>&1
-		rc=$?
-		s=$(cat /proc/$$/stat); s=${s##*) }; set -- $s
-		echo $((${14} + ${15})) >"$out.ticks"
-		exit $rc' sh "$out" "$cpu" "$BENCH" --json "$@"
+	run_reflex_bench "$BENCH" "$cpu" "$out" "$DUR" "$@"
 }
-
-json() { # json FILE KEY: the first number named KEY (latency_us comes before the rest)
-	grep -o "\"$2\":[0-9.]*" "$1" | head -1 | cut -d: -f2
-}
+json() { json_num "$@"; }
 
 RUNS=$RUN_DIR/runs.tsv
 : >"$RUNS"
