@@ -166,7 +166,8 @@ static void test_forwarded_headers(void)
 			  "appended X-Forwarded-For '%s', want '10.1.2.3, 127.0.0.1'",
 			  xff ? xff : "(none)");
 		CHECK_MSG(h_echo_count(&e, "X-Forwarded-For") == 1,
-			  "%d X-Forwarded-For fields upstream", h_echo_count(&e, "X-Forwarded-For"));
+			  "%d X-Forwarded-For fields upstream",
+			  h_echo_count(&e, "X-Forwarded-For"));
 		h_echo_free(&e);
 	}
 	h_resp_free(&r);
@@ -339,7 +340,8 @@ static void test_absolute_form(void)
 	if (raw_one(req, &rr) == 0) {
 		if (h_echo_parse(rr.body, rr.body_len, &e) == 0) {
 			CHECK_MSG(!strcmp(e.target, "/echo?abs=1"),
-				  "origin saw target '%s', want origin-form '/echo?abs=1'", e.target);
+				  "origin saw target '%s', want origin-form '/echo?abs=1'",
+				  e.target);
 			h_echo_free(&e);
 		} else {
 			test_fail(__FILE__, __LINE__, "unparsable echo");
@@ -390,6 +392,29 @@ static void test_two_upstreams(void)
 	}
 	CHECK_MSG(n1 > 0 && n2 > 0 && n1 + n2 == 40,
 		  "40 requests: o1 got %d, o2 got %d, other/failed %d", n1, n2, 40 - n1 - n2);
+	test_end();
+}
+
+/* Weighted round robin: o1 weight 1, o2 weight 2. Each worker keeps its
+ * own rotation, so the split is exact per worker up to one cycle. */
+static void test_round_robin_weights(void)
+{
+	int n1 = 0, n2 = 0;
+
+	test_begin("round_robin_weights");
+	for (int i = 0; i < 30; i++) {
+		struct h_resp r;
+		char who[64] = "";
+
+		if (get("/rr/x?size=1", NULL, &r) == 200 &&
+		    h_resp_header(&r, "X-Origin", who, sizeof(who))) {
+			n1 += !strcmp(who, "o1");
+			n2 += !strcmp(who, "o2");
+		}
+		h_resp_free(&r);
+	}
+	CHECK_MSG(n1 + n2 == 30 && n2 >= 17 && n2 <= 23,
+		  "30 requests over weights 1:2: o1 got %d, o2 got %d (want about 10:20)", n1, n2);
 	test_end();
 }
 
@@ -445,16 +470,22 @@ int main(void)
 	char listen6[64] = "";
 	if (gw_port6 > 0)
 		snprintf(listen6, sizeof(listen6), ", \"[::1]:%d\"", gw_port6);
-	const char *cfg = h_write_config("workers: 2\n"
-					 "listen: [\"127.0.0.1:%d\"%s]\n"
-					 "upstream: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
-					 "limits: {body: 4m}\n"
-					 "timeouts: {drain: 1s}\n"
-					 "pools:\n"
-					 "  api: {endpoints: [\"127.0.0.1:%d\"]}\n"
-					 "routes:\n"
-					 "  - {host: api.example.com, path_prefix: /v1/, pool: api}\n",
-					 gw_port, listen6, o1_port, o2_port, api_port);
+	const char *cfg =
+		h_write_config("workers: 2\n"
+			       "listen: [\"127.0.0.1:%d\"%s]\n"
+			       "upstream: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+			       "limits: {body: 4m}\n"
+			       "timeouts: {drain: 1s}\n"
+			       "pools:\n"
+			       "  api: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			       "  rr:\n"
+			       "    balance: round_robin\n"
+			       "    endpoints: [\"127.0.0.1:%d\", "
+			       "{address: \"127.0.0.1:%d\", weight: 2}]\n"
+			       "routes:\n"
+			       "  - {host: api.example.com, path_prefix: /v1/, pool: api}\n"
+			       "  - {path_prefix: /rr/, pool: rr}\n",
+			       gw_port, listen6, o1_port, o2_port, api_port, o1_port, o2_port);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");
@@ -474,6 +505,7 @@ int main(void)
 	test_ipv6();
 	test_two_upstreams();
 	test_routes();
+	test_round_robin_weights();
 
 	h_finish(gw, 5000);
 	return test_exit_code();

@@ -23,8 +23,12 @@ static void test_chunked_request(void)
 	struct h_resp r;
 	struct h_echo e;
 	const uint64_t n = 300000;
-	struct h_req q = {.url = u, .method = "POST", .gen = gen_bytes, .gen_len = n,
-			  .chunked = true, .no_expect = true};
+	struct h_req q = {.url = u,
+			  .method = "POST",
+			  .gen = gen_bytes,
+			  .gen_len = n,
+			  .chunked = true,
+			  .no_expect = true};
 
 	test_begin("chunked_request_stays_chunked");
 	snprintf(u, sizeof(u), "http://127.0.0.1:%d/echo", gw_port);
@@ -60,8 +64,8 @@ static int raw(const char *req, size_t len, struct h_raw_resp *rr, int max, cons
 	int n = h_parse_responses(b.data ? b.data : "", b.len, rr, max, NULL);
 
 	if (end != H_READ_CLOSED)
-		test_fail(__FILE__, __LINE__, "%s: read ended %s (want the server to close)",
-			  what, h_read_end_name(end));
+		test_fail(__FILE__, __LINE__, "%s: read ended %s (want the server to close)", what,
+			  h_read_end_name(end));
 	if (n < 1)
 		test_fail(__FILE__, __LINE__, "%s: no response: '%s'", what,
 			  h_excerpt(b.data, b.len, 300));
@@ -77,7 +81,8 @@ static void test_chunked_response_11(void)
 
 	test_begin("chunked_response_to_http11");
 	snprintf(req, sizeof(req),
-		 "GET /?size=%zu&chunked=1&chunk=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+		 "GET /?size=%zu&chunked=1&chunk=1000 HTTP/1.1\r\nHost: x\r\nConnection: "
+		 "close\r\n\r\n",
 		 n);
 	int k = raw(req, strlen(req), rr, 2, "chunked 1.1");
 	if (k >= 1) {
@@ -135,7 +140,8 @@ static void test_close_delimited(void)
 	int k = raw(req, strlen(req), rr, 3, "close-delimited 1.1");
 	if (k >= 1) {
 		CHECK_INT(rr[0].status, 200);
-		CHECK_MSG(rr[0].chunked, "close-delimited body not chunked to a 1.1 client; head:\n%s",
+		CHECK_MSG(rr[0].chunked,
+			  "close-delimited body not chunked to a 1.1 client; head:\n%s",
 			  rr[0].head);
 		CHECK_MSG(rr[0].body_len == n, "1.1 client got %zu bytes, want %zu", rr[0].body_len,
 			  n);
@@ -190,9 +196,10 @@ static void test_trailers(void)
 		if (rr[0].status == 200 && h_echo_parse(rr[0].body, rr[0].body_len, &e) == 0) {
 			CHECK_MSG(e.body_bytes == 11, "origin body_bytes %lld, want 11",
 				  e.body_bytes);
-			CHECK_MSG(!strcasecmp(e.body_hash,
-					      h_hex64(h_fnv1a(H_FNV_INIT, "hello world", 11), want)),
-				  "origin body_hash %s, want %s", e.body_hash, want);
+			CHECK_MSG(
+				!strcasecmp(e.body_hash,
+					    h_hex64(h_fnv1a(H_FNV_INIT, "hello world", 11), want)),
+				"origin body_hash %s, want %s", e.body_hash, want);
 			h_echo_free(&e);
 		}
 	}

@@ -1,10 +1,11 @@
 /* 12_keepalive_pipeline — connection reuse on both sides of reflexd:
  * pipelined requests answered in order, upstream keep-alive reuse within and
  * across client connections (counted with the origin's /__stats), HTTP/1.0
- * with and without keep-alive, and recovery when a pooled upstream
+ * with and without keep-alive, many concurrent clients, and recovery when a pooled upstream
  * connection was closed by the origin (retry on a fresh connection). */
 #include "lib/harness.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,7 +47,8 @@ static void test_pipeline(void)
 			struct h_echo e;
 			char want[64];
 
-			snprintf(want, sizeof(want), "/echo?i=%d&delay=%d", i, (i % 3 == 0) ? 60 : 0);
+			snprintf(want, sizeof(want), "/echo?i=%d&delay=%d", i,
+				 (i % 3 == 0) ? 60 : 0);
 			if (rr[i].status != 200 || h_echo_parse(rr[i].body, rr[i].body_len, &e)) {
 				test_fail(__FILE__, __LINE__, "response %d: status %d body '%s'", i,
 					  rr[i].status, h_excerpt(rr[i].body, rr[i].body_len, 100));
@@ -132,13 +134,12 @@ static void test_http10(void)
 
 	test_begin("http10_without_keepalive");
 	static const char r10[] = "GET /?size=10 HTTP/1.0\r\n\r\n";
-	enum h_read_end end =
-		h_raw_roundtrip("127.0.0.1", gw_port, r10, sizeof(r10) - 1, &b, 5000);
+	enum h_read_end end = h_raw_roundtrip("127.0.0.1", gw_port, r10, sizeof(r10) - 1, &b, 5000);
 	CHECK_MSG(end == H_READ_CLOSED, "1.0 request without keep-alive: read ended %s",
 		  h_read_end_name(end));
 	k = h_parse_responses(b.data ? b.data : "", b.len, rr, 3, NULL);
-	CHECK_MSG(k == 1 && rr[0].status == 200 && rr[0].body_len == 10,
-		  "1.0 response: '%s'", h_excerpt(b.data, b.len, 300));
+	CHECK_MSG(k == 1 && rr[0].status == 200 && rr[0].body_len == 10, "1.0 response: '%s'",
+		  h_excerpt(b.data, b.len, 300));
 	h_raw_resp_free(rr, k);
 	h_buf_free(&b);
 	test_end();
@@ -171,6 +172,86 @@ static void test_http10(void)
 		h_buf_free(&b);
 		close(fd);
 	}
+	test_end();
+}
+
+/* Many clients at once, each on its own kept-alive connection, mixing
+ * sizes, HEAD and POST: every answer is complete and belongs to its request
+ * (the body hash and the echo of what was sent prove it). */
+#define CONC_THREADS 16
+#define CONC_REQUESTS 25
+
+struct conc {
+	pthread_t thread;
+	int id, ok;
+	char why[768];
+};
+
+static void *conc_client(void *arg)
+{
+	struct conc *c = arg;
+	void *curl = h_curl_new();
+
+	for (int i = 0; i < CONC_REQUESTS; i++) {
+		char u[256], body[512], hash[64] = "", want[17];
+		unsigned size = (unsigned)((c->id * 7919 + i * 104729) % 70000);
+		struct h_resp r;
+		int kind = (c->id + i) % 3;
+		bool good;
+
+		if (kind == 0) {
+			snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=%u&t=%d", gw_port, size,
+				 c->id);
+			struct h_req q = {.url = u, .curl = curl, .count_only = true};
+			good = h_http(&q, &r) == 0 && r.status == 200 && r.body_bytes == size &&
+			       r.body_hash == h_pattern_hash(size);
+		} else if (kind == 1) {
+			snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=%u", gw_port, size);
+			struct h_req q = {.url = u, .curl = curl, .head = true};
+			good = h_http(&q, &r) == 0 && r.status == 200 && r.body_bytes == 0;
+		} else {
+			int n = snprintf(body, sizeof(body), "client %d request %d", c->id, i);
+			snprintf(u, sizeof(u), "http://127.0.0.1:%d/", gw_port);
+			struct h_req q = {.url = u,
+					  .curl = curl,
+					  .method = "POST",
+					  .body = body,
+					  .body_len = (size_t)n};
+			good = h_http(&q, &r) == 0 && r.status == 200 &&
+			       h_resp_header(&r, "X-Body-Hash", hash, sizeof(hash)) &&
+			       !strcasecmp(hash,
+					   h_hex64(h_fnv1a(H_FNV_INIT, body, (size_t)n), want));
+		}
+		if (good)
+			c->ok++;
+		else if (!c->why[0])
+			snprintf(c->why, sizeof(c->why),
+				 "client %d request %d (kind %d): status %ld %s", c->id, i, kind,
+				 r.status, r.error);
+		h_resp_free(&r);
+	}
+	h_curl_free(curl);
+	return NULL;
+}
+
+static void test_concurrent_clients(void)
+{
+	static struct conc cs[CONC_THREADS];
+	int ok = 0;
+
+	test_begin("concurrent_clients_mixed");
+	for (int i = 0; i < CONC_THREADS; i++) {
+		cs[i].id = i;
+		pthread_create(&cs[i].thread, NULL, conc_client, &cs[i]);
+	}
+	for (int i = 0; i < CONC_THREADS; i++) {
+		pthread_join(cs[i].thread, NULL);
+		ok += cs[i].ok;
+		if (cs[i].why[0])
+			test_fail(__FILE__, __LINE__, "%s", cs[i].why);
+	}
+	CHECK_MSG(ok == CONC_THREADS * CONC_REQUESTS, "%d of %d concurrent requests correct", ok,
+		  CONC_THREADS * CONC_REQUESTS);
 	test_end();
 }
 
@@ -251,6 +332,7 @@ int main(void)
 	test_reuse_one_client_conn();
 	test_reuse_across_client_conns();
 	test_http10();
+	test_concurrent_clients();
 	test_upstream_restart();
 	h_finish(gw, 5000);
 	return test_exit_code();

@@ -109,10 +109,13 @@ static void build_cases(void)
 		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 		"5;ex\x01t=1\r\nhello\r\n0\r\n\r\n");
 	ADD_LIT("nul_in_target_400", 400, "GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n");
-	ADD_LIT("control_in_target_400", 400, "GET /a\x7f" "b HTTP/1.1\r\nHost: x\r\n\r\n");
+	ADD_LIT("control_in_target_400", 400,
+		"GET /a\x7f"
+		"b HTTP/1.1\r\nHost: x\r\n\r\n");
 	ADD_LIT("nul_in_header_value_400", 400, "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n");
 	ADD_LIT("control_in_header_value_400", 400,
-		"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01" "b\r\n\r\n");
+		"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01"
+		"b\r\n\r\n");
 	ADD_LIT("missing_host_http11_400", 400, "GET / HTTP/1.1\r\nX-A: a\r\n\r\n");
 	ADD_LIT("duplicate_host_400", 400, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
 	ADD_LIT("connect_501", 501,
@@ -163,7 +166,8 @@ static void run_case(const struct bad_case *c)
 	CHECK_MSG(status == c->status, "status %d, want %d; read ended %s; got '%s'", status,
 		  c->status, h_read_end_name(end), h_excerpt(b.data, b.len, 300));
 	CHECK_MSG(end == H_READ_CLOSED,
-		  "connection not closed cleanly after the refusal: read ended %s", h_read_end_name(end));
+		  "connection not closed cleanly after the refusal: read ended %s",
+		  h_read_end_name(end));
 	if (k >= 1 && status == c->status) {
 		char conn[64] = "";
 

@@ -96,10 +96,12 @@ static void test_download(struct h_proc *gw)
 	h_pattern_fill(pc.pat, sizeof(pc.pat), 0);
 	pc.offset = 0;
 	pc.first_bad = UINT64_MAX;
-	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=%llu", gw_port,
-		 (unsigned long long)GIB);
-	struct h_req q = {.url = u, .count_only = true, .timeout_ms = XFER_MS,
-			  .sink = check_sink, .sink_arg = &pc};
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=%llu", gw_port, (unsigned long long)GIB);
+	struct h_req q = {.url = u,
+			  .count_only = true,
+			  .timeout_ms = XFER_MS,
+			  .sink = check_sink,
+			  .sink_arg = &pc};
 	long base = h_rss_kb(gw->pid);
 	sampler_start(&s, gw->pid);
 	int rc = h_http(&q, &r);
@@ -117,8 +119,7 @@ static void test_download(struct h_proc *gw)
 		  "reflexd RSS grew by %ld KiB during the download (before %ld, max %ld, %d "
 		  "samples); budget %d KiB",
 		  s.max_kb - base, base, s.max_kb, s.samples, RSS_BUDGET_KB);
-	printf("  download: %.0f ms, RSS before %ld KiB, max %ld KiB\n", r.time_ms, base,
-	       s.max_kb);
+	printf("  download: %.0f ms, RSS before %ld KiB, max %ld KiB\n", r.time_ms, base, s.max_kb);
 	h_resp_free(&r);
 	test_end();
 }
@@ -142,8 +143,12 @@ static void test_upload(struct h_proc *gw)
 
 	test_begin("upload_1gib_bounded_memory");
 	snprintf(u, sizeof(u), "http://127.0.0.1:%d/", gw_port);
-	struct h_req q = {.url = u, .method = "POST", .gen = gen_upload, .gen_len = GIB,
-			  .no_expect = true, .timeout_ms = XFER_MS};
+	struct h_req q = {.url = u,
+			  .method = "POST",
+			  .gen = gen_upload,
+			  .gen_len = GIB,
+			  .no_expect = true,
+			  .timeout_ms = XFER_MS};
 	long base = h_rss_kb(gw->pid);
 	sampler_start(&s, gw->pid);
 	int rc = h_http(&q, &r);

@@ -55,10 +55,10 @@ static void test_sse(void)
 	/* The origin may count events from 0 or from 1. */
 	int base = ev.stream.len > 5 && !memcmp(ev.stream.data, "id: 1\n", 6) ? 1 : 0;
 	for (int i = base; i < EVENTS + base; i++)
-		off += (size_t)snprintf(want + off, sizeof(want) - off, "id: %d\ndata: event %d\n\n",
-					i, i);
-	CHECK_MSG(ev.stream.len == off && !memcmp(ev.stream.data, want, off),
-		  "stream '%s'", h_excerpt(ev.stream.data, ev.stream.len, 300));
+		off += (size_t)snprintf(want + off, sizeof(want) - off,
+					"id: %d\ndata: event %d\n\n", i, i);
+	CHECK_MSG(ev.stream.len == off && !memcmp(ev.stream.data, want, off), "stream '%s'",
+		  h_excerpt(ev.stream.data, ev.stream.len, 300));
 	CHECK_MSG(ev.n == EVENTS, "%d events seen, want %d", ev.n, EVENTS);
 	for (int i = 0; i + 1 < ev.n; i++)
 		CHECK_MSG(ev.at[i + 1] - ev.at[i] >= INTERVAL_MS - 100,

@@ -70,13 +70,15 @@ int main(void)
 	int fd = h_connect("127.0.0.1", gw_port, 1000);
 	if (fd >= 0) {
 		struct h_buf b = {0};
-		static const char req[] = "GET /?size=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+		static const char req[] =
+			"GET /?size=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
 		h_send_all(fd, req, sizeof(req) - 1);
 		enum h_read_end end = h_read_all(fd, &b, 2000, 0);
-		test_fail(__FILE__, __LINE__,
-			  "a new connection 300 ms after SIGTERM was accepted (then: read %s, '%s')",
-			  h_read_end_name(end), h_excerpt(b.data, b.len, 120));
+		test_fail(
+			__FILE__, __LINE__,
+			"a new connection 300 ms after SIGTERM was accepted (then: read %s, '%s')",
+			h_read_end_name(end), h_excerpt(b.data, b.len, 120));
 		close(fd);
 		h_buf_free(&b);
 	} else {

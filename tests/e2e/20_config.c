@@ -117,8 +117,8 @@ static void test_refuses_to_start(void)
 	test_begin("invalid_config_refuses_to_start");
 	int st = h_run(argv, 5000, &out);
 	CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0,
-		  "reflexd with an invalid file: status 0x%x (want a prompt non-zero exit): %s",
-		  st, out ? out : "");
+		  "reflexd with an invalid file: status 0x%x (want a prompt non-zero exit): %s", st,
+		  out ? out : "");
 	CHECK_MSG(out && strstr(out, ":2: "), "no ':2: ' in the message: %s", out ? out : "");
 	free(out);
 	test_end();

@@ -465,8 +465,8 @@ void h_finish(struct h_proc *p, unsigned timeout_ms)
 	if (!p->exited) {
 		kill(p->pid, SIGTERM);
 		if (h_wait_exit(p, timeout_ms) != 0) {
-			test_fail(__FILE__, __LINE__, "%s still running %u ms after SIGTERM", p->name,
-				  timeout_ms);
+			test_fail(__FILE__, __LINE__, "%s still running %u ms after SIGTERM",
+				  p->name, timeout_ms);
 			h_stop(p, 100);
 		}
 	}
@@ -832,7 +832,8 @@ bool h_head_header(const char *head, const char *name, char *out, size_t outlen)
 			while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
 				e--;
 			if (out && outlen) {
-				size_t l = (size_t)(e - v) < outlen - 1 ? (size_t)(e - v) : outlen - 1;
+				size_t l =
+					(size_t)(e - v) < outlen - 1 ? (size_t)(e - v) : outlen - 1;
 
 				memcpy(out, v, l);
 				out[l] = 0;
@@ -1125,8 +1126,8 @@ int h_parse_responses(const char *buf, size_t len, struct h_raw_resp *out, int m
 		struct h_buf body = {0};
 		bool head_req = r->status >= 200 && is_head && is_head[final_i];
 
-		if ((r->status >= 100 && r->status < 200) || r->status == 204 ||
-		    r->status == 304 || head_req) {
+		if ((r->status >= 100 && r->status < 200) || r->status == 204 || r->status == 304 ||
+		    head_req) {
 			r->complete = true;
 		} else if (h_head_header(r->head, "Transfer-Encoding", v, sizeof(v)) &&
 			   token_in_list(v, "chunked")) {
@@ -1337,11 +1338,21 @@ static char *j_string(struct jr *j)
 		if (c == '\\' && j->p < j->end) {
 			char e = *j->p++;
 			switch (e) {
-			case 'n': c = '\n'; break;
-			case 'r': c = '\r'; break;
-			case 't': c = '\t'; break;
-			case 'b': c = '\b'; break;
-			case 'f': c = '\f'; break;
+			case 'n':
+				c = '\n';
+				break;
+			case 'r':
+				c = '\r';
+				break;
+			case 't':
+				c = '\t';
+				break;
+			case 'b':
+				c = '\b';
+				break;
+			case 'f':
+				c = '\f';
+				break;
 			case 'u': {
 				char hex[5] = {0};
 				if (j->end - j->p < 4)
@@ -1352,7 +1363,8 @@ static char *j_string(struct jr *j)
 				if (cp < 0x80) {
 					c = (char)cp;
 				} else if (cp < 0x800) {
-					char u[2] = {(char)(0xc0 | (cp >> 6)), (char)(0x80 | (cp & 0x3f))};
+					char u[2] = {(char)(0xc0 | (cp >> 6)),
+						     (char)(0x80 | (cp & 0x3f))};
 					buf_append(&b, u, 2);
 					continue;
 				} else {
@@ -1364,7 +1376,9 @@ static char *j_string(struct jr *j)
 				}
 				break;
 			}
-			default: c = e; break;
+			default:
+				c = e;
+				break;
 			}
 		}
 		buf_append(&b, &c, 1);
@@ -1435,12 +1449,12 @@ int h_echo_parse(const char *json, size_t len, struct h_echo *e)
 		if (!strcmp(key, "method") || !strcmp(key, "target") || !strcmp(key, "version") ||
 		    !strcmp(key, "body_hash")) {
 			char *s = j_string(&j);
-			char *dst = !strcmp(key, "method")   ? e->method
-				    : !strcmp(key, "target") ? e->target
+			char *dst = !strcmp(key, "method")    ? e->method
+				    : !strcmp(key, "target")  ? e->target
 				    : !strcmp(key, "version") ? e->version
 							      : e->body_hash;
-			size_t cap = !strcmp(key, "method")   ? sizeof(e->method)
-				     : !strcmp(key, "target") ? sizeof(e->target)
+			size_t cap = !strcmp(key, "method")    ? sizeof(e->method)
+				     : !strcmp(key, "target")  ? sizeof(e->target)
 				     : !strcmp(key, "version") ? sizeof(e->version)
 							       : sizeof(e->body_hash);
 			if (!s) {

@@ -56,9 +56,9 @@ int h_free_port6(void);
 struct h_proc {
 	pid_t pid;
 	char name[64];
-	char log[1024];  /* stdout+stderr of the process */
+	char log[1024]; /* stdout+stderr of the process */
 	bool exited;
-	int status;      /* waitpid status once exited */
+	int status; /* waitpid status once exited */
 };
 
 /* Start argv (argv[0] is the binary path, NULL-terminated) with stdout and
@@ -138,40 +138,40 @@ typedef void (*h_gen_fn)(char *buf, size_t len, uint64_t offset, void *arg);
 typedef void (*h_sink_fn)(const char *data, size_t len, double t_ms, void *arg);
 
 struct h_req {
-	const char *method;            /* NULL → GET, or POST when a body is given */
+	const char *method; /* NULL → GET, or POST when a body is given */
 	const char *url;
-	const char *const *headers;    /* NULL-terminated "Name: value" lines, or NULL */
-	const void *body;              /* request body from memory ... */
+	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+	const void *body;	    /* request body from memory ... */
 	size_t body_len;
-	h_gen_fn gen;                  /* ... or generated: gen_len bytes */
+	h_gen_fn gen; /* ... or generated: gen_len bytes */
 	uint64_t gen_len;
 	void *gen_arg;
-	bool chunked;                  /* send the body chunked (no Content-Length) */
-	bool no_expect;                /* suppress libcurl's automatic Expect: 100-continue */
-	bool head;                     /* HEAD request */
-	bool http10;                   /* speak HTTP/1.0 */
-	bool count_only;               /* do not keep the body: count + hash only */
-	long timeout_ms;               /* whole transfer; 0 → 10000 */
-	void *curl;                    /* reuse this CURL easy handle (keeps its
+	bool chunked;	     /* send the body chunked (no Content-Length) */
+	bool no_expect;	     /* suppress libcurl's automatic Expect: 100-continue */
+	bool head;	     /* HEAD request */
+	bool http10;	     /* speak HTTP/1.0 */
+	bool count_only;     /* do not keep the body: count + hash only */
+	long timeout_ms;     /* whole transfer; 0 → 10000 */
+	void *curl;	     /* reuse this CURL easy handle (keeps its
 					  connection); NULL → a fresh one */
-	const char *resolve;           /* CURLOPT_RESOLVE entry, e.g. "api.example.com:80:127.0.0.1" */
+	const char *resolve; /* CURLOPT_RESOLVE entry, e.g. "api.example.com:80:127.0.0.1" */
 	h_sink_fn sink;
 	void *sink_arg;
 };
 
 struct h_resp {
-	int curl_rc;                   /* CURLcode; 0 is success */
+	int curl_rc; /* CURLcode; 0 is success */
 	char error[512];
-	long status;                   /* final status (after any 1xx) */
-	char *headers;                 /* the final response's header lines, raw */
+	long status;   /* final status (after any 1xx) */
+	char *headers; /* the final response's header lines, raw */
 	size_t headers_len;
-	char *body;                    /* NULL with count_only */
+	char *body; /* NULL with count_only */
 	size_t body_len;
-	uint64_t body_bytes;           /* always counted */
-	uint64_t body_hash;            /* FNV-1a 64 of the body */
-	double time_ms;                /* whole transfer */
-	long num_connects;             /* new connections curl had to open */
-	uint64_t upload_hash;          /* FNV-1a 64 of what was sent */
+	uint64_t body_bytes;  /* always counted */
+	uint64_t body_hash;   /* FNV-1a 64 of the body */
+	double time_ms;	      /* whole transfer */
+	long num_connects;    /* new connections curl had to open */
+	uint64_t upload_hash; /* FNV-1a 64 of what was sent */
 	uint64_t upload_bytes;
 };
 
@@ -206,10 +206,10 @@ static inline int h_send_str(int fd, const char *s)
 /* How a raw read ended. */
 enum h_read_end {
 	H_READ_CLOSED = 0, /* orderly EOF from the peer */
-	H_READ_RESET,      /* ECONNRESET */
-	H_READ_TIMEOUT,    /* deadline passed with the connection still open */
+	H_READ_RESET,	   /* ECONNRESET */
+	H_READ_TIMEOUT,	   /* deadline passed with the connection still open */
 	H_READ_ERROR,
-	H_READ_DONE,       /* stop condition met (see h_read_responses) */
+	H_READ_DONE, /* stop condition met (see h_read_responses) */
 };
 const char *h_read_end_name(enum h_read_end e);
 
@@ -230,15 +230,15 @@ enum h_read_end h_read_until(int fd, struct h_buf *b, const char *needle, unsign
 /* One response parsed from a raw byte stream. */
 struct h_raw_resp {
 	int status;
-	int minor;          /* HTTP/1.x */
-	char *head;         /* status line + header lines (malloc'd, NUL-terminated) */
-	char *body;         /* decoded body (de-chunked), malloc'd, NUL-terminated */
+	int minor;  /* HTTP/1.x */
+	char *head; /* status line + header lines (malloc'd, NUL-terminated) */
+	char *body; /* decoded body (de-chunked), malloc'd, NUL-terminated */
 	size_t body_len;
-	bool chunked;       /* framed with Transfer-Encoding: chunked */
-	bool has_cl;        /* framed with Content-Length */
-	bool close_delim;   /* body ran to the end of the stream */
-	bool complete;      /* framing was complete */
-	size_t wire_len;    /* bytes of the stream it used */
+	bool chunked;	  /* framed with Transfer-Encoding: chunked */
+	bool has_cl;	  /* framed with Content-Length */
+	bool close_delim; /* body ran to the end of the stream */
+	bool complete;	  /* framing was complete */
+	size_t wire_len;  /* bytes of the stream it used */
 };
 
 /* Parse consecutive responses from buf. is_head[i] (may be NULL) says that
