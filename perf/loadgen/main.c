@@ -285,9 +285,15 @@ static void maybe_finish_close(struct conn *c)
 		conn_finish_close(c);
 }
 
+/* Keep-alive connections always have a recv armed, idle ones too: a server
+ * that closes an idle connection is then noticed at once and the connection
+ * reopened, instead of the next request failing on it. With --churn an idle
+ * connection is about to be closed by us, so nothing is armed. */
 static void conn_arm_recv(struct conn *c)
 {
-	if (!c->open || c->closing || c->recv_armed || (!c->q_n && c->pstate != P_BODY_CLOSE))
+	if (!c->open || c->closing || c->recv_armed || c->close_after)
+		return;
+	if (opt.churn && !c->q_n)
 		return;
 	struct io_uring_sqe *sqe = get_sqe(c->w);
 	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
