@@ -544,7 +544,8 @@ static enum framing pick_framing(struct conn *c, unsigned status)
 	if (c->plan.close)
 		return FR_CLOSE;
 	if (c->plan.chunked)
-		return FR_CHUNKED;
+		/* HTTP/1.0 has no chunked coding: delimit by close instead. */
+		return c->minor ? FR_CHUNKED : FR_CLOSE;
 	return FR_LENGTH;
 }
 
@@ -803,12 +804,15 @@ static void respond_generated(struct conn *c)
 	struct plan *pl = &c->plan;
 
 	if (pl->sse) {
-		/* SSE is always chunked: each event is flushed as its own chunk. */
+		/* SSE is chunked (close-delimited for HTTP/1.0): each event is
+		 * flushed on its own. */
 		pl->chunked = true;
 		pl->close = false;
-		write_head(c, "text/event-stream",
-			   status_bodyless(pl->status) ? FR_NONE : FR_CHUNKED, 0);
-		if (c->is_head || status_bodyless(pl->status)) {
+		enum framing sfr = pick_framing(c, pl->status);
+
+		c->resp_chunked = sfr == FR_CHUNKED;
+		write_head(c, "text/event-stream", sfr, 0);
+		if (c->is_head || sfr == FR_NONE) {
 			response_complete(c);
 			return;
 		}
@@ -1096,11 +1100,15 @@ static bool step_resp(struct conn *c)
 					 "id: %" PRIu64 "\ndata: event %" PRIu64 "\n\n",
 					 c->sse_next, c->sse_next);
 
-			out_printf(c, "%x\r\n%s\r\n", n, ev);
+			if (c->resp_chunked)
+				out_printf(c, "%x\r\n%s\r\n", n, ev);
+			else
+				out_put(c, ev, (size_t)n);
 			c->sse_next++;
 		}
 		if (c->sse_next > c->sse_total) {
-			out_str(c, "0\r\n\r\n");
+			if (c->resp_chunked)
+				out_str(c, "0\r\n\r\n");
 			response_complete(c);
 			return true;
 		}

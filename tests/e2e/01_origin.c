@@ -222,6 +222,20 @@ static void test_chunked(void)
 		  "chunked 2 MB: %llu bytes", (unsigned long long)r.body_bytes);
 	CHECK_MSG(strcasestr(r.headers, "Transfer-Encoding: chunked"), "%s", r.headers);
 	h_resp_free(&r);
+	/* HTTP/1.0 has no chunked coding: the body is delimited by close. */
+	{
+		struct h_buf b10;
+		struct h_raw_resp r10[1];
+		enum h_read_end e = raw("GET /?chunked=1&size=30 HTTP/1.0\r\n\r\n", &b10, 3000);
+		int n10 = h_parse_responses(b10.data, b10.len, r10, 1, NULL);
+
+		CHECK_MSG(e == H_READ_CLOSED && n10 == 1 && r10[0].close_delim &&
+				  r10[0].body_len == 30 && !r10[0].chunked,
+			  "1.0 chunked=1: %s", h_excerpt(b10.data, b10.len, 300));
+		if (n10 > 0)
+			h_raw_resp_free(r10, n10);
+		h_buf_free(&b10);
+	}
 	/* Zero-length chunked body. */
 	CHECK_INT(get("/?size=0&chunked=1", &r), 200);
 	CHECK_INT(r.body_bytes, 0);
