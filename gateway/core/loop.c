@@ -115,6 +115,8 @@ void loop_run(struct loop *l)
 	while (!l->stop) {
 		if (l->before_submit)
 			l->before_submit(l);
+		if (l->stop)
+			break;
 
 		int64_t wait = timer_wheel_next(&l->timers);
 		int rc;

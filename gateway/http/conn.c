@@ -10,9 +10,12 @@
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
-/* Output buffers larger than this are released once drained, so a
- * connection that once streamed a burst does not keep the memory. */
-#define OUT_KEEP_CAP (64 * 1024)
+/* A drained output buffer keeps up to this much memory while its
+ * connection streams (above the 256 KiB high-water mark plus one receive
+ * buffer, so a steady stream never reallocates); conn_trim() gives it
+ * back when the connection goes idle. */
+#define OUT_KEEP_CAP (512 * 1024)
+#define IDLE_KEEP_CAP (16 * 1024)
 
 static void on_recv_cqe(struct io_op *op, int res, unsigned flags);
 static void on_send_cqe(struct io_op *op, int res, unsigned flags);
@@ -248,6 +251,16 @@ void conn_connected(struct conn *c)
 	c->connecting = false;
 	if (c->out[c->out_idx].len)
 		schedule_flush(c);
+}
+
+void conn_trim(struct conn *c)
+{
+	if (!c->in.len)
+		buf_reset(&c->in, IDLE_KEEP_CAP);
+	if (!c->sending && !c->out[c->out_idx ^ 1].len)
+		buf_reset(&c->out[c->out_idx ^ 1], IDLE_KEEP_CAP);
+	if (!c->out[c->out_idx].len)
+		buf_reset(&c->out[c->out_idx], IDLE_KEEP_CAP);
 }
 
 void conn_close_after_flush(struct conn *c, uint32_t linger_ms)

@@ -97,6 +97,9 @@ void conn_wrote(struct conn *c);
 /* Close after everything queued has been sent: shut the write side, then
  * read and discard until the peer closes or `linger_ms` passes (so the
  * peer is not reset while it still sends, and sees our last response). */
+/* The connection goes idle: give back buffer memory beyond a small cap. */
+void conn_trim(struct conn *c);
+
 /* The outgoing connect finished: queued output may go now. */
 void conn_connected(struct conn *c);
 

@@ -47,12 +47,6 @@ struct builtin_def {
 	validator_fn *validate;
 };
 
-struct builtin_pattern {
-	enum detect_builtin det;
-	unsigned flags;
-	const char *re;
-};
-
 struct det_info {
 	char name[DETECT_NAME_MAX];
 	char token[DETECT_NAME_MAX + 2];
@@ -62,12 +56,22 @@ struct det_info {
 	validator_fn *validate;
 };
 
+/* Confirmation window around a trigger's end: a phrase containing the
+ * trigger starts at most CONFIRM_BEFORE bytes before it and ends at most
+ * CONFIRM_AFTER bytes after it. */
+#define CONFIRM_BEFORE 288
+#define CONFIRM_AFTER 256
+#define CONFIRM_QUEUE 32
+#define CONFIRM_HITS 16
+
 struct detect_db {
-	hs_database_t *block_db;
-	hs_database_t *stream_db;
+	hs_database_t *block_db;  /* the one-pass set, block mode */
+	hs_database_t *stream_db; /* the same set, streaming mode */
+	/* Per detector with TRIG patterns: its CONF patterns (block, SOM). */
+	hs_database_t *confirm_db[DETECT_BUILTIN_COUNT];
 	unsigned n_det, n_pat;
 	struct det_info *det;
-	unsigned *pat_det; /* Hyperscan id → detector id */
+	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
 	uint32_t maxlen;   /* over all detectors, for detect_stream_settled() */
 	uint8_t *key;
 	size_t key_len;
@@ -75,14 +79,22 @@ struct detect_db {
 
 struct pend {
 	uint64_t start, end;
+	uint64_t done; /* end of the last match delivered (no duplicates) */
 	unsigned flags;
 	bool live;
 };
 
+/* A trigger whose confirmation waits for CONFIRM_AFTER more stream bytes. */
+struct confirm {
+	unsigned det;
+	uint64_t at;
+};
+
 struct detect_scratch {
 	const struct detect_db *db;
-	hs_scratch_t *hs;
-	struct pend *pend; /* block scans */
+	hs_scratch_t *hs;      /* main scans */
+	hs_scratch_t *hs_conf; /* confirmations, which run inside a main scan's callback */
+	struct pend *pend;     /* block scans */
 	uint8_t tmp[TMP_CAP];
 };
 
@@ -98,6 +110,8 @@ struct scan_ctx {
 	size_t cur_len;
 	const uint8_t *hist; /* stream bytes [cur_base - hist_len, cur_base) */
 	size_t hist_len;
+	struct confirm *queue; /* NULL in block mode: everything is at hand */
+	unsigned n_queue;
 	bool stopped;
 };
 
@@ -108,6 +122,7 @@ struct detect_stream {
 	uint64_t offset;
 	struct pend *pend;
 	uint8_t *hist; /* DETECT_WINDOW bytes */
+	struct confirm queue[CONFIRM_QUEUE];
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -736,134 +751,266 @@ static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
 };
 
 #define CI HS_FLAG_CASELESS
+/* The match must start on a word boundary. Written as a flag checked on the
+ * candidate instead of a leading \b: a leading \b makes Hyperscan track
+ * word/non-word state at every byte and costs 5-10x on the combined set. */
+#define LB (1u << 30)
+/* A trigger: a cheap pattern (rare literals) in the one-pass database whose
+ * hit makes the detector's CONFIRM patterns run on the bytes around it. */
+#define TRIG (1u << 29)
+/* A full pattern that only runs in its detector's confirm database. */
+#define CONF (1u << 28)
+#define OUR_FLAGS (LB | TRIG | CONF)
 /* Right context that ends a number: not a digit, or end of data. */
 #define END_NUM "(?:[^0-9]|\\z)"
 
-static const struct builtin_pattern patterns[] = {
-	{DETECT_EMAIL, 0, "[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,24}\\b"},
+/* Start finders for patterns compiled without HS_FLAG_SOM_LEFTMOST (start
+ * of match tracking made these 10-100x slower in the combined set). p[0, n)
+ * are the bytes that end where Hyperscan reported the match; they return
+ * where the leftmost match starts, or NO_START. Each mirrors its regex. */
+#define NO_START ((size_t)-1)
 
-	{DETECT_PHONE, 0, "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM},
+static bool email_local(int ch)
+{
+	return is_alnum(ch) || ch == '.' || ch == '_' || ch == '%' || ch == '+' || ch == '-';
+}
+
+static size_t find_email(const uint8_t *p, size_t n)
+{
+	size_t i = n;
+	while (i > 0 && p[i - 1] != '@') {
+		if (!is_alnum(p[i - 1]) && p[i - 1] != '.' && p[i - 1] != '-')
+			return NO_START;
+		i--;
+	}
+	if (i == 0)
+		return NO_START;
+	i--;
+	while (i > 0 && email_local(p[i - 1]))
+		i--;
+	return i;
+}
+
+static size_t skip_ctx(const uint8_t *p, size_t n)
+{
+	return n > 0 && !is_digit(p[n - 1]) ? n - 1 : n;
+}
+
+static bool digits_at(const uint8_t *p, size_t i, size_t k)
+{
+	for (size_t j = 0; j < k; j++)
+		if (!is_digit(p[i + j]))
+			return false;
+	return true;
+}
+
+static bool phone_sep(int ch)
+{
+	return ch == ' ' || ch == '.' || ch == '-';
+}
+
+/* (?:\+?1[ .-]?)?(?:\([2-9]dd\) ?|\b[2-9]dd[ .-])[2-9]dd[ .-]dddd */
+static size_t find_nanp(const uint8_t *p, size_t n)
+{
+	size_t i = skip_ctx(p, n);
+	if (i < 12 || !digits_at(p, i - 4, 4) || !phone_sep(p[i - 5]) || !digits_at(p, i - 8, 3))
+		return NO_START;
+	i -= 8;
+	if (i >= 5 && p[i - 1] == ' ' && p[i - 2] == ')')
+		i--;
+	if (i >= 5 && p[i - 1] == ')' && p[i - 5] == '(' && digits_at(p, i - 4, 3))
+		i -= 5;
+	else if (i >= 4 && phone_sep(p[i - 1]) && digits_at(p, i - 4, 3))
+		i -= 4;
+	else
+		return NO_START;
+	if (i >= 2 && phone_sep(p[i - 1]) && p[i - 2] == '1')
+		i -= 2;
+	else if (i >= 1 && p[i - 1] == '1' && p[i] == '(')
+		i -= 1;
+	if (i >= 1 && p[i - 1] == '+' && p[i] == '1')
+		i--;
+	return i;
+}
+
+/* \+[1-9][0-9 ().-]{6,20}[0-9] */
+static size_t find_e164(const uint8_t *p, size_t n)
+{
+	size_t i = skip_ctx(p, n);
+	while (i > 0 && (is_digit(p[i - 1]) || p[i - 1] == ' ' || p[i - 1] == '(' ||
+			 p[i - 1] == ')' || p[i - 1] == '.' || p[i - 1] == '-'))
+		i--;
+	return i > 0 && p[i - 1] == '+' ? i - 1 : NO_START;
+}
+
+/* The keyword form of an SSN: the span is the nine digits. */
+static size_t find_ssn_digits(const uint8_t *p, size_t n)
+{
+	size_t i = skip_ctx(p, n);
+	return i >= 9 && digits_at(p, i - 9, 9) ? i - 9 : NO_START;
+}
+
+static bool ipv6_char(int ch)
+{
+	return is_hex(ch) || ch == ':' || ch == '.';
+}
+
+static size_t find_ipv6(const uint8_t *p, size_t n)
+{
+	size_t i = n > 0 && !ipv6_char(p[n - 1]) ? n - 1 : n;
+	while (i > 0 && ipv6_char(p[i - 1]))
+		i--;
+	return i;
+}
+
+typedef size_t finder_fn(const uint8_t *p, size_t n);
+
+struct builtin_pattern {
+	enum detect_builtin det;
+	unsigned flags;
+	const char *re;
+	finder_fn *find; /* NULL: compiled with HS_FLAG_SOM_LEFTMOST */
+};
+
+static const struct builtin_pattern patterns[] = {
+	{DETECT_EMAIL, 0, "[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,24}\\b", find_email},
+
+	{DETECT_PHONE, 0, "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM, find_e164},
 	{DETECT_PHONE, 0,
 	 "(?:\\+?1[ .-]?)?(?:\\([2-9][0-9]{2}\\) ?|\\b[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
-	 "(?:[^0-9-]|\\z)"},
+	 "(?:[^0-9-]|\\z)",
+	 find_nanp},
 
-	{DETECT_SSN, 0, "\\b[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)"},
-	{DETECT_SSN, 0, "\\b[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM},
+	{DETECT_SSN, LB, "[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)", NULL},
+	{DETECT_SSN, LB, "[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM, NULL},
 	{DETECT_SSN, CI,
-	 "\\b(?:ssn|social\\s+security(?:\\s+(?:number|no\\.?|#))?|ss#)[^0-9\\n]{0,20}[0-9]{9}" END_NUM},
+	 "(?:ssn|social\\s+security(?:\\s+(?:number|no\\.?|#))?|ss#)[^0-9\\n]{0,20}[0-9]{9}" END_NUM,
+	 find_ssn_digits},
 
-	{DETECT_CARD, 0,
-	 "\\b(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|6(?:011|5[0-9]{2}|4[4-9][0-9]|22[0-9])|"
-	 "35[0-9]{2})(?:[ -]?[0-9]{4}){3}" END_NUM},
-	{DETECT_CARD, 0, "\\b4[0-9]{12}" END_NUM},
-	{DETECT_CARD, 0, "\\b3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM},
-	{DETECT_CARD, 0, "\\b3(?:0[0-5]|[689][0-9])[0-9][ -]?[0-9]{6}[ -]?[0-9]{4}" END_NUM},
+	{DETECT_CARD, LB,
+	 "(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|6(?:011|5[0-9]{2}|4[4-9][0-9]|22[0-9])|"
+	 "35[0-9]{2})(?:[ -]?[0-9]{4}){3}" END_NUM, NULL},
+	{DETECT_CARD, LB, "4[0-9]{12}" END_NUM, NULL},
+	{DETECT_CARD, LB, "3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM, NULL},
+	{DETECT_CARD, LB, "3(?:0[0-5]|[689][0-9])[0-9][ -]?[0-9]{6}[ -]?[0-9]{4}" END_NUM, NULL},
 
-	{DETECT_IBAN, 0, "\\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b"},
+	{DETECT_IBAN, LB, "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b", NULL},
 
-	{DETECT_IPV4, 0, "\\b(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9.]|\\.[^0-9]|\\.?\\z)"},
+	{DETECT_IPV4, LB, "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9.]|\\.[^0-9]|\\.?\\z)", NULL},
 
-	{DETECT_IPV6, 0, "[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)"},
-	{DETECT_IPV6, 0, "[0-9A-Fa-f:]*::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)"},
-	{DETECT_IPV6, 0,
-	 "[0-9A-Fa-f:]*:(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)"},
+	{DETECT_IPV6, 0, "[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)",
+	 find_ipv6},
+	{DETECT_IPV6, 0, "[0-9A-Fa-f:]*::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
+	{DETECT_IPV6, 0, "[0-9A-Fa-f:]*:(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)",
+	 find_ipv6},
 
-	{DETECT_AWS_KEY, 0, "\\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b"},
+	{DETECT_AWS_KEY, LB, "(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b", NULL},
 
-	{DETECT_GITHUB_TOKEN, 0, "\\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\\b"},
-	{DETECT_GITHUB_TOKEN, 0, "\\bgithub_pat_[A-Za-z0-9_]{82}\\b"},
+	{DETECT_GITHUB_TOKEN, LB, "(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\\b", NULL},
+	{DETECT_GITHUB_TOKEN, LB, "github_pat_[A-Za-z0-9_]{82}\\b", NULL},
 
-	{DETECT_STRIPE_KEY, 0, "\\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{24,99}\\b"},
+	{DETECT_STRIPE_KEY, LB, "(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{24,99}\\b", NULL},
 
-	{DETECT_SLACK_TOKEN, 0,
-	 "\\bxox[abposr]-[A-Za-z0-9]+(?:-[A-Za-z0-9]+){1,5}(?:[^A-Za-z0-9-]|\\z)"},
+	{DETECT_SLACK_TOKEN, LB,
+	 "xox[abposr]-[A-Za-z0-9]+(?:-[A-Za-z0-9]+){1,5}(?:[^A-Za-z0-9-]|\\z)", NULL},
 	{DETECT_SLACK_TOKEN, 0,
 	 "https://hooks\\.slack\\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{20,32}"
-	 "\\b"},
+	 "\\b", NULL},
 
-	{DETECT_JWT, 0,
-	 "\\beyJ[A-Za-z0-9_-]{6,}\\.eyJ[A-Za-z0-9_-]{6,}\\.[A-Za-z0-9_-]*"
-	 "(?:[^A-Za-z0-9_.-]|\\.(?:[^A-Za-z0-9_-]|\\z)|\\z)"},
+	{DETECT_JWT, LB,
+	 "eyJ[A-Za-z0-9_-]{6,}\\.eyJ[A-Za-z0-9_-]{6,}\\.[A-Za-z0-9_-]*"
+	 "(?:[^A-Za-z0-9_.-]|\\.(?:[^A-Za-z0-9_-]|\\z)|\\z)", NULL},
 
 	{DETECT_PEM_KEY, 0,
 	 "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[A-Za-z0-9+/=\\s:,.\\\\-]+"
-	 "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"},
+	 "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----", NULL},
 
-	{DETECT_API_KEY, 0, "\\bsk-[A-Za-z0-9_-]{20,}(?:[^A-Za-z0-9_-]|\\z)"},
+	{DETECT_API_KEY, LB, "sk-[A-Za-z0-9_-]{20,}(?:[^A-Za-z0-9_-]|\\z)", NULL},
 
-	{DETECT_INJ_OVERRIDE, CI,
-	 "\\b(?:ignore|disregard|forget|override|bypass|discard|skip)\\s+"
+	/* Prompt injection: English phrases full of common words, which no
+	 * literal prefilter can make cheap. The one-pass database holds only
+	 * TRIG patterns (words every phrase of the family must contain); the
+	 * CONF patterns run on the bytes around a trigger. */
+	{DETECT_INJ_OVERRIDE, CI | TRIG,
+	 "ignore|disregard|forget|override|bypass|discard|skip|(?:not|n't|stop)\\s+(?:follow|obey)", NULL},
+	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
+	 "(?:ignore|disregard|forget|override|bypass|discard|skip)\\s+"
 	 "(?:(?:all|any|every|each|the|your|my|of|these|those|this)\\s+){0,3}"
 	 "(?:previous|prior|above|earlier|preceding|former|original|initial|system|safety|"
 	 "developer|existing|old)\\s+"
 	 "(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|constraints|"
-	 "programming|polic(?:y|ies)|commands?)\\b"},
-	{DETECT_INJ_OVERRIDE, CI,
-	 "\\b(?:do\\s+not|don't|stop)\\s+(?:follow(?:ing)?|obey(?:ing)?)\\s+"
+	 "programming|polic(?:y|ies)|commands?)\\b", NULL},
+	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
+	 "(?:do\\s+not|don't|stop)\\s+(?:follow(?:ing)?|obey(?:ing)?)\\s+"
 	 "(?:(?:all|any|the|your)\\s+)?(?:previous|prior|original|initial|system|above)\\s+"
-	 "(?:instructions?|rules|prompts?|guidelines)\\b"},
-	{DETECT_INJ_OVERRIDE, CI,
-	 "\\b(?:ignore|disregard|forget)\\s+(?:everything|all(?:\\s+of\\s+(?:that|this|the\\s+above))?|"
-	 "anything)\\s+(?:above|before|prior|previously|you\\s+(?:were|have\\s+been)\\s+told)\\b"},
+	 "(?:instructions?|rules|prompts?|guidelines)\\b", NULL},
+	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
+	 "(?:ignore|disregard|forget)\\s+(?:everything|all(?:\\s+of\\s+(?:that|this|the\\s+above))?|"
+	 "anything)\\s+(?:above|before|prior|previously|you\\s+(?:were|have\\s+been)\\s+told)\\b", NULL},
 
-	{DETECT_INJ_EXTRACT, CI,
-	 "\\b(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
+	{DETECT_INJ_EXTRACT, CI | TRIG, "prompt|instructions|repeat", NULL},
+	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	 "(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
 	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?(?:your|the)\\s+"
 	 "(?:(?:full|entire|exact|complete|original|hidden|initial|secret|internal|confidential|"
 	 "real)\\s+){0,2}"
 	 "(?:system\\s+prompt|initial\\s+prompt|hidden\\s+prompt|pre-?prompt|"
 	 "instructions\\s+you\\s+(?:were|have\\s+been)\\s+given|"
-	 "(?:initial|hidden|original|secret|internal|system|confidential)\\s+instructions)\\b"},
-	{DETECT_INJ_EXTRACT, CI,
-	 "\\brepeat\\s+(?:all\\s+|everything\\s+|the\\s+(?:text|words|content)\\s+)"
-	 "(?:above|before\\s+this)\\b"},
-	{DETECT_INJ_EXTRACT, CI,
-	 "\\b(?:what|which)\\s+(?:were|are)\\s+your\\s+(?:original|initial|first|system|hidden)\\s+"
-	 "(?:instructions|prompt)\\b"},
+	 "(?:initial|hidden|original|secret|internal|system|confidential)\\s+instructions)\\b", NULL},
+	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	 "repeat\\s+(?:all\\s+|everything\\s+|the\\s+(?:text|words|content)\\s+)"
+	 "(?:above|before\\s+this)\\b", NULL},
+	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	 "(?:what|which)\\s+(?:were|are)\\s+your\\s+(?:original|initial|first|system|hidden)\\s+"
+	 "(?:instructions|prompt)\\b", NULL},
 
-	{DETECT_INJ_ROLE, CI,
-	 "\\byou\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
+	{DETECT_INJ_ROLE, CI | TRIG,
+	 "no\\s+longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
+	 "now\\s+(?:dan|stan|dude|aim)|(?:dan|god)\\s+mode|anything\\s+now|from\\s+now\\s+on", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF,
+	 "you\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
 	 "model|bound|restricted|chatgpt|claude)\\b|(?:an?\\s+)?(?:unrestricted|unfiltered|"
-	 "uncensored|jailbroken|evil|amoral)\\b)"},
-	{DETECT_INJ_ROLE, CI, "\\byou\\s+are\\s+now\\s+(?:dan|stan|dude|aim)\\b"},
-	{DETECT_INJ_ROLE, CI,
-	 "\\b(?:act|behave|respond|answer)\\s+as\\s+(?:if\\s+you\\s+(?:are|were)\\s+)?(?:an?\\s+)?"
-	 "(?:unrestricted|unfiltered|uncensored|jailbroken|evil|amoral)\\b"},
-	{DETECT_INJ_ROLE, CI,
-	 "\\bpretend\\s+(?:to\\s+be|you\\s+are|that\\s+you\\s+are)\\s+(?:[a-z-]+\\s+){0,5}"
+	 "uncensored|jailbroken|evil|amoral)\\b)", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF, "you\\s+are\\s+now\\s+(?:dan|stan|dude|aim)\\b", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF,
+	 "(?:act|behave|respond|answer)\\s+as\\s+(?:if\\s+you\\s+(?:are|were)\\s+)?(?:an?\\s+)?"
+	 "(?:unrestricted|unfiltered|uncensored|jailbroken|evil|amoral)\\b", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF,
+	 "pretend\\s+(?:to\\s+be|you\\s+are|that\\s+you\\s+are)\\s+(?:[a-z-]+\\s+){0,5}"
 	 "(?:without|with\\s+no|free\\s+of)\\s+(?:any\\s+)?(?:restrictions|filters|rules|limits|"
-	 "limitations|guidelines|ethics|morals|censorship)\\b"},
-	{DETECT_INJ_ROLE, CI,
-	 "\\b(?:jailbreak|dan|god|unrestricted)\\s+mode\\s+(?:is\\s+)?(?:now\\s+)?"
-	 "(?:enabled|activated|on|engaged)\\b"},
-	{DETECT_INJ_ROLE, CI, "\\bdo\\s+anything\\s+now\\b"},
-	{DETECT_INJ_ROLE, CI,
-	 "\\bfrom\\s+now\\s+on,?\\s+you\\s+(?:are|will\\s+be|will\\s+act\\s+as|must\\s+act\\s+as)\\s+"
+	 "limitations|guidelines|ethics|morals|censorship)\\b", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF,
+	 "(?:jailbreak|dan|god|unrestricted)\\s+mode\\s+(?:is\\s+)?(?:now\\s+)?"
+	 "(?:enabled|activated|on|engaged)\\b", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF, "do\\s+anything\\s+now\\b", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF,
+	 "from\\s+now\\s+on,?\\s+you\\s+(?:are|will\\s+be|will\\s+act\\s+as|must\\s+act\\s+as)\\s+"
 	 "(?:[a-z-]+\\s+){0,3}(?:unrestricted|unfiltered|uncensored|jailbroken|evil|"
-	 "without\\s+(?:any\\s+)?(?:restrictions|rules|filters))\\b"},
+	 "without\\s+(?:any\\s+)?(?:restrictions|rules|filters))\\b", NULL},
 
 	{DETECT_INJ_DELIMITER, CI,
 	 "<\\|(?:im_start|im_end|im_sep|system|assistant|user|endoftext|begin_of_text|"
-	 "start_header_id|end_header_id|eot_id)\\|>"},
-	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>"},
+	 "start_header_id|end_header_id|eot_id)\\|>", NULL},
+	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>", NULL},
 	{DETECT_INJ_DELIMITER, CI,
 	 "(?:^|\\n)[ \\t]*(?:#{1,3}[ \\t]*)?(?:\\[|<|\\*\\*)?(?:system|assistant|developer)"
 	 "(?:\\]|>|\\*\\*)?[ \\t]*:[ \\t]*(?:ignore|disregard|forget|override|new\\s+instructions|"
-	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b"},
+	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b", NULL},
 	{DETECT_INJ_DELIMITER, CI,
 	 "(?:-{3,}|={3,}|#{3,}|\\*{3,})[ \\t]*(?:end|begin|start)\\s+(?:of\\s+)?(?:the\\s+)?"
-	 "(?:system\\s+prompt|(?:system\\s+|original\\s+)?instructions|system\\s+message)\\b"},
+	 "(?:system\\s+prompt|(?:system\\s+|original\\s+)?instructions|system\\s+message)\\b", NULL},
 
-	{DETECT_INJ_ENCODED, CI,
-	 "\\b(?:decode|decrypt|deobfuscate|unscramble)\\s+(?:(?:this|the\\s+following|it|the)\\s+)?"
+	{DETECT_INJ_ENCODED, CI | TRIG, "decode|decrypt|deobfuscate|unscramble|encoded|encrypted", NULL},
+	{DETECT_INJ_ENCODED, CI | LB | CONF,
+	 "(?:decode|decrypt|deobfuscate|unscramble)\\s+(?:(?:this|the\\s+following|it|the)\\s+)?"
 	 "(?:(?:base64|b64|hex|rot-?13|binary|morse|caesar)\\s+)?(?:(?:string|text|message|"
 	 "payload|blob)\\s+)?(?:below\\s+)?(?:and|then|,)\\s*(?:then\\s+)?(?:execute|follow|run|obey|"
-	 "do|carry\\s+out|act\\s+on|perform|comply\\s+with)\\b"},
-	{DETECT_INJ_ENCODED, CI,
-	 "\\b(?:execute|follow|obey|run)\\s+(?:the\\s+)?(?:decoded|hidden|encoded)\\s+"
-	 "(?:instructions?|commands?|prompt|text|message)\\b"},
-	{DETECT_INJ_ENCODED, CI,
-	 "\\b(?:base64|b64|rot-?13|hex)[- ]?(?:encoded|encrypted)\\s+(?:instructions?|prompt)\\b"},
+	 "do|carry\\s+out|act\\s+on|perform|comply\\s+with)\\b", NULL},
+	{DETECT_INJ_ENCODED, CI | LB | CONF,
+	 "(?:execute|follow|obey|run)\\s+(?:the\\s+)?(?:decoded|encoded)\\s+"
+	 "(?:instructions?|commands?|prompt|text|message)\\b", NULL},
+	{DETECT_INJ_ENCODED, CI | LB | CONF,
+	 "(?:base64|b64|rot-?13|hex)[- ]?(?:encoded|encrypted)\\s+(?:instructions?|prompt)\\b", NULL},
 };
 
 #define N_BUILTIN_PATTERNS (sizeof(patterns) / sizeof(patterns[0]))
@@ -887,6 +1034,8 @@ void detect_db_free(struct detect_db *db)
 		return;
 	hs_free_database(db->block_db);
 	hs_free_database(db->stream_db);
+	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++)
+		hs_free_database(db->confirm_db[i]);
 	free(db->det);
 	free(db->pat_det);
 	if (db->key) {
@@ -896,17 +1045,17 @@ void detect_db_free(struct detect_db *db)
 	free(db);
 }
 
-static int compile_mode(struct detect_db *db, const char *const *res, const unsigned *flags,
-			const unsigned *ids, unsigned mode, hs_database_t **out, char *err,
-			size_t errlen)
+static int compile_set(struct detect_db *db, const char *const *res, const unsigned *flags,
+		       const unsigned *ids, unsigned n, unsigned mode, hs_database_t **out,
+		       char *err, size_t errlen)
 {
 	hs_compile_error_t *cerr = NULL;
-	if (hs_compile_multi(res, flags, ids, db->n_pat, mode, NULL, out, &cerr) == HS_SUCCESS)
+	if (hs_compile_multi(res, flags, ids, n, mode, NULL, out, &cerr) == HS_SUCCESS)
 		return 0;
 	if (errlen) {
-		if (cerr && cerr->expression >= 0 && (unsigned)cerr->expression < db->n_pat)
+		if (cerr && cerr->expression >= 0 && (unsigned)cerr->expression < n)
 			snprintf(err, errlen, "detector '%s': %s",
-				 db->det[db->pat_det[cerr->expression]].name, cerr->message);
+				 db->det[db->pat_det[ids[cerr->expression]]].name, cerr->message);
 		else
 			snprintf(err, errlen, "detectors: %s",
 				 cerr ? cerr->message : "hyperscan compile failed");
@@ -914,6 +1063,40 @@ static int compile_mode(struct detect_db *db, const char *const *res, const unsi
 	hs_free_compile_error(cerr);
 	*out = NULL;
 	return -EINVAL;
+}
+
+static int check_user(const struct detect_db *db, const struct detect_user *u, unsigned idx,
+		      char *err, size_t errlen)
+{
+	if (!u->name || !valid_user_name(u->name)) {
+		snprintf(err, errlen, "detector '%s': name must be 1-%d of [a-z0-9_]",
+			 u->name ? u->name : "(null)", DETECT_NAME_MAX - 1);
+		return -EINVAL;
+	}
+	for (unsigned j = 0; j < idx; j++)
+		if (!strcmp(db->det[j].name, u->name)) {
+			snprintf(err, errlen, "detector '%s': name already used", u->name);
+			return -EINVAL;
+		}
+	if (u->severity < DETECT_SEV_LOW || u->severity > DETECT_SEV_CRITICAL) {
+		snprintf(err, errlen, "detector '%s': bad severity", u->name);
+		return -EINVAL;
+	}
+	if (!u->pattern || !u->pattern[0]) {
+		snprintf(err, errlen, "detector '%s': empty pattern", u->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static unsigned hs_flags_of(unsigned i)
+{
+	if (i >= N_BUILTIN_PATTERNS)
+		return HS_FLAG_SOM_LEFTMOST;
+	unsigned f = patterns[i].flags & ~OUR_FLAGS;
+	if (!patterns[i].find && !(patterns[i].flags & TRIG))
+		f |= HS_FLAG_SOM_LEFTMOST;
+	return f;
 }
 
 int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char *err,
@@ -954,25 +1137,9 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 	for (unsigned i = 0; i < opts->n_user; i++) {
 		const struct detect_user *u = &opts->user[i];
 		struct det_info *d = &db->det[DETECT_BUILTIN_COUNT + i];
-		rc = -EINVAL;
-		if (!u->name || !valid_user_name(u->name)) {
-			snprintf(err, errlen, "detector '%s': name must be 1-%d of [a-z0-9_]",
-				 u->name ? u->name : "(null)", DETECT_NAME_MAX - 1);
+		rc = check_user(db, u, DETECT_BUILTIN_COUNT + i, err, errlen);
+		if (rc)
 			goto fail;
-		}
-		for (unsigned j = 0; j < DETECT_BUILTIN_COUNT + i; j++)
-			if (!strcmp(db->det[j].name, u->name)) {
-				snprintf(err, errlen, "detector '%s': name already used", u->name);
-				goto fail;
-			}
-		if (u->severity < DETECT_SEV_LOW || u->severity > DETECT_SEV_CRITICAL) {
-			snprintf(err, errlen, "detector '%s': bad severity", u->name);
-			goto fail;
-		}
-		if (!u->pattern || !u->pattern[0]) {
-			snprintf(err, errlen, "detector '%s': empty pattern", u->name);
-			goto fail;
-		}
 		snprintf(d->name, sizeof(d->name), "%s", u->name);
 		size_t k = 0;
 		d->token[k++] = '[';
@@ -984,31 +1151,49 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 		d->fam = DETECT_FAMILY_USER;
 		d->maxlen = DETECT_WINDOW;
 	}
-
-	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++) {
-		res[i] = patterns[i].re;
-		flags[i] = patterns[i].flags | HS_FLAG_SOM_LEFTMOST;
+	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++)
 		db->pat_det[i] = patterns[i].det;
-	}
-	for (unsigned i = 0; i < opts->n_user; i++) {
-		unsigned k = N_BUILTIN_PATTERNS + i;
-		res[k] = opts->user[i].pattern;
-		flags[k] = HS_FLAG_SOM_LEFTMOST | (opts->user[i].caseless ? HS_FLAG_CASELESS : 0);
-		db->pat_det[k] = DETECT_BUILTIN_COUNT + i;
-	}
-	for (unsigned i = 0; i < db->n_pat; i++)
-		ids[i] = i;
+	for (unsigned i = 0; i < opts->n_user; i++)
+		db->pat_det[N_BUILTIN_PATTERNS + i] = DETECT_BUILTIN_COUNT + i;
 	for (unsigned i = 0; i < db->n_det; i++)
 		if (db->det[i].maxlen > db->maxlen)
 			db->maxlen = db->det[i].maxlen;
 
-	rc = compile_mode(db, res, flags, ids, HS_MODE_BLOCK, &db->block_db, err, errlen);
+	/* The one-pass set: everything but the CONF patterns. */
+	unsigned n = 0;
+	for (unsigned i = 0; i < db->n_pat; i++) {
+		if (i < N_BUILTIN_PATTERNS && (patterns[i].flags & CONF))
+			continue;
+		res[n] = i < N_BUILTIN_PATTERNS ? patterns[i].re
+						: opts->user[i - N_BUILTIN_PATTERNS].pattern;
+		flags[n] = hs_flags_of(i);
+		if (i >= N_BUILTIN_PATTERNS && opts->user[i - N_BUILTIN_PATTERNS].caseless)
+			flags[n] |= HS_FLAG_CASELESS;
+		ids[n++] = i;
+	}
+	rc = compile_set(db, res, flags, ids, n, HS_MODE_BLOCK, &db->block_db, err, errlen);
 	if (rc)
 		goto fail;
-	rc = compile_mode(db, res, flags, ids, HS_MODE_STREAM | HS_MODE_SOM_HORIZON_LARGE,
-			  &db->stream_db, err, errlen);
+	rc = compile_set(db, res, flags, ids, n, HS_MODE_STREAM | HS_MODE_SOM_HORIZON_LARGE,
+			 &db->stream_db, err, errlen);
 	if (rc)
 		goto fail;
+	for (unsigned d = 0; d < DETECT_BUILTIN_COUNT; d++) {
+		n = 0;
+		for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++) {
+			if (patterns[i].det != d || !(patterns[i].flags & CONF))
+				continue;
+			res[n] = patterns[i].re;
+			flags[n] = (patterns[i].flags & ~OUR_FLAGS) | HS_FLAG_SOM_LEFTMOST;
+			ids[n++] = i;
+		}
+		if (!n)
+			continue;
+		rc = compile_set(db, res, flags, ids, n, HS_MODE_BLOCK, &db->confirm_db[d], err,
+				 errlen);
+		if (rc)
+			goto fail;
+	}
 
 	if (opts->hash_key && opts->hash_key_len) {
 		rc = -EINVAL;
@@ -1125,14 +1310,19 @@ int detect_scratch_new(const struct detect_db *db, struct detect_scratch **out)
 	*out = NULL;
 	if (scratch_alloc(db, &s))
 		return -ENOMEM;
-	/* One Hyperscan scratch grown to fit both compiled forms. */
+	/* One Hyperscan scratch grown to fit both forms of the one-pass set;
+	 * a second for the confirmations that run inside its callbacks. */
 	if (hs_alloc_scratch(db->block_db, &s->hs) != HS_SUCCESS ||
-	    hs_alloc_scratch(db->stream_db, &s->hs) != HS_SUCCESS) {
-		detect_scratch_free(s);
-		return -ENOMEM;
-	}
+	    hs_alloc_scratch(db->stream_db, &s->hs) != HS_SUCCESS)
+		goto nomem;
+	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++)
+		if (db->confirm_db[i] && hs_alloc_scratch(db->confirm_db[i], &s->hs_conf))
+			goto nomem;
 	*out = s;
 	return 0;
+nomem:
+	detect_scratch_free(s);
+	return -ENOMEM;
 }
 
 int detect_scratch_clone(const struct detect_scratch *src, struct detect_scratch **out)
@@ -1141,7 +1331,8 @@ int detect_scratch_clone(const struct detect_scratch *src, struct detect_scratch
 	*out = NULL;
 	if (scratch_alloc(src->db, &s))
 		return -ENOMEM;
-	if (hs_clone_scratch(src->hs, &s->hs) != HS_SUCCESS) {
+	if (hs_clone_scratch(src->hs, &s->hs) != HS_SUCCESS ||
+	    (src->hs_conf && hs_clone_scratch(src->hs_conf, &s->hs_conf) != HS_SUCCESS)) {
 		detect_scratch_free(s);
 		return -ENOMEM;
 	}
@@ -1155,6 +1346,8 @@ void detect_scratch_free(struct detect_scratch *s)
 		return;
 	if (s->hs)
 		hs_free_scratch(s->hs);
+	if (s->hs_conf)
+		hs_free_scratch(s->hs_conf);
 	free(s->pend);
 	free(s);
 }
@@ -1191,21 +1384,25 @@ int detect_hash(const struct detect_db *db, const void *p, size_t n,
 
 /* ---- matching ------------------------------------------------------------------- */
 
+static uint64_t hist_base(const struct scan_ctx *c)
+{
+	return c->cur_base - c->hist_len;
+}
+
 /* Stream bytes [lo, hi) as one contiguous run, or NULL when some of them have
  * left the window. The pointer is valid until the next call. */
 static const uint8_t *ctx_bytes(struct scan_ctx *c, uint64_t lo, uint64_t hi)
 {
-	uint64_t hist_base = c->cur_base - c->hist_len;
-	if (lo < hist_base || hi > c->cur_base + c->cur_len || hi < lo)
+	if (lo < hist_base(c) || hi > c->cur_base + c->cur_len || hi < lo)
 		return NULL;
 	if (lo >= c->cur_base)
 		return c->cur + (lo - c->cur_base);
 	if (hi <= c->cur_base)
-		return c->hist + (lo - hist_base);
+		return c->hist + (lo - hist_base(c));
 	if (hi - lo > TMP_CAP)
 		return NULL;
 	size_t from_hist = (size_t)(c->cur_base - lo);
-	memcpy(c->scr->tmp, c->hist + (lo - hist_base), from_hist);
+	memcpy(c->scr->tmp, c->hist + (lo - hist_base(c)), from_hist);
 	memcpy(c->scr->tmp + from_hist, c->cur, (size_t)(hi - c->cur_base));
 	return c->scr->tmp;
 }
@@ -1220,6 +1417,7 @@ static int emit(struct scan_ctx *c, unsigned det, struct pend *p)
 		.flags = p->flags,
 	};
 	p->live = false;
+	p->done = p->end;
 	if (c->db->key && !(p->flags & DETECT_MATCH_UNVALIDATED)) {
 		const uint8_t *b = ctx_bytes(c, p->start, p->end);
 		if (b)
@@ -1233,18 +1431,38 @@ static int emit(struct scan_ctx *c, unsigned det, struct pend *p)
 	return 0;
 }
 
-static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long to,
-		       unsigned hs_flags, void *arg)
+/* One raw match of pattern pat ending at `to` (from: its start when the
+ * pattern tracks it). Find the start, check the left boundary, validate,
+ * merge with the detector's pending match. Nonzero: stop the scan. */
+static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t to)
 {
-	struct scan_ctx *c = arg;
 	const struct detect_db *db = c->db;
 	unsigned det = db->pat_det[pat];
 	const struct det_info *d = &db->det[det];
-	uint64_t s = from, e = to;
+	const struct builtin_pattern *bp = pat < N_BUILTIN_PATTERNS ? &patterns[pat] : NULL;
 	unsigned flags = 0;
 
+	if (bp && bp->find) {
+		uint64_t want = to > d->maxlen + 1 ? to - d->maxlen - 1 : 0;
+		uint64_t lo = want < hist_base(c) ? hist_base(c) : want;
+		const uint8_t *b = ctx_bytes(c, lo, to);
+		if (!b)
+			return 0;
+		size_t st = bp->find(b, (size_t)(to - lo));
+		/* A run reaching the edge of what we can see is longer than any
+		 * candidate of this detector. */
+		if (st == NO_START || (st == 0 && lo > 0))
+			return 0;
+		from = lo + st;
+	}
 	if (to <= from)
 		return 0;
+	if (bp && (bp->flags & LB) && from > 0) {
+		const uint8_t *b = ctx_bytes(c, from - 1, from + 1);
+		if (b && is_word(b[0]) && is_word(b[1]))
+			return 0;
+	}
+	uint64_t s = from, e = to;
 	if (d->validate) {
 		struct cand cd = {.prev = -1};
 		const uint8_t *b = from > 0 ? ctx_bytes(c, from - 1, to) : NULL;
@@ -1268,6 +1486,8 @@ static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long
 	}
 
 	struct pend *p = &c->pend[det];
+	if (e <= p->done)
+		return 0;
 	if (p->live && s < p->end) {
 		if (s < p->start)
 			p->start = s;
@@ -1282,6 +1502,72 @@ static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long
 	p->end = e;
 	p->flags = flags;
 	p->live = true;
+	return 0;
+}
+
+struct confirm_hits {
+	uint64_t lo, at;
+	unsigned n;
+	unsigned pat[CONFIRM_HITS];
+	uint64_t from[CONFIRM_HITS], to[CONFIRM_HITS];
+};
+
+static int on_confirm_hit(unsigned pat, unsigned long long from, unsigned long long to,
+			  unsigned hs_flags, void *arg)
+{
+	struct confirm_hits *h = arg;
+	/* Only phrases that contain the trigger: others have triggers of their
+	 * own, and may be cut by the window's edges here. */
+	if (h->lo + from >= h->at || h->lo + to < h->at || h->n == CONFIRM_HITS)
+		return 0;
+	h->pat[h->n] = pat;
+	h->from[h->n] = h->lo + from;
+	h->to[h->n] = h->lo + to;
+	h->n++;
+	return 0;
+}
+
+/* Run detector det's full patterns around a trigger that ended at `at`. */
+static int confirm_now(struct scan_ctx *c, unsigned det, uint64_t at)
+{
+	uint64_t avail = c->cur_base + c->cur_len;
+	uint64_t lo = at > CONFIRM_BEFORE ? at - CONFIRM_BEFORE : 0;
+	uint64_t hi = at + CONFIRM_AFTER < avail ? at + CONFIRM_AFTER : avail;
+	if (lo < hist_base(c))
+		lo = hist_base(c);
+	const uint8_t *b = ctx_bytes(c, lo, hi);
+	if (!b)
+		return 0;
+	struct confirm_hits h = {.lo = lo, .at = at};
+	if (hs_scan(c->db->confirm_db[det], (const char *)b, (unsigned)(hi - lo), 0,
+		    c->scr->hs_conf, on_confirm_hit, &h) != HS_SUCCESS)
+		return 0;
+	for (unsigned i = 0; i < h.n; i++)
+		if (candidate(c, h.pat[i], h.from[i], h.to[i]))
+			return 1;
+	return 0;
+}
+
+static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long to,
+		       unsigned hs_flags, void *arg)
+{
+	struct scan_ctx *c = arg;
+	if (pat >= N_BUILTIN_PATTERNS || !(patterns[pat].flags & TRIG))
+		return candidate(c, pat, from, to);
+	unsigned det = patterns[pat].det;
+	if (!c->queue || to + CONFIRM_AFTER <= c->cur_base + c->cur_len)
+		return confirm_now(c, det, to);
+	/* Streaming: wait until the bytes after the trigger have arrived. */
+	if (c->n_queue && c->queue[c->n_queue - 1].det == det &&
+	    c->queue[c->n_queue - 1].at + 16 >= to)
+		return 0; /* "jailbreak" then "jailbroken": one window covers both */
+	if (c->n_queue == CONFIRM_QUEUE) {
+		if (confirm_now(c, c->queue[0].det, c->queue[0].at))
+			return 1;
+		memmove(c->queue, c->queue + 1, (CONFIRM_QUEUE - 1) * sizeof(*c->queue));
+		c->n_queue--;
+	}
+	c->queue[c->n_queue++] = (struct confirm){.det = det, .at = to};
 	return 0;
 }
 
@@ -1340,6 +1626,7 @@ int detect_stream_open(const struct detect_db *db, detect_on_match *on_match, vo
 		.on_match = on_match,
 		.arg = arg,
 		.hist = st->hist,
+		.queue = st->queue,
 	};
 	*out = st;
 	return 0;
@@ -1372,6 +1659,12 @@ uint64_t detect_stream_settled(const struct detect_stream *st)
 	for (unsigned i = 0; i < st->db->n_det; i++)
 		if (st->pend[i].live && st->pend[i].start < settled)
 			settled = st->pend[i].start;
+	for (unsigned i = 0; i < st->ctx.n_queue; i++) {
+		uint64_t at = st->queue[i].at;
+		uint64_t lo = at > CONFIRM_BEFORE ? at - CONFIRM_BEFORE : 0;
+		if (lo < settled)
+			settled = lo;
+	}
 	return settled;
 }
 
@@ -1388,6 +1681,32 @@ static void hist_append(struct detect_stream *st, const uint8_t *p, size_t n)
 	memmove(st->hist, st->hist + c->hist_len - keep, keep);
 	memcpy(st->hist + keep, p, n);
 	c->hist_len = keep + n;
+}
+
+/* Confirm queued triggers whose window is complete (all of them at the end). */
+static int run_queue(struct detect_stream *st, bool all)
+{
+	struct scan_ctx *c = &st->ctx;
+	unsigned k = 0;
+	for (unsigned i = 0; i < c->n_queue; i++) {
+		struct confirm q = c->queue[i];
+		if (all || q.at + CONFIRM_AFTER <= st->offset) {
+			if (confirm_now(c, q.det, q.at))
+				return 1;
+		} else {
+			c->queue[k++] = q;
+		}
+	}
+	c->n_queue = k;
+	return 0;
+}
+
+static bool queued(const struct scan_ctx *c, unsigned det)
+{
+	for (unsigned i = 0; i < c->n_queue; i++)
+		if (c->queue[i].det == det)
+			return true;
+	return false;
 }
 
 int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const void *buf,
@@ -1415,12 +1734,14 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	st->offset += len;
 	c->cur_base = st->offset;
 	c->cur_len = 0;
+	if (run_queue(st, false))
+		return -ECANCELED;
 	/* Deliver pending matches that can no longer grow: a same-start
 	 * extension would have to be longer than the detector's maxlen. */
 	for (unsigned i = 0; i < st->db->n_det; i++) {
 		struct pend *p = &st->pend[i];
 		if (p->live && p->start + st->db->det[i].maxlen + 2 <= st->offset &&
-		    emit(c, i, p))
+		    !queued(c, i) && emit(c, i, p))
 			return -ECANCELED;
 	}
 	return 0;
@@ -1447,7 +1768,7 @@ int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s)
 		rc = -ECANCELED;
 	else if (e != HS_SUCCESS)
 		rc = -EIO;
-	else if (flush_all(c))
+	else if (run_queue(st, true) || flush_all(c))
 		rc = -ECANCELED;
 out:
 	detect_stream_free(st);
@@ -1521,18 +1842,26 @@ ssize_t detect_redact(const struct detect_db *db, unsigned id, enum detect_redac
 
 unsigned detect_builtin_pattern_count(void)
 {
-	return N_BUILTIN_PATTERNS;
+	unsigned n = 0;
+	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++)
+		n += !(patterns[i].flags & TRIG);
+	return n;
 }
 
 const char *detect_builtin_pattern(unsigned i, enum detect_builtin *det, bool *caseless)
 {
-	if (i >= N_BUILTIN_PATTERNS)
-		return NULL;
-	if (det)
-		*det = patterns[i].det;
-	if (caseless)
-		*caseless = patterns[i].flags & HS_FLAG_CASELESS;
-	return patterns[i].re;
+	for (unsigned k = 0; k < N_BUILTIN_PATTERNS; k++) {
+		if (patterns[k].flags & TRIG)
+			continue;
+		if (i-- > 0)
+			continue;
+		if (det)
+			*det = patterns[k].det;
+		if (caseless)
+			*caseless = patterns[k].flags & HS_FLAG_CASELESS;
+		return patterns[k].re;
+	}
+	return NULL;
 }
 
 bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n)

@@ -322,8 +322,10 @@ static enum step_result step_respond(struct request *r)
 	}
 	/* Keep-alive: wait for the next request, or parse the one already
 	 * buffered (pipelining). */
-	if (cn->in.len == 0)
+	if (cn->in.len == 0) {
 		timer_arm(&w->loop.timers, &cn->timer, w->loop.now + w->cfg->timeouts.keepalive);
+		conn_trim(cn);
+	}
 	if (conn_recv_paused(cn))
 		conn_resume_recv(cn);
 	return STEP_DONE;

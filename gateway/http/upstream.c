@@ -394,6 +394,7 @@ static void up_complete(struct upconn *u)
 		ep->idle = u;
 		ep->n_idle++;
 		u->in_idle = true;
+		conn_trim(&u->conn);
 		conn_resume_recv(&u->conn);
 		timer_arm(&w->loop.timers, &u->conn.timer, w->loop.now + w->cfg->timeouts.upstream_idle);
 	} else {
