@@ -419,11 +419,11 @@ static __always_inline int rl_limit(void *data, void *data_end, __u32 ifindex)
 		struct rl_lpm_v4 k = {.prefixlen = 32};
 
 		__builtin_memcpy(k.addr, p.key.addr, 4);
-		if (bpf_map_lookup_elem(&rl_allow_v4, &k)) {
+		if ((cfg->flags & RL_CFG_ALLOW) && bpf_map_lookup_elem(&rl_allow_v4, &k)) {
 			c->allowed++;
 			return 0;
 		}
-		if (bpf_map_lookup_elem(&rl_deny_v4, &k)) {
+		if ((cfg->flags & RL_CFG_DENY) && bpf_map_lookup_elem(&rl_deny_v4, &k)) {
 			reason = RL_REASON_DENY;
 			now = 0;
 			goto drop;
@@ -434,11 +434,11 @@ static __always_inline int rl_limit(void *data, void *data_end, __u32 ifindex)
 		struct rl_lpm_v6 k = {.prefixlen = 128};
 
 		__builtin_memcpy(k.addr, p.key.addr, 16);
-		if (bpf_map_lookup_elem(&rl_allow_v6, &k)) {
+		if ((cfg->flags & RL_CFG_ALLOW) && bpf_map_lookup_elem(&rl_allow_v6, &k)) {
 			c->allowed++;
 			return 0;
 		}
-		if (bpf_map_lookup_elem(&rl_deny_v6, &k)) {
+		if ((cfg->flags & RL_CFG_DENY) && bpf_map_lookup_elem(&rl_deny_v6, &k)) {
 			reason = RL_REASON_DENY;
 			now = 0;
 			goto drop;

@@ -95,6 +95,10 @@ struct rl_penalty {
 /* The penalty box may hold entries (set by userspace on adding one, cleared by its sweep when
  * the box is empty): without it the program skips the penalty lookup. */
 #define RL_CFG_PENALTY 8u
+/* The allow (deny) list has entries: without the bit the program skips that lookup. Kept by
+ * userspace, which is the only writer of the lists. */
+#define RL_CFG_ALLOW 16u
+#define RL_CFG_DENY 32u
 
 struct rl_config {
 	__u32 flags;		   /* RL_CFG_* */

@@ -32,10 +32,13 @@ struct rl {
 	void *event_ctx;
 	int ncpus;
 	uint32_t policy_gen;
-	bool penalty_active; /* RL_CFG_PENALTY is set */
+	uint32_t list_flags;	  /* RL_CFG_PENALTY/ALLOW/DENY: merged into every config write */
+	uint32_t allow_n, deny_n; /* entries in the lists (both families) */
 	struct rl_iface ifaces[RL_MAX_IFACES];
 	int nifaces;
 };
+
+static int rl_cfg_flag(struct rl *rl, uint32_t bit, bool on);
 
 int rl_open(struct rl **out, const struct rl_open_opts *opts, char *why, size_t why_len)
 {
@@ -402,28 +405,59 @@ int rl_policy_del(struct rl *rl, const struct rl_prefix *p)
 	return rl_lpm_delete(p, rl->skel->maps.rl_policy_v4, rl->skel->maps.rl_policy_v6);
 }
 
-int rl_allow_add(struct rl *rl, const struct rl_prefix *p)
+/* Adds or replaces an entry of a list; counts new ones so the program can skip an empty list. */
+static int rl_list_add(struct rl *rl, const struct rl_prefix *p, struct bpf_map *v4,
+		       struct bpf_map *v6, uint32_t *count, uint32_t bit)
 {
 	uint32_t one = 1;
+	struct bpf_map *map;
+	union rl_lpm key;
+	int err = rl_lpm_key(p, v4, v6, &key, &map);
 
-	return rl_lpm_update(p, rl->skel->maps.rl_allow_v4, rl->skel->maps.rl_allow_v6, &one);
+	if (err)
+		return err;
+	if (!bpf_map_update_elem(bpf_map__fd(map), &key, &one, BPF_NOEXIST))
+		++*count;
+	else if (errno != EEXIST)
+		return -errno;
+	/* After the entry exists: the program never looks for an entry that is not there yet. */
+	return rl_cfg_flag(rl, bit, true);
+}
+
+static int rl_list_del(struct rl *rl, const struct rl_prefix *p, struct bpf_map *v4,
+		       struct bpf_map *v6, uint32_t *count, uint32_t bit)
+{
+	int err = rl_lpm_delete(p, v4, v6);
+
+	if (err)
+		return err;
+	if (*count && --*count == 0)
+		return rl_cfg_flag(rl, bit, false);
+	return 0;
+}
+
+int rl_allow_add(struct rl *rl, const struct rl_prefix *p)
+{
+	return rl_list_add(rl, p, rl->skel->maps.rl_allow_v4, rl->skel->maps.rl_allow_v6,
+			   &rl->allow_n, RL_CFG_ALLOW);
 }
 
 int rl_allow_del(struct rl *rl, const struct rl_prefix *p)
 {
-	return rl_lpm_delete(p, rl->skel->maps.rl_allow_v4, rl->skel->maps.rl_allow_v6);
+	return rl_list_del(rl, p, rl->skel->maps.rl_allow_v4, rl->skel->maps.rl_allow_v6,
+			   &rl->allow_n, RL_CFG_ALLOW);
 }
 
 int rl_deny_add(struct rl *rl, const struct rl_prefix *p)
 {
-	uint32_t one = 1;
-
-	return rl_lpm_update(p, rl->skel->maps.rl_deny_v4, rl->skel->maps.rl_deny_v6, &one);
+	return rl_list_add(rl, p, rl->skel->maps.rl_deny_v4, rl->skel->maps.rl_deny_v6, &rl->deny_n,
+			   RL_CFG_DENY);
 }
 
 int rl_deny_del(struct rl *rl, const struct rl_prefix *p)
 {
-	return rl_lpm_delete(p, rl->skel->maps.rl_deny_v4, rl->skel->maps.rl_deny_v6);
+	return rl_list_del(rl, p, rl->skel->maps.rl_deny_v4, rl->skel->maps.rl_deny_v6, &rl->deny_n,
+			   RL_CFG_DENY);
 }
 
 /* ---- penalty box ------------------------------------------------------------------------ */
@@ -463,20 +497,21 @@ static int rl_bucket_key(struct rl *rl, const struct rl_prefix *src, struct rl_k
 	return 0;
 }
 
-static int rl_penalty_flag(struct rl *rl, bool on)
+static int rl_cfg_flag(struct rl *rl, uint32_t bit, bool on)
 {
 	struct rl_settings cur;
+	uint32_t old = rl->list_flags;
 	int err;
 
-	if (rl->penalty_active == on)
+	if (!!(old & bit) == on)
 		return 0;
 	err = rl_settings_get(rl, &cur);
 	if (err)
 		return err;
-	rl->penalty_active = on;
+	rl->list_flags = on ? old | bit : old & ~bit;
 	err = rl_settings_set(rl, &cur);
 	if (err)
-		rl->penalty_active = !on;
+		rl->list_flags = old;
 	return err;
 }
 
@@ -491,7 +526,7 @@ int rl_penalty_add(struct rl *rl, const struct rl_prefix *src, uint64_t ttl_ns)
 	if (bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key, &pen, BPF_ANY))
 		return -errno;
 	/* After the entry exists: the program never looks for an entry that is not there yet. */
-	return rl_penalty_flag(rl, true);
+	return rl_cfg_flag(rl, RL_CFG_PENALTY, true);
 }
 
 int rl_penalty_del(struct rl *rl, const struct rl_prefix *src)
@@ -532,7 +567,7 @@ int rl_penalty_sweep(struct rl *rl)
 	}
 	free(keys);
 	if (!live) {
-		int err = rl_penalty_flag(rl, false);
+		int err = rl_cfg_flag(rl, RL_CFG_PENALTY, false);
 
 		if (err)
 			return err;
@@ -573,8 +608,7 @@ int rl_settings_set(struct rl *rl, const struct rl_settings *s)
 {
 	struct rl_config cfg = {
 		.flags = (s->dry_run ? RL_CFG_DRY_RUN : 0) | (s->cap_drop ? RL_CFG_CAP_DROP : 0) |
-			 (s->coarse_clock ? RL_CFG_COARSE_CLOCK : 0) |
-			 (rl->penalty_active ? RL_CFG_PENALTY : 0),
+			 (s->coarse_clock ? RL_CFG_COARSE_CLOCK : 0) | rl->list_flags,
 		.new_buckets_per_sec = s->new_buckets_per_sec,
 		.events_per_sec = s->events_per_sec,
 		.event_interval_ns = s->event_interval_ns,

@@ -364,6 +364,16 @@ static void test_allow_deny(bool tc)
 	CHECK_INT(rl_deny_del(rl, &p), 0);
 	CHECK_INT(run_pkt(PKT(.src = "2001:db8:1::5", .flags = TH_SYN)), 0);
 	CHECK_INT(run_pkt(PKT(.src = "2001:db8:1::5", .flags = TH_SYN)), 1);
+	/* The last allow entry gone: the program stops consulting the list; an entry added twice
+	 * is one entry. */
+	p = pfx("10.1.0.0/16");
+	CHECK_INT(rl_allow_del(rl, &p), 0);
+	CHECK_INT(run_pkt(PKT(.src = "10.1.5.5", .flags = TH_ACK)), 1);
+	CHECK_INT(rl_allow_add(rl, &p), 0);
+	CHECK_INT(rl_allow_add(rl, &p), 0);
+	CHECK_INT(run_pkt(PKT(.src = "10.1.5.5", .flags = TH_ACK)), 0);
+	CHECK_INT(rl_allow_del(rl, &p), 0);
+	CHECK_INT(run_pkt(PKT(.src = "10.1.5.5", .flags = TH_ACK)), 1);
 	test_end();
 }
 
