@@ -1127,7 +1127,8 @@ static bool step_resp(struct conn *c)
 	if (c->rate) {
 		/* A 50 ms burst, then rate bytes per second on average. */
 		uint64_t burst = c->rate / 20 ? c->rate / 20 : 1;
-		uint64_t allowed = burst + c->rate * (w->now_ms - c->rate_start_ms) / 1000;
+		uint64_t allowed = burst + (uint64_t)((unsigned __int128)c->rate *
+						      (w->now_ms - c->rate_start_ms) / 1000);
 
 		if (left && allowed <= c->body_sent) {
 			uint64_t need = c->chunk < left ? c->chunk : left;
