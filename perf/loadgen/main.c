@@ -47,6 +47,7 @@
 #include "perf/loadgen/hist.h"
 #include "perf/loadgen/reqlist.h"
 #include "perf/loadgen/schedule.h"
+#include "perf/loadgen/selftest.h"
 
 #define MAX_PIPELINE 64
 #define RBUF_SIZE (32 * 1024)
@@ -74,7 +75,7 @@ static const char *const err_names[E_KINDS] = {"connect", "read",  "write",
 struct options {
 	int threads, conns, pipeline;
 	double rate; /* 0: closed loop */
-	bool poisson, churn, json;
+	bool poisson, churn, json, self_test;
 	double duration, warmup, timeout;
 	double zipf; /* < 0: uniform */
 	uint64_t seed;
@@ -837,8 +838,10 @@ static void report(struct stats *t, double secs, const char *url)
 		printf("{\"url\":\"%s\",\"mode\":\"%s\",\"schedule\":\"%s\",\"target_rate\":%.1f,",
 		       url, open_loop() ? "open" : "closed",
 		       open_loop() ? (opt.poisson ? "poisson" : "constant") : "none", opt.rate);
-		printf("\"threads\":%d,\"connections\":%d,\"pipeline\":%d,\"churn\":%s,",
-		       opt.threads, opt.conns, depth(), opt.churn ? "true" : "false");
+		printf("\"threads\":%d,\"connections\":%d,\"pipeline\":%d,\"churn\":%s,"
+		       "\"self_test\":%s,",
+		       opt.threads, opt.conns, depth(), opt.churn ? "true" : "false",
+		       opt.self_test ? "true" : "false");
 		printf("\"duration_s\":%.3f,\"warmup_s\":%.3f,\"requests\":%llu,\"sent\":%llu,",
 		       secs, opt.warmup, (unsigned long long)t->completed,
 		       (unsigned long long)t->sent);
@@ -873,6 +876,11 @@ static void report(struct stats *t, double secs, const char *url)
 	}
 	char b[32];
 	printf("reflex-bench %s\n", url);
+	if (opt.self_test)
+		printf("  self-test: against a trivial in-process server (1 thread, epoll, 1 KiB "
+		       "answers):\n"
+		       "  the generator's own cost plus loopback TCP, the floor under any figure "
+		       "it reports\n");
 	printf("  %s loop%s, %d thread(s), %d connection(s), %s, pipeline %d, %.1f s after %.1f s "
 	       "warm-up\n",
 	       open_loop() ? "open" : "closed", "", opt.threads, opt.conns,
@@ -919,6 +927,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: reflex-bench [options] http://HOST:PORT/PATH\n"
+		"       reflex-bench [options] --self-test\n"
 		"  -t, --threads N       threads, one io_uring each (1)\n"
 		"  -c, --connections N   connections, spread over the threads (10)\n"
 		"  -d, --duration S      measured seconds (10)\n"
@@ -936,6 +945,8 @@ static void usage(FILE *f)
 		"      --timeout S       a request unanswered for S seconds is an error (5)\n"
 		"      --seed N          random seed (schedules, sampling) (1)\n"
 		"      --json            print one JSON object instead of text\n"
+		"      --self-test       no URL: run against a trivial in-process server, to see\n"
+		"                        the generator's own floor on this machine\n"
 		"No TLS (http:// only).\n",
 		MAX_PIPELINE);
 }
@@ -1059,6 +1070,7 @@ int main(int argc, char **argv)
 		{"timeout", required_argument, NULL, 'T'},
 		{"seed", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
+		{"self-test", no_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -1121,6 +1133,9 @@ int main(int argc, char **argv)
 		case 'j':
 			opt.json = true;
 			break;
+		case 'S':
+			opt.self_test = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1129,7 +1144,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc - 1) {
+	if (optind != argc - !opt.self_test) {
 		usage(stderr);
 		return 2;
 	}
@@ -1142,7 +1157,21 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *url = argv[optind];
-	char *host_hdr, *path;
+	char *host_hdr, *path, self_url[64];
+	if (opt.self_test) {
+		int port, ret = selftest_start(&port);
+		if (ret < 0) {
+			fprintf(stderr, "reflex-bench: self-test server: %s\n", strerror(-ret));
+			return 1;
+		}
+		if (opt.requests_file) {
+			fprintf(stderr,
+				"reflex-bench: --self-test sends plain GETs (no --requests)\n");
+			return 2;
+		}
+		snprintf(self_url, sizeof(self_url), "http://127.0.0.1:%d/", port);
+		url = self_url;
+	}
 	parse_url(url, &host_hdr, &path);
 	reqs.host = host_hdr;
 	reqs.extra = extra;
@@ -1218,6 +1247,8 @@ int main(int argc, char **argv)
 		secs = end > ws[0].measure_ns ? (end - ws[0].measure_ns) / 1e9 : 0;
 	report(&total, secs, url);
 	fflush(stdout);
+	if (opt.self_test)
+		selftest_stop();
 	for (int i = 0; i < opt.threads; i++)
 		worker_free(&ws[i]);
 	free(ws);

@@ -12,7 +12,8 @@
  * requests are themselves measured in both modes, so both show them at
  * P99.9; that case is checked below as a test of --requests instead.)
  *
- * Also: the open-loop rate is held, and errors are reported by kind.
+ * Also: the open-loop rate is held, errors are reported by kind, and the
+ * --self-test mode runs.
  */
 #include "lib/harness.h"
 
@@ -258,6 +259,22 @@ static void test_error_kinds(void)
 	test_end();
 }
 
+static void test_self_test(void)
+{
+	test_begin("self_test_mode");
+	const char *args[] = {"--self-test", "-c", "4", "-d", "0.5", "--pipeline", "2", NULL};
+	char *out = run_bench(args, 10000);
+
+	if (out) {
+		CHECK(strstr(out, "\"self_test\":true") != NULL);
+		CHECK(json_num(out, NULL, "requests") > 0);
+		CHECK_INT(json_num(out, "status", "2xx"), json_num(out, NULL, "requests"));
+		CHECK_INT(json_num(out, "errors", "total"), 0);
+	}
+	free(out);
+	test_end();
+}
+
 int main(void)
 {
 	char url[128];
@@ -283,5 +300,6 @@ int main(void)
 	test_open_loop_rate(url);
 	test_request_list();
 	test_error_kinds();
+	test_self_test();
 	return test_exit_code();
 }
