@@ -908,9 +908,9 @@ static int listener(uint16_t *port)
 	return fd;
 }
 
-/* From the client namespace, n non-blocking connects from src to the gateway, given wait_ms
- * to complete (less than the 1 s SYN retransmission timeout, so a dropped SYN stays dropped);
- * then the client exits. Returns how many connections the listener accepts. */
+/* From the client namespace, n (<= 64) non-blocking connects from src to the gateway, given
+ * up to wait_ms to complete (less than the 1 s SYN retransmission timeout, so a dropped SYN
+ * stays dropped); then the client exits. Returns how many connections the listener accepts. */
 static int client_burst(int lfd, uint16_t port, const char *src, int n, int wait_ms)
 {
 	int accepted = 0, status;
@@ -924,6 +924,12 @@ static int client_burst(int lfd, uint16_t port, const char *src, int n, int wait
 
 		if (netns_enter(ns_cl))
 			_exit(2);
+		struct pollfd pfd[64];
+		struct timespec t0, t;
+		int left = n;
+
+		if (n > 64)
+			_exit(5);
 		inet_pton(AF_INET, GW_ADDR, &dst.sin_addr);
 		inet_pton(AF_INET, src, &from.sin_addr);
 		for (int i = 0; i < n; i++) {
@@ -934,8 +940,24 @@ static int client_burst(int lfd, uint16_t port, const char *src, int n, int wait
 			if (connect(s, (struct sockaddr *)&dst, sizeof(dst)) &&
 			    errno != EINPROGRESS)
 				_exit(4);
+			pfd[i] = (struct pollfd){.fd = s, .events = POLLOUT};
 		}
-		usleep(wait_ms * 1000);
+		/* Until every connect completed or the time is up, whichever comes first. */
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (;;) {
+			long spent;
+
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			spent = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+			if (!left || spent >= wait_ms || poll(pfd, n, wait_ms - (int)spent) < 0)
+				break;
+			for (int i = 0; i < n; i++) {
+				if (pfd[i].fd >= 0 && pfd[i].revents) {
+					pfd[i].fd = -pfd[i].fd - 1; /* done: poll ignores it */
+					left--;
+				}
+			}
+		}
 		_exit(0);
 	}
 	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status)) {
