@@ -255,6 +255,65 @@ static void test_concurrent_clients(void)
 	test_end();
 }
 
+/* Clients that hang up in the middle of a large response or a large
+ * upload: the upstream connection carrying the rest must not go back to
+ * the pool half-read, so the requests after them get exactly their bytes. */
+static void test_client_aborts(void)
+{
+	int good = 0;
+
+	test_begin("client_aborts_do_not_poison_the_pool");
+	for (int i = 0; i < 5; i++) {
+		struct h_buf b = {0};
+		char req[256];
+		int fd = h_connect("127.0.0.1", gw_port, 2000);
+
+		if (fd < 0)
+			continue;
+		if (i % 2 == 0) {
+			snprintf(req, sizeof(req),
+				 "GET /?size=50000000&a=%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+			h_send_str(fd, req);
+			/* Take about 256 KiB of the 50 MB, then vanish. */
+			while (b.len < 262144 && h_read_all(fd, &b, 300, 300) == H_READ_TIMEOUT &&
+			       b.len)
+				;
+		} else {
+			char chunk[65536];
+
+			snprintf(req, sizeof(req),
+				 "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n");
+			h_send_str(fd, req);
+			memset(chunk, 'u', sizeof(chunk));
+			for (int k = 0; k < 8; k++)
+				h_send_all(fd, chunk, sizeof(chunk));
+		}
+		close(fd);
+		h_buf_free(&b);
+	}
+	for (int i = 0; i < 40; i++) {
+		char u[256];
+		unsigned size = 1000 + (unsigned)i * 777;
+		struct h_resp r;
+
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=%u", gw_port, size);
+		struct h_req q = {.url = u, .count_only = true};
+		if (h_http(&q, &r) == 0 && r.status == 200 && r.body_bytes == size &&
+		    r.body_hash == h_pattern_hash(size))
+			good++;
+		else
+			CHECK_MSG(
+				0,
+				"request %d after the aborts: status %ld, %llu bytes (want %u), %s",
+				i, r.status, (unsigned long long)r.body_bytes, size, r.error);
+		h_resp_free(&r);
+		if (test_failed())
+			break;
+	}
+	CHECK_MSG(good == 40, "%d of 40 requests after client aborts were exact", good);
+	test_end();
+}
+
 static void test_upstream_restart(void)
 {
 	int gp = h_free_port(), op = h_free_port();
@@ -333,6 +392,7 @@ int main(void)
 	test_reuse_across_client_conns();
 	test_http10();
 	test_concurrent_clients();
+	test_client_aborts();
 	test_upstream_restart();
 	h_finish(gw, 5000);
 	return test_exit_code();

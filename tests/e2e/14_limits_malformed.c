@@ -96,6 +96,10 @@ static void build_cases(void)
 	ADD_LIT("differing_content_lengths_400", 400,
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
 		"hello!");
+	ADD_LIT("content_length_not_a_number_400", 400,
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\nh");
+	ADD_LIT("content_length_negative_400", 400,
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n");
 	ADD_LIT("gzip_chunked_501", 501,
 		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
 	ADD_LIT("bare_lf_400", 400, "GET / HTTP/1.1\r\nHost: x\nX-A: a\r\n\r\n");

@@ -86,6 +86,35 @@ out:
 	test_end();
 }
 
+/* A connection that never sends a byte is a slowloris too: it must be
+ * gone by the header timeout (a 408 first is allowed, nothing else). */
+static void test_silent_connection(void)
+{
+	struct h_buf b = {0};
+	int code = 0;
+
+	test_begin("silent_connection_closed_at_header_timeout");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	double t0 = h_now_ms();
+	enum h_read_end end = h_read_all(fd, &b, HEADER_MS + SLACK_MS + 1000, 0);
+	double dt = h_now_ms() - t0;
+	close(fd);
+	CHECK_MSG(end == H_READ_CLOSED || end == H_READ_RESET,
+		  "silent connection: read ended %s after %.0f ms (header timeout %d ms)",
+		  h_read_end_name(end), dt, HEADER_MS);
+	CHECK_MSG(dt <= HEADER_MS + SLACK_MS, "silent connection closed after %.0f ms", dt);
+	if (b.len)
+		CHECK_MSG(h_statuses(b.data, b.len, &code, 1) == 1 && code == 408,
+			  "silent connection got '%s' (only a 408 is acceptable)",
+			  h_excerpt(b.data, b.len, 200));
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
 static void test_idle_keepalive(void)
 {
 	struct h_buf b = {0};
@@ -142,6 +171,7 @@ int main(void)
 	}
 	test_slowloris();
 	test_body_stall();
+	test_silent_connection();
 	test_idle_keepalive();
 	h_finish(gw, 5000);
 	return test_exit_code();

@@ -255,6 +255,10 @@ struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, i
 		return NULL;
 	}
 	dprintf(logfd, "=== %s: %s\n", name, cmd);
+	/* The build tree is shared: a binary being relinked right now is
+	 * missing or not executable for a moment. Wait that out (3 s). */
+	for (int i = 0; i < 60 && access(argv[0], X_OK) != 0; i++)
+		h_sleep_ms(50);
 	if (access(argv[0], X_OK) != 0) {
 		printf("  %s: cannot execute %s: %s (make %s?)\n", name, argv[0], strerror(errno),
 		       argv[0]);
@@ -264,10 +268,16 @@ struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, i
 	}
 
 	pid_t parent = getpid();
+	int attempts = 0;
+	bool registered = false;
+respawn:
+	attempts++;
+	p->exited = false;
 	p->pid = fork();
 	if (p->pid < 0) {
 		close(logfd);
-		free(p);
+		if (!registered)
+			free(p);
 		return NULL;
 	}
 	if (p->pid == 0) {
@@ -288,26 +298,46 @@ struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, i
 		dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
-	close(logfd);
-	register_proc(p);
-	if (port <= 0)
+	if (!registered) {
+		register_proc(p);
+		registered = true;
+	} else {
+		for (int i = 0; i < H_MAX_PROCS; i++) {
+			if (!proc_pids[i]) {
+				proc_pids[i] = p->pid;
+				break;
+			}
+		}
+	}
+	if (port <= 0) {
+		close(logfd);
 		return p;
+	}
 
 	double end = h_now_ms() + ready_ms;
 	while (h_now_ms() < end) {
 		if (!h_alive(p)) {
+			/* 127: exec failed, e.g. the binary was being relinked. */
+			if (WIFEXITED(p->status) && WEXITSTATUS(p->status) == 127 && attempts < 3) {
+				dprintf(logfd, "=== %s: exec failed, retrying\n", name);
+				h_sleep_ms(300);
+				goto respawn;
+			}
 			printf("  %s exited before listening (status 0x%x); log %s:\n", name,
 			       p->status, p->log);
 			h_log_tail(p, 20);
+			close(logfd);
 			return NULL;
 		}
 		int fd = h_connect(host, port, 200);
 		if (fd >= 0) {
 			close(fd);
+			close(logfd);
 			return p;
 		}
 		h_sleep_ms(20);
 	}
+	close(logfd);
 	printf("  %s did not accept on %s:%d within %u ms; log %s:\n", name, host, port, ready_ms,
 	       p->log);
 	h_log_tail(p, 20);
@@ -331,7 +361,7 @@ struct h_proc *h_start_origin(const char *name, int port, unsigned workers)
 	argv[n++] = "--workers";
 	argv[n++] = w;
 	argv[n] = NULL;
-	return h_spawn(name, argv, "127.0.0.1", port, 5000);
+	return h_spawn(name, argv, "127.0.0.1", port, 10000);
 }
 
 struct h_proc *h_start_reflexd(const char *name, int port, const char *const args[])
@@ -343,7 +373,7 @@ struct h_proc *h_start_reflexd(const char *name, int port, const char *const arg
 	for (int i = 0; args && args[i] && n < 63; i++)
 		argv[n++] = (char *)args[i];
 	argv[n] = NULL;
-	return h_spawn(name, argv, "127.0.0.1", port, 5000);
+	return h_spawn(name, argv, "127.0.0.1", port, 10000);
 }
 
 struct h_proc *h_start_reflexd_config(const char *name, int port, const char *config_path)

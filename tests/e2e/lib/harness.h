@@ -69,7 +69,10 @@ struct h_proc {
 struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, int port,
 		       unsigned ready_ms);
 
-/* reflex-origin --listen 127.0.0.1:port --name name [--workers workers]. */
+/* reflex-origin --listen 127.0.0.1:port --name name [--workers workers].
+ * This and the reflexd starters wait up to 10 s for the port. h_spawn
+ * rides out a binary that is being relinked in the shared build tree (waits
+ * for it to be executable, retries an exec that failed with status 127). */
 struct h_proc *h_start_origin(const char *name, int port, unsigned workers);
 
 /* reflexd with the given arguments (not including argv[0], NULL-terminated),
