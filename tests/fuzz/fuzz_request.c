@@ -80,6 +80,60 @@ static void check_result(int rc, const char *b, size_t len, const struct http_re
 	}
 }
 
+/* Re-derive the framing facts from the header array with independent code
+ * and compare them with what the parser computed in its single pass. */
+static void check_derived(const struct http_request *r)
+{
+	unsigned n_host = 0, n_te = 0, n_cl = 0;
+	bool close = false, ka = false;
+
+	for (unsigned i = 0; i < r->n_headers; i++) {
+		const struct http_header *h = &r->headers[i];
+
+		if (http_str_eq(h->name, "host")) {
+			n_host++;
+			ASSERT(h->value.p == r->host.p && h->value.len == r->host.len);
+		} else if (http_str_eq(h->name, "transfer-encoding")) {
+			n_te++;
+		} else if (http_str_eq(h->name, "content-length")) {
+			/* every element is the same number */
+			const char *p = h->value.p, *e = p + h->value.len;
+
+			n_cl++;
+			while (p < e) {
+				uint64_t v = 0;
+
+				while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
+					p++;
+				if (p == e)
+					break;
+				ASSERT(*p >= '0' && *p <= '9');
+				while (p < e && *p >= '0' && *p <= '9')
+					v = v * 10 + (uint64_t)(*p++ - '0');
+				ASSERT(v == r->content_length);
+			}
+		} else if (http_str_eq(h->name, "connection")) {
+			close |= http_list_has_token(h->value, "close");
+			ka |= http_list_has_token(h->value, "keep-alive");
+		} else if (http_str_eq(h->name, "expect")) {
+			ASSERT(http_str_eq(h->value, "100-continue"));
+		} else if (http_str_eq(h->name, "upgrade")) {
+			ASSERT(r->has_upgrade);
+		}
+	}
+	ASSERT(n_host <= 1);
+	ASSERT(r->minor_version == 0 || n_host == 1);
+	ASSERT(!(n_te && n_cl));
+	ASSERT(r->body == (n_te ? HTTP_BODY_CHUNKED : n_cl ? HTTP_BODY_LENGTH : HTTP_BODY_NONE));
+	ASSERT(r->keep_alive == (r->minor_version == 1 ? !close : ka && !close));
+	ASSERT(r->is_head == (r->method.len == 4 && memcmp(r->method.p, "HEAD", 4) == 0));
+	for (size_t k = 0; k < r->target.len; k++) {
+		unsigned char c = (unsigned char)r->target.p[k];
+
+		ASSERT(c > 0x20 && c != 0x7f && c != '#');
+	}
+}
+
 static int parse(const char *b, size_t n, struct http_request *r, struct http_header *h,
 		 const struct http_limits *lim, struct http_error *e)
 {
@@ -115,6 +169,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
 	rc = parse(buf, len, &r1, h1, &lim, &e1);
 	check_result(rc, buf, len, &r1, &e1);
+	if (rc > 0)
+		check_derived(&r1);
 
 	rc2 = parse(buf, split, &r2, h2, &lim, &e2);
 	check_result(rc2, buf, split, &r2, &e2);

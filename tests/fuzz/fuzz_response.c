@@ -69,6 +69,39 @@ static void check_result(int rc, const char *b, size_t len, bool head,
 	}
 }
 
+/* Re-derive framing from the header array with independent code. */
+static void check_derived(const struct http_response *r, bool head)
+{
+	unsigned n_te = 0, n_cl = 0;
+	bool close = false, ka = false, no_body;
+
+	for (unsigned i = 0; i < r->n_headers; i++) {
+		const struct http_header *h = &r->headers[i];
+
+		if (http_str_eq(h->name, "transfer-encoding")) {
+			n_te++;
+			ASSERT(http_str_eq(h->value, "chunked"));
+		} else if (http_str_eq(h->name, "content-length")) {
+			n_cl++;
+		} else if (http_str_eq(h->name, "connection")) {
+			close |= http_list_has_token(h->value, "close");
+			ka |= http_list_has_token(h->value, "keep-alive");
+		}
+	}
+	no_body = head || r->status < 200 || r->status == 204 || r->status == 304;
+	ASSERT(!(n_te && n_cl));
+	ASSERT(r->has_content_length == (n_cl > 0));
+	ASSERT(n_te == 0 || r->minor_version == 1);
+	if (no_body)
+		ASSERT(r->body == HTTP_BODY_NONE);
+	else
+		ASSERT(r->body == (n_te	  ? HTTP_BODY_CHUNKED
+				   : n_cl ? HTTP_BODY_LENGTH
+					  : HTTP_BODY_UNTIL_CLOSE));
+	if (r->body != HTTP_BODY_UNTIL_CLOSE)
+		ASSERT(r->keep_alive == (r->minor_version == 1 ? !close : ka && !close));
+}
+
 static int parse(const char *b, size_t n, bool head, struct http_response *r, struct http_header *h,
 		 const struct http_limits *lim, struct http_error *e)
 {
@@ -105,6 +138,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
 	rc = parse(buf, len, head, &r1, h1, &lim, &e1);
 	check_result(rc, buf, len, head, &r1, &e1);
+	if (rc > 0)
+		check_derived(&r1, head);
 
 	rc2 = parse(buf, split, head, &r2, h2, &lim, &e2);
 	check_result(rc2, buf, split, head, &r2, &e2);
