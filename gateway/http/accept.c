@@ -35,7 +35,7 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 		if (w->draining || ls->fd < 0) {
 			close(res);
 		} else {
-			w->stats.accepted++;
+			STAT_INC(w->stats.conn_accepted);
 			client_new(w, res);
 		}
 	} else if (res != -ECANCELED) {

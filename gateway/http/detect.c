@@ -873,11 +873,11 @@ struct builtin_pattern {
 };
 
 static const struct builtin_pattern patterns[] = {
-	{DETECT_EMAIL, 0, "[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,24}\\b", find_email},
+	{DETECT_EMAIL, 0, "[A-Za-z0-9._%+-]@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,24}\\b", find_email},
 
 	{DETECT_PHONE, 0, "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM, find_e164},
 	{DETECT_PHONE, 0,
-	 "(?:\\+?1[ .-]?)?(?:\\([2-9][0-9]{2}\\) ?|\\b[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
+	 "(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
 	 "(?:[^0-9-]|\\z)",
 	 find_nanp},
 
@@ -898,10 +898,10 @@ static const struct builtin_pattern patterns[] = {
 
 	{DETECT_IPV4, LB, "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9.]|\\.[^0-9]|\\.?\\z)", NULL},
 
-	{DETECT_IPV6, 0, "[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)",
+	{DETECT_IPV6, 0, "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)",
 	 find_ipv6},
-	{DETECT_IPV6, 0, "[0-9A-Fa-f:]*::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
-	{DETECT_IPV6, 0, "[0-9A-Fa-f:]*:(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)",
+	{DETECT_IPV6, 0, "::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
+	{DETECT_IPV6, 0, ":(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)",
 	 find_ipv6},
 
 	{DETECT_AWS_KEY, LB, "(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b", NULL},
@@ -992,11 +992,14 @@ static const struct builtin_pattern patterns[] = {
 	 "<\\|(?:im_start|im_end|im_sep|system|assistant|user|endoftext|begin_of_text|"
 	 "start_header_id|end_header_id|eot_id)\\|>", NULL},
 	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>", NULL},
-	{DETECT_INJ_DELIMITER, CI,
+	{DETECT_INJ_DELIMITER, CI | TRIG,
+	 "(?:system|assistant|developer)(?:\\]|>|\\*\\*)?[ \\t]*:|prompt|instructions|system\\s+message",
+	 NULL},
+	{DETECT_INJ_DELIMITER, CI | CONF,
 	 "(?:^|\\n)[ \\t]*(?:#{1,3}[ \\t]*)?(?:\\[|<|\\*\\*)?(?:system|assistant|developer)"
 	 "(?:\\]|>|\\*\\*)?[ \\t]*:[ \\t]*(?:ignore|disregard|forget|override|new\\s+instructions|"
 	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b", NULL},
-	{DETECT_INJ_DELIMITER, CI,
+	{DETECT_INJ_DELIMITER, CI | CONF,
 	 "(?:-{3,}|={3,}|#{3,}|\\*{3,})[ \\t]*(?:end|begin|start)\\s+(?:of\\s+)?(?:the\\s+)?"
 	 "(?:system\\s+prompt|(?:system\\s+|original\\s+)?instructions|system\\s+message)\\b", NULL},
 

@@ -163,7 +163,7 @@ static enum step_result step_parse(struct request *r)
 	c->head_timer_armed = false;
 	timer_disarm(&w->loop.timers, &c->conn.timer);
 	r->t_start_ns = clock_ns();
-	w->stats.requests++;
+	STAT_INC(w->stats.requests);
 	if (n < 0) {
 		r->keep_alive = false;
 		req_fail(r, err.status, err.reason, true);
@@ -311,7 +311,7 @@ static enum step_result step_respond(struct request *r)
 	struct conn *cn = &c->conn;
 
 	if (r->status >= 100 && r->status < 600)
-		w->stats.responses[r->status / 100]++;
+		STAT_INC(w->stats.responses[r->status / 100]);
 	if (r->up)
 		upstream_abort(r);
 	c->in_request = false;

@@ -289,7 +289,7 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, in
 	loop_sqe_set_op(sqe, &u->connect_op);
 	u->conn.refs++;
 	timer_arm(&w->loop.timers, &u->conn.timer, w->loop.now + w->cfg->timeouts.upstream_connect);
-	w->stats.upstream_connects++;
+	STAT_INC(w->stats.upstream_connects);
 	return u;
 }
 
@@ -313,7 +313,7 @@ static void start_on(struct request *r, bool fresh)
 		u = ep->idle;
 		idle_remove(u);
 		u->reused = true;
-		w->stats.upstream_reuses++;
+		STAT_INC(w->stats.upstream_reuses);
 		up_progress(u);
 	} else {
 		u = up_connect(w, ep, &err);
@@ -574,7 +574,7 @@ static void up_on_eof(struct conn *cn, int err)
 		struct worker *w = cn->w;
 		up_drop(u, false);
 		r->retried = true;
-		w->stats.upstream_retries++;
+		STAT_INC(w->stats.upstream_retries);
 		start_on(r, true);
 		return;
 	}

@@ -26,6 +26,8 @@ struct upconn;
 struct endpoint_state {
 	const struct cfg_endpoint *cfg;
 	unsigned inflight;   /* requests bound to this endpoint now */
+	unsigned fails;      /* consecutive failed exchanges (connect, reset, timeout, invalid) */
+	uint64_t requests;   /* exchanges started (read racily by the admin thread) */
 	int wrr_current;     /* smooth weighted round robin state */
 	struct upconn *idle; /* idle keep-alive connections, MRU first */
 	unsigned n_idle;

@@ -128,6 +128,11 @@ static int setup(struct worker *w)
 	w->drain_op.on_complete = on_drain_signal;
 	arm_drain_read(w);
 
+	rc = stats_worker_init(&w->stats, cfg->n_pools);
+	if (rc < 0) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "stats: %s", strerror(-rc));
+		return rc;
+	}
 	rc = pool_states_init(w);
 	if (rc < 0) {
 		snprintf(w->start_msg, sizeof(w->start_msg), "pools: %s", strerror(-rc));

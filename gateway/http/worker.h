@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/loop.h"
+#include "core/stats.h"
 #include "http/parse.h"
 
 struct conn;
@@ -24,11 +25,6 @@ struct listener {
 	const struct cfg_addr *addr;
 	struct io_op accept_op;
 	bool armed;
-};
-
-struct worker_stats {
-	uint64_t accepted, requests, responses[6]; /* responses by status class 1xx..5xx */
-	uint64_t upstream_connects, upstream_reuses, upstream_retries;
 };
 
 struct worker {
@@ -60,7 +56,7 @@ struct worker {
 	bool draining;
 	struct timer drain_timer;
 
-	struct worker_stats stats;
+	struct stats_worker stats;
 	int start_error; /* set by the worker if set-up failed (-errno) */
 	char start_msg[512];
 };

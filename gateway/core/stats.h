@@ -1,0 +1,115 @@
+/* stats.h — counters and latency histograms, one block per worker.
+ *
+ * Each worker writes only its own block (single writer, no locks on the hot
+ * path); the admin thread reads all blocks and merges them on a scrape.
+ * Writers use relaxed atomic stores and readers relaxed atomic loads, so a
+ * reader sees each 64-bit value whole (maybe a moment old). Nothing here
+ * knows HTTP beyond the names of the reason codes, which are the shared
+ * vocabulary of the access log, the metrics and the error bodies.
+ *
+ * Histograms have explicit buckets from 50 µs to 10 s (Prometheus
+ * convention: cumulative on output, base unit seconds); observe() takes
+ * nanoseconds.
+ */
+#ifndef REFLEX_CORE_STATS_H
+#define REFLEX_CORE_STATS_H
+
+#include <stdint.h>
+
+#define STATS_HIST_BUCKETS 17 /* finite upper bounds; +Inf is count */
+extern const uint64_t stats_hist_bounds_ns[STATS_HIST_BUCKETS];
+extern const char *const stats_hist_bounds_text[STATS_HIST_BUCKETS]; /* "0.00005" ... "10" */
+
+struct stats_hist {
+	uint64_t bucket[STATS_HIST_BUCKETS]; /* non-cumulative: observations <= bound[i] and > bound[i-1] */
+	uint64_t count;                      /* all observations (the +Inf bucket) */
+	uint64_t sum_ns;
+};
+
+/* Why a request was refused or failed. Every gateway-made error response,
+ * access-log line and refusal counter carries one of these. */
+enum reason {
+	REASON_NONE = 0,
+	REASON_BAD_REQUEST,        /* 400: malformed or ambiguous request */
+	REASON_URI_TOO_LONG,       /* 414 */
+	REASON_HEADER_TOO_LARGE,   /* 431 */
+	REASON_BODY_TOO_LARGE,     /* 413 */
+	REASON_EXPECTATION,        /* 417 */
+	REASON_NOT_IMPLEMENTED,    /* 501: CONNECT, Upgrade, transfer codings */
+	REASON_HEADER_TIMEOUT,     /* 408 */
+	REASON_BODY_TIMEOUT,       /* 408 */
+	REASON_NO_ROUTE,           /* 404 */
+	REASON_NO_ENDPOINT,        /* 503 */
+	REASON_UPSTREAM_CONNECT,   /* 502: refused / unreachable */
+	REASON_UPSTREAM_CONNECT_TIMEOUT, /* 504 */
+	REASON_UPSTREAM_TIMEOUT,   /* 504: no response in time */
+	REASON_UPSTREAM_RESET,     /* 502: reset or closed before a response */
+	REASON_UPSTREAM_INVALID,   /* 502: malformed response */
+	REASON_UPSTREAM_TRUNCATED, /* response cut short after its head */
+	REASON_CLIENT_ABORT,       /* the client went away mid-request */
+	REASON_INTERNAL,           /* 500: out of memory */
+	REASON_MAX
+};
+/* "bad_request", "uri_too_long", ... (snake_case, stable: they are label values) */
+const char *reason_name(enum reason r);
+
+/* Where time goes in a request (the access log's timing breakdown and the
+ * per-stage histograms). */
+enum stage {
+	STAGE_PARSE = 0, /* first byte of the head → head parsed */
+	STAGE_ROUTE,     /* route + endpoint choice */
+	STAGE_CONNECT,   /* upstream connect (0 on a reused connection) */
+	STAGE_TTFB,      /* request sent → first response byte from the upstream */
+	STAGE_TOTAL,     /* head parsed → response fully handed to the kernel */
+	STAGE_MAX
+};
+const char *stage_name(enum stage s); /* "parse", "route", ... */
+
+enum conn_close_reason {
+	CLOSE_CLIENT = 0, /* the client closed */
+	CLOSE_IDLE,       /* keep-alive timeout */
+	CLOSE_PROTOCOL,   /* we closed after an error or Connection: close */
+	CLOSE_ERROR,      /* reset, send failure */
+	CLOSE_DRAIN,      /* shutdown */
+	CLOSE_MAX
+};
+const char *close_reason_name(enum conn_close_reason r);
+
+/* One worker's block. Sizes that depend on the configuration (per pool)
+ * live in the arrays allocated by stats_worker_init. */
+struct stats_worker {
+	uint64_t conn_accepted;
+	uint64_t conn_open; /* gauge: written by the worker, read by the admin */
+	uint64_t conn_closed[CLOSE_MAX];
+	uint64_t requests;
+	uint64_t responses[6]; /* by status class: [1]..[5]; [0] unused */
+	uint64_t bytes_in, bytes_out; /* client side, on the wire */
+	uint64_t upstream_connects, upstream_reuses, upstream_retries;
+	uint64_t upstream_bytes_in, upstream_bytes_out;
+	uint64_t refusals[REASON_MAX];
+	struct stats_hist stage[STAGE_MAX];
+
+	/* per pool (index = config pool index): requests by status class */
+	unsigned n_pools;
+	uint64_t (*pool_responses)[6];
+};
+
+int stats_worker_init(struct stats_worker *s, unsigned n_pools);
+void stats_worker_fini(struct stats_worker *s);
+
+/* Single-writer updates: only the owning worker calls these. */
+#define STAT_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
+#define STAT_INC(field) STAT_ADD(field, 1)
+#define STAT_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define STAT_LOAD(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+void stats_hist_observe(struct stats_hist *h, uint64_t ns);
+
+/* Reader side: add a worker's block into an accumulator (which must have
+ * been initialised with the same n_pools). Safe while the worker runs. */
+void stats_worker_merge(struct stats_worker *into, const struct stats_worker *from);
+/* Quantile (0..1) of a histogram in ns, interpolated inside the bucket;
+ * 0 when empty. */
+uint64_t stats_hist_quantile(const struct stats_hist *h, double q);
+
+#endif

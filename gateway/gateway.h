@@ -1,0 +1,44 @@
+/* gateway.h — the process-level handle: what the admin API (admin.c) and
+ * main.c share. One instance, owned by main.c.
+ *
+ * Threads: the workers own their state; the admin thread only reads
+ * worker state (stats blocks with relaxed atomics, pool in-flight counts as
+ * plain racy reads of aligned integers) and asks main.c to act through the
+ * function pointers below.
+ */
+#ifndef REFLEX_GATEWAY_H
+#define REFLEX_GATEWAY_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "core/accesslog.h"
+#include "core/config.h"
+
+struct worker;
+
+struct gateway {
+	struct worker *workers;
+	unsigned n_workers;
+	/* The current snapshot; replaced by a reload (read it with
+	 * gateway_config()). Old snapshots stay valid until the workers have
+	 * moved on; the admin thread must not keep one across requests. */
+	const struct config *cfg;
+	struct accesslog *alog; /* NULL when the access log is off */
+	time_t started;
+	const char *version;
+
+	/* Read, validate and apply the configuration again (the same file and
+	 * flags as at start). 0, or -1 with "FILE:LINE: reason" in err; on
+	 * error the running configuration stays. Callable from any thread. */
+	int (*reload)(struct gateway *g, char *err, size_t errlen);
+	/* Begin a graceful drain and exit (as SIGTERM). */
+	void (*shutdown)(struct gateway *g);
+};
+
+static inline const struct config *gateway_config(struct gateway *g)
+{
+	return __atomic_load_n(&g->cfg, __ATOMIC_ACQUIRE);
+}
+
+#endif
