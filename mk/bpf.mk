@@ -28,7 +28,7 @@ BPF_TEST_SRCS := $(sort $(wildcard tests/bpf/test_*.c))
 BPF_TEST_BINS := $(BPF_TEST_SRCS:%.c=$(BUILD)/%)
 
 .PHONY: bpf test-bpf
-.SECONDARY: $(BPF_OBJS) $(VMLINUX_H)
+.SECONDARY: $(BPF_OBJS) $(VMLINUX_H) $(BPF_TEST_SRCS:%.c=$(BUILD)/obj/%.o)
 bpf: $(BPF_SKELS) $(LIBREFLEXBPF) $(BPF_TEST_BINS)
 build: bpf
 test-bpf: bpf
