@@ -929,10 +929,12 @@ static const struct builtin_pattern patterns[] = {
 
 	/* Prompt injection: English phrases full of common words, which no
 	 * literal prefilter can make cheap. The one-pass database holds only
-	 * TRIG patterns (words every phrase of the family must contain); the
-	 * CONF patterns run on the bytes around a trigger. */
+	 * TRIG patterns (words every phrase of the family must contain; plain
+	 * literals, single-spaced, because \s+ in a trigger doubles its cost);
+	 * the CONF patterns run on the bytes around a trigger. */
 	{DETECT_INJ_OVERRIDE, CI | TRIG,
-	 "ignore|disregard|forget|override|bypass|discard|skip|(?:not|n't|stop)\\s+(?:follow|obey)", NULL},
+	 "ignore|disregard|forget|override|bypass|discard|skip|not follow|n't follow|stop follow|"
+	 "not obey|n't obey|stop obey", NULL},
 	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
 	 "(?:ignore|disregard|forget|override|bypass|discard|skip)\\s+"
 	 "(?:(?:all|any|every|each|the|your|my|of|these|those|this)\\s+){0,3}"
@@ -965,8 +967,8 @@ static const struct builtin_pattern patterns[] = {
 	 "(?:instructions|prompt)\\b", NULL},
 
 	{DETECT_INJ_ROLE, CI | TRIG,
-	 "no\\s+longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
-	 "now\\s+(?:dan|stan|dude|aim)|(?:dan|god)\\s+mode|anything\\s+now|from\\s+now\\s+on", NULL},
+	 "no longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
+	 "now dan|now stan|now dude|now aim|dan mode|god mode|anything now|from now on", NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
 	 "you\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
 	 "model|bound|restricted|chatgpt|claude)\\b|(?:an?\\s+)?(?:unrestricted|unfiltered|"
@@ -993,7 +995,8 @@ static const struct builtin_pattern patterns[] = {
 	 "start_header_id|end_header_id|eot_id)\\|>", NULL},
 	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>", NULL},
 	{DETECT_INJ_DELIMITER, CI | TRIG,
-	 "(?:system|assistant|developer)(?:\\]|>|\\*\\*)?[ \\t]*:|prompt|instructions|system\\s+message",
+	 "(?:system|assistant|developer)(?:\\]|>|\\*\\*)?[ \\t]*:|system prompt|instructions|"
+	 "system message",
 	 NULL},
 	{DETECT_INJ_DELIMITER, CI | CONF,
 	 "(?:^|\\n)[ \\t]*(?:#{1,3}[ \\t]*)?(?:\\[|<|\\*\\*)?(?:system|assistant|developer)"
