@@ -64,7 +64,8 @@ for tier in "${tiers[@]}"; do
 			work=$(mktemp -d)
 			[ -d "$corpus" ] && cp -r "$corpus"/. "$work"/ 2>/dev/null
 			# A fixed number of runs on a copy of the seed corpus: repeatable and bounded.
-			run_one fuzz "$n" 300 sh -c "'$bin' -runs=${FUZZ_RUNS:-200000} -seed=1 '$work' && echo 'PASS $n'"
+			# Crash artifacts go to the log directory, never into the tree.
+			run_one fuzz "$n" 300 sh -c "'$bin' -runs=${FUZZ_RUNS:-200000} -seed=1 -artifact_prefix='$logdir/$n-' '$work' && echo 'PASS $n'"
 			rm -rf "$work"
 		done < <(find "$B/fuzz" -maxdepth 1 -type f -executable -name 'fuzz_*' | sort)
 		;;
