@@ -51,6 +51,7 @@ struct pkt_spec {
 	uint8_t proto; /* IPPROTO_TCP (default) or IPPROTO_UDP */
 	uint8_t flags; /* TCP flags */
 	bool vlan;
+	bool v4_opts;	  /* 4 bytes of IPv4 options (IHL 6) */
 	bool v6_hopopts;  /* one hop-by-hop extension header before L4 */
 	uint16_t v6_frag; /* fragment offset (in 8-byte units) in an IPv6 fragment header */
 };
@@ -83,13 +84,17 @@ static struct pkt pkt_build(struct pkt_spec s)
 	put16(k.b + off, v6 ? 0x86dd : 0x0800);
 	off += 2;
 	if (!v6) {
-		k.b[off] = 0x45;
-		put16(k.b + off + 2, (uint16_t)(20 + l4len));
+		size_t ihl = s.v4_opts ? 24 : 20;
+
+		k.b[off] = (uint8_t)(0x40 | ihl / 4);
+		put16(k.b + off + 2, (uint16_t)(ihl + l4len));
 		k.b[off + 8] = 64;
 		k.b[off + 9] = proto;
 		inet_pton(AF_INET, s.src, k.b + off + 12);
 		inet_pton(AF_INET, "10.0.0.1", k.b + off + 16);
-		off += 20;
+		if (s.v4_opts)
+			memset(k.b + off + 20, 1, 4); /* NOPs */
+		off += ihl;
 	} else {
 		size_t ext = (s.v6_hopopts ? 8 : 0) + (s.v6_frag ? 8 : 0);
 
@@ -316,8 +321,12 @@ static void test_bucket_prefixes(void)
 	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:1::1", .flags = TH_SYN)), 0);
 	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:1:ffff::2", .flags = TH_SYN)), 1);
 	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:2::1", .flags = TH_SYN)), 0);
-	/* The same source behind a VLAN tag and after an IPv6 extension header. */
+	/* The same source behind a VLAN tag, with IPv4 options, after an IPv6 extension header. */
 	CHECK_INT(run_pkt(PKT(.src = "203.0.113.2", .flags = TH_SYN, .vlan = true)), 1);
+	CHECK_INT(run_pkt(PKT(.src = "203.0.113.2", .flags = TH_SYN, .v4_opts = true)), 1);
+	CHECK_INT(run_pkt(PKT(.src = "203.0.113.2", .flags = TH_ACK, .v4_opts = true,
+			      .dport = OTHER_PORT)),
+		  0);
 	CHECK_INT(run_pkt(PKT(.src = "2001:db8:0:2::9", .flags = TH_SYN, .v6_hopopts = true)), 1);
 	CHECK_INT(counters().new_buckets, 5);
 	test_end();
