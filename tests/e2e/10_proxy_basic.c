@@ -302,6 +302,12 @@ static void test_hop_by_hop_response(void)
 	CHECK_MSG(h_resp_header(&r, "X-Resp-End", v, sizeof(v)) && !strcmp(v, "kept"),
 		  "X-Resp-End missing; headers:\n%s", r.headers);
 	h_resp_free(&r);
+	/* A field the origin's Connection header names is hop-by-hop too. */
+	CHECK_INT(get("/?size=5&hdr=Connection%3AX-Resp-Hop&hdr=X-Resp-Hop%3Asecret", NULL, &r),
+		  200);
+	CHECK_MSG(!h_resp_header(&r, "X-Resp-Hop", v, sizeof(v)),
+		  "X-Resp-Hop '%s' (named by the origin's Connection) reached the client", v);
+	h_resp_free(&r);
 	test_end();
 }
 

@@ -86,6 +86,41 @@ out:
 	test_end();
 }
 
+/* timeouts.body bounds the gap between body reads: an upload that
+ * trickles for longer than the timeout but never pauses that long is fine. */
+static void test_slow_steady_body(void)
+{
+	struct h_buf b = {0};
+	struct h_raw_resp rr[2];
+	char bytes[32] = "";
+	int fd, k;
+
+	test_begin("slow_steady_body_not_408");
+	fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	h_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n"
+		       "Connection: close\r\n\r\n");
+	for (int i = 0; i < 10; i++) {
+		h_sleep_ms(BODY_MS / 4);
+		h_send_str(fd, "012345");
+	}
+	enum h_read_end end = h_read_all(fd, &b, 5000, 0);
+	close(fd);
+	k = h_parse_responses(b.data ? b.data : "", b.len, rr, 2, NULL);
+	CHECK_MSG(k >= 1 && rr[0].status == 200, "got '%s' (read ended %s)",
+		  h_excerpt(b.data, b.len, 200), h_read_end_name(end));
+	if (k >= 1 && rr[0].status == 200)
+		CHECK_MSG(h_head_header(rr[0].head, "X-Body-Bytes", bytes, sizeof(bytes)) &&
+				  !strcmp(bytes, "60"),
+			  "origin X-Body-Bytes '%s', want 60", bytes);
+	h_raw_resp_free(rr, k);
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
 /* A connection that never sends a byte is a slowloris too: it must be
  * gone by the header timeout (a 408 first is allowed, nothing else). */
 static void test_silent_connection(void)
@@ -171,6 +206,7 @@ int main(void)
 	}
 	test_slowloris();
 	test_body_stall();
+	test_slow_steady_body();
 	test_silent_connection();
 	test_idle_keepalive();
 	h_finish(gw, 5000);

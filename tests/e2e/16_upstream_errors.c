@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define RESPONSE_MS 1000
+/* Above the origin's pacing step for rate= (it sends once a second). */
+#define RESPONSE_MS 1500
 
 static int gw_port, o_port, dead_port;
 
@@ -62,6 +63,29 @@ static void test_hang(void)
 		  "504 after %.0f ms; upstream_response is %d ms", r.time_ms, RESPONSE_MS);
 	h_resp_free(&r);
 	still_serving("hang=1");
+	test_end();
+}
+
+/* upstream_response bounds the wait between upstream reads, not the whole
+ * response: a slow start under the limit and a body that trickles for
+ * longer than the limit (but never pauses that long) both succeed. */
+static void test_slow_but_alive(void)
+{
+	struct h_resp r;
+
+	test_begin("slow_but_alive_upstream_not_504");
+	long st = fetch("/?delay=500&size=100", &r);
+	CHECK_MSG(st == 200 && r.body_bytes == 100,
+		  "delay=500 (< %d ms): status %ld, %llu bytes %s", RESPONSE_MS, st,
+		  (unsigned long long)r.body_bytes, r.error);
+	h_resp_free(&r);
+	st = fetch("/?size=36000&rate=12000", &r);
+	CHECK_MSG(st == 200 && r.body_bytes == 36000 && r.body_hash == h_pattern_hash(36000),
+		  "body paced at 12000 B/s for ~3 s: status %ld, %llu bytes after %.0f ms %s", st,
+		  (unsigned long long)r.body_bytes, r.time_ms, r.error);
+	CHECK_MSG(r.time_ms >= 2000, "the paced body took only %.0f ms (origin not pacing?)",
+		  r.time_ms);
+	h_resp_free(&r);
 	test_end();
 }
 
@@ -123,6 +147,7 @@ int main(void)
 	}
 	expect_status("upstream_refused_502", "/dead/x", 502);
 	test_hang();
+	test_slow_but_alive();
 	expect_status("upstream_reset_502", "/?reset=1", 502);
 	expect_status("upstream_drop_502", "/?drop=1", 502);
 	for (unsigned i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)

@@ -58,6 +58,15 @@ int main(void)
 		return test_exit_code();
 	}
 
+	/* An idle kept-alive client connection: it has nothing in flight, so
+	 * draining must close it rather than wait for it. */
+	struct h_buf idle_b = {0};
+	int idle_fd = h_connect("127.0.0.1", gw_port, 2000);
+	if (idle_fd >= 0) {
+		h_send_str(idle_fd, "GET /?size=5 HTTP/1.1\r\nHost: x\r\n\r\n");
+		h_read_responses(idle_fd, &idle_b, 1, 3000);
+	}
+
 	test_begin("drain_completes_in_flight_request");
 	pthread_create(&s.thread, NULL, slow_request, &s);
 	h_sleep_ms(200);
@@ -105,6 +114,23 @@ int main(void)
 			  "reflexd exited %.0f ms before the in-flight request completed",
 			  s.done_at - t_exit);
 	}
+	test_end();
+
+	test_begin("drain_closes_idle_keepalive_connection");
+	CHECK_MSG(idle_fd >= 0 && idle_b.len > 0, "idle connection setup failed: '%s'",
+		  h_excerpt(idle_b.data, idle_b.len, 120));
+	if (idle_fd >= 0) {
+		size_t had = idle_b.len;
+		enum h_read_end end = h_read_all(idle_fd, &idle_b, 1000, 0);
+
+		CHECK_MSG(end == H_READ_CLOSED || end == H_READ_RESET,
+			  "idle keep-alive connection after the drain: read %s",
+			  h_read_end_name(end));
+		CHECK_MSG(idle_b.len == had, "bytes on the idle connection during drain: '%s'",
+			  h_excerpt(idle_b.data + had, idle_b.len - had, 120));
+		close(idle_fd);
+	}
+	h_buf_free(&idle_b);
 	test_end();
 
 	/* Draining waits for in-flight requests, not for the deadline: once
