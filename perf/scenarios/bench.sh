@@ -24,6 +24,9 @@
 #   REFLEXD_ARGS     extra arguments appended to the reflexd command line
 #   OPEN_RATE        open-loop section with reflex-bench: "auto" (default: half the
 #                    slowest proxy's closed-loop req/s), a rate in req/s, or 0 (skip)
+#   SWEEP=1          also a latency-vs-load sweep: each proxy in open loop at SWEEP_LEVELS
+#                    percent ("10 30 50 70 90") of its own closed-loop req/s
+#   PLOTS=0          no PNG plots (they need gnuplot; skipped with a note without it)
 #   OUTDIR           where the result file goes (perf/results)
 #   KEEP=1           keep the run directory (server logs, raw wrk output)
 set -euo pipefail
@@ -53,7 +56,11 @@ ORIGIN_CPU=${ORIGIN_CPU:-1}
 REFLEXD_ARGS=${REFLEXD_ARGS:-}
 OUTDIR=${OUTDIR:-$ROOT/perf/results}
 OPEN_RATE=${OPEN_RATE:-auto}
+SWEEP=${SWEEP:-0}
+SWEEP_LEVELS=${SWEEP_LEVELS:-10 30 50 70 90}
+PLOTS=${PLOTS:-1}
 BENCH=$BUILD/reflex-bench
+STAMP=$(date -u +%Y%m%d-%H%M)
 # cc=no-store makes the origin mark the response uncacheable, so a proxy that
 # caches by default still passes every request through (checked below).
 URL_PATH='/pass/1k?cc=no-store'
@@ -79,9 +86,13 @@ for t in $TARGETS; do
 	esac
 done
 require_free_ports "${ports[@]}"
-if [ "$OPEN_RATE" != 0 ] && [ ! -x "$BENCH" ]; then
-	bench_log "$BENCH not built: no open-loop section (make $BENCH)"
-	OPEN_RATE=0
+if { [ "$OPEN_RATE" != 0 ] || [ "$SWEEP" = 1 ]; } && [ ! -x "$BENCH" ]; then
+	bench_log "$BENCH not built: no open-loop section and no sweep (make $BENCH)"
+	OPEN_RATE=0 SWEEP=0
+fi
+if [ "$PLOTS" = 1 ] && ! command -v gnuplot >/dev/null; then
+	bench_log "gnuplot not installed: no plots (apt-get install gnuplot-nox)"
+	PLOTS=0
 fi
 
 bench_init
@@ -201,23 +212,109 @@ if [ "$OPEN_RATE" = auto ]; then
 	OPEN_RATE=$(for t in $TARGETS; do median $(awk -F'\t' -v t="$t" '$1 == t { print $3 }' "$RUNS"); done |
 		sort -g | head -1 | awk '{ r = int($1 / 2 / 500) * 500; print (r < 500) ? 500 : r }')
 fi
+# open_run TARGET RATE OUT TSV LABEL: one reflex-bench open-loop run against TARGET;
+# appends "LABEL rps p50 p90 p99 p999 max errors proxy%" (tab-separated) to TSV.
+open_run() {
+	local t=$1 rate=$2 out=$3 tsv=$4 label=$5 p0 p1 t0 t1 el
+	p0=$(tree_ticks "${PID[$t]}") t0=$(now_s)
+	run_reflex_bench "$BENCH" "$LOAD_CPU" "$out" "$((DUR + WARM))" -t 1 -c "$CONNS" \
+		-d "$DUR" -w "$WARM" -R "$rate" "http://127.0.0.1:${PORT[$t]}$URL_PATH" ||
+		bench_die "reflex-bench failed against $t: $(tail -3 "$out")"
+	t1=$(now_s) p1=$(tree_ticks "${PID[$t]}")
+	el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" \
+		"$(json_num "$out" requests_per_second)" "$(json_num "$out" p50)" \
+		"$(json_num "$out" p90)" "$(json_num "$out" p99)" "$(json_num "$out" p999)" \
+		"$(json_num "$out" max)" "$(json_num "$out" total)" "$(pct $((p1 - p0)) "$el")" >>"$tsv"
+	bench_log "$t open loop at $rate req/s: P50 $(fmt_us "$(json_num "$out" p50)"), P99 $(fmt_us "$(json_num "$out" p99)"), P99.9 $(fmt_us "$(json_num "$out" p999)")"
+}
+
 if [ "$OPEN_RATE" != 0 ]; then
 	for rep in $(seq "$REPS"); do
 		for t in $TARGETS; do
-			out=$RUN_DIR/open-$t-$rep.json
-			p0=$(tree_ticks "${PID[$t]}") t0=$(now_s)
-			run_reflex_bench "$BENCH" "$LOAD_CPU" "$out" "$((DUR + WARM))" -t 1 -c "$CONNS" \
-				-d "$DUR" -w "$WARM" -R "$OPEN_RATE" "http://127.0.0.1:${PORT[$t]}$URL_PATH" ||
-				bench_die "reflex-bench failed against $t: $(tail -3 "$out")"
-			t1=$(now_s) p1=$(tree_ticks "${PID[$t]}")
-			el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" \
-				"$(json_num "$out" requests_per_second)" "$(json_num "$out" p50)" \
-				"$(json_num "$out" p90)" "$(json_num "$out" p99)" "$(json_num "$out" p999)" \
-				"$(json_num "$out" max)" "$(json_num "$out" total)" "$(pct $((p1 - p0)) "$el")" >>"$OPEN_RUNS"
-			bench_log "$t open loop at $OPEN_RATE req/s, rep $rep: P50 $(fmt_us "$(json_num "$out" p50)"), P99 $(fmt_us "$(json_num "$out" p99)")"
+			open_run "$t" "$OPEN_RATE" "$RUN_DIR/open-$t-$rep.json" "$OPEN_RUNS" "$t"$'\t'"$rep"
 		done
 	done
+fi
+
+# ---- latency vs load: each proxy at fractions of its own closed-loop peak ----------------
+SWEEP_RUNS=$RUN_DIR/sweep.tsv
+: >"$SWEEP_RUNS"
+declare -A PEAK
+if [ "$SWEEP" = 1 ]; then
+	for t in $TARGETS; do
+		PEAK[$t]=$(median $(awk -F'\t' -v t="$t" '$1 == t { print $3 }' "$RUNS"))
+	done
+	# Interleaved (repetition, level, proxy) like the closed-loop runs.
+	for rep in $(seq "$REPS"); do
+		for lvl in $SWEEP_LEVELS; do
+			for t in $TARGETS; do
+				rate=$(awk -v p="${PEAK[$t]}" -v l="$lvl" 'BEGIN { r = int(p * l / 100); print (r < 100) ? 100 : r }')
+				open_run "$t" "$rate" "$RUN_DIR/sweep-$t-$lvl-$rep.json" "$SWEEP_RUNS" \
+					"$t"$'\t'"$lvl"$'\t'"$rate"$'\t'"$rep"
+			done
+		done
+	done
+fi
+
+# ---- plots (gnuplot) ------------------------------------------------------------------
+# percentile_curve JSON: "percentile latency_ms" rows from reflex-bench's histogram, with x
+# as 1/(1-p) so that P90, P99, P99.9 ... are evenly spaced (the HdrHistogram plot).
+percentile_curve() {
+	grep -o '"buckets":\[.*\]' "$1" | grep -o '\[[0-9]*,[0-9]*\]' | tr -d '[]' |
+		awk -F, '{ v[NR] = $1; c[NR] = $2; n += $2 } END {
+			for (i = 1; i <= NR; i++) { s += c[i]; p = s / n; if (p > 0.99999) p = 0.99999
+				printf "%.6f %.3f\n", 1 / (1 - p), v[i] / 1000 } }'
+}
+PLOT_FILES=()
+if [ "$PLOTS" = 1 ] && { [ -s "$OPEN_RUNS" ] || [ -s "$SWEEP_RUNS" ]; }; then
+	mkdir -p "$OUTDIR"
+	if [ -s "$OPEN_RUNS" ]; then
+		png=$OUTDIR/passthrough-$STAMP-percentiles.png
+		plot=""
+		for t in $TARGETS; do
+			percentile_curve "$RUN_DIR/open-$t-1.json" >"$RUN_DIR/curve-$t.dat"
+			plot+="${plot:+, }'$RUN_DIR/curve-$t.dat' using 1:2 with steps lw 2 title '$t'"
+		done
+		gnuplot <<-EOF && PLOT_FILES+=("$png")
+			set terminal pngcairo size 900,500
+			set output '$png'
+			set title 'Pass-through latency by percentile, open loop at $OPEN_RATE req/s (repetition 1)'
+			set logscale x
+			set xtics ('50%%' 2, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000, '99.999%%' 100000)
+			set xlabel 'percentile'
+			set ylabel 'latency (ms)'
+			set logscale y
+			set grid
+			set key top left
+			plot $plot
+		EOF
+	fi
+	if [ -s "$SWEEP_RUNS" ]; then
+		png=$OUTDIR/passthrough-$STAMP-sweep.png
+		plot="" lc=0
+		for t in $TARGETS; do
+			lc=$((lc + 1))
+			for lvl in $SWEEP_LEVELS; do
+				f() { awk -F'\t' -v t="$t" -v l="$lvl" -v c="$1" '$1 == t && $2 == l { print $c }' "$SWEEP_RUNS"; }
+				echo "$(median $(f 5)) $(median $(f 6)) $(median $(f 8)) $(median $(f 9))"
+			done >"$RUN_DIR/sweep-$t.dat"
+			plot+="${plot:+, }'$RUN_DIR/sweep-$t.dat' using 1:(\$4/1000) with linespoints lc $lc lw 1 dt 3 title '$t P99.9'"
+			plot+=", '$RUN_DIR/sweep-$t.dat' using 1:(\$3/1000) with linespoints lc $lc lw 2 title '$t P99'"
+			plot+=", '$RUN_DIR/sweep-$t.dat' using 1:(\$2/1000) with linespoints lc $lc lw 1 dt 2 title '$t P50'"
+		done
+		gnuplot <<-EOF && PLOT_FILES+=("$png")
+			set terminal pngcairo size 1000,500
+			set output '$png'
+			set title 'Pass-through latency vs offered load (open loop; % of each proxy''s own peak)'
+			set xlabel 'achieved req/s'
+			set ylabel 'latency (ms)'
+			set logscale y
+			set grid
+			set key outside right top
+			plot $plot
+		EOF
+	fi
 fi
 
 # ---- report -------------------------------------------------------------------------
@@ -297,12 +394,32 @@ REPORT=$RUN_DIR/report.md
 			echo "| $t | $(fmt_int "$(median $(ocol 3))") | $(fmt_us "$(median $(ocol 4))") | $(fmt_us "$(median $(ocol 5))") | $(fmt_us "$(median $(ocol 6))") | $(fmt_us "$(median $(ocol 7))") | $(fmt_us "$(median $(ocol 8))") | $(median $(ocol 10)) % | $(ocol 9 | awk '{ s += $1 } END { print s + 0 }') |"
 		done
 	fi
+	if [ -s "$SWEEP_RUNS" ]; then
+		echo
+		echo "## Latency vs load"
+		echo
+		echo "Each proxy in open loop (reflex-bench, as above) at $SWEEP_LEVELS % of its own closed-loop"
+		echo "req/s from this run; medians over the repetitions; \`spread\` is (max - min) / median of P99."
+		echo
+		echo "| server | load | rate | req/s | P50 | P90 | P99 | P99.9 | max | spread | proxy CPU | errors |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+		for t in $TARGETS; do
+			for lvl in $SWEEP_LEVELS; do
+				scol() { awk -F'\t' -v t="$t" -v l="$lvl" -v c="$1" '$1 == t && $2 == l { print $c }' "$SWEEP_RUNS"; }
+				echo "| $t | $lvl % | $(fmt_int "$(median $(scol 3))") | $(fmt_int "$(median $(scol 5))") | $(fmt_us "$(median $(scol 6))") | $(fmt_us "$(median $(scol 7))") | $(fmt_us "$(median $(scol 8))") | $(fmt_us "$(median $(scol 9))") | $(fmt_us "$(median $(scol 10))") | $(spread $(scol 8)) | $(median $(scol 12)) % | $(scol 11 | awk '{ s += $1 } END { print s + 0 }') |"
+			done
+		done
+	fi
+	if [ ${#PLOT_FILES[@]} -gt 0 ]; then
+		echo
+		for f in "${PLOT_FILES[@]}"; do echo "![$(basename "$f" .png)]($(basename "$f"))"; done
+	fi
 	[ "${QUICK:-0}" = 1 ] && echo && echo "**QUICK run: 1 short repetition, for checking the script, not for quoting.**"
 	true
 } >"$REPORT"
 
 mkdir -p "$OUTDIR"
-out=$OUTDIR/passthrough-$(date -u +%Y%m%d-%H%M).md
+out=$OUTDIR/passthrough-$STAMP.md
 cp "$REPORT" "$out"
 cat "$REPORT"
 bench_log "written to $out"
