@@ -123,8 +123,9 @@ struct conn {
 	int fd;
 	bool open, connecting, closing;
 	bool send_armed, recv_armed, queued, close_after;
-	/* Bytes to send: out[out_off..out_len). */
-	char *out;
+	/* Bytes to send: out[out_off..out_len). out_stale: a buffer replaced
+	 * while a send from it was in flight, freed when that send completes. */
+	char *out, *out_stale;
 	size_t out_len, out_cap, out_off, sending;
 	/* Requests sent or queued and not yet answered, oldest first. */
 	struct inflight q[MAX_PIPELINE];
@@ -320,11 +321,23 @@ static int out_reserve(struct conn *c, size_t n)
 	if (c->out_len + n <= c->out_cap)
 		return 0;
 	size_t cap = c->out_cap ? c->out_cap : 4096;
+	char *p;
+
 	while (cap < c->out_len + n)
 		cap *= 2;
-	char *p = realloc(c->out, cap);
-	if (!p)
-		return -ENOMEM;
+	if (c->send_armed && !c->out_stale) {
+		/* The send in flight may still read the old buffer (when it
+		 * went async): keep it until that send completes. */
+		p = malloc(cap);
+		if (!p)
+			return -ENOMEM;
+		memcpy(p, c->out, c->out_len);
+		c->out_stale = c->out;
+	} else {
+		p = realloc(c->out, cap);
+		if (!p)
+			return -ENOMEM;
+	}
 	c->out = p;
 	c->out_cap = cap;
 	return 0;
@@ -564,6 +577,8 @@ static void on_connect(struct conn *c, int res)
 static void on_send(struct conn *c, int res)
 {
 	c->send_armed = false;
+	free(c->out_stale);
+	c->out_stale = NULL;
 	if (c->closing) {
 		maybe_finish_close(c);
 		return;
@@ -782,6 +797,7 @@ static void worker_free(struct worker *w)
 			close(c->fd);
 		free(c->rbuf);
 		free(c->out);
+		free(c->out_stale);
 	}
 	if (w->ring.ring_fd > 0)
 		io_uring_queue_exit(&w->ring);
