@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1214,6 +1215,16 @@ int main(int argc, char **argv)
 	if (opt.zipf >= 0 && reqs.n > 1 && zipf_init(&zipf, reqs.n, opt.zipf) < 0)
 		return 1;
 
+	/* One descriptor per connection: lift the soft limit to the hard one. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    (rlim_t)opt.conns + 64 > rl.rlim_cur)
+		fprintf(stderr, "reflex-bench: warning: %d connections but only %llu descriptors\n",
+			opt.conns, (unsigned long long)rl.rlim_cur);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
