@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/sock.h"
+#include "core/stats.h"
 #include "http/worker.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
@@ -96,6 +97,8 @@ static void on_recv_cqe(struct io_op *op, int res, unsigned flags)
 	}
 	if (res > 0) {
 		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+		if (c->stat_rx)
+			STAT_ADD(*c->stat_rx, (uint64_t)res);
 		if (!c->closing && !c->lingering)
 			c->ops->on_recv(c, loop_buf(l, bid), (size_t)res);
 		loop_buf_put(l, bid);
@@ -224,6 +227,8 @@ static void on_send_cqe(struct io_op *op, int res, unsigned flags)
 		return;
 	}
 	c->sent_off += (size_t)res;
+	if (c->stat_tx)
+		STAT_ADD(*c->stat_tx, (uint64_t)res);
 	/* progress: push the stall deadline out */
 	timer_arm(&c->w->loop.timers, &c->send_timer, c->w->loop.now + c->w->cfg->timeouts.send);
 	if (c->sent_off < b->len) {

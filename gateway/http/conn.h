@@ -52,6 +52,7 @@ struct conn {
 	unsigned out_idx;   /* index of the accumulating buffer */
 	size_t sent_off;    /* progress inside the in-flight buffer */
 	uint64_t sends;     /* sends started: tells whether queued bytes are still unsent */
+	uint64_t *stat_rx, *stat_tx; /* the owner's byte counters (stats.h), or NULL */
 
 	struct timer timer;      /* the owner's deadline (header, body, idle, ...) */
 	struct timer send_timer; /* a send that makes no progress */

@@ -11,9 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/accesslog.h"
+/* TEMPORARY until gateway/core/accesslog.c lands (control-plane work in
+ * progress): main.c will reference it strongly. */
+#pragma weak accesslog_push
 #include "core/log.h"
 #include "core/sock.h"
 #include "http/respond.h"
@@ -54,7 +59,7 @@ static void req_reset(struct request *r)
 
 	buf_reset(&head, 16384);
 	buf_reset(&up_head, 16384);
-	*r = (struct request){ .c = c, .head = head, .up_head = up_head };
+	*r = (struct request){ .c = c, .head = head, .up_head = up_head, .pool = -1 };
 }
 
 static void req_run(struct request *r)
@@ -90,7 +95,102 @@ void req_resume(struct request *r)
 	req_run(r);
 }
 
-void req_fail(struct request *r, int status, const char *reason, bool close)
+enum reason reason_for_status(int status)
+{
+	switch (status) {
+	case 413: return REASON_BODY_TOO_LARGE;
+	case 414: return REASON_URI_TOO_LONG;
+	case 417: return REASON_EXPECTATION;
+	case 431: return REASON_HEADER_TOO_LARGE;
+	case 501: return REASON_NOT_IMPLEMENTED;
+	default: return REASON_BAD_REQUEST;
+	}
+}
+
+static uint32_t us_between(uint64_t from, uint64_t to)
+{
+	if (!from || !to || to < from)
+		return ACCESS_NO_TIME;
+	uint64_t us = (to - from) / 1000;
+	return us >= ACCESS_NO_TIME ? ACCESS_NO_TIME - 1 : (uint32_t)us;
+}
+
+static void copy_field(char *dst, size_t cap, const char *p, size_t n)
+{
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(dst, p, n);
+	dst[n] = 0;
+}
+
+/* Count the request in the stage histograms and hand its access record to
+ * the log writer; once per request, however it ended. */
+static void req_account(struct request *r)
+{
+	struct client *c = r->c;
+	struct worker *w = c->conn.w;
+	uint64_t now = clock_ns();
+	struct stats_worker *st = &w->stats;
+
+	if (r->logged || !r->t_first_ns)
+		return;
+	r->logged = true;
+	if (r->status >= 100 && r->status < 600) {
+		STAT_INC(st->responses[r->status / 100]);
+		if (r->pool >= 0 && (unsigned)r->pool < st->n_pools && r->ep)
+			STAT_INC(st->pool_responses[r->pool][r->status / 100]);
+	}
+	if (r->reason != REASON_NONE)
+		STAT_INC(st->refusals[r->reason]);
+	if (r->t_parsed_ns)
+		stats_hist_observe(&st->stage[STAGE_PARSE], r->t_parsed_ns - r->t_first_ns);
+	if (r->t_routed_ns)
+		stats_hist_observe(&st->stage[STAGE_ROUTE], r->t_routed_ns - r->t_parsed_ns);
+	if (r->t_connect_ns)
+		stats_hist_observe(&st->stage[STAGE_CONNECT], r->t_connect_ns);
+	if (r->t_ttfb_ns && r->t_sent_ns)
+		stats_hist_observe(&st->stage[STAGE_TTFB], r->t_ttfb_ns - r->t_sent_ns);
+	stats_hist_observe(&st->stage[STAGE_TOTAL], now - r->t_first_ns);
+
+	if (!w->alog)
+		return;
+	struct access_record a = { 0 };
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	a.time_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	memcpy(a.id, r->id, sizeof(a.id));
+	copy_field(a.client, sizeof(a.client), c->peer, strlen(c->peer));
+	if (r->t_parsed_ns && r->h.method.p) {
+		const struct http_request *h = &r->h;
+		struct http_str host = h->authority.len ? h->authority : h->host;
+		size_t plen = h->path.len;
+		const char *q = memchr(h->path.p, '?', h->path.len);
+		if (q) /* the query stays out of the log */
+			plen = (size_t)(q - h->path.p);
+		copy_field(a.method, sizeof(a.method), h->method.p, h->method.len);
+		copy_field(a.host, sizeof(a.host), host.p, host.len);
+		copy_field(a.path, sizeof(a.path), h->path.p, plen);
+	}
+	if (r->ep)
+		copy_field(a.upstream, sizeof(a.upstream), r->ep->cfg->addr.text,
+			   strlen(r->ep->cfg->addr.text));
+	if (r->pool >= 0 && (unsigned)r->pool < w->cfg->n_pools)
+		copy_field(a.pool, sizeof(a.pool), w->cfg->pools[r->pool].name,
+			   strlen(w->cfg->pools[r->pool].name));
+	a.status = (uint16_t)r->status;
+	a.reason = (uint8_t)r->reason;
+	a.retries = r->retried;
+	a.bytes_in = r->bytes_in;
+	a.bytes_out = r->bytes_out;
+	a.t_us[STAGE_PARSE] = us_between(r->t_first_ns, r->t_parsed_ns);
+	a.t_us[STAGE_ROUTE] = us_between(r->t_parsed_ns, r->t_routed_ns);
+	a.t_us[STAGE_CONNECT] = r->t_connect_ns ? us_between(1, 1 + r->t_connect_ns) : ACCESS_NO_TIME;
+	a.t_us[STAGE_TTFB] = us_between(r->t_sent_ns, r->t_ttfb_ns);
+	a.t_us[STAGE_TOTAL] = us_between(r->t_first_ns, now);
+	accesslog_push(w->alog, w->id, &a);
+}
+
+void req_fail(struct request *r, int status, enum reason code, const char *reason, bool close)
 {
 	struct client *c = r->c;
 
@@ -101,24 +201,28 @@ void req_fail(struct request *r, int status, const char *reason, bool close)
 	if (r->resp_started && c->conn.sends == r->resp_sends) {
 		/* The relayed head has not left yet: take it back and say what
 		 * really happened instead. */
-		conn_outbuf(&c->conn)->len = r->resp_mark;
+		struct buf *ob = conn_outbuf(&c->conn);
+		r->bytes_out -= ob->len - r->resp_mark;
+		ob->len = r->resp_mark;
 		r->resp_started = false;
 		close = true;
 	}
+	r->reason = code;
 	if (r->resp_started) {
 		/* Part of the response is out: deliver what is queued, then close
 		 * (FIN, not RST), so the client sees a truncated message. */
 		log_info("%s %s: %d %s after the response began; closing", c->peer, r->id, status,
 			 reason);
 		r->close_after = true;
+		req_account(r);
+		c->close_reason = CLOSE_ERROR;
 		conn_close_after_flush(&c->conn, LINGER_MS);
 		return;
 	}
 	r->status = status;
-	r->error = reason;
 	if (close || !r->body_done || !r->keep_alive || c->conn.w->draining)
 		r->close_after = true;
-	respond_error(c, r, status, reason, r->close_after);
+	r->bytes_out += respond_error(c, r, status, reason, r->close_after);
 	r->resp_started = r->resp_done = true;
 	r->step = STEP_RESPOND;
 	req_run(r);
@@ -152,6 +256,7 @@ static enum step_result step_parse(struct request *r)
 	if (!c->head_timer_armed) {
 		/* the head must be complete this long after its first byte */
 		c->head_timer_armed = true;
+		r->t_first_ns = clock_ns();
 		timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.header);
 	}
 	*h = (struct http_request){ .headers = c->hdrs, .max_headers = w->max_hdrs };
@@ -166,7 +271,7 @@ static enum step_result step_parse(struct request *r)
 	STAT_INC(w->stats.requests);
 	if (n < 0) {
 		r->keep_alive = false;
-		req_fail(r, err.status, err.reason, true);
+		req_fail(r, err.status, reason_for_status(err.status), err.reason, true);
 		return STEP_WAIT;
 	}
 
@@ -174,7 +279,7 @@ static enum step_result step_parse(struct request *r)
 	 * the copy: the connection may receive (and move its buffer) while a
 	 * later step waits. */
 	if (buf_append(&r->head, buf_head(in), (size_t)n) != 0) {
-		req_fail(r, 500, "out of memory", true);
+		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 		return STEP_WAIT;
 	}
 	const char *from = buf_head(in), *to = buf_head(&r->head);
@@ -188,6 +293,8 @@ static enum step_result step_parse(struct request *r)
 		rebase(&h->headers[i].value, from, to, (size_t)n);
 	}
 	buf_consume(in, (size_t)n);
+	r->t_parsed_ns = clock_ns();
+	r->bytes_in = (uint64_t)n;
 
 	r->is_head = h->is_head;
 	r->keep_alive = h->keep_alive;
@@ -203,16 +310,16 @@ static enum step_result step_parse(struct request *r)
 		http_chunked_init(&r->chunk);
 
 	if (h->is_connect) {
-		req_fail(r, 501, "CONNECT is not supported", true);
+		req_fail(r, 501, REASON_NOT_IMPLEMENTED, "CONNECT is not supported", true);
 		return STEP_WAIT;
 	}
 	if (h->has_upgrade) {
-		req_fail(r, 501, "protocol upgrade is not supported", true);
+		req_fail(r, 501, REASON_NOT_IMPLEMENTED, "protocol upgrade is not supported", true);
 		return STEP_WAIT;
 	}
 	uint64_t limit = w->cfg->limits.body;
 	if (limit && h->body == HTTP_BODY_LENGTH && h->content_length > limit) {
-		req_fail(r, 413, "request body larger than the limit", true);
+		req_fail(r, 413, REASON_BODY_TOO_LARGE, "request body larger than the limit", true);
 		return STEP_WAIT;
 	}
 	return STEP_NEXT;
@@ -269,19 +376,20 @@ static enum step_result step_route(struct request *r)
 	if (pool < 0)
 		pool = config_pool_index(cfg, "default");
 	if (pool < 0) {
-		req_fail(r, 404, "no route for this host and path", false);
+		req_fail(r, 404, REASON_NO_ROUTE, "no route for this host and path", false);
 		return STEP_WAIT;
 	}
 	r->pool = pool;
 	r->ep = pool_pick(&w->pools[pool], worker_rand(w));
 	if (!r->ep) {
-		req_fail(r, 503, "the pool has no endpoints", false);
+		req_fail(r, 503, REASON_NO_ENDPOINT, "the pool has no endpoints", false);
 		return STEP_WAIT;
 	}
 	if (upstream_build_head(r, h, c->peer) != 0) {
-		req_fail(r, 500, "out of memory", true);
+		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 		return STEP_WAIT;
 	}
+	r->t_routed_ns = clock_ns();
 	return STEP_NEXT;
 }
 
@@ -295,6 +403,7 @@ static enum step_result step_upstream(struct request *r)
 		if (r->expect_continue && !r->body_done && !r->http10) {
 			r->continue_sent = true;
 			respond_continue(r->c);
+			r->bytes_out += 25;
 		}
 		upstream_start(r);
 		if (r->step != me || r->c->conn.closing)
@@ -310,13 +419,13 @@ static enum step_result step_respond(struct request *r)
 	struct worker *w = c->conn.w;
 	struct conn *cn = &c->conn;
 
-	if (r->status >= 100 && r->status < 600)
-		STAT_INC(w->stats.responses[r->status / 100]);
+	req_account(r);
 	if (r->up)
 		upstream_abort(r);
 	c->in_request = false;
 	c->n_requests++;
 	if (r->close_after || !r->body_done || w->draining || cn->eof) {
+		c->close_reason = w->draining ? CLOSE_DRAIN : cn->eof ? CLOSE_CLIENT : CLOSE_PROTOCOL;
 		conn_close_after_flush(cn, LINGER_MS);
 		return STEP_WAIT;
 	}
@@ -347,6 +456,7 @@ void req_pump_body(struct request *r)
 			size_t n = in->len < r->body_left ? in->len : (size_t)r->body_left;
 			upstream_send_body(r, buf_head(in), n);
 			buf_consume(in, n);
+			r->bytes_in += n;
 			r->body_left -= n;
 			r->body_bytes += n;
 			r->body_done = r->body_left == 0;
@@ -355,15 +465,16 @@ void req_pump_body(struct request *r)
 			struct http_error err;
 			ssize_t k = http_chunked_feed(&r->chunk, buf_head(in), in->len, &payload, &err);
 			if (k < 0) {
-				req_fail(r, err.status ? err.status : 400, err.reason, true);
+				req_fail(r, err.status ? err.status : 400, REASON_BAD_REQUEST, err.reason, true);
 				return;
 			}
 			if (limit && r->chunk.payload_total > limit) {
-				req_fail(r, 413, "request body larger than the limit", true);
+				req_fail(r, 413, REASON_BODY_TOO_LARGE, "request body larger than the limit", true);
 				return;
 			}
 			upstream_send_body(r, buf_head(in), (size_t)k);
 			buf_consume(in, (size_t)k);
+			r->bytes_in += (uint64_t)k;
 			r->body_bytes = r->chunk.payload_total;
 			r->body_done = r->chunk.done;
 		}
@@ -392,7 +503,10 @@ void client_new(struct worker *w, int fd)
 		return;
 	}
 	conn_init(&c->conn, w, fd, &client_ops);
+	c->conn.stat_rx = &w->stats.bytes_in;
+	c->conn.stat_tx = &w->stats.bytes_out;
 	c->req.c = c;
+	c->req.pool = -1;
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
 		sock_ntop((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
 	else
@@ -402,6 +516,7 @@ void client_new(struct worker *w, int fd)
 		w->clients->prev = c;
 	w->clients = c;
 	w->n_clients++;
+	STAT_SET(w->stats.conn_open, w->n_clients);
 	/* A connection that sends nothing is closed after the header timeout. */
 	timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.header);
 	conn_start_recv(&c->conn);
@@ -442,8 +557,12 @@ static void client_on_eof(struct conn *cn, int err)
 		r->close_after = true;
 		return;
 	}
-	if (c->in_request)
+	if (c->in_request) {
 		upstream_abort(r);
+		r->reason = REASON_CLIENT_ABORT;
+		req_account(r);
+	}
+	c->close_reason = err ? CLOSE_ERROR : CLOSE_CLIENT;
 	if (err || c->in_request)
 		conn_close(cn, err != 0);
 	else
@@ -467,14 +586,15 @@ static void client_on_timeout(struct conn *cn)
 		if (c->head_timer_armed && cn->in.len) {
 			c->in_request = true;
 			r->keep_alive = false;
-			req_fail(r, 408, "request head not received in time", true);
+			req_fail(r, 408, REASON_HEADER_TIMEOUT, "request head not received in time", true);
 		} else {
+			c->close_reason = CLOSE_IDLE;
 			conn_close(cn, false); /* idle keep-alive, or never spoke */
 		}
 		return;
 	}
 	if (!r->body_done && !r->resp_started)
-		req_fail(r, 408, "request body not received in time", true);
+		req_fail(r, 408, REASON_BODY_TIMEOUT, "request body not received in time", true);
 	else if (!r->body_done)
 		conn_close(cn, true);
 }
@@ -493,6 +613,8 @@ static void client_on_destroy(struct conn *cn)
 	if (c->next)
 		c->next->prev = c->prev;
 	w->n_clients--;
+	STAT_SET(w->stats.conn_open, w->n_clients);
+	STAT_INC(w->stats.conn_closed[c->close_reason]);
 	buf_free(&c->req.head);
 	buf_free(&c->req.up_head);
 	free(c->hdrs);

@@ -14,6 +14,7 @@
 
 #include "core/buf.h"
 #include "http/conn.h"
+#include "core/stats.h"
 #include "http/parse.h"
 
 struct upconn;
@@ -70,7 +71,16 @@ struct request {
 	enum resp_out out;
 	uint64_t resp_left;  /* RESP_OUT_RAW: bytes still expected */
 	struct http_chunked resp_chunk;
-	const char *error;   /* reason of a gateway-generated error response */
+	enum reason reason;  /* why a gateway-made response was sent (REASON_NONE otherwise) */
+
+	/* accounting: the access record and the stage histograms */
+	uint64_t t_first_ns;   /* first byte of the head */
+	uint64_t t_parsed_ns, t_routed_ns;
+	uint64_t t_connect_ns; /* upstream connect took this long (0: reused) */
+	uint64_t t_sent_ns;    /* the head was handed to the upstream connection */
+	uint64_t t_ttfb_ns;    /* first response byte from the upstream */
+	uint64_t bytes_in, bytes_out;
+	bool logged;
 };
 
 struct client {
@@ -80,6 +90,7 @@ struct client {
 	struct request req;
 	bool in_request;
 	bool head_timer_armed;
+	enum conn_close_reason close_reason; /* for the connections-closed counter */
 	uint64_t n_requests;
 	char peer[48]; /* client IP as text */
 };
@@ -92,7 +103,10 @@ void req_resume(struct request *r);
  * closes the connection afterwards when `close` or when framing is in
  * doubt. If a response is already under way, the client connection is
  * aborted instead (nothing else can signal the failure). */
-void req_fail(struct request *r, int status, const char *reason, bool close);
+void req_fail(struct request *r, int status, enum reason code, const char *reason, bool close);
+
+/* The reason code for a parser refusal status (400, 413, 414, 417, 431, 501). */
+enum reason reason_for_status(int status);
 
 /* Accept hand-off: a new client connection on fd. */
 void client_new(struct worker *w, int fd);

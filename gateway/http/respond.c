@@ -30,13 +30,14 @@ const char *respond_status_text(int status)
 	}
 }
 
-void respond_error(struct client *c, struct request *r, int status, const char *reason,
-		   bool close)
+size_t respond_error(struct client *c, struct request *r, int status, const char *reason,
+		     bool close)
 {
 	char body[320];
 	const char *text = respond_status_text(status);
 	int blen = snprintf(body, sizeof(body), "%d %s: %s\n", status, text, reason);
 	struct buf *b = conn_outbuf(&c->conn);
+	size_t start = b->len;
 
 	if (blen < 0 || (size_t)blen >= sizeof(body))
 		blen = (int)strlen(body);
@@ -55,6 +56,7 @@ void respond_error(struct client *c, struct request *r, int status, const char *
 	if (!r || !r->is_head)
 		buf_append(b, body, (size_t)blen);
 	conn_wrote(&c->conn);
+	return b->len - start;
 }
 
 void respond_continue(struct client *c)
@@ -147,6 +149,7 @@ int respond_head(struct request *r, const struct http_response *res)
 		b->len = mark;
 		return -1;
 	}
+	r->bytes_out += b->len - mark;
 	conn_wrote(&c->conn);
 	return 0;
 }
@@ -163,13 +166,17 @@ void respond_body(struct request *r, const char *p, size_t n)
 		conn_write(cn, hdr, (size_t)hl);
 		conn_write(cn, p, n);
 		conn_write(cn, "\r\n", 2);
+		r->bytes_out += (size_t)hl + n + 2;
 		return;
 	}
 	conn_write(cn, p, n);
+	r->bytes_out += n;
 }
 
 void respond_end(struct request *r)
 {
-	if (r->out == RESP_OUT_ENCODE)
+	if (r->out == RESP_OUT_ENCODE) {
 		conn_write(&r->c->conn, "0\r\n\r\n", 5);
+		r->bytes_out += 5;
+	}
 }

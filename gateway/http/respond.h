@@ -18,9 +18,9 @@ const char *respond_status_text(int status);
 
 /* Queue a complete gateway-made response: status, a short text body
  * "<status> <text>: <reason>\n", the request id if any, and
- * "Connection: close" when close. */
-void respond_error(struct client *c, struct request *r, int status, const char *reason,
-		   bool close);
+ * "Connection: close" when close. Returns the bytes queued. */
+size_t respond_error(struct client *c, struct request *r, int status, const char *reason,
+		     bool close);
 
 /* Queue the client head for an upstream response and choose r->out.
  * Returns 0, or -1 when the response cannot be relayed (then nothing was

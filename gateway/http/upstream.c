@@ -281,6 +281,9 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, in
 		return NULL;
 	}
 	conn_init(&u->conn, w, fd, &up_ops);
+	u->conn.stat_rx = &w->stats.upstream_bytes_in;
+	u->conn.stat_tx = &w->stats.upstream_bytes_out;
+	u->connect_start_ns = clock_ns();
 	u->ep = ep;
 	u->connect_op.on_complete = on_connect;
 	u->conn.connecting = true;
@@ -299,6 +302,9 @@ static void bind_and_send(struct request *r, struct upconn *u)
 	u->got_bytes = u->head_done = u->resp_complete = false;
 	u->reusable = false;
 	r->up = u;
+	u->ep->requests++;
+	if (!u->conn.connecting)
+		r->t_sent_ns = clock_ns();
 	conn_write(&u->conn, buf_head(&r->up_head), r->up_head.len);
 }
 
@@ -319,7 +325,7 @@ static void start_on(struct request *r, bool fresh)
 		u = up_connect(w, ep, &err);
 		if (!u) {
 			log_warn("upstream %s: socket: %s", ep->cfg->addr.text, strerror(-err));
-			req_fail(r, 502, "upstream connection failed", false);
+			req_fail(r, 502, REASON_UPSTREAM_CONNECT, "upstream connection failed", false);
 			return;
 		}
 	}
@@ -362,14 +368,14 @@ void upstream_abort(struct request *r)
 }
 
 /* The exchange failed before a response could be relayed. */
-static void up_fail(struct upconn *u, int status, const char *reason)
+static void up_fail(struct upconn *u, int status, enum reason code, const char *reason)
 {
 	struct request *r = u->r;
 
 	log_info("upstream %s: %s", u->ep->cfg->addr.text, reason);
 	up_drop(u, status == 502);
 	if (r)
-		req_fail(r, status, reason, false);
+		req_fail(r, status, code, reason, false);
 }
 
 /* The response is complete: keep the connection if both directions ended
@@ -414,10 +420,15 @@ static void on_connect(struct io_op *op, int res, unsigned flags)
 		char why[400];
 		snprintf(why, sizeof(why), "upstream connect to %s failed: %s", u->ep->cfg->addr.text,
 			 res == -ECONNREFUSED ? "connection refused" : strerror(-res));
-		up_fail(u, 502, why);
+		up_fail(u, 502, REASON_UPSTREAM_CONNECT, why);
 		return;
 	}
 	up_progress(u);
+	if (u->r) {
+		uint64_t now = clock_ns();
+		u->r->t_connect_ns = now - u->connect_start_ns;
+		u->r->t_sent_ns = now;
+	}
 	conn_start_recv(&u->conn);
 	conn_connected(&u->conn);
 }
@@ -452,7 +463,7 @@ static size_t relay_body(struct upconn *u, const char *p, size_t n)
 					 err.reason);
 				/* The head is out: only an abort can tell the client. */
 				up_drop(u, true);
-				req_fail(r, 502, "upstream sent an invalid chunked body", true);
+				req_fail(r, 502, REASON_UPSTREAM_INVALID, "upstream sent an invalid chunked body", true);
 				return n;
 			}
 			if (r->out == RESP_OUT_CHUNKED)
@@ -489,6 +500,8 @@ static void up_on_recv(struct conn *cn, const char *data, size_t len)
 		up_drop(u, true);
 		return;
 	}
+	if (!u->got_bytes)
+		r->t_ttfb_ns = clock_ns();
 	u->got_bytes = true;
 	up_progress(u);
 
@@ -498,7 +511,7 @@ static void up_on_recv(struct conn *cn, const char *data, size_t len)
 	}
 
 	if (buf_append(&cn->in, data, len) != 0) {
-		up_fail(u, 502, "out of memory reading the upstream response");
+		up_fail(u, 502, REASON_INTERNAL, "out of memory reading the upstream response");
 		return;
 	}
 	for (;;) {
@@ -511,12 +524,12 @@ static void up_on_recv(struct conn *cn, const char *data, size_t len)
 		if (n < 0) {
 			char why[160];
 			snprintf(why, sizeof(why), "upstream sent an invalid response: %s", err.reason);
-			up_fail(u, 502, why);
+			up_fail(u, 502, REASON_UPSTREAM_INVALID, why);
 			return;
 		}
 		if (res.status >= 100 && res.status < 200) {
 			if (res.status == 101) {
-				up_fail(u, 502, "upstream switched protocols unasked");
+				up_fail(u, 502, REASON_UPSTREAM_INVALID, "upstream switched protocols unasked");
 				return;
 			}
 			buf_consume(&cn->in, (size_t)n); /* interim: not relayed */
@@ -525,7 +538,7 @@ static void up_on_recv(struct conn *cn, const char *data, size_t len)
 		u->head_done = true;
 		u->reusable = res.keep_alive;
 		if (respond_head(r, &res) != 0) {
-			up_fail(u, 502, "out of memory relaying the response head");
+			up_fail(u, 502, REASON_INTERNAL, "out of memory relaying the response head");
 			return;
 		}
 		buf_consume(&cn->in, (size_t)n);
@@ -564,7 +577,7 @@ static void up_on_eof(struct conn *cn, int err)
 		log_info("upstream %s: response truncated (%s)", u->ep->cfg->addr.text,
 			 err ? strerror(-err) : "closed early");
 		up_drop(u, false);
-		req_fail(r, 502, "upstream response truncated", true);
+		req_fail(r, 502, REASON_UPSTREAM_TRUNCATED, "upstream response truncated", true);
 		return;
 	}
 	/* Nothing relayed yet. A kept-alive connection the upstream closed
@@ -582,7 +595,7 @@ static void up_on_eof(struct conn *cn, int err)
 			  : err == -ETIMEDOUT ? "upstream stopped reading"
 			  : err ? "upstream connection error"
 				: "upstream closed the connection before responding";
-	up_fail(u, 502, why);
+	up_fail(u, 502, REASON_UPSTREAM_RESET, why);
 }
 
 static void up_on_sent(struct conn *cn)
@@ -605,15 +618,15 @@ static void up_on_timeout(struct conn *cn)
 		return;
 	}
 	if (cn->connecting) {
-		up_fail(u, 504, "upstream connect timed out");
+		up_fail(u, 504, REASON_UPSTREAM_CONNECT_TIMEOUT, "upstream connect timed out");
 		return;
 	}
 	if (u->head_done) {
 		up_drop(u, true);
-		req_fail(r, 504, "upstream response timed out mid-body", true);
+		req_fail(r, 504, REASON_UPSTREAM_TIMEOUT, "upstream response timed out mid-body", true);
 		return;
 	}
-	up_fail(u, 504, "upstream response timed out");
+	up_fail(u, 504, REASON_UPSTREAM_TIMEOUT, "upstream response timed out");
 }
 
 static void up_on_destroy(struct conn *cn)

@@ -51,6 +51,7 @@ struct upconn {
 	bool head_done;              /* response head parsed */
 	bool reusable;               /* response framing allows reuse */
 	bool resp_complete;
+	uint64_t connect_start_ns;
 };
 
 int pool_states_init(struct worker *w);

@@ -57,6 +57,7 @@ struct worker {
 	struct timer drain_timer;
 
 	struct stats_worker stats;
+	struct accesslog *alog; /* set by main before worker_start; NULL: off */
 	int start_error; /* set by the worker if set-up failed (-errno) */
 	char start_msg[512];
 };
