@@ -259,6 +259,58 @@ static void test_error_kinds(void)
 	test_end();
 }
 
+/* Every framing the origin can produce is parsed: chunked, close-delimited,
+ * HEAD, 100-continue, pipelined. */
+static void test_framing(void)
+{
+	static const struct {
+		const char *target, *extra;
+		bool pipeline;
+	} cases[] = {
+		{"/?chunked=1&chunk=100&size=5000", NULL, true},
+		{"/?close=1&size=3000", NULL, false},
+		{"/?size=0", NULL, true},
+		{"/?sse=3&interval=1", NULL, false},
+		{"/?size=200000", NULL, true},
+	};
+	char url[256];
+
+	test_begin("response_framing");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, cases[i].target);
+		const char *args[] = {"-c",  "2",	   "-d",
+				      "0.5", "--pipeline", cases[i].pipeline ? "4" : "1",
+				      url,   NULL};
+		char *out = run_bench(args, 10000);
+		if (out) {
+			double n = json_num(out, NULL, "requests");
+			CHECK_MSG(n > 0, "%s: no requests answered", cases[i].target);
+			CHECK_MSG(json_num(out, "status", "2xx") == n, "%s: %s", cases[i].target,
+				  out);
+			CHECK_MSG(json_num(out, "errors", "total") == 0, "%s: errors: %s",
+				  cases[i].target, out);
+		}
+		free(out);
+	}
+
+	/* HEAD (no body although Content-Length says 1024) and a POST with a body and
+	 * Expect: 100-continue, from a request list. */
+	const char *path = h_write_config("HEAD /h\n\nPOST /p\nExpect: 100-continue\n"
+					  "Content-Length: 11\n\nhello world\n");
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+	const char *args[] = {"-c", "2",	  "-d", "0.5", "--pipeline",
+			      "2",  "--requests", path, url,   NULL};
+	char *out = run_bench(args, 10000);
+	if (out) {
+		double n = json_num(out, NULL, "requests");
+		CHECK(n > 0);
+		CHECK_MSG(json_num(out, "status", "2xx") == n, "%s", out);
+		CHECK_MSG(json_num(out, "errors", "total") == 0, "%s", out);
+	}
+	free(out);
+	test_end();
+}
+
 static void test_self_test(void)
 {
 	test_begin("self_test_mode");
@@ -300,6 +352,7 @@ int main(void)
 	test_open_loop_rate(url);
 	test_request_list();
 	test_error_kinds();
+	test_framing();
 	test_self_test();
 	return test_exit_code();
 }
