@@ -26,8 +26,9 @@ bench_init() {
 
 bench_cleanup() {
 	local pid i alive
-	for pid in "${BENCH_PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
+	# Newest first: the proxies stop before the origin they drain towards.
+	for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${BENCH_PIDS[$i]}" 2>/dev/null
 	done
 	for i in $(seq 50); do
 		alive=0
