@@ -24,6 +24,7 @@
 #   REFLEXD_ARGS     extra arguments appended to the reflexd command line
 #   OPEN_RATE        open-loop section with reflex-bench: "auto" (default: half the
 #                    slowest proxy's closed-loop req/s), a rate in req/s, or 0 (skip)
+#   CHURN=1          also connection per request (wrk -H 'Connection: close')
 #   SWEEP=1          also a latency-vs-load sweep: each proxy in open loop at SWEEP_LEVELS
 #                    percent ("10 30 50 70 90") of its own closed-loop req/s
 #   PLOTS=0          no PNG plots (they need gnuplot; skipped with a note without it)
@@ -57,6 +58,7 @@ REFLEXD_ARGS=${REFLEXD_ARGS:-}
 OUTDIR=${OUTDIR:-$ROOT/perf/results}
 OPEN_RATE=${OPEN_RATE:-auto}
 SWEEP=${SWEEP:-0}
+CHURN=${CHURN:-0}
 SWEEP_LEVELS=${SWEEP_LEVELS:-10 30 50 70 90}
 PLOTS=${PLOTS:-1}
 BENCH=$BUILD/reflex-bench
@@ -168,13 +170,14 @@ printf 'target\trep\trps\tp50_us\tp90_us\tp99_us\trequests\terrors\tproxy_pct\tw
 
 # measure TARGET REP SECONDS: one wrk run; appends a line to $RUNS unless REP is "warm".
 measure() {
-	local t=$1 rep=$2 secs=$3 out="$RUN_DIR/wrk-$1-$2.txt"
+	local t=$1 rep=$2 secs=$3 tsv=${4:-$RUNS} hdr=${5:-}
+	local out="$RUN_DIR/wrk-$1-$2${hdr:+-churn}.txt"
 	local p0 o0 r0 t0 b0 p1 o1 r1 t1 b1 el load wt other
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	p0=$(tree_ticks "${PID[$t]}") o0=$(tree_ticks "${PID[origin]}") r0=$(origin_requests)
 	b0=$(busy_ticks)
 	t0=$(now_s)
-	run_wrk "$LOAD_CPU" "$CONNS" "$secs" "http://127.0.0.1:${PORT[$t]}$URL_PATH" "$out" ||
+	run_wrk "$LOAD_CPU" "$CONNS" "$secs" "http://127.0.0.1:${PORT[$t]}$URL_PATH" "$out" "$hdr" ||
 		bench_die "wrk failed against $t: $(tail -3 "$out")"
 	t1=$(now_s)
 	b1=$(busy_ticks)
@@ -189,8 +192,8 @@ measure() {
 	[ "$other" -lt 0 ] && other=0
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" "$rps" "$p50" "$p90" "$p99" \
 		"$n" "$err" "$(pct $((p1 - p0)) "$el")" "$(pct "$wt" "$el")" \
-		"$(pct $((o1 - o0)) "$el")" $((r1 - r0 - ORIGIN_SELF)) "$load" "$(pct "$other" "$el")" >>"$RUNS"
-	bench_log "$t rep $rep: $(fmt_int "$rps") req/s, P50 $(fmt_us "$p50"), P99 $(fmt_us "$p99"), errors $err"
+		"$(pct $((o1 - o0)) "$el")" $((r1 - r0 - ORIGIN_SELF)) "$load" "$(pct "$other" "$el")" >>"$tsv"
+	bench_log "$t${hdr:+ (churn)} rep $rep: $(fmt_int "$rps") req/s, P50 $(fmt_us "$p50"), P99 $(fmt_us "$p99"), errors $err"
 }
 
 for t in $TARGETS; do
@@ -202,6 +205,19 @@ for rep in $(seq "$REPS"); do
 		measure "$t" "$rep" "$DUR"
 	done
 done
+
+# ---- connection per request (CHURN=1) --------------------------------------------------
+# wrk sends Connection: close, so every request costs the proxy an accept and a close on
+# the client side; upstream connections stay pooled.
+CHURN_RUNS=$RUN_DIR/churn.tsv
+head -1 "$RUNS" >"$CHURN_RUNS"
+if [ "$CHURN" = 1 ]; then
+	for rep in $(seq "$REPS"); do
+		for t in $TARGETS; do
+			measure "$t" "$rep" "$DUR" "$CHURN_RUNS" "Connection: close"
+		done
+	done
+fi
 
 # ---- open loop: latency at a common rate, from the intended send time -----------------
 # Closed-loop latency at saturation is mostly queueing; this shows what a client sees
@@ -318,9 +334,9 @@ if [ "$PLOTS" = 1 ] && { [ -s "$OPEN_RUNS" ] || [ -s "$SWEEP_RUNS" ]; }; then
 fi
 
 # ---- report -------------------------------------------------------------------------
-col() { # col TARGET COLUMN: the column's values for TARGET, one per repetition
+col() { # col TARGET COLUMN [FILE]: the column's values for TARGET, one per repetition
 	awk -F'\t' -v t="$1" -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
-		$1 == t { print $k }' "$RUNS"
+		$1 == t { print $k }' "${3:-$RUNS}"
 }
 nginx_rps=
 case " $TARGETS " in *" nginx "*) nginx_rps=$(median $(col nginx rps)) ;; esac
@@ -379,6 +395,30 @@ REPORT=$RUN_DIR/report.md
 	echo
 	echo "Latencies are wrk's (closed loop, measured from the actual send: they include queueing at"
 	echo "saturation and suffer from coordinated omission; compare them only between rows of this table)."
+	if [ "$(wc -l <"$CHURN_RUNS")" -gt 1 ]; then
+		echo
+		echo "## Connection per request"
+		echo
+		echo "wrk as above with \`-H 'Connection: close'\`: a new client connection per request (the"
+		echo "proxies keep their upstream connections). One wrk thread tops out at a few tens of"
+		echo "thousands of connections per second, so compare \`req/s per proxy core\` (req/s / proxy CPU)"
+		echo "when the limit is CPU $LOAD_CPU."
+		echo
+		echo "| server | req/s | P50 | P99 | ratio vs nginx | req/s per proxy core | proxy CPU | wrk CPU | origin CPU | other CPU | limit | errors |"
+		echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+		nginx_churn=
+		case " $TARGETS " in *" nginx "*) nginx_churn=$(median $(col nginx rps "$CHURN_RUNS")) ;; esac
+		for t in $TARGETS; do
+			rps=$(median $(col "$t" rps "$CHURN_RUNS"))
+			ratio=-
+			[ -n "$nginx_churn" ] && ratio=$(awk -v a="$rps" -v b="$nginx_churn" 'BEGIN { printf (b > 0) ? "%.2f" : "-", a / b }')
+			pp=$(median $(col "$t" proxy_pct "$CHURN_RUNS")) wp=$(median $(col "$t" wrk_pct "$CHURN_RUNS"))
+			op=$(median $(col "$t" origin_pct "$CHURN_RUNS")) xp=$(median $(col "$t" other_pct "$CHURN_RUNS"))
+			per=$(awk -v r="$rps" -v p="$pp" 'BEGIN { print (p > 0) ? r * 100 / p : 0 }')
+			errs=$(col "$t" errors "$CHURN_RUNS" | awk '{ s += $1 } END { print s + 0 }')
+			echo "| $t | $(fmt_int "$rps") | $(fmt_us "$(median $(col "$t" p50_us "$CHURN_RUNS"))") | $(fmt_us "$(median $(col "$t" p99_us "$CHURN_RUNS"))") | $ratio | $(fmt_int "$per") | ${pp%.*} % | ${wp%.*} % | ${op%.*} % | ${xp%.*} % | $(limit_of "$pp" "$wp" "$op" "$xp") | $errs |"
+		done
+	fi
 	if [ -s "$OPEN_RUNS" ]; then
 		echo
 		echo "## Open loop at $(fmt_int "$OPEN_RATE") req/s"

@@ -133,19 +133,23 @@ pct() {
 # now_s: monotonic-enough wall clock in seconds with ns resolution.
 now_s() { date +%s.%N; }
 
-# run_wrk CPU CONNS SECONDS URL OUT: closed-loop wrk run pinned to CPU. The
+# run_wrk CPU CONNS SECONDS URL OUT [HEADER]: closed-loop wrk run pinned to CPU. The
 # output goes to OUT, wrk's own CPU ticks (user+sys, reaped child) to OUT.ticks.
 # The shell that waits for wrk reads its own cutime/cstime afterwards: that is
 # exactly wrk's CPU time.
 run_wrk() {
-	local cpu=$1 conns=$2 secs=$3 url=$4 out=$5
+	local cpu=$1 conns=$2 secs=$3 url=$4 out=$5 hdr=${6:-}
 	timeout $((secs + 30)) sh -c '
 		out=$5
-		taskset -c "$1" wrk -t1 -c"$2" -d"$3"s --latency --timeout 5s "$4" >"$out" 2>&1
+		if [ -n "$6" ]; then
+			taskset -c "$1" wrk -t1 -c"$2" -d"$3"s --latency --timeout 5s -H "$6" "$4" >"$out" 2>&1
+		else
+			taskset -c "$1" wrk -t1 -c"$2" -d"$3"s --latency --timeout 5s "$4" >"$out" 2>&1
+		fi
 		rc=$?
 		s=$(cat /proc/$$/stat); s=${s##*) }; set -- $s
 		echo $((${14} + ${15})) >"$out.ticks"
-		exit $rc' sh "$cpu" "$conns" "$secs" "$url" "$out"
+		exit $rc' sh "$cpu" "$conns" "$secs" "$url" "$out" "$hdr"
 }
 
 # run_reflex_bench BIN CPU OUT MAXSECS ARGS...: reflex-bench --json ARGS pinned to CPU,
