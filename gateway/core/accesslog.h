@@ -13,6 +13,7 @@
 #ifndef REFLEX_CORE_ACCESSLOG_H
 #define REFLEX_CORE_ACCESSLOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,13 @@ uint64_t accesslog_dropped(const struct accesslog *l);
 uint64_t accesslog_written(const struct accesslog *l);
 /* Stop the writer after it has written everything queued; NULL-safe. */
 void accesslog_close(struct accesslog *l);
+
+/* Producer helpers. Copy a request target into r->path (truncated to fit),
+ * without its query unless keep_query (config access_log.query). */
+void accesslog_set_path(struct access_record *r, const char *path, size_t len, bool keep_query);
+/* Whether a request is logged under config access_log.sample (0..1), given
+ * one random 64-bit value (e.g. worker_rand()). */
+bool accesslog_sampled(double sample, uint64_t rnd);
 
 /* One JSON line (with '\n') for r into out; returns its length, or 0 if
  * outlen is too small. Exposed for tests. Field names: see docs. */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -30,6 +31,7 @@
 #define CFG_WEIGHT_MAX 10000
 #define CFG_DEFAULT_LISTEN "127.0.0.1:8080"
 #define CFG_DEFAULT_POOL "default"
+#define CFG_DEFAULT_ADMIN "127.0.0.1:9901"
 
 /* Loading state, alive from the first default to the last check. */
 struct cfg_ctx {
@@ -348,6 +350,71 @@ static int parse_addr(const char *text, bool listen, struct cfg_addr *a, char *w
 	return 0;
 }
 
+/* YAML 1.1's booleans, as people write them. */
+static int parse_bool(const char *s, bool *out, char *why, size_t whylen)
+{
+	static const char *const yes[] = {"true", "yes", "on", "y"};
+	static const char *const no[] = {"false", "no", "off", "n"};
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (!strcasecmp(s, yes[i])) {
+			*out = true;
+			return 0;
+		}
+		if (!strcasecmp(s, no[i])) {
+			*out = false;
+			return 0;
+		}
+	}
+	snprintf(why, whylen, "\"%s\" is not true or false", s);
+	return -1;
+}
+
+/* A share from 0 to 1 ("0.25", "1", "0"). */
+static int parse_fraction(const char *s, double *out, char *why, size_t whylen)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!*s || *end || errno || isspace((unsigned char)*s) || !(v >= 0.0 && v <= 1.0)) {
+		snprintf(why, whylen, "\"%s\" is not a number from 0 to 1", s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* The admin listener: "off", a Unix socket path (starts with '/' or '.'),
+ * or a TCP HOST:PORT like a listen address. */
+static int parse_admin_listen(const char *s, struct cfg_admin *a, char *why, size_t whylen)
+{
+	if (!strcmp(s, "off")) {
+		a->enabled = false;
+		memset(&a->listen, 0, sizeof(a->listen));
+		return 0;
+	}
+	a->enabled = true;
+	if (s[0] == '/' || s[0] == '.') {
+		struct sockaddr_un *un = (struct sockaddr_un *)&a->listen.ss;
+		size_t n = strlen(s);
+
+		if (n >= sizeof(un->sun_path)) {
+			snprintf(why, whylen, "unix socket path is too long (max %zu bytes)",
+				 sizeof(un->sun_path) - 1);
+			return -1;
+		}
+		memset(&a->listen, 0, sizeof(a->listen));
+		un->sun_family = AF_UNIX;
+		memcpy(un->sun_path, s, n + 1);
+		a->listen.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+		memcpy(a->listen.text, s, n + 1);
+		return 0;
+	}
+	return parse_addr(s, true, &a->listen, why, whylen);
+}
+
 /* ---- small helpers ------------------------------------------------------- */
 
 static void *grow(void *arr, unsigned n, size_t size)
@@ -640,16 +707,81 @@ static bool is_null(const yaml_node_t *n)
 		!strcmp(s, "NULL"));
 }
 
+/* access_log: PATH | "-" | null, or {path, sample, query}. */
 static int sec_access_log(struct cfg_ctx *x, yaml_node_t *v)
 {
-	const char *s = scalar(x, v, "access_log");
+	struct config *c = x->c;
+	const char *s;
+	char why[256];
 
-	if (!s)
+	if (v->type != YAML_MAPPING_NODE) {
+		if (!(s = scalar(x, v, "access_log")))
+			return -1;
+		if (is_null(v))
+			s = ""; /* off */
+		if (copy_str(c->access_log, sizeof(c->access_log), s))
+			return fail_node(x, v, "access_log: path is too long");
+		return 0;
+	}
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "access_log");
+		yaml_node_t *pv = node(x, p->value);
+		char what[64];
+
+		if (!key)
+			return -1;
+		snprintf(what, sizeof(what), "access_log.%s", key);
+		if (strcmp(key, "path") && strcmp(key, "sample") && strcmp(key, "query"))
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+		if (!(s = scalar(x, pv, what)))
+			return -1;
+		if (!strcmp(key, "path")) {
+			if (is_null(pv))
+				s = "";
+			if (copy_str(c->access_log, sizeof(c->access_log), s))
+				return fail_node(x, pv, "%s: path is too long", what);
+		} else if (!strcmp(key, "sample")) {
+			if (parse_fraction(s, &c->access_log_sample, why, sizeof(why)))
+				return fail_node(x, pv, "%s: %s", what, why);
+		} else if (parse_bool(s, &c->access_log_query, why, sizeof(why))) {
+			return fail_node(x, pv, "%s: %s", what, why);
+		}
+	}
+	return 0;
+}
+
+/* admin: {listen: ADDR | PATH | off, token_file: PATH, audit_log: PATH} */
+static int sec_admin(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_admin *a = &x->c->admin;
+
+	if (expect_mapping(x, v, "admin"))
 		return -1;
-	if (is_null(v))
-		s = ""; /* off */
-	if (copy_str(x->c->access_log, sizeof(x->c->access_log), s))
-		return fail_node(x, v, "access_log: path is too long");
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "admin"), *s;
+		yaml_node_t *pv = node(x, p->value);
+		char what[64], why[512];
+
+		if (!key)
+			return -1;
+		snprintf(what, sizeof(what), "admin.%s", key);
+		if (strcmp(key, "listen") && strcmp(key, "token_file") && strcmp(key, "audit_log"))
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+		if (!(s = scalar(x, pv, what)))
+			return -1;
+		if (!strcmp(key, "listen")) {
+			if (parse_admin_listen(s, a, why, sizeof(why)))
+				return fail_node(x, pv, "%s: %s", what, why);
+			continue;
+		}
+		if (is_null(pv))
+			s = "";
+		if (copy_str(!strcmp(key, "token_file") ? a->token_file : a->audit_log,
+			     sizeof(a->token_file), s))
+			return fail_node(x, pv, "%s: path is too long", what);
+	}
 	return 0;
 }
 
@@ -885,6 +1017,7 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 	r = &routes[c->n_routes];
 	memset(r, 0, sizeof(*r));
 	r->line = line_of(n);
+	r->access_log = true;
 	for_each_pair(n, p)
 	{
 		const char *key = pair_key(x, n, p, what), *s;
@@ -892,11 +1025,17 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 
 		if (!key)
 			return -1;
-		if (strcmp(key, "host") && strcmp(key, "path_prefix") && strcmp(key, "pool"))
+		if (strcmp(key, "host") && strcmp(key, "path_prefix") && strcmp(key, "pool") &&
+		    strcmp(key, "access_log"))
 			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
 		if (!(s = scalar(x, v, key)))
 			return -1;
-		if (!strcmp(key, "host")) {
+		if (!strcmp(key, "access_log")) {
+			char why[128];
+
+			if (parse_bool(s, &r->access_log, why, sizeof(why)))
+				return fail_node(x, v, "%s.access_log: %s", what, why);
+		} else if (!strcmp(key, "host")) {
 			if (copy_str(r->host, sizeof(r->host), s))
 				return fail_node(x, v, "%s.host: too long", what);
 			for (char *h = r->host; *h; h++)
@@ -948,6 +1087,7 @@ static const struct cfg_section {
 	{"workers", sec_workers},	{"listen", sec_listen},	      {"upstream", sec_upstream},
 	{"access_log", sec_access_log}, {"log_level", sec_log_level}, {"limits", sec_limits},
 	{"timeouts", sec_timeouts},	{"pools", sec_pools},	      {"routes", sec_routes},
+	{"admin", sec_admin},
 };
 
 /* ---- loading -------------------------------------------------------------- */
@@ -975,6 +1115,8 @@ static void set_defaults(struct config *c)
 		.drain = 30000,
 	};
 	c->log_level = 2;
+	c->access_log_sample = 1.0;
+	c->admin.enabled = true; /* the address is filled in by finalize() */
 }
 
 static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
@@ -1087,6 +1229,9 @@ static int finalize(struct cfg_ctx *x)
 			return fail_at(x, 0, "default listen address: %s", why);
 		c->n_listens = 1;
 	}
+	if (c->admin.enabled && !c->admin.listen.len &&
+	    parse_addr(CFG_DEFAULT_ADMIN, true, &c->admin.listen, why, sizeof(why)))
+		return fail_at(x, 0, "default admin address: %s", why);
 	if (!c->n_pools) {
 		/* not a place in the file: say it plainly */
 		snprintf(x->err, x->errlen, "no upstream: give --upstream or pools.default");
@@ -1142,7 +1287,7 @@ struct cli {
 	const char *config;
 	const char **listens, **upstreams; /* point into argv */
 	unsigned n_listens, n_upstreams;
-	const char *workers, *access_log, *log_level;
+	const char *workers, *access_log, *log_level, *admin;
 	enum config_action action;
 	bool want_help, want_version;
 };
@@ -1160,6 +1305,7 @@ static const struct cli_opt {
 	{"--workers", OPT_ARG, offsetof(struct cli, workers)},
 	{"--access-log", OPT_ARG, offsetof(struct cli, access_log)},
 	{"--log-level", OPT_ARG, offsetof(struct cli, log_level)},
+	{"--admin", OPT_ARG, offsetof(struct cli, admin)},
 	{"--check-config", OPT_NOARG, 0},
 	{"--version", OPT_NOARG, 0},
 	{"--help", OPT_NOARG, 0},
@@ -1228,6 +1374,8 @@ static int apply_flags(struct cfg_ctx *x, struct cli *cli)
 		return fail_flag(x, "--log-level", "%s", why);
 	if (cli->access_log && copy_str(c->access_log, sizeof(c->access_log), cli->access_log))
 		return fail_flag(x, "--access-log", "path is too long");
+	if (cli->admin && parse_admin_listen(cli->admin, &c->admin, why, sizeof(why)))
+		return fail_flag(x, "--admin", "%s", why);
 	if (cli->n_listens) {
 		struct cfg_addr *arr = calloc(cli->n_listens, sizeof(*arr));
 
@@ -1334,6 +1482,8 @@ const char *config_usage(void)
 	       "  --workers N           worker threads (default: online CPUs; \"auto\")\n"
 	       "  --access-log PATH     access log file, \"-\" for stdout (default: off)\n"
 	       "  --log-level LEVEL     error, warn, info (default) or debug\n"
+	       "  --admin ADDR|PATH     admin API address or unix socket path\n"
+	       "                        (default 127.0.0.1:9901; \"off\" disables it)\n"
 	       "  --check-config        load and validate the configuration, then exit\n"
 	       "  --version             print the version and exit\n"
 	       "  -h, --help            print this help and exit\n";

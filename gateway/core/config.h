@@ -52,6 +52,7 @@ struct cfg_route {
 	char path_prefix[1024];    /* "" or "/" matches any path */
 	unsigned pool;             /* index into config.pools */
 	unsigned line;             /* where it was defined (for messages) */
+	bool access_log;           /* log requests of this route; default true */
 };
 
 struct cfg_limits {
@@ -72,6 +73,14 @@ struct cfg_timeouts { /* all in milliseconds */
 	uint32_t drain;             /* graceful shutdown deadline: default 30 s */
 };
 
+/* The admin API (gateway/admin.c, docs/admin.md). */
+struct cfg_admin {
+	bool enabled;          /* false with "--admin off" / "admin: {listen: off}" */
+	struct cfg_addr listen; /* TCP address, or AF_UNIX (text is the path) */
+	char token_file[4096]; /* "NAME SECRET" lines; "" = no tokens: mutations get 401 */
+	char audit_log[4096];  /* hash-chained audit file; "" = off */
+};
+
 struct config {
 	char source[4096]; /* the config file path, or "" when from flags only */
 	unsigned workers;  /* default: number of online CPUs */
@@ -89,6 +98,10 @@ struct config {
 	struct cfg_timeouts timeouts;
 
 	char access_log[4096]; /* "" = off, "-" = stdout, else a file path */
+	double access_log_sample; /* 0..1: share of requests logged; default 1 */
+	bool access_log_query;    /* keep the query string in "path"; default false */
+
+	struct cfg_admin admin;
 	int log_level;         /* 0 error, 1 warn, 2 info (default), 3 debug */
 };
 
