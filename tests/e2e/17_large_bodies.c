@@ -2,12 +2,14 @@
  * no body limit: every byte arrives (count + FNV-1a hash, and the download
  * checked byte for byte against the origin pattern), each direction within
  * 60 s, and reflexd's RSS (sampled every 100 ms) grows by less than 16 MiB —
- * bodies stream, they are never buffered whole. */
+ * bodies stream, they are never buffered whole; also not when the client
+ * stops reading for a while (backpressure reaches the origin). */
 #include "lib/harness.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define GIB (1ULL << 30)
@@ -124,6 +126,73 @@ static void test_download(struct h_proc *gw)
 	test_end();
 }
 
+/* Backpressure: a client that stops reading. The origin could push
+ * gigabytes per second; reflexd must stop reading it instead of buffering. */
+static void test_paused_client(struct h_proc *gw)
+{
+	const uint64_t n = 300ULL << 20;
+	struct sampler s;
+	static char buf[1 << 16];
+	uint64_t got = 0, h = H_FNV_INIT;
+	char req[256];
+	int fd;
+
+	test_begin("paused_client_bounded_memory");
+	fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0) {
+		test_end();
+		return;
+	}
+	int small = 65536;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	snprintf(req, sizeof(req),
+		 "GET /?size=%llu HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+		 (unsigned long long)n);
+	long base = h_rss_kb(gw->pid);
+	sampler_start(&s, gw->pid);
+	h_send_str(fd, req);
+	h_sleep_ms(2000); /* not reading */
+	long paused_max = s.max_kb;
+	/* Now drain it all: head, then the body bytes, hashed on the fly. */
+	double end = h_now_ms() + XFER_MS;
+	size_t head_len = 0;
+	struct h_buf head = {0};
+	if (h_read_until(fd, &head, "\r\n\r\n", 5000) == H_READ_DONE) {
+		char *e = memmem(head.data, head.len, "\r\n\r\n", 4);
+
+		head_len = (size_t)(e + 4 - head.data);
+		got = head.len - head_len;
+		h = h_fnv1a(h, head.data + head_len, (size_t)got);
+	}
+	while (head_len && got < n && h_now_ms() < end) {
+		ssize_t k = read(fd, buf, sizeof(buf));
+		if (k <= 0)
+			break;
+		h = h_fnv1a(h, buf, (size_t)k);
+		got += (uint64_t)k;
+	}
+	sampler_stop(&s);
+	close(fd);
+	CHECK_MSG(head.len >= 12 && !memcmp(head.data + 9, "200", 3), "response head '%s'",
+		  h_excerpt(head.data, head.len, 200));
+	CHECK_MSG(got == n, "received %llu body bytes, want %llu", (unsigned long long)got,
+		  (unsigned long long)n);
+	if (got == n)
+		CHECK_MSG(h == h_pattern_hash(n), "body hash differs");
+	CHECK_MSG(paused_max - base < RSS_BUDGET_KB,
+		  "reflexd RSS grew by %ld KiB while the client did not read (before %ld, max "
+		  "%ld); budget %d KiB",
+		  paused_max - base, base, paused_max, RSS_BUDGET_KB);
+	CHECK_MSG(s.max_kb - base < RSS_BUDGET_KB,
+		  "reflexd RSS grew by %ld KiB during the transfer; budget %d KiB", s.max_kb - base,
+		  RSS_BUDGET_KB);
+	printf("  paused client: RSS before %ld KiB, max while paused %ld KiB, max %ld KiB\n", base,
+	       paused_max, s.max_kb);
+	h_buf_free(&head);
+	test_end();
+}
+
 static void gen_upload(char *buf, size_t len, uint64_t off, void *arg)
 {
 	/* Varied bytes (not the download pattern) so a mix-up cannot match. */
@@ -204,6 +273,7 @@ int main(void)
 		h_resp_free(&r);
 	}
 	test_download(gw);
+	test_paused_client(gw);
 	test_upload(gw);
 	h_finish(gw, 5000);
 	return test_exit_code();
