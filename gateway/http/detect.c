@@ -33,8 +33,11 @@ struct cand {
 	const uint8_t *p;
 	size_t n;
 	int prev;
+	size_t nleft; /* bytes before p that may be read (p[-nleft, 0)), prev among them */
 	size_t lo, hi;
 };
+
+#define LEFT_CTX 16
 
 typedef bool validator_fn(struct cand *c);
 
@@ -79,6 +82,7 @@ struct detect_db {
 
 struct pend {
 	uint64_t start, end;
+	uint64_t raw_start, raw_end; /* the candidate as matched, before narrowing */
 	uint64_t done; /* end of the last match delivered (no duplicates) */
 	unsigned flags;
 	bool live;
@@ -216,8 +220,10 @@ static bool looks_random(const uint8_t *p, size_t n, unsigned min_distinct, bool
 			run = 1;
 		}
 	}
-	if (distinct < min_distinct || digits == 0 || upper + lower == 0)
+	if (distinct < min_distinct || upper + lower == 0)
 		return false;
+	if (digits == 0 && (need_upper || n < 24))
+		return false; /* long mixed-case tails (Slack) may lack digits */
 	if (need_upper && (upper == 0 || lower == 0))
 		return false;
 	return true;
@@ -230,13 +236,38 @@ static bool email_tail(int ch)
 	return is_alnum(ch);
 }
 
+static const char *const gtlds[] = {
+	"com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "name", "pro", "aero",
+	"coop", "museum", "travel", "jobs", "mobi", "asia", "tel", "app", "dev", "cloud", "store",
+	"shop", "online", "site", "tech", "technology", "news", "blog", "email", "global", "group",
+	"company", "solutions", "services", "systems", "network", "digital", "media", "agency",
+	"studio", "design", "software", "consulting", "finance", "bank", "capital", "money",
+	"insurance", "health", "care", "clinic", "legal", "law", "academy", "school", "university",
+	"college", "education", "training", "science", "engineering", "energy", "world",
+	"international", "live", "life", "today", "space", "website", "host", "page", "link",
+	"click", "one", "top", "xyz", "club", "vip", "win", "work", "works", "zone", "city",
+	"london", "berlin", "paris", "nyc", "tokyo", "amsterdam", "swiss", "africa", "post", "gmbh",
+	"ltd", "inc", "llc", "family", "social", "chat", "community", "events", "photos", "video",
+	"music", "art", "games", "fun", "wiki", "support", "help", "center", "institute",
+	"foundation", "charity", "ngo", "green", "eco", "earth", "build", "house", "realty",
+	"estate", "properties", "land", "farm", "garden", "restaurant", "cafe", "bar", "pub",
+	"beer", "wine", "coffee", "pizza", "food", "fashion", "clothing", "shoes", "jewelry",
+	"boutique", "style", "beauty", "fitness", "golf", "football", "soccer", "tennis", "bike",
+	"cars", "auto", "taxi", "flights", "holiday", "tours", "cruise", "hotel", "hotels",
+	"tickets", "guide", "ventures", "partners", "holdings", "industries", "enterprises",
+	"marketing", "management", "security", "tools", "codes", "systems", "expert", "careers",
+	"reviews", "press", "report", "rocks", "ninja", "guru", "plus", "mail", "google", "apple",
+	"microsoft", "amazon", "aws", "azure", "bot", "gay", "kids", "lgbt", "moe", "ooo", "page",
+	"run", "sale", "team", "tips", "town", "uno", "vote", "xn--p1ai",
+};
+
 static bool v_email(struct cand *c)
 {
 	trim_tail(c, email_tail);
 	const uint8_t *p = c->p + c->lo;
 	size_t n = c->hi - c->lo;
 	const uint8_t *at = memchr(p, '@', n);
-	if (!at || n > 254)
+	if (!at || n > 254 || c->prev == '/')
 		return false;
 	size_t local = (size_t)(at - p), dom = n - local - 1;
 	/* The leftmost start may include punctuation from the text before it. */
@@ -273,11 +304,18 @@ static bool v_email(struct cand *c)
 		"rs",  "cpp", "hpp", "md",  "txt", "lock", "yml", "yaml", "xml", "min", "map",
 	};
 	size_t tl = dom - tld_start;
+	const char *tld = (const char *)d + tld_start;
 	for (size_t i = 0; i < sizeof(file_ext) / sizeof(file_ext[0]); i++)
-		if (strlen(file_ext[i]) == tl && !strncasecmp((const char *)d + tld_start,
-								  file_ext[i], tl))
+		if (strlen(file_ext[i]) == tl && !strncasecmp(tld, file_ext[i], tl))
 			return false;
-	return true;
+	/* Any two-letter TLD (country codes), longer ones from a list: code
+	 * like "obj@method.call" or "pkg@scope.internal" is not an address. */
+	if (tl == 2)
+		return true;
+	for (size_t i = 0; i < sizeof(gtlds) / sizeof(gtlds[0]); i++)
+		if (strlen(gtlds[i]) == tl && !strncasecmp(tld, gtlds[i], tl))
+			return true;
+	return false;
 }
 
 static bool nanp_ok(const char *d10)
@@ -321,6 +359,14 @@ static bool v_phone(struct cand *c)
 	if (p[0] == '+') {
 		if (nd < 8 || nd > 15)
 			return false;
+		/* "+3.14159265": dotted groups are short in phone numbers. */
+		size_t run = 0;
+		bool dotted = memchr(p, '.', n) != NULL;
+		for (size_t i = 1; i < n; i++) {
+			run = is_digit(p[i]) ? run + 1 : 0;
+			if (dotted && run > 4)
+				return false;
+		}
 		if (d[0] == '1')
 			return nd == 11 && nanp_ok(d + 1);
 		return true;
@@ -408,6 +454,10 @@ static bool v_card(struct cand *c)
 	trim_tail(c, is_digit);
 	if (c->prev == '-' || c->prev == '.' || is_word(c->prev))
 		return false;
+	/* Four groups inside a longer grouped number (an IBAN, a tracking
+	 * number) are not a card. */
+	if (c->prev == ' ' && c->nleft >= 2 && is_digit(c->p[-2]))
+		return false;
 	char d[24];
 	int n = collect_digits(c->p + c->lo, c->hi - c->lo, d, sizeof(d));
 	if (n < 13 || n > 19)
@@ -478,10 +528,17 @@ static bool v_iban(struct cand *c)
 	return rem == 1;
 }
 
+/* "lib-2.31.1.4", "ID 12 4111 1111 1111 1111": the candidate continues a
+ * token on its left (a separator glued to a word or digit). */
+static bool glued_left(const struct cand *c, const char *seps)
+{
+	return c->prev > 0 && strchr(seps, c->prev) && c->nleft >= 2 && is_alnum(c->p[-2]);
+}
+
 static bool v_ipv4(struct cand *c)
 {
 	trim_tail(c, is_digit);
-	if (c->prev == '.' || is_word(c->prev))
+	if (c->prev == '.' || is_word(c->prev) || glued_left(c, "-"))
 		return false;
 	const uint8_t *p = c->p + c->lo;
 	size_t n = c->hi - c->lo;
@@ -715,6 +772,26 @@ static bool v_phrase(struct cand *c)
 	return c->lo < c->hi;
 }
 
+/* "Don't forget the safety instructions" is advice, not an override. */
+static bool v_override(struct cand *c)
+{
+	static const char *const neg[] = {"don't", "dont", "do not", "never", "not", "didn't",
+					  "won't", "shouldn't", "doesn't", "to not"};
+	if (!v_phrase(c))
+		return false;
+	size_t k = c->nleft;
+	const uint8_t *l = c->p - k;
+	while (k > 0 && is_space(l[k - 1]))
+		k--;
+	for (size_t i = 0; i < sizeof(neg) / sizeof(neg[0]); i++) {
+		size_t nl = strlen(neg[i]);
+		if (k >= nl && !strncasecmp((const char *)l + k - nl, neg[i], nl) &&
+		    (k == nl || !is_word(l[k - nl - 1])))
+			return false;
+	}
+	return true;
+}
+
 /* ---- the built-in table --------------------------------------------------------- */
 
 static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
@@ -739,7 +816,7 @@ static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
 	[DETECT_API_KEY] = {"api_key", "[API_KEY]", DETECT_SEV_CRITICAL, DETECT_FAMILY_SECRET, 256,
 			    v_apikey},
 	[DETECT_INJ_OVERRIDE] = {"inj_override", "[INJECTION]", DETECT_SEV_HIGH,
-				 DETECT_FAMILY_INJECTION, 256, v_phrase},
+				 DETECT_FAMILY_INJECTION, 256, v_override},
 	[DETECT_INJ_EXTRACT] = {"inj_extract", "[INJECTION]", DETECT_SEV_HIGH,
 				DETECT_FAMILY_INJECTION, 256, v_phrase},
 	[DETECT_INJ_ROLE] = {"inj_role", "[INJECTION]", DETECT_SEV_MEDIUM, DETECT_FAMILY_INJECTION,
@@ -762,7 +839,7 @@ static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
 #define CONF (1u << 28)
 #define OUR_FLAGS (LB | TRIG | CONF)
 /* Right context that ends a number: not a digit, or end of data. */
-#define END_NUM "(?:[^0-9]|\\z)"
+#define END_NUM "(?:[^0-9A-Za-z]|\\z)"
 
 /* Start finders for patterns compiled without HS_FLAG_SOM_LEFTMOST (start
  * of match tracking made these 10-100x slower in the combined set). p[0, n)
@@ -896,7 +973,8 @@ static const struct builtin_pattern patterns[] = {
 
 	{DETECT_IBAN, LB, "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b", NULL},
 
-	{DETECT_IPV4, LB, "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9.]|\\.[^0-9]|\\.?\\z)", NULL},
+	{DETECT_IPV4, LB,
+	 "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z.]|\\.[^0-9A-Za-z]|\\.?\\z)", NULL},
 
 	{DETECT_IPV6, 0, "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)",
 	 find_ipv6},
@@ -933,62 +1011,86 @@ static const struct builtin_pattern patterns[] = {
 	 * literals, single-spaced, because \s+ in a trigger doubles its cost);
 	 * the CONF patterns run on the bytes around a trigger. */
 	{DETECT_INJ_OVERRIDE, CI | TRIG,
-	 "ignore|disregard|forget|override|bypass|discard|skip|not follow|n't follow|stop follow|"
-	 "not obey|n't obey|stop obey", NULL},
+	 "ignore|disregard|forget|override|bypass|not follow|n't follow|stop follow|not obey|"
+	 "n't obey|stop obey",
+	 NULL},
 	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
-	 "(?:ignore|disregard|forget|override|bypass|discard|skip)\\s+"
+	 "(?:ignore|disregard|forget|override|bypass)\\s+"
 	 "(?:(?:all|any|every|each|the|your|my|of|these|those|this)\\s+){0,3}"
-	 "(?:previous|prior|above|earlier|preceding|former|original|initial|system|safety|"
-	 "developer|existing|old)\\s+"
-	 "(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|constraints|"
-	 "programming|polic(?:y|ies)|commands?)\\b", NULL},
+	 "(?:previous|prior|above|earlier|preceding|original|initial|system|safety)\\s+"
+	 "(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|constraints)\\b",
+	 NULL},
 	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
 	 "(?:do\\s+not|don't|stop)\\s+(?:follow(?:ing)?|obey(?:ing)?)\\s+"
 	 "(?:(?:all|any|the|your)\\s+)?(?:previous|prior|original|initial|system|above)\\s+"
-	 "(?:instructions?|rules|prompts?|guidelines)\\b", NULL},
+	 "(?:instructions?|rules|prompts?|guidelines)\\b",
+	 NULL},
 	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
-	 "(?:ignore|disregard|forget)\\s+(?:everything|all(?:\\s+of\\s+(?:that|this|the\\s+above))?|"
-	 "anything)\\s+(?:above|before|prior|previously|you\\s+(?:were|have\\s+been)\\s+told)\\b", NULL},
+	 "(?:ignore|disregard|forget)\\s+(?:(?:everything|all|anything)\\s+(?:above|before|prior|"
+	 "previously|you\\s+(?:were|have\\s+been)\\s+told)|all\\s+of\\s+the\\s+above)\\b",
+	 NULL},
 
 	{DETECT_INJ_EXTRACT, CI | TRIG, "prompt|instructions|repeat", NULL},
 	{DETECT_INJ_EXTRACT, CI | LB | CONF,
 	 "(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
-	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?(?:your|the)\\s+"
+	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?your\\s+"
 	 "(?:(?:full|entire|exact|complete|original|hidden|initial|secret|internal|confidential|"
-	 "real)\\s+){0,2}"
-	 "(?:system\\s+prompt|initial\\s+prompt|hidden\\s+prompt|pre-?prompt|"
-	 "instructions\\s+you\\s+(?:were|have\\s+been)\\s+given|"
-	 "(?:initial|hidden|original|secret|internal|system|confidential)\\s+instructions)\\b", NULL},
+	 "real|system)\\s+){0,2}"
+	 "(?:system\\s+prompt|prompt|pre-?prompt|instructions)\\b",
+	 NULL},
+	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	 "(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
+	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?the\\s+"
+	 "(?:(?:full|entire|exact|complete)\\s+)?"
+	 "(?:system\\s+prompt|hidden\\s+prompt|instructions\\s+you\\s+(?:were|have\\s+been)\\s+given|"
+	 "(?:hidden|secret|confidential|internal|original)\\s+(?:system\\s+)?instructions)\\b",
+	 NULL},
 	{DETECT_INJ_EXTRACT, CI | LB | CONF,
 	 "repeat\\s+(?:all\\s+|everything\\s+|the\\s+(?:text|words|content)\\s+)"
-	 "(?:above|before\\s+this)\\b", NULL},
+	 "(?:above|before\\s+this)\\b",
+	 NULL},
 	{DETECT_INJ_EXTRACT, CI | LB | CONF,
 	 "(?:what|which)\\s+(?:were|are)\\s+your\\s+(?:original|initial|first|system|hidden)\\s+"
-	 "(?:instructions|prompt)\\b", NULL},
+	 "(?:instructions|prompt)\\b",
+	 NULL},
 
 	{DETECT_INJ_ROLE, CI | TRIG,
 	 "no longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
-	 "now dan|now stan|now dude|now aim|dan mode|god mode|anything now|from now on", NULL},
+	 "now dan|now stan|now dude|now aim|dan mode|anything now|from now on|free from all|"
+	 "free of all",
+	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
 	 "you\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
 	 "model|bound|restricted|chatgpt|claude)\\b|(?:an?\\s+)?(?:unrestricted|unfiltered|"
-	 "uncensored|jailbroken|evil|amoral)\\b)", NULL},
+	 "uncensored|jailbroken|evil|amoral)\\s+(?:ai|assistant|chatbot|model|version)\\b)",
+	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF, "you\\s+are\\s+now\\s+(?:dan|stan|dude|aim)\\b", NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
-	 "(?:act|behave|respond|answer)\\s+as\\s+(?:if\\s+you\\s+(?:are|were)\\s+)?(?:an?\\s+)?"
-	 "(?:unrestricted|unfiltered|uncensored|jailbroken|evil|amoral)\\b", NULL},
+	 "(?:act|behave|respond|answer)\\s+(?:as|like)\\s+(?:if\\s+you\\s+(?:are|were)\\s+)?"
+	 "(?:an?\\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|amoral)\\b",
+	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
 	 "pretend\\s+(?:to\\s+be|you\\s+are|that\\s+you\\s+are)\\s+(?:[a-z-]+\\s+){0,5}"
 	 "(?:without|with\\s+no|free\\s+of)\\s+(?:any\\s+)?(?:restrictions|filters|rules|limits|"
-	 "limitations|guidelines|ethics|morals|censorship)\\b", NULL},
+	 "limitations|guidelines|ethics|morals|censorship)\\b",
+	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
-	 "(?:jailbreak|dan|god|unrestricted)\\s+mode\\s+(?:is\\s+)?(?:now\\s+)?"
-	 "(?:enabled|activated|on|engaged)\\b", NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF, "do\\s+anything\\s+now\\b", NULL},
+	 "(?:jailbreak|dan|unrestricted)\\s+mode\\s+(?:is\\s+)?(?:now\\s+)?"
+	 "(?:enabled|activated|on|engaged)\\b",
+	 NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF,
+	 "dan\\W{0,3}\\s*(?:which\\s+)?(?:stands\\s+for|means)\\s+\"?do\\s+anything\\s+now\\b|"
+	 "do\\s+anything\\s+now\\W{0,3}\\s*\\(?dan\\b",
+	 NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF,
+	 "(?:no\\s+longer\\s+bound\\s+by|free\\s+(?:from|of)\\s+all)\\s+(?:any\\s+|your\\s+|the\\s+)?"
+	 "(?:rules|guidelines|restrictions|policies|openai|anthropic)\\b",
+	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
 	 "from\\s+now\\s+on,?\\s+you\\s+(?:are|will\\s+be|will\\s+act\\s+as|must\\s+act\\s+as)\\s+"
 	 "(?:[a-z-]+\\s+){0,3}(?:unrestricted|unfiltered|uncensored|jailbroken|evil|"
-	 "without\\s+(?:any\\s+)?(?:restrictions|rules|filters))\\b", NULL},
+	 "without\\s+(?:any\\s+)?(?:restrictions|rules|filters))\\b",
+	 NULL},
 
 	{DETECT_INJ_DELIMITER, CI,
 	 "<\\|(?:im_start|im_end|im_sep|system|assistant|user|endoftext|begin_of_text|"
@@ -1004,7 +1106,8 @@ static const struct builtin_pattern patterns[] = {
 	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b", NULL},
 	{DETECT_INJ_DELIMITER, CI | CONF,
 	 "(?:-{3,}|={3,}|#{3,}|\\*{3,})[ \\t]*(?:end|begin|start)\\s+(?:of\\s+)?(?:the\\s+)?"
-	 "(?:system\\s+prompt|(?:system\\s+|original\\s+)?instructions|system\\s+message)\\b", NULL},
+	 "(?:system\\s+prompt|(?:system\\s+|original\\s+|new\\s+)?instructions|system\\s+message)\\b",
+	 NULL},
 
 	{DETECT_INJ_ENCODED, CI | TRIG, "decode|decrypt|deobfuscate|unscramble|encoded|encrypted", NULL},
 	{DETECT_INJ_ENCODED, CI | LB | CONF,
@@ -1471,19 +1574,27 @@ static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t t
 	uint64_t s = from, e = to;
 	if (d->validate) {
 		struct cand cd = {.prev = -1};
-		const uint8_t *b = from > 0 ? ctx_bytes(c, from - 1, to) : NULL;
+		uint64_t back = from < LEFT_CTX ? from : LEFT_CTX;
+		if (from - back < hist_base(c))
+			back = from > hist_base(c) ? from - hist_base(c) : 0;
+		const uint8_t *b = ctx_bytes(c, from - back, to);
 		if (b) {
-			cd.prev = b[0];
-			cd.p = b + 1;
-		} else {
-			cd.p = ctx_bytes(c, from, to);
+			cd.p = b + back;
+			cd.nleft = (size_t)back;
+			cd.prev = back ? cd.p[-1] : -1;
 		}
 		if (cd.p) {
 			cd.n = (size_t)(to - from);
 			cd.lo = 0;
 			cd.hi = cd.n;
-			if (!d->validate(&cd) || cd.hi <= cd.lo)
+			if (!d->validate(&cd) || cd.hi <= cd.lo) {
+				/* A longer token from the same start that fails
+				 * ("foo@bar.baz.js") voids its valid prefix. */
+				struct pend *p = &c->pend[det];
+				if (p->live && p->raw_start == from && to > p->raw_end)
+					p->live = false;
 				return 0;
+			}
 			s = from + cd.lo;
 			e = from + cd.hi;
 		} else {
@@ -1499,6 +1610,8 @@ static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t t
 			p->start = s;
 		if (e > p->end)
 			p->end = e;
+		if (from == p->raw_start && to > p->raw_end)
+			p->raw_end = to;
 		p->flags |= flags;
 		return 0;
 	}
@@ -1506,6 +1619,8 @@ static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t t
 		return 1;
 	p->start = s;
 	p->end = e;
+	p->raw_start = from;
+	p->raw_end = to;
 	p->flags = flags;
 	p->live = true;
 	return 0;
