@@ -6,6 +6,7 @@
 #include "lib/harness.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -456,6 +457,102 @@ static void test_routes(void)
 	test_end();
 }
 
+static void test_listening_lines(struct h_proc *gw)
+{
+	char want[128];
+
+	test_begin("listening_lines");
+	snprintf(want, sizeof(want), "reflexd: listening on 127.0.0.1:%d", gw_port);
+	CHECK_MSG(h_log_contains(gw, want), "no '%s' on stderr (%s)", want, gw->log);
+	if (gw_port6 > 0) {
+		snprintf(want, sizeof(want), "reflexd: listening on [::1]:%d", gw_port6);
+		CHECK_MSG(h_log_contains(gw, want), "no '%s' on stderr (%s)", want, gw->log);
+	}
+	test_end();
+}
+
+struct slow_get {
+	pthread_t thread;
+	int port;
+	long status;
+	char who[64];
+};
+
+static void *slow_get_run(void *arg)
+{
+	struct slow_get *sg = arg;
+	struct h_resp r;
+	char u[256];
+
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?delay=1500&size=1", sg->port);
+	sg->status = h_get(u, &r);
+	h_resp_header(&r, "X-Origin", sg->who, sizeof(sg->who));
+	h_resp_free(&r);
+	return NULL;
+}
+
+/* reflexd from flags alone (no file): --listen, --upstream twice (the
+ * default pool), --workers 1. With one worker its in-flight counts are the
+ * whole picture, so P2C must steer around an endpoint that is busy with a
+ * slow request: every quick request meanwhile goes to the other one. */
+static void test_flags_only_and_p2c(void)
+{
+	int port = h_free_port();
+	char listen[64], up1[64], up2[64], u[256];
+	const char *args[] = {"--listen", listen,      "--upstream", up1, "--upstream",
+			      up2,	  "--workers", "1",	     NULL};
+	struct slow_get sg = {.port = port};
+	char who[10][64];
+	int ok = 0;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(up1, sizeof(up1), "127.0.0.1:%d", o1_port);
+	snprintf(up2, sizeof(up2), "127.0.0.1:%d", o2_port);
+	test_begin("flags_only_start");
+	struct h_proc *gw = h_start_reflexd("reflexd-flags", port, args);
+	CHECK_MSG(gw != NULL, "reflexd --listen --upstream --upstream --workers 1 did not start");
+	if (!gw) {
+		test_end();
+		return;
+	}
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=10", port);
+	for (int i = 0; i < 10; i++) {
+		struct h_resp r;
+		char w[64] = "";
+
+		if (h_get(u, &r) == 200 && h_resp_header(&r, "X-Origin", w, sizeof(w)) &&
+		    (!strcmp(w, "o1") || !strcmp(w, "o2")))
+			ok++;
+		h_resp_free(&r);
+	}
+	CHECK_MSG(ok == 10, "%d of 10 requests answered by o1/o2", ok);
+	test_end();
+
+	test_begin("p2c_avoids_busy_endpoint");
+	pthread_create(&sg.thread, NULL, slow_get_run, &sg);
+	h_sleep_ms(300);
+	for (int i = 0; i < 10; i++) {
+		struct h_resp r;
+
+		who[i][0] = 0;
+		h_get(u, &r);
+		h_resp_header(&r, "X-Origin", who[i], sizeof(who[i]));
+		h_resp_free(&r);
+	}
+	pthread_join(sg.thread, NULL);
+	CHECK_MSG(sg.status == 200 && sg.who[0], "slow request: status %ld X-Origin '%s'",
+		  sg.status, sg.who);
+	int to_busy = 0;
+	for (int i = 0; i < 10; i++)
+		to_busy += !strcmp(who[i], sg.who);
+	CHECK_MSG(to_busy == 0,
+		  "%d of 10 quick requests went to %s while it had a request in flight (the other "
+		  "endpoint had none)",
+		  to_busy, sg.who);
+	test_end();
+	h_finish(gw, 5000);
+}
+
 int main(void)
 {
 	h_init("10_proxy_basic", 90);
@@ -512,6 +609,8 @@ int main(void)
 	test_two_upstreams();
 	test_routes();
 	test_round_robin_weights();
+	test_listening_lines(gw);
+	test_flags_only_and_p2c();
 
 	h_finish(gw, 5000);
 	return test_exit_code();

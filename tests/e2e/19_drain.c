@@ -141,5 +141,31 @@ int main(void)
 		  "deadline %d ms): it waits for something that is not a request",
 		  t_exit - s.done_at, DRAIN_MS);
 	test_end();
+
+	/* SIGINT drains the same way. */
+	test_begin("sigint_exits_0");
+	int port2 = h_free_port();
+	const char *cfg2 = h_write_config("workers: 1\n"
+					  "listen: [\"127.0.0.1:%d\"]\n"
+					  "upstream: [\"127.0.0.1:%d\"]\n"
+					  "timeouts: {drain: %dms}\n",
+					  port2, o_port, DRAIN_MS);
+	struct h_proc *gw2 = h_start_reflexd_config("reflexd-sigint", port2, cfg2);
+	CHECK_MSG(gw2 != NULL, "second reflexd did not start");
+	if (gw2) {
+		struct h_resp r;
+		char u[128];
+
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=5", port2);
+		CHECK_INT(h_get(u, &r), 200);
+		h_resp_free(&r);
+		h_signal(gw2, SIGINT);
+		CHECK_MSG(h_wait_exit(gw2, 2000) == 0,
+			  "reflexd still running 2 s after SIGINT with nothing in flight");
+		CHECK_MSG(gw2->exited && WIFEXITED(gw2->status) && WEXITSTATUS(gw2->status) == 0,
+			  "exit status 0x%x after SIGINT, want exit 0", gw2->status);
+		CHECK_MSG(!h_log_has_sanitizer_report(gw2), "sanitizer report in %s", gw2->log);
+	}
+	test_end();
 	return test_exit_code();
 }

@@ -124,6 +124,35 @@ static void test_refuses_to_start(void)
 	test_end();
 }
 
+/* Flags override the file: --listen on the command line replaces the
+ * file's listen list. */
+static void test_flags_override_file(void)
+{
+	int file_port = h_free_port(), flag_port = h_free_port();
+	char listen[64];
+	const char *cfg = h_write_config("workers: 1\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "timeouts: {drain: 500ms}\n",
+					 file_port, h_free_port());
+	const char *args[] = {"--config", cfg, "--listen", listen, NULL};
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", flag_port);
+	test_begin("listen_flag_overrides_file");
+	struct h_proc *gw = h_start_reflexd("reflexd-override", flag_port, args);
+	CHECK_MSG(gw != NULL, "reflexd --config F --listen 127.0.0.1:%d did not listen there",
+		  flag_port);
+	if (gw) {
+		int fd = h_connect("127.0.0.1", file_port, 500);
+
+		CHECK_MSG(fd < 0, "the file's listen address %d is open too", file_port);
+		if (fd >= 0)
+			close(fd);
+	}
+	test_end();
+	h_finish(gw, 3000);
+}
+
 static void test_flag(const char *flag, const char *must_contain)
 {
 	char name[64], *out = NULL;
@@ -158,6 +187,7 @@ int main(void)
 	for (unsigned i = 0; i < sizeof(bads) / sizeof(bads[0]); i++)
 		test_bad(&bads[i]);
 	test_refuses_to_start();
+	test_flags_override_file();
 	test_flag("--version", NULL);
 	test_flag("--help", "--listen");
 	return test_exit_code();

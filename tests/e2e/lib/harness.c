@@ -458,6 +458,20 @@ void h_log_tail(const struct h_proc *p, int lines)
 	fflush(stdout);
 }
 
+bool h_log_contains(const struct h_proc *p, const char *needle)
+{
+	char line[4096];
+	bool found = false;
+	FILE *f;
+
+	if (!p || !(f = fopen(p->log, "r")))
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
 bool h_log_has_sanitizer_report(const struct h_proc *p)
 {
 	char line[1024];

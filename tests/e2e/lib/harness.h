@@ -100,6 +100,8 @@ bool h_alive(struct h_proc *p);
  * "<name>_clean_exit" (SIGTERM → exit status 0 within timeout_ms, and no
  * sanitizer report in its log). */
 void h_finish(struct h_proc *p, unsigned timeout_ms);
+/* True if the process log contains needle. */
+bool h_log_contains(const struct h_proc *p, const char *needle);
 /* True if the log holds an ASan/UBSan/LSan report. */
 bool h_log_has_sanitizer_report(const struct h_proc *p);
 /* Print the last `lines` lines of the log to stdout, indented. */
