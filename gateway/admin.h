@@ -29,6 +29,7 @@ struct admin_req {
 	const char *body;
 	size_t body_len;
 	const char *who;
+	int fd; /* the connection, for handlers that take it over (resp.takeover) */
 };
 
 /* A handler fills status, content type and body; returns 0 (or -1 for an
@@ -53,6 +54,9 @@ int admin_register(const char *method, const char *path, bool mutation, admin_ha
 /* Start the admin thread. NULL with err filled when the listener cannot be
  * opened or the token file cannot be read. */
 struct admin *admin_start(struct gateway *g, char *err, size_t errlen);
-void admin_stop(struct admin *a);
+void admin_stop(struct admin *a); /* NULL-safe */
+/* The address actually bound ("127.0.0.1:9901", "[::1]:9901", or the socket
+ * path): 0 or -errno. */
+int admin_address(const struct admin *a, char *out, size_t len);
 
 #endif

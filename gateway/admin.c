@@ -1,0 +1,1546 @@
+/* admin.c — the admin API server (see admin.h, docs/admin.md).
+ *
+ * One thread, one poll() loop over the listener, a stop eventfd and up to
+ * ADMIN_MAX_CONNS connections. Blocking work is fine here (it is never a
+ * worker), but sockets are non-blocking so one slow client cannot stall the
+ * others. Every client-controlled size has a small limit of its own (head,
+ * body, connections, idle time), so the admin port cannot be used to
+ * exhaust the gateway.
+ *
+ * Worker state is only read: stats blocks with relaxed atomics (stats.h),
+ * pool endpoint counters and listener lists as racy reads of aligned
+ * integers through the worker's current generation (see the "worker views"
+ * section for what that assumes of the data path).
+ */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/audit.h"
+#include "core/jsonw.h"
+#include "core/log.h"
+#include "core/stats.h"
+#include "gateway.h"
+#include "http/upstream.h"
+#include "http/worker.h"
+
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_HEAD_MAX (8u << 10)
+#define ADMIN_BODY_MAX (1u << 20)
+#define ADMIN_MAX_HEADERS 64
+#define ADMIN_TIMEOUT_MS 10000
+#define ADMIN_OUT_HIGH (1u << 20) /* stop reading a client that does not read */
+#define ADMIN_MAX_ROUTES 64
+#define ADMIN_MAX_TOKENS 64
+
+/* ---- route table -------------------------------------------------------- */
+
+struct admin_route {
+	char method[16];
+	char path[128];
+	bool prefix; /* registered with a trailing '*' */
+	bool mutation;
+	admin_handler *h;
+};
+
+/* Filled before admin_start (single-threaded start-up), read-only after. */
+static struct admin_route routes[ADMIN_MAX_ROUTES];
+static unsigned n_routes;
+
+int admin_register(const char *method, const char *path, bool mutation, admin_handler *h)
+{
+	struct admin_route *r;
+	size_t plen = strlen(path);
+
+	if (n_routes >= ADMIN_MAX_ROUTES)
+		return -ENOSPC;
+	if (strlen(method) >= sizeof(r->method) || plen >= sizeof(r->path) || !plen || !h)
+		return -EINVAL;
+	for (unsigned i = 0; i < n_routes; i++)
+		if (!strcmp(routes[i].method, method) && !strcmp(routes[i].path, path))
+			return -EEXIST;
+	r = &routes[n_routes++];
+	strcpy(r->method, method);
+	strcpy(r->path, path);
+	r->prefix = path[plen - 1] == '*';
+	if (r->prefix)
+		r->path[plen - 1] = 0;
+	r->mutation = mutation;
+	r->h = h;
+	return 0;
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+struct token {
+	char name[64];
+	char *secret;
+	size_t len;
+};
+
+struct aconn {
+	int fd; /* -1: free slot */
+	struct buf in, out;
+	int64_t deadline_ms;
+	bool close_after_write;
+	bool sent_continue;
+	bool peer_gone;
+};
+
+struct admin {
+	struct gateway *g;
+	int lfd, stop_fd;
+	pthread_t thread;
+	struct aconn conns[ADMIN_MAX_CONNS];
+	unsigned n_conns;
+
+	/* tokens and audit follow the configuration (re-read after a reload) */
+	const struct config *seen_cfg;
+	struct token tokens[ADMIN_MAX_TOKENS];
+	unsigned n_tokens;
+	char token_file[4096];
+	struct audit *audit;
+	char audit_path[4096];
+
+	char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	dev_t unix_dev;
+	ino_t unix_ino;
+	char listen_text[300];
+
+	/* counters of the admin API itself (admin thread only) */
+	uint64_t requests, unauthorized, reloads_ok, reloads_failed;
+};
+
+/* The one admin server: handlers reach the token and audit state here. */
+static struct admin *the_admin;
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- tokens ------------------------------------------------------------- */
+
+static void tokens_clear(struct token *t, unsigned *n)
+{
+	for (unsigned i = 0; i < *n; i++) {
+		if (t[i].secret) {
+			/* do not leave secrets lying around in freed memory */
+			volatile char *p = t[i].secret;
+			for (size_t k = 0; k < t[i].len; k++)
+				p[k] = 0;
+			free(t[i].secret);
+		}
+	}
+	memset(t, 0, sizeof(*t) * *n);
+	*n = 0;
+}
+
+/* "NAME SECRET" per line, '#' comments, blank lines ignored. */
+static int tokens_load(const char *path, struct token *t, unsigned *n, char *err, size_t errlen)
+{
+	char line[1024];
+	unsigned lineno = 0;
+	struct stat st;
+	FILE *f;
+
+	*n = 0;
+	f = fopen(path, "re");
+	if (!f) {
+		snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0077))
+		log_warn("admin: token file %s is readable by group or others (chmod 600)", path);
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *name, *secret, *rest;
+
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			snprintf(err, errlen, "%s:%u: line too long", path, lineno);
+			goto fail;
+		}
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p || *p == '#')
+			continue;
+		name = strtok_r(p, " \t\r\n", &rest);
+		secret = strtok_r(NULL, " \t\r\n", &rest);
+		if (!secret || strtok_r(NULL, " \t\r\n", &rest)) {
+			snprintf(err, errlen, "%s:%u: expected \"NAME SECRET\"", path, lineno);
+			goto fail;
+		}
+		if (strlen(name) >= sizeof(t->name)) {
+			snprintf(err, errlen, "%s:%u: token name too long", path, lineno);
+			goto fail;
+		}
+		for (const char *c = name; *c; c++) {
+			if (!isalnum((unsigned char)*c) && !strchr("_-.@", *c)) {
+				snprintf(err, errlen,
+					 "%s:%u: token name may use A-Z a-z 0-9 _ - . @ only", path,
+					 lineno);
+				goto fail;
+			}
+		}
+		if (*n >= ADMIN_MAX_TOKENS) {
+			snprintf(err, errlen, "%s:%u: more than %d tokens", path, lineno,
+				 ADMIN_MAX_TOKENS);
+			goto fail;
+		}
+		if (strlen(secret) < 16)
+			log_warn("admin: %s:%u: token \"%s\" is shorter than 16 characters", path,
+				 lineno, name);
+		strcpy(t[*n].name, name);
+		t[*n].len = strlen(secret);
+		t[*n].secret = strdup(secret);
+		if (!t[*n].secret) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		(*n)++;
+	}
+	memset(line, 0, sizeof(line));
+	fclose(f);
+	if (!*n)
+		log_warn("admin: token file %s holds no token: every mutation is refused (401)",
+			 path);
+	return 0;
+fail:
+	memset(line, 0, sizeof(line));
+	fclose(f);
+	tokens_clear(t, n);
+	return -1;
+}
+
+/* Compares every byte of the secret whatever the input: the time depends on
+ * the secret's length only. */
+static bool ct_equal(const char *given, size_t glen, const char *secret, size_t slen)
+{
+	unsigned char d = glen != slen;
+
+	for (size_t i = 0; i < slen; i++)
+		d |= (unsigned char)((i < glen ? given[i] : 0) ^ secret[i]);
+	return d == 0;
+}
+
+/* The token's name for a valid "Authorization: Bearer T", else NULL. */
+static const char *authenticate(struct admin *a, const struct http_request *req)
+{
+	const struct http_header *h = http_find_header(req->headers, req->n_headers,
+						       "Authorization");
+	const char *who = NULL;
+
+	if (!h || h->value.len < 7 || strncasecmp(h->value.p, "Bearer ", 7))
+		return NULL;
+	const char *tok = h->value.p + 7;
+	size_t len = h->value.len - 7;
+	while (len && *tok == ' ')
+		tok++, len--;
+	/* every token is compared: which one matched must not show in the time */
+	for (unsigned i = 0; i < a->n_tokens; i++)
+		if (ct_equal(tok, len, a->tokens[i].secret, a->tokens[i].len) && !who)
+			who = a->tokens[i].name;
+	return who;
+}
+
+/* Apply the admin settings of a new snapshot (token file, audit log). The
+ * listen address needs a restart. */
+static void sync_config(struct admin *a, const struct config *cfg)
+{
+	char err[512];
+
+	if (cfg == a->seen_cfg)
+		return;
+	a->seen_cfg = cfg;
+	if (strcmp(cfg->admin.listen.text, a->listen_text) &&
+	    (cfg->admin.enabled || a->listen_text[0]))
+		log_warn("admin: listen address %s → %s takes effect at the next restart",
+			 a->listen_text, cfg->admin.enabled ? cfg->admin.listen.text : "off");
+	/* re-read the token file on every reload: that is how tokens rotate */
+	if (cfg->admin.token_file[0]) {
+		struct token fresh[ADMIN_MAX_TOKENS];
+		unsigned n = 0;
+
+		memset(fresh, 0, sizeof(fresh));
+		if (tokens_load(cfg->admin.token_file, fresh, &n, err, sizeof(err))) {
+			log_error("admin: %s; keeping the previous tokens", err);
+		} else {
+			tokens_clear(a->tokens, &a->n_tokens);
+			memcpy(a->tokens, fresh, sizeof(fresh));
+			a->n_tokens = n;
+			snprintf(a->token_file, sizeof(a->token_file), "%s", cfg->admin.token_file);
+		}
+	} else if (a->n_tokens || a->token_file[0]) {
+		tokens_clear(a->tokens, &a->n_tokens);
+		a->token_file[0] = 0;
+		log_warn("admin: no token_file: every mutation is refused (401)");
+	}
+	if (strcmp(cfg->admin.audit_log, a->audit_path)) {
+		struct audit *na = NULL;
+
+		if (cfg->admin.audit_log[0]) {
+			na = audit_open(cfg->admin.audit_log, err, sizeof(err));
+			if (!na) {
+				log_error("admin: %s; keeping the previous audit log", err);
+				return;
+			}
+		}
+		audit_close(a->audit);
+		a->audit = na;
+		snprintf(a->audit_path, sizeof(a->audit_path), "%s", cfg->admin.audit_log);
+	}
+}
+
+/* ---- worker views --------------------------------------------------------
+ *
+ * The admin thread reads worker-owned state without locks: the current
+ * generation pointer (w->gen, loaded with acquire), its pool states, and the
+ * listener list. This assumes the data path keeps a generation's pool
+ * arrays and a dead listener alive for a moment after they stop being
+ * current (they are only freed when the last request using them ends);
+ * the values themselves may be a moment old.
+ */
+
+struct ep_view {
+	const char *address;
+	unsigned weight;
+	uint64_t inflight, requests;
+	unsigned fails; /* smallest over the workers that know the endpoint */
+	bool seen;
+};
+
+static const struct pool_state *worker_pool(struct worker *w, const char *name)
+{
+	struct wgen *gen = __atomic_load_n(&w->gen, __ATOMIC_ACQUIRE);
+
+	if (!gen || !gen->pools)
+		return NULL;
+	for (unsigned i = 0; i < gen->n_pools; i++)
+		if (gen->pools[i].cfg && !strcmp(gen->pools[i].cfg->name, name))
+			return &gen->pools[i];
+	return NULL;
+}
+
+/* Sum one configured pool over the workers; eps has p->n_endpoints entries. */
+static void pool_view(struct gateway *g, const struct cfg_pool *p, struct ep_view *eps)
+{
+	for (unsigned e = 0; e < p->n_endpoints; e++)
+		eps[e] = (struct ep_view){.address = p->endpoints[e].addr.text,
+					  .weight = p->endpoints[e].weight};
+	for (unsigned i = 0; i < g->n_workers; i++) {
+		const struct pool_state *ps = worker_pool(&g->workers[i], p->name);
+
+		if (!ps)
+			continue;
+		for (unsigned k = 0; k < ps->n_eps; k++) {
+			const struct endpoint_state *es = &ps->eps[k];
+
+			for (unsigned e = 0; e < p->n_endpoints; e++) {
+				if (!es->cfg || strcmp(es->cfg->addr.text, eps[e].address))
+					continue;
+				unsigned fails = __atomic_load_n(&es->fails, __ATOMIC_RELAXED);
+				eps[e].inflight += __atomic_load_n(&es->inflight, __ATOMIC_RELAXED);
+				eps[e].requests += __atomic_load_n(&es->requests, __ATOMIC_RELAXED);
+				if (!eps[e].seen || fails < eps[e].fails)
+					eps[e].fails = fails;
+				eps[e].seen = true;
+				break;
+			}
+		}
+	}
+}
+
+static unsigned worker_live_listeners(struct worker *w)
+{
+	unsigned n = 0;
+
+	for (struct listener *ls = __atomic_load_n(&w->listeners, __ATOMIC_ACQUIRE); ls;
+	     ls = ls->next)
+		if (!ls->dead && ls->fd >= 0)
+			n++;
+	return n;
+}
+
+/* NULL when ready, else why not (into why). */
+static const char *not_ready(struct gateway *g, const struct config *cfg, char *why, size_t len)
+{
+	if (!g->n_workers || !g->workers)
+		return "no workers";
+	for (unsigned i = 0; i < g->n_workers; i++) {
+		struct worker *w = &g->workers[i];
+		const struct config *wc = __atomic_load_n(&w->cfg, __ATOMIC_ACQUIRE);
+		unsigned live = worker_live_listeners(w);
+
+		if (__atomic_load_n(&w->draining, __ATOMIC_RELAXED)) {
+			snprintf(why, len, "worker %u is draining", i);
+			return why;
+		}
+		if (!wc || live < wc->n_listens) {
+			snprintf(why, len, "worker %u: %u of %u listeners open", i, live,
+				 wc ? wc->n_listens : 0);
+			return why;
+		}
+	}
+	for (unsigned p = 0; p < cfg->n_pools; p++) {
+		const struct cfg_pool *pool = &cfg->pools[p];
+		struct ep_view *eps = calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
+		bool up = false;
+
+		if (!eps)
+			return "out of memory";
+		pool_view(g, pool, eps);
+		for (unsigned e = 0; e < pool->n_endpoints; e++)
+			up |= eps[e].fails == 0;
+		free(eps);
+		if (!up) {
+			snprintf(why, len, "pool %s: no healthy endpoint", pool->name);
+			return why;
+		}
+	}
+	return NULL;
+}
+
+/* Sum of every worker's stats block (free with stats_worker_fini). */
+static int merged_stats(struct gateway *g, struct stats_worker *tot)
+{
+	unsigned np = 0;
+
+	for (unsigned i = 0; i < g->n_workers; i++)
+		if (g->workers[i].stats.n_pools > np)
+			np = g->workers[i].stats.n_pools;
+	if (stats_worker_init(tot, np))
+		return -ENOMEM;
+	for (unsigned i = 0; i < g->n_workers; i++)
+		stats_worker_merge(tot, &g->workers[i].stats);
+	return 0;
+}
+
+/* ---- JSON helpers ----------------------------------------------------------- */
+
+static int jkey(struct buf *b, bool *first, const char *key)
+{
+	int rc = 0;
+
+	if (!*first)
+		rc |= buf_append(b, ",", 1);
+	*first = false;
+	rc |= jsonw_buf_str(b, key);
+	rc |= buf_append(b, ":", 1);
+	return rc;
+}
+
+static int ju64(struct buf *b, bool *first, const char *key, uint64_t v)
+{
+	return jkey(b, first, key) | buf_appendf(b, "%llu", (unsigned long long)v);
+}
+
+static int jstr(struct buf *b, bool *first, const char *key, const char *v)
+{
+	return jkey(b, first, key) | jsonw_buf_str(b, v);
+}
+
+static int jbool(struct buf *b, bool *first, const char *key, bool v)
+{
+	return jkey(b, first, key) | buf_appends(b, v ? "true" : "false");
+}
+
+static int json_error(struct admin_resp *resp, int status, const char *msg)
+{
+	resp->status = status;
+	resp->content_type = "application/json";
+	buf_reset(&resp->body, 0);
+	if (buf_appends(&resp->body, "{\"error\":") || jsonw_buf_str(&resp->body, msg) ||
+	    buf_appends(&resp->body, "}\n"))
+		return -1;
+	return 0;
+}
+
+/* ---- built-in endpoints ------------------------------------------------------ */
+
+static int h_healthz(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	resp->content_type = "text/plain; charset=utf-8";
+	return buf_appends(&resp->body, "ok\n") ? -1 : 0;
+}
+
+static int h_readyz(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
+	char why[256];
+	const char *reason = not_ready(g, cfg, why, sizeof(why));
+	int rc;
+
+	if (g->config_put)
+		g->config_put(g, cfg);
+	resp->status = reason ? 503 : 200;
+	rc = buf_appendf(&resp->body, "{\"ready\":%s", reason ? "false" : "true");
+	if (reason)
+		rc |= buf_appends(&resp->body, ",\"reason\":") | jsonw_buf_str(&resp->body, reason);
+	rc |= buf_appends(&resp->body, "}\n");
+	return rc ? -1 : 0;
+}
+
+/* Prometheus text exposition 0.0.4. */
+static int m_head(struct buf *b, const char *name, const char *type, const char *help)
+{
+	return buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value: backslash, quote and newline escaped. */
+static int m_label(struct buf *b, const char *v)
+{
+	int rc = 0;
+
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			rc |= buf_append(b, "\\", 1) | buf_append(b, v, 1);
+		else if (*v == '\n')
+			rc |= buf_appends(b, "\\n");
+		else
+			rc |= buf_append(b, v, 1);
+	}
+	return rc;
+}
+
+static int m_u64(struct buf *b, const char *name, uint64_t v)
+{
+	return buf_appendf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static int m_u64_1(struct buf *b, const char *name, const char *label, const char *value,
+		   uint64_t v)
+{
+	return buf_appendf(b, "%s{%s=\"", name, label) | m_label(b, value) |
+	       buf_appendf(b, "\"} %llu\n", (unsigned long long)v);
+}
+
+static int m_u64_2(struct buf *b, const char *name, const char *l1, const char *v1,
+		   const char *l2, const char *v2, uint64_t v)
+{
+	return buf_appendf(b, "%s{%s=\"", name, l1) | m_label(b, v1) |
+	       buf_appendf(b, "\",%s=\"", l2) | m_label(b, v2) |
+	       buf_appendf(b, "\"} %llu\n", (unsigned long long)v);
+}
+
+static int m_hist(struct buf *b, const char *name, const char *label, const char *value,
+		  const struct stats_hist *h)
+{
+	uint64_t cum = 0, count = __atomic_load_n(&h->count, __ATOMIC_RELAXED);
+	int rc = 0;
+
+	for (unsigned i = 0; i < STATS_HIST_BUCKETS; i++) {
+		cum += __atomic_load_n(&h->bucket[i], __ATOMIC_RELAXED);
+		rc |= buf_appendf(b, "%s_bucket{%s=\"", name, label) | m_label(b, value) |
+		      buf_appendf(b, "\",le=\"%s\"} %llu\n", stats_hist_bounds_text[i],
+				  (unsigned long long)cum);
+	}
+	/* the buckets and the count are read one after the other while a worker
+	 * may observe: keep +Inf >= every finite bucket */
+	if (count < cum)
+		count = cum;
+	rc |= buf_appendf(b, "%s_bucket{%s=\"", name, label) | m_label(b, value) |
+	      buf_appendf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)count);
+	rc |= buf_appendf(b, "%s_sum{%s=\"", name, label) | m_label(b, value) |
+	      buf_appendf(b, "\"} %.9f\n",
+			  (double)__atomic_load_n(&h->sum_ns, __ATOMIC_RELAXED) / 1e9);
+	rc |= buf_appendf(b, "%s_count{%s=\"", name, label) | m_label(b, value) |
+	      buf_appendf(b, "\"} %llu\n", (unsigned long long)count);
+	return rc;
+}
+
+static const char *const class_names[6] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+static int h_metrics(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
+	struct admin *a = the_admin;
+	struct buf *b = &resp->body;
+	struct stats_worker t;
+	int rc = 0;
+
+	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	if (merged_stats(g, &t)) {
+		if (g->config_put)
+			g->config_put(g, cfg);
+		return -1;
+	}
+	rc |= m_head(b, "reflex_build_info", "gauge", "Build information.");
+	rc |= m_u64_1(b, "reflex_build_info", "version", g->version ? g->version : "unknown", 1);
+	rc |= m_head(b, "reflex_process_start_time_seconds", "gauge",
+		     "Start time of the process since the Unix epoch in seconds.");
+	rc |= m_u64(b, "reflex_process_start_time_seconds", (uint64_t)g->started);
+	rc |= m_head(b, "reflex_workers", "gauge", "Worker threads.");
+	rc |= m_u64(b, "reflex_workers", g->n_workers);
+
+	rc |= m_head(b, "reflex_connections_accepted_total", "counter",
+		     "Client connections accepted.");
+	rc |= m_u64(b, "reflex_connections_accepted_total", t.conn_accepted);
+	rc |= m_head(b, "reflex_connections_open", "gauge", "Client connections open now.");
+	rc |= m_u64(b, "reflex_connections_open", t.conn_open);
+	rc |= m_head(b, "reflex_connections_closed_total", "counter",
+		     "Client connections closed, by reason.");
+	for (unsigned i = 0; i < CLOSE_MAX; i++)
+		rc |= m_u64_1(b, "reflex_connections_closed_total", "reason",
+			      close_reason_name((enum conn_close_reason)i), t.conn_closed[i]);
+
+	rc |= m_head(b, "reflex_requests_total", "counter", "Requests whose head was parsed.");
+	rc |= m_u64(b, "reflex_requests_total", t.requests);
+	rc |= m_head(b, "reflex_responses_total", "counter", "Responses, by status class.");
+	for (unsigned c = 1; c <= 5; c++)
+		rc |= m_u64_1(b, "reflex_responses_total", "class", class_names[c],
+			      t.responses[c]);
+	rc |= m_head(b, "reflex_pool_responses_total", "counter",
+		     "Responses of requests routed to a pool, by pool and status class.");
+	for (unsigned p = 0; p < t.n_pools; p++) {
+		char name[CFG_NAME_MAX];
+
+		if (p < cfg->n_pools)
+			snprintf(name, sizeof(name), "%s", cfg->pools[p].name);
+		else
+			snprintf(name, sizeof(name), "pool%u", p);
+		for (unsigned c = 1; c <= 5; c++)
+			rc |= m_u64_2(b, "reflex_pool_responses_total", "pool", name, "class",
+				      class_names[c], t.pool_responses[p][c]);
+	}
+
+	rc |= m_head(b, "reflex_client_bytes_in_total", "counter",
+		     "Bytes received from clients.");
+	rc |= m_u64(b, "reflex_client_bytes_in_total", t.bytes_in);
+	rc |= m_head(b, "reflex_client_bytes_out_total", "counter", "Bytes sent to clients.");
+	rc |= m_u64(b, "reflex_client_bytes_out_total", t.bytes_out);
+	rc |= m_head(b, "reflex_upstream_bytes_in_total", "counter",
+		     "Bytes received from upstreams.");
+	rc |= m_u64(b, "reflex_upstream_bytes_in_total", t.upstream_bytes_in);
+	rc |= m_head(b, "reflex_upstream_bytes_out_total", "counter", "Bytes sent to upstreams.");
+	rc |= m_u64(b, "reflex_upstream_bytes_out_total", t.upstream_bytes_out);
+	rc |= m_head(b, "reflex_upstream_connections_opened_total", "counter",
+		     "Upstream connections opened.");
+	rc |= m_u64(b, "reflex_upstream_connections_opened_total", t.upstream_connects);
+	rc |= m_head(b, "reflex_upstream_connections_reused_total", "counter",
+		     "Requests sent on a kept-alive upstream connection.");
+	rc |= m_u64(b, "reflex_upstream_connections_reused_total", t.upstream_reuses);
+	rc |= m_head(b, "reflex_upstream_retries_total", "counter",
+		     "Requests sent to an upstream once more.");
+	rc |= m_u64(b, "reflex_upstream_retries_total", t.upstream_retries);
+
+	rc |= m_head(b, "reflex_refusals_total", "counter",
+		     "Requests refused or failed by the gateway, by reason code.");
+	for (unsigned r = 1; r < REASON_MAX; r++)
+		rc |= m_u64_1(b, "reflex_refusals_total", "reason", reason_name((enum reason)r),
+			      t.refusals[r]);
+
+	rc |= m_head(b, "reflex_stage_duration_seconds", "histogram",
+		     "Time spent in each stage of the request path (total: head parsed to "
+		     "response handed to the kernel).");
+	for (unsigned s = 0; s < STAGE_MAX; s++)
+		rc |= m_hist(b, "reflex_stage_duration_seconds", "stage",
+			     stage_name((enum stage)s), &t.stage[s]);
+
+	rc |= m_head(b, "reflex_upstream_endpoint_inflight", "gauge",
+		     "Requests bound to an upstream endpoint now (all workers).");
+	struct buf req_lines = {0}, up_lines = {0};
+	for (unsigned p = 0; p < cfg->n_pools; p++) {
+		const struct cfg_pool *pool = &cfg->pools[p];
+		struct ep_view *eps = calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
+
+		if (!eps) {
+			rc = -1;
+			break;
+		}
+		pool_view(g, pool, eps);
+		for (unsigned e = 0; e < pool->n_endpoints; e++) {
+			rc |= m_u64_2(b, "reflex_upstream_endpoint_inflight", "pool", pool->name,
+				      "endpoint", eps[e].address, eps[e].inflight);
+			rc |= m_u64_2(&req_lines, "reflex_upstream_endpoint_requests_total", "pool",
+				      pool->name, "endpoint", eps[e].address, eps[e].requests);
+			rc |= m_u64_2(&up_lines, "reflex_upstream_endpoint_up", "pool", pool->name,
+				      "endpoint", eps[e].address, eps[e].fails == 0);
+		}
+		free(eps);
+	}
+	rc |= m_head(b, "reflex_upstream_endpoint_requests_total", "counter",
+		     "Exchanges started with an upstream endpoint.");
+	if (req_lines.len)
+		rc |= buf_append(b, buf_head(&req_lines), req_lines.len);
+	rc |= m_head(b, "reflex_upstream_endpoint_up", "gauge",
+		     "1 when the endpoint's last exchange succeeded in some worker.");
+	if (up_lines.len)
+		rc |= buf_append(b, buf_head(&up_lines), up_lines.len);
+	buf_free(&req_lines);
+	buf_free(&up_lines);
+
+	rc |= m_head(b, "reflex_access_log_written_total", "counter", "Access-log lines written.");
+	rc |= m_u64(b, "reflex_access_log_written_total", accesslog_written(g->alog));
+	rc |= m_head(b, "reflex_access_log_dropped_total", "counter",
+		     "Access-log records dropped (queue full or write error).");
+	rc |= m_u64(b, "reflex_access_log_dropped_total", accesslog_dropped(g->alog));
+
+	rc |= m_head(b, "reflex_admin_requests_total", "counter", "Admin API requests.");
+	rc |= m_u64(b, "reflex_admin_requests_total", a ? a->requests : 0);
+	rc |= m_head(b, "reflex_admin_unauthorized_total", "counter",
+		     "Admin mutations refused for a missing or wrong token.");
+	rc |= m_u64(b, "reflex_admin_unauthorized_total", a ? a->unauthorized : 0);
+	rc |= m_head(b, "reflex_config_reloads_total", "counter",
+		     "Configuration reloads through the admin API, by result.");
+	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok", a ? a->reloads_ok : 0);
+	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "error",
+		      a ? a->reloads_failed : 0);
+
+	stats_worker_fini(&t);
+	if (g->config_put)
+		g->config_put(g, cfg);
+	return rc ? -1 : 0;
+}
+
+/* One stats block as a JSON object. */
+static int stats_json(struct buf *b, const struct stats_worker *s)
+{
+	bool f = true, f2 = true;
+	int rc = buf_append(b, "{", 1);
+
+	rc |= ju64(b, &f, "connections_accepted", STAT_LOAD(s->conn_accepted));
+	rc |= ju64(b, &f, "connections_open", STAT_LOAD(s->conn_open));
+	rc |= jkey(b, &f, "connections_closed") | buf_append(b, "{", 1);
+	for (unsigned i = 0; i < CLOSE_MAX; i++)
+		rc |= ju64(b, &f2, close_reason_name((enum conn_close_reason)i),
+			   STAT_LOAD(s->conn_closed[i]));
+	rc |= buf_append(b, "}", 1);
+	rc |= ju64(b, &f, "requests", STAT_LOAD(s->requests));
+	rc |= jkey(b, &f, "responses") | buf_append(b, "{", 1);
+	f2 = true;
+	for (unsigned c = 1; c <= 5; c++)
+		rc |= ju64(b, &f2, class_names[c], STAT_LOAD(s->responses[c]));
+	rc |= buf_append(b, "}", 1);
+	rc |= ju64(b, &f, "bytes_in", STAT_LOAD(s->bytes_in));
+	rc |= ju64(b, &f, "bytes_out", STAT_LOAD(s->bytes_out));
+	rc |= jkey(b, &f, "upstream") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= ju64(b, &f2, "connects", STAT_LOAD(s->upstream_connects));
+	rc |= ju64(b, &f2, "reuses", STAT_LOAD(s->upstream_reuses));
+	rc |= ju64(b, &f2, "retries", STAT_LOAD(s->upstream_retries));
+	rc |= ju64(b, &f2, "bytes_in", STAT_LOAD(s->upstream_bytes_in));
+	rc |= ju64(b, &f2, "bytes_out", STAT_LOAD(s->upstream_bytes_out));
+	rc |= buf_append(b, "}", 1);
+	rc |= jkey(b, &f, "refusals") | buf_append(b, "{", 1);
+	f2 = true;
+	for (unsigned r = 1; r < REASON_MAX; r++) {
+		uint64_t v = STAT_LOAD(s->refusals[r]);
+		if (v)
+			rc |= ju64(b, &f2, reason_name((enum reason)r), v);
+	}
+	rc |= buf_append(b, "}", 1);
+	/* latency: quantiles of each stage in µs */
+	rc |= jkey(b, &f, "latency_us") | buf_append(b, "{", 1);
+	f2 = true;
+	for (unsigned st = 0; st < STAGE_MAX; st++) {
+		const struct stats_hist *h = &s->stage[st];
+		bool f3 = true;
+
+		rc |= jkey(b, &f2, stage_name((enum stage)st)) | buf_append(b, "{", 1);
+		rc |= ju64(b, &f3, "count", STAT_LOAD(h->count));
+		rc |= ju64(b, &f3, "p50", stats_hist_quantile(h, 0.50) / 1000);
+		rc |= ju64(b, &f3, "p99", stats_hist_quantile(h, 0.99) / 1000);
+		rc |= buf_append(b, "}", 1);
+	}
+	rc |= buf_append(b, "}}", 2);
+	return rc;
+}
+
+static int h_stats(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	struct buf *b = &resp->body;
+	struct stats_worker t;
+	bool f = true;
+	int rc;
+
+	if (merged_stats(g, &t))
+		return -1;
+	rc = buf_append(b, "{", 1);
+	rc |= jstr(b, &f, "version", g->version ? g->version : "unknown");
+	rc |= ju64(b, &f, "started", (uint64_t)g->started);
+	rc |= ju64(b, &f, "uptime_s", (uint64_t)(time(NULL) - g->started));
+	rc |= jkey(b, &f, "totals") | stats_json(b, &t);
+	rc |= jkey(b, &f, "workers") | buf_append(b, "[", 1);
+	for (unsigned i = 0; i < g->n_workers; i++) {
+		if (i)
+			rc |= buf_append(b, ",", 1);
+		rc |= stats_json(b, &g->workers[i].stats);
+		/* put the worker id first-class without re-opening the object */
+		b->len--;
+		rc |= buf_appendf(b, ",\"id\":%u}", i);
+	}
+	rc |= buf_append(b, "]", 1);
+	rc |= jkey(b, &f, "access_log") | buf_append(b, "{", 1);
+	bool f2 = true;
+	rc |= jbool(b, &f2, "enabled", g->alog != NULL);
+	rc |= ju64(b, &f2, "written", accesslog_written(g->alog));
+	rc |= ju64(b, &f2, "dropped", accesslog_dropped(g->alog));
+	rc |= buf_append(b, "}", 1);
+	/* there is no per-client accounting yet: an empty list, not a guess */
+	rc |= jkey(b, &f, "top_clients") | buf_appends(b, "[]");
+	rc |= buf_appends(b, "}\n");
+	stats_worker_fini(&t);
+	return rc ? -1 : 0;
+}
+
+static int config_json(struct buf *b, const struct config *c, unsigned n_tokens)
+{
+	static const char *const levels[] = {"error", "warn", "info", "debug"};
+	bool f = true, f2;
+	int rc = buf_append(b, "{", 1);
+
+	rc |= jstr(b, &f, "source", c->source);
+	rc |= ju64(b, &f, "workers", c->workers);
+	rc |= jkey(b, &f, "listen") | buf_append(b, "[", 1);
+	for (unsigned i = 0; i < c->n_listens; i++)
+		rc |= (i ? buf_append(b, ",", 1) : 0) | jsonw_buf_str(b, c->listens[i].text);
+	rc |= buf_append(b, "]", 1);
+	rc |= jkey(b, &f, "pools") | buf_append(b, "{", 1);
+	for (unsigned p = 0; p < c->n_pools; p++) {
+		const struct cfg_pool *pool = &c->pools[p];
+
+		if (p)
+			rc |= buf_append(b, ",", 1);
+		rc |= jsonw_buf_str(b, pool->name) | buf_append(b, ":{", 2);
+		f2 = true;
+		rc |= jstr(b, &f2, "balance",
+			   pool->balance == CFG_BALANCE_ROUND_ROBIN ? "round_robin" : "p2c");
+		rc |= ju64(b, &f2, "keepalive", pool->keepalive);
+		rc |= jkey(b, &f2, "endpoints") | buf_append(b, "[", 1);
+		for (unsigned e = 0; e < pool->n_endpoints; e++) {
+			bool f3 = true;
+
+			rc |= (e ? buf_append(b, ",", 1) : 0) | buf_append(b, "{", 1);
+			rc |= jstr(b, &f3, "address", pool->endpoints[e].addr.text);
+			rc |= ju64(b, &f3, "weight", pool->endpoints[e].weight);
+			rc |= buf_append(b, "}", 1);
+		}
+		rc |= buf_appends(b, "]}");
+	}
+	rc |= buf_append(b, "}", 1);
+	rc |= jkey(b, &f, "routes") | buf_append(b, "[", 1);
+	for (unsigned r = 0; r < c->n_routes; r++) {
+		const struct cfg_route *rt = &c->routes[r];
+
+		f2 = true;
+		rc |= (r ? buf_append(b, ",", 1) : 0) | buf_append(b, "{", 1);
+		rc |= jstr(b, &f2, "host", rt->host);
+		rc |= jstr(b, &f2, "path_prefix", rt->path_prefix);
+		rc |= jstr(b, &f2, "pool", rt->pool < c->n_pools ? c->pools[rt->pool].name : "");
+		rc |= jbool(b, &f2, "access_log", rt->access_log);
+		rc |= buf_append(b, "}", 1);
+	}
+	rc |= buf_append(b, "]", 1);
+	rc |= jkey(b, &f, "limits") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= ju64(b, &f2, "request_line", c->limits.request_line);
+	rc |= ju64(b, &f2, "header_bytes", c->limits.header_bytes);
+	rc |= ju64(b, &f2, "header_count", c->limits.header_count);
+	rc |= ju64(b, &f2, "body", c->limits.body);
+	rc |= buf_append(b, "}", 1);
+	rc |= jkey(b, &f, "timeouts_ms") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= ju64(b, &f2, "header", c->timeouts.header);
+	rc |= ju64(b, &f2, "body", c->timeouts.body);
+	rc |= ju64(b, &f2, "keepalive", c->timeouts.keepalive);
+	rc |= ju64(b, &f2, "upstream_connect", c->timeouts.upstream_connect);
+	rc |= ju64(b, &f2, "upstream_response", c->timeouts.upstream_response);
+	rc |= ju64(b, &f2, "upstream_idle", c->timeouts.upstream_idle);
+	rc |= ju64(b, &f2, "send", c->timeouts.send);
+	rc |= ju64(b, &f2, "drain", c->timeouts.drain);
+	rc |= buf_append(b, "}", 1);
+	rc |= jkey(b, &f, "access_log") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= jstr(b, &f2, "path", c->access_log);
+	rc |= jkey(b, &f2, "sample") | buf_appendf(b, "%g", c->access_log_sample);
+	rc |= jbool(b, &f2, "query", c->access_log_query);
+	rc |= buf_append(b, "}", 1);
+	rc |= jstr(b, &f, "log_level", levels[c->log_level & 3]);
+	/* secrets never leave: the token file's path and how many tokens it gave */
+	rc |= jkey(b, &f, "admin") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= jstr(b, &f2, "listen", c->admin.enabled ? c->admin.listen.text : "off");
+	rc |= jstr(b, &f2, "token_file", c->admin.token_file);
+	rc |= ju64(b, &f2, "tokens", n_tokens);
+	rc |= jstr(b, &f2, "audit_log", c->admin.audit_log);
+	rc |= buf_appends(b, "}}\n");
+	return rc;
+}
+
+static int h_config(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
+	int rc = config_json(&resp->body, cfg, the_admin ? the_admin->n_tokens : 0);
+
+	if (g->config_put)
+		g->config_put(g, cfg);
+	return rc ? -1 : 0;
+}
+
+static int h_reload(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	char err[1024] = "";
+
+	/* the audit record is "POST /reload" with the error as its result */
+	if (!g->reload)
+		return json_error(resp, 501, "reload is not available in this build");
+	if (g->reload(g, err, sizeof(err))) {
+		if (the_admin)
+			the_admin->reloads_failed++;
+		resp->status = 400;
+		return buf_appends(&resp->body, "{\"ok\":false,\"error\":") ||
+			       jsonw_buf_str(&resp->body, err) || buf_appends(&resp->body, "}\n")
+			       ? -1
+			       : 0;
+	}
+	if (the_admin)
+		the_admin->reloads_ok++;
+	return buf_appends(&resp->body, "{\"ok\":true}\n") ? -1 : 0;
+}
+
+static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
+	struct buf *b = &resp->body;
+	int rc = buf_appends(b, "{\"pools\":[");
+
+	for (unsigned p = 0; p < cfg->n_pools; p++) {
+		const struct cfg_pool *pool = &cfg->pools[p];
+		struct ep_view *eps = calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
+		bool f = true;
+
+		if (!eps) {
+			rc = -1;
+			break;
+		}
+		pool_view(g, pool, eps);
+		rc |= (p ? buf_append(b, ",", 1) : 0) | buf_append(b, "{", 1);
+		rc |= jstr(b, &f, "name", pool->name);
+		rc |= jstr(b, &f, "balance",
+			   pool->balance == CFG_BALANCE_ROUND_ROBIN ? "round_robin" : "p2c");
+		rc |= jkey(b, &f, "endpoints") | buf_append(b, "[", 1);
+		for (unsigned e = 0; e < pool->n_endpoints; e++) {
+			bool f2 = true;
+
+			rc |= (e ? buf_append(b, ",", 1) : 0) | buf_append(b, "{", 1);
+			rc |= jstr(b, &f2, "address", eps[e].address);
+			rc |= ju64(b, &f2, "weight", eps[e].weight);
+			rc |= ju64(b, &f2, "inflight", eps[e].inflight);
+			rc |= ju64(b, &f2, "requests", eps[e].requests);
+			rc |= ju64(b, &f2, "fails", eps[e].fails);
+			rc |= jstr(b, &f2, "state", eps[e].fails ? "failing" : "up");
+			rc |= buf_append(b, "}", 1);
+		}
+		rc |= buf_appends(b, "]}");
+		free(eps);
+	}
+	rc |= buf_appends(b, "]}\n");
+	if (g->config_put)
+		g->config_put(g, cfg);
+	return rc ? -1 : 0;
+}
+
+/* ---- HTTP ------------------------------------------------------------------ */
+
+static const char *status_text(int s)
+{
+	switch (s) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 417: return "Expectation Failed";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
+	}
+}
+
+static void queue_response(struct aconn *c, int status, const char *ctype, const char *body,
+			   size_t len, bool head_only, const char *extra)
+{
+	int rc = buf_appendf(&c->out,
+			     "HTTP/1.1 %d %s\r\n"
+			     "Content-Type: %s\r\n"
+			     "Content-Length: %zu\r\n"
+			     "Cache-Control: no-store\r\n"
+			     "%s"
+			     "Connection: %s\r\n\r\n",
+			     status, status_text(status), ctype, len, extra ? extra : "",
+			     c->close_after_write ? "close" : "keep-alive");
+
+	if (!rc && !head_only && len)
+		rc = buf_append(&c->out, body, len);
+	if (rc) { /* out of memory: nothing sensible can follow on this connection */
+		c->close_after_write = true;
+		c->peer_gone = true;
+	}
+}
+
+static void queue_error(struct aconn *c, int status, const char *reason, const char *extra)
+{
+	struct buf b = {0};
+
+	if (buf_appends(&b, "{\"error\":") || jsonw_buf_str(&b, reason) || buf_appends(&b, "}\n")) {
+		c->close_after_write = c->peer_gone = true;
+		buf_free(&b);
+		return;
+	}
+	queue_response(c, status, "application/json", buf_head(&b), b.len, false, extra);
+	buf_free(&b);
+}
+
+static bool str_is(struct http_str s, const char *lit)
+{
+	return s.len == strlen(lit) && !memcmp(s.p, lit, s.len);
+}
+
+static void audit_record(struct admin *a, const char *who, const char *what, int status,
+			 const char *detail)
+{
+	char result[320];
+
+	if (!a->audit)
+		return;
+	if (status >= 200 && status < 300)
+		snprintf(result, sizeof(result), "ok");
+	else
+		snprintf(result, sizeof(result), "%d%s%s", status, detail && *detail ? ": " : "",
+			 detail ? detail : "");
+	int rc = audit_append(a->audit, who, what, result);
+	if (rc)
+		log_error("admin: audit log %s: %s", a->audit_path, strerror(-rc));
+}
+
+/* One complete request (head parsed, body present). */
+static void dispatch(struct admin *a, struct aconn *c, const struct http_request *req,
+		     const char *body, size_t body_len)
+{
+	struct http_str path = req->path, query = {NULL, 0};
+	const char *q = memchr(path.p, '?', path.len);
+	bool head_only = str_is(req->method, "HEAD");
+	struct admin_route *match = NULL;
+	bool path_known = false;
+	char allow[256] = "", what[400];
+
+	a->requests++;
+	if (q) {
+		query.p = q + 1;
+		query.len = path.len - (size_t)(q - path.p) - 1;
+		path.len = (size_t)(q - path.p);
+	}
+	for (unsigned i = 0; i < n_routes; i++) {
+		struct admin_route *r = &routes[i];
+		size_t rl = strlen(r->path);
+		bool pm = r->prefix ? path.len >= rl && !memcmp(path.p, r->path, rl)
+				    : str_is(path, r->path);
+
+		if (!pm)
+			continue;
+		path_known = true;
+		if (str_is(req->method, r->method) || (head_only && !strcmp(r->method, "GET"))) {
+			match = r;
+			break;
+		}
+		if (!strstr(allow, r->method) && strlen(allow) + strlen(r->method) + 3 < sizeof(allow)) {
+			if (*allow)
+				strcat(allow, ", ");
+			strcat(allow, r->method);
+		}
+	}
+	if (!match) {
+		if (!path_known) {
+			queue_error(c, 404, "no such admin endpoint", NULL);
+		} else {
+			char extra[300];
+			snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+			queue_error(c, 405, "method not allowed", extra);
+		}
+		return;
+	}
+
+	const struct config *cfg = a->g->config_get ? a->g->config_get(a->g) : gateway_config(a->g);
+	sync_config(a, cfg);
+	if (a->g->config_put)
+		a->g->config_put(a->g, cfg);
+
+	snprintf(what, sizeof(what), "%.*s %.*s", (int)req->method.len, req->method.p,
+		 (int)(path.len > 300 ? 300 : path.len), path.p);
+	const char *who = NULL;
+	if (match->mutation) {
+		who = authenticate(a, req);
+		if (!who) {
+			a->unauthorized++;
+			bool had = http_find_header(req->headers, req->n_headers, "Authorization");
+			audit_record(a, "-", what, 401, had ? "wrong token" : "no token");
+			queue_error(c, 401,
+				    a->n_tokens ? "a valid bearer token is required"
+						: "mutations are disabled: no admin token_file",
+				    "WWW-Authenticate: Bearer realm=\"reflex\"\r\n");
+			return;
+		}
+	}
+
+	struct admin_req areq = {
+		.method = req->method,
+		.path = path,
+		.query = query,
+		.headers = req->headers,
+		.n_headers = req->n_headers,
+		.body = body,
+		.body_len = body_len,
+		.who = who,
+		.fd = c->fd,
+	};
+	struct admin_resp resp = {.status = 200, .content_type = "application/json"};
+	int rc = match->h(a->g, &areq, &resp);
+
+	if (rc) {
+		resp.status = 500;
+		resp.content_type = "application/json";
+		buf_reset(&resp.body, 0);
+		buf_appends(&resp.body, "{\"error\":\"internal error\"}\n");
+	}
+	if (match->mutation) {
+		char detail[256] = "";
+
+		if (resp.status >= 300 && resp.body.len)
+			snprintf(detail, sizeof(detail), "%.*s",
+				 (int)(resp.body.len > 200 ? 200 : resp.body.len),
+				 buf_head(&resp.body));
+		/* the handler's own account of what it did wins over "METHOD PATH" */
+		audit_record(a, who, resp.audit[0] ? resp.audit : what, resp.status, detail);
+	}
+	if (resp.takeover) {
+		/* the handler owns the socket now (streaming responses) */
+		c->fd = -1;
+		c->close_after_write = true;
+		buf_free(&resp.body);
+		return;
+	}
+	queue_response(c, resp.status, resp.content_type ? resp.content_type : "application/json",
+		       buf_head(&resp.body), resp.body.len, head_only, NULL);
+	buf_free(&resp.body);
+}
+
+/* Handle every complete request in c->in. */
+static void process(struct admin *a, struct aconn *c)
+{
+	const struct http_limits lim = {
+		.max_request_line = ADMIN_HEAD_MAX,
+		.max_head_bytes = ADMIN_HEAD_MAX,
+		.max_headers = ADMIN_MAX_HEADERS,
+	};
+
+	while (!c->close_after_write && c->fd >= 0 && c->in.len && c->out.len < ADMIN_OUT_HIGH) {
+		struct http_header hdrs[ADMIN_MAX_HEADERS];
+		struct http_request req = {.headers = hdrs, .max_headers = ADMIN_MAX_HEADERS};
+		struct http_error perr = {0};
+		int n = http_parse_request(buf_head(&c->in), c->in.len, &req, &lim, &perr);
+
+		if (n == -2)
+			return;
+		if (n < 0) {
+			char why[200];
+			snprintf(why, sizeof(why), "malformed request: %s",
+				 perr.reason ? perr.reason : "invalid");
+			c->close_after_write = true;
+			queue_error(c, perr.status ? perr.status : 400, why, NULL);
+			return;
+		}
+		uint64_t cl = 0;
+		if (req.body == HTTP_BODY_CHUNKED) {
+			c->close_after_write = true;
+			queue_error(c, 411, "send the body with Content-Length", NULL);
+			return;
+		}
+		if (req.body == HTTP_BODY_LENGTH)
+			cl = req.content_length;
+		if (cl > ADMIN_BODY_MAX) {
+			c->close_after_write = true;
+			queue_error(c, 413, "admin request bodies are limited to 1 MiB", NULL);
+			return;
+		}
+		if (c->in.len < (size_t)n + cl) {
+			if (req.expect_continue && !c->sent_continue) {
+				buf_appends(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+				c->sent_continue = true;
+			}
+			return;
+		}
+		if (!req.keep_alive)
+			c->close_after_write = true;
+		dispatch(a, c, &req, buf_head(&c->in) + n, (size_t)cl);
+		buf_consume(&c->in, (size_t)n + (size_t)cl);
+		c->sent_continue = false;
+	}
+}
+
+/* ---- connections --------------------------------------------------------------- */
+
+static void conn_free(struct admin *a, struct aconn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	buf_free(&c->in);
+	buf_free(&c->out);
+	a->n_conns--;
+}
+
+static void conn_flush(struct aconn *c)
+{
+	while (c->out.len) {
+		ssize_t n = send(c->fd, buf_head(&c->out), c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			c->peer_gone = true;
+			buf_reset(&c->out, 0);
+			return;
+		}
+		buf_consume(&c->out, (size_t)n);
+		c->deadline_ms = now_ms() + ADMIN_TIMEOUT_MS;
+	}
+}
+
+/* Read what is there; false when the peer closed or failed. */
+static bool conn_read(struct aconn *c)
+{
+	for (;;) {
+		if (c->in.len >= ADMIN_HEAD_MAX + ADMIN_BODY_MAX + 4096)
+			return true; /* process() must make room first */
+		if (buf_reserve(&c->in, 16384))
+			return false;
+		ssize_t n = recv(c->fd, c->in.data + c->in.off + c->in.len,
+				 c->in.cap - c->in.off - c->in.len, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		if (n <= 0)
+			return false;
+		c->in.len += (size_t)n;
+		c->deadline_ms = now_ms() + ADMIN_TIMEOUT_MS;
+	}
+}
+
+static void accept_all(struct admin *a)
+{
+	for (;;) {
+		int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return; /* EAGAIN, or EMFILE: try again at the next poll */
+		}
+		if (a->n_conns >= ADMIN_MAX_CONNS) {
+			static const char busy[] =
+				"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+				"Content-Length: 42\r\nConnection: close\r\n\r\n"
+				"{\"error\":\"too many admin connections\"}\n\n";
+			ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+			(void)n;
+			close(fd);
+			continue;
+		}
+		for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++) {
+			struct aconn *c = &a->conns[i];
+
+			if (c->fd >= 0)
+				continue;
+			memset(c, 0, sizeof(*c));
+			c->fd = fd;
+			c->deadline_ms = now_ms() + ADMIN_TIMEOUT_MS;
+			a->n_conns++;
+			break;
+		}
+	}
+}
+
+static void *admin_main(void *arg)
+{
+	struct admin *a = arg;
+	struct pollfd pfd[ADMIN_MAX_CONNS + 2];
+	struct aconn *map[ADMIN_MAX_CONNS + 2];
+
+	for (;;) {
+		int64_t now = now_ms(), next = now + 1000;
+		unsigned n = 0;
+
+		pfd[n++] = (struct pollfd){.fd = a->stop_fd, .events = POLLIN};
+		pfd[n++] = (struct pollfd){.fd = a->lfd, .events = POLLIN};
+		for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++) {
+			struct aconn *c = &a->conns[i];
+			short ev = 0;
+
+			if (c->fd < 0)
+				continue;
+			if (!c->close_after_write &&
+			    c->in.len < ADMIN_HEAD_MAX + ADMIN_BODY_MAX + 4096)
+				ev |= POLLIN;
+			if (c->out.len)
+				ev |= POLLOUT;
+			map[n] = c;
+			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
+			if (c->deadline_ms < next)
+				next = c->deadline_ms;
+		}
+		int rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
+		if (rc < 0 && errno != EINTR) {
+			log_error("admin: poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[0].revents)
+			break;
+		if (rc > 0 && pfd[1].revents)
+			accept_all(a);
+		now = now_ms();
+		for (unsigned k = 2; k < n; k++) {
+			struct aconn *c = map[k];
+			short re = rc > 0 ? pfd[k].revents : 0;
+
+			if (re & (POLLIN | POLLHUP | POLLERR)) {
+				if (!conn_read(c))
+					c->peer_gone = true;
+			}
+			if (c->in.len && !c->peer_gone)
+				process(a, c);
+			else if (c->in.len && c->peer_gone && !c->close_after_write)
+				process(a, c); /* answer what arrived before the FIN */
+			if (c->fd < 0) { /* taken over by a streaming handler */
+				c->fd = -1;
+				buf_free(&c->in);
+				buf_free(&c->out);
+				a->n_conns--;
+				continue;
+			}
+			if (c->out.len)
+				conn_flush(c);
+			if (c->peer_gone || (c->close_after_write && !c->out.len) ||
+			    now >= c->deadline_ms) {
+				if (!c->peer_gone && c->close_after_write)
+					shutdown(c->fd, SHUT_WR);
+				conn_free(a, c);
+			}
+		}
+	}
+	for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++)
+		if (a->conns[i].fd >= 0)
+			conn_free(a, &a->conns[i]);
+	return NULL;
+}
+
+static int open_listener(struct admin *a, const struct cfg_admin *ca, char *err, size_t errlen)
+{
+	int family = ca->listen.ss.ss_family, fd, one = 1;
+
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "admin listen %s: socket: %s", ca->listen.text,
+			 strerror(errno));
+		return -1;
+	}
+	if (family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&ca->listen.ss;
+		struct stat st;
+
+		/* a socket file left by a dead gateway is replaced; anything else
+		 * at that path is not ours to remove */
+		if (lstat(un->sun_path, &st) == 0) {
+			if (!S_ISSOCK(st.st_mode)) {
+				snprintf(err, errlen, "admin listen %s: exists and is not a socket",
+					 un->sun_path);
+				goto fail;
+			}
+			unlink(un->sun_path);
+		}
+	} else {
+		/* SO_REUSEPORT: during a binary upgrade the new process opens the
+		 * admin port while the old one still holds it */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	}
+	if (bind(fd, (const struct sockaddr *)&ca->listen.ss, ca->listen.len)) {
+		snprintf(err, errlen, "admin listen %s: %s", ca->listen.text, strerror(errno));
+		goto fail;
+	}
+	if (listen(fd, 64)) {
+		snprintf(err, errlen, "admin listen %s: %s", ca->listen.text, strerror(errno));
+		goto fail;
+	}
+	if (family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&ca->listen.ss;
+		struct stat st;
+
+		snprintf(a->unix_path, sizeof(a->unix_path), "%s", un->sun_path);
+		if (stat(un->sun_path, &st) == 0) {
+			a->unix_dev = st.st_dev;
+			a->unix_ino = st.st_ino;
+		}
+	}
+	a->lfd = fd;
+	return 0;
+fail:
+	close(fd);
+	return -1;
+}
+
+static void register_builtins(void)
+{
+	/* -EEXIST: already registered by an earlier start (tests start twice) */
+	admin_register("GET", "/healthz", false, h_healthz);
+	admin_register("GET", "/readyz", false, h_readyz);
+	admin_register("GET", "/metrics", false, h_metrics);
+	admin_register("GET", "/stats", false, h_stats);
+	admin_register("GET", "/config", false, h_config);
+	admin_register("GET", "/pool", false, h_pool);
+	admin_register("POST", "/reload", true, h_reload);
+}
+
+struct admin *admin_start(struct gateway *g, char *err, size_t errlen)
+{
+	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
+	struct admin *a = calloc(1, sizeof(*a));
+	int rc;
+
+	if (!a) {
+		snprintf(err, errlen, "out of memory");
+		goto out_put;
+	}
+	a->g = g;
+	a->lfd = a->stop_fd = -1;
+	for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++)
+		a->conns[i].fd = -1;
+	if (!cfg->admin.enabled) {
+		snprintf(err, errlen, "the admin API is off");
+		goto fail;
+	}
+	register_builtins();
+	if (cfg->admin.token_file[0]) {
+		if (tokens_load(cfg->admin.token_file, a->tokens, &a->n_tokens, err, errlen))
+			goto fail;
+		snprintf(a->token_file, sizeof(a->token_file), "%s", cfg->admin.token_file);
+	} else {
+		log_warn("admin: no token_file: every mutation is refused (401)");
+	}
+	if (cfg->admin.audit_log[0]) {
+		a->audit = audit_open(cfg->admin.audit_log, err, errlen);
+		if (!a->audit)
+			goto fail;
+		snprintf(a->audit_path, sizeof(a->audit_path), "%s", cfg->admin.audit_log);
+	}
+	a->seen_cfg = cfg;
+	snprintf(a->listen_text, sizeof(a->listen_text), "%s", cfg->admin.listen.text);
+	if (open_listener(a, &cfg->admin, err, errlen))
+		goto fail;
+	a->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (a->stop_fd < 0) {
+		snprintf(err, errlen, "admin: eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	the_admin = a;
+	rc = pthread_create(&a->thread, NULL, admin_main, a);
+	if (rc) {
+		the_admin = NULL;
+		snprintf(err, errlen, "admin: cannot start its thread: %s", strerror(rc));
+		goto fail;
+	}
+	log_info("admin API on %s (%u token%s, audit %s)", cfg->admin.listen.text, a->n_tokens,
+		 a->n_tokens == 1 ? "" : "s", a->audit ? a->audit_path : "off");
+	if (g->config_put)
+		g->config_put(g, cfg);
+	return a;
+fail:
+	if (a->lfd >= 0)
+		close(a->lfd);
+	if (a->unix_path[0])
+		unlink(a->unix_path);
+	if (a->stop_fd >= 0)
+		close(a->stop_fd);
+	audit_close(a->audit);
+	tokens_clear(a->tokens, &a->n_tokens);
+	free(a);
+out_put:
+	if (g->config_put)
+		g->config_put(g, cfg);
+	return NULL;
+}
+
+void admin_stop(struct admin *a)
+{
+	uint64_t one = 1;
+	struct stat st;
+
+	if (!a)
+		return;
+	if (write(a->stop_fd, &one, sizeof(one)) < 0)
+		log_warn("admin: stop: %s", strerror(errno));
+	pthread_join(a->thread, NULL);
+	close(a->lfd);
+	/* remove the socket file only if it is still ours (an upgraded process
+	 * may have bound a new one at the same path) */
+	if (a->unix_path[0] && stat(a->unix_path, &st) == 0 && st.st_dev == a->unix_dev &&
+	    st.st_ino == a->unix_ino)
+		unlink(a->unix_path);
+	close(a->stop_fd);
+	audit_close(a->audit);
+	tokens_clear(a->tokens, &a->n_tokens);
+	if (the_admin == a)
+		the_admin = NULL;
+	free(a);
+}
+
+int admin_address(const struct admin *a, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[INET6_ADDRSTRLEN];
+
+	if (!a || getsockname(a->lfd, (struct sockaddr *)&ss, &sl))
+		return -errno;
+	if (ss.ss_family == AF_UNIX) {
+		snprintf(out, len, "%s", a->unix_path);
+	} else if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(out, len, "%s:%u", host, ntohs(in->sin_port));
+	} else {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(out, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+	}
+	return 0;
+}
