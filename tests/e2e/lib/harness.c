@@ -248,7 +248,21 @@ struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, i
 	for (int i = 0; argv[i] && off < sizeof(cmd) - 1; i++)
 		off += snprintf(cmd + off, sizeof(cmd) - off, "%s%s", i ? " " : "", argv[i]);
 
-	int logfd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	/* A fresh log per scenario run; a process restarted under the same
+	 * name within the run appends to it. */
+	static char seen[H_MAX_PROCS][64];
+	bool first = true;
+	for (int i = 0; i < H_MAX_PROCS && seen[i][0]; i++)
+		if (!strcmp(seen[i], name))
+			first = false;
+	if (first)
+		for (int i = 0; i < H_MAX_PROCS; i++)
+			if (!seen[i][0]) {
+				snprintf(seen[i], sizeof(seen[i]), "%s", name);
+				break;
+			}
+	int logfd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (first ? O_TRUNC : 0),
+			 0644);
 	if (logfd < 0) {
 		fprintf(stderr, "h_spawn: %s: %s\n", p->log, strerror(errno));
 		free(p);
