@@ -214,6 +214,43 @@ static void test_trailers(void)
 	test_end();
 }
 
+/* Responses without a body even though their framing headers say
+ * otherwise: HEAD of a chunked / close-delimited resource, 204 and 304. The
+ * gateway must not wait for a body, and the next pipelined response on the
+ * same connection must come out intact. */
+static void test_bodyless(void)
+{
+	static const char req[] = "HEAD /?size=5000&chunked=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /?size=11 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "HEAD /?size=5000&close=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /?size=12 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /?status=204 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /?size=13 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /?status=304&etag=%22v1%22 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "GET /?size=14 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	static const bool is_head[] = {true, false, true, false, false, false, false, false};
+	static const int want_status[] = {200, 200, 200, 200, 204, 200, 304, 200};
+	static const size_t want_len[] = {0, 11, 0, 12, 0, 13, 0, 14};
+	struct h_buf b = {0};
+	struct h_raw_resp rr[10];
+
+	test_begin("head_204_304_keep_framing");
+	enum h_read_end end = h_raw_roundtrip("127.0.0.1", gw_port, req, sizeof(req) - 1, &b, 8000);
+	int k = h_parse_responses(b.data ? b.data : "", b.len, rr, 10, is_head);
+	CHECK_MSG(end == H_READ_CLOSED, "read ended %s", h_read_end_name(end));
+	CHECK_MSG(k == 8, "%d responses to 8 pipelined requests: '%s'", k,
+		  h_excerpt(b.data, b.len, 400));
+	for (int i = 0; i < k && i < 8; i++)
+		CHECK_MSG(rr[i].status == want_status[i] && rr[i].complete &&
+				  rr[i].body_len == want_len[i],
+			  "response %d: status %d (want %d), %zu body bytes (want %zu), head '%s'",
+			  i, rr[i].status, want_status[i], rr[i].body_len, want_len[i],
+			  h_excerpt(rr[i].head, strlen(rr[i].head), 200));
+	h_raw_resp_free(rr, k);
+	h_buf_free(&b);
+	test_end();
+}
+
 int main(void)
 {
 	h_init("11_chunked", 60);
@@ -241,6 +278,7 @@ int main(void)
 	test_chunked_response_10();
 	test_close_delimited();
 	test_trailers();
+	test_bodyless();
 	h_finish(gw, 5000);
 	return test_exit_code();
 }
