@@ -20,9 +20,9 @@ struct worker;
 struct gateway {
 	struct worker *workers;
 	unsigned n_workers;
-	/* The current snapshot; replaced by a reload (read it with
-	 * gateway_config()). Old snapshots stay valid until the workers have
-	 * moved on; the admin thread must not keep one across requests. */
+	/* The current snapshot; replaced by a reload. A reload frees the old
+	 * one once no worker uses it, so a thread that reads it for longer than
+	 * a moment takes a reference with config_get(). */
 	const struct config *cfg;
 	struct accesslog *alog; /* NULL when the access log is off */
 	time_t started;
@@ -34,6 +34,10 @@ struct gateway {
 	int (*reload)(struct gateway *g, char *err, size_t errlen);
 	/* Begin a graceful drain and exit (as SIGTERM). */
 	void (*shutdown)(struct gateway *g);
+	/* A counted reference to the current snapshot, safe to use across a
+	 * reload; give it back with config_put. */
+	const struct config *(*config_get)(struct gateway *g);
+	void (*config_put)(struct gateway *g, const struct config *c);
 };
 
 static inline const struct config *gateway_config(struct gateway *g)

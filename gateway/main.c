@@ -1,25 +1,271 @@
 /* reflexd — the Reflex gateway daemon.
  *
  * The main thread reads the configuration, starts one worker per core (each
- * with its own ring and listeners), then only waits for signals:
- * SIGTERM/SIGINT drain the workers (stop accepting, finish in-flight
- * requests up to timeouts.drain) and exit 0.
+ * with its own ring and listeners), the admin API thread and the access-log
+ * writer, then only waits for signals:
+ *   SIGTERM, SIGINT  drain: stop accepting, finish in-flight requests (up to
+ *                    timeouts.drain), exit 0
+ *   SIGHUP           reload the configuration (same file and flags)
+ *   SIGUSR1          reopen the access log (logrotate)
+ *   SIGUSR2          binary upgrade: start the binary again with
+ *                    --upgrade-from <this pid>; it takes over the listening
+ *                    sockets, and this process drains once it serves
+ *
+ * Configuration snapshots are reference counted here: the gateway handle
+ * holds one on the current snapshot and every worker one on each snapshot it
+ * still uses (workers let go when the last request routed with it ends).
  */
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin.h"
+#include "core/accesslog.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/sock.h"
+#include "core/upgrade.h"
+#include "gateway.h"
+#include "http/accept.h"
 #include "http/worker.h"
+
+/* TEMPORARY while gateway/admin.c is being written (control-plane work in
+ * progress): remove once it is in the tree, or the archive will not pull it. */
+#pragma weak admin_start
+#pragma weak admin_stop
 
 #ifndef REFLEX_VERSION
 #define REFLEX_VERSION "0.1.0"
 #endif
+
+static struct gateway G;
+static int saved_argc;
+static char **saved_argv;
+static char exe_path[PATH_MAX];
+static pthread_t main_thread;
+static bool upgrade_handed_over; /* set by the upgrade thread before it signals */
+
+/* ---- configuration snapshots -------------------------------------------- */
+
+struct snapshot {
+	const struct config *cfg;
+	int refs;
+	struct snapshot *next;
+};
+static pthread_mutex_t snap_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct snapshot *snaps;
+static pthread_mutex_t reload_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void snap_add(const struct config *cfg, int refs)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		log_error("out of memory tracking a configuration snapshot; it will never be freed");
+		return;
+	}
+	pthread_mutex_lock(&snap_mu);
+	*s = (struct snapshot){ .cfg = cfg, .refs = refs, .next = snaps };
+	snaps = s;
+	pthread_mutex_unlock(&snap_mu);
+}
+
+static void snap_ref(const struct config *cfg, int delta)
+{
+	struct config *free_me = NULL;
+
+	pthread_mutex_lock(&snap_mu);
+	for (struct snapshot **pp = &snaps; *pp; pp = &(*pp)->next) {
+		struct snapshot *s = *pp;
+		if (s->cfg != cfg)
+			continue;
+		s->refs += delta;
+		if (s->refs <= 0) {
+			*pp = s->next;
+			free_me = (struct config *)s->cfg;
+			free(s);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&snap_mu);
+	config_free(free_me);
+}
+
+static void release_cfg(void *ctx, const struct config *cfg)
+{
+	snap_ref(cfg, -1);
+}
+
+static const struct config *config_get(struct gateway *g)
+{
+	pthread_mutex_lock(&reload_mu);
+	const struct config *c = g->cfg;
+	snap_ref(c, +1);
+	pthread_mutex_unlock(&reload_mu);
+	return c;
+}
+
+static void config_put(struct gateway *g, const struct config *c)
+{
+	snap_ref(c, -1);
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+static bool has_listen(const struct config *c, const struct cfg_addr *a)
+{
+	for (unsigned i = 0; i < c->n_listens; i++)
+		if (c->listens[i].len == a->len && memcmp(&c->listens[i].ss, &a->ss, a->len) == 0)
+			return true;
+	return false;
+}
+
+static int do_reload(struct gateway *g, char *err, size_t errlen)
+{
+	struct config *ncfg = NULL;
+	enum config_action action;
+
+	pthread_mutex_lock(&reload_mu);
+	if (config_from_args(saved_argc, saved_argv, &ncfg, &action, err, errlen) != 0) {
+		pthread_mutex_unlock(&reload_mu);
+		config_free(ncfg);
+		log_error("reload refused, the running configuration stays: %s", err);
+		return -1;
+	}
+	/* A new listen address must be bindable before anything changes, so
+	 * the answer to the reload is the truth. */
+	for (unsigned i = 0; i < ncfg->n_listens; i++) {
+		const struct cfg_addr *a = &ncfg->listens[i];
+		if (a->ss.ss_family == AF_UNIX || has_listen(g->cfg, a))
+			continue;
+		int fd = sock_listen((const struct sockaddr *)&a->ss, a->len, 16);
+		if (fd < 0) {
+			snprintf(err, errlen, "listen %s: %s", a->text, strerror(-fd));
+			pthread_mutex_unlock(&reload_mu);
+			config_free(ncfg);
+			log_error("reload refused, the running configuration stays: %s", err);
+			return -1;
+		}
+		close(fd);
+	}
+	if (ncfg->workers != g->n_workers)
+		log_warn("reload: workers %u → %u takes effect at the next restart or upgrade",
+			 g->n_workers, ncfg->workers);
+	snap_add(ncfg, (int)g->n_workers + 1);
+	const struct config *old = g->cfg;
+	__atomic_store_n(&g->cfg, ncfg, __ATOMIC_RELEASE);
+	snap_ref(old, -1);
+	for (unsigned i = 0; i < g->n_workers; i++)
+		worker_reload(&g->workers[i], ncfg);
+	pthread_mutex_unlock(&reload_mu);
+	log_info("configuration reloaded%s%s", ncfg->source[0] ? " from " : "", ncfg->source);
+	return 0;
+}
+
+static void do_shutdown(struct gateway *g)
+{
+	pthread_kill(main_thread, SIGTERM);
+}
+
+/* ---- upgrade ------------------------------------------------------------ */
+
+/* The old side: serve hand-off requests for as long as we run. */
+static void *upgrade_thread(void *arg)
+{
+	int lfd = (int)(intptr_t)arg;
+
+	for (;;) {
+		int fds[UPGRADE_MAX_FDS];
+		unsigned n = 0;
+		pthread_mutex_lock(&reload_mu);
+		for (unsigned i = 0; i < G.n_workers && n < UPGRADE_MAX_FDS; i++)
+			n += accept_fds(&G.workers[i], fds + n, UPGRADE_MAX_FDS - n);
+		pthread_mutex_unlock(&reload_mu);
+		int rc = upgrade_serve(lfd, fds, n, 15000);
+		if (rc == 0) {
+			log_info("upgrade: the new process serves %u listening sockets; draining", n);
+			__atomic_store_n(&upgrade_handed_over, true, __ATOMIC_RELEASE);
+			pthread_kill(main_thread, SIGTERM);
+			return NULL;
+		}
+		log_warn("upgrade: hand-off failed (%s); still serving", strerror(-rc));
+	}
+	return NULL;
+}
+
+static void spawn_upgrade(void)
+{
+	char pid[24];
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	char **argv = calloc((size_t)saved_argc + 3, sizeof(*argv));
+	if (!argv)
+		return;
+	argv[0] = exe_path;
+	for (int i = 1; i < saved_argc; i++)
+		argv[i] = saved_argv[i];
+	argv[saved_argc] = "--upgrade-from";
+	argv[saved_argc + 1] = pid;
+
+	pid_t child = fork();
+	if (child == 0) {
+		sigset_t none;
+		sigemptyset(&none);
+		pthread_sigmask(SIG_SETMASK, &none, NULL);
+		execv(exe_path, argv);
+		fprintf(stderr, "reflexd: upgrade: exec %s: %s\n", exe_path, strerror(errno));
+		_exit(127);
+	}
+	free(argv);
+	if (child < 0)
+		log_error("upgrade: fork: %s", strerror(errno));
+	else
+		log_info("upgrade: started %s as pid %d", exe_path, (int)child);
+}
+
+/* Pull "--upgrade-from PID" out of argv (config.c does not know it). */
+static pid_t take_upgrade_flag(int *argc, char **argv)
+{
+	pid_t pid = 0;
+	int j = 0;
+
+	for (int i = 0; i < *argc; i++) {
+		if (strcmp(argv[i], "--upgrade-from") == 0 && i + 1 < *argc) {
+			pid = (pid_t)atoi(argv[++i]);
+			continue;
+		}
+		argv[j++] = argv[i];
+	}
+	argv[j] = NULL;
+	*argc = j;
+	return pid;
+}
+
+static int fetch_inherited(pid_t old, struct inherited_fds *in, int *conn)
+{
+	static int fds[UPGRADE_MAX_FDS];
+	static struct sockaddr_storage ss[UPGRADE_MAX_FDS];
+	static socklen_t len[UPGRADE_MAX_FDS];
+	int n = upgrade_fetch(old, fds, UPGRADE_MAX_FDS, conn);
+
+	if (n < 0)
+		return n;
+	for (int i = 0; i < n; i++) {
+		len[i] = sizeof(ss[i]);
+		if (getsockname(fds[i], (struct sockaddr *)&ss[i], &len[i]) != 0)
+			len[i] = 0;
+	}
+	*in = (struct inherited_fds){ .n = (unsigned)n, .fd = fds, .ss = ss, .len = len };
+	return n;
+}
+
+/* ---- main --------------------------------------------------------------- */
 
 static void raise_nofile(void)
 {
@@ -36,6 +282,12 @@ int main(int argc, char **argv)
 	struct config *cfg = NULL;
 	enum config_action action;
 	char err[1024];
+
+	pid_t upgrade_from = take_upgrade_flag(&argc, argv);
+	saved_argc = argc;
+	saved_argv = argv;
+	if (!realpath("/proc/self/exe", exe_path))
+		snprintf(exe_path, sizeof(exe_path), "%s", argv[0]);
 
 	if (config_from_args(argc, argv, &cfg, &action, err, sizeof(err)) != 0) {
 		fprintf(stderr, "reflexd: %s\n", err);
@@ -62,37 +314,115 @@ int main(int argc, char **argv)
 	log_set_level(cfg->log_level);
 	raise_nofile();
 
-	/* Workers inherit this mask: signals are taken only by sigwait below. */
+	/* Workers and helper threads inherit this mask: signals are taken only
+	 * by the sigwait below. */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	main_thread = pthread_self();
 
-	struct worker *workers = calloc(cfg->workers, sizeof(*workers));
-	if (!workers) {
+	G = (struct gateway){
+		.n_workers = cfg->workers,
+		.cfg = cfg,
+		.started = time(NULL),
+		.version = REFLEX_VERSION,
+		.reload = do_reload,
+		.shutdown = do_shutdown,
+		.config_get = config_get,
+		.config_put = config_put,
+	};
+	snap_add(cfg, (int)cfg->workers + 1);
+
+	if (cfg->access_log[0]) {
+		G.alog = accesslog_open(cfg->access_log, cfg->workers, err, sizeof(err));
+		if (!G.alog) {
+			fprintf(stderr, "reflexd: access log: %s\n", err);
+			return 1;
+		}
+	}
+
+	struct inherited_fds inherited = { 0 };
+	int upgrade_conn = -1;
+	if (upgrade_from > 0) {
+		int n = fetch_inherited(upgrade_from, &inherited, &upgrade_conn);
+		if (n < 0) {
+			fprintf(stderr, "reflexd: --upgrade-from %d: %s\n", (int)upgrade_from,
+				strerror(-n));
+			return 1;
+		}
+		inherited.n_workers = cfg->workers;
+		log_info("upgrade: took over %d listening sockets from pid %d", n, (int)upgrade_from);
+	}
+
+	G.workers = calloc(cfg->workers, sizeof(*G.workers));
+	if (!G.workers) {
 		fprintf(stderr, "reflexd: out of memory\n");
 		return 1;
 	}
 	unsigned started = 0;
 	for (; started < cfg->workers; started++) {
-		int rc = worker_start(&workers[started], started, cfg);
+		struct worker *w = &G.workers[started];
+		w->alog = G.alog;
+		w->release_cfg = release_cfg;
+		w->inherited = upgrade_from > 0 ? &inherited : NULL;
+		int rc = worker_start(w, started, cfg);
 		if (rc) {
-			log_error("worker %u: %s", started, workers[started].start_msg);
+			log_error("worker %u: %s", started, w->start_msg);
 			break;
 		}
 	}
 	if (started < cfg->workers) {
 		for (unsigned i = 0; i < started; i++)
-			worker_drain(&workers[i]);
+			worker_drain(&G.workers[i], false);
 		for (unsigned i = 0; i < started; i++)
-			worker_join(&workers[i]);
+			worker_join(&G.workers[i]);
 		return 1;
+	}
+	/* Inherited sockets for addresses this configuration dropped. */
+	for (unsigned i = 0; i < inherited.n; i++) {
+		bool used = false;
+		for (unsigned j = 0; j < cfg->n_listens; j++)
+			if (cfg->listens[j].len == inherited.len[i] &&
+			    memcmp(&cfg->listens[j].ss, &inherited.ss[i], inherited.len[i]) == 0)
+				used = true;
+		if (!used)
+			close(inherited.fd[i]);
 	}
 	for (unsigned i = 0; i < cfg->n_listens; i++)
 		fprintf(stderr, "reflexd: listening on %s\n", cfg->listens[i].text);
+
+	struct admin *admin = NULL;
+	if (cfg->admin.enabled && admin_start) {
+		admin = admin_start(&G, err, sizeof(err));
+		if (!admin) {
+			log_error("admin API: %s", err);
+			for (unsigned i = 0; i < cfg->workers; i++)
+				worker_drain(&G.workers[i], false);
+			for (unsigned i = 0; i < cfg->workers; i++)
+				worker_join(&G.workers[i]);
+			return 1;
+		}
+	}
+
+	int ulfd = upgrade_listen(getpid());
+	if (ulfd >= 0) {
+		pthread_t ut;
+		if (pthread_create(&ut, NULL, upgrade_thread, (void *)(intptr_t)ulfd) == 0)
+			pthread_detach(ut);
+	} else {
+		log_warn("upgrade: cannot listen for hand-off requests: %s", strerror(-ulfd));
+	}
+	if (upgrade_conn >= 0) {
+		int rc = upgrade_ready(upgrade_conn);
+		if (rc)
+			log_warn("upgrade: the old process did not take our READY: %s", strerror(-rc));
+	}
 	log_info("reflexd %s: %u workers, %u pools", REFLEX_VERSION, cfg->workers, cfg->n_pools);
 
 	for (;;) {
@@ -100,20 +430,30 @@ int main(int argc, char **argv)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			/* Reload arrives with the control plane (issue #3); until
-			 * then a SIGHUP must not kill the gateway. */
-			log_warn("SIGHUP: configuration reload is not available in this build");
+			if (do_reload(&G, err, sizeof(err)) != 0)
+				continue;
 			continue;
 		}
-		log_info("signal %d: draining (deadline %u ms)", sig, cfg->timeouts.drain);
+		if (sig == SIGUSR1) {
+			accesslog_reopen(G.alog);
+			continue;
+		}
+		if (sig == SIGUSR2) {
+			spawn_upgrade();
+			continue;
+		}
 		break;
 	}
-	for (unsigned i = 0; i < cfg->workers; i++)
-		worker_drain(&workers[i]);
-	for (unsigned i = 0; i < cfg->workers; i++)
-		worker_join(&workers[i]);
+	bool handed = __atomic_load_n(&upgrade_handed_over, __ATOMIC_ACQUIRE);
+	log_info("%s: draining (deadline %u ms)", handed ? "upgrade" : "signal",
+		 G.cfg->timeouts.drain);
+	if (admin_stop)
+		admin_stop(admin);
+	for (unsigned i = 0; i < G.n_workers; i++)
+		worker_drain(&G.workers[i], handed);
+	for (unsigned i = 0; i < G.n_workers; i++)
+		worker_join(&G.workers[i]);
+	accesslog_close(G.alog);
 	log_info("drained; exiting");
-	free(workers);
-	config_free(cfg);
 	return 0;
 }

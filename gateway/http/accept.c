@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -24,6 +25,15 @@ static void arm(struct listener *ls)
 	ls->armed = true;
 }
 
+static void unlink_listener(struct worker *w, struct listener *ls)
+{
+	for (struct listener **pp = &w->listeners; *pp; pp = &(*pp)->next)
+		if (*pp == ls) {
+			*pp = ls->next;
+			return;
+		}
+}
+
 static void on_accept(struct io_op *op, int res, unsigned flags)
 {
 	struct listener *ls = container_of(op, struct listener, accept_op);
@@ -32,67 +42,170 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 	if (!(flags & IORING_CQE_F_MORE))
 		ls->armed = false;
 	if (res >= 0) {
-		if (w->draining || ls->fd < 0) {
-			close(res);
-		} else {
-			STAT_INC(w->stats.conn_accepted);
-			client_new(w, res);
-		}
-	} else if (res != -ECANCELED) {
+		/* Accepted before the cancel landed: a real client, served
+		 * (and closed after its first response when draining). */
+		STAT_INC(w->stats.conn_accepted);
+		client_new(w, res);
+	} else if (res != -ECANCELED && !ls->dead) {
 		/* EMFILE/ENFILE/ENOMEM: the connection stays in the backlog; try
-		 * again on the next completion. Logged once per burst. */
+		 * again on the next completion. Logged once per second. */
 		static __thread uint64_t last_log;
 		if (w->loop.now - last_log > 1000) {
 			last_log = w->loop.now;
-			log_warn("accept on %s: %s", ls->addr->text, strerror(-res));
+			log_warn("accept on %s: %s", ls->addr.text, strerror(-res));
 		}
 	}
-	if (!ls->armed && !w->draining && ls->fd >= 0)
+	if (ls->armed)
+		return;
+	if (ls->dead) {
+		unlink_listener(w, ls);
+		free(ls);
+	} else if (!w->draining) {
 		arm(ls);
+	}
+}
+
+/* An inherited socket for this address that belongs to this worker, or -1. */
+static int take_inherited(struct worker *w, const struct cfg_addr *a, unsigned nth)
+{
+	const struct inherited_fds *in = w->inherited;
+	unsigned seen = 0;
+
+	if (!in)
+		return -1;
+	for (unsigned i = 0; i < in->n; i++) {
+		if (in->fd[i] < 0 || in->len[i] != a->len || memcmp(&in->ss[i], &a->ss, a->len) != 0)
+			continue;
+		/* the k-th socket of an address goes to worker k mod workers */
+		if (seen++ % in->n_workers == w->id % in->n_workers && nth-- == 0)
+			return in->fd[i];
+	}
+	return -1;
+}
+
+static int open_one(struct worker *w, const struct cfg_addr *a)
+{
+	unsigned nth = 0;
+	int fd;
+
+	/* Inherited sockets first: their backlogs hold clients already. */
+	while ((fd = take_inherited(w, a, nth++)) >= 0) {
+		struct listener *ls = calloc(1, sizeof(*ls));
+		if (!ls)
+			return -ENOMEM;
+		*ls = (struct listener){ .w = w, .fd = fd, .addr = *a, .next = w->listeners };
+		ls->accept_op.on_complete = on_accept;
+		w->listeners = ls;
+		arm(ls);
+	}
+	if (nth > 1)
+		return 0;
+
+	struct listener *ls = calloc(1, sizeof(*ls));
+	if (!ls)
+		return -ENOMEM;
+	fd = sock_listen((const struct sockaddr *)&a->ss, a->len, LISTEN_BACKLOG);
+	if (fd < 0) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "listen on %s: %s", a->text,
+			 strerror(-fd));
+		free(ls);
+		return fd;
+	}
+	*ls = (struct listener){ .w = w, .fd = fd, .addr = *a, .next = w->listeners };
+	ls->accept_op.on_complete = on_accept;
+	w->listeners = ls;
+	arm(ls);
+	return 0;
 }
 
 int accept_open(struct worker *w)
 {
-	const struct config *cfg = w->cfg;
-
-	w->listeners = calloc(cfg->n_listens, sizeof(*w->listeners));
-	if (!w->listeners)
-		return -ENOMEM;
-	for (unsigned i = 0; i < cfg->n_listens; i++) {
-		struct listener *ls = &w->listeners[i];
-		const struct cfg_addr *a = &cfg->listens[i];
-		ls->w = w;
-		ls->addr = a;
-		ls->accept_op.on_complete = on_accept;
-		ls->fd = sock_listen((const struct sockaddr *)&a->ss, a->len, LISTEN_BACKLOG);
-		if (ls->fd < 0) {
-			int rc = ls->fd;
-			snprintf(w->start_msg, sizeof(w->start_msg), "listen on %s: %s", a->text,
-				 strerror(-rc));
-			w->n_listeners = i;
+	for (unsigned i = 0; i < w->cfg->n_listens; i++) {
+		int rc = open_one(w, &w->cfg->listens[i]);
+		if (rc < 0)
 			return rc;
-		}
-		w->n_listeners = i + 1;
-		arm(ls);
 	}
 	return 0;
 }
 
-void accept_close(struct worker *w)
+static void close_one(struct worker *w, struct listener *ls, bool keep_socket)
 {
-	for (unsigned i = 0; i < w->n_listeners; i++) {
-		struct listener *ls = &w->listeners[i];
-		if (ls->fd < 0)
-			continue;
-		if (ls->armed) {
-			struct io_uring_sqe *sqe = loop_sqe(&w->loop);
-			io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&ls->accept_op, 0);
-			io_uring_sqe_set_data(sqe, NULL);
-		}
-		/* shutdown wakes the pending accept and makes new connects fail
-		 * fast instead of waiting in a backlog nobody serves */
-		shutdown(ls->fd, SHUT_RDWR);
-		close(ls->fd);
-		ls->fd = -1;
+	if (ls->dead)
+		return;
+	ls->dead = true;
+	if (ls->armed) {
+		struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&ls->accept_op, 0);
+		io_uring_sqe_set_data(sqe, NULL);
 	}
+	/* shutdown() refuses new connects at once instead of leaving them in
+	 * a backlog nobody serves — unless another process serves it now. */
+	if (!keep_socket)
+		shutdown(ls->fd, SHUT_RDWR);
+	close(ls->fd);
+	ls->fd = -1;
+	if (!ls->armed) {
+		unlink_listener(w, ls);
+		free(ls);
+	}
+}
+
+static bool cfg_has(const struct config *cfg, const struct cfg_addr *a)
+{
+	for (unsigned i = 0; i < cfg->n_listens; i++)
+		if (cfg->listens[i].len == a->len && memcmp(&cfg->listens[i].ss, &a->ss, a->len) == 0)
+			return true;
+	return false;
+}
+
+int accept_update(struct worker *w, const struct config *ncfg)
+{
+	int rc = 0;
+
+	for (unsigned i = 0; i < ncfg->n_listens; i++) {
+		bool have = false;
+		for (struct listener *ls = w->listeners; ls; ls = ls->next)
+			if (!ls->dead && ls->addr.len == ncfg->listens[i].len &&
+			    memcmp(&ls->addr.ss, &ncfg->listens[i].ss, ls->addr.len) == 0)
+				have = true;
+		if (!have && open_one(w, &ncfg->listens[i]) < 0) {
+			log_error("worker %u: %s", w->id, w->start_msg);
+			rc = -1;
+		}
+	}
+	for (struct listener *ls = w->listeners, *next; ls; ls = next) {
+		next = ls->next;
+		if (!ls->dead && !cfg_has(ncfg, &ls->addr))
+			close_one(w, ls, false);
+	}
+	return rc;
+}
+
+void accept_close(struct worker *w, bool keep_sockets)
+{
+	for (struct listener *ls = w->listeners, *next; ls; ls = next) {
+		next = ls->next;
+		close_one(w, ls, keep_sockets);
+	}
+}
+
+void accept_free(struct worker *w)
+{
+	while (w->listeners) {
+		struct listener *ls = w->listeners;
+		w->listeners = ls->next;
+		if (ls->fd >= 0)
+			close(ls->fd);
+		free(ls);
+	}
+}
+
+unsigned accept_fds(struct worker *w, int *fds, unsigned max)
+{
+	unsigned n = 0;
+
+	for (struct listener *ls = w->listeners; ls && n < max; ls = ls->next)
+		if (!ls->dead && ls->fd >= 0)
+			fds[n++] = ls->fd;
+	return n;
 }

@@ -16,9 +16,6 @@
 #include <unistd.h>
 
 #include "core/accesslog.h"
-/* TEMPORARY until gateway/core/accesslog.c lands (control-plane work in
- * progress): main.c will reference it strongly. */
-#pragma weak accesslog_push
 #include "core/log.h"
 #include "core/sock.h"
 #include "http/respond.h"
@@ -57,9 +54,10 @@ static void req_reset(struct request *r)
 	struct buf head = r->head, up_head = r->up_head;
 	struct client *c = r->c;
 
+	worker_gen_put(c->conn.w, r->gen);
 	buf_reset(&head, 16384);
 	buf_reset(&up_head, 16384);
-	*r = (struct request){ .c = c, .head = head, .up_head = up_head, .pool = -1 };
+	*r = (struct request){ .c = c, .head = head, .up_head = up_head, .pool = -1, .route = -1 };
 }
 
 static void req_run(struct request *r)
@@ -154,6 +152,12 @@ static void req_account(struct request *r)
 
 	if (!w->alog)
 		return;
+	const struct config *cfg = r->gen ? r->gen->cfg : w->cfg;
+	if (r->route >= 0 && !cfg->routes[r->route].access_log)
+		return;
+	if (cfg->access_log_sample < 1.0 &&
+	    (double)(worker_rand(w) >> 11) * 0x1.0p-53 >= cfg->access_log_sample)
+		return;
 	struct access_record a = { 0 };
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -164,8 +168,8 @@ static void req_account(struct request *r)
 		const struct http_request *h = &r->h;
 		struct http_str host = h->authority.len ? h->authority : h->host;
 		size_t plen = h->path.len;
-		const char *q = memchr(h->path.p, '?', h->path.len);
-		if (q) /* the query stays out of the log */
+		const char *q = cfg->access_log_query ? NULL : memchr(h->path.p, '?', h->path.len);
+		if (q) /* the query stays out of the log unless configured */
 			plen = (size_t)(q - h->path.p);
 		copy_field(a.method, sizeof(a.method), h->method.p, h->method.len);
 		copy_field(a.host, sizeof(a.host), host.p, host.len);
@@ -174,9 +178,9 @@ static void req_account(struct request *r)
 	if (r->ep)
 		copy_field(a.upstream, sizeof(a.upstream), r->ep->cfg->addr.text,
 			   strlen(r->ep->cfg->addr.text));
-	if (r->pool >= 0 && (unsigned)r->pool < w->cfg->n_pools)
-		copy_field(a.pool, sizeof(a.pool), w->cfg->pools[r->pool].name,
-			   strlen(w->cfg->pools[r->pool].name));
+	if (r->gen && r->pool >= 0 && (unsigned)r->pool < r->gen->cfg->n_pools)
+		copy_field(a.pool, sizeof(a.pool), r->gen->cfg->pools[r->pool].name,
+			   strlen(r->gen->cfg->pools[r->pool].name));
 	a.status = (uint16_t)r->status;
 	a.reason = (uint8_t)r->reason;
 	a.retries = r->retried;
@@ -360,18 +364,21 @@ static enum step_result step_route(struct request *r)
 {
 	struct client *c = r->c;
 	struct worker *w = c->conn.w;
-	const struct config *cfg = w->cfg;
 	const struct http_request *h = &r->h;
 	char host[CFG_HOST_MAX];
 	int pool = -1;
 
+	r->gen = worker_gen_get(w);
+	const struct config *cfg = r->gen->cfg;
 	host_key(h->authority.len ? h->authority : h->host, host, sizeof(host));
 	for (unsigned i = 0; i < cfg->n_routes && pool < 0; i++) {
 		const struct cfg_route *rt = &cfg->routes[i];
 		size_t pl = strlen(rt->path_prefix);
 		if (host_matches(rt->host, host) && h->path.len >= pl &&
-		    memcmp(h->path.p, rt->path_prefix, pl) == 0)
+		    memcmp(h->path.p, rt->path_prefix, pl) == 0) {
 			pool = (int)rt->pool;
+			r->route = (int)i;
+		}
 	}
 	if (pool < 0)
 		pool = config_pool_index(cfg, "default");
@@ -380,7 +387,7 @@ static enum step_result step_route(struct request *r)
 		return STEP_WAIT;
 	}
 	r->pool = pool;
-	r->ep = pool_pick(&w->pools[pool], worker_rand(w));
+	r->ep = pool_pick(&r->gen->pools[pool], worker_rand(w));
 	if (!r->ep) {
 		req_fail(r, 503, REASON_NO_ENDPOINT, "the pool has no endpoints", false);
 		return STEP_WAIT;
@@ -507,6 +514,7 @@ void client_new(struct worker *w, int fd)
 	c->conn.stat_tx = &w->stats.bytes_out;
 	c->req.c = c;
 	c->req.pool = -1;
+	c->req.route = -1;
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
 		sock_ntop((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
 	else
@@ -606,6 +614,8 @@ static void client_on_destroy(struct conn *cn)
 
 	if (c->req.up)
 		upstream_abort(&c->req);
+	worker_gen_put(w, c->req.gen);
+	c->req.gen = NULL;
 	if (c->prev)
 		c->prev->next = c->next;
 	else

@@ -19,6 +19,7 @@
 
 struct upconn;
 struct endpoint_state;
+struct wgen;
 
 enum step_result { STEP_NEXT, STEP_WAIT, STEP_DONE };
 
@@ -53,7 +54,9 @@ struct request {
 	struct http_request h; /* views into head */
 
 	/* upstream exchange */
+	struct wgen *gen; /* the configuration generation routed with (a reference) */
 	int pool;
+	int route; /* index of the matching route, -1: the default pool */
 	struct endpoint_state *ep;
 	struct upconn *up;
 	struct buf up_head;  /* serialized upstream request head, kept for a retry */

@@ -23,24 +23,25 @@ static const struct conn_ops up_ops;
 
 /* ---- endpoint choice ------------------------------------------------------ */
 
-int pool_states_init(struct worker *w)
+struct pool_state *pool_states_new(const struct config *cfg)
 {
-	const struct config *cfg = w->cfg;
+	struct pool_state *pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(*pools));
 
-	w->pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(*w->pools));
-	if (!w->pools)
-		return -ENOMEM;
+	if (!pools)
+		return NULL;
 	for (unsigned i = 0; i < cfg->n_pools; i++) {
-		struct pool_state *p = &w->pools[i];
+		struct pool_state *p = &pools[i];
 		p->cfg = &cfg->pools[i];
 		p->n_eps = p->cfg->n_endpoints;
 		p->eps = calloc(p->n_eps ? p->n_eps : 1, sizeof(*p->eps));
-		if (!p->eps)
-			return -ENOMEM;
+		if (!p->eps) {
+			pool_states_free(pools, i);
+			return NULL;
+		}
 		for (unsigned j = 0; j < p->n_eps; j++)
 			p->eps[j].cfg = &p->cfg->endpoints[j];
 	}
-	return 0;
+	return pools;
 }
 
 static void idle_remove(struct upconn *u)
@@ -60,11 +61,11 @@ static void idle_remove(struct upconn *u)
 	ep->n_idle--;
 }
 
-void pool_states_close_idle(struct worker *w)
+void pool_states_close_idle(struct pool_state *pools, unsigned n)
 {
-	for (unsigned i = 0; w->pools && i < w->cfg->n_pools; i++)
-		for (unsigned j = 0; j < w->pools[i].n_eps; j++) {
-			struct endpoint_state *ep = &w->pools[i].eps[j];
+	for (unsigned i = 0; pools && i < n; i++)
+		for (unsigned j = 0; j < pools[i].n_eps; j++) {
+			struct endpoint_state *ep = &pools[i].eps[j];
 			while (ep->idle) {
 				struct upconn *u = ep->idle;
 				idle_remove(u);
@@ -73,12 +74,11 @@ void pool_states_close_idle(struct worker *w)
 		}
 }
 
-void pool_states_fini(struct worker *w)
+void pool_states_free(struct pool_state *pools, unsigned n)
 {
-	for (unsigned i = 0; w->pools && i < w->cfg->n_pools; i++)
-		free(w->pools[i].eps);
-	free(w->pools);
-	w->pools = NULL;
+	for (unsigned i = 0; pools && i < n; i++)
+		free(pools[i].eps);
+	free(pools);
 }
 
 struct endpoint_state *pool_pick(struct pool_state *p, uint64_t rnd)
@@ -389,8 +389,11 @@ static void up_complete(struct upconn *u)
 	u->resp_complete = true;
 	respond_end(r);
 	r->resp_done = true;
+	/* Only the current generation's endpoints keep connections: after a
+	 * reload the old pools just finish their requests. */
 	bool keep = u->reusable && r->body_done && conn_out_pending(&u->conn) == 0 &&
-		    u->conn.in.len == 0 && !w->draining && ep->n_idle < w->cfg->pools[r->pool].keepalive;
+		    u->conn.in.len == 0 && !w->draining && r->gen == w->gen &&
+		    ep->n_idle < r->gen->cfg->pools[r->pool].keepalive;
 	up_unbind(u);
 	if (keep) {
 		u->idle_prev = NULL;

@@ -54,10 +54,12 @@ struct upconn {
 	uint64_t connect_start_ns;
 };
 
-int pool_states_init(struct worker *w);
-/* Close every idle upstream connection (drain). */
-void pool_states_close_idle(struct worker *w);
-void pool_states_fini(struct worker *w);
+/* The per-worker state of every pool of cfg (one generation's worth); NULL
+ * when out of memory. */
+struct pool_state *pool_states_new(const struct config *cfg);
+/* Close every idle upstream connection of these pools (drain, reload). */
+void pool_states_close_idle(struct pool_state *pools, unsigned n);
+void pool_states_free(struct pool_state *pools, unsigned n);
 
 /* Choose an endpoint of the pool. `rnd` is one random 64-bit value (so the
  * choice is deterministic under test). P2C: two distinct endpoints drawn

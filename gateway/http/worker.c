@@ -40,12 +40,46 @@ uint64_t worker_rand(struct worker *w)
 	return w->rng[1] + s0;
 }
 
-static void arm_drain_read(struct worker *w)
+static void arm_mail_read(struct worker *w)
 {
 	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
 
-	io_uring_prep_read(sqe, w->drain_fd, &w->drain_val, sizeof(w->drain_val), 0);
-	loop_sqe_set_op(sqe, &w->drain_op);
+	io_uring_prep_read(sqe, w->mail_fd, &w->mail_val, sizeof(w->mail_val), 0);
+	loop_sqe_set_op(sqe, &w->mail_op);
+}
+
+static struct wgen *gen_new(const struct config *cfg)
+{
+	struct wgen *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->cfg = cfg;
+	g->n_pools = cfg->n_pools;
+	g->pools = pool_states_new(cfg);
+	if (!g->pools) {
+		free(g);
+		return NULL;
+	}
+	g->refs = 1;
+	return g;
+}
+
+struct wgen *worker_gen_get(struct worker *w)
+{
+	w->gen->refs++;
+	return w->gen;
+}
+
+void worker_gen_put(struct worker *w, struct wgen *g)
+{
+	if (!g || --g->refs)
+		return;
+	pool_states_close_idle(g->pools, g->n_pools);
+	pool_states_free(g->pools, g->n_pools);
+	if (w->release_cfg)
+		w->release_cfg(w->release_ctx, g->cfg);
+	free(g);
 }
 
 static void on_drain_deadline(struct timer *t)
@@ -56,28 +90,70 @@ static void on_drain_deadline(struct timer *t)
 		 w->id, w->n_clients);
 	for (struct client *c = w->clients; c; c = c->next)
 		conn_close(&c->conn, true);
-	pool_states_close_idle(w);
+	pool_states_close_idle(w->gen->pools, w->gen->n_pools);
 }
 
-static void begin_drain(struct worker *w)
+static void begin_drain(struct worker *w, bool keep_listeners)
 {
 	if (w->draining)
 		return;
 	w->draining = true;
-	accept_close(w);
+	accept_close(w, keep_listeners);
 	for (struct client *c = w->clients; c; c = c->next)
 		client_drain(c);
 	timer_init(&w->drain_timer, on_drain_deadline);
 	timer_arm(&w->loop.timers, &w->drain_timer, w->loop.now + w->cfg->timeouts.drain);
 }
 
-static void on_drain_signal(struct io_op *op, int res, unsigned flags)
+/* Switch to a new snapshot: new requests route with it at once; requests
+ * in flight keep their generation (and its pools) until they end. */
+static void apply_config(struct worker *w, const struct config *ncfg)
 {
-	struct worker *w = container_of(op, struct worker, drain_op);
+	struct wgen *g = gen_new(ncfg);
+	unsigned max_hdrs = ncfg->limits.header_count + 1;
+	struct http_header *hdrs = calloc(max_hdrs, sizeof(*hdrs));
+
+	if (!g || !hdrs) {
+		log_error("worker %u: out of memory applying the new configuration; keeping the old",
+			  w->id);
+		free(hdrs);
+		if (g) {
+			pool_states_free(g->pools, g->n_pools);
+			free(g);
+		}
+		if (w->release_cfg)
+			w->release_cfg(w->release_ctx, ncfg);
+		return;
+	}
+	accept_update(w, ncfg);
+	struct wgen *old = w->gen;
+	w->gen = g;
+	w->cfg = ncfg;
+	free(w->hdrs);
+	w->hdrs = hdrs;
+	w->max_hdrs = max_hdrs;
+	w->limits.max_request_line = ncfg->limits.request_line;
+	w->limits.max_head_bytes = ncfg->limits.header_bytes;
+	w->limits.max_headers = ncfg->limits.header_count;
+	/* idle connections of the old pools are not handed out any more */
+	pool_states_close_idle(old->pools, old->n_pools);
+	worker_gen_put(w, old);
+}
+
+static void on_mail(struct io_op *op, int res, unsigned flags)
+{
+	struct worker *w = container_of(op, struct worker, mail_op);
 
 	if (res == -ECANCELED)
 		return;
-	begin_drain(w);
+	const struct config *ncfg = __atomic_exchange_n(&w->mail_cfg, NULL, __ATOMIC_ACQ_REL);
+	if (ncfg && !w->draining)
+		apply_config(w, ncfg);
+	else if (ncfg && w->release_cfg)
+		w->release_cfg(w->release_ctx, ncfg);
+	if (__atomic_load_n(&w->mail_drain, __ATOMIC_ACQUIRE))
+		begin_drain(w, __atomic_load_n(&w->mail_keep_listeners, __ATOMIC_ACQUIRE));
+	arm_mail_read(w);
 }
 
 static void before_submit(struct loop *l)
@@ -87,7 +163,7 @@ static void before_submit(struct loop *l)
 	conn_flush_all(w);
 	conn_reap_all(w);
 	if (w->draining && w->n_clients == 0) {
-		pool_states_close_idle(w);
+		pool_states_close_idle(w->gen->pools, w->gen->n_pools);
 		conn_reap_all(w);
 		if (w->n_conns == 0)
 			l->stop = true;
@@ -119,24 +195,25 @@ static int setup(struct worker *w)
 	w->loop.owner = w;
 	w->loop.before_submit = before_submit;
 
-	w->drain_fd = eventfd(0, EFD_CLOEXEC);
-	if (w->drain_fd < 0) {
+	w->mail_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->mail_fd < 0) {
 		rc = -errno;
 		snprintf(w->start_msg, sizeof(w->start_msg), "eventfd: %s", strerror(errno));
 		return rc;
 	}
-	w->drain_op.on_complete = on_drain_signal;
-	arm_drain_read(w);
+	w->mail_op.on_complete = on_mail;
+	arm_mail_read(w);
 
-	rc = stats_worker_init(&w->stats, cfg->n_pools);
+	/* Per-pool counters are indexed by pool; room for pools a reload adds. */
+	rc = stats_worker_init(&w->stats, cfg->n_pools > 64 ? cfg->n_pools * 2 : 128);
 	if (rc < 0) {
 		snprintf(w->start_msg, sizeof(w->start_msg), "stats: %s", strerror(-rc));
 		return rc;
 	}
-	rc = pool_states_init(w);
-	if (rc < 0) {
-		snprintf(w->start_msg, sizeof(w->start_msg), "pools: %s", strerror(-rc));
-		return rc;
+	w->gen = gen_new(cfg);
+	if (!w->gen) {
+		snprintf(w->start_msg, sizeof(w->start_msg), "pools: out of memory");
+		return -ENOMEM;
 	}
 	rc = accept_open(w);
 	if (rc < 0)
@@ -146,17 +223,18 @@ static int setup(struct worker *w)
 
 static void teardown(struct worker *w)
 {
-	for (unsigned i = 0; w->listeners && i < w->n_listeners; i++)
-		if (w->listeners[i].fd >= 0)
-			close(w->listeners[i].fd);
-	free(w->listeners);
-	w->listeners = NULL;
-	pool_states_fini(w);
+	accept_free(w);
+	if (w->gen) {
+		/* whatever is left is unreachable now: the loop has stopped */
+		w->gen->refs = 1;
+		worker_gen_put(w, w->gen);
+		w->gen = NULL;
+	}
 	if (w->loop.bufs)
 		loop_fini(&w->loop);
-	if (w->drain_fd >= 0)
-		close(w->drain_fd);
-	w->drain_fd = -1;
+	if (w->mail_fd >= 0)
+		close(w->mail_fd);
+	w->mail_fd = -1;
 	free(w->hdrs);
 	w->hdrs = NULL;
 }
@@ -186,7 +264,7 @@ int worker_start(struct worker *w, unsigned id, const struct config *cfg)
 
 	w->id = id;
 	w->cfg = cfg;
-	w->drain_fd = -1;
+	w->mail_fd = -1;
 	sem_init(&ctx.ready, 0, 0);
 	rc = pthread_create(&w->thread, NULL, worker_main, &ctx);
 	if (rc) {
@@ -204,12 +282,29 @@ int worker_start(struct worker *w, unsigned id, const struct config *cfg)
 	return 0;
 }
 
-void worker_drain(struct worker *w)
+static void post(struct worker *w)
 {
 	uint64_t one = 1;
 
-	if (write(w->drain_fd, &one, sizeof(one)) < 0)
-		log_warn("worker %u: drain signal: %s", w->id, strerror(errno));
+	if (write(w->mail_fd, &one, sizeof(one)) < 0)
+		log_warn("worker %u: mailbox: %s", w->id, strerror(errno));
+}
+
+void worker_drain(struct worker *w, bool keep_listeners)
+{
+	__atomic_store_n(&w->mail_keep_listeners, keep_listeners, __ATOMIC_RELEASE);
+	__atomic_store_n(&w->mail_drain, true, __ATOMIC_RELEASE);
+	post(w);
+}
+
+void worker_reload(struct worker *w, const struct config *cfg)
+{
+	const struct config *prev = __atomic_exchange_n(&w->mail_cfg, cfg, __ATOMIC_ACQ_REL);
+
+	/* a snapshot the worker never picked up is superseded */
+	if (prev && w->release_cfg)
+		w->release_cfg(w->release_ctx, prev);
+	post(w);
 }
 
 void worker_join(struct worker *w)

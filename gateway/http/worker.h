@@ -21,22 +21,32 @@ struct pool_state;
 
 struct listener {
 	struct worker *w;
+	struct listener *next;
 	int fd;
-	const struct cfg_addr *addr;
+	struct cfg_addr addr; /* a copy: it outlives the snapshot it came from */
 	struct io_op accept_op;
 	bool armed;
+	bool dead; /* closed; freed when its accept has ended */
+};
+
+/* One configuration snapshot as this worker uses it: the snapshot and the
+ * per-worker state of its pools. Requests hold a reference from routing to
+ * their end, so a reload never pulls pools from under a request. */
+struct wgen {
+	const struct config *cfg;
+	struct pool_state *pools;
+	unsigned n_pools;
+	unsigned refs; /* requests using it, + 1 while it is the current one */
 };
 
 struct worker {
 	unsigned id;
 	pthread_t thread;
-	const struct config *cfg;
+	const struct config *cfg; /* == gen->cfg: timeouts and limits for everything new */
+	struct wgen *gen;         /* the current generation */
 	struct loop loop;
 
 	struct listener *listeners;
-	unsigned n_listeners;
-
-	struct pool_state *pools; /* one per cfg->pools entry */
 
 	struct conn *flush_list, *reap_list;
 	struct client *clients;
@@ -50,11 +60,22 @@ struct worker {
 
 	uint64_t rng[2];
 
-	int drain_fd; /* eventfd: the main thread asks for a drain */
-	struct io_op drain_op;
-	uint64_t drain_val;
+	/* Mailbox: other threads leave a request here and write the eventfd. */
+	int mail_fd;
+	struct io_op mail_op;
+	uint64_t mail_val;
+	const struct config *mail_cfg; /* a new snapshot to switch to (atomic) */
+	bool mail_drain;               /* drain requested (atomic) */
+	bool mail_keep_listeners;      /* with the drain: an upgrade owns the sockets now */
 	bool draining;
 	struct timer drain_timer;
+
+	/* Snapshot references: the worker drops one when a generation ends. */
+	void (*release_cfg)(void *ctx, const struct config *cfg);
+	void *release_ctx;
+	/* Listening sockets inherited from an upgrade: fds for address i are
+	 * taken by the worker whose id matches their index modulo workers. */
+	const struct inherited_fds *inherited;
 
 	struct stats_worker stats;
 	struct accesslog *alog; /* set by main before worker_start; NULL: off */
@@ -62,11 +83,29 @@ struct worker {
 	char start_msg[512];
 };
 
+struct inherited_fds {
+	unsigned n;
+	int *fd;
+	struct sockaddr_storage *ss; /* getsockname of each */
+	socklen_t *len;
+	unsigned n_workers;
+};
+
 /* Set up the worker (ring, listeners, pools) on the calling thread's behalf
- * and start its thread. Returns 0 or -errno with w->start_msg set. */
+ * and start its thread. Returns 0 or -errno with w->start_msg set. The
+ * worker takes over one reference to cfg. */
 int worker_start(struct worker *w, unsigned id, const struct config *cfg);
-/* Ask the worker to stop accepting and finish in-flight requests (any thread). */
-void worker_drain(struct worker *w);
+/* Ask the worker to stop accepting and finish in-flight requests (any
+ * thread). keep_listeners: the sockets now belong to a new process, so
+ * close our copies without shutting them down. */
+void worker_drain(struct worker *w, bool keep_listeners);
+/* Hand the worker a new snapshot (any thread; it takes over one
+ * reference). In-flight requests finish on the old one. */
+void worker_reload(struct worker *w, const struct config *cfg);
+
+/* Generations: take/drop a request's reference. */
+struct wgen *worker_gen_get(struct worker *w);
+void worker_gen_put(struct worker *w, struct wgen *g);
 void worker_join(struct worker *w);
 
 uint64_t worker_rand(struct worker *w);
