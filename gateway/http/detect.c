@@ -65,13 +65,19 @@ struct det_info {
 #define CONFIRM_BEFORE 288
 #define CONFIRM_AFTER 256
 #define CONFIRM_QUEUE 32
-#define CONFIRM_HITS 16
+#define CONFIRM_HITS 64
+/* Windows of nearby triggers of one detector merge into one range, up to
+ * this length, so dense trigger words cost one confirmation pass. */
+#define CONFIRM_RANGE_MAX 4096
 
 struct detect_db {
 	hs_database_t *block_db;  /* the one-pass set, block mode */
 	hs_database_t *stream_db; /* the same set, streaming mode */
-	/* Per detector with TRIG patterns: its CONF patterns (block, SOM). */
+	/* Per detector with TRIG patterns: its CONF patterns in block mode,
+	 * without start of match (a cheap yes/no over a window) and with it
+	 * (run only when the first says yes). */
 	hs_database_t *confirm_db[DETECT_BUILTIN_COUNT];
+	hs_database_t *confirm_som_db[DETECT_BUILTIN_COUNT];
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -83,15 +89,17 @@ struct detect_db {
 struct pend {
 	uint64_t start, end;
 	uint64_t raw_start, raw_end; /* the candidate as matched, before narrowing */
-	uint64_t done; /* end of the last match delivered (no duplicates) */
+	uint64_t done;		     /* end of the last match delivered (no duplicates) */
 	unsigned flags;
 	bool live;
 };
 
-/* A trigger whose confirmation waits for CONFIRM_AFTER more stream bytes. */
+/* Bytes [lo, hi) to run a detector's confirm patterns on: the merged
+ * windows of its triggers. Queued until the main scan is done (block) or
+ * until the stream has reached hi (streaming). */
 struct confirm {
 	unsigned det;
-	uint64_t at;
+	uint64_t lo, hi;
 };
 
 struct detect_scratch {
@@ -99,6 +107,7 @@ struct detect_scratch {
 	hs_scratch_t *hs;      /* main scans */
 	hs_scratch_t *hs_conf; /* confirmations, which run inside a main scan's callback */
 	struct pend *pend;     /* block scans */
+	struct confirm queue[CONFIRM_QUEUE]; /* block scans */
 	uint8_t tmp[TMP_CAP];
 };
 
@@ -114,7 +123,7 @@ struct scan_ctx {
 	size_t cur_len;
 	const uint8_t *hist; /* stream bytes [cur_base - hist_len, cur_base) */
 	size_t hist_len;
-	struct confirm *queue; /* NULL in block mode: everything is at hand */
+	struct confirm *queue;
 	unsigned n_queue;
 	bool stopped;
 };
@@ -237,28 +246,40 @@ static bool email_tail(int ch)
 }
 
 static const char *const gtlds[] = {
-	"com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "name", "pro", "aero",
-	"coop", "museum", "travel", "jobs", "mobi", "asia", "tel", "app", "dev", "cloud", "store",
-	"shop", "online", "site", "tech", "technology", "news", "blog", "email", "global", "group",
-	"company", "solutions", "services", "systems", "network", "digital", "media", "agency",
-	"studio", "design", "software", "consulting", "finance", "bank", "capital", "money",
-	"insurance", "health", "care", "clinic", "legal", "law", "academy", "school", "university",
-	"college", "education", "training", "science", "engineering", "energy", "world",
-	"international", "live", "life", "today", "space", "website", "host", "page", "link",
-	"click", "one", "top", "xyz", "club", "vip", "win", "work", "works", "zone", "city",
-	"london", "berlin", "paris", "nyc", "tokyo", "amsterdam", "swiss", "africa", "post", "gmbh",
-	"ltd", "inc", "llc", "family", "social", "chat", "community", "events", "photos", "video",
-	"music", "art", "games", "fun", "wiki", "support", "help", "center", "institute",
-	"foundation", "charity", "ngo", "green", "eco", "earth", "build", "house", "realty",
-	"estate", "properties", "land", "farm", "garden", "restaurant", "cafe", "bar", "pub",
-	"beer", "wine", "coffee", "pizza", "food", "fashion", "clothing", "shoes", "jewelry",
-	"boutique", "style", "beauty", "fitness", "golf", "football", "soccer", "tennis", "bike",
-	"cars", "auto", "taxi", "flights", "holiday", "tours", "cruise", "hotel", "hotels",
-	"tickets", "guide", "ventures", "partners", "holdings", "industries", "enterprises",
-	"marketing", "management", "security", "tools", "codes", "systems", "expert", "careers",
-	"reviews", "press", "report", "rocks", "ninja", "guru", "plus", "mail", "google", "apple",
-	"microsoft", "amazon", "aws", "azure", "bot", "gay", "kids", "lgbt", "moe", "ooo", "page",
-	"run", "sale", "team", "tips", "town", "uno", "vote", "xn--p1ai",
+	"com",	      "net",	   "org",	  "edu",	 "gov",	       "mil",
+	"int",	      "info",	   "biz",	  "name",	 "pro",	       "aero",
+	"coop",	      "museum",	   "travel",	  "jobs",	 "mobi",       "asia",
+	"tel",	      "app",	   "dev",	  "cloud",	 "store",      "shop",
+	"online",     "site",	   "tech",	  "technology",	 "news",       "blog",
+	"email",      "global",	   "group",	  "company",	 "solutions",  "services",
+	"systems",    "network",   "digital",	  "media",	 "agency",     "studio",
+	"design",     "software",  "consulting",  "finance",	 "bank",       "capital",
+	"money",      "insurance", "health",	  "care",	 "clinic",     "legal",
+	"law",	      "academy",   "school",	  "university",	 "college",    "education",
+	"training",   "science",   "engineering", "energy",	 "world",      "international",
+	"live",	      "life",	   "today",	  "space",	 "website",    "host",
+	"page",	      "link",	   "click",	  "one",	 "top",	       "xyz",
+	"club",	      "vip",	   "win",	  "work",	 "works",      "zone",
+	"city",	      "london",	   "berlin",	  "paris",	 "nyc",	       "tokyo",
+	"amsterdam",  "swiss",	   "africa",	  "post",	 "gmbh",       "ltd",
+	"inc",	      "llc",	   "family",	  "social",	 "chat",       "community",
+	"events",     "photos",	   "video",	  "music",	 "art",	       "games",
+	"fun",	      "wiki",	   "support",	  "help",	 "center",     "institute",
+	"foundation", "charity",   "ngo",	  "green",	 "eco",	       "earth",
+	"build",      "house",	   "realty",	  "estate",	 "properties", "land",
+	"farm",	      "garden",	   "restaurant",  "cafe",	 "bar",	       "pub",
+	"beer",	      "wine",	   "coffee",	  "pizza",	 "food",       "fashion",
+	"clothing",   "shoes",	   "jewelry",	  "boutique",	 "style",      "beauty",
+	"fitness",    "golf",	   "football",	  "soccer",	 "tennis",     "bike",
+	"cars",	      "auto",	   "taxi",	  "flights",	 "holiday",    "tours",
+	"cruise",     "hotel",	   "hotels",	  "tickets",	 "guide",      "ventures",
+	"partners",   "holdings",  "industries",  "enterprises", "marketing",  "management",
+	"security",   "tools",	   "codes",	  "systems",	 "expert",     "careers",
+	"reviews",    "press",	   "report",	  "rocks",	 "ninja",      "guru",
+	"plus",	      "mail",	   "google",	  "apple",	 "microsoft",  "amazon",
+	"aws",	      "azure",	   "bot",	  "gay",	 "kids",       "lgbt",
+	"moe",	      "ooo",	   "page",	  "run",	 "sale",       "team",
+	"tips",	      "town",	   "uno",	  "vote",	 "xn--p1ai",
 };
 
 static bool v_email(struct cand *c)
@@ -299,9 +320,9 @@ static bool v_email(struct cand *c)
 	if (is_digit(d[0]) && (d[1] == 'x' || d[1] == 'X') && d[2] == '.')
 		return false;
 	static const char *const file_ext[] = {
-		"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "tiff", "js",  "ts",
-		"tsx", "jsx", "css", "scss", "html", "json", "py", "rb",  "java", "kt", "go",
-		"rs",  "cpp", "hpp", "md",  "txt", "lock", "yml", "yaml", "xml", "min", "map",
+		"png", "jpg", "jpeg", "gif",  "svg",  "webp", "ico", "bmp",  "tiff", "js",  "ts",
+		"tsx", "jsx", "css",  "scss", "html", "json", "py",  "rb",   "java", "kt",  "go",
+		"rs",  "cpp", "hpp",  "md",   "txt",  "lock", "yml", "yaml", "xml",  "min", "map",
 	};
 	size_t tl = dom - tld_start;
 	const char *tld = (const char *)d + tld_start;
@@ -397,13 +418,13 @@ static bool v_ssn(struct cand *c)
 	trim_tail(c, is_digit);
 	/* Narrow "SSN: 123-45-6789" / "ssn 123456789" to the number itself. */
 	size_t start = c->hi;
-	while (start > c->lo && (is_digit(c->p[start - 1]) || c->p[start - 1] == '-' ||
-				 c->p[start - 1] == ' '))
+	while (start > c->lo &&
+	       (is_digit(c->p[start - 1]) || c->p[start - 1] == '-' || c->p[start - 1] == ' '))
 		start--;
 	while (start < c->hi && !is_digit(c->p[start]))
 		start++;
-	if (start == c->lo && (c->prev == '-' || c->prev == '.' || c->prev == '/' ||
-			       is_word(c->prev)))
+	if (start == c->lo &&
+	    (c->prev == '-' || c->prev == '.' || c->prev == '/' || is_word(c->prev)))
 		return false;
 	c->lo = start;
 	char d[16];
@@ -775,8 +796,8 @@ static bool v_phrase(struct cand *c)
 /* "Don't forget the safety instructions" is advice, not an override. */
 static bool v_override(struct cand *c)
 {
-	static const char *const neg[] = {"don't", "dont", "do not", "never", "not", "didn't",
-					  "won't", "shouldn't", "doesn't", "to not"};
+	static const char *const neg[] = {"don't",  "dont",  "do not",	  "never",   "not",
+					  "didn't", "won't", "shouldn't", "doesn't", "to not"};
 	if (!v_phrase(c))
 		return false;
 	size_t k = c->nleft;
@@ -810,7 +831,8 @@ static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
 			       DETECT_FAMILY_SECRET, 120, v_stripe},
 	[DETECT_SLACK_TOKEN] = {"slack_token", "[SLACK_TOKEN]", DETECT_SEV_CRITICAL,
 				DETECT_FAMILY_SECRET, 256, v_slack},
-	[DETECT_JWT] = {"jwt", "[JWT]", DETECT_SEV_HIGH, DETECT_FAMILY_SECRET, DETECT_WINDOW, v_jwt},
+	[DETECT_JWT] = {"jwt", "[JWT]", DETECT_SEV_HIGH, DETECT_FAMILY_SECRET, DETECT_WINDOW,
+			v_jwt},
 	[DETECT_PEM_KEY] = {"pem_private_key", "[PRIVATE_KEY]", DETECT_SEV_CRITICAL,
 			    DETECT_FAMILY_SECRET, DETECT_WINDOW, v_pem},
 	[DETECT_API_KEY] = {"api_key", "[API_KEY]", DETECT_SEV_CRITICAL, DETECT_FAMILY_SECRET, 256,
@@ -961,26 +983,26 @@ static const struct builtin_pattern patterns[] = {
 	{DETECT_SSN, LB, "[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)", NULL},
 	{DETECT_SSN, LB, "[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM, NULL},
 	{DETECT_SSN, CI,
-	 "(?:ssn|social\\s+security(?:\\s+(?:number|no\\.?|#))?|ss#)[^0-9\\n]{0,20}[0-9]{9}" END_NUM,
+	 "(?:ssn|social\\s+security(?:\\s+(?:number|no\\.?|#))?|ss#)[^0-9\\n]{0,20}[0-9]{"
+	 "9}" END_NUM,
 	 find_ssn_digits},
 
 	{DETECT_CARD, LB,
 	 "(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|6(?:011|5[0-9]{2}|4[4-9][0-9]|22[0-9])|"
-	 "35[0-9]{2})(?:[ -]?[0-9]{4}){3}" END_NUM, NULL},
+	 "35[0-9]{2})(?:[ -]?[0-9]{4}){3}" END_NUM,
+	 NULL},
 	{DETECT_CARD, LB, "4[0-9]{12}" END_NUM, NULL},
 	{DETECT_CARD, LB, "3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM, NULL},
 	{DETECT_CARD, LB, "3(?:0[0-5]|[689][0-9])[0-9][ -]?[0-9]{6}[ -]?[0-9]{4}" END_NUM, NULL},
 
 	{DETECT_IBAN, LB, "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b", NULL},
 
-	{DETECT_IPV4, LB,
-	 "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z.]|\\.[^0-9A-Za-z]|\\.?\\z)", NULL},
+	{DETECT_IPV4, LB, "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z.]|\\.[^0-9A-Za-z]|\\.?\\z)",
+	 NULL},
 
-	{DETECT_IPV6, 0, "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)",
-	 find_ipv6},
+	{DETECT_IPV6, 0, "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 	{DETECT_IPV6, 0, "::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
-	{DETECT_IPV6, 0, ":(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)",
-	 find_ipv6},
+	{DETECT_IPV6, 0, ":(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 
 	{DETECT_AWS_KEY, LB, "(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b", NULL},
 
@@ -993,15 +1015,18 @@ static const struct builtin_pattern patterns[] = {
 	 "xox[abposr]-[A-Za-z0-9]+(?:-[A-Za-z0-9]+){1,5}(?:[^A-Za-z0-9-]|\\z)", NULL},
 	{DETECT_SLACK_TOKEN, 0,
 	 "https://hooks\\.slack\\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{20,32}"
-	 "\\b", NULL},
+	 "\\b",
+	 NULL},
 
 	{DETECT_JWT, LB,
 	 "eyJ[A-Za-z0-9_-]{6,}\\.eyJ[A-Za-z0-9_-]{6,}\\.[A-Za-z0-9_-]*"
-	 "(?:[^A-Za-z0-9_.-]|\\.(?:[^A-Za-z0-9_-]|\\z)|\\z)", NULL},
+	 "(?:[^A-Za-z0-9_.-]|\\.(?:[^A-Za-z0-9_-]|\\z)|\\z)",
+	 NULL},
 
 	{DETECT_PEM_KEY, 0,
 	 "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[A-Za-z0-9+/=\\s:,.\\\\-]+"
-	 "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----", NULL},
+	 "-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+	 NULL},
 
 	{DETECT_API_KEY, LB, "sk-[A-Za-z0-9_-]{20,}(?:[^A-Za-z0-9_-]|\\z)", NULL},
 
@@ -1042,7 +1067,8 @@ static const struct builtin_pattern patterns[] = {
 	 "(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
 	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?the\\s+"
 	 "(?:(?:full|entire|exact|complete)\\s+)?"
-	 "(?:system\\s+prompt|hidden\\s+prompt|instructions\\s+you\\s+(?:were|have\\s+been)\\s+given|"
+	 "(?:system\\s+prompt|hidden\\s+prompt|instructions\\s+you\\s+(?:were|have\\s+been)\\s+"
+	 "given|"
 	 "(?:hidden|secret|confidential|internal|original)\\s+(?:system\\s+)?instructions)\\b",
 	 NULL},
 	{DETECT_INJ_EXTRACT, CI | LB | CONF,
@@ -1083,7 +1109,8 @@ static const struct builtin_pattern patterns[] = {
 	 "do\\s+anything\\s+now\\W{0,3}\\s*\\(?dan\\b",
 	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
-	 "(?:no\\s+longer\\s+bound\\s+by|free\\s+(?:from|of)\\s+all)\\s+(?:any\\s+|your\\s+|the\\s+)?"
+	 "(?:no\\s+longer\\s+bound\\s+by|free\\s+(?:from|of)\\s+all)\\s+(?:any\\s+|your\\s+|the\\s+"
+	 ")?"
 	 "(?:rules|guidelines|restrictions|policies|openai|anthropic)\\b",
 	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF,
@@ -1094,7 +1121,8 @@ static const struct builtin_pattern patterns[] = {
 
 	{DETECT_INJ_DELIMITER, CI,
 	 "<\\|(?:im_start|im_end|im_sep|system|assistant|user|endoftext|begin_of_text|"
-	 "start_header_id|end_header_id|eot_id)\\|>", NULL},
+	 "start_header_id|end_header_id|eot_id)\\|>",
+	 NULL},
 	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>", NULL},
 	{DETECT_INJ_DELIMITER, CI | TRIG,
 	 "(?:system|assistant|developer)(?:\\]|>|\\*\\*)?[ \\t]*:|system prompt|instructions|"
@@ -1103,23 +1131,30 @@ static const struct builtin_pattern patterns[] = {
 	{DETECT_INJ_DELIMITER, CI | CONF,
 	 "(?:^|\\n)[ \\t]*(?:#{1,3}[ \\t]*)?(?:\\[|<|\\*\\*)?(?:system|assistant|developer)"
 	 "(?:\\]|>|\\*\\*)?[ \\t]*:[ \\t]*(?:ignore|disregard|forget|override|new\\s+instructions|"
-	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b", NULL},
+	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b",
+	 NULL},
 	{DETECT_INJ_DELIMITER, CI | CONF,
 	 "(?:-{3,}|={3,}|#{3,}|\\*{3,})[ \\t]*(?:end|begin|start)\\s+(?:of\\s+)?(?:the\\s+)?"
-	 "(?:system\\s+prompt|(?:system\\s+|original\\s+|new\\s+)?instructions|system\\s+message)\\b",
+	 "(?:system\\s+prompt|(?:system\\s+|original\\s+|new\\s+)?instructions|system\\s+message)"
+	 "\\b",
 	 NULL},
 
-	{DETECT_INJ_ENCODED, CI | TRIG, "decode|decrypt|deobfuscate|unscramble|encoded|encrypted", NULL},
+	{DETECT_INJ_ENCODED, CI | TRIG, "decode|decrypt|deobfuscate|unscramble|encoded|encrypted",
+	 NULL},
 	{DETECT_INJ_ENCODED, CI | LB | CONF,
 	 "(?:decode|decrypt|deobfuscate|unscramble)\\s+(?:(?:this|the\\s+following|it|the)\\s+)?"
 	 "(?:(?:base64|b64|hex|rot-?13|binary|morse|caesar)\\s+)?(?:(?:string|text|message|"
-	 "payload|blob)\\s+)?(?:below\\s+)?(?:and|then|,)\\s*(?:then\\s+)?(?:execute|follow|run|obey|"
-	 "do|carry\\s+out|act\\s+on|perform|comply\\s+with)\\b", NULL},
+	 "payload|blob)\\s+)?(?:below\\s+)?(?:and|then|,)\\s*(?:then\\s+)?(?:execute|follow|run|"
+	 "obey|"
+	 "do|carry\\s+out|act\\s+on|perform|comply\\s+with)\\b",
+	 NULL},
 	{DETECT_INJ_ENCODED, CI | LB | CONF,
 	 "(?:execute|follow|obey|run)\\s+(?:the\\s+)?(?:decoded|encoded)\\s+"
-	 "(?:instructions?|commands?|prompt|text|message)\\b", NULL},
+	 "(?:instructions?|commands?|prompt|text|message)\\b",
+	 NULL},
 	{DETECT_INJ_ENCODED, CI | LB | CONF,
-	 "(?:base64|b64|rot-?13|hex)[- ]?(?:encoded|encrypted)\\s+(?:instructions?|prompt)\\b", NULL},
+	 "(?:base64|b64|rot-?13|hex)[- ]?(?:encoded|encrypted)\\s+(?:instructions?|prompt)\\b",
+	 NULL},
 };
 
 #define N_BUILTIN_PATTERNS (sizeof(patterns) / sizeof(patterns[0]))
@@ -1143,8 +1178,10 @@ void detect_db_free(struct detect_db *db)
 		return;
 	hs_free_database(db->block_db);
 	hs_free_database(db->stream_db);
-	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++)
+	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++) {
 		hs_free_database(db->confirm_db[i]);
+		hs_free_database(db->confirm_som_db[i]);
+	}
 	free(db->det);
 	free(db->pat_det);
 	if (db->key) {
@@ -1293,12 +1330,18 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 			if (patterns[i].det != d || !(patterns[i].flags & CONF))
 				continue;
 			res[n] = patterns[i].re;
-			flags[n] = (patterns[i].flags & ~OUR_FLAGS) | HS_FLAG_SOM_LEFTMOST;
+			flags[n] = (patterns[i].flags & ~OUR_FLAGS) | HS_FLAG_SINGLEMATCH;
 			ids[n++] = i;
 		}
 		if (!n)
 			continue;
 		rc = compile_set(db, res, flags, ids, n, HS_MODE_BLOCK, &db->confirm_db[d], err,
+				 errlen);
+		if (rc)
+			goto fail;
+		for (unsigned k = 0; k < n; k++)
+			flags[k] = (flags[k] & ~HS_FLAG_SINGLEMATCH) | HS_FLAG_SOM_LEFTMOST;
+		rc = compile_set(db, res, flags, ids, n, HS_MODE_BLOCK, &db->confirm_som_db[d], err,
 				 errlen);
 		if (rc)
 			goto fail;
@@ -1425,7 +1468,8 @@ int detect_scratch_new(const struct detect_db *db, struct detect_scratch **out)
 	    hs_alloc_scratch(db->stream_db, &s->hs) != HS_SUCCESS)
 		goto nomem;
 	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++)
-		if (db->confirm_db[i] && hs_alloc_scratch(db->confirm_db[i], &s->hs_conf))
+		if (db->confirm_db[i] && (hs_alloc_scratch(db->confirm_db[i], &s->hs_conf) ||
+					  hs_alloc_scratch(db->confirm_som_db[i], &s->hs_conf)))
 			goto nomem;
 	*out = s;
 	return 0;
@@ -1481,8 +1525,7 @@ static void hash_hex(const uint8_t *key, size_t klen, const void *p, size_t n,
 	OPENSSL_cleanse(md, sizeof(md));
 }
 
-int detect_hash(const struct detect_db *db, const void *p, size_t n,
-		char out[DETECT_HASH_HEX + 1])
+int detect_hash(const struct detect_db *db, const void *p, size_t n, char out[DETECT_HASH_HEX + 1])
 {
 	out[0] = 0;
 	if (!db->key)
@@ -1627,8 +1670,8 @@ static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t t
 }
 
 struct confirm_hits {
-	uint64_t lo, at;
 	unsigned n;
+	uint64_t lo;
 	unsigned pat[CONFIRM_HITS];
 	uint64_t from[CONFIRM_HITS], to[CONFIRM_HITS];
 };
@@ -1637,10 +1680,8 @@ static int on_confirm_hit(unsigned pat, unsigned long long from, unsigned long l
 			  unsigned hs_flags, void *arg)
 {
 	struct confirm_hits *h = arg;
-	/* Only phrases that contain the trigger: others have triggers of their
-	 * own, and may be cut by the window's edges here. */
-	if (h->lo + from >= h->at || h->lo + to < h->at || h->n == CONFIRM_HITS)
-		return 0;
+	if (h->n == CONFIRM_HITS)
+		return 1;
 	h->pat[h->n] = pat;
 	h->from[h->n] = h->lo + from;
 	h->to[h->n] = h->lo + to;
@@ -1648,24 +1689,80 @@ static int on_confirm_hit(unsigned pat, unsigned long long from, unsigned long l
 	return 0;
 }
 
-/* Run detector det's full patterns around a trigger that ended at `at`. */
-static int confirm_now(struct scan_ctx *c, unsigned det, uint64_t at)
+static int on_any_hit(unsigned pat, unsigned long long from, unsigned long long to,
+		      unsigned hs_flags, void *arg)
+{
+	return 1;
+}
+
+/* Run detector det's full patterns on what is still at hand of [lo, hi). */
+static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 {
 	uint64_t avail = c->cur_base + c->cur_len;
-	uint64_t lo = at > CONFIRM_BEFORE ? at - CONFIRM_BEFORE : 0;
-	uint64_t hi = at + CONFIRM_AFTER < avail ? at + CONFIRM_AFTER : avail;
-	if (lo < hist_base(c))
-		lo = hist_base(c);
+	uint64_t lo = q->lo < hist_base(c) ? hist_base(c) : q->lo;
+	uint64_t hi = q->hi < avail ? q->hi : avail;
+	if (hi <= lo)
+		return 0;
 	const uint8_t *b = ctx_bytes(c, lo, hi);
 	if (!b)
 		return 0;
-	struct confirm_hits h = {.lo = lo, .at = at};
-	if (hs_scan(c->db->confirm_db[det], (const char *)b, (unsigned)(hi - lo), 0,
-		    c->scr->hs_conf, on_confirm_hit, &h) != HS_SUCCESS)
+	/* Most windows hold a trigger word in benign text: a cheap yes/no
+	 * first, start offsets only when something is there. */
+	if (hs_scan(c->db->confirm_db[q->det], (const char *)b, (unsigned)(hi - lo), 0,
+		    c->scr->hs_conf, on_any_hit, NULL) != HS_SCAN_TERMINATED)
+		return 0;
+	struct confirm_hits h = {.lo = lo};
+	hs_error_t e = hs_scan(c->db->confirm_som_db[q->det], (const char *)b, (unsigned)(hi - lo),
+			       0, c->scr->hs_conf, on_confirm_hit, &h);
+	if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
 		return 0;
 	for (unsigned i = 0; i < h.n; i++)
 		if (candidate(c, h.pat[i], h.from[i], h.to[i]))
 			return 1;
+	return 0;
+}
+
+/* Confirm the queued ranges that are complete (reach `upto`), keep the rest. */
+static int run_queue(struct scan_ctx *c, uint64_t upto)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < c->n_queue; i++) {
+		struct confirm q = c->queue[i];
+		if (q.hi <= upto) {
+			if (confirm_range(c, &q))
+				return 1;
+		} else {
+			c->queue[k++] = q;
+		}
+	}
+	c->n_queue = k;
+	return 0;
+}
+
+/* A trigger of det ended at `at`: queue its window, merged with the last
+ * window of the same detector when they overlap. */
+static int on_trigger(struct scan_ctx *c, unsigned det, uint64_t at)
+{
+	uint64_t lo = at > CONFIRM_BEFORE ? at - CONFIRM_BEFORE : 0, hi = at + CONFIRM_AFTER;
+	for (unsigned i = c->n_queue; i-- > 0;) {
+		struct confirm *q = &c->queue[i];
+		if (q->det != det)
+			continue;
+		if (q->hi >= lo && hi - q->lo <= CONFIRM_RANGE_MAX) {
+			if (hi > q->hi)
+				q->hi = hi;
+			return 0;
+		}
+		break;
+	}
+	if (c->n_queue == CONFIRM_QUEUE) {
+		/* Full: confirm the oldest now with the bytes at hand. */
+		if (confirm_range(c, &c->queue[0]))
+			return 1;
+		memmove(c->queue, c->queue + 1, (CONFIRM_QUEUE - 1) * sizeof(*c->queue));
+		c->n_queue--;
+	}
+	c->queue[c->n_queue++] = (struct confirm){.det = det, .lo = lo, .hi = hi};
 	return 0;
 }
 
@@ -1675,21 +1772,7 @@ static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long
 	struct scan_ctx *c = arg;
 	if (pat >= N_BUILTIN_PATTERNS || !(patterns[pat].flags & TRIG))
 		return candidate(c, pat, from, to);
-	unsigned det = patterns[pat].det;
-	if (!c->queue || to + CONFIRM_AFTER <= c->cur_base + c->cur_len)
-		return confirm_now(c, det, to);
-	/* Streaming: wait until the bytes after the trigger have arrived. */
-	if (c->n_queue && c->queue[c->n_queue - 1].det == det &&
-	    c->queue[c->n_queue - 1].at + 16 >= to)
-		return 0; /* "jailbreak" then "jailbroken": one window covers both */
-	if (c->n_queue == CONFIRM_QUEUE) {
-		if (confirm_now(c, c->queue[0].det, c->queue[0].at))
-			return 1;
-		memmove(c->queue, c->queue + 1, (CONFIRM_QUEUE - 1) * sizeof(*c->queue));
-		c->n_queue--;
-	}
-	c->queue[c->n_queue++] = (struct confirm){.det = det, .at = to};
-	return 0;
+	return on_trigger(c, patterns[pat].det, to);
 }
 
 static int flush_all(struct scan_ctx *c)
@@ -1700,8 +1783,8 @@ static int flush_all(struct scan_ctx *c)
 	return 0;
 }
 
-int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf,
-		size_t len, detect_on_match *on_match, void *arg)
+int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf, size_t len,
+		detect_on_match *on_match, void *arg)
 {
 	static const char empty[1];
 	if (!s || s->db != db)
@@ -1714,6 +1797,7 @@ int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void
 		.arg = arg,
 		.cur = len ? buf : (const void *)empty,
 		.cur_len = len,
+		.queue = s->queue,
 	};
 	memset(s->pend, 0, db->n_det * sizeof(*s->pend));
 	hs_error_t e = hs_scan(db->block_db, (const char *)c.cur, (unsigned)len, 0, s->hs,
@@ -1722,7 +1806,7 @@ int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void
 		return -ECANCELED;
 	if (e != HS_SUCCESS)
 		return e == HS_INVALID ? -EINVAL : -EIO;
-	return flush_all(&c) ? -ECANCELED : 0;
+	return run_queue(&c, UINT64_MAX) || flush_all(&c) ? -ECANCELED : 0;
 }
 
 /* ---- streaming -------------------------------------------------------------------- */
@@ -1780,12 +1864,9 @@ uint64_t detect_stream_settled(const struct detect_stream *st)
 	for (unsigned i = 0; i < st->db->n_det; i++)
 		if (st->pend[i].live && st->pend[i].start < settled)
 			settled = st->pend[i].start;
-	for (unsigned i = 0; i < st->ctx.n_queue; i++) {
-		uint64_t at = st->queue[i].at;
-		uint64_t lo = at > CONFIRM_BEFORE ? at - CONFIRM_BEFORE : 0;
-		if (lo < settled)
-			settled = lo;
-	}
+	for (unsigned i = 0; i < st->ctx.n_queue; i++)
+		if (st->queue[i].lo < settled)
+			settled = st->queue[i].lo;
 	return settled;
 }
 
@@ -1802,24 +1883,6 @@ static void hist_append(struct detect_stream *st, const uint8_t *p, size_t n)
 	memmove(st->hist, st->hist + c->hist_len - keep, keep);
 	memcpy(st->hist + keep, p, n);
 	c->hist_len = keep + n;
-}
-
-/* Confirm queued triggers whose window is complete (all of them at the end). */
-static int run_queue(struct detect_stream *st, bool all)
-{
-	struct scan_ctx *c = &st->ctx;
-	unsigned k = 0;
-	for (unsigned i = 0; i < c->n_queue; i++) {
-		struct confirm q = c->queue[i];
-		if (all || q.at + CONFIRM_AFTER <= st->offset) {
-			if (confirm_now(c, q.det, q.at))
-				return 1;
-		} else {
-			c->queue[k++] = q;
-		}
-	}
-	c->n_queue = k;
-	return 0;
 }
 
 static bool queued(const struct scan_ctx *c, unsigned det)
@@ -1855,7 +1918,7 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	st->offset += len;
 	c->cur_base = st->offset;
 	c->cur_len = 0;
-	if (run_queue(st, false))
+	if (run_queue(c, st->offset))
 		return -ECANCELED;
 	/* Deliver pending matches that can no longer grow: a same-start
 	 * extension would have to be longer than the detector's maxlen. */
@@ -1889,7 +1952,7 @@ int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s)
 		rc = -ECANCELED;
 	else if (e != HS_SUCCESS)
 		rc = -EIO;
-	else if (run_queue(st, true) || flush_all(c))
+	else if (run_queue(c, UINT64_MAX) || flush_all(c))
 		rc = -ECANCELED;
 out:
 	detect_stream_free(st);

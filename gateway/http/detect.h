@@ -81,19 +81,19 @@ enum detect_family {
  * detectors follow, numbered from DETECT_BUILTIN_COUNT in the order given. */
 enum detect_builtin {
 	DETECT_EMAIL = 0,
-	DETECT_PHONE,         /* E.164 (+CC ...) and NANP ((212) 555-0123) */
-	DETECT_SSN,           /* US SSN, 123-45-6789, or 9 digits after "SSN" */
-	DETECT_CARD,          /* payment card: issuer prefix + length + Luhn */
-	DETECT_IBAN,          /* country length + mod-97 */
+	DETECT_PHONE, /* E.164 (+CC ...) and NANP ((212) 555-0123) */
+	DETECT_SSN,   /* US SSN, 123-45-6789, or 9 digits after "SSN" */
+	DETECT_CARD,  /* payment card: issuer prefix + length + Luhn */
+	DETECT_IBAN,  /* country length + mod-97 */
 	DETECT_IPV4,
 	DETECT_IPV6,
-	DETECT_AWS_KEY,       /* access key id AKIA/ASIA... */
+	DETECT_AWS_KEY,	      /* access key id AKIA/ASIA... */
 	DETECT_GITHUB_TOKEN,  /* ghp_/gho_/ghu_/ghs_/ghr_, github_pat_ */
 	DETECT_STRIPE_KEY,    /* sk_live_/sk_test_/rk_live_/rk_test_ */
 	DETECT_SLACK_TOKEN,   /* xoxb-/xoxp-/... and hooks.slack.com webhooks */
-	DETECT_JWT,           /* header.payload.signature with a JSON header */
-	DETECT_PEM_KEY,       /* -----BEGIN ... PRIVATE KEY----- block */
-	DETECT_API_KEY,       /* generic sk-... (OpenAI/Anthropic style) */
+	DETECT_JWT,	      /* header.payload.signature with a JSON header */
+	DETECT_PEM_KEY,	      /* -----BEGIN ... PRIVATE KEY----- block */
+	DETECT_API_KEY,	      /* generic sk-... (OpenAI/Anthropic style) */
 	DETECT_INJ_OVERRIDE,  /* "ignore all previous instructions" */
 	DETECT_INJ_EXTRACT,   /* "reveal your system prompt" */
 	DETECT_INJ_ROLE,      /* "you are now DAN", persona hijack */
@@ -105,7 +105,7 @@ enum detect_builtin {
 /* A user regex detector (from the config). The pattern is Hyperscan syntax
  * (PCRE subset, no backreferences or lookaround). */
 struct detect_user {
-	const char *name;    /* [a-z0-9_]+, unique, not a built-in name */
+	const char *name; /* [a-z0-9_]+, unique, not a built-in name */
 	const char *pattern;
 	enum detect_severity severity;
 	bool caseless;
@@ -124,7 +124,7 @@ struct detect_match {
 	unsigned id; /* detector id (enum detect_builtin or a user id) */
 	enum detect_severity severity;
 	uint64_t start, end; /* [start, end) */
-	unsigned flags;      /* DETECT_MATCH_* */
+	unsigned flags;	     /* DETECT_MATCH_* */
 	/* Keyed hash of the matched bytes for logs, NUL-terminated; "" when the
 	 * db has no key or the match is unvalidated. */
 	char hash[DETECT_HASH_HEX + 1];
@@ -160,7 +160,7 @@ const char *detect_token(const struct detect_db *db, unsigned id); /* "[EMAIL]" 
 enum detect_severity detect_severity_of(const struct detect_db *db, unsigned id);
 enum detect_family detect_family_of(const struct detect_db *db, unsigned id);
 const char *detect_severity_name(enum detect_severity sev); /* "low".."critical" */
-const char *detect_family_name(enum detect_family fam);     /* "pii", ... */
+const char *detect_family_name(enum detect_family fam);	    /* "pii", ... */
 
 /* Per-worker scratch. -ENOMEM on failure. */
 int detect_scratch_new(const struct detect_db *db, struct detect_scratch **out);
@@ -169,8 +169,8 @@ void detect_scratch_free(struct detect_scratch *s); /* NULL-safe */
 
 /* Scan one buffer with every detector. 0 when done, -ECANCELED when on_match
  * stopped it, -EINVAL for a scratch of another db, -EIO if Hyperscan failed. */
-int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf,
-		size_t len, detect_on_match *on_match, void *arg);
+int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf, size_t len,
+		detect_on_match *on_match, void *arg);
 
 /* Streaming: open, feed the body's bytes in order (any split), finish. The
  * callback and arg are fixed for the stream's life. feed/finish take the
@@ -195,8 +195,8 @@ uint64_t detect_stream_settled(const struct detect_stream *st);
 
 enum detect_redact_mode {
 	DETECT_REDACT_MASK = 0, /* the detector's token: "[EMAIL]" */
-	DETECT_REDACT_HASH,     /* "[EMAIL:<16 hex of the keyed hash>]" */
-	DETECT_REDACT_LAST4,    /* same length; every letter/digit but the last 4 → '*' */
+	DETECT_REDACT_HASH,	/* "[EMAIL:<16 hex of the keyed hash>]" */
+	DETECT_REDACT_LAST4,	/* same length; every letter/digit but the last 4 → '*' */
 };
 
 /* Largest output of detect_redact() for a match of n bytes. */
@@ -209,8 +209,7 @@ ssize_t detect_redact(const struct detect_db *db, unsigned id, enum detect_redac
 		      const void *match, size_t n, char *out, size_t cap);
 /* The keyed hash of n bytes with db's key, as DETECT_HASH_HEX hex digits and
  * a NUL. -EINVAL without a key. This is what logs may carry, never the text. */
-int detect_hash(const struct detect_db *db, const void *p, size_t n,
-		char out[DETECT_HASH_HEX + 1]);
+int detect_hash(const struct detect_db *db, const void *p, size_t n, char out[DETECT_HASH_HEX + 1]);
 
 /* The built-in pattern set, for the PCRE2 baseline of the scan benchmark and
  * for docs: pattern i (< detect_builtin_pattern_count()) in Hyperscan syntax,

@@ -1,8 +1,8 @@
 /* scan_bench.c — scan throughput of the reflex detectors, per core.
  *
- * Prompt-like bodies (a chat-completion JSON request: English prose, a bit of
- * code, numbers, dates, URLs and now and then an email, a phone number or an
- * IP address) of 1 KiB, 10 KiB and 100 KiB are scanned with:
+ * Prompt-like bodies (a chat-completion JSON request: English sentences of
+ * the kind orchestrators carry, a bit of code and SQL, numbers, dates, URLs
+ * and now and then an email, a phone number or an IP address) of 1 KiB, 10 KiB and 100 KiB are scanned with:
  *   - detect_scan(): the full built-in detector set in one Hyperscan pass,
  *     validators and match delivery included (what the gateway pays);
  *   - the same, streamed in 4 KiB feeds (detect_stream_*);
@@ -41,20 +41,40 @@ static unsigned rnd(unsigned n)
 	return (unsigned)(rng % n);
 }
 
-static const char *const words[] = {
-	"the",      "of",       "and",     "to",        "in",       "is",       "that",
-	"for",      "it",       "as",      "with",      "be",       "on",       "not",
-	"this",     "are",      "by",      "from",      "at",       "or",       "an",
-	"which",    "you",      "can",     "we",        "our",      "customer", "order",
-	"summary",  "please",   "write",   "function",  "return",   "value",    "model",
-	"request",  "response", "latency", "service",   "account",  "invoice",  "report",
-	"analysis", "data",     "table",   "column",    "query",    "example",  "previous",
-	"system",   "user",     "prompt",  "assistant", "context",  "follow",   "steps",
-	"explain",  "because",  "however", "therefore", "question", "answer",   "review",
-	"document", "meeting",  "project", "deadline",  "quarter",  "revenue",  "growth",
-	"team",     "support",  "ticket",  "issue",     "error",    "message",  "version",
-	"release",  "deploy",   "server",  "cluster",   "network",  "address",  "number",
-	"instructions", "ignore", "rules", "policy", "security", "review", "translate",
+/* Sentences of the kind orchestrator traffic carries: task statements,
+ * retrieved context, code, support tickets. Some mention prompts,
+ * instructions and systems, as real prompts do. */
+static const char *const sentences[] = {
+	"You are a helpful assistant for the billing team.",
+	"Summarize the following support ticket in three bullet points.",
+	"The customer says the invoice for March was charged twice and asks for a refund.",
+	"Please answer using only the context below; if the answer is not there, say so.",
+	"Context: the quarterly revenue grew by 12 percent, driven by the enterprise segment.",
+	"Our service level objective is 99.9 percent availability measured over 30 days.",
+	"Write a Python function that parses the CSV file and returns the total per region.",
+	"def total(rows):\n    return sum(r['amount'] for r in rows if r['region'] == 'EU')",
+	"The deployment failed because the container image could not be pulled from the registry.",
+	"Translate the paragraph into French and keep the product names in English.",
+	"Follow the steps in the runbook before escalating to the on-call engineer.",
+	"The meeting notes mention that the migration is planned for the second week of June.",
+	"Classify the sentiment of each review as positive, negative or neutral.",
+	"Review: the delivery was late but the support team was friendly and fixed it quickly.",
+	"Explain why the query is slow and suggest an index.",
+	"SELECT customer_id, SUM(total) FROM orders WHERE created_at > NOW() - INTERVAL '7 days'",
+	"The system prompt for this agent is maintained by the platform team.",
+	"Keep answers short, cite the document title, and never invent numbers.",
+	"Draft a polite reply that explains the new pricing and links to the FAQ.",
+	"The error message says: connection reset by peer while reading response header.",
+	"List the action items with an owner and a due date for each.",
+	"In the previous version the cache was invalidated on every write, which hurt latency.",
+	"Extract the company names, dates and amounts from the contract excerpt.",
+	"The agent should ask a clarifying question when the request is ambiguous.",
+	"Generate five test cases for the date parser, including leap years.",
+	"Rewrite the release notes for a non-technical audience.",
+	"Given the instructions in the onboarding guide, what should a new hire do first?",
+	"The model returned an empty response; retry with a lower temperature.",
+	"Compare the two proposals and recommend one, with reasons.",
+	"This document describes the architecture of the payments gateway and its failure modes.",
 };
 
 static const char *const extras[] = {
@@ -88,13 +108,21 @@ static void make_body(char *buf, size_t len)
 			w = extras[rnd(sizeof(extras) / sizeof(extras[0]))];
 			next_extra = k + 300 + rnd(600);
 		} else {
-			w = words[rnd(sizeof(words) / sizeof(words[0]))];
+			w = sentences[rnd(sizeof(sentences) / sizeof(sentences[0]))];
 		}
-		size_t wl = strlen(w);
-		for (size_t i = 0; i < wl && k < stop; i++)
-			buf[k++] = w[i];
+		/* JSON string content: newlines and quotes escaped. */
+		for (const char *s = w; *s && k < stop; s++) {
+			if (*s == '\n' || *s == '"') {
+				if (k + 2 > stop)
+					break;
+				buf[k++] = '\\';
+				buf[k++] = *s == '\n' ? 'n' : '"';
+			} else {
+				buf[k++] = *s;
+			}
+		}
 		if (k < stop)
-			buf[k++] = rnd(12) == 0 ? '.' : ' ';
+			buf[k++] = ' ';
 	}
 	memcpy(buf + stop, tail, sizeof(tail) - 1);
 }
@@ -143,9 +171,8 @@ static uint64_t pcre_scan(struct pcre_set *ps, const char *buf, size_t len)
 	uint64_t n = 0;
 	for (unsigned i = 0; i < ps->n; i++) {
 		PCRE2_SIZE off = 0;
-		while (off <= len &&
-		       pcre2_jit_match(ps->code[i], (PCRE2_SPTR)buf, len, off, 0, ps->md[i], NULL) >
-			       0) {
+		while (off <= len && pcre2_jit_match(ps->code[i], (PCRE2_SPTR)buf, len, off, 0,
+						     ps->md[i], NULL) > 0) {
 			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(ps->md[i]);
 			n++;
 			off = ov[1] > ov[0] ? ov[1] : ov[1] + 1;
@@ -204,7 +231,8 @@ int main(int argc, char **argv)
 				return 1;
 			const char *p = pool + b * len;
 			for (size_t off = 0; off < len; off += 4096)
-				detect_stream_feed(st, s, p + off, len - off < 4096 ? len - off : 4096);
+				detect_stream_feed(st, s, p + off,
+						   len - off < 4096 ? len - off : 4096);
 			detect_stream_finish(st, s);
 			bytes += len;
 			b = (b + 1) % nb;
