@@ -10,7 +10,7 @@ REFLEXCTL_OBJS := $(REFLEXCTL_SRCS:%.c=$(BUILD)/obj/%.o)
 # Of the gateway reflexctl needs the HTTP parser (responses) and the audit
 # chain verifier; linking those objects alone keeps a half-written data-path
 # module from breaking the CLI.
-REFLEXCTL_GATEWAY_OBJS := $(BUILD)/obj/gateway/http/parse.o $(BUILD)/obj/gateway/core/audit.o
+REFLEXCTL_GATEWAY_OBJS := $(addprefix $(BUILD)/obj/gateway/,http/parse.o core/audit.o core/buf.o core/jsonw.o)
 CONTROL_JSON_OBJ := $(BUILD)/obj/control/json.o
 
 ifneq ($(wildcard control/reflexctl.c),)
@@ -18,7 +18,7 @@ build: $(REFLEXCTL)
 endif
 $(REFLEXCTL): $(REFLEXCTL_OBJS) $(REFLEXCTL_GATEWAY_OBJS)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcrypto
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcrypto -lm
 
 # Tests that read JSON link the reader (extra prerequisites land in $^).
 $(BUILD)/tests/unit/gateway/core/test_accesslog $(BUILD)/tests/unit/gateway/core/test_audit: $(CONTROL_JSON_OBJ)
