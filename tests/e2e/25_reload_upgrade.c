@@ -1,0 +1,255 @@
+/* 25_reload_upgrade — configuration reload and binary upgrade under a
+ * constant load, counted by the clients:
+ *  - SIGHUP with a valid config that moves the default pool from origin A
+ *    to origin B: traffic moves, no request fails;
+ *  - SIGHUP with an invalid config: refused with FILE:LINE in the log, the
+ *    running config stays, no request fails;
+ *  - a new listen address added by reload serves, a removed one closes;
+ *  - SIGUSR2 (binary upgrade): a new process takes over the listening
+ *    sockets, the old one drains and exits 0, no request fails — neither on
+ *    kept-alive connections nor with a new connection per request.
+ */
+#include "lib/harness.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define LOADERS 3
+
+static int gw_port, gw_port2, a_port, b_port;
+static volatile int stop_load;
+static pid_t new_pid; /* the upgraded process (not a child of ours) */
+
+struct loader {
+	pthread_t t;
+	bool fresh_conn; /* a new connection per request */
+	long ok, failed, from_a, from_b;
+	char last_error[600];
+};
+
+static void *load(void *arg)
+{
+	struct loader *l = arg;
+	void *curl = l->fresh_conn ? NULL : h_curl_new();
+	char url[128];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/?size=100", gw_port);
+	while (!__atomic_load_n(&stop_load, __ATOMIC_ACQUIRE)) {
+		struct h_req q = { .url = url, .timeout_ms = 5000, .curl = curl };
+		struct h_resp r;
+		char who[32] = "";
+		h_http(&q, &r);
+		if (r.curl_rc == 0 && r.status == 200 && r.body_bytes == 100) {
+			l->ok++;
+			h_resp_header(&r, "X-Origin", who, sizeof(who));
+			if (!strcmp(who, "A"))
+				l->from_a++;
+			else if (!strcmp(who, "B"))
+				l->from_b++;
+		} else {
+			l->failed++;
+			snprintf(l->last_error, sizeof(l->last_error), "status %ld curl %d: %s", r.status,
+				 r.curl_rc, r.error);
+		}
+		h_resp_free(&r);
+	}
+	if (curl)
+		h_curl_free(curl);
+	return NULL;
+}
+
+static struct loader loaders[LOADERS];
+
+static void start_load(void)
+{
+	__atomic_store_n(&stop_load, 0, __ATOMIC_RELEASE);
+	for (int i = 0; i < LOADERS; i++) {
+		memset(&loaders[i], 0, sizeof(loaders[i]));
+		loaders[i].fresh_conn = i == LOADERS - 1;
+		pthread_create(&loaders[i].t, NULL, load, &loaders[i]);
+	}
+}
+
+static void stop_load_and_sum(long *ok, long *failed, long *a, long *b, char *err, size_t errlen)
+{
+	__atomic_store_n(&stop_load, 1, __ATOMIC_RELEASE);
+	*ok = *failed = *a = *b = 0;
+	err[0] = 0;
+	for (int i = 0; i < LOADERS; i++) {
+		pthread_join(loaders[i].t, NULL);
+		*ok += loaders[i].ok;
+		*failed += loaders[i].failed;
+		*a += loaders[i].from_a;
+		*b += loaders[i].from_b;
+		if (loaders[i].failed && !err[0])
+			snprintf(err, errlen, "%s", loaders[i].last_error);
+	}
+}
+
+static void write_cfg(const char *path, const char *body)
+{
+	FILE *f = fopen(path, "w");
+	if (f) {
+		fputs(body, f);
+		fclose(f);
+	}
+}
+
+static void kill_new(void)
+{
+	if (new_pid > 0)
+		kill(new_pid, SIGKILL);
+}
+
+static pid_t find_new_pid(const struct h_proc *old)
+{
+	FILE *f = fopen(old->log, "r");
+	char line[512];
+	pid_t pid = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		const char *p = strstr(line, "upgrade: started ");
+		if (p && (p = strstr(p, " as pid ")))
+			pid = (pid_t)atoi(p + 8);
+	}
+	fclose(f);
+	return pid;
+}
+
+int main(void)
+{
+	char cfg_path[512], body[1024], err[700];
+	long ok, failed, a, b;
+
+	h_init("25_reload_upgrade", 120);
+	atexit(kill_new);
+	gw_port = h_free_port();
+	gw_port2 = h_free_port();
+	a_port = h_free_port();
+	b_port = h_free_port();
+	if (!h_start_origin("A", a_port, 1) || !h_start_origin("B", b_port, 1)) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflex-origin did not start");
+		return test_exit_code();
+	}
+	snprintf(cfg_path, sizeof(cfg_path), "%s/test-logs/e2e-25-%d.yaml", h_build_dir(),
+		 (int)getpid());
+	snprintf(body, sizeof(body),
+		 "workers: 2\nlisten: [\"127.0.0.1:%d\"]\nadmin: {listen: off}\n"
+		 "timeouts: {drain: 5s}\npools:\n  default: {endpoints: [\"127.0.0.1:%d\"]}\n",
+		 gw_port, a_port);
+	write_cfg(cfg_path, body);
+	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg_path);
+	if (!gw) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflexd did not start");
+		return test_exit_code();
+	}
+
+	/* 1: valid reload under load moves the pool to B and adds a listener */
+	test_begin("reload_valid_under_load");
+	start_load();
+	h_sleep_ms(700);
+	snprintf(body, sizeof(body),
+		 "workers: 2\nlisten: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\nadmin: {listen: off}\n"
+		 "timeouts: {drain: 5s}\npools:\n  default: {endpoints: [\"127.0.0.1:%d\"]}\n",
+		 gw_port, gw_port2, b_port);
+	write_cfg(cfg_path, body);
+	CHECK_INT(h_signal(gw, SIGHUP), 0);
+	h_sleep_ms(1000);
+	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
+	printf("  reload: %ld ok (%ld from A, %ld from B), %ld failed\n", ok, a, b, failed);
+	CHECK_MSG(failed == 0, "%ld requests failed during the reload (last: %s)", failed, err);
+	CHECK_MSG(a > 0 && b > 0, "traffic did not move from A to B (A %ld, B %ld)", a, b);
+	{
+		struct h_resp r;
+		char u[128], who[32] = "";
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=5", gw_port2);
+		long st = h_get(u, &r);
+		h_resp_header(&r, "X-Origin", who, sizeof(who));
+		CHECK_MSG(st == 200 && !strcmp(who, "B"),
+			  "the listener added by reload: status %ld from '%s' (%s)", st, who, r.error);
+		h_resp_free(&r);
+	}
+	test_end();
+
+	/* 2: an invalid config is refused with its place; B keeps serving */
+	test_begin("reload_invalid_keeps_running");
+	start_load();
+	h_sleep_ms(300);
+	write_cfg(cfg_path, "workers: 2\nlisten: [\"127.0.0.1:1\"]\ntimeouts: {header: 10x}\n");
+	CHECK_INT(h_signal(gw, SIGHUP), 0);
+	h_sleep_ms(700);
+	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
+	CHECK_MSG(failed == 0, "%ld requests failed around a refused reload (last: %s)", failed, err);
+	CHECK_MSG(a == 0 && b > 0, "after the refused reload: A %ld, B %ld", a, b);
+	char needle[600];
+	snprintf(needle, sizeof(needle), "%s:3:", cfg_path);
+	CHECK_MSG(h_log_contains(gw, needle), "the log does not name %s", needle);
+	test_end();
+
+	/* 3: the removed listener closes (reload back to one address) */
+	test_begin("reload_removes_listener");
+	snprintf(body, sizeof(body),
+		 "workers: 2\nlisten: [\"127.0.0.1:%d\"]\nadmin: {listen: off}\n"
+		 "timeouts: {drain: 5s}\npools:\n  default: {endpoints: [\"127.0.0.1:%d\"]}\n",
+		 gw_port, b_port);
+	write_cfg(cfg_path, body);
+	CHECK_INT(h_signal(gw, SIGHUP), 0);
+	h_sleep_ms(500);
+	int fd = h_connect("127.0.0.1", gw_port2, 1000);
+	CHECK_MSG(fd < 0, "the removed listen address still accepts");
+	if (fd >= 0)
+		close(fd);
+	test_end();
+
+	/* 4: binary upgrade under load */
+	test_begin("upgrade_under_load");
+	start_load();
+	h_sleep_ms(700);
+	CHECK_INT(h_signal(gw, SIGUSR2), 0);
+	int w = h_wait_exit(gw, 10000);
+	h_sleep_ms(700);
+	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
+	new_pid = find_new_pid(gw);
+	printf("  upgrade: %ld ok, %ld failed; old exited %s; new pid %d\n", ok, failed,
+	       w == 0 ? "yes" : "no", (int)new_pid);
+	CHECK_MSG(w == 0, "the old process did not exit after the upgrade");
+	if (w == 0)
+		CHECK_MSG(WIFEXITED(gw->status) && WEXITSTATUS(gw->status) == 0,
+			  "the old process exit status 0x%x", gw->status);
+	CHECK_MSG(new_pid > 0 && kill(new_pid, 0) == 0, "no new process is running");
+	CHECK_MSG(failed == 0, "%ld requests failed during the upgrade (last: %s)", failed, err);
+	CHECK_MSG(ok > 50, "only %ld requests completed around the upgrade", ok);
+	{
+		struct h_resp r;
+		char u[128];
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/?size=5", gw_port);
+		long st = h_get(u, &r);
+		CHECK_MSG(st == 200, "after the upgrade: status %ld (%s)", st, r.error);
+		h_resp_free(&r);
+	}
+	test_end();
+
+	/* the new process drains on SIGTERM like any other */
+	test_begin("upgraded_process_drains");
+	if (new_pid > 0) {
+		kill(new_pid, SIGTERM);
+		bool gone = false;
+		for (int i = 0; i < 100 && !gone; i++) {
+			h_sleep_ms(50);
+			gone = kill(new_pid, 0) != 0;
+		}
+		CHECK_MSG(gone, "the upgraded process did not exit after SIGTERM");
+		if (gone)
+			new_pid = 0;
+	}
+	test_end();
+	return test_exit_code();
+}
