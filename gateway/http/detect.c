@@ -59,11 +59,30 @@ struct det_info {
 	validator_fn *validate;
 };
 
-/* Confirmation window around a trigger's end: a phrase containing the
- * trigger starts at most CONFIRM_BEFORE bytes before it and ends at most
- * CONFIRM_AFTER bytes after it. */
-#define CONFIRM_BEFORE 288
-#define CONFIRM_AFTER 256
+/* Trigger groups: a TRIG pattern of group g makes the CONF patterns of
+ * group g (of one or several detectors) run on a window around it: a match
+ * containing the trigger starts at most `before` bytes before the trigger's
+ * end and ends at most `after` bytes after it. */
+enum trig_group {
+	G_NONE = 0,
+	G_OVERRIDE,
+	G_EXTRACT,
+	G_ROLE,
+	G_DELIMITER,
+	G_ENCODED,
+	G_NUMBER, /* phone, SSN, card, IBAN, IPv4: one digit-run trigger */
+	G_COUNT
+};
+
+static const struct {
+	uint16_t before, after;
+} group_window[G_COUNT] = {
+	/* Where each group's trigger words sit in its phrases: override verbs
+	 * and delimiter markers open them, extraction nouns close them. */
+	[G_OVERRIDE] = {40, 128}, [G_EXTRACT] = {176, 64}, [G_ROLE] = {144, 144},
+	[G_DELIMITER] = {40, 96}, [G_ENCODED] = {80, 144}, [G_NUMBER] = {56, 24},
+};
+
 #define CONFIRM_QUEUE 32
 #define CONFIRM_HITS 64
 /* Windows of nearby triggers of one detector merge into one range, up to
@@ -73,11 +92,11 @@ struct det_info {
 struct detect_db {
 	hs_database_t *block_db;  /* the one-pass set, block mode */
 	hs_database_t *stream_db; /* the same set, streaming mode */
-	/* Per detector with TRIG patterns: its CONF patterns in block mode,
-	 * without start of match (a cheap yes/no over a window) and with it
-	 * (run only when the first says yes). */
-	hs_database_t *confirm_db[DETECT_BUILTIN_COUNT];
-	hs_database_t *confirm_som_db[DETECT_BUILTIN_COUNT];
+	/* Per trigger group: its CONF patterns in block mode, without start
+	 * of match (a cheap yes/no over a window) and with it (run only when
+	 * the first says yes). */
+	hs_database_t *confirm_db[G_COUNT];
+	hs_database_t *confirm_som_db[G_COUNT];
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -98,7 +117,7 @@ struct pend {
  * windows of its triggers. Queued until the main scan is done (block) or
  * until the stream has reached hi (streaming). */
 struct confirm {
-	unsigned det;
+	unsigned grp;
 	uint64_t lo, hi;
 };
 
@@ -859,7 +878,9 @@ static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
 #define TRIG (1u << 29)
 /* A full pattern that only runs in its detector's confirm database. */
 #define CONF (1u << 28)
-#define OUR_FLAGS (LB | TRIG | CONF)
+#define GRP(g) ((unsigned)(g) << 24) /* bits 24-27: the trigger group */
+#define GRP_OF(f) (((f) >> 24) & 15u)
+#define OUR_FLAGS (LB | TRIG | CONF | GRP(15))
 /* Right context that ends a number: not a digit, or end of data. */
 #define END_NUM "(?:[^0-9A-Za-z]|\\z)"
 
@@ -974,35 +995,43 @@ struct builtin_pattern {
 static const struct builtin_pattern patterns[] = {
 	{DETECT_EMAIL, 0, "[A-Za-z0-9._%+-]@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,24}\\b", find_email},
 
-	{DETECT_PHONE, 0, "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM, find_e164},
-	{DETECT_PHONE, 0,
+	/* Numbers: one digit-run trigger in the one-pass set (a pattern per
+	 * number format cost an engine each, running over every byte); the
+	 * formats run around it. The trigger's detector is nominal. */
+	{DETECT_PHONE, TRIG | GRP(G_NUMBER), "[0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\\z)", NULL},
+	{DETECT_PHONE, CONF | GRP(G_NUMBER), "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM, find_e164},
+	{DETECT_PHONE, CONF | GRP(G_NUMBER),
 	 "(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
 	 "(?:[^0-9-]|\\z)",
 	 find_nanp},
 
-	{DETECT_SSN, LB, "[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)", NULL},
-	{DETECT_SSN, LB, "[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM, NULL},
-	{DETECT_SSN, CI,
+	{DETECT_SSN, LB | CONF | GRP(G_NUMBER), "[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)", NULL},
+	{DETECT_SSN, LB | CONF | GRP(G_NUMBER), "[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM, NULL},
+	{DETECT_SSN, CI | CONF | GRP(G_NUMBER),
 	 "(?:ssn|social\\s+security(?:\\s+(?:number|no\\.?|#))?|ss#)[^0-9\\n]{0,20}[0-9]{"
 	 "9}" END_NUM,
 	 find_ssn_digits},
 
-	{DETECT_CARD, LB,
+	{DETECT_CARD, LB | CONF | GRP(G_NUMBER),
 	 "(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|6(?:011|5[0-9]{2}|4[4-9][0-9]|22[0-9])|"
 	 "35[0-9]{2})(?:[ -]?[0-9]{4}){3}" END_NUM,
 	 NULL},
-	{DETECT_CARD, LB, "4[0-9]{12}" END_NUM, NULL},
-	{DETECT_CARD, LB, "3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM, NULL},
-	{DETECT_CARD, LB, "3(?:0[0-5]|[689][0-9])[0-9][ -]?[0-9]{6}[ -]?[0-9]{4}" END_NUM, NULL},
-
-	{DETECT_IBAN, LB, "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b", NULL},
-
-	{DETECT_IPV4, LB, "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z.]|\\.[^0-9A-Za-z]|\\.?\\z)",
+	{DETECT_CARD, LB | CONF | GRP(G_NUMBER), "4[0-9]{12}" END_NUM, NULL},
+	{DETECT_CARD, LB | CONF | GRP(G_NUMBER), "3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM,
 	 NULL},
+	{DETECT_CARD, LB | CONF | GRP(G_NUMBER),
+	 "3(?:0[0-5]|[689][0-9])[0-9][ -]?[0-9]{6}[ -]?[0-9]{4}" END_NUM, NULL},
+
+	{DETECT_IBAN, LB | CONF | GRP(G_NUMBER),
+	 "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b", NULL},
+
+	{DETECT_IPV4, LB | CONF | GRP(G_NUMBER),
+	 "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z.]|\\.[^0-9A-Za-z]|\\.?\\z)", NULL},
 
 	{DETECT_IPV6, 0, "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 	{DETECT_IPV6, 0, "::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
-	{DETECT_IPV6, 0, ":(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
+	{DETECT_IPV6, CONF | GRP(G_NUMBER),
+	 ":(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 
 	{DETECT_AWS_KEY, LB, "(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b", NULL},
 
@@ -1035,35 +1064,35 @@ static const struct builtin_pattern patterns[] = {
 	 * TRIG patterns (words every phrase of the family must contain; plain
 	 * literals, single-spaced, because \s+ in a trigger doubles its cost);
 	 * the CONF patterns run on the bytes around a trigger. */
-	{DETECT_INJ_OVERRIDE, CI | TRIG,
+	{DETECT_INJ_OVERRIDE, CI | TRIG | GRP(G_OVERRIDE),
 	 "ignore|disregard|forget|override|bypass|not follow|n't follow|stop follow|not obey|"
 	 "n't obey|stop obey",
 	 NULL},
-	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
+	{DETECT_INJ_OVERRIDE, CI | LB | CONF | GRP(G_OVERRIDE),
 	 "(?:ignore|disregard|forget|override|bypass)\\s+"
 	 "(?:(?:all|any|every|each|the|your|my|of|these|those|this)\\s+){0,3}"
 	 "(?:previous|prior|above|earlier|preceding|original|initial|system|safety)\\s+"
 	 "(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|constraints)\\b",
 	 NULL},
-	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
+	{DETECT_INJ_OVERRIDE, CI | LB | CONF | GRP(G_OVERRIDE),
 	 "(?:do\\s+not|don't|stop)\\s+(?:follow(?:ing)?|obey(?:ing)?)\\s+"
 	 "(?:(?:all|any|the|your)\\s+)?(?:previous|prior|original|initial|system|above)\\s+"
 	 "(?:instructions?|rules|prompts?|guidelines)\\b",
 	 NULL},
-	{DETECT_INJ_OVERRIDE, CI | LB | CONF,
+	{DETECT_INJ_OVERRIDE, CI | LB | CONF | GRP(G_OVERRIDE),
 	 "(?:ignore|disregard|forget)\\s+(?:(?:everything|all|anything)\\s+(?:above|before|prior|"
 	 "previously|you\\s+(?:were|have\\s+been)\\s+told)|all\\s+of\\s+the\\s+above)\\b",
 	 NULL},
 
-	{DETECT_INJ_EXTRACT, CI | TRIG, "prompt|instructions|repeat", NULL},
-	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	{DETECT_INJ_EXTRACT, CI | TRIG | GRP(G_EXTRACT), "prompt|instructions|repeat", NULL},
+	{DETECT_INJ_EXTRACT, CI | LB | CONF | GRP(G_EXTRACT),
 	 "(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
 	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?your\\s+"
 	 "(?:(?:full|entire|exact|complete|original|hidden|initial|secret|internal|confidential|"
 	 "real|system)\\s+){0,2}"
 	 "(?:system\\s+prompt|prompt|pre-?prompt|instructions)\\b",
 	 NULL},
-	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	{DETECT_INJ_EXTRACT, CI | LB | CONF | GRP(G_EXTRACT),
 	 "(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
 	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?the\\s+"
 	 "(?:(?:full|entire|exact|complete)\\s+)?"
@@ -1071,49 +1100,50 @@ static const struct builtin_pattern patterns[] = {
 	 "given|"
 	 "(?:hidden|secret|confidential|internal|original)\\s+(?:system\\s+)?instructions)\\b",
 	 NULL},
-	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	{DETECT_INJ_EXTRACT, CI | LB | CONF | GRP(G_EXTRACT),
 	 "repeat\\s+(?:all\\s+|everything\\s+|the\\s+(?:text|words|content)\\s+)"
 	 "(?:above|before\\s+this)\\b",
 	 NULL},
-	{DETECT_INJ_EXTRACT, CI | LB | CONF,
+	{DETECT_INJ_EXTRACT, CI | LB | CONF | GRP(G_EXTRACT),
 	 "(?:what|which)\\s+(?:were|are)\\s+your\\s+(?:original|initial|first|system|hidden)\\s+"
 	 "(?:instructions|prompt)\\b",
 	 NULL},
 
-	{DETECT_INJ_ROLE, CI | TRIG,
+	{DETECT_INJ_ROLE, CI | TRIG | GRP(G_ROLE),
 	 "no longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
 	 "now dan|now stan|now dude|now aim|dan mode|anything now|from now on|free from all|"
 	 "free of all",
 	 NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF,
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "you\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
 	 "model|bound|restricted|chatgpt|claude)\\b|(?:an?\\s+)?(?:unrestricted|unfiltered|"
 	 "uncensored|jailbroken|evil|amoral)\\s+(?:ai|assistant|chatbot|model|version)\\b)",
 	 NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF, "you\\s+are\\s+now\\s+(?:dan|stan|dude|aim)\\b", NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF,
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
+	 "you\\s+are\\s+now\\s+(?:dan|stan|dude|aim)\\b", NULL},
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "(?:act|behave|respond|answer)\\s+(?:as|like)\\s+(?:if\\s+you\\s+(?:are|were)\\s+)?"
 	 "(?:an?\\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|amoral)\\b",
 	 NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF,
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "pretend\\s+(?:to\\s+be|you\\s+are|that\\s+you\\s+are)\\s+(?:[a-z-]+\\s+){0,5}"
 	 "(?:without|with\\s+no|free\\s+of)\\s+(?:any\\s+)?(?:restrictions|filters|rules|limits|"
 	 "limitations|guidelines|ethics|morals|censorship)\\b",
 	 NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF,
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "(?:jailbreak|dan|unrestricted)\\s+mode\\s+(?:is\\s+)?(?:now\\s+)?"
 	 "(?:enabled|activated|on|engaged)\\b",
 	 NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF,
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "dan\\W{0,3}\\s*(?:which\\s+)?(?:stands\\s+for|means)\\s+\"?do\\s+anything\\s+now\\b|"
 	 "do\\s+anything\\s+now\\W{0,3}\\s*\\(?dan\\b",
 	 NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF,
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "(?:no\\s+longer\\s+bound\\s+by|free\\s+(?:from|of)\\s+all)\\s+(?:any\\s+|your\\s+|the\\s+"
 	 ")?"
 	 "(?:rules|guidelines|restrictions|policies|openai|anthropic)\\b",
 	 NULL},
-	{DETECT_INJ_ROLE, CI | LB | CONF,
+	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "from\\s+now\\s+on,?\\s+you\\s+(?:are|will\\s+be|will\\s+act\\s+as|must\\s+act\\s+as)\\s+"
 	 "(?:[a-z-]+\\s+){0,3}(?:unrestricted|unfiltered|uncensored|jailbroken|evil|"
 	 "without\\s+(?:any\\s+)?(?:restrictions|rules|filters))\\b",
@@ -1124,35 +1154,37 @@ static const struct builtin_pattern patterns[] = {
 	 "start_header_id|end_header_id|eot_id)\\|>",
 	 NULL},
 	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>", NULL},
-	{DETECT_INJ_DELIMITER, CI | TRIG,
-	 "(?:system|assistant|developer)(?:\\]|>|\\*\\*)?[ \\t]*:|system prompt|instructions|"
-	 "system message",
+	{DETECT_INJ_DELIMITER, CI | TRIG | GRP(G_DELIMITER),
+	 "system:|system]|system>|system\\*\\*|system :|assistant:|assistant]|assistant>|"
+	 "assistant\\*\\*|assistant :|developer:|developer]|developer>|developer\\*\\*|"
+	 "--- end|---end|--- begin|---begin|--- start|=== end|===end|=== begin|=== start|"
+	 "### end|###end|### begin|### start|\\*\\*\\* end|\\*\\*\\* begin",
 	 NULL},
-	{DETECT_INJ_DELIMITER, CI | CONF,
+	{DETECT_INJ_DELIMITER, CI | CONF | GRP(G_DELIMITER),
 	 "(?:^|\\n)[ \\t]*(?:#{1,3}[ \\t]*)?(?:\\[|<|\\*\\*)?(?:system|assistant|developer)"
 	 "(?:\\]|>|\\*\\*)?[ \\t]*:[ \\t]*(?:ignore|disregard|forget|override|new\\s+instructions|"
 	 "you\\s+(?:must|will|are\\s+now|have\\s+no))\\b",
 	 NULL},
-	{DETECT_INJ_DELIMITER, CI | CONF,
+	{DETECT_INJ_DELIMITER, CI | CONF | GRP(G_DELIMITER),
 	 "(?:-{3,}|={3,}|#{3,}|\\*{3,})[ \\t]*(?:end|begin|start)\\s+(?:of\\s+)?(?:the\\s+)?"
 	 "(?:system\\s+prompt|(?:system\\s+|original\\s+|new\\s+)?instructions|system\\s+message)"
 	 "\\b",
 	 NULL},
 
-	{DETECT_INJ_ENCODED, CI | TRIG, "decode|decrypt|deobfuscate|unscramble|encoded|encrypted",
-	 NULL},
-	{DETECT_INJ_ENCODED, CI | LB | CONF,
+	{DETECT_INJ_ENCODED, CI | TRIG | GRP(G_ENCODED),
+	 "decode|decrypt|deobfuscate|unscramble|encoded|encrypted", NULL},
+	{DETECT_INJ_ENCODED, CI | LB | CONF | GRP(G_ENCODED),
 	 "(?:decode|decrypt|deobfuscate|unscramble)\\s+(?:(?:this|the\\s+following|it|the)\\s+)?"
 	 "(?:(?:base64|b64|hex|rot-?13|binary|morse|caesar)\\s+)?(?:(?:string|text|message|"
 	 "payload|blob)\\s+)?(?:below\\s+)?(?:and|then|,)\\s*(?:then\\s+)?(?:execute|follow|run|"
 	 "obey|"
 	 "do|carry\\s+out|act\\s+on|perform|comply\\s+with)\\b",
 	 NULL},
-	{DETECT_INJ_ENCODED, CI | LB | CONF,
+	{DETECT_INJ_ENCODED, CI | LB | CONF | GRP(G_ENCODED),
 	 "(?:execute|follow|obey|run)\\s+(?:the\\s+)?(?:decoded|encoded)\\s+"
 	 "(?:instructions?|commands?|prompt|text|message)\\b",
 	 NULL},
-	{DETECT_INJ_ENCODED, CI | LB | CONF,
+	{DETECT_INJ_ENCODED, CI | LB | CONF | GRP(G_ENCODED),
 	 "(?:base64|b64|rot-?13|hex)[- ]?(?:encoded|encrypted)\\s+(?:instructions?|prompt)\\b",
 	 NULL},
 };
@@ -1178,7 +1210,7 @@ void detect_db_free(struct detect_db *db)
 		return;
 	hs_free_database(db->block_db);
 	hs_free_database(db->stream_db);
-	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++) {
+	for (unsigned i = 0; i < G_COUNT; i++) {
 		hs_free_database(db->confirm_db[i]);
 		hs_free_database(db->confirm_som_db[i]);
 	}
@@ -1324,10 +1356,10 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 			 &db->stream_db, err, errlen);
 	if (rc)
 		goto fail;
-	for (unsigned d = 0; d < DETECT_BUILTIN_COUNT; d++) {
+	for (unsigned d = 1; d < G_COUNT; d++) {
 		n = 0;
 		for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++) {
-			if (patterns[i].det != d || !(patterns[i].flags & CONF))
+			if (GRP_OF(patterns[i].flags) != d || !(patterns[i].flags & CONF))
 				continue;
 			res[n] = patterns[i].re;
 			flags[n] = (patterns[i].flags & ~OUR_FLAGS) | HS_FLAG_SINGLEMATCH;
@@ -1467,7 +1499,7 @@ int detect_scratch_new(const struct detect_db *db, struct detect_scratch **out)
 	if (hs_alloc_scratch(db->block_db, &s->hs) != HS_SUCCESS ||
 	    hs_alloc_scratch(db->stream_db, &s->hs) != HS_SUCCESS)
 		goto nomem;
-	for (unsigned i = 0; i < DETECT_BUILTIN_COUNT; i++)
+	for (unsigned i = 0; i < G_COUNT; i++)
 		if (db->confirm_db[i] && (hs_alloc_scratch(db->confirm_db[i], &s->hs_conf) ||
 					  hs_alloc_scratch(db->confirm_som_db[i], &s->hs_conf)))
 			goto nomem;
@@ -1706,13 +1738,15 @@ static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 	const uint8_t *b = ctx_bytes(c, lo, hi);
 	if (!b)
 		return 0;
-	/* Most windows hold a trigger word in benign text: a cheap yes/no
-	 * first, start offsets only when something is there. */
-	if (hs_scan(c->db->confirm_db[q->det], (const char *)b, (unsigned)(hi - lo), 0,
+	/* Most phrase windows hold a trigger word in benign text: a cheap
+	 * yes/no first, start offsets only when something is there. Number
+	 * windows usually hold a match, so they go straight to the second. */
+	if (q->grp != G_NUMBER &&
+	    hs_scan(c->db->confirm_db[q->grp], (const char *)b, (unsigned)(hi - lo), 0,
 		    c->scr->hs_conf, on_any_hit, NULL) != HS_SCAN_TERMINATED)
 		return 0;
 	struct confirm_hits h = {.lo = lo};
-	hs_error_t e = hs_scan(c->db->confirm_som_db[q->det], (const char *)b, (unsigned)(hi - lo),
+	hs_error_t e = hs_scan(c->db->confirm_som_db[q->grp], (const char *)b, (unsigned)(hi - lo),
 			       0, c->scr->hs_conf, on_confirm_hit, &h);
 	if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
 		return 0;
@@ -1739,14 +1773,15 @@ static int run_queue(struct scan_ctx *c, uint64_t upto)
 	return 0;
 }
 
-/* A trigger of det ended at `at`: queue its window, merged with the last
- * window of the same detector when they overlap. */
-static int on_trigger(struct scan_ctx *c, unsigned det, uint64_t at)
+/* A trigger of group grp ended at `at`: queue its window, merged with the
+ * last window of the same group when they overlap. */
+static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
 {
-	uint64_t lo = at > CONFIRM_BEFORE ? at - CONFIRM_BEFORE : 0, hi = at + CONFIRM_AFTER;
+	uint64_t before = group_window[grp].before;
+	uint64_t lo = at > before ? at - before : 0, hi = at + group_window[grp].after;
 	for (unsigned i = c->n_queue; i-- > 0;) {
 		struct confirm *q = &c->queue[i];
-		if (q->det != det)
+		if (q->grp != grp)
 			continue;
 		if (q->hi >= lo && hi - q->lo <= CONFIRM_RANGE_MAX) {
 			if (hi > q->hi)
@@ -1762,7 +1797,7 @@ static int on_trigger(struct scan_ctx *c, unsigned det, uint64_t at)
 		memmove(c->queue, c->queue + 1, (CONFIRM_QUEUE - 1) * sizeof(*c->queue));
 		c->n_queue--;
 	}
-	c->queue[c->n_queue++] = (struct confirm){.det = det, .lo = lo, .hi = hi};
+	c->queue[c->n_queue++] = (struct confirm){.grp = grp, .lo = lo, .hi = hi};
 	return 0;
 }
 
@@ -1772,7 +1807,7 @@ static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long
 	struct scan_ctx *c = arg;
 	if (pat >= N_BUILTIN_PATTERNS || !(patterns[pat].flags & TRIG))
 		return candidate(c, pat, from, to);
-	return on_trigger(c, patterns[pat].det, to);
+	return on_trigger(c, GRP_OF(patterns[pat].flags), to);
 }
 
 static int flush_all(struct scan_ctx *c)
@@ -1885,11 +1920,14 @@ static void hist_append(struct detect_stream *st, const uint8_t *p, size_t n)
 	c->hist_len = keep + n;
 }
 
+/* A queued confirmation may still produce a match of det. */
 static bool queued(const struct scan_ctx *c, unsigned det)
 {
 	for (unsigned i = 0; i < c->n_queue; i++)
-		if (c->queue[i].det == det)
-			return true;
+		for (unsigned k = 0; k < N_BUILTIN_PATTERNS; k++)
+			if ((patterns[k].flags & CONF) && patterns[k].det == det &&
+			    GRP_OF(patterns[k].flags) == c->queue[i].grp)
+				return true;
 	return false;
 }
 
