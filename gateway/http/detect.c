@@ -70,7 +70,11 @@ enum trig_group {
 	G_ROLE,
 	G_DELIMITER,
 	G_ENCODED,
-	G_NUMBER, /* phone, SSN, card, IBAN, IPv4: one digit-run trigger */
+	G_NUMBER,    /* phone, SSN, card, IBAN, IPv4: one digit-run trigger... */
+	G_NUM_PHONE, /* ...whose run is sorted into these by its shape */
+	G_NUM_CARD,
+	G_NUM_IBAN,
+	G_NUM_IP,
 	G_COUNT
 };
 
@@ -80,7 +84,8 @@ static const struct {
 	/* Where each group's trigger words sit in its phrases: override verbs
 	 * and delimiter markers open them, extraction nouns close them. */
 	[G_OVERRIDE] = {40, 128}, [G_EXTRACT] = {176, 64}, [G_ROLE] = {144, 144},
-	[G_DELIMITER] = {40, 96}, [G_ENCODED] = {80, 144}, [G_NUMBER] = {56, 24},
+	[G_DELIMITER] = {40, 96}, [G_ENCODED] = {80, 144}, [G_NUM_PHONE] = {56, 24},
+	[G_NUM_CARD] = {56, 24},  [G_NUM_IBAN] = {56, 24}, [G_NUM_IP] = {56, 24},
 };
 
 #define CONFIRM_QUEUE 32
@@ -999,38 +1004,39 @@ static const struct builtin_pattern patterns[] = {
 	 * number format cost an engine each, running over every byte); the
 	 * formats run around it. The trigger's detector is nominal. */
 	{DETECT_PHONE, TRIG | GRP(G_NUMBER), "[0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\\z)", NULL},
-	{DETECT_PHONE, CONF | GRP(G_NUMBER), "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM, find_e164},
-	{DETECT_PHONE, CONF | GRP(G_NUMBER),
+	{DETECT_PHONE, CONF | GRP(G_NUM_PHONE), "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM, find_e164},
+	{DETECT_PHONE, CONF | GRP(G_NUM_PHONE),
 	 "(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
 	 "(?:[^0-9-]|\\z)",
 	 find_nanp},
 
-	{DETECT_SSN, LB | CONF | GRP(G_NUMBER), "[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)", NULL},
-	{DETECT_SSN, LB | CONF | GRP(G_NUMBER), "[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM, NULL},
-	{DETECT_SSN, CI | CONF | GRP(G_NUMBER),
+	{DETECT_SSN, LB | CONF | GRP(G_NUM_PHONE), "[0-9]{3}-[0-9]{2}-[0-9]{4}(?:[^0-9-]|\\z)",
+	 NULL},
+	{DETECT_SSN, LB | CONF | GRP(G_NUM_PHONE), "[0-9]{3} [0-9]{2} [0-9]{4}" END_NUM, NULL},
+	{DETECT_SSN, CI | CONF | GRP(G_NUM_PHONE),
 	 "(?:ssn|social\\s+security(?:\\s+(?:number|no\\.?|#))?|ss#)[^0-9\\n]{0,20}[0-9]{"
 	 "9}" END_NUM,
 	 find_ssn_digits},
 
-	{DETECT_CARD, LB | CONF | GRP(G_NUMBER),
+	{DETECT_CARD, LB | CONF | GRP(G_NUM_CARD),
 	 "(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|6(?:011|5[0-9]{2}|4[4-9][0-9]|22[0-9])|"
 	 "35[0-9]{2})(?:[ -]?[0-9]{4}){3}" END_NUM,
 	 NULL},
-	{DETECT_CARD, LB | CONF | GRP(G_NUMBER), "4[0-9]{12}" END_NUM, NULL},
-	{DETECT_CARD, LB | CONF | GRP(G_NUMBER), "3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM,
-	 NULL},
-	{DETECT_CARD, LB | CONF | GRP(G_NUMBER),
+	{DETECT_CARD, LB | CONF | GRP(G_NUM_CARD), "4[0-9]{12}" END_NUM, NULL},
+	{DETECT_CARD, LB | CONF | GRP(G_NUM_CARD),
+	 "3[47][0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{5}" END_NUM, NULL},
+	{DETECT_CARD, LB | CONF | GRP(G_NUM_CARD),
 	 "3(?:0[0-5]|[689][0-9])[0-9][ -]?[0-9]{6}[ -]?[0-9]{4}" END_NUM, NULL},
 
-	{DETECT_IBAN, LB | CONF | GRP(G_NUMBER),
+	{DETECT_IBAN, LB | CONF | GRP(G_NUM_IBAN),
 	 "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\\b", NULL},
 
-	{DETECT_IPV4, LB | CONF | GRP(G_NUMBER),
+	{DETECT_IPV4, LB | CONF | GRP(G_NUM_IP),
 	 "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z.]|\\.[^0-9A-Za-z]|\\.?\\z)", NULL},
 
 	{DETECT_IPV6, 0, "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 	{DETECT_IPV6, 0, "::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
-	{DETECT_IPV6, CONF | GRP(G_NUMBER),
+	{DETECT_IPV6, CONF | GRP(G_NUM_IP),
 	 ":(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 
 	{DETECT_AWS_KEY, LB, "(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\\b", NULL},
@@ -1741,7 +1747,7 @@ static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 	/* Most phrase windows hold a trigger word in benign text: a cheap
 	 * yes/no first, start offsets only when something is there. Number
 	 * windows usually hold a match, so they go straight to the second. */
-	if (q->grp != G_NUMBER &&
+	if (q->grp < G_NUMBER &&
 	    hs_scan(c->db->confirm_db[q->grp], (const char *)b, (unsigned)(hi - lo), 0,
 		    c->scr->hs_conf, on_any_hit, NULL) != HS_SCAN_TERMINATED)
 		return 0;
@@ -1775,7 +1781,65 @@ static int run_queue(struct scan_ctx *c, uint64_t upto)
 
 /* A trigger of group grp ended at `at`: queue its window, merged with the
  * last window of the same group when they overlap. */
+/* Which number formats could the digit run that ends at `at` be? Dates,
+ * versions, prices and counts are none: their confirmation is skipped. Errs
+ * on the side of confirming; looks only left of `at`, so block and stream
+ * decide alike. Returns a mask of G_NUM_* groups. */
+static unsigned number_groups(struct scan_ctx *c, uint64_t at)
+{
+	const unsigned all =
+		1u << G_NUM_PHONE | 1u << G_NUM_CARD | 1u << G_NUM_IBAN | 1u << G_NUM_IP;
+	uint64_t lo = at > 64 ? at - 64 : 0;
+	if (lo < hist_base(c))
+		lo = hist_base(c);
+	const uint8_t *b = ctx_bytes(c, lo, at);
+	if (!b)
+		return all;
+	size_t i = (size_t)(at - lo);
+	unsigned digits = 0, dots = 0;
+	bool plus = false;
+	if (i > 0 && !is_digit(b[i - 1]))
+		i--; /* the right-context byte */
+	for (; i > 0; i--) {
+		uint8_t ch = b[i - 1];
+		if (is_digit(ch))
+			digits++;
+		else if (ch == '.')
+			dots++;
+		else if (ch == '+')
+			plus = true;
+		else if (ch != ' ' && ch != '(' && ch != ')' && ch != '-')
+			break;
+	}
+	if (i == 0 && lo > 0)
+		return all; /* a run longer than we looked at */
+	int before = i > 0 ? b[i - 1] : -1;
+	unsigned g = 0;
+	if (dots >= 3 || before == ':')
+		g |= 1u << G_NUM_IP; /* IPv4, IPv6 with an IPv4 tail */
+	if (before >= 'A' && before <= 'Z')
+		g |= 1u << G_NUM_IBAN; /* letters, then digits */
+	if ((digits >= 9 && digits <= 11) || (plus && digits >= 8))
+		g |= 1u << G_NUM_PHONE; /* SSN, NANP, E.164 */
+	if (digits >= 13)
+		g |= 1u << G_NUM_CARD;
+	return g;
+}
+
+static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at);
+
 static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
+{
+	if (grp != G_NUMBER)
+		return queue_window(c, grp, at);
+	unsigned mask = number_groups(c, at);
+	for (unsigned g = G_NUM_PHONE; g <= G_NUM_IP; g++)
+		if ((mask & (1u << g)) && queue_window(c, g, at))
+			return 1;
+	return 0;
+}
+
+static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at)
 {
 	uint64_t before = group_window[grp].before;
 	uint64_t lo = at > before ? at - before : 0, hi = at + group_window[grp].after;
