@@ -36,11 +36,6 @@
 #include "http/accept.h"
 #include "http/worker.h"
 
-/* TEMPORARY while gateway/admin.c is being written (control-plane work in
- * progress): remove once it is in the tree, or the archive will not pull it. */
-#pragma weak admin_start
-#pragma weak admin_stop
-
 #ifndef REFLEX_VERSION
 #define REFLEX_VERSION "0.1.0"
 #endif
@@ -398,7 +393,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "reflexd: listening on %s\n", cfg->listens[i].text);
 
 	struct admin *admin = NULL;
-	if (cfg->admin.enabled && admin_start) {
+	if (cfg->admin.enabled) {
 		admin = admin_start(&G, err, sizeof(err));
 		if (!admin) {
 			log_error("admin API: %s", err);
@@ -447,8 +442,7 @@ int main(int argc, char **argv)
 	bool handed = __atomic_load_n(&upgrade_handed_over, __ATOMIC_ACQUIRE);
 	log_info("%s: draining (deadline %u ms)", handed ? "upgrade" : "signal",
 		 G.cfg->timeouts.drain);
-	if (admin_stop)
-		admin_stop(admin);
+	admin_stop(admin);
 	for (unsigned i = 0; i < G.n_workers; i++)
 		worker_drain(&G.workers[i], handed);
 	for (unsigned i = 0; i < G.n_workers; i++)
