@@ -106,8 +106,7 @@ static int wait_fd(int fd, short events, long long deadline)
 	}
 }
 
-static int connect_target(const struct ctl_target *t, long long deadline, char *err,
-			  size_t errlen)
+static int connect_target(const struct ctl_target *t, long long deadline, char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
 	int fd = -1, last = 0;
@@ -181,9 +180,9 @@ static int send_all(int fd, const char *p, size_t n, long long deadline)
 	return 0;
 }
 
-int ctl_request(const struct ctl_target *t, const char *method, const char *path,
-		const char *token, const char *body, size_t body_len, unsigned timeout_ms,
-		struct ctl_resp *resp, char *err, size_t errlen)
+int ctl_request(const struct ctl_target *t, const char *method, const char *path, const char *token,
+		const char *body, size_t body_len, unsigned timeout_ms, struct ctl_resp *resp,
+		char *err, size_t errlen)
 {
 	long long deadline = now_ms() + timeout_ms;
 	char head[2048];
@@ -216,8 +215,8 @@ int ctl_request(const struct ctl_target *t, const char *method, const char *path
 
 	struct http_header hdrs[64];
 	struct http_response res;
-	struct http_limits lim = {.max_request_line = 8192, .max_head_bytes = 65536,
-				  .max_headers = 64};
+	struct http_limits lim = {
+		.max_request_line = 8192, .max_head_bytes = 65536, .max_headers = 64};
 	struct http_error perr;
 	int head_len = -2;
 
@@ -235,9 +234,11 @@ int ctl_request(const struct ctl_target *t, const char *method, const char *path
 				http_chunked_init(&d);
 				while (off < len && !d.done) {
 					struct http_str pl;
-					ssize_t c = http_chunked_feed(&d, in + off, len - off, &pl, &perr);
+					ssize_t c = http_chunked_feed(&d, in + off, len - off, &pl,
+								      &perr);
 					if (c < 0) {
-						snprintf(err, errlen, "bad chunked body from %s", t->text);
+						snprintf(err, errlen, "bad chunked body from %s",
+							 t->text);
 						goto out;
 					}
 					off += (size_t)c;
@@ -248,11 +249,13 @@ int ctl_request(const struct ctl_target *t, const char *method, const char *path
 			if (eof) {
 				if (res.body == HTTP_BODY_UNTIL_CLOSE)
 					break;
-				snprintf(err, errlen, "%s closed the connection mid-response", t->text);
+				snprintf(err, errlen, "%s closed the connection mid-response",
+					 t->text);
 				goto out;
 			}
 		} else if (eof) {
-			snprintf(err, errlen, "%s closed the connection without a response", t->text);
+			snprintf(err, errlen, "%s closed the connection without a response",
+				 t->text);
 			goto out;
 		}
 		if (len + 65536 > cap) {
@@ -269,7 +272,8 @@ int ctl_request(const struct ctl_target *t, const char *method, const char *path
 			in = nb;
 		}
 		if (wait_fd(fd, POLLIN, deadline)) {
-			snprintf(err, errlen, "no response from %s within %u ms", t->text, timeout_ms);
+			snprintf(err, errlen, "no response from %s within %u ms", t->text,
+				 timeout_ms);
 			goto out;
 		}
 		ssize_t r = recv(fd, in + len, cap - len, 0);

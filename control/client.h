@@ -40,9 +40,9 @@ enum {
 };
 
 /* Perform one request. token may be NULL (no Authorization header). */
-int ctl_request(const struct ctl_target *t, const char *method, const char *path,
-		const char *token, const char *body, size_t body_len, unsigned timeout_ms,
-		struct ctl_resp *resp, char *err, size_t errlen);
+int ctl_request(const struct ctl_target *t, const char *method, const char *path, const char *token,
+		const char *body, size_t body_len, unsigned timeout_ms, struct ctl_resp *resp,
+		char *err, size_t errlen);
 void ctl_resp_free(struct ctl_resp *r);
 
 #endif

@@ -166,14 +166,30 @@ static int parse_string(struct rd *r, char **out, size_t *outlen)
 
 			r->pos++;
 			switch (e) {
-			case '"': buf[o++] = '"'; break;
-			case '\\': buf[o++] = '\\'; break;
-			case '/': buf[o++] = '/'; break;
-			case 'b': buf[o++] = '\b'; break;
-			case 'f': buf[o++] = '\f'; break;
-			case 'n': buf[o++] = '\n'; break;
-			case 'r': buf[o++] = '\r'; break;
-			case 't': buf[o++] = '\t'; break;
+			case '"':
+				buf[o++] = '"';
+				break;
+			case '\\':
+				buf[o++] = '\\';
+				break;
+			case '/':
+				buf[o++] = '/';
+				break;
+			case 'b':
+				buf[o++] = '\b';
+				break;
+			case 'f':
+				buf[o++] = '\f';
+				break;
+			case 'n':
+				buf[o++] = '\n';
+				break;
+			case 'r':
+				buf[o++] = '\r';
+				break;
+			case 't':
+				buf[o++] = '\t';
+				break;
 			case 'u':
 				if (hex4(r, &cp))
 					goto bad;

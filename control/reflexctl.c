@@ -104,8 +104,7 @@ static int load_token(struct ctl *c)
 /* ---- requests -------------------------------------------------------------- */
 
 /* EXIT_OK with *r filled (any status), or an exit code after a message. */
-static int call(struct ctl *c, const char *method, const char *path, bool auth,
-		struct ctl_resp *r)
+static int call(struct ctl *c, const char *method, const char *path, bool auth, struct ctl_resp *r)
 {
 	char err[512];
 	int rc;
@@ -188,10 +187,18 @@ static void pp_num(FILE *f, double d)
 static void pp(FILE *f, const struct json *v, int indent)
 {
 	switch (v->type) {
-	case JSON_NULL: fputs("null", f); break;
-	case JSON_BOOL: fputs(v->b ? "true" : "false", f); break;
-	case JSON_NUMBER: pp_num(f, v->num); break;
-	case JSON_STRING: pp_str(f, v->str, v->len); break;
+	case JSON_NULL:
+		fputs("null", f);
+		break;
+	case JSON_BOOL:
+		fputs(v->b ? "true" : "false", f);
+		break;
+	case JSON_NUMBER:
+		pp_num(f, v->num);
+		break;
+	case JSON_STRING:
+		pp_str(f, v->str, v->len);
+		break;
 	case JSON_ARRAY:
 	case JSON_OBJECT: {
 		bool obj = v->type == JSON_OBJECT;
@@ -366,7 +373,8 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 		print_block(json_get(j, "totals"), "  ");
 		const struct json *ws = json_get(j, "workers");
 		for (size_t i = 0; ws && ws->type == JSON_ARRAY && i < ws->n; i++) {
-			printf("worker %.0f:\n", json_num(json_get(&ws->items[i], "id"), (double)i));
+			printf("worker %.0f:\n",
+			       json_num(json_get(&ws->items[i], "id"), (double)i));
 			print_block(&ws->items[i], "  ");
 		}
 		printf("access log: %s, written %llu, dropped %llu\n",
@@ -545,7 +553,8 @@ static void top_frame(struct ctl *c, bool tty, const struct json *st, const stru
 
 	if (c->json) {
 		printf("{\"time\":\"%s\",\"rps\":%s,\"p50_us\":%llu,\"p99_us\":%llu,"
-		       "\"hit_ratio\":%.4f,\"connections_open\":%llu,\"requests\":%llu,\"refusals\":",
+		       "\"hit_ratio\":%.4f,\"connections_open\":%llu,\"requests\":%llu,"
+		       "\"refusals\":",
 		       stamp, have_rate ? rate : "null",
 		       (unsigned long long)u(t, "latency_us.total.p50"),
 		       (unsigned long long)u(t, "latency_us.total.p99"), hit / 100,
@@ -561,7 +570,8 @@ static void top_frame(struct ctl *c, bool tty, const struct json *st, const stru
 			const struct json *eps = json_get(&pools->items[p], "endpoints");
 			unsigned up = 0;
 			for (size_t e = 0; eps && e < eps->n; e++)
-				up += !strcmp(json_str(json_get(&eps->items[e], "state"), ""), "up");
+				up += !strcmp(json_str(json_get(&eps->items[e], "state"), ""),
+					      "up");
 			printf("%s{\"name\":\"%s\",\"up\":%u,\"endpoints\":%zu}", p ? "," : "",
 			       json_str(json_get(&pools->items[p], "name"), "?"), up,
 			       eps ? eps->n : 0);
@@ -644,7 +654,8 @@ static int cmd_top(struct ctl *c, int argc, char **argv)
 		else if (!strncmp(argv[i], "--interval=", 11))
 			rc = parse_count("--interval", argv[i] + 11, &o.interval_ms);
 		else
-			return fail(EXIT_USAGE, "top: unknown argument \"%s\" (see --help)", argv[i]);
+			return fail(EXIT_USAGE, "top: unknown argument \"%s\" (see --help)",
+				    argv[i]);
 		if (rc)
 			return rc;
 	}
@@ -656,7 +667,8 @@ static int cmd_top(struct ctl *c, int argc, char **argv)
 		int rc;
 
 		if (frame) {
-			struct timespec ts = {o.interval_ms / 1000, (long)(o.interval_ms % 1000) * 1000000};
+			struct timespec ts = {o.interval_ms / 1000,
+					      (long)(o.interval_ms % 1000) * 1000000};
 			nanosleep(&ts, NULL);
 		}
 		if ((rc = get_json(c, "/stats", &rs, &st)))

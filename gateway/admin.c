@@ -244,8 +244,8 @@ static bool ct_equal(const char *given, size_t glen, const char *secret, size_t 
 /* The token's name for a valid "Authorization: Bearer T", else NULL. */
 static const char *authenticate(struct admin *a, const struct http_request *req)
 {
-	const struct http_header *h = http_find_header(req->headers, req->n_headers,
-						       "Authorization");
+	const struct http_header *h =
+		http_find_header(req->headers, req->n_headers, "Authorization");
 	const char *who = NULL;
 
 	if (!h || h->value.len < 7 || strncasecmp(h->value.p, "Bearer ", 7))
@@ -401,7 +401,8 @@ static const char *not_ready(struct gateway *g, const struct config *cfg, char *
 	}
 	for (unsigned p = 0; p < cfg->n_pools; p++) {
 		const struct cfg_pool *pool = &cfg->pools[p];
-		struct ep_view *eps = calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
+		struct ep_view *eps =
+			calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
 		bool up = false;
 
 		if (!eps)
@@ -532,8 +533,8 @@ static int m_u64_1(struct buf *b, const char *name, const char *label, const cha
 	       buf_appendf(b, "\"} %llu\n", (unsigned long long)v);
 }
 
-static int m_u64_2(struct buf *b, const char *name, const char *l1, const char *v1,
-		   const char *l2, const char *v2, uint64_t v)
+static int m_u64_2(struct buf *b, const char *name, const char *l1, const char *v1, const char *l2,
+		   const char *v2, uint64_t v)
 {
 	return buf_appendf(b, "%s{%s=\"", name, l1) | m_label(b, v1) |
 	       buf_appendf(b, "\",%s=\"", l2) | m_label(b, v2) |
@@ -605,8 +606,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_u64(b, "reflex_requests_total", t.requests);
 	rc |= m_head(b, "reflex_responses_total", "counter", "Responses, by status class.");
 	for (unsigned c = 1; c <= 5; c++)
-		rc |= m_u64_1(b, "reflex_responses_total", "class", class_names[c],
-			      t.responses[c]);
+		rc |= m_u64_1(b, "reflex_responses_total", "class", class_names[c], t.responses[c]);
 	rc |= m_head(b, "reflex_pool_responses_total", "counter",
 		     "Responses of requests routed to a pool, by pool and status class.");
 	for (unsigned p = 0; p < t.n_pools; p++) {
@@ -621,8 +621,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 				      class_names[c], t.pool_responses[p][c]);
 	}
 
-	rc |= m_head(b, "reflex_client_bytes_in_total", "counter",
-		     "Bytes received from clients.");
+	rc |= m_head(b, "reflex_client_bytes_in_total", "counter", "Bytes received from clients.");
 	rc |= m_u64(b, "reflex_client_bytes_in_total", t.bytes_in);
 	rc |= m_head(b, "reflex_client_bytes_out_total", "counter", "Bytes sent to clients.");
 	rc |= m_u64(b, "reflex_client_bytes_out_total", t.bytes_out);
@@ -651,15 +650,16 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		     "Time spent in each stage of the request path (total: head parsed to "
 		     "response handed to the kernel).");
 	for (unsigned s = 0; s < STAGE_MAX; s++)
-		rc |= m_hist(b, "reflex_stage_duration_seconds", "stage",
-			     stage_name((enum stage)s), &t.stage[s]);
+		rc |= m_hist(b, "reflex_stage_duration_seconds", "stage", stage_name((enum stage)s),
+			     &t.stage[s]);
 
 	rc |= m_head(b, "reflex_upstream_endpoint_inflight", "gauge",
 		     "Requests bound to an upstream endpoint now (all workers).");
 	struct buf req_lines = {0}, up_lines = {0};
 	for (unsigned p = 0; p < cfg->n_pools; p++) {
 		const struct cfg_pool *pool = &cfg->pools[p];
-		struct ep_view *eps = calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
+		struct ep_view *eps =
+			calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
 
 		if (!eps) {
 			rc = -1;
@@ -907,7 +907,8 @@ static int h_reload(struct gateway *g, const struct admin_req *req, struct admin
 			the_admin->reloads_failed++;
 		resp->status = 400;
 		return buf_appends(&resp->body, "{\"ok\":false,\"error\":") ||
-			       jsonw_buf_str(&resp->body, err) || buf_appends(&resp->body, "}\n")
+				       jsonw_buf_str(&resp->body, err) ||
+				       buf_appends(&resp->body, "}\n")
 			       ? -1
 			       : 0;
 	}
@@ -924,7 +925,8 @@ static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_r
 
 	for (unsigned p = 0; p < cfg->n_pools; p++) {
 		const struct cfg_pool *pool = &cfg->pools[p];
-		struct ep_view *eps = calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
+		struct ep_view *eps =
+			calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
 		bool f = true;
 
 		if (!eps) {
@@ -963,24 +965,42 @@ static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_r
 static const char *status_text(int s)
 {
 	switch (s) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 411: return "Length Required";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	case 417: return "Expectation Failed";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 503: return "Service Unavailable";
-	default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
+	case 100:
+		return "Continue";
+	case 200:
+		return "OK";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 411:
+		return "Length Required";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 417:
+		return "Expectation Failed";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
 	}
 }
 
@@ -1070,7 +1090,8 @@ static void dispatch(struct admin *a, struct aconn *c, const struct http_request
 			match = r;
 			break;
 		}
-		if (!strstr(allow, r->method) && strlen(allow) + strlen(r->method) + 3 < sizeof(allow)) {
+		if (!strstr(allow, r->method) &&
+		    strlen(allow) + strlen(r->method) + 3 < sizeof(allow)) {
 			if (*allow)
 				strcat(allow, ", ");
 			strcat(allow, r->method);
@@ -1268,7 +1289,8 @@ static void accept_all(struct admin *a)
 		}
 		if (a->n_conns >= ADMIN_MAX_CONNS) {
 			static const char busy[] =
-				"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+				"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+				"application/json\r\n"
 				"Content-Length: 42\r\nConnection: close\r\n\r\n"
 				"{\"error\":\"too many admin connections\"}\n\n";
 			ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -1340,7 +1362,7 @@ static void *admin_main(void *arg)
 				process(a, c);
 			else if (c->in.len && c->peer_gone && !c->close_after_write)
 				process(a, c); /* answer what arrived before the FIN */
-			if (c->fd < 0) { /* taken over by a streaming handler */
+			if (c->fd < 0) {       /* taken over by a streaming handler */
 				c->fd = -1;
 				buf_free(&c->in);
 				buf_free(&c->out);

@@ -22,20 +22,20 @@
 #define ACCESS_NO_TIME UINT32_MAX /* a stage that did not happen */
 
 struct access_record {
-	int64_t time_ns;          /* CLOCK_REALTIME when the response was finished */
-	char id[33];              /* request id */
-	char client[48];          /* client IP */
-	char method[16];          /* truncated if longer */
+	int64_t time_ns; /* CLOCK_REALTIME when the response was finished */
+	char id[33];	 /* request id */
+	char client[48]; /* client IP */
+	char method[16]; /* truncated if longer */
 	char host[128];
-	char path[512];           /* without the query unless the config keeps it */
-	char upstream[64];        /* endpoint "host:port", "" if none was contacted */
+	char path[512];	   /* without the query unless the config keeps it */
+	char upstream[64]; /* endpoint "host:port", "" if none was contacted */
 	char pool[32];
-	char cache[12];           /* "" until the cache exists: hit, miss, stale, bypass */
-	uint16_t status;          /* 0: no response (client gone) */
-	uint8_t reason;           /* enum reason; REASON_NONE for a normal response */
+	char cache[12];	 /* "" until the cache exists: hit, miss, stale, bypass */
+	uint16_t status; /* 0: no response (client gone) */
+	uint8_t reason;	 /* enum reason; REASON_NONE for a normal response */
 	uint8_t retries;
-	uint64_t bytes_in;        /* request bytes on the wire (head + body) */
-	uint64_t bytes_out;       /* response bytes on the wire */
+	uint64_t bytes_in;	  /* request bytes on the wire (head + body) */
+	uint64_t bytes_out;	  /* response bytes on the wire */
 	uint32_t t_us[STAGE_MAX]; /* timing breakdown in µs, ACCESS_NO_TIME if absent */
 };
 

@@ -168,8 +168,8 @@ int audit_verify(const char *path, uint64_t *first_bad_seq, uint64_t *records, c
 		}
 		if (check_line(line, len, seq, prev, why, sizeof(why))) {
 			*first_bad_seq = seq;
-			snprintf(err, errlen, "record %llu (line %llu): %s", (unsigned long long)seq,
-				 (unsigned long long)seq, why);
+			snprintf(err, errlen, "record %llu (line %llu): %s",
+				 (unsigned long long)seq, (unsigned long long)seq, why);
 			rc = 1;
 			goto out;
 		}

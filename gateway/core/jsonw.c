@@ -34,12 +34,12 @@ size_t jsonw_escape(char *out, size_t cap, const char *s, size_t n)
 	const unsigned char *u = (const unsigned char *)s;
 	size_t o = 0, i = 0;
 
-#define PUT(p, len)                              \
-	do {                                     \
-		if (cap - o < (len))             \
-			return 0;                \
-		memcpy(out + o, (p), (len));     \
-		o += (len);                      \
+#define PUT(p, len)                          \
+	do {                                 \
+		if (cap - o < (len))         \
+			return 0;            \
+		memcpy(out + o, (p), (len)); \
+		o += (len);                  \
 	} while (0)
 
 	if (cap < 2)

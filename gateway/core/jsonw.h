@@ -16,7 +16,7 @@
 #include "core/buf.h"
 
 /* The worst case: every byte becomes \u00XX, plus the quotes. */
-#define JSONW_MAX(n) ((n) * 6 + 2)
+#define JSONW_MAX(n) ((n)*6 + 2)
 
 /* Write s[0..n) as a quoted JSON string into out; returns its length, or 0
  * when it does not fit in cap (nothing useful is left in out then). */

@@ -57,8 +57,8 @@ static const char *gateway_yaml(bool broken)
 		 "routes:\n"
 		 "  - {path_prefix: /dead/, pool: dead}\n"
 		 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\", audit_log: \"%s\"}\n",
-		 gw_port, broken ? "bogus_key: 1\n" : "", o_port, dead_port, admin_port,
-		 token_path, audit_path);
+		 gw_port, broken ? "bogus_key: 1\n" : "", o_port, dead_port, admin_port, token_path,
+		 audit_path);
 	return buf;
 }
 
@@ -289,7 +289,8 @@ static int prom_validate(const char *text, size_t len, unsigned *n_samples)
 			if (!strcmp(fams[i].name, name)) {
 				f = (int)i;
 				suffix = "";
-			} else if (!strcmp(fams[i].type, "histogram") && !strncmp(name, fams[i].name, fl) &&
+			} else if (!strcmp(fams[i].type, "histogram") &&
+				   !strncmp(name, fams[i].name, fl) &&
 				   (!strcmp(name + fl, "_bucket") || !strcmp(name + fl, "_sum") ||
 				    !strcmp(name + fl, "_count"))) {
 				f = (int)i;
@@ -551,9 +552,8 @@ static void test_errors(void)
 
 	test_begin("malformed_request_400_with_reason");
 	static const char *const bad[] = {
-		"GARBAGE\r\n\r\n",
-		"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-		"GET /healthz HTTP/1.1\r\n\r\n", /* 1.1 without Host */
+		"GARBAGE\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+		"GET /healthz HTTP/1.1\r\n\r\n",      /* 1.1 without Host */
 		"GET /healthz HTTP/1.1\nHost: x\n\n", /* bare LF */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -604,8 +604,7 @@ static void test_errors(void)
 	h_sleep_ms(200);
 	b.len = 0;
 	enum h_read_end e = h_read_all(fds[69], &b, 2000, 0);
-	CHECK_MSG(e == H_READ_CLOSED && h_statuses(b.data, b.len, codes, 2) == 1 &&
-			  codes[0] == 503,
+	CHECK_MSG(e == H_READ_CLOSED && h_statuses(b.data, b.len, codes, 2) == 1 && codes[0] == 503,
 		  "the 70th connection: %s, %s", h_read_end_name(e), h_excerpt(b.data, b.len, 200));
 	char url[128];
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/?size=10", gw_port);
@@ -666,11 +665,14 @@ static void test_metrics(void)
 		CHECK(metric(before, "reflex_build_info{version=\"0.1.0\"}") == 1 ||
 		      strstr(before, "reflex_build_info{version="));
 		CHECK(metric(before, "reflex_process_start_time_seconds") > 1.6e9);
-		CHECK(strstr(before, "reflex_stage_duration_seconds_bucket{stage=\"total\",le=\"5e-05\"}"));
-		CHECK(strstr(before, "reflex_stage_duration_seconds_bucket{stage=\"upstream_ttfb\",le=\"+Inf\"}"));
+		CHECK(strstr(before,
+			     "reflex_stage_duration_seconds_bucket{stage=\"total\",le=\"5e-05\"}"));
+		CHECK(strstr(before, "reflex_stage_duration_seconds_bucket{stage=\"upstream_ttfb\","
+				     "le=\"+Inf\"}"));
 		CHECK(strstr(before, "reflex_refusals_total{reason=\"bad_request\"}"));
 		CHECK(strstr(before, "reflex_connections_closed_total{reason=\"idle\"}"));
-		CHECK(strstr(before, "reflex_pool_responses_total{pool=\"default\",class=\"2xx\"}"));
+		CHECK(strstr(before,
+			     "reflex_pool_responses_total{pool=\"default\",class=\"2xx\"}"));
 		CHECK(strstr(before, "reflex_access_log_dropped_total"));
 	}
 	test_end();
@@ -691,7 +693,7 @@ static void test_metrics(void)
 	after = scrape();
 	if (before && after) {
 		CHECK_INT(prom_validate(after, strlen(after), &ns), 0);
-#define GREW(s, n)                                                                     \
+#define GREW(s, n)                                                                              \
 	CHECK_MSG(metric(after, s) - metric(before, s) >= (n), "%s: %.0f → %.0f (want +%d)", s, \
 		  metric(before, s), metric(after, s), (n))
 		GREW("reflex_requests_total", 10);
@@ -803,17 +805,19 @@ static void test_config_errors(void)
 	CHECK_MSG(exit_code(st) == 0, "exit %d: %s", exit_code(st), out ? out : "");
 	free(out);
 	out = NULL;
-	char *argv2[] = {(char *)h_reflexd_path(), "--upstream", "127.0.0.1:19001", "--admin",
-			 "off", "--check-config", NULL};
+	char *argv2[] = {
+		(char *)h_reflexd_path(), "--upstream", "127.0.0.1:19001", "--admin", "off",
+		"--check-config",	  NULL};
 	st = h_run(argv2, 5000, &out);
 	CHECK_MSG(exit_code(st) == 0, "--admin off: exit %d: %s", exit_code(st), out ? out : "");
 	free(out);
 	out = NULL;
-	char *argv3[] = {(char *)h_reflexd_path(), "--upstream", "127.0.0.1:19001", "--admin",
-			 "nohost", "--check-config", NULL};
+	char *argv3[] = {
+		(char *)h_reflexd_path(), "--upstream", "127.0.0.1:19001", "--admin", "nohost",
+		"--check-config",	  NULL};
 	st = h_run(argv3, 5000, &out);
-	CHECK_MSG(exit_code(st) == 1 && out && strstr(out, "--admin:"), "--admin nohost: exit %d: %s",
-		  exit_code(st), out ? out : "");
+	CHECK_MSG(exit_code(st) == 1 && out && strstr(out, "--admin:"),
+		  "--admin nohost: exit %d: %s", exit_code(st), out ? out : "");
 	free(out);
 	test_end();
 }
@@ -839,8 +843,10 @@ int main(void)
 		return test_exit_code();
 	if (h_wait_port("127.0.0.1", admin_port, 5000)) {
 		test_begin("admin_listening");
-		CHECK_MSG(0, "the admin API does not listen on %d (is admin_start linked into "
-			     "reflexd?)", admin_port);
+		CHECK_MSG(0,
+			  "the admin API does not listen on %d (is admin_start linked into "
+			  "reflexd?)",
+			  admin_port);
 		test_end();
 		h_finish(gw, 10000);
 		return test_exit_code();

@@ -58,8 +58,7 @@ static void free_lines(struct json **v, unsigned n)
 
 /* Wait up to 3 s for a line whose key equals want (string) or, with
  * want_status, whose status equals it; returns a copy of the line's tree. */
-static struct json *find_line(const char *path, const char *key, const char *want,
-			      int want_status)
+static struct json *find_line(const char *path, const char *key, const char *want, int want_status)
 {
 	for (int tries = 0; tries < 60; tries++) {
 		unsigned n, bad;
@@ -85,8 +84,13 @@ static long request(const char *path, const char *id, const char *method, const 
 {
 	char url[512], hdr[128];
 	const char *hdrs[2] = {hdr, NULL};
-	struct h_req q = {.url = url, .method = method, .body = body, .body_len = body_len,
-			  .headers = hdrs, .timeout_ms = 8000, .no_expect = true};
+	struct h_req q = {.url = url,
+			  .method = method,
+			  .body = body,
+			  .body_len = body_len,
+			  .headers = hdrs,
+			  .timeout_ms = 8000,
+			  .no_expect = true};
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
 	snprintf(hdr, sizeof(hdr), "X-Request-ID: %s", id);
@@ -110,10 +114,9 @@ static bool rfc3339_ms(const char *t)
 /* The fields every line carries. */
 static void check_common(const struct json *j, const char *what)
 {
-	static const char *const keys[] = {"time",	"id",	    "client", "method",
-					   "host",	"path",	    "status", "bytes_in",
-					   "bytes_out", "upstream", "pool",   "retries",
-					   "timings",	"cache"};
+	static const char *const keys[] = {"time", "id",      "client",	  "method",    "host",
+					   "path", "status",  "bytes_in", "bytes_out", "upstream",
+					   "pool", "retries", "timings",  "cache"};
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		CHECK_MSG(json_get(j, keys[i]), "%s: no \"%s\"", what, keys[i]);
@@ -364,19 +367,20 @@ int main(void)
 		 (int)getpid());
 	snprintf(rotated_path, sizeof(rotated_path), "%s.1", log_path);
 	unlink(log_path);
-	const char *cfg = h_write_config("workers: 1\n"
-					 "listen: [\"127.0.0.1:%d\"]\n"
-					 "limits: {body: 1k}\n"
-					 "timeouts: {upstream_response: 1s}\n"
-					 "access_log: {path: \"%s\", query: false}\n"
-					 "pools:\n"
-					 "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
-					 "  dead: {endpoints: [\"127.0.0.1:%d\"]}\n"
-					 "routes:\n"
-					 "  - {path_prefix: /dead/, pool: dead}\n"
-					 "  - {path_prefix: /nolog/, pool: default, access_log: false}\n"
-					 "admin: {listen: \"127.0.0.1:%d\"}\n",
-					 gw_port, log_path, o_port, dead_port, admin_port);
+	const char *cfg =
+		h_write_config("workers: 1\n"
+			       "listen: [\"127.0.0.1:%d\"]\n"
+			       "limits: {body: 1k}\n"
+			       "timeouts: {upstream_response: 1s}\n"
+			       "access_log: {path: \"%s\", query: false}\n"
+			       "pools:\n"
+			       "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			       "  dead: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			       "routes:\n"
+			       "  - {path_prefix: /dead/, pool: dead}\n"
+			       "  - {path_prefix: /nolog/, pool: default, access_log: false}\n"
+			       "admin: {listen: \"127.0.0.1:%d\"}\n",
+			       gw_port, log_path, o_port, dead_port, admin_port);
 
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();

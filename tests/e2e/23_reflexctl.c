@@ -234,7 +234,8 @@ static void test_top(void)
 	CHECK_INT(rc, 0);
 	unsigned lines = 0;
 	char *save = NULL;
-	for (char *l = out ? strtok_r(out, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save)) {
+	for (char *l = out ? strtok_r(out, "\n", &save) : NULL; l;
+	     l = strtok_r(NULL, "\n", &save)) {
 		struct json *j = parse(l, "top");
 		lines++;
 		if (j && lines == 2)
@@ -287,21 +288,23 @@ static void test_exit_codes(void)
 
 	test_begin("help_at_every_level");
 	static const char *const helps[][4] = {
-		{"--help", NULL},	     {"-h", NULL},	{"status", "--help", NULL},
-		{"top", "--help", NULL},     {"audit", "--help", NULL},
-		{"audit", "verify", "--help", NULL}, {"reload", "-h", NULL},
-		{NULL},
+		{"--help", NULL},	    {"-h", NULL},
+		{"status", "--help", NULL}, {"top", "--help", NULL},
+		{"audit", "--help", NULL},  {"audit", "verify", "--help", NULL},
+		{"reload", "-h", NULL},	    {NULL},
 	};
 	for (int i = 0; helps[i][0]; i++) {
 		rc = ctl(&out, (char *)helps[i][0], (char *)helps[i][1], (char *)helps[i][2],
 			 (char *)helps[i][3], NULL);
-		CHECK_MSG(rc == 0 && out && strstr(out, "usage:"), "reflexctl %s %s %s: exit %d: %s",
-			  helps[i][0], helps[i][1] ? helps[i][1] : "", helps[i][2] ? helps[i][2] : "",
-			  rc, out ? out : "");
+		CHECK_MSG(rc == 0 && out && strstr(out, "usage:"),
+			  "reflexctl %s %s %s: exit %d: %s", helps[i][0],
+			  helps[i][1] ? helps[i][1] : "", helps[i][2] ? helps[i][2] : "", rc,
+			  out ? out : "");
 		free(out);
 	}
 	rc = ctl(&out, "--help", NULL);
-	CHECK(out && strstr(out, "audit verify") && strstr(out, "top") && strstr(out, "exit codes"));
+	CHECK(out && strstr(out, "audit verify") && strstr(out, "top") &&
+	      strstr(out, "exit codes"));
 	free(out);
 	test_end();
 }
@@ -316,8 +319,8 @@ static void test_unix_socket(void)
 	char lst[64], up[64];
 	snprintf(lst, sizeof(lst), "127.0.0.1:%d", port);
 	snprintf(up, sizeof(up), "127.0.0.1:%d", o_port);
-	const char *args[] = {"--listen", lst, "--upstream", up, "--workers", "1",
-			      "--admin", sock, NULL};
+	const char *args[] = {"--listen", lst,	     "--upstream", up,	"--workers",
+			      "1",	  "--admin", sock,	   NULL};
 	struct h_proc *gw2 = h_start_reflexd("reflexd-unix", port, args);
 	CHECK(gw2 != NULL);
 	if (gw2) {

@@ -44,8 +44,8 @@ static long reload(const char *token)
 {
 	char url[128], auth[128];
 	const char *hdrs[2] = {auth, NULL};
-	struct h_req q = {.method = "POST", .url = url, .timeout_ms = 5000,
-			  .headers = token ? hdrs : NULL};
+	struct h_req q = {
+		.method = "POST", .url = url, .timeout_ms = 5000, .headers = token ? hdrs : NULL};
 	struct h_resp r;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/reload", admin_port);
@@ -149,8 +149,8 @@ int main(void)
 	gw_port = h_free_port();
 	admin_port = h_free_port();
 	o_port = h_free_port();
-	snprintf(audit_path, sizeof(audit_path), "%s/test-logs/e2e-24-%d-audit.log",
-		 h_build_dir(), (int)getpid());
+	snprintf(audit_path, sizeof(audit_path), "%s/test-logs/e2e-24-%d-audit.log", h_build_dir(),
+		 (int)getpid());
 	snprintf(token_path, sizeof(token_path), "%s/test-logs/e2e-24-%d-tokens", h_build_dir(),
 		 (int)getpid());
 	unlink(audit_path);
@@ -204,8 +204,8 @@ int main(void)
 
 	test_begin("verify_ok");
 	rc = ctl(&out, "audit", "verify", audit_path, NULL);
-	CHECK_MSG(rc == 0 && out && strstr(out, "4 records") && strstr(out, "intact"), "exit %d: %s",
-		  rc, out ? out : "");
+	CHECK_MSG(rc == 0 && out && strstr(out, "4 records") && strstr(out, "intact"),
+		  "exit %d: %s", rc, out ? out : "");
 	free(out);
 	test_end();
 
@@ -250,7 +250,8 @@ int main(void)
 		rc = ctl(&out, "--json", "audit", "verify", audit_path, NULL);
 		CHECK_INT(rc, 1);
 		j = out ? json_parse(out, strlen(out), err, sizeof(err)) : NULL;
-		CHECK_MSG(j && json_num(json_get(j, "first_bad_seq"), 0) == 2, "%s", out ? out : "");
+		CHECK_MSG(j && json_num(json_get(j, "first_bad_seq"), 0) == 2, "%s",
+			  out ? out : "");
 		json_free(j);
 		free(out);
 		/* a deleted record is caught at the one after it */

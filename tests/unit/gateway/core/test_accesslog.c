@@ -97,16 +97,16 @@ static void test_format_fields(void)
 static void test_format_nasty(void)
 {
 	static const char *const nasty[] = {
-		"/a\"b\\c",			/* quote, backslash */
-		"/\n\r\t\x01\x1f\x7f",		/* controls and DEL */
-		"/\xff\xfe\x80",		/* bytes that are never UTF-8 */
-		"/\xc3\xa9t\xc3\xa9",		/* valid UTF-8: kept */
-		"/\xc3",			/* truncated sequence */
-		"/\xe0\x80\xaf",		/* overlong */
-		"/\xed\xa0\x80",		/* a surrogate */
-		"/\xf4\x90\x80\x80",		/* above U+10FFFF */
-		"/\xf0\x9f\x98\x80 ok",		/* 4-byte valid */
-		"/</script><script>alert(1)",	/* not JSON's problem, must survive */
+		"/a\"b\\c",		      /* quote, backslash */
+		"/\n\r\t\x01\x1f\x7f",	      /* controls and DEL */
+		"/\xff\xfe\x80",	      /* bytes that are never UTF-8 */
+		"/\xc3\xa9t\xc3\xa9",	      /* valid UTF-8: kept */
+		"/\xc3",		      /* truncated sequence */
+		"/\xe0\x80\xaf",	      /* overlong */
+		"/\xed\xa0\x80",	      /* a surrogate */
+		"/\xf4\x90\x80\x80",	      /* above U+10FFFF */
+		"/\xf0\x9f\x98\x80 ok",	      /* 4-byte valid */
+		"/</script><script>alert(1)", /* not JSON's problem, must survive */
 	};
 	struct access_record r;
 	char out[8192];
@@ -198,8 +198,8 @@ static char *slurp(const char *path, size_t *len)
 
 static void tmp_path(char *out, size_t len, const char *name)
 {
-	snprintf(out, len, "%s/reflex-test-accesslog-%d-%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
-		 (int)getpid(), name);
+	snprintf(out, len, "%s/reflex-test-accesslog-%d-%s",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid(), name);
 }
 
 struct producer {
