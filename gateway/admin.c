@@ -47,6 +47,7 @@
 #define ADMIN_OUT_HIGH (1u << 20) /* stop reading a client that does not read */
 #define ADMIN_MAX_ROUTES 64
 #define ADMIN_MAX_TOKENS 64
+#define ADMIN_RETRY_MS 500
 
 /* ---- route table -------------------------------------------------------- */
 
@@ -121,6 +122,10 @@ struct admin {
 	dev_t unix_dev;
 	ino_t unix_ino;
 	char listen_text[300];
+	/* where to listen; while the address is in use (another gateway, or the
+	 * old process of an upgrade that has not let go yet) the thread retries */
+	struct cfg_admin listen_cfg;
+	int64_t next_bind_ms;
 
 	/* counters of the admin API itself (admin thread only) */
 	uint64_t requests, unauthorized, reloads_ok, reloads_failed;
@@ -1312,6 +1317,89 @@ static void accept_all(struct admin *a)
 	}
 }
 
+/* 0, -EADDRINUSE (someone holds the address now: worth retrying), or -1
+ * (with err) for anything else. */
+static int open_listener(struct admin *a, const struct cfg_admin *ca, char *err, size_t errlen)
+{
+	int family = ca->listen.ss.ss_family, fd, one = 1, rc = -1;
+
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "admin listen %s: socket: %s", ca->listen.text,
+			 strerror(errno));
+		return -1;
+	}
+	if (family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&ca->listen.ss;
+		struct stat st;
+
+		/* a socket file nobody answers on (left by a dead gateway) is
+		 * replaced; a live one is in use; anything else at that path is
+		 * not ours to remove */
+		if (lstat(un->sun_path, &st) == 0) {
+			if (!S_ISSOCK(st.st_mode)) {
+				snprintf(err, errlen, "admin listen %s: exists and is not a socket",
+					 un->sun_path);
+				goto fail;
+			}
+			int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			bool live = probe >= 0 &&
+				    connect(probe, (const struct sockaddr *)&ca->listen.ss,
+					    ca->listen.len) == 0;
+			if (probe >= 0)
+				close(probe);
+			if (live) {
+				snprintf(err, errlen, "admin listen %s: %s", un->sun_path,
+					 strerror(EADDRINUSE));
+				rc = -EADDRINUSE;
+				goto fail;
+			}
+			unlink(un->sun_path);
+		}
+	} else {
+		/* no SO_REUSEPORT: two gateways must not share (and split) one
+		 * admin port; an upgraded process waits for the old one instead */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	}
+	if (bind(fd, (const struct sockaddr *)&ca->listen.ss, ca->listen.len)) {
+		if (errno == EADDRINUSE)
+			rc = -EADDRINUSE;
+		snprintf(err, errlen, "admin listen %s: %s", ca->listen.text, strerror(errno));
+		goto fail;
+	}
+	if (listen(fd, 64)) {
+		snprintf(err, errlen, "admin listen %s: %s", ca->listen.text, strerror(errno));
+		goto fail;
+	}
+	if (family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&ca->listen.ss;
+		struct stat st;
+
+		snprintf(a->unix_path, sizeof(a->unix_path), "%s", un->sun_path);
+		if (stat(un->sun_path, &st) == 0) {
+			a->unix_dev = st.st_dev;
+			a->unix_ino = st.st_ino;
+		}
+	}
+	a->lfd = fd;
+	return 0;
+fail:
+	close(fd);
+	return rc;
+}
+
+/* The address was in use at start: try again every ADMIN_RETRY_MS. */
+static void retry_listener(struct admin *a, int64_t now)
+{
+	char err[512];
+
+	if (a->lfd >= 0 || now < a->next_bind_ms)
+		return;
+	a->next_bind_ms = now + ADMIN_RETRY_MS;
+	if (open_listener(a, &a->listen_cfg, err, sizeof(err)) == 0)
+		log_info("admin API on %s (the address is free now)", a->listen_cfg.listen.text);
+}
+
 static void *admin_main(void *arg)
 {
 	struct admin *a = arg;
@@ -1321,6 +1409,10 @@ static void *admin_main(void *arg)
 	for (;;) {
 		int64_t now = now_ms(), next = now + 1000;
 		unsigned n = 0;
+
+		retry_listener(a, now);
+		if (a->lfd < 0 && a->next_bind_ms < next)
+			next = a->next_bind_ms;
 
 		pfd[n++] = (struct pollfd){.fd = a->stop_fd, .events = POLLIN};
 		pfd[n++] = (struct pollfd){.fd = a->lfd, .events = POLLIN};
@@ -1385,61 +1477,6 @@ static void *admin_main(void *arg)
 	return NULL;
 }
 
-static int open_listener(struct admin *a, const struct cfg_admin *ca, char *err, size_t errlen)
-{
-	int family = ca->listen.ss.ss_family, fd, one = 1;
-
-	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "admin listen %s: socket: %s", ca->listen.text,
-			 strerror(errno));
-		return -1;
-	}
-	if (family == AF_UNIX) {
-		const struct sockaddr_un *un = (const struct sockaddr_un *)&ca->listen.ss;
-		struct stat st;
-
-		/* a socket file left by a dead gateway is replaced; anything else
-		 * at that path is not ours to remove */
-		if (lstat(un->sun_path, &st) == 0) {
-			if (!S_ISSOCK(st.st_mode)) {
-				snprintf(err, errlen, "admin listen %s: exists and is not a socket",
-					 un->sun_path);
-				goto fail;
-			}
-			unlink(un->sun_path);
-		}
-	} else {
-		/* SO_REUSEPORT: during a binary upgrade the new process opens the
-		 * admin port while the old one still holds it */
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	}
-	if (bind(fd, (const struct sockaddr *)&ca->listen.ss, ca->listen.len)) {
-		snprintf(err, errlen, "admin listen %s: %s", ca->listen.text, strerror(errno));
-		goto fail;
-	}
-	if (listen(fd, 64)) {
-		snprintf(err, errlen, "admin listen %s: %s", ca->listen.text, strerror(errno));
-		goto fail;
-	}
-	if (family == AF_UNIX) {
-		const struct sockaddr_un *un = (const struct sockaddr_un *)&ca->listen.ss;
-		struct stat st;
-
-		snprintf(a->unix_path, sizeof(a->unix_path), "%s", un->sun_path);
-		if (stat(un->sun_path, &st) == 0) {
-			a->unix_dev = st.st_dev;
-			a->unix_ino = st.st_ino;
-		}
-	}
-	a->lfd = fd;
-	return 0;
-fail:
-	close(fd);
-	return -1;
-}
-
 static void register_builtins(void)
 {
 	/* -EEXIST: already registered by an earlier start (tests start twice) */
@@ -1486,8 +1523,15 @@ struct admin *admin_start(struct gateway *g, char *err, size_t errlen)
 	}
 	a->seen_cfg = cfg;
 	snprintf(a->listen_text, sizeof(a->listen_text), "%s", cfg->admin.listen.text);
-	if (open_listener(a, &cfg->admin, err, errlen))
+	a->listen_cfg = cfg->admin;
+	rc = open_listener(a, &cfg->admin, err, errlen);
+	if (rc == -EADDRINUSE) {
+		/* degrade loudly, never take the data path down with it */
+		log_error("%s; the admin API retries every %d ms", err, ADMIN_RETRY_MS);
+		a->next_bind_ms = now_ms() + ADMIN_RETRY_MS;
+	} else if (rc) {
 		goto fail;
+	}
 	a->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (a->stop_fd < 0) {
 		snprintf(err, errlen, "admin: eventfd: %s", strerror(errno));
@@ -1500,8 +1544,9 @@ struct admin *admin_start(struct gateway *g, char *err, size_t errlen)
 		snprintf(err, errlen, "admin: cannot start its thread: %s", strerror(rc));
 		goto fail;
 	}
-	log_info("admin API on %s (%u token%s, audit %s)", cfg->admin.listen.text, a->n_tokens,
-		 a->n_tokens == 1 ? "" : "s", a->audit ? a->audit_path : "off");
+	log_info("admin API %s %s (%u token%s, audit %s)", a->lfd >= 0 ? "on" : "waiting for",
+		 cfg->admin.listen.text, a->n_tokens, a->n_tokens == 1 ? "" : "s",
+		 a->audit ? a->audit_path : "off");
 	if (g->config_put)
 		g->config_put(g, cfg);
 	return a;
@@ -1531,7 +1576,8 @@ void admin_stop(struct admin *a)
 	if (write(a->stop_fd, &one, sizeof(one)) < 0)
 		log_warn("admin: stop: %s", strerror(errno));
 	pthread_join(a->thread, NULL);
-	close(a->lfd);
+	if (a->lfd >= 0)
+		close(a->lfd);
 	/* remove the socket file only if it is still ours (an upgraded process
 	 * may have bound a new one at the same path) */
 	if (a->unix_path[0] && stat(a->unix_path, &st) == 0 && st.st_dev == a->unix_dev &&
@@ -1551,7 +1597,9 @@ int admin_address(const struct admin *a, char *out, size_t len)
 	socklen_t sl = sizeof(ss);
 	char host[INET6_ADDRSTRLEN];
 
-	if (!a || getsockname(a->lfd, (struct sockaddr *)&ss, &sl))
+	if (!a || a->lfd < 0)
+		return -ENOTCONN;
+	if (getsockname(a->lfd, (struct sockaddr *)&ss, &sl))
 		return -errno;
 	if (ss.ss_family == AF_UNIX) {
 		snprintf(out, len, "%s", a->unix_path);
