@@ -12,6 +12,17 @@
  * it to the sensitive span. Overlapping accepted candidates of one detector
  * are merged into a single match.
  *
+ * What is in the one pass (docs/detect.md has the why and the numbers):
+ *  - secrets, email, IPv6, delimiter tokens and user patterns: their own
+ *    patterns;
+ *  - numbers (phone, SSN, card, IBAN, IPv4): one digit-run trigger; the
+ *    number formats run on a small window around a run whose shape fits;
+ *  - injection phrases: literal trigger words per family ("ignore",
+ *    "jailbreak", "decode", ...); the family's full phrase patterns run on a
+ *    window around them (a few hundred bytes). Trigger words are matched
+ *    single-spaced ("no longer", "from now on"); the phrases themselves allow
+ *    any whitespace.
+ *
  * Ownership and threads
  *  - struct detect_db is built once per config snapshot, then immutable and
  *    shared read-only by every worker. It owns copies of the user patterns
@@ -24,26 +35,29 @@
  *  - struct detect_stream is per scanned body: one thread at a time, fed with
  *    the scratch of whichever worker runs it. It holds the Hyperscan stream
  *    state, a tail window of DETECT_WINDOW bytes and the pending matches.
+ *  - detect_scan() and detect_stream_feed() allocate nothing; a stream
+ *    allocates once, at open.
  *  - Nothing here logs. Matched text never leaves this module except through
  *    the caller's own buffer: a match carries offsets and a keyed hash.
  *
  * Match delivery
  *  - Offsets are [start, end) from the start of the scanned buffer (block)
  *    or of the stream (streaming).
- *  - For one detector, matches arrive in increasing start order and never
+ *  - For one detector, matches arrive in increasing start order and do not
  *    overlap. Across detectors the order is unspecified and matches of
- *    different detectors may overlap (an IPv4 inside an IPv6, a phone number
- *    inside a card number that failed Luhn does not happen, but a JWT inside a
- *    user pattern might).
+ *    different detectors may overlap (an IPv4 inside an IPv6, a JWT inside a
+ *    user pattern).
  *  - A match is delivered once its detector can no longer extend it: in block
  *    mode before detect_scan() returns; in streaming mode during a later feed
- *    or at detect_stream_finish().
+ *    or at detect_stream_finish(). Block and streaming deliver the same
+ *    matches for the same bytes, however they are split (tested at every
+ *    split point).
  *  - Streaming bound: validators need the candidate bytes, and the stream
  *    keeps only the last DETECT_WINDOW bytes. Every built-in candidate except a
- *    PEM block or a JWT is far shorter. A candidate that started more than
- *    DETECT_WINDOW bytes before the end of the feed that completes it cannot
- *    be validated and is delivered with DETECT_MATCH_UNVALIDATED (fail closed:
- *    it is reported, never silently dropped) and without a hash.
+ *    PEM block or a JWT is far shorter (numbers < 64 bytes, phrases < 300). A
+ *    candidate longer than DETECT_WINDOW may not be validated: it is delivered
+ *    with DETECT_MATCH_UNVALIDATED (fail closed: reported, never silently
+ *    dropped) and without a hash.
  *
  * Errors: 0 or -errno. A pattern that does not compile is -EINVAL with
  * "detector 'NAME': <Hyperscan's message>" in the caller's error buffer.
@@ -145,8 +159,8 @@ struct detect_stream;
  * On failure *out is NULL, err (if errlen > 0) says why:
  *   -EINVAL  a bad user name/severity or a pattern Hyperscan refused
  *   -ENOMEM
- * Compiling takes tens to hundreds of milliseconds: do it at config load,
- * never on a worker. */
+ * Compiling takes about half a second (several Hyperscan databases): do it
+ * at config load, never on a worker. */
 int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char *err,
 		    size_t errlen);
 void detect_db_free(struct detect_db *db); /* NULL-safe */
