@@ -9,6 +9,8 @@
 
 #include "core/log.h"
 #include "core/sock.h"
+#include "http/health.h"
+#include "http/pool_hash.h"
 #include "http/req.h"
 #include "http/respond.h"
 #include "http/worker.h"
@@ -21,25 +23,46 @@
 
 static const struct conn_ops up_ops;
 
+bool (*upstream_serve_stale)(struct request *r);
+
+/* What a request's up_timer is waiting for. */
+enum { UPWAIT_NONE = 0, UPWAIT_BACKOFF, UPWAIT_QUEUE, UPWAIT_HEDGE };
+
+static void on_up_timer(struct timer *t);
+static void on_queue_poll(struct timer *t);
+
 /* ---- endpoint choice ------------------------------------------------------ */
 
 struct pool_state *pool_states_new(const struct config *cfg)
 {
 	struct pool_state *pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(*pools));
+	struct pool_shared_set *set;
 
 	if (!pools)
 		return NULL;
+	set = pool_shared_get(cfg);
+	if (!set) {
+		free(pools);
+		return NULL;
+	}
+	pools[0].set = set;
 	for (unsigned i = 0; i < cfg->n_pools; i++) {
 		struct pool_state *p = &pools[i];
 		p->cfg = &cfg->pools[i];
+		p->sh = &set->pools[i];
 		p->n_eps = p->cfg->n_endpoints;
+		timer_init(&p->q_timer, on_queue_poll);
 		p->eps = calloc(p->n_eps ? p->n_eps : 1, sizeof(*p->eps));
 		if (!p->eps) {
 			pool_states_free(pools, i);
 			return NULL;
 		}
-		for (unsigned j = 0; j < p->n_eps; j++)
-			p->eps[j].cfg = &p->cfg->endpoints[j];
+		for (unsigned j = 0; j < p->n_eps; j++) {
+			struct endpoint_state *e = &p->eps[j];
+			e->cfg = &p->cfg->endpoints[j];
+			e->sh = &p->sh->eps[j];
+			e->id = pool_hash_bytes(0, e->cfg->addr.text, strlen(e->cfg->addr.text));
+		}
 	}
 	return pools;
 }
@@ -63,6 +86,7 @@ static void idle_remove(struct upconn *u)
 
 void pool_states_close_idle(struct pool_state *pools, unsigned n)
 {
+	health_stop(pools, n); /* no more checks from this generation */
 	for (unsigned i = 0; pools && i < n; i++)
 		for (unsigned j = 0; j < pools[i].n_eps; j++) {
 			struct endpoint_state *ep = &pools[i].eps[j];
@@ -76,45 +100,22 @@ void pool_states_close_idle(struct pool_state *pools, unsigned n)
 
 void pool_states_free(struct pool_state *pools, unsigned n)
 {
-	for (unsigned i = 0; pools && i < n; i++)
+	if (!pools)
+		return;
+	health_stop(pools, n);
+	for (unsigned i = 0; i < n; i++) {
+		/* requests hold the generation while queued: the queue is empty */
+		if (pools[i].w)
+			timer_disarm(&pools[i].w->loop.timers, &pools[i].q_timer);
 		free(pools[i].eps);
+	}
+	pool_shared_put(pools[0].set);
 	free(pools);
 }
 
 struct endpoint_state *pool_pick(struct pool_state *p, uint64_t rnd)
 {
-	unsigned n = p->n_eps;
-
-	if (n == 0)
-		return NULL;
-	if (n == 1)
-		return &p->eps[0];
-	if (p->cfg->balance == CFG_BALANCE_ROUND_ROBIN) {
-		/* Smooth weighted round robin (nginx's): every endpoint gains its
-		 * weight, the richest is chosen and pays the total. */
-		int total = 0;
-		struct endpoint_state *best = NULL;
-		for (unsigned i = 0; i < n; i++) {
-			struct endpoint_state *e = &p->eps[i];
-			e->wrr_current += (int)e->cfg->weight;
-			total += (int)e->cfg->weight;
-			if (!best || e->wrr_current > best->wrr_current)
-				best = e;
-		}
-		best->wrr_current -= total;
-		return best;
-	}
-	unsigned a = (unsigned)(rnd % n);
-	unsigned b = (unsigned)((rnd >> 32) % (n - 1));
-	if (b >= a)
-		b++;
-	struct endpoint_state *ea = &p->eps[a], *eb = &p->eps[b];
-	/* Compare inflight/weight without division: ia/wa <= ib/wb. */
-	uint64_t la = (uint64_t)ea->inflight * eb->cfg->weight;
-	uint64_t lb = (uint64_t)eb->inflight * ea->cfg->weight;
-	if (la != lb)
-		return la < lb ? ea : eb;
-	return (rnd >> 63) ? eb : ea;
+	return pool_pick_ex(p, rnd, clock_ms(), NULL, false, 0, false);
 }
 
 /* ---- the upstream request head -------------------------------------------- */
@@ -238,9 +239,63 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 static void up_progress(struct upconn *u)
 {
 	struct worker *w = u->conn.w;
+	uint64_t at = w->loop.now + w->cfg->timeouts.upstream_response;
 
-	timer_arm(&w->loop.timers, &u->conn.timer,
-		  w->loop.now + w->cfg->timeouts.upstream_response);
+	/* retry.per_try_timeout bounds the wait for the head of one try */
+	if (!u->head_done && u->try_deadline_ms && u->try_deadline_ms < at)
+		at = u->try_deadline_ms;
+	timer_arm(&w->loop.timers, &u->conn.timer, at);
+}
+
+static struct pool_state *pool_of(struct request *r)
+{
+	return &r->gen->pools[r->pool];
+}
+
+static void queue_kick(struct pool_state *p);
+
+/* The try on u ended: tell the outlier detector and the breaker (ok: 1,
+ * failed: 0, no verdict: -1), give back the busy and retry slots. */
+static void try_end(struct upconn *u, int outcome)
+{
+	struct request *r = u->r;
+	struct endpoint_state *ep = u->ep;
+	struct worker *w = u->conn.w;
+
+	if (u->outcome_done || !r || !r->gen)
+		return;
+	u->outcome_done = true;
+	struct pool_state *p = pool_of(r);
+	if (!p->sh || !ep->sh)
+		return;
+	uint64_t now = clock_ms();
+	if (outcome < 0) {
+		breaker_release(&ep->sh->breaker, u->br_how);
+	} else {
+		if (breaker_result(&ep->sh->breaker, &p->cfg->breaker, u->br_how, outcome == 1, now)) {
+			log_warn("pool %s: endpoint %s: breaker open for %u ms", p->cfg->name,
+				 ep->cfg->addr.text, p->cfg->breaker.open_time);
+			STAT_INC(w->stats.pool_breaker_opens);
+		}
+		if (pool_shared_outcome(p->sh, ep->sh, outcome == 1, now)) {
+			log_warn("pool %s: endpoint %s: ejected for %llu ms (ejection %u)",
+				 p->cfg->name, ep->cfg->addr.text,
+				 (unsigned long long)(__atomic_load_n(&ep->sh->ejected_until_ms,
+								      __ATOMIC_RELAXED) - now),
+				 __atomic_load_n(&ep->sh->n_ejections, __ATOMIC_RELAXED));
+			STAT_INC(w->stats.pool_ejections);
+		}
+	}
+	if (u->busy) {
+		u->busy = false;
+		pool_shared_busy_put(ep->sh);
+	}
+	if (u->retry_slot) {
+		u->retry_slot = false;
+		pool_shared_retry_done(p->sh);
+	}
+	if (p->q_len)
+		queue_kick(p);
 }
 
 static void up_unbind(struct upconn *u)
@@ -249,9 +304,13 @@ static void up_unbind(struct upconn *u)
 
 	if (!r)
 		return;
-	r->up = NULL;
-	if (r->ep && r->ep->inflight)
-		r->ep->inflight--;
+	try_end(u, -1);
+	if (r->up == u)
+		r->up = NULL;
+	if (r->hedge == u)
+		r->hedge = NULL;
+	if (u->ep->inflight)
+		u->ep->inflight--;
 	u->r = NULL;
 }
 
@@ -296,22 +355,33 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, in
 	return u;
 }
 
-static void bind_and_send(struct request *r, struct upconn *u)
+static void bind_and_send(struct request *r, struct upconn *u, bool hedge)
 {
 	u->r = r;
 	u->got_bytes = u->head_done = u->resp_complete = false;
 	u->reusable = false;
-	r->up = u;
+	u->outcome_done = false;
+	if (hedge)
+		r->hedge = u;
+	else
+		r->up = u;
 	u->ep->requests++;
-	if (!u->conn.connecting)
-		r->t_sent_ns = clock_ns();
+	u->try_sent_ns = clock_ns();
+	if (!u->conn.connecting && !hedge)
+		r->t_sent_ns = u->try_sent_ns;
+	const struct cfg_retry *rc = &pool_of(r)->cfg->retry;
+	u->try_deadline_ms = rc->per_try_timeout ? u->conn.w->loop.now + rc->per_try_timeout : 0;
+	up_progress(u);
 	conn_write(&u->conn, buf_head(&r->up_head), r->up_head.len);
 }
 
-static void start_on(struct request *r, bool fresh)
+/* Open (or reuse) a connection to ep for r and send the head. The caller
+ * has taken the busy slot and breaker admission; they move to the
+ * connection. Returns the connection, or NULL (r not failed). */
+static struct upconn *try_on(struct request *r, struct endpoint_state *ep, bool fresh, bool hedge,
+			     bool busy, enum breaker_admit how)
 {
 	struct worker *w = r->c->conn.w;
-	struct endpoint_state *ep = r->ep;
 	struct upconn *u = NULL;
 	int err = 0;
 
@@ -320,22 +390,205 @@ static void start_on(struct request *r, bool fresh)
 		idle_remove(u);
 		u->reused = true;
 		STAT_INC(w->stats.upstream_reuses);
-		up_progress(u);
 	} else {
 		u = up_connect(w, ep, &err);
 		if (!u) {
 			log_warn("upstream %s: socket: %s", ep->cfg->addr.text, strerror(-err));
-			req_fail(r, 502, REASON_UPSTREAM_CONNECT, "upstream connection failed", false);
-			return;
+			if (busy)
+				pool_shared_busy_put(ep->sh);
+			if (ep->sh)
+				breaker_release(&ep->sh->breaker, how);
+			return NULL;
 		}
 	}
 	ep->inflight++;
-	bind_and_send(r, u);
+	r->tries++;
+	u->busy = busy;
+	u->br_how = how;
+	u->retry_slot = false;
+	bind_and_send(r, u, hedge);
+	return u;
+}
+
+/* Take the admissions a try on ep needs: a busy slot (limits.connections)
+ * and the breaker's consent. False when either says no. */
+static bool admit(struct pool_state *p, struct endpoint_state *ep, bool *busy,
+		  enum breaker_admit *how)
+{
+	*busy = false;
+	*how = BREAKER_PASS;
+	if (!p->sh || !ep->sh)
+		return true;
+	if (!pool_shared_busy_take(p->sh, ep->sh))
+		return false;
+	*how = breaker_admit(&ep->sh->breaker, &p->cfg->breaker, clock_ms());
+	if (*how == BREAKER_DENY) {
+		pool_shared_busy_put(ep->sh);
+		return false;
+	}
+	*busy = true;
+	return true;
+}
+
+/* Fail r with 503 because the pool cannot take it (or let the cache
+ * answer with stale content). */
+static void unavailable(struct request *r, enum reason code, uint32_t retry_after_s,
+			const char *why)
+{
+	struct worker *w = r->c->conn.w;
+
+	STAT_INC(w->stats.pool_fail_fast);
+	if (upstream_serve_stale && upstream_serve_stale(r))
+		return;
+	r->retry_after_s = retry_after_s ? retry_after_s : 1;
+	req_fail(r, 503, code, why, false);
+}
+
+/* Seconds until something in the pool may come back (Retry-After). */
+static uint32_t pool_retry_after(const struct pool_state *p)
+{
+	uint64_t now = clock_ms(), best = 0;
+
+	for (unsigned i = 0; p->sh && i < p->n_eps; i++) {
+		const struct ep_shared *e = &p->sh->eps[i];
+		uint64_t t = __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED);
+		if (p->cfg->breaker.enabled &&
+		    __atomic_load_n(&e->breaker.state, __ATOMIC_RELAXED) == BREAKER_OPEN) {
+			uint64_t b = __atomic_load_n(&e->breaker.open_until_ms, __ATOMIC_RELAXED);
+			if (b > t)
+				t = b;
+		}
+		if (t > now && (!best || t - now < best))
+			best = t - now;
+	}
+	return best ? (uint32_t)((best + 999) / 1000) : 1;
+}
+
+static void queue_remove(struct pool_state *p, struct request *r)
+{
+	if (r->q_prev)
+		r->q_prev->q_next = r->q_next;
+	else
+		p->q_head = r->q_next;
+	if (r->q_next)
+		r->q_next->q_prev = r->q_prev;
+	else
+		p->q_tail = r->q_prev;
+	r->q_next = r->q_prev = NULL;
+	p->q_len--;
+	if (!p->q_len && p->w)
+		timer_disarm(&p->w->loop.timers, &p->q_timer);
+}
+
+/* Start a try for r: on r->ep if it can take it, else on another endpoint
+ * with room, else wait in the pool's queue (or 503). */
+static void start_try(struct request *r, bool fresh)
+{
+	struct worker *w = r->c->conn.w;
+	struct pool_state *p = pool_of(r);
+	struct endpoint_state *ep = r->ep;
+	enum breaker_admit how;
+	bool busy;
+
+	if (!p->w)
+		p->w = w;
+	if (!admit(p, ep, &busy, &how)) {
+		/* another endpoint with room (and a breaker that admits) */
+		ep = pool_pick_ex(p, worker_rand(w), clock_ms(), r->ep, r->has_key, r->key, true);
+		if (!ep || ep == r->ep || !admit(p, ep, &busy, &how)) {
+			if (!pool_pick_ex(p, worker_rand(w), clock_ms(), NULL, false, 0, false)) {
+				unavailable(r, REASON_POOL_UNAVAILABLE, pool_retry_after(p),
+					    "no upstream endpoint is available");
+				return;
+			}
+			if (p->q_len >= p->cfg->queue.size) {
+				STAT_INC(w->stats.pool_queue_rejected);
+				unavailable(r, REASON_POOL_OVERLOAD, 1,
+					    "the upstream pool is at its connection limit");
+				return;
+			}
+			/* wait for a slot */
+			r->q_prev = p->q_tail;
+			r->q_next = NULL;
+			if (p->q_tail)
+				p->q_tail->q_next = r;
+			else
+				p->q_head = r;
+			p->q_tail = r;
+			p->q_len++;
+			STAT_INC(w->stats.pool_queued);
+			r->up_wait = UPWAIT_QUEUE;
+			timer_init(&r->up_timer, on_up_timer);
+			timer_arm(&w->loop.timers, &r->up_timer, w->loop.now + p->cfg->queue.timeout);
+			if (!timer_armed(&p->q_timer))
+				timer_arm(&w->loop.timers, &p->q_timer, w->loop.now + 5);
+			return;
+		}
+		r->ep = ep;
+	}
+	struct upconn *u = try_on(r, ep, fresh, false, busy, how);
+	if (!u) {
+		req_fail(r, 502, REASON_UPSTREAM_CONNECT, "upstream connection failed", false);
+		return;
+	}
+	/* hedging: a safe request without a body gets a second try if the
+	 * first has not answered by the delay */
+	const struct cfg_hedge *hc = &p->cfg->hedge;
+	if (hc->enabled && r->safe && r->body_done && !r->body_started && !r->hedge &&
+	    r->up_wait == UPWAIT_NONE && p->n_eps > 1) {
+		uint32_t d = hc->delay;
+		if (hc->p95 && p->p95_us / 1000 > d)
+			d = p->p95_us / 1000;
+		r->up_wait = UPWAIT_HEDGE;
+		timer_init(&r->up_timer, on_up_timer);
+		timer_arm(&w->loop.timers, &r->up_timer, w->loop.now + (d ? d : 1));
+	}
+}
+
+/* Capacity may have freed: start queued requests while it lasts. */
+static void queue_kick(struct pool_state *p)
+{
+	unsigned guard = p->q_len;
+
+	while (p->q_head && guard--) {
+		struct request *r = p->q_head;
+		struct endpoint_state *ep = pool_pick_ex(p, worker_rand(p->w), clock_ms(), NULL,
+							 r->has_key, r->key, true);
+		if (!ep)
+			break;
+		queue_remove(p, r);
+		timer_disarm(&p->w->loop.timers, &r->up_timer);
+		r->up_wait = UPWAIT_NONE;
+		r->ep = ep;
+		start_try(r, false);
+		if (r->up_wait == UPWAIT_QUEUE)
+			break; /* raced: it went back to the queue */
+		if (r->up)
+			req_pump_body(r);
+	}
+}
+
+static void on_queue_poll(struct timer *t)
+{
+	struct pool_state *p = container_of(t, struct pool_state, q_timer);
+
+	queue_kick(p);
+	if (p->q_len)
+		timer_arm(&p->w->loop.timers, &p->q_timer, p->w->loop.now + 5);
 }
 
 void upstream_start(struct request *r)
 {
-	start_on(r, false);
+	if (r->up_wait == UPWAIT_BACKOFF || r->up_wait == UPWAIT_QUEUE)
+		return; /* a timer or the queue starts the next try */
+	start_try(r, false);
+}
+
+/* The old entry point of the keep-alive race retry: a fresh connection to
+ * the same endpoint. */
+static void start_on(struct request *r, bool fresh)
+{
+	start_try(r, fresh);
 }
 
 void upstream_send_body(struct request *r, const void *data, size_t len)
@@ -373,6 +626,8 @@ static void up_fail(struct upconn *u, int status, enum reason code, const char *
 	struct request *r = u->r;
 
 	log_info("upstream %s: %s", u->ep->cfg->addr.text, reason);
+	if (code != REASON_INTERNAL)
+		u->ep->fails++; /* consecutive: an answered exchange resets it */
 	up_drop(u, status == 502);
 	if (r)
 		req_fail(r, status, code, reason, false);
@@ -387,6 +642,7 @@ static void up_complete(struct upconn *u)
 	struct endpoint_state *ep = u->ep;
 
 	u->resp_complete = true;
+	ep->fails = 0;
 	respond_end(r);
 	r->resp_done = true;
 	/* Only the current generation's endpoints keep connections: after a
