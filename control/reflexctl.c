@@ -813,17 +813,15 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* Everything after the allocation of rest (main frees it on every path). */
+static int run(struct ctl *cp, int argc, char **argv, char **rest)
 {
-	struct ctl c = {.timeout_ms = 10000};
-	char **rest = calloc((size_t)argc + 1, sizeof(char *));
+	struct ctl c = *cp;
 	int nrest = 0, rc;
 	bool help = false;
 	const char *timeout = NULL;
 	char err[256];
 
-	if (!rest)
-		return fail(EXIT_NO, "out of memory");
 	c.admin = getenv("REFLEX_ADMIN") ? getenv("REFLEX_ADMIN") : DEFAULT_ADMIN;
 	c.token_file = getenv("REFLEX_TOKEN_FILE");
 	for (int i = 1; i < argc; i++) {
@@ -881,6 +879,18 @@ int main(int argc, char **argv)
 		return fail(EXIT_USAGE, "--admin: %s", err);
 	rc = cmd->run(&c, nrest - first_arg, rest + first_arg);
 	memset(c.token, 0, sizeof(c.token));
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctl c = {.timeout_ms = 10000};
+	char **rest = calloc((size_t)argc + 1, sizeof(char *));
+	int rc;
+
+	if (!rest)
+		return fail(EXIT_NO, "out of memory");
+	rc = run(&c, argc, argv, rest);
 	free(rest);
 	return rc;
 }
