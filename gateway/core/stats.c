@@ -33,8 +33,11 @@ static const char *const reason_names[REASON_MAX] = {
 	[REASON_UPSTREAM_RESET] = "upstream_reset",
 	[REASON_UPSTREAM_INVALID] = "upstream_invalid",
 	[REASON_UPSTREAM_TRUNCATED] = "upstream_truncated",
+	[REASON_UPSTREAM_TLS] = "upstream_tls",
 	[REASON_CLIENT_ABORT] = "client_abort",
 	[REASON_INTERNAL] = "internal",
+	[REASON_POOL_UNAVAILABLE] = "pool_unavailable",
+	[REASON_POOL_OVERLOAD] = "pool_overload",
 };
 
 const char *reason_name(enum reason r)
@@ -62,12 +65,35 @@ const char *close_reason_name(enum conn_close_reason r)
 	return (unsigned)r < CLOSE_MAX ? close_names[r] : "unknown";
 }
 
+static const char *const tls_fail_names[TLS_FAIL_MAX] = {
+	[TLS_FAIL_NONE] = "none",
+	[TLS_FAIL_VERSION] = "version",
+	[TLS_FAIL_CIPHER] = "cipher",
+	[TLS_FAIL_SNI] = "unknown_sni",
+	[TLS_FAIL_CLIENT_CERT] = "client_cert",
+	[TLS_FAIL_PEER_VERIFY] = "peer_verify",
+	[TLS_FAIL_TIMEOUT] = "handshake_timeout",
+	[TLS_FAIL_PROTOCOL] = "protocol",
+	[TLS_FAIL_INTERNAL] = "internal",
+};
+
+const char *tls_fail_name(enum tls_fail f)
+{
+	return (unsigned)f < TLS_FAIL_MAX ? tls_fail_names[f] : "unknown";
+}
+
 int stats_worker_init(struct stats_worker *s, unsigned n_pools)
 {
 	memset(s, 0, sizeof(*s));
 	s->n_pools = n_pools;
 	s->pool_responses = calloc(n_pools ? n_pools : 1, sizeof(*s->pool_responses));
-	return s->pool_responses ? 0 : -ENOMEM;
+	s->n_routes = n_pools;
+	s->route_responses = calloc(n_pools ? n_pools : 1, sizeof(*s->route_responses));
+	if (!s->pool_responses || !s->route_responses) {
+		stats_worker_fini(s);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 void stats_worker_fini(struct stats_worker *s)
@@ -75,7 +101,9 @@ void stats_worker_fini(struct stats_worker *s)
 	if (!s)
 		return;
 	free(s->pool_responses);
+	free(s->route_responses);
 	s->pool_responses = NULL;
+	s->route_responses = NULL;
 }
 
 void stats_hist_observe(struct stats_hist *h, uint64_t ns)
@@ -109,6 +137,9 @@ void stats_worker_merge(struct stats_worker *into, const struct stats_worker *fr
 	unsigned n = into->n_pools < from->n_pools ? into->n_pools : from->n_pools;
 	for (unsigned i = 0; i < n; i++)
 		add_u64s(into->pool_responses[i], from->pool_responses[i], 6);
+	n = into->n_routes < from->n_routes ? into->n_routes : from->n_routes;
+	for (unsigned i = 0; into->route_responses && from->route_responses && i < n; i++)
+		add_u64s(into->route_responses[i], from->route_responses[i], 6);
 }
 
 uint64_t stats_hist_quantile(const struct stats_hist *h, double q)

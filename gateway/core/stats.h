@@ -46,8 +46,11 @@ enum reason {
 	REASON_UPSTREAM_RESET,     /* 502: reset or closed before a response */
 	REASON_UPSTREAM_INVALID,   /* 502: malformed response */
 	REASON_UPSTREAM_TRUNCATED, /* response cut short after its head */
+	REASON_UPSTREAM_TLS,       /* 502: TLS handshake with the upstream failed (verify, version) */
 	REASON_CLIENT_ABORT,       /* the client went away mid-request */
 	REASON_INTERNAL,           /* 500: out of memory */
+	REASON_POOL_UNAVAILABLE,   /* 503: every endpoint down, ejected or its breaker open */
+	REASON_POOL_OVERLOAD,      /* 503: pool at its limits, queue full or wait too long */
 	REASON_MAX
 };
 /* "bad_request", "uri_too_long", ... (snake_case, stable: they are label values) */
@@ -75,6 +78,24 @@ enum conn_close_reason {
 };
 const char *close_reason_name(enum conn_close_reason r);
 
+/* Why a TLS session failed or was degraded (core/tls.c classifies OpenSSL
+ * errors into these; the log line carries OpenSSL's own reason text). */
+enum tls_fail {
+	TLS_FAIL_NONE = 0,
+	TLS_FAIL_VERSION,     /* protocol version refused (TLS 1.0/1.1, SSLv3) */
+	TLS_FAIL_CIPHER,      /* no shared cipher, group or signature algorithm */
+	TLS_FAIL_SNI,         /* unknown server name: the default certificate was used */
+	TLS_FAIL_CLIENT_CERT, /* mTLS: no client certificate, or it did not verify */
+	TLS_FAIL_PEER_VERIFY, /* upstream certificate did not verify (name, CA, expiry) */
+	TLS_FAIL_TIMEOUT,     /* handshake not finished in time */
+	TLS_FAIL_PROTOCOL,    /* anything else: garbage, bad record, unexpected message */
+	TLS_FAIL_INTERNAL,    /* out of memory */
+	TLS_FAIL_MAX
+};
+/* "version", "cipher", "unknown_sni", "client_cert", "peer_verify",
+ * "handshake_timeout", "protocol", "internal" (stable label values) */
+const char *tls_fail_name(enum tls_fail f);
+
 /* One worker's block. Sizes that depend on the configuration (per pool)
  * live in the arrays allocated by stats_worker_init. */
 struct stats_worker {
@@ -87,11 +108,41 @@ struct stats_worker {
 	uint64_t upstream_connects, upstream_reuses, upstream_retries;
 	uint64_t upstream_bytes_in, upstream_bytes_out;
 	uint64_t refusals[REASON_MAX];
+	/* TLS: handshakes completed (resumed ones also counted apart), client
+	 * side (listeners) and upstream side; failures by reason, both sides */
+	uint64_t tls_handshakes, tls_resumed;
+	uint64_t upstream_tls_handshakes, upstream_tls_resumed;
+	uint64_t tls_failures[TLS_FAIL_MAX];
 	struct stats_hist stage[STAGE_MAX];
+	/* pool resilience (docs/pool.md): counted by the worker where it happened */
+	uint64_t pool_health_changes; /* active check turned an endpoint up or down */
+	uint64_t pool_ejections;      /* passive outlier ejections */
+	uint64_t pool_breaker_opens;  /* an endpoint's breaker opened (or re-opened) */
+	uint64_t pool_retries;        /* retries started (other endpoint, after backoff) */
+	uint64_t pool_retry_budget_denied; /* a retry refused by the budget or the retry limit */
+	uint64_t pool_hedges;         /* hedged second tries sent */
+	uint64_t pool_hedge_wins;     /* ... that answered first */
+	uint64_t pool_queued;         /* requests that waited in a pool queue */
+	uint64_t pool_queue_rejected; /* queue full or wait deadline passed: 503 */
+	uint64_t pool_fail_fast;      /* 503 at once: nothing available */
+	/* the cache (gateway/http/cache.c, docs/cache.md): one of hit, miss,
+	 * stale, bypass per request that reached the cache step */
+	uint64_t cache_hits, cache_misses, cache_stale, cache_bypass;
+	uint64_t cache_stores;        /* objects stored (L1) */
+	uint64_t cache_revalidations; /* conditional requests sent to the origin */
+	uint64_t cache_refreshed;     /* ... answered 304: the stored object was refreshed */
+	uint64_t cache_not_modified;  /* clients answered 304 from the cache */
+	uint64_t cache_coalesced;     /* misses that waited for another request's fetch */
+	uint64_t cache_invalidations; /* objects dropped by unsafe methods */
+	uint64_t cache_l2_hits, cache_l2_misses, cache_l2_errors, cache_l2_skipped;
 
 	/* per pool (index = config pool index): requests by status class */
 	unsigned n_pools;
 	uint64_t (*pool_responses)[6];
+	/* per route (index = config route index; requests no route matched are
+	 * not in it): requests by status class. Same capacity as pools. */
+	unsigned n_routes;
+	uint64_t (*route_responses)[6];
 };
 
 int stats_worker_init(struct stats_worker *s, unsigned n_pools);

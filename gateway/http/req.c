@@ -57,7 +57,10 @@ static void req_reset(struct request *r)
 	worker_gen_put(c->conn.w, r->gen);
 	buf_reset(&head, 16384);
 	buf_reset(&up_head, 16384);
-	*r = (struct request){ .c = c, .head = head, .up_head = up_head, .pool = -1, .route = -1 };
+	/* Called from inside req_run: the guard must survive, or a req_fail in
+	 * the next pipelined request re-enters req_run, one level per request. */
+	*r = (struct request){ .c = c, .head = head, .up_head = up_head, .pool = -1, .route = -1,
+			       .running = r->running };
 }
 
 static void req_run(struct request *r)
@@ -137,6 +140,8 @@ static void req_account(struct request *r)
 		STAT_INC(st->responses[r->status / 100]);
 		if (r->pool >= 0 && (unsigned)r->pool < st->n_pools && r->ep)
 			STAT_INC(st->pool_responses[r->pool][r->status / 100]);
+		if (r->route >= 0 && (unsigned)r->route < st->n_routes)
+			STAT_INC(st->route_responses[r->route][r->status / 100]);
 	}
 	if (r->reason != REASON_NONE)
 		STAT_INC(st->refusals[r->reason]);
