@@ -614,13 +614,11 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		rc |= m_u64_1(b, "reflex_responses_total", "class", class_names[c], t.responses[c]);
 	rc |= m_head(b, "reflex_pool_responses_total", "counter",
 		     "Responses of requests routed to a pool, by pool and status class.");
-	for (unsigned p = 0; p < t.n_pools; p++) {
-		char name[CFG_NAME_MAX];
+	/* the blocks have room for more pools than are configured: only the
+	 * current configuration's pools are series (indexed as it lists them) */
+	for (unsigned p = 0; p < t.n_pools && p < cfg->n_pools; p++) {
+		const char *name = cfg->pools[p].name;
 
-		if (p < cfg->n_pools)
-			snprintf(name, sizeof(name), "%s", cfg->pools[p].name);
-		else
-			snprintf(name, sizeof(name), "pool%u", p);
 		for (unsigned c = 1; c <= 5; c++)
 			rc |= m_u64_2(b, "reflex_pool_responses_total", "pool", name, "class",
 				      class_names[c], t.pool_responses[p][c]);
