@@ -13,9 +13,7 @@ REFLEXCTL_OBJS := $(REFLEXCTL_SRCS:%.c=$(BUILD)/obj/%.o)
 REFLEXCTL_GATEWAY_OBJS := $(addprefix $(BUILD)/obj/gateway/,http/parse.o core/audit.o core/buf.o core/jsonw.o)
 CONTROL_JSON_OBJ := $(BUILD)/obj/control/json.o
 
-ifneq ($(wildcard control/reflexctl.c),)
 build: $(REFLEXCTL)
-endif
 $(REFLEXCTL): $(REFLEXCTL_OBJS) $(REFLEXCTL_GATEWAY_OBJS)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcrypto -lm
