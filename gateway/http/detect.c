@@ -1828,8 +1828,51 @@ static unsigned number_groups(struct scan_ctx *c, uint64_t at)
 
 static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at);
 
+/* Extraction phrases name what they want last ("... your system prompt")
+ * and open with a verb: a "prompt" or "instructions" with no such verb in
+ * the window before it (the usual case in prompts that merely talk about
+ * prompts) cannot complete one. Mirrors the CONF patterns' verbs; looks
+ * only left of `at`. */
+static bool extract_verb_before(struct scan_ctx *c, uint64_t at)
+{
+	static const char *const verbs[] = {
+		"reveal", "show",  "print",  "repeat", "output", "display",
+		"dump",	  "leak",  "expose", "share",  "recite", "tell",
+		"give",	  "write", "spell",  "what",   "which",
+	};
+	uint64_t lo = at > group_window[G_EXTRACT].before ? at - group_window[G_EXTRACT].before : 0;
+	if (lo < hist_base(c))
+		lo = hist_base(c);
+	const uint8_t *b = ctx_bytes(c, lo, at);
+	if (!b)
+		return true;
+	size_t n = (size_t)(at - lo);
+	if (n >= 6 && !strncasecmp((const char *)b + n - 6, "repeat", 6))
+		return true; /* the trigger is itself the verb */
+	for (size_t i = 0; i < n;) {
+		while (i < n && !is_alnum(b[i]))
+			i++;
+		size_t w = i;
+		while (i < n && is_alnum(b[i]))
+			i++;
+		size_t wl = i - w;
+		if (wl < 4 || wl > 7 || i == n)
+			continue; /* every verb is 4-7 letters; a word at the edge is the trigger */
+		char lw[8];
+		for (size_t k = 0; k < wl; k++)
+			lw[k] = (char)(b[w + k] | 0x20);
+		for (size_t v = 0; v < sizeof(verbs) / sizeof(verbs[0]); v++)
+			if (lw[0] == verbs[v][0] && strlen(verbs[v]) == wl &&
+			    !memcmp(lw, verbs[v], wl))
+				return true;
+	}
+	return false;
+}
+
 static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
 {
+	if (grp == G_EXTRACT && !extract_verb_before(c, at))
+		return 0;
 	if (grp != G_NUMBER)
 		return queue_window(c, grp, at);
 	unsigned mask = number_groups(c, at);
