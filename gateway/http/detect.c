@@ -169,9 +169,10 @@ static bool is_digit(int ch)
 	return ch >= '0' && ch <= '9';
 }
 
+/* ASCII only, no locale: these run on every candidate and trigger. */
 static bool is_alnum(int ch)
 {
-	return ch >= 0 && ch < 256 && isalnum(ch);
+	return (ch >= '0' && ch <= '9') || ((unsigned)(ch | 0x20) - 'a' < 26u);
 }
 
 static bool is_word(int ch)
@@ -181,7 +182,7 @@ static bool is_word(int ch)
 
 static bool is_hex(int ch)
 {
-	return ch >= 0 && ch < 256 && isxdigit(ch);
+	return (ch >= '0' && ch <= '9') || ((unsigned)(ch | 0x20) - 'a' < 6u);
 }
 
 /* Drop trailing bytes for which keep() is false (the right-context byte). */
@@ -1835,10 +1836,12 @@ static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at);
  * only left of `at`. */
 static bool extract_verb_before(struct scan_ctx *c, uint64_t at)
 {
-	static const char *const verbs[] = {
-		"reveal", "show",  "print",  "repeat", "output", "display",
-		"dump",	  "leak",  "expose", "share",  "recite", "tell",
-		"give",	  "write", "spell",  "what",   "which",
+	/* By length (4..7), lower case. */
+	static const char *const verbs[8] = {
+		[4] = "showdumpleaktellgivewhat",
+		[5] = "printsharewritespellwhich",
+		[6] = "revealrepeatoutputexposerecite",
+		[7] = "display",
 	};
 	uint64_t lo = at > group_window[G_EXTRACT].before ? at - group_window[G_EXTRACT].before : 0;
 	if (lo < hist_base(c))
@@ -1857,13 +1860,12 @@ static bool extract_verb_before(struct scan_ctx *c, uint64_t at)
 			i++;
 		size_t wl = i - w;
 		if (wl < 4 || wl > 7 || i == n)
-			continue; /* every verb is 4-7 letters; a word at the edge is the trigger */
+			continue; /* a word at the edge is the trigger itself */
 		char lw[8];
 		for (size_t k = 0; k < wl; k++)
 			lw[k] = (char)(b[w + k] | 0x20);
-		for (size_t v = 0; v < sizeof(verbs) / sizeof(verbs[0]); v++)
-			if (lw[0] == verbs[v][0] && strlen(verbs[v]) == wl &&
-			    !memcmp(lw, verbs[v], wl))
+		for (const char *v = verbs[wl]; *v; v += wl)
+			if (v[0] == lw[0] && !memcmp(v, lw, wl))
 				return true;
 	}
 	return false;
