@@ -12,6 +12,7 @@
  * thread before workers start (or on reload, never on a worker).
  */
 #include "core/config.h"
+#include "core/tls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -386,6 +387,28 @@ static int parse_fraction(const char *s, double *out, char *why, size_t whylen)
 	return 0;
 }
 
+/* A percentage: "20%" or "20", at most max. */
+static int parse_percent(const char *s, uint64_t max, uint64_t *out, char *why, size_t whylen)
+{
+	char num[32];
+	size_t n = strlen(s);
+
+	if (n && s[n - 1] == '%')
+		n--;
+	if (!n || n >= sizeof(num)) {
+		snprintf(why, whylen, "\"%s\" is not a percentage (like 20%%)", s);
+		return -1;
+	}
+	memcpy(num, s, n);
+	num[n] = 0;
+	if (parse_uint(num, max, out, why, whylen)) {
+		snprintf(why, whylen, "\"%s\" is not a percentage from 0%% to %llu%%", s,
+			 (unsigned long long)max);
+		return -1;
+	}
+	return 0;
+}
+
 /* The admin listener: "off", a Unix socket path (starts with '/' or '.'),
  * or a TCP HOST:PORT like a listen address. */
 static int parse_admin_listen(const char *s, struct cfg_admin *a, char *why, size_t whylen)
@@ -527,6 +550,23 @@ static int pool_find(const struct config *c, const char *name)
 	return -1;
 }
 
+static void pool_resilience_defaults(struct cfg_pool *p)
+{
+	p->health = (struct cfg_health){.path = "/", .method = "GET", .expect_lo = 200,
+					.expect_hi = 399, .interval = 5000, .timeout = 2000,
+					.rise = 2, .fall = 3};
+	p->outlier = (struct cfg_outlier){.consecutive_failures = 5, .ejection_time = 10000,
+					  .max_ejection_time = 300000, .max_ejected = 50};
+	p->breaker = (struct cfg_breaker){.window = 20, .min_requests = 10, .error_rate = 50,
+					  .open_time = 5000, .probes = 1};
+	p->limits = (struct cfg_pool_limits){.connections = 0, .retries = 16};
+	p->retry = (struct cfg_retry){.attempts = 1, .statuses = {502, 503, 504}, .n_statuses = 3,
+				      .budget = 20, .min_retries = 3, .backoff = 25,
+				      .max_backoff = 250, .idempotency_header = "Idempotency-Key"};
+	p->hedge = (struct cfg_hedge){.delay = 10};
+	p->queue = (struct cfg_queue){.size = 0, .timeout = 1000};
+}
+
 static struct cfg_pool *pool_add(struct cfg_ctx *x, const char *name, unsigned line)
 {
 	struct config *c = x->c;
@@ -546,6 +586,7 @@ static struct cfg_pool *pool_add(struct cfg_ctx *x, const char *name, unsigned l
 	strcpy(p->name, name); /* callers checked the length */
 	p->balance = CFG_BALANCE_P2C;
 	p->keepalive = 64;
+	pool_resilience_defaults(p);
 	x->pool_lines[c->n_pools] = line;
 	c->n_pools++;
 	return p;
@@ -649,26 +690,309 @@ static int sec_workers(struct cfg_ctx *x, yaml_node_t *v)
 	return 0;
 }
 
+/* ---- tls ------------------------------------------------------------------ */
+
+static int tls_path(struct cfg_ctx *x, yaml_node_t *v, const char *what, char *dst)
+{
+	const char *s = scalar(x, v, what);
+
+	if (!s)
+		return -1;
+	if (!*s)
+		return fail_node(x, v, "%s: empty path", what);
+	if (copy_str(dst, CFG_PATH_MAX, s))
+		return fail_node(x, v, "%s: path is too long", what);
+	return 0;
+}
+
+/* {cert: PEM, key: PEM, ocsp: DER} */
+static int parse_tls_cert(struct cfg_ctx *x, yaml_node_t *n, const char *what,
+			  struct cfg_tls_cert *cc)
+{
+	if (expect_mapping(x, n, what))
+		return -1;
+	for_each_pair(n, p)
+	{
+		const char *key = pair_key(x, n, p, what);
+		yaml_node_t *v = node(x, p->value);
+		char sub[128];
+		char *dst;
+
+		if (!key)
+			return -1;
+		snprintf(sub, sizeof(sub), "%s.%s", what, key);
+		if (!strcmp(key, "cert"))
+			dst = cc->cert;
+		else if (!strcmp(key, "key"))
+			dst = cc->key;
+		else if (!strcmp(key, "ocsp"))
+			dst = cc->ocsp;
+		else
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", sub);
+		if (tls_path(x, v, sub, dst))
+			return -1;
+	}
+	if (!cc->cert[0] || !cc->key[0])
+		return fail_node(x, n, "%s: needs both cert and key", what);
+	return 0;
+}
+
+static int tls_cert_add(struct cfg_listen_tls *t)
+{
+	struct cfg_tls_cert *arr = grow(t->certs, t->n_certs, sizeof(*arr));
+
+	if (!arr)
+		return -1;
+	t->certs = arr;
+	memset(&arr[t->n_certs++], 0, sizeof(*arr));
+	return 0;
+}
+
+/* tickets: {rotate: DURATION, key_file: PATH} */
+static int parse_tls_tickets(struct cfg_ctx *x, yaml_node_t *n, struct cfg_listen_tls *t)
+{
+	if (expect_mapping(x, n, "listen.tls.tickets"))
+		return -1;
+	for_each_pair(n, p)
+	{
+		const char *key = pair_key(x, n, p, "listen.tls.tickets"), *s;
+		yaml_node_t *v = node(x, p->value);
+		char why[256];
+		uint64_t ms;
+
+		if (!key)
+			return -1;
+		if (!strcmp(key, "key_file")) {
+			if (tls_path(x, v, "listen.tls.tickets.key_file", t->ticket_key_file))
+				return -1;
+		} else if (!strcmp(key, "rotate")) {
+			if (!(s = scalar(x, v, "listen.tls.tickets.rotate")))
+				return -1;
+			if (parse_duration(s, UINT32_MAX, &ms, why, sizeof(why)))
+				return fail_node(x, v, "listen.tls.tickets.rotate: %s", why);
+			if (ms < 60000)
+				return fail_node(x, v, "listen.tls.tickets.rotate: must be at least 1m");
+			t->ticket_rotate = (uint32_t)ms;
+		} else {
+			return fail_node(x, node(x, p->key), "unknown key \"listen.tls.tickets.%s\"",
+					 key);
+		}
+	}
+	return 0;
+}
+
+/* tls: {cert, key, ocsp, certs: [{cert, key, ocsp}], client_ca,
+ *       client_subject_header, session_cache, tickets: {rotate, key_file}} */
+static int parse_listen_tls(struct cfg_ctx *x, yaml_node_t *n, struct cfg_listen_tls *t)
+{
+	const char *what = "listen.tls";
+	yaml_node_t *certs = NULL;
+
+	if (expect_mapping(x, n, what))
+		return -1;
+	*t = (struct cfg_listen_tls){ .enabled = true, .line = line_of(n),
+				      .ticket_rotate = 12 * 3600 * 1000, .session_cache = 20480 };
+	strcpy(t->client_subject_header, "X-Client-Subject");
+	if (tls_cert_add(t))
+		return fail_node(x, n, "out of memory");
+	for_each_pair(n, p)
+	{
+		const char *key = pair_key(x, n, p, what), *s;
+		yaml_node_t *v = node(x, p->value);
+		char why[256];
+		uint64_t num;
+
+		if (!key)
+			return -1;
+		if (!strcmp(key, "cert")) {
+			if (tls_path(x, v, "listen.tls.cert", t->certs[0].cert))
+				return -1;
+		} else if (!strcmp(key, "key")) {
+			if (tls_path(x, v, "listen.tls.key", t->certs[0].key))
+				return -1;
+		} else if (!strcmp(key, "ocsp")) {
+			if (tls_path(x, v, "listen.tls.ocsp", t->certs[0].ocsp))
+				return -1;
+		} else if (!strcmp(key, "client_ca")) {
+			if (tls_path(x, v, "listen.tls.client_ca", t->client_ca))
+				return -1;
+		} else if (!strcmp(key, "client_subject_header")) {
+			if (!(s = scalar(x, v, "listen.tls.client_subject_header")))
+				return -1;
+			if (!valid_name(s) || strchr(s, '.'))
+				return fail_node(x, v,
+						 "listen.tls.client_subject_header: \"%s\" is not a "
+						 "header name",
+						 s);
+			strcpy(t->client_subject_header, s);
+		} else if (!strcmp(key, "session_cache")) {
+			if (!(s = scalar(x, v, "listen.tls.session_cache")))
+				return -1;
+			if (parse_uint(s, 1 << 24, &num, why, sizeof(why)))
+				return fail_node(x, v, "listen.tls.session_cache: %s", why);
+			t->session_cache = (uint32_t)num;
+		} else if (!strcmp(key, "tickets")) {
+			if (parse_tls_tickets(x, v, t))
+				return -1;
+		} else if (!strcmp(key, "certs")) {
+			certs = v;
+		} else {
+			return fail_node(x, node(x, p->key), "unknown key \"%s.%s\"", what, key);
+		}
+	}
+	if (!t->certs[0].cert[0] || !t->certs[0].key[0])
+		return fail_node(x, n, "%s: needs cert and key (the default certificate)", what);
+	if (certs) {
+		if (certs->type != YAML_SEQUENCE_NODE)
+			return fail_node(x, certs, "listen.tls.certs: expected a list, found %s",
+					 node_kind(certs));
+		for_each_item(certs, it)
+		{
+			if (tls_cert_add(t))
+				return fail_node(x, certs, "out of memory");
+			if (parse_tls_cert(x, node(x, *it), "listen.tls.certs[]",
+					   &t->certs[t->n_certs - 1]))
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static void listen_tls_free(struct cfg_listen_tls *t)
+{
+	tls_ctx_unref(t->ctx);
+	free(t->certs);
+	memset(t, 0, sizeof(*t));
+}
+
+/* tls: true | {ca: PEM, sni: NAME, verify: BOOL} */
+static int parse_pool_tls(struct cfg_ctx *x, struct cfg_pool *pool, yaml_node_t *n,
+			  const char *what)
+{
+	struct cfg_pool_tls *t = &pool->tls;
+	char why[256];
+	const char *s;
+
+	*t = (struct cfg_pool_tls){ .enabled = true, .verify = true };
+	if (n->type == YAML_SCALAR_NODE) {
+		if (parse_bool((const char *)n->data.scalar.value, &t->enabled, why, sizeof(why)))
+			return fail_node(x, n, "%s: %s", what, why);
+		return 0;
+	}
+	if (expect_mapping(x, n, what))
+		return -1;
+	for_each_pair(n, p)
+	{
+		const char *key = pair_key(x, n, p, what);
+		yaml_node_t *v = node(x, p->value);
+		char sub[CFG_NAME_MAX + 64];
+
+		if (!key)
+			return -1;
+		snprintf(sub, sizeof(sub), "%s.%s", what, key);
+		if (!strcmp(key, "ca")) {
+			if (tls_path(x, v, sub, t->ca))
+				return -1;
+		} else if (!strcmp(key, "sni")) {
+			if (!(s = scalar(x, v, sub)))
+				return -1;
+			if (!*s || copy_str(t->sni, sizeof(t->sni), s))
+				return fail_node(x, v, "%s: empty or too long", sub);
+		} else if (!strcmp(key, "verify")) {
+			if (!(s = scalar(x, v, sub)))
+				return -1;
+			if (parse_bool(s, &t->verify, why, sizeof(why)))
+				return fail_node(x, v, "%s: %s", sub, why);
+		} else {
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", sub);
+		}
+	}
+	return 0;
+}
+
+/* The contexts: built last, once the whole snapshot is valid. */
+static int build_tls(struct cfg_ctx *x)
+{
+	struct config *c = x->c;
+	char why[600];
+
+	for (unsigned i = 0; i < c->n_listens; i++) {
+		struct cfg_listen_tls *t = &c->listen_tls[i];
+		if (!t->enabled)
+			continue;
+		if (!(t->ctx = tls_server_ctx_new(t, why, sizeof(why))))
+			return fail_at(x, t->line, "listen %s: %s", c->listens[i].text, why);
+	}
+	for (unsigned i = 0; i < c->n_pools; i++) {
+		struct cfg_pool_tls *t = &c->pools[i].tls;
+		if (!t->enabled)
+			continue;
+		if (!(t->ctx = tls_client_ctx_new(t, why, sizeof(why))))
+			return fail_at(x, x->pool_lines ? x->pool_lines[i] : 0, "pools.%s.tls: %s",
+				       c->pools[i].name, why);
+	}
+	return 0;
+}
+
+/* "HOST:PORT" or {address: "HOST:PORT", tls: {...}} */
 static int add_listen(struct cfg_ctx *x, yaml_node_t *n, const char *what)
 {
 	struct config *c = x->c;
 	struct cfg_addr a, *arr;
-	const char *s = scalar(x, n, what);
+	struct cfg_listen_tls tls = { 0 }, *tarr;
+	yaml_node_t *an = n;
+	const char *s;
 	char why[512];
 
-	if (!s)
-		return -1;
-	if (parse_addr(s, true, &a, why, sizeof(why)))
-		return fail_node(x, n, "%s: %s", what, why);
+	if (n->type == YAML_MAPPING_NODE) {
+		an = NULL;
+		for_each_pair(n, p)
+		{
+			const char *key = pair_key(x, n, p, what);
+
+			if (!key)
+				goto fail;
+			if (!strcmp(key, "address")) {
+				an = node(x, p->value);
+			} else if (!strcmp(key, "tls")) {
+				if (parse_listen_tls(x, node(x, p->value), &tls))
+					goto fail;
+			} else {
+				fail_node(x, node(x, p->key), "unknown key \"%s.%s\"", what, key);
+				goto fail;
+			}
+		}
+		if (!an) {
+			fail_node(x, n, "%s: a listen entry needs an address", what);
+			goto fail;
+		}
+	}
+	if (!(s = scalar(x, an, what)))
+		goto fail;
+	if (parse_addr(s, true, &a, why, sizeof(why))) {
+		fail_node(x, an, "%s: %s", what, why);
+		goto fail;
+	}
 	for (unsigned i = 0; i < c->n_listens; i++)
-		if (c->listens[i].len == a.len && !memcmp(&c->listens[i].ss, &a.ss, a.len))
-			return fail_node(x, n, "%s: \"%s\" is listed twice", what, s);
+		if (c->listens[i].len == a.len && !memcmp(&c->listens[i].ss, &a.ss, a.len)) {
+			fail_node(x, an, "%s: \"%s\" is listed twice", what, s);
+			goto fail;
+		}
 	arr = grow(c->listens, c->n_listens, sizeof(*arr));
-	if (!arr)
-		return fail_node(x, n, "out of memory");
-	c->listens = arr;
+	if (arr)
+		c->listens = arr;
+	tarr = arr ? grow(c->listen_tls, c->n_listens, sizeof(*tarr)) : NULL;
+	if (!tarr) {
+		fail_node(x, n, "out of memory");
+		goto fail;
+	}
+	c->listen_tls = tarr;
+	tarr[c->n_listens] = tls;
 	arr[c->n_listens++] = a;
 	return 0;
+fail:
+	listen_tls_free(&tls);
+	return -1;
 }
 
 static int sec_listen(struct cfg_ctx *x, yaml_node_t *v)
@@ -798,7 +1122,7 @@ static int sec_log_level(struct cfg_ctx *x, yaml_node_t *v)
 }
 
 /* Plain numeric fields of a struct, described by a table. */
-enum field_kind { FIELD_SIZE32, FIELD_SIZE64, FIELD_COUNT32, FIELD_DURATION };
+enum field_kind { FIELD_SIZE32, FIELD_SIZE64, FIELD_COUNT32, FIELD_DURATION, FIELD_PERCENT };
 
 struct field {
 	const char *key;
@@ -844,6 +1168,9 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 		case FIELD_DURATION:
 			rc = parse_duration(s, f->max, &val, why, sizeof(why));
 			break;
+		case FIELD_PERCENT: /* "20%" or "20" */
+			rc = parse_percent(s, f->max, &val, why, sizeof(why));
+			break;
 		default:
 			rc = -1;
 			snprintf(why, sizeof(why), "internal: bad field kind");
@@ -883,6 +1210,8 @@ static const struct field timeout_fields[] = {
 	 UINT32_MAX},
 	{"send", FIELD_DURATION, offsetof(struct cfg_timeouts, send), 1, UINT32_MAX},
 	{"drain", FIELD_DURATION, offsetof(struct cfg_timeouts, drain), 0, UINT32_MAX},
+	{"tls_handshake", FIELD_DURATION, offsetof(struct cfg_timeouts, tls_handshake), 1,
+	 UINT32_MAX},
 };
 
 static int sec_limits(struct cfg_ctx *x, yaml_node_t *v)
@@ -903,6 +1232,326 @@ static int sec_timeouts(struct cfg_ctx *x, yaml_node_t *v)
 {
 	return parse_fields(x, v, "timeouts", timeout_fields,
 			    sizeof(timeout_fields) / sizeof(timeout_fields[0]), &x->c->timeouts);
+}
+
+/* ---- pool resilience (docs/pool.md) ---------------------------------------- */
+
+#define PF(member) offsetof(struct cfg_pool, member)
+
+static const struct field health_fields[] = {
+	{"interval", FIELD_DURATION, PF(health.interval), 10, 24 * 3600 * 1000},
+	{"timeout", FIELD_DURATION, PF(health.timeout), 1, 3600 * 1000},
+	{"rise", FIELD_COUNT32, PF(health.rise), 1, 1000},
+	{"fall", FIELD_COUNT32, PF(health.fall), 1, 1000},
+};
+static const struct field outlier_fields[] = {
+	{"consecutive_failures", FIELD_COUNT32, PF(outlier.consecutive_failures), 0, 1000000},
+	{"ejection_time", FIELD_DURATION, PF(outlier.ejection_time), 1, 24 * 3600 * 1000},
+	{"max_ejection_time", FIELD_DURATION, PF(outlier.max_ejection_time), 1, 24 * 3600 * 1000},
+	{"max_ejected", FIELD_PERCENT, PF(outlier.max_ejected), 0, 100},
+};
+static const struct field breaker_fields[] = {
+	{"window", FIELD_COUNT32, PF(breaker.window), 1, 1000000},
+	{"min_requests", FIELD_COUNT32, PF(breaker.min_requests), 1, 1000000},
+	{"error_rate", FIELD_PERCENT, PF(breaker.error_rate), 1, 100},
+	{"open_time", FIELD_DURATION, PF(breaker.open_time), 1, 24 * 3600 * 1000},
+	{"probes", FIELD_COUNT32, PF(breaker.probes), 1, 1000},
+};
+static const struct field pool_limit_fields[] = {
+	{"connections", FIELD_COUNT32, PF(limits.connections), 0, 10000000},
+	{"retries", FIELD_COUNT32, PF(limits.retries), 0, 10000000},
+};
+static const struct field retry_fields[] = {
+	{"attempts", FIELD_COUNT32, PF(retry.attempts), 1, 10},
+	{"budget", FIELD_PERCENT, PF(retry.budget), 0, 1000},
+	{"min_retries", FIELD_COUNT32, PF(retry.min_retries), 0, 1000000},
+	{"backoff", FIELD_DURATION, PF(retry.backoff), 0, 60000},
+	{"max_backoff", FIELD_DURATION, PF(retry.max_backoff), 0, 600000},
+	{"per_try_timeout", FIELD_DURATION, PF(retry.per_try_timeout), 0, UINT32_MAX},
+	{"timeout", FIELD_DURATION, PF(retry.timeout), 0, UINT32_MAX},
+};
+static const struct field queue_fields[] = {
+	{"size", FIELD_COUNT32, PF(queue.size), 0, 1000000},
+	{"timeout", FIELD_DURATION, PF(queue.timeout), 1, 3600 * 1000},
+};
+#define N_FIELDS(t) (sizeof(t) / sizeof((t)[0]))
+
+/* Keys of a pool subsection that are not plain numbers: returns 0 when
+ * handled, 1 when the key is not special, -1 on error. */
+typedef int pool_special_fn(struct cfg_ctx *x, struct cfg_pool *p, const char *key,
+			    yaml_node_t *v, const char *what);
+
+/* A subsection mapping: special keys first, then the numeric table. */
+static int parse_pool_sub(struct cfg_ctx *x, struct cfg_pool *pool, yaml_node_t *map,
+			  const char *section, const struct field *fields, size_t n_fields,
+			  pool_special_fn *special)
+{
+	if (expect_mapping(x, map, section))
+		return -1;
+	for_each_pair(map, p)
+	{
+		const char *key = pair_key(x, map, p, section), *s;
+		yaml_node_t *v = node(x, p->value);
+		const struct field *f = NULL;
+		char why[256], what[160];
+		uint64_t val;
+		int rc;
+
+		if (!key)
+			return -1;
+		snprintf(what, sizeof(what), "%s.%s", section, key);
+		if (special) {
+			rc = special(x, pool, key, v, what);
+			if (rc <= 0) {
+				if (rc < 0)
+					return -1;
+				continue;
+			}
+		}
+		for (size_t i = 0; i < n_fields; i++)
+			if (!strcmp(fields[i].key, key))
+				f = &fields[i];
+		if (!f)
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+		if (!(s = scalar(x, v, what)))
+			return -1;
+		if (f->kind == FIELD_DURATION)
+			rc = parse_duration(s, f->max, &val, why, sizeof(why));
+		else if (f->kind == FIELD_PERCENT)
+			rc = parse_percent(s, f->max, &val, why, sizeof(why));
+		else
+			rc = parse_uint(s, f->max, &val, why, sizeof(why));
+		if (rc)
+			return fail_node(x, v, "%s: %s", what, why);
+		if (val < f->min)
+			return fail_node(x, v, "%s: must be at least %llu%s", what,
+					 (unsigned long long)f->min,
+					 f->kind == FIELD_DURATION ? " ms" : "");
+		*(uint32_t *)((char *)pool + f->off) = (uint32_t)val;
+	}
+	return 0;
+}
+
+/* "200-399" or "200" */
+static int parse_status_range(const char *s, uint16_t *lo, uint16_t *hi)
+{
+	char *end;
+	long a = strtol(s, &end, 10), b = a;
+
+	if (end == s)
+		return -1;
+	if (*end == '-') {
+		const char *t = end + 1;
+		b = strtol(t, &end, 10);
+		if (end == t)
+			return -1;
+	}
+	if (*end || a < 100 || b > 599 || a > b)
+		return -1;
+	*lo = (uint16_t)a;
+	*hi = (uint16_t)b;
+	return 0;
+}
+
+static bool valid_token(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+			return false;
+	return true;
+}
+
+static int health_special(struct cfg_ctx *x, struct cfg_pool *p, const char *key, yaml_node_t *v,
+			  const char *what)
+{
+	const char *s;
+
+	if (strcmp(key, "path") && strcmp(key, "method") && strcmp(key, "expect"))
+		return 1;
+	if (!(s = scalar(x, v, what)))
+		return -1;
+	if (!strcmp(key, "path")) {
+		if (s[0] != '/' || strpbrk(s, " \r\n\t") || copy_str(p->health.path,
+								      sizeof(p->health.path), s))
+			return fail_node(x, v, "%s: a path starting with / (no spaces, < 256 bytes)",
+					 what);
+	} else if (!strcmp(key, "method")) {
+		if (!valid_token(s) || copy_str(p->health.method, sizeof(p->health.method), s))
+			return fail_node(x, v, "%s: \"%s\" is not a method", what, s);
+	} else if (parse_status_range(s, &p->health.expect_lo, &p->health.expect_hi)) {
+		return fail_node(x, v, "%s: \"%s\" is not a status range like 200-399", what, s);
+	}
+	return 0;
+}
+
+static int add_retry_status(struct cfg_ctx *x, yaml_node_t *n, const char *what)
+{
+	struct cfg_retry *r = &x->c->pools[x->c->n_pools - 1].retry;
+	const char *s = scalar(x, n, what);
+	char why[128];
+	uint64_t v;
+
+	if (!s)
+		return -1;
+	if (parse_uint(s, 599, &v, why, sizeof(why)) || v < 100)
+		return fail_node(x, n, "%s: \"%s\" is not a status code", what, s);
+	if (r->n_statuses >= CFG_RETRY_STATUSES_MAX)
+		return fail_node(x, n, "%s: at most %d statuses", what, CFG_RETRY_STATUSES_MAX);
+	r->statuses[r->n_statuses++] = (uint16_t)v;
+	return 0;
+}
+
+static int retry_special(struct cfg_ctx *x, struct cfg_pool *p, const char *key, yaml_node_t *v,
+			 const char *what)
+{
+	const char *s;
+	char why[128];
+
+	if (!strcmp(key, "statuses")) {
+		p->retry.n_statuses = 0;
+		if (v->type == YAML_SEQUENCE_NODE &&
+		    v->data.sequence.items.start == v->data.sequence.items.top)
+			return 0; /* [] : retry on connection failures only */
+		return each_item(x, v, what, add_retry_status);
+	}
+	if (strcmp(key, "methods") && strcmp(key, "idempotency_header"))
+		return 1;
+	if (!(s = scalar(x, v, what)))
+		return -1;
+	if (!strcmp(key, "methods")) {
+		if (!strcmp(s, "idempotent"))
+			p->retry.all_methods = false;
+		else if (!strcmp(s, "all"))
+			p->retry.all_methods = true;
+		else
+			return fail_node(x, v, "%s: \"%s\" is not idempotent or all", what, s);
+		return 0;
+	}
+	if (is_null(v))
+		s = "";
+	if ((*s && !valid_token(s)) ||
+	    copy_str(p->retry.idempotency_header, sizeof(p->retry.idempotency_header), s))
+		return fail_node(x, v, "%s: \"%s\" is not a header name", what, s);
+	(void)why;
+	return 0;
+}
+
+/* hedge: {delay: p95 | DURATION, min_delay: DURATION} or hedge: off */
+static int hedge_special(struct cfg_ctx *x, struct cfg_pool *p, const char *key, yaml_node_t *v,
+			 const char *what)
+{
+	const char *s;
+	char why[256];
+	uint64_t ms;
+
+	if (strcmp(key, "delay") && strcmp(key, "min_delay"))
+		return fail_node(x, v, "unknown key \"%s\"", what);
+	if (!(s = scalar(x, v, what)))
+		return -1;
+	if (!strcmp(key, "delay") && !strcmp(s, "p95")) {
+		p->hedge.p95 = true;
+		return 0;
+	}
+	if (parse_duration(s, 600000, &ms, why, sizeof(why)))
+		return fail_node(x, v, "%s: %s%s", what, why,
+				 strcmp(key, "delay") ? "" : " (or p95)");
+	if (!strcmp(key, "delay"))
+		p->hedge.p95 = false;
+	p->hedge.delay = (uint32_t)ms;
+	return 0;
+}
+
+/* "header:NAME", "cookie:NAME" or "cache_key" */
+static int parse_hash_key(struct cfg_pool *p, const char *s)
+{
+	const char *name = NULL;
+
+	if (!strcmp(s, "cache_key")) {
+		p->hash_key = CFG_HASH_CACHE_KEY;
+		p->hash_name[0] = 0;
+		return 0;
+	}
+	if (!strncmp(s, "header:", 7)) {
+		p->hash_key = CFG_HASH_HEADER;
+		name = s + 7;
+	} else if (!strncmp(s, "cookie:", 7)) {
+		p->hash_key = CFG_HASH_COOKIE;
+		name = s + 7;
+	}
+	if (!name || !valid_token(name) || copy_str(p->hash_name, sizeof(p->hash_name), name))
+		return -1;
+	return 0;
+}
+
+/* One pool key of the resilience family: 0 handled, 1 not ours, -1 error. */
+static int parse_pool_resilience(struct cfg_ctx *x, struct cfg_pool *pool, const char *key,
+				 yaml_node_t *pv, const char *sub)
+{
+	const char *s;
+	char why[256];
+	uint64_t ms;
+
+	if (!strcmp(key, "health")) {
+		pool->health.enabled = true;
+		return parse_pool_sub(x, pool, pv, sub, health_fields, N_FIELDS(health_fields),
+				      health_special) ? -1 : 0;
+	}
+	if (!strcmp(key, "outlier")) {
+		if (pv->type == YAML_SCALAR_NODE && (s = scalar(x, pv, sub)) && !strcmp(s, "off")) {
+			pool->outlier.consecutive_failures = 0;
+			return 0;
+		}
+		return parse_pool_sub(x, pool, pv, sub, outlier_fields, N_FIELDS(outlier_fields),
+				      NULL) ? -1 : 0;
+	}
+	if (!strcmp(key, "breaker")) {
+		pool->breaker.enabled = true;
+		return parse_pool_sub(x, pool, pv, sub, breaker_fields, N_FIELDS(breaker_fields),
+				      NULL) ? -1 : 0;
+	}
+	if (!strcmp(key, "limits"))
+		return parse_pool_sub(x, pool, pv, sub, pool_limit_fields,
+				      N_FIELDS(pool_limit_fields), NULL) ? -1 : 0;
+	if (!strcmp(key, "retry")) {
+		pool->retry.attempts = 3;
+		if (parse_pool_sub(x, pool, pv, sub, retry_fields, N_FIELDS(retry_fields),
+				   retry_special))
+			return -1;
+		if (pool->retry.max_backoff < pool->retry.backoff)
+			pool->retry.max_backoff = pool->retry.backoff;
+		return 0;
+	}
+	if (!strcmp(key, "hedge")) {
+		if (pv->type == YAML_SCALAR_NODE && (s = scalar(x, pv, sub)) && !strcmp(s, "off")) {
+			pool->hedge.enabled = false;
+			return 0;
+		}
+		pool->hedge.enabled = true;
+		return parse_pool_sub(x, pool, pv, sub, NULL, 0, hedge_special) ? -1 : 0;
+	}
+	if (!strcmp(key, "queue"))
+		return parse_pool_sub(x, pool, pv, sub, queue_fields, N_FIELDS(queue_fields),
+				      NULL) ? -1 : 0;
+	if (!strcmp(key, "slow_start")) {
+		if (!(s = scalar(x, pv, sub)))
+			return -1;
+		if (parse_duration(s, 3600 * 1000, &ms, why, sizeof(why)))
+			return fail_node(x, pv, "%s: %s", sub, why);
+		pool->slow_start = (uint32_t)ms;
+		return 0;
+	}
+	if (!strcmp(key, "hash_key")) {
+		if (!(s = scalar(x, pv, sub)))
+			return -1;
+		if (parse_hash_key(pool, s))
+			return fail_node(x, pv,
+					 "%s: \"%s\" is not header:NAME, cookie:NAME or cache_key",
+					 sub, s);
+		return 0;
+	}
+	return 1;
 }
 
 static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const char *name)
@@ -953,21 +1602,33 @@ static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const c
 				pool->balance = CFG_BALANCE_P2C;
 			else if (!strcmp(s, "round_robin"))
 				pool->balance = CFG_BALANCE_ROUND_ROBIN;
+			else if (!strcmp(s, "hash"))
+				pool->balance = CFG_BALANCE_HASH;
 			else
-				return fail_node(x, pv, "%s: \"%s\" is not p2c or round_robin", sub,
-						 s);
+				return fail_node(x, pv, "%s: \"%s\" is not p2c, round_robin or hash",
+						 sub, s);
 		} else if (!strcmp(key, "keepalive")) {
 			if (!(s = scalar(x, pv, sub)))
 				return -1;
 			if (parse_uint(s, CFG_KEEPALIVE_MAX, &n, why, sizeof(why)))
 				return fail_node(x, pv, "%s: %s", sub, why);
 			pool->keepalive = (unsigned)n;
+		} else if (!strcmp(key, "tls")) {
+			if (parse_pool_tls(x, pool, pv, sub))
+				return -1;
 		} else {
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", sub);
+			int rc = parse_pool_resilience(x, pool, key, pv, sub);
+			if (rc < 0)
+				return -1;
+			if (rc > 0)
+				return fail_node(x, node(x, p->key), "unknown key \"%s\"", sub);
 		}
 	}
 	if (!has_endpoints)
 		return fail_node(x, k, "%s: pool \"%s\" has no endpoints", what, name);
+	if (pool->balance == CFG_BALANCE_HASH && pool->hash_key != CFG_HASH_CACHE_KEY &&
+	    !pool->hash_name[0])
+		return fail_node(x, k, "%s: balance: hash needs hash_key", what);
 	return 0;
 }
 
@@ -995,6 +1656,40 @@ static int valid_route_host(const char *h)
 	return 1;
 }
 
+/* cache: false | true | {post: BOOL} (docs/cache.md) */
+static int parse_route_cache(struct cfg_ctx *x, yaml_node_t *v, struct cfg_route *r,
+			     const char *what)
+{
+	char why[128];
+	const char *s;
+
+	if (v->type == YAML_SCALAR_NODE) {
+		if (!(s = scalar(x, v, "cache")))
+			return -1;
+		if (parse_bool(s, &r->cache, why, sizeof(why)))
+			return fail_node(x, v, "%s.cache: %s", what, why);
+		return 0;
+	}
+	if (expect_mapping(x, v, "cache"))
+		return -1;
+	r->cache = true;
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "cache");
+		yaml_node_t *pv = node(x, p->value);
+
+		if (!key)
+			return -1;
+		if (strcmp(key, "post"))
+			return fail_node(x, node(x, p->key), "%s.cache: unknown key \"%s\"", what, key);
+		if (!(s = scalar(x, pv, "cache.post")))
+			return -1;
+		if (parse_bool(s, &r->cache_post, why, sizeof(why)))
+			return fail_node(x, pv, "%s.cache.post: %s", what, why);
+	}
+	return 0;
+}
+
 static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 {
 	struct config *c = x->c;
@@ -1018,6 +1713,7 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 	memset(r, 0, sizeof(*r));
 	r->line = line_of(n);
 	r->access_log = true;
+	r->cache = true;
 	for_each_pair(n, p)
 	{
 		const char *key = pair_key(x, n, p, what), *s;
@@ -1026,8 +1722,13 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 		if (!key)
 			return -1;
 		if (strcmp(key, "host") && strcmp(key, "path_prefix") && strcmp(key, "pool") &&
-		    strcmp(key, "access_log"))
+		    strcmp(key, "access_log") && strcmp(key, "cache"))
 			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
+		if (!strcmp(key, "cache")) {
+			if (parse_route_cache(x, v, r, what))
+				return -1;
+			continue;
+		}
 		if (!(s = scalar(x, v, key)))
 			return -1;
 		if (!strcmp(key, "access_log")) {
@@ -1078,6 +1779,71 @@ static int sec_routes(struct cfg_ctx *x, yaml_node_t *v)
 	return 0;
 }
 
+/* ---- cache (docs/cache.md) ------------------------------------------------- */
+
+static const struct field cache_fields[] = {
+	{"memory", FIELD_SIZE64, offsetof(struct cfg_cache, memory), 1 << 20, UINT64_MAX},
+	{"max_object", FIELD_SIZE64, offsetof(struct cfg_cache, max_object), 1, 1ULL << 32},
+	{"post_body_max", FIELD_SIZE64, offsetof(struct cfg_cache, post_body_max), 1, 16 << 20},
+	{"grace", FIELD_DURATION, offsetof(struct cfg_cache, grace), 0, UINT32_MAX},
+	{"coalesce_timeout", FIELD_DURATION, offsetof(struct cfg_cache, coalesce_timeout), 1,
+	 UINT32_MAX},
+	{"redis_timeout", FIELD_DURATION, offsetof(struct cfg_cache, redis_timeout), 1, 60000},
+};
+
+/* cache: {enabled, memory, max_object, post_body_max, grace, coalesce_timeout,
+ *         tag_header, redis, redis_timeout} */
+static int sec_cache(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_cache *cc = &x->c->cache;
+
+	if (expect_mapping(x, v, "cache"))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "cache"), *s;
+		yaml_node_t *pv = node(x, p->value);
+		char why[256];
+
+		if (!key)
+			return -1;
+		if (strcmp(key, "enabled") && strcmp(key, "tag_header") && strcmp(key, "redis")) {
+			/* the numeric fields, one at a time so errors keep their line */
+			yaml_node_pair_t one = *p;
+			yaml_node_t tmp = *v;
+			tmp.data.mapping.pairs.start = &one;
+			tmp.data.mapping.pairs.top = &one + 1;
+			tmp.data.mapping.pairs.end = &one + 1;
+			if (parse_fields(x, &tmp, "cache", cache_fields,
+					 sizeof(cache_fields) / sizeof(cache_fields[0]), cc))
+				return -1;
+			continue;
+		}
+		if (is_null(pv) && !strcmp(key, "redis")) {
+			cc->redis.len = 0;
+			continue;
+		}
+		if (!(s = scalar(x, pv, key)))
+			return -1;
+		if (!strcmp(key, "enabled")) {
+			if (parse_bool(s, &cc->enabled, why, sizeof(why)))
+				return fail_node(x, pv, "cache.enabled: %s", why);
+		} else if (!strcmp(key, "tag_header")) {
+			if (!valid_name(s) || strchr(s, '.'))
+				return fail_node(x, pv, "cache.tag_header: \"%s\" is not a header name", s);
+			strcpy(cc->tag_header, s);
+		} else {
+			if (!strcmp(s, "off") || !*s) {
+				cc->redis.len = 0;
+				continue;
+			}
+			if (parse_addr(s, false, &cc->redis, why, sizeof(why)))
+				return fail_node(x, pv, "cache.redis: %s", why);
+		}
+	}
+	return 0;
+}
+
 /* The top level: one row per key. Sections run in file order; ones that
  * depend on others (routes → pools) defer the check to finalize(). */
 static const struct cfg_section {
@@ -1087,7 +1853,7 @@ static const struct cfg_section {
 	{"workers", sec_workers},	{"listen", sec_listen},	      {"upstream", sec_upstream},
 	{"access_log", sec_access_log}, {"log_level", sec_log_level}, {"limits", sec_limits},
 	{"timeouts", sec_timeouts},	{"pools", sec_pools},	      {"routes", sec_routes},
-	{"admin", sec_admin},
+	{"admin", sec_admin},		{"cache", sec_cache},
 };
 
 /* ---- loading -------------------------------------------------------------- */
@@ -1113,10 +1879,14 @@ static void set_defaults(struct config *c)
 		.upstream_idle = 60000,
 		.send = 60000,
 		.drain = 30000,
+		.tls_handshake = 10000,
 	};
 	c->log_level = 2;
 	c->access_log_sample = 1.0;
 	c->admin.enabled = true; /* the address is filled in by finalize() */
+	c->cache = (struct cfg_cache){ .memory = 256ULL << 20, .max_object = 4ULL << 20,
+				       .post_body_max = 64 << 10, .coalesce_timeout = 10000,
+				       .tag_header = "Surrogate-Key", .redis_timeout = 50 };
 }
 
 static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
@@ -1229,6 +1999,8 @@ static int finalize(struct cfg_ctx *x)
 			return fail_at(x, 0, "default listen address: %s", why);
 		c->n_listens = 1;
 	}
+	if (!c->listen_tls && !(c->listen_tls = calloc(c->n_listens, sizeof(*c->listen_tls))))
+		return fail_at(x, 0, "out of memory");
 	if (c->admin.enabled && !c->admin.listen.len &&
 	    parse_addr(CFG_DEFAULT_ADMIN, true, &c->admin.listen, why, sizeof(why)))
 		return fail_at(x, 0, "default admin address: %s", why);
@@ -1237,7 +2009,7 @@ static int finalize(struct cfg_ctx *x)
 		snprintf(x->err, x->errlen, "no upstream: give --upstream or pools.default");
 		return -1;
 	}
-	return 0;
+	return build_tls(x);
 }
 
 static void ctx_init(struct cfg_ctx *x, struct config *c, char *err, size_t errlen)
@@ -1395,6 +2167,11 @@ static int apply_flags(struct cfg_ctx *x, struct cli *cli)
 				}
 			}
 		}
+		/* --listen addresses are plain TCP: the file's tls settings go */
+		for (unsigned i = 0; c->listen_tls && i < c->n_listens; i++)
+			listen_tls_free(&c->listen_tls[i]);
+		free(c->listen_tls);
+		c->listen_tls = NULL;
 		free(c->listens);
 		c->listens = arr;
 		c->n_listens = cli->n_listens;
@@ -1498,9 +2275,14 @@ void config_free(struct config *c)
 {
 	if (!c)
 		return;
-	for (unsigned i = 0; i < c->n_pools; i++)
+	for (unsigned i = 0; i < c->n_pools; i++) {
 		free(c->pools[i].endpoints);
+		tls_ctx_unref(c->pools[i].tls.ctx);
+	}
 	free(c->pools);
+	for (unsigned i = 0; c->listen_tls && i < c->n_listens; i++)
+		listen_tls_free(&c->listen_tls[i]);
+	free(c->listen_tls);
 	free(c->listens);
 	free(c->routes);
 	free(c);

@@ -30,9 +30,109 @@ struct cfg_endpoint {
 	unsigned weight;      /* >= 1; default 1 */
 };
 
+#define CFG_PATH_MAX 4096
+
+/* TLS (docs/tls.md). The contexts are built from these when the snapshot is
+ * loaded (core/tls.h), so a bad certificate refuses the config, and belong
+ * to the snapshot: config_free() drops its references. */
+struct tls_ctx;
+
+struct cfg_tls_cert {
+	char cert[CFG_PATH_MAX]; /* PEM: the certificate, then its chain */
+	char key[CFG_PATH_MAX];  /* PEM private key */
+	char ocsp[CFG_PATH_MAX]; /* DER OCSP response to staple; "" = none */
+};
+
+struct cfg_listen_tls { /* one per listen address; enabled = false: plain TCP */
+	bool enabled;
+	unsigned line;               /* where it was defined (for messages) */
+	struct cfg_tls_cert *certs;  /* [0] = tls.cert/key, the default; then tls.certs */
+	unsigned n_certs;
+	char client_ca[CFG_PATH_MAX]; /* mTLS: verify client certificates; "" = off */
+	char client_subject_header[CFG_NAME_MAX]; /* default X-Client-Subject */
+	char ticket_key_file[CFG_PATH_MAX];       /* shared ticket keys; "" = generated */
+	uint32_t ticket_rotate;                   /* ms; default 12 h */
+	uint32_t session_cache;                   /* sessions kept; default 20480; 0 = off */
+	struct tls_ctx *ctx;
+};
+
+struct cfg_pool_tls { /* enabled = false: plain TCP to the endpoints */
+	bool enabled;
+	bool verify;            /* check the certificate and name; default true */
+	char ca[CFG_PATH_MAX];  /* PEM CA bundle; "" = the system store */
+	char sni[CFG_HOST_MAX]; /* name sent and verified; "" = the endpoint's host */
+	struct tls_ctx *ctx;
+};
+
 enum cfg_balance {
-	CFG_BALANCE_P2C = 0,     /* power of two choices on in-flight requests (default) */
+	CFG_BALANCE_P2C = 0,     /* power of two choices on in-flight × EWMA latency (default) */
 	CFG_BALANCE_ROUND_ROBIN, /* weighted round robin */
+	CFG_BALANCE_HASH,        /* consistent (rendezvous) hashing on hash_key */
+};
+
+/* What balance: hash hashes (docs/pool.md). */
+enum cfg_hash_key {
+	CFG_HASH_HEADER = 0, /* the value of a request header (name in hash_name) */
+	CFG_HASH_COOKIE,     /* the value of a cookie (name in hash_name) */
+	CFG_HASH_CACHE_KEY,  /* method + host + target: what the cache keys on */
+};
+
+/* Pool resilience (docs/pool.md). Durations in ms; 0 disables a feature
+ * where the comment says so. */
+struct cfg_health { /* active checks; off unless configured */
+	bool enabled;
+	char path[256];
+	char method[16];
+	uint16_t expect_lo, expect_hi; /* accepted status range; default 200-399 */
+	uint32_t interval, timeout;    /* default 5 s, 2 s */
+	uint32_t rise, fall;           /* successes to come up, failures to go down: 2, 3 */
+};
+
+struct cfg_outlier { /* passive ejection; on by default */
+	uint32_t consecutive_failures; /* 5; 0 = off */
+	uint32_t ejection_time;        /* 10 s, doubled per repeated ejection ... */
+	uint32_t max_ejection_time;    /* ... up to 5 min */
+	uint32_t max_ejected;          /* percent of the pool that may be out at once: 50 */
+};
+
+struct cfg_breaker { /* per endpoint; off unless configured */
+	bool enabled;
+	uint32_t window;       /* outcomes per evaluation window: 20 */
+	uint32_t min_requests; /* fewer outcomes never trip it: 10 */
+	uint32_t error_rate;   /* percent of failures that opens it: 50 */
+	uint32_t open_time;    /* open this long, then half-open: 5 s */
+	uint32_t probes;       /* concurrent requests let through half-open: 1 */
+};
+
+struct cfg_pool_limits { /* per pool, whole process (Envoy's circuit breakers) */
+	uint32_t connections; /* busy upstream connections per endpoint; 0 = unlimited */
+	uint32_t retries;     /* concurrent retries and hedges; default 16, 0 = unlimited */
+};
+
+#define CFG_RETRY_STATUSES_MAX 8
+struct cfg_retry { /* off (attempts 1) unless configured */
+	uint32_t attempts;        /* tries in all, first included: 1 (off); "retry:" → 3 */
+	uint16_t statuses[CFG_RETRY_STATUSES_MAX]; /* retried statuses: 502 503 504 */
+	unsigned n_statuses;
+	uint32_t budget;          /* retries as percent of the pool's requests: 20 */
+	uint32_t min_retries;     /* retries always allowed on top of the budget: 3 */
+	uint32_t backoff;         /* base of the exponential backoff (full jitter): 25 ms */
+	uint32_t max_backoff;     /* cap: 250 ms */
+	uint32_t per_try_timeout; /* response head of one try must come this fast; 0 = off */
+	uint32_t timeout;         /* no retry starts later than this after the request; 0 = off */
+	bool all_methods;         /* also retry non-idempotent methods */
+	char idempotency_header[64]; /* a request with this field is retryable: Idempotency-Key */
+};
+
+struct cfg_hedge { /* off unless configured */
+	bool enabled;
+	bool p95;       /* delay = the pool's recent P95 time to first byte */
+	uint32_t delay; /* fixed delay (ms) when !p95; floor when p95 */
+};
+
+struct cfg_queue { /* off (size 0): a full pool answers 503 at once */
+	uint32_t size;    /* waiting requests per worker */
+	uint32_t timeout; /* longest wait: 1 s */
 };
 
 struct cfg_pool {
@@ -41,6 +141,18 @@ struct cfg_pool {
 	unsigned keepalive; /* idle connections kept per endpoint per worker; default 64 */
 	struct cfg_endpoint *endpoints;
 	unsigned n_endpoints;
+
+	enum cfg_hash_key hash_key; /* balance: hash */
+	char hash_name[64];         /* header or cookie name */
+	struct cfg_health health;
+	struct cfg_outlier outlier;
+	struct cfg_breaker breaker;
+	struct cfg_pool_limits limits;
+	struct cfg_retry retry;
+	struct cfg_hedge hedge;
+	struct cfg_queue queue;
+	uint32_t slow_start; /* ramp of a returning endpoint's share; default 0 = off */
+	struct cfg_pool_tls tls;
 };
 
 /* A route sends matching requests to a pool. Routes are tried in order; the
@@ -53,6 +165,21 @@ struct cfg_route {
 	unsigned pool;             /* index into config.pools */
 	unsigned line;             /* where it was defined (for messages) */
 	bool access_log;           /* log requests of this route; default true */
+	bool cache;                /* the cache applies to this route; default true */
+	bool cache_post;           /* cache POST responses keyed by the body; default false */
+};
+
+/* The response cache (gateway/http/cache.c, docs/cache.md). */
+struct cfg_cache {
+	bool enabled;           /* default false: opt in */
+	uint64_t memory;        /* L1 byte budget, shared by the workers; default 256 MiB */
+	uint64_t max_object;    /* largest stored body; default 4 MiB (at most memory/64) */
+	uint64_t post_body_max; /* POST caching: largest request body keyed; default 64 KiB */
+	uint32_t grace;         /* ms a stale object may answer when the origin fails; default 0 */
+	uint32_t coalesce_timeout; /* ms a coalesced miss waits before going upstream; default 10 s */
+	char tag_header[64];    /* response header with purge tags; default "Surrogate-Key" */
+	struct cfg_addr redis;  /* L2; redis.len == 0: off (default) */
+	uint32_t redis_timeout; /* ms per L2 operation; default 50 */
 };
 
 struct cfg_limits {
@@ -71,6 +198,7 @@ struct cfg_timeouts { /* all in milliseconds */
 	uint32_t upstream_idle;     /* idle pooled upstream connection: default 60 s */
 	uint32_t send;              /* a send to a client/upstream making no progress: default 60 s */
 	uint32_t drain;             /* graceful shutdown deadline: default 30 s */
+	uint32_t tls_handshake;     /* TLS handshake must finish: default 10 s → close */
 };
 
 /* The admin API (gateway/admin.c, docs/admin.md). */
@@ -87,6 +215,7 @@ struct config {
 
 	struct cfg_addr *listens;
 	unsigned n_listens;
+	struct cfg_listen_tls *listen_tls; /* n_listens entries, parallel to listens */
 
 	struct cfg_pool *pools;
 	unsigned n_pools;
@@ -103,6 +232,7 @@ struct config {
 
 	struct cfg_admin admin;
 	int log_level;         /* 0 error, 1 warn, 2 info (default), 3 debug */
+	struct cfg_cache cache;
 };
 
 enum config_action {

@@ -5,8 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "core/sock.h"
 #include "core/stats.h"
+#include "core/tls.h"
 #include "http/worker.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
@@ -22,6 +24,13 @@ static void on_recv_cqe(struct io_op *op, int res, unsigned flags);
 static void on_send_cqe(struct io_op *op, int res, unsigned flags);
 static void on_timer(struct timer *t);
 static void on_send_timer(struct timer *t);
+static void on_tls_timer(struct timer *t);
+static void tls_input(struct conn *c, const char *data, size_t len);
+static void tls_encrypt(struct conn *c);
+static void schedule_flush(struct conn *c);
+
+/* A TLS failure's close: long enough for the alert to leave. */
+#define TLS_ALERT_LINGER_MS 1000
 
 static void maybe_reap(struct conn *c)
 {
@@ -39,6 +48,7 @@ void conn_init(struct conn *c, struct worker *w, int fd, const struct conn_ops *
 	c->send_op.on_complete = on_send_cqe;
 	timer_init(&c->timer, on_timer);
 	timer_init(&c->send_timer, on_send_timer);
+	timer_init(&c->tls_timer, on_tls_timer);
 	w->n_conns++;
 }
 
@@ -99,7 +109,9 @@ static void on_recv_cqe(struct io_op *op, int res, unsigned flags)
 		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 		if (c->stat_rx)
 			STAT_ADD(*c->stat_rx, (uint64_t)res);
-		if (!c->closing && !c->lingering)
+		if (!c->closing && !c->lingering && c->tls)
+			tls_input(c, loop_buf(l, bid), (size_t)res);
+		else if (!c->closing && !c->lingering)
 			c->ops->on_recv(c, loop_buf(l, bid), (size_t)res);
 		loop_buf_put(l, bid);
 		if (!more && c->recv_wanted && !c->closing && !c->eof)
@@ -108,7 +120,7 @@ static void on_recv_cqe(struct io_op *op, int res, unsigned flags)
 		c->eof = true;
 		if (c->lingering)
 			conn_close(c, false);
-		else if (!c->closing)
+		else if (!c->closing && !c->tls_eof)
 			c->ops->on_eof(c, 0);
 	} else if (res == -ENOBUFS) {
 		/* The buffer ring ran dry in a burst; buffers come back as this
@@ -130,11 +142,18 @@ static void on_recv_cqe(struct io_op *op, int res, unsigned flags)
 
 size_t conn_out_pending(const struct conn *c)
 {
-	size_t n = c->out[c->out_idx].len;
+	size_t n = c->out[c->out_idx].len + c->ext[c->out_idx].len + c->tls_plain.len;
 
 	if (c->sending)
-		n += c->out[c->out_idx ^ 1].len - c->sent_off;
+		n += c->out[c->out_idx ^ 1].len + c->ext[c->out_idx ^ 1].len - c->sent_off;
 	return n;
+}
+
+static void ext_release(struct conn_ext *x)
+{
+	if (x->p && x->release)
+		x->release(x->arg);
+	*x = (struct conn_ext){ 0 };
 }
 
 static void schedule_flush(struct conn *c)
@@ -148,22 +167,78 @@ static void schedule_flush(struct conn *c)
 
 struct buf *conn_outbuf(struct conn *c)
 {
-	return &c->out[c->out_idx];
+	return c->tls ? &c->tls_plain : &c->out[c->out_idx];
 }
 
 void conn_wrote(struct conn *c)
 {
-	if (c->out[c->out_idx].len)
+	if (conn_outbuf(c)->len)
 		schedule_flush(c);
+}
+
+/* Output that a send could carry now (TLS plaintext once the handshake is done). */
+static bool out_ready(const struct conn *c)
+{
+	return c->out[c->out_idx].len || c->ext[c->out_idx].p ||
+	       (c->tls && c->tls_plain.len && tls_conn_established(c->tls));
+}
+
+int conn_write_ext(struct conn *c, const void *data, size_t len, void (*release)(void *arg),
+		   void *arg)
+{
+	struct conn_ext *x = &c->ext[c->out_idx];
+
+	if (c->tls) { /* plaintext must be encrypted: copy it like conn_write */
+		int rc = len && !c->closing ? conn_write(c, data, len) : 0;
+		if (release)
+			release(arg);
+		return rc;
+	}
+	if (x->p || !len || c->closing) {
+		int rc = len && !c->closing ? buf_append(&c->out[c->out_idx], data, len) : 0;
+		if (release)
+			release(arg);
+		if (rc == 0 && len)
+			schedule_flush(c);
+		return rc;
+	}
+	*x = (struct conn_ext){ .p = data, .len = len, .off = c->out[c->out_idx].len,
+				.release = release, .arg = arg };
+	schedule_flush(c);
+	return 0;
 }
 
 int conn_write(struct conn *c, const void *data, size_t len)
 {
-	int rc = buf_append(&c->out[c->out_idx], data, len);
+	int rc = buf_append(conn_outbuf(c), data, len);
 
 	if (rc == 0)
 		schedule_flush(c);
 	return rc;
+}
+
+/* The in-flight buffer with its external block: up to three pieces (buffer
+ * before it, the block, buffer after it), minus what was sent. */
+static void prep_send_ext(struct conn *c, struct io_uring_sqe *sqe, struct buf *b,
+			  struct conn_ext *x)
+{
+	size_t off = x->off <= b->len ? x->off : b->len; /* a withdrawn head cannot underflow */
+	const char *base[3] = { buf_head(b), x->p, buf_head(b) + off };
+	size_t len[3] = { off, x->len, b->len - off }, skip = c->sent_off;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < 3; i++) {
+		if (skip >= len[i]) {
+			skip -= len[i];
+			continue;
+		}
+		c->ext_iov[n].iov_base = (void *)(base[i] + skip);
+		c->ext_iov[n].iov_len = len[i] - skip;
+		skip = 0;
+		n++;
+	}
+	c->ext_msg = (struct msghdr){ .msg_iov = c->ext_iov, .msg_iovlen = n };
+	io_uring_prep_sendmsg(sqe, c->fd, &c->ext_msg, MSG_NOSIGNAL);
 }
 
 static void submit_send(struct conn *c)
@@ -171,8 +246,11 @@ static void submit_send(struct conn *c)
 	struct buf *b = &c->out[c->out_idx ^ 1];
 	struct io_uring_sqe *sqe = loop_sqe(&c->w->loop);
 
-	io_uring_prep_send(sqe, c->fd, buf_head(b) + c->sent_off, b->len - c->sent_off,
-			   MSG_NOSIGNAL);
+	if (c->ext[c->out_idx ^ 1].p)
+		prep_send_ext(c, sqe, b, &c->ext[c->out_idx ^ 1]);
+	else
+		io_uring_prep_send(sqe, c->fd, buf_head(b) + c->sent_off, b->len - c->sent_off,
+				   MSG_NOSIGNAL);
 	loop_sqe_set_op(sqe, &c->send_op);
 	c->refs++;
 	if (!timer_armed(&c->send_timer))
@@ -182,7 +260,10 @@ static void submit_send(struct conn *c)
 
 static void start_send(struct conn *c)
 {
-	if (c->sending || c->closing || c->connecting || !c->out[c->out_idx].len)
+	if (c->tls && !c->closing)
+		tls_encrypt(c);
+	if (c->sending || c->closing || c->connecting ||
+	    (!c->out[c->out_idx].len && !c->ext[c->out_idx].p))
 		return;
 	c->out_idx ^= 1; /* the accumulated buffer becomes the in-flight one */
 	c->sends++;
@@ -231,14 +312,15 @@ static void on_send_cqe(struct io_op *op, int res, unsigned flags)
 		STAT_ADD(*c->stat_tx, (uint64_t)res);
 	/* progress: push the stall deadline out */
 	timer_arm(&c->w->loop.timers, &c->send_timer, c->w->loop.now + c->w->cfg->timeouts.send);
-	if (c->sent_off < b->len) {
+	if (c->sent_off < b->len + c->ext[c->out_idx ^ 1].len) {
 		submit_send(c);
 		return;
 	}
 	buf_reset(b, OUT_KEEP_CAP);
+	ext_release(&c->ext[c->out_idx ^ 1]);
 	c->sending = false;
 	c->sent_off = 0;
-	if (c->out[c->out_idx].len) {
+	if (out_ready(c)) {
 		schedule_flush(c);
 		return;
 	}
@@ -254,6 +336,11 @@ static void on_send_cqe(struct io_op *op, int res, unsigned flags)
 void conn_connected(struct conn *c)
 {
 	c->connecting = false;
+	if (c->tls) {
+		timer_arm(&c->w->loop.timers, &c->tls_timer,
+			  c->w->loop.now + c->w->cfg->timeouts.tls_handshake);
+		tls_input(c, NULL, 0); /* the ClientHello */
+	}
 	if (c->out[c->out_idx].len)
 		schedule_flush(c);
 }
@@ -266,12 +353,22 @@ void conn_trim(struct conn *c)
 		buf_reset(&c->out[c->out_idx ^ 1], IDLE_KEEP_CAP);
 	if (!c->out[c->out_idx].len)
 		buf_reset(&c->out[c->out_idx], IDLE_KEEP_CAP);
+	if (!c->tls_plain.len)
+		buf_reset(&c->tls_plain, IDLE_KEEP_CAP);
 }
 
 void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
 {
 	if (c->closing)
 		return;
+	if (c->tls && !c->close_on_flush && !c->lingering) {
+		/* the last records, then close_notify: a TLS peer can tell a
+		 * complete stream from a cut one */
+		tls_encrypt(c);
+		tls_conn_shutdown(c->tls);
+		if (tls_conn_drain(c->tls, &c->out[c->out_idx]) == 0 && c->out[c->out_idx].len)
+			schedule_flush(c);
+	}
 	timer_arm(&c->w->loop.timers, &c->timer, c->w->loop.now + linger_ms);
 	if (conn_out_pending(c)) {
 		c->close_on_flush = true;
@@ -288,6 +385,7 @@ void conn_close(struct conn *c, bool reset)
 	c->recv_wanted = false;
 	timer_disarm(&c->w->loop.timers, &c->timer);
 	timer_disarm(&c->w->loop.timers, &c->send_timer);
+	timer_disarm(&c->w->loop.timers, &c->tls_timer);
 	if (reset)
 		sock_set_linger0(c->fd);
 	if (c->refs) {
@@ -344,7 +442,177 @@ void conn_reap_all(struct worker *w)
 		buf_free(&c->in);
 		buf_free(&c->out[0]);
 		buf_free(&c->out[1]);
+		buf_free(&c->tls_plain);
+		tls_conn_free(c->tls);
+		c->tls = NULL;
+		ext_release(&c->ext[0]);
+		ext_release(&c->ext[1]);
 		w->n_conns--;
 		c->ops->on_destroy(c);
 	}
+}
+
+/* ---- TLS -------------------------------------------------------------------- */
+
+static void tls_pump_out(struct conn *c)
+{
+	struct buf *b = &c->out[c->out_idx];
+
+	/* out of memory here loses ciphertext: the stream is dead */
+	if (tls_conn_drain(c->tls, b))
+		conn_close(c, true);
+	else if (b->len)
+		schedule_flush(c);
+}
+
+/* Plaintext the owner wrote becomes records in the accumulating buffer. */
+static void tls_encrypt(struct conn *c)
+{
+	struct buf *p = &c->tls_plain;
+	ssize_t n;
+
+	if (!p->len || !tls_conn_established(c->tls))
+		return;
+	n = tls_conn_write(c->tls, buf_head(p), p->len);
+	if (n > 0)
+		buf_consume(p, (size_t)n);
+	if (tls_conn_drain(c->tls, &c->out[c->out_idx]) || n < 0) {
+		/* cannot happen short of memory: nothing sane can follow */
+		log_warn("tls: %s", n < 0 ? tls_conn_error(c->tls) : "out of memory");
+		conn_close(c, true);
+	}
+}
+
+static void tls_log_failure(struct conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char peer[64] = "unknown";
+	enum tls_fail f = tls_conn_fail(c->tls);
+
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+		sock_ntop((struct sockaddr *)&ss, peer, sizeof(peer));
+	STAT_INC(c->w->stats.tls_failures[f]);
+	log_info("tls %s %s: %s (%s)", tls_conn_is_server(c->tls) ? "client" : "upstream", peer,
+		 tls_conn_error(c->tls), tls_fail_name(f));
+}
+
+static void tls_failed(struct conn *c)
+{
+	tls_log_failure(c);
+	timer_disarm(&c->w->loop.timers, &c->tls_timer);
+	tls_pump_out(c); /* the alert */
+	if (c->closing)
+		return;
+	if (tls_conn_is_server(c->tls) && !tls_conn_established(c->tls)) {
+		/* the owner has seen nothing: the connection ends here */
+		if (tls_conn_fail(c->tls) == TLS_FAIL_TIMEOUT)
+			conn_close(c, false);
+		else
+			conn_close_after_flush(c, TLS_ALERT_LINGER_MS);
+		return;
+	}
+	c->eof = true;
+	c->ops->on_eof(c, -EPROTO);
+}
+
+static void tls_established(struct conn *c)
+{
+	struct stats_worker *st = &c->w->stats;
+	bool resumed = tls_conn_resumed(c->tls);
+
+	timer_disarm(&c->w->loop.timers, &c->tls_timer);
+	if (tls_conn_is_server(c->tls)) {
+		STAT_INC(st->tls_handshakes);
+		if (resumed)
+			STAT_INC(st->tls_resumed);
+		if (tls_conn_unknown_sni(c->tls))
+			STAT_INC(st->tls_failures[TLS_FAIL_SNI]);
+	} else {
+		STAT_INC(st->upstream_tls_handshakes);
+		if (resumed)
+			STAT_INC(st->upstream_tls_resumed);
+	}
+	if (c->tls_plain.len) /* written while the handshake ran */
+		schedule_flush(c);
+}
+
+/* Ciphertext in (none: just drive the handshake), plaintext to the owner. */
+static void tls_input(struct conn *c, const char *data, size_t len)
+{
+	char plain[16384];
+	bool was_up = tls_conn_established(c->tls);
+	ssize_t n = 0;
+
+	if (len && tls_conn_feed(c->tls, data, len)) {
+		conn_close(c, true);
+		return;
+	}
+	while (!c->closing && !c->lingering && !c->tls_eof) {
+		n = tls_conn_read(c->tls, plain, sizeof(plain));
+		if (!was_up && tls_conn_established(c->tls)) {
+			was_up = true;
+			tls_established(c);
+		}
+		if (n <= 0)
+			break;
+		c->ops->on_recv(c, plain, (size_t)n);
+	}
+	if (c->closing)
+		return;
+	if (n == -EPROTO) {
+		tls_failed(c);
+		return;
+	}
+	tls_pump_out(c); /* handshake messages, tickets */
+	if (n == -EPIPE && !c->lingering && !c->closing) {
+		c->tls_eof = true;
+		c->eof = true;
+		c->ops->on_eof(c, 0);
+	}
+}
+
+static void on_tls_timer(struct timer *t)
+{
+	struct conn *c = container_of(t, struct conn, tls_timer);
+
+	if (c->closing || !c->tls || tls_conn_established(c->tls))
+		return;
+	tls_conn_set_timeout(c->tls);
+	tls_failed(c);
+}
+
+static int tls_attach(struct conn *c, struct tls_conn *t)
+{
+	if (!t)
+		return -ENOMEM;
+	c->tls = t;
+	/* the plaintext already queued (an upstream head) waits for the handshake */
+	if (c->out[c->out_idx].len) {
+		int rc = buf_append(&c->tls_plain, buf_head(&c->out[c->out_idx]),
+				    c->out[c->out_idx].len);
+		if (rc)
+			return rc;
+		buf_reset(&c->out[c->out_idx], IDLE_KEEP_CAP);
+	}
+	return 0;
+}
+
+int conn_tls_server(struct conn *c, struct tls_ctx *ctx, uint32_t timeout_ms)
+{
+	int rc = tls_attach(c, tls_conn_server(ctx));
+
+	if (rc == 0)
+		timer_arm(&c->w->loop.timers, &c->tls_timer, c->w->loop.now + timeout_ms);
+	return rc;
+}
+
+int conn_tls_client(struct conn *c, struct tls_ctx *ctx, const char *host)
+{
+	return tls_attach(c, tls_conn_client(ctx, host));
+}
+
+const char *conn_tls_error(const struct conn *c)
+{
+	return c->tls ? tls_conn_error(c->tls) : "no TLS";
 }

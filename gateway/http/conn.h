@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "core/buf.h"
 #include "core/loop.h"
@@ -31,6 +33,7 @@
 
 struct conn;
 struct worker;
+struct tls_ctx;
 
 struct conn_ops {
 	void (*on_recv)(struct conn *c, const char *data, size_t len);
@@ -53,9 +56,28 @@ struct conn {
 	size_t sent_off;    /* progress inside the in-flight buffer */
 	uint64_t sends;     /* sends started: tells whether queued bytes are still unsent */
 	uint64_t *stat_rx, *stat_tx; /* the owner's byte counters (stats.h), or NULL */
+	/* Bytes sent from the caller's memory right after the first ext[i].off
+	 * bytes of out[i] (conn_write_ext); release(arg) runs once they are
+	 * sent or the connection is gone. */
+	struct conn_ext {
+		const char *p;
+		size_t len, off;
+		void (*release)(void *arg);
+		void *arg;
+	} ext[2];
+	struct msghdr ext_msg;
+	struct iovec ext_iov[3];
 
 	struct timer timer;      /* the owner's deadline (header, body, idle, ...) */
 	struct timer send_timer; /* a send that makes no progress */
+
+	/* TLS (conn_tls_server/conn_tls_client; NULL: plain TCP). out[] then
+	 * holds ciphertext; plaintext the owner writes waits in tls_plain and
+	 * is encrypted when the connection is flushed (one batch, few records). */
+	struct tls_conn *tls;
+	struct buf tls_plain;
+	struct timer tls_timer; /* handshake deadline */
+	bool tls_eof;           /* close_notify received and reported */
 
 	struct conn *flush_next, *reap_next;
 	bool recv_armed;    /* a multishot recv is in flight */
@@ -88,6 +110,13 @@ static inline bool conn_recv_paused(const struct conn *c)
 }
 
 int conn_write(struct conn *c, const void *data, size_t len);
+/* Queue len bytes of memory the caller keeps valid until release(arg) is
+ * called (after they were sent, or when the connection is destroyed): a
+ * cache hit's body goes out without being copied. Bytes written before
+ * go out before it, bytes written after go out after it. One external
+ * block per batch: a second one is copied (and released at once). */
+int conn_write_ext(struct conn *c, const void *data, size_t len, void (*release)(void *arg),
+		   void *arg);
 /* Bytes queued or in flight, not yet acknowledged by the kernel. */
 size_t conn_out_pending(const struct conn *c);
 /* The accumulating buffer, for callers that format straight into it; call
@@ -101,8 +130,25 @@ void conn_wrote(struct conn *c);
 /* The connection goes idle: give back buffer memory beyond a small cap. */
 void conn_trim(struct conn *c);
 
-/* The outgoing connect finished: queued output may go now. */
+/* The outgoing connect finished: queued output may go now (for TLS: the
+ * handshake starts, and queued output goes once it is done). */
 void conn_connected(struct conn *c);
+
+/* TLS between the ring and the owner (core/tls.h): received ciphertext is
+ * decrypted and ops->on_recv gets plaintext; conn_write/conn_outbuf take
+ * plaintext; handshake messages, tickets and alerts go out through the
+ * same send queue. Call right after conn_init. The handshake must finish
+ * within timeout_ms. A failed server handshake (the owner has seen no byte
+ * yet) is closed by the connection itself after sending the alert: the
+ * owner only sees on_destroy. Any other TLS failure reaches the owner as
+ * on_eof(-EPROTO), with the reason in conn_tls_error(). A close_notify
+ * from the peer is an EOF. Every failure is logged and counted by reason
+ * (stats tls_failures). 0 or -ENOMEM. */
+int conn_tls_server(struct conn *c, struct tls_ctx *ctx, uint32_t timeout_ms);
+/* host: "name:port" of the upstream (SNI and verification, see tls.h); the
+ * deadline (timeouts.tls_handshake) starts at conn_connected(). */
+int conn_tls_client(struct conn *c, struct tls_ctx *ctx, const char *host);
+const char *conn_tls_error(const struct conn *c);
 
 void conn_close_after_flush(struct conn *c, uint32_t linger_ms);
 /* Close now; with `reset`, send RST instead of FIN. */

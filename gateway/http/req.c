@@ -18,6 +18,7 @@
 #include "core/accesslog.h"
 #include "core/log.h"
 #include "core/sock.h"
+#include "http/cache.h"
 #include "http/respond.h"
 #include "http/upstream.h"
 #include "http/worker.h"
@@ -32,6 +33,7 @@
 
 static enum step_result step_parse(struct request *r);
 static enum step_result step_route(struct request *r);
+static enum step_result step_cache(struct request *r);
 static enum step_result step_upstream(struct request *r);
 static enum step_result step_respond(struct request *r);
 
@@ -41,6 +43,7 @@ static const struct req_step {
 } steps[] = {
 	{ "parse", step_parse },       /* strict HTTP/1.1 head: http/parse.c */
 	{ "route", step_route },       /* Host + path prefix → pool, endpoint choice */
+	{ "cache", step_cache },       /* L1 → coalesce misses; may answer: http/cache.c */
 	{ "upstream", step_upstream }, /* forward, stream the response: http/upstream.c */
 	{ "respond", step_respond },   /* finish: keep-alive or close */
 };
@@ -54,6 +57,7 @@ static void req_reset(struct request *r)
 	struct buf head = r->head, up_head = r->up_head;
 	struct client *c = r->c;
 
+	cache_req_end(r);
 	worker_gen_put(c->conn.w, r->gen);
 	buf_reset(&head, 16384);
 	buf_reset(&up_head, 16384);
@@ -186,6 +190,7 @@ static void req_account(struct request *r)
 	if (r->gen && r->pool >= 0 && (unsigned)r->pool < r->gen->cfg->n_pools)
 		copy_field(a.pool, sizeof(a.pool), r->gen->cfg->pools[r->pool].name,
 			   strlen(r->gen->cfg->pools[r->pool].name));
+	copy_field(a.cache, sizeof(a.cache), cache_access_status(r), strlen(cache_access_status(r)));
 	a.status = (uint16_t)r->status;
 	a.reason = (uint8_t)r->reason;
 	a.retries = r->retried;
@@ -205,8 +210,14 @@ void req_fail(struct request *r, int status, enum reason code, const char *reaso
 
 	if (conn_ending(&c->conn))
 		return;
-	if (r->up)
-		upstream_abort(r);
+	upstream_abort(r); /* also a pending retry, queue wait or hedge */
+	if (status >= 500 && cache_on_error(r, status)) {
+		/* the cache answered: stale-if-error, or the client already had
+		 * its answer while the object was being refreshed */
+		r->step = STEP_RESPOND;
+		req_run(r);
+		return;
+	}
 	if (r->resp_started && c->conn.sends == r->resp_sends) {
 		/* The relayed head has not left yet: take it back and say what
 		 * really happened instead. */
@@ -268,7 +279,16 @@ static enum step_result step_parse(struct request *r)
 		r->t_first_ns = clock_ns();
 		timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.header);
 	}
-	*h = (struct http_request){ .headers = c->hdrs, .max_headers = w->max_hdrs };
+	if (c->max_hdrs < w->max_hdrs) {
+		/* A reload raised the header count: the parser fills up to the
+		 * new limit, so the array must grow (no views into it yet). */
+		struct http_header *nh = realloc(c->hdrs, w->max_hdrs * sizeof(*nh));
+		if (nh) {
+			c->hdrs = nh;
+			c->max_hdrs = w->max_hdrs;
+		}
+	}
+	*h = (struct http_request){ .headers = c->hdrs, .max_headers = c->max_hdrs };
 	int n = http_parse_request(buf_head(in), in->len, h, &w->limits, &err);
 	if (n == -2)
 		return STEP_WAIT;
@@ -392,17 +412,19 @@ static enum step_result step_route(struct request *r)
 		return STEP_WAIT;
 	}
 	r->pool = pool;
-	r->ep = pool_pick(&r->gen->pools[pool], worker_rand(w));
-	if (!r->ep) {
-		req_fail(r, 503, REASON_NO_ENDPOINT, "the pool has no endpoints", false);
+	if (upstream_choose(r) != 0) /* failed the request itself */
 		return STEP_WAIT;
-	}
 	if (upstream_build_head(r, h, c->peer) != 0) {
 		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 		return STEP_WAIT;
 	}
 	r->t_routed_ns = clock_ns();
 	return STEP_NEXT;
+}
+
+static enum step_result step_cache(struct request *r)
+{
+	return cache_step(r);
 }
 
 static enum step_result step_upstream(struct request *r)
@@ -432,8 +454,7 @@ static enum step_result step_respond(struct request *r)
 	struct conn *cn = &c->conn;
 
 	req_account(r);
-	if (r->up)
-		upstream_abort(r);
+	upstream_abort(r);
 	c->in_request = false;
 	c->n_requests++;
 	if (r->close_after || !r->body_done || w->draining || cn->eof) {
@@ -501,7 +522,7 @@ void req_pump_body(struct request *r)
 
 /* ---- the client connection ------------------------------------------------- */
 
-void client_new(struct worker *w, int fd)
+void client_new(struct worker *w, int fd, struct tls_ctx *tls)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	struct sockaddr_storage ss;
@@ -517,6 +538,7 @@ void client_new(struct worker *w, int fd)
 	conn_init(&c->conn, w, fd, &client_ops);
 	c->conn.stat_rx = &w->stats.bytes_in;
 	c->conn.stat_tx = &w->stats.bytes_out;
+	c->max_hdrs = w->max_hdrs;
 	c->req.c = c;
 	c->req.pool = -1;
 	c->req.route = -1;
@@ -532,6 +554,10 @@ void client_new(struct worker *w, int fd)
 	STAT_SET(w->stats.conn_open, w->n_clients);
 	/* A connection that sends nothing is closed after the header timeout. */
 	timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.header);
+	if (tls && conn_tls_server(&c->conn, tls, w->cfg->timeouts.tls_handshake)) {
+		conn_close(&c->conn, true); /* out of memory; on_destroy unlinks it */
+		return;
+	}
 	conn_start_recv(&c->conn);
 }
 
@@ -617,8 +643,8 @@ static void client_on_destroy(struct conn *cn)
 	struct client *c = container_of(cn, struct client, conn);
 	struct worker *w = cn->w;
 
-	if (c->req.up)
-		upstream_abort(&c->req);
+	upstream_abort(&c->req);
+	cache_req_end(&c->req);
 	worker_gen_put(w, c->req.gen);
 	c->req.gen = NULL;
 	if (c->prev)

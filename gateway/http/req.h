@@ -13,11 +13,13 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/timer.h"
 #include "http/conn.h"
 #include "core/stats.h"
 #include "http/parse.h"
 
 struct upconn;
+struct cache_req;
 struct endpoint_state;
 struct wgen;
 
@@ -63,6 +65,17 @@ struct request {
 	bool retried;
 	bool body_started;   /* body bytes were handed to the upstream (no retry after) */
 	bool continue_sent;
+	/* pool resilience (upstream.c, docs/pool.md) */
+	struct upconn *hedge;     /* a hedged second try racing r->up */
+	struct timer up_timer;    /* retry backoff, queue deadline or hedge delay */
+	uint8_t up_wait;          /* what up_timer is for (upstream.c) */
+	bool retryable;           /* method / idempotency key / route allow a retry */
+	bool has_key;             /* balance: hash — the request has a key */
+	unsigned tries;           /* tries started (retries and hedges included) */
+	uint64_t key;             /* its hash */
+	uint64_t t_choose_ms;     /* routed at (retry.timeout) */
+	struct request *q_next, *q_prev; /* the pool queue */
+	uint32_t retry_after_s;   /* Retry-After of a gateway-made 503 */
 
 	/* response */
 	int status;
@@ -75,6 +88,8 @@ struct request {
 	uint64_t resp_left;  /* RESP_OUT_RAW: bytes still expected */
 	struct http_chunked resp_chunk;
 	enum reason reason;  /* why a gateway-made response was sent (REASON_NONE otherwise) */
+	struct cache_req *cache; /* the cache's per-request state (http/cache.h), or NULL */
+	bool body_discard;   /* the cache answered: the upstream response is not relayed */
 
 	/* accounting: the access record and the stage histograms */
 	uint64_t t_first_ns;   /* first byte of the head */
@@ -90,6 +105,7 @@ struct client {
 	struct conn conn;
 	struct client *next, *prev; /* worker's client list */
 	struct http_header *hdrs;   /* parsed header views, one array per client */
+	unsigned max_hdrs;          /* its capacity (a reload may raise the worker's) */
 	struct request req;
 	bool in_request;
 	bool head_timer_armed;
@@ -111,8 +127,10 @@ void req_fail(struct request *r, int status, enum reason code, const char *reaso
 /* The reason code for a parser refusal status (400, 413, 414, 417, 431, 501). */
 enum reason reason_for_status(int status);
 
-/* Accept hand-off: a new client connection on fd. */
-void client_new(struct worker *w, int fd);
+/* Accept hand-off: a new client connection on fd; tls: the listener's TLS
+ * context (NULL: plain TCP). */
+struct tls_ctx;
+void client_new(struct worker *w, int fd, struct tls_ctx *tls);
 
 /* Move buffered request body bytes to the upstream (called when the
  * client sent more and when the upstream's send queue drained). */

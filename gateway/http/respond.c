@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "http/cache.h"
 #include "http/req.h"
 #include "http/worker.h"
 
@@ -48,6 +49,8 @@ size_t respond_error(struct client *c, struct request *r, int status, const char
 		    status, text, blen);
 	if (r && r->id[0])
 		buf_appendf(b, "X-Request-ID: %s\r\n", r->id);
+	if (r && r->retry_after_s && status == 503)
+		buf_appendf(b, "Retry-After: %u\r\n", r->retry_after_s);
 	if (close)
 		buf_appends(b, "Connection: close\r\n");
 	else if (r && r->http10)
@@ -114,6 +117,8 @@ int respond_head(struct request *r, const struct http_response *res)
 		r->out = r->http10 ? RESP_OUT_UNTIL_CLOSE : RESP_OUT_ENCODE;
 		break;
 	}
+	if (r->cache && cache_respond_head(r, res))
+		return 0; /* the cache answered; the upstream response is swallowed */
 	if (r->out == RESP_OUT_DECHUNK || r->out == RESP_OUT_UNTIL_CLOSE)
 		r->close_after = true; /* the body ends where the connection does */
 	if (!r->keep_alive || draining || !r->body_done)
@@ -140,6 +145,8 @@ int respond_head(struct request *r, const struct http_response *res)
 	}
 	if (r->out == RESP_OUT_CHUNKED || r->out == RESP_OUT_ENCODE)
 		buf_appends(b, "Transfer-Encoding: chunked\r\n");
+	if (r->cache)
+		cache_head_fields(r, b);
 	buf_appendf(b, "Via: 1.1 reflex\r\nX-Request-ID: %s\r\n", r->id);
 	if (r->close_after)
 		buf_appends(b, "Connection: close\r\n");
@@ -158,7 +165,7 @@ void respond_body(struct request *r, const char *p, size_t n)
 {
 	struct conn *cn = &r->c->conn;
 
-	if (!n)
+	if (!n || r->body_discard)
 		return;
 	if (r->out == RESP_OUT_ENCODE) {
 		char hdr[24];
@@ -175,7 +182,7 @@ void respond_body(struct request *r, const char *p, size_t n)
 
 void respond_end(struct request *r)
 {
-	if (r->out == RESP_OUT_ENCODE) {
+	if (r->out == RESP_OUT_ENCODE && !r->body_discard) {
 		conn_write(&r->c->conn, "0\r\n\r\n", 5);
 		r->bytes_out += 5;
 	}

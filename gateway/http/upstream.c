@@ -9,8 +9,10 @@
 
 #include "core/log.h"
 #include "core/sock.h"
+#include "core/tls.h"
 #include "http/health.h"
 #include "http/pool_hash.h"
+#include "http/cache.h"
 #include "http/req.h"
 #include "http/respond.h"
 #include "http/worker.h"
@@ -174,6 +176,8 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 	struct buf *b = &r->up_head;
 	const struct http_header *xff = NULL, *via = NULL, *rid;
 	static const char hex[] = "0123456789abcdef";
+	struct tls_conn *tc = r->c->conn.tls;
+	const char *subject_hdr = tc ? tls_conn_subject_header(tc) : NULL, *subject;
 
 	rid = http_find_header(h->headers, h->n_headers, "X-Request-ID");
 	if (rid && valid_request_id(rid->value)) {
@@ -203,6 +207,9 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 		const struct http_header *f = &h->headers[i];
 		if (skip_request_field(h, f->name))
 			continue;
+		/* only the gateway says which certificate the client showed */
+		if (subject_hdr && http_str_eq(f->name, subject_hdr))
+			continue;
 		if (http_str_eq(f->name, "X-Forwarded-For")) {
 			if (!xff)
 				xff = f;
@@ -231,7 +238,10 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 		buf_appendf(b, "X-Request-ID: %.*s\r\n", (int)rid->value.len, rid->value.p);
 	else
 		buf_appendf(b, "X-Request-ID: %s\r\n", r->id);
-	return buf_appends(b, "X-Forwarded-Proto: http\r\n\r\n");
+	if (subject_hdr && (subject = tls_conn_peer_subject(tc)))
+		buf_appendf(b, "%s: %s\r\n", subject_hdr, subject);
+	return buf_appends(b, tc ? "X-Forwarded-Proto: https\r\n\r\n"
+				 : "X-Forwarded-Proto: http\r\n\r\n");
 }
 
 /* ---- connections ------------------------------------------------------------ */
@@ -324,7 +334,8 @@ static void up_drop(struct upconn *u, bool reset)
 
 static void on_connect(struct io_op *op, int res, unsigned flags);
 
-static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, int *err)
+static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, struct tls_ctx *tls,
+				 int *err)
 {
 	const struct cfg_addr *a = &ep->cfg->addr;
 	int fd = sock_stream_for((const struct sockaddr *)&a->ss);
@@ -346,6 +357,11 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, in
 	u->ep = ep;
 	u->connect_op.on_complete = on_connect;
 	u->conn.connecting = true;
+	if (tls && conn_tls_client(&u->conn, tls, a->text)) {
+		conn_close(&u->conn, false); /* freed by the reap step */
+		*err = -ENOMEM;
+		return NULL;
+	}
 	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
 	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&a->ss, a->len);
 	loop_sqe_set_op(sqe, &u->connect_op);
@@ -391,7 +407,7 @@ static struct upconn *try_on(struct request *r, struct endpoint_state *ep, bool 
 		u->reused = true;
 		STAT_INC(w->stats.upstream_reuses);
 	} else {
-		u = up_connect(w, ep, &err);
+		u = up_connect(w, ep, pool_of(r)->cfg->tls.ctx, &err);
 		if (!u) {
 			log_warn("upstream %s: socket: %s", ep->cfg->addr.text, strerror(-err));
 			if (busy)
@@ -518,7 +534,7 @@ static void start_try(struct request *r, bool fresh)
 			p->q_len++;
 			STAT_INC(w->stats.pool_queued);
 			r->up_wait = UPWAIT_QUEUE;
-			timer_init(&r->up_timer, on_up_timer);
+			r->up_timer.on_expire = on_up_timer;
 			timer_arm(&w->loop.timers, &r->up_timer, w->loop.now + p->cfg->queue.timeout);
 			if (!timer_armed(&p->q_timer))
 				timer_arm(&w->loop.timers, &p->q_timer, w->loop.now + 5);
@@ -540,7 +556,7 @@ static void start_try(struct request *r, bool fresh)
 		if (hc->p95 && p->p95_us / 1000 > d)
 			d = p->p95_us / 1000;
 		r->up_wait = UPWAIT_HEDGE;
-		timer_init(&r->up_timer, on_up_timer);
+		r->up_timer.on_expire = on_up_timer;
 		timer_arm(&w->loop.timers, &r->up_timer, w->loop.now + (d ? d : 1));
 	}
 }
@@ -618,19 +634,205 @@ void upstream_abort(struct request *r)
 {
 	if (r->up)
 		up_drop(r->up, true);
+	if (r->hedge)
+		up_drop(r->hedge, true);
+	if (r->up_wait != UPWAIT_NONE) {
+		struct worker *w = r->c->conn.w;
+		if (r->up_wait == UPWAIT_QUEUE && r->gen)
+			queue_remove(pool_of(r), r);
+		timer_disarm(&w->loop.timers, &r->up_timer);
+		r->up_wait = UPWAIT_NONE;
+	}
+}
+
+static bool status_retried(const struct cfg_retry *rc, int status)
+{
+	for (unsigned i = 0; i < rc->n_statuses; i++)
+		if (rc->statuses[i] == status)
+			return true;
+	return false;
+}
+
+/* After a failed try: schedule another one on a different endpoint when
+ * the request, the attempts, the total timeout and the retry budget allow.
+ * Returns true when a retry is scheduled (the caller must not fail r). */
+static bool retry_schedule(struct request *r, const struct endpoint_state *failed)
+{
+	struct worker *w = r->c->conn.w;
+	struct pool_state *p = pool_of(r);
+	const struct cfg_retry *rc = &p->cfg->retry;
+
+	if (!r->retryable || r->tries >= rc->attempts || r->resp_started || r->body_started ||
+	    r->up || r->hedge || r->up_wait != UPWAIT_NONE || w->draining || !p->sh)
+		return false;
+	if (rc->timeout && w->loop.now >= r->t_choose_ms + rc->timeout)
+		return false;
+	struct endpoint_state *ep =
+		pool_pick_ex(p, worker_rand(w), clock_ms(), failed, r->has_key, r->key, false);
+	if (!ep || ep == failed)
+		return false; /* retries go to a different endpoint */
+	if (!pool_shared_retry_take(p->sh)) {
+		STAT_INC(w->stats.pool_retry_budget_denied);
+		return false;
+	}
+	/* exponential backoff with full jitter */
+	uint64_t cap = rc->backoff;
+	for (unsigned i = 1; i < r->tries && cap < rc->max_backoff; i++)
+		cap *= 2;
+	if (cap > rc->max_backoff)
+		cap = rc->max_backoff;
+	uint64_t delay = cap ? worker_rand(w) % (cap + 1) : 0;
+	r->ep = ep;
+	r->retried = true;
+	r->up_wait = UPWAIT_BACKOFF;
+	r->up_timer.on_expire = on_up_timer;
+	timer_arm(&w->loop.timers, &r->up_timer, w->loop.now + delay);
+	return true;
 }
 
 /* The exchange failed before a response could be relayed. */
 static void up_fail(struct upconn *u, int status, enum reason code, const char *reason)
 {
 	struct request *r = u->r;
+	struct endpoint_state *ep = u->ep;
 
 	log_info("upstream %s: %s", u->ep->cfg->addr.text, reason);
 	if (code != REASON_INTERNAL)
 		u->ep->fails++; /* consecutive: an answered exchange resets it */
+	try_end(u, code == REASON_INTERNAL ? -1 : 0);
 	up_drop(u, status == 502);
-	if (r)
-		req_fail(r, status, code, reason, false);
+	if (!r)
+		return;
+	if (r->up || r->hedge) {
+		/* the other try of a hedged pair carries on */
+		if (!r->up) {
+			r->up = r->hedge;
+			r->hedge = NULL;
+			r->ep = r->up->ep;
+		}
+		return;
+	}
+	if (retry_schedule(r, ep))
+		return;
+	req_fail(r, status, code, reason, false);
+}
+
+/* The backoff, queue deadline or hedge delay of a request has passed. */
+static void on_up_timer(struct timer *t)
+{
+	struct request *r = container_of(t, struct request, up_timer);
+	struct worker *w = r->c->conn.w;
+	struct pool_state *p = pool_of(r);
+	unsigned wait = r->up_wait;
+
+	r->up_wait = UPWAIT_NONE;
+	if (wait == UPWAIT_QUEUE) {
+		queue_remove(p, r);
+		STAT_INC(w->stats.pool_queue_rejected);
+		unavailable(r, REASON_POOL_OVERLOAD, 1,
+			    "waited too long for a free upstream connection");
+		return;
+	}
+	if (wait == UPWAIT_BACKOFF) {
+		STAT_INC(w->stats.pool_retries);
+		STAT_INC(w->stats.upstream_retries);
+		start_try(r, false);
+		/* the retry holds its slot of limits.retries until it ends */
+		if (r->up)
+			r->up->retry_slot = true;
+		else if (p->sh)
+			pool_shared_retry_done(p->sh);
+		if (r->up)
+			req_pump_body(r);
+		return;
+	}
+	if (wait != UPWAIT_HEDGE || !r->up || r->up->got_bytes || r->hedge || r->resp_started)
+		return;
+	struct endpoint_state *ep =
+		pool_pick_ex(p, worker_rand(w), clock_ms(), r->up->ep, r->has_key, r->key, true);
+	enum breaker_admit how;
+	bool busy;
+	if (!ep || ep == r->up->ep || !p->sh || !admit(p, ep, &busy, &how))
+		return;
+	if (!pool_shared_retry_take(p->sh)) {
+		STAT_INC(w->stats.pool_retry_budget_denied);
+		if (busy)
+			pool_shared_busy_put(ep->sh);
+		breaker_release(&ep->sh->breaker, how);
+		return;
+	}
+	struct upconn *h = try_on(r, ep, false, true, busy, how);
+	if (!h) {
+		pool_shared_retry_done(p->sh);
+		return;
+	}
+	h->retry_slot = true;
+	STAT_INC(w->stats.pool_hedges);
+}
+
+/* Route-time: the hash key, retryability, the budget deposit, the pick. */
+int upstream_choose(struct request *r)
+{
+	struct worker *w = r->c->conn.w;
+	struct pool_state *p = pool_of(r);
+	const struct cfg_pool *pc = p->cfg;
+	const struct http_request *h = &r->h;
+
+	r->t_choose_ms = w->loop.now;
+	if (pc->balance == CFG_BALANCE_HASH) {
+		if (pc->hash_key == CFG_HASH_CACHE_KEY) {
+			struct http_str host = h->authority.len ? h->authority : h->host;
+			uint64_t k = pool_hash_bytes(0, h->method.p, h->method.len);
+			k = pool_hash_bytes(k, host.p, host.len);
+			r->key = pool_hash_bytes(k, h->path.p, h->path.len);
+			r->has_key = true;
+		} else {
+			const struct http_header *f =
+				http_find_header(h->headers, h->n_headers,
+						 pc->hash_key == CFG_HASH_COOKIE ? "Cookie"
+										 : pc->hash_name);
+			if (f && pc->hash_key == CFG_HASH_HEADER) {
+				r->key = pool_hash_bytes(0, f->value.p, f->value.len);
+				r->has_key = true;
+			} else if (f) {
+				/* name=value pairs separated by "; " */
+				size_t nl = strlen(pc->hash_name);
+				const char *c = f->value.p, *end = f->value.p + f->value.len;
+				while (c < end) {
+					while (c < end && (*c == ' ' || *c == ';'))
+						c++;
+					const char *semi = memchr(c, ';', (size_t)(end - c));
+					const char *stop = semi ? semi : end;
+					if ((size_t)(stop - c) > nl && c[nl] == '=' &&
+					    !memcmp(c, pc->hash_name, nl)) {
+						r->key = pool_hash_bytes(0, c + nl + 1,
+									 (size_t)(stop - c - nl - 1));
+						r->has_key = true;
+						break;
+					}
+					c = stop;
+				}
+			}
+		}
+	}
+	bool idem = r->safe || (h->method.len == 3 && !memcmp(h->method.p, "PUT", 3)) ||
+		    (h->method.len == 6 && !memcmp(h->method.p, "DELETE", 6));
+	r->retryable = idem || pc->retry.all_methods ||
+		       (pc->retry.idempotency_header[0] &&
+			http_find_header(h->headers, h->n_headers, pc->retry.idempotency_header));
+	if (p->sh)
+		pool_shared_deposit(p->sh);
+	r->ep = pool_pick_ex(p, worker_rand(w), clock_ms(), NULL, r->has_key, r->key, false);
+	if (!r->ep) {
+		if (p->n_eps == 0) {
+			req_fail(r, 503, REASON_NO_ENDPOINT, "the pool has no endpoints", false);
+			return -1;
+		}
+		unavailable(r, REASON_POOL_UNAVAILABLE, pool_retry_after(p),
+			    "no upstream endpoint is available");
+		return -1;
+	}
+	return 0;
 }
 
 /* The response is complete: keep the connection if both directions ended
@@ -643,8 +845,10 @@ static void up_complete(struct upconn *u)
 
 	u->resp_complete = true;
 	ep->fails = 0;
+	try_end(u, r->status >= 500 ? 0 : 1);
 	respond_end(r);
 	r->resp_done = true;
+	cache_upstream_done(r);
 	/* Only the current generation's endpoints keep connections: after a
 	 * reload the old pools just finish their requests. */
 	bool keep = u->reusable && r->body_done && conn_out_pending(&u->conn) == 0 &&
@@ -707,6 +911,7 @@ static size_t relay_body(struct upconn *u, const char *p, size_t n)
 		break;
 	case RESP_OUT_RAW:
 		used = n < r->resp_left ? n : (size_t)r->resp_left;
+		cache_tee(r, p, used);
 		respond_body(r, p, used);
 		r->resp_left -= used;
 		complete = r->resp_left == 0;
@@ -725,6 +930,7 @@ static size_t relay_body(struct upconn *u, const char *p, size_t n)
 				req_fail(r, 502, REASON_UPSTREAM_INVALID, "upstream sent an invalid chunked body", true);
 				return n;
 			}
+			cache_tee(r, payload.p, payload.len);
 			if (r->out == RESP_OUT_CHUNKED)
 				respond_body(r, p + used, (size_t)k);
 			else if (payload.len)
@@ -735,6 +941,7 @@ static size_t relay_body(struct upconn *u, const char *p, size_t n)
 		break;
 	case RESP_OUT_ENCODE:
 	case RESP_OUT_UNTIL_CLOSE:
+		cache_tee(r, p, n);
 		respond_body(r, p, n);
 		used = n;
 		break;
@@ -745,6 +952,57 @@ static size_t relay_body(struct upconn *u, const char *p, size_t n)
 		up_complete(u);
 	}
 	return used;
+}
+
+/* The first response bytes of a try: a latency sample, and the end of a
+ * hedge race (the first to answer wins, the other is cancelled). */
+static void first_bytes(struct upconn *u)
+{
+	struct request *r = u->r;
+	struct worker *w = u->conn.w;
+	struct endpoint_state *ep = u->ep;
+	uint64_t now = clock_ns();
+	uint64_t us = (now - u->try_sent_ns) / 1000;
+
+	if (us > UINT32_MAX / 2)
+		us = UINT32_MAX / 2;
+	ep->ewma_us = ep->ewma_us ? (uint32_t)((ep->ewma_us * 7ull + us * 3) / 10) : (uint32_t)us;
+	ep->ewma_at_ms = w->loop.now;
+	if (r->gen) {
+		struct pool_state *p = pool_of(r);
+		p->ttfb_us[p->ttfb_n++ % 64] = (uint32_t)us;
+		if (p->ttfb_n % 16 == 0 && p->cfg->hedge.p95) {
+			uint32_t v[64];
+			unsigned n = p->ttfb_n < 64 ? p->ttfb_n : 64;
+			memcpy(v, p->ttfb_us, n * sizeof(v[0]));
+			for (unsigned i = 1; i < n; i++) /* 64 values: insertion sort */
+				for (unsigned j = i; j && v[j - 1] > v[j]; j--) {
+					uint32_t t = v[j];
+					v[j] = v[j - 1];
+					v[j - 1] = t;
+				}
+			p->p95_us = v[(n * 95) / 100 < n ? (n * 95) / 100 : n - 1];
+		}
+	}
+	if (r->hedge || r->up_wait == UPWAIT_HEDGE) {
+		if (r->up_wait == UPWAIT_HEDGE) {
+			timer_disarm(&w->loop.timers, &r->up_timer);
+			r->up_wait = UPWAIT_NONE;
+		}
+		if (r->hedge == u) {
+			struct upconn *loser = r->up;
+			r->hedge = NULL;
+			r->up = u;
+			r->ep = ep;
+			r->t_sent_ns = u->try_sent_ns;
+			STAT_INC(w->stats.pool_hedge_wins);
+			if (loser)
+				up_drop(loser, true);
+		} else if (r->hedge) {
+			up_drop(r->hedge, true);
+		}
+	}
+	r->t_ttfb_ns = now;
 }
 
 static void up_on_recv(struct conn *cn, const char *data, size_t len)
@@ -760,7 +1018,7 @@ static void up_on_recv(struct conn *cn, const char *data, size_t len)
 		return;
 	}
 	if (!u->got_bytes)
-		r->t_ttfb_ns = clock_ns();
+		first_bytes(u);
 	u->got_bytes = true;
 	up_progress(u);
 
@@ -793,6 +1051,23 @@ static void up_on_recv(struct conn *cn, const char *data, size_t len)
 			}
 			buf_consume(&cn->in, (size_t)n); /* interim: not relayed */
 			continue;
+		}
+		if (r->gen && status_retried(&pool_of(r)->cfg->retry, res.status) &&
+		    r->tries < pool_of(r)->cfg->retry.attempts) {
+			struct endpoint_state *ep = u->ep;
+			struct upconn *keep = u;
+			try_end(u, 0);
+			up_unbind(u);
+			if (retry_schedule(r, ep)) {
+				log_info("upstream %s: status %d, retrying elsewhere",
+					 ep->cfg->addr.text, res.status);
+				up_drop(keep, false);
+				return;
+			}
+			/* no retry after all: relay this answer */
+			u->r = r;
+			r->up = u;
+			ep->inflight++;
 		}
 		u->head_done = true;
 		u->reusable = res.keep_alive;
@@ -835,8 +1110,16 @@ static void up_on_eof(struct conn *cn, int err)
 		/* Truncated response: the client can only learn it by an abort. */
 		log_info("upstream %s: response truncated (%s)", u->ep->cfg->addr.text,
 			 err ? strerror(-err) : "closed early");
+		try_end(u, 0);
 		up_drop(u, false);
 		req_fail(r, 502, REASON_UPSTREAM_TRUNCATED, "upstream response truncated", true);
+		return;
+	}
+	if (err == -EPROTO && cn->tls) {
+		char why[512];
+		snprintf(why, sizeof(why), "upstream TLS with %s failed: %s", u->ep->cfg->addr.text,
+			 conn_tls_error(cn));
+		up_fail(u, 502, REASON_UPSTREAM_TLS, why);
 		return;
 	}
 	/* Nothing relayed yet. A kept-alive connection the upstream closed

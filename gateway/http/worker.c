@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "http/accept.h"
 #include "http/conn.h"
+#include "http/health.h"
 #include "http/req.h"
 #include "http/upstream.h"
 
@@ -126,6 +127,7 @@ static void apply_config(struct worker *w, const struct config *ncfg)
 		return;
 	}
 	accept_update(w, ncfg);
+	health_start(w, g->pools, g->n_pools);
 	struct wgen *old = w->gen;
 	w->gen = g;
 	w->cfg = ncfg;
@@ -140,12 +142,31 @@ static void apply_config(struct worker *w, const struct config *ncfg)
 	worker_gen_put(w, old);
 }
 
+/* Run the posted tasks, oldest first (the stack holds them newest first). */
+static void run_tasks(struct worker *w)
+{
+	struct worker_task *t = __atomic_exchange_n(&w->mail_tasks, NULL, __ATOMIC_ACQ_REL), *fifo = NULL;
+
+	while (t) {
+		struct worker_task *next = t->next;
+		t->next = fifo;
+		fifo = t;
+		t = next;
+	}
+	while (fifo) {
+		struct worker_task *next = fifo->next;
+		fifo->fn(w, fifo);
+		fifo = next;
+	}
+}
+
 static void on_mail(struct io_op *op, int res, unsigned flags)
 {
 	struct worker *w = container_of(op, struct worker, mail_op);
 
 	if (res == -ECANCELED)
 		return;
+	run_tasks(w);
 	const struct config *ncfg = __atomic_exchange_n(&w->mail_cfg, NULL, __ATOMIC_ACQ_REL);
 	if (ncfg && !w->draining)
 		apply_config(w, ncfg);
@@ -215,6 +236,7 @@ static int setup(struct worker *w)
 		snprintf(w->start_msg, sizeof(w->start_msg), "pools: out of memory");
 		return -ENOMEM;
 	}
+	health_start(w, w->gen->pools, w->gen->n_pools);
 	rc = accept_open(w);
 	if (rc < 0)
 		return rc;
@@ -223,6 +245,7 @@ static int setup(struct worker *w)
 
 static void teardown(struct worker *w)
 {
+	run_tasks(w);
 	accept_free(w);
 	if (w->gen) {
 		/* whatever is left is unreachable now: the loop has stopped */
@@ -304,6 +327,17 @@ void worker_reload(struct worker *w, const struct config *cfg)
 	/* a snapshot the worker never picked up is superseded */
 	if (prev && w->release_cfg)
 		w->release_cfg(w->release_ctx, prev);
+	post(w);
+}
+
+void worker_post(struct worker *w, struct worker_task *t)
+{
+	struct worker_task *head = __atomic_load_n(&w->mail_tasks, __ATOMIC_RELAXED);
+
+	do
+		t->next = head;
+	while (!__atomic_compare_exchange_n(&w->mail_tasks, &head, t, true, __ATOMIC_RELEASE,
+					    __ATOMIC_RELAXED));
 	post(w);
 }
 

@@ -61,6 +61,7 @@ struct worker {
 	uint64_t rng[2];
 
 	/* Mailbox: other threads leave a request here and write the eventfd. */
+	struct worker_task *mail_tasks; /* MPSC stack of worker_post() tasks (atomic) */
 	int mail_fd;
 	struct io_op mail_op;
 	uint64_t mail_val;
@@ -81,6 +82,14 @@ struct worker {
 	struct accesslog *alog; /* set by main before worker_start; NULL: off */
 	int start_error; /* set by the worker if set-up failed (-errno) */
 	char start_msg[512];
+};
+
+/* A function to run on a worker's thread (worker_post). The caller owns
+ * the memory (embed it in the object the task is about); fn runs exactly
+ * once, on the worker, also when the worker is stopping. */
+struct worker_task {
+	struct worker_task *next;
+	void (*fn)(struct worker *w, struct worker_task *t);
 };
 
 struct inherited_fds {
@@ -107,6 +116,9 @@ void worker_reload(struct worker *w, const struct config *cfg);
 struct wgen *worker_gen_get(struct worker *w);
 void worker_gen_put(struct worker *w, struct wgen *g);
 void worker_join(struct worker *w);
+/* Run t->fn on worker w's thread (any thread; lock-free MPSC push, then
+ * the eventfd is written). Tasks run in the order they were posted. */
+void worker_post(struct worker *w, struct worker_task *t);
 
 uint64_t worker_rand(struct worker *w);
 

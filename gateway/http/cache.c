@@ -1,0 +1,1210 @@
+#include "http/cache.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "http/cache_rules.h"
+#include "http/cache_store.h"
+#include "http/respond.h"
+#include "http/upstream.h"
+#include "http/worker.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* How long a "recently uncacheable" marker keeps misses of a key from
+ * waiting for each other (Varnish's hit-for-miss). */
+#define PASS_TTL_MS 10000
+/* How long a stale object with a validator is kept for revalidation. */
+#define VALIDATOR_KEEP_MS 3600000
+#define URL_MAX 4096
+#define VARY_NAMES_MAX 512
+
+enum cache_access { CA_NONE, CA_HIT, CA_MISS, CA_STALE, CA_BYPASS };
+enum wake { WAKE_RETRY = 1, WAKE_UPSTREAM = 2 };
+
+struct cache_wait {
+	struct cache_waiter base; /* in the store's list until the leader finishes */
+	struct worker_task task;
+	struct worker *w;
+	uint64_t ticket;
+	int result;
+};
+
+struct cache_req {
+	struct request *r;
+	struct worker *w;
+	struct cache_key primary, key;
+	char *url;
+	size_t url_len;
+	struct cache_req_facts rq;
+	enum cache_access access;
+	char cs[160]; /* Cache-Status parameters after "reflex; " */
+
+	/* coalescing */
+	bool leader, finished;
+	struct cache_key claim_key;
+	bool waiting, no_coalesce;
+	int wake_result;
+	uint64_t ticket;
+	struct timer timer;
+	struct cache_req *wnext, *wprev;
+
+	/* an object that needs revalidation (or may answer on error) */
+	struct cache_entry *stale;
+	bool revalidating;
+	bool answered;   /* the client got its answer from the cache */
+	bool bg_refresh; /* stale-while-revalidate: this request refreshes stale */
+	bool invalidate; /* unsafe method: drop the URL after a success */
+	bool lookup_done;
+	bool store_ok;
+
+	/* the response being stored */
+	bool filling;
+	int64_t req_time_ms;
+	struct buf head, body;
+	enum cache_nostore nostore;
+};
+
+/* Per worker thread: the requests waiting for another's fetch. */
+static __thread struct cache_req *tls_waiting;
+static __thread uint64_t tls_ticket;
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const struct config *cfg_of(const struct request *r)
+{
+	return r->gen ? r->gen->cfg : r->c->conn.w->cfg;
+}
+
+static bool method_is(struct http_str m, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return m.len == n && memcmp(m.p, lit, n) == 0;
+}
+
+/* ---- keys -------------------------------------------------------------------- */
+
+static struct cache_key key_of(const void *p, size_t n)
+{
+	XXH128_hash_t h = XXH3_128bits(p, n);
+
+	return (struct cache_key){ .lo = h.low64, .hi = h.high64 };
+}
+
+/* "host/path?query", normalised; the text of the primary key (after
+ * "GET http "). Returns the length or -1. */
+static int url_norm(const char *host, size_t hl, const char *path, size_t pl, char *out,
+		    size_t cap)
+{
+	int a = cache_norm_host(host, hl, out, cap);
+	if (a < 0)
+		return -1;
+	int b = cache_norm_path(path, pl, out + a, cap - (size_t)a);
+	return b < 0 ? -1 : a + b;
+}
+
+static struct cache_key primary_key(const char *method, const char *url, size_t len)
+{
+	char buf[URL_MAX + 32];
+	int n = snprintf(buf, sizeof(buf), "%s http ", method);
+
+	memcpy(buf + n, url, len);
+	return key_of(buf, (size_t)n + len);
+}
+
+/* The value of every request field `name`, joined by ",", with optional
+ * whitespace around elements removed (so "a, b" and "a,b" key alike). */
+static void vary_value(const struct http_request *h, const char *name, size_t nl, XXH3_state_t *st)
+{
+	for (unsigned i = 0; i < h->n_headers; i++) {
+		const struct http_header *f = &h->headers[i];
+		if (f->name.len != nl || strncasecmp(f->name.p, name, nl) != 0)
+			continue;
+		const char *p = f->value.p, *end = p + f->value.len;
+		while (p < end) {
+			while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+				p++;
+			const char *s = p;
+			while (p < end && *p != ',')
+				p++;
+			const char *e = p;
+			while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			if (e > s) {
+				XXH3_128bits_update(st, s, (size_t)(e - s));
+				XXH3_128bits_update(st, ",", 1);
+			}
+		}
+	}
+}
+
+/* The key of the variant for this request: the primary key, the marker's
+ * generation and the values of the fields it names. */
+static struct cache_key variant_key(const struct cache_key *primary, uint64_t gen,
+				    const char *names, size_t len, const struct http_request *h)
+{
+	XXH3_state_t st;
+
+	XXH3_128bits_reset(&st);
+	XXH3_128bits_update(&st, primary, sizeof(*primary));
+	XXH3_128bits_update(&st, &gen, sizeof(gen));
+	size_t i = 0;
+	while (i < len) {
+		size_t s = i;
+		while (i < len && names[i] != ',')
+			i++;
+		XXH3_128bits_update(&st, names + s, i - s);
+		XXH3_128bits_update(&st, ":", 1);
+		vary_value(h, names + s, i - s, &st);
+		XXH3_128bits_update(&st, "\n", 1);
+		i++;
+	}
+	XXH128_hash_t d = XXH3_128bits_digest(&st);
+	return (struct cache_key){ .lo = d.low64, .hi = d.high64 };
+}
+
+/* Vary's field names, lower case, comma-joined, no spaces. -1: too long. */
+static int vary_names(struct http_str v, char *out, size_t cap, bool *star)
+{
+	size_t o = 0;
+	const char *p = v.p, *end = v.p + v.len;
+
+	while (p < end) {
+		while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+			p++;
+		const char *s = p;
+		while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+			p++;
+		if (p == s)
+			continue;
+		if (p - s == 1 && *s == '*')
+			*star = true;
+		if (o + (size_t)(p - s) + 2 > cap)
+			return -1;
+		if (o)
+			out[o++] = ',';
+		for (const char *q = s; q < p; q++)
+			out[o++] = (char)((*q >= 'A' && *q <= 'Z') ? *q + 32 : *q);
+	}
+	out[o] = 0;
+	return (int)o;
+}
+
+/* ---- the stored head ------------------------------------------------------ */
+
+static bool next_line(const char **p, const char *end, struct http_str *name, struct http_str *value)
+{
+	const char *s = *p;
+	const char *eol = memchr(s, '\n', (size_t)(end - s));
+
+	if (!eol || eol == s)
+		return false;
+	*p = eol + 1;
+	const char *le = eol > s && eol[-1] == '\r' ? eol - 1 : eol;
+	const char *colon = memchr(s, ':', (size_t)(le - s));
+	if (!colon) {
+		name->p = s;
+		name->len = 0;
+		value->p = s;
+		value->len = (size_t)(le - s);
+		return true;
+	}
+	name->p = s;
+	name->len = (size_t)(colon - s);
+	const char *v = colon + 1;
+	while (v < le && (*v == ' ' || *v == '\t'))
+		v++;
+	value->p = v;
+	value->len = (size_t)(le - v);
+	return true;
+}
+
+/* Read the facts the rules need from a stored head (status line + fields). */
+static void facts_of_head(const char *head, size_t len, struct cache_resp_facts *rs,
+			  struct cache_entry_spec *sp, const char *tag_header)
+{
+	const char *p = head, *end = head + len;
+	struct http_str n, v;
+
+	*rs = (struct cache_resp_facts){ 0 };
+	if (len > 12)
+		rs->status = atoi(head + 9);
+	next_line(&p, end, &n, &v); /* status line */
+	while (p < end && next_line(&p, end, &n, &v)) {
+		if (http_str_eq(n, "Cache-Control")) {
+			cache_cc_parse(&rs->cc, v.p, v.len);
+		} else if (http_str_eq(n, "Expires")) {
+			rs->has_expires = true;
+			rs->expires_ms = cache_http_date(v.p, v.len);
+		} else if (http_str_eq(n, "Date")) {
+			int64_t d = cache_http_date(v.p, v.len);
+			if (d >= 0) {
+				rs->has_date = true;
+				rs->date_ms = d;
+			}
+		} else if (http_str_eq(n, "Age")) {
+			rs->has_age = true;
+			rs->age_s = atoll(v.p);
+		} else if (http_str_eq(n, "ETag")) {
+			rs->has_etag = true;
+			if (sp) {
+				sp->etag_off = (size_t)(v.p - head);
+				sp->etag_len = v.len;
+			}
+		} else if (http_str_eq(n, "Last-Modified")) {
+			rs->has_last_modified = true;
+			if (sp) {
+				sp->lm_off = (size_t)(v.p - head);
+				sp->lm_len = v.len;
+			}
+		} else if (http_str_eq(n, "Vary")) {
+			char tmp[VARY_NAMES_MAX];
+			bool star = false;
+			if (vary_names(v, tmp, sizeof(tmp), &star) < 0 || star)
+				rs->vary_star = true;
+			rs->has_vary = true;
+		} else if (sp && tag_header[0] && http_str_eq(n, tag_header)) {
+			sp->tags = v.p;
+			sp->tags_len = v.len;
+		}
+	}
+}
+
+/* Response fields never stored: per connection, recomputed on output, or
+ * per client (Set-Cookie). */
+static bool skip_stored_field(struct http_str n)
+{
+	static const char *const names[] = { "Connection", "Keep-Alive", "Transfer-Encoding",
+					     "Content-Length", "TE", "Trailer", "Upgrade",
+					     "Age", "X-Request-ID", "Set-Cookie", "Cache-Status",
+					     "Proxy-Connection", "Proxy-Authenticate" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (http_str_eq(n, names[i]))
+			return true;
+	return false;
+}
+
+static bool named_by_connection(const struct http_header *h, unsigned n, struct http_str name)
+{
+	char tok[64];
+
+	if (name.len >= sizeof(tok))
+		return false;
+	memcpy(tok, name.p, name.len);
+	tok[name.len] = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (http_str_eq(h[i].name, "Connection") && http_list_has_token(h[i].value, tok))
+			return true;
+	return false;
+}
+
+static int build_head(struct buf *b, const struct http_response *res)
+{
+	buf_reset(b, 16384);
+	buf_appendf(b, "HTTP/1.1 %d %.*s\r\n", res->status, (int)res->reason.len, res->reason.p);
+	for (unsigned i = 0; i < res->n_headers; i++) {
+		const struct http_header *h = &res->headers[i];
+		if (skip_stored_field(h->name) ||
+		    named_by_connection(res->headers, res->n_headers, h->name))
+			continue;
+		buf_append(b, h->name.p, h->name.len);
+		buf_append(b, ": ", 2);
+		buf_append(b, h->value.p, h->value.len);
+		buf_append(b, "\r\n", 2);
+	}
+	return buf_append(b, "", 0);
+}
+
+/* ---- waiting for another request's fetch ------------------------------------ */
+
+static void wait_unlink(struct cache_req *cr)
+{
+	if (!cr->waiting)
+		return;
+	if (cr->wprev)
+		cr->wprev->wnext = cr->wnext;
+	else
+		tls_waiting = cr->wnext;
+	if (cr->wnext)
+		cr->wnext->wprev = cr->wprev;
+	cr->wnext = cr->wprev = NULL;
+	cr->waiting = false;
+	timer_disarm(&cr->w->loop.timers, &cr->timer);
+}
+
+static void on_wake_task(struct worker *w, struct worker_task *t)
+{
+	struct cache_wait *wt = container_of(t, struct cache_wait, task);
+	struct cache_req *cr = tls_waiting;
+
+	while (cr && cr->ticket != wt->ticket)
+		cr = cr->wnext;
+	if (cr) {
+		wait_unlink(cr);
+		cr->wake_result = wt->result;
+		req_resume(cr->r);
+	}
+	free(wt);
+}
+
+/* Runs on the leader's thread: hand the news to the waiter's worker. */
+static void on_leader_done(struct cache_waiter *base, int result)
+{
+	struct cache_wait *wt = container_of(base, struct cache_wait, base);
+
+	wt->result = result;
+	worker_post(wt->w, &wt->task);
+}
+
+static void on_wait_timeout(struct timer *t)
+{
+	struct cache_req *cr = container_of(t, struct cache_req, timer);
+
+	wait_unlink(cr);
+	cr->no_coalesce = true;
+	cr->wake_result = WAKE_UPSTREAM;
+	req_resume(cr->r);
+}
+
+static void leader_finish(struct cache_req *cr, int result)
+{
+	if (!cr->leader || cr->finished)
+		return;
+	cr->finished = true;
+	cache_store_finish(&cr->claim_key, result);
+}
+
+/* ---- answering from the cache ------------------------------------------------ */
+
+static void set_cs(struct cache_req *cr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_cs(struct cache_req *cr, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cr->cs, sizeof(cr->cs), fmt, ap);
+	va_end(ap);
+}
+
+static void count(struct cache_req *cr, enum cache_access a)
+{
+	struct stats_worker *st = &cr->w->stats;
+
+	cr->access = a;
+	switch (a) {
+	case CA_HIT: STAT_INC(st->cache_hits); break;
+	case CA_MISS: STAT_INC(st->cache_misses); break;
+	case CA_STALE: STAT_INC(st->cache_stale); break;
+	case CA_BYPASS: STAT_INC(st->cache_bypass); break;
+	default: break;
+	}
+}
+
+/* Does the client's conditional match the stored object (RFC 9110 §13.2.2)? */
+static bool client_not_modified(const struct request *r, const struct cache_entry *e)
+{
+	const struct http_request *h = &r->h;
+	const struct http_header *inm = http_find_header(h->headers, h->n_headers, "If-None-Match");
+
+	if (e->status != 200)
+		return false;
+	if (inm)
+		return e->etag && cache_etag_match(inm->value.p, inm->value.len, e->etag, e->etag_len);
+	const struct http_header *ims =
+		http_find_header(h->headers, h->n_headers, "If-Modified-Since");
+	if (!ims || !e->last_modified)
+		return false;
+	int64_t since = cache_http_date(ims->value.p, ims->value.len);
+	int64_t lm = cache_http_date(e->last_modified, e->last_modified_len);
+	return since >= 0 && lm >= 0 && lm <= since;
+}
+
+/* Queue the response for a stored object: head (copied) and body (sent
+ * from the entry, which stays referenced until the send completes). */
+static void serve(struct request *r, struct cache_entry *e, int64_t now)
+{
+	struct cache_req *cr = r->cache;
+	struct client *c = r->c;
+	struct buf *b = conn_outbuf(&c->conn);
+	size_t mark = b->len;
+	int64_t age_ms = cache_current_age(&e->meta, now);
+	bool not_modified = client_not_modified(r, e);
+	bool no_body = r->is_head || not_modified || e->status == 204 || e->status == 304 ||
+		       e->status < 200;
+	const char *lines = memchr(e->head, '\n', e->head_len);
+
+	lines = lines ? lines + 1 : e->head + e->head_len;
+	if (not_modified) {
+		buf_appends(b, "HTTP/1.1 304 Not Modified\r\n");
+		STAT_INC(cr->w->stats.cache_not_modified);
+	} else {
+		buf_append(b, e->head, (size_t)(lines - e->head));
+	}
+	const char *p = lines, *end = e->head + e->head_len;
+	struct http_str n, v;
+	while (p < end) {
+		const char *ls = p;
+		if (!next_line(&p, end, &n, &v))
+			break;
+		/* a 304 carries the validators and caching fields, not the content ones */
+		if (not_modified && (http_str_eq(n, "Content-Type") || http_str_eq(n, "Content-Encoding") ||
+				     http_str_eq(n, "Content-Language") || http_str_eq(n, "Content-Range")))
+			continue;
+		buf_append(b, ls, (size_t)(p - ls));
+	}
+	int64_t ttl = (e->meta.lifetime_ms - age_ms) / 1000;
+	buf_appendf(b, "Age: %lld\r\n", (long long)(age_ms / 1000));
+	buf_appendf(b, "Cache-Status: reflex; %s; ttl=%lld\r\n", cr->cs, (long long)ttl);
+	if (!not_modified && e->status != 204 && e->status >= 200)
+		buf_appendf(b, "Content-Length: %zu\r\n", e->body_len);
+	r->close_after = r->close_after || !r->keep_alive || c->conn.w->draining || !r->body_done;
+	buf_appendf(b, "Via: 1.1 reflex\r\nX-Request-ID: %s\r\n", r->id);
+	if (r->close_after)
+		buf_appends(b, "Connection: close\r\n");
+	else if (r->http10)
+		buf_appends(b, "Connection: keep-alive\r\n");
+	buf_appends(b, "\r\n");
+	r->bytes_out += b->len - mark;
+	conn_wrote(&c->conn);
+	if (!no_body && e->body_len) {
+		cache_entry_get(e);
+		conn_write_ext(&c->conn, e->body, e->body_len, cache_entry_release, e);
+		r->bytes_out += e->body_len;
+	}
+	r->status = not_modified ? 304 : e->status;
+	r->out = RESP_OUT_NONE;
+	cr->answered = true;
+}
+
+/* A complete answer: the request moves on to respond. */
+static void serve_done(struct request *r, struct cache_entry *e, int64_t now)
+{
+	serve(r, e, now);
+	r->resp_started = r->resp_done = true;
+}
+
+/* ---- the upstream request --------------------------------------------------- */
+
+static bool is_conditional_field(struct http_str n)
+{
+	return http_str_eq(n, "If-None-Match") || http_str_eq(n, "If-Modified-Since") ||
+	       http_str_eq(n, "If-Match") || http_str_eq(n, "If-Unmodified-Since") ||
+	       http_str_eq(n, "If-Range");
+}
+
+/* Rewrite r->up_head without the client's conditionals (the cache wants a
+ * full response to store; it answers the client's conditional itself) and
+ * with ours when revalidating e. */
+static void up_head_conditionals(struct request *r, const struct cache_entry *e)
+{
+	struct buf nb = { 0 };
+	const char *p = buf_head(&r->up_head), *end = p + r->up_head.len;
+	struct http_str n, v;
+	const char *ls = p;
+
+	if (!next_line(&p, end, &n, &v))
+		return;
+	buf_append(&nb, ls, (size_t)(p - ls));
+	while (p < end) {
+		ls = p;
+		if (!next_line(&p, end, &n, &v))
+			break;
+		if (!is_conditional_field(n))
+			buf_append(&nb, ls, (size_t)(p - ls));
+	}
+	if (e && e->etag)
+		buf_appendf(&nb, "If-None-Match: %.*s\r\n", (int)e->etag_len, e->etag);
+	if (e && e->last_modified)
+		buf_appendf(&nb, "If-Modified-Since: %.*s\r\n", (int)e->last_modified_len,
+			    e->last_modified);
+	if (buf_appends(&nb, "\r\n") != 0) {
+		buf_free(&nb);
+		return;
+	}
+	buf_free(&r->up_head);
+	r->up_head = nb;
+}
+
+/* ---- the step ------------------------------------------------------------------ */
+
+static struct cache_req *cr_new(struct request *r)
+{
+	const struct config *cfg = cfg_of(r);
+	const struct http_request *h = &r->h;
+	struct http_str host = h->authority.len ? h->authority : h->host;
+	char url[URL_MAX];
+	int ul;
+
+	if (!cache_store_ready() && cache_store_init(cfg->cache.memory) != 0)
+		return NULL;
+	cache_store_thread_enter();
+	ul = url_norm(host.p, host.len, h->path.p, h->path.len, url, sizeof(url));
+	if (ul < 0)
+		return NULL;
+	struct cache_req *cr = calloc(1, sizeof(*cr));
+	if (!cr)
+		return NULL;
+	cr->url = malloc((size_t)ul + 1);
+	if (!cr->url) {
+		free(cr);
+		return NULL;
+	}
+	memcpy(cr->url, url, (size_t)ul);
+	cr->url[ul] = 0;
+	cr->url_len = (size_t)ul;
+	cr->r = r;
+	cr->w = r->c->conn.w;
+	timer_init(&cr->timer, on_wait_timeout);
+	cr->primary = primary_key("GET", cr->url, cr->url_len);
+	cr->req_time_ms = now_ms();
+
+	struct cache_req_facts *rq = &cr->rq;
+	bool has_cc = false;
+	for (unsigned i = 0; i < h->n_headers; i++) {
+		const struct http_header *f = &h->headers[i];
+		if (http_str_eq(f->name, "Cache-Control")) {
+			cache_cc_parse(&rq->cc, f->value.p, f->value.len);
+			has_cc = true;
+		} else if (http_str_eq(f->name, "Authorization")) {
+			rq->authorization = true;
+		} else if (http_str_eq(f->name, "Range")) {
+			rq->range = true;
+		} else if (http_str_eq(f->name, "Pragma") &&
+			   http_list_has_token(f->value, "no-cache")) {
+			rq->pragma_no_cache = true;
+		}
+	}
+	if (rq->pragma_no_cache && !has_cc)
+		rq->cc.no_cache = true; /* RFC 9111 §5.4 */
+	rq->get_or_head = method_is(h->method, "GET") || method_is(h->method, "HEAD");
+	rq->is_head = r->is_head;
+	rq->has_body = !r->body_done;
+	return cr;
+}
+
+/* The object for this request, following a Vary marker; NULL on a miss.
+ * Sets cr->key to the key the object lives (or would live) under. */
+static struct cache_entry *lookup(struct cache_req *cr, int64_t now)
+{
+	struct cache_entry *e = cache_store_get(&cr->primary);
+
+	cr->key = cr->primary;
+	if (e && e->kind == CACHE_VARY) {
+		if (now >= e->expires_ms) {
+			cache_store_remove(&cr->primary, e);
+			cache_entry_put(e);
+			return NULL;
+		}
+		cr->key = variant_key(&cr->primary, e->vary_gen, e->body, e->body_len, &cr->r->h);
+		cache_entry_put(e);
+		e = cache_store_get(&cr->key);
+	}
+	if (!e)
+		return NULL;
+	if (now >= e->expires_ms) {
+		cache_store_remove(&cr->key, e);
+		cache_entry_put(e);
+		return NULL;
+	}
+	if (e->kind == CACHE_PASS) {
+		cr->no_coalesce = true;
+		cache_entry_put(e);
+		return NULL;
+	}
+	return e;
+}
+
+enum step_result cache_step(struct request *r)
+{
+	const struct config *cfg = cfg_of(r);
+	struct cache_req *cr = r->cache;
+	int64_t now;
+
+	if (!cfg->cache.enabled || (r->route >= 0 && !cfg->routes[r->route].cache))
+		return STEP_NEXT;
+	if (cr && cr->waiting)
+		return STEP_WAIT;
+	if (!cr) {
+		cr = r->cache = cr_new(r);
+		if (!cr)
+			return STEP_NEXT; /* out of memory or an oversized URL: just forward */
+		cache_store_quiesce();
+		const struct http_request *h = &r->h;
+		if (!cr->rq.get_or_head) {
+			bool unsafe = !method_is(h->method, "OPTIONS") && !method_is(h->method, "TRACE");
+			cr->invalidate = unsafe;
+			set_cs(cr, "fwd=bypass; detail=method");
+			count(cr, CA_BYPASS);
+			return STEP_NEXT;
+		}
+		if (cr->rq.has_body || cr->rq.range || cr->rq.cc.no_store || cr->rq.authorization) {
+			set_cs(cr, "fwd=bypass; detail=%s",
+			       cr->rq.has_body ? "body" : cr->rq.range ? "range"
+			       : cr->rq.cc.no_store ? "request-no-store" : "authorization");
+			cr->store_ok = cr->rq.authorization && !cr->rq.has_body && !cr->rq.range &&
+				       !cr->rq.cc.no_store && !r->is_head;
+			count(cr, CA_BYPASS);
+			return STEP_NEXT;
+		}
+	}
+	if (cr->lookup_done)
+		return STEP_NEXT;
+	if (cr->wake_result == WAKE_UPSTREAM)
+		cr->no_coalesce = true;
+	now = now_ms();
+
+	struct cache_entry *e = lookup(cr, now);
+	if (e) {
+		enum cache_use use = cache_use(&e->meta, &cr->rq.cc, now);
+		switch (use) {
+		case CACHE_USE_FRESH:
+			set_cs(cr, cr->wake_result ? "hit; detail=coalesced" : "hit");
+			count(cr, CA_HIT);
+			serve_done(r, e, now);
+			cache_entry_put(e);
+			cr->lookup_done = true;
+			return STEP_NEXT;
+		case CACHE_USE_STALE_OK:
+			set_cs(cr, "hit; detail=max-stale");
+			count(cr, CA_STALE);
+			serve_done(r, e, now);
+			cache_entry_put(e);
+			cr->lookup_done = true;
+			return STEP_NEXT;
+		case CACHE_USE_STALE_SWR:
+			set_cs(cr, "hit; detail=stale-while-revalidate");
+			count(cr, CA_STALE);
+			if (r->is_head || !__atomic_compare_exchange_n(&e->refreshing, &(uint8_t){ 0 },
+								       1, false, __ATOMIC_ACQ_REL,
+								       __ATOMIC_RELAXED)) {
+				serve_done(r, e, now);
+				cache_entry_put(e);
+				cr->lookup_done = true;
+				return STEP_NEXT;
+			}
+			/* The answer goes out now; this request then refreshes the
+			 * object, its upstream response swallowed. */
+			serve(r, e, now);
+			r->body_discard = true;
+			cr->bg_refresh = true;
+			cr->stale = e;
+			cr->revalidating = e->meta.has_validator;
+			cr->lookup_done = true;
+			cr->store_ok = true;
+			up_head_conditionals(r, cr->revalidating ? e : NULL);
+			if (cr->revalidating)
+				STAT_INC(cr->w->stats.cache_revalidations);
+			return STEP_NEXT;
+		case CACHE_USE_REVALIDATE:
+			cr->stale = e; /* kept: for a 304, or to answer on error */
+			break;
+		}
+	}
+	if (cr->rq.cc.only_if_cached) {
+		set_cs(cr, "fwd=miss; detail=only-if-cached");
+		count(cr, CA_MISS);
+		cr->lookup_done = true;
+		req_fail(r, 504, REASON_UPSTREAM_TIMEOUT, "only-if-cached and not in the cache", false);
+		return STEP_WAIT;
+	}
+	if (r->is_head) {
+		/* a HEAD miss is forwarded as it is: its response has no body to store */
+		set_cs(cr, "fwd=uri-miss; detail=head");
+		count(cr, CA_MISS);
+		cr->lookup_done = true;
+		return STEP_NEXT;
+	}
+	if (!cr->no_coalesce && !cr->stale) {
+		struct cache_wait *wt = calloc(1, sizeof(*wt));
+		struct cache_entry *hit = NULL;
+		if (wt) {
+			wt->base.on_done = on_leader_done;
+			wt->task.fn = on_wake_task;
+			wt->w = cr->w;
+			wt->ticket = cr->ticket = ++tls_ticket;
+			enum cache_claim cl = cache_store_claim(&cr->key, &wt->base, &hit);
+			if (cl == CACHE_CLAIM_HIT) {
+				free(wt);
+				set_cs(cr, "hit");
+				count(cr, CA_HIT);
+				serve_done(r, hit, now);
+				cache_entry_put(hit);
+				cr->lookup_done = true;
+				return STEP_NEXT;
+			}
+			if (cl == CACHE_CLAIM_WAITER) {
+				cr->waiting = true;
+				cr->wprev = NULL;
+				cr->wnext = tls_waiting;
+				if (tls_waiting)
+					tls_waiting->wprev = cr;
+				tls_waiting = cr;
+				STAT_INC(cr->w->stats.cache_coalesced);
+				timer_arm(&cr->w->loop.timers, &cr->timer,
+					  cr->w->loop.now + cfg->cache.coalesce_timeout);
+				return STEP_WAIT;
+			}
+			free(wt);
+			cr->leader = true;
+			cr->claim_key = cr->key;
+		}
+	}
+	cr->lookup_done = true;
+	cr->store_ok = true;
+	if (cr->stale) {
+		cr->revalidating = cr->stale->meta.has_validator;
+		if (cr->revalidating)
+			STAT_INC(cr->w->stats.cache_revalidations);
+		set_cs(cr, "fwd=stale");
+	} else {
+		set_cs(cr, "fwd=%s", cr->rq.cc.no_cache ? "request" : "uri-miss");
+	}
+	count(cr, CA_MISS);
+	up_head_conditionals(r, cr->revalidating ? cr->stale : NULL);
+	return STEP_NEXT;
+}
+
+/* ---- the upstream response ----------------------------------------------------- */
+
+static int64_t keep_until(const struct cache_meta *m, int64_t grace_ms)
+{
+	int64_t extra = grace_ms;
+
+	if ((int64_t)m->swr_s * 1000 > extra)
+		extra = (int64_t)m->swr_s * 1000;
+	if ((int64_t)m->sie_s * 1000 > extra)
+		extra = (int64_t)m->sie_s * 1000;
+	if (m->has_validator && extra < VALIDATOR_KEEP_MS)
+		extra = VALIDATOR_KEEP_MS;
+	return m->response_time_ms - m->initial_age_ms + m->lifetime_ms + extra;
+}
+
+/* Store head + body under the request's key (with a Vary marker when the
+ * response varies). */
+static int store(struct cache_req *cr, const char *head, size_t head_len, const char *body,
+		 size_t body_len, int64_t resp_time)
+{
+	const struct config *cfg = cfg_of(cr->r);
+	struct cache_entry_spec sp = { 0 };
+	struct cache_resp_facts rs;
+	int rc;
+
+	facts_of_head(head, head_len, &rs, &sp, cfg->cache.tag_header);
+	sp.kind = CACHE_OBJECT;
+	sp.status = rs.status;
+	sp.primary = cr->primary;
+	sp.key = cr->primary;
+	sp.url = cr->url;
+	sp.url_len = cr->url_len;
+	sp.head = head;
+	sp.head_len = head_len;
+	sp.body = body;
+	sp.body_len = body_len;
+	cache_meta_from(&sp.meta, &rs, cr->req_time_ms, resp_time);
+	sp.expires_ms = keep_until(&sp.meta, cfg->cache.grace);
+
+	if (rs.has_vary) {
+		const char *p = head, *end = head + head_len;
+		struct http_str n, v;
+		char names[VARY_NAMES_MAX], all[VARY_NAMES_MAX] = "";
+		size_t al = 0;
+		bool star = false;
+		while (next_line(&p, end, &n, &v))
+			if (http_str_eq(n, "Vary")) {
+				int k = vary_names(v, names, sizeof(names), &star);
+				if (k < 0 || al + (size_t)k + 2 > sizeof(all))
+					return -E2BIG;
+				if (k && al)
+					all[al++] = ',';
+				memcpy(all + al, names, (size_t)k);
+				al += (size_t)k;
+				all[al] = 0;
+			}
+		if (al) {
+			uint64_t gen;
+			struct cache_entry *m = cache_store_get(&cr->primary);
+			if (m && m->kind == CACHE_VARY && m->body_len == al && !memcmp(m->body, all, al)) {
+				gen = m->vary_gen;
+			} else {
+				gen = worker_rand(cr->w);
+				struct cache_entry_spec ms = sp;
+				ms.kind = CACHE_VARY;
+				ms.vary_gen = gen;
+				ms.head = NULL;
+				ms.head_len = 0;
+				ms.etag_len = ms.lm_len = 0;
+				ms.tags = NULL;
+				ms.tags_len = 0;
+				ms.body = all;
+				ms.body_len = al;
+				rc = cache_store_put(&ms);
+				if (rc) {
+					cache_entry_put(m);
+					return rc;
+				}
+			}
+			cache_entry_put(m);
+			sp.key = variant_key(&cr->primary, gen, all, al, &cr->r->h);
+		}
+	}
+	rc = cache_store_put(&sp);
+	if (rc == 0)
+		STAT_INC(cr->w->stats.cache_stores);
+	return rc;
+}
+
+static void pass_marker(struct cache_req *cr)
+{
+	struct cache_entry_spec sp = { 0 };
+	int64_t now = now_ms();
+
+	sp.kind = CACHE_PASS;
+	sp.key = cr->key;
+	sp.primary = cr->primary;
+	sp.url = cr->url;
+	sp.url_len = cr->url_len;
+	sp.meta.response_time_ms = now;
+	sp.expires_ms = now + PASS_TTL_MS;
+	cache_store_put(&sp);
+}
+
+/* Drop the stored objects of the URL in `loc` (Location / Content-Location):
+ * absolute http URLs of any host, or paths on the request's host. */
+static void invalidate_uri(struct cache_req *cr, struct http_str loc)
+{
+	char url[URL_MAX];
+	int ul;
+
+	if (loc.len && loc.p[0] == '/') {
+		const char *slash = memchr(cr->url, '/', cr->url_len);
+		size_t hl = slash ? (size_t)(slash - cr->url) : cr->url_len;
+		memcpy(url, cr->url, hl);
+		ul = cache_norm_path(loc.p, loc.len, url + hl, sizeof(url) - hl);
+		if (ul < 0)
+			return;
+		ul += (int)hl;
+	} else if (loc.len > 7 && strncasecmp(loc.p, "http://", 7) == 0) {
+		const char *h = loc.p + 7, *end = loc.p + loc.len;
+		const char *slash = memchr(h, '/', (size_t)(end - h));
+		if (!slash)
+			slash = end;
+		ul = url_norm(h, (size_t)(slash - h), slash, (size_t)(end - slash), url, sizeof(url));
+		if (ul < 0)
+			return;
+	} else {
+		return;
+	}
+	struct cache_key k = primary_key("GET", url, (size_t)ul);
+	if (cache_store_remove(&k, NULL))
+		STAT_INC(cr->w->stats.cache_invalidations);
+}
+
+static void invalidate(struct cache_req *cr, const struct http_response *res)
+{
+	if (cache_store_remove(&cr->primary, NULL))
+		STAT_INC(cr->w->stats.cache_invalidations);
+	for (unsigned i = 0; i < res->n_headers; i++) {
+		const struct http_header *h = &res->headers[i];
+		if (http_str_eq(h->name, "Location") || http_str_eq(h->name, "Content-Location"))
+			invalidate_uri(cr, h->value);
+	}
+}
+
+/* A 304 to our conditional: the stored headers are updated with the 304's
+ * (RFC 9111 §4.3.4) and the object is stored again. Returns the refreshed
+ * entry (a reference) or NULL. */
+static struct cache_entry *refresh(struct cache_req *cr, const struct http_response *res)
+{
+	struct cache_entry *old = cr->stale;
+	struct buf head = { 0 };
+	const char *p = old->head, *end = old->head + old->head_len;
+	struct http_str n, v;
+	const char *ls = p;
+	int64_t now = now_ms();
+
+	if (!next_line(&p, end, &n, &v))
+		return NULL;
+	buf_append(&head, ls, (size_t)(p - ls)); /* the stored status line */
+	while (p < end) {
+		ls = p;
+		if (!next_line(&p, end, &n, &v))
+			break;
+		bool replaced = false;
+		for (unsigned i = 0; i < res->n_headers && !replaced; i++)
+			if (res->headers[i].name.len == n.len &&
+			    strncasecmp(res->headers[i].name.p, n.p, n.len) == 0 &&
+			    !skip_stored_field(n) && !http_str_eq(n, "Content-Type"))
+				replaced = true;
+		if (!replaced)
+			buf_append(&head, ls, (size_t)(p - ls));
+	}
+	for (unsigned i = 0; i < res->n_headers; i++) {
+		const struct http_header *h = &res->headers[i];
+		if (skip_stored_field(h->name) || http_str_eq(h->name, "Content-Type") ||
+		    named_by_connection(res->headers, res->n_headers, h->name))
+			continue;
+		buf_append(&head, h->name.p, h->name.len);
+		buf_append(&head, ": ", 2);
+		buf_append(&head, h->value.p, h->value.len);
+		buf_append(&head, "\r\n", 2);
+	}
+	struct cache_entry *e = NULL;
+	cr->key = old->key;
+	if (store(cr, buf_head(&head), head.len, old->body, old->body_len, now) == 0)
+		e = cache_store_get(&old->key);
+	buf_free(&head);
+	return e;
+}
+
+bool cache_respond_head(struct request *r, const struct http_response *res)
+{
+	struct cache_req *cr = r->cache;
+	const struct config *cfg = cfg_of(r);
+	int64_t now = now_ms();
+
+	if (!cr)
+		return false;
+	if (cr->invalidate) {
+		if (res->status >= 200 && res->status < 400)
+			invalidate(cr, res);
+		return false;
+	}
+	if (cr->stale && res->status == 304 && cr->revalidating) {
+		struct cache_entry *e = refresh(cr, res);
+		STAT_INC(cr->w->stats.cache_refreshed);
+		if (cr->stale)
+			__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
+		leader_finish(cr, WAKE_RETRY);
+		r->body_discard = true;
+		if (cr->bg_refresh) {
+			cache_entry_put(e);
+			return true;
+		}
+		set_cs(cr, "fwd=stale; fwd-status=304");
+		r->resp_started = true;
+		if (cr->access == CA_MISS) {
+			cr->access = CA_HIT; /* revalidated: the stored body answers */
+			STAT_INC(cr->w->stats.cache_hits);
+			if (cr->w->stats.cache_misses)
+				STAT_ADD(cr->w->stats.cache_misses, (uint64_t)-1);
+		}
+		serve(r, e ? e : cr->stale, now);
+		cache_entry_put(e);
+		return true;
+	}
+	if (cr->bg_refresh) {
+		/* the client has its answer; anything but a storable 200 is dropped */
+		r->body_discard = true;
+		if (cr->stale)
+			__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
+	} else if (res->status >= 500 && cr->stale &&
+		   cache_stale_on_error(&cr->stale->meta, &cr->rq.cc, cfg->cache.grace, now)) {
+		set_cs(cr, "hit; fwd=stale; fwd-status=%d; detail=stale-if-error", res->status);
+		cr->access = CA_STALE;
+		STAT_INC(cr->w->stats.cache_stale);
+		if (cr->w->stats.cache_misses)
+			STAT_ADD(cr->w->stats.cache_misses, (uint64_t)-1);
+		serve(r, cr->stale, now);
+		r->resp_started = true;
+		r->body_discard = true;
+		leader_finish(cr, WAKE_UPSTREAM);
+		return true;
+	}
+	if (!cr->store_ok)
+		return cr->bg_refresh;
+
+	/* Decide whether to store this response. */
+	struct cache_resp_facts rs;
+	if (build_head(&cr->head, res) != 0) {
+		cr->nostore = CACHE_NOSTORE_TOO_LARGE;
+		goto nostore;
+	}
+	facts_of_head(buf_head(&cr->head), cr->head.len, &rs, NULL, "");
+	for (unsigned i = 0; i < res->n_headers; i++)
+		if (http_str_eq(res->headers[i].name, "Set-Cookie"))
+			rs.set_cookie = true;
+	rs.status = res->status;
+	cr->nostore = cache_storable(&cr->rq, &rs);
+	uint64_t max_obj = cfg->cache.max_object;
+	if (max_obj > cfg->cache.memory / 64)
+		max_obj = cfg->cache.memory / 64 - 4096;
+	if (!cr->nostore && res->body == HTTP_BODY_LENGTH && res->content_length > max_obj)
+		cr->nostore = CACHE_NOSTORE_TOO_LARGE;
+	if (cr->nostore)
+		goto nostore;
+	cr->filling = true;
+	buf_reset(&cr->body, 16384);
+	if (res->body == HTTP_BODY_LENGTH && buf_reserve(&cr->body, res->content_length) != 0) {
+		cr->filling = false;
+		cr->nostore = CACHE_NOSTORE_TOO_LARGE;
+		goto nostore;
+	}
+	if (!cr->bg_refresh)
+		snprintf(cr->cs + strlen(cr->cs), sizeof(cr->cs) - strlen(cr->cs), "%s; stored",
+			 cr->stale ? "; fwd-status=200" : "");
+	return cr->bg_refresh;
+nostore:
+	buf_free(&cr->head);
+	if (!cr->bg_refresh)
+		snprintf(cr->cs + strlen(cr->cs), sizeof(cr->cs) - strlen(cr->cs), "; detail=%s",
+			 cache_nostore_name(cr->nostore));
+	if (cr->stale && !cr->bg_refresh) {
+		/* the origin no longer gives a storable answer: forget the old one */
+		cache_store_remove(&cr->stale->key, cr->stale);
+	}
+	if (cr->leader) {
+		if (cr->nostore != CACHE_NOSTORE_TOO_LARGE)
+			pass_marker(cr);
+		leader_finish(cr, WAKE_UPSTREAM);
+	}
+	return cr->bg_refresh;
+}
+
+void cache_head_fields(struct request *r, struct buf *b)
+{
+	struct cache_req *cr = r->cache;
+
+	if (cr && cr->cs[0])
+		buf_appendf(b, "Cache-Status: reflex; %s\r\n", cr->cs);
+}
+
+void cache_tee(struct request *r, const char *p, size_t n)
+{
+	struct cache_req *cr = r->cache;
+
+	if (!cr || !cr->filling || !n)
+		return;
+	const struct config *cfg = cfg_of(r);
+	uint64_t max_obj = cfg->cache.max_object;
+	if (max_obj > cfg->cache.memory / 64)
+		max_obj = cfg->cache.memory / 64 - 4096;
+	if (cr->body.len + n > max_obj || buf_append(&cr->body, p, n) != 0) {
+		cr->filling = false;
+		cr->nostore = CACHE_NOSTORE_TOO_LARGE;
+		buf_free(&cr->body);
+		buf_free(&cr->head);
+		leader_finish(cr, WAKE_UPSTREAM);
+	}
+}
+
+void cache_upstream_done(struct request *r)
+{
+	struct cache_req *cr = r->cache;
+
+	if (!cr)
+		return;
+	if (cr->filling) {
+		cr->filling = false;
+		int rc = store(cr, buf_head(&cr->head), cr->head.len, buf_head(&cr->body), cr->body.len,
+			       now_ms());
+		if (rc)
+			log_debug("cache: %s not stored: %s", cr->url, strerror(-rc));
+		buf_free(&cr->head);
+		buf_free(&cr->body);
+		leader_finish(cr, rc ? WAKE_UPSTREAM : WAKE_RETRY);
+	}
+	if (cr->stale && cr->bg_refresh)
+		__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
+	leader_finish(cr, WAKE_UPSTREAM);
+}
+
+bool cache_on_error(struct request *r, int status)
+{
+	struct cache_req *cr = r->cache;
+
+	if (!cr)
+		return false;
+	if (cr->answered) {
+		if (cr->stale)
+			__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
+		leader_finish(cr, WAKE_UPSTREAM);
+		r->resp_started = r->resp_done = true;
+		return true;
+	}
+	if (r->resp_started || !cr->stale)
+		return false;
+	int64_t now = now_ms();
+	if (!cache_stale_on_error(&cr->stale->meta, &cr->rq.cc, cfg_of(r)->cache.grace, now))
+		return false;
+	set_cs(cr, "hit; fwd=stale; fwd-status=%d; detail=stale-if-error", status);
+	cr->access = CA_STALE;
+	STAT_INC(cr->w->stats.cache_stale);
+	if (cr->w->stats.cache_misses)
+		STAT_ADD(cr->w->stats.cache_misses, (uint64_t)-1);
+	serve_done(r, cr->stale, now);
+	leader_finish(cr, WAKE_UPSTREAM);
+	return true;
+}
+
+void cache_req_end(struct request *r)
+{
+	struct cache_req *cr = r->cache;
+
+	if (!cr)
+		return;
+	r->cache = NULL;
+	wait_unlink(cr);
+	/* a leader that did not finish (client gone, upstream failed): let a
+	 * waiter try again */
+	leader_finish(cr, cr->filling ? WAKE_RETRY : WAKE_UPSTREAM);
+	if (cr->stale) {
+		if (cr->bg_refresh)
+			__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
+		cache_entry_put(cr->stale);
+	}
+	buf_free(&cr->head);
+	buf_free(&cr->body);
+	free(cr->url);
+	free(cr);
+	cache_store_quiesce();
+}
+
+const char *cache_access_status(const struct request *r)
+{
+	static const char *const names[] = { "", "hit", "miss", "stale", "bypass" };
+
+	return r->cache ? names[r->cache->access] : "";
+}
+
+/* ---- purges --------------------------------------------------------------------- */
+
+size_t cache_purge_url(const char *url, size_t len, bool prefix)
+{
+	char norm[URL_MAX];
+
+	if (len > 7 && strncasecmp(url, "http://", 7) == 0) {
+		url += 7;
+		len -= 7;
+	} else if (len > 8 && strncasecmp(url, "https://", 8) == 0) {
+		url += 8;
+		len -= 8;
+	}
+	const char *slash = memchr(url, '/', len);
+	size_t hl = slash ? (size_t)(slash - url) : len;
+	int n = url_norm(url, hl, url + hl, len - hl, norm, sizeof(norm));
+	if (n < 0)
+		return 0;
+	return cache_store_purge_url(norm, (size_t)n, !prefix);
+}
+
+size_t cache_purge_tag(const char *tag, size_t len)
+{
+	return cache_store_purge_tag(tag, len);
+}
