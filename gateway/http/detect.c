@@ -1931,7 +1931,7 @@ int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void
 		detect_on_match *on_match, void *arg)
 {
 	static const char empty[1];
-	if (!s || s->db != db)
+	if (!s || s->db != db || len > UINT32_MAX)
 		return -EINVAL;
 	struct scan_ctx c = {
 		.db = db,
@@ -2046,7 +2046,7 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	struct scan_ctx *c = &st->ctx;
 	if (c->stopped)
 		return -ECANCELED;
-	if (!s || s->db != st->db)
+	if (!s || s->db != st->db || len > UINT32_MAX)
 		return -EINVAL;
 	if (len == 0)
 		return 0;
@@ -2061,21 +2061,30 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	}
 	if (e != HS_SUCCESS)
 		return e == HS_INVALID ? -EINVAL : -EIO;
-	hist_append(st, buf, len);
-	st->offset += len;
-	c->cur_base = st->offset;
-	c->cur_len = 0;
-	if (run_queue(c, st->offset))
-		return -ECANCELED;
-	/* Deliver pending matches that can no longer grow: a same-start
-	 * extension would have to be longer than the detector's maxlen. */
+	/* While this feed's bytes are still at hand (a feed may be far larger
+	 * than the window): confirm the windows it completed, then deliver
+	 * pending matches that can no longer grow (a same-start extension
+	 * would be longer than the detector's maxlen). */
+	uint64_t end = st->offset + len;
+	int rc = 0;
+	if (run_queue(c, end)) {
+		rc = -ECANCELED;
+		goto out;
+	}
 	for (unsigned i = 0; i < st->db->n_det; i++) {
 		struct pend *p = &st->pend[i];
-		if (p->live && p->start + st->db->det[i].maxlen + 2 <= st->offset &&
-		    !queued(c, i) && emit(c, i, p))
-			return -ECANCELED;
+		if (p->live && p->start + st->db->det[i].maxlen + 2 <= end && !queued(c, i) &&
+		    emit(c, i, p)) {
+			rc = -ECANCELED;
+			goto out;
+		}
 	}
-	return 0;
+out:
+	hist_append(st, buf, len);
+	st->offset = end;
+	c->cur_base = end;
+	c->cur_len = 0;
+	return rc;
 }
 
 int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s)

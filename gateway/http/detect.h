@@ -182,7 +182,8 @@ int detect_scratch_clone(const struct detect_scratch *src, struct detect_scratch
 void detect_scratch_free(struct detect_scratch *s); /* NULL-safe */
 
 /* Scan one buffer with every detector. 0 when done, -ECANCELED when on_match
- * stopped it, -EINVAL for a scratch of another db, -EIO if Hyperscan failed. */
+ * stopped it, -EINVAL for a scratch of another db or len >= 4 GiB (feed
+ * larger inputs to a stream), -EIO if Hyperscan failed. */
 int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf, size_t len,
 		detect_on_match *on_match, void *arg);
 
