@@ -19,7 +19,8 @@ $(REFLEXCTL): $(REFLEXCTL_OBJS) $(REFLEXCTL_GATEWAY_OBJS)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcrypto -lm
 
 # Tests that read JSON link the reader (extra prerequisites land in $^).
-$(BUILD)/tests/unit/gateway/core/test_accesslog $(BUILD)/tests/unit/gateway/core/test_audit: $(CONTROL_JSON_OBJ)
+$(BUILD)/tests/unit/gateway/core/test_accesslog $(BUILD)/tests/unit/gateway/core/test_audit \
+		$(BUILD)/tests/unit/control/test_json: $(CONTROL_JSON_OBJ)
 CONTROL_E2E_BINS := $(filter $(foreach n,21 22 23 24,$(BUILD)/tests/e2e/$(n)_%),$(E2E_BINS))
 $(CONTROL_E2E_BINS): $(CONTROL_JSON_OBJ)
 # the e2e scenarios run reflexctl
