@@ -7,10 +7,9 @@
  * body, connections, idle time), so the admin port cannot be used to
  * exhaust the gateway.
  *
- * Worker state is only read: stats blocks with relaxed atomics (stats.h),
- * pool endpoint counters and listener lists as racy reads of aligned
- * integers through the worker's current generation (see the "worker views"
- * section for what that assumes of the data path).
+ * Worker state: stats blocks are read directly with relaxed atomics
+ * (stats.h); pool endpoint states and listener lists are copied by each
+ * worker on its own thread on request (worker_post, see "worker views").
  */
 #include "admin.h"
 
@@ -316,13 +315,146 @@ static void sync_config(struct admin *a, const struct config *cfg)
 
 /* ---- worker views --------------------------------------------------------
  *
- * The admin thread reads worker-owned state without locks: the current
- * generation pointer (w->gen, loaded with acquire), its pool states, and the
- * listener list. This assumes the data path keeps a generation's pool
- * arrays and a dead listener alive for a moment after they stop being
- * current (they are only freed when the last request using them ends);
- * the values themselves may be a moment old.
+ * Pool endpoint states and listener lists belong to the worker and change
+ * shape on a reload (a generation's pools are freed when its last request
+ * ends), so the admin thread never walks them itself: it posts a task to
+ * each worker (worker_post), the worker copies what the admin needs into
+ * the task on its own thread, and the admin waits for the copies (bounded:
+ * a worker that does not answer in VIEW_WAIT_MS is reported as such). The
+ * task is reference counted, so an answer that comes after the admin gave
+ * up is freed by the worker. Stats blocks are different: they are read
+ * directly with relaxed atomics (core/stats.h).
  */
+
+#define VIEW_WAIT_MS 1000
+
+struct ep_snap {
+	char pool[CFG_NAME_MAX];
+	char address[CFG_HOST_MAX + 8];
+	unsigned inflight, fails;
+	uint64_t requests;
+};
+
+struct worker_view {
+	struct worker_task task; /* first: the worker hands this back */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs; /* the admin's and the worker's */
+	bool done;
+	/* filled by the worker */
+	bool draining;
+	unsigned live_listeners, want_listeners;
+	struct ep_snap *eps;
+	unsigned n_eps;
+};
+
+struct views {
+	unsigned n;
+	struct worker_view **v; /* NULL entries: no answer */
+};
+
+static void view_put(struct worker_view *v)
+{
+	if (__atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_mutex_destroy(&v->mu);
+	pthread_cond_destroy(&v->cv);
+	free(v->eps);
+	free(v);
+}
+
+/* Runs on the worker's thread. */
+static void on_view_task(struct worker *w, struct worker_task *t)
+{
+	struct worker_view *v = (struct worker_view *)t;
+	struct wgen *gen = w->gen;
+	unsigned n = 0;
+
+	v->draining = w->draining;
+	v->want_listeners = w->cfg ? w->cfg->n_listens : 0;
+	for (struct listener *ls = w->listeners; ls; ls = ls->next)
+		if (!ls->dead && ls->fd >= 0)
+			v->live_listeners++;
+	for (unsigned i = 0; gen && gen->pools && i < gen->n_pools; i++)
+		n += gen->pools[i].n_eps;
+	if (n)
+		v->eps = calloc(n, sizeof(*v->eps));
+	for (unsigned i = 0; v->eps && i < gen->n_pools; i++) {
+		const struct pool_state *ps = &gen->pools[i];
+
+		for (unsigned k = 0; k < ps->n_eps; k++) {
+			const struct endpoint_state *es = &ps->eps[k];
+			struct ep_snap *e = &v->eps[v->n_eps++];
+
+			snprintf(e->pool, sizeof(e->pool), "%s", ps->cfg ? ps->cfg->name : "");
+			snprintf(e->address, sizeof(e->address), "%s",
+				 es->cfg ? es->cfg->addr.text : "");
+			e->inflight = es->inflight;
+			e->fails = es->fails;
+			e->requests = es->requests;
+		}
+	}
+	pthread_mutex_lock(&v->mu);
+	v->done = true;
+	pthread_cond_signal(&v->cv);
+	pthread_mutex_unlock(&v->mu);
+	view_put(v);
+}
+
+static void views_free(struct views *vs)
+{
+	for (unsigned i = 0; i < vs->n; i++)
+		if (vs->v[i])
+			view_put(vs->v[i]);
+	free(vs->v);
+	vs->v = NULL;
+	vs->n = 0;
+}
+
+/* Ask every worker for its view and wait (bounded) for the answers. */
+static int views_take(struct gateway *g, struct views *vs)
+{
+	struct timespec deadline;
+
+	vs->n = g->workers ? g->n_workers : 0;
+	vs->v = calloc(vs->n ? vs->n : 1, sizeof(*vs->v));
+	if (!vs->v) {
+		vs->n = 0;
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < vs->n; i++) {
+		struct worker_view *v = calloc(1, sizeof(*v));
+
+		if (!v)
+			continue;
+		pthread_mutex_init(&v->mu, NULL);
+		pthread_cond_init(&v->cv, NULL);
+		v->refs = 2;
+		v->task.fn = on_view_task;
+		vs->v[i] = v;
+		worker_post(&g->workers[i], &v->task);
+	}
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += VIEW_WAIT_MS / 1000;
+	for (unsigned i = 0; i < vs->n; i++) {
+		struct worker_view *v = vs->v[i];
+		bool done;
+
+		if (!v)
+			continue;
+		pthread_mutex_lock(&v->mu);
+		while (!v->done && pthread_cond_timedwait(&v->cv, &v->mu, &deadline) == 0)
+			;
+		done = v->done;
+		pthread_mutex_unlock(&v->mu);
+		if (!done) {
+			/* the worker still holds its reference and frees it later */
+			view_put(v);
+			vs->v[i] = NULL;
+		}
+	}
+	return 0;
+}
 
 struct ep_view {
 	const char *address;
@@ -332,40 +464,29 @@ struct ep_view {
 	bool seen;
 };
 
-static const struct pool_state *worker_pool(struct worker *w, const char *name)
-{
-	struct wgen *gen = __atomic_load_n(&w->gen, __ATOMIC_ACQUIRE);
-
-	if (!gen || !gen->pools)
-		return NULL;
-	for (unsigned i = 0; i < gen->n_pools; i++)
-		if (gen->pools[i].cfg && !strcmp(gen->pools[i].cfg->name, name))
-			return &gen->pools[i];
-	return NULL;
-}
-
-/* Sum one configured pool over the workers; eps has p->n_endpoints entries. */
-static void pool_view(struct gateway *g, const struct cfg_pool *p, struct ep_view *eps)
+/* One configured pool summed over the workers' views; eps has
+ * p->n_endpoints entries. Endpoints are matched by pool name and address,
+ * so a view taken across a reload still adds up. */
+static void pool_view(const struct views *vs, const struct cfg_pool *p, struct ep_view *eps)
 {
 	for (unsigned e = 0; e < p->n_endpoints; e++)
 		eps[e] = (struct ep_view){.address = p->endpoints[e].addr.text,
 					  .weight = p->endpoints[e].weight};
-	for (unsigned i = 0; i < g->n_workers; i++) {
-		const struct pool_state *ps = worker_pool(&g->workers[i], p->name);
+	for (unsigned i = 0; i < vs->n; i++) {
+		const struct worker_view *v = vs->v[i];
 
-		if (!ps)
-			continue;
-		for (unsigned k = 0; k < ps->n_eps; k++) {
-			const struct endpoint_state *es = &ps->eps[k];
+		for (unsigned k = 0; v && k < v->n_eps; k++) {
+			const struct ep_snap *es = &v->eps[k];
 
+			if (strcmp(es->pool, p->name))
+				continue;
 			for (unsigned e = 0; e < p->n_endpoints; e++) {
-				if (!es->cfg || strcmp(es->cfg->addr.text, eps[e].address))
+				if (strcmp(es->address, eps[e].address))
 					continue;
-				unsigned fails = __atomic_load_n(&es->fails, __ATOMIC_RELAXED);
-				eps[e].inflight += __atomic_load_n(&es->inflight, __ATOMIC_RELAXED);
-				eps[e].requests += __atomic_load_n(&es->requests, __ATOMIC_RELAXED);
-				if (!eps[e].seen || fails < eps[e].fails)
-					eps[e].fails = fails;
+				eps[e].inflight += es->inflight;
+				eps[e].requests += es->requests;
+				if (!eps[e].seen || es->fails < eps[e].fails)
+					eps[e].fails = es->fails;
 				eps[e].seen = true;
 				break;
 			}
@@ -373,34 +494,26 @@ static void pool_view(struct gateway *g, const struct cfg_pool *p, struct ep_vie
 	}
 }
 
-static unsigned worker_live_listeners(struct worker *w)
-{
-	unsigned n = 0;
-
-	for (struct listener *ls = __atomic_load_n(&w->listeners, __ATOMIC_ACQUIRE); ls;
-	     ls = ls->next)
-		if (!ls->dead && ls->fd >= 0)
-			n++;
-	return n;
-}
-
 /* NULL when ready, else why not (into why). */
-static const char *not_ready(struct gateway *g, const struct config *cfg, char *why, size_t len)
+static const char *not_ready(const struct views *vs, const struct config *cfg, char *why,
+			     size_t len)
 {
-	if (!g->n_workers || !g->workers)
+	if (!vs->n)
 		return "no workers";
-	for (unsigned i = 0; i < g->n_workers; i++) {
-		struct worker *w = &g->workers[i];
-		const struct config *wc = __atomic_load_n(&w->cfg, __ATOMIC_ACQUIRE);
-		unsigned live = worker_live_listeners(w);
+	for (unsigned i = 0; i < vs->n; i++) {
+		const struct worker_view *v = vs->v[i];
 
-		if (__atomic_load_n(&w->draining, __ATOMIC_RELAXED)) {
+		if (!v) {
+			snprintf(why, len, "worker %u does not answer", i);
+			return why;
+		}
+		if (v->draining) {
 			snprintf(why, len, "worker %u is draining", i);
 			return why;
 		}
-		if (!wc || live < wc->n_listens) {
-			snprintf(why, len, "worker %u: %u of %u listeners open", i, live,
-				 wc ? wc->n_listens : 0);
+		if (v->live_listeners < v->want_listeners) {
+			snprintf(why, len, "worker %u: %u of %u listeners open", i,
+				 v->live_listeners, v->want_listeners);
 			return why;
 		}
 	}
@@ -412,7 +525,7 @@ static const char *not_ready(struct gateway *g, const struct config *cfg, char *
 
 		if (!eps)
 			return "out of memory";
-		pool_view(g, pool, eps);
+		pool_view(vs, pool, eps);
 		for (unsigned e = 0; e < pool->n_endpoints; e++)
 			up |= eps[e].fails == 0;
 		free(eps);
@@ -491,16 +604,19 @@ static int h_readyz(struct gateway *g, const struct admin_req *req, struct admin
 {
 	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
 	char why[256];
-	const char *reason = not_ready(g, cfg, why, sizeof(why));
+	struct views vs;
+	const char *reason =
+		views_take(g, &vs) ? "out of memory" : not_ready(&vs, cfg, why, sizeof(why));
 	int rc;
 
-	if (g->config_put)
-		g->config_put(g, cfg);
 	resp->status = reason ? 503 : 200;
 	rc = buf_appendf(&resp->body, "{\"ready\":%s", reason ? "false" : "true");
 	if (reason)
 		rc |= buf_appends(&resp->body, ",\"reason\":") | jsonw_buf_str(&resp->body, reason);
 	rc |= buf_appends(&resp->body, "}\n");
+	views_free(&vs);
+	if (g->config_put)
+		g->config_put(g, cfg);
 	return rc ? -1 : 0;
 }
 
@@ -659,7 +775,10 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_head(b, "reflex_upstream_endpoint_inflight", "gauge",
 		     "Requests bound to an upstream endpoint now (all workers).");
 	struct buf req_lines = {0}, up_lines = {0};
-	for (unsigned p = 0; p < cfg->n_pools; p++) {
+	struct views vs;
+	if (views_take(g, &vs))
+		rc = -1;
+	for (unsigned p = 0; !rc && p < cfg->n_pools; p++) {
 		const struct cfg_pool *pool = &cfg->pools[p];
 		struct ep_view *eps =
 			calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
@@ -668,7 +787,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 			rc = -1;
 			break;
 		}
-		pool_view(g, pool, eps);
+		pool_view(&vs, pool, eps);
 		for (unsigned e = 0; e < pool->n_endpoints; e++) {
 			rc |= m_u64_2(b, "reflex_upstream_endpoint_inflight", "pool", pool->name,
 				      "endpoint", eps[e].address, eps[e].inflight);
@@ -689,6 +808,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		rc |= buf_append(b, buf_head(&up_lines), up_lines.len);
 	buf_free(&req_lines);
 	buf_free(&up_lines);
+	views_free(&vs);
 
 	rc |= m_head(b, "reflex_access_log_written_total", "counter", "Access-log lines written.");
 	rc |= m_u64(b, "reflex_access_log_written_total", accesslog_written(g->alog));
@@ -924,9 +1044,10 @@ static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_r
 {
 	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
 	struct buf *b = &resp->body;
-	int rc = buf_appends(b, "{\"pools\":[");
+	struct views vs;
+	int rc = views_take(g, &vs) | buf_appends(b, "{\"pools\":[");
 
-	for (unsigned p = 0; p < cfg->n_pools; p++) {
+	for (unsigned p = 0; !rc && p < cfg->n_pools; p++) {
 		const struct cfg_pool *pool = &cfg->pools[p];
 		struct ep_view *eps =
 			calloc(pool->n_endpoints ? pool->n_endpoints : 1, sizeof(*eps));
@@ -936,7 +1057,7 @@ static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_r
 			rc = -1;
 			break;
 		}
-		pool_view(g, pool, eps);
+		pool_view(&vs, pool, eps);
 		rc |= (p ? buf_append(b, ",", 1) : 0) | buf_append(b, "{", 1);
 		rc |= jstr(b, &f, "name", pool->name);
 		rc |= jstr(b, &f, "balance",
@@ -958,6 +1079,7 @@ static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_r
 		free(eps);
 	}
 	rc |= buf_appends(b, "]}\n");
+	views_free(&vs);
 	if (g->config_put)
 		g->config_put(g, cfg);
 	return rc ? -1 : 0;
