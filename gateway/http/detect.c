@@ -1,15 +1,22 @@
 /* detect.c — Hyperscan detectors, validators, merging, redaction helpers.
  *
- * How a match is made: every pattern is compiled with HS_FLAG_SOM_LEFTMOST so
- * each Hyperscan report carries the leftmost start for that end. Hyperscan
- * reports every end offset at which a pattern matches, so patterns either end
- * on a \b or consume one byte of right context ("not a digit, or end of
- * data") that the validator trims again. The right context is encoded in the
- * pattern rather than peeked at by the validator because in streaming mode
- * the bytes after a match may not have arrived yet; left context (the byte
- * before the start) is always in the window and the validators check it.
- * Accepted candidates of one detector that overlap are merged (same start:
- * the longest end wins, e.g. "a@b.com" then "a@b.com.au").
+ * How a match is made. A raw Hyperscan report gives an end offset; the start
+ * comes from HS_FLAG_SOM_LEFTMOST (secrets, delimiters, confirmation passes)
+ * or, where start tracking made the combined set slow, from a backward
+ * parser that mirrors the pattern (find_*). Hyperscan reports every end at
+ * which a pattern matches, so patterns either end on a \b or consume one
+ * byte of right context ("not a digit, or end of data") that the validator
+ * trims again: the right context is in the pattern because in streaming mode
+ * the bytes after a match may not have arrived yet, while left context is
+ * always in the window and the validators check it. Accepted candidates of
+ * one detector that overlap are merged (same start: the longest end wins,
+ * "a@b.com" then "a@b.com.au"; a longer token from the same start that fails
+ * validation voids the shorter one, "foo@bar.baz.js").
+ *
+ * Patterns without good literals do not sit in the one-pass set themselves
+ * (each would be an engine running over every byte): a TRIG pattern of their
+ * group does, and a hit queues a window on which the group's CONF patterns
+ * run (docs/detect.md, "How one pass stays fast").
  */
 #include "http/detect.h"
 
@@ -88,10 +95,13 @@ static const struct {
 	[G_NUM_CARD] = {56, 24},  [G_NUM_IBAN] = {56, 24}, [G_NUM_IP] = {56, 24},
 };
 
+_Static_assert(G_COUNT <= 16, "trigger groups live in 4 flag bits");
+_Static_assert(DETECT_BUILTIN_COUNT <= 32, "group_dets is a 32-bit mask");
+
 #define CONFIRM_QUEUE 32
 #define CONFIRM_HITS 64
-/* Windows of nearby triggers of one detector merge into one range, up to
- * this length, so dense trigger words cost one confirmation pass. */
+/* Windows of nearby triggers of one group merge into one range, up to this
+ * length, so dense trigger words cost one confirmation pass. */
 #define CONFIRM_RANGE_MAX 4096
 
 struct detect_db {
@@ -102,6 +112,7 @@ struct detect_db {
 	 * the first says yes). */
 	hs_database_t *confirm_db[G_COUNT];
 	hs_database_t *confirm_som_db[G_COUNT];
+	uint32_t group_dets[G_COUNT]; /* built-in detectors each group can produce */
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -118,9 +129,9 @@ struct pend {
 	bool live;
 };
 
-/* Bytes [lo, hi) to run a detector's confirm patterns on: the merged
- * windows of its triggers. Queued until the main scan is done (block) or
- * until the stream has reached hi (streaming). */
+/* Bytes [lo, hi) to run a group's CONF patterns on: the merged windows of
+ * its triggers. Queued until the main scan is done (block) or until the
+ * stream has reached hi (streaming). */
 struct confirm {
 	unsigned grp;
 	uint64_t lo, hi;
@@ -880,9 +891,9 @@ static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
  * word/non-word state at every byte and costs 5-10x on the combined set. */
 #define LB (1u << 30)
 /* A trigger: a cheap pattern (rare literals) in the one-pass database whose
- * hit makes the detector's CONFIRM patterns run on the bytes around it. */
+ * hit makes its group's CONF patterns run on the bytes around it. */
 #define TRIG (1u << 29)
-/* A full pattern that only runs in its detector's confirm database. */
+/* A full pattern that only runs in its group's confirmation databases. */
 #define CONF (1u << 28)
 #define GRP(g) ((unsigned)(g) << 24) /* bits 24-27: the trigger group */
 #define GRP_OF(f) (((f) >> 24) & 15u)
@@ -935,7 +946,9 @@ static bool phone_sep(int ch)
 	return ch == ' ' || ch == '.' || ch == '-';
 }
 
-/* (?:\+?1[ .-]?)?(?:\([2-9]dd\) ?|\b[2-9]dd[ .-])[2-9]dd[ .-]dddd */
+/* (?:\+?1[ .-]?)?(?:\([2-9]dd\) ?|[2-9]dd[ .-])[2-9]dd[ .-]dddd: the regex
+ * leaves out the optional "+1 " prefix (no start tracking, so it cannot
+ * change an end), the finder takes it when it is there. */
 static size_t find_nanp(const uint8_t *p, size_t n)
 {
 	size_t i = skip_ctx(p, n);
@@ -1336,8 +1349,11 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 		d->fam = DETECT_FAMILY_USER;
 		d->maxlen = DETECT_WINDOW;
 	}
-	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++)
+	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++) {
 		db->pat_det[i] = patterns[i].det;
+		if (patterns[i].flags & CONF)
+			db->group_dets[GRP_OF(patterns[i].flags)] |= 1u << patterns[i].det;
+	}
 	for (unsigned i = 0; i < opts->n_user; i++)
 		db->pat_det[N_BUILTIN_PATTERNS + i] = DETECT_BUILTIN_COUNT + i;
 	for (unsigned i = 0; i < db->n_det; i++)
@@ -2032,11 +2048,11 @@ static void hist_append(struct detect_stream *st, const uint8_t *p, size_t n)
 /* A queued confirmation may still produce a match of det. */
 static bool queued(const struct scan_ctx *c, unsigned det)
 {
+	if (det >= DETECT_BUILTIN_COUNT)
+		return false;
 	for (unsigned i = 0; i < c->n_queue; i++)
-		for (unsigned k = 0; k < N_BUILTIN_PATTERNS; k++)
-			if ((patterns[k].flags & CONF) && patterns[k].det == det &&
-			    GRP_OF(patterns[k].flags) == c->queue[i].grp)
-				return true;
+		if (c->db->group_dets[c->queue[i].grp] & (1u << det))
+			return true;
 	return false;
 }
 
