@@ -34,6 +34,19 @@ static void unlink_listener(struct worker *w, struct listener *ls)
 		}
 }
 
+/* The listener's TLS context in the current generation (a reload may add,
+ * change or drop it; connections keep the one they started with). */
+static struct tls_ctx *listener_tls(const struct worker *w, const struct listener *ls)
+{
+	const struct config *cfg = w->cfg;
+
+	for (unsigned i = 0; i < cfg->n_listens; i++)
+		if (cfg->listens[i].len == ls->addr.len &&
+		    !memcmp(&cfg->listens[i].ss, &ls->addr.ss, ls->addr.len))
+			return cfg->listen_tls ? cfg->listen_tls[i].ctx : NULL;
+	return NULL;
+}
+
 static void on_accept(struct io_op *op, int res, unsigned flags)
 {
 	struct listener *ls = container_of(op, struct listener, accept_op);
@@ -45,7 +58,7 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 		/* Accepted before the cancel landed: a real client, served
 		 * (and closed after its first response when draining). */
 		STAT_INC(w->stats.conn_accepted);
-		client_new(w, res);
+		client_new(w, res, listener_tls(w, ls));
 	} else if (res != -ECANCELED && !ls->dead) {
 		/* EMFILE/ENFILE/ENOMEM: the connection stays in the backlog; try
 		 * again on the next completion. Logged once per second. */

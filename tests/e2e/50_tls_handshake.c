@@ -1,0 +1,265 @@
+/* 50_tls_handshake — a TLS listener (certificates made at run time with the
+ * openssl CLI): TLS 1.3 and 1.2 handshakes, 1.0 and 1.1 refused with a
+ * protocol_version alert, SNI picks the certificate (exact, wildcard,
+ * unknown → default), ALPN answers http/1.1, sessions resume (tickets in 1.3
+ * and 1.2, the session cache with tickets off), the OCSP response is
+ * stapled, X-Forwarded-Proto is https, a client that stalls mid-handshake
+ * is closed at the handshake timeout, and garbage or plain HTTP on the TLS
+ * port is refused without harm — every failure logged with its reason. */
+#include "50_tls.h"
+
+static int gw_port, o_port;
+static struct h_proc *gw;
+
+static bool has(const char *out, const char *needle)
+{
+	return out && strstr(out, needle);
+}
+
+static void test_tls13_curl(void)
+{
+	char u[256], res[128];
+	struct tls_get g;
+
+	test_begin("tls13_request");
+	snprintf(u, sizeof(u), "https://www.example.com:%d/echo", gw_port);
+	snprintf(res, sizeof(res), "www.example.com:%d:127.0.0.1", gw_port);
+	struct tls_opt o = { .resolve = res };
+	int rc = tls_curl1(u, &o, &g);
+	CHECK_MSG(rc == 0 && g.status == 200, "curl: rc %d (%s) status %ld", g.rc, g.err,
+		  g.status);
+	CHECK_MSG(has(g.body, "[\"X-Forwarded-Proto\",\"https\"]"),
+		  "origin did not see X-Forwarded-Proto: https: %s",
+		  g.body ? h_excerpt(g.body, g.len, 400) : "(no body)");
+	tls_get_free(&g);
+	test_end();
+
+	test_begin("tls13_protocol_and_alpn");
+	char *out = NULL;
+	tls_sclient(gw_port, "", "-servername www.example.com -alpn http/1.1 -tls1_3", &out);
+	CHECK_MSG(has(out, "TLSv1.3"), "no TLS 1.3: %s", out ? h_excerpt(out, strlen(out), 600) : "");
+	CHECK_MSG(has(out, "ALPN protocol: http/1.1"), "ALPN not http/1.1: %s",
+		  out ? h_excerpt(out, strlen(out), 600) : "");
+	free(out);
+	out = NULL;
+	/* a client offering only h2 gets no ALPN answer (and may go on) */
+	tls_sclient(gw_port, "", "-servername www.example.com -alpn h2", &out);
+	CHECK_MSG(has(out, "No ALPN negotiated"), "h2-only ALPN: %s",
+		  out ? h_excerpt(out, strlen(out), 600) : "");
+	free(out);
+	test_end();
+}
+
+static void test_tls12(void)
+{
+	char u[256];
+	struct tls_get g;
+	char *out = NULL;
+
+	test_begin("tls12_handshake");
+	snprintf(u, sizeof(u), "https://127.0.0.1:%d/?size=1000", gw_port);
+	struct tls_opt o = { .tls12 = true };
+	CHECK_MSG(tls_curl1(u, &o, &g) == 0 && g.status == 200 && g.bytes == 1000,
+		  "curl TLS 1.2: rc %d (%s) status %ld bytes %llu", g.rc, g.err, g.status,
+		  (unsigned long long)g.bytes);
+	tls_get_free(&g);
+	tls_sclient(gw_port, "", "-tls1_2 -servername www.example.com", &out);
+	CHECK_MSG(has(out, "Protocol  : TLSv1.2") && has(out, "ECDHE-ECDSA-"),
+		  "s_client TLS 1.2: %s", out ? h_excerpt(out, strlen(out), 800) : "");
+	free(out);
+	test_end();
+}
+
+static void test_old_versions(void)
+{
+	static const char *const flags[] = { "-tls1", "-tls1_1" };
+
+	test_begin("tls10_tls11_refused");
+	for (int i = 0; i < 2; i++) {
+		char args[128], *out = NULL;
+		/* SECLEVEL=0: make our own client willing to try */
+		snprintf(args, sizeof(args), "%s -cipher DEFAULT@SECLEVEL=0", flags[i]);
+		tls_sclient(gw_port, "", args, &out);
+		CHECK_MSG(has(out, "alert protocol version") || has(out, "unsupported protocol"),
+			  "%s was not refused: %s", flags[i],
+			  out ? h_excerpt(out, strlen(out), 600) : "");
+		CHECK_MSG(!has(out, "Cipher is ECDHE") || has(out, "Cipher is (NONE)"),
+			  "%s handshake completed", flags[i]);
+		free(out);
+	}
+	h_sleep_ms(200);
+	CHECK_MSG(h_log_contains(gw, "unsupported protocol (version)"),
+		  "no log line with reason \"version\"");
+	test_end();
+}
+
+static void test_sni(void)
+{
+	struct {
+		const char *sni, *want;
+	} cases[] = {
+		{ "www.example.com", "CN = www.example.com" },
+		{ "api.example.com", "CN = www.example.com" },
+		{ "a.wild.example.net", "CN = wild.example.net" },
+		{ "unknown.example.org", "CN = www.example.com" }, /* the default */
+	};
+
+	test_begin("sni_picks_certificate");
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char args[256], *out = NULL;
+		snprintf(args, sizeof(args), "-servername %s", cases[i].sni);
+		tls_sclient(gw_port, "", args, &out);
+		CHECK_MSG(has(out, cases[i].want), "SNI %s: expected %s: %s", cases[i].sni,
+			  cases[i].want, out ? h_excerpt(out, strlen(out), 500) : "");
+		free(out);
+	}
+	/* a wildcard covers one label only: a.b.wild... gets the default */
+	char *out = NULL;
+	tls_sclient(gw_port, "", "-servername a.b.wild.example.net", &out);
+	CHECK_MSG(has(out, "CN = www.example.com"), "two-label wildcard match: %s",
+		  out ? h_excerpt(out, strlen(out), 500) : "");
+	free(out);
+	test_end();
+}
+
+static void test_resumption(void)
+{
+	const char *sess = tls_path("sess.pem");
+	static const char req[] = "GET /?size=10 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n";
+	static const char *const modes[][2] = {
+		{ "tls13_ticket", "-tls1_3" },
+		{ "tls12_ticket", "-tls1_2" },
+		{ "tls12_session_cache", "-tls1_2 -no_ticket" },
+	};
+
+	for (int m = 0; m < 3; m++) {
+		char args[512], name[64], *out = NULL;
+		snprintf(name, sizeof(name), "resumption_%s", modes[m][0]);
+		test_begin(name);
+		unlink(sess);
+		snprintf(args, sizeof(args), "%s -servername www.example.com -ign_eof -sess_out %s",
+			 modes[m][1], sess);
+		tls_sclient(gw_port, req, args, &out);
+		CHECK_MSG(has(out, "New, TLSv1."), "first connection: %s",
+			  out ? h_excerpt(out, strlen(out), 500) : "");
+		free(out);
+		out = NULL;
+		snprintf(args, sizeof(args), "%s -servername www.example.com -ign_eof -sess_in %s",
+			 modes[m][1], sess);
+		tls_sclient(gw_port, req, args, &out);
+		CHECK_MSG(has(out, "Reused, TLSv1."), "second connection did not resume: %s",
+			  out ? h_excerpt(out, strlen(out), 700) : "");
+		CHECK_MSG(has(out, "HTTP/1.1 200"), "no response on the resumed session");
+		free(out);
+		test_end();
+	}
+}
+
+static void test_ocsp(void)
+{
+	char *out = NULL;
+
+	test_begin("ocsp_stapled");
+	tls_sclient(gw_port, "", "-servername www.example.com -status", &out);
+	CHECK_MSG(has(out, "OCSP Response Status: successful") && has(out, "Cert Status: good"),
+		  "no stapled OCSP response: %s", out ? h_excerpt(out, strlen(out), 600) : "");
+	free(out);
+	test_end();
+}
+
+static void test_stall(void)
+{
+	struct h_buf b = { 0 };
+
+	test_begin("handshake_timeout_closes_staller");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK(fd >= 0);
+	if (fd >= 0) {
+		/* the first bytes of a ClientHello record, then nothing */
+		static const char part[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+		double t0 = h_now_ms();
+		h_send_all(fd, part, sizeof(part) - 1);
+		enum h_read_end e = h_read_all(fd, &b, 8000, 0);
+		double dt = h_now_ms() - t0;
+		CHECK_MSG(e == H_READ_CLOSED || e == H_READ_RESET, "read ended with %s",
+			  h_read_end_name(e));
+		/* timeout 1 s; generous margin for a busy machine */
+		CHECK_MSG(dt >= 800 && dt < 6000, "closed after %.0f ms (timeout 1000)", dt);
+		close(fd);
+	}
+	h_sleep_ms(100);
+	CHECK_MSG(h_log_contains(gw, "(handshake_timeout)"), "no handshake_timeout log line");
+	h_buf_free(&b);
+	test_end();
+}
+
+static void test_garbage(void)
+{
+	static const char *const inputs[] = {
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"\x16\x03\x03\x00\x05garbagegarbagegarbage",
+		"\x00\x01\x02\x03\xff\xfe\xfd\xfc\x80\x81\x82\x83\x84\x85\x86\x87\x88\x89",
+	};
+
+	test_begin("garbage_closes_harmlessly");
+	for (int i = 0; i < 3; i++) {
+		struct h_buf b = { 0 };
+		enum h_read_end e = h_raw_roundtrip("127.0.0.1", gw_port, inputs[i],
+						    i == 2 ? 18 : strlen(inputs[i]), &b, 5000);
+		CHECK_MSG(e == H_READ_CLOSED || e == H_READ_RESET, "input %d: read ended with %s",
+			  i, h_read_end_name(e));
+		/* whatever came back is a TLS alert, never an HTTP response */
+		CHECK_MSG(b.len == 0 || (unsigned char)b.data[0] == 0x15,
+			  "input %d: answer is not an alert: %s", i, h_excerpt(b.data, b.len, 80));
+		h_buf_free(&b);
+	}
+	/* and the gateway still serves */
+	char u[256];
+	struct tls_get g;
+	snprintf(u, sizeof(u), "https://127.0.0.1:%d/?size=10", gw_port);
+	CHECK_MSG(tls_curl1(u, NULL, &g) == 0 && g.status == 200, "after garbage: %d %s %ld",
+		  g.rc, g.err, g.status);
+	tls_get_free(&g);
+	CHECK_MSG(h_log_contains(gw, "(protocol)"), "no protocol log line");
+	test_end();
+}
+
+int main(void)
+{
+	h_init("50_tls_handshake", 240);
+	if (!tls_make_certs("tls_handshake"))
+		return test_exit_code();
+	o_port = h_free_port();
+	gw_port = h_free_port();
+	if (!h_start_origin("origin", o_port, 1))
+		return 1;
+	const char *cfg = h_write_config(
+		"workers: 1\n"
+		"listen:\n"
+		"  - address: \"127.0.0.1:%d\"\n"
+		"    tls:\n"
+		"      cert: %s\n"
+		"      key: %s\n"
+		"      ocsp: %s\n"
+		"      certs: [{cert: %s, key: %s}]\n"
+		"upstream: [\"127.0.0.1:%d\"]\n"
+		"timeouts: {tls_handshake: 1s}\n"
+		"admin: {listen: off}\n",
+		gw_port, tls_path("srv.pem"), tls_path("srv.key"), tls_path("srv.ocsp"),
+		tls_path("wild.pem"), tls_path("wild.key"), o_port);
+	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw)
+		return 1;
+
+	test_tls13_curl();
+	test_tls12();
+	test_old_versions();
+	test_sni();
+	test_resumption();
+	test_ocsp();
+	test_stall();
+	test_garbage();
+
+	h_finish(gw, 10000);
+	return test_exit_code();
+}
