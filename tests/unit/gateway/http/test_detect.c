@@ -582,6 +582,21 @@ static void test_api(void)
 		sort_hits(&h);
 		CHECK(fired(&h, DETECT_EMAIL) && fired(&h, (unsigned)oid) &&
 		      fired(&h, (unsigned)cid));
+		/* User patterns stream like the built-ins: every split point. */
+		for (size_t k = 0; k <= strlen(t); k++) {
+			struct hits hs2 = {0};
+			struct detect_stream *ust;
+			CHECK_INT(detect_stream_open(u, collect, &hs2, &ust), 0);
+			CHECK_INT(detect_stream_feed(ust, us, t, k), 0);
+			CHECK_INT(detect_stream_feed(ust, us, t + k, strlen(t) - k), 0);
+			CHECK_INT(detect_stream_finish(ust, us), 0);
+			sort_hits(&hs2);
+			if (!same_hits(&h, &hs2)) {
+				test_fail(__FILE__, __LINE__, "user db, split at %zu: %u vs %u", k,
+					  hs2.n, h.n);
+				break;
+			}
+		}
 		/* A scratch belongs to its db. */
 		CHECK_INT(detect_scan(db, us, t, strlen(t), collect, &h), -EINVAL);
 		detect_scratch_free(us);
