@@ -545,11 +545,13 @@ static void top_frame(struct ctl *c, bool tty, const struct json *st, const stru
 		snprintf(rate, sizeof(rate), "%.1f", rps);
 	else
 		snprintf(rate, sizeof(rate), "-");
-	/* the cache arrives with a later issue: until /stats has one, 0 */
-	double hits = json_num(json_path(st, "cache.hits"), 0),
-	       misses = json_num(json_path(st, "cache.misses"), 0);
+	/* hits (fresh and stale) over the requests that reached the cache; a
+	 * gateway without a cache has no "cache" block: 0 */
+	double hits = json_num(json_path(t, "cache.hits"), 0) +
+		      json_num(json_path(t, "cache.stale"), 0),
+	       misses = json_num(json_path(t, "cache.misses"), 0);
 	double hit = hits + misses > 0 ? 100.0 * hits / (hits + misses) : 0;
-	bool has_cache = json_get(st, "cache") != NULL;
+	bool has_cache = hits + misses > 0;
 
 	if (c->json) {
 		printf("{\"time\":\"%s\",\"rps\":%s,\"p50_us\":%llu,\"p99_us\":%llu,"
@@ -586,7 +588,7 @@ static void top_frame(struct ctl *c, bool tty, const struct json *st, const stru
 	printf("%s%s  reflexd %s at %s%s\n", bold, stamp, json_str(json_get(st, "version"), "?"),
 	       c->target.text, plain);
 	printf("req/s %s   p50 %s   p99 %s   hit ratio %.1f%%%s   open %llu   requests %llu\n",
-	       rate, p50, p99, hit, has_cache ? "" : " (no cache)",
+	       rate, p50, p99, hit, has_cache ? "" : " (no cached traffic)",
 	       (unsigned long long)u(t, "connections_open"), (unsigned long long)u(t, "requests"));
 	const struct json *ref = json_get(t, "refusals");
 	printf("refusals:");

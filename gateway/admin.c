@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,6 +334,7 @@ struct ep_snap {
 	char address[CFG_HOST_MAX + 8];
 	unsigned inflight, fails;
 	uint64_t requests;
+	struct pool_ep_report rep; /* pool resilience state (rep.breaker points to a literal) */
 };
 
 struct worker_view {
@@ -392,6 +394,7 @@ static void on_view_task(struct worker *w, struct worker_task *t)
 			e->inflight = es->inflight;
 			e->fails = es->fails;
 			e->requests = es->requests;
+			pool_endpoint_report(ps, es, w->loop.now, &e->rep);
 		}
 	}
 	pthread_mutex_lock(&v->mu);
@@ -460,9 +463,26 @@ struct ep_view {
 	const char *address;
 	unsigned weight;
 	uint64_t inflight, requests;
-	unsigned fails; /* smallest over the workers that know the endpoint */
+	unsigned fails;		   /* smallest over the workers that know the endpoint */
+	uint32_t ewma_us;	   /* largest over the workers */
+	struct pool_ep_report rep; /* shared state, from the first worker that knows it */
 	bool seen;
 };
+
+/* "up" when it takes traffic and its last exchange succeeded somewhere;
+ * otherwise why not. */
+static const char *ep_state(const struct ep_view *e)
+{
+	if (!e->rep.healthy)
+		return "unhealthy";
+	if (e->rep.ejected)
+		return "ejected";
+	if (!strcmp(e->rep.breaker, "open"))
+		return "breaker_open";
+	if (!e->rep.available)
+		return "unavailable";
+	return e->fails ? "failing" : "up";
+}
 
 /* One configured pool summed over the workers' views; eps has
  * p->n_endpoints entries. Endpoints are matched by pool name and address,
@@ -471,7 +491,11 @@ static void pool_view(const struct views *vs, const struct cfg_pool *p, struct e
 {
 	for (unsigned e = 0; e < p->n_endpoints; e++)
 		eps[e] = (struct ep_view){.address = p->endpoints[e].addr.text,
-					  .weight = p->endpoints[e].weight};
+					  .weight = p->endpoints[e].weight,
+					  .rep = {.healthy = true,
+						  .available = true,
+						  .breaker = "closed",
+						  .ramp_permille = 1000}};
 	for (unsigned i = 0; i < vs->n; i++) {
 		const struct worker_view *v = vs->v[i];
 
@@ -487,6 +511,10 @@ static void pool_view(const struct views *vs, const struct cfg_pool *p, struct e
 				eps[e].requests += es->requests;
 				if (!eps[e].seen || es->fails < eps[e].fails)
 					eps[e].fails = es->fails;
+				if (!eps[e].seen)
+					eps[e].rep = es->rep;
+				if (es->rep.ewma_us > eps[e].ewma_us)
+					eps[e].ewma_us = es->rep.ewma_us;
 				eps[e].seen = true;
 				break;
 			}
@@ -527,7 +555,7 @@ static const char *not_ready(const struct views *vs, const struct config *cfg, c
 			return "out of memory";
 		pool_view(vs, pool, eps);
 		for (unsigned e = 0; e < pool->n_endpoints; e++)
-			up |= eps[e].fails == 0;
+			up |= !strcmp(ep_state(&eps[e]), "up");
 		free(eps);
 		if (!up) {
 			snprintf(why, len, "pool %s: no healthy endpoint", pool->name);
@@ -772,10 +800,31 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		rc |= m_hist(b, "reflex_stage_duration_seconds", "stage", stage_name((enum stage)s),
 			     &t.stage[s]);
 
-	rc |= m_head(b, "reflex_upstream_endpoint_inflight", "gauge",
-		     "Requests bound to an upstream endpoint now (all workers).");
-	struct buf req_lines = {0}, up_lines = {0};
+	/* per endpoint: one buffer per family, so each family stays one block */
+	static const struct {
+		const char *name, *type, *help;
+	} ep_fams[] = {
+		{"reflex_upstream_endpoint_inflight", "gauge",
+		 "Requests bound to an upstream endpoint now (all workers)."},
+		{"reflex_upstream_endpoint_requests_total", "counter",
+		 "Exchanges started with an upstream endpoint (this configuration generation)."},
+		{"reflex_upstream_endpoint_up", "gauge",
+		 "1 when the endpoint takes traffic and its last exchange succeeded in some "
+		 "worker."},
+		{"reflex_upstream_endpoint_available", "gauge",
+		 "1 when the endpoint is in rotation: healthy, not ejected, breaker admits."},
+		{"reflex_upstream_endpoint_failures_total", "counter",
+		 "Failed exchanges with the endpoint (all workers)."},
+		{"reflex_upstream_endpoint_ejections_total", "counter",
+		 "Outlier ejections of the endpoint."},
+		{"reflex_upstream_endpoint_latency_ewma_seconds", "gauge",
+		 "Moving average of the endpoint's response time (the largest over the workers)."},
+	};
+	enum { N_EP_FAMS = sizeof(ep_fams) / sizeof(ep_fams[0]) };
+	struct buf fam[N_EP_FAMS];
 	struct views vs;
+
+	memset(fam, 0, sizeof(fam));
 	if (views_take(g, &vs))
 		rc = -1;
 	for (unsigned p = 0; !rc && p < cfg->n_pools; p++) {
@@ -789,26 +838,104 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		}
 		pool_view(&vs, pool, eps);
 		for (unsigned e = 0; e < pool->n_endpoints; e++) {
-			rc |= m_u64_2(b, "reflex_upstream_endpoint_inflight", "pool", pool->name,
-				      "endpoint", eps[e].address, eps[e].inflight);
-			rc |= m_u64_2(&req_lines, "reflex_upstream_endpoint_requests_total", "pool",
-				      pool->name, "endpoint", eps[e].address, eps[e].requests);
-			rc |= m_u64_2(&up_lines, "reflex_upstream_endpoint_up", "pool", pool->name,
-				      "endpoint", eps[e].address, eps[e].fails == 0);
+			const struct ep_view *ev = &eps[e];
+			const uint64_t v[N_EP_FAMS - 1] = {
+				ev->inflight,	   ev->requests,     !strcmp(ep_state(ev), "up"),
+				ev->rep.available, ev->rep.failures, ev->rep.n_ejections,
+			};
+
+			for (unsigned f = 0; f < N_EP_FAMS - 1; f++)
+				rc |= m_u64_2(&fam[f], ep_fams[f].name, "pool", pool->name,
+					      "endpoint", ev->address, v[f]);
+			rc |= buf_appendf(&fam[N_EP_FAMS - 1], "%s{pool=\"",
+					  ep_fams[N_EP_FAMS - 1].name) |
+			      m_label(&fam[N_EP_FAMS - 1], pool->name) |
+			      buf_appends(&fam[N_EP_FAMS - 1], "\",endpoint=\"") |
+			      m_label(&fam[N_EP_FAMS - 1], ev->address) |
+			      buf_appendf(&fam[N_EP_FAMS - 1], "\"} %.6f\n",
+					  (double)ev->ewma_us / 1e6);
 		}
 		free(eps);
 	}
-	rc |= m_head(b, "reflex_upstream_endpoint_requests_total", "counter",
-		     "Exchanges started with an upstream endpoint.");
-	if (req_lines.len)
-		rc |= buf_append(b, buf_head(&req_lines), req_lines.len);
-	rc |= m_head(b, "reflex_upstream_endpoint_up", "gauge",
-		     "1 when the endpoint's last exchange succeeded in some worker.");
-	if (up_lines.len)
-		rc |= buf_append(b, buf_head(&up_lines), up_lines.len);
-	buf_free(&req_lines);
-	buf_free(&up_lines);
+	for (unsigned f = 0; f < N_EP_FAMS; f++) {
+		rc |= m_head(b, ep_fams[f].name, ep_fams[f].type, ep_fams[f].help);
+		if (fam[f].len)
+			rc |= buf_append(b, buf_head(&fam[f]), fam[f].len);
+		buf_free(&fam[f]);
+	}
 	views_free(&vs);
+
+	/* per route (routes have no names: index, host and prefix label them) */
+	rc |= m_head(b, "reflex_route_responses_total", "counter",
+		     "Responses of requests a route matched, by route and status class.");
+	for (unsigned r = 0; r < t.n_routes && r < cfg->n_routes && t.route_responses; r++) {
+		char idx[16];
+
+		snprintf(idx, sizeof(idx), "%u", r);
+		for (unsigned c = 1; c <= 5; c++)
+			rc |= buf_appendf(b, "reflex_route_responses_total{route=\"%s\",host=\"",
+					  idx) |
+			      m_label(b, cfg->routes[r].host) |
+			      buf_appends(b, "\",path_prefix=\"") |
+			      m_label(b, cfg->routes[r].path_prefix) |
+			      buf_appendf(b, "\",class=\"%s\"} %llu\n", class_names[c],
+					  (unsigned long long)t.route_responses[r][c]);
+	}
+
+	/* pool resilience (docs/pool.md) */
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} counters[] = {
+#define C(name, field, help) {name, help, offsetof(struct stats_worker, field)}
+		C("reflex_pool_health_changes_total", pool_health_changes,
+		  "Active health checks that turned an endpoint up or down."),
+		C("reflex_pool_ejections_total", pool_ejections, "Passive outlier ejections."),
+		C("reflex_pool_breaker_opens_total", pool_breaker_opens,
+		  "Endpoint circuit breakers that opened."),
+		C("reflex_pool_retries_total", pool_retries,
+		  "Retries started on another endpoint (pool retry policy)."),
+		C("reflex_pool_retry_budget_denied_total", pool_retry_budget_denied,
+		  "Retries refused by the retry budget or limit."),
+		C("reflex_pool_hedges_total", pool_hedges, "Hedged second tries sent."),
+		C("reflex_pool_hedge_wins_total", pool_hedge_wins,
+		  "Hedged tries that answered first."),
+		C("reflex_pool_queued_total", pool_queued, "Requests that waited in a pool queue."),
+		C("reflex_pool_queue_rejected_total", pool_queue_rejected,
+		  "Requests refused because the pool queue was full or the wait too long."),
+		C("reflex_pool_fail_fast_total", pool_fail_fast,
+		  "Requests refused at once: no endpoint available."),
+		/* the cache (docs/cache.md) */
+		C("reflex_cache_stores_total", cache_stores, "Objects stored in the L1 cache."),
+		C("reflex_cache_revalidations_total", cache_revalidations,
+		  "Conditional requests sent to the origin."),
+		C("reflex_cache_refreshed_total", cache_refreshed,
+		  "Revalidations answered 304: the stored object was refreshed."),
+		C("reflex_cache_not_modified_total", cache_not_modified,
+		  "Clients answered 304 from the cache."),
+		C("reflex_cache_coalesced_total", cache_coalesced,
+		  "Misses that waited for another request's fetch."),
+		C("reflex_cache_invalidations_total", cache_invalidations,
+		  "Objects dropped by unsafe methods."),
+#undef C
+	};
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		rc |= m_head(b, counters[i].name, "counter", counters[i].help);
+		rc |= m_u64(b, counters[i].name,
+			    *(const uint64_t *)((const char *)&t + counters[i].off));
+	}
+	rc |= m_head(b, "reflex_cache_requests_total", "counter",
+		     "Requests that reached the cache step, by result.");
+	rc |= m_u64_1(b, "reflex_cache_requests_total", "result", "hit", t.cache_hits);
+	rc |= m_u64_1(b, "reflex_cache_requests_total", "result", "miss", t.cache_misses);
+	rc |= m_u64_1(b, "reflex_cache_requests_total", "result", "stale", t.cache_stale);
+	rc |= m_u64_1(b, "reflex_cache_requests_total", "result", "bypass", t.cache_bypass);
+	rc |= m_head(b, "reflex_cache_l2_requests_total", "counter",
+		     "L2 (Redis) lookups, by result.");
+	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "hit", t.cache_l2_hits);
+	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "miss", t.cache_l2_misses);
+	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "error", t.cache_l2_errors);
+	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "skipped", t.cache_l2_skipped);
 
 	rc |= m_head(b, "reflex_access_log_written_total", "counter", "Access-log lines written.");
 	rc |= m_u64(b, "reflex_access_log_written_total", accesslog_written(g->alog));
@@ -869,6 +996,32 @@ static int stats_json(struct buf *b, const struct stats_worker *s)
 		if (v)
 			rc |= ju64(b, &f2, reason_name((enum reason)r), v);
 	}
+	rc |= buf_append(b, "}", 1);
+	rc |= jkey(b, &f, "cache") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= ju64(b, &f2, "hits", STAT_LOAD(s->cache_hits));
+	rc |= ju64(b, &f2, "misses", STAT_LOAD(s->cache_misses));
+	rc |= ju64(b, &f2, "stale", STAT_LOAD(s->cache_stale));
+	rc |= ju64(b, &f2, "bypass", STAT_LOAD(s->cache_bypass));
+	rc |= ju64(b, &f2, "stores", STAT_LOAD(s->cache_stores));
+	rc |= ju64(b, &f2, "revalidations", STAT_LOAD(s->cache_revalidations));
+	rc |= ju64(b, &f2, "coalesced", STAT_LOAD(s->cache_coalesced));
+	rc |= ju64(b, &f2, "l2_hits", STAT_LOAD(s->cache_l2_hits));
+	rc |= ju64(b, &f2, "l2_misses", STAT_LOAD(s->cache_l2_misses));
+	rc |= ju64(b, &f2, "l2_errors", STAT_LOAD(s->cache_l2_errors));
+	rc |= buf_append(b, "}", 1);
+	rc |= jkey(b, &f, "pool") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= ju64(b, &f2, "retries", STAT_LOAD(s->pool_retries));
+	rc |= ju64(b, &f2, "retry_budget_denied", STAT_LOAD(s->pool_retry_budget_denied));
+	rc |= ju64(b, &f2, "hedges", STAT_LOAD(s->pool_hedges));
+	rc |= ju64(b, &f2, "hedge_wins", STAT_LOAD(s->pool_hedge_wins));
+	rc |= ju64(b, &f2, "ejections", STAT_LOAD(s->pool_ejections));
+	rc |= ju64(b, &f2, "breaker_opens", STAT_LOAD(s->pool_breaker_opens));
+	rc |= ju64(b, &f2, "health_changes", STAT_LOAD(s->pool_health_changes));
+	rc |= ju64(b, &f2, "queued", STAT_LOAD(s->pool_queued));
+	rc |= ju64(b, &f2, "queue_rejected", STAT_LOAD(s->pool_queue_rejected));
+	rc |= ju64(b, &f2, "fail_fast", STAT_LOAD(s->pool_fail_fast));
 	rc |= buf_append(b, "}", 1);
 	/* latency: quantiles of each stage in µs */
 	rc |= jkey(b, &f, "latency_us") | buf_append(b, "{", 1);
@@ -1072,7 +1225,16 @@ static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_r
 			rc |= ju64(b, &f2, "inflight", eps[e].inflight);
 			rc |= ju64(b, &f2, "requests", eps[e].requests);
 			rc |= ju64(b, &f2, "fails", eps[e].fails);
-			rc |= jstr(b, &f2, "state", eps[e].fails ? "failing" : "up");
+			rc |= jstr(b, &f2, "state", ep_state(&eps[e]));
+			rc |= jbool(b, &f2, "healthy", eps[e].rep.healthy);
+			rc |= jbool(b, &f2, "ejected", eps[e].rep.ejected);
+			rc |= ju64(b, &f2, "ejected_for_ms", eps[e].rep.ejected_for_ms);
+			rc |= ju64(b, &f2, "ejections", eps[e].rep.n_ejections);
+			rc |= jstr(b, &f2, "breaker", eps[e].rep.breaker);
+			rc |= jbool(b, &f2, "available", eps[e].rep.available);
+			rc |= ju64(b, &f2, "ramp_permille", eps[e].rep.ramp_permille);
+			rc |= ju64(b, &f2, "failures", eps[e].rep.failures);
+			rc |= ju64(b, &f2, "latency_ewma_us", eps[e].ewma_us);
 			rc |= buf_append(b, "}", 1);
 		}
 		rc |= buf_appends(b, "]}");

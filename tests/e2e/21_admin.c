@@ -674,6 +674,11 @@ static void test_metrics(void)
 		CHECK(strstr(before,
 			     "reflex_pool_responses_total{pool=\"default\",class=\"2xx\"}"));
 		CHECK(strstr(before, "reflex_access_log_dropped_total"));
+		CHECK(strstr(before, "reflex_route_responses_total{route=\"0\",host=\"\","
+				     "path_prefix=\"/dead/\",class=\"5xx\"}"));
+		CHECK(strstr(before, "reflex_cache_requests_total{result=\"hit\"}"));
+		CHECK(strstr(before, "reflex_upstream_endpoint_available{pool=\"default\""));
+		CHECK(strstr(before, "reflex_pool_retries_total"));
 	}
 	test_end();
 
