@@ -124,7 +124,7 @@ struct detect_db {
 struct pend {
 	uint64_t start, end;
 	uint64_t raw_start, raw_end; /* the candidate as matched, before narrowing */
-	uint64_t done;		     /* end of the last match delivered (no duplicates) */
+	uint64_t done_start, done;   /* the last match delivered (no duplicates) */
 	unsigned flags;
 	bool live;
 };
@@ -1614,28 +1614,37 @@ static const uint8_t *ctx_bytes(struct scan_ctx *c, uint64_t lo, uint64_t hi)
 	return c->scr->tmp;
 }
 
-static int emit(struct scan_ctx *c, unsigned det, struct pend *p)
+/* Deliver [start, end) of det. */
+static int deliver(struct scan_ctx *c, unsigned det, uint64_t start, uint64_t end, unsigned flags)
 {
+	struct pend *p = &c->pend[det];
 	struct detect_match m = {
 		.id = det,
 		.severity = c->db->det[det].sev,
-		.start = p->start,
-		.end = p->end,
-		.flags = p->flags,
+		.start = start,
+		.end = end,
+		.flags = flags,
 	};
-	p->live = false;
-	p->done = p->end;
-	if (c->db->key && !(p->flags & DETECT_MATCH_UNVALIDATED)) {
-		const uint8_t *b = ctx_bytes(c, p->start, p->end);
+	if (end > p->done) {
+		p->done_start = start;
+		p->done = end;
+	}
+	if (c->db->key && !(flags & DETECT_MATCH_UNVALIDATED)) {
+		const uint8_t *b = ctx_bytes(c, start, end);
 		if (b)
-			hash_hex(c->db->key, c->db->key_len, b, (size_t)(p->end - p->start),
-				 m.hash);
+			hash_hex(c->db->key, c->db->key_len, b, (size_t)(end - start), m.hash);
 	}
 	if (c->on_match && c->on_match(c->arg, &m)) {
 		c->stopped = true;
 		return 1;
 	}
 	return 0;
+}
+
+static int emit(struct scan_ctx *c, unsigned det, struct pend *p)
+{
+	p->live = false;
+	return deliver(c, det, p->start, p->end, p->flags);
 }
 
 /* One raw match of pattern pat ending at `to` (from: its start when the
@@ -1701,8 +1710,13 @@ static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t t
 	}
 
 	struct pend *p = &c->pend[det];
-	if (e <= p->done)
-		return 0;
+	if (s >= p->done_start && e <= p->done)
+		return 0; /* already delivered (two windows found it) */
+	/* Found by a confirmation window after a later match of the same
+	 * detector was found directly (an IPv6 with an IPv4 tail, a fake
+	 * "system:" turn): deliver it on its own, out of order. */
+	if ((p->live && e <= p->start) || (!p->live && e <= p->done_start))
+		return deliver(c, det, s, e, flags);
 	if (p->live && s < p->end) {
 		if (s < p->start)
 			p->start = s;

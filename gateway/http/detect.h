@@ -43,10 +43,14 @@
  * Match delivery
  *  - Offsets are [start, end) from the start of the scanned buffer (block)
  *    or of the stream (streaming).
- *  - For one detector, matches arrive in increasing start order and do not
- *    overlap. Across detectors the order is unspecified and matches of
- *    different detectors may overlap (an IPv4 inside an IPv6, a JWT inside a
- *    user pattern).
+ *  - For one detector, matches do not overlap and arrive in increasing
+ *    start order, except that a match found by a confirmation window (see
+ *    below) may arrive after a later match of the same detector that was
+ *    found directly (IPv6 with an IPv4 tail; fake "system:" turns). Sort if
+ *    order matters (block mode); when streaming, detect_stream_settled()
+ *    covers such late matches. Across detectors the order is unspecified
+ *    and matches of different detectors may overlap (an IPv4 inside an
+ *    IPv6, a JWT inside a user pattern).
  *  - A match is delivered once its detector can no longer extend it: in block
  *    mode before detect_scan() returns; in streaming mode during a later feed
  *    or at detect_stream_finish(). Block and streaming deliver the same
