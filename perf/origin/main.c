@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,10 @@ struct listen_addr {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: reflex-origin --listen ADDR:PORT [--listen ...] [--workers N] [--name "
-		   "NAME]\n"
+		   "NAME] [--slow MS]\n"
 		   "  ADDR is an IPv4 address or [IPv6]; PORT 0 picks a free port.\n"
-		   "  Behaviour per request: see docs/origin.md.\n");
+		   "  Behaviour per request: see docs/origin.md.\n"
+		   "  --slow MS: SIGUSR1 adds MS to every response, SIGUSR2 stops it.\n");
 }
 
 /* "1.2.3.4:80", "[::1]:80", "*:80" / ":80" (any IPv4). 0 or -1. */
@@ -141,6 +143,7 @@ int main(int argc, char **argv)
 {
 	static struct listen_addr addrs[MAX_LISTEN];
 	unsigned n_addrs = 0, n_workers = 1;
+	uint64_t slow_ms = 0;
 	const char *name = "origin";
 	struct worker_args *wargs;
 	pthread_barrier_t ready;
@@ -175,6 +178,16 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			n_workers = (unsigned)n;
+		} else if (strcmp(opt, "--slow") == 0) {
+			char *end;
+			unsigned long long v = strtoull(val, &end, 10);
+
+			if (!*val || *end || v > 600000) {
+				fprintf(stderr, "reflex-origin: bad --slow '%s' (ms, up to 600000)\n",
+					val);
+				return 2;
+			}
+			slow_ms = v;
 		} else if (strcmp(opt, "--name") == 0) {
 			if (!*val || strlen(val) > 256 || strpbrk(val, "\r\n")) {
 				fprintf(stderr, "reflex-origin: bad --name\n");
@@ -202,6 +215,8 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -257,6 +272,11 @@ int main(int argc, char **argv)
 	do {
 		if (sigwait(&sigs, &sig) != 0)
 			sig = SIGTERM;
+		if (sig == SIGUSR1 || sig == SIGUSR2) {
+			atomic_store(&origin_slow_ms, sig == SIGUSR1 ? slow_ms : 0);
+			fprintf(stderr, "reflex-origin %s: slow %s (%llu ms)\n", name,
+				sig == SIGUSR1 ? "on" : "off", (unsigned long long)slow_ms);
+		}
 	} while (sig != SIGTERM && sig != SIGINT);
 	/* Workers hold no state worth flushing: leave without tearing down
 	 * rings under their feet. */

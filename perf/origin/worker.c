@@ -33,6 +33,7 @@
 #include "plan.h"
 
 struct origin_config origin_cfg;
+_Atomic uint64_t origin_slow_ms;
 
 #define RING_ENTRIES 4096
 #define CQ_ENTRIES 16384
@@ -967,8 +968,9 @@ static bool step_head(struct conn *c)
 
 	/* A keep-alive GET without body or X-Origin-* header: its response
 	 * depends on the target alone, so it can come precomputed. */
+	uint64_t slow = atomic_load_explicit(&origin_slow_ms, memory_order_relaxed);
 	bool simple = req.body == HTTP_BODY_NONE && req.keep_alive && req.minor_version == 1 &&
-		      !req.is_head && plan_headers_neutral(&req);
+		      !req.is_head && plan_headers_neutral(&req) && !slow;
 	uint64_t thash = 0;
 
 	if (simple) {
@@ -1009,6 +1011,8 @@ static bool step_head(struct conn *c)
 	}
 	if (c->plan.action != PLAN_STATS)
 		atomic_fetch_add_explicit(&w->st->requests, 1, memory_order_relaxed);
+	if (slow && c->plan.action != PLAN_STATS)
+		c->plan.delay_ms += slow;
 	if (c->plan.action == PLAN_ECHO && echo_begin(c, &req) != 0) {
 		in_consume(c, (size_t)r);
 		respond_error(c, 500, "out of memory");

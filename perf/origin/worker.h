@@ -31,6 +31,11 @@ struct origin_config {
 
 extern struct origin_config origin_cfg;
 
+/* --slow MS: extra delay added to every response (not /__stats) while
+ * switched on (SIGUSR1 on, SIGUSR2 off): one endpoint made slow for the
+ * pool tests and benchmarks. 0 while off. Written by main, read by workers. */
+extern _Atomic uint64_t origin_slow_ms;
+
 struct worker_args {
 	unsigned id;
 	int *listen_fds; /* listening sockets owned by this worker from now on */

@@ -342,7 +342,7 @@ static const struct err_case err_cases[] = {
 	{"workers: 100000\n", 1, "too large"},
 	{"upstream: 127.0.0.1:1\nlog_level: loud\n", 2, "log_level: \"loud\" is not a log level"},
 	{"pools:\n  a:\n    balance: random\n    endpoints: [127.0.0.1:1]\n", 3,
-	 "not p2c or round_robin"},
+	 "not p2c, round_robin or hash"},
 	{"pools:\n  a:\n    keepalive: many\n    endpoints: [127.0.0.1:1]\n", 3,
 	 "pools.a.keepalive"},
 	{"pools:\n  a:\n    endpoints:\n      - {address: 127.0.0.1:1, weight: 0}\n", 4,
@@ -714,6 +714,149 @@ static void test_actions(void)
 	config_free(NULL);
 }
 
+/* Pool resilience (docs/pool.md): every key, the defaults, and errors. */
+static const struct err_case pool_err_cases[] = {
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    health: {pth: /}\n", 4,
+	 "unknown key \"pools.a.health.pth\""},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    health: {expect: 200-99}\n", 4,
+	 "not a status range"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    health: {path: nope}\n", 4,
+	 "a path starting with /"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    health: {rise: 0}\n", 4,
+	 "pools.a.health.rise: must be at least 1"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    outlier: {max_ejected: 150%}\n", 4,
+	 "percentage"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    breaker: {error_rate: 0}\n", 4,
+	 "must be at least 1"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    retry: {statuses: [99]}\n", 4,
+	 "not a status code"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    retry: {attempts: 11}\n", 4,
+	 "pools.a.retry.attempts"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    retry: {methods: some}\n", 4,
+	 "not idempotent or all"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    hedge: {delay: p99}\n", 4,
+	 "(or p95)"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    queue: {size: 10, wait: 1s}\n", 4,
+	 "pools.a.queue.wait"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    balance: hash\n", 2,
+	 "balance: hash needs hash_key"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    hash_key: query:x\n", 4,
+	 "header:NAME, cookie:NAME or cache_key"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    slow_start: fast\n", 4, "not a duration"},
+};
+
+static void test_pool_resilience(void)
+{
+	static const char yaml[] =
+		"pools:\n"
+		"  default: {endpoints: [127.0.0.1:1]}\n"
+		"  api:\n"
+		"    endpoints: [127.0.0.1:2, 127.0.0.1:3]\n"
+		"    balance: hash\n"
+		"    hash_key: \"cookie:session\"\n"
+		"    health: {path: /healthz, method: HEAD, expect: 200-204, interval: 2s,\n"
+		"             timeout: 500ms, rise: 3, fall: 4}\n"
+		"    outlier: {consecutive_failures: 7, ejection_time: 5s, max_ejection_time: 1m,\n"
+		"              max_ejected: 30%}\n"
+		"    breaker: {window: 40, min_requests: 8, error_rate: 60%, open_time: 3s, probes: 2}\n"
+		"    limits: {connections: 100, retries: 5}\n"
+		"    retry: {attempts: 4, statuses: [503, 429], budget: 10%, min_retries: 1,\n"
+		"            backoff: 10ms, max_backoff: 1s, per_try_timeout: 2s, timeout: 10s,\n"
+		"            methods: all, idempotency_header: X-Idem}\n"
+		"    hedge: {delay: p95, min_delay: 20ms}\n"
+		"    queue: {size: 50, timeout: 250ms}\n"
+		"    slow_start: 30s\n"
+		"  other:\n"
+		"    endpoints: [127.0.0.1:4]\n"
+		"    retry: {}\n"
+		"    hedge: {delay: 40ms}\n"
+		"    outlier: off\n";
+	struct config *c = NULL;
+	char err[1024], want[1024];
+
+	CHECK_MSG(config_load_file(write_yaml(yaml), &c, err, sizeof(err)) == 0, "load: %s", err);
+	if (!c)
+		return;
+	const struct cfg_pool *d = &c->pools[0], *a = &c->pools[1], *o = &c->pools[2];
+	/* defaults */
+	CHECK(!d->health.enabled && !d->breaker.enabled && !d->hedge.enabled);
+	CHECK_INT(d->retry.attempts, 1);
+	CHECK_INT(d->retry.n_statuses, 3);
+	CHECK_INT(d->retry.statuses[0], 502);
+	CHECK_INT(d->retry.budget, 20);
+	CHECK_INT(d->outlier.consecutive_failures, 5);
+	CHECK_INT(d->outlier.max_ejected, 50);
+	CHECK_INT(d->queue.size, 0);
+	CHECK_INT(d->limits.connections, 0);
+	CHECK_INT(d->slow_start, 0);
+	CHECK_STR(d->retry.idempotency_header, "Idempotency-Key");
+	/* everything set */
+	CHECK_INT(a->balance, CFG_BALANCE_HASH);
+	CHECK_INT(a->hash_key, CFG_HASH_COOKIE);
+	CHECK_STR(a->hash_name, "session");
+	CHECK(a->health.enabled);
+	CHECK_STR(a->health.path, "/healthz");
+	CHECK_STR(a->health.method, "HEAD");
+	CHECK_INT(a->health.expect_lo, 200);
+	CHECK_INT(a->health.expect_hi, 204);
+	CHECK_INT(a->health.interval, 2000);
+	CHECK_INT(a->health.timeout, 500);
+	CHECK_INT(a->health.rise, 3);
+	CHECK_INT(a->health.fall, 4);
+	CHECK_INT(a->outlier.consecutive_failures, 7);
+	CHECK_INT(a->outlier.ejection_time, 5000);
+	CHECK_INT(a->outlier.max_ejection_time, 60000);
+	CHECK_INT(a->outlier.max_ejected, 30);
+	CHECK(a->breaker.enabled);
+	CHECK_INT(a->breaker.window, 40);
+	CHECK_INT(a->breaker.min_requests, 8);
+	CHECK_INT(a->breaker.error_rate, 60);
+	CHECK_INT(a->breaker.open_time, 3000);
+	CHECK_INT(a->breaker.probes, 2);
+	CHECK_INT(a->limits.connections, 100);
+	CHECK_INT(a->limits.retries, 5);
+	CHECK_INT(a->retry.attempts, 4);
+	CHECK_INT(a->retry.n_statuses, 2);
+	CHECK_INT(a->retry.statuses[1], 429);
+	CHECK_INT(a->retry.budget, 10);
+	CHECK_INT(a->retry.min_retries, 1);
+	CHECK_INT(a->retry.backoff, 10);
+	CHECK_INT(a->retry.max_backoff, 1000);
+	CHECK_INT(a->retry.per_try_timeout, 2000);
+	CHECK_INT(a->retry.timeout, 10000);
+	CHECK(a->retry.all_methods);
+	CHECK_STR(a->retry.idempotency_header, "X-Idem");
+	CHECK(a->hedge.enabled && a->hedge.p95);
+	CHECK_INT(a->hedge.delay, 20);
+	CHECK_INT(a->queue.size, 50);
+	CHECK_INT(a->queue.timeout, 250);
+	CHECK_INT(a->slow_start, 30000);
+	/* "retry: {}" turns retries on with the defaults */
+	CHECK_INT(o->retry.attempts, 3);
+	CHECK(o->hedge.enabled && !o->hedge.p95);
+	CHECK_INT(o->hedge.delay, 40);
+	CHECK_INT(o->outlier.consecutive_failures, 0);
+	config_free(c);
+
+	for (size_t i = 0; i < sizeof(pool_err_cases) / sizeof(pool_err_cases[0]); i++) {
+		const struct err_case *e = &pool_err_cases[i];
+		const char *p = write_yaml(e->yaml);
+		size_t n;
+
+		c = NULL;
+		err[0] = 0;
+		if (config_load_file(p, &c, err, sizeof(err)) != -1 || c) {
+			test_fail(__FILE__, __LINE__, "pool case %zu: loaded, expected \"%s\"", i,
+				  e->want);
+			config_free(c);
+			continue;
+		}
+		n = (size_t)snprintf(want, sizeof(want), "%s:%u: ", p, e->line);
+		CHECK_MSG(!strncmp(err, want, n) && strstr(err + n, e->want),
+			  "pool case %zu: got \"%s\", expected \"%s%s\"", i, err, want, e->want);
+	}
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -755,6 +898,10 @@ int main(void)
 
 	test_begin("config_ipv6_and_names");
 	test_ipv6_and_names();
+	test_end();
+
+	test_begin("config_pool_resilience");
+	test_pool_resilience();
 	test_end();
 
 	test_begin("config_actions");

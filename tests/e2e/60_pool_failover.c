@@ -1,0 +1,216 @@
+/* 60_pool_failover — traffic shifts away from failing endpoints within a
+ * bounded number of failed requests (docs/pool.md):
+ * - refused (nothing listens): passive outlier ejection after
+ *   consecutive_failures, logged; with retries no client sees a failure;
+ * - hung (SIGSTOP): per_try_timeout + retry elsewhere, then ejection;
+ * - slow (--slow): P2C with EWMA latency sends almost nothing there;
+ * - readmission after the cool-down, with slow start. */
+#include "lib/harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int gw_port, pa, pb, pc, pd, dead1, dead2;
+static struct h_proc *gw, *oa, *ob, *oc, *od;
+
+static long fetch(const char *path, char *who, size_t wlen, double *ms)
+{
+	char u[256];
+	struct h_resp r;
+	struct h_req q = {.url = u, .timeout_ms = 8000};
+
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d%s", gw_port, path);
+	h_http(&q, &r);
+	if (who) {
+		who[0] = 0;
+		h_resp_header(&r, "X-Origin", who, wlen);
+	}
+	if (ms)
+		*ms = r.time_ms;
+	long st = r.status;
+	h_resp_free(&r);
+	return st;
+}
+
+static struct h_proc *origin(const char *name, int port, const char *slow)
+{
+	char listen[64];
+	char *argv[10];
+	int n = 0;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	argv[n++] = (char *)h_origin_path();
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	argv[n++] = "--name";
+	argv[n++] = (char *)name;
+	if (slow) {
+		argv[n++] = "--slow";
+		argv[n++] = (char *)slow;
+	}
+	argv[n] = NULL;
+	return h_spawn(name, argv, "127.0.0.1", port, 10000);
+}
+
+static void test_refused_no_retry(void)
+{
+	int fails = 0, late_fails = 0;
+
+	test_begin("refused_endpoint_ejected_bounded_failures");
+	for (int i = 0; i < 40; i++) {
+		long st = fetch("/x", NULL, 0, NULL);
+		if (st != 200) {
+			fails++;
+			if (i >= 20)
+				late_fails++;
+		}
+	}
+	/* consecutive_failures: 3, one worker */
+	CHECK_MSG(fails >= 1 && fails <= 3, "%d of 40 requests failed (want 1..3)", fails);
+	CHECK_MSG(late_fails == 0, "%d failures after the ejection", late_fails);
+	CHECK_MSG(h_log_contains(gw, "ejected for"), "no ejection in the log");
+	test_end();
+}
+
+static void test_refused_with_retry(void)
+{
+	int ok = 0;
+
+	test_begin("refused_endpoint_retried_elsewhere");
+	for (int i = 0; i < 30; i++)
+		ok += fetch("/r/x", NULL, 0, NULL) == 200;
+	CHECK_MSG(ok == 30, "%d of 30 requests answered 200 with retries on", ok);
+	test_end();
+}
+
+static void test_hang(void)
+{
+	int ok = 0, slow = 0;
+	double worst = 0;
+
+	test_begin("hung_endpoint_per_try_timeout_and_ejection");
+	h_signal(oc, SIGSTOP);
+	for (int i = 0; i < 20; i++) {
+		double ms;
+		char who[32];
+		long st = fetch("/h/x", who, sizeof(who), &ms);
+		ok += st == 200;
+		if (ms > 250)
+			slow++;
+		if (ms > worst)
+			worst = ms;
+	}
+	h_signal(oc, SIGCONT);
+	CHECK_MSG(ok == 20, "%d of 20 answered 200 (per-try timeout 300 ms, then retry)", ok);
+	/* consecutive_failures 2: at most 2 requests wait for the per-try timeout */
+	CHECK_MSG(slow <= 2, "%d requests waited for the hung endpoint", slow);
+	CHECK_MSG(worst < 2500, "worst %.0f ms", worst);
+	test_end();
+}
+
+static void test_slow(void)
+{
+	int to_slow = 0, ok = 0;
+
+	test_begin("slow_endpoint_avoided_by_ewma");
+	h_signal(od, SIGUSR1); /* +200 ms on D */
+	h_sleep_ms(100);
+	for (int i = 0; i < 40; i++) {
+		char who[32];
+		ok += fetch("/s/x", who, sizeof(who), NULL) == 200;
+		to_slow += !strcmp(who, "D");
+	}
+	h_signal(od, SIGUSR2);
+	CHECK_MSG(ok == 40, "%d of 40 ok", ok);
+	/* a couple of samples (and a decayed EWMA after a second) at most */
+	CHECK_MSG(to_slow <= 5, "%d of 40 requests went to the slow endpoint", to_slow);
+	test_end();
+}
+
+static void test_readmission(void)
+{
+	test_begin("ejected_endpoint_readmitted_with_slow_start");
+	/* pool "back": B is killed, ejected for 1 s, restarted, readmitted */
+	h_stop(ob, 2000);
+	int fails = 0;
+	for (int i = 0; i < 20; i++)
+		fails += fetch("/b/x", NULL, 0, NULL) != 200;
+	CHECK_MSG(fails >= 1 && fails <= 2, "%d failures before the ejection (want 1..2)", fails);
+	ob = origin("B", pb, NULL);
+	CHECK_MSG(ob != NULL, "B restarted");
+	h_sleep_ms(1300); /* ejection_time 1 s */
+	int to_b = 0, ok = 0;
+	for (int i = 0; i < 60; i++) {
+		char who[32];
+		ok += fetch("/b/x", who, sizeof(who), NULL) == 200;
+		to_b += !strcmp(who, "B");
+		h_sleep_ms(20);
+	}
+	CHECK_MSG(ok == 60, "%d of 60 ok after readmission", ok);
+	CHECK_MSG(to_b >= 1, "B got no traffic after its ejection ended");
+	test_end();
+}
+
+int main(void)
+{
+	h_init("60_pool_failover", 120);
+	gw_port = h_free_port();
+	pa = h_free_port();
+	pb = h_free_port();
+	pc = h_free_port();
+	pd = h_free_port();
+	dead1 = h_free_port();
+	dead2 = h_free_port();
+	oa = origin("A", pa, NULL);
+	ob = origin("B", pb, NULL);
+	oc = origin("C", pc, NULL);
+	od = origin("D", pd, "200");
+	if (!oa || !ob || !oc || !od) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflex-origin did not start");
+		return test_exit_code();
+	}
+	const char *cfg = h_write_config(
+		"workers: 1\n"
+		"listen: [\"127.0.0.1:%d\"]\n"
+		"admin: {listen: off}\n"
+		"timeouts: {upstream_connect: 1s, upstream_response: 5s, drain: 1s}\n"
+		"pools:\n"
+		"  default:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    outlier: {consecutive_failures: 3, ejection_time: 30s}\n"
+		"  retry:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    retry: {attempts: 3, backoff: 5ms, min_retries: 10}\n"
+		"  hang:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    balance: round_robin\n"
+		"    outlier: {consecutive_failures: 2, ejection_time: 30s}\n"
+		"    retry: {attempts: 2, backoff: 1ms, per_try_timeout: 300ms}\n"
+		"  slow:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"  back:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    outlier: {consecutive_failures: 2, ejection_time: 1s}\n"
+		"    slow_start: 500ms\n"
+		"routes:\n"
+		"  - {path_prefix: /r/, pool: retry}\n"
+		"  - {path_prefix: /h/, pool: hang}\n"
+		"  - {path_prefix: /s/, pool: slow}\n"
+		"  - {path_prefix: /b/, pool: back}\n",
+		gw_port, pa, pb, dead1, pa, pb, dead2, pa, pc, pa, pd, pa, pb);
+	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflexd did not start (config %s)", cfg);
+		return test_exit_code();
+	}
+	test_refused_no_retry();
+	test_refused_with_retry();
+	test_hang();
+	test_slow();
+	test_readmission();
+	h_finish(gw, 5000);
+	return test_exit_code();
+}
