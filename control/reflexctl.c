@@ -104,20 +104,26 @@ static int load_token(struct ctl *c)
 /* ---- requests -------------------------------------------------------------- */
 
 /* EXIT_OK with *r filled (any status), or an exit code after a message. */
-static int call(struct ctl *c, const char *method, const char *path, bool auth, struct ctl_resp *r)
+static int call_body(struct ctl *c, const char *method, const char *path, bool auth,
+		     const char *body, struct ctl_resp *r)
 {
 	char err[512];
 	int rc;
 
 	if (auth && (rc = load_token(c)))
 		return rc;
-	rc = ctl_request(&c->target, method, path, auth && c->token[0] ? c->token : NULL, NULL, 0,
-			 c->timeout_ms, r, err, sizeof(err));
+	rc = ctl_request(&c->target, method, path, auth && c->token[0] ? c->token : NULL, body,
+			 body ? strlen(body) : 0, c->timeout_ms, r, err, sizeof(err));
 	if (rc == CTL_ECONNECT)
 		return fail(EXIT_CONNECT, "%s", err);
 	if (rc)
 		return fail(EXIT_CONNECT, "%s", err);
 	return EXIT_OK;
+}
+
+static int call(struct ctl *c, const char *method, const char *path, bool auth, struct ctl_resp *r)
+{
+	return call_body(c, method, path, auth, NULL, r);
 }
 
 /* GET path as JSON; EXIT_OK with *out, or an exit code after a message. */
@@ -694,6 +700,98 @@ static int cmd_top(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- cache (docs/cache.md) ------------------------------------------------------- */
+
+/* JSON string literal of s (for request bodies). */
+static char *json_quote(const char *s)
+{
+	size_t n = strlen(s), o = 0;
+	char *q = malloc(n * 6 + 3);
+
+	if (!q)
+		return NULL;
+	q[o++] = '"';
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			o += (size_t)sprintf(q + o, "\\%c", ch);
+		else if (ch < 0x20)
+			o += (size_t)sprintf(q + o, "\\u%04x", ch);
+		else
+			q[o++] = (char)ch;
+	}
+	q[o++] = '"';
+	q[o] = 0;
+	return q;
+}
+
+static int cmd_cache_purge(struct ctl *c, int argc, char **argv)
+{
+	const char *kind = NULL, *value = NULL;
+	struct ctl_resp r = {0};
+	int rc;
+
+	if (argc == 2 && (!strcmp(argv[0], "--url") || !strcmp(argv[0], "--prefix") ||
+			  !strcmp(argv[0], "--tag"))) {
+		kind = argv[0] + 2;
+		value = argv[1];
+	} else {
+		return fail(EXIT_USAGE, "cache purge: give one of --url U, --prefix P, --tag T");
+	}
+	char *q = json_quote(value), *body = q ? malloc(strlen(q) + 32) : NULL;
+	if (!body) {
+		free(q);
+		return fail(EXIT_NO, "out of memory");
+	}
+	sprintf(body, "{\"%s\":%s}", kind, q);
+	free(q);
+	if (!c->token_file)
+		fprintf(stderr, "%s: cache purge: no --token-file given; the gateway will refuse\n",
+			prog);
+	rc = call_body(c, "POST", "/cache/purge", true, body, &r);
+	free(body);
+	if (rc)
+		return rc;
+	if (c->json)
+		print_body(&r);
+	if (r.status != 200) {
+		rc = c->json ? EXIT_NO : http_failure("cache purge refused", &r);
+		ctl_resp_free(&r);
+		return rc;
+	}
+	if (!c->json) {
+		struct json *j = NULL;
+		char err[64];
+		j = json_parse(r.body, r.len, err, sizeof(err));
+		printf("purged %.0f object%s\n", json_num(json_get(j, "purged"), 0),
+		       json_num(json_get(j, "purged"), 0) == 1 ? "" : "s");
+		json_free(j);
+	}
+	ctl_resp_free(&r);
+	return EXIT_OK;
+}
+
+static int cmd_cache_show(struct ctl *c, int argc, char **argv)
+{
+	struct ctl_resp r = {0};
+	struct json *j;
+	int rc;
+
+	if (argc)
+		return fail(EXIT_USAGE, "cache show: unexpected argument \"%s\"", argv[0]);
+	if ((rc = get_json(c, "/cache", &r, &j)))
+		return rc;
+	if (c->json) {
+		print_body(&r);
+	} else {
+		pp(stdout, j, 0);
+		fputc('\n', stdout);
+	}
+	json_free(j);
+	ctl_resp_free(&r);
+	return EXIT_OK;
+}
+
 /* ---- the table --------------------------------------------------------------------- */
 
 static const struct command commands[] = {
@@ -730,8 +828,16 @@ static const struct command commands[] = {
 	 "link to the previous record hold, 1 with the first broken record otherwise\n"
 	 "(or when FILE cannot be read).\n",
 	 cmd_audit_verify},
-	/* later issues add their groups here: {"cache", "purge", ...},
-	 * {"limits", "show", ...}, {"rules", "list", ...}, {NULL, "events", ...} */
+	{"cache", "show", "", "the L1 cache: objects, bytes, inserts, evictions",
+	 "GET /cache, pretty-printed (--json: as sent).\n", cmd_cache_show},
+	{"cache", "purge", "--url URL | --prefix URL | --tag TAG",
+	 "drop cached objects (needs --token-file)",
+	 "POST /cache/purge: drop the object stored for one URL, every object whose\n"
+	 "URL starts with a prefix, or every object carrying a tag. Prints how many\n"
+	 "objects were dropped. The purge is recorded in the audit log.\n",
+	 cmd_cache_purge},
+	/* later issues add their groups here: {"limits", "show", ...},
+	 * {"rules", "list", ...}, {NULL, "events", ...} */
 };
 static const size_t n_commands = sizeof(commands) / sizeof(commands[0]);
 

@@ -209,6 +209,33 @@ static void test_reload(void)
 	test_end();
 }
 
+static void test_cache(void)
+{
+	char *out;
+	int rc;
+
+	test_begin("cache_show_and_purge");
+	rc = ctl(&out, "--admin", admin_arg, "--json", "cache", "show", NULL);
+	CHECK_INT(rc, 0);
+	struct json *j = parse(out, "cache show");
+	CHECK(json_get(j, "enabled") && json_get(j, "objects"));
+	json_free(j);
+	free(out);
+	rc = ctl(&out, "--admin", admin_arg, "cache", "purge", "--prefix", "http://x/", NULL);
+	CHECK_MSG(rc == 1 && out && strstr(out, "401"), "no token: exit %d: %s", rc,
+		  out ? out : "");
+	free(out);
+	rc = ctl(&out, "--admin", admin_arg, "--token-file", token_path, "cache", "purge", "--url",
+		 "http://x/a\"b", NULL);
+	CHECK_MSG(rc == 0 && out && strstr(out, "purged 0 objects"), "exit %d: %s", rc,
+		  out ? out : "");
+	free(out);
+	rc = ctl(&out, "--admin", admin_arg, "cache", "purge", NULL);
+	CHECK_MSG(rc == 2, "no selector: exit %d", rc);
+	free(out);
+	test_end();
+}
+
 static void test_top(void)
 {
 	char *out;
@@ -377,6 +404,7 @@ int main(void)
 		test_status();
 		test_reads();
 		test_reload();
+		test_cache();
 		test_top();
 	}
 	test_exit_codes();
