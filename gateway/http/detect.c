@@ -428,6 +428,9 @@ static bool v_phone(struct cand *c)
 			return nd == 11 && nanp_ok(d + 1);
 		return true;
 	}
+	/* "252.227-7014" is a regulation clause: dotted numbers use dots only. */
+	if (memchr(p, '.', n) && (memchr(p, '-', n) || memchr(p, ' ', n) || memchr(p, '(', n)))
+		return false;
 	if (nd == 11 && d[0] == '1')
 		return nanp_ok(d + 1);
 	return nd == 10 && nanp_ok(d);

@@ -246,6 +246,8 @@ def phone_rows():
         "The range 100-200-300 repeats",
         "version 10.0.19041.1288",
         "+1 23",
+        "as defined at 48 C.F.R. § 252.227-7014(a)(1)",
+        "DFARS 252.227-7013 (c) (1) applies",
     ]
     return [("+phone", t) for t in pos] + [("-phone", t) for t in neg]
 
