@@ -126,23 +126,6 @@ static int call(struct ctl *c, const char *method, const char *path, bool auth, 
 	return call_body(c, method, path, auth, NULL, r);
 }
 
-/* GET path as JSON; EXIT_OK with *out, or an exit code after a message. */
-static int get_json(struct ctl *c, const char *path, struct ctl_resp *r, struct json **out)
-{
-	char err[256];
-	int rc = call(c, "GET", path, false, r);
-
-	*out = NULL;
-	if (rc)
-		return rc;
-	*out = json_parse(r->body, r->len, err, sizeof(err));
-	if (!*out) {
-		ctl_resp_free(r);
-		return fail(EXIT_NO, "GET %s: not JSON (%s)", path, err);
-	}
-	return EXIT_OK;
-}
-
 /* The gateway's "error" member, or the body. */
 static const char *error_text(const struct ctl_resp *r, struct json **j)
 {
@@ -161,6 +144,31 @@ static int http_failure(const char *what, const struct ctl_resp *r)
 
 	json_free(j);
 	return rc;
+}
+
+/* GET path as JSON; EXIT_OK with *out, or an exit code after a message. */
+static int get_json(struct ctl *c, const char *path, struct ctl_resp *r, struct json **out)
+{
+	char err[256];
+	int rc = call(c, "GET", path, false, r);
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	if (r->status != 200) {
+		char what[300];
+
+		snprintf(what, sizeof(what), "GET %s", path);
+		rc = http_failure(what, r);
+		ctl_resp_free(r);
+		return rc;
+	}
+	*out = json_parse(r->body, r->len, err, sizeof(err));
+	if (!*out) {
+		ctl_resp_free(r);
+		return fail(EXIT_NO, "GET %s: not JSON (%s)", path, err);
+	}
+	return EXIT_OK;
 }
 
 /* ---- output helpers ---------------------------------------------------------- */
