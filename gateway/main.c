@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "http/cache.h"
 #include "core/accesslog.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -394,6 +395,7 @@ int main(int argc, char **argv)
 
 	struct admin *admin = NULL;
 	if (cfg->admin.enabled) {
+		cache_admin_register(); /* POST /cache/purge, GET /cache */
 		admin = admin_start(&G, err, sizeof(err));
 		if (!admin) {
 			log_error("admin API: %s", err);

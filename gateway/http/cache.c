@@ -23,8 +23,12 @@
 /* How long a "recently uncacheable" marker keeps misses of a key from
  * waiting for each other (Varnish's hit-for-miss). */
 #define PASS_TTL_MS 10000
-/* How long a stale object with a validator is kept for revalidation. */
+/* How long a stale object with a validator is kept for revalidation, and
+ * how long any stale object is kept for clients that accept stale ones
+ * (max-stale); the byte budget evicts them first anyway (SIEVE: stale
+ * objects are not hit). */
 #define VALIDATOR_KEEP_MS 3600000
+#define STALE_KEEP_MS 300000
 #define URL_MAX 4096
 #define VARY_NAMES_MAX 512
 
@@ -731,7 +735,7 @@ enum step_result cache_step(struct request *r)
 		cr->lookup_done = true;
 		return STEP_NEXT;
 	}
-	if (!cr->no_coalesce && !cr->stale) {
+	if (!cr->no_coalesce) {
 		struct cache_wait *wt = calloc(1, sizeof(*wt));
 		struct cache_entry *hit = NULL;
 		if (wt) {
@@ -739,7 +743,7 @@ enum step_result cache_step(struct request *r)
 			wt->task.fn = on_wake_task;
 			wt->w = cr->w;
 			wt->ticket = cr->ticket = ++tls_ticket;
-			enum cache_claim cl = cache_store_claim(&cr->key, &wt->base, &hit);
+			enum cache_claim cl = cache_store_claim(&cr->key, &wt->base, cr->stale, &hit);
 			if (cl == CACHE_CLAIM_HIT) {
 				free(wt);
 				set_cs(cr, "hit");
@@ -772,7 +776,7 @@ enum step_result cache_step(struct request *r)
 		cr->revalidating = cr->stale->meta.has_validator;
 		if (cr->revalidating)
 			STAT_INC(cr->w->stats.cache_revalidations);
-		set_cs(cr, "fwd=stale");
+		set_cs(cr, "fwd=%s", cr->rq.cc.no_cache ? "request" : "stale");
 	} else {
 		set_cs(cr, "fwd=%s", cr->rq.cc.no_cache ? "request" : "uri-miss");
 	}
@@ -793,6 +797,8 @@ static int64_t keep_until(const struct cache_meta *m, int64_t grace_ms)
 		extra = (int64_t)m->sie_s * 1000;
 	if (m->has_validator && extra < VALIDATOR_KEEP_MS)
 		extra = VALIDATOR_KEEP_MS;
+	if (!m->must_revalidate && extra < STALE_KEEP_MS)
+		extra = STALE_KEEP_MS;
 	return m->response_time_ms - m->initial_age_ms + m->lifetime_ms + extra;
 }
 

@@ -450,7 +450,7 @@ static struct pending **pending_slot(struct shard *sh, const struct cache_key *k
 }
 
 enum cache_claim cache_store_claim(const struct cache_key *k, struct cache_waiter *wt,
-				   struct cache_entry **hit)
+				   const struct cache_entry *skip, struct cache_entry **hit)
 {
 	struct shard *sh = shard_of(k);
 	enum cache_claim res;
@@ -460,7 +460,7 @@ enum cache_claim cache_store_claim(const struct cache_key *k, struct cache_waite
 		return CACHE_CLAIM_LEADER;
 	ck_spinlock_fas_lock(&sh->lock);
 	struct cache_entry *e = ck_hs_get(&sh->hs, (unsigned long)k->lo, k);
-	if (e && e->kind == CACHE_OBJECT && entry_tryget(e)) {
+	if (e && e != skip && e->kind == CACHE_OBJECT && entry_tryget(e)) {
 		*hit = e;
 		res = CACHE_CLAIM_HIT;
 		goto out;

@@ -130,12 +130,12 @@ struct cache_waiter {
 
 enum cache_claim { CACHE_CLAIM_LEADER, CACHE_CLAIM_WAITER, CACHE_CLAIM_HIT };
 
-/* Claim a missed key: a HIT (an entry appeared meanwhile; *hit holds a
- * reference), WAITER (wt was queued; it will be told), or LEADER (fetch it,
+/* Claim a missed key: a HIT (an entry other than `skip` — the stale one
+ * being revalidated — appeared meanwhile; *hit holds a reference), WAITER (wt was queued; it will be told), or LEADER (fetch it,
  * then call cache_store_finish). -ENOMEM is reported as LEADER without a
  * claim (the caller just fetches). */
 enum cache_claim cache_store_claim(const struct cache_key *k, struct cache_waiter *wt,
-				   struct cache_entry **hit);
+				   const struct cache_entry *skip, struct cache_entry **hit);
 /* The leader is done with k: every waiter's on_done(result) runs. */
 void cache_store_finish(const struct cache_key *k, int result);
 

@@ -1,0 +1,112 @@
+/* cache_admin.c — the cache's admin endpoints (docs/cache.md):
+ *
+ *   POST /cache/purge  {"url": U} | {"prefix": U} | {"tag": T}   (mutation)
+ *        → {"purged": N}
+ *   GET  /cache        → {"enabled":..., "objects":..., "bytes":..., ...}
+ *
+ * They run on the admin thread; the store is safe to use from any thread.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "admin.h"
+#include "core/jsonw.h"
+#include "gateway.h"
+#include "http/cache.h"
+#include "http/cache_store.h"
+
+/* The string value of "key" in a flat JSON object (escapes \" and \\ only;
+ * enough for URLs and tags). Returns its length, or -1 if absent. */
+static int json_string(const char *body, size_t len, const char *key, char *out, size_t cap)
+{
+	char pat[32];
+	int pl = snprintf(pat, sizeof(pat), "\"%s\"", key);
+	const char *p = memmem(body, len, pat, (size_t)pl), *end = body + len;
+	size_t o = 0;
+
+	if (!p)
+		return -1;
+	p += pl;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	if (p >= end || *p != ':')
+		return -1;
+	p++;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	if (p >= end || *p != '"')
+		return -1;
+	for (p++; p < end && *p != '"'; p++) {
+		if (*p == '\\' && p + 1 < end)
+			p++;
+		if (o + 1 >= cap)
+			return -1;
+		out[o++] = *p;
+	}
+	if (p >= end)
+		return -1;
+	out[o] = 0;
+	return (int)o;
+}
+
+static int json_error(struct admin_resp *resp, int status, const char *msg)
+{
+	resp->status = status;
+	return buf_appends(&resp->body, "{\"error\":") || jsonw_buf_str(&resp->body, msg) ||
+			       buf_appends(&resp->body, "}\n")
+		       ? -1
+		       : 0;
+}
+
+static int h_purge(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	char v[4096];
+	int n;
+	size_t purged;
+	const char *kind;
+
+	if ((n = json_string(req->body, req->body_len, "url", v, sizeof(v))) >= 0) {
+		kind = "url";
+		purged = cache_purge_url(v, (size_t)n, false);
+	} else if ((n = json_string(req->body, req->body_len, "prefix", v, sizeof(v))) >= 0) {
+		kind = "prefix";
+		purged = cache_purge_url(v, (size_t)n, true);
+	} else if ((n = json_string(req->body, req->body_len, "tag", v, sizeof(v))) > 0) {
+		kind = "tag";
+		purged = cache_purge_tag(v, (size_t)n);
+	} else {
+		return json_error(resp, 400,
+				  "expected a JSON object with \"url\", \"prefix\" or \"tag\"");
+	}
+	cache_store_barrier(); /* the purged objects' memory is back before we answer */
+	snprintf(resp->audit, sizeof(resp->audit), "cache purge %s %.200s: %zu", kind, v, purged);
+	return buf_appendf(&resp->body, "{\"purged\":%zu,\"%s\":", purged, kind) ||
+			       jsonw_buf_str(&resp->body, v) || buf_appends(&resp->body, "}\n")
+		       ? -1
+		       : 0;
+}
+
+static int h_cache(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
+	struct cache_stats_global s;
+
+	cache_store_stats(&s);
+	int rc = buf_appendf(&resp->body,
+			     "{\"enabled\":%s,\"memory\":%llu,\"objects\":%llu,\"bytes\":%llu,"
+			     "\"inserts\":%llu,\"evictions\":%llu,\"purged\":%llu}\n",
+			     cfg->cache.enabled ? "true" : "false",
+			     (unsigned long long)cfg->cache.memory, (unsigned long long)s.objects,
+			     (unsigned long long)s.bytes, (unsigned long long)s.inserts,
+			     (unsigned long long)s.evictions, (unsigned long long)s.purged);
+	if (g->config_put)
+		g->config_put(g, cfg);
+	return rc ? -1 : 0;
+}
+
+void cache_admin_register(void)
+{
+	/* -EEXIST on a second call is fine (tests start the admin twice) */
+	admin_register("POST", "/cache/purge", true, h_purge);
+	admin_register("GET", "/cache", false, h_cache);
+}

@@ -1,0 +1,455 @@
+/* 40_cache_rfc — the cache's HTTP semantics through real sockets
+ * (docs/cache.md): every directive observably changes what the origin sees
+ * (its /__stats request count) and what the client gets (Cache-Status,
+ * Age, the body). reflex-origin sets the response fields from the query
+ * (cc=, etag=, vary=, expires=, hdr=), and X-Origin-* request headers (not
+ * part of the cache key) change its answer for one request (status, delay). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "tests/e2e/lib/harness.h"
+
+static int gw_port, o_port, o2_port;
+static struct h_proc *o2;
+
+static long origin_requests(int port)
+{
+	char url[128];
+	struct h_resp r;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/__stats", port);
+	long st = h_get(url, &r);
+	const char *p = r.body ? strstr(r.body, "\"requests\":") : NULL;
+	long n = st == 200 && p ? atol(p + 11) : -1;
+	h_resp_free(&r);
+	return n;
+}
+
+/* GET (or HEAD) path through the gateway with optional extra headers. */
+static long req(const char *path, const char *const *headers, bool head, struct h_resp *r)
+{
+	char url[1024];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
+	struct h_req q = { .url = url, .headers = headers, .head = head };
+	if (h_http(&q, r) != 0)
+		return -1;
+	return r->status;
+}
+
+static bool cs_has(const struct h_resp *r, const char *needle)
+{
+	char v[256];
+
+	return h_resp_header(r, "Cache-Status", v, sizeof(v)) && strstr(v, needle);
+}
+
+static const char *cs(const struct h_resp *r)
+{
+	static char v[256];
+
+	if (!h_resp_header(r, "Cache-Status", v, sizeof(v)))
+		strcpy(v, "(none)");
+	return v;
+}
+
+/* Two GETs of path: how many reached the origin, and whether the second
+ * was a hit. */
+static long twice(const char *path, bool *second_hit)
+{
+	struct h_resp r;
+	long before = origin_requests(o_port);
+
+	req(path, NULL, false, &r);
+	h_resp_free(&r);
+	req(path, NULL, false, &r);
+	*second_hit = cs_has(&r, "hit");
+	h_resp_free(&r);
+	return origin_requests(o_port) - before;
+}
+
+static void test_miss_hit_age(void)
+{
+	struct h_resp r;
+	long before = origin_requests(o_port);
+	char age[32];
+
+	test_begin("miss_then_hit_with_age");
+	CHECK_INT(req("/t/basic?cc=max-age%3D60", NULL, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "fwd=uri-miss") && cs_has(&r, "stored"), "first: %s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(req("/t/basic?cc=max-age%3D60", NULL, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "hit"), "second: %s", cs(&r));
+	CHECK(r.body_bytes == 1024 && r.body_hash == h_pattern_hash(1024));
+	CHECK(h_resp_header(&r, "Age", age, sizeof(age)));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	h_sleep_ms(2100);
+	CHECK_INT(req("/t/basic?cc=max-age%3D60", NULL, false, &r), 200);
+	CHECK_MSG(h_resp_header(&r, "Age", age, sizeof(age)) && atoi(age) >= 2,
+		  "Age grows with time: %s", age);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	test_end();
+}
+
+static void test_response_directives(void)
+{
+	bool hit;
+	char path[256], date[40];
+	time_t t = time(NULL) + 120;
+	struct tm tm;
+
+	test_begin("no_store_not_stored");
+	CHECK_INT(twice("/t/ns?cc=no-store,max-age%3D60", &hit), 2);
+	CHECK(!hit);
+	test_end();
+
+	test_begin("private_not_stored");
+	CHECK_INT(twice("/t/priv?cc=private,max-age%3D60", &hit), 2);
+	test_end();
+
+	test_begin("no_freshness_not_stored");
+	CHECK_INT(twice("/t/plain", &hit), 2);
+	test_end();
+
+	test_begin("s_maxage_for_shared_caches");
+	CHECK_INT(twice("/t/smax?cc=max-age%3D0,s-maxage%3D60", &hit), 1);
+	CHECK(hit);
+	test_end();
+
+	test_begin("expires_gives_freshness");
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof(date), "%a,%%20%d%%20%b%%20%Y%%20%H:%M:%S%%20GMT", &tm);
+	snprintf(path, sizeof(path), "/t/exp?expires=%s", date);
+	CHECK_INT(twice(path, &hit), 1);
+	CHECK(hit);
+	test_end();
+
+	test_begin("expires_in_the_past_is_stale");
+	CHECK_INT(twice("/t/exp2?expires=Thu,%2001%20Jan%201970%2000:00:00%20GMT", &hit), 2);
+	test_end();
+
+	test_begin("set_cookie_not_shared_unless_public");
+	CHECK_INT(twice("/t/ck?cc=max-age%3D60&hdr=Set-Cookie:a%3D1", &hit), 2);
+	CHECK_INT(twice("/t/ck2?cc=public,max-age%3D60&hdr=Set-Cookie:a%3D1", &hit), 1);
+	test_end();
+
+	test_begin("vary_star_not_stored");
+	CHECK_INT(twice("/t/vs?cc=max-age%3D60&vary=*", &hit), 2);
+	test_end();
+
+	test_begin("status_404_stored_500_too");
+	CHECK_INT(twice("/t/404?cc=max-age%3D60&status=404", &hit), 1);
+	test_end();
+}
+
+static void test_request_directives(void)
+{
+	struct h_resp r;
+	const char *p = "/t/reqd?cc=max-age%3D60";
+	long before;
+
+	req(p, NULL, false, &r); /* stored */
+	h_resp_free(&r);
+
+	test_begin("request_max_age_0_goes_to_origin");
+	before = origin_requests(o_port);
+	const char *ma0[] = { "Cache-Control: max-age=0", NULL };
+	req(p, ma0, false, &r);
+	CHECK_MSG(!cs_has(&r, "hit"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	test_end();
+
+	test_begin("request_no_cache_goes_to_origin");
+	before = origin_requests(o_port);
+	const char *nc[] = { "Cache-Control: no-cache", NULL };
+	req(p, nc, false, &r);
+	CHECK_MSG(cs_has(&r, "fwd=request"), "%s", cs(&r));
+	h_resp_free(&r);
+	const char *pragma[] = { "Pragma: no-cache", NULL };
+	req(p, pragma, false, &r);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 2);
+	test_end();
+
+	test_begin("request_min_fresh");
+	before = origin_requests(o_port);
+	const char *mf_ok[] = { "Cache-Control: min-fresh=10", NULL };
+	req(p, mf_ok, false, &r);
+	CHECK_MSG(cs_has(&r, "hit"), "%s", cs(&r));
+	h_resp_free(&r);
+	const char *mf_no[] = { "Cache-Control: min-fresh=100", NULL };
+	req(p, mf_no, false, &r);
+	CHECK_MSG(!cs_has(&r, "hit"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	test_end();
+
+	test_begin("request_no_store_bypasses");
+	before = origin_requests(o_port);
+	const char *ns[] = { "Cache-Control: no-store", NULL };
+	req(p, ns, false, &r);
+	CHECK_MSG(cs_has(&r, "bypass"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	test_end();
+
+	test_begin("only_if_cached");
+	before = origin_requests(o_port);
+	const char *oic[] = { "Cache-Control: only-if-cached", NULL };
+	CHECK_INT(req("/t/never-seen", oic, false, &r), 504);
+	h_resp_free(&r);
+	CHECK_INT(req(p, oic, false, &r), 200);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 0);
+	test_end();
+
+	test_begin("authorization_not_shared");
+	before = origin_requests(o_port);
+	const char *auth[] = { "Authorization: Bearer x", NULL };
+	req("/t/auth?cc=max-age%3D60", auth, false, &r);
+	h_resp_free(&r);
+	req("/t/auth?cc=max-age%3D60", NULL, false, &r);
+	h_resp_free(&r);
+	req("/t/auth2?cc=public,max-age%3D60", auth, false, &r);
+	h_resp_free(&r);
+	req("/t/auth2?cc=public,max-age%3D60", NULL, false, &r);
+	CHECK_MSG(cs_has(&r, "hit"), "public response stored from an authorized request: %s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 3);
+	test_end();
+}
+
+static void test_stale(void)
+{
+	struct h_resp r;
+	long before;
+
+	test_begin("max_stale_serves_stale");
+	req("/t/ms?cc=max-age%3D1", NULL, false, &r);
+	h_resp_free(&r);
+	req("/t/mr?cc=max-age%3D1,must-revalidate", NULL, false, &r);
+	h_resp_free(&r);
+	h_sleep_ms(2100);
+	before = origin_requests(o_port);
+	const char *mx[] = { "Cache-Control: max-stale", NULL };
+	req("/t/ms?cc=max-age%3D1", mx, false, &r);
+	CHECK_MSG(cs_has(&r, "max-stale"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 0);
+	test_end();
+
+	test_begin("must_revalidate_never_stale");
+	before = origin_requests(o_port);
+	req("/t/mr?cc=max-age%3D1,must-revalidate", mx, false, &r);
+	CHECK_MSG(!cs_has(&r, "max-stale"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	test_end();
+
+	test_begin("stale_while_revalidate");
+	/* max-age 4: the refreshed copy must still be fresh a second later
+	 * (Date has a one-second granularity) */
+	const char *swr = "/t/swr?cc=max-age%3D4,stale-while-revalidate%3D60";
+	req(swr, NULL, false, &r);
+	h_resp_free(&r);
+	h_sleep_ms(5100);
+	before = origin_requests(o_port);
+	const char *slow[] = { "X-Origin-Delay: 800", NULL };
+	double t0 = h_now_ms();
+	CHECK_INT(req(swr, slow, false, &r), 200);
+	double took = h_now_ms() - t0;
+	CHECK_MSG(cs_has(&r, "stale-while-revalidate"), "%s", cs(&r));
+	CHECK_MSG(took < 600, "the stale answer waited for the refresh: %.0f ms", took);
+	CHECK(r.body_hash == h_pattern_hash(1024));
+	h_resp_free(&r);
+	h_sleep_ms(1000);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(req(swr, NULL, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "hit") && !cs_has(&r, "stale"), "refreshed: %s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	test_end();
+
+	test_begin("stale_if_error_on_5xx");
+	req("/t/sie?cc=max-age%3D1,stale-if-error%3D60", NULL, false, &r);
+	h_resp_free(&r);
+	req("/t/nosie?cc=max-age%3D1", NULL, false, &r);
+	h_resp_free(&r);
+	h_sleep_ms(2100);
+	const char *fail[] = { "X-Origin-Status: 503", NULL };
+	CHECK_INT(req("/t/sie?cc=max-age%3D1,stale-if-error%3D60", fail, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "stale-if-error"), "%s", cs(&r));
+	CHECK(r.body_hash == h_pattern_hash(1024));
+	h_resp_free(&r);
+	CHECK_INT(req("/t/nosie?cc=max-age%3D1", fail, false, &r), 503);
+	h_resp_free(&r);
+	test_end();
+
+	test_begin("stale_if_error_on_connect_failure");
+	CHECK_INT(req("/o2/sie?cc=max-age%3D1,stale-if-error%3D60", NULL, false, &r), 200);
+	h_resp_free(&r);
+	h_stop(o2, 3000);
+	h_sleep_ms(1100);
+	CHECK_INT(req("/o2/sie?cc=max-age%3D1,stale-if-error%3D60", NULL, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "stale-if-error"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(req("/o2/other?cc=max-age%3D1", NULL, false, &r), 502);
+	h_resp_free(&r);
+	test_end();
+}
+
+static void test_revalidation(void)
+{
+	struct h_resp r;
+	long before;
+	const char *p = "/t/rv?cc=max-age%3D1&etag=%22v1%22";
+
+	test_begin("revalidation_304_refreshes");
+	req(p, NULL, false, &r);
+	h_resp_free(&r);
+	h_sleep_ms(2100);
+	before = origin_requests(o_port);
+	const char *s304[] = { "X-Origin-Status: 304", NULL };
+	CHECK_INT(req(p, s304, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "fwd-status=304"), "%s", cs(&r));
+	CHECK(r.body_bytes == 1024 && r.body_hash == h_pattern_hash(1024));
+	h_resp_free(&r);
+	CHECK_INT(req(p, NULL, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "hit"), "fresh again after the 304: %s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 1);
+	test_end();
+
+	test_begin("no_cache_response_revalidates_each_time");
+	const char *nc = "/t/ncr?cc=no-cache,max-age%3D60&etag=%22n1%22";
+	req(nc, NULL, false, &r);
+	h_resp_free(&r);
+	before = origin_requests(o_port);
+	CHECK_INT(req(nc, s304, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "fwd-status=304"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(req(nc, s304, false, &r), 200);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 2);
+	test_end();
+
+	test_begin("client_conditional_answered_304");
+	const char *c = "/t/cond?cc=max-age%3D60&etag=%22c1%22&lm=Sun,%2006%20Nov%201994%2008:49:37%20GMT";
+	req(c, NULL, false, &r);
+	h_resp_free(&r);
+	before = origin_requests(o_port);
+	const char *inm[] = { "If-None-Match: \"x\", \"c1\"", NULL };
+	CHECK_INT(req(c, inm, false, &r), 304);
+	CHECK(r.body_bytes == 0);
+	h_resp_free(&r);
+	const char *inm_no[] = { "If-None-Match: \"zz\"", NULL };
+	CHECK_INT(req(c, inm_no, false, &r), 200);
+	h_resp_free(&r);
+	const char *ims[] = { "If-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT", NULL };
+	CHECK_INT(req(c, ims, false, &r), 304);
+	h_resp_free(&r);
+	const char *ims_old[] = { "If-Modified-Since: Sat, 05 Nov 1994 08:49:37 GMT", NULL };
+	CHECK_INT(req(c, ims_old, false, &r), 200);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 0);
+	test_end();
+}
+
+static void test_vary_head_invalidate(void)
+{
+	struct h_resp r;
+	long before = origin_requests(o_port);
+	const char *p = "/t/vary?cc=max-age%3D60&vary=Accept-Language";
+	const char *en[] = { "Accept-Language: en", NULL }, *fr[] = { "Accept-Language: fr", NULL };
+	const char *en2[] = { "Accept-Language:   en  ", NULL };
+
+	test_begin("vary_two_variants");
+	req(p, en, false, &r);
+	h_resp_free(&r);
+	req(p, fr, false, &r);
+	CHECK_MSG(!cs_has(&r, "hit"), "fr is another variant: %s", cs(&r));
+	h_resp_free(&r);
+	req(p, en2, false, &r);
+	CHECK_MSG(cs_has(&r, "hit"), "en again: %s", cs(&r));
+	h_resp_free(&r);
+	req(p, fr, false, &r);
+	CHECK_MSG(cs_has(&r, "hit"), "fr again: %s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 2);
+	test_end();
+
+	test_begin("head_from_stored_get");
+	before = origin_requests(o_port);
+	char cl[32];
+	CHECK_INT(req("/t/basic?cc=max-age%3D60", NULL, true, &r), 200);
+	CHECK_MSG(cs_has(&r, "hit"), "%s", cs(&r));
+	CHECK(h_resp_header(&r, "Content-Length", cl, sizeof(cl)) && atoi(cl) == 1024);
+	CHECK(r.body_bytes == 0);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 0);
+	test_end();
+
+	test_begin("post_invalidates");
+	const char *ip = "/t/inv?cc=max-age%3D60";
+	req(ip, NULL, false, &r);
+	h_resp_free(&r);
+	before = origin_requests(o_port);
+	char url[256];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, ip);
+	struct h_req post = { .url = url, .body = "x", .body_len = 1 };
+	h_http(&post, &r);
+	CHECK_INT(r.status, 200);
+	h_resp_free(&r);
+	req(ip, NULL, false, &r);
+	CHECK_MSG(!cs_has(&r, "hit"), "after POST: %s", cs(&r));
+	h_resp_free(&r);
+	req(ip, NULL, false, &r);
+	CHECK_MSG(cs_has(&r, "hit"), "stored again: %s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 2);
+	test_end();
+
+	test_begin("route_cache_false");
+	bool hit;
+	CHECK_INT(twice("/nocache/x?cc=max-age%3D60", &hit), 2);
+	req("/nocache/x?cc=max-age%3D60", NULL, false, &r);
+	CHECK_MSG(!h_resp_header(&r, "Cache-Status", cl, sizeof(cl)), "no Cache-Status off the cache");
+	h_resp_free(&r);
+	test_end();
+}
+
+int main(void)
+{
+	h_init("40_cache_rfc", 120);
+	gw_port = h_free_port();
+	o_port = h_free_port();
+	o2_port = h_free_port();
+	if (!h_start_origin("origin", o_port, 1) || !(o2 = h_start_origin("o2", o2_port, 1)))
+		return test_exit_code();
+	const char *cfg = h_write_config("workers: 2\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "admin: {listen: off}\n"
+					 "pools:\n"
+					 "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
+					 "  two: {endpoints: [\"127.0.0.1:%d\"]}\n"
+					 "routes:\n"
+					 "  - {path_prefix: /nocache/, pool: default, cache: false}\n"
+					 "  - {path_prefix: /o2/, pool: two}\n"
+					 "cache: {enabled: true, memory: 64m}\n",
+					 gw_port, o_port, o2_port);
+	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw)
+		return test_exit_code();
+	test_miss_hit_age();
+	test_response_directives();
+	test_request_directives();
+	test_revalidation();
+	test_vary_head_invalidate();
+	test_stale();
+	h_finish(gw, 5000);
+	return test_exit_code();
+}
