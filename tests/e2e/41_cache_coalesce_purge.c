@@ -1,0 +1,245 @@
+/* 41_cache_coalesce_purge — request coalescing across workers, purges
+ * through the admin API, and the cache field of the access log
+ * (docs/cache.md).
+ *
+ * Coalescing: 100 concurrent GETs of a cold key whose origin answer takes
+ * 300 ms reach the origin exactly once (the others wait, on either of the
+ * two workers, and are answered from the stored object). An uncacheable
+ * answer sends the waiters upstream at once: every request is answered. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tests/e2e/lib/harness.h"
+
+#define TOKEN "c4che-purge-secret"
+#define N_CONC 100
+
+static int gw_port, o_port, admin_port;
+static const char *log_path;
+
+static long origin_requests(void)
+{
+	char url[128];
+	struct h_resp r;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/__stats", o_port);
+	long st = h_get(url, &r);
+	const char *p = r.body ? strstr(r.body, "\"requests\":") : NULL;
+	long n = st == 200 && p ? atol(p + 11) : -1;
+	h_resp_free(&r);
+	return n;
+}
+
+static long get(const char *path, struct h_resp *r)
+{
+	char url[1024];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
+	struct h_req q = { .url = url };
+	return h_http(&q, r) == 0 ? r->status : -1;
+}
+
+static bool hit(const char *path)
+{
+	struct h_resp r;
+	char v[256] = "";
+
+	get(path, &r);
+	bool h = h_resp_header(&r, "Cache-Status", v, sizeof(v)) && strstr(v, "hit");
+	h_resp_free(&r);
+	return h;
+}
+
+struct conc {
+	const char *path;
+	long status;
+	uint64_t hash, bytes;
+};
+
+static void *conc_get(void *arg)
+{
+	struct conc *c = arg;
+	struct h_resp r;
+
+	c->status = get(c->path, &r);
+	c->hash = r.body_hash;
+	c->bytes = r.body_bytes;
+	h_resp_free(&r);
+	return NULL;
+}
+
+/* n concurrent GETs of path; returns how many got 200 with the pattern body */
+static int concurrent(const char *path, int n, size_t size)
+{
+	pthread_t t[N_CONC];
+	struct conc c[N_CONC];
+	int ok = 0;
+
+	for (int i = 0; i < n; i++) {
+		c[i] = (struct conc){ .path = path };
+		pthread_create(&t[i], NULL, conc_get, &c[i]);
+	}
+	for (int i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		ok += c[i].status == 200 && c[i].bytes == size && c[i].hash == h_pattern_hash(size);
+	}
+	return ok;
+}
+
+static void test_coalescing(void)
+{
+	long before;
+
+	test_begin("coalesce_100_cold_misses_one_origin_request");
+	before = origin_requests();
+	int ok = concurrent("/co/cold?cc=max-age%3D60&delay=300&size=20000", N_CONC, 20000);
+	CHECK_MSG(ok == N_CONC, "%d of %d answered with the right body", ok, N_CONC);
+	CHECK_INT(origin_requests() - before, 1);
+	test_end();
+
+	test_begin("coalesce_uncacheable_waiters_go_upstream");
+	before = origin_requests();
+	ok = concurrent("/co/nostore?cc=no-store&delay=200", 20, 1024);
+	CHECK_MSG(ok == 20, "%d of 20 answered", ok);
+	CHECK_INT(origin_requests() - before, 20);
+	test_end();
+
+	test_begin("coalesce_after_expiry_one_refresh");
+	CHECK(hit("/co/exp?cc=max-age%3D1&etag=%22e%22") == false);
+	h_sleep_ms(2100);
+	before = origin_requests();
+	ok = concurrent("/co/exp?cc=max-age%3D1&etag=%22e%22&delay=0", 1, 1024); /* another key */
+	ok = concurrent("/co/exp?cc=max-age%3D1&etag=%22e%22", 30, 1024);
+	CHECK_MSG(ok == 30, "%d of 30", ok);
+	CHECK_MSG(origin_requests() - before <= 2, "%ld origin requests for one stale key",
+		  origin_requests() - before);
+	test_end();
+}
+
+static long purge(const char *json, const char *token, struct h_resp *r)
+{
+	char url[128], auth[128];
+	const char *hdrs[] = { auth, "Content-Type: application/json", NULL };
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/cache/purge", admin_port);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	struct h_req q = { .method = "POST", .url = url, .headers = hdrs, .body = json,
+			   .body_len = strlen(json), .no_expect = true };
+	return h_http(&q, r) == 0 ? r->status : -1;
+}
+
+static void test_purges(void)
+{
+	struct h_resp r;
+	char json[512];
+
+	const char *paths[] = { "/pg/a?cc=max-age%3D60", "/pg/b?cc=max-age%3D60",
+				"/pg/sub/c?cc=max-age%3D60&hdr=Surrogate-Key:red%20blue",
+				"/pg/sub/d?cc=max-age%3D60&hdr=Surrogate-Key:blue",
+				"/other/e?cc=max-age%3D60&hdr=Surrogate-Key:red" };
+	for (int i = 0; i < 5; i++) {
+		hit(paths[i]);
+		CHECK(hit(paths[i]));
+	}
+
+	test_begin("purge_needs_token");
+	CHECK_INT(purge("{\"url\":\"/x\"}", "wrong", &r), 401);
+	h_resp_free(&r);
+	CHECK_INT(purge("{\"nothing\":1}", TOKEN, &r), 400);
+	h_resp_free(&r);
+	test_end();
+
+	test_begin("purge_by_url");
+	snprintf(json, sizeof(json), "{\"url\":\"http://127.0.0.1:%d/pg/a?cc=max-age%%3D60\"}",
+		 gw_port);
+	CHECK_INT(purge(json, TOKEN, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "\"purged\":1"), "%s", r.body ? r.body : "");
+	h_resp_free(&r);
+	CHECK(!hit(paths[0]));
+	CHECK(hit(paths[1]));
+	test_end();
+
+	test_begin("purge_by_tag");
+	CHECK_INT(purge("{\"tag\":\"red\"}", TOKEN, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "\"purged\":2"), "%s", r.body ? r.body : "");
+	h_resp_free(&r);
+	CHECK(!hit(paths[2]));
+	CHECK(!hit(paths[4]));
+	CHECK(hit(paths[3]));
+	test_end();
+
+	test_begin("purge_by_prefix");
+	hit(paths[2]);
+	snprintf(json, sizeof(json), "{\"prefix\":\"127.0.0.1:%d/pg/sub/\"}", gw_port);
+	CHECK_INT(purge(json, TOKEN, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "\"purged\":2"), "%s", r.body ? r.body : "");
+	h_resp_free(&r);
+	CHECK(!hit(paths[2]));
+	CHECK(!hit(paths[3]));
+	CHECK(hit(paths[1]));
+	test_end();
+
+	test_begin("cache_stats_endpoint");
+	char url[128];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/cache", admin_port);
+	CHECK_INT(h_get(url, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "\"enabled\":true") && strstr(r.body, "\"objects\":"),
+		  "%s", r.body ? r.body : "");
+	h_resp_free(&r);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", admin_port);
+	CHECK_INT(h_get(url, &r), 200);
+	h_resp_free(&r);
+	test_end();
+}
+
+static void test_access_log(void)
+{
+	test_begin("access_log_cache_field");
+	h_sleep_ms(300); /* the writer thread drains the queues */
+	FILE *f = fopen(log_path, "r");
+	char line[4096];
+	int hits = 0, misses = 0, bypass = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		hits += strstr(line, "\"cache\":\"hit\"") != NULL;
+		misses += strstr(line, "\"cache\":\"miss\"") != NULL;
+		bypass += strstr(line, "\"cache\":\"bypass\"") != NULL;
+	}
+	if (f)
+		fclose(f);
+	CHECK_MSG(hits >= 100 && misses >= 10, "hits %d misses %d bypass %d", hits, misses, bypass);
+	test_end();
+}
+
+int main(void)
+{
+	h_init("41_cache_coalesce_purge", 120);
+	gw_port = h_free_port();
+	o_port = h_free_port();
+	admin_port = h_free_port();
+	const char *tokens = h_write_config("ops %s\n", TOKEN);
+	log_path = h_write_config("%s", "");
+	if (!h_start_origin("origin", o_port, 2))
+		return test_exit_code();
+	const char *cfg = h_write_config("workers: 2\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "access_log: \"%s\"\n"
+					 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+					 "cache: {enabled: true, memory: 64m, coalesce_timeout: 5s}\n",
+					 gw_port, o_port, log_path, admin_port, tokens);
+	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw)
+		return test_exit_code();
+	if (h_wait_port("127.0.0.1", admin_port, 5000)) {
+		test_begin("admin_listening");
+		CHECK_MSG(0, "the admin API does not listen on %d", admin_port);
+		test_end();
+		return test_exit_code();
+	}
+	test_coalescing();
+	test_purges();
+	test_access_log();
+	h_finish(gw, 5000);
+	return test_exit_code();
+}
