@@ -1084,12 +1084,14 @@ static const struct builtin_pattern patterns[] = {
 
 	/* Prompt injection: English phrases full of common words, which no
 	 * literal prefilter can make cheap. The one-pass database holds only
-	 * TRIG patterns (words every phrase of the family must contain; plain
-	 * literals, single-spaced, because \s+ in a trigger doubles its cost);
-	 * the CONF patterns run on the bytes around a trigger. */
+	 * TRIG patterns (words every phrase of the family must contain; the
+	 * multi-word ones take any whitespace, at ~20 % of the one-pass set's
+	 * speed, so that "no  longer" is no evasion); the CONF patterns run on
+	 * the bytes around a trigger. */
 	{DETECT_INJ_OVERRIDE, CI | TRIG | GRP(G_OVERRIDE),
-	 "ignore|disregard|forget|override|bypass|not follow|n't follow|stop follow|not obey|"
-	 "n't obey|stop obey",
+	 "ignore|disregard|forget|override|bypass|not\\s+follow|n't\\s+follow|stop\\s+follow|"
+	 "not\\s+obey|"
+	 "n't\\s+obey|stop\\s+obey",
 	 NULL},
 	{DETECT_INJ_OVERRIDE, CI | LB | CONF | GRP(G_OVERRIDE),
 	 "(?:ignore|disregard|forget|override|bypass)\\s+"
@@ -1133,9 +1135,10 @@ static const struct builtin_pattern patterns[] = {
 	 NULL},
 
 	{DETECT_INJ_ROLE, CI | TRIG | GRP(G_ROLE),
-	 "no longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
-	 "now dan|now stan|now dude|now aim|dan mode|anything now|from now on|free from all|"
-	 "free of all",
+	 "no\\s+longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
+	 "now\\s+dan|now\\s+stan|now\\s+dude|now\\s+aim|dan\\s+mode|anything\\s+now|from\\s+now\\s+"
+	 "on|free\\s+from\\s+all|"
+	 "free\\s+of\\s+all",
 	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "you\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"

@@ -19,9 +19,7 @@
  *    number formats run on a small window around a run whose shape fits;
  *  - injection phrases: literal trigger words per family ("ignore",
  *    "jailbreak", "decode", ...); the family's full phrase patterns run on a
- *    window around them (a few hundred bytes). Trigger words are matched
- *    single-spaced ("no longer", "from now on"); the phrases themselves allow
- *    any whitespace.
+ *    window around them (a few hundred bytes).
  *
  * Ownership and threads
  *  - struct detect_db is built once per config snapshot, then immutable and
