@@ -739,6 +739,12 @@ void tls_conn_free(struct tls_conn *c)
 {
 	if (!c)
 		return;
+	/* An HTTP connection often ends with a FIN and no close_notify (an
+	 * upstream closing a keep-alive connection, a client going away):
+	 * that must not cost the session its resumption, which OpenSSL
+	 * withdraws from a connection freed "unclean". Failed ones lose it. */
+	if (!c->fail && SSL_is_init_finished(c->ssl))
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(c->ssl); /* frees the BIOs */
 	tls_ctx_unref(c->ctx);
 	free(c->subject);

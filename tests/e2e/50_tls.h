@@ -296,7 +296,7 @@ static size_t tls_on_read(char *p, size_t sz, size_t n, void *arg)
 	return len;
 }
 
-static void tls_get_free(struct tls_get *g)
+static __attribute__((unused)) void tls_get_free(struct tls_get *g)
 {
 	free(g->body);
 	free(g->hdrs);
