@@ -161,8 +161,8 @@ struct detect_stream;
  * On failure *out is NULL, err (if errlen > 0) says why:
  *   -EINVAL  a bad user name/severity or a pattern Hyperscan refused
  *   -ENOMEM
- * Compiling takes about half a second (several Hyperscan databases): do it
- * at config load, never on a worker. */
+ * Compiling takes 0.5-2 s here (several Hyperscan databases, the streaming
+ * one with start-of-match state): do it at config load, off the workers. */
 int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char *err,
 		    size_t errlen);
 void detect_db_free(struct detect_db *db); /* NULL-safe */
