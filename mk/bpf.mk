@@ -5,6 +5,8 @@
 # The gateway links $(LIBREFLEXBPF) with $(REFLEXBPF_LDLIBS).
 
 DEPS_PKGS += libbpf-dev bpftool
+# nft(8): tests/bpf/test_trace.c induces packet loss with an nftables rule in its own netns
+DEPS_PKGS += nftables
 
 BPFTOOL ?= $(or $(shell command -v bpftool 2>/dev/null),/usr/sbin/bpftool)
 VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
@@ -60,3 +62,7 @@ $(BUILD)/tests/bpf/%: $(BUILD)/obj/tests/bpf/%.o $(TESTLIB_OBJS) $(LIBREFLEXBPF)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(REFLEXBPF_LDLIBS) $(LDLIBS)
+
+# reflexd owns the kernel limiter (gateway/http/limit_kernel.c): link the library into it.
+REFLEXD_EXTRA_LIBS += $(LIBREFLEXBPF)
+REFLEXD_LDLIBS += $(REFLEXBPF_LDLIBS)
