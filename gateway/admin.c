@@ -936,6 +936,28 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "miss", t.cache_l2_misses);
 	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "error", t.cache_l2_errors);
 	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "skipped", t.cache_l2_skipped);
+	/* rate limiting (http/limit.c, docs/ratelimit.md) */
+	rc |= m_head(b, "reflex_ratelimit_checked_total", "counter",
+		     "Requests that went through the limit step.");
+	rc |= m_u64(b, "reflex_ratelimit_checked_total", t.rl_checked);
+	rc |= m_head(b, "reflex_ratelimit_refused_total", "counter",
+		     "Requests refused with 429, by limit.");
+	rc |= m_u64_1(b, "reflex_ratelimit_refused_total", "limit", "client", t.rl_refused_client);
+	rc |= m_u64_1(b, "reflex_ratelimit_refused_total", "limit", "api_key", t.rl_refused_key);
+	rc |= m_u64_1(b, "reflex_ratelimit_refused_total", "limit", "route", t.rl_refused_route);
+	rc |= m_head(b, "reflex_ratelimit_escalations_total", "counter",
+		     "Sources sent to the kernel penalty box.");
+	rc |= m_u64(b, "reflex_ratelimit_escalations_total", t.rl_escalations);
+	rc |= m_head(b, "reflex_ratelimit_global_total", "counter",
+		     "Global limit decisions, by where they were made (redis, or local fallback).");
+	rc |= m_u64_1(b, "reflex_ratelimit_global_total", "by", "redis", t.rl_global_checks);
+	rc |= m_u64_1(b, "reflex_ratelimit_global_total", "by", "fallback", t.rl_global_fallback);
+	rc |= m_head(b, "reflex_ratelimit_redis_errors_total", "counter",
+		     "Redis errors and timeouts of global limits.");
+	rc |= m_u64(b, "reflex_ratelimit_redis_errors_total", t.rl_redis_errors);
+	rc |= m_head(b, "reflex_ratelimit_accept_refused_total", "counter",
+		     "Connections closed at accept by the userspace connection-rate limit.");
+	rc |= m_u64(b, "reflex_ratelimit_accept_refused_total", t.rl_accept_refused);
 
 	rc |= m_head(b, "reflex_access_log_written_total", "counter", "Access-log lines written.");
 	rc |= m_u64(b, "reflex_access_log_written_total", accesslog_written(g->alog));
@@ -1009,6 +1031,18 @@ static int stats_json(struct buf *b, const struct stats_worker *s)
 	rc |= ju64(b, &f2, "l2_hits", STAT_LOAD(s->cache_l2_hits));
 	rc |= ju64(b, &f2, "l2_misses", STAT_LOAD(s->cache_l2_misses));
 	rc |= ju64(b, &f2, "l2_errors", STAT_LOAD(s->cache_l2_errors));
+	rc |= buf_append(b, "}", 1);
+	rc |= jkey(b, &f, "ratelimit") | buf_append(b, "{", 1);
+	f2 = true;
+	rc |= ju64(b, &f2, "checked", STAT_LOAD(s->rl_checked));
+	rc |= ju64(b, &f2, "refused_client", STAT_LOAD(s->rl_refused_client));
+	rc |= ju64(b, &f2, "refused_api_key", STAT_LOAD(s->rl_refused_key));
+	rc |= ju64(b, &f2, "refused_route", STAT_LOAD(s->rl_refused_route));
+	rc |= ju64(b, &f2, "escalations", STAT_LOAD(s->rl_escalations));
+	rc |= ju64(b, &f2, "global_redis", STAT_LOAD(s->rl_global_checks));
+	rc |= ju64(b, &f2, "global_fallback", STAT_LOAD(s->rl_global_fallback));
+	rc |= ju64(b, &f2, "redis_errors", STAT_LOAD(s->rl_redis_errors));
+	rc |= ju64(b, &f2, "accept_refused", STAT_LOAD(s->rl_accept_refused));
 	rc |= buf_append(b, "}", 1);
 	rc |= jkey(b, &f, "pool") | buf_append(b, "{", 1);
 	f2 = true;

@@ -35,6 +35,8 @@
 #include "core/upgrade.h"
 #include "gateway.h"
 #include "http/accept.h"
+#include "http/limit_admin.h"
+#include "http/limit_kernel.h"
 #include "http/worker.h"
 
 #ifndef REFLEX_VERSION
@@ -158,6 +160,7 @@ static int do_reload(struct gateway *g, char *err, size_t errlen)
 	const struct config *old = g->cfg;
 	__atomic_store_n(&g->cfg, ncfg, __ATOMIC_RELEASE);
 	snap_ref(old, -1);
+	limit_kernel_reload(ncfg); /* rate limits: L7 policy and the kernel layer, live */
 	for (unsigned i = 0; i < g->n_workers; i++)
 		worker_reload(&g->workers[i], ncfg);
 	pthread_mutex_unlock(&reload_mu);
@@ -356,6 +359,11 @@ int main(int argc, char **argv)
 		log_info("upgrade: took over %d listening sockets from pid %d", n, (int)upgrade_from);
 	}
 
+	/* Rate limits: the L7 policy, and the kernel layer loaded and attached
+	 * from this thread before any worker accepts (degrades to userspace at
+	 * accept when BPF cannot load; says why in one line). */
+	limit_kernel_start(cfg);
+
 	G.workers = calloc(cfg->workers, sizeof(*G.workers));
 	if (!G.workers) {
 		fprintf(stderr, "reflexd: out of memory\n");
@@ -396,6 +404,7 @@ int main(int argc, char **argv)
 	struct admin *admin = NULL;
 	if (cfg->admin.enabled) {
 		cache_admin_register(); /* POST /cache/purge, GET /cache */
+		limit_admin_register(); /* /limits, /limits/{policy,top,allow,deny,penalty} */
 		admin = admin_start(&G, err, sizeof(err));
 		if (!admin) {
 			log_error("admin API: %s", err);
@@ -449,6 +458,7 @@ int main(int argc, char **argv)
 		worker_drain(&G.workers[i], handed);
 	for (unsigned i = 0; i < G.n_workers; i++)
 		worker_join(&G.workers[i]);
+	limit_kernel_stop(); /* detaches the kernel limiter */
 	accesslog_close(G.alog);
 	log_info("drained; exiting");
 	return 0;

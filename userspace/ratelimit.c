@@ -575,6 +575,29 @@ int rl_penalty_sweep(struct rl *rl)
 	return live;
 }
 
+int rl_penalty_list(struct rl *rl, struct rl_penalty_entry *out, unsigned max)
+{
+	int fd = bpf_map__fd(rl->skel->maps.rl_penalty);
+	uint64_t now = rl_clock_now(rl);
+	struct rl_key key, prev;
+	struct rl_penalty pen;
+	unsigned n = 0, walked = 0, limit = bpf_map__max_entries(rl->skel->maps.rl_penalty);
+
+	/* A walk that restarts (the program deleted an entry) is bounded by the map size. */
+	while (n < max && walked++ < limit &&
+	       !bpf_map_get_next_key(fd, walked > 1 ? &prev : NULL, &key)) {
+		prev = key;
+		if (bpf_map_lookup_elem(fd, &key, &pen) || pen.until_ns <= now)
+			continue;
+		out[n].src.family = key.family;
+		out[n].src.plen = key.plen;
+		memcpy(out[n].src.addr, key.addr, sizeof(key.addr));
+		out[n].ttl_ns = pen.until_ns - now;
+		n++;
+	}
+	return (int)n;
+}
+
 /* ---- ports, settings, counters ---------------------------------------------------------- */
 
 int rl_port_set(struct rl *rl, uint16_t port, uint32_t protos)

@@ -112,6 +112,13 @@ int rl_penalty_del(struct rl *rl, const struct rl_prefix *src);
  * of live entries or -errno. */
 int rl_penalty_sweep(struct rl *rl);
 
+/* Live penalty entries (at most max) with the time each has left; returns how many or -errno. */
+struct rl_penalty_entry {
+	struct rl_prefix src;
+	uint64_t ttl_ns;
+};
+int rl_penalty_list(struct rl *rl, struct rl_penalty_entry *out, unsigned max);
+
 /* Which ports are the gateway's: RL_PORT_TCP|RL_PORT_UDP bits; 0 stops limiting the port. */
 int rl_port_set(struct rl *rl, uint16_t port, uint32_t protos);
 

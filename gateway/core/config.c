@@ -17,6 +17,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1844,6 +1845,387 @@ static int sec_cache(struct cfg_ctx *x, yaml_node_t *v)
 	return 0;
 }
 
+/* ---- ratelimit (docs/ratelimit.md) ---------------------------------------- */
+
+/* "100", "100/s", "600/m", "3600/h", "0.5/s": requests per second. */
+static int parse_rate(const char *s, double *out, char *why, size_t whylen)
+{
+	char *end;
+	double v, per = 1;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || errno || isspace((unsigned char)*s) || !(v > 0) || v > 1e9)
+		goto bad;
+	if (*end == '/') {
+		if (!strcmp(end, "/s"))
+			per = 1;
+		else if (!strcmp(end, "/m"))
+			per = 60;
+		else if (!strcmp(end, "/h"))
+			per = 3600;
+		else
+			goto bad;
+	} else if (*end) {
+		goto bad;
+	}
+	*out = v / per;
+	return 0;
+bad:
+	snprintf(why, whylen, "\"%s\" is not a rate (N, N/s, N/m or N/h, N > 0)", s);
+	return -1;
+}
+
+/* "10.0.0.0/8", "2001:db8::/32" or a bare address; bits past the prefix must
+ * be zero (the kernel layer refuses them too). */
+static int parse_cidr(const char *s, char *why, size_t whylen)
+{
+	char a[CFG_RL_CIDR_LEN];
+	unsigned char bin[16];
+	const char *slash = strchr(s, '/');
+	uint64_t plen;
+	int fam, max;
+
+	if (strlen(s) >= sizeof(a))
+		goto bad;
+	strcpy(a, s);
+	if (slash)
+		a[slash - s] = 0;
+	fam = strchr(a, ':') ? AF_INET6 : AF_INET;
+	max = fam == AF_INET6 ? 128 : 32;
+	if (inet_pton(fam, a, bin) != 1)
+		goto bad;
+	plen = (uint64_t)max;
+	if (slash && parse_uint(slash + 1, (uint64_t)max, &plen, why, whylen))
+		goto bad;
+	for (int i = (int)plen; i < max; i++)
+		if (bin[i / 8] & (0x80 >> (i % 8))) {
+			snprintf(why, whylen, "\"%s\" has bits set past /%u", s, (unsigned)plen);
+			return -1;
+		}
+	return 0;
+bad:
+	snprintf(why, whylen, "\"%s\" is not an address or CIDR prefix", s);
+	return -1;
+}
+
+/* {rate, burst, global} */
+static int rl_limit(struct cfg_ctx *x, yaml_node_pair_t *p, const char *what,
+		    struct cfg_rl_limit *l)
+{
+	const char *key = (const char *)node(x, p->key)->data.scalar.value, *s;
+	yaml_node_t *v = node(x, p->value);
+	char why[256];
+	uint64_t n;
+
+	if (!(s = scalar(x, v, key)))
+		return -1;
+	if (!strcmp(key, "rate")) {
+		if (parse_rate(s, &l->rate, why, sizeof(why)))
+			return fail_node(x, v, "%s.rate: %s", what, why);
+		l->enabled = true;
+	} else if (!strcmp(key, "burst")) {
+		if (parse_uint(s, 1000000000, &n, why, sizeof(why)))
+			return fail_node(x, v, "%s.burst: %s", what, why);
+		if (!n)
+			return fail_node(x, v, "%s.burst: must be at least 1", what);
+		l->burst = (uint32_t)n;
+	} else if (!strcmp(key, "global")) {
+		if (parse_bool(s, &l->global, why, sizeof(why)))
+			return fail_node(x, v, "%s.global: %s", what, why);
+	} else {
+		return fail_node(x, node(x, p->key), "unknown key \"%s.%s\"", what, key);
+	}
+	return 0;
+}
+
+static int rl_limit_map(struct cfg_ctx *x, yaml_node_t *v, const char *what,
+			struct cfg_rl_limit *l, char *header, size_t header_cap)
+{
+	if (expect_mapping(x, v, what))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, what);
+
+		if (!key)
+			return -1;
+		if (header && !strcmp(key, "header")) {
+			yaml_node_t *pv = node(x, p->value);
+			const char *s = scalar(x, pv, key);
+			if (!s)
+				return -1;
+			if (!valid_name(s) || strchr(s, '.') || strlen(s) >= header_cap)
+				return fail_node(x, pv, "%s.header: \"%s\" is not a header name", what, s);
+			strcpy(header, s);
+			continue;
+		}
+		if (rl_limit(x, p, what, l))
+			return -1;
+	}
+	if (!l->enabled)
+		return fail_node(x, v, "%s: rate is missing", what);
+	if (!l->burst)
+		l->burst = l->rate >= 1 ? (uint32_t)l->rate : 1;
+	return 0;
+}
+
+static int rl_routes(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_ratelimit *rl = &x->c->ratelimit;
+
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail_node(x, v, "ratelimit.routes: expected a list, found %s", node_kind(v));
+	for_each_item(v, it)
+	{
+		yaml_node_t *m = node(x, *it);
+		struct cfg_rl_route *r;
+
+		if (rl->n_routes >= CFG_RL_ROUTES_MAX)
+			return fail_node(x, m, "ratelimit.routes: at most %d entries", CFG_RL_ROUTES_MAX);
+		r = &rl->routes[rl->n_routes];
+		memset(r, 0, sizeof(*r));
+		if (expect_mapping(x, m, "ratelimit.routes[]"))
+			return -1;
+		for_each_pair(m, p)
+		{
+			const char *key = pair_key(x, m, p, "ratelimit.routes[]"), *s;
+			yaml_node_t *pv = node(x, p->value);
+
+			if (!key)
+				return -1;
+			if (strcmp(key, "host") && strcmp(key, "path_prefix")) {
+				if (rl_limit(x, p, "ratelimit.routes[]", &r->lim))
+					return -1;
+				continue;
+			}
+			if (!(s = scalar(x, pv, key)))
+				return -1;
+			if (!strcmp(key, "host")) {
+				if (copy_str(r->host, sizeof(r->host), s))
+					return fail_node(x, pv, "ratelimit.routes[].host: too long");
+				for (char *c = r->host; *c; c++)
+					*c = (char)tolower((unsigned char)*c);
+			} else {
+				if (*s != '/' || copy_str(r->path_prefix, sizeof(r->path_prefix), s))
+					return fail_node(x, pv,
+							 "ratelimit.routes[].path_prefix: \"%s\" must "
+							 "start with / (at most 255 bytes)",
+							 s);
+			}
+		}
+		if (!r->lim.enabled)
+			return fail_node(x, m, "ratelimit.routes[]: rate is missing");
+		if (!r->lim.burst)
+			r->lim.burst = r->lim.rate >= 1 ? (uint32_t)r->lim.rate : 1;
+		rl->n_routes++;
+	}
+	return 0;
+}
+
+static int rl_escalate(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_ratelimit *rl = &x->c->ratelimit;
+	const struct field f[] = {
+		{"refusals", FIELD_COUNT32, offsetof(struct cfg_ratelimit, escalate_refusals), 0,
+		 UINT32_MAX},
+		{"window", FIELD_DURATION, offsetof(struct cfg_ratelimit, escalate_window), 1,
+		 86400000},
+		{"penalty", FIELD_DURATION, offsetof(struct cfg_ratelimit, escalate_penalty), 1,
+		 86400000},
+	};
+
+	return parse_fields(x, v, "ratelimit.escalate", f, sizeof(f) / sizeof(f[0]), rl);
+}
+
+static int rl_cidrs(struct cfg_ctx *x, yaml_node_t *v, const char *what,
+		    char (*list)[CFG_RL_CIDR_LEN], unsigned *n)
+{
+	char why[256];
+
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail_node(x, v, "%s: expected a list, found %s", what, node_kind(v));
+	*n = 0;
+	for_each_item(v, it)
+	{
+		yaml_node_t *in = node(x, *it);
+		const char *s = scalar(x, in, what);
+
+		if (!s)
+			return -1;
+		if (*n >= CFG_RL_CIDRS_MAX)
+			return fail_node(x, in, "%s: at most %d entries", what, CFG_RL_CIDRS_MAX);
+		if (parse_cidr(s, why, sizeof(why)))
+			return fail_node(x, in, "%s: %s", what, why);
+		strcpy(list[(*n)++], s);
+	}
+	return 0;
+}
+
+static int rl_kernel(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_rl_kernel *k = &x->c->ratelimit.kernel;
+	static const struct field f[] = {
+		{"syn_rate", FIELD_COUNT32, offsetof(struct cfg_rl_kernel, syn_rate), 0, 100000000},
+		{"syn_burst", FIELD_COUNT32, offsetof(struct cfg_rl_kernel, syn_burst), 0, 100000000},
+		{"pkt_rate", FIELD_COUNT32, offsetof(struct cfg_rl_kernel, pkt_rate), 0, 100000000},
+		{"pkt_burst", FIELD_COUNT32, offsetof(struct cfg_rl_kernel, pkt_burst), 0, 100000000},
+		{"prefix_v4", FIELD_COUNT32, offsetof(struct cfg_rl_kernel, prefix_v4), 1, 32},
+		{"prefix_v6", FIELD_COUNT32, offsetof(struct cfg_rl_kernel, prefix_v6), 1, 128},
+	};
+
+	if (expect_mapping(x, v, "ratelimit.kernel"))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "ratelimit.kernel"), *s;
+		yaml_node_t *pv = node(x, p->value);
+		char why[256], what[64];
+		uint64_t n;
+
+		if (!key)
+			return -1;
+		snprintf(what, sizeof(what), "ratelimit.kernel.%s", key);
+		if (!strcmp(key, "allow")) {
+			if (rl_cidrs(x, pv, what, k->allow, &k->n_allow))
+				return -1;
+		} else if (!strcmp(key, "deny")) {
+			if (rl_cidrs(x, pv, what, k->deny, &k->n_deny))
+				return -1;
+		} else if (!strcmp(key, "interfaces") || !strcmp(key, "ports")) {
+			bool ifs = key[0] == 'i';
+			if (pv->type != YAML_SEQUENCE_NODE)
+				return fail_node(x, pv, "%s: expected a list, found %s", what,
+						 node_kind(pv));
+			if (ifs)
+				k->n_interfaces = 0;
+			else
+				k->n_ports = 0;
+			for_each_item(pv, it)
+			{
+				yaml_node_t *in = node(x, *it);
+				if (!(s = scalar(x, in, what)))
+					return -1;
+				if (ifs) {
+					if (k->n_interfaces >= CFG_RL_IFACES_MAX)
+						return fail_node(x, in, "%s: at most %d", what,
+								 CFG_RL_IFACES_MAX);
+					if (!*s || copy_str(k->interfaces[k->n_interfaces++], 16, s))
+						return fail_node(x, in, "%s: \"%s\" is not an interface name",
+								 what, s);
+				} else {
+					if (k->n_ports >= CFG_RL_PORTS_MAX)
+						return fail_node(x, in, "%s: at most %d", what,
+								 CFG_RL_PORTS_MAX);
+					if (parse_uint(s, 65535, &n, why, sizeof(why)) || !n)
+						return fail_node(x, in, "%s: \"%s\" is not a port", what, s);
+					k->ports[k->n_ports++] = (uint16_t)n;
+				}
+			}
+		} else if (!strcmp(key, "attach")) {
+			if (!(s = scalar(x, pv, what)))
+				return -1;
+			if (strcmp(s, "auto") && strcmp(s, "tc") && strcmp(s, "xdp") &&
+			    strcmp(s, "xdp_generic"))
+				return fail_node(x, pv, "%s: \"%s\" is not auto, tc, xdp or xdp_generic",
+						 what, s);
+			strcpy(k->attach, s);
+		} else if (!strcmp(key, "dry_run")) {
+			if (!(s = scalar(x, pv, what)))
+				return -1;
+			if (parse_bool(s, &k->dry_run, why, sizeof(why)))
+				return fail_node(x, pv, "%s: %s", what, why);
+		} else {
+			/* the numeric fields, one at a time so errors keep their line */
+			yaml_node_pair_t one = *p;
+			yaml_node_t tmp = *v;
+			tmp.data.mapping.pairs.start = &one;
+			tmp.data.mapping.pairs.top = &one + 1;
+			tmp.data.mapping.pairs.end = &one + 1;
+			if (parse_fields(x, &tmp, "ratelimit.kernel", f, sizeof(f) / sizeof(f[0]), k))
+				return -1;
+		}
+	}
+	if (k->syn_rate && !k->syn_burst)
+		k->syn_burst = k->syn_rate;
+	if (k->pkt_rate && !k->pkt_burst)
+		k->pkt_burst = k->pkt_rate;
+	return 0;
+}
+
+/* ratelimit: {client, api_key, routes, escalate, redis, redis_timeout, hosts,
+ *             redis_failure, kernel} */
+static int sec_ratelimit(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_ratelimit *rl = &x->c->ratelimit;
+
+	if (expect_mapping(x, v, "ratelimit"))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "ratelimit"), *s;
+		yaml_node_t *pv = node(x, p->value);
+		char why[256], what[64];
+		uint64_t n;
+		int rc = 0;
+
+		if (!key)
+			return -1;
+		snprintf(what, sizeof(what), "ratelimit.%s", key);
+		if (!strcmp(key, "client")) {
+			rc = rl_limit_map(x, pv, what, &rl->client, NULL, 0);
+		} else if (!strcmp(key, "api_key")) {
+			rc = rl_limit_map(x, pv, what, &rl->api_key, rl->key_header,
+					  sizeof(rl->key_header));
+		} else if (!strcmp(key, "routes")) {
+			rc = rl_routes(x, pv);
+		} else if (!strcmp(key, "escalate")) {
+			rc = rl_escalate(x, pv);
+		} else if (!strcmp(key, "kernel")) {
+			rc = rl_kernel(x, pv);
+		} else if (!strcmp(key, "redis")) {
+			if (is_null(pv)) {
+				rl->redis.len = 0;
+				continue;
+			}
+			if (!(s = scalar(x, pv, what)))
+				return -1;
+			if (!strcmp(s, "off") || !*s)
+				rl->redis.len = 0;
+			else if (parse_addr(s, false, &rl->redis, why, sizeof(why)))
+				return fail_node(x, pv, "%s: %s", what, why);
+		} else if (!strcmp(key, "redis_timeout")) {
+			if (!(s = scalar(x, pv, what)))
+				return -1;
+			if (parse_duration(s, 60000, &n, why, sizeof(why)) || !n)
+				return fail_node(x, pv, "%s: %s", what, n ? why : "must be at least 1 ms");
+			rl->redis_timeout = (uint32_t)n;
+		} else if (!strcmp(key, "hosts")) {
+			if (!(s = scalar(x, pv, what)))
+				return -1;
+			if (parse_uint(s, 10000, &n, why, sizeof(why)) || !n)
+				return fail_node(x, pv, "%s: %s", what, n ? why : "must be at least 1");
+			rl->hosts = (uint32_t)n;
+		} else if (!strcmp(key, "redis_failure")) {
+			if (!(s = scalar(x, pv, what)))
+				return -1;
+			if (!strcmp(s, "local"))
+				rl->fallback = CFG_RL_FALLBACK_LOCAL;
+			else if (!strcmp(s, "open"))
+				rl->fallback = CFG_RL_FALLBACK_OPEN;
+			else if (!strcmp(s, "closed"))
+				rl->fallback = CFG_RL_FALLBACK_CLOSED;
+			else
+				return fail_node(x, pv, "%s: \"%s\" is not local, open or closed", what, s);
+		} else {
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+		}
+		if (rc)
+			return -1;
+	}
+	return 0;
+}
+
 /* The top level: one row per key. Sections run in file order; ones that
  * depend on others (routes → pools) defer the check to finalize(). */
 static const struct cfg_section {
@@ -1854,6 +2236,7 @@ static const struct cfg_section {
 	{"access_log", sec_access_log}, {"log_level", sec_log_level}, {"limits", sec_limits},
 	{"timeouts", sec_timeouts},	{"pools", sec_pools},	      {"routes", sec_routes},
 	{"admin", sec_admin},		{"cache", sec_cache},
+	{"ratelimit", sec_ratelimit},
 };
 
 /* ---- loading -------------------------------------------------------------- */
@@ -1887,6 +2270,11 @@ static void set_defaults(struct config *c)
 	c->cache = (struct cfg_cache){ .memory = 256ULL << 20, .max_object = 4ULL << 20,
 				       .post_body_max = 64 << 10, .coalesce_timeout = 10000,
 				       .tag_header = "Surrogate-Key", .redis_timeout = 50 };
+	c->ratelimit = (struct cfg_ratelimit){ .key_header = "X-API-Key", .redis_timeout = 50,
+					       .hosts = 1, .escalate_window = 10000,
+					       .escalate_penalty = 60000,
+					       .kernel = { .attach = "auto", .prefix_v4 = 32,
+							   .prefix_v6 = 64 } };
 }
 
 static int walk_root(struct cfg_ctx *x, yaml_node_t *root)

@@ -182,6 +182,68 @@ struct cfg_cache {
 	uint32_t redis_timeout; /* ms per L2 operation; default 50 */
 };
 
+/* Rate limiting (gateway/http/limit.c, docs/ratelimit.md): the `ratelimit:`
+ * section. (`limits:` is the request size limits above.) */
+struct cfg_rl_limit {
+	bool enabled;
+	double rate;    /* requests per second (> 0 when enabled) */
+	uint32_t burst; /* requests admitted at once; >= 1 */
+	bool global;    /* enforced across hosts through ratelimit.redis */
+};
+
+#define CFG_RL_ROUTES_MAX 16
+struct cfg_rl_route { /* requests whose host and path match share one bucket */
+	char host[CFG_HOST_MAX]; /* "" = any host; as in cfg_route */
+	char path_prefix[256];
+	struct cfg_rl_limit lim;
+};
+
+#define CFG_RL_IFACES_MAX 8
+#define CFG_RL_PORTS_MAX 16
+#define CFG_RL_CIDRS_MAX 64
+#define CFG_RL_CIDR_LEN 64
+
+/* The kernel layer (bpf/ratelimit.bpf.c). Nothing is attached unless
+ * interfaces are listed; syn_rate without an active kernel layer is enforced
+ * in userspace at accept. */
+struct cfg_rl_kernel {
+	char interfaces[CFG_RL_IFACES_MAX][16];
+	unsigned n_interfaces;
+	char attach[16]; /* "auto" (default), "tc", "xdp", "xdp_generic" */
+	uint16_t ports[CFG_RL_PORTS_MAX]; /* none: the listen ports */
+	unsigned n_ports;
+	uint32_t syn_rate, syn_burst; /* new connections per second per source; 0 = off */
+	uint32_t pkt_rate, pkt_burst; /* packets per second per source; 0 = off */
+	uint32_t prefix_v4, prefix_v6; /* source bits per bucket: 32, 64 */
+	char allow[CFG_RL_CIDRS_MAX][CFG_RL_CIDR_LEN];
+	unsigned n_allow;
+	char deny[CFG_RL_CIDRS_MAX][CFG_RL_CIDR_LEN];
+	unsigned n_deny;
+	bool dry_run;
+};
+
+enum cfg_rl_fallback {
+	CFG_RL_FALLBACK_LOCAL = 0, /* Redis down: enforce rate/hosts locally (default) */
+	CFG_RL_FALLBACK_OPEN,      /* Redis down: admit */
+	CFG_RL_FALLBACK_CLOSED,    /* Redis down: refuse (429) */
+};
+
+struct cfg_ratelimit {
+	struct cfg_rl_limit client;  /* per client address */
+	struct cfg_rl_limit api_key; /* per API key (hashed value of key_header) */
+	char key_header[64];         /* default "X-API-Key" */
+	struct cfg_rl_route routes[CFG_RL_ROUTES_MAX];
+	unsigned n_routes;
+	/* escalation into the kernel penalty box: more than `refusals` 429s in
+	 * `window` ms boxes the source for `penalty` ms; refusals 0 = off */
+	uint32_t escalate_refusals, escalate_window, escalate_penalty;
+	struct cfg_addr redis;  /* global limits; len == 0: off */
+	uint32_t redis_timeout; /* ms; default 50 */
+	uint32_t hosts;         /* gateway hosts sharing the global limits: rate/hosts on fallback */
+	enum cfg_rl_fallback fallback;
+	struct cfg_rl_kernel kernel;
+};
+
 struct cfg_limits {
 	uint32_t request_line; /* bytes; default 8 KiB → 414 */
 	uint32_t header_bytes; /* whole head; default 32 KiB → 431 */
@@ -209,6 +271,97 @@ struct cfg_admin {
 	char audit_log[4096];  /* hash-chained audit file; "" = off */
 };
 
+/* Reflex rules (gateway/http/reflex.c, docs/rules.md). Plain values here;
+ * the rule set is compiled (one Hyperscan database) by the reflex module
+ * through config_reflex_build when the snapshot is loaded, and belongs to
+ * the snapshot (`compiled`, released by config_free). */
+struct config;
+#define CFG_RX_LIST_MAX 16  /* detectors / places / headers named by one rule */
+#define CFG_RX_VALUE_MAX 256
+
+enum cfg_rx_action {
+	CFG_RX_BLOCK = 0, /* status + JSON error naming rule and detector */
+	CFG_RX_REDACT,    /* rewrite matched body bytes (mask, hash, last4) */
+	CFG_RX_RESPOND,   /* canned status, headers, body; no upstream */
+	CFG_RX_ROUTE,     /* send to a named pool */
+	CFG_RX_NOCACHE,   /* skip the cache */
+	CFG_RX_TAG,       /* add a header for the orchestrator */
+};
+
+enum cfg_rx_redact { CFG_RX_MASK = 0, CFG_RX_HASH, CFG_RX_LAST4 };
+
+/* where detectors look (bit mask) */
+#define CFG_RX_IN_URL 1u     /* path and query */
+#define CFG_RX_IN_HEADERS 2u /* the fields named in headers[] */
+#define CFG_RX_IN_BODY 4u    /* the request body (streamed, up to max_scan_bytes) */
+
+struct cfg_rx_rule {
+	char name[CFG_NAME_MAX];
+	unsigned line; /* where it was defined (0: added through the admin API) */
+	/* match: every condition given must hold ("" = any) */
+	char method[16];
+	char host[CFG_HOST_MAX];
+	char path[CFG_RX_VALUE_MAX]; /* prefix, or exact when path_exact */
+	bool path_exact;
+	char header[CFG_NAME_MAX];          /* present ... */
+	char header_value[CFG_RX_VALUE_MAX]; /* ... and equal to this (when has_header_value) */
+	bool has_header_value;
+	char query[CFG_NAME_MAX];           /* query parameter present ... */
+	char query_value[CFG_RX_VALUE_MAX];  /* ... and equal to this */
+	bool has_query_value;
+	/* detector hits: any of these (names, families "pii", "secret",
+	 * "injection", "user", or "any") in any of the places `in` */
+	char detect[CFG_RX_LIST_MAX][CFG_NAME_MAX];
+	unsigned n_detect;
+	unsigned in; /* CFG_RX_IN_*; default url | body */
+	char headers[CFG_RX_LIST_MAX][CFG_NAME_MAX]; /* scanned with CFG_RX_IN_HEADERS */
+	unsigned n_headers;
+	/* action */
+	enum cfg_rx_action action;
+	unsigned status;                   /* block (403) / respond (200) */
+	enum cfg_rx_redact redact;
+	char pool[CFG_NAME_MAX];           /* route */
+	char tag_header[CFG_NAME_MAX];     /* tag: default "X-Reflex-Tag" */
+	char tag[CFG_RX_VALUE_MAX];        /* tag: the value (default the rule name) */
+	char content_type[CFG_NAME_MAX * 2]; /* respond; default "application/json" */
+	char *body;                        /* respond (malloc'd, may be NULL) */
+	char *resp_headers;                /* respond: "Name: value\r\n"... (malloc'd, may be NULL) */
+	bool oversize_block;               /* on_oversize: block (fail closed) | pass (default) */
+};
+
+struct cfg_rx_detector { /* a user regex detector */
+	char name[CFG_NAME_MAX];
+	char *pattern; /* Hyperscan syntax (malloc'd) */
+	unsigned severity; /* 1 low .. 4 critical; default 2 */
+	bool caseless;
+	unsigned line;
+};
+
+struct cfg_reflex {
+	uint64_t max_scan_bytes; /* body bytes held and scanned; default 1 MiB */
+	char hash_key[256];      /* key of the keyed hashes; "" = a random key per snapshot */
+	struct cfg_rx_detector *detectors;
+	unsigned n_detectors;
+	struct cfg_rx_rule *rules;
+	unsigned n_rules;
+	void *compiled; /* the reflex module's compiled set (NULL: no rules) */
+};
+
+/* Set by the reflex module before any config is loaded (reflex_install):
+ * build compiles c->reflex into c->reflex.compiled at the end of a load
+ * (an error is "FILE:LINE: reason" in err, returns -1); release frees it
+ * from config_free. NULL: reflex sections are parsed but not compiled. */
+extern int (*config_reflex_build)(struct config *c, char *err, size_t errlen);
+extern void (*config_reflex_release)(void *compiled);
+
+/* Parse one rule given as a YAML/JSON mapping text (the admin API's
+ * POST /rules body) with the same checks as the file. 0, or -1 with the
+ * reason in err. The rule's malloc'd fields are freed by
+ * config_rx_rule_fini. */
+int config_parse_rx_rule(const char *text, size_t len, struct cfg_rx_rule *out, char *err,
+			 size_t errlen);
+void config_rx_rule_fini(struct cfg_rx_rule *r);
+
 struct config {
 	char source[4096]; /* the config file path, or "" when from flags only */
 	unsigned workers;  /* default: number of online CPUs */
@@ -233,6 +386,8 @@ struct config {
 	struct cfg_admin admin;
 	int log_level;         /* 0 error, 1 warn, 2 info (default), 3 debug */
 	struct cfg_cache cache;
+	struct cfg_ratelimit ratelimit;
+	struct cfg_reflex reflex;
 };
 
 enum config_action {

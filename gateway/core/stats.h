@@ -51,6 +51,7 @@ enum reason {
 	REASON_INTERNAL,           /* 500: out of memory */
 	REASON_POOL_UNAVAILABLE,   /* 503: every endpoint down, ejected or its breaker open */
 	REASON_POOL_OVERLOAD,      /* 503: pool at its limits, queue full or wait too long */
+	REASON_RATE_LIMITED,       /* 429: over a rate limit (http/limit.c) */
 	REASON_MAX
 };
 /* "bad_request", "uri_too_long", ... (snake_case, stable: they are label values) */
@@ -135,6 +136,16 @@ struct stats_worker {
 	uint64_t cache_coalesced;     /* misses that waited for another request's fetch */
 	uint64_t cache_invalidations; /* objects dropped by unsafe methods */
 	uint64_t cache_l2_hits, cache_l2_misses, cache_l2_errors, cache_l2_skipped;
+	/* rate limiting (gateway/http/limit.c, docs/ratelimit.md) */
+	uint64_t rl_checked;         /* requests that went through the limit step */
+	uint64_t rl_refused_client;  /* 429: per client address */
+	uint64_t rl_refused_key;     /* 429: per API key */
+	uint64_t rl_refused_route;   /* 429: per route */
+	uint64_t rl_escalations;     /* sources handed to the kernel penalty box */
+	uint64_t rl_global_checks;   /* global limits decided by Redis */
+	uint64_t rl_global_fallback; /* global limits decided locally: Redis unreachable */
+	uint64_t rl_redis_errors;    /* Redis errors and timeouts */
+	uint64_t rl_accept_refused;  /* connections closed at accept: userspace SYN limit */
 
 	/* per pool (index = config pool index): requests by status class */
 	unsigned n_pools;

@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "core/sock.h"
+#include "http/limit.h"
 #include "http/req.h"
 #include "http/worker.h"
 
@@ -58,7 +59,10 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 		/* Accepted before the cancel landed: a real client, served
 		 * (and closed after its first response when draining). */
 		STAT_INC(w->stats.conn_accepted);
-		client_new(w, res, listener_tls(w, ls));
+		if (limit_accept(w, res)) /* the userspace SYN limit when BPF is off */
+			client_new(w, res, listener_tls(w, ls));
+		else
+			close(res);
 	} else if (res != -ECANCELED && !ls->dead) {
 		/* EMFILE/ENFILE/ENOMEM: the connection stays in the backlog; try
 		 * again on the next completion. Logged once per second. */

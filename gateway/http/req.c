@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/sock.h"
 #include "http/cache.h"
+#include "http/limit.h"
 #include "http/respond.h"
 #include "http/upstream.h"
 #include "http/worker.h"
@@ -33,6 +34,7 @@
 
 static enum step_result step_parse(struct request *r);
 static enum step_result step_route(struct request *r);
+static enum step_result step_limit(struct request *r);
 static enum step_result step_cache(struct request *r);
 static enum step_result step_upstream(struct request *r);
 static enum step_result step_respond(struct request *r);
@@ -43,6 +45,7 @@ static const struct req_step {
 } steps[] = {
 	{ "parse", step_parse },       /* strict HTTP/1.1 head: http/parse.c */
 	{ "route", step_route },       /* Host + path prefix → pool, endpoint choice */
+	{ "limit", step_limit },       /* GCRA per client / API key / route; 429: http/limit.c */
 	{ "cache", step_cache },       /* L1 → coalesce misses; may answer: http/cache.c */
 	{ "upstream", step_upstream }, /* forward, stream the response: http/upstream.c */
 	{ "respond", step_respond },   /* finish: keep-alive or close */
@@ -420,6 +423,11 @@ static enum step_result step_route(struct request *r)
 	}
 	r->t_routed_ns = clock_ns();
 	return STEP_NEXT;
+}
+
+static enum step_result step_limit(struct request *r)
+{
+	return limit_step(r);
 }
 
 static enum step_result step_cache(struct request *r)

@@ -76,6 +76,7 @@ struct request {
 	uint64_t t_choose_ms;     /* routed at (retry.timeout) */
 	struct request *q_next, *q_prev; /* the pool queue */
 	uint32_t retry_after_s;   /* Retry-After of a gateway-made 503 */
+	const char *resp_hdrs;    /* extra fields ("Name: v\r\n"...) for a gateway-made response */
 
 	/* response */
 	int status;

@@ -51,6 +51,8 @@ size_t respond_error(struct client *c, struct request *r, int status, const char
 		buf_appendf(b, "X-Request-ID: %s\r\n", r->id);
 	if (r && r->retry_after_s && status == 503)
 		buf_appendf(b, "Retry-After: %u\r\n", r->retry_after_s);
+	if (r && r->resp_hdrs)
+		buf_appends(b, r->resp_hdrs);
 	if (close)
 		buf_appends(b, "Connection: close\r\n");
 	else if (r && r->http10)

@@ -426,6 +426,33 @@ static const struct err_case err_cases[] = {
 	{"upstream: 127.0.0.1:1\ntimeouts: {header: 99999999999999999999999ms}\n", 2, "too large"},
 	{"upstream: 127.0.0.1:1\ntimeouts: {header: 0}\n", 2, "must be at least 1 ms"},
 	{"upstream: 127.0.0.1:1\ntimeouts: {header: ms}\n", 2, "not a duration"},
+	/* tls (docs/tls.md) */
+	{"upstream: 127.0.0.1:1\nlisten:\n  - {tls: {cert: a, key: b}}\n", 3, "needs an address"},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - {address: \"127.0.0.1:1\", port: 1}\n", 3,
+	 "unknown key \"listen.port\""},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, x: 1}\n",
+	 4, "unknown key \"listen.tls.x\""},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a}\n", 4,
+	 "needs cert and key"},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls:\n      cert: a\n"
+	 "      key: b\n      certs: [{cert: c}]\n",
+	 7, "listen.tls.certs[]: needs both cert and key"},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls:\n      cert: a\n"
+	 "      key: b\n      tickets: {rotate: 10s}\n",
+	 7, "rotate: must be at least 1m"},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls:\n"
+	 "      cert: /nonexistent/reflex.pem\n      key: /nonexistent/reflex.key\n",
+	 5, "listen 127.0.0.1:1: tls: cert /nonexistent/reflex.pem: No such file"},
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls:\n      cert: a\n"
+	 "      key: b\n      client_subject_header: \"X Bad\"\n",
+	 7, "is not a header name"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    tls: {verify: maybe}\n", 4,
+	 "pools.a.tls.verify"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    tls: {bogus: 1}\n", 4,
+	 "unknown key \"pools.a.tls.bogus\""},
+	{"pools:\n  default:\n    endpoints: [127.0.0.1:1]\n    tls: {ca: /nonexistent/ca.pem}\n", 2,
+	 "pools.default.tls: tls: ca /nonexistent/ca.pem: No such file"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {tls_handshake: 0}\n", 2, "must be at least 1 ms"},
 	/* YAML itself */
 	{"upstream: 127.0.0.1:1\nworkers: 2\n  bad: indent\n", 3, "mapping values are not allowed"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:1\"\n", 3, "flow sequence started at line 2"},
@@ -857,6 +884,181 @@ static void test_pool_resilience(void)
 	}
 }
 
+/* listen entries as mappings, TLS on listeners and pools (the contexts are
+ * built at load: certificates come from the openssl CLI, SKIP without it) */
+static void test_tls(void)
+{
+	char err[1024], cmd[1024];
+	struct config *c = NULL;
+	const char *p = write_yaml("listen:\n"
+				   "  - {address: \"127.0.0.1:1\"}\n"
+				   "  - \"127.0.0.1:2\"\n"
+				   "pools:\n"
+				   "  default: {endpoints: [\"127.0.0.1:3\"], tls: {verify: false, sni: x.example}}\n"
+				   "  b: {endpoints: [\"127.0.0.1:4\"], tls: true}\n"
+				   "  c: {endpoints: [\"127.0.0.1:5\"], tls: false}\n"
+				   "timeouts: {tls_handshake: 3s}\n");
+
+	test_begin("config_tls_schema");
+	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
+	if (c) {
+		CHECK_INT(c->n_listens, 2);
+		CHECK(!c->listen_tls[0].enabled && !c->listen_tls[1].enabled);
+		CHECK(c->pools[0].tls.enabled && !c->pools[0].tls.verify && c->pools[0].tls.ctx);
+		CHECK_STR(c->pools[0].tls.sni, "x.example");
+		CHECK(c->pools[1].tls.enabled && c->pools[1].tls.verify && c->pools[1].tls.ctx);
+		CHECK(!c->pools[2].tls.enabled && !c->pools[2].tls.ctx);
+		CHECK_INT(c->timeouts.tls_handshake, 3000);
+	}
+	config_free(c);
+	c = NULL;
+	test_end();
+
+	snprintf(cmd, sizeof(cmd),
+		 "cd %s && openssl ecparam -name prime256v1 -genkey -noout -out k.pem 2>/dev/null && "
+		 "openssl req -x509 -new -key k.pem -subj /CN=t -days 1 -out c.pem 2>/dev/null && "
+		 "openssl rand 80 > t.key",
+		 tmpdir);
+	int st = system(cmd);
+	if (st != 0) {
+		test_skip("config_tls_listener", "the openssl CLI could not make a certificate");
+		return;
+	}
+	test_begin("config_tls_listener");
+	char yaml[2048];
+	snprintf(yaml, sizeof(yaml), "upstream: 127.0.0.1:1\n"
+		       "listen:\n"
+		       "  - address: \"127.0.0.1:1\"\n"
+		       "    tls:\n"
+		       "      cert: %1$s/c.pem\n"
+		       "      key: %1$s/k.pem\n"
+		       "      certs: [{cert: %1$s/c.pem, key: %1$s/k.pem}]\n"
+		       "      client_ca: %1$s/c.pem\n"
+		       "      client_subject_header: X-Cert-Subject\n"
+		       "      session_cache: 100\n"
+		       "      tickets: {rotate: 1h, key_file: %1$s/t.key}\n",
+		 tmpdir);
+	p = write_yaml(yaml);
+	CHECK_MSG(p != NULL, "write_yaml");
+	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
+	if (c) {
+		const struct cfg_listen_tls *t = &c->listen_tls[0];
+		CHECK(t->enabled && t->ctx);
+		CHECK_INT(t->n_certs, 2);
+		CHECK_STR(t->client_subject_header, "X-Cert-Subject");
+		CHECK_INT(t->session_cache, 100);
+		CHECK_INT(t->ticket_rotate, 3600000);
+		CHECK_INT(t->line, 5); /* the first line of the tls mapping */
+	}
+	config_free(c);
+	test_end();
+}
+
+/* ---- ratelimit (docs/ratelimit.md) ----------------------------------------- */
+
+static void test_ratelimit(void)
+{
+	static const char yaml[] =
+		"listen: [\"127.0.0.1:8081\"]\n"
+		"upstream: 127.0.0.1:9\n"
+		"ratelimit:\n"
+		"  client: {rate: 600/m, burst: 20}\n"
+		"  api_key: {header: Authorization, rate: 5, global: true}\n"
+		"  routes:\n"
+		"    - {path_prefix: /api/, host: API.example.com, rate: 0.5/s, burst: 2}\n"
+		"  escalate: {refusals: 10, window: 5s, penalty: 2m}\n"
+		"  redis: 127.0.0.1:6379\n"
+		"  redis_timeout: 20ms\n"
+		"  hosts: 3\n"
+		"  redis_failure: closed\n"
+		"  kernel:\n"
+		"    interfaces: [eth0, veth1]\n"
+		"    attach: tc\n"
+		"    syn_rate: 20\n"
+		"    pkt_rate: 1000\n"
+		"    pkt_burst: 3000\n"
+		"    prefix_v6: 56\n"
+		"    allow: [10.0.0.0/8, \"2001:db8::/32\"]\n"
+		"    deny: [192.0.2.7]\n"
+		"    dry_run: true\n";
+	struct config *c = NULL;
+	char err[1024];
+
+	CHECK_MSG(config_load_file(write_yaml(yaml), &c, err, sizeof(err)) == 0, "load: %s", err);
+	if (!c)
+		return;
+	const struct cfg_ratelimit *r = &c->ratelimit;
+	CHECK(r->client.enabled && r->client.rate == 10.0 && r->client.burst == 20);
+	CHECK(!r->client.global);
+	CHECK(r->api_key.enabled && r->api_key.global && r->api_key.burst == 5);
+	CHECK_STR(r->key_header, "Authorization");
+	CHECK_INT(r->n_routes, 1);
+	CHECK_STR(r->routes[0].host, "api.example.com");
+	CHECK_STR(r->routes[0].path_prefix, "/api/");
+	CHECK(r->routes[0].lim.rate == 0.5 && r->routes[0].lim.burst == 2);
+	CHECK_INT(r->escalate_refusals, 10);
+	CHECK_INT(r->escalate_window, 5000);
+	CHECK_INT(r->escalate_penalty, 120000);
+	CHECK(r->redis.len > 0);
+	CHECK_INT(r->redis_timeout, 20);
+	CHECK_INT(r->hosts, 3);
+	CHECK_INT(r->fallback, CFG_RL_FALLBACK_CLOSED);
+	CHECK_INT(r->kernel.n_interfaces, 2);
+	CHECK_STR(r->kernel.interfaces[1], "veth1");
+	CHECK_STR(r->kernel.attach, "tc");
+	CHECK_INT(r->kernel.syn_rate, 20);
+	CHECK_INT(r->kernel.syn_burst, 20); /* defaults to the rate */
+	CHECK_INT(r->kernel.pkt_burst, 3000);
+	CHECK_INT(r->kernel.prefix_v4, 32);
+	CHECK_INT(r->kernel.prefix_v6, 56);
+	CHECK_INT(r->kernel.n_allow, 2);
+	CHECK_STR(r->kernel.allow[1], "2001:db8::/32");
+	CHECK_INT(r->kernel.n_deny, 1);
+	CHECK(r->kernel.dry_run);
+	/* limits: (request sizes) is a different section and keeps its defaults */
+	CHECK_INT(c->limits.header_bytes, 32 << 10);
+	config_free(c);
+	c = NULL;
+
+	/* defaults: nothing limited */
+	CHECK(config_load_file(write_yaml("upstream: 127.0.0.1:9\n"), &c, err, sizeof(err)) ==
+	      0);
+	if (c) {
+		CHECK(!c->ratelimit.client.enabled && !c->ratelimit.api_key.enabled);
+		CHECK_STR(c->ratelimit.key_header, "X-API-Key");
+		CHECK_INT(c->ratelimit.kernel.n_interfaces, 0);
+		CHECK_INT(c->ratelimit.hosts, 1);
+		CHECK_INT(c->ratelimit.fallback, CFG_RL_FALLBACK_LOCAL);
+		config_free(c);
+		c = NULL;
+	}
+
+	static const struct {
+		const char *yaml, *want;
+	} bad[] = {
+		{"ratelimit:\n  client: {burst: 3}\n", ":2: ratelimit.client: rate is missing"},
+		{"ratelimit:\n  client: {rate: fast}\n", ":2: ratelimit.client.rate: \"fast\""},
+		{"ratelimit:\n  client: {rate: 5, burst: 0}\n",
+		 ":2: ratelimit.client.burst: must be at least 1"},
+		{"ratelimit:\n  client: {rate: 5, bogus: 1}\n", "unknown key \"ratelimit.client.bogus\""},
+		{"ratelimit:\n  nope: 1\n", ":2: unknown key \"ratelimit.nope\""},
+		{"ratelimit:\n  kernel:\n    deny: [10.1.2.3/8]\n", ":3: ratelimit.kernel.deny:"},
+		{"ratelimit:\n  kernel:\n    allow: [not-an-ip]\n", ":3: ratelimit.kernel.allow:"},
+		{"ratelimit:\n  kernel:\n    attach: magic\n", ":3: ratelimit.kernel.attach:"},
+		{"ratelimit:\n  kernel:\n    prefix_v4: 33\n", ":3: ratelimit.kernel.prefix_v4:"},
+		{"ratelimit:\n  redis_failure: maybe\n", ":2: ratelimit.redis_failure:"},
+		{"ratelimit:\n  routes:\n    - {path_prefix: api, rate: 1}\n",
+		 ":3: ratelimit.routes[].path_prefix:"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = NULL;
+		int rc = config_load_file(write_yaml(bad[i].yaml), &c, err, sizeof(err));
+		CHECK_MSG(rc != 0 && strstr(err, bad[i].want), "case %zu: rc %d err \"%s\" want \"%s\"",
+			  i, rc, err, bad[i].want);
+		config_free(c);
+	}
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -884,6 +1086,8 @@ int main(void)
 	test_errors();
 	test_end();
 
+	test_tls();
+
 	test_begin("config_units_edges");
 	test_units();
 	test_end();
@@ -906,6 +1110,10 @@ int main(void)
 
 	test_begin("config_actions");
 	test_actions();
+	test_end();
+
+	test_begin("config_ratelimit");
+	test_ratelimit();
 	test_end();
 
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

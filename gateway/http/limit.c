@@ -1,0 +1,768 @@
+/* limit.c — GCRA rate limits at L7 and at accept (see limit.h).
+ *
+ * The bucket table is shared by every worker: open addressing, 8 probes,
+ * 16-byte slots {key, tat}. A key's slot is claimed by CAS on the key word;
+ * its theoretical arrival time (TAT) is then advanced by CAS. A slot whose
+ * TAT is in the past holds no information (that bucket is full, exactly as
+ * if it did not exist), so it may be taken over by another key: the table
+ * never needs a sweeper and a flood of distinct keys only reuses idle
+ * slots. When all 8 probes are busy with live buckets the request is
+ * admitted (fail open) and counted nowhere but the log: the table is sized
+ * far beyond the live buckets a host can have at once.
+ *
+ * Known imprecision, documented in docs/ratelimit.md: a takeover that
+ * races with an update of the old key can let that one update land on the
+ * new key (one token, once).
+ */
+#include "http/limit.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "core/sock.h"
+#include "core/timer.h"
+#include "http/worker.h"
+
+#define TABLE_BITS 17 /* 128 Ki buckets, 2 MiB */
+#define TABLE_SIZE (1u << TABLE_BITS)
+#define PROBES 8
+#define TOP_SIZE 1024 /* sources tracked for "top limited" */
+#define ESC_QUEUE 256
+
+struct slot {
+	uint64_t key; /* 0: never used */
+	uint64_t val; /* TAT in ns (buckets), or window start (s) << 32 | count (escalation) */
+};
+
+struct top_slot {
+	uint64_t key;
+	uint64_t refused;
+	char addr[48];
+};
+
+/* One rule in nanoseconds: interval = 1e9 / rate, tolerance = interval ×
+ * (burst − 1). interval 0: no limit. */
+struct rule {
+	uint64_t interval_ns, tolerance_ns;
+	double rate;
+	uint32_t burst;
+	bool global;
+	struct rule *local; /* global rule: the rate/hosts rule used while Redis is away */
+};
+
+struct route_rule {
+	char host[CFG_HOST_MAX];
+	char path_prefix[256];
+	struct rule r;
+};
+
+struct policy {
+	struct rule client, key, accept;
+	char key_header[64];
+	struct route_rule routes[CFG_RL_ROUTES_MAX];
+	unsigned n_routes;
+	uint32_t esc_refusals;
+	uint64_t esc_window_ns, esc_penalty_ns;
+	bool redis;
+	uint32_t hosts;
+	enum cfg_rl_fallback fallback;
+	struct policy *older; /* replaced policies, kept until exit */
+};
+
+enum key_kind { KIND_CLIENT = 1, KIND_API_KEY, KIND_ROUTE, KIND_ACCEPT, KIND_ESCALATE, KIND_TOP };
+
+static struct slot *buckets, *esc;
+static struct top_slot *top;
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static struct policy *cur; /* atomic pointer */
+static pthread_mutex_t policy_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool kernel_on;
+
+static pthread_mutex_t esc_mu = PTHREAD_MUTEX_INITIALIZER;
+static char esc_q[ESC_QUEUE][48];
+static unsigned esc_head, esc_len;
+
+static void tables_alloc(void)
+{
+	buckets = calloc(TABLE_SIZE, sizeof(*buckets));
+	esc = calloc(TABLE_SIZE / 8, sizeof(*esc));
+	top = calloc(TOP_SIZE, sizeof(*top));
+	if (!buckets || !esc || !top)
+		log_error("ratelimit: out of memory for the bucket tables; limits are off");
+}
+
+static bool tables_ready(void)
+{
+	pthread_once(&tables_once, tables_alloc);
+	return buckets && esc && top;
+}
+
+static uint64_t key_of(enum key_kind kind, unsigned idx, const void *p, size_t n)
+{
+	uint64_t seed = ((uint64_t)kind << 32) | idx;
+	uint64_t k = XXH3_64bits_withSeed(p, n, seed);
+	return k ? k : 1;
+}
+
+/* The slot of key: found, claimed empty, or taken over from a stale key
+ * (val <= stale_below). NULL when every probe holds a live bucket. */
+static struct slot *slot_find(struct slot *tab, unsigned mask, uint64_t key, uint64_t stale_below)
+{
+	unsigned i0 = (unsigned)(key >> 7) & mask;
+
+	for (unsigned p = 0; p < PROBES; p++) {
+		struct slot *s = &tab[(i0 + p) & mask];
+		uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+		if (k == key)
+			return s;
+		if (k == 0) {
+			uint64_t zero = 0;
+			if (__atomic_compare_exchange_n(&s->key, &zero, key, false, __ATOMIC_ACQ_REL,
+							__ATOMIC_ACQUIRE))
+				return s;
+			if (zero == key)
+				return s;
+		}
+	}
+	for (unsigned p = 0; p < PROBES; p++) {
+		struct slot *s = &tab[(i0 + p) & mask];
+		uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&s->val, __ATOMIC_RELAXED) > stale_below)
+			continue;
+		if (__atomic_compare_exchange_n(&s->key, &k, key, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE) ||
+		    k == key)
+			return s;
+	}
+	return NULL;
+}
+
+struct verdict {
+	bool ok;
+	uint64_t wait_ns;  /* refused: until a request would conform */
+	uint64_t reset_ns; /* until the bucket is full again */
+	uint64_t remaining;
+};
+
+/* GCRA on one bucket: admit and charge, or refuse without charging. */
+static struct verdict gcra(const struct rule *ru, uint64_t key, uint64_t now)
+{
+	struct verdict v = { .ok = true, .remaining = ru->burst };
+	struct slot *s = slot_find(buckets, TABLE_SIZE - 1, key, now);
+
+	if (!s)
+		return v; /* table full of live buckets: fail open */
+	for (int tries = 0; tries < 64; tries++) {
+		uint64_t tat = __atomic_load_n(&s->val, __ATOMIC_ACQUIRE);
+		uint64_t base = tat > now ? tat : now;
+		if (base - now > ru->tolerance_ns) {
+			v.ok = false;
+			v.wait_ns = base - now - ru->tolerance_ns;
+			v.reset_ns = base - now;
+			v.remaining = 0;
+			return v;
+		}
+		uint64_t next = base + ru->interval_ns;
+		if (__atomic_compare_exchange_n(&s->val, &tat, next, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE)) {
+			v.reset_ns = next - now;
+			v.remaining = (ru->tolerance_ns - (base - now)) / ru->interval_ns;
+			return v;
+		}
+	}
+	return v; /* lost 64 races in a row: admit */
+}
+
+static void rule_from(struct rule *r, const struct cfg_rl_limit *l, double rate_div)
+{
+	memset(r, 0, sizeof(*r));
+	if (!l->enabled || !(l->rate > 0))
+		return;
+	r->rate = l->rate / rate_div;
+	r->burst = l->burst ? l->burst : 1;
+	r->interval_ns = (uint64_t)ceil(1e9 / r->rate);
+	if (!r->interval_ns)
+		r->interval_ns = 1;
+	r->tolerance_ns = r->interval_ns * (uint64_t)(r->burst - 1);
+	r->global = l->global;
+}
+
+/* A global rule while Redis cannot decide: rate/hosts locally (default),
+ * admit everything (open) or nothing (closed). NULL: admit. */
+static const struct rule *global_fallback(const struct policy *p, const struct rule *ru,
+					  struct worker *w, bool *closed)
+{
+	STAT_INC(w->stats.rl_global_fallback);
+	*closed = p->fallback == CFG_RL_FALLBACK_CLOSED;
+	if (p->fallback != CFG_RL_FALLBACK_LOCAL)
+		return NULL;
+	return ru->local ? ru->local : ru;
+}
+
+static void rule_local(struct rule *r, uint32_t hosts)
+{
+	if (!r->global || !r->interval_ns || hosts <= 1)
+		return;
+	r->local = calloc(1, sizeof(*r->local));
+	if (!r->local)
+		return; /* then the full rate applies locally */
+	struct cfg_rl_limit l = { .enabled = true, .rate = r->rate, .burst = r->burst };
+	rule_from(r->local, &l, hosts);
+	if (r->local->burst > 1 && r->burst / hosts >= 1) {
+		r->local->burst = r->burst / hosts;
+		r->local->tolerance_ns = r->local->interval_ns * (r->local->burst - 1);
+	}
+}
+
+static void policy_publish(struct policy *p)
+{
+	pthread_mutex_lock(&policy_mu);
+	p->older = __atomic_load_n(&cur, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&cur, p, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&policy_mu);
+}
+
+int limit_configure(const struct config *cfg)
+{
+	const struct cfg_ratelimit *c = &cfg->ratelimit;
+	struct policy *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	if (!tables_ready()) {
+		free(p);
+		return -ENOMEM;
+	}
+	rule_from(&p->client, &c->client, 1);
+	rule_from(&p->key, &c->api_key, 1);
+	snprintf(p->key_header, sizeof(p->key_header), "%s", c->key_header);
+	for (unsigned i = 0; i < c->n_routes; i++) {
+		snprintf(p->routes[i].host, sizeof(p->routes[i].host), "%s", c->routes[i].host);
+		snprintf(p->routes[i].path_prefix, sizeof(p->routes[i].path_prefix), "%s",
+			 c->routes[i].path_prefix);
+		rule_from(&p->routes[i].r, &c->routes[i].lim, 1);
+	}
+	p->n_routes = c->n_routes;
+	if (c->kernel.syn_rate) {
+		struct cfg_rl_limit a = { .enabled = true, .rate = c->kernel.syn_rate,
+					  .burst = c->kernel.syn_burst };
+		rule_from(&p->accept, &a, 1);
+	}
+	p->esc_refusals = c->escalate_refusals;
+	p->esc_window_ns = (uint64_t)c->escalate_window * 1000000;
+	p->esc_penalty_ns = (uint64_t)c->escalate_penalty * 1000000;
+	p->redis = c->redis.len != 0;
+	p->hosts = c->hosts ? c->hosts : 1;
+	p->fallback = c->fallback;
+	if (p->redis) {
+		rule_local(&p->client, p->hosts);
+		rule_local(&p->key, p->hosts);
+		for (unsigned i = 0; i < p->n_routes; i++)
+			rule_local(&p->routes[i].r, p->hosts);
+	}
+	policy_publish(p);
+	return 0;
+}
+
+static const struct policy *policy(void)
+{
+	return __atomic_load_n(&cur, __ATOMIC_ACQUIRE);
+}
+
+void limit_kernel_active(bool on)
+{
+	__atomic_store_n(&kernel_on, on, __ATOMIC_RELEASE);
+}
+
+bool limit_kernel_is_active(void)
+{
+	return __atomic_load_n(&kernel_on, __ATOMIC_ACQUIRE);
+}
+
+uint64_t limit_penalty_ns(void)
+{
+	const struct policy *p = policy();
+	return p ? p->esc_penalty_ns : 0;
+}
+
+bool limit_redis_up(void)
+{
+	return false; /* no Redis client yet: global limits run locally (docs/ratelimit.md) */
+}
+
+/* ---- escalation and "top limited" ------------------------------------------ */
+
+static void escalate_push(const char *addr)
+{
+	pthread_mutex_lock(&esc_mu);
+	if (esc_len == ESC_QUEUE) { /* full: drop the oldest, the newest matter more */
+		esc_head = (esc_head + 1) % ESC_QUEUE;
+		esc_len--;
+	}
+	snprintf(esc_q[(esc_head + esc_len) % ESC_QUEUE], 48, "%s", addr);
+	esc_len++;
+	pthread_mutex_unlock(&esc_mu);
+}
+
+unsigned limit_escalation_take(char (*out)[48], unsigned max)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&esc_mu);
+	while (esc_len && n < max) {
+		memcpy(out[n++], esc_q[esc_head], 48);
+		esc_head = (esc_head + 1) % ESC_QUEUE;
+		esc_len--;
+	}
+	pthread_mutex_unlock(&esc_mu);
+	return n;
+}
+
+static void top_count(const char *addr, uint64_t key)
+{
+	unsigned i0 = (unsigned)(key >> 7) & (TOP_SIZE - 1);
+
+	for (unsigned p = 0; p < 16; p++) {
+		struct top_slot *t = &top[(i0 + p) & (TOP_SIZE - 1)];
+		uint64_t k = __atomic_load_n(&t->key, __ATOMIC_ACQUIRE), zero = 0;
+		if (k != key && k == 0 &&
+		    __atomic_compare_exchange_n(&t->key, &zero, key, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE)) {
+			/* the claimer writes the text once; readers skip empty text */
+			snprintf(t->addr, sizeof(t->addr), "%s", addr);
+			k = key;
+		} else if (k == 0) {
+			k = zero;
+		}
+		if (k == key) {
+			__atomic_add_fetch(&t->refused, 1, __ATOMIC_RELAXED);
+			return;
+		}
+	}
+}
+
+/* Counts a refusal of addr; true when it crosses the escalation threshold
+ * (once per window). */
+static bool refusal_escalates(const struct policy *p, const char *addr, uint64_t key,
+			      uint64_t now)
+{
+	if (!p->esc_refusals || !p->esc_window_ns)
+		return false;
+	struct slot *s = slot_find(esc, TABLE_SIZE / 8 - 1, key, 0);
+	if (!s)
+		return false;
+	uint32_t now_s = (uint32_t)(now / 1000000000u);
+	uint64_t win_s = (p->esc_window_ns + 999999999u) / 1000000000u;
+	for (int tries = 0; tries < 64; tries++) {
+		uint64_t old = __atomic_load_n(&s->val, __ATOMIC_ACQUIRE);
+		uint32_t start = (uint32_t)(old >> 32), count = (uint32_t)old;
+		if (!old || now_s - start >= win_s) {
+			start = now_s;
+			count = 0;
+		}
+		count++;
+		uint64_t nv = ((uint64_t)start << 32) | count;
+		if (__atomic_compare_exchange_n(&s->val, &old, nv, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE))
+			return count == p->esc_refusals + 1;
+	}
+	return false;
+}
+
+/* ---- the step -------------------------------------------------------------- */
+
+/* One rule for one key: locally, or (a global rule with ratelimit.redis)
+ * through Redis — which has no client yet here, so such a rule is decided by
+ * its fallback and counted in rl_global_fallback. */
+static struct verdict decide(const struct policy *p, const struct rule *ru, uint64_t key,
+			     uint64_t now, struct worker *w, const struct rule **used)
+{
+	bool closed = false;
+
+	*used = ru;
+	if (ru->global && p->redis) {
+		const struct rule *fb = global_fallback(p, ru, w, &closed);
+		if (!fb) {
+			struct verdict v = { .ok = !closed, .remaining = closed ? 0 : ru->burst,
+					     .wait_ns = 1000000000u, .reset_ns = 1000000000u };
+			return v;
+		}
+		*used = fb;
+		return gcra(fb, key, now);
+	}
+	return gcra(ru, key, now);
+}
+
+static bool host_matches(const char *pattern, const char *host, size_t hl)
+{
+	if (!pattern[0])
+		return true;
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		size_t pl = strlen(pattern + 1);
+		return hl > pl && strncasecmp(host + hl - pl, pattern + 1, pl) == 0;
+	}
+	return strlen(pattern) == hl && strncasecmp(pattern, host, hl) == 0;
+}
+
+static struct http_str host_of(const struct http_request *h)
+{
+	struct http_str s = h->authority.len ? h->authority : h->host;
+	size_t n = 0;
+
+	if (s.len && s.p[0] == '[') {
+		while (n < s.len && s.p[n] != ']')
+			n++;
+		if (n < s.len)
+			n++;
+	} else {
+		while (n < s.len && s.p[n] != ':')
+			n++;
+	}
+	s.len = n;
+	return s;
+}
+
+static void refuse(struct request *r, const char *name, const struct rule *ru,
+		   const struct verdict *v)
+{
+	/* request-scoped: respond_error reads it inside req_fail */
+	static __thread char hdrs[320];
+	uint64_t retry_s = (v->wait_ns + 999999999u) / 1000000000u;
+	uint64_t reset_s = (v->reset_ns + 999999999u) / 1000000000u;
+	uint64_t window_s = (uint64_t)ceil((double)ru->burst / ru->rate);
+	char reason[96];
+
+	if (!retry_s)
+		retry_s = 1;
+	if (!window_s)
+		window_s = 1;
+	snprintf(hdrs, sizeof(hdrs),
+		 "Retry-After: %llu\r\n"
+		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\n"
+		 "RateLimit: \"%s\";r=0;t=%llu\r\n",
+		 (unsigned long long)retry_s, name, ru->burst, (unsigned long long)window_s, name,
+		 (unsigned long long)(reset_s ? reset_s : 1));
+	snprintf(reason, sizeof(reason), "rate limit \"%s\" exceeded, retry in %llu s", name,
+		 (unsigned long long)retry_s);
+	r->resp_hdrs = hdrs;
+	req_fail(r, 429, REASON_RATE_LIMITED, reason, false);
+	r->resp_hdrs = NULL;
+}
+
+enum step_result limit_step(struct request *r)
+{
+	const struct policy *p = policy();
+	struct client *c = r->c;
+	struct worker *w = c->conn.w;
+	const struct http_request *h = &r->h;
+	uint64_t now;
+	struct verdict v;
+	const struct rule *used;
+
+	if (!p || !buckets)
+		return STEP_NEXT;
+	if (!p->client.interval_ns && !p->key.interval_ns && !p->n_routes)
+		return STEP_NEXT;
+	STAT_INC(w->stats.rl_checked);
+	now = clock_ns();
+
+	uint64_t ckey = key_of(KIND_CLIENT, 0, c->peer, strlen(c->peer));
+	if (p->client.interval_ns) {
+		v = decide(p, &p->client, ckey, now, w, &used);
+		if (!v.ok) {
+			STAT_INC(w->stats.rl_refused_client);
+			goto refused_client;
+		}
+	}
+	if (p->key.interval_ns) {
+		for (unsigned i = 0; i < h->n_headers; i++) {
+			if (!http_str_eq(h->headers[i].name, p->key_header))
+				continue;
+			/* only the hash goes into the table */
+			uint64_t k = key_of(KIND_API_KEY, 0, h->headers[i].value.p,
+					    h->headers[i].value.len);
+			v = decide(p, &p->key, k, now, w, &used);
+			if (!v.ok) {
+				STAT_INC(w->stats.rl_refused_key);
+				refuse(r, "api_key", used, &v);
+				return STEP_WAIT;
+			}
+			break;
+		}
+	}
+	if (p->n_routes) {
+		struct http_str host = host_of(h);
+		for (unsigned i = 0; i < p->n_routes; i++) {
+			const struct route_rule *rr = &p->routes[i];
+			size_t pl = strlen(rr->path_prefix);
+			if (!host_matches(rr->host, host.p, host.len) || h->path.len < pl ||
+			    memcmp(h->path.p, rr->path_prefix, pl) != 0)
+				continue;
+			v = decide(p, &rr->r, key_of(KIND_ROUTE, i, rr->path_prefix, pl), now, w,
+				   &used);
+			if (!v.ok) {
+				STAT_INC(w->stats.rl_refused_route);
+				refuse(r, "route", used, &v);
+				return STEP_WAIT;
+			}
+			break;
+		}
+	}
+	return STEP_NEXT;
+
+refused_client:
+	top_count(c->peer, ckey);
+	if (refusal_escalates(p, c->peer, ckey, now)) {
+		STAT_INC(w->stats.rl_escalations);
+		log_info("ratelimit: %s refused more than %u times in %llu ms: penalty box%s",
+			 c->peer, p->esc_refusals, (unsigned long long)(p->esc_window_ns / 1000000),
+			 limit_kernel_is_active() ? "" : " (kernel layer off: not boxed)");
+		if (limit_kernel_is_active())
+			escalate_push(c->peer);
+	}
+	refuse(r, "client", used, &v);
+	return STEP_WAIT;
+}
+
+/* ---- accept ---------------------------------------------------------------- */
+
+bool limit_accept(struct worker *w, int fd)
+{
+	const struct policy *p = policy();
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char addr[48];
+
+	if (!p || !p->accept.interval_ns || !buckets || limit_kernel_is_active())
+		return true;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return true;
+	sock_ntop((struct sockaddr *)&ss, addr, sizeof(addr));
+	struct verdict v = gcra(&p->accept, key_of(KIND_ACCEPT, 0, addr, strlen(addr)), clock_ns());
+	if (v.ok)
+		return true;
+	STAT_INC(w->stats.rl_accept_refused);
+	return false;
+}
+
+/* ---- admin ----------------------------------------------------------------- */
+
+static int rule_json(struct buf *b, const char *name, const struct rule *r)
+{
+	if (!r->interval_ns)
+		return buf_appendf(b, "\"%s\":null", name);
+	return buf_appendf(b, "\"%s\":{\"rate\":%.6g,\"burst\":%u,\"global\":%s}", name, r->rate,
+			   r->burst, r->global ? "true" : "false");
+}
+
+int limit_policy_json(struct buf *b)
+{
+	const struct policy *p = policy();
+	int rc = 0;
+
+	if (!p)
+		return buf_appends(b, "{}");
+	rc |= buf_appends(b, "{");
+	rc |= rule_json(b, "client", &p->client);
+	rc |= buf_appends(b, ",");
+	rc |= rule_json(b, "api_key", &p->key);
+	rc |= buf_appends(b, ",\"key_header\":");
+	rc |= jsonw_buf_str(b, p->key_header);
+	rc |= buf_appends(b, ",\"routes\":[");
+	for (unsigned i = 0; i < p->n_routes; i++) {
+		rc |= buf_appends(b, i ? ",{\"host\":" : "{\"host\":");
+		rc |= jsonw_buf_str(b, p->routes[i].host);
+		rc |= buf_appends(b, ",\"path_prefix\":");
+		rc |= jsonw_buf_str(b, p->routes[i].path_prefix);
+		rc |= buf_appends(b, ",");
+		rc |= rule_json(b, "limit", &p->routes[i].r);
+		rc |= buf_appends(b, "}");
+	}
+	rc |= buf_appendf(b,
+			  "],\"escalate\":{\"refusals\":%u,\"window_ms\":%llu,\"penalty_ms\":%llu},"
+			  "\"accept\":",
+			  p->esc_refusals, (unsigned long long)(p->esc_window_ns / 1000000),
+			  (unsigned long long)(p->esc_penalty_ns / 1000000));
+	if (p->accept.interval_ns)
+		rc |= buf_appendf(b, "{\"rate\":%.6g,\"burst\":%u,\"active\":%s}", p->accept.rate,
+				  p->accept.burst, limit_kernel_is_active() ? "false" : "true");
+	else
+		rc |= buf_appends(b, "null");
+	rc |= buf_appendf(b, ",\"redis\":%s,\"hosts\":%u}", p->redis ? "true" : "false", p->hosts);
+	return rc ? -1 : 0;
+}
+
+/* The number after "key": inside obj[0..len); -1 if absent. */
+static int json_num(const char *obj, size_t len, const char *key, double *out)
+{
+	char pat[32];
+	int pl = snprintf(pat, sizeof(pat), "\"%s\"", key);
+	const char *p = memmem(obj, len, pat, (size_t)pl), *end = obj + len;
+	char tmp[32];
+	size_t n = 0;
+
+	if (!p)
+		return -1;
+	p += pl;
+	while (p < end && (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n'))
+		p++;
+	while (p < end && n + 1 < sizeof(tmp) && (strchr("0123456789.eE+-", *p)))
+		tmp[n++] = *p++;
+	tmp[n] = 0;
+	if (!n)
+		return -1;
+	char *e;
+	*out = strtod(tmp, &e);
+	return *e ? -1 : 0;
+}
+
+/* The {...} value of "key" (no nesting inside it): start and length. */
+static int json_obj(const char *s, size_t len, const char *key, const char **o, size_t *olen)
+{
+	char pat[32];
+	int pl = snprintf(pat, sizeof(pat), "\"%s\"", key);
+	const char *p = memmem(s, len, pat, (size_t)pl), *end = s + len;
+
+	if (!p)
+		return -1;
+	p += pl;
+	while (p < end && *p != '{' && *p != 'n')
+		p++;
+	if (p >= end)
+		return -1;
+	if (*p == 'n') { /* null: off */
+		*o = NULL;
+		*olen = 0;
+		return 0;
+	}
+	const char *q = memchr(p, '}', (size_t)(end - p));
+	if (!q)
+		return -1;
+	*o = p;
+	*olen = (size_t)(q - p + 1);
+	return 0;
+}
+
+static int rule_parse(const char *o, size_t olen, const struct rule *old, struct rule *out,
+		      char *err, size_t errlen, const char *name)
+{
+	struct cfg_rl_limit l = { 0 };
+	double rate = 0, burst = 0;
+
+	if (!o) {
+		memset(out, 0, sizeof(*out));
+		return 0;
+	}
+	if (json_num(o, olen, "rate", &rate) || rate < 0 || rate > 1e9) {
+		snprintf(err, errlen, "%s.rate: expected a number >= 0", name);
+		return -1;
+	}
+	if (json_num(o, olen, "burst", &burst))
+		burst = old->burst ? old->burst : (rate >= 1 ? rate : 1);
+	if (burst < 1 || burst > 1e9) {
+		snprintf(err, errlen, "%s.burst: expected a number >= 1", name);
+		return -1;
+	}
+	l.enabled = rate > 0;
+	l.rate = rate;
+	l.burst = (uint32_t)burst;
+	l.global = old->global;
+	rule_from(out, &l, 1);
+	return 0;
+}
+
+int limit_policy_set(const char *json, size_t len, char *err, size_t errlen)
+{
+	const struct policy *p = policy();
+	struct policy *np;
+	const char *o;
+	size_t olen;
+
+	if (!p || !tables_ready()) {
+		snprintf(err, errlen, "rate limiting is not configured");
+		return -1;
+	}
+	np = malloc(sizeof(*np));
+	if (!np) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	*np = *p;
+	if (!json_obj(json, len, "client", &o, &olen) &&
+	    rule_parse(o, olen, &p->client, &np->client, err, errlen, "client"))
+		goto bad;
+	if (!json_obj(json, len, "api_key", &o, &olen) &&
+	    rule_parse(o, olen, &p->key, &np->key, err, errlen, "api_key"))
+		goto bad;
+	if (!json_obj(json, len, "escalate", &o, &olen) && o) {
+		double d;
+		if (!json_num(o, olen, "refusals", &d) && d >= 0)
+			np->esc_refusals = (uint32_t)d;
+		if (!json_num(o, olen, "window_ms", &d) && d >= 1)
+			np->esc_window_ns = (uint64_t)d * 1000000;
+		if (!json_num(o, olen, "penalty_ms", &d) && d >= 1)
+			np->esc_penalty_ns = (uint64_t)d * 1000000;
+	}
+	np->client.global = p->client.global;
+	np->key.global = p->key.global;
+	if (np->redis) {
+		rule_local(&np->client, np->hosts);
+		rule_local(&np->key, np->hosts);
+	}
+	policy_publish(np);
+	return 0;
+bad:
+	free(np);
+	return -1;
+}
+
+struct top_row {
+	uint64_t refused;
+	char addr[48];
+};
+
+static int top_cmp(const void *a, const void *b)
+{
+	const struct top_row *x = a, *y = b;
+	return x->refused < y->refused ? 1 : x->refused > y->refused ? -1 : 0;
+}
+
+int limit_top_json(struct buf *b, unsigned max)
+{
+	struct top_row *rows;
+	unsigned n = 0;
+	int rc = 0;
+
+	if (!tables_ready())
+		return buf_appends(b, "[]");
+	rows = calloc(TOP_SIZE, sizeof(*rows));
+	if (!rows)
+		return -1;
+	for (unsigned i = 0; i < TOP_SIZE; i++) {
+		uint64_t c = __atomic_load_n(&top[i].refused, __ATOMIC_RELAXED);
+		if (!c || !top[i].addr[0])
+			continue;
+		rows[n].refused = c;
+		memcpy(rows[n].addr, top[i].addr, sizeof(rows[n].addr));
+		rows[n].addr[47] = 0;
+		n++;
+	}
+	qsort(rows, n, sizeof(*rows), top_cmp);
+	rc |= buf_appends(b, "[");
+	for (unsigned i = 0; i < n && i < max; i++) {
+		rc |= buf_appends(b, i ? ",{\"source\":" : "{\"source\":");
+		rc |= jsonw_buf_str(b, rows[i].addr);
+		rc |= buf_appendf(b, ",\"refused\":%llu}", (unsigned long long)rows[i].refused);
+	}
+	rc |= buf_appends(b, "]");
+	free(rows);
+	return rc ? -1 : 0;
+}
