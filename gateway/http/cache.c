@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "core/log.h"
+#include "http/cache_redis.h"
 #include "http/cache_rules.h"
 #include "http/cache_store.h"
 #include "http/respond.h"
@@ -70,6 +71,11 @@ struct cache_req {
 	bool invalidate; /* unsafe method: drop the URL after a success */
 	bool lookup_done;
 	bool store_ok;
+
+	/* L2: a lookup in flight, and the keys already asked for */
+	struct l2_op *l2_op;
+	struct cache_key l2_tried[2];
+	unsigned n_l2_tried;
 
 	/* the response being stored */
 	bool filling;
@@ -559,6 +565,7 @@ static struct cache_req *cr_new(struct request *r)
 	if (!cache_store_ready() && cache_store_init(cfg->cache.memory) != 0)
 		return NULL;
 	cache_store_thread_enter();
+	l2_subscriber_start(&cfg->cache);
 	ul = url_norm(host.p, host.len, h->path.p, h->path.len, url, sizeof(url));
 	if (ul < 0)
 		return NULL;
@@ -635,6 +642,43 @@ static struct cache_entry *lookup(struct cache_req *cr, int64_t now)
 	return e;
 }
 
+static void on_l2_reply(void *arg, const char *data, size_t len, int err)
+{
+	struct cache_req *cr = arg;
+	struct stats_worker *st = &cr->w->stats;
+	struct cache_entry_spec sp;
+
+	cr->l2_op = NULL;
+	if (err == 0 && data && l2_decode(data, len, &cr->key, &sp) == 0 &&
+	    sp.expires_ms > now_ms() && sp.kind != CACHE_PASS) {
+		sp.url = cr->url; /* ours is normalised the same way; never trust a copy for purges */
+		sp.url_len = cr->url_len;
+		if (cache_store_put(&sp) == 0)
+			STAT_INC(st->cache_l2_hits);
+	} else if (err == 0 && data) {
+		STAT_INC(st->cache_l2_errors); /* failed the integrity check, or expired */
+	} else if (err == 0) {
+		STAT_INC(st->cache_l2_misses);
+	}
+	req_resume(cr->r);
+}
+
+/* After an L1 miss: ask L2 for cr->key once. True when a lookup is in
+ * flight (the step waits for it). */
+static bool l2_ask(struct cache_req *cr)
+{
+	const struct config *cfg = cfg_of(cr->r);
+
+	if (!cfg->cache.redis.len || cr->n_l2_tried >= 2)
+		return false;
+	for (unsigned i = 0; i < cr->n_l2_tried; i++)
+		if (!memcmp(&cr->l2_tried[i], &cr->key, sizeof(cr->key)))
+			return false;
+	cr->l2_tried[cr->n_l2_tried++] = cr->key;
+	cr->l2_op = l2_get(cr->w, &cfg->cache, &cr->key, on_l2_reply, cr);
+	return cr->l2_op != NULL;
+}
+
 enum step_result cache_step(struct request *r)
 {
 	const struct config *cfg = cfg_of(r);
@@ -643,7 +687,7 @@ enum step_result cache_step(struct request *r)
 
 	if (!cfg->cache.enabled || (r->route >= 0 && !cfg->routes[r->route].cache))
 		return STEP_NEXT;
-	if (cr && cr->waiting)
+	if (cr && (cr->waiting || cr->l2_op))
 		return STEP_WAIT;
 	if (!cr) {
 		cr = r->cache = cr_new(r);
@@ -675,6 +719,8 @@ enum step_result cache_step(struct request *r)
 	now = now_ms();
 
 	struct cache_entry *e = lookup(cr, now);
+	if (!e && !cr->no_coalesce && l2_ask(cr))
+		return STEP_WAIT; /* resumed with the L2 answer copied into L1 */
 	if (e) {
 		enum cache_use use = cache_use(&e->meta, &cr->rq.cc, now);
 		switch (use) {
@@ -865,14 +911,17 @@ static int store(struct cache_req *cr, const char *head, size_t head_len, const 
 					cache_entry_put(m);
 					return rc;
 				}
+				l2_put(cr->w, &cfg->cache, &ms, now_ms());
 			}
 			cache_entry_put(m);
 			sp.key = variant_key(&cr->primary, gen, all, al, &cr->r->h);
 		}
 	}
 	rc = cache_store_put(&sp);
-	if (rc == 0)
+	if (rc == 0) {
 		STAT_INC(cr->w->stats.cache_stores);
+		l2_put(cr->w, &cfg->cache, &sp, now_ms());
+	}
 	return rc;
 }
 
@@ -920,12 +969,14 @@ static void invalidate_uri(struct cache_req *cr, struct http_str loc)
 	struct cache_key k = primary_key("GET", url, (size_t)ul);
 	if (cache_store_remove(&k, NULL))
 		STAT_INC(cr->w->stats.cache_invalidations);
+	l2_del(cr->w, &cfg_of(cr->r)->cache, &k);
 }
 
 static void invalidate(struct cache_req *cr, const struct http_response *res)
 {
 	if (cache_store_remove(&cr->primary, NULL))
 		STAT_INC(cr->w->stats.cache_invalidations);
+	l2_del(cr->w, &cfg_of(cr->r)->cache, &cr->primary);
 	for (unsigned i = 0; i < res->n_headers; i++) {
 		const struct http_header *h = &res->headers[i];
 		if (http_str_eq(h->name, "Location") || http_str_eq(h->name, "Content-Location"))
@@ -1167,6 +1218,7 @@ void cache_req_end(struct request *r)
 		return;
 	r->cache = NULL;
 	wait_unlink(cr);
+	l2_cancel(cr->l2_op);
 	/* a leader that did not finish (client gone, upstream failed): let a
 	 * waiter try again */
 	leader_finish(cr, cr->filling ? WAKE_RETRY : WAKE_UPSTREAM);
@@ -1191,10 +1243,8 @@ const char *cache_access_status(const struct request *r)
 
 /* ---- purges --------------------------------------------------------------------- */
 
-size_t cache_purge_url(const char *url, size_t len, bool prefix)
+int cache_url_normalize(const char *url, size_t len, char *norm, size_t cap)
 {
-	char norm[URL_MAX];
-
 	if (len > 7 && strncasecmp(url, "http://", 7) == 0) {
 		url += 7;
 		len -= 7;
@@ -1204,10 +1254,15 @@ size_t cache_purge_url(const char *url, size_t len, bool prefix)
 	}
 	const char *slash = memchr(url, '/', len);
 	size_t hl = slash ? (size_t)(slash - url) : len;
-	int n = url_norm(url, hl, url + hl, len - hl, norm, sizeof(norm));
-	if (n < 0)
-		return 0;
-	return cache_store_purge_url(norm, (size_t)n, !prefix);
+	return url_norm(url, hl, url + hl, len - hl, norm, cap);
+}
+
+size_t cache_purge_url(const char *url, size_t len, bool prefix)
+{
+	char norm[URL_MAX];
+	int n = cache_url_normalize(url, len, norm, sizeof(norm));
+
+	return n < 0 ? 0 : cache_store_purge_url(norm, (size_t)n, !prefix);
 }
 
 size_t cache_purge_tag(const char *tag, size_t len)

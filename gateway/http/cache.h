@@ -57,6 +57,10 @@ void cache_req_end(struct request *r);
 /* "hit", "miss", "stale", "bypass" or "" for the access record. */
 const char *cache_access_status(const struct request *r);
 
+/* "[http://]host/path?query" → the normalised "host/path?query" the cache
+ * keys and purges by; the length or -1. */
+int cache_url_normalize(const char *url, size_t len, char *out, size_t cap);
+
 /* Purges (any thread; the admin API). url: "[http://]host/path?query".
  * Returns how many objects were removed from L1. */
 size_t cache_purge_url(const char *url, size_t len, bool prefix);

@@ -13,6 +13,7 @@
 #include "core/jsonw.h"
 #include "gateway.h"
 #include "http/cache.h"
+#include "http/cache_redis.h"
 #include "http/cache_store.h"
 
 /* The string value of "key" in a flat JSON object (escapes \" and \\ only;
@@ -79,8 +80,21 @@ static int h_purge(struct gateway *g, const struct admin_req *req, struct admin_
 				  "expected a JSON object with \"url\", \"prefix\" or \"tag\"");
 	}
 	cache_store_barrier(); /* the purged objects' memory is back before we answer */
+
+	/* L2, and through it every other gateway's L1 */
+	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
+	long l2 = 0;
+	if (cfg->cache.redis.len) {
+		char norm[4096];
+		int nl = strcmp(kind, "tag") ? cache_url_normalize(v, (size_t)n, norm, sizeof(norm))
+					     : (int)strlen(strcpy(norm, v));
+		l2 = nl < 0 ? -1 : l2_purge(&cfg->cache, kind, norm, (size_t)nl);
+	}
+	if (g->config_put)
+		g->config_put(g, cfg);
 	snprintf(resp->audit, sizeof(resp->audit), "cache purge %s %.200s: %zu", kind, v, purged);
-	return buf_appendf(&resp->body, "{\"purged\":%zu,\"%s\":", purged, kind) ||
+	return buf_appendf(&resp->body, "{\"purged\":%zu,\"l2\":%ld,\"%s\":", purged, l2,
+			   kind) ||
 			       jsonw_buf_str(&resp->body, v) || buf_appends(&resp->body, "}\n")
 		       ? -1
 		       : 0;

@@ -1,0 +1,656 @@
+#include "http/cache_redis.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "core/sock.h"
+#include "http/cache.h"
+#include "http/conn.h"
+#include "http/worker.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+#define BREAKER_FAILS 3
+#define BREAKER_OPEN_MS 5000
+#define MAX_PENDING 1024
+#define PURGE_CHANNEL "rfx:purge"
+/* An idle connection is closed after this long (and at once while the
+ * worker drains: an open connection would keep it from stopping). */
+#define IDLE_MS 1000
+
+/* ---- the stored format ----------------------------------------------------- */
+
+#define L2_MAGIC 0x31584652u /* "RFX1" */
+
+struct l2_hdr {
+	uint32_t magic;
+	uint8_t kind, must_revalidate, no_cache, has_validator;
+	struct cache_key key, primary;
+	uint32_t status, url_len, tags_len, head_len, body_len;
+	uint32_t swr_s, sie_s;
+	uint32_t etag_off, etag_len, lm_off, lm_len;
+	int64_t response_time_ms, initial_age_ms, lifetime_ms, expires_ms;
+	uint64_t vary_gen;
+	uint64_t checksum; /* XXH3-64 of the header (this field 0) and the payload */
+};
+
+int l2_encode(const struct cache_entry_spec *s, char **out, size_t *len)
+{
+	size_t n = sizeof(struct l2_hdr) + s->url_len + s->tags_len + s->head_len + s->body_len;
+	char *b = malloc(n);
+
+	if (!b)
+		return -ENOMEM;
+	struct l2_hdr h = {
+		.magic = L2_MAGIC, .kind = (uint8_t)s->kind,
+		.must_revalidate = s->meta.must_revalidate, .no_cache = s->meta.no_cache,
+		.has_validator = s->meta.has_validator, .key = s->key, .primary = s->primary,
+		.status = (uint32_t)s->status, .url_len = (uint32_t)s->url_len,
+		.tags_len = (uint32_t)s->tags_len, .head_len = (uint32_t)s->head_len,
+		.body_len = (uint32_t)s->body_len, .swr_s = s->meta.swr_s, .sie_s = s->meta.sie_s,
+		.etag_off = (uint32_t)s->etag_off, .etag_len = (uint32_t)s->etag_len,
+		.lm_off = (uint32_t)s->lm_off, .lm_len = (uint32_t)s->lm_len,
+		.response_time_ms = s->meta.response_time_ms, .initial_age_ms = s->meta.initial_age_ms,
+		.lifetime_ms = s->meta.lifetime_ms, .expires_ms = s->expires_ms,
+		.vary_gen = s->vary_gen,
+	};
+	char *p = b + sizeof(h);
+	if (s->url_len)
+		memcpy(p, s->url, s->url_len);
+	p += s->url_len;
+	if (s->tags_len)
+		memcpy(p, s->tags, s->tags_len);
+	p += s->tags_len;
+	if (s->head_len)
+		memcpy(p, s->head, s->head_len);
+	p += s->head_len;
+	if (s->body_len)
+		memcpy(p, s->body, s->body_len);
+	memcpy(b, &h, sizeof(h));
+	h.checksum = XXH3_64bits(b, n);
+	memcpy(b, &h, sizeof(h));
+	*out = b;
+	*len = n;
+	return 0;
+}
+
+int l2_decode(const char *data, size_t len, const struct cache_key *want,
+	      struct cache_entry_spec *s)
+{
+	struct l2_hdr h;
+
+	if (len < sizeof(h))
+		return -EINVAL;
+	memcpy(&h, data, sizeof(h));
+	if (h.magic != L2_MAGIC || memcmp(&h.key, want, sizeof(*want)) != 0 ||
+	    h.kind > CACHE_PASS)
+		return -EINVAL;
+	uint64_t payload = (uint64_t)h.url_len + h.tags_len + h.head_len + h.body_len;
+	if (payload != len - sizeof(h) || (h.etag_len && (uint64_t)h.etag_off + h.etag_len > h.head_len) ||
+	    (h.lm_len && (uint64_t)h.lm_off + h.lm_len > h.head_len))
+		return -EINVAL;
+	uint64_t sum = h.checksum;
+	/* checksum over the header with its checksum field zeroed, then the payload */
+	XXH3_state_t *st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	struct l2_hdr z = h;
+	z.checksum = 0;
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, &z, sizeof(z));
+	XXH3_64bits_update(st, data + sizeof(h), len - sizeof(h));
+	uint64_t got = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	if (got != sum)
+		return -EINVAL;
+	const char *p = data + sizeof(h);
+	*s = (struct cache_entry_spec){
+		.key = h.key, .primary = h.primary, .kind = (enum cache_kind)h.kind,
+		.vary_gen = h.vary_gen, .status = (int)h.status, .expires_ms = h.expires_ms,
+		.meta = { .response_time_ms = h.response_time_ms, .initial_age_ms = h.initial_age_ms,
+			  .lifetime_ms = h.lifetime_ms, .swr_s = h.swr_s, .sie_s = h.sie_s,
+			  .must_revalidate = h.must_revalidate, .no_cache = h.no_cache,
+			  .has_validator = h.has_validator },
+		.url = p, .url_len = h.url_len,
+		.tags = p + h.url_len, .tags_len = h.tags_len,
+		.head = p + h.url_len + h.tags_len, .head_len = h.head_len,
+		.body = p + h.url_len + h.tags_len + h.head_len, .body_len = h.body_len,
+		.etag_off = h.etag_off, .etag_len = h.etag_len, .lm_off = h.lm_off, .lm_len = h.lm_len,
+	};
+	return 0;
+}
+
+static void key_name(const struct cache_key *k, char out[37])
+{
+	snprintf(out, 37, "rfx:%016llx%016llx", (unsigned long long)k->hi, (unsigned long long)k->lo);
+}
+
+/* ---- the worker's connection ------------------------------------------------------ */
+
+struct l2_op {
+	struct l2_op *next;
+	l2_get_cb *cb; /* NULL: fire and forget, or cancelled */
+	void *arg;
+	uint64_t deadline; /* loop ms */
+};
+
+struct l2_conn {
+	struct conn conn;
+	struct l2_client *cl;
+	struct io_op connect_op;
+	redisReader *reader;
+	struct l2_op *head, *tail;
+	unsigned n_pending;
+};
+
+struct l2_client {
+	struct worker *w;
+	struct l2_conn *lc;
+	unsigned fails;
+	uint64_t open_until; /* loop ms: breaker open */
+};
+
+static __thread struct l2_client *tls_client;
+
+static const struct conn_ops l2_ops;
+
+/* Every pending operation fails; the connection is dropped. */
+static void l2_fail_all(struct l2_conn *lc, int err)
+{
+	struct l2_client *cl = lc->cl;
+	struct l2_op *op = lc->head;
+
+	lc->head = lc->tail = NULL;
+	lc->n_pending = 0;
+	if (cl && cl->lc == lc) {
+		cl->lc = NULL;
+		if (++cl->fails >= BREAKER_FAILS) {
+			cl->open_until = cl->w->loop.now + BREAKER_OPEN_MS;
+			log_warn("cache L2: redis failing (%s); skipped for %d ms", strerror(-err),
+				 BREAKER_OPEN_MS);
+		}
+	}
+	if (cl)
+		STAT_INC(cl->w->stats.cache_l2_errors);
+	lc->cl = NULL;
+	conn_close(&lc->conn, false);
+	while (op) {
+		struct l2_op *next = op->next;
+		if (op->cb)
+			op->cb(op->arg, NULL, 0, err);
+		free(op);
+		op = next;
+	}
+}
+
+/* Give the connection up quietly (idle, or the worker drains). */
+static void l2_idle_close(struct l2_conn *lc)
+{
+	if (lc->cl && lc->cl->lc == lc)
+		lc->cl->lc = NULL;
+	lc->cl = NULL;
+	conn_close(&lc->conn, false);
+}
+
+static void arm_deadline(struct l2_conn *lc)
+{
+	struct worker *w = lc->conn.w;
+
+	if (lc->head)
+		timer_arm(&w->loop.timers, &lc->conn.timer, lc->head->deadline);
+	else if (w->draining)
+		l2_idle_close(lc);
+	else
+		timer_arm(&w->loop.timers, &lc->conn.timer, w->loop.now + IDLE_MS);
+}
+
+static void l2_on_recv(struct conn *cn, const char *data, size_t len)
+{
+	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
+	void *reply;
+
+	if (redisReaderFeed(lc->reader, data, len) != REDIS_OK) {
+		l2_fail_all(lc, -EPROTO);
+		return;
+	}
+	for (;;) {
+		if (redisReaderGetReply(lc->reader, &reply) != REDIS_OK) {
+			l2_fail_all(lc, -EPROTO);
+			return;
+		}
+		if (!reply)
+			break;
+		struct l2_op *op = lc->head;
+		redisReply *rp = reply;
+		if (!op) { /* a reply nobody asked for */
+			freeReplyObject(reply);
+			l2_fail_all(lc, -EPROTO);
+			return;
+		}
+		lc->head = op->next;
+		if (!lc->head)
+			lc->tail = NULL;
+		lc->n_pending--;
+		if (lc->cl)
+			lc->cl->fails = 0;
+		if (op->cb) {
+			if (rp->type == REDIS_REPLY_STRING)
+				op->cb(op->arg, rp->str, rp->len, 0);
+			else if (rp->type == REDIS_REPLY_NIL)
+				op->cb(op->arg, NULL, 0, 0);
+			else
+				op->cb(op->arg, NULL, 0, -EPROTO);
+		} else if (rp->type == REDIS_REPLY_ERROR && lc->cl) {
+			STAT_INC(lc->cl->w->stats.cache_l2_errors);
+		}
+		freeReplyObject(reply);
+		free(op);
+	}
+	arm_deadline(lc);
+}
+
+static void l2_on_eof(struct conn *cn, int err)
+{
+	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
+
+	l2_fail_all(lc, err ? err : -ECONNRESET);
+}
+
+static void l2_on_timeout(struct conn *cn)
+{
+	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
+
+	if (!lc->head) {
+		l2_idle_close(lc);
+		return;
+	}
+	l2_fail_all(lc, -ETIMEDOUT);
+}
+
+static void l2_on_destroy(struct conn *cn)
+{
+	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
+
+	if (lc->reader)
+		redisReaderFree(lc->reader);
+	free(lc);
+}
+
+static const struct conn_ops l2_ops = {
+	.on_recv = l2_on_recv,
+	.on_eof = l2_on_eof,
+	.on_timeout = l2_on_timeout,
+	.on_destroy = l2_on_destroy,
+};
+
+static void on_connect(struct io_op *op, int res, unsigned flags)
+{
+	struct l2_conn *lc = container_of(op, struct l2_conn, connect_op);
+
+	conn_put(&lc->conn);
+	if (lc->conn.closing)
+		return;
+	if (res < 0) {
+		l2_fail_all(lc, res);
+		return;
+	}
+	conn_start_recv(&lc->conn);
+	conn_connected(&lc->conn);
+}
+
+static struct l2_conn *l2_connect(struct l2_client *cl, const struct cfg_cache *cc)
+{
+	struct worker *w = cl->w;
+	int fd = sock_stream_for((const struct sockaddr *)&cc->redis.ss);
+
+	if (fd < 0)
+		return NULL;
+	struct l2_conn *lc = calloc(1, sizeof(*lc));
+	if (!lc || !(lc->reader = redisReaderCreate())) {
+		free(lc);
+		close(fd);
+		return NULL;
+	}
+	conn_init(&lc->conn, w, fd, &l2_ops);
+	lc->cl = cl;
+	lc->connect_op.on_complete = on_connect;
+	lc->conn.connecting = true;
+	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&cc->redis.ss, cc->redis.len);
+	loop_sqe_set_op(sqe, &lc->connect_op);
+	lc->conn.refs++;
+	return lc;
+}
+
+/* The worker's connection, connecting if needed; NULL when L2 is off or
+ * skipped (breaker). */
+static struct l2_conn *l2_conn_for(struct worker *w, const struct cfg_cache *cc)
+{
+	struct l2_client *cl = tls_client;
+
+	if (!cc->redis.len)
+		return NULL;
+	if (!cl) {
+		cl = tls_client = calloc(1, sizeof(*cl));
+		if (!cl)
+			return NULL;
+		cl->w = w;
+	}
+	if (cl->open_until > w->loop.now) {
+		STAT_INC(w->stats.cache_l2_skipped);
+		return NULL;
+	}
+	if (!cl->lc) {
+		cl->lc = l2_connect(cl, cc);
+		if (!cl->lc) {
+			STAT_INC(w->stats.cache_l2_errors);
+			return NULL;
+		}
+	}
+	if (cl->lc->n_pending >= MAX_PENDING) {
+		STAT_INC(w->stats.cache_l2_skipped);
+		return NULL;
+	}
+	return cl->lc;
+}
+
+static struct l2_op *l2_send(struct l2_conn *lc, const struct cfg_cache *cc, int argc,
+			     const char **argv, const size_t *argvlen, l2_get_cb *cb, void *arg)
+{
+	char *cmd;
+	int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+	struct l2_op *op;
+
+	if (n < 0)
+		return NULL;
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		redisFreeCommand(cmd);
+		return NULL;
+	}
+	op->cb = cb;
+	op->arg = arg;
+	op->deadline = lc->conn.w->loop.now + cc->redis_timeout;
+	conn_write(&lc->conn, cmd, (size_t)n);
+	redisFreeCommand(cmd);
+	if (lc->tail)
+		lc->tail->next = op;
+	else
+		lc->head = op;
+	lc->tail = op;
+	lc->n_pending++;
+	if (!timer_armed(&lc->conn.timer))
+		arm_deadline(lc);
+	return op;
+}
+
+struct l2_op *l2_get(struct worker *w, const struct cfg_cache *cc, const struct cache_key *k,
+		     l2_get_cb *cb, void *arg)
+{
+	struct l2_conn *lc = l2_conn_for(w, cc);
+	char name[37];
+
+	if (!lc)
+		return NULL;
+	key_name(k, name);
+	const char *argv[] = { "GET", name };
+	size_t argvlen[] = { 3, 36 };
+	return l2_send(lc, cc, 2, argv, argvlen, cb, arg);
+}
+
+void l2_cancel(struct l2_op *op)
+{
+	if (op)
+		op->cb = NULL;
+}
+
+void l2_put(struct worker *w, const struct cfg_cache *cc, const struct cache_entry_spec *s,
+	    int64_t now_ms)
+{
+	struct l2_conn *lc;
+	char name[37], hex[33], ttl[24], *blob;
+	size_t blen;
+	int64_t ms = s->expires_ms - now_ms;
+
+	if (ms <= 0 || !(lc = l2_conn_for(w, cc)) || l2_encode(s, &blob, &blen) != 0)
+		return;
+	key_name(&s->key, name);
+	memcpy(hex, name + 4, 33);
+	int tl = snprintf(ttl, sizeof(ttl), "%lld", (long long)ms);
+	const char *set[] = { "SET", name, blob, "PX", ttl };
+	size_t setl[] = { 3, 36, blen, 2, (size_t)tl };
+	l2_send(lc, cc, 5, set, setl, NULL, NULL);
+	free(blob);
+
+	/* the purge index: "url\tkeyhex" in rfx:urls, keyhex in rfx:t:TAG */
+	char *member = malloc(s->url_len + 34);
+	if (member) {
+		memcpy(member, s->url, s->url_len);
+		member[s->url_len] = '\t';
+		memcpy(member + s->url_len + 1, hex, 32);
+		const char *za[] = { "ZADD", "rfx:urls", "0", member };
+		size_t zl[] = { 4, 8, 1, s->url_len + 33 };
+		l2_send(lc, cc, 4, za, zl, NULL, NULL);
+		free(member);
+	}
+	size_t i = 0;
+	while (i < s->tags_len) {
+		while (i < s->tags_len && (s->tags[i] == ' ' || s->tags[i] == ','))
+			i++;
+		size_t st = i;
+		while (i < s->tags_len && s->tags[i] != ' ' && s->tags[i] != ',')
+			i++;
+		if (i > st && i - st < 200) {
+			char tk[216];
+			int n = snprintf(tk, sizeof(tk), "rfx:t:%.*s", (int)(i - st), s->tags + st);
+			const char *sa[] = { "SADD", tk, hex };
+			size_t sl[] = { 4, (size_t)n, 32 };
+			l2_send(lc, cc, 3, sa, sl, NULL, NULL);
+		}
+	}
+}
+
+void l2_del(struct worker *w, const struct cfg_cache *cc, const struct cache_key *k)
+{
+	struct l2_conn *lc = l2_conn_for(w, cc);
+	char name[37];
+
+	if (!lc)
+		return;
+	key_name(k, name);
+	const char *argv[] = { "DEL", name };
+	size_t argvlen[] = { 3, 36 };
+	l2_send(lc, cc, 2, argv, argvlen, NULL, NULL);
+}
+
+/* ---- purges and the subscriber (blocking hiredis, never on a worker) ------------- */
+
+static redisContext *blocking_connect(const struct cfg_cache *cc, unsigned timeout_ms)
+{
+	char host[CFG_HOST_MAX + 8];
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+
+	snprintf(host, sizeof(host), "%s", cc->redis.text);
+	char *colon = strrchr(host, ':');
+	if (!colon)
+		return NULL;
+	*colon = 0;
+	int port = atoi(colon + 1);
+	char *h = host;
+	if (h[0] == '[') { /* [v6] */
+		h++;
+		h[strlen(h) - 1] = 0;
+	}
+	redisContext *c = redisConnectWithTimeout(h, port, tv);
+	if (!c || c->err) {
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	redisSetTimeout(c, tv);
+	return c;
+}
+
+static long del_members(redisContext *c, redisReply *list, bool url_members)
+{
+	long n = 0;
+
+	if (!list || list->type != REDIS_REPLY_ARRAY)
+		return 0;
+	for (size_t i = 0; i < list->elements; i++) {
+		redisReply *m = list->element[i];
+		if (m->type != REDIS_REPLY_STRING)
+			continue;
+		const char *hex = url_members ? memchr(m->str, '\t', m->len) : m->str - 1;
+		if (!hex || (size_t)(m->str + m->len - (hex + 1)) != 32)
+			continue;
+		char name[37];
+		snprintf(name, sizeof(name), "rfx:%.32s", hex + 1);
+		redisReply *r = redisCommand(c, "DEL %s", name);
+		if (r && r->type == REDIS_REPLY_INTEGER)
+			n += r->integer;
+		if (r)
+			freeReplyObject(r);
+		if (url_members) {
+			r = redisCommand(c, "ZREM rfx:urls %b", m->str, m->len);
+			if (r)
+				freeReplyObject(r);
+		}
+	}
+	return n;
+}
+
+long l2_purge(const struct cfg_cache *cc, const char *kind, const char *value, size_t len)
+{
+	redisContext *c;
+	long n = 0;
+
+	if (!cc->redis.len)
+		return 0;
+	if (!(c = blocking_connect(cc, cc->redis_timeout * 4 + 100)))
+		return -EHOSTUNREACH;
+	redisReply *r;
+	if (!strcmp(kind, "tag")) {
+		r = redisCommand(c, "SMEMBERS rfx:t:%b", value, len);
+		n = del_members(c, r, false);
+		if (r)
+			freeReplyObject(r);
+		r = redisCommand(c, "DEL rfx:t:%b", value, len);
+	} else {
+		/* url: "url\t..." members; prefix: "prefix..." members */
+		char *lo = malloc(len + 3), *hi = malloc(len + 4);
+		if (!lo || !hi) {
+			free(lo);
+			free(hi);
+			redisFree(c);
+			return -ENOMEM;
+		}
+		lo[0] = '[';
+		memcpy(lo + 1, value, len);
+		size_t ll = len + 1;
+		if (!strcmp(kind, "url"))
+			lo[ll++] = '\t';
+		memcpy(hi, lo, ll);
+		hi[ll] = (char)0xff;
+		r = redisCommand(c, "ZRANGEBYLEX rfx:urls %b %b", lo, ll, hi, ll + 1);
+		n = del_members(c, r, true);
+		free(lo);
+		free(hi);
+	}
+	if (r)
+		freeReplyObject(r);
+	/* every gateway (this one too) drops the objects from its L1 */
+	r = redisCommand(c, "PUBLISH " PURGE_CHANNEL " %s\n%b", kind, value, len);
+	if (r)
+		freeReplyObject(r);
+	bool failed = c->err != 0;
+	redisFree(c);
+	return failed ? -EIO : n;
+}
+
+struct sub_ctx {
+	struct cfg_cache cc;
+};
+
+static void apply_purge(const char *msg, size_t len)
+{
+	const char *nl = memchr(msg, '\n', len);
+
+	if (!nl)
+		return;
+	size_t kl = (size_t)(nl - msg), vl = len - kl - 1;
+	const char *v = nl + 1;
+	if (kl == 3 && !memcmp(msg, "url", 3))
+		cache_purge_url(v, vl, false);
+	else if (kl == 6 && !memcmp(msg, "prefix", 6))
+		cache_purge_url(v, vl, true);
+	else if (kl == 3 && !memcmp(msg, "tag", 3))
+		cache_purge_tag(v, vl);
+	cache_store_barrier();
+}
+
+static void *subscriber(void *arg)
+{
+	struct sub_ctx *s = arg;
+	bool warned = false;
+
+	cache_store_thread_enter();
+	for (;;) {
+		redisContext *c = blocking_connect(&s->cc, 1000);
+		if (!c) {
+			if (!warned)
+				log_warn("cache L2: purge subscriber cannot reach redis %s; retrying",
+					 s->cc.redis.text);
+			warned = true;
+			sleep(1);
+			continue;
+		}
+		struct timeval none = { 0 };
+		redisSetTimeout(c, none); /* block until a message comes */
+		redisReply *r = redisCommand(c, "SUBSCRIBE " PURGE_CHANNEL);
+		if (r)
+			freeReplyObject(r);
+		if (warned)
+			log_info("cache L2: purge subscriber connected to %s", s->cc.redis.text);
+		warned = false;
+		void *reply;
+		while (redisGetReply(c, &reply) == REDIS_OK) {
+			redisReply *m = reply;
+			if (m && m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
+			    m->element[2]->type == REDIS_REPLY_STRING)
+				apply_purge(m->element[2]->str, m->element[2]->len);
+			if (reply)
+				freeReplyObject(reply);
+		}
+		redisFree(c);
+		sleep(1);
+	}
+	return NULL;
+}
+
+void l2_subscriber_start(const struct cfg_cache *cc)
+{
+	static int started;
+	pthread_t t;
+
+	if (!cc->redis.len || __atomic_exchange_n(&started, 1, __ATOMIC_ACQ_REL))
+		return;
+	struct sub_ctx *s = malloc(sizeof(*s));
+	if (!s)
+		return;
+	s->cc = *cc;
+	if (pthread_create(&t, NULL, subscriber, s) != 0) {
+		free(s);
+		return;
+	}
+	pthread_detach(t);
+}
