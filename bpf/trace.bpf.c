@@ -283,7 +283,7 @@ int BPF_PROG(tr_state, const struct sock *sk, const int oldstate, const int news
 		return 0;
 	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
 		/* the key is only known after the bind/connect: record first, filter later */
-		struct sk_times t = { .start_ns = bpf_ktime_get_ns() };
+		struct sk_times t = {.start_ns = bpf_ktime_get_ns()};
 
 		bpf_map_update_elem(&tr_sk, &skp, &t, BPF_ANY);
 		return 0;
@@ -319,12 +319,13 @@ int BPF_PROG(tr_state, const struct sock *sk, const int oldstate, const int news
 				__sync_fetch_and_add(&s->connect_sum_us, us);
 				__sync_fetch_and_add(&s->connect_n, 1);
 				atomic_max(&s->connect_max_us, us);
-				if (cfg->slow_connect_ns && now - t->start_ns > cfg->slow_connect_ns)
+				if (cfg->slow_connect_ns &&
+				    now - t->start_ns > cfg->slow_connect_ns)
 					emit(cfg, TR_EV_SLOW_CONNECT, (__u32)us, &k, lp, rp);
 			}
 		} else {
-			struct sk_times nt = { .est_ns = now, .key = k, .lport = lp, .rport = rp,
-					       .has_key = 1 };
+			struct sk_times nt = {
+				.est_ns = now, .key = k, .lport = lp, .rport = rp, .has_key = 1};
 
 			bpf_map_update_elem(&tr_sk, &skp, &nt, BPF_ANY);
 		}
@@ -444,7 +445,8 @@ int tr_sockops(struct bpf_sock_ops *ops)
 	switch (ops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(ops,
+					  ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_RTT_CB:
 		break;

@@ -44,14 +44,14 @@ struct tr_peer_key {
 /* Value of tr_peers: running totals since the entry was created (userspace diffs them per
  * window). Updated with atomic adds; the maxima with a racy max (good enough for a signal). */
 struct tr_peer_stats {
-	__u64 conns;	    /* connections established (either direction) */
-	__u64 connect_fail; /* our connects that went SYN_SENT → CLOSE */
-	__u64 retrans;	    /* segments retransmitted */
-	__u64 rst_sent;	    /* resets we sent on such a connection */
-	__u64 rst_recv;	    /* resets we received */
-	__u64 drops;	    /* skbs of such a socket freed with a drop reason */
-	__u64 closed_local;  /* we closed first (FIN_WAIT1) */
-	__u64 closed_remote; /* the peer closed first (CLOSE_WAIT) */
+	__u64 conns;	      /* connections established (either direction) */
+	__u64 connect_fail;   /* our connects that went SYN_SENT → CLOSE */
+	__u64 retrans;	      /* segments retransmitted */
+	__u64 rst_sent;	      /* resets we sent on such a connection */
+	__u64 rst_recv;	      /* resets we received */
+	__u64 drops;	      /* skbs of such a socket freed with a drop reason */
+	__u64 closed_local;   /* we closed first (FIN_WAIT1) */
+	__u64 closed_remote;  /* the peer closed first (CLOSE_WAIT) */
 	__u64 connect_sum_us; /* SYN_SENT → ESTABLISHED (upstream connects) */
 	__u64 connect_n;
 	__u64 connect_max_us;
@@ -66,10 +66,10 @@ struct tr_peer_stats {
 
 /* tr_config[0]: live knobs, written by userspace at any time. */
 struct tr_config {
-	__u64 netns_ino;	/* only sockets of this netns (0: any) */
-	__u64 slow_connect_ns;	/* an upstream connect slower than this is an event (0: never) */
-	__u32 events_per_sec;	/* per CPU; past it events are counted as capped */
-	__u8 v4_plen;		/* client prefix lengths */
+	__u64 netns_ino;       /* only sockets of this netns (0: any) */
+	__u64 slow_connect_ns; /* an upstream connect slower than this is an event (0: never) */
+	__u32 events_per_sec;  /* per CPU; past it events are counted as capped */
+	__u8 v4_plen;	       /* client prefix lengths */
 	__u8 v6_plen;
 	__u16 pad;
 };

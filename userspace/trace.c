@@ -39,7 +39,7 @@ static void note_missing(struct trace *t, const char *what, int err)
 /* The caller's cgroup v2 directory ("0::/path" in /proc/self/cgroup). */
 static int own_cgroup(char *out, size_t len)
 {
-	static const char *const roots[] = { "/sys/fs/cgroup/unified", "/sys/fs/cgroup" };
+	static const char *const roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
 	char line[512];
 	FILE *f = fopen("/proc/self/cgroup", "re");
 	int rc = -ENOENT;
@@ -83,8 +83,8 @@ static int attach_one(struct trace *t, struct bpf_program *p, const char *what)
 
 int trace_open(struct trace **out, const struct trace_open_opts *o, char *why, size_t why_len)
 {
-	struct trace_open_opts def = { 0 };
-	struct tr_config cfg = { 0 };
+	struct trace_open_opts def = {0};
+	struct tr_config cfg = {0};
 	struct trace *t;
 	struct stat st;
 	int err;
@@ -159,7 +159,8 @@ int trace_open(struct trace **out, const struct trace_open_opts *o, char *why, s
 		} else if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 			note_missing(t, "sockops (cgroup)", -errno);
 		} else {
-			struct bpf_link *l = bpf_program__attach_cgroup(t->skel->progs.tr_sockops, fd);
+			struct bpf_link *l =
+				bpf_program__attach_cgroup(t->skel->progs.tr_sockops, fd);
 
 			if (l) {
 				t->links[t->n_links++] = l;
@@ -332,7 +333,8 @@ int trace_peer_get(struct trace *t, const struct tr_peer_key *k, struct tr_peer_
 }
 
 int trace_peers_walk(struct trace *t,
-		     int (*cb)(void *ctx, const struct tr_peer_key *k, const struct tr_peer_stats *s),
+		     int (*cb)(void *ctx, const struct tr_peer_key *k,
+			       const struct tr_peer_stats *s),
 		     void *ctx)
 {
 	int fd = bpf_map__fd(t->skel->maps.tr_peers);

@@ -31,9 +31,9 @@ struct trace_open_opts {
 	/* cgroup v2 directory for sockops: NULL = the caller's own cgroup under
 	 * /sys/fs/cgroup/unified (or /sys/fs/cgroup), "" = no sockops */
 	const char *cgroup;
-	uint64_t netns_ino;	 /* 0: the caller's network namespace */
+	uint64_t netns_ino;	  /* 0: the caller's network namespace */
 	uint64_t slow_connect_ns; /* 0: 200 ms */
-	uint32_t events_per_sec; /* per CPU; 0: 1000 */
+	uint32_t events_per_sec;  /* per CPU; 0: 1000 */
 	uint8_t v4_plen, v6_plen; /* client prefixes; 0: 24 and 64 */
 };
 
@@ -67,7 +67,8 @@ int trace_key_format(const struct tr_peer_key *k, char *out, size_t len);
 int trace_peer_get(struct trace *t, const struct tr_peer_key *k, struct tr_peer_stats *out);
 /* Every peer; cb returns non-zero to stop. Returns the number visited. */
 int trace_peers_walk(struct trace *t,
-		     int (*cb)(void *ctx, const struct tr_peer_key *k, const struct tr_peer_stats *s),
+		     int (*cb)(void *ctx, const struct tr_peer_key *k,
+			       const struct tr_peer_stats *s),
 		     void *ctx);
 /* Program counters summed over CPUs; drop reasons likewise (n entries of TR_DROP_REASONS). */
 int trace_counters_read(struct trace *t, struct tr_counters *out);

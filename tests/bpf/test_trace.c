@@ -57,14 +57,15 @@ static uint64_t now_ms(void)
 
 static int lo_up(void)
 {
-	struct ifreq ifr = { 0 };
+	struct ifreq ifr = {0};
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	int rc = 0;
 
 	if (fd < 0)
 		return -errno;
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
-	if (ioctl(fd, SIOCGIFFLAGS, &ifr) || (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr)))
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) ||
+	    (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr)))
 		rc = -errno;
 	close(fd);
 	return rc;
@@ -73,7 +74,7 @@ static int lo_up(void)
 /* A listener on 127.0.0.1, any port; returns the fd, port in *port. */
 static int listen_any(int backlog, uint16_t *port)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(a);
 	int one = 1;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -92,8 +93,9 @@ static int listen_any(int backlog, uint16_t *port)
 
 static struct sockaddr_in loopback(uint16_t port)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons(port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	return a;
 }
 
@@ -113,7 +115,7 @@ static int connect_to(uint16_t port)
 
 static void close_reset(int fd)
 {
-	struct linger l = { .l_onoff = 1, .l_linger = 0 };
+	struct linger l = {.l_onoff = 1, .l_linger = 0};
 
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 	close(fd);
@@ -140,9 +142,9 @@ static void test_lifecycle(void)
 	uint16_t gport;
 	int l, c, s;
 	struct tr_peer_key k;
-	struct tr_peer_stats st = { 0 };
+	struct tr_peer_stats st = {0};
 	struct sockaddr_in a = loopback(0);
-	char name[64], buf[4096] = { 0 };
+	char name[64], buf[4096] = {0};
 
 	test_begin("client_lifecycle_and_rtt");
 	l = listen_any(16, &gport);
@@ -184,7 +186,7 @@ static void test_upstream_connect(void)
 	uint16_t uport;
 	int l, c, s;
 	struct tr_peer_key k;
-	struct tr_peer_stats st = { 0 };
+	struct tr_peer_stats st = {0};
 	struct sockaddr_in a;
 	char name[64];
 
@@ -216,7 +218,7 @@ static void test_resets(void)
 	int gl, ul, c, s;
 	struct tr_peer_key kc, ku;
 	struct sockaddr_in ca = loopback(0), ua;
-	struct tr_peer_stats st = { 0 };
+	struct tr_peer_stats st = {0};
 	char b = 'x';
 
 	test_begin("client_reset_event");
@@ -266,8 +268,8 @@ static void test_retransmits(void)
 	int l, c = -1, s = -1;
 	struct sockaddr_in ua;
 	struct tr_peer_key k;
-	struct tr_peer_stats st = { 0 };
-	char cmd[512], buf[16384] = { 0 };
+	struct tr_peer_stats st = {0};
+	char cmd[512], buf[16384] = {0};
 
 	if (system("command -v nft >/dev/null 2>&1")) {
 		test_skip("retransmits_per_endpoint", "nft(8) not installed (Debian: nftables)");
