@@ -571,8 +571,14 @@ void client_new(struct worker *w, int fd, struct tls_ctx *tls)
 
 void client_drain(struct client *c)
 {
-	if (!c->in_request && c->conn.in.len == 0 && !c->conn.closing)
+	/* Only a connection idle between requests is closed now (a client may
+	 * retry on a kept-alive connection that closes under it). A connection
+	 * that has not sent its first request yet was just accepted: its
+	 * request is on the way and is answered (with Connection: close). */
+	if (!c->in_request && c->conn.in.len == 0 && c->n_requests > 0 && !c->conn.closing) {
+		c->close_reason = CLOSE_DRAIN;
 		conn_close_after_flush(&c->conn, LINGER_MS);
+	}
 }
 
 static void client_on_recv(struct conn *cn, const char *data, size_t len)

@@ -137,8 +137,9 @@ void client_new(struct worker *w, int fd, struct tls_ctx *tls);
  * client sent more and when the upstream's send queue drained). */
 void req_pump_body(struct request *r);
 
-/* Drain: close the client if it is between requests, otherwise let the
- * current request finish and close after it. */
+/* Drain: close the client if it is idle between requests; otherwise (a
+ * request in progress, or a new connection whose first request is on its
+ * way) answer that request with Connection: close and close after it. */
 void client_drain(struct client *c);
 
 #endif

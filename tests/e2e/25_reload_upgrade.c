@@ -52,8 +52,8 @@ static void *load(void *arg)
 				l->from_b++;
 		} else {
 			l->failed++;
-			snprintf(l->last_error, sizeof(l->last_error), "status %ld curl %d: %s", r.status,
-				 r.curl_rc, r.error);
+			snprintf(l->last_error, sizeof(l->last_error), "%s connection: status %ld curl %d: %s",
+				 l->fresh_conn ? "fresh" : "kept-alive", r.status, r.curl_rc, r.error);
 		}
 		h_resp_free(&r);
 	}
