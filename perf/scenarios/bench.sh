@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
-# perf/scenarios/bench.sh — pass-through proxying (no cache) of a 1 KiB response:
-# reflexd versus Debian's nginx, measured in one run on this machine.
+# perf/scenarios/bench.sh — the benchmark suite (make bench): reflexd beside Debian's
+# nginx, HAProxy and Varnish, one run, this machine. See docs/bench.md.
 #
-# usage: perf/scenarios/bench.sh [BUILD_DIR]        (make bench runs it)
+# usage: perf/scenarios/bench.sh [BUILD_DIR]
 #
-# What it does: starts reflex-origin (CPU 1), reflexd and nginx as reverse
-# proxies (both on CPU 0, 1 worker each), checks that each proxy answers 200
-# with the origin's 1024 bytes and that the requests reached the origin, then
-# runs wrk -t1 -c50 (CPU 1) against each proxy: one warm-up per proxy, then
-# REPS interleaved repetitions (rep 1: reflexd, nginx; rep 2: ...) so slow
-# drifts of machine noise hit both alike. Reports medians, the CPU each process
-# used, and writes the table to $OUTDIR/passthrough-<date>.md. Everything it
-# started is stopped by PID on exit. See docs/bench.md.
+# Starts reflex-origin and the four servers on loopback (each with one worker/thread
+# where the server allows it, keep-alive to the origin, a cache for /hit/ paths), checks
+# them, then runs every scenario against every server: the server under test on CPU 0,
+# the load generator on CPU 1 (the origin shares CPU 1; the issue-2 scenario also
+# measures it on CPU 0). Repetitions are interleaved (rep 1: every server, rep 2: ...)
+# so that slow drifts of machine noise hit all servers alike; tables report the median
+# of the repetitions and their spread. Results go to $OUTDIR/<UTC stamp>/. Everything
+# started is stopped by PID on exit.
+#
+# Scenarios (SCENARIOS, in this order):
+#   issue2   pass-through, reflexd vs nginx with wrk -t1 -c50, origin on CPU 1 then on CPU 0
+#   pass     pass-through (no cache) of 1 KiB, reflex-bench closed loop
+#   churn    pass-through with a new client connection per request (reflex-bench --churn)
+#   hit1     cache hit, one object
+#   zipf     cache hit over ZIPF_OBJECTS objects, Zipf(ZIPF_S) popularity (a request list)
+#   sweep    open loop at SWEEP_LEVELS % of each server's own pass-through peak
+#   loadgen  issue 4's target for reflex-bench (perf/scenarios/loadgen-check.sh)
 #
 # Knobs (environment):
-#   QUICK=1          1 repetition of 3 s, 1 s warm-up (checks that the script works)
-#   REPS DUR WARM    repetitions, seconds per repetition, warm-up seconds (3, 10, 3)
-#   CONNS            wrk connections (50)
-#   TARGETS          proxies to measure ("reflexd nginx")
-#   ORIGIN           reflex-origin (default) or nginx (development stand-in)
-#   ORIGIN_PORT REFLEXD_PORT NGINX_PORT   loopback ports (18380 18381 18382)
-#   PROXY_CPU LOAD_CPU ORIGIN_CPU         CPU placement (0 1 1)
-#   REFLEXD_ARGS     extra arguments appended to the reflexd command line
-#   OPEN_RATE        open-loop section with reflex-bench: "auto" (default: half the
-#                    slowest proxy's closed-loop req/s), a rate in req/s, or 0 (skip)
-#   CHURN=1          also connection per request (wrk -H 'Connection: close')
-#   SWEEP=1          also a latency-vs-load sweep: each proxy in open loop at SWEEP_LEVELS
-#                    percent ("10 30 50 70 90") of its own closed-loop req/s
-#   PLOTS=0          no PNG plots (they need gnuplot; skipped with a note without it)
-#   OUTDIR           where the result file goes (perf/results)
-#   KEEP=1           keep the run directory (server logs, raw wrk output)
+#   QUICK=1            ~2-minute subset: 1 repetition of 2 s (checks the suite, not for quoting)
+#   SCENARIOS          ("issue2 pass churn hit1 zipf sweep loadgen")
+#   TARGETS            ("reflexd nginx haproxy varnish")
+#   REPS DUR WARM      repetitions, seconds per run, warm-up seconds per server and scenario (3 10 3)
+#   SWEEP_DUR SWEEP_WARM  seconds per sweep run and its warm-up (5 1)
+#   SWEEP_LEVELS       percent of each server's peak ("10 30 50 70 90")
+#   CONNS              connections of the load generator (50)
+#   ZIPF_OBJECTS ZIPF_S  (10000 1.0)
+#   ORIGIN_PORT REFLEXD_PORT NGINX_PORT HAPROXY_PORT VARNISH_PORT  (18380 .. 18384)
+#   PROXY_CPU LOAD_CPU ORIGIN_CPU   (0 1 1)
+#   REFLEXD_ARGS       extra reflexd arguments
+#   REFLEXD_CACHE_CONF YAML fragment that enables reflexd's cache (conf/reflexd-cache.yaml)
+#   PLOTS=0            no PNG plots
+#   OUTDIR             results root (perf/results); KEEP=1 keeps the run directory
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,242 +47,460 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=${1:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 
-if [ "${QUICK:-0}" = 1 ]; then
-	REPS=${REPS:-1} DUR=${DUR:-3} WARM=${WARM:-1}
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+	REPS=${REPS:-1} DUR=${DUR:-2} WARM=${WARM:-1} SWEEP_DUR=${SWEEP_DUR:-1} SWEEP_WARM=${SWEEP_WARM:-0}
 else
-	REPS=${REPS:-3} DUR=${DUR:-10} WARM=${WARM:-3}
+	REPS=${REPS:-3} DUR=${DUR:-10} WARM=${WARM:-3} SWEEP_DUR=${SWEEP_DUR:-5} SWEEP_WARM=${SWEEP_WARM:-1}
 fi
+SCENARIOS=${SCENARIOS:-issue2 pass churn hit1 zipf sweep loadgen}
+TARGETS=${TARGETS:-reflexd nginx haproxy varnish}
+SWEEP_LEVELS=${SWEEP_LEVELS:-10 30 50 70 90}
 CONNS=${CONNS:-50}
-TARGETS=${TARGETS:-reflexd nginx}
-ORIGIN=${ORIGIN:-reflex-origin}
+ZIPF_OBJECTS=${ZIPF_OBJECTS:-10000}
+ZIPF_S=${ZIPF_S:-1.0}
 ORIGIN_PORT=${ORIGIN_PORT:-18380}
-REFLEXD_PORT=${REFLEXD_PORT:-18381}
-NGINX_PORT=${NGINX_PORT:-18382}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 ORIGIN_CPU=${ORIGIN_CPU:-1}
 REFLEXD_ARGS=${REFLEXD_ARGS:-}
-OUTDIR=${OUTDIR:-$ROOT/perf/results}
-OPEN_RATE=${OPEN_RATE:-auto}
-SWEEP=${SWEEP:-0}
-CHURN=${CHURN:-0}
-SWEEP_LEVELS=${SWEEP_LEVELS:-10 30 50 70 90}
+REFLEXD_CACHE_CONF=${REFLEXD_CACHE_CONF:-$HERE/conf/reflexd-cache.yaml}
 PLOTS=${PLOTS:-1}
+OUTDIR=${OUTDIR:-$ROOT/perf/results}
 BENCH=$BUILD/reflex-bench
 STAMP=$(date -u +%Y%m%d-%H%M)
-# cc=no-store makes the origin mark the response uncacheable, so a proxy that
-# caches by default still passes every request through (checked below).
-URL_PATH='/pass/1k?cc=no-store'
+[ "$QUICK" = 1 ] && STAMP+=-quick
+# Two runs in one minute: the second gets a suffix rather than overwriting the first.
+RESULT_DIR=$OUTDIR/$STAMP
+i=2
+while [ -e "$RESULT_DIR" ]; do RESULT_DIR=$OUTDIR/$STAMP-$i && i=$((i + 1)); done
+STAMP=$(basename "$RESULT_DIR")
 
-for tool in nginx wrk curl taskset ss; do
+declare -A PORT PID NOTE TITLE
+PORT[reflexd]=${REFLEXD_PORT:-18381}
+PORT[nginx]=${NGINX_PORT:-18382}
+PORT[haproxy]=${HAPROXY_PORT:-18383}
+PORT[varnish]=${VARNISH_PORT:-18384}
+TITLE[issue2]="Issue 2: pass-through, reflexd vs nginx (wrk)"
+TITLE[pass]="Pass-through (no cache), 1 KiB"
+TITLE[churn]="Connection per request (pass-through, 1 KiB)"
+TITLE[hit1]="Cache hit, one object (1 KiB)"
+TITLE[zipf]="Cache hit over $ZIPF_OBJECTS objects, Zipf $ZIPF_S (1 KiB each)"
+TITLE[sweep]="Latency vs load (pass-through, open loop)"
+TITLE[loadgen]="reflex-bench vs wrk (issue 4 target)"
+
+# The origin's Cache-Control decides what a server may cache (reflex-origin sets it
+# from the query, docs/origin.md); the servers' configs only keep /pass/ away from
+# their cache code (conf/*).
+CC_HIT='cc=public,max-age=3600'
+PASS_PATH='/pass/1k?cc=no-store'
+HIT_PATH="/hit/one?$CC_HIT"
+
+has() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
+
+# ---- what runs -------------------------------------------------------------------------
+for s in $SCENARIOS; do
+	[ -n "${TITLE[$s]:-}" ] || bench_die "unknown scenario '$s' (known: ${!TITLE[*]})"
+done
+# The sweep's levels are fractions of each server's pass-through peak.
+has "$SCENARIOS" sweep && ! has "$SCENARIOS" pass && SCENARIOS="pass $SCENARIOS"
+for t in $TARGETS; do
+	[ -n "${PORT[$t]:-}" ] || bench_die "unknown target '$t' (known: reflexd nginx haproxy varnish)"
+done
+tools="curl taskset ss"
+has "$TARGETS" nginx && tools+=" nginx"
+has "$TARGETS" haproxy && tools+=" haproxy"
+has "$TARGETS" varnish && tools+=" varnishd"
+{ has "$SCENARIOS" issue2 || has "$SCENARIOS" loadgen; } && tools+=" wrk"
+has "$SCENARIOS" loadgen && tools+=" nginx"
+for tool in $tools; do
 	command -v "$tool" >/dev/null || bench_die "$tool not found (make deps installs it)"
 done
-[ "$(nproc)" -ge 2 ] || bench_die "needs 2 CPUs (proxy on one, load generator on the other)"
-case $ORIGIN in
-reflex-origin) [ -x "$BUILD/reflex-origin" ] || bench_die "$BUILD/reflex-origin not built (make $BUILD/reflex-origin)" ;;
-nginx) ;;
-*) bench_die "ORIGIN must be reflex-origin or nginx" ;;
-esac
-ports=("$ORIGIN_PORT")
-for t in $TARGETS; do
-	case $t in
-	reflexd)
-		[ -x "$BUILD/reflexd" ] || bench_die "$BUILD/reflexd not built (make $BUILD/reflexd)"
-		ports+=("$REFLEXD_PORT")
-		;;
-	nginx) ports+=("$NGINX_PORT") ;;
-	*) bench_die "unknown target '$t' (known: reflexd nginx)" ;;
-	esac
+[ "$(nproc)" -ge 2 ] || bench_die "needs 2 CPUs (server on one, load generator on the other)"
+for b in reflex-origin reflex-bench; do
+	[ -x "$BUILD/$b" ] || bench_die "$BUILD/$b not built (make $BUILD/$b)"
 done
+! has "$TARGETS" reflexd || [ -x "$BUILD/reflexd" ] || bench_die "$BUILD/reflexd not built"
+ports=("$ORIGIN_PORT")
+for t in $TARGETS; do ports+=("${PORT[$t]}"); done
 require_free_ports "${ports[@]}"
-if { [ "$OPEN_RATE" != 0 ] || [ "$SWEEP" = 1 ]; } && [ ! -x "$BENCH" ]; then
-	bench_log "$BENCH not built: no open-loop section and no sweep (make $BENCH)"
-	OPEN_RATE=0 SWEEP=0
-fi
 if [ "$PLOTS" = 1 ] && ! command -v gnuplot >/dev/null; then
-	bench_log "gnuplot not installed: no plots (apt-get install gnuplot-nox)"
+	bench_log "gnuplot not installed: no plots (make deps installs gnuplot-nox)"
 	PLOTS=0
 fi
+CACHE_SCEN=0
+{ has "$SCENARIOS" hit1 || has "$SCENARIOS" zipf; } && CACHE_SCEN=1
 
 bench_init
-bench_log "run directory $RUN_DIR; $REPS x ${DUR}s after ${WARM}s warm-up, wrk -t1 -c$CONNS"
-MACHINE=$(machine_desc)
+# Varnish's and nginx's workers drop root: they must reach their files in the run dir.
+chmod 755 "$RUN_DIR"
+mkdir -p "$RUN_DIR/raw"
+MACHINE=$(machine_desc "$BUILD")
+SERVICES=$("$HERE/system-services.sh" status | paste -sd ';' | sed 's/;/; /g')
+bench_log "run directory $RUN_DIR; scenarios: $SCENARIOS; servers: $TARGETS"
+bench_log "$REPS x ${DUR}s per server and scenario after ${WARM}s warm-up; results in $RESULT_DIR"
 
-# ---- origin -------------------------------------------------------------------
-declare -A PID PORT
-PORT[reflexd]=$REFLEXD_PORT
-PORT[nginx]=$NGINX_PORT
-
-if [ "$ORIGIN" = reflex-origin ]; then
-	bench_start origin "$ORIGIN_CPU" "$ORIGIN_PORT" \
-		"$BUILD/reflex-origin" --listen "127.0.0.1:$ORIGIN_PORT" --name origin
-	origin_requests() { reflex_origin_requests "$ORIGIN_PORT"; }
-	ORIGIN_SELF=0 # /__stats does not count itself
-else
-	mkdir -p "$RUN_DIR/origin/tmp"
-	sed "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" "$HERE/conf/nginx-origin.conf" >"$RUN_DIR/origin/nginx-origin.conf"
-	bench_start origin "$ORIGIN_CPU" "$ORIGIN_PORT" \
-		nginx -p "$RUN_DIR/origin/" -c nginx-origin.conf -g 'daemon off;'
-	origin_requests() { nginx_status_requests "$ORIGIN_PORT" /__nginx_status; }
-	ORIGIN_SELF=1 # stub_status counts the request that reads it
-fi
+# ---- origin and servers ------------------------------------------------------------------
+bench_start origin "$ORIGIN_CPU" "$ORIGIN_PORT" \
+	"$BUILD/reflex-origin" --listen "127.0.0.1:$ORIGIN_PORT" --name origin
 PID[origin]=$START_PID
-ORIGIN_VERSION=$ORIGIN
-[ "$ORIGIN" = nginx ] && ORIGIN_VERSION="nginx $(pkg_version nginx) (development stand-in, not reflex-origin)"
+ORIGIN_AT=$ORIGIN_CPU
+origin_requests() { reflex_origin_requests "$ORIGIN_PORT"; }
 
-read -r code size < <(http_get "http://127.0.0.1:$ORIGIN_PORT$URL_PATH" "$RUN_DIR/origin.body")
-[ "$code" = 200 ] && [ "$size" = 1024 ] || bench_die "origin answered $code with $size bytes (want 200, 1024)"
+# pin_tree PID CPU: move a running server (every process and thread) to CPU.
+pin_tree() {
+	local p
+	for p in $(proc_tree "$1"); do taskset -a -p -c "$2" "$p" >/dev/null; done
+}
 
-# ---- proxies ----------------------------------------------------------------------
+REFLEXD_CONF=
+REFLEXD_CACHE=no
+if has "$TARGETS" reflexd && [ "$CACHE_SCEN" = 1 ]; then
+	# reflexd's cache is enabled by a config section (docs/config.md); use it when this
+	# reflexd accepts it, otherwise run without and say so in every cache row.
+	{ echo "workers: 1"; cat "$REFLEXD_CACHE_CONF"; } >"$RUN_DIR/reflexd-cache.yaml"
+	if "$BUILD/reflexd" --config "$RUN_DIR/reflexd-cache.yaml" --listen "127.0.0.1:${PORT[reflexd]}" \
+		--upstream "127.0.0.1:$ORIGIN_PORT" --admin off --check-config >"$RUN_DIR/reflexd-check.log" 2>&1; then
+		REFLEXD_CONF=$RUN_DIR/reflexd-cache.yaml
+		REFLEXD_CACHE=yes
+	else
+		bench_log "reflexd refuses $(basename "$REFLEXD_CACHE_CONF"): $(head -1 "$RUN_DIR/reflexd-check.log"); no cache"
+		if grep -q '^#\+ `cache' "$ROOT/docs/config.md" 2>/dev/null; then
+			NOTE[reflexd]="cache config refused: $(head -1 "$RUN_DIR/reflexd-check.log" | tr '|' '/') (pass-through)"
+		else
+			NOTE[reflexd]="no cache yet (pass-through)"
+		fi
+	fi
+fi
+
 for t in $TARGETS; do
+	p=${PORT[$t]}
 	case $t in
 	reflexd)
 		# shellcheck disable=SC2086 # REFLEXD_ARGS is a list of words
-		bench_start reflexd "$PROXY_CPU" "$REFLEXD_PORT" "$BUILD/reflexd" \
-			--listen "127.0.0.1:$REFLEXD_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
-			--workers 1 $REFLEXD_ARGS
+		bench_start reflexd "$PROXY_CPU" "$p" "$BUILD/reflexd" ${REFLEXD_CONF:+--config "$REFLEXD_CONF"} \
+			--listen "127.0.0.1:$p" --upstream "127.0.0.1:$ORIGIN_PORT" --workers 1 --admin off $REFLEXD_ARGS
 		;;
 	nginx)
-		mkdir -p "$RUN_DIR/nginx/tmp"
-		sed -e "s/@PROXY_PORT@/$NGINX_PORT/g" -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" \
+		mkdir -p "$RUN_DIR/nginx/tmp" "$RUN_DIR/nginx/cache"
+		chmod 1777 "$RUN_DIR/nginx/tmp" "$RUN_DIR/nginx/cache"
+		sed -e "s/@PROXY_PORT@/$p/g" -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" \
 			"$HERE/conf/nginx-proxy.conf" >"$RUN_DIR/nginx/nginx-proxy.conf"
-		bench_start nginx "$PROXY_CPU" "$NGINX_PORT" \
-			nginx -p "$RUN_DIR/nginx/" -c nginx-proxy.conf -g 'daemon off;'
+		bench_start nginx "$PROXY_CPU" "$p" nginx -p "$RUN_DIR/nginx/" -c nginx-proxy.conf -g 'daemon off;'
+		;;
+	haproxy)
+		sed -e "s/@PROXY_PORT@/$p/g" -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" \
+			"$HERE/conf/haproxy.cfg" >"$RUN_DIR/haproxy.cfg"
+		bench_start haproxy "$PROXY_CPU" "$p" haproxy -db -f "$RUN_DIR/haproxy.cfg"
+		;;
+	varnish)
+		sed -e "s/@ORIGIN_PORT@/$ORIGIN_PORT/g" "$HERE/conf/varnish.vcl" >"$RUN_DIR/varnish.vcl"
+		chmod 644 "$RUN_DIR/varnish.vcl"
+		bench_start varnish "$PROXY_CPU" "$p" varnishd -F -a "127.0.0.1:$p" -f "$RUN_DIR/varnish.vcl" \
+			-s malloc,256m -n "$RUN_DIR/varnish-state" -T none -p thread_pools=1
 		;;
 	esac
 	PID[$t]=$START_PID
 done
 
-# ---- checks: each proxy returns the origin's 1024 bytes, and every request reaches the origin
+# ---- checks --------------------------------------------------------------------------------
+read -r code size < <(http_get "http://127.0.0.1:$ORIGIN_PORT$PASS_PATH" "$RUN_DIR/origin.body")
+[ "$code" = 200 ] && [ "$size" = 1024 ] || bench_die "origin answered $code with $size bytes (want 200, 1024)"
 checks=()
-for t in $TARGETS; do
+# check_path SERVER PATH: 3 GETs through SERVER, each 200 with the origin's 1024 bytes;
+# prints how many of them reached the origin.
+check_path() {
+	local t=$1 path=$2 before after i
 	before=$(origin_requests)
 	for i in 1 2 3; do
-		read -r code size < <(http_get "http://127.0.0.1:${PORT[$t]}$URL_PATH" "$RUN_DIR/$t.body")
+		read -r code size < <(http_get "http://127.0.0.1:${PORT[$t]}$path" "$RUN_DIR/$t.body")
 		[ "$code" = 200 ] && [ "$size" = 1024 ] ||
-			bench_die "$t answered $code with $size bytes (want 200, 1024); log: $RUN_DIR/$t.log (KEEP=1 keeps it)"
-		cmp -s "$RUN_DIR/$t.body" "$RUN_DIR/origin.body" || bench_die "$t's body differs from the origin's"
+			bench_die "$t answered $code with $size bytes for $path (want 200, 1024); log: $RUN_DIR/$t.log (KEEP=1 keeps it)"
+		cmp -s "$RUN_DIR/$t.body" "$RUN_DIR/origin.body" || bench_die "$t's body for $path differs from the origin's"
 	done
 	after=$(origin_requests)
 	[ -n "$before" ] && [ -n "$after" ] || bench_die "cannot read the origin's request counter"
-	n=$((after - before - ORIGIN_SELF))
-	[ "$n" -eq 3 ] || bench_die "3 requests through $t reached the origin $n times (want 3: no caching, no retries)"
-	checks+=("$t: 3 GETs → 200, 1024 bytes identical to the origin's, 3 requests at the origin")
-	bench_log "check $t: ok"
+	echo $((after - before))
+}
+for t in $TARGETS; do
+	n=$(check_path "$t" "/pass/check?cc=no-store")
+	[ "$n" -eq 3 ] || bench_die "3 pass-through requests through $t reached the origin $n times (want 3)"
+	checks+=("$t: 3 × GET /pass/check?cc=no-store → 200, the origin's 1024 bytes, 3 requests at the origin")
+	if [ "$CACHE_SCEN" = 1 ]; then
+		n=$(check_path "$t" "/hit/check?$CC_HIT")
+		if [ "$n" -eq 1 ]; then
+			checks+=("$t: 3 × GET /hit/check?$CC_HIT → 200, 1024 bytes, 1 request at the origin (cached)")
+		elif [ "$t" = reflexd ]; then
+			[ "$REFLEXD_CACHE" = yes ] && NOTE[reflexd]="cache enabled but not effective: every request reached the origin (pass-through)"
+			checks+=("$t: 3 × GET /hit/check?$CC_HIT → 200, 1024 bytes, $n requests at the origin: ${NOTE[reflexd]}")
+		else
+			bench_die "3 cacheable requests through $t reached the origin $n times (want 1)"
+		fi
+	fi
+	bench_log "check $t: ok${NOTE[$t]:+ (${NOTE[$t]})}"
 done
 
-# ---- measure ------------------------------------------------------------------------
+# ---- measuring ------------------------------------------------------------------------------
 RUNS=$RUN_DIR/runs.tsv
-printf 'target\trep\trps\tp50_us\tp90_us\tp99_us\trequests\terrors\tproxy_pct\twrk_pct\torigin_pct\torigin_reqs\tloadavg\tother_pct\n' >"$RUNS"
+printf 'scenario\tserver\trep\tlevel\trate\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\terrors\tserver_pct\tload_pct\torigin_pct\torigin_reqs\tother_pct\tloadavg\torigin_cpu\tfile\n' >"$RUNS"
 
-# measure TARGET REP SECONDS: one wrk run; appends a line to $RUNS unless REP is "warm".
-measure() {
-	local t=$1 rep=$2 secs=$3 tsv=${4:-$RUNS} hdr=${5:-}
-	local out="$RUN_DIR/wrk-$1-$2${hdr:+-churn}.txt"
-	local p0 o0 r0 t0 b0 p1 o1 r1 t1 b1 el load wt other
+# run_one SCENARIO SERVER REP LEVEL RATE wrk|rb SECONDS ARGS...: one load-generator run
+# against SERVER pinned to LOAD_CPU (wrk ARGS: URL [HEADER]; rb ARGS: reflex-bench's),
+# with the CPU every party used; appends a line to $RUNS unless REP is "warm".
+run_one() {
+	local scen=$1 t=$2 rep=$3 lvl=$4 rate=$5 kind=$6 secs=$7
+	shift 7
+	local out="$RUN_DIR/raw/$scen-$t-$rep"
+	[ "$lvl" != - ] && out+="-$lvl"
+	if [ "$kind" = wrk ]; then out+=.txt; else out+=.json; fi
+	local p0 o0 r0 b0 t0 p1 o1 r1 b1 t1 el load lt other rps p50 p90 p99 p999 max n err
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	p0=$(tree_ticks "${PID[$t]}") o0=$(tree_ticks "${PID[origin]}") r0=$(origin_requests)
-	b0=$(busy_ticks)
-	t0=$(now_s)
-	run_wrk "$LOAD_CPU" "$CONNS" "$secs" "http://127.0.0.1:${PORT[$t]}$URL_PATH" "$out" "$hdr" ||
-		bench_die "wrk failed against $t: $(tail -3 "$out")"
-	t1=$(now_s)
-	b1=$(busy_ticks)
+	b0=$(busy_ticks) t0=$(now_s)
+	if [ "$kind" = wrk ]; then
+		run_wrk "$LOAD_CPU" "$CONNS" "$secs" "$@" "$out" "" 2>/dev/null ||
+			bench_die "wrk failed against $t: $(tail -3 "$out")"
+	else
+		run_reflex_bench "$BENCH" "$LOAD_CPU" "$out" "$secs" "$@" ||
+			grep -q '"requests_per_second"' "$out" ||
+			bench_die "reflex-bench failed against $t: $(tail -3 "$out")"
+	fi
+	t1=$(now_s) b1=$(busy_ticks)
 	p1=$(tree_ticks "${PID[$t]}") o1=$(tree_ticks "${PID[origin]}") r1=$(origin_requests)
-	el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
 	[ "$rep" = warm ] && return 0
-	read -r rps p50 p90 p99 n err < <(wrk_parse "$out")
-	wt=$(cat "$out.ticks")
-	# Everything else the machine ran meanwhile (other tenants, the kernel's
-	# unattributed work): a noise flag, not a measurement.
-	other=$((b1 - b0 - (p1 - p0) - wt - (o1 - o0)))
-	[ "$other" -lt 0 ] && other=0
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" "$rps" "$p50" "$p90" "$p99" \
-		"$n" "$err" "$(pct $((p1 - p0)) "$el")" "$(pct "$wt" "$el")" \
-		"$(pct $((o1 - o0)) "$el")" $((r1 - r0 - ORIGIN_SELF)) "$load" "$(pct "$other" "$el")" >>"$tsv"
-	bench_log "$t${hdr:+ (churn)} rep $rep: $(fmt_int "$rps") req/s, P50 $(fmt_us "$p50"), P99 $(fmt_us "$p99"), errors $err"
-}
-
-for t in $TARGETS; do
-	bench_log "warm-up $t (${WARM}s)"
-	measure "$t" warm "$WARM"
-done
-for rep in $(seq "$REPS"); do
-	for t in $TARGETS; do
-		measure "$t" "$rep" "$DUR"
-	done
-done
-
-# ---- connection per request (CHURN=1) --------------------------------------------------
-# wrk sends Connection: close, so every request costs the proxy an accept and a close on
-# the client side; upstream connections stay pooled.
-CHURN_RUNS=$RUN_DIR/churn.tsv
-head -1 "$RUNS" >"$CHURN_RUNS"
-if [ "$CHURN" = 1 ]; then
-	for rep in $(seq "$REPS"); do
-		for t in $TARGETS; do
-			measure "$t" "$rep" "$DUR" "$CHURN_RUNS" "Connection: close"
-		done
-	done
-fi
-
-# ---- open loop: latency at a common rate, from the intended send time -----------------
-# Closed-loop latency at saturation is mostly queueing; this shows what a client sees
-# below saturation, without coordinated omission (reflex-bench -R, docs/bench.md).
-OPEN_RUNS=$RUN_DIR/open.tsv
-: >"$OPEN_RUNS"
-if [ "$OPEN_RATE" = auto ]; then
-	OPEN_RATE=$(for t in $TARGETS; do median $(awk -F'\t' -v t="$t" '$1 == t { print $3 }' "$RUNS"); done |
-		sort -g | head -1 | awk '{ r = int($1 / 2 / 500) * 500; print (r < 500) ? 500 : r }')
-fi
-# open_run TARGET RATE OUT TSV LABEL: one reflex-bench open-loop run against TARGET;
-# appends "LABEL rps p50 p90 p99 p999 max errors proxy%" (tab-separated) to TSV.
-open_run() {
-	local t=$1 rate=$2 out=$3 tsv=$4 label=$5 p0 p1 t0 t1 el
-	p0=$(tree_ticks "${PID[$t]}") t0=$(now_s)
-	run_reflex_bench "$BENCH" "$LOAD_CPU" "$out" "$((DUR + WARM))" -t 1 -c "$CONNS" \
-		-d "$DUR" -w "$WARM" -R "$rate" "http://127.0.0.1:${PORT[$t]}$URL_PATH" ||
-		bench_die "reflex-bench failed against $t: $(tail -3 "$out")"
-	t1=$(now_s) p1=$(tree_ticks "${PID[$t]}")
 	el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" \
-		"$(json_num "$out" requests_per_second)" "$(json_num "$out" p50)" \
-		"$(json_num "$out" p90)" "$(json_num "$out" p99)" "$(json_num "$out" p999)" \
-		"$(json_num "$out" max)" "$(json_num "$out" total)" "$(pct $((p1 - p0)) "$el")" >>"$tsv"
-	bench_log "$t open loop at $rate req/s: P50 $(fmt_us "$(json_num "$out" p50)"), P99 $(fmt_us "$(json_num "$out" p99)"), P99.9 $(fmt_us "$(json_num "$out" p999)")"
+	if [ "$kind" = wrk ]; then
+		read -r rps p50 p90 p99 n err < <(wrk_parse "$out")
+		p999=- max=-
+	else
+		rps=$(json_num "$out" requests_per_second) p50=$(json_num "$out" p50)
+		p90=$(json_num "$out" p90) p99=$(json_num "$out" p99) p999=$(json_num "$out" p999)
+		max=$(json_num "$out" max) n=$(json_num "$out" requests) err=$(json_num "$out" total)
+	fi
+	lt=$(cat "$out.ticks")
+	# Everything else the machine ran meanwhile (other tenants, unattributed kernel work):
+	# a noise flag, not a measurement.
+	other=$((b1 - b0 - (p1 - p0) - lt - (o1 - o0)))
+	[ "$other" -lt 0 ] && other=0
+	printf '%s\t' "$scen" "$t" "$rep" "$lvl" "$rate" "$rps" "$p50" "$p90" "$p99" "$p999" "$max" "$n" "$err" \
+		"$(pct $((p1 - p0)) "$el")" "$(pct "$lt" "$el")" "$(pct $((o1 - o0)) "$el")" \
+		$((r1 - r0)) "$(pct "$other" "$el")" "$load" "$ORIGIN_AT" >>"$RUNS"
+	printf '%s\n' "$out" >>"$RUNS"
+	bench_log "$scen $t rep $rep$([ "$rate" != - ] && echo " at $rate req/s" || true): $(fmt_int "$rps") req/s," \
+		"P50 $(fmt_us "$p50"), P99 $(fmt_us "$p99")$([ "$p999" != - ] && echo ", P99.9 $(fmt_us "$p999")"), errors $err"
 }
 
-if [ "$OPEN_RATE" != 0 ]; then
+# closed_scenario SCENARIO SERVERS ARGS...: warm-up, then REPS interleaved closed-loop
+# reflex-bench runs per server; ARGS go to reflex-bench before the URL, "PATH" is the
+# request target (or "/" with a request list).
+closed_scenario() {
+	local scen=$1 servers=$2 path=$3 t rep
+	shift 3
+	for t in $servers; do
+		bench_log "$scen: warm-up $t (${WARM}s)"
+		run_one "$scen" "$t" warm - - rb "$WARM" -t 1 -c "$CONNS" -d "$WARM" "$@" "http://127.0.0.1:${PORT[$t]}$path"
+	done
 	for rep in $(seq "$REPS"); do
-		for t in $TARGETS; do
-			open_run "$t" "$OPEN_RATE" "$RUN_DIR/open-$t-$rep.json" "$OPEN_RUNS" "$t"$'\t'"$rep"
+		for t in $servers; do
+			run_one "$scen" "$t" "$rep" - - rb "$DUR" -t 1 -c "$CONNS" -d "$DUR" "$@" "http://127.0.0.1:${PORT[$t]}$path"
 		done
 	done
-fi
+}
 
-# ---- latency vs load: each proxy at fractions of its own closed-loop peak ----------------
-SWEEP_RUNS=$RUN_DIR/sweep.tsv
-: >"$SWEEP_RUNS"
-declare -A PEAK
-if [ "$SWEEP" = 1 ]; then
-	for t in $TARGETS; do
-		PEAK[$t]=$(median $(awk -F'\t' -v t="$t" '$1 == t { print $3 }' "$RUNS"))
-	done
-	# Interleaved (repetition, level, proxy) like the closed-loop runs.
-	for rep in $(seq "$REPS"); do
-		for lvl in $SWEEP_LEVELS; do
-			for t in $TARGETS; do
-				rate=$(awk -v p="${PEAK[$t]}" -v l="$lvl" 'BEGIN { r = int(p * l / 100); print (r < 100) ? 100 : r }')
-				open_run "$t" "$rate" "$RUN_DIR/sweep-$t-$lvl-$rep.json" "$SWEEP_RUNS" \
-					"$t"$'\t'"$lvl"$'\t'"$rate"$'\t'"$rep"
+ISSUE2_SERVERS=
+for t in reflexd nginx; do has "$TARGETS" "$t" && ISSUE2_SERVERS+="$t "; done
+for scen in $SCENARIOS; do
+	case $scen in
+	issue2)
+		[ -n "$ISSUE2_SERVERS" ] || continue
+		# Two placements of the origin: sharing CPU 1 with wrk (the proxy owns CPU 0), and
+		# sharing CPU 0 with the proxy (wrk owns CPU 1). Which one limits is in the tables.
+		for ocpu in "$LOAD_CPU" "$PROXY_CPU"; do
+			pin_tree "${PID[origin]}" "$ocpu"
+			ORIGIN_AT=$ocpu
+			for t in $ISSUE2_SERVERS; do
+				bench_log "issue2 (origin on CPU $ocpu): warm-up $t (${WARM}s)"
+				run_one "issue2-o$ocpu" "$t" warm - - wrk "$WARM" "http://127.0.0.1:${PORT[$t]}$PASS_PATH"
+			done
+			for rep in $(seq "$REPS"); do
+				for t in $ISSUE2_SERVERS; do
+					run_one "issue2-o$ocpu" "$t" "$rep" - - wrk "$DUR" "http://127.0.0.1:${PORT[$t]}$PASS_PATH"
+				done
 			done
 		done
-	done
-fi
+		pin_tree "${PID[origin]}" "$ORIGIN_CPU"
+		ORIGIN_AT=$ORIGIN_CPU
+		;;
+	pass) closed_scenario pass "$TARGETS" "$PASS_PATH" ;;
+	churn) closed_scenario churn "$TARGETS" "$PASS_PATH" --churn ;;
+	hit1) closed_scenario hit1 "$TARGETS" "$HIT_PATH" ;;
+	zipf)
+		LIST=$RUN_DIR/zipf-requests.txt
+		awk -v n="$ZIPF_OBJECTS" -v cc="$CC_HIT" 'BEGIN {
+			print "# bench.sh zipf: rank i = /hit/z<i> (the first is the most popular)"
+			for (i = 1; i <= n; i++) printf "GET /hit/z%d?%s\n\n", i, cc }' >"$LIST"
+		# Fill every cache with all objects first (each requested once, 8 keep-alive
+		# connections), so that the measured runs are hits only; the origin counter in the
+		# table shows it.
+		for t in $TARGETS; do
+			awk -v n="$ZIPF_OBJECTS" -v cc="$CC_HIT" -v u="http://127.0.0.1:${PORT[$t]}" 'BEGIN {
+				for (i = 1; i <= n; i++) printf "url = \"%s/hit/z%d?%s\"\noutput = \"/dev/null\"\n", u, i, cc }' \
+				>"$RUN_DIR/zipf-fill-$t.curl"
+			before=$(origin_requests)
+			timeout 300 taskset -c "$LOAD_CPU" curl -s --fail --parallel --parallel-max 8 \
+				-K "$RUN_DIR/zipf-fill-$t.curl" >"$RUN_DIR/zipf-fill-$t.log" 2>&1 ||
+				bench_die "filling $t's cache failed: $(tail -3 "$RUN_DIR/zipf-fill-$t.log")"
+			n=$(($(origin_requests) - before))
+			bench_log "zipf: filled $t with $ZIPF_OBJECTS objects ($n requests at the origin)"
+			checks+=("$t: zipf fill, $ZIPF_OBJECTS objects requested once each → $n requests at the origin")
+		done
+		closed_scenario zipf "$TARGETS" / --requests "$LIST" --zipf "$ZIPF_S"
+		;;
+	sweep)
+		declare -A PEAK
+		for t in $TARGETS; do
+			PEAK[$t]=$(median $(awk -F'\t' -v t="$t" '$1 == "pass" && $2 == t { print $6 }' "$RUNS"))
+		done
+		for rep in $(seq "$REPS"); do
+			for lvl in $SWEEP_LEVELS; do
+				for t in $TARGETS; do
+					rate=$(awk -v p="${PEAK[$t]}" -v l="$lvl" 'BEGIN { r = int(p * l / 100); print (r < 100) ? 100 : r }')
+					run_one sweep "$t" "$rep" "$lvl" "$rate" rb "$((SWEEP_DUR + SWEEP_WARM))" -t 1 -c "$CONNS" \
+						-d "$SWEEP_DUR" -w "$SWEEP_WARM" -R "$rate" "http://127.0.0.1:${PORT[$t]}$PASS_PATH"
+				done
+			done
+		done
+		;;
+	loadgen) ;; # after the report below: it starts its own server
+	esac
+done
 
-# ---- plots (gnuplot) ------------------------------------------------------------------
-# percentile_curve JSON: "percentile latency_ms" rows from reflex-bench's histogram, with x
-# as 1/(1-p) so that P90, P99, P99.9 ... are evenly spaced (the HdrHistogram plot).
+# ---- tables ---------------------------------------------------------------------------------
+# One pass over $RUNS: median, min, max and sum of every numeric column per (scenario,
+# server, level), so that the tables below need no process per cell.
+declare -A S_MED S_MIN S_MAX S_SUM
+while IFS=$'\t' read -r s t l c v_med v_min v_max v_sum; do
+	k="$s|$t|$l|$c"
+	S_MED[$k]=$v_med S_MIN[$k]=$v_min S_MAX[$k]=$v_max S_SUM[$k]=$v_sum
+done < <(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) name[i] = $i; nf = NF; next }
+	{ for (i = 5; i <= nf; i++) {
+		if ($i == "-" || name[i] == "file") continue
+		k = $1 SUBSEP $2 SUBSEP $4 SUBSEP i; m = ++n[k]; x = $i + 0
+		for (j = m - 1; j >= 1 && v[k, j] > x; j--) v[k, j + 1] = v[k, j]   # insertion sort
+		v[k, j + 1] = x; s[k] += x } }
+	END { for (k in n) { m = n[k]; split(k, p, SUBSEP)
+		med = (m % 2) ? v[k, (m + 1) / 2] : (v[k, m / 2] + v[k, m / 2 + 1]) / 2
+		printf "%s\t%s\t%s\t%s\t%.10g\t%.10g\t%.10g\t%.10g\n", p[1], p[2], p[3], name[p[4]], med, v[k, 1], v[k, m], s[k] } }' "$RUNS")
+
+# vals SCENARIO SERVER COLUMN [LEVEL]: that column's values over the repetitions.
+vals() {
+	awk -F'\t' -v s="$1" -v t="$2" -v c="$3" -v l="${4:--}" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
+		$1 == s && $2 == t && $4 == l { print $k }' "$RUNS"
+}
+# med / sum SCENARIO SERVER COLUMN [LEVEL]: median / sum over the repetitions (0 if none).
+med() { echo "${S_MED[$1|$2|${4:--}|$3]:-0}"; }
+sum() { echo "${S_SUM[$1|$2|${4:--}|$3]:-0}"; }
+# spread_of KEY: (max - min) / median of the repetitions, in percent.
+spread_of() {
+	awk -v a="${S_MIN[$1]}" -v b="${S_MAX[$1]}" -v m="${S_MED[$1]}" 'BEGIN { printf "%.0f%%", (m > 0) ? 100 * (b - a) / m : 0 }'
+}
+# cell_us / cell_int SCENARIO SERVER COLUMN [LEVEL]: "median (spread)" of the repetitions.
+cell_us() {
+	local k="$1|$2|${4:--}|$3"
+	[ -n "${S_MED[$k]:-}" ] || { echo -; return; }
+	if [ "$REPS" -gt 1 ]; then echo "$(fmt_us "${S_MED[$k]}") ($(spread_of "$k"))"; else fmt_us "${S_MED[$k]}"; fi
+}
+cell_int() {
+	local k="$1|$2|${4:--}|$3"
+	[ -n "${S_MED[$k]:-}" ] || { echo -; return; }
+	if [ "$REPS" -gt 1 ]; then echo "$(fmt_int "${S_MED[$k]}") ($(spread_of "$k"))"; else fmt_int "${S_MED[$k]}"; fi
+}
+# limit SERVER% LOAD% ORIGIN% OTHER% ORIGIN_CPU: which core was full.
+limit() {
+	awk -v p="$1" -v l="$2" -v o="$3" -v x="$4" -v oc="$5" -v pc="$PROXY_CPU" -v lc="$LOAD_CPU" 'BEGIN {
+		c0 = p + (oc == pc ? o : 0); c1 = l + (oc == lc ? o : 0)
+		if (c0 >= 90) print "server" (oc == pc && o >= 5 ? " + origin" : "") " (CPU " pc ")"
+		else if (c1 >= 90) print "load gen." (oc == lc && o >= 5 ? " + origin" : "") " (CPU " lc ")"
+		else if (x >= 25) print "other tenants (noisy)"
+		else print "neither core full" }'
+}
+name_cell() { echo "$1${NOTE[$1]:+ — **${NOTE[$1]}**}"; }
+# ratio_best_peer SCENARIO SERVER: req/s over the best req/s of the other servers.
+ratio_best_peer() {
+	local best=0 r u
+	for u in $TARGETS; do
+		[ "$u" = "$2" ] && continue
+		r=$(med "$1" "$u" rps)
+		best=$(awk -v a="$best" -v b="$r" 'BEGIN { print (b > a) ? b : a }')
+	done
+	awk -v a="$(med "$1" "$2" rps)" -v b="$best" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+}
+
+# table_closed SCENARIO: the markdown table of a closed-loop scenario.
+table_closed() {
+	local s=$1 t pp lp op xp oc rq oq
+	echo "| server | req/s | P50 | P99 | P99.9 | ratio to best peer | req/s per server core | server CPU | load gen. CPU | at origin | limit | errors |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+	for t in $TARGETS; do
+		pp=$(med "$s" "$t" server_pct) lp=$(med "$s" "$t" load_pct) op=$(med "$s" "$t" origin_pct)
+		xp=$(med "$s" "$t" other_pct) oc=$(med "$s" "$t" origin_cpu)
+		rq=$(sum "$s" "$t" requests) oq=$(sum "$s" "$t" origin_reqs)
+		echo "| $(name_cell "$t") | $(cell_int "$s" "$t" rps) | $(cell_us "$s" "$t" p50_us) | $(cell_us "$s" "$t" p99_us) |" \
+			"$(cell_us "$s" "$t" p999_us) | $(ratio_best_peer "$s" "$t") |" \
+			"$(fmt_int "$(awk -v r="$(med "$s" "$t" rps)" -v p="$pp" 'BEGIN { print (p > 0) ? r * 100 / p : 0 }')") |" \
+			"${pp%.*} % | ${lp%.*} % | $(awk -v o="$oq" -v r="$rq" 'BEGIN { printf (r > 0) ? "%.1f %%" : "-", 100 * o / r }') |" \
+			"$(limit "$pp" "$lp" "$op" "$xp" "$oc") | $(sum "$s" "$t" errors) |"
+	done
+}
+
+# table_issue2 SCENARIO: reflexd vs nginx with wrk (issue 2's comparison).
+table_issue2() {
+	local s=$1 t pp wp op xp oc nginx_rps ratio
+	nginx_rps=$(has "$ISSUE2_SERVERS" nginx && med "$s" nginx rps || echo 0)
+	echo "| server | req/s | P50 | P99 | ratio vs nginx | proxy CPU | wrk CPU | origin CPU | other CPU | limit | errors |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	for t in $ISSUE2_SERVERS; do
+		pp=$(med "$s" "$t" server_pct) wp=$(med "$s" "$t" load_pct) op=$(med "$s" "$t" origin_pct)
+		xp=$(med "$s" "$t" other_pct) oc=$(med "$s" "$t" origin_cpu)
+		ratio=$(awk -v a="$(med "$s" "$t" rps)" -v b="$nginx_rps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+		echo "| $t | $(cell_int "$s" "$t" rps) | $(cell_us "$s" "$t" p50_us) | $(cell_us "$s" "$t" p99_us) | **$ratio** |" \
+			"${pp%.*} % | ${wp%.*} % | ${op%.*} % | ${xp%.*} % | $(limit "$pp" "$wp" "$op" "$xp" "$oc") | $(sum "$s" "$t" errors) |"
+	done
+}
+
+table_sweep() {
+	local t lvl
+	echo "| server | load | rate | req/s | P50 | P99 | P99.9 | max | server CPU | load gen. CPU | errors |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	for t in $TARGETS; do
+		for lvl in $SWEEP_LEVELS; do
+			echo "| $t | $lvl % | $(fmt_int "$(med sweep "$t" rate "$lvl")") | $(cell_int sweep "$t" rps "$lvl") |" \
+				"$(cell_us sweep "$t" p50_us "$lvl") | $(cell_us sweep "$t" p99_us "$lvl") | $(cell_us sweep "$t" p999_us "$lvl") |" \
+				"$(cell_us sweep "$t" max_us "$lvl") | $(med sweep "$t" server_pct "$lvl") % |" \
+				"$(med sweep "$t" load_pct "$lvl") % | $(sum sweep "$t" errors "$lvl") |"
+		done
+	done
+}
+
+# Every repetition, for the record (one awk: a table of ~100 rows).
+table_runs() {
+	echo "| scenario | server | rep | load | rate | req/s | P50 | P90 | P99 | P99.9 | requests | at origin | errors | server CPU | load gen. CPU | origin CPU (on) | other CPU | load avg |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	tail -n +2 "$RUNS" | awk -F'\t' '
+	function us(u) { if (u == "-") return "-"; if (u < 1000) return sprintf("%d us", u + 0.5)
+		if (u < 1e6) return sprintf("%.2f ms", u / 1000); return sprintf("%.2f s", u / 1e6) }
+	function int3(n,  s) { n = sprintf("%.0f", n); s = ""
+		while (length(n) > 3) { s = "," substr(n, length(n) - 2) s; n = substr(n, 1, length(n) - 3) }
+		return n s }
+	{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s %% | %s %% | %s %% (%s) | %s %% | %s |\n",
+		$1, $2, $3, $4, $5, int3($6), us($7), us($8), us($9), us($10), int3($12), int3($17), $13,
+		$14, $15, $16, $20, $18, $19 }'
+}
+
+# ---- plots ------------------------------------------------------------------------------------
+declare -A COLOR=([reflexd]='#d62728' [nginx]='#2ca02c' [haproxy]='#1f77b4' [varnish]='#9467bd')
+# percentile_curve JSON: "x latency_ms" rows from reflex-bench's histogram, x = 1/(1-p)
+# so that P90, P99, P99.9 ... are evenly spaced (the HdrHistogram plot).
 percentile_curve() {
 	grep -o '"buckets":\[.*\]' "$1" | grep -o '\[[0-9]*,[0-9]*\]' | tr -d '[]' |
 		awk -F, '{ v[NR] = $1; c[NR] = $2; n += $2 } END {
@@ -283,183 +508,205 @@ percentile_curve() {
 				printf "%.6f %.3f\n", 1 / (1 - p), v[i] / 1000 } }'
 }
 PLOT_FILES=()
-if [ "$PLOTS" = 1 ] && { [ -s "$OPEN_RUNS" ] || [ -s "$SWEEP_RUNS" ]; }; then
-	mkdir -p "$OUTDIR"
-	if [ -s "$OPEN_RUNS" ]; then
-		png=$OUTDIR/passthrough-$STAMP-percentiles.png
-		plot=""
-		for t in $TARGETS; do
-			percentile_curve "$RUN_DIR/open-$t-1.json" >"$RUN_DIR/curve-$t.dat"
-			plot+="${plot:+, }'$RUN_DIR/curve-$t.dat' using 1:2 with steps lw 2 title '$t'"
+# plot_percentiles SCENARIO LEVEL RANKCOL TITLE: one curve per server and repetition; the
+# median repetition (by RANKCOL) thick, the others thin: the spread is the gap between them.
+plot_percentiles() {
+	local s=$1 lvl=$2 rc=$3 title=$4 png="$RESULT_DIR/$1-percentiles.png" plot="" t f mid i dat
+	for t in $TARGETS; do
+		mapfile -t files < <(awk -F'\t' -v s="$s" -v t="$t" -v l="$lvl" -v c="$rc" \
+			'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
+			$1 == s && $2 == t && $4 == l { print $k "\t" $NF }' "$RUNS" | sort -g | cut -f2)
+		[ ${#files[@]} -gt 0 ] || continue
+		mid=$(((${#files[@]} - 1) / 2))
+		for i in "${!files[@]}"; do
+			f=${files[$i]}
+			dat=$RUN_DIR/curve-$s-$t-$i.dat
+			percentile_curve "$f" >"$dat"
+			if [ "$i" = "$mid" ]; then
+				plot+="${plot:+, }'$dat' using 1:2 with steps lw 2.5 lc rgb '${COLOR[$t]}' title '$t'"
+			else
+				plot+="${plot:+, }'$dat' using 1:2 with steps lw 0.7 lc rgb '${COLOR[$t]}' notitle"
+			fi
 		done
-		gnuplot <<-EOF && PLOT_FILES+=("$png")
-			set terminal pngcairo size 900,500
-			set output '$png'
-			set title 'Pass-through latency by percentile, open loop at $OPEN_RATE req/s (repetition 1)'
-			set logscale x
-			set xtics ('50%%' 2, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000, '99.999%%' 100000)
-			set xlabel 'percentile'
-			set ylabel 'latency (ms)'
-			set logscale y
-			set grid
-			set key top left
-			plot $plot
-		EOF
-	fi
-	if [ -s "$SWEEP_RUNS" ]; then
-		png=$OUTDIR/passthrough-$STAMP-sweep.png
-		plot="" lc=0
-		for t in $TARGETS; do
-			lc=$((lc + 1))
-			for lvl in $SWEEP_LEVELS; do
-				f() { awk -F'\t' -v t="$t" -v l="$lvl" -v c="$1" '$1 == t && $2 == l { print $c }' "$SWEEP_RUNS"; }
-				echo "$(median $(f 5)) $(median $(f 6)) $(median $(f 8)) $(median $(f 9))"
-			done >"$RUN_DIR/sweep-$t.dat"
-			plot+="${plot:+, }'$RUN_DIR/sweep-$t.dat' using 1:(\$4/1000) with linespoints lc $lc lw 1 dt 3 title '$t P99.9'"
-			plot+=", '$RUN_DIR/sweep-$t.dat' using 1:(\$3/1000) with linespoints lc $lc lw 2 title '$t P99'"
-			plot+=", '$RUN_DIR/sweep-$t.dat' using 1:(\$2/1000) with linespoints lc $lc lw 1 dt 2 title '$t P50'"
-		done
-		gnuplot <<-EOF && PLOT_FILES+=("$png")
-			set terminal pngcairo size 1000,500
-			set output '$png'
-			set title 'Pass-through latency vs offered load (open loop; % of each proxy''s own peak)'
-			set xlabel 'achieved req/s'
-			set ylabel 'latency (ms)'
-			set logscale y
-			set grid
-			set key outside right top
-			plot $plot
-		EOF
+	done
+	[ -n "$plot" ] || return 0
+	gnuplot <<-EOF && PLOT_FILES+=("$png") || bench_log "gnuplot failed for $png"
+		set terminal pngcairo size 900,520 font ',10'
+		set output '$png'
+		set title "$title"
+		set logscale x
+		set xtics ('50%%' 2, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000, '99.999%%' 100000)
+		set xlabel 'percentile'
+		set ylabel 'latency (ms)'
+		set logscale y
+		set grid
+		set key top left
+		plot $plot
+	EOF
+}
+# plot_sweep: P50 and P99 against the offered rate (an overloaded server shows at the rate
+# it was offered, with the latency of its queue), medians with min-max bars.
+plot_sweep() {
+	local png=$RESULT_DIR/sweep.png plot="" t lvl dat k
+	for t in $TARGETS; do
+		dat=$RUN_DIR/sweep-$t.dat
+		for lvl in $SWEEP_LEVELS; do
+			k="sweep|$t|$lvl"
+			echo "${S_MED[$k|rate]:-0} ${S_MED[$k|p50_us]:-0} ${S_MIN[$k|p50_us]:-0} ${S_MAX[$k|p50_us]:-0}" \
+				"${S_MED[$k|p99_us]:-0} ${S_MIN[$k|p99_us]:-0} ${S_MAX[$k|p99_us]:-0}"
+		done >"$dat"
+		plot+="${plot:+, }'$dat' using 1:(\$5/1000):(\$6/1000):(\$7/1000) with yerrorlines lw 2 pt 7 lc rgb '${COLOR[$t]}' title '$t P99'"
+		plot+=", '$dat' using 1:(\$2/1000):(\$3/1000):(\$4/1000) with yerrorlines lw 1 dt 2 pt 6 lc rgb '${COLOR[$t]}' title '$t P50'"
+	done
+	gnuplot <<-EOF && PLOT_FILES+=("$png") || bench_log "gnuplot failed for $png"
+		set terminal pngcairo size 1000,560 font ',10'
+		set output '$png'
+		set title "Latency vs load: pass-through, open loop at $SWEEP_LEVELS % of each server's own peak\n(medians; bars: min-max of $REPS repetition(s); latency from the intended send time)"
+		set xlabel 'offered load (req/s)'
+		set ylabel 'latency (ms)'
+		set logscale y
+		set grid
+		set key outside right top
+		plot $plot
+	EOF
+}
+
+mkdir -p "$RESULT_DIR"
+if [ "$PLOTS" = 1 ]; then
+	for s in pass churn hit1 zipf; do
+		has "$SCENARIOS" "$s" && plot_percentiles "$s" - rps "${TITLE[$s]}: latency by percentile, closed loop (thick: median run)"
+	done
+	if has "$SCENARIOS" sweep; then
+		plot_sweep
+		mid=$(echo "$SWEEP_LEVELS" | awk '{ print $(int((NF + 1) / 2)) }')
+		plot_percentiles sweep "$mid" p99_us "Pass-through, open loop at $mid % of each server's peak: latency by percentile"
 	fi
 fi
 
-# ---- report -------------------------------------------------------------------------
-col() { # col TARGET COLUMN [FILE]: the column's values for TARGET, one per repetition
-	awk -F'\t' -v t="$1" -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
-		$1 == t { print $k }' "${3:-$RUNS}"
-}
-nginx_rps=
-case " $TARGETS " in *" nginx "*) nginx_rps=$(median $(col nginx rps)) ;; esac
-
-limit_of() { # limit_of PROXY_PCT WRK_PCT ORIGIN_PCT OTHER_PCT: which CPU was saturated
-	awk -v p="$1" -v w="$2" -v o="$3" -v x="$4" 'BEGIN {
-		if (p >= 90) print "proxy (CPU " '"$PROXY_CPU"' ")";
-		else if (w + o >= 90) print "wrk + origin (CPU " '"$LOAD_CPU"' ")";
-		else if (x >= 25) print "other tenants (noisy run)";
-		else print "neither core full" }'
-}
-
-REPORT=$RUN_DIR/report.md
+# ---- report ------------------------------------------------------------------------------------
 {
-	echo "# Pass-through proxying, 1 KiB response: reflexd vs nginx"
+	echo "# Machine"
 	echo
 	echo "$MACHINE"
-	echo "| origin | $ORIGIN_VERSION, 1 worker |"
-	echo "| proxies | reflexd --workers 1; nginx 1 worker, upstream keepalive 128, HTTP/1.1 to the origin, access_log off |"
-	echo "| load | wrk -t1 -c$CONNS --latency, $REPS interleaved repetition(s) of ${DUR}s after a ${WARM}s warm-up per proxy |"
-	echo "| placement | proxy on CPU $PROXY_CPU alone; wrk and origin share CPU $LOAD_CPU |"
-	echo "| request | GET $URL_PATH (origin: 200, 1024 bytes, Cache-Control: no-store) |"
+	echo "| system services | ${SERVICES:-none installed} |"
+	echo "| placement | servers on CPU $PROXY_CPU (all threads, taskset); load generator on CPU $LOAD_CPU; origin (reflex-origin, 1 worker) on CPU $ORIGIN_CPU, except where a table says otherwise |"
+	echo "| run | $REPS interleaved repetition(s) of ${DUR}s per server and scenario, after ${WARM}s of warm-up; sweep: ${SWEEP_DUR}s after ${SWEEP_WARM}s |"
 	echo
-	echo "## Closed loop (wrk)"
+	echo "Server configurations: \`perf/scenarios/conf/\` at the commit above (docs/bench.md explains them)."
+} >"$RESULT_DIR/machine.md"
+
+# write_scenario SCENARIO: $RESULT_DIR/SCENARIO.md, also appended to the index.
+INDEX=$RUN_DIR/index.md
+write_scenario() {
+	local s=$1 f=$RESULT_DIR/$1.md p
+	{
+		echo "## ${TITLE[$s]}"
+		echo
+		case $s in
+		issue2)
+			echo "GET $PASS_PATH (origin: 200, 1024 bytes, no-store) through reflexd and nginx;"
+			echo "\`wrk -t1 -c$CONNS --latency\` on CPU $LOAD_CPU, proxy on CPU $PROXY_CPU. wrk is closed loop:"
+			echo "its latencies at saturation are queueing and suffer from coordinated omission; compare"
+			echo "them only between rows. Medians of $REPS run(s), (spread = (max - min) / median)."
+			for oc in "$LOAD_CPU" "$PROXY_CPU"; do
+				echo
+				if [ "$oc" = "$LOAD_CPU" ]; then
+					echo "### Origin on CPU $oc, beside wrk (the proxy owns CPU $PROXY_CPU)"
+					echo
+					echo "The proxy's own core is never shared, so its CPU column says directly whether it was"
+					echo "the limit; on two cores, wrk and the origin together usually fill CPU $LOAD_CPU first"
+					echo "(limit column), and req/s is then a lower bound of the proxy's capacity."
+				else
+					echo "### Origin on CPU $oc, beside the proxy (wrk owns CPU $LOAD_CPU)"
+					echo
+					echo "wrk has a core to itself; proxy and origin share one, so req/s is what one core can"
+					echo "do for proxy + origin together, and a cheaper proxy leaves more of it to the origin."
+				fi
+				echo
+				table_issue2 "issue2-o$oc"
+			done
+			;;
+		sweep)
+			echo "Each server in open loop (\`reflex-bench -t1 -c$CONNS -R RATE\`, constant schedule,"
+			echo "latency from each request's intended send time) at $SWEEP_LEVELS % of its own median"
+			echo "pass-through req/s from this run; GET $PASS_PATH. Medians of $REPS run(s) (spread)."
+			echo
+			table_sweep
+			;;
+		*)
+			case $s in
+			pass) echo "GET $PASS_PATH: the origin marks it no-store, the servers pass it through without a cache lookup." ;;
+			churn) echo "GET $PASS_PATH with \`--churn\`: a new client connection per request (Connection: close); upstream connections stay pooled. One load-generator core opens a few tens of thousands of connections a second: when it is the limit, compare \`req/s per server core\`." ;;
+			hit1) echo "GET $HIT_PATH: one object, cacheable for an hour; after the warm-up every request is a hit." ;;
+			zipf) echo "$ZIPF_OBJECTS objects \`/hit/z<i>?$CC_HIT\`, requested with \`--requests LIST --zipf $ZIPF_S\` (rank 1 most popular); every cache was filled with all objects before the warm-up." ;;
+			esac
+			echo
+			echo "\`reflex-bench -t1 -c$CONNS\` closed loop on CPU $LOAD_CPU. Each cell: median of $REPS run(s) (spread ="
+			echo "(max - min) / median). \`ratio to best peer\` = req/s / the best req/s among the other servers."
+			echo "\`at origin\` = requests that reached the origin / requests answered (100 % = passed through,"
+			echo "0 % = all from cache). \`limit\` names the core that was full (≥ 90 %)."
+			echo
+			table_closed "$s"
+			;;
+		esac
+		for p in "$RESULT_DIR/$s-percentiles.png" "$RESULT_DIR/$s.png"; do
+			[ -f "$p" ] && echo && echo "![$(basename "$p" .png)]($(basename "$p"))"
+		done
+		true
+	} >"$f"
+	{ cat "$f"; echo; } >>"$INDEX"
+}
+
+{
+	echo "# Reflex benchmark $STAMP"
 	echo
-	echo "Medians over the repetitions. \`proxy CPU\`, \`wrk CPU\`, \`origin CPU\` are shares of one core"
-	echo "(utime+stime from /proc/PID/stat over the run); \`other CPU\` is what the rest of the machine"
-	echo "used meanwhile (busy time in /proc/stat minus those three: other tenants, unattributed kernel"
-	echo "work; a noise flag, not a measurement); \`limit\` names the core that was full."
+	[ "$QUICK" = 1 ] && echo "**QUICK run: 1 short repetition per server, for checking the suite, not for quoting.**" && echo
+	echo "Machine, versions and placement: [machine.md](machine.md). Every run: [runs.md](runs.md)."
+	echo "How to read this: [docs/bench.md](../../../docs/bench.md)."
 	echo
-	echo "| server | req/s | P50 | P99 | ratio vs nginx | spread | proxy CPU | wrk CPU | origin CPU | other CPU | limit | errors |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-	for t in $TARGETS; do
-		rps=$(median $(col "$t" rps))
-		ratio=-
-		[ -n "$nginx_rps" ] && ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf (b > 0) ? "%.2f" : "-", a / b }')
-		pp=$(median $(col "$t" proxy_pct)) wp=$(median $(col "$t" wrk_pct)) op=$(median $(col "$t" origin_pct))
-		xp=$(median $(col "$t" other_pct))
-		errs=$(col "$t" errors | awk '{ s += $1 } END { print s + 0 }')
-		echo "| $t | $(fmt_int "$rps") | $(fmt_us "$(median $(col "$t" p50_us))") | $(fmt_us "$(median $(col "$t" p99_us))") | $ratio | $(spread $(col "$t" rps)) | ${pp%.*} % | ${wp%.*} % | ${op%.*} % | ${xp%.*} % | $(limit_of "$pp" "$wp" "$op" "$xp") | $errs |"
-	done
-	echo
-	echo "Every repetition (\`origin reqs\` = requests that reached the origin during the run; it"
-	echo "should be close to \`requests\`, i.e. nothing was cached; \`load\` = 1-minute load average"
-	echo "before the run, a hint of other tenants' activity):"
-	echo
-	echo "| server | rep | req/s | P50 | P90 | P99 | requests | origin reqs | errors | proxy CPU | wrk CPU | origin CPU | other CPU | load |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-	tail -n +2 "$RUNS" | sort -t$'\t' -k1,1 -k2,2n | while IFS=$'\t' read -r t rep rps p50 p90 p99 n err pp wp op oreq load xp; do
-		echo "| $t | $rep | $(fmt_int "$rps") | $(fmt_us "$p50") | $(fmt_us "$p90") | $(fmt_us "$p99") | $(fmt_int "$n") | $(fmt_int "$oreq") | $err | $pp % | $wp % | $op % | $xp % | $load |"
-	done
-	echo
-	echo "Checks before measuring:"
+} >"$INDEX"
+for s in $SCENARIOS; do
+	[ "$s" = loadgen ] && continue
+	[ "$s" = issue2 ] && [ -z "$ISSUE2_SERVERS" ] && continue
+	write_scenario "$s"
+done
+{
+	echo "## Checks before measuring"
 	echo
 	for c in "${checks[@]}"; do echo "- $c"; done
+} >>"$INDEX"
+{
+	echo "# Every run ($STAMP)"
 	echo
-	echo "Latencies are wrk's (closed loop, measured from the actual send: they include queueing at"
-	echo "saturation and suffer from coordinated omission; compare them only between rows of this table)."
-	if [ "$(wc -l <"$CHURN_RUNS")" -gt 1 ]; then
-		echo
-		echo "## Connection per request"
-		echo
-		echo "wrk as above with \`-H 'Connection: close'\`: a new client connection per request (the"
-		echo "proxies keep their upstream connections). One wrk thread tops out at a few tens of"
-		echo "thousands of connections per second, so compare \`req/s per proxy core\` (req/s / proxy CPU)"
-		echo "when the limit is CPU $LOAD_CPU."
-		echo
-		echo "| server | req/s | P50 | P99 | ratio vs nginx | req/s per proxy core | proxy CPU | wrk CPU | origin CPU | other CPU | limit | errors |"
-		echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-		nginx_churn=
-		case " $TARGETS " in *" nginx "*) nginx_churn=$(median $(col nginx rps "$CHURN_RUNS")) ;; esac
-		for t in $TARGETS; do
-			rps=$(median $(col "$t" rps "$CHURN_RUNS"))
-			ratio=-
-			[ -n "$nginx_churn" ] && ratio=$(awk -v a="$rps" -v b="$nginx_churn" 'BEGIN { printf (b > 0) ? "%.2f" : "-", a / b }')
-			pp=$(median $(col "$t" proxy_pct "$CHURN_RUNS")) wp=$(median $(col "$t" wrk_pct "$CHURN_RUNS"))
-			op=$(median $(col "$t" origin_pct "$CHURN_RUNS")) xp=$(median $(col "$t" other_pct "$CHURN_RUNS"))
-			per=$(awk -v r="$rps" -v p="$pp" 'BEGIN { print (p > 0) ? r * 100 / p : 0 }')
-			errs=$(col "$t" errors "$CHURN_RUNS" | awk '{ s += $1 } END { print s + 0 }')
-			echo "| $t | $(fmt_int "$rps") | $(fmt_us "$(median $(col "$t" p50_us "$CHURN_RUNS"))") | $(fmt_us "$(median $(col "$t" p99_us "$CHURN_RUNS"))") | $ratio | $(fmt_int "$per") | ${pp%.*} % | ${wp%.*} % | ${op%.*} % | ${xp%.*} % | $(limit_of "$pp" "$wp" "$op" "$xp") | $errs |"
-		done
-	fi
-	if [ -s "$OPEN_RUNS" ]; then
-		echo
-		echo "## Open loop at $(fmt_int "$OPEN_RATE") req/s"
-		echo
-		echo "reflex-bench -t1 -c$CONNS -R $OPEN_RATE (constant schedule), ${DUR}s after ${WARM}s warm-up, same"
-		echo "placement; latency from each request's intended send time (no coordinated omission)."
-		echo "Medians over the repetitions."
-		echo
-		echo "| server | req/s | P50 | P90 | P99 | P99.9 | max | proxy CPU | errors |"
-		echo "|---|---|---|---|---|---|---|---|---|"
-		for t in $TARGETS; do
-			ocol() { awk -F'\t' -v t="$t" -v c="$1" '$1 == t { print $c }' "$OPEN_RUNS"; }
-			echo "| $t | $(fmt_int "$(median $(ocol 3))") | $(fmt_us "$(median $(ocol 4))") | $(fmt_us "$(median $(ocol 5))") | $(fmt_us "$(median $(ocol 6))") | $(fmt_us "$(median $(ocol 7))") | $(fmt_us "$(median $(ocol 8))") | $(median $(ocol 10)) % | $(ocol 9 | awk '{ s += $1 } END { print s + 0 }') |"
-		done
-	fi
-	if [ -s "$SWEEP_RUNS" ]; then
-		echo
-		echo "## Latency vs load"
-		echo
-		echo "Each proxy in open loop (reflex-bench, as above) at $SWEEP_LEVELS % of its own closed-loop"
-		echo "req/s from this run; medians over the repetitions; \`spread\` is (max - min) / median of P99."
-		echo
-		echo "| server | load | rate | req/s | P50 | P90 | P99 | P99.9 | max | spread | proxy CPU | errors |"
-		echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-		for t in $TARGETS; do
-			for lvl in $SWEEP_LEVELS; do
-				scol() { awk -F'\t' -v t="$t" -v l="$lvl" -v c="$1" '$1 == t && $2 == l { print $c }' "$SWEEP_RUNS"; }
-				echo "| $t | $lvl % | $(fmt_int "$(median $(scol 3))") | $(fmt_int "$(median $(scol 5))") | $(fmt_us "$(median $(scol 6))") | $(fmt_us "$(median $(scol 7))") | $(fmt_us "$(median $(scol 8))") | $(fmt_us "$(median $(scol 9))") | $(fmt_us "$(median $(scol 10))") | $(spread $(scol 8)) | $(median $(scol 12)) % | $(scol 11 | awk '{ s += $1 } END { print s + 0 }') |"
-			done
-		done
-	fi
-	if [ ${#PLOT_FILES[@]} -gt 0 ]; then
-		echo
-		for f in "${PLOT_FILES[@]}"; do echo "![$(basename "$f" .png)]($(basename "$f"))"; done
-	fi
-	[ "${QUICK:-0}" = 1 ] && echo && echo "**QUICK run: 1 short repetition, for checking the script, not for quoting.**"
-	true
-} >"$REPORT"
+	echo "\`at origin\` = requests the origin counted during the run; \`origin CPU (on)\` names the CPU it was on;"
+	echo "\`other CPU\` = what the rest of the machine used meanwhile (a noise flag); \`load avg\` before the run."
+	echo
+	table_runs
+} >"$RESULT_DIR/runs.md"
+cp "$RUNS" "$RESULT_DIR/runs.tsv"
+sed -i "s|$RUN_DIR/raw/||" "$RESULT_DIR/runs.tsv"
 
-mkdir -p "$OUTDIR"
-out=$OUTDIR/passthrough-$STAMP.md
-cp "$REPORT" "$out"
-cat "$REPORT"
-bench_log "written to $out"
+if has "$SCENARIOS" loadgen; then
+	bench_stop_all # its own nginx needs CPU 0 and our servers are done
+	bench_log "loadgen: reflex-bench vs wrk (perf/scenarios/loadgen-check.sh)"
+	if QUICK=$QUICK REPS=$REPS DUR=$DUR OUT="$RESULT_DIR/loadgen.md" "$HERE/loadgen-check.sh" "$BUILD" >"$RUN_DIR/loadgen.out" 2>&1; then
+		{ echo "## ${TITLE[loadgen]}"; echo; sed -n '/^| generator/,$p' "$RESULT_DIR/loadgen.md"; echo
+		  echo "Details: [loadgen.md](loadgen.md)."; echo; } >>"$INDEX"
+	else
+		bench_log "loadgen check failed: $(tail -3 "$RUN_DIR/loadgen.out")"
+		{ echo "## ${TITLE[loadgen]}"; echo; echo "The check failed: \`$(tail -1 "$RUN_DIR/loadgen.out")\`"; echo; } >>"$INDEX"
+	fi
+fi
+[ ${#PLOT_FILES[@]} -gt 0 ] || [ "$PLOTS" = 0 ] || bench_log "no plots were drawn"
+cp "$INDEX" "$RESULT_DIR/index.md"
+
+if [ "$QUICK" != 1 ]; then
+	{
+		echo "# Latest benchmark results"
+		echo
+		echo "[$STAMP]($(basename "$RESULT_DIR")/index.md) — taken on [this machine]($(basename "$RESULT_DIR")/machine.md)."
+		echo "Written by \`make bench\` (perf/scenarios/bench.sh); see docs/bench.md for how to read it."
+	} >"$OUTDIR/latest.md"
+fi
+cat "$RESULT_DIR/index.md"
+bench_log "written to $RESULT_DIR/ (index.md, machine.md, runs.md, one .md per scenario, plots)"

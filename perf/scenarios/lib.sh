@@ -24,11 +24,12 @@ bench_init() {
 	trap 'exit 143' TERM
 }
 
-bench_cleanup() {
+# bench_stop_all: stop everything bench_start started, newest first (the proxies stop
+# before the origin they drain towards): TERM, then KILL after 5 s.
+bench_stop_all() {
 	local pid i alive
-	# Newest first: the proxies stop before the origin they drain towards.
 	for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do
-		kill -TERM "${BENCH_PIDS[$i]}" 2>/dev/null
+		kill -TERM "${BENCH_PIDS[$i]}" 2>/dev/null || true
 	done
 	for i in $(seq 50); do
 		alive=0
@@ -42,9 +43,13 @@ bench_cleanup() {
 		kill -KILL "${BENCH_PIDS[$i]}" 2>/dev/null &&
 			bench_log "killed ${BENCH_NAMES[$i]} (pid ${BENCH_PIDS[$i]}): it did not stop within 5 s of SIGTERM"
 	done
-	wait 2>/dev/null
+	wait 2>/dev/null || true
 	BENCH_PIDS=()
 	BENCH_NAMES=()
+}
+
+bench_cleanup() {
+	bench_stop_all
 	if [ -n "$RUN_DIR" ] && [ -d "$RUN_DIR" ]; then
 		if [ "${KEEP:-0}" = 1 ]; then
 			bench_log "run directory kept: $RUN_DIR"
@@ -52,6 +57,7 @@ bench_cleanup() {
 			rm -rf "$RUN_DIR"
 		fi
 	fi
+	return 0
 }
 
 # port_in_use PORT: true if something listens on 127.0.0.1:PORT or *:PORT (TCP).
@@ -241,23 +247,57 @@ pkg_version() {
 	dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "not installed"
 }
 
-# machine_desc: a markdown table describing the machine and software.
+# version_of PROGRAM: a one-line version string of an installed server, or "not installed".
+version_of() {
+	case $1 in
+	nginx) command -v nginx >/dev/null && nginx -v 2>&1 | sed 's/^nginx version: //' ;;
+	haproxy) command -v haproxy >/dev/null && haproxy -v 2>/dev/null | awk 'NR == 1 { print $1, $3, $4 }' ;;
+	varnish) command -v varnishd >/dev/null && varnishd -V 2>&1 | awk 'NR == 1 { print }' ;;
+	wrk) command -v wrk >/dev/null && echo "wrk $(pkg_version wrk)" ;;
+	gnuplot) command -v gnuplot >/dev/null && gnuplot --version ;;
+	esac || echo "not installed"
+}
+
+CC_VERSION=$(${CC:-gcc} --version 2>/dev/null | head -1)
+
+# virt_desc: "VM: kvm, container: docker" as far as systemd-detect-virt and the CPU flags tell.
+virt_desc() {
+	local vm ct
+	vm=$(systemd-detect-virt --vm 2>/dev/null) || vm=
+	[ -z "$vm" ] || [ "$vm" = none ] && grep -qw hypervisor /proc/cpuinfo && vm="yes (hypervisor flag)"
+	ct=$(systemd-detect-virt --container 2>/dev/null) || ct=none
+	echo "VM: ${vm:-none}, container: $ct"
+}
+
+# machine_desc [BUILD_DIR]: a markdown table describing the machine and software
+# (with BUILD_DIR, also the versions of the programs built there).
 machine_desc() {
-	local cpu mem commit dirty
+	local cpu mem commit dirty build=${1:-} gov thp
 	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 	commit=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 	dirty=$(git -C "$(dirname "${BASH_SOURCE[0]}")" status --porcelain --untracked-files=no 2>/dev/null | head -1)
 	[ -n "$dirty" ] && commit="$commit (working tree has uncommitted changes)"
+	gov=$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo "n/a (no cpufreq)")
+	thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo n/a)
 	echo "| item | value |"
 	echo "|---|---|"
 	echo "| date (UTC) | $(date -u '+%Y-%m-%d %H:%M') |"
 	echo "| CPU | $cpu, $(nproc) CPUs online |"
-	echo "| memory | $mem |"
+	echo "| virtualization | $(virt_desc) |"
+	echo "| CPU frequency governor | $gov |"
+	echo "| memory | $mem (transparent huge pages: $thp) |"
 	echo "| kernel | $(uname -r) ($(uname -m)) |"
 	echo "| OS | $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") |"
-	echo "| nginx | $(nginx -v 2>&1 | sed 's/^nginx version: //'), Debian package $(pkg_version nginx) |"
+	if [ -n "$build" ]; then
+		echo "| reflexd | $("$build/reflexd" --version 2>/dev/null || echo "not built") (built from the commit below) |"
+		echo "| reflex-origin, reflex-bench | built from the commit below ($CC_VERSION) |"
+	fi
+	echo "| nginx | $(version_of nginx), Debian package $(pkg_version nginx) |"
+	echo "| HAProxy | $(version_of haproxy), Debian package $(pkg_version haproxy) |"
+	echo "| Varnish | $(version_of varnish), Debian package $(pkg_version varnish) |"
 	echo "| wrk | Debian package $(pkg_version wrk) |"
+	echo "| gnuplot | $(version_of gnuplot) |"
 	echo "| git commit | $commit |"
 	echo "| load average at start | $(cut -d' ' -f1-3 /proc/loadavg) |"
 }

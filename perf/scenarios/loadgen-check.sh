@@ -7,7 +7,8 @@
 # usage: perf/scenarios/loadgen-check.sh [BUILD_DIR]
 # nginx on CPU 0 alone, the load generator on CPU 1 (the thing measured here is the load
 # generator, so it must be the bottleneck: watch the `loadgen CPU` column).
-# Knobs: QUICK=1 (1 x 3 s), REPS DUR CONNS REF_PORT LOAD_CPU SERVER_CPU OUTDIR KEEP.
+# Knobs: QUICK=1 (1 x 3 s), REPS DUR CONNS REF_PORT LOAD_CPU SERVER_CPU OUTDIR KEEP,
+# OUT (the report's path; default OUTDIR/loadgen-<date>.md; make bench sets it).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -108,8 +109,8 @@ REPORT=$RUN_DIR/report.md
 	[ "${QUICK:-0}" = 1 ] && echo && echo "**QUICK run: 1 short repetition, for checking the script, not for quoting.**"
 	true
 } >"$REPORT"
-mkdir -p "$OUTDIR"
-dest=$OUTDIR/loadgen-$(date -u +%Y%m%d-%H%M).md
+dest=${OUT:-$OUTDIR/loadgen-$(date -u +%Y%m%d-%H%M).md}
+mkdir -p "$(dirname "$dest")"
 cp "$REPORT" "$dest"
 cat "$REPORT"
 bench_log "written to $dest"
