@@ -119,6 +119,15 @@ out:
 	return rc;
 }
 
+void cache_store_set_budget(uint64_t memory)
+{
+	for (unsigned i = 0; i < N_SHARDS; i++) {
+		ck_spinlock_fas_lock(&S.shards[i].lock);
+		S.shards[i].budget = memory / N_SHARDS;
+		ck_spinlock_fas_unlock(&S.shards[i].lock);
+	}
+}
+
 bool cache_store_ready(void)
 {
 	return ck_pr_load_8((uint8_t *)&S.ready);

@@ -94,6 +94,9 @@ struct cache_stats_global {
  * changes nothing. */
 int cache_store_init(uint64_t memory);
 bool cache_store_ready(void);
+/* Change the byte budget (the next inserts evict down to it). The config
+ * budget is taken once at start; this is for benchmarks and tests. */
+void cache_store_set_budget(uint64_t memory);
 void cache_store_thread_enter(void);
 /* Run deferred frees whose grace period has passed (cheap; any thread). */
 void cache_store_quiesce(void);
