@@ -280,6 +280,7 @@ static void finish_close_on_flush(struct conn *c)
 		conn_close(c, false);
 		return;
 	}
+	timer_arm(&c->w->loop.timers, &c->timer, c->w->loop.now + c->linger_ms);
 	c->lingering = true;
 	c->recv_wanted = true;
 	if (!c->recv_armed)
@@ -369,8 +370,11 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
 		if (tls_conn_drain(c->tls, &c->out[c->out_idx]) == 0 && c->out[c->out_idx].len)
 			schedule_flush(c);
 	}
-	timer_arm(&c->w->loop.timers, &c->timer, c->w->loop.now + linger_ms);
+	c->linger_ms = linger_ms;
 	if (conn_out_pending(c)) {
+		/* The linger starts once everything is out: until then a slow
+		 * reader is bounded by the send timeout, not cut off mid-response. */
+		timer_disarm(&c->w->loop.timers, &c->timer);
 		c->close_on_flush = true;
 		return;
 	}
@@ -401,7 +405,9 @@ static void on_timer(struct timer *t)
 	struct conn *c = container_of(t, struct conn, timer);
 
 	if (c->lingering || c->close_on_flush) {
-		conn_close(c, true);
+		/* The linger is over: a FIN, so what the kernel still holds for
+		 * a slow reader is delivered (a reset would discard it). */
+		conn_close(c, !c->lingering);
 		return;
 	}
 	c->ops->on_timeout(c);

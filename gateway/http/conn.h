@@ -88,6 +88,7 @@ struct conn {
 	bool connecting;    /* outgoing connect in flight: sends wait for it */
 	bool lingering;     /* write side shut; draining input until EOF */
 	bool close_on_flush;
+	uint32_t linger_ms; /* how long to linger once the output is flushed */
 	bool eof;
 	bool reaped;
 };
