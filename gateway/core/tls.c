@@ -98,12 +98,15 @@ struct tls_conn {
 
 static int tls_conn_index = -1; /* SSL ex_data slot: the tls_conn */
 static int tls_ctx_index = -1;  /* SSL_CTX ex_data slot: the tls_ctx */
+/* fetched once: OpenSSL 3 looks a cipher up by name on every implicit use */
+static EVP_CIPHER *ticket_cipher;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void init_indexes(void)
+static void init_once(void)
 {
 	tls_conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	tls_ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
 }
 
 static uint64_t mono_ns(void)
@@ -207,7 +210,7 @@ static int on_ticket_key(SSL *s, unsigned char key_name[16], unsigned char *iv,
 	int rc = 1;
 	uint64_t now = mono_ns();
 
-	if (!t)
+	if (!t || !ticket_cipher)
 		return -1;
 	pthread_mutex_lock(&t->lock);
 	if (now >= t->next_rotate_ns)
@@ -240,9 +243,9 @@ static int on_ticket_key(SSL *s, unsigned char key_name[16], unsigned char *iv,
 	if (enc) {
 		memcpy(key_name, k.name, 16);
 		if (RAND_bytes(iv, 16) != 1 ||
-		    !EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
+		    !EVP_EncryptInit_ex(ectx, ticket_cipher, NULL, k.aes, iv))
 			rc = -1;
-	} else if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv)) {
+	} else if (!EVP_DecryptInit_ex(ectx, ticket_cipher, NULL, k.aes, iv)) {
 		rc = -1;
 	}
 	if (rc > 0 && !EVP_MAC_CTX_set_params(hctx, params))
@@ -341,6 +344,15 @@ static void common_settings(SSL_CTX *s)
 	SSL_CTX_set_recv_max_early_data(s, 0);
 }
 
+/* A clearer reason than OpenSSL's "system lib" for the common mistake. */
+static int readable(const char *what, const char *path, char *err, size_t errlen)
+{
+	if (access(path, R_OK) == 0)
+		return 0;
+	snprintf(err, errlen, "tls: %s %s: %s", what, path, strerror(errno));
+	return -1;
+}
+
 static int load_file(const char *path, unsigned char **out, size_t *len, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rbe");
@@ -427,6 +439,8 @@ static SSL_CTX *new_server_ssl(struct tls_ctx *t, const struct cfg_listen_tls *c
 		ssl_err(err, errlen, "tls: cipher settings");
 		goto fail;
 	}
+	if (readable("cert", cc->cert, err, errlen) || readable("key", cc->key, err, errlen))
+		goto fail;
 	if (SSL_CTX_use_certificate_chain_file(s, cc->cert) != 1) {
 		ssl_err(err, errlen, "tls: cert %s", cc->cert);
 		goto fail;
@@ -459,6 +473,8 @@ static SSL_CTX *new_server_ssl(struct tls_ctx *t, const struct cfg_listen_tls *c
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(s, on_ticket_key);
 	SSL_CTX_set_num_tickets(s, 1);
 	if (cfg->client_ca[0]) {
+		if (readable("client_ca", cfg->client_ca, err, errlen))
+			goto fail;
 		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->client_ca);
 		if (!names || SSL_CTX_load_verify_locations(s, cfg->client_ca, NULL) != 1) {
 			sk_X509_NAME_pop_free(names, X509_NAME_free);
@@ -480,7 +496,7 @@ static struct tls_ctx *ctx_alloc(bool server)
 {
 	struct tls_ctx *t;
 
-	pthread_once(&once, init_indexes);
+	pthread_once(&once, init_once);
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
@@ -594,6 +610,8 @@ struct tls_ctx *tls_client_ctx_new(const struct cfg_pool_tls *cfg, char *err, si
 		goto fail;
 	}
 	if (cfg->ca[0]) {
+		if (readable("ca", cfg->ca, err, errlen))
+			goto fail;
 		if (SSL_CTX_load_verify_locations(s, cfg->ca, NULL) != 1) {
 			ssl_err(err, errlen, "tls: ca %s", cfg->ca);
 			goto fail;

@@ -884,6 +884,73 @@ static void test_pool_resilience(void)
 	}
 }
 
+/* the cache section and per-route cache (docs/cache.md) */
+static const struct err_case cache_err_cases[] = {
+	{"upstream: [127.0.0.1:1]\ncache: {enabeld: true}\n", 2, "unknown key \"cache.enabeld\""},
+	{"upstream: [127.0.0.1:1]\ncache: {memory: 10k}\n", 2, "cache.memory: must be at least"},
+	{"upstream: [127.0.0.1:1]\ncache: {enabled: maybe}\n", 2, "cache.enabled"},
+	{"upstream: [127.0.0.1:1]\ncache: {redis: \"nohost\"}\n", 2, "cache.redis"},
+	{"upstream: [127.0.0.1:1]\ncache: {tag_header: \"a b\"}\n", 2, "not a header name"},
+	{"upstream: [127.0.0.1:1]\ncache: {redis_timeout: 2m}\n", 2, "cache.redis_timeout"},
+	{"upstream: [127.0.0.1:1]\ncache: [1]\n", 2, "cache"},
+	{"upstream: [127.0.0.1:1]\nroutes:\n  - {pool: default, cache: {pots: true}}\n", 3,
+	 "cache: unknown key \"pots\""},
+	{"upstream: [127.0.0.1:1]\nroutes:\n  - {pool: default, cache: sometimes}\n", 3,
+	 "routes[0].cache"},
+};
+
+static void test_cache(void)
+{
+	char err[1024], want[600];
+	struct config *c = NULL;
+	const char *p = write_yaml("upstream: [127.0.0.1:1]\n");
+
+	CHECK(config_load_file(p, &c, err, sizeof(err)) == 0 && c);
+	if (c) { /* defaults */
+		CHECK(!c->cache.enabled);
+		CHECK(c->cache.memory == 256ULL << 20 && c->cache.max_object == 4ULL << 20);
+		CHECK(c->cache.redis.len == 0 && c->cache.redis_timeout == 50);
+		CHECK(c->cache.coalesce_timeout == 10000 && c->cache.grace == 0);
+		CHECK_STR(c->cache.tag_header, "Surrogate-Key");
+		config_free(c);
+	}
+	c = NULL;
+	p = write_yaml("upstream: [127.0.0.1:1]\n"
+		       "cache: {enabled: true, memory: 64m, max_object: 512k, grace: 30s,\n"
+		       "        coalesce_timeout: 2s, tag_header: X-Tags, redis: \"127.0.0.1:6379\",\n"
+		       "        redis_timeout: 20ms, post_body_max: 8k}\n"
+		       "routes:\n"
+		       "  - {path_prefix: /a/, pool: default, cache: false}\n"
+		       "  - {path_prefix: /b/, pool: default, cache: {post: true}}\n"
+		       "  - {path_prefix: /c/, pool: default}\n");
+	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0 && c, "%s", err);
+	if (c) {
+		CHECK(c->cache.enabled && c->cache.memory == 64ULL << 20);
+		CHECK(c->cache.max_object == 512 << 10 && c->cache.grace == 30000);
+		CHECK(c->cache.coalesce_timeout == 2000 && c->cache.redis_timeout == 20);
+		CHECK(c->cache.post_body_max == 8 << 10 && c->cache.redis.len > 0);
+		CHECK_STR(c->cache.tag_header, "X-Tags");
+		CHECK(c->n_routes == 3 && !c->routes[0].cache && c->routes[1].cache &&
+		      c->routes[1].cache_post && c->routes[2].cache && !c->routes[2].cache_post);
+		config_free(c);
+	}
+	for (size_t i = 0; i < sizeof(cache_err_cases) / sizeof(cache_err_cases[0]); i++) {
+		const struct err_case *e = &cache_err_cases[i];
+		p = write_yaml(e->yaml);
+		c = NULL;
+		err[0] = 0;
+		if (config_load_file(p, &c, err, sizeof(err)) != -1 || c) {
+			test_fail(__FILE__, __LINE__, "cache case %zu: loaded, expected \"%s\"", i,
+				  e->want);
+			config_free(c);
+			continue;
+		}
+		size_t n = (size_t)snprintf(want, sizeof(want), "%s:%u: ", p, e->line);
+		CHECK_MSG(!strncmp(err, want, n) && strstr(err + n, e->want),
+			  "cache case %zu: got \"%s\", expected \"%s%s\"", i, err, want, e->want);
+	}
+}
+
 /* listen entries as mappings, TLS on listeners and pools (the contexts are
  * built at load: certificates come from the openssl CLI, SKIP without it) */
 static void test_tls(void)
@@ -1059,6 +1126,66 @@ static void test_ratelimit(void)
 	}
 }
 
+static void test_trace(void)
+{
+	static const char yaml[] = "upstream: 127.0.0.1:9\n"
+				   "trace:\n"
+				   "  enabled: true\n"
+				   "  window: 2s\n"
+				   "  slow_connect: 50ms\n"
+				   "  sensitivity: 7\n"
+				   "  min_samples: 4\n"
+				   "  min_requests: 10\n"
+				   "  prefix_v4: 16\n"
+				   "  eject: true\n"
+				   "  eject_time: 1m\n"
+				   "  penalty: yes\n";
+	struct config *c = NULL;
+	char err[1024];
+
+	CHECK_MSG(config_load_file(write_yaml(yaml), &c, err, sizeof(err)) == 0, "load: %s", err);
+	if (c) {
+		const struct cfg_trace *t = &c->trace;
+		CHECK(t->enabled && t->eject && t->penalty);
+		CHECK_INT(t->window, 2000);
+		CHECK_INT(t->slow_connect, 50);
+		CHECK_INT(t->sensitivity, 7);
+		CHECK_INT(t->min_samples, 4);
+		CHECK_INT(t->min_requests, 10);
+		CHECK_INT(t->prefix_v4, 16);
+		CHECK_INT(t->prefix_v6, 64);
+		CHECK_INT(t->eject_time, 60000);
+		CHECK_INT(t->penalty_time, 60000);
+		CHECK_INT(t->events_per_sec, 1000);
+		config_free(c);
+		c = NULL;
+	}
+	CHECK(config_load_file(write_yaml("upstream: 127.0.0.1:9\n"), &c, err, sizeof(err)) == 0);
+	if (c) {
+		CHECK(!c->trace.enabled && !c->trace.eject && !c->trace.penalty);
+		CHECK_INT(c->trace.window, 5000);
+		CHECK_INT(c->trace.sensitivity, 5);
+		config_free(c);
+		c = NULL;
+	}
+	static const struct {
+		const char *yaml, *want;
+	} bad[] = {
+		{"trace:\n  enabled: maybe\n", ":2: trace.enabled:"},
+		{"trace:\n  window: 10ms\n", ":2: trace.window: must be at least 100"},
+		{"trace:\n  prefix_v4: 33\n", ":2: trace.prefix_v4:"},
+		{"trace:\n  nope: 1\n", ":2: unknown key \"trace.nope\""},
+		{"trace: on\n", ":1:"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = NULL;
+		int rc = config_load_file(write_yaml(bad[i].yaml), &c, err, sizeof(err));
+		CHECK_MSG(rc != 0 && strstr(err, bad[i].want), "case %zu: rc %d err \"%s\" want \"%s\"",
+			  i, rc, err, bad[i].want);
+		config_free(c);
+	}
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -1114,6 +1241,14 @@ int main(void)
 
 	test_begin("config_ratelimit");
 	test_ratelimit();
+	test_end();
+
+	test_begin("config_trace");
+	test_trace();
+	test_end();
+
+	test_begin("config_cache");
+	test_cache();
 	test_end();
 
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
