@@ -2226,6 +2226,544 @@ static int sec_ratelimit(struct cfg_ctx *x, yaml_node_t *v)
 	return 0;
 }
 
+/* ---- reflex rules (docs/rules.md) --------------------------------------- */
+
+int (*config_reflex_build)(struct config *c, char *err, size_t errlen);
+static int yaml_error(struct cfg_ctx *x, const yaml_parser_t *p);
+static void ctx_init(struct cfg_ctx *x, struct config *c, char *err, size_t errlen);
+void (*config_reflex_release)(void *compiled);
+
+/* A list of names (or one name) into a fixed array. */
+static int rx_names(struct cfg_ctx *x, yaml_node_t *v, const char *what,
+		    char (*dst)[CFG_NAME_MAX], unsigned *n)
+{
+	yaml_node_item_t one_item, *start, *top;
+
+	if (v->type == YAML_SCALAR_NODE) {
+		one_item = 0;
+		start = &one_item;
+		top = start + 1;
+	} else if (v->type == YAML_SEQUENCE_NODE) {
+		start = v->data.sequence.items.start;
+		top = v->data.sequence.items.top;
+	} else {
+		return fail_node(x, v, "%s: expected a list of names, found %s", what,
+				 node_kind(v));
+	}
+	for (yaml_node_item_t *it = start; it < top; it++) {
+		yaml_node_t *item = v->type == YAML_SCALAR_NODE ? v : node(x, *it);
+		const char *s = scalar(x, item, what);
+
+		if (!s)
+			return -1;
+		if (*n >= CFG_RX_LIST_MAX)
+			return fail_node(x, item, "%s: at most %d names", what, CFG_RX_LIST_MAX);
+		if (!valid_name(s))
+			return fail_node(x, item, "%s: \"%s\" is not a name", what, s);
+		strcpy(dst[(*n)++], s);
+	}
+	return 0;
+}
+
+static char *rx_strdup(const char *s)
+{
+	size_t n = strlen(s);
+	char *d = malloc(n + 1);
+
+	if (d)
+		memcpy(d, s, n + 1);
+	return d;
+}
+
+/* respond headers: {Name: value, ...} → "Name: value\r\n"... */
+static int rx_resp_headers(struct cfg_ctx *x, yaml_node_t *v, const char *what,
+			   struct cfg_rx_rule *r)
+{
+	size_t len = 0, cap = 0;
+	char *out = NULL;
+
+	if (expect_mapping(x, v, what))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *k = pair_key(x, v, p, what), *val;
+		yaml_node_t *pv = node(x, p->value);
+
+		if (!k || !(val = scalar(x, pv, k)))
+			goto fail;
+		if (!valid_token(k) || strchr(val, '\r') || strchr(val, '\n')) {
+			fail_node(x, pv, "%s: \"%s\" is not a valid header", what, k);
+			goto fail;
+		}
+		size_t need = strlen(k) + strlen(val) + 5;
+		if (len + need > cap) {
+			cap = (len + need) * 2;
+			char *n = realloc(out, cap);
+			if (!n) {
+				fail_node(x, v, "out of memory");
+				goto fail;
+			}
+			out = n;
+		}
+		len += (size_t)snprintf(out + len, cap - len, "%s: %s\r\n", k, val);
+	}
+	free(r->resp_headers);
+	r->resp_headers = out;
+	return 0;
+fail:
+	free(out);
+	return -1;
+}
+
+static const char *const rx_actions[] = { "block", "redact", "respond", "route", "nocache", "tag" };
+
+/* One rule: a flat mapping (docs/rules.md). */
+static int parse_rx_rule(struct cfg_ctx *x, yaml_node_t *n, const char *what,
+			 struct cfg_rx_rule *r)
+{
+	bool has_action = false, has_in = false;
+
+	if (expect_mapping(x, n, what))
+		return -1;
+	memset(r, 0, sizeof(*r));
+	r->line = line_of(n);
+	for_each_pair(n, p)
+	{
+		const char *key = pair_key(x, n, p, what), *s;
+		yaml_node_t *v = node(x, p->value);
+		char why[256];
+
+		if (!key)
+			return -1;
+		if (!strcmp(key, "detect")) {
+			if (rx_names(x, v, "detect", r->detect, &r->n_detect))
+				return -1;
+			continue;
+		}
+		if (!strcmp(key, "headers")) {
+			if (rx_names(x, v, "headers", r->headers, &r->n_headers))
+				return -1;
+			continue;
+		}
+		if (!strcmp(key, "in")) {
+			char places[CFG_RX_LIST_MAX][CFG_NAME_MAX];
+			unsigned np = 0;
+
+			if (rx_names(x, v, "in", places, &np))
+				return -1;
+			r->in = 0;
+			for (unsigned i = 0; i < np; i++) {
+				if (!strcmp(places[i], "url"))
+					r->in |= CFG_RX_IN_URL;
+				else if (!strcmp(places[i], "headers"))
+					r->in |= CFG_RX_IN_HEADERS;
+				else if (!strcmp(places[i], "body"))
+					r->in |= CFG_RX_IN_BODY;
+				else
+					return fail_node(x, v,
+							 "%s.in: \"%s\" is not url, headers or body",
+							 what, places[i]);
+			}
+			has_in = true;
+			continue;
+		}
+		if (!strcmp(key, "respond_headers")) {
+			if (rx_resp_headers(x, v, "respond_headers", r))
+				return -1;
+			continue;
+		}
+		if (!(s = scalar(x, v, key)))
+			return -1;
+		if (!strcmp(key, "name")) {
+			if (!valid_name(s))
+				return fail_node(x, v, "%s.name: \"%s\" is not a name", what, s);
+			strcpy(r->name, s);
+		} else if (!strcmp(key, "method")) {
+			if (!valid_token(s) || copy_str(r->method, sizeof(r->method), s))
+				return fail_node(x, v, "%s.method: \"%s\" is not a method", what, s);
+		} else if (!strcmp(key, "host")) {
+			if (copy_str(r->host, sizeof(r->host), s))
+				return fail_node(x, v, "%s.host: too long", what);
+			for (char *h = r->host; *h; h++)
+				*h = (char)tolower((unsigned char)*h);
+		} else if (!strcmp(key, "path") || !strcmp(key, "path_prefix")) {
+			if (r->path[0])
+				return fail_node(x, v, "%s: give path or path_prefix, not both", what);
+			if (*s != '/')
+				return fail_node(x, v, "%s.%s: must start with /", what, key);
+			if (copy_str(r->path, sizeof(r->path), s))
+				return fail_node(x, v, "%s.%s: too long", what, key);
+			r->path_exact = !strcmp(key, "path");
+		} else if (!strcmp(key, "header")) {
+			/* "Name" (present) or "Name: value" (equal) */
+			const char *colon = strchr(s, ':');
+			size_t nl = colon ? (size_t)(colon - s) : strlen(s);
+
+			if (!nl || nl >= sizeof(r->header))
+				return fail_node(x, v, "%s.header: \"%s\" is not a header name", what, s);
+			memcpy(r->header, s, nl);
+			r->header[nl] = 0;
+			if (!valid_token(r->header))
+				return fail_node(x, v, "%s.header: \"%s\" is not a header name", what, s);
+			if (colon) {
+				const char *val = colon + 1;
+				while (*val == ' ' || *val == '\t')
+					val++;
+				if (copy_str(r->header_value, sizeof(r->header_value), val))
+					return fail_node(x, v, "%s.header: value too long", what);
+				r->has_header_value = true;
+			}
+		} else if (!strcmp(key, "query")) {
+			/* "name" (present) or "name=value" (equal) */
+			const char *eq = strchr(s, '=');
+			size_t nl = eq ? (size_t)(eq - s) : strlen(s);
+
+			if (!nl || nl >= sizeof(r->query))
+				return fail_node(x, v, "%s.query: \"%s\" is not a parameter", what, s);
+			memcpy(r->query, s, nl);
+			r->query[nl] = 0;
+			if (eq) {
+				if (copy_str(r->query_value, sizeof(r->query_value), eq + 1))
+					return fail_node(x, v, "%s.query: value too long", what);
+				r->has_query_value = true;
+			}
+		} else if (!strcmp(key, "action")) {
+			unsigned i;
+
+			for (i = 0; i < sizeof(rx_actions) / sizeof(rx_actions[0]); i++)
+				if (!strcmp(s, rx_actions[i]))
+					break;
+			if (i == sizeof(rx_actions) / sizeof(rx_actions[0]))
+				return fail_node(x, v,
+						 "%s.action: \"%s\" is not block, redact, respond, "
+						 "route, nocache or tag",
+						 what, s);
+			r->action = (enum cfg_rx_action)i;
+			has_action = true;
+		} else if (!strcmp(key, "status")) {
+			uint64_t st;
+
+			if (parse_uint(s, 599, &st, why, sizeof(why)) || st < 200)
+				return fail_node(x, v, "%s.status: \"%s\" is not a status 200..599",
+						 what, s);
+			r->status = (unsigned)st;
+		} else if (!strcmp(key, "redact")) {
+			if (!strcmp(s, "mask"))
+				r->redact = CFG_RX_MASK;
+			else if (!strcmp(s, "hash"))
+				r->redact = CFG_RX_HASH;
+			else if (!strcmp(s, "last4"))
+				r->redact = CFG_RX_LAST4;
+			else
+				return fail_node(x, v, "%s.redact: \"%s\" is not mask, hash or last4",
+						 what, s);
+		} else if (!strcmp(key, "pool")) {
+			if (!valid_name(s))
+				return fail_node(x, v, "%s.pool: \"%s\" is not a pool name", what, s);
+			strcpy(r->pool, s);
+		} else if (!strcmp(key, "tag")) {
+			if (copy_str(r->tag, sizeof(r->tag), s) || strchr(s, '\r') || strchr(s, '\n'))
+				return fail_node(x, v, "%s.tag: not a header value", what);
+		} else if (!strcmp(key, "tag_header")) {
+			if (!valid_token(s) || copy_str(r->tag_header, sizeof(r->tag_header), s))
+				return fail_node(x, v, "%s.tag_header: \"%s\" is not a header name",
+						 what, s);
+		} else if (!strcmp(key, "content_type")) {
+			if (copy_str(r->content_type, sizeof(r->content_type), s) ||
+			    strchr(s, '\r') || strchr(s, '\n'))
+				return fail_node(x, v, "%s.content_type: not a header value", what);
+		} else if (!strcmp(key, "body")) {
+			free(r->body);
+			if (!(r->body = rx_strdup(s)))
+				return fail_node(x, v, "out of memory");
+		} else if (!strcmp(key, "on_oversize")) {
+			if (!strcmp(s, "block"))
+				r->oversize_block = true;
+			else if (!strcmp(s, "pass"))
+				r->oversize_block = false;
+			else
+				return fail_node(x, v, "%s.on_oversize: \"%s\" is not pass or block",
+						 what, s);
+		} else {
+			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
+		}
+	}
+	if (!r->name[0])
+		return fail_node(x, n, "%s: a rule needs a name", what);
+	if (!has_action)
+		return fail_node(x, n, "%s: a rule needs an action", what);
+	if (!has_in)
+		r->in = r->n_headers ? CFG_RX_IN_URL | CFG_RX_IN_HEADERS | CFG_RX_IN_BODY
+				     : CFG_RX_IN_URL | CFG_RX_IN_BODY;
+	if ((r->in & CFG_RX_IN_HEADERS) && !r->n_headers)
+		return fail_node(x, n, "%s: in: headers needs headers: [names]", what);
+	if (r->action == CFG_RX_REDACT && !r->n_detect)
+		return fail_node(x, n, "%s: redact needs detect: [detectors]", what);
+	if (r->action == CFG_RX_ROUTE && !r->pool[0])
+		return fail_node(x, n, "%s: route needs a pool", what);
+	if (!r->status)
+		r->status = r->action == CFG_RX_RESPOND ? 200 : 403;
+	if (!r->tag_header[0])
+		strcpy(r->tag_header, "X-Reflex-Tag");
+	if (!r->tag[0])
+		strcpy(r->tag, r->name);
+	if (!r->content_type[0])
+		strcpy(r->content_type, "application/json");
+	return 0;
+}
+
+void config_rx_rule_fini(struct cfg_rx_rule *r)
+{
+	free(r->body);
+	free(r->resp_headers);
+	r->body = r->resp_headers = NULL;
+}
+
+static int rx_rules(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_reflex *rc = &x->c->reflex;
+
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail_node(x, v, "reflex.rules: expected a list, found %s", node_kind(v));
+	for_each_item(v, it)
+	{
+		char what[64];
+		struct cfg_rx_rule *rules = grow(rc->rules, rc->n_rules, sizeof(*rules));
+
+		if (!rules)
+			return fail_node(x, v, "out of memory");
+		rc->rules = rules;
+		snprintf(what, sizeof(what), "reflex.rules[%u]", rc->n_rules);
+		if (parse_rx_rule(x, node(x, *it), what, &rules[rc->n_rules])) {
+			config_rx_rule_fini(&rules[rc->n_rules]);
+			return -1;
+		}
+		for (unsigned i = 0; i < rc->n_rules; i++)
+			if (!strcmp(rules[i].name, rules[rc->n_rules].name)) {
+				config_rx_rule_fini(&rules[rc->n_rules]);
+				return fail_node(x, node(x, *it),
+						 "%s: rule \"%s\" given twice (first at line %u)",
+						 what, rules[i].name, rules[i].line);
+			}
+		rc->n_rules++;
+	}
+	return 0;
+}
+
+static int rx_detectors(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_reflex *rc = &x->c->reflex;
+
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail_node(x, v, "reflex.detectors: expected a list, found %s",
+				 node_kind(v));
+	for_each_item(v, it)
+	{
+		yaml_node_t *n = node(x, *it);
+		struct cfg_rx_detector *ds = grow(rc->detectors, rc->n_detectors, sizeof(*ds)), *d;
+		char what[64];
+
+		if (!ds)
+			return fail_node(x, v, "out of memory");
+		rc->detectors = ds;
+		d = &ds[rc->n_detectors];
+		memset(d, 0, sizeof(*d));
+		d->severity = 2;
+		d->line = line_of(n);
+		snprintf(what, sizeof(what), "reflex.detectors[%u]", rc->n_detectors);
+		if (expect_mapping(x, n, what))
+			return -1;
+		rc->n_detectors++; /* counted now so config_free frees the pattern */
+		for_each_pair(n, p)
+		{
+			const char *key = pair_key(x, n, p, what), *s;
+			yaml_node_t *pv = node(x, p->value);
+			char why[128];
+
+			if (!key || !(s = scalar(x, pv, key)))
+				return -1;
+			if (!strcmp(key, "name")) {
+				if (copy_str(d->name, sizeof(d->name), s))
+					return fail_node(x, pv, "%s.name: too long", what);
+			} else if (!strcmp(key, "pattern")) {
+				free(d->pattern);
+				if (!(d->pattern = rx_strdup(s)))
+					return fail_node(x, pv, "out of memory");
+			} else if (!strcmp(key, "severity")) {
+				static const char *const sev[] = { "low", "medium", "high", "critical" };
+				d->severity = 0;
+				for (unsigned i = 0; i < 4; i++)
+					if (!strcmp(s, sev[i]))
+						d->severity = i + 1;
+				if (!d->severity)
+					return fail_node(x, pv,
+							 "%s.severity: \"%s\" is not low, medium, "
+							 "high or critical",
+							 what, s);
+			} else if (!strcmp(key, "caseless")) {
+				if (parse_bool(s, &d->caseless, why, sizeof(why)))
+					return fail_node(x, pv, "%s.caseless: %s", what, why);
+			} else {
+				return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what,
+						 key);
+			}
+		}
+		if (!d->name[0] || !d->pattern)
+			return fail_node(x, n, "%s: a detector needs a name and a pattern", what);
+	}
+	return 0;
+}
+
+/* reflex: {max_scan_bytes, hash_key, detectors: [...], rules: [...]} */
+static int sec_reflex(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_reflex *rc = &x->c->reflex;
+
+	if (expect_mapping(x, v, "reflex"))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "reflex"), *s;
+		yaml_node_t *pv = node(x, p->value);
+		char why[256];
+
+		if (!key)
+			return -1;
+		if (!strcmp(key, "rules")) {
+			if (rx_rules(x, pv))
+				return -1;
+			continue;
+		}
+		if (!strcmp(key, "detectors")) {
+			if (rx_detectors(x, pv))
+				return -1;
+			continue;
+		}
+		if (!(s = scalar(x, pv, key)))
+			return -1;
+		if (!strcmp(key, "max_scan_bytes")) {
+			if (parse_size(s, 1ULL << 30, &rc->max_scan_bytes, why, sizeof(why)) ||
+			    !rc->max_scan_bytes)
+				return fail_node(x, pv, "reflex.max_scan_bytes: %s",
+						 rc->max_scan_bytes ? why : "must be at least 1");
+		} else if (!strcmp(key, "hash_key")) {
+			if (copy_str(rc->hash_key, sizeof(rc->hash_key), s))
+				return fail_node(x, pv, "reflex.hash_key: too long");
+		} else {
+			return fail_node(x, node(x, p->key), "reflex: unknown key \"%s\"", key);
+		}
+	}
+	return 0;
+}
+
+int config_parse_rx_rule(const char *text, size_t len, struct cfg_rx_rule *out, char *err,
+			 size_t errlen)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	struct cfg_ctx x;
+	yaml_node_t *root;
+	int rc = -1;
+
+	memset(out, 0, sizeof(*out));
+	ctx_init(&x, NULL, err, errlen);
+	x.file = "rule";
+	if (!yaml_parser_initialize(&parser))
+		return fail_at(&x, 0, "out of memory");
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		yaml_error(&x, &parser);
+		yaml_parser_delete(&parser);
+		return -1;
+	}
+	x.doc = &doc;
+	root = yaml_document_get_root_node(&doc);
+	if (!root)
+		fail_at(&x, 0, "empty rule");
+	else
+		rc = parse_rx_rule(&x, root, "rule", out);
+	if (rc) {
+		config_rx_rule_fini(out);
+	} else {
+		out->line = 0;
+	}
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
+static void reflex_free(struct cfg_reflex *rc)
+{
+	if (rc->compiled && config_reflex_release)
+		config_reflex_release(rc->compiled);
+	rc->compiled = NULL;
+	for (unsigned i = 0; i < rc->n_rules; i++)
+		config_rx_rule_fini(&rc->rules[i]);
+	for (unsigned i = 0; i < rc->n_detectors; i++)
+		free(rc->detectors[i].pattern);
+	free(rc->rules);
+	free(rc->detectors);
+}
+
+/* ---- trace (docs/anomaly.md) ---------------------------------------------- */
+
+static const struct field trace_fields[] = {
+	{"window", FIELD_DURATION, offsetof(struct cfg_trace, window), 100, 3600000},
+	{"slow_connect", FIELD_DURATION, offsetof(struct cfg_trace, slow_connect), 1, 60000},
+	{"events_per_sec", FIELD_COUNT32, offsetof(struct cfg_trace, events_per_sec), 1, 1000000},
+	{"prefix_v4", FIELD_COUNT32, offsetof(struct cfg_trace, prefix_v4), 8, 32},
+	{"prefix_v6", FIELD_COUNT32, offsetof(struct cfg_trace, prefix_v6), 16, 128},
+	{"sensitivity", FIELD_COUNT32, offsetof(struct cfg_trace, sensitivity), 1, 100},
+	{"min_samples", FIELD_COUNT32, offsetof(struct cfg_trace, min_samples), 2, 100000},
+	{"min_requests", FIELD_COUNT32, offsetof(struct cfg_trace, min_requests), 1, 1000000},
+	{"eject_time", FIELD_DURATION, offsetof(struct cfg_trace, eject_time), 100, 3600000},
+	{"penalty_time", FIELD_DURATION, offsetof(struct cfg_trace, penalty_time), 100, 86400000},
+	{"events_kept", FIELD_COUNT32, offsetof(struct cfg_trace, events_kept), 1, 100000},
+};
+
+/* trace: {enabled, eject, penalty, and the numeric fields above} */
+static int sec_trace(struct cfg_ctx *x, yaml_node_t *v)
+{
+	struct cfg_trace *t = &x->c->trace;
+
+	if (expect_mapping(x, v, "trace"))
+		return -1;
+	for_each_pair(v, p)
+	{
+		const char *key = pair_key(x, v, p, "trace"), *s;
+		yaml_node_t *pv = node(x, p->value);
+		char why[256];
+		bool *flag;
+
+		if (!key)
+			return -1;
+		if (!strcmp(key, "enabled"))
+			flag = &t->enabled;
+		else if (!strcmp(key, "eject"))
+			flag = &t->eject;
+		else if (!strcmp(key, "penalty"))
+			flag = &t->penalty;
+		else
+			flag = NULL;
+		if (!flag) { /* one numeric field at a time so errors keep their line */
+			yaml_node_pair_t one = *p;
+			yaml_node_t tmp = *v;
+			tmp.data.mapping.pairs.start = &one;
+			tmp.data.mapping.pairs.top = &one + 1;
+			tmp.data.mapping.pairs.end = &one + 1;
+			if (parse_fields(x, &tmp, "trace", trace_fields,
+					 sizeof(trace_fields) / sizeof(trace_fields[0]), t))
+				return -1;
+			continue;
+		}
+		if (!(s = scalar(x, pv, key)))
+			return -1;
+		if (parse_bool(s, flag, why, sizeof(why)))
+			return fail_node(x, pv, "trace.%s: %s", key, why);
+	}
+	return 0;
+}
+
 /* The top level: one row per key. Sections run in file order; ones that
  * depend on others (routes → pools) defer the check to finalize(). */
 static const struct cfg_section {
@@ -2236,7 +2774,8 @@ static const struct cfg_section {
 	{"access_log", sec_access_log}, {"log_level", sec_log_level}, {"limits", sec_limits},
 	{"timeouts", sec_timeouts},	{"pools", sec_pools},	      {"routes", sec_routes},
 	{"admin", sec_admin},		{"cache", sec_cache},
-	{"ratelimit", sec_ratelimit},
+	{"ratelimit", sec_ratelimit},	{"reflex", sec_reflex},
+	{"trace", sec_trace},
 };
 
 /* ---- loading -------------------------------------------------------------- */
@@ -2270,6 +2809,11 @@ static void set_defaults(struct config *c)
 	c->cache = (struct cfg_cache){ .memory = 256ULL << 20, .max_object = 4ULL << 20,
 				       .post_body_max = 64 << 10, .coalesce_timeout = 10000,
 				       .tag_header = "Surrogate-Key", .redis_timeout = 50 };
+	c->reflex.max_scan_bytes = 1 << 20;
+	c->trace = (struct cfg_trace){ .window = 5000, .slow_connect = 200, .events_per_sec = 1000,
+				       .prefix_v4 = 24, .prefix_v6 = 64, .sensitivity = 5,
+				       .min_samples = 8, .min_requests = 20, .eject_time = 30000,
+				       .penalty_time = 60000, .events_kept = 256 };
 	c->ratelimit = (struct cfg_ratelimit){ .key_header = "X-API-Key", .redis_timeout = 50,
 					       .hosts = 1, .escalate_window = 10000,
 					       .escalate_penalty = 60000,
@@ -2397,7 +2941,14 @@ static int finalize(struct cfg_ctx *x)
 		snprintf(x->err, x->errlen, "no upstream: give --upstream or pools.default");
 		return -1;
 	}
-	return build_tls(x);
+	if (build_tls(x))
+		return -1;
+	if (config_reflex_build && (c->reflex.n_rules || c->reflex.n_detectors)) {
+		/* the reflex module formats "FILE:LINE: reason" itself */
+		if (config_reflex_build(c, x->err, x->errlen))
+			return -1;
+	}
+	return 0;
 }
 
 static void ctx_init(struct cfg_ctx *x, struct config *c, char *err, size_t errlen)
@@ -2673,5 +3224,6 @@ void config_free(struct config *c)
 	free(c->listen_tls);
 	free(c->listens);
 	free(c->routes);
+	reflex_free(&c->reflex);
 	free(c);
 }

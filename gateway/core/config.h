@@ -337,6 +337,24 @@ struct cfg_rx_detector { /* a user regex detector */
 	unsigned line;
 };
 
+/* trace: eBPF TCP signals and the anomaly detector (docs/anomaly.md) */
+struct cfg_trace {
+	bool enabled;            /* default false */
+	bool eject;              /* action: eject an anomalous upstream endpoint; default false */
+	bool penalty;            /* action: box an anomalous client prefix (kernel limiter) */
+	uint32_t window;         /* ms: one detector window; default 5 s */
+	uint32_t slow_connect;   /* ms: an upstream connect slower than this is an event; 200 */
+	uint32_t events_per_sec; /* kernel events per CPU per second; default 1000 */
+	uint32_t prefix_v4;      /* client prefixes: /24 ... */
+	uint32_t prefix_v6;      /* ... and /64 */
+	uint32_t sensitivity;    /* threshold in robust standard deviations; default 5 */
+	uint32_t min_samples;    /* windows of history before anything is judged; default 8 */
+	uint32_t min_requests;   /* requests in a window to judge its HTTP signals; default 20 */
+	uint32_t eject_time;     /* ms: cool-down of an ejection; default 30 s */
+	uint32_t penalty_time;   /* ms: time in the penalty box; default 60 s */
+	uint32_t events_kept;    /* GET /events history; default 256 */
+};
+
 struct cfg_reflex {
 	uint64_t max_scan_bytes; /* body bytes held and scanned; default 1 MiB */
 	char hash_key[256];      /* key of the keyed hashes; "" = a random key per snapshot */
@@ -388,6 +406,7 @@ struct config {
 	struct cfg_cache cache;
 	struct cfg_ratelimit ratelimit;
 	struct cfg_reflex reflex;
+	struct cfg_trace trace;
 };
 
 enum config_action {
