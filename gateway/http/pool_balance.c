@@ -9,13 +9,16 @@
 #include "http/upstream.h"
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-/* Added to every EWMA: latencies under a millisecond are all alike. */
-#define EWMA_FLOOR_US 1000
+/* Added to every EWMA: differences of a millisecond or two are noise. */
+#define EWMA_FLOOR_US 2000
 
 static uint64_t ewma_now(const struct endpoint_state *e, uint64_t now_ms)
 {
 	uint64_t age = now_ms > e->ewma_at_ms ? now_ms - e->ewma_at_ms : 0;
 	unsigned halvings = (unsigned)(age / 1000);
+
+	if (e->n_samples < 2) /* one cold answer (first connection) says little */
+		return 0;
 
 	/* An endpoint that gets no traffic forgets its past latency, so a slow
 	 * spell ends in a probe rather than in exile. */
@@ -90,19 +93,11 @@ static struct endpoint_state *pick_rr(struct pool_state *p, const bool *ok, uint
 	return best;
 }
 
-/* Latency band of an EWMA: 0 under 1 ms, then one band per doubling.
- * Endpoints in the same band are equally fast for the choice, so traffic
- * still spreads over similar endpoints instead of sticking to whichever
- * answered a few µs faster; a slow one (+50 ms) is several bands away. */
-static unsigned band(uint64_t ewma_us)
-{
-	uint64_t ms = (ewma_us + EWMA_FLOOR_US) / 1000;
-
-	return ms ? 64 - (unsigned)__builtin_clzll(ms) : 0;
-}
-
-/* Is a's load lower than b's? Cost: (in-flight + 1) × 2^band per unit of
- * weight (a peak-EWMA flavour); without latency data, in-flight per weight. */
+/* Is a's load lower than b's? Cost: (in-flight + 1) × EWMA latency per
+ * unit of weight (peak-EWMA style). Costs within a factor of two count as
+ * equal and fall back to in-flight per weight (then a coin): traffic keeps
+ * spreading over similar endpoints instead of sticking to whichever answered
+ * a little faster, while a clearly slower one (+50 ms) is avoided. */
 static bool p2c_less(const struct pool_state *p, const struct endpoint_state *a,
 		     const struct endpoint_state *b, uint64_t now_ms, bool *tie)
 {
@@ -110,13 +105,16 @@ static bool p2c_less(const struct pool_state *p, const struct endpoint_state *a,
 	uint64_t ea = ewma_now(a, now_ms), eb = ewma_now(b, now_ms);
 	unsigned __int128 la, lb;
 
-	if (!ea && !eb) {
-		la = (unsigned __int128)a->inflight * wb;
-		lb = (unsigned __int128)b->inflight * wa;
-	} else {
-		la = ((unsigned __int128)(a->inflight + 1) << band(ea)) * wb;
-		lb = ((unsigned __int128)(b->inflight + 1) << band(eb)) * wa;
+	if (ea || eb) {
+		la = (unsigned __int128)(a->inflight + 1) * (ea + EWMA_FLOOR_US) * wb;
+		lb = (unsigned __int128)(b->inflight + 1) * (eb + EWMA_FLOOR_US) * wa;
+		if (la >= 2 * lb || lb >= 2 * la) {
+			*tie = false;
+			return la < lb;
+		}
 	}
+	la = (unsigned __int128)a->inflight * wb;
+	lb = (unsigned __int128)b->inflight * wa;
 	*tie = la == lb;
 	return la < lb;
 }

@@ -889,8 +889,11 @@ static void on_connect(struct io_op *op, int res, unsigned flags)
 	up_progress(u);
 	if (u->r) {
 		uint64_t now = clock_ns();
-		u->r->t_connect_ns = now - u->connect_start_ns;
-		u->r->t_sent_ns = now;
+		if (u->r->up == u) {
+			u->r->t_connect_ns = now - u->connect_start_ns;
+			u->r->t_sent_ns = now;
+		}
+		u->try_sent_ns = now; /* latency samples leave the connect out */
 	}
 	conn_start_recv(&u->conn);
 	conn_connected(&u->conn);
@@ -966,9 +969,17 @@ static void first_bytes(struct upconn *u)
 
 	if (us > UINT32_MAX / 2)
 		us = UINT32_MAX / 2;
-	ep->ewma_us = ep->ewma_us ? (uint32_t)((ep->ewma_us * 7ull + us * 3) / 10) : (uint32_t)us;
-	ep->ewma_at_ms = w->loop.now;
-	if (r->gen) {
+	/* A request body's upload time is not the endpoint's latency: only
+	 * requests without one are samples. */
+	bool sample = !r->body_started;
+	if (sample) {
+		/* alpha 1/8 (TCP's SRTT): one hiccup moves it little, a +50 ms
+		 * endpoint stands out after one or two answers */
+		ep->ewma_us = ep->ewma_us ? (uint32_t)((ep->ewma_us * 7ull + us) / 8) : (uint32_t)us;
+		ep->n_samples++;
+		ep->ewma_at_ms = w->loop.now;
+	}
+	if (sample && r->gen) {
 		struct pool_state *p = pool_of(r);
 		p->ttfb_us[p->ttfb_n++ % 64] = (uint32_t)us;
 		if (p->ttfb_n % 16 == 0 && p->cfg->hedge.p95) {

@@ -44,9 +44,11 @@ struct endpoint_state {
 	 *   (breaker_state_now()), sh->busy, sh->failures; NULL in unit tests;
 	 * - ewma_us: this worker's EWMA of the time to first response byte, µs
 	 *   (0: no sample yet), decaying by half per second without samples;
+ *   the choice ignores it until n_samples >= 2 (a cold first answer);
 	 * - ewma_at_ms: when the last sample came (clock_ms()). */
 	struct ep_shared *sh;
 	uint32_t ewma_us;
+	uint32_t n_samples; /* latency samples so far (EWMA counts from the 2nd) */
 	uint64_t ewma_at_ms;
 	uint64_t id; /* hash of the address text: consistent hashing */
 };

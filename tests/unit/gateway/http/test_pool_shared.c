@@ -191,8 +191,8 @@ int main(void)
 		cp2.breaker.enabled = false;
 		struct endpoint_state es[2];
 		struct pool_state ps = {.cfg = &cp2, .eps = es, .n_eps = 2};
-		es[0] = (struct endpoint_state){.cfg = &ce[0], .ewma_us = 800, .ewma_at_ms = 1000};
-		es[1] = (struct endpoint_state){.cfg = &ce[1], .ewma_us = 50000, .ewma_at_ms = 1000};
+		es[0] = (struct endpoint_state){.cfg = &ce[0], .ewma_us = 800, .n_samples = 5, .ewma_at_ms = 1000};
+		es[1] = (struct endpoint_state){.cfg = &ce[1], .ewma_us = 50000, .n_samples = 5, .ewma_at_ms = 1000};
 		unsigned fast = 0;
 		for (int i = 0; i < 100; i++)
 			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000, NULL, false,
