@@ -31,6 +31,9 @@
 #define VALIDATOR_KEEP_MS 3600000
 #define STALE_KEEP_MS 300000
 #define URL_MAX 4096
+/* An opted-in POST is keyed by its body, which must be buffered first; the
+ * client's recv pauses beyond 256 KiB buffered (req.c), so no more. */
+#define POST_BODY_CAP (192 * 1024)
 #define VARY_NAMES_MAX 512
 
 enum cache_access { CA_NONE, CA_HIT, CA_MISS, CA_STALE, CA_BYPASS };
@@ -71,6 +74,8 @@ struct cache_req {
 	bool invalidate; /* unsafe method: drop the URL after a success */
 	bool lookup_done;
 	bool store_ok;
+	bool post;      /* an opted-in POST, keyed by its body */
+	bool body_wait; /* ... whose body is still arriving */
 
 	/* L2: a lookup in flight, and the keys already asked for */
 	struct l2_op *l2_op;
@@ -503,9 +508,19 @@ static void serve(struct request *r, struct cache_entry *e, int64_t now)
 	cr->answered = true;
 }
 
-/* A complete answer: the request moves on to respond. */
+/* A complete answer: the request moves on to respond. An opted-in POST's
+ * body (all buffered: it was keyed) is consumed, so keep-alive goes on. */
 static void serve_done(struct request *r, struct cache_entry *e, int64_t now)
 {
+	struct cache_req *cr = r->cache;
+
+	if (cr->post && !r->body_done && !r->up && r->c->conn.in.len >= r->body_left) {
+		buf_consume(&r->c->conn.in, (size_t)r->body_left);
+		r->bytes_in += r->body_left;
+		r->body_bytes = r->body_left;
+		r->body_left = 0;
+		r->body_done = true;
+	}
 	serve(r, e, now);
 	r->resp_started = r->resp_done = true;
 }
@@ -695,6 +710,16 @@ enum step_result cache_step(struct request *r)
 			return STEP_NEXT; /* out of memory or an oversized URL: just forward */
 		cache_store_quiesce();
 		const struct http_request *h = &r->h;
+		uint64_t post_max = cfg->cache.post_body_max < POST_BODY_CAP ? cfg->cache.post_body_max
+									       : POST_BODY_CAP;
+		if (method_is(h->method, "POST") && r->route >= 0 && cfg->routes[r->route].cache_post &&
+		    (r->body_done || (r->body == HTTP_BODY_LENGTH && r->body_left <= post_max)) &&
+		    !cr->rq.cc.no_store && !cr->rq.authorization) {
+			cr->post = true;
+			cr->body_wait = true;
+			cr->rq.get_or_head = true; /* the route says its POSTs are queries */
+			cr->rq.has_body = false;
+		}
 		if (!cr->rq.get_or_head) {
 			bool unsafe = !method_is(h->method, "OPTIONS") && !method_is(h->method, "TRACE");
 			cr->invalidate = unsafe;
@@ -714,6 +739,25 @@ enum step_result cache_step(struct request *r)
 	}
 	if (cr->lookup_done)
 		return STEP_NEXT;
+	if (cr->body_wait) {
+		struct client *c = r->c;
+		uint64_t need = r->body_done ? 0 : r->body_left;
+		if (c->conn.in.len < need) {
+			struct worker *w = c->conn.w;
+			timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + cfg->timeouts.body);
+			return STEP_WAIT; /* req_pump_body resumes us */
+		}
+		/* the key: the URL and XXH3 of the body */
+		uint64_t bh = XXH3_64bits(buf_head(&c->conn.in), (size_t)need);
+		char buf[URL_MAX + 64];
+		int n = snprintf(buf, sizeof(buf), "POST http ");
+		memcpy(buf + n, cr->url, cr->url_len);
+		memcpy(buf + n + cr->url_len, &bh, sizeof(bh));
+		cr->primary = key_of(buf, (size_t)n + cr->url_len + sizeof(bh));
+		cr->body_wait = false;
+		if (!r->body_done)
+			timer_disarm(&c->conn.w->loop.timers, &c->conn.timer);
+	}
 	if (cr->wake_result == WAKE_UPSTREAM)
 		cr->no_coalesce = true;
 	now = now_ms();
@@ -1232,6 +1276,11 @@ void cache_req_end(struct request *r)
 	free(cr->url);
 	free(cr);
 	cache_store_quiesce();
+}
+
+bool cache_wants_body(const struct request *r)
+{
+	return r->cache && r->cache->body_wait;
 }
 
 const char *cache_access_status(const struct request *r)

@@ -52,6 +52,9 @@ void cache_upstream_done(struct request *r);
  * relayed: true when the cache answered instead (stale-if-error, grace, or
  * the client already had its answer); the caller finishes the request. */
 bool cache_on_error(struct request *r, int status);
+/* The cache step waits for the request body (an opted-in POST is keyed by
+ * it): req.c resumes the request when more of it arrives. */
+bool cache_wants_body(const struct request *r);
 /* The request ends (reset for the next one, or the client is gone). */
 void cache_req_end(struct request *r);
 /* "hit", "miss", "stale", "bypass" or "" for the access record. */

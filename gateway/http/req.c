@@ -20,6 +20,7 @@
 #include "core/sock.h"
 #include "http/cache.h"
 #include "http/limit.h"
+#include "http/reflex.h"
 #include "http/respond.h"
 #include "http/upstream.h"
 #include "http/worker.h"
@@ -35,6 +36,7 @@
 static enum step_result step_parse(struct request *r);
 static enum step_result step_route(struct request *r);
 static enum step_result step_limit(struct request *r);
+static enum step_result step_reflex(struct request *r);
 static enum step_result step_cache(struct request *r);
 static enum step_result step_upstream(struct request *r);
 static enum step_result step_respond(struct request *r);
@@ -46,6 +48,7 @@ static const struct req_step {
 	{ "parse", step_parse },       /* strict HTTP/1.1 head: http/parse.c */
 	{ "route", step_route },       /* Host + path prefix → pool, endpoint choice */
 	{ "limit", step_limit },       /* GCRA per client / API key / route; 429: http/limit.c */
+	{ "reflex", step_reflex },     /* rules: block, redact, respond, route, tag: http/reflex.c */
 	{ "cache", step_cache },       /* L1 → coalesce misses; may answer: http/cache.c */
 	{ "upstream", step_upstream }, /* forward, stream the response: http/upstream.c */
 	{ "respond", step_respond },   /* finish: keep-alive or close */
@@ -61,6 +64,8 @@ static void req_reset(struct request *r)
 	struct client *c = r->c;
 
 	cache_req_end(r);
+	limit_req_end(r);
+	reflex_req_end(r);
 	worker_gen_put(c->conn.w, r->gen);
 	buf_reset(&head, 16384);
 	buf_reset(&up_head, 16384);
@@ -194,6 +199,8 @@ static void req_account(struct request *r)
 		copy_field(a.pool, sizeof(a.pool), r->gen->cfg->pools[r->pool].name,
 			   strlen(r->gen->cfg->pools[r->pool].name));
 	copy_field(a.cache, sizeof(a.cache), cache_access_status(r), strlen(cache_access_status(r)));
+	copy_field(a.reflex, sizeof(a.reflex), reflex_access_status(r),
+		   strlen(reflex_access_status(r)));
 	a.status = (uint16_t)r->status;
 	a.reason = (uint8_t)r->reason;
 	a.retries = r->retried;
@@ -430,8 +437,15 @@ static enum step_result step_limit(struct request *r)
 	return limit_step(r);
 }
 
+static enum step_result step_reflex(struct request *r)
+{
+	return reflex_step(r);
+}
+
 static enum step_result step_cache(struct request *r)
 {
+	if (r->resp_done || r->nocache) /* a reflex rule answered, or said so */
+		return STEP_NEXT;
 	return cache_step(r);
 }
 
@@ -490,6 +504,12 @@ void req_pump_body(struct request *r)
 	struct buf *in = &c->conn.in;
 	uint64_t limit = w->cfg->limits.body;
 
+	if (r->rx && reflex_pump_body(r)) /* the body is held for a scan, or rewritten */
+		return;
+	if (!r->up && r->cache && cache_wants_body(r)) {
+		req_resume(r); /* the cache keys this POST by its body: more of it came */
+		return;
+	}
 	if (!r->up || r->body_done || c->conn.closing)
 		return;
 	while (in->len && !r->body_done && upstream_out_pending(r) < IN_HIGH) {
@@ -659,6 +679,8 @@ static void client_on_destroy(struct conn *cn)
 
 	upstream_abort(&c->req);
 	cache_req_end(&c->req);
+	limit_req_end(&c->req);
+	reflex_req_end(&c->req);
 	worker_gen_put(w, c->req.gen);
 	c->req.gen = NULL;
 	if (c->prev)

@@ -422,6 +422,50 @@ static void test_vary_head_invalidate(void)
 	test_end();
 }
 
+static long post(void *curl, const char *path, const char *body, struct h_resp *r)
+{
+	char url[256];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
+	struct h_req q = { .url = url, .body = body, .body_len = strlen(body), .no_expect = true,
+			   .curl = curl };
+	return h_http(&q, r) == 0 ? r->status : -1;
+}
+
+static void test_post(void)
+{
+	struct h_resp r;
+	void *curl = h_curl_new();
+	long before = origin_requests(o_port);
+	const char *p = "/post/complete?cc=max-age%3D60";
+
+	test_begin("post_cached_by_body_when_opted_in");
+	CHECK_INT(post(curl, p, "{\"prompt\":\"hello\"}", &r), 200);
+	CHECK_MSG(cs_has(&r, "stored"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(post(curl, p, "{\"prompt\":\"hello\"}", &r), 200);
+	CHECK_MSG(cs_has(&r, "hit"), "same body: %s", cs(&r));
+	CHECK(r.body_hash == h_pattern_hash(1024));
+	h_resp_free(&r);
+	CHECK_INT(post(curl, p, "{\"prompt\":\"other\"}", &r), 200);
+	CHECK_MSG(!cs_has(&r, "hit"), "another body: %s", cs(&r));
+	CHECK_MSG(r.num_connects == 0, "keep-alive survives a POST hit");
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 2);
+	test_end();
+
+	test_begin("post_elsewhere_not_cached");
+	before = origin_requests(o_port);
+	CHECK_INT(post(curl, "/t/post?cc=max-age%3D60", "x", &r), 200);
+	CHECK_MSG(cs_has(&r, "bypass"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(post(curl, "/t/post?cc=max-age%3D60", "x", &r), 200);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests(o_port) - before, 2);
+	test_end();
+	h_curl_free(curl);
+}
+
 int main(void)
 {
 	h_init("40_cache_rfc", 120);
@@ -439,6 +483,7 @@ int main(void)
 					 "routes:\n"
 					 "  - {path_prefix: /nocache/, pool: default, cache: false}\n"
 					 "  - {path_prefix: /o2/, pool: two}\n"
+					 "  - {path_prefix: /post/, pool: default, cache: {post: true}}\n"
 					 "cache: {enabled: true, memory: 64m}\n",
 					 gw_port, o_port, o2_port);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
@@ -449,6 +494,7 @@ int main(void)
 	test_request_directives();
 	test_revalidation();
 	test_vary_head_invalidate();
+	test_post();
 	test_stale();
 	h_finish(gw, 5000);
 	return test_exit_code();

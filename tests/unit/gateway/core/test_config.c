@@ -951,6 +951,124 @@ static void test_cache(void)
 	}
 }
 
+/* the reflex section (docs/rules.md); compiling is the reflex module's
+ * (tests/unit/gateway/http/test_reflex.c): no hook here, so parse only */
+static const struct err_case reflex_err_cases[] = {
+	{"upstream: [127.0.0.1:1]\nreflex: {max_scan: 1k}\n", 2, "reflex: unknown key \"max_scan\""},
+	{"upstream: [127.0.0.1:1]\nreflex: {max_scan_bytes: 0}\n", 2, "reflex.max_scan_bytes"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {action: block}\n", 4,
+	 "a rule needs a name"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a}\n", 4, "needs an action"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: zap}\n", 4,
+	 "reflex.rules[0].action: \"zap\""},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, colour: red}\n",
+	 4, "unknown key \"colour\""},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: redact}\n", 4,
+	 "redact needs detect"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: route}\n", 4,
+	 "route needs a pool"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, in: [nose]}\n",
+	 4, "is not url, headers or body"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, in: headers}\n",
+	 4, "in: headers needs headers"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, on_oversize: maybe}\n",
+	 4, "on_oversize"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block}\n"
+	 "    - {name: a, action: tag}\n",
+	 5, "given twice"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  detectors:\n    - {name: x}\n", 4,
+	 "needs a name and a pattern"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  detectors:\n    - {name: x, pattern: a, severity: dire}\n",
+	 4, "severity"},
+};
+
+static void test_reflex(void)
+{
+	char err[1024], want[600];
+	struct config *c = NULL;
+	const char *p = write_yaml("upstream: [127.0.0.1:1]\n");
+
+	CHECK(config_load_file(p, &c, err, sizeof(err)) == 0 && c);
+	if (c) {
+		CHECK(c->reflex.max_scan_bytes == 1 << 20 && !c->reflex.n_rules && !c->reflex.compiled);
+		config_free(c);
+	}
+	c = NULL;
+	p = write_yaml("upstream: [127.0.0.1:1]\n"
+		       "reflex:\n"
+		       "  max_scan_bytes: 64k\n"
+		       "  hash_key: k1\n"
+		       "  detectors:\n"
+		       "    - {name: order_id, pattern: 'ORD-[0-9]+', severity: high, caseless: true}\n"
+		       "  rules:\n"
+		       "    - {name: b, method: POST, host: API.example.com, path_prefix: /v1/,\n"
+		       "       header: \"X-Env: prod\", query: debug=1, detect: [pii, order_id],\n"
+		       "       in: [body], action: block, status: 422, on_oversize: block}\n"
+		       "    - {name: r, detect: email, action: redact, redact: last4}\n"
+		       "    - {name: t, path: /exact, action: tag, tag: hello, tag_header: X-T}\n"
+		       "    - name: canned\n"
+		       "      action: respond\n"
+		       "      body: hi\n"
+		       "      content_type: text/plain\n"
+		       "      respond_headers: {X-A: \"1\", X-B: two}\n"
+		       "    - {name: h, detect: [injection], headers: [X-Prompt], action: block}\n");
+	CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0 && c, "%s", err);
+	if (c) {
+		const struct cfg_reflex *rc = &c->reflex;
+		CHECK(rc->max_scan_bytes == 64 << 10);
+		CHECK_STR(rc->hash_key, "k1");
+		CHECK(rc->n_detectors == 1 && rc->detectors[0].severity == 3 &&
+		      rc->detectors[0].caseless);
+		CHECK(rc->n_rules == 5);
+		if (rc->n_rules == 5) {
+			const struct cfg_rx_rule *b = &rc->rules[0];
+			CHECK_STR(b->method, "POST");
+			CHECK_STR(b->host, "api.example.com");
+			CHECK(!b->path_exact && !strcmp(b->path, "/v1/"));
+			CHECK(!strcmp(b->header, "X-Env") && b->has_header_value &&
+			      !strcmp(b->header_value, "prod"));
+			CHECK(!strcmp(b->query, "debug") && !strcmp(b->query_value, "1"));
+			CHECK(b->n_detect == 2 && b->in == CFG_RX_IN_BODY && b->status == 422 &&
+			      b->oversize_block && b->action == CFG_RX_BLOCK);
+			CHECK(rc->rules[1].redact == CFG_RX_LAST4 && rc->rules[1].status == 403 &&
+			      rc->rules[1].in == (CFG_RX_IN_URL | CFG_RX_IN_BODY));
+			CHECK(rc->rules[2].path_exact && !strcmp(rc->rules[2].tag, "hello") &&
+			      !strcmp(rc->rules[2].tag_header, "X-T"));
+			CHECK(rc->rules[3].status == 200 && !strcmp(rc->rules[3].body, "hi") &&
+			      !strcmp(rc->rules[3].resp_headers, "X-A: 1\r\nX-B: two\r\n") &&
+			      !strcmp(rc->rules[3].content_type, "text/plain"));
+			CHECK(rc->rules[4].in == (CFG_RX_IN_URL | CFG_RX_IN_HEADERS | CFG_RX_IN_BODY));
+		}
+		config_free(c);
+	}
+	/* the admin API's rule text: the same parser */
+	struct cfg_rx_rule r;
+	const char *json = "{\"name\":\"x\",\"detect\":[\"ssn\"],\"action\":\"block\"}";
+	CHECK_MSG(config_parse_rx_rule(json, strlen(json), &r, err, sizeof(err)) == 0, "%s", err);
+	CHECK(r.n_detect == 1 && !strcmp(r.detect[0], "ssn") && r.line == 0);
+	config_rx_rule_fini(&r);
+	json = "{\"name\":\"x\",\"action\":\"nope\"}";
+	CHECK(config_parse_rx_rule(json, strlen(json), &r, err, sizeof(err)) == -1);
+	CHECK_MSG(strstr(err, "\"nope\""), "%s", err);
+	CHECK(config_parse_rx_rule("[1,", 3, &r, err, sizeof(err)) == -1);
+
+	for (size_t i = 0; i < sizeof(reflex_err_cases) / sizeof(reflex_err_cases[0]); i++) {
+		const struct err_case *e = &reflex_err_cases[i];
+		p = write_yaml(e->yaml);
+		c = NULL;
+		err[0] = 0;
+		if (config_load_file(p, &c, err, sizeof(err)) != -1 || c) {
+			test_fail(__FILE__, __LINE__, "reflex case %zu: loaded, expected \"%s\"", i,
+				  e->want);
+			config_free(c);
+			continue;
+		}
+		size_t n = (size_t)snprintf(want, sizeof(want), "%s:%u: ", p, e->line);
+		CHECK_MSG(!strncmp(err, want, n) && strstr(err + n, e->want),
+			  "reflex case %zu: got \"%s\", expected \"%s%s\"", i, err, want, e->want);
+	}
+}
+
 /* listen entries as mappings, TLS on listeners and pools (the contexts are
  * built at load: certificates come from the openssl CLI, SKIP without it) */
 static void test_tls(void)
@@ -1217,6 +1335,10 @@ int main(void)
 
 	test_begin("config_units_edges");
 	test_units();
+	test_end();
+
+	test_begin("config_reflex");
+	test_reflex();
 	test_end();
 
 	test_begin("config_flags_override");
