@@ -800,6 +800,74 @@ static int cmd_cache_show(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- rules (docs/rules.md) ---------------------------------------------------------- */
+
+static int cmd_rules_list(struct ctl *c, int argc, char **argv)
+{
+	struct ctl_resp r = {0};
+	struct json *j;
+	int rc;
+
+	if (argc)
+		return fail(EXIT_USAGE, "rules list: unexpected argument \"%s\"", argv[0]);
+	if ((rc = get_json(c, "/rules", &r, &j)))
+		return rc;
+	if (c->json) {
+		print_body(&r);
+	} else {
+		pp(stdout, j, 0);
+		fputc('\n', stdout);
+	}
+	json_free(j);
+	ctl_resp_free(&r);
+	return EXIT_OK;
+}
+
+/* POST/DELETE a rule: 200/201 is success, anything else the gateway saying no. */
+static int rules_mutation(struct ctl *c, const char *method, const char *path, const char *body,
+			  const char *what)
+{
+	struct ctl_resp r = {0};
+	int rc;
+
+	if (!c->token_file)
+		fprintf(stderr, "%s: %s: no --token-file given; the gateway will refuse\n", prog, what);
+	if ((rc = call_body(c, method, path, true, body, &r)))
+		return rc;
+	bool ok = r.status == 200 || r.status == 201;
+	if (c->json || ok)
+		print_body(&r);
+	rc = ok ? EXIT_OK : c->json ? EXIT_NO : http_failure(what, &r);
+	ctl_resp_free(&r);
+	return rc;
+}
+
+static int cmd_rules_add(struct ctl *c, int argc, char **argv)
+{
+	char path[128];
+
+	if (argc == 3 && !strcmp(argv[1], "--before") && strlen(argv[2]) < 64)
+		snprintf(path, sizeof(path), "/rules?before=%s", argv[2]);
+	else if (argc == 1)
+		snprintf(path, sizeof(path), "/rules");
+	else
+		return fail(EXIT_USAGE, "rules add: give one JSON rule [--before NAME]");
+	if (argv[0][0] != '{')
+		return fail(EXIT_USAGE, "rules add: the rule is a JSON object, e.g. "
+					"'{\"name\":\"no-ssn\",\"detect\":[\"ssn\"],\"action\":\"block\"}'");
+	return rules_mutation(c, "POST", path, argv[0], "rules add");
+}
+
+static int cmd_rules_del(struct ctl *c, int argc, char **argv)
+{
+	char path[128];
+
+	if (argc != 1 || strlen(argv[0]) >= 64 || strpbrk(argv[0], "/?# "))
+		return fail(EXIT_USAGE, "rules del: give one rule name");
+	snprintf(path, sizeof(path), "/rules/%s", argv[0]);
+	return rules_mutation(c, "DELETE", path, NULL, "rules del");
+}
+
 /* ---- the table --------------------------------------------------------------------- */
 
 static const struct command commands[] = {
@@ -844,8 +912,20 @@ static const struct command commands[] = {
 	 "URL starts with a prefix, or every object carrying a tag. Prints how many\n"
 	 "objects were dropped. The purge is recorded in the audit log.\n",
 	 cmd_cache_purge},
+	{"rules", "list", "", "reflex rules and detectors with their hit counters",
+	 "GET /rules, pretty-printed (--json: as sent): every rule in order (source\n"
+	 "config or admin, action, detectors, hits) and every detector (family,\n"
+	 "severity, hits).\n",
+	 cmd_rules_list},
+	{"rules", "add", "JSON [--before NAME]", "add a rule live (needs --token-file)",
+	 "POST /rules with the rule (docs/rules.md), appended or inserted before NAME.\n"
+	 "Lasts until the next reload. Exit 1 when the gateway refuses it (the reason\n"
+	 "is printed).\n",
+	 cmd_rules_add},
+	{"rules", "del", "NAME", "remove a rule live (needs --token-file)",
+	 "DELETE /rules/NAME. Exit 1 when there is no such rule.\n", cmd_rules_del},
 	/* later issues add their groups here: {"limits", "show", ...},
-	 * {"rules", "list", ...}, {NULL, "events", ...} */
+	 * {NULL, "events", ...} */
 };
 static const size_t n_commands = sizeof(commands) / sizeof(commands[0]);
 

@@ -37,6 +37,7 @@
 #include "http/accept.h"
 #include "http/limit_admin.h"
 #include "http/limit_kernel.h"
+#include "http/reflex.h"
 #include "http/worker.h"
 
 #ifndef REFLEX_VERSION
@@ -288,6 +289,7 @@ int main(int argc, char **argv)
 	if (!realpath("/proc/self/exe", exe_path))
 		snprintf(exe_path, sizeof(exe_path), "%s", argv[0]);
 
+	reflex_install(); /* rules compile with each config load; GET/POST/DELETE /rules */
 	if (config_from_args(argc, argv, &cfg, &action, err, sizeof(err)) != 0) {
 		fprintf(stderr, "reflexd: %s\n", err);
 		if (action == CONFIG_CHECK)

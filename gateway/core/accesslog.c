@@ -159,6 +159,7 @@ size_t accesslog_format(const struct access_record *r, char *out, size_t outlen)
 	puts_lit(&o, ",\"bytes_out\":");
 	put_u64(&o, r->bytes_out);
 	put_opt_field(&o, ",\"cache\":", r->cache, FIELD_LEN(r->cache));
+	put_opt_field(&o, ",\"reflex\":", r->reflex, FIELD_LEN(r->reflex));
 	put_opt_field(&o, ",\"upstream\":", r->upstream, FIELD_LEN(r->upstream));
 	put_opt_field(&o, ",\"pool\":", r->pool, FIELD_LEN(r->pool));
 	puts_lit(&o, ",\"retries\":");

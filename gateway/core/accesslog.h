@@ -31,6 +31,7 @@ struct access_record {
 	char upstream[64]; /* endpoint "host:port", "" if none was contacted */
 	char pool[32];
 	char cache[12];	 /* "" until the cache exists: hit, miss, stale, bypass */
+	char reflex[160]; /* "" or the deciding reflex rule: "rule=N action=A detector=D in=P offset=O hash=H" (never the matched text) */
 	uint16_t status; /* 0: no response (client gone) */
 	uint8_t reason;	 /* enum reason; REASON_NONE for a normal response */
 	uint8_t retries;

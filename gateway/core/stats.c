@@ -39,6 +39,7 @@ static const char *const reason_names[REASON_MAX] = {
 	[REASON_POOL_UNAVAILABLE] = "pool_unavailable",
 	[REASON_POOL_OVERLOAD] = "pool_overload",
 	[REASON_RATE_LIMITED] = "rate_limited",
+	[REASON_RULE_BLOCKED] = "rule_blocked",
 };
 
 const char *reason_name(enum reason r)

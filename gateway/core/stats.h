@@ -20,6 +20,10 @@
 extern const uint64_t stats_hist_bounds_ns[STATS_HIST_BUCKETS];
 extern const char *const stats_hist_bounds_text[STATS_HIST_BUCKETS]; /* "0.00005" ... "10" */
 
+/* Reflex counters are kept by rule position and detector id, up to: */
+#define STATS_RX_RULES 64
+#define STATS_RX_DETECTORS 64
+
 struct stats_hist {
 	uint64_t bucket[STATS_HIST_BUCKETS]; /* non-cumulative: observations <= bound[i] and > bound[i-1] */
 	uint64_t count;                      /* all observations (the +Inf bucket) */
@@ -52,6 +56,7 @@ enum reason {
 	REASON_POOL_UNAVAILABLE,   /* 503: every endpoint down, ejected or its breaker open */
 	REASON_POOL_OVERLOAD,      /* 503: pool at its limits, queue full or wait too long */
 	REASON_RATE_LIMITED,       /* 429: over a rate limit (http/limit.c) */
+	REASON_RULE_BLOCKED,       /* a reflex rule refused it (http/reflex.c) */
 	REASON_MAX
 };
 /* "bad_request", "uri_too_long", ... (snake_case, stable: they are label values) */
@@ -146,6 +151,19 @@ struct stats_worker {
 	uint64_t rl_global_fallback; /* global limits decided locally: Redis unreachable */
 	uint64_t rl_redis_errors;    /* Redis errors and timeouts */
 	uint64_t rl_accept_refused;  /* connections closed at accept: userspace SYN limit */
+
+	/* reflex rules (gateway/http/reflex.c, docs/rules.md) */
+	uint64_t rx_scanned;       /* requests the rules looked at (URL, headers, body) */
+	uint64_t rx_body_scanned;  /* request bodies held and scanned */
+	uint64_t rx_scan_bytes;    /* bytes through the detectors (URL, headers, bodies) */
+	uint64_t rx_blocked;       /* answered by a block rule (or on_oversize: block) */
+	uint64_t rx_responded;     /* answered by a respond rule */
+	uint64_t rx_redactions;    /* matches rewritten in forwarded bodies */
+	uint64_t rx_oversize;      /* bodies over reflex.max_scan_bytes */
+	uint64_t rx_resp_redactions; /* matches rewritten in responses (DLP) */
+	/* by rule position in the active set / by detector id */
+	uint64_t rx_rule_hits[STATS_RX_RULES];
+	uint64_t rx_detector_hits[STATS_RX_DETECTORS];
 
 	/* per pool (index = config pool index): requests by status class */
 	unsigned n_pools;

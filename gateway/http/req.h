@@ -20,6 +20,8 @@
 
 struct upconn;
 struct cache_req;
+struct limit_wait;
+struct reflex_req;
 struct endpoint_state;
 struct wgen;
 
@@ -77,6 +79,7 @@ struct request {
 	struct request *q_next, *q_prev; /* the pool queue */
 	uint32_t retry_after_s;   /* Retry-After of a gateway-made 503 */
 	const char *resp_hdrs;    /* extra fields ("Name: v\r\n"...) for a gateway-made response */
+	struct limit_wait *limit; /* the limit step waiting for Redis (http/limit.c), or NULL */
 
 	/* response */
 	int status;
@@ -91,6 +94,8 @@ struct request {
 	enum reason reason;  /* why a gateway-made response was sent (REASON_NONE otherwise) */
 	struct cache_req *cache; /* the cache's per-request state (http/cache.h), or NULL */
 	bool body_discard;   /* the cache answered: the upstream response is not relayed */
+	struct reflex_req *rx; /* the reflex step's per-request state (http/reflex.h), or NULL */
+	bool nocache;        /* a reflex rule said: skip the cache */
 
 	/* accounting: the access record and the stage histograms */
 	uint64_t t_first_ns;   /* first byte of the head */

@@ -1,0 +1,1399 @@
+/* reflex.c — the reflex rules step: compile (config load, admin API), scan
+ * (URL, headers, held body), decide, act. The contract is in reflex.h; the
+ * rule language in docs/rules.md.
+ */
+#include "http/reflex.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "admin.h"
+#include "core/config.h"
+#include "core/jsonw.h"
+#include "core/log.h"
+#include "gateway.h"
+#include "http/detect.h"
+#include "http/respond.h"
+#include "http/upstream.h"
+#include "http/worker.h"
+
+/* Client bytes queued to an upstream before the re-chunking forwarder
+ * waits (as req.c's IN_HIGH). */
+#define RX_OUT_HIGH (256 * 1024)
+#define RX_MAX_DET 64 /* detector ids fit a uint64_t mask */
+#define RX_HDR_MEMO 128
+
+enum rx_place { RX_URL = 0, RX_HEADER, RX_BODY };
+static const char *const place_names[] = { "url", "header", "body" };
+
+struct rx_rule {
+	struct cfg_rx_rule c; /* own copy: body and resp_headers belong to the set */
+	uint64_t mask;        /* detectors the rule looks for */
+	int pool;             /* route: pool index */
+	bool from_admin;
+};
+
+struct reflex_set {
+	struct detect_db *db;    /* owned by the base version */
+	struct reflex_set *base; /* NULL: this is the base (the snapshot's own) */
+	struct reflex_set *cur;  /* base only: the newest admin version, NULL: itself */
+	struct reflex_set *next; /* base only: chain of every admin version */
+	const struct config *cfg; /* the snapshot (pool names for admin rules) */
+	struct rx_rule *rules;
+	unsigned n_rules;
+	uint64_t max_scan_bytes;
+};
+
+/* the first hit of a detector in this request */
+struct rx_hit {
+	bool set;
+	uint8_t place;
+	uint64_t off;
+	char hash[DETECT_HASH_HEX + 1];
+};
+
+struct rx_bm { /* a body match */
+	uint64_t start, end;
+	unsigned id;
+};
+
+enum rx_phase {
+	RX_NONE = 0, /* the body (if any) is not ours: req_pump_body moves it */
+	RX_HOLD,     /* reading the body into held, scanning it */
+	RX_HELD,     /* read (or over the limit): the decision is being made */
+	RX_SEND,     /* decided: send out (framed) once the upstream exchange exists */
+	RX_RECHUNK,  /* oversize chunked body: decode and re-chunk the rest */
+	RX_DONE,
+};
+
+struct reflex_req {
+	struct reflex_set *set;
+	enum rx_phase phase;
+	bool url_done, oversize, chunked, body_scanned;
+	bool has_body; /* the request has a body (known at the head) */
+	uint64_t url_hits, body_hits;
+	uint64_t hdr_scanned[RX_HDR_MEMO / 64], hdr_hits[RX_HDR_MEMO];
+	struct rx_hit first[RX_MAX_DET];
+	/* scan context for on_match */
+	uint8_t place;
+	uint64_t *hits;
+	/* the body */
+	struct detect_stream *st;
+	struct buf held; /* payload (de-chunked) */
+	struct rx_bm *bm;
+	unsigned n_bm, cap_bm;
+	/* the decision's effects */
+	uint64_t redact_mask;
+	uint8_t redact_mode[RX_MAX_DET];
+	int route_pool;
+	bool nocache;
+	struct buf tags;
+	char status[160]; /* the access record's reflex field */
+};
+
+/* ---- compiling -------------------------------------------------------------- */
+
+static void rule_fini(struct rx_rule *r)
+{
+	config_rx_rule_fini(&r->c);
+}
+
+static int rule_copy(struct rx_rule *dst, const struct rx_rule *src)
+{
+	*dst = *src;
+	dst->c.body = src->c.body ? strdup(src->c.body) : NULL;
+	dst->c.resp_headers = src->c.resp_headers ? strdup(src->c.resp_headers) : NULL;
+	if ((src->c.body && !dst->c.body) || (src->c.resp_headers && !dst->c.resp_headers)) {
+		rule_fini(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void set_free_one(struct reflex_set *s)
+{
+	for (unsigned i = 0; i < s->n_rules; i++)
+		rule_fini(&s->rules[i]);
+	free(s->rules);
+	free(s);
+}
+
+static void set_release(void *p)
+{
+	struct reflex_set *s = p, *v, *nx;
+
+	if (!s)
+		return;
+	for (v = s->next; v; v = nx) {
+		nx = v->next;
+		set_free_one(v);
+	}
+	detect_db_free(s->db);
+	set_free_one(s);
+}
+
+/* Resolve a rule's detector names and pool; why gets the reason. */
+static int rule_resolve(const struct detect_db *db, const struct config *cfg,
+			const struct cfg_rx_rule *c, struct rx_rule *out, char *why, size_t whylen)
+{
+	unsigned n = detect_count(db);
+
+	memset(out, 0, sizeof(*out));
+	out->pool = -1;
+	for (unsigned i = 0; i < c->n_detect; i++) {
+		const char *d = c->detect[i];
+		int fam = -1;
+
+		if (!strcmp(d, "any")) {
+			out->mask |= n >= 64 ? ~0ULL : (1ULL << n) - 1;
+			continue;
+		}
+		if (!strcmp(d, "pii"))
+			fam = DETECT_FAMILY_PII;
+		else if (!strcmp(d, "secret"))
+			fam = DETECT_FAMILY_SECRET;
+		else if (!strcmp(d, "injection"))
+			fam = DETECT_FAMILY_INJECTION;
+		else if (!strcmp(d, "user"))
+			fam = DETECT_FAMILY_USER;
+		if (fam >= 0) {
+			for (unsigned id = 0; id < n; id++)
+				if ((int)detect_family_of(db, id) == fam)
+					out->mask |= 1ULL << id;
+			continue;
+		}
+		int id = detect_lookup(db, d);
+		if (id < 0) {
+			snprintf(why, whylen, "detect: unknown detector \"%s\"", d);
+			return -1;
+		}
+		out->mask |= 1ULL << id;
+	}
+	if (c->action == CFG_RX_ROUTE) {
+		out->pool = config_pool_index(cfg, c->pool);
+		if (out->pool < 0) {
+			snprintf(why, whylen, "pool: unknown pool \"%s\"", c->pool);
+			return -1;
+		}
+	}
+	out->c = *c;
+	out->c.body = c->body ? strdup(c->body) : NULL;
+	out->c.resp_headers = c->resp_headers ? strdup(c->resp_headers) : NULL;
+	if ((c->body && !out->c.body) || (c->resp_headers && !out->c.resp_headers)) {
+		rule_fini(out);
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static int __attribute__((format(printf, 5, 6)))
+build_fail(const struct config *c, unsigned line, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	int n = 0;
+
+	if (c->source[0] && line)
+		n = snprintf(err, errlen, "%s:%u: ", c->source, line);
+	else if (c->source[0])
+		n = snprintf(err, errlen, "%s: ", c->source);
+	if (n < 0 || (size_t)n >= errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* config_reflex_build: the snapshot's reflex section → its compiled set. */
+static int reflex_build(struct config *c, char *err, size_t errlen)
+{
+	const struct cfg_reflex *rc = &c->reflex;
+	struct detect_user *users = NULL;
+	struct reflex_set *s = NULL;
+	unsigned char key[32];
+	char derr[512];
+	int rc_ = -1;
+
+	if (rc->n_rules > STATS_RX_RULES)
+		return build_fail(c, rc->rules[STATS_RX_RULES].line, err, errlen,
+				  "reflex.rules: at most %d rules", STATS_RX_RULES);
+	if (rc->n_detectors && !(users = calloc(rc->n_detectors, sizeof(*users))))
+		return build_fail(c, 0, err, errlen, "out of memory");
+	for (unsigned i = 0; i < rc->n_detectors; i++)
+		users[i] = (struct detect_user){ .name = rc->detectors[i].name,
+						 .pattern = rc->detectors[i].pattern,
+						 .severity = (enum detect_severity)rc->detectors[i].severity,
+						 .caseless = rc->detectors[i].caseless };
+	size_t klen = strlen(rc->hash_key);
+	const void *kp = rc->hash_key;
+	if (!klen) {
+		/* no key given: a random one per snapshot (hashes join within it) */
+		if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key)) {
+			build_fail(c, 0, err, errlen, "reflex: no random bytes for the hash key");
+			goto out;
+		}
+		kp = key;
+		klen = sizeof(key);
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		build_fail(c, 0, err, errlen, "out of memory");
+		goto out;
+	}
+	s->cfg = c;
+	s->max_scan_bytes = rc->max_scan_bytes;
+	int e = detect_db_build(&(struct detect_opts){ .user = users, .n_user = rc->n_detectors,
+						       .hash_key = kp, .hash_key_len = klen },
+				&s->db, derr, sizeof(derr));
+	if (e) {
+		unsigned line = 0;
+		for (unsigned i = 0; i < rc->n_detectors; i++) {
+			char q[CFG_NAME_MAX + 4];
+			snprintf(q, sizeof(q), "'%s'", rc->detectors[i].name);
+			if (strstr(derr, q))
+				line = rc->detectors[i].line;
+		}
+		build_fail(c, line, err, errlen, "reflex.detectors: %s", derr);
+		goto out;
+	}
+	if (detect_count(s->db) > RX_MAX_DET) {
+		build_fail(c, 0, err, errlen, "reflex.detectors: at most %d detectors in all",
+			   RX_MAX_DET);
+		goto out;
+	}
+	if (rc->n_rules && !(s->rules = calloc(rc->n_rules, sizeof(*s->rules)))) {
+		build_fail(c, 0, err, errlen, "out of memory");
+		goto out;
+	}
+	for (unsigned i = 0; i < rc->n_rules; i++) {
+		char why[256];
+		if (rule_resolve(s->db, c, &rc->rules[i], &s->rules[i], why, sizeof(why))) {
+			build_fail(c, rc->rules[i].line, err, errlen, "reflex.rules[%u] (%s): %s", i,
+				   rc->rules[i].name, why);
+			goto out;
+		}
+		s->n_rules++;
+	}
+	c->reflex.compiled = s;
+	s = NULL;
+	rc_ = 0;
+out:
+	set_release(s);
+	free(users);
+	return rc_;
+}
+
+static struct reflex_set *set_current(const struct config *cfg)
+{
+	struct reflex_set *base = cfg->reflex.compiled, *cur;
+
+	if (!base)
+		return NULL;
+	cur = __atomic_load_n(&base->cur, __ATOMIC_ACQUIRE);
+	return cur ? cur : base;
+}
+
+/* ---- per-worker scratch ------------------------------------------------------ */
+
+/* Two entries: during a reload a worker serves requests of both snapshots. */
+static __thread struct {
+	const struct detect_db *db;
+	struct detect_scratch *s;
+} tls_scratch[2];
+static __thread unsigned tls_scratch_next;
+
+static struct detect_scratch *scratch_for(const struct detect_db *db)
+{
+	for (unsigned i = 0; i < 2; i++)
+		if (tls_scratch[i].db == db)
+			return tls_scratch[i].s;
+	unsigned i = tls_scratch_next++ & 1;
+	detect_scratch_free(tls_scratch[i].s);
+	tls_scratch[i].db = NULL;
+	tls_scratch[i].s = NULL;
+	if (detect_scratch_new(db, &tls_scratch[i].s))
+		return NULL;
+	tls_scratch[i].db = db;
+	return tls_scratch[i].s;
+}
+
+/* ---- scanning ---------------------------------------------------------------- */
+
+static struct stats_worker *stats_of(struct request *r)
+{
+	return &r->c->conn.w->stats;
+}
+
+struct scan_ctx {
+	struct request *r;
+	struct reflex_req *x;
+	uint8_t place;
+	uint64_t *hits;
+};
+
+static void note_hit(struct request *r, struct reflex_req *x, uint8_t place,
+		     const struct detect_match *m)
+{
+	if (m->id >= RX_MAX_DET)
+		return;
+	STAT_INC(stats_of(r)->rx_detector_hits[m->id]);
+	if (!x->first[m->id].set) {
+		x->first[m->id] = (struct rx_hit){ .set = true, .place = place, .off = m->start };
+		memcpy(x->first[m->id].hash, m->hash, sizeof(m->hash));
+	}
+}
+
+static int on_block_match(void *arg, const struct detect_match *m)
+{
+	struct scan_ctx *sc = arg;
+
+	if (m->id < RX_MAX_DET)
+		*sc->hits |= 1ULL << m->id;
+	note_hit(sc->r, sc->x, sc->place, m);
+	return 0;
+}
+
+static uint64_t scan_block(struct request *r, struct reflex_req *x, uint8_t place, const char *p,
+			   size_t n)
+{
+	struct detect_scratch *s = scratch_for(x->set->db);
+	uint64_t hits = 0;
+	struct scan_ctx sc = { .r = r, .x = x, .place = place, .hits = &hits };
+
+	if (!n)
+		return 0;
+	if (!s) {
+		log_warn("reflex: no scratch space (out of memory): %s not scanned",
+			 place_names[place]);
+		return 0;
+	}
+	STAT_ADD(stats_of(r)->rx_scan_bytes, n);
+	detect_scan(x->set->db, s, p, n, on_block_match, &sc);
+	return hits;
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = (char)(ch | 0x20);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* The URL is scanned percent-decoded ("+" is a space in the query), so
+ * "ignore%20previous%20instructions" is seen as the words; offsets in logs
+ * are offsets into the decoded URL. */
+static uint64_t url_hits(struct request *r, struct reflex_req *x)
+{
+	const char *p = r->h.path.p;
+	size_t n = r->h.path.len, o = 0;
+	bool query = false;
+	char stackbuf[2048] = "", *d = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+
+	if (x->url_done)
+		return x->url_hits;
+	x->url_done = true;
+	if (!d) {
+		x->url_hits = scan_block(r, x, RX_URL, p, n);
+		return x->url_hits;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (p[i] == '%' && i + 2 < n && (hi = hexval(p[i + 1])) >= 0 &&
+		    (lo = hexval(p[i + 2])) >= 0) {
+			d[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else if (p[i] == '+' && query) {
+			d[o++] = ' ';
+		} else {
+			query = query || p[i] == '?';
+			d[o++] = p[i];
+		}
+	}
+	x->url_hits = scan_block(r, x, RX_URL, d, o);
+	if (d != stackbuf)
+		free(d);
+	return x->url_hits;
+}
+
+static uint64_t header_hits(struct request *r, struct reflex_req *x, const struct rx_rule *rule)
+{
+	const struct http_request *h = &r->h;
+	uint64_t hits = 0;
+
+	for (unsigned i = 0; i < h->n_headers; i++) {
+		bool named = false;
+		for (unsigned k = 0; k < rule->c.n_headers && !named; k++)
+			named = http_str_eq(h->headers[i].name, rule->c.headers[k]);
+		if (!named)
+			continue;
+		if (i < RX_HDR_MEMO && (x->hdr_scanned[i / 64] >> (i % 64) & 1)) {
+			hits |= x->hdr_hits[i];
+			continue;
+		}
+		uint64_t hh = scan_block(r, x, RX_HEADER, h->headers[i].value.p,
+					 h->headers[i].value.len);
+		if (i < RX_HDR_MEMO) {
+			x->hdr_scanned[i / 64] |= 1ULL << (i % 64);
+			x->hdr_hits[i] = hh;
+		}
+		hits |= hh;
+	}
+	return hits;
+}
+
+/* Stream callback; arg is the request (the stream lives in its r->rx). */
+static int on_body_match(void *arg, const struct detect_match *m)
+{
+	struct request *r = arg;
+	struct reflex_req *x = r->rx;
+
+	if (m->id < RX_MAX_DET)
+		x->body_hits |= 1ULL << m->id;
+	note_hit(r, x, RX_BODY, m);
+	if (x->n_bm == x->cap_bm) {
+		unsigned cap = x->cap_bm ? x->cap_bm * 2 : 16;
+		struct rx_bm *nb = realloc(x->bm, cap * sizeof(*nb));
+		if (!nb)
+			return 0; /* the hit still counts; only its redaction is lost */
+		x->bm = nb;
+		x->cap_bm = cap;
+	}
+	x->bm[x->n_bm++] = (struct rx_bm){ .start = m->start, .end = m->end, .id = m->id };
+	return 0;
+}
+
+/* ---- matching ---------------------------------------------------------------- */
+
+static void host_of(const struct http_request *h, char *out, size_t cap)
+{
+	struct http_str hv = h->authority.len ? h->authority : h->host;
+	size_t n = 0;
+
+	for (size_t i = 0; i < hv.len && n + 1 < cap; i++) {
+		char ch = hv.p[i];
+		if (ch == ':' && hv.p[0] != '[')
+			break;
+		out[n++] = (char)tolower((unsigned char)ch);
+	}
+	out[n] = 0;
+}
+
+/* The value of query parameter `name` (raw, not percent-decoded). */
+static bool query_param(struct http_str path, const char *name, struct http_str *val)
+{
+	const char *q = memchr(path.p, '?', path.len), *end = path.p + path.len;
+	size_t nl = strlen(name);
+
+	if (!q)
+		return false;
+	for (const char *p = q + 1; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p)), *stop = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(stop - p));
+		const char *kend = eq ? eq : stop;
+		if ((size_t)(kend - p) == nl && !memcmp(p, name, nl)) {
+			val->p = eq ? eq + 1 : stop;
+			val->len = eq ? (size_t)(stop - eq - 1) : 0;
+			return true;
+		}
+		p = stop + 1;
+	}
+	return false;
+}
+
+/* Everything a rule asks of the head except detector hits. */
+static bool head_matches(const struct request *r, const struct rx_rule *rule)
+{
+	const struct http_request *h = &r->h;
+	const struct cfg_rx_rule *c = &rule->c;
+
+	if (c->method[0] && !(h->method.len == strlen(c->method) &&
+			      !memcmp(h->method.p, c->method, h->method.len)))
+		return false;
+	if (c->host[0]) {
+		char host[CFG_HOST_MAX];
+		host_of(h, host, sizeof(host));
+		if (strcmp(host, c->host))
+			return false;
+	}
+	if (c->path[0]) {
+		const char *q = memchr(h->path.p, '?', h->path.len);
+		size_t plen = q ? (size_t)(q - h->path.p) : h->path.len, n = strlen(c->path);
+		if (c->path_exact ? (plen != n || memcmp(h->path.p, c->path, n))
+				  : (plen < n || memcmp(h->path.p, c->path, n)))
+			return false;
+	}
+	if (c->header[0]) {
+		const struct http_header *f = http_find_header(h->headers, h->n_headers, c->header);
+		if (!f)
+			return false;
+		if (c->has_header_value && !(f->value.len == strlen(c->header_value) &&
+					     !memcmp(f->value.p, c->header_value, f->value.len)))
+			return false;
+	}
+	if (c->query[0]) {
+		struct http_str v;
+		if (!query_param(h->path, c->query, &v))
+			return false;
+		if (c->has_query_value &&
+		    !(v.len == strlen(c->query_value) && !memcmp(v.p, c->query_value, v.len)))
+			return false;
+	}
+	return true;
+}
+
+static bool has_body(const struct request *r)
+{
+	return r->body == HTTP_BODY_CHUNKED || (r->body == HTTP_BODY_LENGTH && r->body_left > 0);
+}
+
+static bool wants_body(const struct reflex_req *x, const struct rx_rule *rule)
+{
+	return rule->c.n_detect && (rule->c.in & CFG_RX_IN_BODY) && x->has_body;
+}
+
+/* ---- answers ------------------------------------------------------------------ */
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 409: return "Conflict";
+	case 422: return "Unprocessable Content";
+	case 451: return "Unavailable For Legal Reasons";
+	default: return respond_status_text(status);
+	}
+}
+
+static void answer(struct request *r, int status, const char *ctype, const char *extra,
+		   const char *body, size_t blen)
+{
+	struct client *c = r->c;
+	struct buf *b = conn_outbuf(&c->conn);
+	size_t mark = b->len;
+
+	r->close_after = r->close_after || !r->body_done || !r->keep_alive || c->conn.w->draining;
+	buf_appendf(b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+		    status_text(status), ctype, blen);
+	buf_appendf(b, "X-Request-ID: %s\r\n", r->id);
+	if (extra)
+		buf_appends(b, extra);
+	if (r->close_after)
+		buf_appends(b, "Connection: close\r\n");
+	else if (r->http10)
+		buf_appends(b, "Connection: keep-alive\r\n");
+	buf_appends(b, "\r\n");
+	if (!r->is_head && blen)
+		buf_append(b, body, blen);
+	conn_wrote(&c->conn);
+	r->bytes_out += b->len - mark;
+	r->status = status;
+	r->out = RESP_OUT_NONE;
+	r->resp_started = r->resp_done = true;
+}
+
+static int lowest_bit(uint64_t m)
+{
+	return m ? __builtin_ctzll(m) : -1;
+}
+
+/* The access record and the log line: rule, action, detector, place,
+ * offset, keyed hash. */
+static void describe(struct request *r, struct reflex_req *x, const struct rx_rule *rule,
+		     const char *action, int det)
+{
+	const struct detect_db *db = x->set->db;
+
+	if (det >= 0 && x->first[det].set)
+		snprintf(x->status, sizeof(x->status),
+			 "rule=%s action=%s detector=%s in=%s offset=%llu hash=%s", rule->c.name,
+			 action, detect_name(db, (unsigned)det), place_names[x->first[det].place],
+			 (unsigned long long)x->first[det].off,
+			 x->first[det].hash[0] ? x->first[det].hash : "-");
+	else
+		snprintf(x->status, sizeof(x->status), "rule=%s action=%s", rule->c.name, action);
+	log_info("%s %s: reflex %s", r->c->peer, r->id, x->status);
+}
+
+static void do_block(struct request *r, struct reflex_req *x, const struct rx_rule *rule, int det,
+		     int status, const char *why)
+{
+	struct buf b = { 0 };
+
+	describe(r, x, rule, "block", det);
+	buf_appends(&b, "{\"error\":");
+	jsonw_buf_str(&b, why);
+	buf_appends(&b, ",\"rule\":");
+	jsonw_buf_str(&b, rule->c.name);
+	buf_appends(&b, ",\"detector\":");
+	if (det >= 0)
+		jsonw_buf_str(&b, detect_name(x->set->db, (unsigned)det));
+	else
+		buf_appends(&b, "null");
+	buf_appendf(&b, ",\"request_id\":\"%s\"}\n", r->id);
+	r->reason = REASON_RULE_BLOCKED;
+	STAT_INC(stats_of(r)->rx_blocked);
+	answer(r, status, "application/json", NULL, b.len ? buf_head(&b) : "", b.len);
+	buf_free(&b);
+}
+
+static void do_respond(struct request *r, struct reflex_req *x, const struct rx_rule *rule, int det)
+{
+	const char *body = rule->c.body ? rule->c.body : "";
+
+	describe(r, x, rule, "respond", det);
+	STAT_INC(stats_of(r)->rx_responded);
+	answer(r, (int)rule->c.status, rule->c.content_type, rule->c.resp_headers, body,
+	       strlen(body));
+}
+
+/* ---- deciding ----------------------------------------------------------------- */
+
+enum eval_result { EVAL_PASS, EVAL_ANSWERED, EVAL_NEED_BODY };
+
+static const char *const action_names[] = { "block", "redact", "respond", "route", "nocache", "tag" };
+
+/* Run the rules in order. Without the body (head pass), stop at the first
+ * rule that needs it. Effects of non-terminal rules are collected in x. */
+static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool body_known)
+{
+	const struct reflex_set *set = x->set;
+	const struct rx_rule *first_effect = NULL;
+	int first_det = -1;
+
+	x->redact_mask = 0;
+	x->route_pool = -1;
+	x->nocache = false;
+	buf_reset(&x->tags, 0);
+	for (unsigned i = 0; i < set->n_rules; i++) {
+		const struct rx_rule *rule = &set->rules[i];
+		int det = -1;
+
+		if (!head_matches(r, rule))
+			continue;
+		if (rule->c.n_detect) {
+			uint64_t hits = 0;
+			if (rule->c.in & CFG_RX_IN_URL)
+				hits |= url_hits(r, x);
+			if (rule->c.in & CFG_RX_IN_HEADERS)
+				hits |= header_hits(r, x, rule);
+			if (wants_body(x, rule)) {
+				if (!body_known)
+					return EVAL_NEED_BODY;
+				if (x->oversize && rule->c.oversize_block) {
+					if (i < STATS_RX_RULES)
+						STAT_INC(stats_of(r)->rx_rule_hits[i]);
+					do_block(r, x, rule, -1, 413,
+						 "request body too large to scan");
+					return EVAL_ANSWERED;
+				}
+				if (!x->oversize)
+					hits |= x->body_hits;
+			}
+			hits &= rule->mask;
+			if (!hits)
+				continue;
+			det = lowest_bit(hits);
+		}
+		if (i < STATS_RX_RULES)
+			STAT_INC(stats_of(r)->rx_rule_hits[i]);
+		switch (rule->c.action) {
+		case CFG_RX_BLOCK:
+			do_block(r, x, rule, det, (int)rule->c.status, "blocked by a reflex rule");
+			return EVAL_ANSWERED;
+		case CFG_RX_RESPOND:
+			do_respond(r, x, rule, det);
+			return EVAL_ANSWERED;
+		case CFG_RX_REDACT:
+			for (unsigned id = 0; id < RX_MAX_DET; id++)
+				if ((rule->mask >> id & 1) && !(x->redact_mask >> id & 1))
+					x->redact_mode[id] = (uint8_t)rule->c.redact;
+			x->redact_mask |= rule->mask;
+			break;
+		case CFG_RX_ROUTE:
+			if (x->route_pool < 0)
+				x->route_pool = rule->pool;
+			break;
+		case CFG_RX_NOCACHE:
+			x->nocache = true;
+			break;
+		case CFG_RX_TAG:
+			buf_appendf(&x->tags, "%s: %s\r\n", rule->c.tag_header, rule->c.tag);
+			break;
+		}
+		if (!first_effect) {
+			first_effect = rule;
+			first_det = det;
+		}
+	}
+	if (first_effect)
+		describe(r, x, first_effect, action_names[first_effect->c.action], first_det);
+	return EVAL_PASS;
+}
+
+/* Replace the Content-Length value in the upstream head. */
+static int set_upstream_length(struct request *r, uint64_t len)
+{
+	struct buf nb = { 0 };
+	const char *p = buf_head(&r->up_head), *end = p + r->up_head.len;
+	int rc = 0;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t ll = eol ? (size_t)(eol - p + 1) : (size_t)(end - p);
+		if (ll > 15 && !strncasecmp(p, "Content-Length:", 15))
+			rc |= buf_appendf(&nb, "Content-Length: %llu\r\n", (unsigned long long)len);
+		else
+			rc |= buf_append(&nb, p, ll);
+		p += ll;
+	}
+	if (rc) {
+		buf_free(&nb);
+		return -ENOMEM;
+	}
+	buf_free(&r->up_head);
+	r->up_head = nb;
+	return 0;
+}
+
+static int add_upstream_fields(struct request *r, const struct buf *fields)
+{
+	struct buf *h = &r->up_head;
+
+	if (!fields->len || h->len < 2)
+		return 0;
+	h->len -= 2; /* the blank line */
+	if (buf_append(h, buf_head(fields), fields->len) || buf_appends(h, "\r\n"))
+		return -ENOMEM;
+	return 0;
+}
+
+static int cmp_bm(const void *a, const void *b)
+{
+	const struct rx_bm *x = a, *y = b;
+
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	return x->end > y->end ? -1 : x->end < y->end;
+}
+
+/* Rewrite the held body: every match of a redacted detector, first start
+ * wins where matches overlap. */
+static int redact_body(struct request *r, struct reflex_req *x)
+{
+	const struct detect_db *db = x->set->db;
+	struct buf out = { 0 };
+	const char *p = buf_head(&x->held);
+	uint64_t at = 0, n = 0;
+	int rc = 0;
+
+	qsort(x->bm, x->n_bm, sizeof(*x->bm), cmp_bm);
+	for (unsigned i = 0; i < x->n_bm; i++) {
+		const struct rx_bm *m = &x->bm[i];
+		if (m->id >= RX_MAX_DET || !(x->redact_mask >> m->id & 1) || m->start < at ||
+		    m->end > x->held.len)
+			continue;
+		enum detect_redact_mode mode = x->redact_mode[m->id] == CFG_RX_HASH ? DETECT_REDACT_HASH
+					       : x->redact_mode[m->id] == CFG_RX_LAST4
+						       ? DETECT_REDACT_LAST4
+						       : DETECT_REDACT_MASK;
+		size_t len = (size_t)(m->end - m->start), cap = detect_redact_max(db, m->id, mode, len);
+		rc |= buf_append(&out, p + at, (size_t)(m->start - at));
+		if (rc || buf_reserve(&out, cap))
+			goto oom;
+		ssize_t k = detect_redact(db, m->id, mode, p + m->start, len, buf_head(&out) + out.len,
+					  cap);
+		if (k < 0)
+			k = detect_redact(db, m->id, DETECT_REDACT_MASK, p + m->start, len,
+					  buf_head(&out) + out.len, cap);
+		if (k < 0)
+			goto oom;
+		out.len += (size_t)k;
+		at = m->end;
+		n++;
+	}
+	if (!n) {
+		buf_free(&out);
+		return 0;
+	}
+	if (buf_append(&out, p + at, x->held.len - (size_t)at))
+		goto oom;
+	STAT_ADD(stats_of(r)->rx_redactions, n);
+	buf_free(&x->held);
+	x->held = out;
+	return 0;
+oom:
+	buf_free(&out);
+	(void)rc;
+	return -ENOMEM;
+}
+
+/* After a pass without an answer: apply the collected effects. Returns
+ * false when the request was failed (by the pool choice). */
+static bool apply_effects(struct request *r, struct reflex_req *x)
+{
+	if (x->nocache)
+		r->nocache = true;
+	if (add_upstream_fields(r, &x->tags)) {
+		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+		return false;
+	}
+	if (x->route_pool >= 0 && x->route_pool != r->pool) {
+		r->pool = x->route_pool;
+		if (upstream_choose(r) != 0)
+			return false;
+	}
+	if (x->phase != RX_HELD)
+		return true;
+	/* the held body goes out as it is or rewritten */
+	if (x->redact_mask && !x->oversize && x->n_bm) {
+		size_t before = x->held.len;
+		if (redact_body(r, x)) {
+			req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+			return false;
+		}
+		if (!x->chunked && x->held.len != before &&
+		    set_upstream_length(r, x->held.len)) {
+			req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+			return false;
+		}
+	}
+	x->phase = RX_SEND;
+	return true;
+}
+
+/* ---- the body ----------------------------------------------------------------- */
+
+static void start_hold(struct request *r, struct reflex_req *x)
+{
+	x->chunked = r->body == HTTP_BODY_CHUNKED;
+	if (detect_stream_open(x->set->db, on_body_match, r, &x->st)) {
+		x->st = NULL; /* out of memory: the body is held but not scanned (fail closed below) */
+	}
+	x->phase = RX_HOLD;
+	STAT_INC(stats_of(r)->rx_body_scanned);
+	if (r->expect_continue && !r->http10 && !r->continue_sent) {
+		r->continue_sent = true;
+		respond_continue(r->c);
+		r->bytes_out += 25;
+	}
+}
+
+static void feed(struct request *r, struct reflex_req *x, const char *p, size_t n)
+{
+	if (!n)
+		return;
+	if (buf_append(&x->held, p, n)) {
+		x->oversize = true; /* cannot hold it: as if over the limit */
+		return;
+	}
+	if (x->st) {
+		struct detect_scratch *s = scratch_for(x->set->db);
+		STAT_ADD(stats_of(r)->rx_scan_bytes, n);
+		if (!s || detect_stream_feed(x->st, s, p, n) < 0) {
+			detect_stream_free(x->st);
+			x->st = NULL;
+			x->oversize = true; /* a scan that failed is not a clean scan */
+		}
+	}
+}
+
+static void hold_done(struct request *r, struct reflex_req *x)
+{
+	if (x->st) {
+		struct detect_scratch *s = scratch_for(x->set->db);
+		if (!s || detect_stream_finish(x->st, s) < 0)
+			x->oversize = true;
+		x->st = NULL;
+	} else {
+		x->oversize = true;
+	}
+	x->body_scanned = true;
+	if (x->oversize)
+		STAT_INC(stats_of(r)->rx_oversize);
+	x->phase = RX_HELD;
+	req_resume(r);
+}
+
+/* Frame and send the held (maybe rewritten) payload. */
+static void send_held(struct request *r, struct reflex_req *x)
+{
+	if (x->chunked) {
+		char hdr[24];
+		if (x->held.len) {
+			int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", x->held.len);
+			upstream_send_body(r, hdr, (size_t)n);
+			upstream_send_body(r, buf_head(&x->held), x->held.len);
+			upstream_send_body(r, "\r\n", 2);
+		}
+		if (r->body_done)
+			upstream_send_body(r, "0\r\n\r\n", 5);
+	} else {
+		upstream_send_body(r, buf_head(&x->held), x->held.len);
+	}
+	buf_free(&x->held);
+	x->phase = r->body_done ? RX_DONE : RX_RECHUNK;
+}
+
+bool reflex_pump_body(struct request *r)
+{
+	struct reflex_req *x = r->rx;
+	struct client *c = r->c;
+	struct worker *w = c->conn.w;
+	struct buf *in = &c->conn.in;
+	uint64_t limit = w->cfg->limits.body;
+
+	if (!x || x->phase == RX_NONE)
+		return false;
+	if (c->conn.closing)
+		return true;
+	if (x->phase == RX_HOLD) {
+		while (in->len && !r->body_done && !x->oversize) {
+			if (r->body == HTTP_BODY_LENGTH) {
+				size_t n = in->len < r->body_left ? in->len : (size_t)r->body_left;
+				feed(r, x, buf_head(in), n);
+				buf_consume(in, n);
+				r->bytes_in += n;
+				r->body_left -= n;
+				r->body_bytes += n;
+				r->body_done = r->body_left == 0;
+			} else {
+				struct http_str payload;
+				struct http_error err;
+				ssize_t k = http_chunked_feed(&r->chunk, buf_head(in), in->len, &payload,
+							      &err);
+				if (k < 0) {
+					req_fail(r, err.status ? err.status : 400, REASON_BAD_REQUEST,
+						 err.reason, true);
+					return true;
+				}
+				if (limit && r->chunk.payload_total > limit) {
+					req_fail(r, 413, REASON_BODY_TOO_LARGE,
+						 "request body larger than the limit", true);
+					return true;
+				}
+				feed(r, x, payload.p, payload.len);
+				buf_consume(in, (size_t)k);
+				r->bytes_in += (uint64_t)k;
+				r->body_bytes = r->chunk.payload_total;
+				r->body_done = r->chunk.done;
+			}
+			if (x->held.len > x->set->max_scan_bytes)
+				x->oversize = true;
+		}
+		if (r->body_done)
+			timer_disarm(&w->loop.timers, &c->conn.timer);
+		else
+			timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.body);
+		if (r->body_done || x->oversize)
+			hold_done(r, x);
+		return true;
+	}
+	if (x->phase == RX_HELD)
+		return true;
+	if (!r->up)
+		return true; /* RX_SEND: the exchange has not started yet */
+	if (x->phase == RX_SEND)
+		send_held(r, x);
+	if (x->phase == RX_RECHUNK) {
+		/* an oversize chunked body that passes: the rest streams through,
+		 * re-chunked after our first chunk */
+		while (in->len && !r->body_done && upstream_out_pending(r) < RX_OUT_HIGH) {
+			struct http_str payload;
+			struct http_error err;
+			char hdr[24];
+			ssize_t k = http_chunked_feed(&r->chunk, buf_head(in), in->len, &payload, &err);
+			if (k < 0) {
+				req_fail(r, err.status ? err.status : 400, REASON_BAD_REQUEST, err.reason,
+					 true);
+				return true;
+			}
+			if (limit && r->chunk.payload_total > limit) {
+				req_fail(r, 413, REASON_BODY_TOO_LARGE,
+					 "request body larger than the limit", true);
+				return true;
+			}
+			if (payload.len) {
+				int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", payload.len);
+				upstream_send_body(r, hdr, (size_t)n);
+				upstream_send_body(r, payload.p, payload.len);
+				upstream_send_body(r, "\r\n", 2);
+			}
+			buf_consume(in, (size_t)k);
+			r->bytes_in += (uint64_t)k;
+			r->body_bytes = r->chunk.payload_total;
+			r->body_done = r->chunk.done;
+			if (r->body_done) {
+				upstream_send_body(r, "0\r\n\r\n", 5);
+				x->phase = RX_DONE;
+			}
+		}
+		if (r->body_done)
+			timer_disarm(&w->loop.timers, &c->conn.timer);
+		else
+			timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.body);
+		if (conn_recv_paused(&c->conn) && in->len < RX_OUT_HIGH)
+			conn_resume_recv(&c->conn);
+	}
+	return true;
+}
+
+/* ---- the step ----------------------------------------------------------------- */
+
+enum step_result reflex_step(struct request *r)
+{
+	struct reflex_req *x = r->rx;
+	struct reflex_set *set;
+	unsigned me = r->step;
+
+	if (!x) {
+		if (!r->gen || !(set = set_current(r->gen->cfg)) || !set->n_rules)
+			return STEP_NEXT;
+		x = r->rx = calloc(1, sizeof(*x));
+		if (!x) {
+			req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+			return STEP_WAIT;
+		}
+		x->set = set;
+		x->route_pool = -1;
+		x->has_body = has_body(r);
+		STAT_INC(stats_of(r)->rx_scanned);
+		enum eval_result e = evaluate(r, x, false);
+		if (e == EVAL_ANSWERED)
+			return STEP_NEXT;
+		if (e == EVAL_PASS)
+			return apply_effects(r, x) ? STEP_NEXT : STEP_WAIT;
+		/* a rule needs the body */
+		if (r->body == HTTP_BODY_LENGTH && r->body_left > set->max_scan_bytes) {
+			x->oversize = true;
+			STAT_INC(stats_of(r)->rx_oversize);
+		} else {
+			start_hold(r, x);
+			reflex_pump_body(r);
+			if (r->step != me || conn_ending(&r->c->conn))
+				return STEP_WAIT;
+			if (x->phase == RX_HOLD)
+				return STEP_WAIT;
+		}
+	}
+	if (x->phase == RX_HOLD)
+		return STEP_WAIT;
+	if (x->phase == RX_SEND || x->phase == RX_RECHUNK || x->phase == RX_DONE)
+		return STEP_NEXT; /* decided before */
+	/* the body is known (held, or over the limit without holding) */
+	enum eval_result e = evaluate(r, x, true);
+	if (e == EVAL_ANSWERED) {
+		x->phase = RX_DONE;
+		return STEP_NEXT;
+	}
+	return apply_effects(r, x) ? STEP_NEXT : STEP_WAIT;
+}
+
+void reflex_req_end(struct request *r)
+{
+	struct reflex_req *x = r->rx;
+
+	if (!x)
+		return;
+	detect_stream_free(x->st);
+	buf_free(&x->held);
+	buf_free(&x->tags);
+	free(x->bm);
+	free(x);
+	r->rx = NULL;
+}
+
+const char *reflex_access_status(const struct request *r)
+{
+	return r->rx ? r->rx->status : "";
+}
+
+/* ---- admin API: /rules ------------------------------------------------------- */
+
+static pthread_mutex_t admin_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int json_error(struct admin_resp *resp, int status, const char *msg)
+{
+	resp->status = status;
+	return buf_appends(&resp->body, "{\"error\":") || jsonw_buf_str(&resp->body, msg) ||
+			       buf_appends(&resp->body, "}\n")
+		       ? -1
+		       : 0;
+}
+
+static void json_names_mask(struct buf *b, const struct detect_db *db, uint64_t mask)
+{
+	bool first = true;
+
+	buf_appends(b, "[");
+	for (unsigned id = 0; id < detect_count(db) && id < RX_MAX_DET; id++) {
+		if (!(mask >> id & 1))
+			continue;
+		buf_appends(b, first ? "" : ",");
+		jsonw_buf_str(b, detect_name(db, id));
+		first = false;
+	}
+	buf_appends(b, "]");
+}
+
+static void json_rule(struct buf *b, const struct reflex_set *s, unsigned i, uint64_t hits)
+{
+	const struct rx_rule *ru = &s->rules[i];
+	const struct cfg_rx_rule *c = &ru->c;
+
+	buf_appends(b, "{\"name\":");
+	jsonw_buf_str(b, c->name);
+	buf_appendf(b, ",\"position\":%u,\"action\":\"%s\",\"source\":\"%s\"", i,
+		    action_names[c->action], ru->from_admin ? "admin" : "config");
+	if (c->method[0]) {
+		buf_appends(b, ",\"method\":");
+		jsonw_buf_str(b, c->method);
+	}
+	if (c->host[0]) {
+		buf_appends(b, ",\"host\":");
+		jsonw_buf_str(b, c->host);
+	}
+	if (c->path[0]) {
+		buf_appends(b, c->path_exact ? ",\"path\":" : ",\"path_prefix\":");
+		jsonw_buf_str(b, c->path);
+	}
+	if (c->header[0]) {
+		buf_appends(b, ",\"header\":");
+		jsonw_buf_str(b, c->header);
+	}
+	if (c->query[0]) {
+		buf_appends(b, ",\"query\":");
+		jsonw_buf_str(b, c->query);
+	}
+	if (c->n_detect) {
+		buf_appends(b, ",\"detect\":[");
+		for (unsigned k = 0; k < c->n_detect; k++) {
+			buf_appends(b, k ? "," : "");
+			jsonw_buf_str(b, c->detect[k]);
+		}
+		buf_appends(b, "],\"detectors\":");
+		json_names_mask(b, s->db, ru->mask);
+		buf_appendf(b, ",\"in\":[%s%s%s]",
+			    c->in & CFG_RX_IN_URL ? "\"url\"" : "",
+			    c->in & CFG_RX_IN_HEADERS ? (c->in & CFG_RX_IN_URL ? ",\"headers\"" : "\"headers\"") : "",
+			    c->in & CFG_RX_IN_BODY ? (c->in & (CFG_RX_IN_URL | CFG_RX_IN_HEADERS) ? ",\"body\"" : "\"body\"") : "");
+	}
+	if (c->action == CFG_RX_BLOCK || c->action == CFG_RX_RESPOND)
+		buf_appendf(b, ",\"status\":%u", c->status);
+	if (c->action == CFG_RX_REDACT)
+		buf_appendf(b, ",\"redact\":\"%s\"",
+			    c->redact == CFG_RX_HASH ? "hash" : c->redact == CFG_RX_LAST4 ? "last4" : "mask");
+	if (c->action == CFG_RX_ROUTE) {
+		buf_appends(b, ",\"pool\":");
+		jsonw_buf_str(b, c->pool);
+	}
+	buf_appendf(b, ",\"on_oversize\":\"%s\",\"hits\":%llu}", c->oversize_block ? "block" : "pass",
+		    (unsigned long long)hits);
+}
+
+static int h_rules_get(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get(g);
+	struct reflex_set *s = set_current(cfg);
+	uint64_t rule_hits[STATS_RX_RULES] = { 0 }, det_hits[STATS_RX_DETECTORS] = { 0 };
+	struct buf *b = &resp->body;
+
+	(void)req;
+	for (unsigned w = 0; w < g->n_workers; w++) {
+		struct stats_worker *st = &g->workers[w].stats;
+		for (unsigned i = 0; i < STATS_RX_RULES; i++)
+			rule_hits[i] += STAT_LOAD(st->rx_rule_hits[i]);
+		for (unsigned i = 0; i < STATS_RX_DETECTORS; i++)
+			det_hits[i] += STAT_LOAD(st->rx_detector_hits[i]);
+	}
+	resp->status = 200;
+	if (!s) {
+		buf_appends(b, "{\"enabled\":false,\"rules\":[],\"detectors\":[]}\n");
+		g->config_put(g, cfg);
+		return 0;
+	}
+	pthread_mutex_lock(&admin_mu);
+	s = set_current(cfg);
+	buf_appendf(b, "{\"enabled\":true,\"max_scan_bytes\":%llu,\"rules\":[",
+		    (unsigned long long)s->max_scan_bytes);
+	for (unsigned i = 0; i < s->n_rules; i++) {
+		buf_appends(b, i ? "," : "");
+		json_rule(b, s, i, i < STATS_RX_RULES ? rule_hits[i] : 0);
+	}
+	buf_appends(b, "],\"detectors\":[");
+	for (unsigned id = 0; id < detect_count(s->db); id++) {
+		buf_appends(b, id ? "{\"name\":" : "{\"name\":");
+		jsonw_buf_str(b, detect_name(s->db, id));
+		buf_appendf(b, ",\"family\":\"%s\",\"severity\":\"%s\",\"hits\":%llu}%s",
+			    detect_family_name(detect_family_of(s->db, id)),
+			    detect_severity_name(detect_severity_of(s->db, id)),
+			    (unsigned long long)(id < STATS_RX_DETECTORS ? det_hits[id] : 0),
+			    id + 1 < detect_count(s->db) ? "," : "");
+	}
+	buf_appends(b, "]}\n");
+	pthread_mutex_unlock(&admin_mu);
+	g->config_put(g, cfg);
+	return 0;
+}
+
+/* A new version of base's rule list: old rules (minus `drop`), plus `add`
+ * at position `at` (-1: the end). Published for the workers at once. */
+static int publish(struct reflex_set *base, const struct reflex_set *from, int drop,
+		   const struct rx_rule *add, int at)
+{
+	struct reflex_set *v = calloc(1, sizeof(*v));
+	unsigned n = from->n_rules - (drop >= 0) + (add != NULL), k = 0;
+
+	if (!v || (n && !(v->rules = calloc(n, sizeof(*v->rules))))) {
+		free(v);
+		return -ENOMEM;
+	}
+	v->db = base->db;
+	v->base = base;
+	v->cfg = base->cfg;
+	v->max_scan_bytes = base->max_scan_bytes;
+	for (unsigned i = 0; i <= from->n_rules; i++) {
+		if (add && (at == (int)i || (at < 0 && i == from->n_rules)))
+			if (rule_copy(&v->rules[k++], add))
+				goto oom;
+		if (i == from->n_rules)
+			break;
+		if ((int)i == drop)
+			continue;
+		if (rule_copy(&v->rules[k++], &from->rules[i]))
+			goto oom;
+		v->n_rules = k;
+	}
+	v->n_rules = k;
+	v->next = base->next;
+	base->next = v;
+	__atomic_store_n(&base->cur, v, __ATOMIC_RELEASE);
+	return 0;
+oom:
+	v->n_rules = k - 1;
+	set_free_one(v);
+	return -ENOMEM;
+}
+
+static int find_rule(const struct reflex_set *s, const char *name)
+{
+	for (unsigned i = 0; i < s->n_rules; i++)
+		if (!strcmp(s->rules[i].c.name, name))
+			return (int)i;
+	return -1;
+}
+
+static int h_rules_post(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get(g);
+	struct reflex_set *base = cfg->reflex.compiled, *cur;
+	struct cfg_rx_rule c;
+	struct rx_rule ru;
+	char err[512], why[256];
+	int rc = 0;
+
+	if (!base) {
+		g->config_put(g, cfg);
+		return json_error(resp, 409,
+				  "reflex is not configured: add a reflex: section to the config");
+	}
+	if (config_parse_rx_rule(req->body ? req->body : "", req->body_len, &c, err, sizeof(err))) {
+		g->config_put(g, cfg);
+		return json_error(resp, 400, err);
+	}
+	if (rule_resolve(base->db, cfg, &c, &ru, why, sizeof(why))) {
+		config_rx_rule_fini(&c);
+		g->config_put(g, cfg);
+		return json_error(resp, 400, why);
+	}
+	config_rx_rule_fini(&c);
+	ru.from_admin = true;
+	pthread_mutex_lock(&admin_mu);
+	cur = set_current(cfg);
+	int at = -1;
+	char before[CFG_NAME_MAX] = "";
+	if (req->query.len > 7 && !strncmp(req->query.p, "before=", 7) &&
+	    req->query.len - 7 < sizeof(before)) {
+		memcpy(before, req->query.p + 7, req->query.len - 7);
+		before[req->query.len - 7] = 0;
+		at = find_rule(cur, before);
+	}
+	if (find_rule(cur, ru.c.name) >= 0) {
+		rc = json_error(resp, 409, "a rule with this name exists");
+	} else if (cur->n_rules >= STATS_RX_RULES) {
+		rc = json_error(resp, 409, "too many rules");
+	} else if (before[0] && at < 0) {
+		rc = json_error(resp, 404, "no rule to insert before");
+	} else if (publish(base, cur, -1, &ru, at)) {
+		rc = -1;
+	} else {
+		resp->status = 201;
+		json_rule(&resp->body, set_current(cfg), at < 0 ? set_current(cfg)->n_rules - 1 : (unsigned)at, 0);
+		buf_appends(&resp->body, "\n");
+		snprintf(resp->audit, sizeof(resp->audit), "rule add %s (%s)", ru.c.name,
+			 action_names[ru.c.action]);
+		log_info("reflex: rule %s added through the admin API", ru.c.name);
+	}
+	pthread_mutex_unlock(&admin_mu);
+	rule_fini(&ru);
+	g->config_put(g, cfg);
+	return rc;
+}
+
+static int h_rules_delete(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
+{
+	const struct config *cfg = g->config_get(g);
+	struct reflex_set *base = cfg->reflex.compiled, *cur;
+	char name[CFG_NAME_MAX];
+	int rc = 0;
+
+	/* DELETE /rules/NAME */
+	if (req->path.len <= 7 || req->path.len - 7 >= sizeof(name)) {
+		g->config_put(g, cfg);
+		return json_error(resp, 400, "DELETE /rules/NAME");
+	}
+	memcpy(name, req->path.p + 7, req->path.len - 7);
+	name[req->path.len - 7] = 0;
+	if (!base) {
+		g->config_put(g, cfg);
+		return json_error(resp, 404, "no such rule");
+	}
+	pthread_mutex_lock(&admin_mu);
+	cur = set_current(cfg);
+	int i = find_rule(cur, name);
+	if (i < 0) {
+		rc = json_error(resp, 404, "no such rule");
+	} else if (publish(base, cur, i, NULL, -1)) {
+		rc = -1;
+	} else {
+		resp->status = 200;
+		buf_appends(&resp->body, "{\"removed\":");
+		jsonw_buf_str(&resp->body, name);
+		buf_appends(&resp->body, "}\n");
+		snprintf(resp->audit, sizeof(resp->audit), "rule remove %s", name);
+		log_info("reflex: rule %s removed through the admin API", name);
+	}
+	pthread_mutex_unlock(&admin_mu);
+	g->config_put(g, cfg);
+	return rc;
+}
+
+void reflex_install(void)
+{
+	config_reflex_build = reflex_build;
+	config_reflex_release = set_release;
+	admin_register("GET", "/rules", false, h_rules_get);
+	admin_register("POST", "/rules", true, h_rules_post);
+	admin_register("DELETE", "/rules/*", true, h_rules_delete);
+}
