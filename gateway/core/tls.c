@@ -231,7 +231,11 @@ static int on_ticket_key(SSL *s, unsigned char key_name[16], unsigned char *iv,
 			return 0; /* unknown key: full handshake */
 		}
 		k = t->keys[i];
-		rc = i == 0 ? 1 : 2; /* 2: accept, and issue a ticket under the current key */
+		/* 2: accept and issue a new ticket. Always in TLS 1.3, whose
+		 * clients use a ticket once: without a new one the next
+		 * connection would be a full handshake. In 1.2 only when the
+		 * ticket is under an old key. */
+		rc = i == 0 && SSL_version(s) != TLS1_3_VERSION ? 1 : 2;
 	}
 	pthread_mutex_unlock(&t->lock);
 
@@ -628,6 +632,15 @@ struct tls_ctx *tls_client_ctx_new(const struct cfg_pool_tls *cfg, char *err, si
 fail:
 	tls_ctx_unref(t);
 	return NULL;
+}
+
+void tls_ctx_rotate_tickets(struct tls_ctx *t)
+{
+	if (!t || !t->server)
+		return;
+	pthread_mutex_lock(&t->lock);
+	rotate_keys(t, mono_ns());
+	pthread_mutex_unlock(&t->lock);
 }
 
 void tls_ctx_ref(struct tls_ctx *t)

@@ -49,6 +49,9 @@ struct tls_ctx *tls_server_ctx_new(const struct cfg_listen_tls *cfg, char *err, 
 /* A pool's context: verification against cfg->ca (or the system store),
  * session reuse across the pool's connections. NULL on error. */
 struct tls_ctx *tls_client_ctx_new(const struct cfg_pool_tls *cfg, char *err, size_t errlen);
+/* Rotate the ticket keys now rather than at the next scheduled time (a new
+ * generated key, or the key file re-read); the schedule restarts. */
+void tls_ctx_rotate_tickets(struct tls_ctx *t);
 void tls_ctx_ref(struct tls_ctx *t);
 void tls_ctx_unref(struct tls_ctx *t); /* NULL-safe */
 /* The header that carries a verified client certificate's subject, or NULL

@@ -259,6 +259,47 @@ static void test_shared_ticket_keys(void)
 	test_end();
 }
 
+/* One connection from cli to srv; true when it resumed. */
+static bool connect_once(struct tls_ctx *srv, struct tls_ctx *cli)
+{
+	struct side s = { .t = tls_conn_server(srv) }, c = { .t = tls_conn_client(cli, "127.0.0.1") };
+	pump(&c, &s);
+	bool ok = tls_conn_established(c.t), resumed = ok && tls_conn_resumed(s.t);
+	CHECK(ok);
+	side_free(&s);
+	side_free(&c);
+	return resumed;
+}
+
+static void test_rotation(void)
+{
+	char err[256];
+	struct cfg_listen_tls sc = server_cfg(false, false);
+	struct cfg_pool_tls cc = client_cfg();
+
+	test_begin("ticket_keys_rotate");
+	sc.session_cache = 0;
+	struct tls_ctx *srv = tls_server_ctx_new(&sc, err, sizeof(err));
+	struct tls_ctx *cli = tls_client_ctx_new(&cc, err, sizeof(err));
+	CHECK(srv && cli);
+	if (srv && cli) {
+		connect_once(srv, cli);
+		CHECK_MSG(connect_once(srv, cli), "no resumption before a rotation");
+		/* the previous key still decrypts, and the ticket is renewed */
+		tls_ctx_rotate_tickets(srv);
+		CHECK_MSG(connect_once(srv, cli), "a ticket under the previous key was refused");
+		CHECK_MSG(connect_once(srv, cli), "the renewed ticket was refused");
+		/* two rotations later the key is gone: a full handshake */
+		tls_ctx_rotate_tickets(srv);
+		tls_ctx_rotate_tickets(srv);
+		CHECK_MSG(!connect_once(srv, cli), "a ticket outlived two rotations");
+		CHECK_MSG(connect_once(srv, cli), "no resumption after the full handshake");
+	}
+	tls_ctx_unref(srv);
+	tls_ctx_unref(cli);
+	test_end();
+}
+
 static void test_ctx_errors(void)
 {
 	char err[512];
@@ -304,6 +345,7 @@ int main(void)
 	tls_ctx_unref(cli);
 	test_mtls();
 	test_shared_ticket_keys();
+	test_rotation();
 	test_ctx_errors();
 
 	char cmd[512];
