@@ -800,6 +800,123 @@ static int cmd_cache_show(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- limits (docs/ratelimit.md) ------------------------------------------------------ */
+
+/* GET path and print it (pretty, or as sent with --json). */
+static int show_json(struct ctl *c, const char *path)
+{
+	struct ctl_resp r = {0};
+	struct json *j;
+	int rc;
+
+	if ((rc = get_json(c, path, &r, &j)))
+		return rc;
+	if (c->json) {
+		print_body(&r);
+	} else {
+		pp(stdout, j, 0);
+		fputc('\n', stdout);
+	}
+	json_free(j);
+	ctl_resp_free(&r);
+	return EXIT_OK;
+}
+
+static int cmd_limits_show(struct ctl *c, int argc, char **argv)
+{
+	if (argc)
+		return fail(EXIT_USAGE, "limits show: unexpected argument \"%s\"", argv[0]);
+	return show_json(c, "/limits");
+}
+
+static int cmd_limits_top(struct ctl *c, int argc, char **argv)
+{
+	char path[64];
+	long n = 20;
+
+	if (argc == 2 && !strcmp(argv[0], "--count"))
+		n = strtol(argv[1], NULL, 10);
+	else if (argc)
+		return fail(EXIT_USAGE, "limits top: give --count N or nothing");
+	if (n < 1 || n > 1000)
+		return fail(EXIT_USAGE, "limits top: --count must be 1..1000");
+	snprintf(path, sizeof(path), "/limits/top?n=%ld", n);
+	return show_json(c, path);
+}
+
+static bool list_name_ok(const char *s)
+{
+	return !strcmp(s, "allow") || !strcmp(s, "deny") || !strcmp(s, "penalty");
+}
+
+static int cmd_limits_list(struct ctl *c, int argc, char **argv)
+{
+	char path[64];
+
+	if (argc != 1 || !list_name_ok(argv[0]))
+		return fail(EXIT_USAGE, "limits list: give allow, deny or penalty");
+	snprintf(path, sizeof(path), "/limits/%s", argv[0]);
+	return show_json(c, path);
+}
+
+static int send_mutation(struct ctl *c, const char *method, const char *path, const char *body,
+			 const char *what)
+{
+	struct ctl_resp r = {0};
+	int rc;
+
+	if (!c->token_file)
+		fprintf(stderr, "%s: %s: no --token-file given; the gateway will refuse\n", prog, what);
+	if ((rc = call_body(c, method, path, true, body, &r)))
+		return rc;
+	if (c->json || r.status == 200)
+		print_body(&r);
+	rc = r.status == 200 ? EXIT_OK : c->json ? EXIT_NO : http_failure(what, &r);
+	ctl_resp_free(&r);
+	return rc;
+}
+
+static int edit_list(struct ctl *c, int argc, char **argv, bool add)
+{
+	const char *what = add ? "limits add" : "limits del";
+	char path[64], body[256];
+	long ttl = 0;
+
+	if (argc == 4 && add && !strcmp(argv[2], "--ttl"))
+		ttl = strtol(argv[3], NULL, 10);
+	else if (argc != 2)
+		return fail(EXIT_USAGE, "%s: give LIST CIDR%s", what, add ? " [--ttl MS]" : "");
+	if (!list_name_ok(argv[0]))
+		return fail(EXIT_USAGE, "%s: the list is allow, deny or penalty", what);
+	char *q = json_quote(argv[1]);
+	if (!q || strlen(q) > 100) {
+		free(q);
+		return fail(EXIT_USAGE, "%s: \"%s\" is not a CIDR prefix", what, argv[1]);
+	}
+	snprintf(path, sizeof(path), "/limits/%s", argv[0]);
+	snprintf(body, sizeof(body), "{\"cidr\":%s,\"ttl_ms\":%ld}", q, ttl > 0 ? ttl : 0);
+	free(q);
+	return send_mutation(c, add ? "POST" : "DELETE", path, body, what);
+}
+
+static int cmd_limits_add(struct ctl *c, int argc, char **argv)
+{
+	return edit_list(c, argc, argv, true);
+}
+
+static int cmd_limits_del(struct ctl *c, int argc, char **argv)
+{
+	return edit_list(c, argc, argv, false);
+}
+
+static int cmd_limits_set(struct ctl *c, int argc, char **argv)
+{
+	if (argc != 1 || argv[0][0] != '{')
+		return fail(EXIT_USAGE, "limits set: give one JSON object, e.g. "
+					"'{\"client\":{\"rate\":10,\"burst\":20}}'");
+	return send_mutation(c, "PUT", "/limits/policy", argv[0], "limits set");
+}
+
 /* ---- rules (docs/rules.md) ---------------------------------------------------------- */
 
 static int cmd_rules_list(struct ctl *c, int argc, char **argv)
@@ -912,6 +1029,30 @@ static const struct command commands[] = {
 	 "URL starts with a prefix, or every object carrying a tag. Prints how many\n"
 	 "objects were dropped. The purge is recorded in the audit log.\n",
 	 cmd_cache_purge},
+	{"limits", "show", "", "rate limits: L7 policy, kernel layer state and counters",
+	 "GET /limits, pretty-printed (--json: as sent): the L7 rules (client, API key,\n"
+	 "routes, escalation, accept-time limit), and the kernel limiter (attached\n"
+	 "interfaces or why it is off, policy, drop counters by reason, events).\n",
+	 cmd_limits_show},
+	{"limits", "top", "[--count N]", "the most limited sources and their 429 counts",
+	 "GET /limits/top?n=N (default 20).\n", cmd_limits_top},
+	{"limits", "list", "allow|deny|penalty", "entries of a kernel list",
+	 "The allow and deny CIDR lists, or the live penalty box entries with the time\n"
+	 "each has left.\n",
+	 cmd_limits_list},
+	{"limits", "add", "allow|deny|penalty CIDR [--ttl MS]",
+	 "add a kernel list entry (needs --token-file)",
+	 "POST /limits/LIST. A penalty entry lasts --ttl MS (default: the configured\n"
+	 "escalation penalty). Recorded in the audit log.\n",
+	 cmd_limits_add},
+	{"limits", "del", "allow|deny|penalty CIDR", "remove a kernel list entry (needs --token-file)",
+	 "DELETE /limits/LIST. Exit 1 when there is no such entry.\n", cmd_limits_del},
+	{"limits", "set", "JSON", "change the policy live (needs --token-file)",
+	 "PUT /limits/policy with JSON such as\n"
+	 "  '{\"client\":{\"rate\":10,\"burst\":20},\"api_key\":null,\n"
+	 "    \"kernel\":{\"syn_rate\":50,\"syn_burst\":100,\"dry_run\":false}}'\n"
+	 "null turns a rule off. Applies until the next reload.\n",
+	 cmd_limits_set},
 	{"rules", "list", "", "reflex rules and detectors with their hit counters",
 	 "GET /rules, pretty-printed (--json: as sent): every rule in order (source\n"
 	 "config or admin, action, detectors, hits) and every detector (family,\n"
@@ -924,8 +1065,7 @@ static const struct command commands[] = {
 	 cmd_rules_add},
 	{"rules", "del", "NAME", "remove a rule live (needs --token-file)",
 	 "DELETE /rules/NAME. Exit 1 when there is no such rule.\n", cmd_rules_del},
-	/* later issues add their groups here: {"limits", "show", ...},
-	 * {NULL, "events", ...} */
+	/* later issues add their groups here: {NULL, "events", ...} */
 };
 static const size_t n_commands = sizeof(commands) / sizeof(commands[0]);
 

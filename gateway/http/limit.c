@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/sock.h"
 #include "core/timer.h"
+#include "http/limit_redis.h"
 #include "http/worker.h"
 
 #define TABLE_BITS 17 /* 128 Ki buckets, 2 MiB */
@@ -293,10 +294,6 @@ uint64_t limit_penalty_ns(void)
 	return p ? p->esc_penalty_ns : 0;
 }
 
-bool limit_redis_up(void)
-{
-	return false; /* no Redis client yet: global limits run locally (docs/ratelimit.md) */
-}
 
 /* ---- escalation and "top limited" ------------------------------------------ */
 
@@ -379,26 +376,95 @@ static bool refusal_escalates(const struct policy *p, const char *addr, uint64_t
 
 /* ---- the step -------------------------------------------------------------- */
 
-/* One rule for one key: locally, or (a global rule with ratelimit.redis)
- * through Redis — which has no client yet here, so such a rule is decided by
- * its fallback and counted in rl_global_fallback. */
-static struct verdict decide(const struct policy *p, const struct rule *ru, uint64_t key,
-			     uint64_t now, struct worker *w, const struct rule **used)
+/* Per-request state of the step, allocated only when a global limit waits
+ * for Redis (the request may have to resume in the middle of the rules). */
+struct limit_wait {
+	struct request *r;
+	struct lredis_op *op;
+	unsigned phase; /* next rule: PHASE_* */
+	bool have;      /* a Redis answer for that rule is here */
+	int err;
+	bool ok;
+	uint64_t wait_us, reset_us;
+};
+
+enum { PHASE_CLIENT = 0, PHASE_KEY, PHASE_ROUTE, PHASE_DONE };
+
+void limit_req_end(struct request *r)
 {
+	struct limit_wait *lw = r->limit;
+
+	if (!lw)
+		return;
+	lredis_cancel(lw->op);
+	free(lw);
+	r->limit = NULL;
+}
+
+static void on_redis(void *arg, int err, bool ok, uint64_t wait_us, uint64_t reset_us)
+{
+	struct limit_wait *lw = arg;
+
+	lw->op = NULL;
+	lw->have = true;
+	lw->err = err;
+	lw->ok = ok;
+	lw->wait_us = wait_us;
+	lw->reset_us = reset_us;
+	req_resume(lw->r);
+}
+
+enum decision { DECIDED, WAITING };
+
+/* One rule for one key: locally, or for a global rule with ratelimit.redis
+ * through Redis (WAITING: the request resumes with the answer), falling back
+ * as configured when Redis cannot answer. */
+static enum decision decide(struct request *r, const struct policy *p, const struct rule *ru,
+			    uint64_t key, uint64_t now, const struct rule **used, struct verdict *v)
+{
+	struct worker *w = r->c->conn.w;
+	struct limit_wait *lw = r->limit;
 	bool closed = false;
 
 	*used = ru;
-	if (ru->global && p->redis) {
-		const struct rule *fb = global_fallback(p, ru, w, &closed);
-		if (!fb) {
-			struct verdict v = { .ok = !closed, .remaining = closed ? 0 : ru->burst,
-					     .wait_ns = 1000000000u, .reset_ns = 1000000000u };
-			return v;
-		}
-		*used = fb;
-		return gcra(fb, key, now);
+	if (!ru->global || !p->redis) {
+		*v = gcra(ru, key, now);
+		return DECIDED;
 	}
-	return gcra(ru, key, now);
+	if (lw && lw->have) {
+		lw->have = false;
+		if (!lw->err) {
+			STAT_INC(w->stats.rl_global_checks);
+			*v = (struct verdict){ .ok = lw->ok, .wait_ns = lw->wait_us * 1000,
+					       .reset_ns = lw->reset_us * 1000 };
+			return DECIDED;
+		}
+	} else {
+		const struct cfg_ratelimit *rc = &r->gen->cfg->ratelimit;
+		if (!lw) {
+			lw = r->limit = calloc(1, sizeof(*lw));
+			if (lw)
+				lw->r = r;
+		}
+		if (lw && rc->redis.len) {
+			char name[32];
+			snprintf(name, sizeof(name), "rfx:rl:%016llx", (unsigned long long)key);
+			lw->op = lredis_gcra(w, &rc->redis, rc->redis_timeout, name,
+					     (ru->interval_ns + 999) / 1000, ru->tolerance_ns / 1000,
+					     on_redis, lw);
+			if (lw->op)
+				return WAITING;
+		}
+	}
+	const struct rule *fb = global_fallback(p, ru, w, &closed);
+	if (!fb) {
+		*v = (struct verdict){ .ok = !closed, .remaining = closed ? 0 : ru->burst,
+				       .wait_ns = 1000000000u, .reset_ns = 1000000000u };
+		return DECIDED;
+	}
+	*used = fb;
+	*v = gcra(fb, key, now);
+	return DECIDED;
 }
 
 static bool host_matches(const char *pattern, const char *host, size_t hl)
@@ -463,33 +529,42 @@ enum step_result limit_step(struct request *r)
 	struct client *c = r->c;
 	struct worker *w = c->conn.w;
 	const struct http_request *h = &r->h;
-	uint64_t now;
-	struct verdict v;
+	unsigned phase = r->limit ? r->limit->phase : PHASE_CLIENT;
 	const struct rule *used;
+	struct verdict v;
+	uint64_t now;
 
 	if (!p || !buckets)
 		return STEP_NEXT;
 	if (!p->client.interval_ns && !p->key.interval_ns && !p->n_routes)
 		return STEP_NEXT;
-	STAT_INC(w->stats.rl_checked);
+	if (r->limit && r->limit->op)
+		return STEP_WAIT; /* resumed by something else: Redis has not answered */
+	if (phase == PHASE_CLIENT && !r->limit)
+		STAT_INC(w->stats.rl_checked);
 	now = clock_ns();
 
 	uint64_t ckey = key_of(KIND_CLIENT, 0, c->peer, strlen(c->peer));
-	if (p->client.interval_ns) {
-		v = decide(p, &p->client, ckey, now, w, &used);
+	if (phase == PHASE_CLIENT && p->client.interval_ns) {
+		if (decide(r, p, &p->client, ckey, now, &used, &v) == WAITING)
+			goto wait;
 		if (!v.ok) {
 			STAT_INC(w->stats.rl_refused_client);
 			goto refused_client;
 		}
 	}
-	if (p->key.interval_ns) {
+	phase = phase < PHASE_KEY ? PHASE_KEY : phase;
+	if (r->limit)
+		r->limit->phase = phase;
+	if (phase == PHASE_KEY && p->key.interval_ns) {
 		for (unsigned i = 0; i < h->n_headers; i++) {
 			if (!http_str_eq(h->headers[i].name, p->key_header))
 				continue;
-			/* only the hash goes into the table */
+			/* only the hash goes into the table (and to Redis) */
 			uint64_t k = key_of(KIND_API_KEY, 0, h->headers[i].value.p,
 					    h->headers[i].value.len);
-			v = decide(p, &p->key, k, now, w, &used);
+			if (decide(r, p, &p->key, k, now, &used, &v) == WAITING)
+				goto wait;
 			if (!v.ok) {
 				STAT_INC(w->stats.rl_refused_key);
 				refuse(r, "api_key", used, &v);
@@ -498,7 +573,10 @@ enum step_result limit_step(struct request *r)
 			break;
 		}
 	}
-	if (p->n_routes) {
+	phase = phase < PHASE_ROUTE ? PHASE_ROUTE : phase;
+	if (r->limit)
+		r->limit->phase = phase;
+	if (phase == PHASE_ROUTE && p->n_routes) {
 		struct http_str host = host_of(h);
 		for (unsigned i = 0; i < p->n_routes; i++) {
 			const struct route_rule *rr = &p->routes[i];
@@ -506,8 +584,9 @@ enum step_result limit_step(struct request *r)
 			if (!host_matches(rr->host, host.p, host.len) || h->path.len < pl ||
 			    memcmp(h->path.p, rr->path_prefix, pl) != 0)
 				continue;
-			v = decide(p, &rr->r, key_of(KIND_ROUTE, i, rr->path_prefix, pl), now, w,
-				   &used);
+			if (decide(r, p, &rr->r, key_of(KIND_ROUTE, i, rr->path_prefix, pl), now,
+				   &used, &v) == WAITING)
+				goto wait;
 			if (!v.ok) {
 				STAT_INC(w->stats.rl_refused_route);
 				refuse(r, "route", used, &v);
@@ -516,7 +595,12 @@ enum step_result limit_step(struct request *r)
 			break;
 		}
 	}
+	limit_req_end(r);
 	return STEP_NEXT;
+
+wait:
+	r->limit->phase = phase;
+	return STEP_WAIT;
 
 refused_client:
 	top_count(c->peer, ckey);

@@ -69,7 +69,8 @@ int limit_policy_set(const char *json, size_t len, char *err, size_t errlen);
 /* The most limited sources, most refusals first (at most max). */
 int limit_top_json(struct buf *b, unsigned max);
 
-/* Global limits: whether Redis answers (metrics/health). */
-bool limit_redis_up(void);
+/* The request ends (or its client goes away): drop its step state and
+ * forget a pending Redis answer. NULL-safe, idempotent. */
+void limit_req_end(struct request *r);
 
 #endif

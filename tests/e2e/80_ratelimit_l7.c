@@ -178,6 +178,15 @@ static void test_client_across_workers(void)
 	CHECK_MSG(r.body && strstr(r.body, "\"source\":\"127.0.0.1\""), "%s", r.body ? r.body : "");
 	CHECK(json_number(r.body, "refused") >= refused);
 	h_resp_free(&r);
+	/* reflexctl shows the same */
+	char admin_url[64], ctl[1024], *out = NULL;
+	snprintf(admin_url, sizeof(admin_url), "http://127.0.0.1:%d", admin_port);
+	snprintf(ctl, sizeof(ctl), "%s/reflexctl", h_build_dir());
+	char *argv[] = { ctl, "--admin", admin_url, "limits", "top", NULL };
+	int st = h_run(argv, 10000, &out);
+	CHECK_MSG(st == 0 && out && strstr(out, "127.0.0.1"), "reflexctl limits top: %d %s", st,
+		  out ? out : "");
+	free(out);
 	/* turned off again: everything passes */
 	CHECK_INT(admin("PUT", "/limits/policy", "{\"client\": null}", &r), 200);
 	h_resp_free(&r);
