@@ -23,9 +23,9 @@
 #include "core/config.h"
 
 /* Mozilla "intermediate" (v5.7) without the DHE suites: ECDHE only. */
-#define TLS12_CIPHERS                                                            \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"             \
-	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"             \
+#define TLS12_CIPHERS                                                \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define TLS_GROUPS "X25519:P-256:P-384"
@@ -43,7 +43,7 @@ struct ticket_key {
 };
 
 struct sni_name {
-	char *name; /* lower case; "*.example.com" for a wildcard */
+	char *name;    /* lower case; "*.example.com" for a wildcard */
 	unsigned cert; /* index into tls_ctx.certs */
 };
 
@@ -97,7 +97,7 @@ struct tls_conn {
 };
 
 static int tls_conn_index = -1; /* SSL ex_data slot: the tls_conn */
-static int tls_ctx_index = -1;  /* SSL_CTX ex_data slot: the tls_ctx */
+static int tls_ctx_index = -1;	/* SSL_CTX ex_data slot: the tls_ctx */
 /* fetched once: OpenSSL 3 looks a cipher up by name on every implicit use */
 static EVP_CIPHER *ticket_cipher;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -395,7 +395,7 @@ static int add_name(struct tls_ctx *t, const char *name, size_t len, unsigned ce
 	for (char *q = copy; *q; q++)
 		if (*q >= 'A' && *q <= 'Z')
 			*q = (char)(*q - 'A' + 'a');
-	arr[t->n_names++] = (struct sni_name){ .name = copy, .cert = cert };
+	arr[t->n_names++] = (struct sni_name){.name = copy, .cert = cert};
 	return 0;
 }
 
@@ -422,8 +422,8 @@ static int cert_names(struct tls_ctx *t, X509 *x, unsigned cert)
 	if (n_dns || rc)
 		return rc;
 	char cn[CFG_HOST_MAX];
-	int len = X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
-					    sizeof(cn));
+	int len =
+		X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn));
 	return len > 0 ? add_name(t, cn, (size_t)len, cert) : 0;
 }
 
@@ -438,7 +438,8 @@ static SSL_CTX *new_server_ssl(struct tls_ctx *t, const struct cfg_listen_tls *c
 		return NULL;
 	}
 	common_settings(s);
-	if (!SSL_CTX_set_cipher_list(s, TLS12_CIPHERS) || !SSL_CTX_set_ciphersuites(s, TLS13_SUITES) ||
+	if (!SSL_CTX_set_cipher_list(s, TLS12_CIPHERS) ||
+	    !SSL_CTX_set_ciphersuites(s, TLS13_SUITES) ||
 	    !SSL_CTX_set1_groups_list(s, TLS_GROUPS)) {
 		ssl_err(err, errlen, "tls: cipher settings");
 		goto fail;
@@ -607,7 +608,8 @@ struct tls_ctx *tls_client_ctx_new(const struct cfg_pool_tls *cfg, char *err, si
 		goto fail;
 	}
 	common_settings(s);
-	if (!SSL_CTX_set_cipher_list(s, TLS12_CIPHERS) || !SSL_CTX_set_ciphersuites(s, TLS13_SUITES) ||
+	if (!SSL_CTX_set_cipher_list(s, TLS12_CIPHERS) ||
+	    !SSL_CTX_set_ciphersuites(s, TLS13_SUITES) ||
 	    !SSL_CTX_set1_groups_list(s, TLS_GROUPS) ||
 	    SSL_CTX_set_alpn_protos(s, (const unsigned char *)"\x08http/1.1", 9) != 0) {
 		ssl_err(err, errlen, "tls: cipher settings");

@@ -110,7 +110,8 @@ static bool tls_make_certs(const char *what)
 
 /* Run `input | openssl s_client -connect 127.0.0.1:port ARGS` (ARGS is
  * shell text), stdout and stderr into *out. Returns the exit status. */
-static __attribute__((unused)) int tls_sclient(int port, const char *input, const char *args, char **out)
+static __attribute__((unused)) int tls_sclient(int port, const char *input, const char *args,
+					       char **out)
 {
 	char cmd[4096];
 
@@ -137,15 +138,15 @@ static void tls_cli_close(struct tls_cli *c)
 		SSL_CTX_free(c->ctx);
 	if (c->fd >= 0)
 		close(c->fd);
-	*c = (struct tls_cli){ .fd = -1 };
+	*c = (struct tls_cli){.fd = -1};
 }
 
 /* Connect and handshake (verifying against the test CA): 0 or -1. */
 static __attribute__((unused)) int tls_cli_open(struct tls_cli *c, int port, const char *sni)
 {
-	struct timeval tv = { .tv_sec = 10 };
+	struct timeval tv = {.tv_sec = 10};
 
-	*c = (struct tls_cli){ .fd = -1 };
+	*c = (struct tls_cli){.fd = -1};
 	c->fd = h_connect("127.0.0.1", port, 5000);
 	if (c->fd < 0)
 		return -1;
@@ -178,8 +179,8 @@ static __attribute__((unused)) int tls_cli_send(struct tls_cli *c, const void *p
 
 /* Read until want complete responses are in b, the peer closes, or
  * timeout_ms passes. Returns the number of complete final responses. */
-static __attribute__((unused)) int tls_cli_read_responses(struct tls_cli *c, struct h_buf *b, int want,
-				  unsigned timeout_ms)
+static __attribute__((unused)) int tls_cli_read_responses(struct tls_cli *c, struct h_buf *b,
+							  int want, unsigned timeout_ms)
 {
 	double end = h_now_ms() + timeout_ms;
 	struct h_raw_resp rs[64];
@@ -233,12 +234,12 @@ struct tls_get {
 };
 
 struct tls_opt {
-	const char *resolve;   /* "name:port:127.0.0.1" */
+	const char *resolve;	/* "name:port:127.0.0.1" */
 	const char *cert, *key; /* client certificate */
 	const char *const *headers;
 	const char *method;
 	uint64_t upload; /* bytes of the origin pattern to POST */
-	bool tls12;      /* cap at TLS 1.2 */
+	bool tls12;	 /* cap at TLS 1.2 */
 	long timeout_ms;
 };
 
@@ -300,16 +301,16 @@ static __attribute__((unused)) void tls_get_free(struct tls_get *g)
 {
 	free(g->body);
 	free(g->hdrs);
-	*g = (struct tls_get){ 0 };
+	*g = (struct tls_get){0};
 }
 
 /* One request on handle c (kept: a reused handle reuses its connection). */
 static int tls_curl(CURL *c, const char *url, const struct tls_opt *o, struct tls_get *g)
 {
 	struct curl_slist *res = NULL, *hdrs = NULL;
-	struct tls_upload up = { 0, o ? o->upload : 0 };
+	struct tls_upload up = {0, o ? o->upload : 0};
 
-	*g = (struct tls_get){ .hash = H_FNV_INIT };
+	*g = (struct tls_get){.hash = H_FNV_INIT};
 	curl_easy_reset(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CAINFO, tls_path("ca.pem"));
@@ -354,13 +355,14 @@ static int tls_curl(CURL *c, const char *url, const struct tls_opt *o, struct tl
 }
 
 /* A fresh handle per call. */
-static __attribute__((unused)) int tls_curl1(const char *url, const struct tls_opt *o, struct tls_get *g)
+static __attribute__((unused)) int tls_curl1(const char *url, const struct tls_opt *o,
+					     struct tls_get *g)
 {
 	CURL *c = curl_easy_init();
 	int rc;
 
 	if (!c) {
-		*g = (struct tls_get){ .rc = -1 };
+		*g = (struct tls_get){.rc = -1};
 		return -1;
 	}
 	rc = tls_curl(c, url, o, g);

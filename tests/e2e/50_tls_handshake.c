@@ -24,10 +24,9 @@ static void test_tls13_curl(void)
 	test_begin("tls13_request");
 	snprintf(u, sizeof(u), "https://www.example.com:%d/echo", gw_port);
 	snprintf(res, sizeof(res), "www.example.com:%d:127.0.0.1", gw_port);
-	struct tls_opt o = { .resolve = res };
+	struct tls_opt o = {.resolve = res};
 	int rc = tls_curl1(u, &o, &g);
-	CHECK_MSG(rc == 0 && g.status == 200, "curl: rc %d (%s) status %ld", g.rc, g.err,
-		  g.status);
+	CHECK_MSG(rc == 0 && g.status == 200, "curl: rc %d (%s) status %ld", g.rc, g.err, g.status);
 	CHECK_MSG(has(g.body, "[\"X-Forwarded-Proto\",\"https\"]"),
 		  "origin did not see X-Forwarded-Proto: https: %s",
 		  g.body ? h_excerpt(g.body, g.len, 400) : "(no body)");
@@ -37,7 +36,8 @@ static void test_tls13_curl(void)
 	test_begin("tls13_protocol_and_alpn");
 	char *out = NULL;
 	tls_sclient(gw_port, "", "-servername www.example.com -alpn http/1.1 -tls1_3", &out);
-	CHECK_MSG(has(out, "TLSv1.3"), "no TLS 1.3: %s", out ? h_excerpt(out, strlen(out), 600) : "");
+	CHECK_MSG(has(out, "TLSv1.3"), "no TLS 1.3: %s",
+		  out ? h_excerpt(out, strlen(out), 600) : "");
 	CHECK_MSG(has(out, "ALPN protocol: http/1.1"), "ALPN not http/1.1: %s",
 		  out ? h_excerpt(out, strlen(out), 600) : "");
 	free(out);
@@ -58,7 +58,7 @@ static void test_tls12(void)
 
 	test_begin("tls12_handshake");
 	snprintf(u, sizeof(u), "https://127.0.0.1:%d/?size=1000", gw_port);
-	struct tls_opt o = { .tls12 = true };
+	struct tls_opt o = {.tls12 = true};
 	CHECK_MSG(tls_curl1(u, &o, &g) == 0 && g.status == 200 && g.bytes == 1000,
 		  "curl TLS 1.2: rc %d (%s) status %ld bytes %llu", g.rc, g.err, g.status,
 		  (unsigned long long)g.bytes);
@@ -72,7 +72,7 @@ static void test_tls12(void)
 
 static void test_old_versions(void)
 {
-	static const char *const flags[] = { "-tls1", "-tls1_1" };
+	static const char *const flags[] = {"-tls1", "-tls1_1"};
 
 	test_begin("tls10_tls11_refused");
 	for (int i = 0; i < 2; i++) {
@@ -98,10 +98,10 @@ static void test_sni(void)
 	struct {
 		const char *sni, *want;
 	} cases[] = {
-		{ "www.example.com", "CN = www.example.com" },
-		{ "api.example.com", "CN = www.example.com" },
-		{ "a.wild.example.net", "CN = wild.example.net" },
-		{ "unknown.example.org", "CN = www.example.com" }, /* the default */
+		{"www.example.com", "CN = www.example.com"},
+		{"api.example.com", "CN = www.example.com"},
+		{"a.wild.example.net", "CN = wild.example.net"},
+		{"unknown.example.org", "CN = www.example.com"}, /* the default */
 	};
 
 	test_begin("sni_picks_certificate");
@@ -125,11 +125,12 @@ static void test_sni(void)
 static void test_resumption(void)
 {
 	const char *sess = tls_path("sess.pem");
-	static const char req[] = "GET /?size=10 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n";
+	static const char req[] =
+		"GET /?size=10 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n";
 	static const char *const modes[][2] = {
-		{ "tls13_ticket", "-tls1_3" },
-		{ "tls12_ticket", "-tls1_2" },
-		{ "tls12_session_cache", "-tls1_2 -no_ticket" },
+		{"tls13_ticket", "-tls1_3"},
+		{"tls12_ticket", "-tls1_2"},
+		{"tls12_session_cache", "-tls1_2 -no_ticket"},
 	};
 
 	for (int m = 0; m < 3; m++) {
@@ -169,7 +170,7 @@ static void test_ocsp(void)
 
 static void test_stall(void)
 {
-	struct h_buf b = { 0 };
+	struct h_buf b = {0};
 
 	test_begin("handshake_timeout_closes_staller");
 	int fd = h_connect("127.0.0.1", gw_port, 2000);
@@ -203,7 +204,7 @@ static void test_garbage(void)
 
 	test_begin("garbage_closes_harmlessly");
 	for (int i = 0; i < 3; i++) {
-		struct h_buf b = { 0 };
+		struct h_buf b = {0};
 		enum h_read_end e = h_raw_roundtrip("127.0.0.1", gw_port, inputs[i],
 						    i == 2 ? 18 : strlen(inputs[i]), &b, 5000);
 		CHECK_MSG(e == H_READ_CLOSED || e == H_READ_RESET, "input %d: read ended with %s",
@@ -217,8 +218,8 @@ static void test_garbage(void)
 	char u[256];
 	struct tls_get g;
 	snprintf(u, sizeof(u), "https://127.0.0.1:%d/?size=10", gw_port);
-	CHECK_MSG(tls_curl1(u, NULL, &g) == 0 && g.status == 200, "after garbage: %d %s %ld",
-		  g.rc, g.err, g.status);
+	CHECK_MSG(tls_curl1(u, NULL, &g) == 0 && g.status == 200, "after garbage: %d %s %ld", g.rc,
+		  g.err, g.status);
 	tls_get_free(&g);
 	CHECK_MSG(h_log_contains(gw, "(protocol)"), "no protocol log line");
 	test_end();
@@ -233,20 +234,20 @@ int main(void)
 	gw_port = h_free_port();
 	if (!h_start_origin("origin", o_port, 1))
 		return 1;
-	const char *cfg = h_write_config(
-		"workers: 1\n"
-		"listen:\n"
-		"  - address: \"127.0.0.1:%d\"\n"
-		"    tls:\n"
-		"      cert: %s\n"
-		"      key: %s\n"
-		"      ocsp: %s\n"
-		"      certs: [{cert: %s, key: %s}]\n"
-		"upstream: [\"127.0.0.1:%d\"]\n"
-		"timeouts: {tls_handshake: 1s}\n"
-		"admin: {listen: off}\n",
-		gw_port, tls_path("srv.pem"), tls_path("srv.key"), tls_path("srv.ocsp"),
-		tls_path("wild.pem"), tls_path("wild.key"), o_port);
+	const char *cfg = h_write_config("workers: 1\n"
+					 "listen:\n"
+					 "  - address: \"127.0.0.1:%d\"\n"
+					 "    tls:\n"
+					 "      cert: %s\n"
+					 "      key: %s\n"
+					 "      ocsp: %s\n"
+					 "      certs: [{cert: %s, key: %s}]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "timeouts: {tls_handshake: 1s}\n"
+					 "admin: {listen: off}\n",
+					 gw_port, tls_path("srv.pem"), tls_path("srv.key"),
+					 tls_path("srv.ocsp"), tls_path("wild.pem"),
+					 tls_path("wild.key"), o_port);
 	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)
 		return 1;

@@ -13,15 +13,14 @@ static void test_accept(void)
 {
 	char u[256];
 	struct tls_get g;
-	static const char *const spoof[] = { "X-Client-Subject: CN=admin", NULL };
-	struct tls_opt o = { .cert = tls_path("client.pem"), .key = tls_path("client.key"),
-			     .headers = spoof };
+	static const char *const spoof[] = {"X-Client-Subject: CN=admin", NULL};
+	struct tls_opt o = {
+		.cert = tls_path("client.pem"), .key = tls_path("client.key"), .headers = spoof};
 
 	test_begin("mtls_accepts_client_cert");
 	snprintf(u, sizeof(u), "https://127.0.0.1:%d/echo", gw_port);
 	int rc = tls_curl1(u, &o, &g);
-	CHECK_MSG(rc == 0 && g.status == 200, "curl: rc %d (%s) status %ld", g.rc, g.err,
-		  g.status);
+	CHECK_MSG(rc == 0 && g.status == 200, "curl: rc %d (%s) status %ld", g.rc, g.err, g.status);
 	struct h_echo e;
 	if (g.body && h_echo_parse(g.body, g.len, &e) == 0) {
 		const char *v = h_echo_header(&e, "X-Client-Subject");
@@ -32,7 +31,8 @@ static void test_accept(void)
 		CHECK_MSG(v && !strcmp(v, "https"), "X-Forwarded-Proto: %s", v ? v : "(none)");
 		h_echo_free(&e);
 	} else {
-		CHECK_MSG(false, "no /echo answer: %s", g.body ? h_excerpt(g.body, g.len, 200) : "");
+		CHECK_MSG(false, "no /echo answer: %s",
+			  g.body ? h_excerpt(g.body, g.len, 200) : "");
 	}
 	tls_get_free(&g);
 	test_end();
@@ -46,15 +46,15 @@ static void test_refuse(void)
 	test_begin("mtls_refuses_missing_cert");
 	snprintf(u, sizeof(u), "https://127.0.0.1:%d/echo", gw_port);
 	int rc = tls_curl1(u, NULL, &g);
-	CHECK_MSG(rc != 0 && g.status == 0, "served without a certificate: rc %d status %ld",
-		  g.rc, g.status);
+	CHECK_MSG(rc != 0 && g.status == 0, "served without a certificate: rc %d status %ld", g.rc,
+		  g.status);
 	tls_get_free(&g);
 	h_sleep_ms(200);
 	CHECK_MSG(h_log_contains(gw, "(client_cert)"), "no client_cert log line");
 	test_end();
 
 	test_begin("mtls_refuses_foreign_cert");
-	struct tls_opt o = { .cert = tls_path("rogue.pem"), .key = tls_path("rogue.key") };
+	struct tls_opt o = {.cert = tls_path("rogue.pem"), .key = tls_path("rogue.key")};
 	rc = tls_curl1(u, &o, &g);
 	CHECK_MSG(rc != 0 && g.status == 0, "served with a rogue certificate: rc %d status %ld",
 		  g.rc, g.status);

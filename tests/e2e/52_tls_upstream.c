@@ -9,13 +9,12 @@
 static int gw_port;
 static struct h_proc *gw;
 
-static struct h_proc *start_sserver(const char *name, int port, const char *cert,
-				    const char *key)
+static struct h_proc *start_sserver(const char *name, int port, const char *cert, const char *key)
 {
 	char acc[64];
 	snprintf(acc, sizeof(acc), "127.0.0.1:%d", port);
-	char *argv[] = { "/usr/bin/openssl", "s_server", "-www",	 "-accept", acc,  "-cert",
-			 (char *)cert, "-key", (char *)key, "-quiet", NULL };
+	char *argv[] = {"/usr/bin/openssl", "s_server", "-www",	     "-accept", acc, "-cert",
+			(char *)cert,	    "-key",	(char *)key, "-quiet",	NULL};
 	return h_spawn(name, argv, "127.0.0.1", port, 10000);
 }
 
@@ -60,9 +59,9 @@ static void test_refused(void)
 	static const struct {
 		const char *name, *path, *why;
 	} cases[] = {
-		{ "upstream_tls_expired_502", "/expired/", "certificate has expired" },
-		{ "upstream_tls_unknown_ca_502", "/foreign/", "unable to get local issuer" },
-		{ "upstream_tls_name_mismatch_502", "/wrongname/", "hostname mismatch" },
+		{"upstream_tls_expired_502", "/expired/", "certificate has expired"},
+		{"upstream_tls_unknown_ca_502", "/foreign/", "unable to get local issuer"},
+		{"upstream_tls_name_mismatch_502", "/wrongname/", "hostname mismatch"},
 	};
 
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -111,7 +110,8 @@ int main(void)
 		"  sni: {endpoints: [\"127.0.0.1:%d\"], tls: {ca: %s, sni: www.example.com}}\n"
 		"  expired: {endpoints: [\"127.0.0.1:%d\"], tls: {ca: %s}}\n"
 		"  foreign: {endpoints: [\"127.0.0.1:%d\"], tls: {ca: %s}}\n"
-		"  wrongname: {endpoints: [\"127.0.0.1:%d\"], tls: {ca: %s, sni: nope.example.org}}\n"
+		"  wrongname: {endpoints: [\"127.0.0.1:%d\"], tls: {ca: %s, sni: "
+		"nope.example.org}}\n"
 		"  noverify: {endpoints: [\"127.0.0.1:%d\"], tls: {verify: false}}\n"
 		"routes:\n"
 		"  - {path_prefix: /good/, pool: good}\n"

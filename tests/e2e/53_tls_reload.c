@@ -62,13 +62,13 @@ int main(void)
 	struct tls_get g;
 	snprintf(u, sizeof(u), "https://www.example.com:%d/?size=100", gw_port);
 	snprintf(res, sizeof(res), "www.example.com:%d:127.0.0.1", gw_port);
-	struct tls_opt o = { .resolve = res };
+	struct tls_opt o = {.resolve = res};
 	CURL *keep = curl_easy_init();
 
 	test_begin("before_reload");
 	CHECK(served_cn("CN = www.example.com", 0));
-	CHECK_MSG(tls_curl(keep, u, &o, &g) == 0 && g.status == 200, "rc %d (%s) %ld", g.rc,
-		  g.err, g.status);
+	CHECK_MSG(tls_curl(keep, u, &o, &g) == 0 && g.status == 200, "rc %d (%s) %ld", g.rc, g.err,
+		  g.status);
 	tls_get_free(&g);
 	test_end();
 

@@ -18,7 +18,7 @@ static void test_bodies(void)
 
 	test_begin("tls_download_8m");
 	snprintf(u, sizeof(u), "https://127.0.0.1:%d/?size=%u", gw_port, BIG);
-	struct tls_opt o = { .timeout_ms = 60000 };
+	struct tls_opt o = {.timeout_ms = 60000};
 	CHECK_MSG(tls_curl1(u, &o, &g) == 0 && g.status == 200, "rc %d (%s) %ld", g.rc, g.err,
 		  g.status);
 	CHECK_INT(g.bytes, BIG);
@@ -47,7 +47,7 @@ static void test_bodies(void)
 static void test_pipeline(void)
 {
 	struct tls_cli c;
-	struct h_buf b = { 0 };
+	struct h_buf b = {0};
 	char req[1024];
 	int n = 0;
 
@@ -124,14 +124,14 @@ int main(void)
 	gw_port = h_free_port();
 	if (!h_start_origin("origin", o_port, 1))
 		return 1;
-	const char *cfg = h_write_config(
-		"workers: 1\n"
-		"listen:\n"
-		"  - {address: \"127.0.0.1:%d\", tls: {cert: %s, key: %s}}\n"
-		"upstream: [\"127.0.0.1:%d\"]\n"
-		"limits: {body: 0}\n"
-		"admin: {listen: off}\n",
-		gw_port, tls_path("srv.pem"), tls_path("srv.key"), o_port);
+	const char *cfg =
+		h_write_config("workers: 1\n"
+			       "listen:\n"
+			       "  - {address: \"127.0.0.1:%d\", tls: {cert: %s, key: %s}}\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "limits: {body: 0}\n"
+			       "admin: {listen: off}\n",
+			       gw_port, tls_path("srv.pem"), tls_path("srv.key"), o_port);
 	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)
 		return 1;

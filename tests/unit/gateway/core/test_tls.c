@@ -52,8 +52,11 @@ static struct cfg_tls_cert certs[2];
 
 static struct cfg_listen_tls server_cfg(bool sni, bool mtls)
 {
-	struct cfg_listen_tls c = { .enabled = true, .certs = certs, .n_certs = sni ? 2 : 1,
-				    .ticket_rotate = 3600000, .session_cache = 100 };
+	struct cfg_listen_tls c = {.enabled = true,
+				   .certs = certs,
+				   .n_certs = sni ? 2 : 1,
+				   .ticket_rotate = 3600000,
+				   .session_cache = 100};
 	snprintf(certs[0].cert, sizeof(certs[0].cert), "%s", path("srv.pem"));
 	snprintf(certs[0].key, sizeof(certs[0].key), "%s", path("srv.key"));
 	snprintf(certs[1].cert, sizeof(certs[1].cert), "%s", path("wild.pem"));
@@ -66,7 +69,7 @@ static struct cfg_listen_tls server_cfg(bool sni, bool mtls)
 
 static struct cfg_pool_tls client_cfg(void)
 {
-	struct cfg_pool_tls c = { .enabled = true, .verify = true };
+	struct cfg_pool_tls c = {.enabled = true, .verify = true};
 	snprintf(c.ca, sizeof(c.ca), "%s", path("ca.pem"));
 	return c;
 }
@@ -81,9 +84,9 @@ struct side {
 static void pump(struct side *a, struct side *b)
 {
 	for (int round = 0; round < 20; round++) {
-		struct buf x = { 0 };
+		struct buf x = {0};
 		bool moved = false;
-		struct side *from[2] = { a, b }, *to[2] = { b, a };
+		struct side *from[2] = {a, b}, *to[2] = {b, a};
 
 		for (int d = 0; d < 2; d++) {
 			CHECK(tls_conn_drain(from[d]->t, &x) == 0);
@@ -112,13 +115,14 @@ static void side_free(struct side *s)
 {
 	tls_conn_free(s->t);
 	buf_free(&s->plain);
-	*s = (struct side){ 0 };
+	*s = (struct side){0};
 }
 
 static void test_handshake(struct tls_ctx *srv, struct tls_ctx *cli)
 {
 	test_begin("handshake_and_data");
-	struct side s = { .t = tls_conn_server(srv) }, c = { .t = tls_conn_client(cli, "127.0.0.1:443") };
+	struct side s = {.t = tls_conn_server(srv)},
+		    c = {.t = tls_conn_client(cli, "127.0.0.1:443")};
 	pump(&c, &s);
 	CHECK(tls_conn_established(s.t) && tls_conn_established(c.t));
 	CHECK_STR(tls_conn_version(s.t), "TLSv1.3");
@@ -137,8 +141,8 @@ static void test_handshake(struct tls_ctx *srv, struct tls_ctx *cli)
 	test_end();
 
 	test_begin("client_session_resumed");
-	s = (struct side){ .t = tls_conn_server(srv) };
-	c = (struct side){ .t = tls_conn_client(cli, "127.0.0.1:443") };
+	s = (struct side){.t = tls_conn_server(srv)};
+	c = (struct side){.t = tls_conn_client(cli, "127.0.0.1:443")};
 	pump(&c, &s);
 	CHECK(tls_conn_established(c.t));
 	CHECK_MSG(tls_conn_resumed(c.t) && tls_conn_resumed(s.t), "second connection not resumed");
@@ -156,10 +160,10 @@ static void test_sni(struct tls_ctx *srv)
 		const char *sni;
 		bool ok, unknown;
 	} cases[] = {
-		{ "www.example.com", true, false },
-		{ "a.wild.example.net", true, false },   /* verifies only with the wildcard */
-		{ "a.b.wild.example.net", false, true }, /* default cert: name mismatch */
-		{ "other.example.org", false, true },
+		{"www.example.com", true, false},
+		{"a.wild.example.net", true, false},   /* verifies only with the wildcard */
+		{"a.b.wild.example.net", false, true}, /* default cert: name mismatch */
+		{"other.example.org", false, true},
 	};
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char err[256];
@@ -168,10 +172,11 @@ static void test_sni(struct tls_ctx *srv)
 		CHECK(cli != NULL);
 		if (!cli)
 			continue;
-		struct side s = { .t = tls_conn_server(srv) }, c = { .t = tls_conn_client(cli, "ignored") };
+		struct side s = {.t = tls_conn_server(srv)},
+			    c = {.t = tls_conn_client(cli, "ignored")};
 		pump(&c, &s);
-		CHECK_MSG(tls_conn_established(c.t) == cases[i].ok, "%s: established %d", cases[i].sni,
-			  tls_conn_established(c.t));
+		CHECK_MSG(tls_conn_established(c.t) == cases[i].ok, "%s: established %d",
+			  cases[i].sni, tls_conn_established(c.t));
 		CHECK_MSG(tls_conn_unknown_sni(s.t) == cases[i].unknown, "%s: unknown_sni %d",
 			  cases[i].sni, tls_conn_unknown_sni(s.t));
 		if (!cases[i].ok) {
@@ -198,7 +203,8 @@ static void test_mtls(void)
 	CHECK(srv && cli);
 	if (srv && cli) {
 		CHECK_STR(tls_ctx_subject_header(srv), "X-Client-Subject");
-		struct side s = { .t = tls_conn_server(srv) }, c = { .t = tls_conn_client(cli, "127.0.0.1") };
+		struct side s = {.t = tls_conn_server(srv)},
+			    c = {.t = tls_conn_client(cli, "127.0.0.1")};
 		pump(&c, &s);
 		CHECK(!tls_conn_established(s.t) || s.last == -EPROTO);
 		CHECK_INT(tls_conn_fail(s.t), TLS_FAIL_CLIENT_CERT);
@@ -213,13 +219,13 @@ static void test_mtls(void)
 static void test_garbage(struct tls_ctx *srv)
 {
 	test_begin("garbage_is_a_protocol_error");
-	struct side s = { .t = tls_conn_server(srv) };
+	struct side s = {.t = tls_conn_server(srv)};
 	char tmp[64];
 	CHECK(tls_conn_feed(s.t, "GET / HTTP/1.1\r\n\r\n", 18) == 0);
 	CHECK_INT(tls_conn_read(s.t, tmp, sizeof(tmp)), -EPROTO);
 	CHECK_INT(tls_conn_fail(s.t), TLS_FAIL_PROTOCOL);
 	CHECK_MSG(strstr(tls_conn_error(s.t), "http request"), "%s", tls_conn_error(s.t));
-	struct buf out = { 0 };
+	struct buf out = {0};
 	tls_conn_drain(s.t, &out);
 	CHECK_MSG(out.len == 0 || (unsigned char)buf_head(&out)[0] == 0x15, "not an alert");
 	buf_free(&out);
@@ -241,13 +247,14 @@ static void test_shared_ticket_keys(void)
 	struct tls_ctx *cli = tls_client_ctx_new(&cc, err, sizeof(err));
 	CHECK(a && b && cli);
 	if (a && b && cli) {
-		struct side s = { .t = tls_conn_server(a) }, c = { .t = tls_conn_client(cli, "127.0.0.1") };
+		struct side s = {.t = tls_conn_server(a)},
+			    c = {.t = tls_conn_client(cli, "127.0.0.1")};
 		pump(&c, &s);
 		CHECK(tls_conn_established(c.t));
 		side_free(&s);
 		side_free(&c);
-		s = (struct side){ .t = tls_conn_server(b) };
-		c = (struct side){ .t = tls_conn_client(cli, "127.0.0.1") };
+		s = (struct side){.t = tls_conn_server(b)};
+		c = (struct side){.t = tls_conn_client(cli, "127.0.0.1")};
 		pump(&c, &s);
 		CHECK_MSG(tls_conn_resumed(s.t), "host b did not resume host a's ticket");
 		side_free(&s);
@@ -262,7 +269,7 @@ static void test_shared_ticket_keys(void)
 /* One connection from cli to srv; true when it resumed. */
 static bool connect_once(struct tls_ctx *srv, struct tls_ctx *cli)
 {
-	struct side s = { .t = tls_conn_server(srv) }, c = { .t = tls_conn_client(cli, "127.0.0.1") };
+	struct side s = {.t = tls_conn_server(srv)}, c = {.t = tls_conn_client(cli, "127.0.0.1")};
 	pump(&c, &s);
 	bool ok = tls_conn_established(c.t), resumed = ok && tls_conn_resumed(s.t);
 	CHECK(ok);
