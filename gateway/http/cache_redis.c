@@ -160,6 +160,14 @@ struct l2_client {
 };
 
 static __thread struct l2_client *tls_client;
+/* frees a worker's client when its thread ends */
+static pthread_key_t client_key;
+static pthread_once_t client_key_once = PTHREAD_ONCE_INIT;
+
+static void client_key_make(void)
+{
+	pthread_key_create(&client_key, free);
+}
 
 static const struct conn_ops l2_ops;
 
@@ -344,6 +352,8 @@ static struct l2_conn *l2_conn_for(struct worker *w, const struct cfg_cache *cc)
 		if (!cl)
 			return NULL;
 		cl->w = w;
+		pthread_once(&client_key_once, client_key_make);
+		pthread_setspecific(client_key, cl);
 	}
 	if (cl->open_until > w->loop.now) {
 		STAT_INC(w->stats.cache_l2_skipped);
