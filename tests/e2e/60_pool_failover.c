@@ -116,12 +116,32 @@ static void test_slow(void)
 	test_begin("slow_endpoint_avoided_by_ewma");
 	h_signal(od, SIGUSR1); /* +200 ms on D */
 	h_sleep_ms(100);
+	{
+		/* the origin itself: --slow is on now */
+		char u[128];
+		struct h_resp r;
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/", pd);
+		h_get(u, &r);
+		CHECK_MSG(r.status == 200 && r.time_ms >= 190, "D direct: %ld after %.0f ms",
+			  r.status, r.time_ms);
+		h_resp_free(&r);
+	}
 	for (int i = 0; i < 40; i++) {
 		char who[32];
 		ok += fetch("/s/x", who, sizeof(who), NULL) == 200;
 		to_slow += !strcmp(who, "D");
 	}
 	h_signal(od, SIGUSR2);
+	h_sleep_ms(100);
+	{
+		char u[128];
+		struct h_resp r;
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/", pd);
+		h_get(u, &r);
+		CHECK_MSG(r.status == 200 && r.time_ms < 150, "D direct after SIGUSR2: %ld after %.0f ms",
+			  r.status, r.time_ms);
+		h_resp_free(&r);
+	}
 	CHECK_MSG(ok == 40, "%d of 40 ok", ok);
 	/* a couple of samples (and a decayed EWMA after a second) at most */
 	CHECK_MSG(to_slow <= 5, "%d of 40 requests went to the slow endpoint", to_slow);
