@@ -19,7 +19,7 @@
 #include "http/upstream.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* How long a "recently uncacheable" marker keeps misses of a key from
  * waiting for each other (Varnish's hit-for-miss). */
@@ -69,12 +69,12 @@ struct cache_req {
 	/* an object that needs revalidation (or may answer on error) */
 	struct cache_entry *stale;
 	bool revalidating;
-	bool answered;   /* the client got its answer from the cache */
+	bool answered;	 /* the client got its answer from the cache */
 	bool bg_refresh; /* stale-while-revalidate: this request refreshes stale */
 	bool invalidate; /* unsafe method: drop the URL after a success */
 	bool lookup_done;
 	bool store_ok;
-	bool post;      /* an opted-in POST, keyed by its body */
+	bool post;	/* an opted-in POST, keyed by its body */
 	bool body_wait; /* ... whose body is still arriving */
 
 	/* L2: a lookup in flight, and the keys already asked for */
@@ -119,13 +119,12 @@ static struct cache_key key_of(const void *p, size_t n)
 {
 	XXH128_hash_t h = XXH3_128bits(p, n);
 
-	return (struct cache_key){ .lo = h.low64, .hi = h.high64 };
+	return (struct cache_key){.lo = h.low64, .hi = h.high64};
 }
 
 /* "host/path?query", normalised; the text of the primary key (after
  * "GET http "). Returns the length or -1. */
-static int url_norm(const char *host, size_t hl, const char *path, size_t pl, char *out,
-		    size_t cap)
+static int url_norm(const char *host, size_t hl, const char *path, size_t pl, char *out, size_t cap)
 {
 	int a = cache_norm_host(host, hl, out, cap);
 	if (a < 0)
@@ -191,7 +190,7 @@ static struct cache_key variant_key(const struct cache_key *primary, uint64_t ge
 		i++;
 	}
 	XXH128_hash_t d = XXH3_128bits_digest(&st);
-	return (struct cache_key){ .lo = d.low64, .hi = d.high64 };
+	return (struct cache_key){.lo = d.low64, .hi = d.high64};
 }
 
 /* Vary's field names, lower case, comma-joined, no spaces. -1: too long. */
@@ -223,7 +222,8 @@ static int vary_names(struct http_str v, char *out, size_t cap, bool *star)
 
 /* ---- the stored head ------------------------------------------------------ */
 
-static bool next_line(const char **p, const char *end, struct http_str *name, struct http_str *value)
+static bool next_line(const char **p, const char *end, struct http_str *name,
+		      struct http_str *value)
 {
 	const char *s = *p;
 	const char *eol = memchr(s, '\n', (size_t)(end - s));
@@ -257,7 +257,7 @@ static void facts_of_head(const char *head, size_t len, struct cache_resp_facts 
 	const char *p = head, *end = head + len;
 	struct http_str n, v;
 
-	*rs = (struct cache_resp_facts){ 0 };
+	*rs = (struct cache_resp_facts){0};
 	if (len > 12)
 		rs->status = atoi(head + 9);
 	next_line(&p, end, &n, &v); /* status line */
@@ -305,10 +305,12 @@ static void facts_of_head(const char *head, size_t len, struct cache_resp_facts 
  * per client (Set-Cookie). */
 static bool skip_stored_field(struct http_str n)
 {
-	static const char *const names[] = { "Connection", "Keep-Alive", "Transfer-Encoding",
-					     "Content-Length", "TE", "Trailer", "Upgrade",
-					     "Age", "X-Request-ID", "Set-Cookie", "Cache-Status",
-					     "Proxy-Connection", "Proxy-Authenticate" };
+	static const char *const names[] = {
+		"Connection",	     "Keep-Alive",   "Transfer-Encoding",
+		"Content-Length",    "TE",	     "Trailer",
+		"Upgrade",	     "Age",	     "X-Request-ID",
+		"Set-Cookie",	     "Cache-Status", "Proxy-Connection",
+		"Proxy-Authenticate"};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (http_str_eq(n, names[i]))
@@ -408,7 +410,8 @@ static void leader_finish(struct cache_req *cr, int result)
 
 /* ---- answering from the cache ------------------------------------------------ */
 
-static void set_cs(struct cache_req *cr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_cs(struct cache_req *cr, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 static void set_cs(struct cache_req *cr, const char *fmt, ...)
 {
 	va_list ap;
@@ -424,11 +427,20 @@ static void count(struct cache_req *cr, enum cache_access a)
 
 	cr->access = a;
 	switch (a) {
-	case CA_HIT: STAT_INC(st->cache_hits); break;
-	case CA_MISS: STAT_INC(st->cache_misses); break;
-	case CA_STALE: STAT_INC(st->cache_stale); break;
-	case CA_BYPASS: STAT_INC(st->cache_bypass); break;
-	default: break;
+	case CA_HIT:
+		STAT_INC(st->cache_hits);
+		break;
+	case CA_MISS:
+		STAT_INC(st->cache_misses);
+		break;
+	case CA_STALE:
+		STAT_INC(st->cache_stale);
+		break;
+	case CA_BYPASS:
+		STAT_INC(st->cache_bypass);
+		break;
+	default:
+		break;
 	}
 }
 
@@ -441,7 +453,8 @@ static bool client_not_modified(const struct request *r, const struct cache_entr
 	if (e->status != 200)
 		return false;
 	if (inm)
-		return e->etag && cache_etag_match(inm->value.p, inm->value.len, e->etag, e->etag_len);
+		return e->etag &&
+		       cache_etag_match(inm->value.p, inm->value.len, e->etag, e->etag_len);
 	const struct http_header *ims =
 		http_find_header(h->headers, h->n_headers, "If-Modified-Since");
 	if (!ims || !e->last_modified)
@@ -479,8 +492,9 @@ static void serve(struct request *r, struct cache_entry *e, int64_t now)
 		if (!next_line(&p, end, &n, &v))
 			break;
 		/* a 304 carries the validators and caching fields, not the content ones */
-		if (not_modified && (http_str_eq(n, "Content-Type") || http_str_eq(n, "Content-Encoding") ||
-				     http_str_eq(n, "Content-Language") || http_str_eq(n, "Content-Range")))
+		if (not_modified &&
+		    (http_str_eq(n, "Content-Type") || http_str_eq(n, "Content-Encoding") ||
+		     http_str_eq(n, "Content-Language") || http_str_eq(n, "Content-Range")))
 			continue;
 		buf_append(b, ls, (size_t)(p - ls));
 	}
@@ -539,7 +553,7 @@ static bool is_conditional_field(struct http_str n)
  * with ours when revalidating e. */
 static void up_head_conditionals(struct request *r, const struct cache_entry *e)
 {
-	struct buf nb = { 0 };
+	struct buf nb = {0};
 	const char *p = buf_head(&r->up_head), *end = p + r->up_head.len;
 	struct http_str n, v;
 	const char *ls = p;
@@ -666,7 +680,8 @@ static void on_l2_reply(void *arg, const char *data, size_t len, int err)
 	cr->l2_op = NULL;
 	if (err == 0 && data && l2_decode(data, len, &cr->key, &sp) == 0 &&
 	    sp.expires_ms > now_ms() && sp.kind != CACHE_PASS) {
-		sp.url = cr->url; /* ours is normalised the same way; never trust a copy for purges */
+		sp.url =
+			cr->url; /* ours is normalised the same way; never trust a copy for purges */
 		sp.url_len = cr->url_len;
 		if (cache_store_put(&sp) == 0)
 			STAT_INC(st->cache_l2_hits);
@@ -710,9 +725,11 @@ enum step_result cache_step(struct request *r)
 			return STEP_NEXT; /* out of memory or an oversized URL: just forward */
 		cache_store_quiesce();
 		const struct http_request *h = &r->h;
-		uint64_t post_max = cfg->cache.post_body_max < POST_BODY_CAP ? cfg->cache.post_body_max
-									       : POST_BODY_CAP;
-		if (method_is(h->method, "POST") && r->route >= 0 && cfg->routes[r->route].cache_post &&
+		uint64_t post_max = cfg->cache.post_body_max < POST_BODY_CAP
+					    ? cfg->cache.post_body_max
+					    : POST_BODY_CAP;
+		if (method_is(h->method, "POST") && r->route >= 0 &&
+		    cfg->routes[r->route].cache_post &&
 		    (r->body_done || (r->body == HTTP_BODY_LENGTH && r->body_left <= post_max)) &&
 		    !cr->rq.cc.no_store && !cr->rq.authorization) {
 			cr->post = true;
@@ -721,7 +738,8 @@ enum step_result cache_step(struct request *r)
 			cr->rq.has_body = false;
 		}
 		if (!cr->rq.get_or_head) {
-			bool unsafe = !method_is(h->method, "OPTIONS") && !method_is(h->method, "TRACE");
+			bool unsafe =
+				!method_is(h->method, "OPTIONS") && !method_is(h->method, "TRACE");
 			cr->invalidate = unsafe;
 			set_cs(cr, "fwd=bypass; detail=method");
 			count(cr, CA_BYPASS);
@@ -729,8 +747,10 @@ enum step_result cache_step(struct request *r)
 		}
 		if (cr->rq.has_body || cr->rq.range || cr->rq.cc.no_store || cr->rq.authorization) {
 			set_cs(cr, "fwd=bypass; detail=%s",
-			       cr->rq.has_body ? "body" : cr->rq.range ? "range"
-			       : cr->rq.cc.no_store ? "request-no-store" : "authorization");
+			       cr->rq.has_body	    ? "body"
+			       : cr->rq.range	    ? "range"
+			       : cr->rq.cc.no_store ? "request-no-store"
+						    : "authorization");
 			cr->store_ok = cr->rq.authorization && !cr->rq.has_body && !cr->rq.range &&
 				       !cr->rq.cc.no_store && !r->is_head;
 			count(cr, CA_BYPASS);
@@ -744,7 +764,8 @@ enum step_result cache_step(struct request *r)
 		uint64_t need = r->body_done ? 0 : r->body_left;
 		if (c->conn.in.len < need) {
 			struct worker *w = c->conn.w;
-			timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + cfg->timeouts.body);
+			timer_arm(&w->loop.timers, &c->conn.timer,
+				  w->loop.now + cfg->timeouts.body);
 			return STEP_WAIT; /* req_pump_body resumes us */
 		}
 		/* the key: the URL and XXH3 of the body */
@@ -785,9 +806,9 @@ enum step_result cache_step(struct request *r)
 		case CACHE_USE_STALE_SWR:
 			set_cs(cr, "hit; detail=stale-while-revalidate");
 			count(cr, CA_STALE);
-			if (r->is_head || !__atomic_compare_exchange_n(&e->refreshing, &(uint8_t){ 0 },
-								       1, false, __ATOMIC_ACQ_REL,
-								       __ATOMIC_RELAXED)) {
+			if (r->is_head ||
+			    !__atomic_compare_exchange_n(&e->refreshing, &(uint8_t){0}, 1, false,
+							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
 				serve_done(r, e, now);
 				cache_entry_put(e);
 				cr->lookup_done = true;
@@ -815,7 +836,8 @@ enum step_result cache_step(struct request *r)
 		set_cs(cr, "fwd=miss; detail=only-if-cached");
 		count(cr, CA_MISS);
 		cr->lookup_done = true;
-		req_fail(r, 504, REASON_UPSTREAM_TIMEOUT, "only-if-cached and not in the cache", false);
+		req_fail(r, 504, REASON_UPSTREAM_TIMEOUT, "only-if-cached and not in the cache",
+			 false);
 		return STEP_WAIT;
 	}
 	if (r->is_head) {
@@ -833,7 +855,8 @@ enum step_result cache_step(struct request *r)
 			wt->task.fn = on_wake_task;
 			wt->w = cr->w;
 			wt->ticket = cr->ticket = ++tls_ticket;
-			enum cache_claim cl = cache_store_claim(&cr->key, &wt->base, cr->stale, &hit);
+			enum cache_claim cl =
+				cache_store_claim(&cr->key, &wt->base, cr->stale, &hit);
 			if (cl == CACHE_CLAIM_HIT) {
 				free(wt);
 				set_cs(cr, "hit");
@@ -898,7 +921,7 @@ static int store(struct cache_req *cr, const char *head, size_t head_len, const 
 		 size_t body_len, int64_t resp_time)
 {
 	const struct config *cfg = cfg_of(cr->r);
-	struct cache_entry_spec sp = { 0 };
+	struct cache_entry_spec sp = {0};
 	struct cache_resp_facts rs;
 	int rc;
 
@@ -936,7 +959,8 @@ static int store(struct cache_req *cr, const char *head, size_t head_len, const 
 		if (al) {
 			uint64_t gen;
 			struct cache_entry *m = cache_store_get(&cr->primary);
-			if (m && m->kind == CACHE_VARY && m->body_len == al && !memcmp(m->body, all, al)) {
+			if (m && m->kind == CACHE_VARY && m->body_len == al &&
+			    !memcmp(m->body, all, al)) {
 				gen = m->vary_gen;
 			} else {
 				gen = worker_rand(cr->w);
@@ -971,7 +995,7 @@ static int store(struct cache_req *cr, const char *head, size_t head_len, const 
 
 static void pass_marker(struct cache_req *cr)
 {
-	struct cache_entry_spec sp = { 0 };
+	struct cache_entry_spec sp = {0};
 	int64_t now = now_ms();
 
 	sp.kind = CACHE_PASS;
@@ -1004,7 +1028,8 @@ static void invalidate_uri(struct cache_req *cr, struct http_str loc)
 		const char *slash = memchr(h, '/', (size_t)(end - h));
 		if (!slash)
 			slash = end;
-		ul = url_norm(h, (size_t)(slash - h), slash, (size_t)(end - slash), url, sizeof(url));
+		ul = url_norm(h, (size_t)(slash - h), slash, (size_t)(end - slash), url,
+			      sizeof(url));
 		if (ul < 0)
 			return;
 	} else {
@@ -1034,7 +1059,7 @@ static void invalidate(struct cache_req *cr, const struct http_response *res)
 static struct cache_entry *refresh(struct cache_req *cr, const struct http_response *res)
 {
 	struct cache_entry *old = cr->stale;
-	struct buf head = { 0 };
+	struct buf head = {0};
 	const char *p = old->head, *end = old->head + old->head_len;
 	struct http_str n, v;
 	const char *ls = p;
@@ -1213,8 +1238,8 @@ void cache_upstream_done(struct request *r)
 		return;
 	if (cr->filling) {
 		cr->filling = false;
-		int rc = store(cr, buf_head(&cr->head), cr->head.len, buf_head(&cr->body), cr->body.len,
-			       now_ms());
+		int rc = store(cr, buf_head(&cr->head), cr->head.len, buf_head(&cr->body),
+			       cr->body.len, now_ms());
 		if (rc)
 			log_debug("cache: %s not stored: %s", cr->url, strerror(-rc));
 		buf_free(&cr->head);
@@ -1285,7 +1310,7 @@ bool cache_wants_body(const struct request *r)
 
 const char *cache_access_status(const struct request *r)
 {
-	static const char *const names[] = { "", "hit", "miss", "stale", "bypass" };
+	static const char *const names[] = {"", "hit", "miss", "stale", "bypass"};
 
 	return r->cache ? names[r->cache->access] : "";
 }

@@ -93,8 +93,7 @@ static int h_purge(struct gateway *g, const struct admin_req *req, struct admin_
 	if (g->config_put)
 		g->config_put(g, cfg);
 	snprintf(resp->audit, sizeof(resp->audit), "cache purge %s %.200s: %zu", kind, v, purged);
-	return buf_appendf(&resp->body, "{\"purged\":%zu,\"l2\":%ld,\"%s\":", purged, l2,
-			   kind) ||
+	return buf_appendf(&resp->body, "{\"purged\":%zu,\"l2\":%ld,\"%s\":", purged, l2, kind) ||
 			       jsonw_buf_str(&resp->body, v) || buf_appends(&resp->body, "}\n")
 		       ? -1
 		       : 0;

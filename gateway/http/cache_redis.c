@@ -17,7 +17,7 @@
 #include "http/conn.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 #define BREAKER_FAILS 3
 #define BREAKER_OPEN_MS 5000
@@ -51,16 +51,28 @@ int l2_encode(const struct cache_entry_spec *s, char **out, size_t *len)
 	if (!b)
 		return -ENOMEM;
 	struct l2_hdr h = {
-		.magic = L2_MAGIC, .kind = (uint8_t)s->kind,
-		.must_revalidate = s->meta.must_revalidate, .no_cache = s->meta.no_cache,
-		.has_validator = s->meta.has_validator, .key = s->key, .primary = s->primary,
-		.status = (uint32_t)s->status, .url_len = (uint32_t)s->url_len,
-		.tags_len = (uint32_t)s->tags_len, .head_len = (uint32_t)s->head_len,
-		.body_len = (uint32_t)s->body_len, .swr_s = s->meta.swr_s, .sie_s = s->meta.sie_s,
-		.etag_off = (uint32_t)s->etag_off, .etag_len = (uint32_t)s->etag_len,
-		.lm_off = (uint32_t)s->lm_off, .lm_len = (uint32_t)s->lm_len,
-		.response_time_ms = s->meta.response_time_ms, .initial_age_ms = s->meta.initial_age_ms,
-		.lifetime_ms = s->meta.lifetime_ms, .expires_ms = s->expires_ms,
+		.magic = L2_MAGIC,
+		.kind = (uint8_t)s->kind,
+		.must_revalidate = s->meta.must_revalidate,
+		.no_cache = s->meta.no_cache,
+		.has_validator = s->meta.has_validator,
+		.key = s->key,
+		.primary = s->primary,
+		.status = (uint32_t)s->status,
+		.url_len = (uint32_t)s->url_len,
+		.tags_len = (uint32_t)s->tags_len,
+		.head_len = (uint32_t)s->head_len,
+		.body_len = (uint32_t)s->body_len,
+		.swr_s = s->meta.swr_s,
+		.sie_s = s->meta.sie_s,
+		.etag_off = (uint32_t)s->etag_off,
+		.etag_len = (uint32_t)s->etag_len,
+		.lm_off = (uint32_t)s->lm_off,
+		.lm_len = (uint32_t)s->lm_len,
+		.response_time_ms = s->meta.response_time_ms,
+		.initial_age_ms = s->meta.initial_age_ms,
+		.lifetime_ms = s->meta.lifetime_ms,
+		.expires_ms = s->expires_ms,
 		.vary_gen = s->vary_gen,
 	};
 	char *p = b + sizeof(h);
@@ -91,11 +103,11 @@ int l2_decode(const char *data, size_t len, const struct cache_key *want,
 	if (len < sizeof(h))
 		return -EINVAL;
 	memcpy(&h, data, sizeof(h));
-	if (h.magic != L2_MAGIC || memcmp(&h.key, want, sizeof(*want)) != 0 ||
-	    h.kind > CACHE_PASS)
+	if (h.magic != L2_MAGIC || memcmp(&h.key, want, sizeof(*want)) != 0 || h.kind > CACHE_PASS)
 		return -EINVAL;
 	uint64_t payload = (uint64_t)h.url_len + h.tags_len + h.head_len + h.body_len;
-	if (payload != len - sizeof(h) || (h.etag_len && (uint64_t)h.etag_off + h.etag_len > h.head_len) ||
+	if (payload != len - sizeof(h) ||
+	    (h.etag_len && (uint64_t)h.etag_off + h.etag_len > h.head_len) ||
 	    (h.lm_len && (uint64_t)h.lm_off + h.lm_len > h.head_len))
 		return -EINVAL;
 	uint64_t sum = h.checksum;
@@ -114,24 +126,40 @@ int l2_decode(const char *data, size_t len, const struct cache_key *want,
 		return -EINVAL;
 	const char *p = data + sizeof(h);
 	*s = (struct cache_entry_spec){
-		.key = h.key, .primary = h.primary, .kind = (enum cache_kind)h.kind,
-		.vary_gen = h.vary_gen, .status = (int)h.status, .expires_ms = h.expires_ms,
-		.meta = { .response_time_ms = h.response_time_ms, .initial_age_ms = h.initial_age_ms,
-			  .lifetime_ms = h.lifetime_ms, .swr_s = h.swr_s, .sie_s = h.sie_s,
-			  .must_revalidate = h.must_revalidate, .no_cache = h.no_cache,
-			  .has_validator = h.has_validator },
-		.url = p, .url_len = h.url_len,
-		.tags = p + h.url_len, .tags_len = h.tags_len,
-		.head = p + h.url_len + h.tags_len, .head_len = h.head_len,
-		.body = p + h.url_len + h.tags_len + h.head_len, .body_len = h.body_len,
-		.etag_off = h.etag_off, .etag_len = h.etag_len, .lm_off = h.lm_off, .lm_len = h.lm_len,
+		.key = h.key,
+		.primary = h.primary,
+		.kind = (enum cache_kind)h.kind,
+		.vary_gen = h.vary_gen,
+		.status = (int)h.status,
+		.expires_ms = h.expires_ms,
+		.meta = {.response_time_ms = h.response_time_ms,
+			 .initial_age_ms = h.initial_age_ms,
+			 .lifetime_ms = h.lifetime_ms,
+			 .swr_s = h.swr_s,
+			 .sie_s = h.sie_s,
+			 .must_revalidate = h.must_revalidate,
+			 .no_cache = h.no_cache,
+			 .has_validator = h.has_validator},
+		.url = p,
+		.url_len = h.url_len,
+		.tags = p + h.url_len,
+		.tags_len = h.tags_len,
+		.head = p + h.url_len + h.tags_len,
+		.head_len = h.head_len,
+		.body = p + h.url_len + h.tags_len + h.head_len,
+		.body_len = h.body_len,
+		.etag_off = h.etag_off,
+		.etag_len = h.etag_len,
+		.lm_off = h.lm_off,
+		.lm_len = h.lm_len,
 	};
 	return 0;
 }
 
 static void key_name(const struct cache_key *k, char out[37])
 {
-	snprintf(out, 37, "rfx:%016llx%016llx", (unsigned long long)k->hi, (unsigned long long)k->lo);
+	snprintf(out, 37, "rfx:%016llx%016llx", (unsigned long long)k->hi,
+		 (unsigned long long)k->lo);
 }
 
 /* ---- the worker's connection ------------------------------------------------------ */
@@ -412,8 +440,8 @@ struct l2_op *l2_get(struct worker *w, const struct cfg_cache *cc, const struct 
 	if (!lc)
 		return NULL;
 	key_name(k, name);
-	const char *argv[] = { "GET", name };
-	size_t argvlen[] = { 3, 36 };
+	const char *argv[] = {"GET", name};
+	size_t argvlen[] = {3, 36};
 	return l2_send(lc, cc, 2, argv, argvlen, cb, arg);
 }
 
@@ -436,8 +464,8 @@ void l2_put(struct worker *w, const struct cfg_cache *cc, const struct cache_ent
 	key_name(&s->key, name);
 	memcpy(hex, name + 4, 33);
 	int tl = snprintf(ttl, sizeof(ttl), "%lld", (long long)ms);
-	const char *set[] = { "SET", name, blob, "PX", ttl };
-	size_t setl[] = { 3, 36, blen, 2, (size_t)tl };
+	const char *set[] = {"SET", name, blob, "PX", ttl};
+	size_t setl[] = {3, 36, blen, 2, (size_t)tl};
 	l2_send(lc, cc, 5, set, setl, NULL, NULL);
 	free(blob);
 
@@ -447,8 +475,8 @@ void l2_put(struct worker *w, const struct cfg_cache *cc, const struct cache_ent
 		memcpy(member, s->url, s->url_len);
 		member[s->url_len] = '\t';
 		memcpy(member + s->url_len + 1, hex, 32);
-		const char *za[] = { "ZADD", "rfx:urls", "0", member };
-		size_t zl[] = { 4, 8, 1, s->url_len + 33 };
+		const char *za[] = {"ZADD", "rfx:urls", "0", member};
+		size_t zl[] = {4, 8, 1, s->url_len + 33};
 		l2_send(lc, cc, 4, za, zl, NULL, NULL);
 		free(member);
 	}
@@ -462,8 +490,8 @@ void l2_put(struct worker *w, const struct cfg_cache *cc, const struct cache_ent
 		if (i > st && i - st < 200) {
 			char tk[216];
 			int n = snprintf(tk, sizeof(tk), "rfx:t:%.*s", (int)(i - st), s->tags + st);
-			const char *sa[] = { "SADD", tk, hex };
-			size_t sl[] = { 4, (size_t)n, 32 };
+			const char *sa[] = {"SADD", tk, hex};
+			size_t sl[] = {4, (size_t)n, 32};
 			l2_send(lc, cc, 3, sa, sl, NULL, NULL);
 		}
 	}
@@ -477,8 +505,8 @@ void l2_del(struct worker *w, const struct cfg_cache *cc, const struct cache_key
 	if (!lc)
 		return;
 	key_name(k, name);
-	const char *argv[] = { "DEL", name };
-	size_t argvlen[] = { 3, 36 };
+	const char *argv[] = {"DEL", name};
+	size_t argvlen[] = {3, 36};
 	l2_send(lc, cc, 2, argv, argvlen, NULL, NULL);
 }
 
@@ -487,7 +515,7 @@ void l2_del(struct worker *w, const struct cfg_cache *cc, const struct cache_key
 static redisContext *blocking_connect(const struct cfg_cache *cc, unsigned timeout_ms)
 {
 	char host[CFG_HOST_MAX + 8];
-	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
 
 	snprintf(host, sizeof(host), "%s", cc->redis.text);
 	char *colon = strrchr(host, ':');
@@ -618,13 +646,14 @@ static void *subscriber(void *arg)
 		redisContext *c = blocking_connect(&s->cc, 1000);
 		if (!c) {
 			if (!warned)
-				log_warn("cache L2: purge subscriber cannot reach redis %s; retrying",
+				log_warn("cache L2: purge subscriber cannot reach redis %s; "
+					 "retrying",
 					 s->cc.redis.text);
 			warned = true;
 			sleep(1);
 			continue;
 		}
-		struct timeval none = { 0 };
+		struct timeval none = {0};
 		redisSetTimeout(c, none); /* block until a message comes */
 		redisReply *r = redisCommand(c, "SUBSCRIBE " PURGE_CHANNEL);
 		if (r)

@@ -213,9 +213,9 @@ int64_t cache_http_date(const char *p, size_t n)
 
 size_t cache_http_date_format(int64_t t_s, char *out)
 {
-	static const char *wd[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-	static const char *mo[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-				    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	static const char *wd[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *mo[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+				   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 	struct tm tm;
 	time_t t = (time_t)t_s;
 
@@ -253,7 +253,8 @@ static bool status_storable(int s)
 	return s >= 200 && s < 600 && s != 206 && s != 304;
 }
 
-enum cache_nostore cache_storable(const struct cache_req_facts *rq, const struct cache_resp_facts *rs)
+enum cache_nostore cache_storable(const struct cache_req_facts *rq,
+				  const struct cache_resp_facts *rs)
 {
 	const struct cache_cc *cc = &rs->cc;
 
@@ -319,8 +320,8 @@ void cache_meta_from(struct cache_meta *m, const struct cache_resp_facts *rs,
 		.swr_s = rs->cc.has_swr ? rs->cc.swr : 0,
 		.sie_s = rs->cc.has_sie ? rs->cc.sie : 0,
 		/* §5.2.2.10: s-maxage implies proxy-revalidate */
-		.must_revalidate = rs->cc.must_revalidate || rs->cc.proxy_revalidate ||
-				   rs->cc.has_s_maxage,
+		.must_revalidate =
+			rs->cc.must_revalidate || rs->cc.proxy_revalidate || rs->cc.has_s_maxage,
 		.no_cache = rs->cc.no_cache,
 		.has_validator = rs->has_etag || rs->has_last_modified,
 	};

@@ -61,8 +61,8 @@ struct cache_req_facts {
 /* Why a response is not stored (Cache-Status "detail"), CACHE_STORE_OK if it is. */
 enum cache_nostore {
 	CACHE_STORE_OK = 0,
-	CACHE_NOSTORE_METHOD,      /* not GET (nor an opted-in POST), or HEAD */
-	CACHE_NOSTORE_STATUS,      /* not a final status a cache may store, or 206/304 */
+	CACHE_NOSTORE_METHOD, /* not GET (nor an opted-in POST), or HEAD */
+	CACHE_NOSTORE_STATUS, /* not a final status a cache may store, or 206/304 */
 	CACHE_NOSTORE_REQ_NO_STORE,
 	CACHE_NOSTORE_NO_STORE,
 	CACHE_NOSTORE_PRIVATE,
@@ -78,7 +78,8 @@ const char *cache_nostore_name(enum cache_nostore why);
 /* May a shared cache store this response (RFC 9111 §3, §3.5)? No
  * heuristic freshness: a response is stored only when it says so
  * (max-age, s-maxage, Expires, or public). */
-enum cache_nostore cache_storable(const struct cache_req_facts *rq, const struct cache_resp_facts *rs);
+enum cache_nostore cache_storable(const struct cache_req_facts *rq,
+				  const struct cache_resp_facts *rs);
 
 /* Freshness lifetime in ms (§4.2.1): s-maxage, then max-age, then
  * Expires − Date (Date defaults to the response time); 0 if none. */
@@ -92,12 +93,12 @@ int64_t cache_initial_age(const struct cache_resp_facts *rs, int64_t request_tim
 /* What is stored with an object to decide later how it may be used. */
 struct cache_meta {
 	int64_t response_time_ms; /* when the response (or a 304 refreshing it) arrived */
-	int64_t initial_age_ms;   /* corrected initial age at that time */
-	int64_t lifetime_ms;      /* freshness lifetime */
-	uint32_t swr_s, sie_s;    /* stale-while-revalidate, stale-if-error windows */
-	bool must_revalidate;     /* must-revalidate, proxy-revalidate or s-maxage: never serve stale */
-	bool no_cache;            /* stored, but validated before every use */
-	bool has_validator;       /* ETag or Last-Modified */
+	int64_t initial_age_ms;	  /* corrected initial age at that time */
+	int64_t lifetime_ms;	  /* freshness lifetime */
+	uint32_t swr_s, sie_s;	  /* stale-while-revalidate, stale-if-error windows */
+	bool must_revalidate; /* must-revalidate, proxy-revalidate or s-maxage: never serve stale */
+	bool no_cache;	      /* stored, but validated before every use */
+	bool has_validator;   /* ETag or Last-Modified */
 };
 
 void cache_meta_from(struct cache_meta *m, const struct cache_resp_facts *rs,
@@ -107,10 +108,10 @@ int64_t cache_current_age(const struct cache_meta *m, int64_t now_ms);
 
 /* How a stored object may answer a request. */
 enum cache_use {
-	CACHE_USE_FRESH,       /* serve it */
-	CACHE_USE_STALE_OK,    /* stale, but the client accepts it (max-stale): serve */
-	CACHE_USE_STALE_SWR,   /* stale within stale-while-revalidate: serve, refresh once */
-	CACHE_USE_REVALIDATE,  /* ask the origin (conditionally when there is a validator) */
+	CACHE_USE_FRESH,      /* serve it */
+	CACHE_USE_STALE_OK,   /* stale, but the client accepts it (max-stale): serve */
+	CACHE_USE_STALE_SWR,  /* stale within stale-while-revalidate: serve, refresh once */
+	CACHE_USE_REVALIDATE, /* ask the origin (conditionally when there is a validator) */
 };
 
 /* Decide for a request with directives rq at now_ms (§4, §4.2.4, §5.2.1,

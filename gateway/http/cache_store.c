@@ -22,7 +22,8 @@ struct pending {
 struct shard {
 	ck_spinlock_fas_t lock; /* writers; readers go lock-free through ck_hs */
 	ck_hs_t hs;
-	struct cache_entry *q_head, *q_tail, *hand; /* SIEVE: new at head, hand walks tailwards→head */
+	struct cache_entry *q_head, *q_tail,
+		*hand; /* SIEVE: new at head, hand walks tailwards→head */
 	uint64_t bytes, budget, objects;
 	struct pending *pending[PENDING_BUCKETS];
 } __attribute__((aligned(64)));
@@ -74,7 +75,7 @@ static void hs_free(void *p, size_t n, bool defer)
 	ck_epoch_call(tls_rec, &d->ee, deferred_free_cb);
 }
 
-static struct ck_malloc hs_allocator = { .malloc = hs_malloc, .free = hs_free };
+static struct ck_malloc hs_allocator = {.malloc = hs_malloc, .free = hs_free};
 
 static unsigned long hs_hash(const void *key, unsigned long seed)
 {
@@ -519,7 +520,7 @@ void cache_store_finish(const struct cache_key *k, int result)
 
 void cache_store_stats(struct cache_stats_global *out)
 {
-	*out = (struct cache_stats_global){ 0 };
+	*out = (struct cache_stats_global){0};
 	for (unsigned i = 0; i < N_SHARDS; i++) {
 		out->bytes += ck_pr_load_64(&S.shards[i].bytes);
 		out->objects += ck_pr_load_64(&S.shards[i].objects);

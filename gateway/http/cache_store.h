@@ -38,23 +38,23 @@ struct cache_key {
 
 enum cache_kind {
 	CACHE_OBJECT = 0, /* a stored response */
-	CACHE_VARY,       /* the response for this URL varies: the body lists the header names */
-	CACHE_PASS,       /* hit-for-miss: recently uncacheable, do not coalesce */
+	CACHE_VARY,	  /* the response for this URL varies: the body lists the header names */
+	CACHE_PASS,	  /* hit-for-miss: recently uncacheable, do not coalesce */
 };
 
 struct cache_entry {
-	struct cache_key key; /* first: ck_hs compares keys and entries alike */
+	struct cache_key key;	  /* first: ck_hs compares keys and entries alike */
 	struct cache_key primary; /* the URL key (equals key unless a Vary variant) */
 	enum cache_kind kind;
-	uint64_t vary_gen;        /* CACHE_VARY: variants are keyed with it */
+	uint64_t vary_gen; /* CACHE_VARY: variants are keyed with it */
 	int status;
 	struct cache_meta meta;
-	int64_t expires_ms;       /* when the table may drop it (stale windows included) */
-	const char *url;          /* "host/path?query", normalised: prefix purges */
+	int64_t expires_ms; /* when the table may drop it (stale windows included) */
+	const char *url;    /* "host/path?query", normalised: prefix purges */
 	size_t url_len;
-	const char *tags;         /* the tag header's value: tag purges */
+	const char *tags; /* the tag header's value: tag purges */
 	size_t tags_len;
-	const char *head;         /* stored header lines "Name: value\r\n" (no framing, no Age) */
+	const char *head; /* stored header lines "Name: value\r\n" (no framing, no Age) */
 	size_t head_len;
 	const char *etag, *last_modified; /* views into head's values, or NULL */
 	size_t etag_len, last_modified_len;

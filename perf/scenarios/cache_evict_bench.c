@@ -103,7 +103,7 @@ static double sim_list(const uint32_t *t, size_t len, uint32_t n_keys, uint32_t 
 			else
 				head = -1;
 		}
-		nodes[i] = (struct node){ .key = k, .prev = -1, .next = head };
+		nodes[i] = (struct node){.key = k, .prev = -1, .next = head};
 		if (head >= 0)
 			nodes[head].prev = i;
 		head = i;
@@ -155,7 +155,7 @@ static double sim_sieve(const uint32_t *t, size_t len, uint32_t n_keys, uint32_t
 			where[nodes[v].key] = -1;
 			i = v;
 		}
-		nodes[i] = (struct node){ .key = k, .prev = -1, .next = head };
+		nodes[i] = (struct node){.key = k, .prev = -1, .next = head};
 		visited[i] = 0;
 		if (head >= 0)
 			nodes[head].prev = i;
@@ -176,7 +176,7 @@ static struct cache_key key_of(uint32_t k, uint32_t round)
 {
 	uint64_t x = ((uint64_t)round << 32 | k) * 0xff51afd7ed558ccdULL;
 	x ^= x >> 33;
-	return (struct cache_key){ .lo = x | 1, .hi = x * 0xc4ceb9fe1a85ec53ULL };
+	return (struct cache_key){.lo = x | 1, .hi = x * 0xc4ceb9fe1a85ec53ULL};
 }
 
 static double sim_store(const uint32_t *t, size_t len, uint32_t round)
@@ -192,9 +192,15 @@ static double sim_store(const uint32_t *t, size_t len, uint32_t round)
 			cache_entry_put(e);
 			continue;
 		}
-		struct cache_entry_spec s = { .key = k, .primary = k, .kind = CACHE_OBJECT,
-					      .status = 200, .expires_ms = INT64_MAX, .url = "b",
-					      .url_len = 1, .body = body, .body_len = OBJ_BODY };
+		struct cache_entry_spec s = {.key = k,
+					     .primary = k,
+					     .kind = CACHE_OBJECT,
+					     .status = 200,
+					     .expires_ms = INT64_MAX,
+					     .url = "b",
+					     .url_len = 1,
+					     .body = body,
+					     .body_len = OBJ_BODY};
 		cache_store_put(&s);
 		if ((j & 1023) == 0)
 			cache_store_quiesce();
@@ -219,12 +225,12 @@ int main(int argc, char **argv)
 {
 	size_t len = argc > 1 ? strtoull(argv[1], NULL, 10) : 2000000;
 	uint32_t n_keys = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 100000;
-	const double alphas[] = { 0.7, 0.9, 1.1 };
-	const double fracs[] = { 0.01, 0.05, 0.10 };
+	const double alphas[] = {0.7, 0.9, 1.1};
+	const double fracs[] = {0.01, 0.05, 0.10};
 	/* an entry costs its struct and strings: measure one to size the budget */
 	size_t per_obj;
 	{
-		struct cache_entry_spec s = { .url_len = 1, .body_len = OBJ_BODY };
+		struct cache_entry_spec s = {.url_len = 1, .body_len = OBJ_BODY};
 		per_obj = sizeof(struct cache_entry) + s.url_len + s.body_len + 4;
 	}
 
@@ -249,4 +255,3 @@ int main(int argc, char **argv)
 	}
 	return 0;
 }
-

@@ -32,7 +32,7 @@ static long req(const char *path, const char *const *headers, bool head, struct 
 	char url[1024];
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
-	struct h_req q = { .url = url, .headers = headers, .head = head };
+	struct h_req q = {.url = url, .headers = headers, .head = head};
 	if (h_http(&q, r) != 0)
 		return -1;
 	return r->status;
@@ -156,7 +156,7 @@ static void test_request_directives(void)
 
 	test_begin("request_max_age_0_goes_to_origin");
 	before = origin_requests(o_port);
-	const char *ma0[] = { "Cache-Control: max-age=0", NULL };
+	const char *ma0[] = {"Cache-Control: max-age=0", NULL};
 	req(p, ma0, false, &r);
 	CHECK_MSG(!cs_has(&r, "hit"), "%s", cs(&r));
 	h_resp_free(&r);
@@ -165,11 +165,11 @@ static void test_request_directives(void)
 
 	test_begin("request_no_cache_goes_to_origin");
 	before = origin_requests(o_port);
-	const char *nc[] = { "Cache-Control: no-cache", NULL };
+	const char *nc[] = {"Cache-Control: no-cache", NULL};
 	req(p, nc, false, &r);
 	CHECK_MSG(cs_has(&r, "fwd=request"), "%s", cs(&r));
 	h_resp_free(&r);
-	const char *pragma[] = { "Pragma: no-cache", NULL };
+	const char *pragma[] = {"Pragma: no-cache", NULL};
 	req(p, pragma, false, &r);
 	h_resp_free(&r);
 	CHECK_INT(origin_requests(o_port) - before, 2);
@@ -177,11 +177,11 @@ static void test_request_directives(void)
 
 	test_begin("request_min_fresh");
 	before = origin_requests(o_port);
-	const char *mf_ok[] = { "Cache-Control: min-fresh=10", NULL };
+	const char *mf_ok[] = {"Cache-Control: min-fresh=10", NULL};
 	req(p, mf_ok, false, &r);
 	CHECK_MSG(cs_has(&r, "hit"), "%s", cs(&r));
 	h_resp_free(&r);
-	const char *mf_no[] = { "Cache-Control: min-fresh=100", NULL };
+	const char *mf_no[] = {"Cache-Control: min-fresh=100", NULL};
 	req(p, mf_no, false, &r);
 	CHECK_MSG(!cs_has(&r, "hit"), "%s", cs(&r));
 	h_resp_free(&r);
@@ -190,7 +190,7 @@ static void test_request_directives(void)
 
 	test_begin("request_no_store_bypasses");
 	before = origin_requests(o_port);
-	const char *ns[] = { "Cache-Control: no-store", NULL };
+	const char *ns[] = {"Cache-Control: no-store", NULL};
 	req(p, ns, false, &r);
 	CHECK_MSG(cs_has(&r, "bypass"), "%s", cs(&r));
 	h_resp_free(&r);
@@ -199,7 +199,7 @@ static void test_request_directives(void)
 
 	test_begin("only_if_cached");
 	before = origin_requests(o_port);
-	const char *oic[] = { "Cache-Control: only-if-cached", NULL };
+	const char *oic[] = {"Cache-Control: only-if-cached", NULL};
 	CHECK_INT(req("/t/never-seen", oic, false, &r), 504);
 	h_resp_free(&r);
 	CHECK_INT(req(p, oic, false, &r), 200);
@@ -209,7 +209,7 @@ static void test_request_directives(void)
 
 	test_begin("authorization_not_shared");
 	before = origin_requests(o_port);
-	const char *auth[] = { "Authorization: Bearer x", NULL };
+	const char *auth[] = {"Authorization: Bearer x", NULL};
 	req("/t/auth?cc=max-age%3D60", auth, false, &r);
 	h_resp_free(&r);
 	req("/t/auth?cc=max-age%3D60", NULL, false, &r);
@@ -217,7 +217,8 @@ static void test_request_directives(void)
 	req("/t/auth2?cc=public,max-age%3D60", auth, false, &r);
 	h_resp_free(&r);
 	req("/t/auth2?cc=public,max-age%3D60", NULL, false, &r);
-	CHECK_MSG(cs_has(&r, "hit"), "public response stored from an authorized request: %s", cs(&r));
+	CHECK_MSG(cs_has(&r, "hit"), "public response stored from an authorized request: %s",
+		  cs(&r));
 	h_resp_free(&r);
 	CHECK_INT(origin_requests(o_port) - before, 3);
 	test_end();
@@ -235,7 +236,7 @@ static void test_stale(void)
 	h_resp_free(&r);
 	h_sleep_ms(2100);
 	before = origin_requests(o_port);
-	const char *mx[] = { "Cache-Control: max-stale", NULL };
+	const char *mx[] = {"Cache-Control: max-stale", NULL};
 	req("/t/ms?cc=max-age%3D1", mx, false, &r);
 	CHECK_MSG(cs_has(&r, "max-stale"), "%s", cs(&r));
 	h_resp_free(&r);
@@ -258,7 +259,7 @@ static void test_stale(void)
 	h_resp_free(&r);
 	h_sleep_ms(5100);
 	before = origin_requests(o_port);
-	const char *slow[] = { "X-Origin-Delay: 800", NULL };
+	const char *slow[] = {"X-Origin-Delay: 800", NULL};
 	double t0 = h_now_ms();
 	CHECK_INT(req(swr, slow, false, &r), 200);
 	double took = h_now_ms() - t0;
@@ -280,7 +281,7 @@ static void test_stale(void)
 	req("/t/nosie?cc=max-age%3D1", NULL, false, &r);
 	h_resp_free(&r);
 	h_sleep_ms(2100);
-	const char *fail[] = { "X-Origin-Status: 503", NULL };
+	const char *fail[] = {"X-Origin-Status: 503", NULL};
 	CHECK_INT(req("/t/sie?cc=max-age%3D1,stale-if-error%3D60", fail, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "stale-if-error"), "%s", cs(&r));
 	CHECK(r.body_hash == h_pattern_hash(1024));
@@ -313,7 +314,7 @@ static void test_revalidation(void)
 	h_resp_free(&r);
 	h_sleep_ms(2100);
 	before = origin_requests(o_port);
-	const char *s304[] = { "X-Origin-Status: 304", NULL };
+	const char *s304[] = {"X-Origin-Status: 304", NULL};
 	CHECK_INT(req(p, s304, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "fwd-status=304"), "%s", cs(&r));
 	CHECK(r.body_bytes == 1024 && r.body_hash == h_pattern_hash(1024));
@@ -338,21 +339,22 @@ static void test_revalidation(void)
 	test_end();
 
 	test_begin("client_conditional_answered_304");
-	const char *c = "/t/cond?cc=max-age%3D60&etag=%22c1%22&lm=Sun,%2006%20Nov%201994%2008:49:37%20GMT";
+	const char *c =
+		"/t/cond?cc=max-age%3D60&etag=%22c1%22&lm=Sun,%2006%20Nov%201994%2008:49:37%20GMT";
 	req(c, NULL, false, &r);
 	h_resp_free(&r);
 	before = origin_requests(o_port);
-	const char *inm[] = { "If-None-Match: \"x\", \"c1\"", NULL };
+	const char *inm[] = {"If-None-Match: \"x\", \"c1\"", NULL};
 	CHECK_INT(req(c, inm, false, &r), 304);
 	CHECK(r.body_bytes == 0);
 	h_resp_free(&r);
-	const char *inm_no[] = { "If-None-Match: \"zz\"", NULL };
+	const char *inm_no[] = {"If-None-Match: \"zz\"", NULL};
 	CHECK_INT(req(c, inm_no, false, &r), 200);
 	h_resp_free(&r);
-	const char *ims[] = { "If-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT", NULL };
+	const char *ims[] = {"If-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT", NULL};
 	CHECK_INT(req(c, ims, false, &r), 304);
 	h_resp_free(&r);
-	const char *ims_old[] = { "If-Modified-Since: Sat, 05 Nov 1994 08:49:37 GMT", NULL };
+	const char *ims_old[] = {"If-Modified-Since: Sat, 05 Nov 1994 08:49:37 GMT", NULL};
 	CHECK_INT(req(c, ims_old, false, &r), 200);
 	h_resp_free(&r);
 	CHECK_INT(origin_requests(o_port) - before, 0);
@@ -364,8 +366,8 @@ static void test_vary_head_invalidate(void)
 	struct h_resp r;
 	long before = origin_requests(o_port);
 	const char *p = "/t/vary?cc=max-age%3D60&vary=Accept-Language";
-	const char *en[] = { "Accept-Language: en", NULL }, *fr[] = { "Accept-Language: fr", NULL };
-	const char *en2[] = { "Accept-Language:   en  ", NULL };
+	const char *en[] = {"Accept-Language: en", NULL}, *fr[] = {"Accept-Language: fr", NULL};
+	const char *en2[] = {"Accept-Language:   en  ", NULL};
 
 	test_begin("vary_two_variants");
 	req(p, en, false, &r);
@@ -400,7 +402,7 @@ static void test_vary_head_invalidate(void)
 	before = origin_requests(o_port);
 	char url[256];
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, ip);
-	struct h_req post = { .url = url, .body = "x", .body_len = 1 };
+	struct h_req post = {.url = url, .body = "x", .body_len = 1};
 	h_http(&post, &r);
 	CHECK_INT(r.status, 200);
 	h_resp_free(&r);
@@ -417,7 +419,8 @@ static void test_vary_head_invalidate(void)
 	bool hit;
 	CHECK_INT(twice("/nocache/x?cc=max-age%3D60", &hit), 2);
 	req("/nocache/x?cc=max-age%3D60", NULL, false, &r);
-	CHECK_MSG(!h_resp_header(&r, "Cache-Status", cl, sizeof(cl)), "no Cache-Status off the cache");
+	CHECK_MSG(!h_resp_header(&r, "Cache-Status", cl, sizeof(cl)),
+		  "no Cache-Status off the cache");
 	h_resp_free(&r);
 	test_end();
 }
@@ -427,8 +430,11 @@ static long post(void *curl, const char *path, const char *body, struct h_resp *
 	char url[256];
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
-	struct h_req q = { .url = url, .body = body, .body_len = strlen(body), .no_expect = true,
-			   .curl = curl };
+	struct h_req q = {.url = url,
+			  .body = body,
+			  .body_len = strlen(body),
+			  .no_expect = true,
+			  .curl = curl};
 	return h_http(&q, r) == 0 ? r->status : -1;
 }
 
@@ -474,18 +480,19 @@ int main(void)
 	o2_port = h_free_port();
 	if (!h_start_origin("origin", o_port, 1) || !(o2 = h_start_origin("o2", o2_port, 1)))
 		return test_exit_code();
-	const char *cfg = h_write_config("workers: 2\n"
-					 "listen: [\"127.0.0.1:%d\"]\n"
-					 "admin: {listen: off}\n"
-					 "pools:\n"
-					 "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
-					 "  two: {endpoints: [\"127.0.0.1:%d\"]}\n"
-					 "routes:\n"
-					 "  - {path_prefix: /nocache/, pool: default, cache: false}\n"
-					 "  - {path_prefix: /o2/, pool: two}\n"
-					 "  - {path_prefix: /post/, pool: default, cache: {post: true}}\n"
-					 "cache: {enabled: true, memory: 64m}\n",
-					 gw_port, o_port, o2_port);
+	const char *cfg =
+		h_write_config("workers: 2\n"
+			       "listen: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: off}\n"
+			       "pools:\n"
+			       "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			       "  two: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			       "routes:\n"
+			       "  - {path_prefix: /nocache/, pool: default, cache: false}\n"
+			       "  - {path_prefix: /o2/, pool: two}\n"
+			       "  - {path_prefix: /post/, pool: default, cache: {post: true}}\n"
+			       "cache: {enabled: true, memory: 64m}\n",
+			       gw_port, o_port, o2_port);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)
 		return test_exit_code();

@@ -36,7 +36,7 @@ static long get(const char *path, struct h_resp *r)
 	char url[1024];
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
-	struct h_req q = { .url = url };
+	struct h_req q = {.url = url};
 	return h_http(&q, r) == 0 ? r->status : -1;
 }
 
@@ -77,7 +77,7 @@ static int concurrent(const char *path, int n, size_t size)
 	int ok = 0;
 
 	for (int i = 0; i < n; i++) {
-		c[i] = (struct conc){ .path = path };
+		c[i] = (struct conc){.path = path};
 		pthread_create(&t[i], NULL, conc_get, &c[i]);
 	}
 	for (int i = 0; i < n; i++) {
@@ -120,12 +120,16 @@ static void test_coalescing(void)
 static long purge(const char *json, const char *token, struct h_resp *r)
 {
 	char url[128], auth[128];
-	const char *hdrs[] = { auth, "Content-Type: application/json", NULL };
+	const char *hdrs[] = {auth, "Content-Type: application/json", NULL};
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/cache/purge", admin_port);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-	struct h_req q = { .method = "POST", .url = url, .headers = hdrs, .body = json,
-			   .body_len = strlen(json), .no_expect = true };
+	struct h_req q = {.method = "POST",
+			  .url = url,
+			  .headers = hdrs,
+			  .body = json,
+			  .body_len = strlen(json),
+			  .no_expect = true};
 	return h_http(&q, r) == 0 ? r->status : -1;
 }
 
@@ -134,10 +138,10 @@ static void test_purges(void)
 	struct h_resp r;
 	char json[512];
 
-	const char *paths[] = { "/pg/a?cc=max-age%3D60", "/pg/b?cc=max-age%3D60",
-				"/pg/sub/c?cc=max-age%3D60&hdr=Surrogate-Key:red%20blue",
-				"/pg/sub/d?cc=max-age%3D60&hdr=Surrogate-Key:blue",
-				"/other/e?cc=max-age%3D60&hdr=Surrogate-Key:red" };
+	const char *paths[] = {"/pg/a?cc=max-age%3D60", "/pg/b?cc=max-age%3D60",
+			       "/pg/sub/c?cc=max-age%3D60&hdr=Surrogate-Key:red%20blue",
+			       "/pg/sub/d?cc=max-age%3D60&hdr=Surrogate-Key:blue",
+			       "/other/e?cc=max-age%3D60&hdr=Surrogate-Key:red"};
 	for (int i = 0; i < 5; i++) {
 		hit(paths[i]);
 		CHECK(hit(paths[i]));
@@ -221,13 +225,14 @@ int main(void)
 	log_path = h_write_config("%s", "");
 	if (!h_start_origin("origin", o_port, 2))
 		return test_exit_code();
-	const char *cfg = h_write_config("workers: 2\n"
-					 "listen: [\"127.0.0.1:%d\"]\n"
-					 "upstream: [\"127.0.0.1:%d\"]\n"
-					 "access_log: \"%s\"\n"
-					 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-					 "cache: {enabled: true, memory: 64m, coalesce_timeout: 5s}\n",
-					 gw_port, o_port, log_path, admin_port, tokens);
+	const char *cfg =
+		h_write_config("workers: 2\n"
+			       "listen: [\"127.0.0.1:%d\"]\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "access_log: \"%s\"\n"
+			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+			       "cache: {enabled: true, memory: 64m, coalesce_timeout: 5s}\n",
+			       gw_port, o_port, log_path, admin_port, tokens);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)
 		return test_exit_code();

@@ -36,11 +36,11 @@ static long origin_requests(void)
 static long get(int port, const char *path, bool *hit, double *ms)
 {
 	char url[512], v[256] = "";
-	const char *hdrs[] = { "Host: shared.example", NULL };
+	const char *hdrs[] = {"Host: shared.example", NULL};
 	struct h_resp r;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-	struct h_req q = { .url = url, .headers = hdrs, .timeout_ms = 5000 };
+	struct h_req q = {.url = url, .headers = hdrs, .timeout_ms = 5000};
 	long st = h_http(&q, &r) == 0 ? r.status : -1;
 	if (hit)
 		*hit = h_resp_header(&r, "Cache-Status", v, sizeof(v)) && strstr(v, "hit");
@@ -55,12 +55,16 @@ static long get(int port, const char *path, bool *hit, double *ms)
 static long purge(const char *json)
 {
 	char url[128];
-	const char *hdrs[] = { "Authorization: Bearer " TOKEN, NULL };
+	const char *hdrs[] = {"Authorization: Bearer " TOKEN, NULL};
 	struct h_resp r;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/cache/purge", a_admin);
-	struct h_req q = { .method = "POST", .url = url, .headers = hdrs, .body = json,
-			   .body_len = strlen(json), .no_expect = true };
+	struct h_req q = {.method = "POST",
+			  .url = url,
+			  .headers = hdrs,
+			  .body = json,
+			  .body_len = strlen(json),
+			  .no_expect = true};
 	long st = h_http(&q, &r) == 0 ? r.status : -1;
 	h_resp_free(&r);
 	return st;
@@ -84,10 +88,10 @@ static void test_shared(void)
 	before = origin_requests();
 	const char *p = "/l2/vary?cc=max-age%3D60&vary=Accept-Language";
 	char url[256];
-	const char *en[] = { "Host: shared.example", "Accept-Language: en", NULL };
+	const char *en[] = {"Host: shared.example", "Accept-Language: en", NULL};
 	struct h_resp r;
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", a_port, p);
-	struct h_req q = { .url = url, .headers = en };
+	struct h_req q = {.url = url, .headers = en};
 	h_http(&q, &r);
 	h_resp_free(&r);
 	h_sleep_ms(100);
@@ -122,7 +126,7 @@ static void test_shared(void)
 static void test_integrity(void)
 {
 	bool hit;
-	struct timeval tv = { 2, 0 };
+	struct timeval tv = {2, 0};
 	redisContext *c = redisConnectWithTimeout("127.0.0.1", r_port, tv);
 
 	test_begin("corrupt_l2_value_not_used");
@@ -192,7 +196,8 @@ int main(void)
 {
 	h_init("42_cache_redis", 90);
 	if (access("/usr/bin/redis-server", X_OK) != 0) {
-		test_skip("cache_redis", "redis-server is not installed (apt-get install redis-server)");
+		test_skip("cache_redis",
+			  "redis-server is not installed (apt-get install redis-server)");
 		return test_exit_code();
 	}
 	a_port = h_free_port();
@@ -202,24 +207,27 @@ int main(void)
 	a_admin = h_free_port();
 	char rp[16];
 	snprintf(rp, sizeof(rp), "%d", r_port);
-	char *rargv[] = { "/usr/bin/redis-server", "--port", rp, "--bind", "127.0.0.1",
-			  "--save", "", "--appendonly", "no", NULL };
+	char *rargv[] = {
+		"/usr/bin/redis-server", "--port", rp,	"--bind", "127.0.0.1", "--save", "",
+		"--appendonly",		 "no",	   NULL};
 	struct h_proc *redis = h_spawn("redis", rargv, "127.0.0.1", r_port, 5000);
 	if (!redis || !h_start_origin("origin", o_port, 1))
 		return test_exit_code();
 	const char *tokens = h_write_config("ops %s\n", TOKEN);
-	const char *ca = h_write_config("workers: 2\nlisten: [\"127.0.0.1:%d\"]\n"
-					"upstream: [\"127.0.0.1:%d\"]\n"
-					"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-					"cache: {enabled: true, memory: 32m, redis: \"127.0.0.1:%d\", "
-					"redis_timeout: 100ms}\n",
-					a_port, o_port, a_admin, tokens, r_port);
-	const char *cb = h_write_config("workers: 2\nlisten: [\"127.0.0.1:%d\"]\n"
-					"upstream: [\"127.0.0.1:%d\"]\n"
-					"admin: {listen: off}\n"
-					"cache: {enabled: true, memory: 32m, redis: \"127.0.0.1:%d\", "
-					"redis_timeout: 100ms}\n",
-					b_port, o_port, r_port);
+	const char *ca =
+		h_write_config("workers: 2\nlisten: [\"127.0.0.1:%d\"]\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+			       "cache: {enabled: true, memory: 32m, redis: \"127.0.0.1:%d\", "
+			       "redis_timeout: 100ms}\n",
+			       a_port, o_port, a_admin, tokens, r_port);
+	const char *cb =
+		h_write_config("workers: 2\nlisten: [\"127.0.0.1:%d\"]\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: off}\n"
+			       "cache: {enabled: true, memory: 32m, redis: \"127.0.0.1:%d\", "
+			       "redis_timeout: 100ms}\n",
+			       b_port, o_port, r_port);
 	struct h_proc *a = h_start_reflexd_config("A", a_port, ca);
 	struct h_proc *b = h_start_reflexd_config("B", b_port, cb);
 	if (!a || !b || h_wait_port("127.0.0.1", a_admin, 5000))

@@ -10,7 +10,7 @@
 
 static struct cache_cc cc_of(const char *s)
 {
-	struct cache_cc cc = { 0 };
+	struct cache_cc cc = {0};
 
 	cache_cc_parse(&cc, s, strlen(s));
 	return cc;
@@ -43,20 +43,21 @@ static void test_dates(void)
 		const char *s;
 		int64_t ms;
 	} t[] = {
-		{ "Sun, 06 Nov 1994 08:49:37 GMT", 784111777000LL },
-		{ "Sunday, 06-Nov-94 08:49:37 GMT", 784111777000LL },
-		{ "Sun Nov  6 08:49:37 1994", 784111777000LL },
-		{ "Thu, 01 Jan 1970 00:00:00 GMT", 0 },
-		{ "0", -1 },
-		{ "Sun, 06 Nov 1994 08:49:37 UTC", -1 },
-		{ "Sun, 32 Nov 1994 08:49:37 GMT", -1 },
-		{ "", -1 },
+		{"Sun, 06 Nov 1994 08:49:37 GMT", 784111777000LL},
+		{"Sunday, 06-Nov-94 08:49:37 GMT", 784111777000LL},
+		{"Sun Nov  6 08:49:37 1994", 784111777000LL},
+		{"Thu, 01 Jan 1970 00:00:00 GMT", 0},
+		{"0", -1},
+		{"Sun, 06 Nov 1994 08:49:37 UTC", -1},
+		{"Sun, 32 Nov 1994 08:49:37 GMT", -1},
+		{"", -1},
 	};
 	char buf[32];
 
 	test_begin("http_dates");
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-		CHECK_MSG(cache_http_date(t[i].s, strlen(t[i].s)) == t[i].ms, "case %zu: %s", i, t[i].s);
+		CHECK_MSG(cache_http_date(t[i].s, strlen(t[i].s)) == t[i].ms, "case %zu: %s", i,
+			  t[i].s);
 	size_t n = cache_http_date_format(784111777, buf);
 	CHECK_STR(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
 	CHECK(n == 29);
@@ -75,36 +76,40 @@ static void test_storable(void)
 		bool expires, cookie, vary_star;
 		enum cache_nostore want;
 	} t[] = {
-		{ "", 0, 0, 200, "max-age=60", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 0, 0, 200, "s-maxage=60", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 0, 0, 200, "", 1, 0, 0, CACHE_STORE_OK },           /* Expires */
-		{ "", 0, 0, 200, "public", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 0, 0, 200, "", 0, 0, 0, CACHE_NOSTORE_NO_FRESHNESS }, /* no heuristics */
-		{ "", 0, 0, 200, "max-age=60, no-store", 0, 0, 0, CACHE_NOSTORE_NO_STORE },
-		{ "", 0, 0, 200, "max-age=60, private", 0, 0, 0, CACHE_NOSTORE_PRIVATE },
-		{ "no-store", 0, 0, 200, "max-age=60", 0, 0, 0, CACHE_NOSTORE_REQ_NO_STORE },
-		{ "", 1, 0, 200, "max-age=60", 0, 0, 0, CACHE_NOSTORE_AUTHORIZATION },
-		{ "", 1, 0, 200, "max-age=60, public", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 1, 0, 200, "s-maxage=60", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 1, 0, 200, "max-age=60, must-revalidate", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 0, 0, 200, "max-age=60", 0, 1, 0, CACHE_NOSTORE_SET_COOKIE },
-		{ "", 0, 0, 200, "max-age=60, public", 0, 1, 0, CACHE_STORE_OK },
-		{ "", 0, 0, 200, "max-age=60", 0, 0, 1, CACHE_NOSTORE_VARY_STAR },
-		{ "", 0, 0, 206, "max-age=60", 0, 0, 0, CACHE_NOSTORE_STATUS },
-		{ "", 0, 0, 304, "max-age=60", 0, 0, 0, CACHE_NOSTORE_STATUS },
-		{ "", 0, 0, 404, "max-age=60", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 0, 0, 500, "max-age=60", 0, 0, 0, CACHE_STORE_OK },
-		{ "", 0, 1, 200, "max-age=60", 0, 0, 0, CACHE_NOSTORE_METHOD },
+		{"", 0, 0, 200, "max-age=60", 0, 0, 0, CACHE_STORE_OK},
+		{"", 0, 0, 200, "s-maxage=60", 0, 0, 0, CACHE_STORE_OK},
+		{"", 0, 0, 200, "", 1, 0, 0, CACHE_STORE_OK}, /* Expires */
+		{"", 0, 0, 200, "public", 0, 0, 0, CACHE_STORE_OK},
+		{"", 0, 0, 200, "", 0, 0, 0, CACHE_NOSTORE_NO_FRESHNESS}, /* no heuristics */
+		{"", 0, 0, 200, "max-age=60, no-store", 0, 0, 0, CACHE_NOSTORE_NO_STORE},
+		{"", 0, 0, 200, "max-age=60, private", 0, 0, 0, CACHE_NOSTORE_PRIVATE},
+		{"no-store", 0, 0, 200, "max-age=60", 0, 0, 0, CACHE_NOSTORE_REQ_NO_STORE},
+		{"", 1, 0, 200, "max-age=60", 0, 0, 0, CACHE_NOSTORE_AUTHORIZATION},
+		{"", 1, 0, 200, "max-age=60, public", 0, 0, 0, CACHE_STORE_OK},
+		{"", 1, 0, 200, "s-maxage=60", 0, 0, 0, CACHE_STORE_OK},
+		{"", 1, 0, 200, "max-age=60, must-revalidate", 0, 0, 0, CACHE_STORE_OK},
+		{"", 0, 0, 200, "max-age=60", 0, 1, 0, CACHE_NOSTORE_SET_COOKIE},
+		{"", 0, 0, 200, "max-age=60, public", 0, 1, 0, CACHE_STORE_OK},
+		{"", 0, 0, 200, "max-age=60", 0, 0, 1, CACHE_NOSTORE_VARY_STAR},
+		{"", 0, 0, 206, "max-age=60", 0, 0, 0, CACHE_NOSTORE_STATUS},
+		{"", 0, 0, 304, "max-age=60", 0, 0, 0, CACHE_NOSTORE_STATUS},
+		{"", 0, 0, 404, "max-age=60", 0, 0, 0, CACHE_STORE_OK},
+		{"", 0, 0, 500, "max-age=60", 0, 0, 0, CACHE_STORE_OK},
+		{"", 0, 1, 200, "max-age=60", 0, 0, 0, CACHE_NOSTORE_METHOD},
 	};
 
 	test_begin("storable");
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		struct cache_req_facts rq = { .get_or_head = true, .is_head = t[i].head,
-					      .authorization = t[i].auth, .cc = cc_of(t[i].req_cc) };
-		struct cache_resp_facts rs = { .status = t[i].status, .cc = cc_of(t[i].resp_cc),
-					       .has_expires = t[i].expires,
-					       .expires_ms = t[i].expires ? 1000 : 0,
-					       .set_cookie = t[i].cookie, .vary_star = t[i].vary_star };
+		struct cache_req_facts rq = {.get_or_head = true,
+					     .is_head = t[i].head,
+					     .authorization = t[i].auth,
+					     .cc = cc_of(t[i].req_cc)};
+		struct cache_resp_facts rs = {.status = t[i].status,
+					      .cc = cc_of(t[i].resp_cc),
+					      .has_expires = t[i].expires,
+					      .expires_ms = t[i].expires ? 1000 : 0,
+					      .set_cookie = t[i].cookie,
+					      .vary_star = t[i].vary_star};
 		enum cache_nostore got = cache_storable(&rq, &rs);
 		CHECK_MSG(got == t[i].want, "case %zu: got %s, want %s", i, cache_nostore_name(got),
 			  cache_nostore_name(t[i].want));
@@ -115,8 +120,11 @@ static void test_storable(void)
 static void test_lifetime_and_age(void)
 {
 	test_begin("lifetime_and_age");
-	struct cache_resp_facts rs = { .cc = cc_of("max-age=60, s-maxage=10"), .has_expires = true,
-				       .expires_ms = 500000, .has_date = true, .date_ms = 100000 };
+	struct cache_resp_facts rs = {.cc = cc_of("max-age=60, s-maxage=10"),
+				      .has_expires = true,
+				      .expires_ms = 500000,
+				      .has_date = true,
+				      .date_ms = 100000};
 	CHECK_MSG(cache_freshness_lifetime(&rs, 100000) == 10000, "s-maxage wins");
 	rs.cc = cc_of("max-age=60");
 	CHECK_MSG(cache_freshness_lifetime(&rs, 100000) == 60000, "then max-age");
@@ -128,7 +136,8 @@ static void test_lifetime_and_age(void)
 	CHECK(cache_freshness_lifetime(&rs, 100000) == 0);
 
 	/* §4.2.3: apparent age 5 s (Date 5 s before arrival), Age 2 s + 1 s delay */
-	struct cache_resp_facts a = { .has_date = true, .date_ms = 95000, .has_age = true, .age_s = 2 };
+	struct cache_resp_facts a = {
+		.has_date = true, .date_ms = 95000, .has_age = true, .age_s = 2};
 	CHECK_INT(cache_initial_age(&a, 99000, 100000), 5000);
 	a.age_s = 10;
 	CHECK_INT(cache_initial_age(&a, 99000, 100000), 11000);
@@ -149,28 +158,28 @@ static void test_use(void)
 		int64_t age_s;
 		enum cache_use want;
 	} t[] = {
-		{ "max-age=60", "", 10, CACHE_USE_FRESH },
-		{ "max-age=60", "", 61, CACHE_USE_REVALIDATE },
-		{ "max-age=60", "max-age=5", 10, CACHE_USE_REVALIDATE },
-		{ "max-age=60", "max-age=20", 10, CACHE_USE_FRESH },
-		{ "max-age=60", "min-fresh=55", 10, CACHE_USE_REVALIDATE },
-		{ "max-age=60", "min-fresh=20", 10, CACHE_USE_FRESH },
-		{ "max-age=60", "no-cache", 10, CACHE_USE_REVALIDATE },
-		{ "max-age=60, no-cache", "", 10, CACHE_USE_REVALIDATE },
-		{ "max-age=60", "max-stale", 1000, CACHE_USE_STALE_OK },
-		{ "max-age=60", "max-stale=30", 80, CACHE_USE_STALE_OK },
-		{ "max-age=60", "max-stale=10", 80, CACHE_USE_REVALIDATE },
-		{ "max-age=60, must-revalidate", "max-stale", 80, CACHE_USE_REVALIDATE },
-		{ "max-age=60, proxy-revalidate", "max-stale", 80, CACHE_USE_REVALIDATE },
-		{ "s-maxage=60", "max-stale", 80, CACHE_USE_REVALIDATE },
-		{ "max-age=60, stale-while-revalidate=30", "", 80, CACHE_USE_STALE_SWR },
-		{ "max-age=60, stale-while-revalidate=30", "", 100, CACHE_USE_REVALIDATE },
-		{ "max-age=60, stale-while-revalidate=30", "", 30, CACHE_USE_FRESH },
+		{"max-age=60", "", 10, CACHE_USE_FRESH},
+		{"max-age=60", "", 61, CACHE_USE_REVALIDATE},
+		{"max-age=60", "max-age=5", 10, CACHE_USE_REVALIDATE},
+		{"max-age=60", "max-age=20", 10, CACHE_USE_FRESH},
+		{"max-age=60", "min-fresh=55", 10, CACHE_USE_REVALIDATE},
+		{"max-age=60", "min-fresh=20", 10, CACHE_USE_FRESH},
+		{"max-age=60", "no-cache", 10, CACHE_USE_REVALIDATE},
+		{"max-age=60, no-cache", "", 10, CACHE_USE_REVALIDATE},
+		{"max-age=60", "max-stale", 1000, CACHE_USE_STALE_OK},
+		{"max-age=60", "max-stale=30", 80, CACHE_USE_STALE_OK},
+		{"max-age=60", "max-stale=10", 80, CACHE_USE_REVALIDATE},
+		{"max-age=60, must-revalidate", "max-stale", 80, CACHE_USE_REVALIDATE},
+		{"max-age=60, proxy-revalidate", "max-stale", 80, CACHE_USE_REVALIDATE},
+		{"s-maxage=60", "max-stale", 80, CACHE_USE_REVALIDATE},
+		{"max-age=60, stale-while-revalidate=30", "", 80, CACHE_USE_STALE_SWR},
+		{"max-age=60, stale-while-revalidate=30", "", 100, CACHE_USE_REVALIDATE},
+		{"max-age=60, stale-while-revalidate=30", "", 30, CACHE_USE_FRESH},
 	};
 
 	test_begin("use");
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		struct cache_resp_facts rs = { .cc = cc_of(t[i].resp_cc) };
+		struct cache_resp_facts rs = {.cc = cc_of(t[i].resp_cc)};
 		struct cache_meta m;
 		struct cache_cc rq = cc_of(t[i].req_cc);
 		cache_meta_from(&m, &rs, 1000000, 1000000);
@@ -188,19 +197,19 @@ static void test_stale_on_error(void)
 		int64_t grace_s, age_s;
 		bool want;
 	} t[] = {
-		{ "max-age=10", "", 0, 20, false },
-		{ "max-age=10, stale-if-error=60", "", 0, 20, true },
-		{ "max-age=10, stale-if-error=5", "", 0, 20, false },
-		{ "max-age=10", "stale-if-error=30", 0, 20, true },
-		{ "max-age=10", "", 30, 20, true },
-		{ "max-age=10", "", 5, 20, false },
-		{ "max-age=10, must-revalidate, stale-if-error=60", "", 60, 20, false },
-		{ "max-age=10", "", 0, 5, true }, /* still fresh */
+		{"max-age=10", "", 0, 20, false},
+		{"max-age=10, stale-if-error=60", "", 0, 20, true},
+		{"max-age=10, stale-if-error=5", "", 0, 20, false},
+		{"max-age=10", "stale-if-error=30", 0, 20, true},
+		{"max-age=10", "", 30, 20, true},
+		{"max-age=10", "", 5, 20, false},
+		{"max-age=10, must-revalidate, stale-if-error=60", "", 60, 20, false},
+		{"max-age=10", "", 0, 5, true}, /* still fresh */
 	};
 
 	test_begin("stale_on_error");
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		struct cache_resp_facts rs = { .cc = cc_of(t[i].resp_cc) };
+		struct cache_resp_facts rs = {.cc = cc_of(t[i].resp_cc)};
 		struct cache_meta m;
 		struct cache_cc rq = cc_of(t[i].req_cc);
 		cache_meta_from(&m, &rs, 0, 0);
@@ -216,16 +225,16 @@ static void test_etags(void)
 		const char *inm, *etag;
 		bool want;
 	} t[] = {
-		{ "\"a\"", "\"a\"", true },	    { "W/\"a\"", "\"a\"", true },
-		{ "\"a\"", "W/\"a\"", true },	    { "\"b\", \"a\"", "\"a\"", true },
-		{ "\"b\"", "\"a\"", false },	    { "*", "\"a\"", true },
-		{ "\"ab\"", "\"a\"", false },	    { "", "\"a\"", false },
+		{"\"a\"", "\"a\"", true},   {"W/\"a\"", "\"a\"", true},
+		{"\"a\"", "W/\"a\"", true}, {"\"b\", \"a\"", "\"a\"", true},
+		{"\"b\"", "\"a\"", false},  {"*", "\"a\"", true},
+		{"\"ab\"", "\"a\"", false}, {"", "\"a\"", false},
 	};
 
 	test_begin("etag_match");
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-		CHECK_MSG(cache_etag_match(t[i].inm, strlen(t[i].inm), t[i].etag, strlen(t[i].etag)) ==
-				  t[i].want,
+		CHECK_MSG(cache_etag_match(t[i].inm, strlen(t[i].inm), t[i].etag,
+					   strlen(t[i].etag)) == t[i].want,
 			  "case %zu", i);
 	test_end();
 }
@@ -234,19 +243,19 @@ static void test_norm(void)
 {
 	static const struct {
 		const char *in, *out;
-	} paths[] = {
-		{ "/a/b?x=1", "/a/b?x=1" },
-		{ "/%7euser/%2fx", "/~user/%2Fx" },
-		{ "/%41%42c", "/ABc" },
-		{ "/%zz", "/%zz" },
-		{ "/a%", "/a%" },
-	}, hosts[] = {
-		{ "Example.COM", "example.com" },
-		{ "example.com:80", "example.com" },
-		{ "example.com:8080", "example.com:8080" },
-		{ "example.com.", "example.com" },
-		{ "[::1]:80", "[::1]" },
-	};
+	} paths[] =
+		{
+			{"/a/b?x=1", "/a/b?x=1"}, {"/%7euser/%2fx", "/~user/%2Fx"},
+			{"/%41%42c", "/ABc"},	  {"/%zz", "/%zz"},
+			{"/a%", "/a%"},
+		},
+	  hosts[] = {
+		  {"Example.COM", "example.com"},
+		  {"example.com:80", "example.com"},
+		  {"example.com:8080", "example.com:8080"},
+		  {"example.com.", "example.com"},
+		  {"[::1]:80", "[::1]"},
+	  };
 	char out[64];
 
 	test_begin("key_normalisation");

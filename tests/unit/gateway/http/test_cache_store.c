@@ -15,17 +15,25 @@
 static struct cache_key key_n(uint64_t n)
 {
 	/* every key in shard 0 (hi % 64 == 0) so the per-shard budget is exercised */
-	return (struct cache_key){ .lo = n * 0x9e3779b97f4a7c15ULL + 1, .hi = n * 64 };
+	return (struct cache_key){.lo = n * 0x9e3779b97f4a7c15ULL + 1, .hi = n * 64};
 }
 
 static int put_n(uint64_t n, size_t body_len, const char *url, const char *tags)
 {
 	static char body[8192];
-	struct cache_entry_spec s = { .key = key_n(n), .primary = key_n(n), .kind = CACHE_OBJECT,
-				      .status = 200, .expires_ms = INT64_MAX, .url = url,
-				      .url_len = strlen(url), .tags = tags,
-				      .tags_len = tags ? strlen(tags) : 0, .head = "HTTP/1.1 200 OK\r\n",
-				      .head_len = 17, .body = body, .body_len = body_len };
+	struct cache_entry_spec s = {.key = key_n(n),
+				     .primary = key_n(n),
+				     .kind = CACHE_OBJECT,
+				     .status = 200,
+				     .expires_ms = INT64_MAX,
+				     .url = url,
+				     .url_len = strlen(url),
+				     .tags = tags,
+				     .tags_len = tags ? strlen(tags) : 0,
+				     .head = "HTTP/1.1 200 OK\r\n",
+				     .head_len = 17,
+				     .body = body,
+				     .body_len = body_len};
 	return cache_store_put(&s);
 }
 
@@ -88,10 +96,13 @@ static void test_purge(void)
 {
 	test_begin("purge_url_prefix_tag");
 	for (uint64_t i = 100; i < 164; i++) { /* spread over shards via distinct hi */
-		struct cache_entry_spec s = { .key = { .lo = i, .hi = i }, .kind = CACHE_OBJECT,
-					      .status = 200, .expires_ms = INT64_MAX };
+		struct cache_entry_spec s = {.key = {.lo = i, .hi = i},
+					     .kind = CACHE_OBJECT,
+					     .status = 200,
+					     .expires_ms = INT64_MAX};
 		char url[32], tags[32];
-		snprintf(url, sizeof(url), "h/%s/%llu", i % 2 ? "odd" : "even", (unsigned long long)i);
+		snprintf(url, sizeof(url), "h/%s/%llu", i % 2 ? "odd" : "even",
+			 (unsigned long long)i);
 		snprintf(tags, sizeof(tags), "all t%llu", (unsigned long long)(i % 4));
 		s.url = url;
 		s.url_len = strlen(url);
@@ -120,16 +131,21 @@ static void on_done(struct cache_waiter *w, int result)
 static void test_claims(void)
 {
 	test_begin("coalescing_claims");
-	struct cache_key k = { .lo = 777, .hi = 5 };
-	struct cache_waiter w1 = { .on_done = on_done }, w2 = { .on_done = on_done };
+	struct cache_key k = {.lo = 777, .hi = 5};
+	struct cache_waiter w1 = {.on_done = on_done}, w2 = {.on_done = on_done};
 	struct cache_entry *hit;
 	CHECK(cache_store_claim(&k, &w1, NULL, &hit) == CACHE_CLAIM_LEADER);
 	CHECK(cache_store_claim(&k, &w1, NULL, &hit) == CACHE_CLAIM_WAITER);
 	CHECK(cache_store_claim(&k, &w2, NULL, &hit) == CACHE_CLAIM_WAITER);
 	cache_store_finish(&k, 7);
 	CHECK(done_count == 2 && done_result == 7);
-	struct cache_entry_spec s = { .key = k, .primary = k, .kind = CACHE_OBJECT, .status = 200,
-				      .expires_ms = INT64_MAX, .url = "x", .url_len = 1 };
+	struct cache_entry_spec s = {.key = k,
+				     .primary = k,
+				     .kind = CACHE_OBJECT,
+				     .status = 200,
+				     .expires_ms = INT64_MAX,
+				     .url = "x",
+				     .url_len = 1};
 	CHECK(cache_store_put(&s) == 0);
 	CHECK(cache_store_claim(&k, &w1, NULL, &hit) == CACHE_CLAIM_HIT && hit);
 	/* the stale entry being revalidated is not a hit: claim as leader */
@@ -179,10 +195,15 @@ static void test_concurrent(void)
 		for (uint64_t i = 1000; i < 1100; i += 7) {
 			uint64_t n = 1000 + (i + (uint64_t)round) % 100;
 			memset(body, (char)(n & 0x7f), sizeof(body));
-			struct cache_entry_spec s = { .key = key_n(n), .primary = key_n(n),
-						      .kind = CACHE_OBJECT, .status = 200,
-						      .expires_ms = INT64_MAX, .url = "c", .url_len = 1,
-						      .body = body, .body_len = sizeof(body) };
+			struct cache_entry_spec s = {.key = key_n(n),
+						     .primary = key_n(n),
+						     .kind = CACHE_OBJECT,
+						     .status = 200,
+						     .expires_ms = INT64_MAX,
+						     .url = "c",
+						     .url_len = 1,
+						     .body = body,
+						     .body_len = sizeof(body)};
 			CHECK(cache_store_put(&s) == 0);
 		}
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
