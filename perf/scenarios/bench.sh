@@ -166,7 +166,8 @@ if has "$TARGETS" reflexd && [ "$CACHE_SCEN" = 1 ]; then
 	else
 		bench_log "reflexd refuses $(basename "$REFLEXD_CACHE_CONF"): $(head -1 "$RUN_DIR/reflexd-check.log"); no cache"
 		if grep -q '^#\+ `cache' "$ROOT/docs/config.md" 2>/dev/null; then
-			NOTE[reflexd]="cache config refused: $(head -1 "$RUN_DIR/reflexd-check.log" | tr '|' '/') (pass-through)"
+			NOTE[reflexd]="no cache: $(basename "$REFLEXD_CACHE_CONF") refused, $(head -1 "$RUN_DIR/reflexd-check.log" |
+				sed 's/^reflexd: [^:]*:\([0-9]*\): /line \1: /' | tr '|' '/') (pass-through)"
 		else
 			NOTE[reflexd]="no cache yet (pass-through)"
 		fi
@@ -215,7 +216,7 @@ check_path() {
 	for i in 1 2 3; do
 		read -r code size < <(http_get "http://127.0.0.1:${PORT[$t]}$path" "$RUN_DIR/$t.body")
 		[ "$code" = 200 ] && [ "$size" = 1024 ] ||
-			bench_die "$t answered $code with $size bytes for $path (want 200, 1024); log: $RUN_DIR/$t.log (KEEP=1 keeps it)"
+			bench_die "$t answered $code with $size bytes for $path (want 200, 1024); log: $RUN_DIR/$t.log"
 		cmp -s "$RUN_DIR/$t.body" "$RUN_DIR/origin.body" || bench_die "$t's body for $path differs from the origin's"
 	done
 	after=$(origin_requests)
@@ -223,11 +224,11 @@ check_path() {
 	echo $((after - before))
 }
 for t in $TARGETS; do
-	n=$(check_path "$t" "/pass/check?cc=no-store")
+	n=$(check_path "$t" "/pass/check?cc=no-store") || bench_die "checking $t failed (above)"
 	[ "$n" -eq 3 ] || bench_die "3 pass-through requests through $t reached the origin $n times (want 3)"
 	checks+=("$t: 3 × GET /pass/check?cc=no-store → 200, the origin's 1024 bytes, 3 requests at the origin")
 	if [ "$CACHE_SCEN" = 1 ]; then
-		n=$(check_path "$t" "/hit/check?$CC_HIT")
+		n=$(check_path "$t" "/hit/check?$CC_HIT") || bench_die "checking $t failed (above)"
 		if [ "$n" -eq 1 ]; then
 			checks+=("$t: 3 × GET /hit/check?$CC_HIT → 200, 1024 bytes, 1 request at the origin (cached)")
 		elif [ "$t" = reflexd ]; then
@@ -266,6 +267,8 @@ run_one() {
 			bench_die "reflex-bench failed against $t: $(tail -3 "$out")"
 	fi
 	t1=$(now_s) b1=$(busy_ticks)
+	kill -0 "${PID[$t]}" 2>/dev/null ||
+		bench_die "$t exited during $scen (log: $RUN_DIR/$t.log): $(tail -3 "$RUN_DIR/$t.log")"
 	p1=$(tree_ticks "${PID[$t]}") o1=$(tree_ticks "${PID[origin]}") r1=$(origin_requests)
 	[ "$rep" = warm ] && return 0
 	el=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')

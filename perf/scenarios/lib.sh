@@ -14,7 +14,12 @@ BENCH_NAMES=()
 RUN_DIR=
 
 bench_log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-bench_die() { bench_log "error: $*"; exit 1; }
+# bench_die MESSAGE: stop the run; the run directory (server logs, raw output) is kept.
+bench_die() {
+	bench_log "error: $*"
+	KEEP=1
+	exit 1
+}
 
 # bench_init: run directory and the cleanup trap. KEEP=1 keeps the run dir.
 bench_init() {
