@@ -16,6 +16,9 @@
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 #define LISTEN_BACKLOG 4096
+/* After an accept error (EMFILE, ENFILE, ENOMEM) the connection is still in
+ * the backlog: an accept re-armed at once fails at once, a busy loop. */
+#define ACCEPT_RETRY_MS 50
 
 static void arm(struct listener *ls)
 {
@@ -24,6 +27,14 @@ static void arm(struct listener *ls)
 	io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
 	loop_sqe_set_op(sqe, &ls->accept_op);
 	ls->armed = true;
+}
+
+static void on_retry(struct timer *t)
+{
+	struct listener *ls = container_of(t, struct listener, retry);
+
+	if (!ls->dead && !ls->armed && !ls->w->draining)
+		arm(ls);
 }
 
 static void unlink_listener(struct worker *w, struct listener *ls)
@@ -65,7 +76,7 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 			close(res);
 	} else if (res != -ECANCELED && !ls->dead) {
 		/* EMFILE/ENFILE/ENOMEM: the connection stays in the backlog; try
-		 * again on the next completion. Logged once per second. */
+		 * again after ACCEPT_RETRY_MS. Logged once per second. */
 		static __thread uint64_t last_log;
 		if (w->loop.now - last_log > 1000) {
 			last_log = w->loop.now;
@@ -77,6 +88,8 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 	if (ls->dead) {
 		unlink_listener(w, ls);
 		free(ls);
+	} else if (!w->draining && res < 0 && res != -ECANCELED) {
+		timer_arm(&w->loop.timers, &ls->retry, w->loop.now + ACCEPT_RETRY_MS);
 	} else if (!w->draining) {
 		arm(ls);
 	}
@@ -112,6 +125,7 @@ static int open_one(struct worker *w, const struct cfg_addr *a)
 			return -ENOMEM;
 		*ls = (struct listener){ .w = w, .fd = fd, .addr = *a, .next = w->listeners };
 		ls->accept_op.on_complete = on_accept;
+		timer_init(&ls->retry, on_retry);
 		w->listeners = ls;
 		arm(ls);
 	}
@@ -130,6 +144,7 @@ static int open_one(struct worker *w, const struct cfg_addr *a)
 	}
 	*ls = (struct listener){ .w = w, .fd = fd, .addr = *a, .next = w->listeners };
 	ls->accept_op.on_complete = on_accept;
+	timer_init(&ls->retry, on_retry);
 	w->listeners = ls;
 	arm(ls);
 	return 0;
@@ -150,6 +165,7 @@ static void close_one(struct worker *w, struct listener *ls, bool keep_socket)
 	if (ls->dead)
 		return;
 	ls->dead = true;
+	timer_disarm(&w->loop.timers, &ls->retry);
 	if (ls->armed) {
 		struct io_uring_sqe *sqe = loop_sqe(&w->loop);
 		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&ls->accept_op, 0);
@@ -211,6 +227,7 @@ void accept_free(struct worker *w)
 	while (w->listeners) {
 		struct listener *ls = w->listeners;
 		w->listeners = ls->next;
+		timer_disarm(&w->loop.timers, &ls->retry);
 		if (ls->fd >= 0)
 			close(ls->fd);
 		free(ls);

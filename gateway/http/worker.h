@@ -25,6 +25,7 @@ struct listener {
 	int fd;
 	struct cfg_addr addr; /* a copy: it outlives the snapshot it came from */
 	struct io_op accept_op;
+	struct timer retry; /* re-arm after an accept error (EMFILE, ...) */
 	bool armed;
 	bool dead; /* closed; freed when its accept has ended */
 };
