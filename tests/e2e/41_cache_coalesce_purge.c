@@ -197,6 +197,37 @@ static void test_purges(void)
 	test_end();
 }
 
+/* cache.grace (60 s here): a stale object answers when the origin fails,
+ * though the response said nothing about stale-if-error */
+static void test_grace(void)
+{
+	char url[256], v[256] = "";
+	const char *fail[] = {"X-Origin-Status: 500", NULL};
+	struct h_resp r;
+
+	test_begin("grace_serves_stale_on_origin_error");
+	CHECK(!hit("/gr/x?cc=max-age%3D1"));
+	h_sleep_ms(2100);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/gr/x?cc=max-age%%3D1", gw_port);
+	struct h_req q = {.url = url, .headers = fail};
+	CHECK(h_http(&q, &r) == 0);
+	CHECK_INT(r.status, 200);
+	CHECK_MSG(h_resp_header(&r, "Cache-Status", v, sizeof(v)) && strstr(v, "stale-if-error"),
+		  "%s", v);
+	h_resp_free(&r);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/gr/must?cc=max-age%%3D1,must-revalidate",
+		 gw_port);
+	struct h_req q2 = {.url = url};
+	h_http(&q2, &r);
+	h_resp_free(&r);
+	h_sleep_ms(2100);
+	q2.headers = fail;
+	CHECK(h_http(&q2, &r) == 0);
+	CHECK_MSG(r.status == 500, "must-revalidate is never served stale: %ld", r.status);
+	h_resp_free(&r);
+	test_end();
+}
+
 static void test_access_log(void)
 {
 	test_begin("access_log_cache_field");
@@ -225,14 +256,14 @@ int main(void)
 	log_path = h_write_config("%s", "");
 	if (!h_start_origin("origin", o_port, 2))
 		return test_exit_code();
-	const char *cfg =
-		h_write_config("workers: 2\n"
-			       "listen: [\"127.0.0.1:%d\"]\n"
-			       "upstream: [\"127.0.0.1:%d\"]\n"
-			       "access_log: \"%s\"\n"
-			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-			       "cache: {enabled: true, memory: 64m, coalesce_timeout: 5s}\n",
-			       gw_port, o_port, log_path, admin_port, tokens);
+	const char *cfg = h_write_config(
+		"workers: 2\n"
+		"listen: [\"127.0.0.1:%d\"]\n"
+		"upstream: [\"127.0.0.1:%d\"]\n"
+		"access_log: \"%s\"\n"
+		"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+		"cache: {enabled: true, memory: 64m, coalesce_timeout: 5s, grace: 60s}\n",
+		gw_port, o_port, log_path, admin_port, tokens);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)
 		return test_exit_code();
@@ -244,6 +275,7 @@ int main(void)
 	}
 	test_coalescing();
 	test_purges();
+	test_grace();
 	test_access_log();
 	h_finish(gw, 5000);
 	return test_exit_code();
