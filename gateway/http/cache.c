@@ -764,6 +764,14 @@ enum step_result cache_step(struct request *r)
 		uint64_t need = r->body_done ? 0 : r->body_left;
 		if (c->conn.in.len < need) {
 			struct worker *w = c->conn.w;
+			if (r->expect_continue && !r->continue_sent && !r->http10) {
+				/* the client waits for this before it sends the body we key by */
+				respond_continue(c);
+				r->continue_sent = true;
+				r->expect_continue =
+					false; /* answered: upstream.c must not again */
+				r->bytes_out += 25;
+			}
 			timer_arm(&w->loop.timers, &c->conn.timer,
 				  w->loop.now + cfg->timeouts.body);
 			return STEP_WAIT; /* req_pump_body resumes us */

@@ -460,6 +460,22 @@ static void test_post(void)
 	CHECK_INT(origin_requests(o_port) - before, 2);
 	test_end();
 
+	test_begin("post_cached_with_expect_100_continue");
+	static char big[3000];
+	memset(big, 'p', sizeof(big) - 1);
+	char url[256];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/post/big?cc=max-age%%3D60", gw_port);
+	for (int i = 0; i < 2; i++) {
+		struct h_req q = {
+			.url = url, .body = big, .body_len = strlen(big), .timeout_ms = 5000};
+		CHECK(h_http(&q, &r) == 0);
+		CHECK_INT(r.status, 200);
+		if (i == 1)
+			CHECK_MSG(cs_has(&r, "hit"), "%s", cs(&r));
+		h_resp_free(&r);
+	}
+	test_end();
+
 	test_begin("post_elsewhere_not_cached");
 	before = origin_requests(o_port);
 	CHECK_INT(post(curl, "/t/post?cc=max-age%3D60", "x", &r), 200);
