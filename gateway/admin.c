@@ -36,6 +36,7 @@
 #include "core/log.h"
 #include "core/stats.h"
 #include "gateway.h"
+#include "http/anomaly.h"
 #include "http/upstream.h"
 #include "http/worker.h"
 
@@ -975,6 +976,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok", a ? a->reloads_ok : 0);
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "error",
 		      a ? a->reloads_failed : 0);
+	rc |= anomaly_metrics(b); /* anomaly events, actions, tracer (docs/anomaly.md) */
 
 	stats_worker_fini(&t);
 	if (g->config_put)

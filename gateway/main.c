@@ -36,6 +36,7 @@
 #include "gateway.h"
 #include "http/accept.h"
 #include "http/limit_admin.h"
+#include "http/anomaly_trace.h"
 #include "http/limit_kernel.h"
 #include "http/reflex.h"
 #include "http/worker.h"
@@ -365,6 +366,9 @@ int main(int argc, char **argv)
 	 * from this thread before any worker accepts (degrades to userspace at
 	 * accept when BPF cannot load; says why in one line). */
 	limit_kernel_start(cfg);
+	/* trace: the eBPF tracer and the anomaly detector on their own thread
+	 * (one log line and HTTP signals only when BPF cannot load) */
+	anomaly_trace_start(&G);
 
 	G.workers = calloc(cfg->workers, sizeof(*G.workers));
 	if (!G.workers) {
@@ -407,6 +411,7 @@ int main(int argc, char **argv)
 	if (cfg->admin.enabled) {
 		cache_admin_register(); /* POST /cache/purge, GET /cache */
 		limit_admin_register(); /* /limits, /limits/{policy,top,allow,deny,penalty} */
+		anomaly_trace_register_admin(); /* GET /events (list, server-sent events) */
 		admin = admin_start(&G, err, sizeof(err));
 		if (!admin) {
 			log_error("admin API: %s", err);
@@ -461,6 +466,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < G.n_workers; i++)
 		worker_join(&G.workers[i]);
 	limit_kernel_stop(); /* detaches the kernel limiter */
+	anomaly_trace_stop(); /* detaches the tracer */
 	accesslog_close(G.alog);
 	log_info("drained; exiting");
 	return 0;

@@ -164,6 +164,10 @@ size_t accesslog_format(const struct access_record *r, char *out, size_t outlen)
 	put_opt_field(&o, ",\"pool\":", r->pool, FIELD_LEN(r->pool));
 	puts_lit(&o, ",\"retries\":");
 	put_u64(&o, r->retries);
+	if (r->upstream[0] && r->upstream_retransmits != ACCESS_NO_TIME) {
+		puts_lit(&o, ",\"upstream_retransmits\":");
+		put_u64(&o, r->upstream_retransmits);
+	}
 	puts_lit(&o, ",\"timings\":{");
 	for (unsigned s = 0; s < STAGE_MAX; s++) {
 		if (r->t_us[s] == ACCESS_NO_TIME)

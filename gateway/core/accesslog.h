@@ -38,6 +38,9 @@ struct access_record {
 	uint64_t bytes_in;	  /* request bytes on the wire (head + body) */
 	uint64_t bytes_out;	  /* response bytes on the wire */
 	uint32_t t_us[STAGE_MAX]; /* timing breakdown in µs, ACCESS_NO_TIME if absent */
+	/* TCP retransmits to the upstream endpoint in the last trace window (docs/anomaly.md);
+	 * ACCESS_NO_TIME when unknown (no endpoint, tracing off) */
+	uint32_t upstream_retransmits;
 };
 
 struct accesslog;

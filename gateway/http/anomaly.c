@@ -328,6 +328,19 @@ uint64_t anomaly_log_last(struct anomaly_log *l)
 	return v;
 }
 
+int anomaly_log_get(struct anomaly_log *l, uint64_t seq, struct anomaly_event *out)
+{
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&l->mu);
+	if (seq && seq <= l->last && l->last - seq < l->cap) {
+		*out = l->ring[(seq - 1) % l->cap];
+		rc = 0;
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
 static int num(struct buf *b, const char *name, double v)
 {
 	if (v == floor(v) && fabs(v) < 1e15)
@@ -363,6 +376,7 @@ int anomaly_event_json(const struct anomaly_event *e, struct buf *b)
 		(unsigned long long)v->rtt_avg_us, (unsigned long long)v->rtt_max_us,
 		(unsigned long long)v->connect_avg_us, (unsigned long long)v->listen_overflows,
 		(unsigned long long)v->listen_drops);
+	rc |= buf_appendf(b, ",\"source\":\"%s\"", e->source ? e->source : "detector");
 	rc |= buf_appends(b, ",\"action\":");
 	rc |= jsonw_buf_str(b, e->action);
 	rc |= buf_appends(b, "}");
@@ -406,4 +420,178 @@ void anomaly_log_count_action(struct anomaly_log *l, bool ejection)
 	else
 		l->counts.penalties++;
 	pthread_mutex_unlock(&l->mu);
+}
+
+/* ---- per-endpoint HTTP accumulators ------------------------------------- */
+
+struct acc_slot {
+	uint64_t id; /* 0: free; set once by the worker */
+	uint64_t requests, errors;
+	uint64_t lat[ANOMALY_LAT_BUCKETS];
+	uint32_t retrans; /* + 1, 0 = unknown; written by the anomaly thread */
+};
+
+struct acc_table {
+	struct acc_slot slot[ANOMALY_ACC_SLOTS];
+} __attribute__((aligned(64)));
+
+static struct acc_table *acc;
+static unsigned acc_n;
+
+#define ALOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define ASTORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+int anomaly_acc_init(unsigned n_workers)
+{
+	struct acc_table *t;
+
+	if (acc)
+		return 0;
+	t = calloc(n_workers ? n_workers : 1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	acc_n = n_workers;
+	__atomic_store_n(&acc, t, __ATOMIC_RELEASE);
+	return 0;
+}
+
+unsigned anomaly_lat_bucket(uint64_t us)
+{
+	unsigned lg, sub, b;
+
+	if (us < 1)
+		return 0;
+	lg = 63 - (unsigned)__builtin_clzll(us);
+	sub = lg >= 2 ? (unsigned)(us >> (lg - 2)) & 3 : (unsigned)(us << (2 - lg)) & 3;
+	b = lg * 4 + sub + 1;
+	return b < ANOMALY_LAT_BUCKETS ? b : ANOMALY_LAT_BUCKETS - 1;
+}
+
+uint64_t anomaly_lat_bound_us(unsigned b)
+{
+	unsigned lg, sub;
+
+	if (!b)
+		return 1;
+	lg = (b - 1) / 4;
+	sub = (b - 1) % 4;
+	/* the bucket holds [2^lg × (4+sub)/4, 2^lg × (5+sub)/4) */
+	return ((uint64_t)1 << lg) * (5 + sub) / 4;
+}
+
+uint64_t anomaly_lat_quantile(const uint64_t *now, const uint64_t *before, double q)
+{
+	uint64_t total = 0, seen = 0, want;
+
+	for (unsigned b = 0; b < ANOMALY_LAT_BUCKETS; b++)
+		total += now[b] - (before ? before[b] : 0);
+	if (!total)
+		return 0;
+	want = (uint64_t)ceil(q * (double)total);
+	if (!want)
+		want = 1;
+	for (unsigned b = 0; b < ANOMALY_LAT_BUCKETS; b++) {
+		seen += now[b] - (before ? before[b] : 0);
+		if (seen >= want)
+			return anomaly_lat_bound_us(b);
+	}
+	return anomaly_lat_bound_us(ANOMALY_LAT_BUCKETS - 1);
+}
+
+static struct acc_slot *acc_find(struct acc_table *t, uint64_t id, bool add)
+{
+	unsigned i0 = (unsigned)(id % ANOMALY_ACC_SLOTS);
+
+	for (unsigned k = 0; k < ANOMALY_ACC_SLOTS; k++) {
+		struct acc_slot *s = &t->slot[(i0 + k) % ANOMALY_ACC_SLOTS];
+		uint64_t sid = ALOAD(s->id);
+
+		if (sid == id)
+			return s;
+		if (!sid) {
+			if (!add)
+				return NULL;
+			__atomic_store_n(&s->id, id, __ATOMIC_RELEASE);
+			return s;
+		}
+	}
+	return NULL;
+}
+
+void anomaly_acc_request(unsigned worker, uint64_t ep_id, bool error, uint64_t ttfb_ns)
+{
+	struct acc_table *t = __atomic_load_n(&acc, __ATOMIC_ACQUIRE);
+	struct acc_slot *s;
+
+	if (!t || worker >= acc_n)
+		return;
+	s = acc_find(&t[worker], ep_id ? ep_id : 1, true);
+	if (!s)
+		return;
+	ASTORE(s->requests, s->requests + 1);
+	if (error)
+		ASTORE(s->errors, s->errors + 1);
+	if (ttfb_ns) {
+		unsigned b = anomaly_lat_bucket(ttfb_ns / 1000);
+
+		ASTORE(s->lat[b], s->lat[b] + 1);
+	}
+}
+
+uint32_t anomaly_acc_retrans(unsigned worker, uint64_t ep_id)
+{
+	struct acc_table *t = __atomic_load_n(&acc, __ATOMIC_ACQUIRE);
+	struct acc_slot *s;
+	uint32_t v;
+
+	if (!t || worker >= acc_n)
+		return UINT32_MAX;
+	s = acc_find(&t[worker], ep_id ? ep_id : 1, false);
+	v = s ? ALOAD(s->retrans) : 0;
+	return v ? v - 1 : UINT32_MAX;
+}
+
+int anomaly_acc_read(uint64_t ep_id, struct anomaly_acc_totals *out)
+{
+	struct acc_table *t = __atomic_load_n(&acc, __ATOMIC_ACQUIRE);
+	bool seen = false;
+
+	memset(out, 0, sizeof(*out));
+	if (!t)
+		return -ENOENT;
+	for (unsigned w = 0; w < acc_n; w++) {
+		struct acc_slot *s = acc_find(&t[w], ep_id ? ep_id : 1, false);
+
+		if (!s)
+			continue;
+		seen = true;
+		out->requests += ALOAD(s->requests);
+		out->errors += ALOAD(s->errors);
+		for (unsigned b = 0; b < ANOMALY_LAT_BUCKETS; b++)
+			out->lat[b] += ALOAD(s->lat[b]);
+	}
+	return seen ? 0 : -ENOENT;
+}
+
+void anomaly_acc_set_retrans(uint64_t ep_id, uint32_t n)
+{
+	struct acc_table *t = __atomic_load_n(&acc, __ATOMIC_ACQUIRE);
+
+	if (!t)
+		return;
+	for (unsigned w = 0; w < acc_n; w++) {
+		struct acc_slot *s = acc_find(&t[w], ep_id ? ep_id : 1, false);
+
+		if (s) /* stored + 1: 0 is "never measured" */
+			ASTORE(s->retrans, n < UINT32_MAX - 1 ? n + 1 : UINT32_MAX - 1);
+	}
+}
+
+int (*anomaly_metrics_hook)(struct buf *b);
+
+int anomaly_metrics(struct buf *b)
+{
+	int (*h)(struct buf *) = __atomic_load_n(&anomaly_metrics_hook, __ATOMIC_ACQUIRE);
+
+	return h ? h(b) : 0;
 }

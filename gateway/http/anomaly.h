@@ -77,6 +77,9 @@ struct anomaly_event {
 	enum anomaly_severity severity;
 	struct anomaly_evidence ev;
 	char action[64]; /* "" or what was done ("ejected 30s", "penalty 60s") */
+	/* "detector": a series left its baseline; "kernel": a discrete kernel event (a reset,
+	 * a slow or failed connect, a listen-queue overflow) as it happened */
+	const char *source; /* a literal; NULL = "detector" */
 };
 
 /* One series' state (exposed for the tests; owners use the detector below). */
@@ -122,6 +125,8 @@ uint64_t anomaly_log_add(struct anomaly_log *l, struct anomaly_event *e);
 uint64_t anomaly_log_last(struct anomaly_log *l);
 /* JSON array of the events with seq > since (oldest first, at most max): 0 or -ENOMEM. */
 int anomaly_log_json(struct anomaly_log *l, uint64_t since, unsigned max, struct buf *b);
+/* A copy of event seq: 0, or -ENOENT when it is not (or no longer) in the ring. */
+int anomaly_log_get(struct anomaly_log *l, uint64_t seq, struct anomaly_event *out);
 /* One event as a JSON object (no newline). */
 int anomaly_event_json(const struct anomaly_event *e, struct buf *b);
 /* Counters: events by signal and severity, actions taken. */
@@ -131,5 +136,44 @@ struct anomaly_counts {
 };
 void anomaly_log_counts(struct anomaly_log *l, struct anomaly_counts *out);
 void anomaly_log_count_action(struct anomaly_log *l, bool ejection);
+
+/* ---- per-endpoint HTTP accumulators ---------------------------------------
+ *
+ * The request path's only contact with the detector: each worker counts the requests, errors
+ * and times to first byte of the endpoints it used, in a small table of its own (single
+ * writer, relaxed atomics; no lock, no allocation). The anomaly thread sums the workers'
+ * tables per window, and publishes per endpoint the TCP retransmits of the last window, which
+ * the access log records next to each proxied request. Endpoints are keyed by
+ * endpoint_state.id (the hash of the address text); a table holds ANOMALY_ACC_SLOTS of them,
+ * more are not counted. Until anomaly_acc_init() has run every call is a no-op. */
+#define ANOMALY_ACC_SLOTS 64
+#define ANOMALY_LAT_BUCKETS 112 /* four per octave of µs: 1 µs .. ~2 min */
+
+/* Once, before the workers start (not thread-safe against them). 0 or -ENOMEM. */
+int anomaly_acc_init(unsigned n_workers);
+/* Worker side: one finished request that had an endpoint. error: a 5xx or a failed
+ * exchange; ttfb_ns 0 when no response byte came. */
+void anomaly_acc_request(unsigned worker, uint64_t ep_id, bool error, uint64_t ttfb_ns);
+/* Worker side: the endpoint's retransmits in the last window; UINT32_MAX when unknown
+ * (tracing off, or the endpoint not measured yet). */
+uint32_t anomaly_acc_retrans(unsigned worker, uint64_t ep_id);
+
+/* Reader side (any thread): running totals over all workers. */
+struct anomaly_acc_totals {
+	uint64_t requests, errors;
+	uint64_t lat[ANOMALY_LAT_BUCKETS];
+};
+int anomaly_acc_read(uint64_t ep_id, struct anomaly_acc_totals *out); /* -ENOENT if unseen */
+void anomaly_acc_set_retrans(uint64_t ep_id, uint32_t n);
+/* Histogram helpers: the bucket of a time, a bucket's upper bound, a quantile (0..1) of the
+ * difference of two running histograms (µs; 0 when empty). */
+unsigned anomaly_lat_bucket(uint64_t us);
+uint64_t anomaly_lat_bound_us(unsigned b);
+uint64_t anomaly_lat_quantile(const uint64_t *now, const uint64_t *before, double q);
+
+/* /metrics text of the anomaly module (set by its owner; "" when nothing is running).
+ * admin.c appends it to its exposition. */
+extern int (*anomaly_metrics_hook)(struct buf *b);
+int anomaly_metrics(struct buf *b);
 
 #endif

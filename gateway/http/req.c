@@ -18,6 +18,7 @@
 #include "core/accesslog.h"
 #include "core/log.h"
 #include "core/sock.h"
+#include "http/anomaly.h"
 #include "http/cache.h"
 #include "http/limit.h"
 #include "http/reflex.h"
@@ -166,6 +167,11 @@ static void req_account(struct request *r)
 	if (r->t_ttfb_ns && r->t_sent_ns)
 		stats_hist_observe(&st->stage[STAGE_TTFB], r->t_ttfb_ns - r->t_sent_ns);
 	stats_hist_observe(&st->stage[STAGE_TOTAL], now - r->t_first_ns);
+	if (r->ep) /* per-endpoint signals for the anomaly detector (http/anomaly.h) */
+		anomaly_acc_request(w->id, r->ep->id,
+				    r->status >= 500 || (r->reason >= REASON_UPSTREAM_CONNECT &&
+							 r->reason <= REASON_UPSTREAM_TLS),
+				    r->t_ttfb_ns && r->t_sent_ns ? r->t_ttfb_ns - r->t_sent_ns : 0);
 
 	if (!w->alog)
 		return;
@@ -211,6 +217,7 @@ static void req_account(struct request *r)
 	a.t_us[STAGE_CONNECT] = r->t_connect_ns ? us_between(1, 1 + r->t_connect_ns) : ACCESS_NO_TIME;
 	a.t_us[STAGE_TTFB] = us_between(r->t_sent_ns, r->t_ttfb_ns);
 	a.t_us[STAGE_TOTAL] = us_between(r->t_first_ns, now);
+	a.upstream_retransmits = r->ep ? anomaly_acc_retrans(w->id, r->ep->id) : ACCESS_NO_TIME;
 	accesslog_push(w->alog, w->id, &a);
 }
 
