@@ -6,7 +6,10 @@
  *  - with Redis killed, both keep serving (L1 hits, misses from the
  *    origin) without waiting on it beyond the per-operation timeout.
  * Both gateways are addressed with the same Host, as behind a balancer. */
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +195,41 @@ static void test_redis_down(struct h_proc *redis)
 	test_end();
 }
 
+/* A "Redis" that accepts connections and never answers: every L2 lookup
+ * costs at most the per-operation timeout (100 ms), then the breaker stops
+ * asking. */
+static void test_redis_black_hole(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)r_port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+	test_begin("redis_black_hole_costs_at_most_the_timeout");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 64) != 0) {
+		close(fd);
+		test_skip("redis_black_hole_costs_at_most_the_timeout",
+			  "cannot listen on the Redis port again");
+		return;
+	}
+	h_sleep_ms(5200); /* the breaker from the previous test closes again */
+	int ok = 0;
+	double worst = 0, ms;
+	for (int i = 0; i < 12; i++) {
+		char p[64];
+		snprintf(p, sizeof(p), "/l2/hole%d?cc=max-age%%3D60", i);
+		ok += get(i % 2 ? b_port : a_port, p, NULL, &ms) == 200;
+		if (ms > worst)
+			worst = ms;
+	}
+	CHECK_MSG(ok == 12, "%d of 12 answered", ok);
+	CHECK_MSG(worst < 1000, "a request took %.0f ms with a silent Redis (timeout 100 ms)",
+		  worst);
+	close(fd);
+	test_end();
+}
+
 int main(void)
 {
 	h_init("42_cache_redis", 90);
@@ -239,6 +277,7 @@ int main(void)
 	test_shared();
 	test_integrity();
 	test_redis_down(redis);
+	test_redis_black_hole();
 	h_finish(a, 8000);
 	h_finish(b, 8000);
 	return test_exit_code();
