@@ -566,6 +566,7 @@ static void pool_resilience_defaults(struct cfg_pool *p)
 				      .max_backoff = 250, .idempotency_header = "Idempotency-Key"};
 	p->hedge = (struct cfg_hedge){.delay = 10};
 	p->queue = (struct cfg_queue){.size = 0, .timeout = 1000};
+	p->resolve = 30000;
 }
 
 static struct cfg_pool *pool_add(struct cfg_ctx *x, const char *name, unsigned line)
@@ -1535,12 +1536,14 @@ static int parse_pool_resilience(struct cfg_ctx *x, struct cfg_pool *pool, const
 	if (!strcmp(key, "queue"))
 		return parse_pool_sub(x, pool, pv, sub, queue_fields, N_FIELDS(queue_fields),
 				      NULL) ? -1 : 0;
-	if (!strcmp(key, "slow_start")) {
+	if (!strcmp(key, "slow_start") || !strcmp(key, "resolve")) {
 		if (!(s = scalar(x, pv, sub)))
 			return -1;
-		if (parse_duration(s, 3600 * 1000, &ms, why, sizeof(why)))
+		if (parse_duration(s, 24 * 3600 * 1000, &ms, why, sizeof(why)))
 			return fail_node(x, pv, "%s: %s", sub, why);
-		pool->slow_start = (uint32_t)ms;
+		if (!strcmp(key, "resolve") && ms && ms < 1000)
+			return fail_node(x, pv, "%s: at least 1s (or 0: off)", sub);
+		*(!strcmp(key, "resolve") ? &pool->resolve : &pool->slow_start) = (uint32_t)ms;
 		return 0;
 	}
 	if (!strcmp(key, "hash_key")) {
@@ -2359,9 +2362,12 @@ static int parse_rx_rule(struct cfg_ctx *x, yaml_node_t *n, const char *what,
 					r->in |= CFG_RX_IN_HEADERS;
 				else if (!strcmp(places[i], "body"))
 					r->in |= CFG_RX_IN_BODY;
+				else if (!strcmp(places[i], "response"))
+					r->in |= CFG_RX_IN_RESPONSE;
 				else
 					return fail_node(x, v,
-							 "%s.in: \"%s\" is not url, headers or body",
+							 "%s.in: \"%s\" is not url, headers, body "
+							 "or response",
 							 what, places[i]);
 			}
 			has_in = true;
@@ -2499,6 +2505,8 @@ static int parse_rx_rule(struct cfg_ctx *x, yaml_node_t *n, const char *what,
 		return fail_node(x, n, "%s: in: headers needs headers: [names]", what);
 	if (r->action == CFG_RX_REDACT && !r->n_detect)
 		return fail_node(x, n, "%s: redact needs detect: [detectors]", what);
+	if ((r->in & CFG_RX_IN_RESPONSE) && r->action != CFG_RX_REDACT)
+		return fail_node(x, n, "%s: in: response only works with action: redact", what);
 	if (r->action == CFG_RX_ROUTE && !r->pool[0])
 		return fail_node(x, n, "%s: route needs a pool", what);
 	if (!r->status)

@@ -152,6 +152,7 @@ struct cfg_pool {
 	struct cfg_hedge hedge;
 	struct cfg_queue queue;
 	uint32_t slow_start; /* ramp of a returning endpoint's share; default 0 = off */
+	uint32_t resolve;    /* re-resolve endpoint names this often; default 30 s, 0 = off */
 	struct cfg_pool_tls tls;
 };
 
@@ -294,6 +295,7 @@ enum cfg_rx_redact { CFG_RX_MASK = 0, CFG_RX_HASH, CFG_RX_LAST4 };
 #define CFG_RX_IN_URL 1u     /* path and query */
 #define CFG_RX_IN_HEADERS 2u /* the fields named in headers[] */
 #define CFG_RX_IN_BODY 4u    /* the request body (streamed, up to max_scan_bytes) */
+#define CFG_RX_IN_RESPONSE 8u /* the response body, SSE included (redact only: DLP) */
 
 struct cfg_rx_rule {
 	char name[CFG_NAME_MAX];

@@ -2050,6 +2050,22 @@ uint64_t detect_stream_settled(const struct detect_stream *st)
 	return settled;
 }
 
+uint64_t detect_stream_settled_mask(const struct detect_stream *st, uint64_t mask)
+{
+	uint64_t horizon = 2;
+	for (unsigned i = 0; i < st->db->n_det && i < 64; i++)
+		if ((mask >> i & 1) && st->db->det[i].maxlen + 2 > horizon)
+			horizon = st->db->det[i].maxlen + 2;
+	uint64_t settled = st->offset > horizon ? st->offset - horizon : 0;
+	for (unsigned i = 0; i < st->db->n_det && i < 64; i++)
+		if ((mask >> i & 1) && st->pend[i].live && st->pend[i].start < settled)
+			settled = st->pend[i].start;
+	for (unsigned i = 0; i < st->ctx.n_queue; i++)
+		if ((st->db->group_dets[st->queue[i].grp] & mask) && st->queue[i].lo < settled)
+			settled = st->queue[i].lo;
+	return settled;
+}
+
 /* Keep the last DETECT_WINDOW bytes of the stream in hist. */
 static void hist_append(struct detect_stream *st, const uint8_t *p, size_t n)
 {

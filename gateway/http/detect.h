@@ -207,6 +207,10 @@ uint64_t detect_stream_offset(const struct detect_stream *st);
  * longer than DETECT_WINDOW): a streaming redactor may forward every byte
  * before it. It trails the fed offset by at most about DETECT_WINDOW. */
 uint64_t detect_stream_settled(const struct detect_stream *st);
+/* The same for the detectors in mask only (bit i = detector id i < 64): a
+ * redactor of a few detectors holds back only their longest candidate
+ * (e.g. 320 bytes for email) instead of DETECT_WINDOW. */
+uint64_t detect_stream_settled_mask(const struct detect_stream *st, uint64_t mask);
 
 /* ---- redaction and hashing ------------------------------------------------ */
 

@@ -96,6 +96,32 @@ struct reflex_req {
 	bool nocache;
 	struct buf tags;
 	char status[160]; /* the access record's reflex field */
+	/* response scanning (DLP): detectors, modes, the first rule asking */
+	uint64_t resp_mask;
+	uint8_t resp_mode[RX_MAX_DET];
+	const struct rx_rule *resp_rule;
+	struct rx_resp *resp;
+};
+
+#define RX_NOT_DATA UINT64_MAX
+
+/* A response body under scan. Bytes are held until the detectors are done
+ * with them (detect_stream_settled_mask), then leave rewritten. With SSE
+ * only the values of "data:" lines are scanned, concatenated across events
+ * (a token stream), and held bytes leave in whole events. */
+struct rx_resp {
+	struct detect_stream *st;
+	bool sse, chunked;
+	uint8_t lstate, pfx; /* SSE line parser */
+	struct buf raw;      /* held bytes */
+	uint64_t *map;       /* per held byte: its offset in the scanned data, or RX_NOT_DATA */
+	size_t map_cap;
+	uint64_t data_off;   /* data bytes fed so far */
+	struct rx_bm *bm;    /* matches to rewrite (data offsets), not yet passed */
+	unsigned n_bm, cap_bm;
+	struct buf tmp, out;
+	uint64_t n_redacted;
+	bool failed;
 };
 
 /* ---- compiling -------------------------------------------------------------- */
@@ -673,6 +699,8 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 	int first_det = -1;
 
 	x->redact_mask = 0;
+	x->resp_mask = 0;
+	x->resp_rule = NULL;
 	x->route_pool = -1;
 	x->nocache = false;
 	buf_reset(&x->tags, 0);
@@ -682,6 +710,18 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 
 		if (!head_matches(r, rule))
 			continue;
+		if (rule->c.in & CFG_RX_IN_RESPONSE) {
+			/* DLP: the response is scanned; never cached unredacted */
+			for (unsigned id = 0; id < RX_MAX_DET; id++)
+				if ((rule->mask >> id & 1) && !(x->resp_mask >> id & 1))
+					x->resp_mode[id] = (uint8_t)rule->c.redact;
+			x->resp_mask |= rule->mask;
+			if (!x->resp_rule)
+				x->resp_rule = rule;
+			x->nocache = true;
+			if (!(rule->c.in & (CFG_RX_IN_URL | CFG_RX_IN_HEADERS | CFG_RX_IN_BODY)))
+				continue;
+		}
 		if (rule->c.n_detect) {
 			uint64_t hits = 0;
 			if (rule->c.in & CFG_RX_IN_URL)
@@ -1107,6 +1147,15 @@ void reflex_req_end(struct request *r)
 	if (!x)
 		return;
 	detect_stream_free(x->st);
+	if (x->resp) {
+		detect_stream_free(x->resp->st);
+		buf_free(&x->resp->raw);
+		buf_free(&x->resp->tmp);
+		buf_free(&x->resp->out);
+		free(x->resp->map);
+		free(x->resp->bm);
+		free(x->resp);
+	}
 	buf_free(&x->held);
 	buf_free(&x->tags);
 	free(x->bm);
@@ -1117,6 +1166,300 @@ void reflex_req_end(struct request *r)
 const char *reflex_access_status(const struct request *r)
 {
 	return r->rx ? r->rx->status : "";
+}
+
+/* ---- response scanning (DLP) ---------------------------------------------------- */
+
+static enum detect_redact_mode rs_mode(const struct reflex_req *x, unsigned id)
+{
+	return x->resp_mode[id] == CFG_RX_HASH	  ? DETECT_REDACT_HASH
+	       : x->resp_mode[id] == CFG_RX_LAST4 ? DETECT_REDACT_LAST4
+						  : DETECT_REDACT_MASK;
+}
+
+static int on_resp_match(void *arg, const struct detect_match *m)
+{
+	struct request *r = arg;
+	struct reflex_req *x = r->rx;
+	struct rx_resp *rs = x->resp;
+
+	if (m->id >= RX_MAX_DET || !(x->resp_mask >> m->id & 1))
+		return 0;
+	STAT_INC(stats_of(r)->rx_detector_hits[m->id]);
+	if (!rs->n_redacted && !rs->n_bm) {
+		/* the first one goes to the log and the access record */
+		snprintf(x->status, sizeof(x->status),
+			 "rule=%s action=redact detector=%s in=response offset=%llu hash=%s",
+			 x->resp_rule ? x->resp_rule->c.name : "?", detect_name(x->set->db, m->id),
+			 (unsigned long long)m->start, m->hash[0] ? m->hash : "-");
+		log_info("%s %s: reflex %s", r->c->peer, r->id, x->status);
+	}
+	if (rs->n_bm == rs->cap_bm) {
+		unsigned cap = rs->cap_bm ? rs->cap_bm * 2 : 8;
+		struct rx_bm *nb = realloc(rs->bm, cap * sizeof(*nb));
+		if (!nb) {
+			rs->failed = true;
+			return 0;
+		}
+		rs->bm = nb;
+		rs->cap_bm = cap;
+	}
+	rs->bm[rs->n_bm++] = (struct rx_bm){ .start = m->start, .end = m->end, .id = m->id };
+	return 0;
+}
+
+int reflex_resp_begin(struct request *r, const struct http_response *res)
+{
+	struct reflex_req *x = r->rx;
+	struct rx_resp *rs;
+
+	if (!x || !x->resp_mask || r->is_head || r->out == RESP_OUT_NONE)
+		return 0;
+	rs = x->resp = calloc(1, sizeof(*rs));
+	if (!rs || detect_stream_open(x->set->db, on_resp_match, r, &rs->st))
+		return -1; /* fail closed: the response is not relayed unscanned */
+	const struct http_header *ct =
+		http_find_header(res->headers, res->n_headers, "Content-Type");
+	rs->sse = ct && ct->value.len >= 17 && !strncasecmp(ct->value.p, "text/event-stream", 17);
+	rs->chunked = !r->http10;
+	if (r->out == RESP_OUT_CHUNKED)
+		r->out = RESP_OUT_DECHUNK; /* payload in, our own chunks out */
+	return 1;
+}
+
+static int cmp_bm_start(const void *a, const void *b)
+{
+	const struct rx_bm *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Queue n bytes of rewritten body to the client in its framing. */
+static void resp_write(struct request *r, const char *p, size_t n)
+{
+	struct conn *cn = &r->c->conn;
+
+	if (!n)
+		return;
+	if (r->rx->resp->chunked) {
+		char hdr[24];
+		int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+		conn_write(cn, hdr, (size_t)hl);
+		conn_write(cn, p, n);
+		conn_write(cn, "\r\n", 2);
+		r->bytes_out += (size_t)hl + n + 2;
+	} else {
+		conn_write(cn, p, n);
+		r->bytes_out += n;
+	}
+}
+
+/* Rewrite and send the first len held bytes. */
+static void resp_release(struct request *r, size_t len)
+{
+	struct reflex_req *x = r->rx;
+	struct rx_resp *rs = x->resp;
+	const char *raw = buf_head(&rs->raw);
+	const struct detect_db *db = x->set->db;
+
+	if (!len)
+		return;
+	size_t run = 0; /* held bytes [run, i) go out as they are */
+
+	buf_reset(&rs->out, 64 << 10);
+	if (!rs->n_bm) {
+		resp_write(r, raw, len);
+		goto consumed;
+	}
+	for (size_t i = 0; i < len; i++) {
+		uint64_t d = rs->map[i];
+		while (d != RX_NOT_DATA && rs->n_bm && rs->bm[0].end <= d) {
+			memmove(rs->bm, rs->bm + 1, (rs->n_bm - 1) * sizeof(*rs->bm));
+			rs->n_bm--;
+		}
+		if (d == RX_NOT_DATA || !rs->n_bm || d < rs->bm[0].start)
+			continue;
+		buf_append(&rs->out, raw + run, i - run);
+		run = i + 1;
+		if (d == rs->bm[0].start) {
+			/* the match's data bytes (they may run over later events) */
+			const struct rx_bm *m = &rs->bm[0];
+			size_t mlen = (size_t)(m->end - m->start), k = 0;
+			buf_reset(&rs->tmp, 4096);
+			for (size_t j = i; j < rs->raw.len && k < mlen; j++)
+				if (rs->map[j] != RX_NOT_DATA && rs->map[j] >= m->start &&
+				    rs->map[j] < m->end) {
+					buf_append(&rs->tmp, raw + j, 1);
+					k++;
+				}
+			enum detect_redact_mode mode = rs_mode(x, m->id);
+			size_t cap = detect_redact_max(db, m->id, mode, rs->tmp.len);
+			if (buf_reserve(&rs->out, cap) == 0) {
+				ssize_t w = detect_redact(db, m->id, mode, buf_head(&rs->tmp), rs->tmp.len,
+							  buf_head(&rs->out) + rs->out.len, cap);
+				if (w < 0)
+					w = detect_redact(db, m->id, DETECT_REDACT_MASK, buf_head(&rs->tmp),
+							  rs->tmp.len, buf_head(&rs->out) + rs->out.len,
+							  cap);
+				if (w > 0)
+					rs->out.len += (size_t)w;
+			}
+			rs->n_redacted++;
+		}
+		/* other bytes of a match are dropped */
+	}
+	buf_append(&rs->out, raw + run, len - run);
+	resp_write(r, buf_head(&rs->out), rs->out.len);
+consumed:
+	buf_consume(&rs->raw, len);
+	memmove(rs->map, rs->map + len, rs->raw.len * sizeof(*rs->map));
+}
+
+/* SSE: the end of the last whole event within the first len held bytes. */
+static size_t last_event_end(const struct rx_resp *rs, size_t len)
+{
+	const char *p = buf_head(&rs->raw);
+
+	for (size_t j = len; j >= 2; j--) {
+		if (p[j - 1] != '\n')
+			continue;
+		if (p[j - 2] == '\n' || (j >= 3 && p[j - 2] == '\r' && p[j - 3] == '\n'))
+			return j;
+	}
+	return 0;
+}
+
+bool reflex_resp_body(struct request *r, const char *p, size_t n)
+{
+	struct reflex_req *x = r->rx;
+	struct rx_resp *rs = x ? x->resp : NULL;
+	static const char pfx[] = "data:";
+
+	if (!rs)
+		return false;
+	if (rs->raw.len + n > rs->map_cap) {
+		size_t cap = (rs->raw.len + n) * 2;
+		uint64_t *nm = realloc(rs->map, cap * sizeof(*nm));
+		if (!nm)
+			goto fail;
+		rs->map = nm;
+		rs->map_cap = cap;
+	}
+	if (buf_append(&rs->raw, p, n))
+		goto fail;
+	/* classify the new bytes, gather the data ones */
+	buf_reset(&rs->tmp, 64 << 10);
+	uint64_t *map = rs->map + rs->raw.len - n;
+	const char *data = p;
+	size_t n_data = n;
+	for (size_t i = 0; !rs->sse && i < n; i++)
+		map[i] = rs->data_off + i;
+	for (size_t i = 0; rs->sse && i < n; i++) {
+		char ch = p[i];
+		bool is_data = !rs->sse;
+		if (rs->sse) {
+			switch (rs->lstate) {
+			case 0: /* line start */
+				rs->pfx = 0;
+				if (ch == 'd') {
+					rs->lstate = 1;
+					rs->pfx = 1;
+				} else if (ch != '\n' && ch != '\r') {
+					rs->lstate = 4;
+				}
+				break;
+			case 1: /* "data:" */
+				if (ch == '\n')
+					rs->lstate = 0;
+				else if (ch != pfx[rs->pfx])
+					rs->lstate = 4;
+				else if (++rs->pfx == 5)
+					rs->lstate = 2;
+				break;
+			case 2: /* the optional space */
+				rs->lstate = 3;
+				if (ch == '\n')
+					rs->lstate = 0;
+				else if (ch != ' ' && ch != '\r')
+					is_data = true;
+				break;
+			case 3: /* the value */
+				if (ch == '\n')
+					rs->lstate = 0;
+				else if (ch != '\r')
+					is_data = true;
+				break;
+			default: /* another field */
+				if (ch == '\n')
+					rs->lstate = 0;
+			}
+		}
+		if (is_data) {
+			map[i] = rs->data_off + rs->tmp.len;
+			if (buf_append(&rs->tmp, &ch, 1))
+				goto fail;
+		} else {
+			map[i] = RX_NOT_DATA;
+		}
+	}
+	if (rs->sse) {
+		data = buf_head(&rs->tmp);
+		n_data = rs->tmp.len;
+	}
+	if (n_data) {
+		struct detect_scratch *s = scratch_for(x->set->db);
+		STAT_ADD(stats_of(r)->rx_scan_bytes, n_data);
+		rs->data_off += n_data;
+		if (!s || detect_stream_feed(rs->st, s, data, n_data) < 0)
+			goto fail;
+	}
+	if (rs->failed)
+		goto fail;
+	if (rs->n_bm > 1)
+		qsort(rs->bm, rs->n_bm, sizeof(*rs->bm), cmp_bm_start);
+	/* what may leave: bytes before the first data byte the detectors may
+	 * still want */
+	uint64_t settled = detect_stream_settled_mask(rs->st, x->resp_mask);
+	size_t len = 0;
+	while (len < rs->raw.len && (rs->map[len] == RX_NOT_DATA || rs->map[len] < settled))
+		len++;
+	if (rs->sse)
+		len = last_event_end(rs, len);
+	resp_release(r, len);
+	return true;
+fail:
+	/* the head is out: only an abort can tell the client */
+	log_warn("%s %s: reflex: response scan failed; aborting the response", r->c->peer, r->id);
+	req_fail(r, 502, REASON_INTERNAL, "response scan failed", true);
+	return true;
+}
+
+bool reflex_resp_end(struct request *r)
+{
+	struct reflex_req *x = r->rx;
+	struct rx_resp *rs = x ? x->resp : NULL;
+
+	if (!rs)
+		return false;
+	struct detect_scratch *s = scratch_for(x->set->db);
+	if (!s || detect_stream_finish(rs->st, s) < 0 || rs->failed) {
+		rs->st = NULL;
+		log_warn("%s %s: reflex: response scan failed; aborting the response", r->c->peer,
+			 r->id);
+		req_fail(r, 502, REASON_INTERNAL, "response scan failed", true);
+		return true;
+	}
+	rs->st = NULL;
+	if (rs->n_bm > 1)
+		qsort(rs->bm, rs->n_bm, sizeof(*rs->bm), cmp_bm_start);
+	resp_release(r, rs->raw.len);
+	if (rs->n_redacted)
+		STAT_ADD(stats_of(r)->rx_resp_redactions, rs->n_redacted);
+	if (rs->chunked) {
+		conn_write(&r->c->conn, "0\r\n\r\n", 5);
+		r->bytes_out += 5;
+	}
+	return true;
 }
 
 /* ---- admin API: /rules ------------------------------------------------------- */

@@ -49,6 +49,18 @@ enum step_result reflex_step(struct request *r);
  * follows); req_pump_body then does nothing else. */
 bool reflex_pump_body(struct request *r);
 
+/* Response scanning (DLP, rules with in: [response]); respond.c's hooks.
+ * begin: from respond_head before the head is written: 1 when the body will
+ * be scanned (then Content-Length is dropped, the body goes out chunked, or
+ * close-delimited to HTTP/1.0, and r->out may change from CHUNKED to
+ * DECHUNK so that body() gets payload), 0 when not, -1 on failure (the
+ * response must not be relayed). body: payload bytes; true when taken.
+ * end: the response is complete: flush and terminate; true when taken. */
+struct http_response;
+int reflex_resp_begin(struct request *r, const struct http_response *res);
+bool reflex_resp_body(struct request *r, const char *p, size_t n);
+bool reflex_resp_end(struct request *r);
+
 /* The request ended: free its state (NULL-safe on r->rx). */
 void reflex_req_end(struct request *r);
 

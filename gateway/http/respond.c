@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "http/cache.h"
+#include "http/reflex.h"
 #include "http/req.h"
 #include "http/worker.h"
 
@@ -121,7 +122,11 @@ int respond_head(struct request *r, const struct http_response *res)
 	}
 	if (r->cache && cache_respond_head(r, res))
 		return 0; /* the cache answered; the upstream response is swallowed */
-	if (r->out == RESP_OUT_DECHUNK || r->out == RESP_OUT_UNTIL_CLOSE)
+	/* response scanning (DLP) re-frames the body: chunked, or close for 1.0 */
+	int dlp = r->rx ? reflex_resp_begin(r, res) : 0;
+	if (dlp < 0)
+		return -1;
+	if (dlp ? r->http10 : r->out == RESP_OUT_DECHUNK || r->out == RESP_OUT_UNTIL_CLOSE)
 		r->close_after = true; /* the body ends where the connection does */
 	if (!r->keep_alive || draining || !r->body_done)
 		r->close_after = true;
@@ -138,6 +143,7 @@ int respond_head(struct request *r, const struct http_response *res)
 		bool head_te = r->is_head && !r->http10 &&
 			       http_str_eq(h->name, "Transfer-Encoding");
 		if ((hop_by_hop(h->name) && !head_te) || http_str_eq(h->name, "X-Request-ID") ||
+		    (dlp && http_str_eq(h->name, "Content-Length")) ||
 		    named_by_connection(res->headers, res->n_headers, h->name))
 			continue;
 		buf_append(b, h->name.p, h->name.len);
@@ -145,7 +151,7 @@ int respond_head(struct request *r, const struct http_response *res)
 		buf_append(b, h->value.p, h->value.len);
 		buf_append(b, "\r\n", 2);
 	}
-	if (r->out == RESP_OUT_CHUNKED || r->out == RESP_OUT_ENCODE)
+	if (r->out == RESP_OUT_CHUNKED || r->out == RESP_OUT_ENCODE || (dlp && !r->http10))
 		buf_appends(b, "Transfer-Encoding: chunked\r\n");
 	if (r->cache)
 		cache_head_fields(r, b);
@@ -169,6 +175,8 @@ void respond_body(struct request *r, const char *p, size_t n)
 
 	if (!n || r->body_discard)
 		return;
+	if (r->rx && reflex_resp_body(r, p, n)) /* scanned, held, rewritten */
+		return;
 	if (r->out == RESP_OUT_ENCODE) {
 		char hdr[24];
 		int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
@@ -184,6 +192,8 @@ void respond_body(struct request *r, const char *p, size_t n)
 
 void respond_end(struct request *r)
 {
+	if (r->rx && !r->body_discard && reflex_resp_end(r))
+		return;
 	if (r->out == RESP_OUT_ENCODE && !r->body_discard) {
 		conn_write(&r->c->conn, "0\r\n\r\n", 5);
 		r->bytes_out += 5;

@@ -770,6 +770,7 @@ static const struct err_case pool_err_cases[] = {
 	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    hash_key: query:x\n", 4,
 	 "header:NAME, cookie:NAME or cache_key"},
 	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    slow_start: fast\n", 4, "not a duration"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    resolve: 10ms\n", 4, "at least 1s"},
 };
 
 static void test_pool_resilience(void)
@@ -793,6 +794,7 @@ static void test_pool_resilience(void)
 		"    hedge: {delay: p95, min_delay: 20ms}\n"
 		"    queue: {size: 50, timeout: 250ms}\n"
 		"    slow_start: 30s\n"
+		"    resolve: 10s\n"
 		"  other:\n"
 		"    endpoints: [127.0.0.1:4]\n"
 		"    retry: {}\n"
@@ -858,6 +860,8 @@ static void test_pool_resilience(void)
 	CHECK_INT(a->queue.size, 50);
 	CHECK_INT(a->queue.timeout, 250);
 	CHECK_INT(a->slow_start, 30000);
+	CHECK_INT(a->resolve, 10000);
+	CHECK_INT(d->resolve, 30000);
 	/* "retry: {}" turns retries on with the defaults */
 	CHECK_INT(o->retry.attempts, 3);
 	CHECK(o->hedge.enabled && !o->hedge.p95);
@@ -968,7 +972,9 @@ static const struct err_case reflex_err_cases[] = {
 	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: route}\n", 4,
 	 "route needs a pool"},
 	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, in: [nose]}\n",
-	 4, "is not url, headers or body"},
+	 4, "is not url, headers, body or response"},
+	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, detect: [email], in: [response]}\n",
+	 4, "in: response only works with action: redact"},
 	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, in: headers}\n",
 	 4, "in: headers needs headers"},
 	{"upstream: [127.0.0.1:1]\nreflex:\n  rules:\n    - {name: a, action: block, on_oversize: maybe}\n",
