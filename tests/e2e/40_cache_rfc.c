@@ -140,6 +140,21 @@ static void test_response_directives(void)
 	CHECK_INT(twice("/t/vs?cc=max-age%3D60&vary=*", &hit), 2);
 	test_end();
 
+	test_begin("chunked_and_close_delimited_stored");
+	struct h_resp r;
+	char cl[32];
+	const char *framings[] = {"/t/chunked?cc=max-age%3D60&chunked=1&chunk=1000&size=5000",
+				  "/t/closed?cc=max-age%3D60&close=1&size=5000"};
+	for (int i = 0; i < 2; i++) {
+		CHECK_INT(twice(framings[i], &hit), 1);
+		CHECK_MSG(hit, "%s", framings[i]);
+		req(framings[i], NULL, false, &r);
+		CHECK(r.body_bytes == 5000 && r.body_hash == h_pattern_hash(5000));
+		CHECK(h_resp_header(&r, "Content-Length", cl, sizeof(cl)) && atoi(cl) == 5000);
+		h_resp_free(&r);
+	}
+	test_end();
+
 	test_begin("status_404_stored_500_too");
 	CHECK_INT(twice("/t/404?cc=max-age%3D60&status=404", &hit), 1);
 	test_end();
