@@ -37,6 +37,7 @@
 #include "core/stats.h"
 #include "gateway.h"
 #include "http/anomaly.h"
+#include "http/reflex.h"
 #include "http/upstream.h"
 #include "http/worker.h"
 
@@ -977,6 +978,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "error",
 		      a ? a->reloads_failed : 0);
 	rc |= anomaly_metrics(b); /* anomaly events, actions, tracer (docs/anomaly.md) */
+	rc |= reflex_metrics(cfg, &t, b); /* rules and detectors (docs/rules.md) */
 
 	stats_worker_fini(&t);
 	if (g->config_put)

@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1730,6 +1731,59 @@ static int h_rules_delete(struct gateway *g, const struct admin_req *req, struct
 	pthread_mutex_unlock(&admin_mu);
 	g->config_put(g, cfg);
 	return rc;
+}
+
+static int m_family(struct buf *b, const char *name, const char *help)
+{
+	return buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+}
+
+int reflex_metrics(const struct config *cfg, const struct stats_worker *t, struct buf *b)
+{
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} plain[] = {
+		{ "reflex_rules_requests_scanned_total", "Requests the reflex rules looked at.",
+		  offsetof(struct stats_worker, rx_scanned) },
+		{ "reflex_rules_bodies_scanned_total", "Request bodies held and scanned.",
+		  offsetof(struct stats_worker, rx_body_scanned) },
+		{ "reflex_rules_scanned_bytes_total", "Bytes through the detectors.",
+		  offsetof(struct stats_worker, rx_scan_bytes) },
+		{ "reflex_rules_blocked_total", "Requests answered by a block rule.",
+		  offsetof(struct stats_worker, rx_blocked) },
+		{ "reflex_rules_responded_total", "Requests answered by a respond rule.",
+		  offsetof(struct stats_worker, rx_responded) },
+		{ "reflex_rules_redactions_total", "Matches rewritten in forwarded request bodies.",
+		  offsetof(struct stats_worker, rx_redactions) },
+		{ "reflex_rules_response_redactions_total", "Matches rewritten in responses (DLP).",
+		  offsetof(struct stats_worker, rx_resp_redactions) },
+		{ "reflex_rules_oversize_total", "Request bodies over reflex.max_scan_bytes.",
+		  offsetof(struct stats_worker, rx_oversize) },
+	};
+	const struct reflex_set *s = cfg ? set_current(cfg) : NULL;
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		rc |= m_family(b, plain[i].name, plain[i].help);
+		rc |= buf_appendf(b, "%s %llu\n", plain[i].name,
+				  (unsigned long long)*(const uint64_t *)((const char *)t + plain[i].off));
+	}
+	if (!s)
+		return rc ? -ENOMEM : 0;
+	rc |= m_family(b, "reflex_rules_rule_hits_total",
+		       "Requests each rule matched (by position in the current rule list).");
+	for (unsigned i = 0; i < s->n_rules && i < STATS_RX_RULES; i++)
+		rc |= buf_appendf(b, "reflex_rules_rule_hits_total{rule=\"%s\",action=\"%s\"} %llu\n",
+				  s->rules[i].c.name, action_names[s->rules[i].c.action],
+				  (unsigned long long)t->rx_rule_hits[i]);
+	rc |= m_family(b, "reflex_rules_detector_hits_total", "Matches found, by detector.");
+	for (unsigned id = 0; id < detect_count(s->db) && id < STATS_RX_DETECTORS; id++)
+		rc |= buf_appendf(b, "reflex_rules_detector_hits_total{detector=\"%s\",family=\"%s\"} %llu\n",
+				  detect_name(s->db, id),
+				  detect_family_name(detect_family_of(s->db, id)),
+				  (unsigned long long)t->rx_detector_hits[id]);
+	return rc ? -ENOMEM : 0;
 }
 
 void reflex_install(void)

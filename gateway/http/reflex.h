@@ -61,6 +61,14 @@ int reflex_resp_begin(struct request *r, const struct http_response *res);
 bool reflex_resp_body(struct request *r, const char *p, size_t n);
 bool reflex_resp_end(struct request *r);
 
+/* Prometheus families reflex_rules_* for GET /metrics (admin thread): the
+ * merged counters t, rule and detector names from cfg's current rule set.
+ * 0 or -ENOMEM. */
+struct buf;
+struct config;
+struct stats_worker;
+int reflex_metrics(const struct config *cfg, const struct stats_worker *t, struct buf *b);
+
 /* The request ended: free its state (NULL-safe on r->rx). */
 void reflex_req_end(struct request *r);
 

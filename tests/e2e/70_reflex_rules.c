@@ -456,6 +456,15 @@ static void test_admin(void)
 	h_resp_free(&r);
 	test_end();
 
+	test_begin("metrics_rules_and_detectors");
+	CHECK_INT(admin("GET", "/metrics", NULL, NULL, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "reflex_rules_rule_hits_total{rule=\"no-injection\",action=\"block\"} ") &&
+			  strstr(r.body, "reflex_rules_detector_hits_total{detector=\"email\",family=\"pii\"} ") &&
+			  !strstr(r.body, "reflex_rules_blocked_total 0\n"),
+		  "metrics: %s", r.body ? h_excerpt(strstr(r.body, "reflex_rules") ? strstr(r.body, "reflex_rules") : r.body, 600, 600) : "");
+	h_resp_free(&r);
+	test_end();
+
 	test_begin("admin_rules_add_remove");
 	CHECK_INT(admin("POST", "/rules", rule, NULL, &r), 401);
 	h_resp_free(&r);
