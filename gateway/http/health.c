@@ -32,6 +32,8 @@ struct probe {
 	struct health_pool *hp; /* NULL once abandoned */
 	unsigned ep;
 	struct io_op connect_op;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
 };
 
 static const struct conn_ops probe_ops;
@@ -95,7 +97,11 @@ static void probe_start(struct health_pool *hp, unsigned i)
 	struct worker *w = hp->w;
 	const struct cfg_health *hc = &hp->sh->cfg->health;
 	const struct cfg_addr *a = &hp->sh->eps[i].cfg->addr;
-	int fd = sock_stream_for((const struct sockaddr *)&a->ss);
+	struct sockaddr_storage ss;
+	socklen_t sl;
+
+	pool_shared_addr(&hp->sh->eps[i], &ss, &sl);
+	int fd = sock_stream_for((const struct sockaddr *)&ss);
 
 	if (fd < 0) {
 		report(hp, i, false, "socket");
@@ -107,13 +113,15 @@ static void probe_start(struct health_pool *hp, unsigned i)
 		return;
 	}
 	conn_init(&pr->conn, w, fd, &probe_ops);
+	pr->addr = ss;
+	pr->addr_len = sl;
 	pr->hp = hp;
 	pr->ep = i;
 	pr->connect_op.on_complete = on_probe_connect;
 	pr->conn.connecting = true;
 	hp->probes[i] = pr;
 	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&a->ss, a->len);
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&pr->addr, pr->addr_len);
 	loop_sqe_set_op(sqe, &pr->connect_op);
 	pr->conn.refs++;
 	timer_arm(&w->loop.timers, &pr->conn.timer, w->loop.now + hc->timeout);

@@ -1,7 +1,16 @@
 #include "http/pool_shared.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/timer.h"
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
@@ -10,6 +19,20 @@
  * only, so one lock is enough. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pool_shared_set *registry;
+
+/* "name:port" is re-resolved; "1.2.3.4:port" and "[v6]:port" are not. */
+static bool is_name(const char *text)
+{
+	char host[CFG_HOST_MAX];
+	const char *colon = strrchr(text, ':');
+	struct in_addr a4;
+
+	if (text[0] == '[' || !colon || (size_t)(colon - text) >= sizeof(host))
+		return false;
+	memcpy(host, text, (size_t)(colon - text));
+	host[colon - text] = 0;
+	return inet_pton(AF_INET, host, &a4) != 1;
+}
 
 static void set_free(struct pool_shared_set *s)
 {
@@ -41,8 +64,14 @@ static struct pool_shared_set *set_new(const struct config *cfg)
 		if (!p->eps)
 			goto fail;
 		for (unsigned j = 0; j < p->n_eps; j++) {
-			p->eps[j].cfg = &p->cfg->endpoints[j];
-			p->eps[j].healthy = 1;
+			struct ep_shared *e = &p->eps[j];
+			e->cfg = &p->cfg->endpoints[j];
+			e->healthy = 1;
+			e->addr = e->cfg->addr.ss;
+			e->addr_len = e->cfg->addr.len;
+			e->dynamic = p->cfg->resolve && is_name(e->cfg->addr.text);
+			e->resolve_due_ms = clock_ms() + p->cfg->resolve;
+			s->has_names |= e->dynamic;
 		}
 	}
 	return s;
@@ -50,6 +79,35 @@ fail:
 	set_free(s);
 	return NULL;
 }
+
+static void *resolver_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		sleep(1);
+		pool_shared_resolve_pass(clock_ms());
+	}
+	return NULL;
+}
+
+static void resolver_start(void)
+{
+	pthread_t t;
+	pthread_attr_t at;
+	sigset_t all, old;
+
+	/* signals stay with the threads that wait for them */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &at, resolver_main, NULL) != 0)
+		log_error("pool: cannot start the resolver thread: host names stay as resolved at load");
+	pthread_attr_destroy(&at);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static pthread_once_t resolver_once = PTHREAD_ONCE_INIT;
 
 struct pool_shared_set *pool_shared_get(const struct config *cfg)
 {
@@ -69,7 +127,95 @@ struct pool_shared_set *pool_shared_get(const struct config *cfg)
 	if (s)
 		s->refs++;
 	pthread_mutex_unlock(&registry_lock);
+	if (s && s->has_names)
+		pthread_once(&resolver_once, resolver_start);
 	return s;
+}
+
+void pool_shared_addr(const struct ep_shared *e, struct sockaddr_storage *ss, socklen_t *len)
+{
+	for (int tries = 0;; tries++) {
+		unsigned a = __atomic_load_n(&e->addr_seq, __ATOMIC_ACQUIRE);
+		if (a & 1 && tries < 1000)
+			continue;
+		memcpy(ss, &e->addr, sizeof(*ss));
+		*len = e->addr_len;
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&e->addr_seq, __ATOMIC_RELAXED) == a || tries >= 1000)
+			return;
+	}
+}
+
+static void addr_publish(struct ep_shared *e, const struct sockaddr *sa, socklen_t len)
+{
+	__atomic_add_fetch(&e->addr_seq, 1, __ATOMIC_ACQ_REL); /* odd: writing */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	memcpy(&e->addr, sa, len);
+	e->addr_len = len;
+	__atomic_add_fetch(&e->addr_seq, 1, __ATOMIC_RELEASE);
+}
+
+static void resolve_one(const struct pool_shared *p, struct ep_shared *e)
+{
+	char host[CFG_HOST_MAX];
+	const char *text = e->cfg->addr.text, *colon = strrchr(text, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+	int rc;
+
+	memcpy(host, text, (size_t)(colon - text));
+	host[colon - text] = 0;
+	rc = getaddrinfo(host, colon + 1, &hints, &res);
+	if (rc) {
+		log_warn("pool %s: endpoint %s: cannot resolve: %s; keeping the last address",
+			 p->cfg->name, text, gai_strerror(rc));
+		return;
+	}
+	if (res->ai_addrlen <= sizeof(e->addr) &&
+	    (res->ai_addrlen != e->addr_len || memcmp(res->ai_addr, &e->addr, res->ai_addrlen))) {
+		char ip[64] = "?";
+		if (res->ai_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip,
+				  sizeof(ip));
+		else if (res->ai_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip,
+				  sizeof(ip));
+		addr_publish(e, res->ai_addr, res->ai_addrlen);
+		log_info("pool %s: endpoint %s now resolves to %s", p->cfg->name, text, ip);
+	}
+	freeaddrinfo(res);
+}
+
+void pool_shared_resolve_pass(uint64_t now_ms)
+{
+	struct pool_shared_set **sets = NULL, *s;
+	unsigned n = 0, k = 0;
+
+	pthread_mutex_lock(&registry_lock);
+	for (s = registry; s; s = s->next)
+		n += s->has_names;
+	if (n)
+		sets = calloc(n, sizeof(*sets));
+	for (s = registry; sets && s; s = s->next)
+		if (s->has_names) {
+			s->refs++;
+			sets[k++] = s;
+		}
+	pthread_mutex_unlock(&registry_lock);
+	/* the lookups run without the lock: they may take seconds */
+	for (unsigned i = 0; i < k; i++)
+		for (unsigned j = 0; j < sets[i]->cfg->n_pools; j++) {
+			struct pool_shared *p = &sets[i]->pools[j];
+			for (unsigned m = 0; m < p->n_eps; m++) {
+				struct ep_shared *e = &p->eps[m];
+				if (!e->dynamic || now_ms < e->resolve_due_ms)
+					continue;
+				e->resolve_due_ms = now_ms + p->cfg->resolve;
+				resolve_one(p, e);
+			}
+		}
+	for (unsigned i = 0; i < k; i++)
+		pool_shared_put(sets[i]);
+	free(sets);
 }
 
 void pool_shared_put(struct pool_shared_set *s)

@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/config.h"
 #include "http/breaker.h"
@@ -38,6 +39,14 @@ struct ep_shared {
 	struct breaker breaker;
 	unsigned busy;             /* (atomic) requests bound to it now, all workers */
 	uint64_t failures;         /* (atomic) failed exchanges, all time */
+	/* The address to connect to: the config's, or what the name resolves
+	 * to now. Written by the resolver thread under a sequence lock (odd
+	 * while writing); read with pool_shared_addr(). */
+	bool dynamic;              /* the address is a host name: re-resolved */
+	unsigned addr_seq;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	uint64_t resolve_due_ms;   /* resolver thread only */
 };
 
 struct pool_shared {
@@ -54,6 +63,7 @@ struct pool_shared_set {
 	const struct config *cfg;
 	struct pool_shared *pools; /* cfg->n_pools */
 	unsigned refs;             /* guarded by the registry lock */
+	bool has_names;            /* some endpoint is a host name to re-resolve */
 	struct pool_shared_set *next;
 };
 
@@ -82,6 +92,16 @@ bool pool_shared_outcome(struct pool_shared *p, struct ep_shared *e, bool ok, ui
 void pool_shared_deposit(struct pool_shared *p);
 bool pool_shared_retry_take(struct pool_shared *p);
 void pool_shared_retry_done(struct pool_shared *p);
+
+/* The endpoint's current address (any thread). */
+void pool_shared_addr(const struct ep_shared *e, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Host names are re-resolved by one helper thread (started with the first
+ * set that has a name and cfg resolve > 0): getaddrinfo never runs on a
+ * worker. A change is published with pool_shared_addr's sequence lock and
+ * logged; a failed lookup keeps the last address. Exposed for tests: one
+ * pass over every live set, resolving what is due at now_ms. */
+void pool_shared_resolve_pass(uint64_t now_ms);
 
 /* Busy counts for limits.connections: take one slot of e (false when it is
  * at the limit), give it back. */

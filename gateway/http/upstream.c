@@ -338,8 +338,12 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, st
 				 int *err)
 {
 	const struct cfg_addr *a = &ep->cfg->addr;
-	int fd = sock_stream_for((const struct sockaddr *)&a->ss);
+	struct sockaddr_storage ss = a->ss;
+	socklen_t sl = a->len;
 
+	if (ep->sh) /* a host name may resolve elsewhere now (pool_shared.h) */
+		pool_shared_addr(ep->sh, &ss, &sl);
+	int fd = sock_stream_for((const struct sockaddr *)&ss);
 	if (fd < 0) {
 		*err = fd;
 		return NULL;
@@ -350,6 +354,8 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, st
 		*err = -ENOMEM;
 		return NULL;
 	}
+	u->addr = ss; /* the connect reads it from here */
+	u->addr_len = sl;
 	conn_init(&u->conn, w, fd, &up_ops);
 	u->conn.stat_rx = &w->stats.upstream_bytes_in;
 	u->conn.stat_tx = &w->stats.upstream_bytes_out;
@@ -363,7 +369,7 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, st
 		return NULL;
 	}
 	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&a->ss, a->len);
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&u->addr, u->addr_len);
 	loop_sqe_set_op(sqe, &u->connect_op);
 	u->conn.refs++;
 	timer_arm(&w->loop.timers, &u->conn.timer, w->loop.now + w->cfg->timeouts.upstream_connect);

@@ -108,6 +108,8 @@ struct upconn {
 	bool busy;                  /* holds a busy slot of its endpoint */
 	bool retry_slot;            /* holds a slot of limits.retries (retry or hedge) */
 	bool outcome_done;          /* the outcome went to the outlier detector and breaker */
+	struct sockaddr_storage addr; /* where it connects (the endpoint's current address) */
+	socklen_t addr_len;
 };
 
 /* The per-worker state of every pool of cfg (one generation's worth); NULL

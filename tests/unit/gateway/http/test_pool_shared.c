@@ -2,11 +2,15 @@
  * cycle, outlier ejection with a growing cool-down and a cap on the
  * ejected share, slow start, the retry budget, busy limits, and endpoint
  * choice skipping what is out of rotation. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../../lib/test.h"
 #include "core/config.h"
+#include "core/timer.h"
 #include "http/breaker.h"
 #include "http/pool_shared.h"
 #include "http/upstream.h"
@@ -224,5 +228,47 @@ int main(void)
 	test_end();
 
 	pool_shared_put(set);
+
+	test_begin("names_are_re_resolved_off_the_workers");
+	{
+		/* endpoint 0 is a name whose address at load was wrong; 1 is a literal */
+		static struct config cfg2;
+		static struct cfg_pool cp2;
+		static struct cfg_endpoint ce2[2];
+		struct sockaddr_in *bogus = (struct sockaddr_in *)&ce2[0].addr.ss;
+		cfg2.pools = &cp2;
+		cfg2.n_pools = 1;
+		strcpy(cp2.name, "dns");
+		cp2.endpoints = ce2;
+		cp2.n_endpoints = 2;
+		cp2.resolve = 1000;
+		strcpy(ce2[0].addr.text, "localhost:8080");
+		bogus->sin_family = AF_INET;
+		bogus->sin_port = htons(8080);
+		inet_pton(AF_INET, "10.255.255.1", &bogus->sin_addr);
+		ce2[0].addr.len = sizeof(*bogus);
+		strcpy(ce2[1].addr.text, "127.0.0.1:9");
+		ce2[1].addr.len = sizeof(struct sockaddr_in);
+		struct pool_shared_set *s2 = pool_shared_get(&cfg2);
+		CHECK(s2 && s2->has_names);
+		if (s2) {
+			struct ep_shared *e = &s2->pools[0].eps[0];
+			struct sockaddr_storage ss;
+			socklen_t sl;
+			CHECK(e->dynamic && !s2->pools[0].eps[1].dynamic);
+			pool_shared_addr(e, &ss, &sl);
+			CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr == bogus->sin_addr.s_addr);
+			pool_shared_resolve_pass(clock_ms() + 5000);
+			pool_shared_addr(e, &ss, &sl);
+			bool loop4 = ss.ss_family == AF_INET &&
+				     ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+			bool loop6 = ss.ss_family == AF_INET6 &&
+				     IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+			CHECK_MSG(loop4 || loop6, "localhost re-resolved to family %d", ss.ss_family);
+			CHECK_INT(ntohs(((struct sockaddr_in *)&ss)->sin_port), 8080);
+			pool_shared_put(s2);
+		}
+	}
+	test_end();
 	return test_exit_code();
 }
