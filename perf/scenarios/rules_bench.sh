@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# perf/scenarios/rules_bench.sh — what the reflex rules cost (a benchmark, never a test: it
+# gates on nothing). docs/rules.md.
+#
+# usage: perf/scenarios/rules_bench.sh [BUILD_DIR] [--seconds S] [--runs N] [--no-scan]
+#
+# 1. End to end: reflexd (1 worker) in front of reflex-origin, POST requests with a 1 KiB
+#    prompt-like JSON body (clean: nothing to block or redact, so every request is
+#    forwarded), rules off (no reflex: section) vs on (a realistic set: injection block on
+#    URL and body, secrets block, PII redaction of the body, a tag). Per mode and run:
+#    closed loop (16 connections) for requests/s, then an open loop at 50 % of the "off"
+#    closed-loop rate for the P99 (coordinated-omission-free). Medians over the runs.
+# 2. Scan throughput: build/scan-bench (Hyperscan block / stream vs PCRE2 JIT per core on
+#    1, 10 and 100 KiB prompt-like bodies), its table as printed.
+#
+# Ports are picked free at start; everything started is stopped by PID on exit. On the
+# shared 2-vCPU VM the figures swing by ±30 %: compare the rows of one run.
+set -u
+cd "$(dirname "$0")/../.."
+. perf/scenarios/lib.sh
+
+BUILD=build
+SECS=5
+RUNS=3
+SCAN=1
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--seconds) SECS=$2; shift 2 ;;
+	--runs) RUNS=$2; shift 2 ;;
+	--no-scan) SCAN=0; shift ;;
+	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+	*) BUILD=$1; shift ;;
+	esac
+done
+for b in reflexd reflex-origin reflex-bench; do
+	[ -x "$BUILD/$b" ] || bench_die "build $BUILD/$b first (make build)"
+done
+
+bench_init
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+O_PORT=$(free_port)
+GW_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+
+# a 1 KiB prompt-like body, no personal data, no injection phrase
+body=$(python3 - <<'EOF'
+import json
+s = ("Summarise the attached quarterly report for the leadership team. Focus on revenue "
+     "growth in the EMEA region, the churn figures from the customer success dashboard and "
+     "the three risks the finance group raised in the review on March 14. Keep it under "
+     "two hundred words and use plain language; the audience reads on phones. ")
+msg = {"model": "gpt-4o", "temperature": 0.2, "messages": [
+    {"role": "system", "content": "You are a concise analyst."},
+    {"role": "user", "content": s * 4}]}
+txt = json.dumps(msg)
+if len(txt) > 1024:  # trim the user message to land on exactly 1 KiB
+    msg["messages"][1]["content"] = msg["messages"][1]["content"][: 1024 - len(txt)]
+    txt = json.dumps(msg)
+print(txt + " " * (1024 - len(txt)), end="")
+EOF
+)
+{
+	printf 'POST /v1/chat/completions?size=256\nContent-Type: application/json\nContent-Length: %d\n\n%s\n' \
+		"${#body}" "$body"
+} >"$RUN_DIR/requests.txt"
+
+"$BUILD/reflex-origin" --listen "127.0.0.1:$O_PORT" --name origin >"$RUN_DIR/origin.log" 2>&1 &
+BENCH_PIDS+=($!)
+BENCH_NAMES+=(origin)
+
+write_cfg() { # MODE
+	cat >"$RUN_DIR/gw-$1.yaml" <<EOF
+workers: 1
+listen: ["127.0.0.1:$GW_PORT"]
+upstream: ["127.0.0.1:$O_PORT"]
+admin: {listen: "127.0.0.1:$ADMIN_PORT"}
+log_level: warn
+EOF
+	[ "$1" = on ] && cat >>"$RUN_DIR/gw-$1.yaml" <<'EOF'
+reflex:
+  hash_key: bench
+  rules:
+    - {name: injection, detect: [injection], in: [url, body], action: block}
+    - {name: secrets, detect: [secret], in: [url, body], action: block}
+    - {name: pii, detect: [email, phone, ssn, card, iban], in: [body], action: redact}
+    - {name: tag-chat, path_prefix: /v1/chat/, action: tag, tag: chat}
+EOF
+	return 0
+}
+
+start_gw() { # MODE
+	write_cfg "$1"
+	"$BUILD/reflexd" --config "$RUN_DIR/gw-$1.yaml" >"$RUN_DIR/reflexd-$1.log" 2>&1 &
+	GW_PID=$!
+	BENCH_PIDS+=($GW_PID)
+	BENCH_NAMES+=("reflexd-$1")
+	for _ in $(seq 200); do
+		curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" && return 0
+		kill -0 "$GW_PID" 2>/dev/null || bench_die "reflexd ($1) exited: $(tail -3 "$RUN_DIR/reflexd-$1.log")"
+		sleep 0.05
+	done
+	bench_die "reflexd ($1) did not start"
+}
+
+stop_gw() {
+	kill -TERM "$GW_PID" 2>/dev/null
+	wait "$GW_PID" 2>/dev/null
+}
+
+jfield() { # FILE KEY (a top-level number, or latency_us.KEY)
+	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); k=sys.argv[2]
+v = j["latency_us"][k[4:]] if k.startswith("lat.") else j[k]
+e = j["errors"]["total"]
+print(v if e == 0 else "%s(errors:%d)" % (v, e))' "$1" "$2"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
+
+URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+declare -A RPS P99
+OFF_RATE=0
+for mode in off on; do
+	start_gw $mode
+	# sanity: a forwarded request
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+		--data-binary "$body" "$URL?size=16")
+	[ "$code" = 200 ] || bench_die "reflexd ($mode) answered $code to the sample request"
+	for r in $(seq "$RUNS"); do
+		"$BUILD/reflex-bench" -c 16 -d "$SECS" -w 1 --requests "$RUN_DIR/requests.txt" --json \
+			"$URL" >"$RUN_DIR/closed-$mode-$r.json" 2>>"$RUN_DIR/bench.log" ||
+			bench_die "reflex-bench failed (see $RUN_DIR/bench.log)"
+		jfield "$RUN_DIR/closed-$mode-$r.json" requests_per_second >>"$RUN_DIR/rps-$mode"
+	done
+	RPS[$mode]=$(median <"$RUN_DIR/rps-$mode")
+	[ "$mode" = off ] && OFF_RATE=$(python3 -c 'import sys; print(int(float(sys.argv[1]) * 0.5))' "${RPS[off]%%(*}")
+	for r in $(seq "$RUNS"); do
+		"$BUILD/reflex-bench" -c 16 -d "$SECS" -w 1 -R "$OFF_RATE" --requests "$RUN_DIR/requests.txt" \
+			--json "$URL" >"$RUN_DIR/open-$mode-$r.json" 2>>"$RUN_DIR/bench.log" ||
+			bench_die "reflex-bench failed (see $RUN_DIR/bench.log)"
+		jfield "$RUN_DIR/open-$mode-$r.json" lat.p99 >>"$RUN_DIR/p99-$mode"
+	done
+	P99[$mode]=$(median <"$RUN_DIR/p99-$mode")
+	if [ $mode = on ]; then
+		scanned=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+			awk '/^reflex_rules_bodies_scanned_total /{print $2}')
+		bench_log "rules on: $scanned bodies scanned"
+	fi
+	stop_gw
+done
+
+pct() { # FROM TO: (TO - FROM) / FROM in %
+	python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print("%+.1f %%" % ((b-a)/a*100))' "$1" "$2" 2>/dev/null || echo -
+}
+echo
+echo "## Rules on vs off — 1 KiB POST bodies, reflexd 1 worker ($RUNS runs × ${SECS}s, medians)"
+echo
+echo "| rules | requests/s (closed loop, 16 conns) | P99 at ${OFF_RATE} req/s (open loop) |"
+echo "|---|---|---|"
+echo "| off | ${RPS[off]} | ${P99[off]} µs |"
+echo "| on  | ${RPS[on]} | ${P99[on]} µs |"
+echo "| on vs off | $(pct "${RPS[off]%%(*}" "${RPS[on]%%(*}") | $(pct "${P99[off]%%(*}" "${P99[on]%%(*}") |"
+echo
+echo "(target: throughput cost under 10 % for 1 KiB bodies)"
+
+if [ "$SCAN" = 1 ]; then
+	if [ ! -x "$BUILD/scan-bench" ]; then
+		make "$BUILD/scan-bench" >/dev/null 2>&1 || bench_log "cannot build scan-bench; skipping"
+	fi
+	if [ -x "$BUILD/scan-bench" ]; then
+		echo
+		echo "## Scan throughput per core (build/scan-bench 1)"
+		echo
+		"$BUILD/scan-bench" 1
+	fi
+fi
