@@ -88,6 +88,12 @@ col() { awk -F'\t' -v g="$1" -v c="$2" '$1 == g { print $c }' "$RUNS"; }
 rb=$(median $(col reflex-bench 3))
 wk=$(median $(col wrk 3))
 ratio=$(awk -v a="$rb" -v b="$wk" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+# per_core GEN: median over the repetitions of req/s / the share of its core the generator
+# used: its cost per request, which still compares when other tenants take the core.
+per_core() {
+	median $(awk -F'\t' -v g="$1" '$1 == g && $7 > 0 { print $3 * 100 / $7 }' "$RUNS")
+}
+cost_ratio=$(awk -v a="$(per_core reflex-bench)" -v b="$(per_core wrk)" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
 REPORT=$RUN_DIR/report.md
 {
 	echo "# reflex-bench vs wrk (issue 4 target)"
@@ -96,14 +102,16 @@ REPORT=$RUN_DIR/report.md
 	echo "| server | nginx \`return 200\`, 1 KiB, 1 worker, CPU $SERVER_CPU |"
 	echo "| load | 1 thread, $CONNS connections, CPU $LOAD_CPU, $REPS interleaved repetition(s) of ${DUR}s |"
 	echo
-	echo "| generator | req/s (median) | P50 | P99 | spread | loadgen CPU | server CPU | errors |"
-	echo "|---|---|---|---|---|---|---|---|"
+	echo "| generator | req/s (median) | P50 | P99 | spread | loadgen CPU | req/s per loadgen core | server CPU | errors |"
+	echo "|---|---|---|---|---|---|---|---|---|"
 	for g in reflex-bench wrk; do
-		echo "| $g | $(fmt_int "$(median $(col $g 3))") | $(fmt_us "$(median $(col $g 4))") | $(fmt_us "$(median $(col $g 5))") | $(spread $(col $g 3)) | $(median $(col $g 7)) % | $(median $(col $g 8)) % | $(col $g 6 | awk '{ s += $1 } END { print s + 0 }') |"
+		echo "| $g | $(fmt_int "$(median $(col $g 3))") | $(fmt_us "$(median $(col $g 4))") | $(fmt_us "$(median $(col $g 5))") | $(spread $(col $g 3)) | $(median $(col $g 7)) % | $(fmt_int "$(per_core $g)") | $(median $(col $g 8)) % | $(col $g 6 | awk '{ s += $1 } END { print s + 0 }') |"
 	done
 	echo
 	echo "- closed loop: reflex-bench / wrk = **$ratio** (target: >= 1.00 on a quiet machine;"
 	echo "  meaningful only when the load generator's core is the limit, \`loadgen CPU\` near 100 %)"
+	echo "- req/s per loadgen core: reflex-bench / wrk = **$cost_ratio** (the same comparison by cost per"
+	echo "  request; CPU time is tick-based, so short runs are rough)"
 	echo "- open loop at -R 2000: **$(fmt_int "$open_rps") req/s** (within 2000 +- 10 %: $open_ok);"
 	echo "  P50 $(fmt_us "$(json "$out" p50)"), P99 $(fmt_us "$(json "$out" p99)")"
 	[ "${QUICK:-0}" = 1 ] && echo && echo "**QUICK run: 1 short repetition, for checking the script, not for quoting.**"
