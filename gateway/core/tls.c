@@ -90,6 +90,7 @@ struct tls_conn {
 	struct tls_ctx *ctx;
 	enum tls_fail fail;
 	bool unknown_sni;
+	bool was_up; /* the handshake finished once */
 	bool subject_done;
 	char *subject;
 	char host[CFG_HOST_MAX]; /* client: the name sessions are kept under */
@@ -817,8 +818,11 @@ static enum tls_fail classify(struct tls_conn *c, unsigned long e)
 	case SSL_R_NO_SHARED_GROUPS:
 	case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
 	case SSL_R_NO_CIPHERS_AVAILABLE:
-	case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
 		return TLS_FAIL_CIPHER;
+	case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+		/* the peer's verdict: during a handshake most likely nothing
+		 * in common; afterwards (a refused renegotiation) a protocol matter */
+		return c->was_up ? TLS_FAIL_PROTOCOL : TLS_FAIL_CIPHER;
 	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
 	case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
 		return TLS_FAIL_CLIENT_CERT;
@@ -871,6 +875,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *dst, size_t cap)
 			return fatal(c, n);
 		}
 	}
+	c->was_up = true;
 	n = SSL_read(c->ssl, dst, cap > INT32_MAX ? INT32_MAX : (int)cap);
 	if (n > 0)
 		return n;

@@ -338,8 +338,9 @@ void conn_connected(struct conn *c)
 {
 	c->connecting = false;
 	if (c->tls) {
+		/* clock_ms(), not loop.now: see conn_tls_server() */
 		timer_arm(&c->w->loop.timers, &c->tls_timer,
-			  c->w->loop.now + c->w->cfg->timeouts.tls_handshake);
+			  clock_ms() + c->w->cfg->timeouts.tls_handshake);
 		tls_input(c, NULL, 0); /* the ClientHello */
 	}
 	if (c->out[c->out_idx].len)
@@ -608,8 +609,11 @@ int conn_tls_server(struct conn *c, struct tls_ctx *ctx, uint32_t timeout_ms)
 {
 	int rc = tls_attach(c, tls_conn_server(ctx));
 
+	/* clock_ms(), not loop.now: loop.now is only refreshed after a batch
+	 * of completions, so after an idle wait it is as old as the wait was
+	 * long and a short deadline would fire at once */
 	if (rc == 0)
-		timer_arm(&c->w->loop.timers, &c->tls_timer, c->w->loop.now + timeout_ms);
+		timer_arm(&c->w->loop.timers, &c->tls_timer, clock_ms() + timeout_ms);
 	return rc;
 }
 

@@ -3,7 +3,8 @@
  * protocol_version alert, SNI picks the certificate (exact, wildcard,
  * unknown → default), ALPN answers http/1.1, sessions resume (tickets in 1.3
  * and 1.2, the session cache with tickets off), the OCSP response is
- * stapled, X-Forwarded-Proto is https, a client that stalls mid-handshake
+ * stapled, renegotiation is refused and sessions allow no 0-RTT,
+ * X-Forwarded-Proto is https, a client that stalls mid-handshake
  * is closed at the handshake timeout, and garbage or plain HTTP on the TLS
  * port is refused without harm — every failure logged with its reason. */
 #include "50_tls.h"
@@ -156,6 +157,32 @@ static void test_resumption(void)
 	}
 }
 
+static void test_no_renegotiation_no_0rtt(void)
+{
+	char cmd[512], *out = NULL;
+
+	test_begin("renegotiation_refused");
+	/* s_client renegotiates on an "R" line (TLS 1.2) */
+	snprintf(cmd, sizeof(cmd),
+		 "(sleep 1; printf 'R\\n'; sleep 1) | timeout 10 openssl s_client -connect "
+		 "127.0.0.1:%d -tls1_2 -servername www.example.com 2>&1",
+		 gw_port);
+	char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+	h_run(argv, 15000, &out);
+	CHECK_MSG(has(out, "RENEGOTIATING") && has(out, "no renegotiation"),
+		  "renegotiation not refused: %s", out ? h_excerpt(out, strlen(out), 600) : "");
+	free(out);
+	test_end();
+
+	test_begin("no_early_data");
+	out = NULL;
+	tls_sclient(gw_port, "", "-tls1_3 -servername www.example.com -ign_eof", &out);
+	CHECK_MSG(has(out, "Max Early Data: 0"), "sessions allow 0-RTT: %s",
+		  out ? h_excerpt(out, strlen(out), 600) : "");
+	free(out);
+	test_end();
+}
+
 static void test_ocsp(void)
 {
 	char *out = NULL;
@@ -258,6 +285,7 @@ int main(void)
 	test_sni();
 	test_resumption();
 	test_ocsp();
+	test_no_renegotiation_no_0rtt();
 	test_stall();
 	test_garbage();
 
