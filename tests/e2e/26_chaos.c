@@ -163,6 +163,12 @@ static int count_fds(pid_t pid)
 	return n;
 }
 
+/* The bytes of b, never NULL (the parsers pass them to mem* functions). */
+static const char *bytes(const struct h_buf *b)
+{
+	return b->data ? b->data : "";
+}
+
 static size_t count_str(const char *buf, size_t len, const char *needle)
 {
 	size_t n = 0, nl = strlen(needle);
@@ -305,7 +311,7 @@ static enum h_read_end read_answers(int fd, struct h_buf *b, const struct ask *a
 		is_head[i] = asks[i].head;
 	for (;;) {
 		struct h_raw_resp rs[32];
-		int got = h_parse_responses(b->data ? b->data : "", b->len, rs, 32, is_head), done = 0;
+		int got = h_parse_responses(bytes(b), b->len, rs, 32, is_head), done = 0;
 		for (int i = 0; i < got; i++)
 			if (rs[i].complete && !rs[i].close_delim && rs[i].status >= 200)
 				done++;
@@ -345,7 +351,7 @@ static void sc_good(uint64_t *s)
 			break;
 		}
 		enum h_read_end e = read_answers(fd, &b, &a, 1, 8000);
-		bool ok = check_responses(b.data, b.len, &a, 1, why, sizeof(why)) && e == H_READ_DONE;
+		bool ok = check_responses(bytes(&b), b.len, &a, 1, why, sizeof(why)) && e == H_READ_DONE;
 		record(K_GOOD, ok, "request %d of %d: %s (%s)", i + 1, n, why, h_read_end_name(e));
 		if (!ok)
 			break;
@@ -386,7 +392,7 @@ static void sc_pipeline(uint64_t *s)
 		record(K_PIPELINE, true, "aborted");
 	} else {
 		enum h_read_end e = read_answers(fd, &b, asks, n, 10000);
-		bool ok = check_responses(b.data, b.len, asks, n, why, sizeof(why)) && e == H_READ_DONE;
+		bool ok = check_responses(bytes(&b), b.len, asks, n, why, sizeof(why)) && e == H_READ_DONE;
 		record(K_PIPELINE, ok, "%d pipelined: %s (%s)", n, ok ? "" : why, h_read_end_name(e));
 	}
 	free(req);
@@ -424,7 +430,7 @@ static void sc_fault(uint64_t *s)
 	}
 	h_send_all(fd, req, (size_t)len);
 	enum h_read_end e = h_read_responses(fd, &b, 1, UPSTREAM_RESPONSE_MS + 6000);
-	int codes[4], nc = h_statuses(b.data, b.len, codes, 4);
+	int codes[4], nc = h_statuses(bytes(&b), b.len, codes, 4);
 	/* A malformed body can only be signalled by a truncated response once
 	 * its head has left: a close or reset without the full answer is the
 	 * honest outcome then. */
@@ -534,7 +540,7 @@ static void sc_partial_chunk(uint64_t *s)
 		/* stay: the body timeout must answer 408 and close */
 		struct h_buf b = {0};
 		enum h_read_end e = h_read_all(fd, &b, 8000, 0);
-		int codes[4], nc = h_statuses(b.data, b.len, codes, 4);
+		int codes[4], nc = h_statuses(bytes(&b), b.len, codes, 4);
 		/* 408 (body timeout) or, when upstream_response is the shorter
 		 * deadline, 504: the upstream saw no complete request either */
 		bool ok = (e == H_READ_CLOSED || e == H_READ_RESET) && nc >= 1 &&
@@ -576,7 +582,7 @@ static void sc_garbage(uint64_t *s)
 	 * once. Either way the gateway ends the connection. */
 	enum h_read_end e = h_read_all(fd, &b, 7000, 0);
 	record(K_GARBAGE, e == H_READ_CLOSED || e == H_READ_RESET, "%u garbage bytes: %s, got '%s'",
-	       n, h_read_end_name(e), h_excerpt(b.data, b.len, 80));
+	       n, h_read_end_name(e), h_excerpt(bytes(&b), b.len, 80));
 	free(g);
 	h_buf_free(&b);
 	close(fd);
@@ -600,7 +606,7 @@ static void sc_half_close(uint64_t *s)
 	send_split(s, fd, req, (size_t)len, 10);
 	shutdown(fd, SHUT_WR);
 	enum h_read_end e = h_read_all(fd, &b, 10000, 0);
-	bool ok = check_responses(b.data, b.len, &a, 1, why, sizeof(why)) && e == H_READ_CLOSED;
+	bool ok = check_responses(bytes(&b), b.len, &a, 1, why, sizeof(why)) && e == H_READ_CLOSED;
 	record(K_HALF_CLOSE, ok, "%s (%s)", ok ? "" : why, h_read_end_name(e));
 	h_buf_free(&b);
 	close(fd);
@@ -629,11 +635,11 @@ static void sc_slowloris(uint64_t *s)
 	}
 	if (finish) {
 		enum h_read_end e = h_read_all(fd, &b, 8000, 0);
-		bool ok = check_responses(b.data, b.len, &a, 1, why, sizeof(why)) && e == H_READ_CLOSED;
+		bool ok = check_responses(bytes(&b), b.len, &a, 1, why, sizeof(why)) && e == H_READ_CLOSED;
 		record(K_SLOWLORIS, ok, "finished: %s (%s)", ok ? "" : why, h_read_end_name(e));
 	} else if (rnd(s, 3) == 0) {
 		enum h_read_end e = h_read_all(fd, &b, 8000, 0);
-		int codes[4], nc = h_statuses(b.data, b.len, codes, 4);
+		int codes[4], nc = h_statuses(bytes(&b), b.len, codes, 4);
 		bool ok = (e == H_READ_CLOSED || e == H_READ_RESET) &&
 			  (upto == 0 || (nc >= 1 && codes[0] == 408));
 		record(K_SLOWLORIS, ok, "abandoned after %d bytes: %s, status %d", upto,
@@ -702,7 +708,7 @@ static void sc_over_limit(uint64_t *s)
 				break;
 	}
 	e = h_read_all(fd, &b, 8000, 0);
-	int codes[4], nc = h_statuses(b.data, b.len, codes, 4);
+	int codes[4], nc = h_statuses(bytes(&b), b.len, codes, 4);
 	/* a reset after the 413 is allowed when the client kept sending */
 	bool ok = nc >= 1 && codes[nc - 1] == 413 && (e == H_READ_CLOSED || e == H_READ_RESET);
 	record(K_OVER_LIMIT, ok, "%s: %s, status %d", chunked ? "chunked" : "declared",
@@ -778,7 +784,7 @@ static void test_pipelined_refusals(void)
 		double end = h_now_ms() + 15000;
 		while (n404 < N && h_now_ms() < end) {
 			enum h_read_end e = h_read_all(fd, &b, 300, 0);
-			n404 = count_str(b.data, b.len, "HTTP/1.1 404 ");
+			n404 = count_str(bytes(&b), b.len, "HTTP/1.1 404 ");
 			if (e != H_READ_TIMEOUT)
 				break;
 		}
@@ -786,7 +792,7 @@ static void test_pipelined_refusals(void)
 	}
 	CHECK_MSG(fd >= 0, "connect: %d", fd);
 	CHECK_MSG(b.len >= 15 && memcmp(b.data, "HTTP/1.1 200 OK", 15) == 0,
-		  "the slow request first: '%s'", h_excerpt(b.data, b.len, 60));
+		  "the slow request first: '%s'", h_excerpt(bytes(&b), b.len, 60));
 	CHECK_MSG(n404 == N, "%zu of %d pipelined refusals answered", n404, N);
 	CHECK_MSG(h_alive(p), "reflexd died answering pipelined refusals");
 	free(req);
@@ -844,7 +850,7 @@ static void test_reload_more_headers(void)
 	b.len = 0;
 	h_send_all(fd, req, (size_t)len);
 	enum h_read_end e = h_read_responses(fd, &b, 1, 5000);
-	int codes[2], nc = h_statuses(b.data, b.len, codes, 2);
+	int codes[2], nc = h_statuses(bytes(&b), b.len, codes, 2);
 	CHECK_MSG(e == H_READ_DONE && nc == 1 && codes[0] == 200,
 		  "80 fields after the reload on an older connection: %s, status %d",
 		  h_read_end_name(e), nc ? codes[0] : 0);
@@ -896,7 +902,7 @@ static void test_slow_reader_close(void)
 		}
 	}
 	struct h_raw_resp r[1];
-	int n = h_parse_responses(b.data, b.len, r, 1, NULL);
+	int n = h_parse_responses(bytes(&b), b.len, r, 1, NULL);
 	CHECK_MSG(e == H_READ_CLOSED && n == 1 && r[0].complete && r[0].body_len == SIZE,
 		  "read ended with %s after %zu bytes; body %zu of %d", h_read_end_name(e), b.len,
 		  n ? r[0].body_len : 0, SIZE);
