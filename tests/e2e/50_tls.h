@@ -21,24 +21,29 @@
 
 #include "lib/harness.h"
 
+#include <ftw.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static char tls_dir[256];
 
+static int tls_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
 static void tls_cleanup(void)
 {
-	if (tls_dir[0]) {
-		char *argv[] = {"rm", "-rf", tls_dir, NULL};
-		h_run(argv, 5000, NULL);
-	}
+	if (tls_dir[0])
+		nftw(tls_dir, tls_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Path of a generated file ("srv.pem"): static storage, 8 live at a time. */
