@@ -126,8 +126,8 @@ static struct slot *slot_find(struct slot *tab, unsigned mask, uint64_t key, uin
 			return s;
 		if (k == 0) {
 			uint64_t zero = 0;
-			if (__atomic_compare_exchange_n(&s->key, &zero, key, false, __ATOMIC_ACQ_REL,
-							__ATOMIC_ACQUIRE))
+			if (__atomic_compare_exchange_n(&s->key, &zero, key, false,
+							__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 				return s;
 			if (zero == key)
 				return s;
@@ -156,13 +156,22 @@ struct verdict {
 /* GCRA on one bucket: admit and charge, or refuse without charging. */
 static struct verdict gcra(const struct rule *ru, uint64_t key, uint64_t now)
 {
-	struct verdict v = { .ok = true, .remaining = ru->burst };
+	struct verdict v = {.ok = true, .remaining = ru->burst};
 	struct slot *s = slot_find(buckets, TABLE_SIZE - 1, key, now);
 
 	if (!s)
 		return v; /* table full of live buckets: fail open */
 	for (int tries = 0; tries < 64; tries++) {
 		uint64_t tat = __atomic_load_n(&s->val, __ATOMIC_ACQUIRE);
+		uint64_t cap = now + ru->tolerance_ns + ru->interval_ns;
+		if (tat > cap) {
+			/* debt beyond what this rule can build up: left by a stricter
+			 * policy. Bring it to "empty now", so a more lenient policy
+			 * applies within burst/rate, as in the kernel layer. */
+			__atomic_compare_exchange_n(&s->val, &tat, cap, false, __ATOMIC_ACQ_REL,
+						    __ATOMIC_ACQUIRE);
+			continue;
+		}
 		uint64_t base = tat > now ? tat : now;
 		if (base - now > ru->tolerance_ns) {
 			v.ok = false;
@@ -215,7 +224,7 @@ static void rule_local(struct rule *r, uint32_t hosts)
 	r->local = calloc(1, sizeof(*r->local));
 	if (!r->local)
 		return; /* then the full rate applies locally */
-	struct cfg_rl_limit l = { .enabled = true, .rate = r->rate, .burst = r->burst };
+	struct cfg_rl_limit l = {.enabled = true, .rate = r->rate, .burst = r->burst};
 	rule_from(r->local, &l, hosts);
 	if (r->local->burst > 1 && r->burst / hosts >= 1) {
 		r->local->burst = r->burst / hosts;
@@ -253,8 +262,8 @@ int limit_configure(const struct config *cfg)
 	}
 	p->n_routes = c->n_routes;
 	if (c->kernel.syn_rate) {
-		struct cfg_rl_limit a = { .enabled = true, .rate = c->kernel.syn_rate,
-					  .burst = c->kernel.syn_burst };
+		struct cfg_rl_limit a = {
+			.enabled = true, .rate = c->kernel.syn_rate, .burst = c->kernel.syn_burst};
 		rule_from(&p->accept, &a, 1);
 	}
 	p->esc_refusals = c->escalate_refusals;
@@ -293,7 +302,6 @@ uint64_t limit_penalty_ns(void)
 	const struct policy *p = policy();
 	return p ? p->esc_penalty_ns : 0;
 }
-
 
 /* ---- escalation and "top limited" ------------------------------------------ */
 
@@ -348,8 +356,7 @@ static void top_count(const char *addr, uint64_t key)
 
 /* Counts a refusal of addr; true when it crosses the escalation threshold
  * (once per window). */
-static bool refusal_escalates(const struct policy *p, const char *addr, uint64_t key,
-			      uint64_t now)
+static bool refusal_escalates(const struct policy *p, const char *addr, uint64_t key, uint64_t now)
 {
 	if (!p->esc_refusals || !p->esc_window_ns)
 		return false;
@@ -382,7 +389,7 @@ struct limit_wait {
 	struct request *r;
 	struct lredis_op *op;
 	unsigned phase; /* next rule: PHASE_* */
-	bool have;      /* a Redis answer for that rule is here */
+	bool have;	/* a Redis answer for that rule is here */
 	int err;
 	bool ok;
 	uint64_t wait_us, reset_us;
@@ -435,8 +442,9 @@ static enum decision decide(struct request *r, const struct policy *p, const str
 		lw->have = false;
 		if (!lw->err) {
 			STAT_INC(w->stats.rl_global_checks);
-			*v = (struct verdict){ .ok = lw->ok, .wait_ns = lw->wait_us * 1000,
-					       .reset_ns = lw->reset_us * 1000 };
+			*v = (struct verdict){.ok = lw->ok,
+					      .wait_ns = lw->wait_us * 1000,
+					      .reset_ns = lw->reset_us * 1000};
 			return DECIDED;
 		}
 	} else {
@@ -450,16 +458,18 @@ static enum decision decide(struct request *r, const struct policy *p, const str
 			char name[32];
 			snprintf(name, sizeof(name), "rfx:rl:%016llx", (unsigned long long)key);
 			lw->op = lredis_gcra(w, &rc->redis, rc->redis_timeout, name,
-					     (ru->interval_ns + 999) / 1000, ru->tolerance_ns / 1000,
-					     on_redis, lw);
+					     (ru->interval_ns + 999) / 1000,
+					     ru->tolerance_ns / 1000, on_redis, lw);
 			if (lw->op)
 				return WAITING;
 		}
 	}
 	const struct rule *fb = global_fallback(p, ru, w, &closed);
 	if (!fb) {
-		*v = (struct verdict){ .ok = !closed, .remaining = closed ? 0 : ru->burst,
-				       .wait_ns = 1000000000u, .reset_ns = 1000000000u };
+		*v = (struct verdict){.ok = !closed,
+				      .remaining = closed ? 0 : ru->burst,
+				      .wait_ns = 1000000000u,
+				      .reset_ns = 1000000000u};
 		return DECIDED;
 	}
 	*used = fb;
@@ -738,7 +748,7 @@ static int json_obj(const char *s, size_t len, const char *key, const char **o, 
 static int rule_parse(const char *o, size_t olen, const struct rule *old, struct rule *out,
 		      char *err, size_t errlen, const char *name)
 {
-	struct cfg_rl_limit l = { 0 };
+	struct cfg_rl_limit l = {0};
 	double rate = 0, burst = 0;
 
 	if (!o) {

@@ -71,7 +71,7 @@ static int query_get(struct http_str q, const char *name, char *out, size_t cap)
 			for (size_t i = 0; i < n && o + 1 < cap; i++) {
 				char c = p[nl + 1 + i];
 				if (c == '%' && i + 2 < n) {
-					char hex[3] = { p[nl + 2 + i], p[nl + 3 + i], 0 };
+					char hex[3] = {p[nl + 2 + i], p[nl + 3 + i], 0};
 					c = (char)strtol(hex, NULL, 16);
 					i += 2;
 				}
@@ -107,7 +107,8 @@ static int h_policy(struct gateway *g, const struct admin_req *req, struct admin
 	if ((k = memmem(req->body, req->body_len, "\"kernel\"", 8)) != NULL) {
 		size_t klen = req->body_len - (size_t)(k - req->body);
 		const char *end = memchr(k, '}', klen);
-		if (limit_kernel_policy_set(k, end ? (size_t)(end - k + 1) : klen, err, sizeof(err)))
+		if (limit_kernel_policy_set(k, end ? (size_t)(end - k + 1) : klen, err,
+					    sizeof(err)))
 			return json_error(resp, 409, err);
 		any = true;
 	}
@@ -195,8 +196,11 @@ static int edit(const struct admin_req *req, struct admin_resp *resp, bool add)
 	snprintf(resp->audit, sizeof(resp->audit), "limits %s %s %s: %.150s", which,
 		 add ? "add" : "remove", cidr, rc ? err : "ok");
 	if (rc)
-		return json_error(resp, rc == -ENOENT ? 404 : rc == -EEXIST ? 409 : rc == -ENODEV ? 409
-										      : 400,
+		return json_error(resp,
+				  rc == -ENOENT	  ? 404
+				  : rc == -EEXIST ? 409
+				  : rc == -ENODEV ? 409
+						  : 400,
 				  err);
 	return buf_appendf(&resp->body, "{\"%s\":\"%s\",\"cidr\":", add ? "added" : "removed",
 			   which) ||
@@ -222,7 +226,7 @@ void limit_admin_register(void)
 	admin_register("PUT", "/limits/policy", true, h_policy);
 	admin_register("POST", "/limits/policy", true, h_policy);
 	admin_register("GET", "/limits/top", false, h_top);
-	static const char *const lists[] = { "/limits/allow", "/limits/deny", "/limits/penalty" };
+	static const char *const lists[] = {"/limits/allow", "/limits/deny", "/limits/penalty"};
 	for (unsigned i = 0; i < 3; i++) {
 		admin_register("GET", lists[i], false, h_list);
 		admin_register("POST", lists[i], true, h_add);

@@ -24,9 +24,9 @@
 #define PENALTY_LIST_MAX 4096
 
 static pthread_mutex_t kmu = PTHREAD_MUTEX_INITIALIZER;
-static struct rl *rl;                   /* NULL: the kernel layer is off */
+static struct rl *rl; /* NULL: the kernel layer is off */
 static char why_off[256] = "not started";
-static struct cfg_rl_kernel kcfg;       /* what is applied now (config, then admin changes) */
+static struct cfg_rl_kernel kcfg; /* what is applied now (config, then admin changes) */
 static uint16_t ports_on[CFG_RL_PORTS_MAX];
 static unsigned n_ports_on;
 static char ifaces_on[CFG_RL_IFACES_MAX][16];
@@ -87,9 +87,11 @@ static void apply_ports(const struct config *cfg, const struct cfg_rl_kernel *k)
 /* Called with kmu held. */
 static int apply_policy(const struct cfg_rl_kernel *k)
 {
-	struct rl_limits l4 = { .syn_rate = k->syn_rate, .syn_burst = k->syn_burst,
-				.pkt_rate = k->pkt_rate, .pkt_burst = k->pkt_burst,
-				.bucket_plen = k->prefix_v4 };
+	struct rl_limits l4 = {.syn_rate = k->syn_rate,
+			       .syn_burst = k->syn_burst,
+			       .pkt_rate = k->pkt_rate,
+			       .pkt_burst = k->pkt_burst,
+			       .bucket_plen = k->prefix_v4};
 	struct rl_limits l6 = l4;
 	struct rl_prefix all4, all6;
 	struct rl_settings st;
@@ -155,8 +157,8 @@ static void apply_ifaces(const struct cfg_rl_kernel *k)
 		if (rl_attached_as(rl, (int)idx) == RL_ATTACHED_NONE) {
 			rc = rl_attach(rl, (int)idx, attach_mode(k->attach));
 			if (rc) {
-				log_warn("ratelimit: attach to %s: %s; not attached", k->interfaces[j],
-					 strerror(-rc));
+				log_warn("ratelimit: attach to %s: %s; not attached",
+					 k->interfaces[j], strerror(-rc));
 				continue;
 			}
 			log_info("ratelimit: kernel limiter attached to %s (%s)", k->interfaces[j],
@@ -192,7 +194,7 @@ static void *kernel_thread(void *arg)
 	efd = rl ? rl_events_fd(rl) : -1;
 	pthread_mutex_unlock(&kmu);
 	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
-		struct pollfd pfd = { .fd = efd, .events = POLLIN };
+		struct pollfd pfd = {.fd = efd, .events = POLLIN};
 		char addrs[64][48];
 		unsigned n;
 
@@ -213,10 +215,12 @@ static void *kernel_thread(void *arg)
 					rc = rl_penalty_add(rl, &p, ttl);
 				if (rc) {
 					escalate_failed++;
-					log_warn("ratelimit: penalty box %s: %s", addrs[i], strerror(-rc));
+					log_warn("ratelimit: penalty box %s: %s", addrs[i],
+						 strerror(-rc));
 				} else {
 					escalated++;
-					log_info("ratelimit: %s in the kernel penalty box for %llu ms",
+					log_info("ratelimit: %s in the kernel penalty box for %llu "
+						 "ms",
 						 addrs[i], (unsigned long long)(ttl / 1000000));
 				}
 			}
@@ -286,18 +290,19 @@ void limit_kernel_reload(const struct config *cfg)
 	if (!rl) {
 		pthread_mutex_unlock(&kmu);
 		if (k->n_interfaces)
-			log_warn("ratelimit: the kernel limiter is off (%s); interfaces take effect "
-				 "at the next start",
-				 why_off);
+			log_warn(
+				"ratelimit: the kernel limiter is off (%s); interfaces take effect "
+				"at the next start",
+				why_off);
 		return;
 	}
 	apply_ports(cfg, k);
 	if ((rc = apply_policy(k)))
 		log_warn("ratelimit: kernel policy: %s", strerror(-rc));
 	apply_list(rl_allow_add, rl_allow_del, kcfg.allow, kcfg.n_allow,
-		   (char (*)[CFG_RL_CIDR_LEN])k->allow, k->n_allow);
+		   (char(*)[CFG_RL_CIDR_LEN])k->allow, k->n_allow);
 	apply_list(rl_deny_add, rl_deny_del, kcfg.deny, kcfg.n_deny,
-		   (char (*)[CFG_RL_CIDR_LEN])k->deny, k->n_deny);
+		   (char(*)[CFG_RL_CIDR_LEN])k->deny, k->n_deny);
 	kcfg = *k;
 	apply_ifaces(&kcfg);
 	pthread_mutex_unlock(&kmu);
@@ -351,15 +356,16 @@ int limit_kernel_json(struct buf *b)
 			  kcfg.syn_rate, kcfg.syn_burst, kcfg.pkt_rate, kcfg.pkt_burst,
 			  kcfg.prefix_v4, kcfg.prefix_v6, kcfg.dry_run ? "true" : "false");
 	if (rl && !rl_counters_read(rl, &c)) {
-		rc |= buf_appendf(b,
-				  ",\"counters\":{\"ignored\":%llu,\"malformed\":%llu,\"allowed\":%llu,"
-				  "\"passed\":%llu,\"unlimited\":%llu,\"new_buckets\":%llu,"
-				  "\"cap_hits\":%llu,\"events_sent\":%llu,\"events_lost\":%llu",
-				  (unsigned long long)c.ignored, (unsigned long long)c.malformed,
-				  (unsigned long long)c.allowed, (unsigned long long)c.passed,
-				  (unsigned long long)c.unlimited, (unsigned long long)c.new_buckets,
-				  (unsigned long long)c.cap_hits, (unsigned long long)c.events_sent,
-				  (unsigned long long)c.events_lost);
+		rc |= buf_appendf(
+			b,
+			",\"counters\":{\"ignored\":%llu,\"malformed\":%llu,\"allowed\":%llu,"
+			"\"passed\":%llu,\"unlimited\":%llu,\"new_buckets\":%llu,"
+			"\"cap_hits\":%llu,\"events_sent\":%llu,\"events_lost\":%llu",
+			(unsigned long long)c.ignored, (unsigned long long)c.malformed,
+			(unsigned long long)c.allowed, (unsigned long long)c.passed,
+			(unsigned long long)c.unlimited, (unsigned long long)c.new_buckets,
+			(unsigned long long)c.cap_hits, (unsigned long long)c.events_sent,
+			(unsigned long long)c.events_lost);
 		rc |= buf_appends(b, ",\"dropped\":{");
 		for (unsigned r = 1; r < RL_REASON_MAX; r++)
 			rc |= buf_appendf(b, "%s\"%s\":%llu", r > 1 ? "," : "", reason_names[r],
@@ -449,7 +455,8 @@ int limit_kernel_entry(const char *which, bool add, const char *cidr, uint64_t t
 	}
 	if (!strcmp(which, "penalty")) {
 		uint64_t ttl = ttl_ms ? ttl_ms * 1000000 : limit_penalty_ns();
-		rc = add ? rl_penalty_add(rl, &p, ttl ? ttl : 60000000000ull) : rl_penalty_del(rl, &p);
+		rc = add ? rl_penalty_add(rl, &p, ttl ? ttl : 60000000000ull)
+			 : rl_penalty_del(rl, &p);
 	} else {
 		bool allow = !strcmp(which, "allow");
 		char canon[64];
@@ -493,7 +500,7 @@ static int json_u32(const char *s, size_t len, const char *key, uint32_t *out)
 
 int limit_kernel_policy_set(const char *json, size_t len, char *err, size_t errlen)
 {
-	static const char *const keys[] = { "syn_rate", "syn_burst", "pkt_rate", "pkt_burst" };
+	static const char *const keys[] = {"syn_rate", "syn_burst", "pkt_rate", "pkt_burst"};
 	struct cfg_rl_kernel k;
 	int rc = 0;
 
@@ -504,7 +511,7 @@ int limit_kernel_policy_set(const char *json, size_t len, char *err, size_t errl
 		goto out;
 	}
 	k = kcfg;
-	uint32_t *dst[] = { &k.syn_rate, &k.syn_burst, &k.pkt_rate, &k.pkt_burst };
+	uint32_t *dst[] = {&k.syn_rate, &k.syn_burst, &k.pkt_rate, &k.pkt_burst};
 	for (unsigned i = 0; i < 4; i++)
 		if (json_u32(json, len, keys[i], dst[i]) < 0) {
 			snprintf(err, errlen, "%s: expected a whole number", keys[i]);

@@ -16,7 +16,7 @@
 #include "http/conn.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 #define BREAKER_FAILS 3
 #define BREAKER_OPEN_MS 1000
@@ -25,17 +25,17 @@
 
 /* GCRA in microseconds on the server's clock. Returns {admitted, wait_us,
  * reset_us}. The key lives as long as its bucket holds debt. */
-static const char script[] =
-	"local interval = tonumber(ARGV[1])\n"
-	"local tol = tonumber(ARGV[2])\n"
-	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-	"local tat = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-	"if tat < now then tat = now end\n"
-	"if tat - now > tol then return {0, tat - now - tol, tat - now} end\n"
-	"local nt = tat + interval\n"
-	"redis.call('SET', KEYS[1], string.format('%d', nt), 'PX', math.floor((nt - now) / 1000) + 1)\n"
-	"return {1, 0, nt - now}\n";
+static const char script[] = "local interval = tonumber(ARGV[1])\n"
+			     "local tol = tonumber(ARGV[2])\n"
+			     "local t = redis.call('TIME')\n"
+			     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+			     "local tat = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+			     "if tat < now then tat = now end\n"
+			     "if tat - now > tol then return {0, tat - now - tol, tat - now} end\n"
+			     "local nt = tat + interval\n"
+			     "redis.call('SET', KEYS[1], string.format('%d', nt), 'PX', "
+			     "math.floor((nt - now) / 1000) + 1)\n"
+			     "return {1, 0, nt - now}\n";
 
 static char script_sha[41];
 
@@ -77,7 +77,8 @@ static void fail_all(struct lr_conn *lc, int err)
 		if (++cl->fails >= BREAKER_FAILS)
 			cl->open_until = cl->w->loop.now + BREAKER_OPEN_MS;
 		if (cl->fails == BREAKER_FAILS)
-			log_warn("ratelimit: redis failing (%s); global limits fall back", strerror(-err));
+			log_warn("ratelimit: redis failing (%s); global limits fall back",
+				 strerror(-err));
 		STAT_INC(cl->w->stats.rl_redis_errors);
 	}
 	lc->cl = NULL;
@@ -264,8 +265,8 @@ static struct lr_conn *connect_to(struct lr_client *cl, const struct cfg_addr *a
 	loop_sqe_set_op(sqe, &lc->connect_op);
 	lc->conn.refs++;
 	/* the script first, on every new connection (Redis may have restarted) */
-	const char *argv[] = { "SCRIPT", "LOAD", script };
-	size_t argvlen[] = { 6, 4, sizeof(script) - 1 };
+	const char *argv[] = {"SCRIPT", "LOAD", script};
+	size_t argvlen[] = {6, 4, sizeof(script) - 1};
 	if (queue(lc, timeout_ms, 3, argv, argvlen, NULL, NULL, NULL)) {
 		fail_all(lc, -ENOMEM);
 		return NULL;
@@ -305,8 +306,8 @@ struct lredis_op *lredis_gcra(struct worker *w, const struct cfg_addr *redis, ui
 	char iv[24], tv[24];
 	int il = snprintf(iv, sizeof(iv), "%llu", (unsigned long long)interval_us);
 	int tl = snprintf(tv, sizeof(tv), "%llu", (unsigned long long)tolerance_us);
-	const char *argv[] = { "EVALSHA", script_sha, "1", key, iv, tv };
-	size_t argvlen[] = { 7, 40, 1, strlen(key), (size_t)il, (size_t)tl };
+	const char *argv[] = {"EVALSHA", script_sha, "1", key, iv, tv};
+	size_t argvlen[] = {7, 40, 1, strlen(key), (size_t)il, (size_t)tl};
 	if (queue(cl->lc, timeout_ms, 6, argv, argvlen, cb, arg, &op))
 		return NULL;
 	return op;

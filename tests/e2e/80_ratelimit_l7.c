@@ -21,8 +21,8 @@ static struct h_proc *gw;
 static long get(const char *path, const char *hdr, struct h_resp *r)
 {
 	char url[256];
-	const char *hdrs[2] = { hdr, NULL };
-	struct h_req q = { .url = url, .timeout_ms = 5000, .headers = hdr ? hdrs : NULL };
+	const char *hdrs[2] = {hdr, NULL};
+	struct h_req q = {.url = url, .timeout_ms = 5000, .headers = hdr ? hdrs : NULL};
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
 	memset(r, 0, sizeof(*r));
@@ -34,10 +34,15 @@ static long get(const char *path, const char *hdr, struct h_resp *r)
 static long admin(const char *method, const char *path, const char *body, struct h_resp *r)
 {
 	char url[256];
-	const char *hdrs[] = { "Authorization: Bearer " TOKEN, "Content-Type: application/json",
-			       NULL };
-	struct h_req q = { .method = method, .url = url, .timeout_ms = 5000, .headers = hdrs,
-			   .body = body, .body_len = body ? strlen(body) : 0, .no_expect = true };
+	const char *hdrs[] = {"Authorization: Bearer " TOKEN, "Content-Type: application/json",
+			      NULL};
+	struct h_req q = {.method = method,
+			  .url = url,
+			  .timeout_ms = 5000,
+			  .headers = hdrs,
+			  .body = body,
+			  .body_len = body ? strlen(body) : 0,
+			  .no_expect = true};
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", admin_port, path);
 	memset(r, 0, sizeof(*r));
@@ -182,7 +187,7 @@ static void test_client_across_workers(void)
 	char admin_url[64], ctl[1024], *out = NULL;
 	snprintf(admin_url, sizeof(admin_url), "http://127.0.0.1:%d", admin_port);
 	snprintf(ctl, sizeof(ctl), "%s/reflexctl", h_build_dir());
-	char *argv[] = { ctl, "--admin", admin_url, "limits", "top", NULL };
+	char *argv[] = {ctl, "--admin", admin_url, "limits", "top", NULL};
 	int st = h_run(argv, 10000, &out);
 	CHECK_MSG(st == 0 && out && strstr(out, "127.0.0.1"), "reflexctl limits top: %d %s", st,
 		  out ? out : "");
@@ -229,7 +234,7 @@ static void test_accept_limit(void)
 		if (fd < 0)
 			continue;
 		char req[] = "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-		struct h_buf b = { 0 };
+		struct h_buf b = {0};
 		h_send_str(fd, req);
 		h_read_all(fd, &b, 2000, 0);
 		if (b.len == 0)
@@ -241,6 +246,50 @@ static void test_accept_limit(void)
 	CHECK_MSG(after - before >= 30 && after - before == refused_conns,
 		  "accept refusals %g, connections closed unanswered %d", after - before,
 		  refused_conns);
+	test_end();
+}
+
+/* Without the privileges BPF needs, reflexd says why in ONE line and limits the connection
+ * rate at accept instead. Run as nobody through setpriv (root only). */
+static void test_no_bpf_privilege(void)
+{
+	const char *name = "no_bpf_privilege_one_line_and_accept_fallback";
+
+	if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
+		test_skip(name, "needs root and setpriv to drop the privileges");
+		return;
+	}
+	test_begin(name);
+	int port = h_free_port(), aport = h_free_port();
+	const char *cfg =
+		h_write_config("workers: 1\n"
+			       "listen: [\"127.0.0.1:%d\"]\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: \"127.0.0.1:%d\"}\n"
+			       "ratelimit:\n"
+			       "  kernel: {interfaces: [lo], syn_rate: 5, syn_burst: 5}\n",
+			       port, o_port, aport);
+	char *argv[] = {
+		"/usr/bin/setpriv",	  "--reuid=65534", "--regid=65534", "--clear-groups",
+		(char *)h_reflexd_path(), "--config",	   (char *)cfg,	    NULL};
+	chmod(cfg, 0644);
+	struct h_proc *p = h_spawn("reflexd_nobody", argv, "127.0.0.1", port, 10000);
+	if (!p) {
+		CHECK_MSG(0, "reflexd did not start as nobody");
+		test_end();
+		return;
+	}
+	CHECK(h_log_contains(p, "kernel limiter unavailable ("));
+	CHECK(h_log_contains(p, "the connection-rate limit is enforced at accept instead"));
+	char url[128];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/limits", aport);
+	struct h_resp r;
+	CHECK_INT(h_get(url, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "\"accept\":{\"rate\":5,\"burst\":5,\"active\":true}") &&
+			  strstr(r.body, "\"kernel\":{\"active\":false"),
+		  "%s", r.body ? r.body : "");
+	h_resp_free(&r);
+	h_stop(p, 5000);
 	test_end();
 }
 
@@ -259,17 +308,16 @@ int main(void)
 		fclose(f);
 	}
 	chmod(token_path, 0600);
-	const char *cfg = h_write_config(
-		"workers: 2\n"
-		"listen: [\"127.0.0.1:%d\"]\n"
-		"upstream: [\"127.0.0.1:%d\"]\n"
-		"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-		"ratelimit:\n"
-		"  api_key: {header: X-API-Key, rate: 1/s, burst: 3}\n"
-		"  routes:\n"
-		"    - {path_prefix: /limited/, rate: 1, burst: 2}\n"
-		"  kernel: {syn_rate: 30, syn_burst: 60}\n",
-		gw_port, o_port, admin_port, token_path);
+	const char *cfg = h_write_config("workers: 2\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+					 "ratelimit:\n"
+					 "  api_key: {header: X-API-Key, rate: 1/s, burst: 3}\n"
+					 "  routes:\n"
+					 "    - {path_prefix: /limited/, rate: 1, burst: 2}\n"
+					 "  kernel: {syn_rate: 30, syn_burst: 60}\n",
+					 gw_port, o_port, admin_port, token_path);
 
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();
@@ -281,6 +329,7 @@ int main(void)
 	test_client_across_workers();
 	test_upstream_never_sees_429s();
 	test_accept_limit();
+	test_no_bpf_privilege();
 	h_finish(gw, 10000);
 	unlink(token_path);
 	return test_exit_code();

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -28,14 +29,39 @@
 
 static int gw_port, admin_port, o_port;
 static struct h_proc *gw;
+static const char *cfg_path, *token_file;
+
+static void write_config(const char *kernel_extra)
+{
+	FILE *f = fopen(cfg_path, "w");
+
+	if (!f)
+		return;
+	fprintf(f,
+		"workers: 2\n"
+		"listen: [\"127.0.0.1:%d\"]\n"
+		"upstream: [\"127.0.0.1:%d\"]\n"
+		"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+		"ratelimit:\n"
+		"  client: {rate: 0.2/s, burst: 2}\n"
+		"  escalate: {refusals: 3, window: 10s, penalty: 30s}\n"
+		"  kernel: {interfaces: [lo], attach: tc, %s}\n",
+		gw_port, o_port, admin_port, token_file, kernel_extra);
+	fclose(f);
+}
 
 static long admin(const char *method, const char *path, const char *body, struct h_resp *r)
 {
 	char url[256];
-	const char *hdrs[] = { "Authorization: Bearer " TOKEN, "Content-Type: application/json",
-			       NULL };
-	struct h_req q = { .method = method, .url = url, .timeout_ms = 5000, .headers = hdrs,
-			   .body = body, .body_len = body ? strlen(body) : 0, .no_expect = true };
+	const char *hdrs[] = {"Authorization: Bearer " TOKEN, "Content-Type: application/json",
+			      NULL};
+	struct h_req q = {.method = method,
+			  .url = url,
+			  .timeout_ms = 5000,
+			  .headers = hdrs,
+			  .body = body,
+			  .body_len = body ? strlen(body) : 0,
+			  .no_expect = true};
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", admin_port, path);
 	memset(r, 0, sizeof(*r));
@@ -62,7 +88,7 @@ static long accepted(void)
  * SYN was dropped: no answer, not even a reset). */
 static int try_connect(const char *src, unsigned wait_ms)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET }, d = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET}, d = {.sin_family = AF_INET};
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), ok = 0;
 
 	if (fd < 0)
@@ -72,7 +98,7 @@ static int try_connect(const char *src, unsigned wait_ms)
 	d.sin_port = htons((uint16_t)gw_port);
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
 	    (connect(fd, (struct sockaddr *)&d, sizeof(d)) == 0 || errno == EINPROGRESS)) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
 		int err = 0;
 		socklen_t el = sizeof(err);
 		if (poll(&p, 1, (int)wait_ms) == 1 &&
@@ -86,9 +112,9 @@ static int try_connect(const char *src, unsigned wait_ms)
 /* GET / from src over a plain socket: the status, or -1. */
 static int get_from(const char *src, const char *path)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET }, d = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET}, d = {.sin_family = AF_INET};
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), st = -1;
-	struct timeval tv = { .tv_sec = 2 };
+	struct timeval tv = {.tv_sec = 2};
 	char req[256], buf[512];
 
 	if (fd < 0)
@@ -100,8 +126,8 @@ static int get_from(const char *src, const char *path)
 	d.sin_port = htons((uint16_t)gw_port);
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
 	    connect(fd, (struct sockaddr *)&d, sizeof(d)) == 0) {
-		snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-			 path);
+		snprintf(req, sizeof(req),
+			 "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
 		if (h_send_str(fd, req) == 0) {
 			ssize_t n = read(fd, buf, sizeof(buf) - 1);
 			if (n > 12) {
@@ -187,8 +213,8 @@ static void test_escalation(void)
 	CHECK_INT(admin("GET", "/limits", NULL, &r), 200);
 	const char *dropped = r.body ? strstr(r.body, "\"dropped\":{\"deny\":") : NULL;
 	const char *pen = dropped ? strstr(dropped, "\"penalty\":") : NULL;
-	CHECK_MSG(r.body && strstr(r.body, "\"escalated\":1") && pen && atol(pen + 10) >= 1,
-		  "%s", r.body ? r.body : "");
+	CHECK_MSG(r.body && strstr(r.body, "\"escalated\":1") && pen && atol(pen + 10) >= 1, "%s",
+		  r.body ? r.body : "");
 	h_resp_free(&r);
 	CHECK_INT(admin("DELETE", "/limits/penalty", "{\"cidr\": \"127.0.0.1\"}", &r), 200);
 	h_resp_free(&r);
@@ -206,6 +232,32 @@ static void test_escalation(void)
 	CHECK_INT(admin("DELETE", "/limits/deny", "{\"cidr\": \"127.0.0.2/32\"}", &r), 200);
 	h_resp_free(&r);
 	CHECK(try_connect("127.0.0.2", 1000));
+	test_end();
+}
+
+static void test_reload(void)
+{
+	struct h_resp r;
+
+	test_begin("kernel_policy_on_reload");
+	write_config("syn_rate: 2, syn_burst: 3, deny: [127.0.0.3]");
+	CHECK_INT(h_signal(gw, SIGHUP), 0);
+	bool seen = false;
+	for (int i = 0; i < 40 && !seen; i++) {
+		if (admin("GET", "/limits", NULL, &r) == 200 && r.body)
+			seen = strstr(r.body, "\"syn_rate\":2,\"syn_burst\":3") != NULL;
+		h_resp_free(&r);
+		if (!seen)
+			h_sleep_ms(50);
+	}
+	CHECK_MSG(seen, "the reloaded kernel policy is not in /limits");
+	CHECK_INT(admin("GET", "/limits/deny", NULL, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "\"127.0.0.3\""), "%s", r.body ? r.body : "");
+	h_resp_free(&r);
+	CHECK(!try_connect("127.0.0.3", 300));
+	CHECK_INT(get_from("127.0.0.4", "/"), 200); /* a fresh source: both layers let it in */
+	/* still the one attachment made at start */
+	CHECK(!h_log_contains(gw, "detached from lo"));
 	test_end();
 }
 
@@ -236,16 +288,10 @@ int main(void)
 		fclose(f);
 	}
 	chmod(token_path, 0600);
-	const char *cfg = h_write_config(
-		"workers: 2\n"
-		"listen: [\"127.0.0.1:%d\"]\n"
-		"upstream: [\"127.0.0.1:%d\"]\n"
-		"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-		"ratelimit:\n"
-		"  client: {rate: 0.2/s, burst: 2}\n"
-		"  escalate: {refusals: 3, window: 10s, penalty: 30s}\n"
-		"  kernel: {interfaces: [lo], attach: tc, syn_rate: 1, syn_burst: 5}\n",
-		gw_port, o_port, admin_port, token_path);
+	token_file = token_path;
+	cfg_path = h_write_config("# rewritten below\n");
+	write_config("syn_rate: 1, syn_burst: 5");
+	const char *cfg = cfg_path;
 
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();
@@ -266,6 +312,7 @@ int main(void)
 	h_resp_free(&r);
 	test_syn_limit();
 	test_escalation();
+	test_reload();
 	h_finish(gw, 10000);
 	unlink(token_path);
 	return test_exit_code();

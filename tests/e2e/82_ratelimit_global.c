@@ -16,7 +16,7 @@ static int a_port, a_admin, b_port, b_admin, o_port, r_port;
 static long get(int port, const char *path)
 {
 	char url[256];
-	struct h_req q = { .url = url, .timeout_ms = 5000 };
+	struct h_req q = {.url = url, .timeout_ms = 5000};
 	struct h_resp r;
 	long st;
 
@@ -29,7 +29,7 @@ static long get(int port, const char *path)
 static double metric(int admin_port, const char *name_and_labels)
 {
 	char url[256], pat[256];
-	struct h_req q = { .url = url, .timeout_ms = 5000 };
+	struct h_req q = {.url = url, .timeout_ms = 5000};
 	struct h_resp r;
 	double v = -1;
 
@@ -75,17 +75,18 @@ int main(void)
 	r_port = h_free_port();
 	char rp[16];
 	snprintf(rp, sizeof(rp), "%d", r_port);
-	char *rargv[] = { "/usr/bin/redis-server", "--port", rp, "--bind", "127.0.0.1", "--save",
-			  "", "--appendonly", "no", NULL };
+	char *rargv[] = {
+		"/usr/bin/redis-server", "--port", rp,	"--bind", "127.0.0.1", "--save", "",
+		"--appendonly",		 "no",	   NULL};
 	struct h_proc *redis = h_spawn("redis", rargv, "127.0.0.1", r_port, 10000);
 	if (!redis)
 		return test_exit_code();
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();
-	struct h_proc *a = h_start_reflexd_config("reflexd_a", a_port, gw_yaml(a_port, a_admin,
-										"local"));
-	struct h_proc *b = h_start_reflexd_config("reflexd_b", b_port, gw_yaml(b_port, b_admin,
-										"closed"));
+	struct h_proc *a =
+		h_start_reflexd_config("reflexd_a", a_port, gw_yaml(a_port, a_admin, "local"));
+	struct h_proc *b =
+		h_start_reflexd_config("reflexd_b", b_port, gw_yaml(b_port, b_admin, "closed"));
 	if (!a || !b || h_wait_port("127.0.0.1", a_admin, 5000) ||
 	    h_wait_port("127.0.0.1", b_admin, 5000))
 		return test_exit_code();
@@ -96,8 +97,8 @@ int main(void)
 		long sa = get(a_port, "/"), sb = get(b_port, "/");
 		ok_a += sa == 200;
 		ok_b += sb == 200;
-		CHECK_MSG((sa == 200 || sa == 429) && (sb == 200 || sb == 429), "status %ld %ld", sa,
-			  sb);
+		CHECK_MSG((sa == 200 || sa == 429) && (sb == 200 || sb == 429), "status %ld %ld",
+			  sa, sb);
 	}
 	ok = ok_a + ok_b;
 	/* burst 10 at 0.2/s shared: 10 (11 if 5 s passed), not 20 */
