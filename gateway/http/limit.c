@@ -360,11 +360,13 @@ static bool refusal_escalates(const struct policy *p, const char *addr, uint64_t
 {
 	if (!p->esc_refusals || !p->esc_window_ns)
 		return false;
-	struct slot *s = slot_find(esc, TABLE_SIZE / 8 - 1, key, 0);
-	if (!s)
-		return false;
 	uint32_t now_s = (uint32_t)(now / 1000000000u);
 	uint64_t win_s = (p->esc_window_ns + 999999999u) / 1000000000u;
+	/* a slot whose window started before the current one may be reused */
+	uint64_t stale = now_s > win_s ? ((uint64_t)(now_s - win_s) << 32) | 0xffffffffu : 0;
+	struct slot *s = slot_find(esc, TABLE_SIZE / 8 - 1, key, stale);
+	if (!s)
+		return false;
 	for (int tries = 0; tries < 64; tries++) {
 		uint64_t old = __atomic_load_n(&s->val, __ATOMIC_ACQUIRE);
 		uint32_t start = (uint32_t)(old >> 32), count = (uint32_t)old;

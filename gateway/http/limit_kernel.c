@@ -169,6 +169,20 @@ static void apply_ifaces(const struct cfg_rl_kernel *k)
 	limit_kernel_active(n_ifaces_on > 0);
 }
 
+/* The lists as rl_prefix_format writes them ("10.0.0.0/8", "192.0.2.7/32"), so entries
+ * from the file and from the admin API compare equal. */
+static void canon_lists(struct cfg_rl_kernel *k)
+{
+	char(*lists[2])[CFG_RL_CIDR_LEN] = {k->allow, k->deny};
+	unsigned n[2] = {k->n_allow, k->n_deny};
+	struct rl_prefix p;
+
+	for (int l = 0; l < 2; l++)
+		for (unsigned i = 0; i < n[l]; i++)
+			if (!rl_prefix_parse(lists[l][i], &p))
+				rl_prefix_format(&p, lists[l][i], CFG_RL_CIDR_LEN);
+}
+
 static void on_event(void *ctx, const struct rl_event *e)
 {
 	events_seen++;
@@ -263,6 +277,7 @@ int limit_kernel_start(const struct config *cfg)
 	pthread_mutex_lock(&kmu);
 	rl = h;
 	kcfg = *k;
+	canon_lists(&kcfg);
 	rl_events_start(rl, on_event, NULL);
 	apply_ports(cfg, &kcfg);
 	if ((rc = apply_policy(&kcfg)))
@@ -296,14 +311,14 @@ void limit_kernel_reload(const struct config *cfg)
 				why_off);
 		return;
 	}
-	apply_ports(cfg, k);
-	if ((rc = apply_policy(k)))
+	struct cfg_rl_kernel nk = *k;
+	canon_lists(&nk);
+	apply_ports(cfg, &nk);
+	if ((rc = apply_policy(&nk)))
 		log_warn("ratelimit: kernel policy: %s", strerror(-rc));
-	apply_list(rl_allow_add, rl_allow_del, kcfg.allow, kcfg.n_allow,
-		   (char(*)[CFG_RL_CIDR_LEN])k->allow, k->n_allow);
-	apply_list(rl_deny_add, rl_deny_del, kcfg.deny, kcfg.n_deny,
-		   (char(*)[CFG_RL_CIDR_LEN])k->deny, k->n_deny);
-	kcfg = *k;
+	apply_list(rl_allow_add, rl_allow_del, kcfg.allow, kcfg.n_allow, nk.allow, nk.n_allow);
+	apply_list(rl_deny_add, rl_deny_del, kcfg.deny, kcfg.n_deny, nk.deny, nk.n_deny);
+	kcfg = nk;
 	apply_ifaces(&kcfg);
 	pthread_mutex_unlock(&kmu);
 }

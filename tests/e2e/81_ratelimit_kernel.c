@@ -252,7 +252,7 @@ static void test_reload(void)
 	}
 	CHECK_MSG(seen, "the reloaded kernel policy is not in /limits");
 	CHECK_INT(admin("GET", "/limits/deny", NULL, &r), 200);
-	CHECK_MSG(r.body && strstr(r.body, "\"127.0.0.3\""), "%s", r.body ? r.body : "");
+	CHECK_MSG(r.body && strstr(r.body, "\"127.0.0.3/32\""), "%s", r.body ? r.body : "");
 	h_resp_free(&r);
 	CHECK(!try_connect("127.0.0.3", 300));
 	CHECK_INT(get_from("127.0.0.4", "/"), 200); /* a fresh source: both layers let it in */
