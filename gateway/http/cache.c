@@ -1211,6 +1211,21 @@ nostore:
 	return cr->bg_refresh;
 }
 
+void cache_no_store(struct request *r, const char *why)
+{
+	struct cache_req *cr = r->cache;
+	char *stored;
+
+	if (!cr || !cr->filling)
+		return;
+	cr->filling = false;
+	buf_free(&cr->head);
+	buf_free(&cr->body);
+	if ((stored = strstr(cr->cs, "; stored")))
+		snprintf(stored, sizeof(cr->cs) - (size_t)(stored - cr->cs), "; detail=%s", why);
+	leader_finish(cr, WAKE_UPSTREAM);
+}
+
 void cache_head_fields(struct request *r, struct buf *b)
 {
 	struct cache_req *cr = r->cache;

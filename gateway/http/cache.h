@@ -42,6 +42,9 @@ enum step_result cache_step(struct request *r);
  * (r->body_discard). Otherwise it decides whether to store, and the relay
  * goes on. */
 bool cache_respond_head(struct request *r, const struct http_response *res);
+/* Do not store this response after all (why: the Cache-Status detail), e.g.
+ * response scanning rewrites what the client gets (respond.c). */
+void cache_no_store(struct request *r, const char *why);
 /* Extra fields for a relayed response head (Cache-Status). */
 void cache_head_fields(struct request *r, struct buf *b);
 /* Response payload bytes as they are relayed (de-chunked). */

@@ -126,6 +126,8 @@ int respond_head(struct request *r, const struct http_response *res)
 	int dlp = r->rx ? reflex_resp_begin(r, res) : 0;
 	if (dlp < 0)
 		return -1;
+	if (dlp && r->cache)
+		cache_no_store(r, "scanned"); /* the client gets a rewritten body: never stored */
 	if (dlp ? r->http10 : r->out == RESP_OUT_DECHUNK || r->out == RESP_OUT_UNTIL_CLOSE)
 		r->close_after = true; /* the body ends where the connection does */
 	if (!r->keep_alive || draining || !r->body_done)
@@ -156,6 +158,8 @@ int respond_head(struct request *r, const struct http_response *res)
 	if (r->cache)
 		cache_head_fields(r, b);
 	buf_appendf(b, "Via: 1.1 reflex\r\nX-Request-ID: %s\r\n", r->id);
+	if (r->limit_fields[0]) /* the quota left (http/limit.c) */
+		buf_appends(b, r->limit_fields);
 	if (r->close_after)
 		buf_appends(b, "Connection: close\r\n");
 	else if (r->http10)
