@@ -79,6 +79,7 @@ struct reflex_req {
 	enum rx_phase phase;
 	bool url_done, oversize, chunked, body_scanned;
 	bool has_body; /* the request has a body (known at the head) */
+	bool scan_failed; /* out of memory or a Hyperscan error: treated as oversize */
 	uint64_t url_hits, body_hits;
 	uint64_t hdr_scanned[RX_HDR_MEMO / 64], hdr_hits[RX_HDR_MEMO];
 	struct rx_hit first[RX_MAX_DET];
@@ -919,10 +920,7 @@ static bool apply_effects(struct request *r, struct reflex_req *x)
 static void start_hold(struct request *r, struct reflex_req *x)
 {
 	x->chunked = r->body == HTTP_BODY_CHUNKED;
-	if (detect_stream_open(x->set->db, on_body_match, r, &x->st)) {
-		x->st = NULL; /* out of memory: the body is held but not scanned (fail closed below) */
-	}
-	x->phase = RX_HOLD;
+	x->phase = RX_HOLD; /* the stream opens with the first bytes that do not complete the body */
 	STAT_INC(stats_of(r)->rx_body_scanned);
 	if (r->expect_continue && !r->http10 && !r->continue_sent) {
 		r->continue_sent = true;
@@ -937,6 +935,12 @@ static void feed(struct request *r, struct reflex_req *x, const char *p, size_t 
 		return;
 	if (buf_append(&x->held, p, n)) {
 		x->oversize = true; /* cannot hold it: as if over the limit */
+		return;
+	}
+	if (!x->st && !x->scan_failed && detect_stream_open(x->set->db, on_body_match, r, &x->st))
+		x->scan_failed = true;
+	if (x->scan_failed) {
+		x->oversize = true; /* a body that cannot be scanned is not a clean scan */
 		return;
 	}
 	if (x->st) {
@@ -957,7 +961,7 @@ static void hold_done(struct request *r, struct reflex_req *x)
 		if (!s || detect_stream_finish(x->st, s) < 0)
 			x->oversize = true;
 		x->st = NULL;
-	} else {
+	} else if (x->scan_failed) {
 		x->oversize = true;
 	}
 	x->body_scanned = true;
@@ -1000,6 +1004,21 @@ bool reflex_pump_body(struct request *r)
 	if (c->conn.closing)
 		return true;
 	if (x->phase == RX_HOLD) {
+		if (r->body == HTTP_BODY_LENGTH && !x->held.len && in->len >= r->body_left) {
+			/* the whole body is here (the common small body): one block
+			 * scan, no stream to set up */
+			size_t n = (size_t)r->body_left;
+			struct detect_scratch *s = scratch_for(x->set->db);
+			if (buf_append(&x->held, buf_head(in), n) || !s ||
+			    detect_scan(x->set->db, s, buf_head(&x->held), n, on_body_match, r) < 0)
+				x->scan_failed = true;
+			STAT_ADD(stats_of(r)->rx_scan_bytes, n);
+			buf_consume(in, n);
+			r->bytes_in += n;
+			r->body_left = 0;
+			r->body_bytes += n;
+			r->body_done = true;
+		}
 		while (in->len && !r->body_done && !x->oversize) {
 			if (r->body == HTTP_BODY_LENGTH) {
 				size_t n = in->len < r->body_left ? in->len : (size_t)r->body_left;

@@ -17,7 +17,7 @@
 #define TOKEN "rules-secret-0123456789"
 
 static int gw_port, admin_port, o_port, alt_port;
-static const char *cfg_path, *tokens;
+static const char *cfg_path, *tokens, *alog_path;
 static struct h_proc *gw, *origin, *alt;
 
 static const char *rules_yaml(bool extra)
@@ -32,6 +32,7 @@ static const char *rules_yaml(bool extra)
 		 "  alt: {endpoints: [\"127.0.0.1:%d\"]}\n"
 		 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
 		 "cache: {enabled: true}\n"
+		 "access_log: \"%s\"\n"
 		 "reflex:\n"
 		 "  max_scan_bytes: 4k\n"
 		 "  hash_key: e2e-key\n"
@@ -68,7 +69,7 @@ static const char *rules_yaml(bool extra)
 		 "redact, redact: last4}\n"
 		 "    - {name: mask-pii, detect: [email, card, order_id], in: [body], action: redact}\n"
 		 "%s",
-		 gw_port, o_port, alt_port, admin_port, tokens,
+		 gw_port, o_port, alt_port, admin_port, tokens, alog_path,
 		 extra ? "    - {name: reloaded, path: /reloaded, action: block, status: 409}\n" : "");
 	return buf;
 }
@@ -245,6 +246,27 @@ static void test_redact(void)
 	if (c.echo)
 		CHECK_INT(c.e.body_bytes, 31);
 	call_free(&c);
+	test_end();
+
+	test_begin("redact_with_expect_100_continue");
+	{
+		static char big[3000], want[3000];
+		memset(big, 'x', sizeof(big) - 1);
+		memcpy(big + 1000, " john.doe@example.com ", 22);
+		strcpy(want, big);
+		memcpy(want + 1000, " [EMAIL]", 8);
+		memmove(want + 1008, big + 1021, strlen(big + 1021) + 1);
+		char url[256];
+		const char *hdrs[] = { "Expect: 100-continue", NULL };
+		struct h_req q = { .method = "POST", .url = url, .body = big, .body_len = strlen(big),
+				   .headers = hdrs, .timeout_ms = 8000 };
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/echo", gw_port);
+		memset(&c, 0, sizeof(c));
+		CHECK(h_http(&q, &c.r) == 0 && c.r.status == 200);
+		c.echo = c.r.body && h_echo_parse(c.r.body, c.r.body_len, &c.e) == 0;
+		check_forwarded(&c, want, false);
+		call_free(&c);
+	}
 	test_end();
 
 	test_begin("redact_keepalive_next_request");
@@ -548,6 +570,36 @@ static void test_reflexctl(void)
 	test_end();
 }
 
+/* The access record names rule, detector, place, offset and hash; the
+ * matched text appears nowhere in it. */
+static void test_access_log(void)
+{
+	test_begin("access_log_reflex_field");
+	char *text = NULL;
+	for (int i = 0; i < 50; i++) { /* the writer thread flushes on its own */
+		FILE *f = fopen(alog_path, "r");
+		free(text);
+		text = NULL;
+		if (f) {
+			size_t cap = 1 << 20;
+			text = calloc(1, cap + 1);
+			if (text)
+				fread(text, 1, cap, f);
+			fclose(f);
+		}
+		if (text && strstr(text, "rule=no-injection action=block detector=inj_override in=url"))
+			break;
+		h_sleep_ms(100);
+	}
+	CHECK_MSG(text && strstr(text, "\"reflex\":\"rule=no-injection action=block "
+				       "detector=inj_override in=url offset="),
+		  "access log: %s", text ? h_excerpt(text, strlen(text), 400) : "(none)");
+	CHECK(text && strstr(text, "\"reflex\":\"rule=mask-pii action=redact detector=email in=body"));
+	CHECK(text && !strstr(text, "john.doe") && !strstr(text, "4111") && !strstr(text, "AKIA"));
+	free(text);
+	test_end();
+}
+
 static void test_reload(void)
 {
 	struct call c;
@@ -615,6 +667,7 @@ int main(void)
 	o_port = h_free_port();
 	alt_port = h_free_port();
 	tokens = h_write_config("ops %s\n", TOKEN);
+	alog_path = h_write_config("%s", "");
 	origin = h_start_origin("main", o_port, 1);
 	alt = h_start_origin("alt", alt_port, 1);
 	cfg_path = h_write_config("%s", rules_yaml(false));
@@ -633,6 +686,7 @@ int main(void)
 	test_oversize();
 	test_admin();
 	test_reflexctl();
+	test_access_log();
 	test_reload();
 	test_config_errors();
 	h_finish(gw, 10000);
