@@ -66,3 +66,7 @@ $(BUILD)/tests/bpf/%: $(BUILD)/obj/tests/bpf/%.o $(TESTLIB_OBJS) $(LIBREFLEXBPF)
 # reflexd owns the kernel limiter (gateway/http/limit_kernel.c): link the library into it.
 REFLEXD_EXTRA_LIBS += $(LIBREFLEXBPF)
 REFLEXD_LDLIBS += $(REFLEXBPF_LDLIBS)
+
+# tests/bpf/test_trace_gateway drives reflexd and reflex-origin through the e2e harness.
+$(BUILD)/tests/bpf/test_trace_gateway: $(E2E_LIB_OBJS)
+$(BUILD)/tests/bpf/test_trace_gateway: LDLIBS += -lcurl

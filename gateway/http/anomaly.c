@@ -19,11 +19,13 @@ static const struct {
 	bool needs_requests;
 	unsigned min_count; /* for the others: samples needed, 0 = none */
 } sigs[ANOM_SIG_MAX] = {
-	[ANOM_LATENCY_P99] = {"latency_p99", 1000.0, 0.25, true, 0},
+	[ANOM_LATENCY_P99] = {"latency_p99", 5000.0, 0.5, true, 0},
 	[ANOM_ERROR_RATE] = {"error_rate", 0.02, 0.25, true, 0},
 	[ANOM_RETRANS] = {"tcp_retransmits", 1.0, 0.5, false, 0},
 	[ANOM_RESETS] = {"tcp_resets", 0.5, 0.5, false, 0},
-	[ANOM_REQUEST_RATE] = {"request_rate", 5.0, 0.3, false, 0},
+	/* rates are judged only from windows with real traffic: going from idle to busy is not
+	 * an anomaly, and an idle history would make any traffic look like one */
+	[ANOM_REQUEST_RATE] = {"request_rate", 5.0, 0.3, true, 0},
 	[ANOM_CONNECT_TIME] = {"connect_time", 1000.0, 0.5, false, 3},
 	[ANOM_LISTEN_OVERFLOW] = {"listen_overflows", 0.5, 0.5, false, 0},
 };

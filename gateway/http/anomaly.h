@@ -36,7 +36,8 @@ enum anomaly_signal {
 	ANOM_ERROR_RATE,      /* upstream: failed exchanges and 5xx / requests, 0..1 */
 	ANOM_RETRANS,	      /* TCP retransmits per second */
 	ANOM_RESETS,	      /* TCP resets (sent + received) per second */
-	ANOM_REQUEST_RATE, /* upstream: requests per second; client prefix: connections per second */
+	ANOM_REQUEST_RATE,    /* upstream: requests/s; client prefix: connections/s (samples: the
+			    * count, at least min_requests to be judged) */
 	ANOM_CONNECT_TIME,    /* upstream: mean TCP connect time, µs */
 	ANOM_LISTEN_OVERFLOW, /* the gateway's listeners: accept-queue overflows per second */
 	ANOM_SIG_MAX

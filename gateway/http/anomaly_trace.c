@@ -29,6 +29,7 @@
 #define MAX_WINDOW_EVENTS 256 /* kernel events logged per window (one per subject and kind) */
 #define MAX_STREAMS 16
 #define TICK_MS 100
+#define RETRANS_RING 64 /* ticks: the access log's trailing window is at most 6.4 s */
 
 /* One upstream endpoint across windows. */
 struct ep_track {
@@ -39,7 +40,11 @@ struct ep_track {
 	struct anomaly_acc_totals http; /* totals at the end of the last window */
 	struct tr_peer_stats kern;
 	uint64_t ejected_until_ms; /* ours, 0 none: to log the readmission */
-	bool seen;		   /* in the current configuration */
+	/* cumulative retransmits at the last RETRANS_RING ticks: the trailing-window count the
+	 * access records carry */
+	uint64_t rring[RETRANS_RING];
+	unsigned rpos, rn;
+	bool seen; /* in the current configuration */
 };
 
 struct client_track {
@@ -341,6 +346,38 @@ static void sync_scope(const struct config *cfg)
 	at.synced = cfg;
 }
 
+/* Every tick: publish each endpoint's retransmits over the trailing window (trace.window,
+ * at most RETRANS_RING ticks), for the access records of the requests that end now. A
+ * trailing window rather than the detector's current one: a request held up by
+ * retransmission timeouts ends after the window in which its segments were resent. */
+static void publish_retrans(uint32_t window_ms)
+{
+	unsigned span = window_ms / TICK_MS;
+
+	if (span < 1)
+		span = 1;
+	if (span > RETRANS_RING - 1)
+		span = RETRANS_RING - 1;
+	for (unsigned i = 0; at.tr && i < at.n_eps; i++) {
+		struct ep_track *t = &at.eps[i];
+		struct tr_peer_key key;
+		struct tr_peer_stats k;
+		uint64_t old;
+
+		if (trace_key_endpoint((const struct sockaddr *)&t->ss, &key) ||
+		    trace_peer_get(at.tr, &key, &k))
+			continue;
+		t->rring[t->rpos] = k.retrans;
+		t->rpos = (t->rpos + 1) % RETRANS_RING;
+		if (t->rn < RETRANS_RING)
+			t->rn++;
+		old = t->rring[(t->rpos + RETRANS_RING - 1 -
+				(t->rn - 1 < span ? t->rn - 1 : span)) %
+			       RETRANS_RING];
+		anomaly_acc_set_retrans(t->id, (uint32_t)(k.retrans - old));
+	}
+}
+
 /* ---- actions ------------------------------------------------------------------------------ */
 
 /* Take endpoint (pi, ei) of cfg out of rotation for cool_ms through the pool's own outlier
@@ -457,7 +494,6 @@ static void window_endpoints(const struct config *cfg, double dt, uint32_t windo
 							       (ev.rst_sent + ev.rst_recv) / dt, 0};
 				vals[nv++] = (typeof(vals[0])){ANOM_CONNECT_TIME,
 							       (double)ev.connect_avg_us, connects};
-				anomaly_acc_set_retrans(t->id, (uint32_t)ev.retrans);
 			}
 			if (have_http) {
 				t->http = http;
@@ -562,16 +598,17 @@ static int on_peer(void *ctx, const struct tr_peer_key *k, const struct tr_peer_
 	const struct {
 		enum anomaly_signal sig;
 		double v;
+		uint64_t n;
 	} vals[] = {
-		{ANOM_RESETS, (ev.rst_sent + ev.rst_recv) / w->dt},
-		{ANOM_RETRANS, ev.retrans / w->dt},
-		{ANOM_REQUEST_RATE, ev.conns / w->dt},
+		{ANOM_RESETS, (ev.rst_sent + ev.rst_recv) / w->dt, 0},
+		{ANOM_RETRANS, ev.retrans / w->dt, 0},
+		{ANOM_REQUEST_RATE, ev.conns / w->dt, ev.conns},
 	};
 	for (unsigned i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
 		struct anomaly_event e;
 
-		if (anomaly_observe(at.det, ANOM_CLIENT, name, vals[i].sig, vals[i].v, 0, &ev,
-				    &e) != 1)
+		if (anomaly_observe(at.det, ANOM_CLIENT, name, vals[i].sig, vals[i].v, vals[i].n,
+				    &ev, &e) != 1)
 			continue;
 		if (tc->penalty && (e.signal == ANOM_RESETS || e.signal == ANOM_REQUEST_RATE)) {
 			char err[128];
@@ -663,6 +700,7 @@ static void *run(void *arg)
 			close_window(cfg, (double)(now - last_window) / 1000.0);
 			last_window = now;
 		}
+		publish_retrans(cfg->trace.window);
 		at.g->config_put(at.g, cfg);
 		streams_flush(now);
 	}
@@ -837,6 +875,7 @@ int anomaly_trace_start(struct gateway *g)
 		log_info("trace: eBPF tracing on%s%s", trace_missing(at.tr)[0] ? "; missing: " : "",
 			 trace_missing(at.tr));
 	}
+	sync_scope(cfg); /* before the first request: every upstream connect is in scope */
 	__atomic_store_n(&anomaly_metrics_hook, metrics, __ATOMIC_RELEASE);
 	if (pthread_create(&at.thread, NULL, run, NULL)) {
 		log_error("trace: cannot start its thread; anomaly detection is off");

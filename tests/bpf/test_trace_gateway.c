@@ -1,0 +1,385 @@
+/* test_trace_gateway.c — anomaly tracing through a real reflexd, live.
+ *
+ * In a private network namespace this process makes (so the nftables rule, the tracer's
+ * scope and every socket stay inside it), two reflex-origin endpoints A and B behind reflexd
+ * with `trace: {enabled, eject}` and short windows:
+ *   - an upstream that resets (reflex-origin reset=1) is a kernel event under its endpoint;
+ *   - a client that resets its connection to reflexd is a kernel event under 127.0.0.0/24;
+ *   - an nftables rule dropping a third of the packets to A makes reflexd retransmit to A:
+ *     the detector reports A (retransmits or latency) and ejects it, requests keep flowing
+ *     to B, A comes back after the cool-down, and no client ever sees an error;
+ *   - the access log attributes retransmits to A's requests (a second reflexd with A alone,
+ *     so nothing is ejected while it is lossy).
+ * Needs root, BPF (CAP_BPF + CAP_PERFMON), nft(8); otherwise SKIP and why.
+ */
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tests/e2e/lib/harness.h"
+#include "userspace/trace.h"
+
+static int pa, pb, pg, padm;
+static char alog[512];
+
+static int lo_up(void)
+{
+	struct ifreq ifr = {0};
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int rc = 0;
+
+	if (fd < 0)
+		return -1;
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) ||
+	    (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr)))
+		rc = -1;
+	close(fd);
+	return rc;
+}
+
+/* The admin answer to GET path (malloc'd, NUL-terminated), or NULL. */
+static char *admin_get(const char *path)
+{
+	char url[256];
+	struct h_resp r;
+	char *out = NULL;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", padm, path);
+	if (h_get(url, &r) == 200 && r.body) {
+		out = malloc(r.body_len + 1);
+		if (out) {
+			memcpy(out, r.body, r.body_len);
+			out[r.body_len] = 0;
+		}
+	}
+	h_resp_free(&r);
+	return out;
+}
+
+/* Wait until GET /events has an event with all the needles in one object. */
+static bool wait_event(const char *const needles[], unsigned timeout_ms, char *found, size_t flen)
+{
+	double end = h_now_ms() + timeout_ms;
+
+	while (h_now_ms() < end) {
+		char *ev = admin_get("/events");
+
+		for (char *o = ev ? strstr(ev, "{\"seq\":") : NULL; o;
+		     o = strstr(o + 1, "{\"seq\":")) {
+			char *next = strstr(o + 1, "{\"seq\":");
+			size_t len = next ? (size_t)(next - o) : strlen(o);
+			char one[4096];
+			bool all = true;
+
+			if (len >= sizeof(one))
+				len = sizeof(one) - 1;
+			memcpy(one, o, len);
+			one[len] = 0;
+			for (unsigned i = 0; needles[i] && all; i++)
+				all = strstr(one, needles[i]) != NULL;
+			if (all) {
+				if (found)
+					snprintf(found, flen, "%s", one);
+				free(ev);
+				return true;
+			}
+		}
+		free(ev);
+		h_sleep_ms(100);
+	}
+	return false;
+}
+
+struct traffic {
+	void *curl;
+	unsigned ok, errors, from_a, from_b;
+};
+
+/* One request through reflexd; counts where it went. */
+static void one_request(struct traffic *t)
+{
+	char url[128], who[32] = "";
+	struct h_req rq = {.url = url, .curl = t->curl, .timeout_ms = 20000};
+	struct h_resp r;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/t?cc=no-store", pg);
+	if (h_http(&rq, &r) == 0 && r.status == 200) {
+		t->ok++;
+		h_resp_header(&r, "X-Origin", who, sizeof(who));
+		t->from_a += !strcmp(who, "a");
+		t->from_b += !strcmp(who, "b");
+	} else {
+		t->errors++;
+		printf("# client error: status %ld curl %d %s\n", r.status, r.curl_rc, r.error);
+	}
+	h_resp_free(&r);
+}
+
+static void traffic_for(struct traffic *t, unsigned ms)
+{
+	double end = h_now_ms() + ms;
+
+	while (h_now_ms() < end) {
+		one_request(t);
+		h_sleep_ms(3);
+	}
+}
+
+static bool metric_at_least(const char *line_prefix, unsigned long long min)
+{
+	char *m = admin_get("/metrics");
+	char *p = m ? strstr(m, line_prefix) : NULL;
+	bool ok = p && strtoull(p + strlen(line_prefix), NULL, 10) >= min;
+
+	free(m);
+	return ok;
+}
+
+int main(void)
+{
+	struct trace *probe = NULL;
+	char why[256], found[4096], subj_a[64], subj_b[64];
+	struct h_proc *oa, *ob, *rd;
+
+	if (geteuid() != 0) {
+		test_skip("trace_gateway", "needs root (BPF, a network namespace, nftables)");
+		return 0;
+	}
+	if (system("command -v nft >/dev/null 2>&1")) {
+		test_skip("trace_gateway", "nft(8) not installed (Debian: nftables)");
+		return 0;
+	}
+	if (unshare(CLONE_NEWNET) || lo_up()) {
+		test_skip("trace_gateway", "cannot make a network namespace");
+		return 0;
+	}
+	if (trace_open(&probe, NULL, why, sizeof(why))) {
+		test_skip("trace_gateway", "%s", why);
+		return 0;
+	}
+	trace_close(probe);
+	h_init("trace_gateway", 150);
+
+	pa = h_free_port();
+	pb = h_free_port();
+	pg = h_free_port();
+	padm = h_free_port();
+	snprintf(subj_a, sizeof(subj_a), "\"subject\":\"127.0.0.1:%d\"", pa);
+	snprintf(subj_b, sizeof(subj_b), "\"subject\":\"127.0.0.1:%d\"", pb);
+	snprintf(alog, sizeof(alog), "%s/test-logs/bpf-trace-gateway-access.log", h_build_dir());
+	unlink(alog);
+	oa = h_start_origin("a", pa, 1);
+	ob = h_start_origin("b", pb, 1);
+	const char *cfg = h_write_config("listen: [\"127.0.0.1:%d\"]\n"
+					 "workers: 1\n"
+					 "access_log: %s\n"
+					 "pools:\n"
+					 "  default:\n"
+					 "    endpoints: [127.0.0.1:%d, 127.0.0.1:%d]\n"
+					 "    balance: round_robin\n"
+					 "admin: {listen: \"127.0.0.1:%d\"}\n"
+					 "trace:\n"
+					 "  enabled: true\n"
+					 "  window: 500ms\n"
+					 "  min_samples: 4\n"
+					 "  min_requests: 5\n"
+					 "  eject: true\n"
+					 "  eject_time: 3s\n",
+					 pg, alog, pa, pb, padm);
+	rd = oa && ob ? h_start_reflexd_config("reflexd", pg, cfg) : NULL;
+	if (!rd) {
+		test_begin("reflexd_starts");
+		CHECK_MSG(0, "reflexd or an origin did not start");
+		test_end();
+		return test_exit_code();
+	}
+
+	test_begin("tracer_attached");
+	CHECK_MSG(metric_at_least("reflex_trace_enabled ", 1), "reflex_trace_enabled is not 1");
+	CHECK(h_log_contains(rd, "trace: eBPF tracing on"));
+	test_end();
+
+	test_begin("upstream_reset_event");
+	{
+		char url[128];
+		struct h_resp r;
+
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/r?reset=1&cc=no-store", pg);
+		for (int i = 0; i < 2; i++) {
+			CHECK(h_get(url, &r) == 502);
+			h_resp_free(&r);
+		}
+		const char *n1[] = {"\"source\":\"kernel\"", "\"action\":\"rst_recv\"",
+				    "\"kind\":\"endpoint\"", NULL};
+		CHECK_MSG(wait_event(n1, 3000, found, sizeof(found)), "no rst_recv endpoint event");
+		CHECK_MSG(strstr(found, subj_a) || strstr(found, subj_b), "wrong subject: %s",
+			  found);
+	}
+	test_end();
+
+	test_begin("client_reset_event");
+	{
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons(pg),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		struct linger l = {1, 0};
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+		CHECK(write(fd, "GET / HTTP/1.1\r\nHo", 18) == 18);
+		h_sleep_ms(50);
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+		close(fd); /* RST to reflexd */
+		const char *n2[] = {"\"kind\":\"client\"", "\"subject\":\"127.0.0.0/24\"",
+				    "\"action\":\"rst_recv\"", NULL};
+		CHECK_MSG(wait_event(n2, 3000, NULL, 0), "no rst_recv event for 127.0.0.0/24");
+	}
+	test_end();
+
+	struct traffic t = {.curl = h_curl_new()};
+
+	test_begin("lossy_endpoint_ejected_readmitted_no_client_errors");
+	traffic_for(&t, 3500); /* history: min_samples windows */
+	printf("# baseline: %u ok (a %u, b %u), %u errors\n", t.ok, t.from_a, t.from_b, t.errors);
+	CHECK(t.from_a > 0 && t.from_b > 0);
+	{
+		char cmd[512];
+
+		snprintf(
+			cmd, sizeof(cmd),
+			"nft add table inet rxgw && nft 'add chain inet rxgw in { type filter hook "
+			"input priority 0; }' && nft add rule inet rxgw in tcp dport %d numgen "
+			"random "
+			"mod 3 == 0 drop",
+			pa);
+		CHECK_MSG(system(cmd) == 0, "nft rule not installed");
+	}
+	const char *n3[] = {subj_a, "\"source\":\"detector\"", "\"action\":\"ejected", NULL};
+	bool ejected = false;
+	double end = h_now_ms() + 20000;
+
+	while (!ejected && h_now_ms() < end) {
+		traffic_for(&t, 300);
+		ejected = wait_event(n3, 1, found, sizeof(found));
+	}
+	system("nft delete table inet rxgw >/dev/null 2>&1");
+	CHECK_MSG(ejected, "A was not ejected while lossy");
+	if (ejected) {
+		printf("# ejection event: %s\n", found);
+		CHECK(strstr(found, "\"signal\":\"tcp_retransmits\"") ||
+		      strstr(found, "\"signal\":\"latency_p99\""));
+		/* while A is out, everything goes to B */
+		struct traffic during = {.curl = t.curl};
+
+		traffic_for(&during, 1000);
+		printf("# during ejection: a %u, b %u, errors %u\n", during.from_a, during.from_b,
+		       during.errors);
+		CHECK_MSG(during.from_a <= 1, "A still served %u requests", during.from_a);
+		CHECK(during.from_b > 0);
+		t.ok += during.ok;
+		t.errors += during.errors;
+		/* and A comes back after eject_time */
+		bool back = false;
+
+		end = h_now_ms() + 8000;
+		while (!back && h_now_ms() < end) {
+			traffic_for(&t, 200);
+			back = metric_at_least("reflex_anomaly_actions_total{action=\"readmit\"} ",
+					       1);
+		}
+		CHECK_MSG(back, "A was not readmitted");
+		struct traffic after = {.curl = t.curl};
+
+		traffic_for(&after, 1500);
+		printf("# after readmission: a %u, b %u\n", after.from_a, after.from_b);
+		CHECK_MSG(after.from_a > 0, "A gets no traffic after readmission");
+		t.errors += after.errors;
+	}
+	CHECK_MSG(t.errors == 0, "%u client errors", t.errors);
+	CHECK(metric_at_least("reflex_anomaly_actions_total{action=\"eject\"} ", 1));
+	test_end();
+
+	/* Attribution: a second reflexd with A alone (nothing to eject to) and the same loss;
+	 * its access records to A carry the retransmits of the window they fell in. */
+	test_begin("access_log_upstream_retransmits");
+	{
+		int pg2 = h_free_port(), padm2 = h_free_port();
+		char alog2[600], url[128], cmd[512];
+		const char *cfg2;
+		struct h_proc *rd2;
+		struct traffic t2 = {.curl = h_curl_new()};
+
+		snprintf(alog2, sizeof(alog2), "%s.2", alog);
+		unlink(alog2);
+		cfg2 = h_write_config("listen: [\"127.0.0.1:%d\"]\n"
+				      "workers: 1\n"
+				      "access_log: %s\n"
+				      "upstream: [127.0.0.1:%d]\n"
+				      "admin: {listen: \"127.0.0.1:%d\"}\n"
+				      "trace: {enabled: true, window: 500ms}\n",
+				      pg2, alog2, pa, padm2);
+		rd2 = h_start_reflexd_config("reflexd2", pg2, cfg2);
+		CHECK(rd2 != NULL);
+		/* warm up: the keep-alive connection and one window without loss */
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/t?cc=no-store", pg2);
+		for (double w = h_now_ms() + 1200; rd2 && h_now_ms() < w;) {
+			struct h_req rq = {.url = url, .curl = t2.curl};
+			struct h_resp r;
+
+			if (h_http(&rq, &r) || r.status != 200)
+				t2.errors++;
+			h_resp_free(&r);
+			h_sleep_ms(5);
+		}
+		snprintf(
+			cmd, sizeof(cmd),
+			"nft add table inet rxgw && nft 'add chain inet rxgw in { type filter hook "
+			"input priority 0; }' && nft add rule inet rxgw in tcp dport %d numgen "
+			"random "
+			"mod 3 == 0 drop",
+			pa);
+		CHECK_MSG(system(cmd) == 0, "nft rule not installed");
+		double stop = h_now_ms() + 3000;
+
+		while (rd2 && h_now_ms() < stop) {
+			struct h_req rq = {.url = url, .curl = t2.curl, .timeout_ms = 20000};
+			struct h_resp r;
+
+			if (h_http(&rq, &r) || r.status != 200)
+				t2.errors++;
+			h_resp_free(&r);
+		}
+		system("nft delete table inet rxgw >/dev/null 2>&1");
+		CHECK_INT(t2.errors, 0);
+		h_curl_free(t2.curl);
+		h_stop(rd2, 10000); /* the access log is flushed at exit */
+		unsigned with = 0, total = 0;
+		char line[8192];
+		FILE *f = fopen(alog2, "r");
+
+		while (f && fgets(line, sizeof(line), f)) {
+			const char *p = strstr(line, "\"upstream_retransmits\":");
+
+			total++;
+			with += p && p[23] >= '1' && p[23] <= '9';
+		}
+		if (f)
+			fclose(f);
+		printf("# access records with upstream_retransmits > 0: %u of %u\n", with, total);
+		CHECK_MSG(with > 0, "no access record with upstream_retransmits > 0");
+	}
+	test_end();
+
+	h_curl_free(t.curl);
+	h_finish(rd, 10000);
+	return test_exit_code();
+}
