@@ -564,7 +564,7 @@ static void pool_resilience_defaults(struct cfg_pool *p)
 	p->retry = (struct cfg_retry){.attempts = 1, .statuses = {502, 503, 504}, .n_statuses = 3,
 				      .budget = 20, .min_retries = 3, .backoff = 25,
 				      .max_backoff = 250, .idempotency_header = "Idempotency-Key"};
-	p->hedge = (struct cfg_hedge){.delay = 10};
+	p->hedge = (struct cfg_hedge){.p95 = true, .delay = 10};
 	p->queue = (struct cfg_queue){.size = 0, .timeout = 1000};
 	p->resolve = 30000;
 }
@@ -1726,7 +1726,8 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 		if (!key)
 			return -1;
 		if (strcmp(key, "host") && strcmp(key, "path_prefix") && strcmp(key, "pool") &&
-		    strcmp(key, "access_log") && strcmp(key, "cache"))
+		    strcmp(key, "access_log") && strcmp(key, "cache") && strcmp(key, "hedge") &&
+		    strcmp(key, "retry_unsafe"))
 			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
 		if (!strcmp(key, "cache")) {
 			if (parse_route_cache(x, v, r, what))
@@ -1740,6 +1741,16 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 
 			if (parse_bool(s, &r->access_log, why, sizeof(why)))
 				return fail_node(x, v, "%s.access_log: %s", what, why);
+		} else if (!strcmp(key, "hedge") || !strcmp(key, "retry_unsafe")) {
+			char why[128];
+			bool on;
+
+			if (parse_bool(s, &on, why, sizeof(why)))
+				return fail_node(x, v, "%s.%s: %s", what, key, why);
+			if (!strcmp(key, "hedge"))
+				r->hedge = on ? CFG_ROUTE_HEDGE_ON : CFG_ROUTE_HEDGE_OFF;
+			else
+				r->retry_unsafe = on;
 		} else if (!strcmp(key, "host")) {
 			if (copy_str(r->host, sizeof(r->host), s))
 				return fail_node(x, v, "%s.host: too long", what);

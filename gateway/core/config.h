@@ -168,7 +168,10 @@ struct cfg_route {
 	bool access_log;           /* log requests of this route; default true */
 	bool cache;                /* the cache applies to this route; default true */
 	bool cache_post;           /* cache POST responses keyed by the body; default false */
+	uint8_t hedge;             /* CFG_ROUTE_HEDGE_*: hedging for this route (docs/pool.md) */
+	bool retry_unsafe;         /* retries may repeat non-idempotent methods; default false */
 };
+enum { CFG_ROUTE_HEDGE_POOL = 0, CFG_ROUTE_HEDGE_ON, CFG_ROUTE_HEDGE_OFF };
 
 /* The response cache (gateway/http/cache.c, docs/cache.md). */
 struct cfg_cache {

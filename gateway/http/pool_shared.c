@@ -304,8 +304,7 @@ void pool_shared_deposit(struct pool_shared *p)
 	int64_t cap = ((int64_t)r->min_retries + 10) * 1000;
 	int64_t add = (int64_t)r->budget * 10; /* percent of 1000 */
 
-	if (r->attempts <= 1 && !p->cfg->hedge.enabled)
-		return;
+	/* at the cap (no retries lately) this is one load: no shared write */
 	int64_t v = LOAD(p->budget_milli);
 	while (v < cap) {
 		int64_t nv = v + add > cap ? cap : v + add;

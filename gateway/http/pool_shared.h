@@ -84,7 +84,8 @@ unsigned pool_shared_ramp(const struct pool_shared *p, const struct ep_shared *e
  * when this call ejected the endpoint (the caller logs and counts). */
 bool pool_shared_outcome(struct pool_shared *p, struct ep_shared *e, bool ok, uint64_t now_ms);
 
-/* Retry budget: every first try deposits budget percent of a token (up to
+/* Retry budget (every pool, retries configured or not: a route may turn
+ * hedging on): every first try deposits budget percent of a token (up to
  * a cap of min_retries + 10 tokens); a retry or a hedge takes one whole
  * token and a slot of limits.retries. Returns false when either is short
  * (the retry is not made). Tokens start at min_retries. So during an

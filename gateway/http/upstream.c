@@ -556,7 +556,10 @@ static void start_try(struct request *r, bool fresh)
 	/* hedging: a safe request without a body gets a second try if the
 	 * first has not answered by the delay */
 	const struct cfg_hedge *hc = &p->cfg->hedge;
-	if (hc->enabled && r->safe && r->body_done && !r->body_started && !r->hedge &&
+	const struct cfg_route *rt = r->route >= 0 ? &r->gen->cfg->routes[r->route] : NULL;
+	bool hedging = rt && rt->hedge != CFG_ROUTE_HEDGE_POOL ? rt->hedge == CFG_ROUTE_HEDGE_ON
+							       : hc->enabled;
+	if (hedging && r->safe && r->body_done && !r->body_started && !r->hedge &&
 	    r->up_wait == UPWAIT_NONE && p->n_eps > 1) {
 		uint32_t d = hc->delay;
 		if (hc->p95 && p->p95_us / 1000 > d)
@@ -824,6 +827,7 @@ int upstream_choose(struct request *r)
 	bool idem = r->safe || (h->method.len == 3 && !memcmp(h->method.p, "PUT", 3)) ||
 		    (h->method.len == 6 && !memcmp(h->method.p, "DELETE", 6));
 	r->retryable = idem || pc->retry.all_methods ||
+		       (r->route >= 0 && r->gen->cfg->routes[r->route].retry_unsafe) ||
 		       (pc->retry.idempotency_header[0] &&
 			http_find_header(h->headers, h->n_headers, pc->retry.idempotency_header));
 	if (p->sh)

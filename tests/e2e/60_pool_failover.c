@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int gw_port, pa, pb, pc, pd, dead1, dead2;
+static int gw_port, pa, pb, pc, pd, dead1, dead2, dead3;
 static struct h_proc *gw, *oa, *ob, *oc, *od;
 
 static long fetch(const char *path, char *who, size_t wlen, double *ms)
@@ -81,6 +81,40 @@ static void test_refused_with_retry(void)
 	for (int i = 0; i < 30; i++)
 		ok += fetch("/r/x", NULL, 0, NULL) == 200;
 	CHECK_MSG(ok == 30, "%d of 30 requests answered 200 with retries on", ok);
+	test_end();
+}
+
+static long post(const char *path, const char *hdr)
+{
+	char u[256];
+	struct h_resp r;
+	const char *hs[] = {hdr, NULL};
+	struct h_req q = {.method = "POST", .url = u, .headers = hdr ? hs : NULL, .body = "",
+			  .body_len = 0, .timeout_ms = 8000};
+
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d%s", gw_port, path);
+	h_http(&q, &r);
+	long st = r.status;
+	h_resp_free(&r);
+	return st;
+}
+
+/* POST is not idempotent: retried only with an idempotency key or where the
+ * route allows it (pool "post": A and a dead endpoint, no ejection). */
+static void test_post_retry_rules(void)
+{
+	int plain = 0, keyed = 0, route = 0;
+
+	test_begin("post_retried_only_with_key_or_route_permission");
+	for (int i = 0; i < 20; i++) {
+		plain += post("/p/x", NULL) == 200;
+		keyed += post("/p/x", "Idempotency-Key: k-1") == 200;
+		route += post("/pu/x", NULL) == 200;
+	}
+	CHECK_MSG(plain < 20, "plain POST: %d of 20 ok — some should have hit the dead endpoint",
+		  plain);
+	CHECK_MSG(keyed == 20, "POST with Idempotency-Key: %d of 20 ok", keyed);
+	CHECK_MSG(route == 20, "POST on a retry_unsafe route: %d of 20 ok", route);
 	test_end();
 }
 
@@ -182,6 +216,7 @@ int main(void)
 	pd = h_free_port();
 	dead1 = h_free_port();
 	dead2 = h_free_port();
+	dead3 = h_free_port();
 	oa = origin("A", pa, NULL);
 	ob = origin("B", pb, NULL);
 	oc = origin("C", pc, NULL);
@@ -210,6 +245,10 @@ int main(void)
 		"    retry: {attempts: 2, backoff: 1ms, per_try_timeout: 300ms}\n"
 		"  slow:\n"
 		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"  post:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    outlier: off\n"
+		"    retry: {attempts: 2, backoff: 1ms, min_retries: 100}\n"
 		"  back:\n"
 		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
 		"    outlier: {consecutive_failures: 2, ejection_time: 1s}\n"
@@ -218,8 +257,10 @@ int main(void)
 		"  - {path_prefix: /r/, pool: retry}\n"
 		"  - {path_prefix: /h/, pool: hang}\n"
 		"  - {path_prefix: /s/, pool: slow}\n"
-		"  - {path_prefix: /b/, pool: back}\n",
-		gw_port, pa, pb, dead1, pa, pb, dead2, pa, pc, pa, pd, pa, pb);
+		"  - {path_prefix: /b/, pool: back}\n"
+		"  - {path_prefix: /pu/, pool: post, retry_unsafe: true}\n"
+		"  - {path_prefix: /p/, pool: post}\n",
+		gw_port, pa, pb, dead1, pa, pb, dead2, pa, pc, pa, pd, pa, dead3, pa, pb);
 	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");
@@ -228,6 +269,7 @@ int main(void)
 	}
 	test_refused_no_retry();
 	test_refused_with_retry();
+	test_post_retry_rules();
 	test_hang();
 	test_slow();
 	test_readmission();

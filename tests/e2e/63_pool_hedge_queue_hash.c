@@ -47,6 +47,15 @@ static void test_hedge(void)
 	CHECK_MSG(hedged < 300, "hedged worst %.0f ms (delay 50 ms, slow endpoint 400 ms)",
 		  hedged);
 	test_end();
+
+	test_begin("hedging_per_route_opt_in_and_out");
+	double off = worst_of("/hedge-off/x", 10, &ok1);
+	double on = worst_of("/hedge-on/x", 10, &ok2);
+	printf("# per route: hedge: false %.0f ms, hedge: true %.0f ms\n", off, on);
+	CHECK_MSG(ok1 == 10 && ok2 == 10, "ok: %d off, %d on", ok1, ok2);
+	CHECK_MSG(off >= 390, "route hedge: false, worst %.0f ms", off);
+	CHECK_MSG(on < 300, "route hedge: true, worst %.0f ms", on);
+	test_end();
 }
 
 /* Send n requests on n connections at once; statuses into st (0: none). */
@@ -185,6 +194,10 @@ int main(void)
 		"    balance: round_robin\n"
 		"    hedge: {delay: 50ms}\n"
 		"    retry: {attempts: 1, budget: 100%%}  # hedges spend the retry budget\n"
+		"  plain2:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    balance: round_robin\n"
+		"    retry: {attempts: 1, budget: 100%%}\n"
 		"  q:\n"
 		"    endpoints: [\"127.0.0.1:%d\"]\n"
 		"    limits: {connections: 1}\n"
@@ -200,10 +213,12 @@ int main(void)
 		"routes:\n"
 		"  - {path_prefix: /plain/, pool: plain}\n"
 		"  - {path_prefix: /hedge/, pool: hedge}\n"
+		"  - {path_prefix: /hedge-off/, pool: hedge, hedge: false}\n"
+		"  - {path_prefix: /hedge-on/, pool: plain2, hedge: true}\n"
 		"  - {path_prefix: /qs/, pool: qs}\n"
 		"  - {path_prefix: /q/, pool: q}\n"
 		"  - {path_prefix: /hash/, pool: hash}\n",
-		gw_port, pa, ps, pa, ps, pq, pq, ph[0], ph[1], ph[2]);
+		gw_port, pa, ps, pa, ps, pa, ps, pq, pq, ph[0], ph[1], ph[2]);
 	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");

@@ -799,7 +799,11 @@ static void test_pool_resilience(void)
 		"    endpoints: [127.0.0.1:4]\n"
 		"    retry: {}\n"
 		"    hedge: {delay: 40ms}\n"
-		"    outlier: off\n";
+		"    outlier: off\n"
+		"routes:\n"
+		"  - {path_prefix: /a/, pool: api, hedge: false, retry_unsafe: true}\n"
+		"  - {path_prefix: /b/, pool: other, hedge: true}\n"
+		"  - {path_prefix: /c/, pool: other}\n";
 	struct config *c = NULL;
 	char err[1024], want[1024];
 
@@ -867,6 +871,15 @@ static void test_pool_resilience(void)
 	CHECK(o->hedge.enabled && !o->hedge.p95);
 	CHECK_INT(o->hedge.delay, 40);
 	CHECK_INT(o->outlier.consecutive_failures, 0);
+	CHECK_INT(c->n_routes, 3);
+	if (c->n_routes == 3) {
+		CHECK_INT(c->routes[0].hedge, CFG_ROUTE_HEDGE_OFF);
+		CHECK(c->routes[0].retry_unsafe);
+		CHECK_INT(c->routes[1].hedge, CFG_ROUTE_HEDGE_ON);
+		CHECK(!c->routes[1].retry_unsafe);
+		CHECK_INT(c->routes[2].hedge, CFG_ROUTE_HEDGE_POOL);
+	}
+	CHECK(d->hedge.p95); /* the default delay when a route turns hedging on */
 	config_free(c);
 
 	for (size_t i = 0; i < sizeof(pool_err_cases) / sizeof(pool_err_cases[0]); i++) {
