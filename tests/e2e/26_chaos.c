@@ -15,7 +15,7 @@
  * Then a bounded randomized storm against reflexd --workers 2: raw-socket
  * clients that abort mid-head, mid-body, mid-response and mid-chunk, pipeline
  * bursts, garbage, half-closes, slowloris, crowds of idle connections,
- * uploads over the limit, random splits of valid requests — mixed with
+ * uploads over and under the limit, random splits of valid requests — mixed with
  * origin faults (delay, chunked, sse, reset, hang, every malformed kind,
  * large bodies). Valid requests must get exactly their answer; nothing may
  * hang. Afterwards reflexd must be alive and serving, its open-connection
@@ -182,12 +182,12 @@ static size_t count_str(const char *buf, size_t len, const char *needle)
 
 enum kind {
 	K_GOOD, K_PIPELINE, K_FAULT, K_ABORT_HEAD, K_ABORT_BODY, K_ABORT_RESP, K_PARTIAL_CHUNK,
-	K_GARBAGE, K_HALF_CLOSE, K_SLOWLORIS, K_IDLE_CROWD, K_OVER_LIMIT, K_MAX
+	K_GARBAGE, K_HALF_CLOSE, K_SLOWLORIS, K_IDLE_CROWD, K_OVER_LIMIT, K_UPLOAD, K_MAX
 };
 static const char *const kind_names[K_MAX] = {
 	"good", "pipeline", "upstream_fault", "abort_mid_head", "abort_mid_body",
 	"abort_mid_response", "partial_chunk", "garbage", "half_close", "slowloris",
-	"idle_crowd", "over_limit",
+	"idle_crowd", "over_limit", "upload",
 };
 
 static pthread_mutex_t tally_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -717,6 +717,59 @@ static void sc_over_limit(uint64_t *s)
 	close(fd);
 }
 
+/* A valid upload under the limit — Content-Length or chunked, sometimes
+ * with Expect: 100-continue — sent in random pieces: the answer must be
+ * exact and the connection reusable. */
+static void sc_upload(uint64_t *s)
+{
+	unsigned len = 1 + rnd(s, BODY_LIMIT - 1), size = rnd(s, 5000);
+	bool chunked = rnd(s, 2), expect = rnd(s, 3) == 0;
+	char *msg = malloc(len + len / 16 + 1024), why[400];
+	struct ask a = {.body = size};
+	struct h_buf b = {0};
+	int fd = gw_connect(gw_port);
+	size_t n;
+
+	if (fd < 0 || !msg) {
+		record(K_UPLOAD, false, "connect failed");
+		free(msg);
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	snprintf(a.path, sizeof(a.path), "/?size=%u", size);
+	n = (size_t)sprintf(msg, "POST %s HTTP/1.1\r\nHost: chaos.test\r\n%s", a.path,
+			    expect ? "Expect: 100-continue\r\n" : "");
+	if (chunked) {
+		n += (size_t)sprintf(msg + n, "Transfer-Encoding: chunked\r\n\r\n");
+		for (unsigned off = 0; off < len;) {
+			unsigned k = 1 + rnd(s, 20000);
+			if (k > len - off)
+				k = len - off;
+			n += (size_t)sprintf(msg + n, "%x\r\n", k);
+			memset(msg + n, 'u', k);
+			n += k;
+			memcpy(msg + n, "\r\n", 2);
+			n += 2;
+			off += k;
+		}
+		memcpy(msg + n, "0\r\n\r\n", 5);
+		n += 5;
+	} else {
+		n += (size_t)sprintf(msg + n, "Content-Length: %u\r\n\r\n", len);
+		memset(msg + n, 'u', len);
+		n += len;
+	}
+	bool ok = send_split(s, fd, msg, n, 5) == 0;
+	enum h_read_end e = ok ? read_answers(fd, &b, &a, 1, 10000) : H_READ_ERROR;
+	ok = check_responses(bytes(&b), b.len, &a, 1, why, sizeof(why)) && e == H_READ_DONE;
+	record(K_UPLOAD, ok, "%u bytes %s%s: %s (%s)", len, chunked ? "chunked" : "by length",
+	       expect ? " with Expect" : "", why, h_read_end_name(e));
+	free(msg);
+	h_buf_free(&b);
+	hang_up(s, fd);
+}
+
 static void (*const scenarios[])(uint64_t *) = {
 	[K_GOOD] = sc_good,
 	[K_PIPELINE] = sc_pipeline,
@@ -730,6 +783,7 @@ static void (*const scenarios[])(uint64_t *) = {
 	[K_SLOWLORIS] = sc_slowloris,
 	[K_IDLE_CROWD] = sc_idle_crowd,
 	[K_OVER_LIMIT] = sc_over_limit,
+	[K_UPLOAD] = sc_upload,
 };
 
 struct actor {
