@@ -109,6 +109,51 @@ static void resolver_start(void)
 
 static pthread_once_t resolver_once = PTHREAD_ONCE_INIT;
 
+/* A reload must not forget what it knew: endpoints that stay (same pool
+ * name, same address text) keep health, ejection, breaker and resolved
+ * address; pools keep their retry budget. `from` is the newest live set
+ * (registry lock held, so it stays alive; its values are read atomically). */
+static void carry_over(struct pool_shared_set *to, const struct pool_shared_set *from)
+{
+	for (unsigned i = 0; i < to->cfg->n_pools; i++) {
+		struct pool_shared *p = &to->pools[i];
+		const struct pool_shared *q = NULL;
+		for (unsigned k = 0; k < from->cfg->n_pools && !q; k++)
+			if (!strcmp(from->pools[k].cfg->name, p->cfg->name))
+				q = &from->pools[k];
+		if (!q)
+			continue;
+		p->budget_milli = LOAD(q->budget_milli);
+		for (unsigned j = 0; j < p->n_eps; j++) {
+			struct ep_shared *e = &p->eps[j];
+			for (unsigned m = 0; m < q->n_eps; m++) {
+				const struct ep_shared *o = &q->eps[m];
+				if (strcmp(o->cfg->addr.text, e->cfg->addr.text))
+					continue;
+				e->healthy = LOAD(o->healthy);
+				e->hc_ok = LOAD(o->hc_ok);
+				e->hc_fail = LOAD(o->hc_fail);
+				e->consec_fail = LOAD(o->consec_fail);
+				e->n_ejections = LOAD(o->n_ejections);
+				e->ejected_until_ms = LOAD(o->ejected_until_ms);
+				e->back_ms = LOAD(o->back_ms);
+				e->failures = LOAD(o->failures);
+				if (p->cfg->breaker.enabled && q->cfg->breaker.enabled) {
+					e->breaker.state = LOAD(o->breaker.state);
+					e->breaker.open_until_ms = LOAD(o->breaker.open_until_ms);
+					e->breaker.ok = LOAD(o->breaker.ok);
+					e->breaker.fail = LOAD(o->breaker.fail);
+					if (e->breaker.state == BREAKER_HALF_OPEN) /* probes were the old set's */
+						e->breaker.state = BREAKER_OPEN;
+				}
+				if (e->dynamic && o->dynamic)
+					pool_shared_addr(o, &e->addr, &e->addr_len);
+				break;
+			}
+		}
+	}
+}
+
 struct pool_shared_set *pool_shared_get(const struct config *cfg)
 {
 	struct pool_shared_set *s;
@@ -119,6 +164,8 @@ struct pool_shared_set *pool_shared_get(const struct config *cfg)
 			break;
 	if (!s) {
 		s = set_new(cfg);
+		if (s && registry)
+			carry_over(s, registry);
 		if (s) {
 			s->next = registry;
 			registry = s;

@@ -229,6 +229,41 @@ int main(void)
 
 	pool_shared_put(set);
 
+	test_begin("reload_carries_endpoint_state_over");
+	{
+		setup_cfg();
+		struct pool_shared_set *a = pool_shared_get(&cfg);
+		static struct config cfg3;
+		static struct cfg_pool cp3;
+		static struct cfg_endpoint ce3[2];
+		CHECK(a != NULL);
+		if (a) {
+			__atomic_store_n(&a->pools[0].eps[1].healthy, 0, __ATOMIC_RELAXED);
+			a->pools[0].eps[2].ejected_until_ms = 123456;
+			a->pools[0].eps[2].n_ejections = 2;
+			/* the new snapshot: same pool, endpoints 2 and a new one */
+			cp3 = cp;
+			ce3[0] = ce[2];
+			ce3[1] = ce[0];
+			strcpy(ce3[1].addr.text, "127.0.0.1:9999");
+			cp3.endpoints = ce3;
+			cp3.n_endpoints = 2;
+			cfg3 = cfg;
+			cfg3.pools = &cp3;
+			struct pool_shared_set *b = pool_shared_get(&cfg3);
+			CHECK(b && b != a);
+			if (b) {
+				CHECK_INT(b->pools[0].eps[0].ejected_until_ms, 123456);
+				CHECK_INT(b->pools[0].eps[0].n_ejections, 2);
+				CHECK_INT(b->pools[0].eps[1].ejected_until_ms, 0); /* new: clean */
+				CHECK_INT(b->pools[0].eps[1].healthy, 1);
+				pool_shared_put(b);
+			}
+			pool_shared_put(a);
+		}
+	}
+	test_end();
+
 	test_begin("names_are_re_resolved_off_the_workers");
 	{
 		/* endpoint 0 is a name whose address at load was wrong; 1 is a literal */
