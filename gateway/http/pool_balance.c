@@ -9,8 +9,9 @@
 #include "http/upstream.h"
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-/* Added to every EWMA: differences of a millisecond or two are noise. */
-#define EWMA_FLOOR_US 2000
+/* Added to every EWMA: differences of a few milliseconds are noise (a
+ * busy machine), +50 ms is not. */
+#define EWMA_FLOOR_US 5000
 
 static uint64_t ewma_now(const struct endpoint_state *e, uint64_t now_ms)
 {
