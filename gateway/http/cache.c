@@ -792,6 +792,9 @@ enum step_result cache_step(struct request *r)
 	now = now_ms();
 
 	struct cache_entry *e = lookup(cr, now);
+	/* a second pass (woken, or back from L2) looks again from scratch */
+	cache_entry_put(cr->stale);
+	cr->stale = NULL;
 	if (!e && !cr->no_coalesce && l2_ask(cr))
 		return STEP_WAIT; /* resumed with the L2 answer copied into L1 */
 	if (e) {
