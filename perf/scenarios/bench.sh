@@ -53,8 +53,10 @@ if [ "$QUICK" = 1 ]; then
 else
 	REPS=${REPS:-3} DUR=${DUR:-10} WARM=${WARM:-3} SWEEP_DUR=${SWEEP_DUR:-5} SWEEP_WARM=${SWEEP_WARM:-1}
 fi
-SCENARIOS=${SCENARIOS:-issue2 pass churn hit1 zipf sweep loadgen}
-TARGETS=${TARGETS:-reflexd nginx haproxy varnish}
+DEFAULT_SCENARIOS="issue2 pass churn hit1 zipf sweep loadgen"
+DEFAULT_TARGETS="reflexd nginx haproxy varnish"
+SCENARIOS=${SCENARIOS:-$DEFAULT_SCENARIOS}
+TARGETS=${TARGETS:-$DEFAULT_TARGETS}
 SWEEP_LEVELS=${SWEEP_LEVELS:-10 30 50 70 90}
 CONNS=${CONNS:-50}
 ZIPF_OBJECTS=${ZIPF_OBJECTS:-10000}
@@ -479,8 +481,8 @@ table_sweep() {
 		for lvl in $SWEEP_LEVELS; do
 			echo "| $t | $lvl % | $(fmt_int "$(med sweep "$t" rate "$lvl")") | $(cell_int sweep "$t" rps "$lvl") |" \
 				"$(cell_us sweep "$t" p50_us "$lvl") | $(cell_us sweep "$t" p99_us "$lvl") | $(cell_us sweep "$t" p999_us "$lvl") |" \
-				"$(cell_us sweep "$t" max_us "$lvl") | $(med sweep "$t" server_pct "$lvl") % |" \
-				"$(med sweep "$t" load_pct "$lvl") % | $(sum sweep "$t" errors "$lvl") |"
+				"$(cell_us sweep "$t" max_us "$lvl") | $(printf %.0f "$(med sweep "$t" server_pct "$lvl")") % |" \
+				"$(printf %.0f "$(med sweep "$t" load_pct "$lvl")") % | $(sum sweep "$t" errors "$lvl") |"
 		done
 	done
 }
@@ -703,7 +705,10 @@ fi
 [ ${#PLOT_FILES[@]} -gt 0 ] || [ "$PLOTS" = 0 ] || bench_log "no plots were drawn"
 cp "$INDEX" "$RESULT_DIR/index.md"
 
-if [ "$QUICK" != 1 ]; then
+# latest.md (linked from README) names only complete runs: every scenario and server, the
+# default repetitions or more.
+if [ "$QUICK" != 1 ] && [ "$SCENARIOS" = "$DEFAULT_SCENARIOS" ] && [ "$TARGETS" = "$DEFAULT_TARGETS" ] &&
+	[ "$REPS" -ge 3 ]; then
 	{
 		echo "# Latest benchmark results"
 		echo
