@@ -424,15 +424,17 @@ static uint64_t url_hits(struct request *r, struct reflex_req *x)
 	const char *p = r->h.path.p;
 	size_t n = r->h.path.len, o = 0;
 	bool query = false;
-	char stackbuf[2048] = "", *d = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+	static __thread char stackbuf[2048]; /* per worker: a decoded URL of the usual size */
+	char *d;
 
 	if (x->url_done)
 		return x->url_hits;
 	x->url_done = true;
-	if (!d) {
-		x->url_hits = scan_block(r, x, RX_URL, p, n);
-		return x->url_hits;
-	}
+	if (!memchr(p, '%', n) && !memchr(p, '+', n)) /* nothing to decode: scan in place */
+		return x->url_hits = scan_block(r, x, RX_URL, p, n);
+	d = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+	if (!d) /* out of memory: the raw URL is better than none */
+		return x->url_hits = scan_block(r, x, RX_URL, p, n);
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
 		if (p[i] == '%' && i + 2 < n && (hi = hexval(p[i + 1])) >= 0 &&
