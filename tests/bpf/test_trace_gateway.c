@@ -8,6 +8,8 @@
  *   - an nftables rule dropping a third of the packets to A makes reflexd retransmit to A:
  *     the detector reports A (retransmits or latency) and ejects it, requests keep flowing
  *     to B, A comes back after the cool-down, and no client ever sees an error;
+ *   - GET /events?stream=1 delivers events as server-sent events;
+ *   - without BPF privilege reflexd says so in one line and serves normally;
  *   - the access log attributes retransmits to A's requests (a second reflexd with A alone,
  *     so nothing is ejected while it is lossy).
  * Needs root, BPF (CAP_BPF + CAP_PERFMON), nft(8); otherwise SKIP and why.
@@ -22,6 +24,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "tests/e2e/lib/harness.h"
@@ -204,7 +208,7 @@ int main(void)
 	}
 
 	test_begin("tracer_attached");
-	CHECK_MSG(metric_at_least("reflex_trace_enabled ", 1), "reflex_trace_enabled is not 1");
+	CHECK_MSG(metric_at_least("\nreflex_trace_enabled ", 1), "reflex_trace_enabled is not 1");
 	CHECK(h_log_contains(rd, "trace: eBPF tracing on"));
 	test_end();
 
@@ -242,6 +246,46 @@ int main(void)
 		const char *n2[] = {"\"kind\":\"client\"", "\"subject\":\"127.0.0.0/24\"",
 				    "\"action\":\"rst_recv\"", NULL};
 		CHECK_MSG(wait_event(n2, 3000, NULL, 0), "no rst_recv event for 127.0.0.0/24");
+	}
+	test_end();
+
+	test_begin("events_stream_sse");
+	{
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons(padm),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		static const char rq[] = "GET /events?stream=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+		char buf[8192], url[128];
+		size_t have = 0;
+		struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct h_resp r;
+
+		CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		CHECK(write(fd, rq, sizeof(rq) - 1) == (ssize_t)sizeof(rq) - 1);
+		h_sleep_ms(700); /* a new window: the next reset is logged again */
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/r?reset=1&cc=no-store", pg);
+		h_get(url, &r);
+		h_resp_free(&r);
+		for (double end = h_now_ms() + 3000; h_now_ms() < end && have < sizeof(buf) - 1;) {
+			ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+
+			if (n == 0)
+				break;
+			if (n > 0)
+				have += (size_t)n;
+			buf[have] = 0;
+			if (strstr(buf, "\"action\":\"rst_recv\""))
+				break;
+		}
+		buf[have] = 0;
+		CHECK_MSG(strstr(buf, "Content-Type: text/event-stream"), "no SSE head: %.200s",
+			  buf);
+		CHECK_MSG(strstr(buf, "event: anomaly\ndata: {") &&
+				  strstr(buf, "\"action\":\"rst_recv\""),
+			  "no anomaly event on the stream: %.300s", buf);
+		close(fd);
 	}
 	test_end();
 
@@ -378,6 +422,41 @@ int main(void)
 		CHECK_MSG(with > 0, "no access record with upstream_retransmits > 0");
 	}
 	test_end();
+
+	if (system("test -x /usr/bin/setpriv")) {
+		test_skip("no_bpf_privilege_one_line_http_signals", "setpriv(1) not installed");
+	} else {
+		int pg3 = h_free_port(), padm3 = h_free_port();
+		const char *cfg3 = h_write_config("listen: [\"127.0.0.1:%d\"]\n"
+						  "workers: 1\n"
+						  "upstream: [127.0.0.1:%d]\n"
+						  "admin: {listen: \"127.0.0.1:%d\"}\n"
+						  "trace: {enabled: true}\n",
+						  pg3, pb, padm3);
+		char *argv[] = {"/usr/bin/setpriv", "--reuid=65534",   "--regid=65534",
+				"--clear-groups",   "--inh-caps=-all", (char *)h_reflexd_path(),
+				"--config",	    (char *)cfg3,      NULL};
+		char url[128];
+		struct h_resp r;
+		struct h_proc *p;
+
+		test_begin("no_bpf_privilege_one_line_http_signals");
+		chmod(cfg3, 0644);
+		p = h_spawn("reflexd_nobody", argv, "127.0.0.1", pg3, 10000);
+		CHECK_MSG(p != NULL, "reflexd did not start as nobody");
+		if (p) {
+			snprintf(url, sizeof(url), "http://127.0.0.1:%d/t", pg3);
+			CHECK_INT(h_get(url, &r), 200);
+			h_resp_free(&r);
+			CHECK(h_log_contains(p, "trace: eBPF tracing off ("));
+			CHECK(h_log_contains(p, "the anomaly detector watches HTTP signals only"));
+			padm = padm3;
+			CHECK(metric_at_least("\nreflex_trace_enabled ", 0) &&
+			      !metric_at_least("\nreflex_trace_enabled ", 1));
+			h_stop(p, 5000);
+		}
+		test_end();
+	}
 
 	h_curl_free(t.curl);
 	h_finish(rd, 10000);
