@@ -535,6 +535,25 @@ static void refuse(struct request *r, const char *name, const struct rule *ru,
 	r->resp_hdrs = NULL;
 }
 
+/* An admitted request: remember the tightest rule's quota for the response
+ * (respond.c appends r->limit_fields to a relayed head). */
+static void note(struct request *r, const char *name, const struct rule *ru,
+		 const struct verdict *v)
+{
+	uint64_t reset = v->reset_ns, room = ru->tolerance_ns + ru->interval_ns;
+	uint64_t left = reset < room ? (room - reset) / ru->interval_ns : 0;
+	uint64_t window_s = (uint64_t)ceil((double)ru->burst / ru->rate);
+	const char *prev = strstr(r->limit_fields, ";r=");
+
+	if (prev && strtoull(prev + 3, NULL, 10) <= left)
+		return;
+	snprintf(r->limit_fields, sizeof(r->limit_fields),
+		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\nRateLimit: \"%s\";r=%llu;t=%llu\r\n",
+		 name, ru->burst, (unsigned long long)(window_s ? window_s : 1), name,
+		 (unsigned long long)left,
+		 (unsigned long long)((reset + 999999999u) / 1000000000u));
+}
+
 enum step_result limit_step(struct request *r)
 {
 	const struct policy *p = policy();
@@ -564,6 +583,7 @@ enum step_result limit_step(struct request *r)
 			STAT_INC(w->stats.rl_refused_client);
 			goto refused_client;
 		}
+		note(r, "client", used, &v);
 	}
 	phase = phase < PHASE_KEY ? PHASE_KEY : phase;
 	if (r->limit)
@@ -582,6 +602,7 @@ enum step_result limit_step(struct request *r)
 				refuse(r, "api_key", used, &v);
 				return STEP_WAIT;
 			}
+			note(r, "api_key", used, &v);
 			break;
 		}
 	}
@@ -604,6 +625,7 @@ enum step_result limit_step(struct request *r)
 				refuse(r, "route", used, &v);
 				return STEP_WAIT;
 			}
+			note(r, "route", used, &v);
 			break;
 		}
 	}

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,14 @@ struct lr_client {
 };
 
 static __thread struct lr_client *tls_client;
+/* Frees a worker's client when its thread ends (its connection is gone by then). */
+static pthread_key_t client_key;
+static pthread_once_t client_key_once = PTHREAD_ONCE_INIT;
+
+static void client_key_make(void)
+{
+	pthread_key_create(&client_key, free);
+}
 static const struct conn_ops lr_ops;
 
 static void fail_all(struct lr_conn *lc, int err)
@@ -290,10 +299,12 @@ struct lredis_op *lredis_gcra(struct worker *w, const struct cfg_addr *redis, ui
 		memcpy(script_sha, hex, sizeof(hex));
 	}
 	if (!cl) {
+		pthread_once(&client_key_once, client_key_make);
 		cl = tls_client = calloc(1, sizeof(*cl));
 		if (!cl)
 			return NULL;
 		cl->w = w;
+		pthread_setspecific(client_key, cl);
 	}
 	if (cl->open_until > w->loop.now)
 		return NULL;

@@ -78,8 +78,11 @@ struct request {
 	uint64_t t_choose_ms;     /* routed at (retry.timeout) */
 	struct request *q_next, *q_prev; /* the pool queue */
 	uint32_t retry_after_s;   /* Retry-After of a gateway-made 503 */
+	struct buf replay;        /* body bytes sent so far, kept for a retry (bounded) */
+	bool replay_off;          /* the body outgrew the replay bound: no retry once sent */
 	const char *resp_hdrs;    /* extra fields ("Name: v\r\n"...) for a gateway-made response */
 	struct limit_wait *limit; /* the limit step waiting for Redis (http/limit.c), or NULL */
+	char limit_fields[128];   /* RateLimit-Policy / RateLimit of an admitted request, or "" */
 
 	/* response */
 	int status;

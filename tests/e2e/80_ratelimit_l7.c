@@ -89,8 +89,15 @@ static void test_api_key(void)
 	test_begin("api_key_limit_429_headers");
 	for (int i = 0; i < 6; i++) {
 		long st = get("/k", "X-API-Key: " API_KEY, &r);
-		if (st == 200)
+		if (st == 200) {
+			/* admitted responses say what is left */
+			char want[64];
+			snprintf(want, sizeof(want), "\"api_key\";r=%d;", 2 - ok);
+			CHECK_MSG(h_resp_header(&r, "RateLimit", v, sizeof(v)) &&
+					  (!strncmp(v, want, strlen(want)) || ok >= 3),
+				  "admitted #%d: RateLimit: %s", ok + 1, v);
 			ok++;
+		}
 		if (st == 429) {
 			refused++;
 			CHECK(h_resp_header(&r, "RateLimit-Policy", v, sizeof(v)) &&

@@ -35,14 +35,20 @@ static void *hammer(void *arg)
 	return (void *)ok;
 }
 
-static struct config *cfg_with(uint32_t rate, uint32_t burst)
+/* limit_configure copies what it needs: the snapshot can go at once */
+static int configure(uint32_t rate, uint32_t burst)
 {
 	struct config *c = calloc(1, sizeof(*c));
+	int rc;
 
+	if (!c)
+		return -1;
 	c->ratelimit.kernel.syn_rate = rate;
 	c->ratelimit.kernel.syn_burst = burst;
 	c->ratelimit.hosts = 1;
-	return c;
+	rc = limit_configure(c);
+	free(c);
+	return rc;
 }
 
 int main(void)
@@ -59,7 +65,7 @@ int main(void)
 	fd = sp[0];
 
 	test_begin("limit_exact_across_threads");
-	CHECK_INT(limit_configure(cfg_with(1, 1000)), 0);
+	CHECK_INT(configure(1, 1000), 0);
 	double t0 = now_s();
 	for (int i = 0; i < THREADS; i++)
 		pthread_create(&th[i], NULL, hammer, &workers[i]);
@@ -81,7 +87,7 @@ int main(void)
 	test_begin("limit_policy_swap_and_refill");
 	/* a much more lenient policy: the debt of the old one (1000 s) is cut to an empty
 	 * bucket when first seen, which then refills at 1000/s */
-	CHECK_INT(limit_configure(cfg_with(1000, 10)), 0);
+	CHECK_INT(configure(1000, 10), 0);
 	CHECK(!limit_accept(&workers[0], fd));
 	usleep(50000);
 	int ok = 0;
@@ -89,7 +95,7 @@ int main(void)
 		ok += limit_accept(&workers[0], fd);
 	CHECK_MSG(ok == 10, "admitted %d of 10 after 50 ms at 1000/s", ok);
 	/* no limit configured: everything passes */
-	CHECK_INT(limit_configure(cfg_with(0, 0)), 0);
+	CHECK_INT(configure(0, 0), 0);
 	ok = 0;
 	for (int i = 0; i < 100; i++)
 		ok += limit_accept(&workers[0], fd);
