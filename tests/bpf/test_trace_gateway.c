@@ -8,6 +8,8 @@
  *   - an nftables rule dropping a third of the packets to A makes reflexd retransmit to A:
  *     the detector reports A (retransmits or latency) and ejects it, requests keep flowing
  *     to B, A comes back after the cool-down, and no client ever sees an error;
+ *   - with net.core.somaxconn at 2 in the namespace and reflexd stopped, a burst of connects
+ *     overflows its accept queue: a listener event;
  *   - GET /events?stream=1 delivers events as server-sent events;
  *   - without BPF privilege reflexd says so in one line and serves normally;
  *   - the access log attributes retransmits to A's requests (a second reflexd with A alone,
@@ -171,6 +173,11 @@ int main(void)
 		return 0;
 	}
 	trace_close(probe);
+	/* tiny accept queues in this namespace (listen() backlogs are capped by it) */
+	if (system("sysctl -qw net.core.somaxconn=2")) {
+		test_skip("trace_gateway", "cannot set net.core.somaxconn in the namespace");
+		return 0;
+	}
 	h_init("trace_gateway", 150);
 
 	pa = h_free_port();
@@ -420,6 +427,36 @@ int main(void)
 			fclose(f);
 		printf("# access records with upstream_retransmits > 0: %u of %u\n", with, total);
 		CHECK_MSG(with > 0, "no access record with upstream_retransmits > 0");
+	}
+	test_end();
+
+	/* Listen-queue overflow: the namespace's somaxconn is 2 (set before reflexd started),
+	 * reflexd is stopped so nothing accepts, a burst of connects overflows its queue. */
+	test_begin("listen_overflow_event");
+	{
+		int fds[32];
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons(pg),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+		CHECK_INT(h_signal(rd, SIGSTOP), 0);
+		for (int i = 0; i < 32; i++) {
+			fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			connect(fds[i], (struct sockaddr *)&a, sizeof(a));
+		}
+		h_sleep_ms(300);
+		CHECK_INT(h_signal(rd, SIGCONT), 0);
+		const char *n4[] = {"\"kind\":\"listener\"", "\"signal\":\"listen_overflows\"",
+				    NULL};
+		CHECK_MSG(wait_event(n4, 4000, found, sizeof(found)), "no listen_overflows event");
+		printf("# overflow event: %.300s\n", found);
+		char subj_g[64];
+
+		snprintf(subj_g, sizeof(subj_g), "\"subject\":\"127.0.0.1:%d\"", pg);
+		CHECK_MSG(strstr(found, subj_g) || strstr(found, "\"subject\":\"netns\""),
+			  "wrong subject");
+		for (int i = 0; i < 32; i++)
+			close(fds[i]);
 	}
 	test_end();
 
