@@ -16,6 +16,7 @@
  */
 #include "http/limit.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -70,6 +71,7 @@ struct policy {
 	char key_header[64];
 	struct route_rule routes[CFG_RL_ROUTES_MAX];
 	unsigned n_routes;
+	uint32_t prefix_v6; /* IPv6 clients share a bucket per prefix (ratelimit.kernel.prefix_v6) */
 	uint32_t esc_refusals;
 	uint64_t esc_window_ns, esc_penalty_ns;
 	bool redis;
@@ -261,6 +263,7 @@ int limit_configure(const struct config *cfg)
 		rule_from(&p->routes[i].r, &c->routes[i].lim, 1);
 	}
 	p->n_routes = c->n_routes;
+	p->prefix_v6 = c->kernel.prefix_v6 ? c->kernel.prefix_v6 : 64;
 	if (c->kernel.syn_rate) {
 		struct cfg_rl_limit a = {
 			.enabled = true, .rate = c->kernel.syn_rate, .burst = c->kernel.syn_burst};
@@ -535,6 +538,21 @@ static void refuse(struct request *r, const char *name, const struct rule *ru,
 	r->resp_hdrs = NULL;
 }
 
+/* The client's bucket: its IPv4 address, or its IPv6 address masked to the
+ * configured prefix (a /64 by default: one subscriber, however many addresses
+ * it rotates through), as the kernel layer buckets it. */
+static uint64_t client_key(const struct policy *p, const char *peer)
+{
+	unsigned char a6[16];
+
+	if (strchr(peer, ':') && inet_pton(AF_INET6, peer, a6) == 1) {
+		for (unsigned i = p->prefix_v6; i < 128; i++)
+			a6[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
+		return key_of(KIND_CLIENT, p->prefix_v6, a6, sizeof(a6));
+	}
+	return key_of(KIND_CLIENT, 0, peer, strlen(peer));
+}
+
 /* An admitted request: remember the tightest rule's quota for the response
  * (respond.c appends r->limit_fields to a relayed head). */
 static void note(struct request *r, const char *name, const struct rule *ru,
@@ -575,7 +593,7 @@ enum step_result limit_step(struct request *r)
 		STAT_INC(w->stats.rl_checked);
 	now = clock_ns();
 
-	uint64_t ckey = key_of(KIND_CLIENT, 0, c->peer, strlen(c->peer));
+	uint64_t ckey = client_key(p, c->peer);
 	if (phase == PHASE_CLIENT && p->client.interval_ns) {
 		if (decide(r, p, &p->client, ckey, now, &used, &v) == WAITING)
 			goto wait;

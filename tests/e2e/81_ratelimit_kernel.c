@@ -39,14 +39,14 @@ static void write_config(const char *kernel_extra)
 		return;
 	fprintf(f,
 		"workers: 2\n"
-		"listen: [\"127.0.0.1:%d\"]\n"
+		"listen: [\"127.0.0.1:%d\", \"[::1]:%d\"]\n"
 		"upstream: [\"127.0.0.1:%d\"]\n"
 		"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
 		"ratelimit:\n"
 		"  client: {rate: 0.2/s, burst: 2}\n"
 		"  escalate: {refusals: 3, window: 10s, penalty: 30s}\n"
 		"  kernel: {interfaces: [lo], attach: tc, %s}\n",
-		gw_port, o_port, admin_port, token_file, kernel_extra);
+		gw_port, gw_port, o_port, admin_port, token_file, kernel_extra);
 	fclose(f);
 }
 
@@ -138,6 +138,54 @@ static int get_from(const char *src, const char *path)
 	}
 	close(fd);
 	return st;
+}
+
+/* GET / from an IPv6 source to [::1]: the status, or -1. */
+static int get_from6(const char *src)
+{
+	struct sockaddr_in6 a = {.sin6_family = AF_INET6}, d = {.sin6_family = AF_INET6};
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0), st = -1;
+	struct timeval tv = {.tv_sec = 2};
+	char buf[512];
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	inet_pton(AF_INET6, src, &a.sin6_addr);
+	inet_pton(AF_INET6, "::1", &d.sin6_addr);
+	d.sin6_port = htons((uint16_t)gw_port);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    connect(fd, (struct sockaddr *)&d, sizeof(d)) == 0 &&
+	    h_send_str(fd, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == 0) {
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		if (n > 12) {
+			buf[n] = 0;
+			st = atoi(buf + 9);
+		}
+	}
+	close(fd);
+	return st;
+}
+
+/* An IPv6 client is one bucket per /64 at L7 (as in the kernel layer): a second
+ * address of the same /64 shares the first one's limit, another /64 does not. */
+static void test_ipv6_prefix(void)
+{
+	test_begin("l7_ipv6_clients_grouped_by_64");
+	if (system("ip -6 addr add 2001:db8:1::1/128 dev lo && ip -6 addr add 2001:db8:1::2/128 "
+		   "dev lo && ip -6 addr add 2001:db8:2::1/128 dev lo") != 0) {
+		test_end();
+		test_skip("l7_ipv6_clients_grouped_by_64", "cannot add IPv6 addresses to lo");
+		return;
+	}
+	h_sleep_ms(300); /* duplicate address detection is off on lo, but be gentle */
+	int a1 = get_from6("2001:db8:1::1"), a2 = get_from6("2001:db8:1::1");
+	int a3 = get_from6("2001:db8:1::1");
+	CHECK_MSG(a1 == 200 && a2 == 200 && a3 == 429, "first /64: %d %d %d", a1, a2, a3);
+	CHECK_INT(get_from6("2001:db8:1::2"), 429); /* same /64: same bucket */
+	CHECK_INT(get_from6("2001:db8:2::1"), 200); /* another /64 */
+	test_end();
 }
 
 static bool in_penalty(const char *addr)
@@ -313,6 +361,7 @@ int main(void)
 	test_syn_limit();
 	test_escalation();
 	test_reload();
+	test_ipv6_prefix();
 	h_finish(gw, 10000);
 	unlink(token_path);
 	return test_exit_code();
