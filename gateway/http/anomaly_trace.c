@@ -863,6 +863,17 @@ int anomaly_trace_start(struct gateway *g)
 		.v4_plen = (uint8_t)tc->prefix_v4,
 		.v6_plen = (uint8_t)tc->prefix_v6,
 	};
+	/* the penalty box is keyed by the kernel limiter's buckets: boxing a /24 when the limiter
+	 * buckets /32 would box one address, so with trace.penalty the client prefixes are the
+	 * limiter's */
+	if (tc->penalty && (cfg->ratelimit.kernel.prefix_v4 != tc->prefix_v4 ||
+			    cfg->ratelimit.kernel.prefix_v6 != tc->prefix_v6)) {
+		o.v4_plen = (uint8_t)cfg->ratelimit.kernel.prefix_v4;
+		o.v6_plen = (uint8_t)cfg->ratelimit.kernel.prefix_v6;
+		log_info("trace: client prefixes /%u and /%u (ratelimit.kernel's buckets, for the "
+			 "penalty box)",
+			 o.v4_plen, o.v6_plen);
+	}
 	int err = trace_open(&at.tr, &o, at.why_off, sizeof(at.why_off));
 
 	if (err) {

@@ -10,6 +10,8 @@
  *     to B, A comes back after the cool-down, and no client ever sees an error;
  *   - with net.core.somaxconn at 2 in the namespace and reflexd stopped, a burst of connects
  *     overflows its accept queue: a listener event;
+ *   - with the kernel limiter on lo and trace.penalty, a burst of client resets puts
+ *     127.0.0.0/24 into the penalty box (new connections from it go unanswered);
  *   - GET /events?stream=1 delivers events as server-sent events;
  *   - without BPF privilege reflexd says so in one line and serves normally;
  *   - the access log attributes retransmits to A's requests (a second reflexd with A alone,
@@ -19,6 +21,7 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -457,6 +460,64 @@ int main(void)
 			  "wrong subject");
 		for (int i = 0; i < 32; i++)
 			close(fds[i]);
+	}
+	test_end();
+
+	/* Action: a client prefix whose resets jump goes into the kernel limiter's penalty box
+	 * (a separate reflexd with the kernel layer on lo, so the others are not boxed). */
+	test_begin("client_prefix_penalty_box");
+	{
+		int pg4 = h_free_port(), padm4 = h_free_port(), saved = padm;
+		const char *cfg4 =
+			h_write_config("listen: [\"127.0.0.1:%d\"]\n"
+				       "workers: 1\n"
+				       "upstream: [127.0.0.1:%d]\n"
+				       "admin: {listen: \"127.0.0.1:%d\"}\n"
+				       "ratelimit: {kernel: {interfaces: [lo], prefix_v4: 24}}\n"
+				       "trace: {enabled: true, window: 500ms, min_samples: 4,\n"
+				       "        penalty: true, penalty_time: 5s}\n",
+				       pg4, pb, padm4);
+		struct h_proc *p4 = h_start_reflexd_config("reflexd4", pg4, cfg4);
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons(pg4),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		char url[128];
+
+		CHECK(p4 != NULL);
+		padm = padm4;
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/t", pg4);
+		/* history: a few quiet windows with connections and no resets */
+		for (double until = h_now_ms() + 3000; p4 && h_now_ms() < until;) {
+			struct h_resp r;
+
+			h_get(url, &r);
+			h_resp_free(&r);
+			h_sleep_ms(50);
+		}
+		/* then a burst of resets from the same /24 */
+		for (int i = 0; p4 && i < 30; i++) {
+			struct linger l = {1, 0};
+			int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+			if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+				setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+				h_sleep_ms(2);
+			}
+			close(fd);
+		}
+		const char *n5[] = {"\"kind\":\"client\"", "\"subject\":\"127.0.0.0/24\"",
+				    "\"source\":\"detector\"", "\"action\":\"penalty 5s\"", NULL};
+		CHECK_MSG(p4 && wait_event(n5, 4000, found, sizeof(found)),
+			  "no penalty for 127.0.0.0/24: %s", found);
+		/* boxed: a new connection from 127.0.0.1 gets no answer */
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		struct pollfd pf = {.fd = fd, .events = POLLOUT};
+
+		connect(fd, (struct sockaddr *)&a, sizeof(a));
+		CHECK_MSG(poll(&pf, 1, 700) == 0, "a boxed source still connects");
+		close(fd);
+		padm = saved;
+		h_stop(p4, 5000);
 	}
 	test_end();
 
