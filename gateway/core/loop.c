@@ -132,6 +132,9 @@ void loop_run(struct loop *l)
 			rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
 		}
 		(void)rc; /* -ETIME and -EINTR just mean "look at the timers" */
+		/* The wait may have lasted long: handlers below arm deadlines
+		 * from l->now, so it must be the time of the wake-up. */
+		l->now = clock_ms();
 
 		unsigned head, n = 0;
 		io_uring_for_each_cqe(&l->ring, head, cqe) {
