@@ -395,6 +395,8 @@ static void bind_and_send(struct request *r, struct upconn *u, bool hedge)
 	u->try_deadline_ms = rc->per_try_timeout ? u->conn.w->loop.now + rc->per_try_timeout : 0;
 	up_progress(u);
 	conn_write(&u->conn, buf_head(&r->up_head), r->up_head.len);
+	if (r->replay.len && !hedge) /* a retry: the body as far as it came */
+		conn_write(&u->conn, buf_head(&r->replay), r->replay.len);
 }
 
 /* Open (or reuse) a connection to ep for r and send the head. The caller
@@ -616,11 +618,23 @@ static void start_on(struct request *r, bool fresh)
 	start_try(r, fresh);
 }
 
+/* A retryable request's body is kept up to this many bytes so a retry can
+ * send it again; a longer body makes the request unretryable once sent. */
+#define REPLAY_MAX (64 * 1024)
+
 void upstream_send_body(struct request *r, const void *data, size_t len)
 {
 	if (!r->up || !len)
 		return;
 	r->body_started = true;
+	if (r->retryable && !r->replay_off && r->gen && pool_of(r)->cfg->retry.attempts > 1) {
+		if (r->replay.len + len > REPLAY_MAX || buf_append(&r->replay, data, len) != 0) {
+			r->replay_off = true;
+			buf_free(&r->replay);
+		}
+	} else {
+		r->replay_off = true;
+	}
 	conn_write(&r->up->conn, data, len);
 }
 
@@ -641,6 +655,7 @@ void upstream_client_drained(struct request *r)
 
 void upstream_abort(struct request *r)
 {
+	buf_free(&r->replay);
 	if (r->up)
 		up_drop(r->up, true);
 	if (r->hedge)
@@ -671,7 +686,8 @@ static bool retry_schedule(struct request *r, const struct endpoint_state *faile
 	struct pool_state *p = pool_of(r);
 	const struct cfg_retry *rc = &p->cfg->retry;
 
-	if (!r->retryable || r->tries >= rc->attempts || r->resp_started || r->body_started ||
+	if (!r->retryable || r->tries >= rc->attempts || r->resp_started ||
+	    (r->body_started && r->replay_off) ||
 	    r->up || r->hedge || r->up_wait != UPWAIT_NONE || w->draining || !p->sh)
 		return false;
 	if (rc->timeout && w->loop.now >= r->t_choose_ms + rc->timeout)

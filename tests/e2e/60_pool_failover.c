@@ -116,6 +116,27 @@ static void test_post_retry_rules(void)
 	CHECK_MSG(keyed == 20, "POST with Idempotency-Key: %d of 20 ok", keyed);
 	CHECK_MSG(route == 20, "POST on a retry_unsafe route: %d of 20 ok", route);
 	test_end();
+
+	/* a body (under the 64 KiB replay bound) is sent again in full */
+	test_begin("post_body_replayed_on_retry");
+	static char body[20000];
+	for (size_t i = 0; i < sizeof(body); i++)
+		body[i] = (char)('a' + i % 26);
+	int good = 0;
+	for (int i = 0; i < 20; i++) {
+		char u[256], nb[32] = "";
+		struct h_resp r;
+		const char *hs[] = {"Idempotency-Key: k-2", NULL};
+		struct h_req q = {.method = "POST", .url = u, .headers = hs, .body = body,
+				  .body_len = sizeof(body), .no_expect = true, .timeout_ms = 8000};
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/p/x", gw_port);
+		h_http(&q, &r);
+		h_resp_header(&r, "X-Body-Bytes", nb, sizeof(nb));
+		good += r.status == 200 && atol(nb) == (long)sizeof(body);
+		h_resp_free(&r);
+	}
+	CHECK_MSG(good == 20, "%d of 20 POSTs with a 20000-byte body arrived whole", good);
+	test_end();
 }
 
 static void test_hang(void)
