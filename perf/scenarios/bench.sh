@@ -30,6 +30,9 @@
 #   SWEEP_DUR SWEEP_WARM  seconds per sweep run and its warm-up (5 1)
 #   SWEEP_LEVELS       percent of each server's peak ("10 30 50 70 90")
 #   CONNS              connections of the load generator (50)
+#   QUIET_WAIT QUIET_PCT QUIET_BUDGET  before each run wait up to QUIET_WAIT s (15; QUICK: 0)
+#                      for a second in which other tenants use <= QUIET_PCT % (10) of a core,
+#                      at most QUIET_BUDGET s (300) in all
 #   ZIPF_OBJECTS ZIPF_S  (10000 1.0)
 #   ORIGIN_PORT REFLEXD_PORT NGINX_PORT HAPROXY_PORT VARNISH_PORT  (18380 .. 18384)
 #   PROXY_CPU LOAD_CPU ORIGIN_CPU   (0 1 1)
@@ -50,9 +53,13 @@ case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	REPS=${REPS:-1} DUR=${DUR:-2} WARM=${WARM:-1} SWEEP_DUR=${SWEEP_DUR:-1} SWEEP_WARM=${SWEEP_WARM:-0}
+	QUIET_WAIT=${QUIET_WAIT:-0}
 else
 	REPS=${REPS:-3} DUR=${DUR:-10} WARM=${WARM:-3} SWEEP_DUR=${SWEEP_DUR:-5} SWEEP_WARM=${SWEEP_WARM:-1}
+	QUIET_WAIT=${QUIET_WAIT:-15}
 fi
+QUIET_PCT=${QUIET_PCT:-10}
+QUIET_BUDGET=${QUIET_BUDGET:-300}
 DEFAULT_SCENARIOS="issue2 pass churn hit1 zipf sweep loadgen"
 DEFAULT_TARGETS="reflexd nginx haproxy varnish"
 SCENARIOS=${SCENARIOS:-$DEFAULT_SCENARIOS}
@@ -247,6 +254,27 @@ done
 RUNS=$RUN_DIR/runs.tsv
 printf 'scenario\tserver\trep\tlevel\trate\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\terrors\tserver_pct\tload_pct\torigin_pct\torigin_reqs\tother_pct\tloadavg\torigin_cpu\tfile\n' >"$RUNS"
 
+# wait_quiet: before a measured run, wait (at most QUIET_WAIT s, and QUIET_BUDGET s over the
+# whole run) for one second in which the rest of the machine uses at most QUIET_PCT % of a
+# core. Our own servers are idle between runs, so busy time in /proc/stat is the others'.
+QUIET_SPENT=0
+wait_quiet() {
+	local start=$SECONDS b0 b1 used
+	[ "$QUIET_WAIT" -gt 0 ] || return 0
+	while :; do
+		b0=$(busy_ticks)
+		sleep 1
+		b1=$(busy_ticks)
+		used=$(pct $((b1 - b0)) 1)
+		[ "$used" -le "$QUIET_PCT" ] && break
+		if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ] || [ $((QUIET_SPENT + SECONDS - start)) -ge "$QUIET_BUDGET" ]; then
+			bench_log "machine still busy (others use $used % of a core); measuring anyway (see other CPU)"
+			break
+		fi
+	done
+	QUIET_SPENT=$((QUIET_SPENT + SECONDS - start))
+}
+
 # run_one SCENARIO SERVER REP LEVEL RATE wrk|rb SECONDS ARGS...: one load-generator run
 # against SERVER pinned to LOAD_CPU (wrk ARGS: URL [HEADER]; rb ARGS: reflex-bench's),
 # with the CPU every party used; appends a line to $RUNS unless REP is "warm".
@@ -257,6 +285,7 @@ run_one() {
 	[ "$lvl" != - ] && out+="-$lvl"
 	if [ "$kind" = wrk ]; then out+=.txt; else out+=.json; fi
 	local p0 o0 r0 b0 t0 p1 o1 r1 b1 t1 el load lt other rps p50 p90 p99 p999 max n err
+	[ "$rep" = warm ] || wait_quiet
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	p0=$(tree_ticks "${PID[$t]}") o0=$(tree_ticks "${PID[origin]}") r0=$(origin_requests)
 	b0=$(busy_ticks) t0=$(now_s)
