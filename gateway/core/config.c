@@ -2640,6 +2640,7 @@ static int sec_reflex(struct cfg_ctx *x, yaml_node_t *v)
 
 	if (expect_mapping(x, v, "reflex"))
 		return -1;
+	rc->present = true;
 	for_each_pair(v, p)
 	{
 		const char *key = pair_key(x, v, p, "reflex"), *s;
@@ -2962,7 +2963,7 @@ static int finalize(struct cfg_ctx *x)
 	}
 	if (build_tls(x))
 		return -1;
-	if (config_reflex_build && (c->reflex.n_rules || c->reflex.n_detectors)) {
+	if (config_reflex_build && c->reflex.present) {
 		/* the reflex module formats "FILE:LINE: reason" itself */
 		if (config_reflex_build(c, x->err, x->errlen))
 			return -1;

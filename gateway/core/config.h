@@ -361,6 +361,7 @@ struct cfg_trace {
 };
 
 struct cfg_reflex {
+	bool present; /* the file has a reflex: section: compiled even without rules (admin API) */
 	uint64_t max_scan_bytes; /* body bytes held and scanned; default 1 MiB */
 	char hash_key[256];      /* key of the keyed hashes; "" = a random key per snapshot */
 	struct cfg_rx_detector *detectors;

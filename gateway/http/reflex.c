@@ -923,6 +923,9 @@ static void start_hold(struct request *r, struct reflex_req *x)
 {
 	x->chunked = r->body == HTTP_BODY_CHUNKED;
 	x->phase = RX_HOLD; /* the stream opens with the first bytes that do not complete the body */
+	/* The body leaves the connection buffer into ours: the cache's POST
+	 * keying (which reads the connection buffer) would see none of it. */
+	r->nocache = true;
 	STAT_INC(stats_of(r)->rx_body_scanned);
 	if (r->expect_continue && !r->http10 && !r->continue_sent) {
 		r->continue_sent = true;

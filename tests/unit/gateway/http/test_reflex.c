@@ -1,7 +1,8 @@
 /* test_reflex — compiling the reflex section at config load (the hook
  * reflex_install sets): a set is built for a valid section, a user pattern
  * Hyperscan refuses and an unknown detector or pool are config errors that
- * name FILE:LINE and the culprit, and no section means no set (no compile).
+ * name FILE:LINE and the culprit, no section means no set (no compile), an
+ * empty section compiles (for rules added through the admin API).
  * The request path itself is tested end to end (tests/e2e/70_reflex_rules). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,16 @@ int main(void)
 	test_begin("reflex_no_section_no_compile");
 	CHECK(config_load_file(write_yaml("upstream: [127.0.0.1:1]\n"), &c, err, sizeof(err)) == 0);
 	CHECK(c && !c->reflex.compiled);
+	config_free(c);
+	test_end();
+
+	test_begin("reflex_empty_section_compiles");
+	/* rules may come later through the admin API: the db must exist */
+	c = NULL;
+	CHECK_MSG(config_load_file(write_yaml("upstream: [127.0.0.1:1]\nreflex: {max_scan_bytes: 64k}\n"),
+				   &c, err, sizeof(err)) == 0,
+		  "%s", err);
+	CHECK(c && c->reflex.present && c->reflex.compiled);
 	config_free(c);
 	test_end();
 
