@@ -119,6 +119,13 @@ static void probe_start(struct health_pool *hp, unsigned i)
 	pr->ep = i;
 	pr->connect_op.on_complete = on_probe_connect;
 	pr->conn.connecting = true;
+	/* a TLS pool is checked over TLS, like its requests */
+	if (hp->sh->cfg->tls.ctx && conn_tls_client(&pr->conn, hp->sh->cfg->tls.ctx, a->text)) {
+		pr->hp = NULL;
+		conn_close(&pr->conn, false); /* freed by the reap step */
+		report(hp, i, false, "TLS set-up failed");
+		return;
+	}
 	hp->probes[i] = pr;
 	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
 	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&pr->addr, pr->addr_len);

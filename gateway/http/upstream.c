@@ -686,6 +686,11 @@ static bool retry_schedule(struct request *r, const struct endpoint_state *faile
 	struct pool_state *p = pool_of(r);
 	const struct cfg_retry *rc = &p->cfg->retry;
 
+	if (r->up_wait == UPWAIT_HEDGE && !r->up && !r->hedge) {
+		/* the only try failed before its hedge was due */
+		timer_disarm(&w->loop.timers, &r->up_timer);
+		r->up_wait = UPWAIT_NONE;
+	}
 	if (!r->retryable || r->tries >= rc->attempts || r->resp_started ||
 	    (r->body_started && r->replay_off) ||
 	    r->up || r->hedge || r->up_wait != UPWAIT_NONE || w->draining || !p->sh)
