@@ -39,6 +39,7 @@
 #include "http/anomaly.h"
 #include "http/reflex.h"
 #include "http/upstream.h"
+#include "http/limit.h"
 #include "http/worker.h"
 
 #define ADMIN_MAX_CONNS 64
@@ -919,6 +920,14 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		  "Misses that waited for another request's fetch."),
 		C("reflex_cache_invalidations_total", cache_invalidations,
 		  "Objects dropped by unsafe methods."),
+		/* TLS (gateway/core/tls.c, docs/tls.md) */
+		C("reflex_tls_handshakes_total", tls_handshakes,
+		  "Client TLS handshakes completed (full and resumed)."),
+		C("reflex_tls_resumed_total", tls_resumed, "Client TLS handshakes that resumed a session."),
+		C("reflex_upstream_tls_handshakes_total", upstream_tls_handshakes,
+		  "TLS handshakes completed with upstream endpoints."),
+		C("reflex_upstream_tls_resumed_total", upstream_tls_resumed,
+		  "Upstream TLS handshakes that reused a session."),
 #undef C
 	};
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
@@ -926,6 +935,11 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		rc |= m_u64(b, counters[i].name,
 			    *(const uint64_t *)((const char *)&t + counters[i].off));
 	}
+	rc |= m_head(b, "reflex_tls_failures_total", "counter",
+		     "TLS handshakes that failed, by reason.");
+	for (unsigned f = 1; f < TLS_FAIL_MAX; f++)
+		rc |= m_u64_1(b, "reflex_tls_failures_total", "reason", tls_fail_name(f),
+			      t.tls_failures[f]);
 	rc |= m_head(b, "reflex_cache_requests_total", "counter",
 		     "Requests that reached the cache step, by result.");
 	rc |= m_u64_1(b, "reflex_cache_requests_total", "result", "hit", t.cache_hits);
@@ -979,6 +993,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		      a ? a->reloads_failed : 0);
 	rc |= anomaly_metrics(b); /* anomaly events, actions, tracer (docs/anomaly.md) */
 	rc |= reflex_metrics(cfg, &t, b); /* rules and detectors (docs/rules.md) */
+	rc |= limit_metrics(b); /* the kernel rate limiter (docs/ratelimit.md) */
 
 	stats_worker_fini(&t);
 	if (g->config_put)
