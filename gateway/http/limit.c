@@ -71,7 +71,8 @@ struct policy {
 	char key_header[64];
 	struct route_rule routes[CFG_RL_ROUTES_MAX];
 	unsigned n_routes;
-	uint32_t prefix_v6; /* IPv6 clients share a bucket per prefix (ratelimit.kernel.prefix_v6) */
+	uint32_t
+		prefix_v6; /* IPv6 clients share a bucket per prefix (ratelimit.kernel.prefix_v6) */
 	uint32_t esc_refusals;
 	uint64_t esc_window_ns, esc_penalty_ns;
 	bool redis;
@@ -298,6 +299,20 @@ void limit_kernel_active(bool on)
 bool limit_kernel_is_active(void)
 {
 	return __atomic_load_n(&kernel_on, __ATOMIC_ACQUIRE);
+}
+
+static int (*metrics_hook)(struct buf *b);
+
+void limit_set_metrics_hook(int (*fn)(struct buf *b))
+{
+	__atomic_store_n(&metrics_hook, fn, __ATOMIC_RELEASE);
+}
+
+int limit_metrics(struct buf *b)
+{
+	int (*fn)(struct buf *) = __atomic_load_n(&metrics_hook, __ATOMIC_ACQUIRE);
+
+	return fn ? fn(b) : 0;
 }
 
 uint64_t limit_penalty_ns(void)

@@ -57,6 +57,12 @@ bool limit_kernel_is_active(void);
  * "2001:db8::1") into out; returns how many. Called by the kernel owner. */
 unsigned limit_escalation_take(char (*out)[48], unsigned max);
 
+/* Prometheus text for /metrics: the kernel layer's counters, through the
+ * hook its owner registers (limit_kernel.c); nothing when there is none.
+ * Kept behind a hook so that libgateway.a never needs libbpf. */
+int limit_metrics(struct buf *b);
+void limit_set_metrics_hook(int (*fn)(struct buf *b));
+
 /* How long an escalated source stays in the penalty box. */
 uint64_t limit_penalty_ns(void);
 

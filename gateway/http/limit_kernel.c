@@ -35,6 +35,8 @@ static pthread_t thread;
 static bool thread_running, stopping;
 static uint64_t events_seen, events_by_reason[RL_REASON_MAX], escalated, escalate_failed;
 
+static int kernel_metrics(struct buf *b);
+
 static enum rl_attach_mode attach_mode(const char *s)
 {
 	if (!strcmp(s, "tc"))
@@ -256,6 +258,7 @@ int limit_kernel_start(const struct config *cfg)
 
 	limit_configure(cfg);
 	limit_kernel_active(false);
+	limit_set_metrics_hook(kernel_metrics);
 	pthread_mutex_lock(&kmu);
 	kcfg = *k;
 	pthread_mutex_unlock(&kmu);
@@ -344,6 +347,69 @@ static const char *const reason_names[RL_REASON_MAX] = {
 	[RL_REASON_PENALTY] = "penalty",   [RL_REASON_SYN_RATE] = "syn_rate",
 	[RL_REASON_PKT_RATE] = "pkt_rate", [RL_REASON_CAP] = "cap",
 };
+
+/* /metrics (through limit_metrics): the kernel counters, summed over CPUs. */
+static int kernel_metrics(struct buf *b)
+{
+	struct rl_counters c;
+	bool have;
+	int rc = 0;
+
+	pthread_mutex_lock(&kmu);
+	have = rl && !rl_counters_read(rl, &c);
+	rc |= buf_appendf(
+		b,
+		"# HELP reflex_ratelimit_kernel_attached Interfaces the kernel limiter is "
+		"attached to.\n# TYPE reflex_ratelimit_kernel_attached gauge\n"
+		"reflex_ratelimit_kernel_attached %u\n",
+		rl ? n_ifaces_on : 0);
+	if (have) {
+		rc |= buf_appends(b,
+				  "# HELP reflex_ratelimit_kernel_packets_total Packets the kernel "
+				  "limiter let through, by verdict.\n"
+				  "# TYPE reflex_ratelimit_kernel_packets_total counter\n");
+		rc |= buf_appendf(
+			b, "reflex_ratelimit_kernel_packets_total{verdict=\"passed\"} %llu\n",
+			(unsigned long long)c.passed);
+		rc |= buf_appendf(
+			b, "reflex_ratelimit_kernel_packets_total{verdict=\"allowed\"} %llu\n",
+			(unsigned long long)c.allowed);
+		rc |= buf_appendf(
+			b, "reflex_ratelimit_kernel_packets_total{verdict=\"unlimited\"} %llu\n",
+			(unsigned long long)c.unlimited);
+		rc |= buf_appendf(
+			b, "reflex_ratelimit_kernel_packets_total{verdict=\"malformed\"} %llu\n",
+			(unsigned long long)c.malformed);
+		rc |= buf_appends(b,
+				  "# HELP reflex_ratelimit_kernel_dropped_total Packets the kernel "
+				  "limiter dropped, by reason.\n"
+				  "# TYPE reflex_ratelimit_kernel_dropped_total counter\n");
+		for (unsigned r = 1; r < RL_REASON_MAX; r++)
+			rc |= buf_appendf(
+				b, "reflex_ratelimit_kernel_dropped_total{reason=\"%s\"} %llu\n",
+				reason_names[r], (unsigned long long)c.dropped[r]);
+		rc |= buf_appends(
+			b, "# HELP reflex_ratelimit_kernel_would_drop_total Dry-run: packets "
+			   "passed that would have been dropped, by reason.\n"
+			   "# TYPE reflex_ratelimit_kernel_would_drop_total counter\n");
+		for (unsigned r = 1; r < RL_REASON_MAX; r++)
+			rc |= buf_appendf(
+				b, "reflex_ratelimit_kernel_would_drop_total{reason=\"%s\"} %llu\n",
+				reason_names[r], (unsigned long long)c.would_drop[r]);
+		rc |= buf_appendf(
+			b,
+			"# HELP reflex_ratelimit_kernel_events_total Ring-buffer events "
+			"consumed.\n# TYPE reflex_ratelimit_kernel_events_total counter\n"
+			"reflex_ratelimit_kernel_events_total %llu\n"
+			"# HELP reflex_ratelimit_kernel_penalties_total Sources put into the "
+			"penalty box by escalation.\n"
+			"# TYPE reflex_ratelimit_kernel_penalties_total counter\n"
+			"reflex_ratelimit_kernel_penalties_total %llu\n",
+			(unsigned long long)events_seen, (unsigned long long)escalated);
+	}
+	pthread_mutex_unlock(&kmu);
+	return rc ? -1 : 0;
+}
 
 int limit_kernel_json(struct buf *b)
 {

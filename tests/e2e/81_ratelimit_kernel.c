@@ -264,6 +264,16 @@ static void test_escalation(void)
 	CHECK_MSG(r.body && strstr(r.body, "\"escalated\":1") && pen && atol(pen + 10) >= 1, "%s",
 		  r.body ? r.body : "");
 	h_resp_free(&r);
+	/* the same counters on /metrics */
+	CHECK_INT(admin("GET", "/metrics", NULL, &r), 200);
+	const char *m =
+		r.body ? strstr(r.body,
+				"\nreflex_ratelimit_kernel_dropped_total{reason=\"penalty\"} ")
+		       : NULL;
+	CHECK_MSG(m && atol(m + 57) >= 1 &&
+			  strstr(r.body, "\nreflex_ratelimit_kernel_attached 1\n"),
+		  "kernel metrics missing");
+	h_resp_free(&r);
 	CHECK_INT(admin("DELETE", "/limits/penalty", "{\"cidr\": \"127.0.0.1\"}", &r), 200);
 	h_resp_free(&r);
 	CHECK(!in_penalty("127.0.0.1"));
