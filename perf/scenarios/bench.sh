@@ -19,7 +19,7 @@
 #   churn    pass-through with a new client connection per request (reflex-bench --churn)
 #   hit1     cache hit, one object
 #   zipf     cache hit over ZIPF_OBJECTS objects, Zipf(ZIPF_S) popularity (a request list)
-#   sweep    open loop at SWEEP_LEVELS % of each server's own pass-through peak
+#   sweep    open loop at SWEEP_LEVELS % of each server's own peak in SWEEP_ON (pass)
 #   loadgen  issue 4's target for reflex-bench (perf/scenarios/loadgen-check.sh)
 #
 # Knobs (environment):
@@ -29,6 +29,7 @@
 #   REPS DUR WARM      repetitions, seconds per run, warm-up seconds per server and scenario (3 10 3)
 #   SWEEP_DUR SWEEP_WARM  seconds per sweep run and its warm-up (5 1)
 #   SWEEP_LEVELS       percent of each server's peak ("10 30 50 70 90")
+#   SWEEP_ON           the scenario swept, pass (default) or hit1; its closed-loop median is the peak
 #   CONNS              connections of the load generator (50)
 #   QUIET_WAIT QUIET_PCT QUIET_BUDGET  before each run wait up to QUIET_WAIT s (15; QUICK: 0)
 #                      for a second in which other tenants use <= QUIET_PCT % (10) of a core,
@@ -95,7 +96,6 @@ TITLE[pass]="Pass-through (no cache), 1 KiB"
 TITLE[churn]="Connection per request (pass-through, 1 KiB)"
 TITLE[hit1]="Cache hit, one object (1 KiB)"
 TITLE[zipf]="Cache hit over $ZIPF_OBJECTS objects, Zipf $ZIPF_S (1 KiB each)"
-TITLE[sweep]="Latency vs load (pass-through, open loop)"
 TITLE[loadgen]="reflex-bench vs wrk (issue 4 target)"
 
 # The origin's Cache-Control decides what a server may cache (reflex-origin sets it
@@ -104,6 +104,13 @@ TITLE[loadgen]="reflex-bench vs wrk (issue 4 target)"
 CC_HIT='cc=public,max-age=3600'
 PASS_PATH='/pass/1k?cc=no-store'
 HIT_PATH="/hit/one?$CC_HIT"
+SWEEP_ON=${SWEEP_ON:-pass}
+case $SWEEP_ON in
+pass) SWEEP_PATH=$PASS_PATH SWEEP_WHAT=pass-through ;;
+hit1) SWEEP_PATH=$HIT_PATH SWEEP_WHAT="cache hit, one object" ;;
+*) bench_die "SWEEP_ON must be pass or hit1" ;;
+esac
+TITLE[sweep]="Latency vs load ($SWEEP_WHAT, open loop)"
 
 has() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 
@@ -111,8 +118,8 @@ has() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 for s in $SCENARIOS; do
 	[ -n "${TITLE[$s]:-}" ] || bench_die "unknown scenario '$s' (known: ${!TITLE[*]})"
 done
-# The sweep's levels are fractions of each server's pass-through peak.
-has "$SCENARIOS" sweep && ! has "$SCENARIOS" pass && SCENARIOS="pass $SCENARIOS"
+# The sweep's levels are fractions of each server's peak in the swept scenario.
+has "$SCENARIOS" sweep && ! has "$SCENARIOS" "$SWEEP_ON" && SCENARIOS="$SWEEP_ON $SCENARIOS"
 for t in $TARGETS; do
 	[ -n "${PORT[$t]:-}" ] || bench_die "unknown target '$t' (known: reflexd nginx haproxy varnish)"
 done
@@ -393,14 +400,14 @@ for scen in $SCENARIOS; do
 	sweep)
 		declare -A PEAK
 		for t in $TARGETS; do
-			PEAK[$t]=$(median $(awk -F'\t' -v t="$t" '$1 == "pass" && $2 == t { print $6 }' "$RUNS"))
+			PEAK[$t]=$(median $(awk -F'\t' -v s="$SWEEP_ON" -v t="$t" '$1 == s && $2 == t { print $6 }' "$RUNS"))
 		done
 		for rep in $(seq "$REPS"); do
 			for lvl in $SWEEP_LEVELS; do
 				for t in $TARGETS; do
 					rate=$(awk -v p="${PEAK[$t]}" -v l="$lvl" 'BEGIN { r = int(p * l / 100); print (r < 100) ? 100 : r }')
 					run_one sweep "$t" "$rep" "$lvl" "$rate" rb "$((SWEEP_DUR + SWEEP_WARM))" -t 1 -c "$CONNS" \
-						-d "$SWEEP_DUR" -w "$SWEEP_WARM" -R "$rate" "http://127.0.0.1:${PORT[$t]}$PASS_PATH"
+						-d "$SWEEP_DUR" -w "$SWEEP_WARM" -R "$rate" "http://127.0.0.1:${PORT[$t]}$SWEEP_PATH"
 				done
 			done
 		done
@@ -595,7 +602,7 @@ plot_sweep() {
 	gnuplot <<-EOF && PLOT_FILES+=("$png") || bench_log "gnuplot failed for $png"
 		set terminal pngcairo size 1000,560 font ',10'
 		set output '$png'
-		set title "Latency vs load: pass-through, open loop at $SWEEP_LEVELS % of each server's own peak\n(medians; bars: min-max of $REPS repetition(s); latency from the intended send time)"
+		set title "Latency vs load: $SWEEP_WHAT, open loop at $SWEEP_LEVELS % of each server's own peak\n(medians; bars: min-max of $REPS repetition(s); latency from the intended send time)"
 		set xlabel 'offered load (req/s)'
 		set ylabel 'latency (ms)'
 		set logscale y
@@ -613,7 +620,7 @@ if [ "$PLOTS" = 1 ]; then
 	if has "$SCENARIOS" sweep; then
 		plot_sweep
 		mid=$(echo "$SWEEP_LEVELS" | awk '{ print $(int((NF + 1) / 2)) }')
-		plot_percentiles sweep "$mid" p99_us "Pass-through, open loop at $mid % of each server's peak: latency by percentile"
+		plot_percentiles sweep "$mid" p99_us "${SWEEP_WHAT^}, open loop at $mid % of each server's peak: latency by percentile"
 	fi
 fi
 
@@ -663,7 +670,9 @@ write_scenario() {
 		sweep)
 			echo "Each server in open loop (\`reflex-bench -t1 -c$CONNS -R RATE\`, constant schedule,"
 			echo "latency from each request's intended send time) at $SWEEP_LEVELS % of its own median"
-			echo "pass-through req/s from this run; GET $PASS_PATH. Medians of $REPS run(s) (spread)."
+			echo "\`$SWEEP_ON\` req/s from this run; GET $SWEEP_PATH. Medians of $REPS run(s) (spread)."
+			echo "\`load gen. CPU\` near 100 % at a level means the load generator, not the server, set"
+			echo "the latency there (in pass-through it shares CPU $LOAD_CPU with the origin)."
 			echo
 			table_sweep
 			;;
