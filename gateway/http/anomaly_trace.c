@@ -74,7 +74,9 @@ static struct {
 	struct ep_track eps[MAX_TRACKED_EPS];
 	unsigned n_eps;
 	struct client_track *clients; /* MAX_CLIENTS, open addressing */
-	const struct config *synced;  /* the snapshot the scope maps reflect */
+	/* the snapshot the scope maps reflect, with a reference held (config_get) so that its
+	 * listen ports can be withdrawn after a reload and its address is never reused */
+	const struct config *synced;
 
 	/* kernel events of the current window, to log one per subject and kind */
 	struct {
@@ -638,7 +640,6 @@ static void close_window(const struct config *cfg, double dt)
 	p.min_samples = cfg->trace.min_samples;
 	p.min_requests = cfg->trace.min_requests;
 	anomaly_set_params(at.det, &p);
-	sync_scope(cfg);
 	window_endpoints(cfg, dt, window_ms);
 	if (at.tr) {
 		struct walk_ctx w = {.cfg = cfg, .dt = dt, .window_ms = window_ms};
@@ -690,8 +691,14 @@ static void *run(void *arg)
 		}
 		now = clock_ms();
 		cfg = at.g->config_get(at.g);
-		if (!at.synced)
+		if (cfg != at.synced) { /* a reload: keep this reference, give the old one back */
+			const struct config *old = at.synced;
+
 			sync_scope(cfg);
+			at.g->config_put(at.g, old);
+		} else {
+			at.g->config_put(at.g, cfg); /* at.synced's reference keeps it alive */
+		}
 		if (now - last_listen >= 1000) {
 			poll_listeners(cfg->trace.window);
 			last_listen = now;
@@ -701,7 +708,6 @@ static void *run(void *arg)
 			last_window = now;
 		}
 		publish_retrans(cfg->trace.window);
-		at.g->config_put(at.g, cfg);
 		streams_flush(now);
 	}
 	return NULL;
@@ -849,7 +855,7 @@ int anomaly_trace_start(struct gateway *g)
 	p.sensitivity = tc->sensitivity;
 	p.min_samples = tc->min_samples;
 	p.min_requests = tc->min_requests;
-	at.det = anomaly_new(&p, 4096);
+	at.det = anomaly_new(&p, 1024);
 	at.log = anomaly_log_new(tc->events_kept);
 	at.clients = calloc(MAX_CLIENTS, sizeof(*at.clients));
 	if (!at.det || !at.log || !at.clients || anomaly_acc_init(cfg->workers)) {
@@ -886,7 +892,9 @@ int anomaly_trace_start(struct gateway *g)
 		log_info("trace: eBPF tracing on%s%s", trace_missing(at.tr)[0] ? "; missing: " : "",
 			 trace_missing(at.tr));
 	}
-	sync_scope(cfg); /* before the first request: every upstream connect is in scope */
+	/* before the first request, so every upstream connect is in scope; the reference is
+	 * at.synced's (given back by the thread after a reload, or by anomaly_trace_stop) */
+	sync_scope(g->config_get(g));
 	__atomic_store_n(&anomaly_metrics_hook, metrics, __ATOMIC_RELEASE);
 	if (pthread_create(&at.thread, NULL, run, NULL)) {
 		log_error("trace: cannot start its thread; anomaly detection is off");
@@ -896,6 +904,9 @@ int anomaly_trace_start(struct gateway *g)
 	at.running = true;
 	return 0;
 fail:
+	if (at.synced)
+		g->config_put(g, at.synced);
+	at.synced = NULL;
 	trace_close(at.tr);
 	at.tr = NULL;
 	anomaly_free(at.det);
@@ -923,5 +934,7 @@ void anomaly_trace_stop(void)
 	__atomic_store_n(&anomaly_metrics_hook, NULL, __ATOMIC_RELEASE);
 	trace_close(at.tr);
 	at.tr = NULL;
+	at.g->config_put(at.g, at.synced);
+	at.synced = NULL;
 	/* the log stays: the admin thread may still answer GET /events */
 }

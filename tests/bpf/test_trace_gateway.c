@@ -451,7 +451,7 @@ int main(void)
 		CHECK_INT(h_signal(rd, SIGCONT), 0);
 		const char *n4[] = {"\"kind\":\"listener\"", "\"signal\":\"listen_overflows\"",
 				    NULL};
-		CHECK_MSG(wait_event(n4, 4000, found, sizeof(found)), "no listen_overflows event");
+		CHECK_MSG(wait_event(n4, 8000, found, sizeof(found)), "no listen_overflows event");
 		printf("# overflow event: %.300s\n", found);
 		char subj_g[64];
 
