@@ -1271,6 +1271,7 @@ static const struct field retry_fields[] = {
 	{"max_backoff", FIELD_DURATION, PF(retry.max_backoff), 0, 600000},
 	{"per_try_timeout", FIELD_DURATION, PF(retry.per_try_timeout), 0, UINT32_MAX},
 	{"timeout", FIELD_DURATION, PF(retry.timeout), 0, UINT32_MAX},
+	{"latency_factor", FIELD_COUNT32, PF(outlier.latency_factor), 0, 1000},
 };
 static const struct field queue_fields[] = {
 	{"size", FIELD_COUNT32, PF(queue.size), 0, 1000000},

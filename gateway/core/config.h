@@ -93,6 +93,7 @@ struct cfg_outlier { /* passive ejection; on by default */
 	uint32_t ejection_time;        /* 10 s, doubled per repeated ejection ... */
 	uint32_t max_ejection_time;    /* ... up to 5 min */
 	uint32_t max_ejected;          /* percent of the pool that may be out at once: 50 */
+	uint32_t latency_factor;       /* eject at this × the pool's median latency; 0 = off */
 };
 
 struct cfg_breaker { /* per endpoint; off unless configured */

@@ -312,6 +312,8 @@ static unsigned ejected_now(const struct pool_shared *p, uint64_t now_ms)
 	return n;
 }
 
+static bool eject(struct pool_shared *p, struct ep_shared *e, uint64_t now_ms);
+
 bool pool_shared_outcome(struct pool_shared *p, struct ep_shared *e, bool ok, uint64_t now_ms)
 {
 	const struct cfg_outlier *o = &p->cfg->outlier;
@@ -324,6 +326,54 @@ bool pool_shared_outcome(struct pool_shared *p, struct ep_shared *e, bool ok, ui
 	unsigned n = __atomic_add_fetch(&e->consec_fail, 1, __ATOMIC_RELAXED);
 	if (!o->consecutive_failures || n < o->consecutive_failures)
 		return false;
+	return eject(p, e, now_ms);
+}
+
+/* Enough samples for an endpoint's latency to count. */
+#define LAT_MIN_SAMPLES 5
+
+bool pool_shared_latency(struct pool_shared *p, struct ep_shared *e, uint32_t us, uint64_t now_ms)
+{
+	const struct cfg_outlier *o = &p->cfg->outlier;
+	uint32_t v = LOAD(e->lat_ewma_us);
+	unsigned n = __atomic_add_fetch(&e->lat_n, 1, __ATOMIC_RELAXED);
+
+	/* racy read-modify-write across workers: a lost sample does not matter */
+	v = n == 1 ? us : (uint32_t)(((uint64_t)v * 7 + us) / 8);
+	STORE(e->lat_ewma_us, v);
+	if (!o->latency_factor || n < LAT_MIN_SAMPLES || p->n_eps < 2 || p->n_eps > 64)
+		return false;
+	/* the median of the other endpoints that have enough samples */
+	uint32_t others[64];
+	unsigned k = 0;
+	for (unsigned i = 0; i < p->n_eps; i++) {
+		const struct ep_shared *x = &p->eps[i];
+		if (x != e && LOAD(x->lat_n) >= LAT_MIN_SAMPLES)
+			others[k++] = LOAD(x->lat_ewma_us);
+	}
+	if (!k)
+		return false;
+	for (unsigned i = 1; i < k; i++)
+		for (unsigned j = i; j && others[j - 1] > others[j]; j--) {
+			uint32_t t = others[j];
+			others[j] = others[j - 1];
+			others[j - 1] = t;
+		}
+	uint64_t median = others[k / 2];
+	/* far above the pool: a factor, and at least 10 ms (noise below that) */
+	if ((uint64_t)v <= median * o->latency_factor || (uint64_t)v < median + 10000)
+		return false;
+	if (!eject(p, e, now_ms))
+		return false;
+	/* it comes back with a clean slate, or one old average would eject it again */
+	STORE(e->lat_n, 0);
+	STORE(e->lat_ewma_us, 0);
+	return true;
+}
+
+static bool eject(struct pool_shared *p, struct ep_shared *e, uint64_t now_ms)
+{
+	const struct cfg_outlier *o = &p->cfg->outlier;
 	uint64_t until = LOAD(e->ejected_until_ms);
 	if (until > now_ms)
 		return false; /* already out: a request that was in flight */

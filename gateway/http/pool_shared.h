@@ -47,6 +47,9 @@ struct ep_shared {
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
 	uint64_t resolve_due_ms;   /* resolver thread only */
+	/* latency outliers: EWMA of the time to first byte over all workers */
+	uint32_t lat_ewma_us;      /* (atomic) */
+	unsigned lat_n;            /* (atomic) samples since it (re)joined */
 };
 
 struct pool_shared {
@@ -83,6 +86,13 @@ unsigned pool_shared_ramp(const struct pool_shared *p, const struct ep_shared *e
  * and not a connection failure). Runs the outlier detector: returns true
  * when this call ejected the endpoint (the caller logs and counts). */
 bool pool_shared_outcome(struct pool_shared *p, struct ep_shared *e, bool ok, uint64_t now_ms);
+
+/* A latency sample (time to first byte, µs) of a successful try. With
+ * outlier.latency_factor set, an endpoint whose latency EWMA (5 samples at
+ * least) is above factor × the median of the pool's other endpoints and
+ * 10 ms more than it is ejected like a failing one. Returns true when this
+ * call ejected it. */
+bool pool_shared_latency(struct pool_shared *p, struct ep_shared *e, uint32_t us, uint64_t now_ms);
 
 /* Retry budget (every pool, retries configured or not: a route may turn
  * hedging on): every first try deposits budget percent of a token (up to

@@ -1010,6 +1010,12 @@ static void first_bytes(struct upconn *u)
 		ep->n_samples++;
 		ep->ewma_at_ms = w->loop.now;
 	}
+	if (sample && r->gen && pool_of(r)->sh && ep->sh &&
+	    pool_shared_latency(pool_of(r)->sh, ep->sh, (uint32_t)us, w->loop.now)) {
+		log_warn("pool %s: endpoint %s: ejected for latency (%u µs, far above the pool)",
+			 pool_of(r)->cfg->name, ep->cfg->addr.text, (unsigned)us);
+		STAT_INC(w->stats.pool_ejections);
+	}
 	if (sample && r->gen) {
 		struct pool_state *p = pool_of(r);
 		p->ttfb_us[p->ttfb_n++ % 64] = (uint32_t)us;

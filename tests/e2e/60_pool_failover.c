@@ -186,6 +186,19 @@ static void test_slow(void)
 		ok += fetch("/s/x", who, sizeof(who), NULL) == 200;
 		to_slow += !strcmp(who, "D");
 	}
+	CHECK_MSG(ok == 40, "%d of 40 ok", ok);
+	/* a latency-blind round robin pool: latency outlier ejection (factor 5) */
+	int lat_slow = 0, lat_ok = 0;
+	for (int i = 0; i < 30; i++) {
+		char who[32];
+		lat_ok += fetch("/l/x", who, sizeof(who), NULL) == 200;
+		lat_slow += !strcmp(who, "D");
+	}
+	CHECK_MSG(lat_ok == 30, "%d of 30 ok on the round robin pool", lat_ok);
+	CHECK_MSG(lat_slow >= 5 && lat_slow <= 8,
+		  "round robin + latency ejection: %d of 30 went to the slow endpoint (want 5..8)",
+		  lat_slow);
+	CHECK_MSG(h_log_contains(gw, "ejected for latency"), "no latency ejection in the log");
 	h_signal(od, SIGUSR2);
 	h_sleep_ms(100);
 	{
@@ -197,7 +210,6 @@ static void test_slow(void)
 			  r.status, r.time_ms);
 		h_resp_free(&r);
 	}
-	CHECK_MSG(ok == 40, "%d of 40 ok", ok);
 	/* a couple of samples (and a decayed EWMA after a second) at most */
 	CHECK_MSG(to_slow <= 5, "%d of 40 requests went to the slow endpoint", to_slow);
 	test_end();
@@ -270,6 +282,10 @@ int main(void)
 		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
 		"    outlier: off\n"
 		"    retry: {attempts: 2, backoff: 1ms, min_retries: 100}\n"
+		"  lat:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    balance: round_robin\n"
+		"    outlier: {latency_factor: 5, ejection_time: 30s}\n"
 		"  back:\n"
 		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
 		"    outlier: {consecutive_failures: 2, ejection_time: 1s}\n"
@@ -280,8 +296,9 @@ int main(void)
 		"  - {path_prefix: /s/, pool: slow}\n"
 		"  - {path_prefix: /b/, pool: back}\n"
 		"  - {path_prefix: /pu/, pool: post, retry_unsafe: true}\n"
+		"  - {path_prefix: /l/, pool: lat}\n"
 		"  - {path_prefix: /p/, pool: post}\n",
-		gw_port, pa, pb, dead1, pa, pb, dead2, pa, pc, pa, pd, pa, dead3, pa, pb);
+		gw_port, pa, pb, dead1, pa, pb, dead2, pa, pc, pa, pd, pa, dead3, pa, pd, pa, pb);
 	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");

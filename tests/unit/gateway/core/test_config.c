@@ -785,7 +785,7 @@ static void test_pool_resilience(void)
 		"    health: {path: /healthz, method: HEAD, expect: 200-204, interval: 2s,\n"
 		"             timeout: 500ms, rise: 3, fall: 4}\n"
 		"    outlier: {consecutive_failures: 7, ejection_time: 5s, max_ejection_time: 1m,\n"
-		"              max_ejected: 30%}\n"
+		"              max_ejected: 30%, latency_factor: 4}\n"
 		"    breaker: {window: 40, min_requests: 8, error_rate: 60%, open_time: 3s, probes: 2}\n"
 		"    limits: {connections: 100, retries: 5}\n"
 		"    retry: {attempts: 4, statuses: [503, 429], budget: 10%, min_retries: 1,\n"
@@ -840,6 +840,8 @@ static void test_pool_resilience(void)
 	CHECK_INT(a->outlier.ejection_time, 5000);
 	CHECK_INT(a->outlier.max_ejection_time, 60000);
 	CHECK_INT(a->outlier.max_ejected, 30);
+	CHECK_INT(a->outlier.latency_factor, 4);
+	CHECK_INT(d->outlier.latency_factor, 0);
 	CHECK(a->breaker.enabled);
 	CHECK_INT(a->breaker.window, 40);
 	CHECK_INT(a->breaker.min_requests, 8);

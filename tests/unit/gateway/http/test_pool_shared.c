@@ -229,6 +229,36 @@ int main(void)
 
 	pool_shared_put(set);
 
+	test_begin("latency_outlier_ejection");
+	{
+		setup_cfg();
+		cp.outlier.latency_factor = 5;
+		struct pool_shared_set *s3 = pool_shared_get(&cfg);
+		CHECK(s3 != NULL);
+		if (s3) {
+			struct pool_shared *q = &s3->pools[0];
+			uint64_t t = 700000;
+			for (int i = 0; i < 6; i++) {
+				CHECK(!pool_shared_latency(q, &q->eps[0], 1000, t));
+				CHECK(!pool_shared_latency(q, &q->eps[1], 1200, t));
+				CHECK(!pool_shared_latency(q, &q->eps[2], 900, t));
+			}
+			/* 4× slower (and 10 ms more) is not far enough; way slower is */
+			bool out = false;
+			for (int i = 0; i < 4; i++)
+				out |= pool_shared_latency(q, &q->eps[3], 4000, t);
+			CHECK(!out);
+			for (int i = 0; i < 10 && !out; i++)
+				out = pool_shared_latency(q, &q->eps[3], 60000, t);
+			CHECK(out);
+			CHECK(!pool_shared_available(q, &q->eps[3], t + 1));
+			CHECK_INT(q->eps[3].lat_n, 0); /* back with a clean slate */
+			pool_shared_put(s3);
+		}
+		cp.outlier.latency_factor = 0;
+	}
+	test_end();
+
 	test_begin("reload_carries_endpoint_state_over");
 	{
 		setup_cfg();
