@@ -2,17 +2,20 @@
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
-#define CAS(x, expect, v)                                                                        \
-	__atomic_compare_exchange_n(&(x), &(expect), (v), false, __ATOMIC_ACQ_REL,               \
-				    __ATOMIC_RELAXED)
+#define CAS(x, expect, v) \
+	__atomic_compare_exchange_n(&(x), &(expect), (v), false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
 
 const char *breaker_state_name(unsigned state)
 {
 	switch (state) {
-	case BREAKER_CLOSED: return "closed";
-	case BREAKER_OPEN: return "open";
-	case BREAKER_HALF_OPEN: return "half_open";
-	default: return "unknown";
+	case BREAKER_CLOSED:
+		return "closed";
+	case BREAKER_OPEN:
+		return "open";
+	case BREAKER_HALF_OPEN:
+		return "half_open";
+	default:
+		return "unknown";
 	}
 }
 
@@ -71,8 +74,8 @@ static void trip(struct breaker *b, const struct cfg_breaker *c, uint64_t now_ms
 	STORE(b->fail, 0);
 }
 
-bool breaker_result(struct breaker *b, const struct cfg_breaker *c, enum breaker_admit how,
-		    bool ok, uint64_t now_ms)
+bool breaker_result(struct breaker *b, const struct cfg_breaker *c, enum breaker_admit how, bool ok,
+		    uint64_t now_ms)
 {
 	if (!c->enabled || how == BREAKER_DENY)
 		return false;
@@ -93,7 +96,8 @@ bool breaker_result(struct breaker *b, const struct cfg_breaker *c, enum breaker
 	unsigned okn = ok ? __atomic_add_fetch(&b->ok, 1, __ATOMIC_RELAXED) : LOAD(b->ok);
 	unsigned failn = ok ? LOAD(b->fail) : __atomic_add_fetch(&b->fail, 1, __ATOMIC_RELAXED);
 	unsigned total = okn + failn;
-	if (!ok && total >= c->min_requests && (uint64_t)failn * 100 >= (uint64_t)c->error_rate * total) {
+	if (!ok && total >= c->min_requests &&
+	    (uint64_t)failn * 100 >= (uint64_t)c->error_rate * total) {
 		unsigned expect = BREAKER_CLOSED;
 		trip(b, c, now_ms);
 		return CAS(b->state, expect, BREAKER_OPEN);

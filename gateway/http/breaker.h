@@ -22,10 +22,10 @@
 enum breaker_state { BREAKER_CLOSED = 0, BREAKER_OPEN, BREAKER_HALF_OPEN };
 
 struct breaker {
-	unsigned state;         /* enum breaker_state */
+	unsigned state;		/* enum breaker_state */
 	uint64_t open_until_ms; /* OPEN: when it may turn half-open */
-	unsigned ok, fail;      /* CLOSED: outcomes of the current window */
-	unsigned probes;        /* HALF_OPEN: probe requests in flight */
+	unsigned ok, fail;	/* CLOSED: outcomes of the current window */
+	unsigned probes;	/* HALF_OPEN: probe requests in flight */
 };
 
 /* What breaker_admit decided. */
@@ -38,8 +38,8 @@ bool breaker_available(const struct breaker *b, const struct cfg_breaker *c, uin
 enum breaker_admit breaker_admit(struct breaker *b, const struct cfg_breaker *c, uint64_t now_ms);
 /* The outcome of an admitted request. Returns true when this call opened
  * the breaker (for the log and the counter). */
-bool breaker_result(struct breaker *b, const struct cfg_breaker *c, enum breaker_admit how,
-		    bool ok, uint64_t now_ms);
+bool breaker_result(struct breaker *b, const struct cfg_breaker *c, enum breaker_admit how, bool ok,
+		    uint64_t now_ms);
 /* An admitted request ended without a verdict (client gone): give its
  * probe slot back. */
 void breaker_release(struct breaker *b, enum breaker_admit how);

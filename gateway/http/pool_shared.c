@@ -102,7 +102,8 @@ static void resolver_start(void)
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &at, resolver_main, NULL) != 0)
-		log_error("pool: cannot start the resolver thread: host names stay as resolved at load");
+		log_error("pool: cannot start the resolver thread: host names stay as resolved at "
+			  "load");
 	pthread_attr_destroy(&at);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
@@ -143,7 +144,8 @@ static void carry_over(struct pool_shared_set *to, const struct pool_shared_set 
 					e->breaker.open_until_ms = LOAD(o->breaker.open_until_ms);
 					e->breaker.ok = LOAD(o->breaker.ok);
 					e->breaker.fail = LOAD(o->breaker.fail);
-					if (e->breaker.state == BREAKER_HALF_OPEN) /* probes were the old set's */
+					if (e->breaker.state ==
+					    BREAKER_HALF_OPEN) /* probes were the old set's */
 						e->breaker.state = BREAKER_OPEN;
 				}
 				if (e->dynamic && o->dynamic)

@@ -29,44 +29,44 @@ struct health_pool;
 struct ep_shared {
 	const struct cfg_endpoint *cfg;
 	/* active health: written only by the checking worker */
-	unsigned healthy;          /* (atomic) 1 up (the start state), 0 down */
-	unsigned hc_ok, hc_fail;   /* consecutive check results */
+	unsigned healthy;	 /* (atomic) 1 up (the start state), 0 down */
+	unsigned hc_ok, hc_fail; /* consecutive check results */
 	/* passive outlier detection */
-	unsigned consec_fail;      /* (atomic) failed exchanges in a row */
-	unsigned n_ejections;      /* (atomic) times ejected; grows the cool-down */
+	unsigned consec_fail;	   /* (atomic) failed exchanges in a row */
+	unsigned n_ejections;	   /* (atomic) times ejected; grows the cool-down */
 	uint64_t ejected_until_ms; /* (atomic) out of rotation until then (monotonic ms) */
-	uint64_t back_ms;          /* (atomic) when it last came back (slow start), 0 never left */
+	uint64_t back_ms;	   /* (atomic) when it last came back (slow start), 0 never left */
 	struct breaker breaker;
-	unsigned busy;             /* (atomic) requests bound to it now, all workers */
-	uint64_t failures;         /* (atomic) failed exchanges, all time */
+	unsigned busy;	   /* (atomic) requests bound to it now, all workers */
+	uint64_t failures; /* (atomic) failed exchanges, all time */
 	/* The address to connect to: the config's, or what the name resolves
 	 * to now. Written by the resolver thread under a sequence lock (odd
 	 * while writing); read with pool_shared_addr(). */
-	bool dynamic;              /* the address is a host name: re-resolved */
+	bool dynamic; /* the address is a host name: re-resolved */
 	unsigned addr_seq;
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
-	uint64_t resolve_due_ms;   /* resolver thread only */
+	uint64_t resolve_due_ms; /* resolver thread only */
 	/* latency outliers: EWMA of the time to first byte over all workers */
-	uint32_t lat_ewma_us;      /* (atomic) */
-	unsigned lat_n;            /* (atomic) samples since it (re)joined */
+	uint32_t lat_ewma_us; /* (atomic) */
+	unsigned lat_n;	      /* (atomic) samples since it (re)joined */
 };
 
 struct pool_shared {
 	const struct cfg_pool *cfg;
 	struct ep_shared *eps;
 	unsigned n_eps;
-	int64_t budget_milli;    /* (atomic) retry tokens × 1000 */
-	unsigned retries_active; /* (atomic) retries and hedges in flight */
-	int checker;             /* (atomic) id of the worker running health checks, -1 none */
+	int64_t budget_milli;	    /* (atomic) retry tokens × 1000 */
+	unsigned retries_active;    /* (atomic) retries and hedges in flight */
+	int checker;		    /* (atomic) id of the worker running health checks, -1 none */
 	struct health_pool *health; /* owned by the checker (health.c) */
 };
 
 struct pool_shared_set {
 	const struct config *cfg;
 	struct pool_shared *pools; /* cfg->n_pools */
-	unsigned refs;             /* guarded by the registry lock */
-	bool has_names;            /* some endpoint is a host name to re-resolve */
+	unsigned refs;		   /* guarded by the registry lock */
+	bool has_names;		   /* some endpoint is a host name to re-resolve */
 	struct pool_shared_set *next;
 };
 

@@ -89,8 +89,12 @@ static long post(const char *path, const char *hdr)
 	char u[256];
 	struct h_resp r;
 	const char *hs[] = {hdr, NULL};
-	struct h_req q = {.method = "POST", .url = u, .headers = hdr ? hs : NULL, .body = "",
-			  .body_len = 0, .timeout_ms = 8000};
+	struct h_req q = {.method = "POST",
+			  .url = u,
+			  .headers = hdr ? hs : NULL,
+			  .body = "",
+			  .body_len = 0,
+			  .timeout_ms = 8000};
 
 	snprintf(u, sizeof(u), "http://127.0.0.1:%d%s", gw_port, path);
 	h_http(&q, &r);
@@ -127,8 +131,13 @@ static void test_post_retry_rules(void)
 		char u[256], nb[32] = "";
 		struct h_resp r;
 		const char *hs[] = {"Idempotency-Key: k-2", NULL};
-		struct h_req q = {.method = "POST", .url = u, .headers = hs, .body = body,
-				  .body_len = sizeof(body), .no_expect = true, .timeout_ms = 8000};
+		struct h_req q = {.method = "POST",
+				  .url = u,
+				  .headers = hs,
+				  .body = body,
+				  .body_len = sizeof(body),
+				  .no_expect = true,
+				  .timeout_ms = 8000};
 		snprintf(u, sizeof(u), "http://127.0.0.1:%d/p/x", gw_port);
 		h_http(&q, &r);
 		h_resp_header(&r, "X-Body-Bytes", nb, sizeof(nb));
@@ -206,8 +215,8 @@ static void test_slow(void)
 		struct h_resp r;
 		snprintf(u, sizeof(u), "http://127.0.0.1:%d/", pd);
 		h_get(u, &r);
-		CHECK_MSG(r.status == 200 && r.time_ms < 150, "D direct after SIGUSR2: %ld after %.0f ms",
-			  r.status, r.time_ms);
+		CHECK_MSG(r.status == 200 && r.time_ms < 150,
+			  "D direct after SIGUSR2: %ld after %.0f ms", r.status, r.time_ms);
 		h_resp_free(&r);
 	}
 	/* a couple of samples (and a decayed EWMA after a second) at most */

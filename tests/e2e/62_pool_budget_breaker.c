@@ -91,7 +91,8 @@ static void test_breaker(void)
 			CHECK_MSG(open && (!next || open < next), "GET /pool: %s",
 				  h_excerpt(pr.body, pr.body_len, 600));
 		} else {
-			printf("# GET /pool has no breaker field (status %ld): checked the log only\n",
+			printf("# GET /pool has no breaker field (status %ld): checked the log "
+			       "only\n",
 			       st);
 		}
 		h_resp_free(&pr);
@@ -106,7 +107,7 @@ static void test_breaker(void)
 	h_origin_stats(pk, &st1);
 	CHECK_MSG(st1.requests == st0.requests, "the open breaker let %ld requests through",
 		  st1.requests - st0.requests);
-	h_sleep_ms(1200); /* open_time 1 s: half-open */
+	h_sleep_ms(1200);		      /* open_time 1 s: half-open */
 	CHECK_INT(fetch("/k/good", &r), 200); /* the probe */
 	h_resp_free(&r);
 	for (int i = 0; i < 5; i++) {

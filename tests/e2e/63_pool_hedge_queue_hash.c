@@ -44,8 +44,7 @@ static void test_hedge(void)
 	printf("# worst of 20: unhedged %.0f ms, hedged (50 ms) %.0f ms\n", plain, hedged);
 	CHECK_MSG(ok1 == 20 && ok2 == 20, "ok: %d plain, %d hedged", ok1, ok2);
 	CHECK_MSG(plain >= 390, "unhedged worst %.0f ms: the slow endpoint should show", plain);
-	CHECK_MSG(hedged < 300, "hedged worst %.0f ms (delay 50 ms, slow endpoint 400 ms)",
-		  hedged);
+	CHECK_MSG(hedged < 300, "hedged worst %.0f ms (delay 50 ms, slow endpoint 400 ms)", hedged);
 	test_end();
 
 	test_begin("hedging_per_route_opt_in_and_out");
@@ -164,8 +163,8 @@ int main(void)
 	struct h_proc *oa = h_start_origin("A", pa, 1), *oq = h_start_origin("Q", pq, 1);
 	char listen[64];
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", ps);
-	char *argv[] = {(char *)h_origin_path(), "--listen", listen, "--name", "S", "--slow", "400",
-			NULL};
+	char *argv[] = {
+		(char *)h_origin_path(), "--listen", listen, "--name", "S", "--slow", "400", NULL};
 	struct h_proc *os = h_spawn("S", argv, "127.0.0.1", ps, 10000);
 	struct h_proc *oh[3];
 	for (int i = 0; i < 3; i++) {

@@ -96,7 +96,8 @@ int main(void)
 	test_begin("pool_pick_ex_hash_balance");
 	{
 		struct cfg_endpoint ce[N];
-		struct cfg_pool cp = {.balance = CFG_BALANCE_HASH, .endpoints = ce, .n_endpoints = N};
+		struct cfg_pool cp = {
+			.balance = CFG_BALANCE_HASH, .endpoints = ce, .n_endpoints = N};
 		struct endpoint_state es[N];
 		struct pool_state ps = {.cfg = &cp, .eps = es, .n_eps = N};
 		for (unsigned i = 0; i < N; i++) {
@@ -104,8 +105,8 @@ int main(void)
 			es[i] = (struct endpoint_state){.cfg = &ce[i], .id = ids[i]};
 		}
 		for (unsigned k = 0; k < 200; k++) {
-			struct endpoint_state *e = pool_pick_ex(&ps, k * 7919, 1000, NULL, true,
-								key_of(k), false);
+			struct endpoint_state *e =
+				pool_pick_ex(&ps, k * 7919, 1000, NULL, true, key_of(k), false);
 			CHECK(e && e == &es[before[k]]);
 		}
 		/* keyless requests fall back to P2C: any endpoint */

@@ -31,10 +31,16 @@ static void setup_cfg(void)
 		ce[i].weight = 1;
 		snprintf(ce[i].addr.text, sizeof(ce[i].addr.text), "127.0.0.1:%u", 9000 + i);
 	}
-	cp.outlier = (struct cfg_outlier){.consecutive_failures = 3, .ejection_time = 1000,
-					  .max_ejection_time = 5000, .max_ejected = 50};
-	cp.breaker = (struct cfg_breaker){.enabled = true, .window = 20, .min_requests = 4,
-					  .error_rate = 50, .open_time = 1000, .probes = 1};
+	cp.outlier = (struct cfg_outlier){.consecutive_failures = 3,
+					  .ejection_time = 1000,
+					  .max_ejection_time = 5000,
+					  .max_ejected = 50};
+	cp.breaker = (struct cfg_breaker){.enabled = true,
+					  .window = 20,
+					  .min_requests = 4,
+					  .error_rate = 50,
+					  .open_time = 1000,
+					  .probes = 1};
 	cp.retry = (struct cfg_retry){.attempts = 3, .budget = 20, .min_retries = 2};
 	cp.limits = (struct cfg_pool_limits){.connections = 2, .retries = 0};
 	cp.slow_start = 1000;
@@ -169,10 +175,11 @@ int main(void)
 		uint64_t t = 500000; /* all ejections are over */
 		__atomic_store_n(&p->eps[0].healthy, 0, __ATOMIC_RELAXED);
 		p->eps[1].ejected_until_ms = t + 10000;
-		p->eps[2].breaker = (struct breaker){.state = BREAKER_OPEN, .open_until_ms = t + 10000};
+		p->eps[2].breaker =
+			(struct breaker){.state = BREAKER_OPEN, .open_until_ms = t + 10000};
 		for (int i = 0; i < 50; i++)
-			CHECK(pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, t, NULL, false, 0,
-					   false) == &es[3]);
+			CHECK(pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, t, NULL, false,
+					   0, false) == &es[3]);
 		/* avoid is ignored when it is the only one left */
 		CHECK(pool_pick_ex(&ps, 1, t, &es[3], false, 0, false) == &es[3]);
 		/* at its connection limit: not for need_capacity */
@@ -195,34 +202,36 @@ int main(void)
 		cp2.breaker.enabled = false;
 		struct endpoint_state es[2];
 		struct pool_state ps = {.cfg = &cp2, .eps = es, .n_eps = 2};
-		es[0] = (struct endpoint_state){.cfg = &ce[0], .ewma_us = 800, .n_samples = 5, .ewma_at_ms = 1000};
-		es[1] = (struct endpoint_state){.cfg = &ce[1], .ewma_us = 50000, .n_samples = 5, .ewma_at_ms = 1000};
+		es[0] = (struct endpoint_state){
+			.cfg = &ce[0], .ewma_us = 800, .n_samples = 5, .ewma_at_ms = 1000};
+		es[1] = (struct endpoint_state){
+			.cfg = &ce[1], .ewma_us = 50000, .n_samples = 5, .ewma_at_ms = 1000};
 		unsigned fast = 0;
 		for (int i = 0; i < 100; i++)
-			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000, NULL, false,
-					     0, false) == &es[0];
+			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000, NULL,
+					     false, 0, false) == &es[0];
 		CHECK_INT(fast, 100);
 		/* even with a few requests in flight on the fast one */
 		es[0].inflight = 3;
 		fast = 0;
 		for (int i = 0; i < 100; i++)
-			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000, NULL, false,
-					     0, false) == &es[0];
+			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000, NULL,
+					     false, 0, false) == &es[0];
 		CHECK_INT(fast, 100);
 		/* similar latencies spread: both get traffic */
 		es[0].inflight = 0;
 		es[1].ewma_us = 600;
 		fast = 0;
 		for (int i = 0; i < 100; i++)
-			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000, NULL, false,
-					     0, false) == &es[0];
+			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000, NULL,
+					     false, 0, false) == &es[0];
 		CHECK_MSG(fast > 20 && fast < 80, "fast got %d of 100", fast);
 		/* the slow one's EWMA decays when it gets no samples */
 		es[1].ewma_us = 50000;
 		fast = 0;
 		for (int i = 0; i < 100; i++)
-			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000 + 10000, NULL,
-					     false, 0, false) == &es[0];
+			fast += pool_pick_ex(&ps, (uint64_t)i * 0x9e3779b97f4a7c15ull, 1000 + 10000,
+					     NULL, false, 0, false) == &es[0];
 		CHECK_MSG(fast < 100, "a long-idle slow endpoint gets probed again");
 	}
 	test_end();
@@ -322,14 +331,17 @@ int main(void)
 			socklen_t sl;
 			CHECK(e->dynamic && !s2->pools[0].eps[1].dynamic);
 			pool_shared_addr(e, &ss, &sl);
-			CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr == bogus->sin_addr.s_addr);
+			CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr ==
+			      bogus->sin_addr.s_addr);
 			pool_shared_resolve_pass(clock_ms() + 5000);
 			pool_shared_addr(e, &ss, &sl);
 			bool loop4 = ss.ss_family == AF_INET &&
-				     ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+				     ((struct sockaddr_in *)&ss)->sin_addr.s_addr ==
+					     htonl(INADDR_LOOPBACK);
 			bool loop6 = ss.ss_family == AF_INET6 &&
 				     IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
-			CHECK_MSG(loop4 || loop6, "localhost re-resolved to family %d", ss.ss_family);
+			CHECK_MSG(loop4 || loop6, "localhost re-resolved to family %d",
+				  ss.ss_family);
 			CHECK_INT(ntohs(((struct sockaddr_in *)&ss)->sin_port), 8080);
 			pool_shared_put(s2);
 		}
