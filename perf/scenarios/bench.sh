@@ -400,6 +400,7 @@ for scen in $SCENARIOS; do
 	sweep)
 		declare -A PEAK
 		for t in $TARGETS; do
+			# shellcheck disable=SC2046 # median takes the values as words
 			PEAK[$t]=$(median $(awk -F'\t' -v s="$SWEEP_ON" -v t="$t" '$1 == s && $2 == t { print $6 }' "$RUNS"))
 		done
 		for rep in $(seq "$REPS"); do

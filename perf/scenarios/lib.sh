@@ -1,4 +1,5 @@
 # perf/scenarios/lib.sh — helpers shared by the benchmark scenarios (sourced, not run).
+# shellcheck shell=bash
 #
 # Contract: a scenario sources this file, calls bench_init once (it creates
 # $RUN_DIR and installs the EXIT/INT/TERM trap), starts its servers with
