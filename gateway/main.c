@@ -31,6 +31,8 @@
 #include "core/accesslog.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/notify.h"
+#include "core/privs.h"
 #include "core/sock.h"
 #include "core/upgrade.h"
 #include "gateway.h"
@@ -127,7 +129,7 @@ static bool has_listen(const struct config *c, const struct cfg_addr *a)
 	return false;
 }
 
-static int do_reload(struct gateway *g, char *err, size_t errlen)
+static int reload_config(struct gateway *g, char *err, size_t errlen)
 {
 	struct config *ncfg = NULL;
 	enum config_action action;
@@ -168,6 +170,16 @@ static int do_reload(struct gateway *g, char *err, size_t errlen)
 	pthread_mutex_unlock(&reload_mu);
 	log_info("configuration reloaded%s%s", ncfg->source[0] ? " from " : "", ncfg->source);
 	return 0;
+}
+
+/* SIGHUP and POST /reload: the service manager sees RELOADING=1, then
+ * READY=1 whether or not the new file was taken (the old one keeps serving). */
+static int do_reload(struct gateway *g, char *err, size_t errlen)
+{
+	notify_reloading();
+	int rc = reload_config(g, err, errlen);
+	notify_ready();
+	return rc;
 }
 
 static void do_shutdown(struct gateway *g)
@@ -315,6 +327,11 @@ int main(int argc, char **argv)
 	}
 	log_set_level(cfg->log_level);
 	raise_nofile();
+	struct privs_user run_as;
+	if (cfg->user[0] && privs_resolve(cfg->user, &run_as, err, sizeof(err))) {
+		fprintf(stderr, "reflexd: %s\n", err);
+		return 1;
+	}
 
 	/* Workers and helper threads inherit this mask: signals are taken only
 	 * by the sigwait below. */
@@ -431,12 +448,25 @@ int main(int argc, char **argv)
 	} else {
 		log_warn("upgrade: cannot listen for hand-off requests: %s", strerror(-ulfd));
 	}
+	/* Bound and attached: keep only what reload and upgrade need. */
+	bool ebpf = cfg->ratelimit.kernel.n_interfaces > 0 || cfg->trace.enabled;
+	if (privs_drop(cfg->user[0] ? &run_as : NULL, privs_keep_mask(ebpf), err, sizeof(err))) {
+		log_error("privileges: %s", err);
+		_exit(1); /* half-dropped privileges must not serve */
+	}
+	char caps[256];
+	privs_mask_names(privs_effective(), caps, sizeof(caps));
+	log_info("privileges: uid %d, capabilities %s", (int)geteuid(), caps);
 	if (upgrade_conn >= 0) {
 		int rc = upgrade_ready(upgrade_conn);
 		if (rc)
 			log_warn("upgrade: the old process did not take our READY: %s", strerror(-rc));
 	}
 	log_info("reflexd %s: %u workers, %u pools", REFLEX_VERSION, cfg->workers, cfg->n_pools);
+	if (upgrade_from > 0)
+		notify_mainpid_ready(); /* we are the service's main process now */
+	else
+		notify_ready();
 
 	for (;;) {
 		int sig = 0;
@@ -458,6 +488,8 @@ int main(int argc, char **argv)
 		break;
 	}
 	bool handed = __atomic_load_n(&upgrade_handed_over, __ATOMIC_ACQUIRE);
+	if (!handed)
+		notify_stopping(); /* after a hand-off the new process is the service */
 	log_info("%s: draining (deadline %u ms)", handed ? "upgrade" : "signal",
 		 G.cfg->timeouts.drain);
 	admin_stop(admin);

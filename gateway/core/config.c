@@ -1123,6 +1123,26 @@ static int sec_log_level(struct cfg_ctx *x, yaml_node_t *v)
 	return 0;
 }
 
+/* user: NAME — who reflexd runs as once its listeners are bound and its BPF
+ * programs attached (core/privs.h). Only the spelling is checked here: the
+ * name is looked up at start, so a file can be validated on another host. */
+static int sec_user(struct cfg_ctx *x, yaml_node_t *v)
+{
+	const char *s = scalar(x, v, "user");
+
+	if (!s)
+		return -1;
+	if (is_null(v))
+		s = "";
+	if (copy_str(x->c->user, sizeof(x->c->user), s))
+		return fail_node(x, v, "user: name is too long");
+	for (const char *p = s; *p; p++)
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') && *p != '_' &&
+		    (p == s || (!(*p >= '0' && *p <= '9') && *p != '-' && *p != '.')))
+			return fail_node(x, v, "user: \"%s\" is not a user name", s);
+	return 0;
+}
+
 /* Plain numeric fields of a struct, described by a table. */
 enum field_kind { FIELD_SIZE32, FIELD_SIZE64, FIELD_COUNT32, FIELD_DURATION, FIELD_PERCENT };
 
@@ -1251,6 +1271,7 @@ static const struct field outlier_fields[] = {
 	{"ejection_time", FIELD_DURATION, PF(outlier.ejection_time), 1, 24 * 3600 * 1000},
 	{"max_ejection_time", FIELD_DURATION, PF(outlier.max_ejection_time), 1, 24 * 3600 * 1000},
 	{"max_ejected", FIELD_PERCENT, PF(outlier.max_ejected), 0, 100},
+	{"latency_factor", FIELD_COUNT32, PF(outlier.latency_factor), 0, 1000},
 };
 static const struct field breaker_fields[] = {
 	{"window", FIELD_COUNT32, PF(breaker.window), 1, 1000000},
@@ -1271,7 +1292,6 @@ static const struct field retry_fields[] = {
 	{"max_backoff", FIELD_DURATION, PF(retry.max_backoff), 0, 600000},
 	{"per_try_timeout", FIELD_DURATION, PF(retry.per_try_timeout), 0, UINT32_MAX},
 	{"timeout", FIELD_DURATION, PF(retry.timeout), 0, UINT32_MAX},
-	{"latency_factor", FIELD_COUNT32, PF(outlier.latency_factor), 0, 1000},
 };
 static const struct field queue_fields[] = {
 	{"size", FIELD_COUNT32, PF(queue.size), 0, 1000000},
@@ -2796,7 +2816,7 @@ static const struct cfg_section {
 	{"timeouts", sec_timeouts},	{"pools", sec_pools},	      {"routes", sec_routes},
 	{"admin", sec_admin},		{"cache", sec_cache},
 	{"ratelimit", sec_ratelimit},	{"reflex", sec_reflex},
-	{"trace", sec_trace},
+	{"trace", sec_trace},		{"user", sec_user},
 };
 
 /* ---- loading -------------------------------------------------------------- */

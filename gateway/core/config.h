@@ -410,6 +410,7 @@ struct config {
 
 	struct cfg_admin admin;
 	int log_level;         /* 0 error, 1 warn, 2 info (default), 3 debug */
+	char user[64];         /* switch to this user once bound (core/privs.h); "" = stay */
 	struct cfg_cache cache;
 	struct cfg_ratelimit ratelimit;
 	struct cfg_reflex reflex;

@@ -1325,6 +1325,32 @@ static void test_trace(void)
 	}
 }
 
+static void test_user(void)
+{
+	struct config *c = NULL;
+	char err[1024];
+
+	CHECK_MSG(config_load_file(write_yaml("upstream: 127.0.0.1:9\nuser: reflex\n"), &c, err,
+				   sizeof(err)) == 0,
+		  "load: %s", err);
+	if (c)
+		CHECK_STR(c->user, "reflex");
+	config_free(c);
+	c = NULL;
+	CHECK(config_load_file(write_yaml("upstream: 127.0.0.1:9\n"), &c, err, sizeof(err)) == 0);
+	if (c)
+		CHECK_STR(c->user, ""); /* stay as started */
+	config_free(c);
+	static const char *const bad[] = { "user: \"a b\"\n", "user: ../root\n", "user: 1abc\n",
+					   "user: [x]\n" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = NULL;
+		int rc = config_load_file(write_yaml(bad[i]), &c, err, sizeof(err));
+		CHECK_MSG(rc != 0 && strstr(err, ":1:"), "case %zu: rc %d err \"%s\"", i, rc, err);
+		config_free(c);
+	}
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -1392,6 +1418,10 @@ int main(void)
 
 	test_begin("config_cache");
 	test_cache();
+	test_end();
+
+	test_begin("config_user");
+	test_user();
 	test_end();
 
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
