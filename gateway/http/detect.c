@@ -161,6 +161,7 @@ struct scan_ctx {
 	struct confirm *queue;
 	unsigned n_queue;
 	bool stopped;
+	uint64_t want; /* detectors asked for (bit = id; ids >= 64 always) */
 };
 
 struct detect_stream {
@@ -1664,6 +1665,9 @@ static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t t
 	const struct builtin_pattern *bp = pat < N_BUILTIN_PATTERNS ? &patterns[pat] : NULL;
 	unsigned flags = 0;
 
+	if (det < 64 && !(c->want >> det & 1))
+		return 0; /* not asked for: no validation, no delivery */
+
 	if (bp && bp->find) {
 		uint64_t want = to > d->maxlen + 1 ? to - d->maxlen - 1 : 0;
 		uint64_t lo = want < hist_base(c) ? hist_base(c) : want;
@@ -1909,13 +1913,16 @@ static bool extract_verb_before(struct scan_ctx *c, uint64_t at)
 
 static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
 {
+	/* a group none of whose detectors is asked for confirms nothing */
+	if (grp != G_NUMBER && !(c->db->group_dets[grp] & c->want))
+		return 0;
 	if (grp == G_EXTRACT && !extract_verb_before(c, at))
 		return 0;
 	if (grp != G_NUMBER)
 		return queue_window(c, grp, at);
 	unsigned mask = number_groups(c, at);
 	for (unsigned g = G_NUM_PHONE; g <= G_NUM_IP; g++)
-		if ((mask & (1u << g)) && queue_window(c, g, at))
+		if ((mask & (1u << g)) && (c->db->group_dets[g] & c->want) && queue_window(c, g, at))
 			return 1;
 	return 0;
 }
@@ -1966,6 +1973,12 @@ static int flush_all(struct scan_ctx *c)
 int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf, size_t len,
 		detect_on_match *on_match, void *arg)
 {
+	return detect_scan_mask(db, s, buf, len, ~0ULL, on_match, arg);
+}
+
+int detect_scan_mask(const struct detect_db *db, struct detect_scratch *s, const void *buf,
+		     size_t len, uint64_t want, detect_on_match *on_match, void *arg)
+{
 	static const char empty[1];
 	if (!s || s->db != db || len > UINT32_MAX)
 		return -EINVAL;
@@ -1978,6 +1991,7 @@ int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void
 		.cur = len ? buf : (const void *)empty,
 		.cur_len = len,
 		.queue = s->queue,
+		.want = want,
 	};
 	memset(s->pend, 0, db->n_det * sizeof(*s->pend));
 	hs_error_t e = hs_scan(db->block_db, (const char *)c.cur, (unsigned)len, 0, s->hs,
@@ -2012,6 +2026,7 @@ int detect_stream_open(const struct detect_db *db, detect_on_match *on_match, vo
 		.arg = arg,
 		.hist = st->hist,
 		.queue = st->queue,
+		.want = ~0ULL,
 	};
 	*out = st;
 	return 0;
@@ -2029,6 +2044,11 @@ void detect_stream_free(struct detect_stream *st)
 	free(st->pend);
 	free(st->hist);
 	free(st);
+}
+
+void detect_stream_set_mask(struct detect_stream *st, uint64_t want)
+{
+	st->ctx.want = want;
 }
 
 uint64_t detect_stream_offset(const struct detect_stream *st)

@@ -189,6 +189,14 @@ void detect_scratch_free(struct detect_scratch *s); /* NULL-safe */
 int detect_scan(const struct detect_db *db, struct detect_scratch *s, const void *buf, size_t len,
 		detect_on_match *on_match, void *arg);
 
+/* The same, for the detectors in `want` only (bit i = detector id i; ids
+ * from 64 up are always in): the others are neither validated nor
+ * delivered, and trigger groups that can only produce them run no
+ * confirmation window — a scan for a few detectors is cheaper. The matches
+ * of the wanted detectors are exactly those of detect_scan(). */
+int detect_scan_mask(const struct detect_db *db, struct detect_scratch *s, const void *buf,
+		     size_t len, uint64_t want, detect_on_match *on_match, void *arg);
+
 /* Streaming: open, feed the body's bytes in order (any split), finish. The
  * callback and arg are fixed for the stream's life. feed/finish take the
  * calling worker's scratch (made for the same db). finish reports what is
@@ -201,6 +209,9 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 		       size_t len);
 int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s);
 void detect_stream_free(struct detect_stream *st); /* NULL-safe */
+/* Ask for the detectors in `want` only (as detect_scan_mask); call before
+ * the first feed. A new stream wants every detector. */
+void detect_stream_set_mask(struct detect_stream *st, uint64_t want);
 /* Bytes fed so far. */
 uint64_t detect_stream_offset(const struct detect_stream *st);
 /* No match delivered later will start before this offset (for matches no

@@ -50,7 +50,23 @@ struct reflex_set {
 	struct rx_rule *rules;
 	unsigned n_rules;
 	uint64_t max_scan_bytes;
+	/* the detectors any rule asks for, per place: scans look for no others */
+	uint64_t url_mask, hdr_mask, body_mask;
 };
+
+static void set_masks(struct reflex_set *s)
+{
+	s->url_mask = s->hdr_mask = s->body_mask = 0;
+	for (unsigned i = 0; i < s->n_rules; i++) {
+		const struct rx_rule *r = &s->rules[i];
+		if (r->c.in & CFG_RX_IN_URL)
+			s->url_mask |= r->mask;
+		if (r->c.in & CFG_RX_IN_HEADERS)
+			s->hdr_mask |= r->mask;
+		if (r->c.in & CFG_RX_IN_BODY)
+			s->body_mask |= r->mask;
+	}
+}
 
 /* the first hit of a detector in this request */
 struct rx_hit {
@@ -310,6 +326,7 @@ static int reflex_build(struct config *c, char *err, size_t errlen)
 		}
 		s->n_rules++;
 	}
+	set_masks(s);
 	c->reflex.compiled = s;
 	s = NULL;
 	rc_ = 0;
@@ -390,7 +407,7 @@ static int on_block_match(void *arg, const struct detect_match *m)
 }
 
 static uint64_t scan_block(struct request *r, struct reflex_req *x, uint8_t place, const char *p,
-			   size_t n)
+			   size_t n, uint64_t want)
 {
 	struct detect_scratch *s = scratch_for(x->set->db);
 	uint64_t hits = 0;
@@ -403,8 +420,10 @@ static uint64_t scan_block(struct request *r, struct reflex_req *x, uint8_t plac
 			 place_names[place]);
 		return 0;
 	}
+	if (!want)
+		return 0;
 	STAT_ADD(stats_of(r)->rx_scan_bytes, n);
-	detect_scan(x->set->db, s, p, n, on_block_match, &sc);
+	detect_scan_mask(x->set->db, s, p, n, want, on_block_match, &sc);
 	return hits;
 }
 
@@ -431,10 +450,10 @@ static uint64_t url_hits(struct request *r, struct reflex_req *x)
 		return x->url_hits;
 	x->url_done = true;
 	if (!memchr(p, '%', n) && !memchr(p, '+', n)) /* nothing to decode: scan in place */
-		return x->url_hits = scan_block(r, x, RX_URL, p, n);
+		return x->url_hits = scan_block(r, x, RX_URL, p, n, x->set->url_mask);
 	d = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
 	if (!d) /* out of memory: the raw URL is better than none */
-		return x->url_hits = scan_block(r, x, RX_URL, p, n);
+		return x->url_hits = scan_block(r, x, RX_URL, p, n, x->set->url_mask);
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
 		if (p[i] == '%' && i + 2 < n && (hi = hexval(p[i + 1])) >= 0 &&
@@ -448,7 +467,7 @@ static uint64_t url_hits(struct request *r, struct reflex_req *x)
 			d[o++] = p[i];
 		}
 	}
-	x->url_hits = scan_block(r, x, RX_URL, d, o);
+	x->url_hits = scan_block(r, x, RX_URL, d, o, x->set->url_mask);
 	if (d != stackbuf)
 		free(d);
 	return x->url_hits;
@@ -470,7 +489,7 @@ static uint64_t header_hits(struct request *r, struct reflex_req *x, const struc
 			continue;
 		}
 		uint64_t hh = scan_block(r, x, RX_HEADER, h->headers[i].value.p,
-					 h->headers[i].value.len);
+					 h->headers[i].value.len, x->set->hdr_mask);
 		if (i < RX_HDR_MEMO) {
 			x->hdr_scanned[i / 64] |= 1ULL << (i % 64);
 			x->hdr_hits[i] = hh;
@@ -942,8 +961,12 @@ static void feed(struct request *r, struct reflex_req *x, const char *p, size_t 
 		x->oversize = true; /* cannot hold it: as if over the limit */
 		return;
 	}
-	if (!x->st && !x->scan_failed && detect_stream_open(x->set->db, on_body_match, r, &x->st))
-		x->scan_failed = true;
+	if (!x->st && !x->scan_failed) {
+		if (detect_stream_open(x->set->db, on_body_match, r, &x->st))
+			x->scan_failed = true;
+		else
+			detect_stream_set_mask(x->st, x->set->body_mask);
+	}
 	if (x->scan_failed) {
 		x->oversize = true; /* a body that cannot be scanned is not a clean scan */
 		return;
@@ -1015,7 +1038,8 @@ bool reflex_pump_body(struct request *r)
 			size_t n = (size_t)r->body_left;
 			struct detect_scratch *s = scratch_for(x->set->db);
 			if (buf_append(&x->held, buf_head(in), n) || !s ||
-			    detect_scan(x->set->db, s, buf_head(&x->held), n, on_body_match, r) < 0)
+			    detect_scan_mask(x->set->db, s, buf_head(&x->held), n, x->set->body_mask,
+					     on_body_match, r) < 0)
 				x->scan_failed = true;
 			STAT_ADD(stats_of(r)->rx_scan_bytes, n);
 			buf_consume(in, n);
@@ -1243,6 +1267,7 @@ int reflex_resp_begin(struct request *r, const struct http_response *res)
 	rs = x->resp = calloc(1, sizeof(*rs));
 	if (!rs || detect_stream_open(x->set->db, on_resp_match, r, &rs->st))
 		return -1; /* fail closed: the response is not relayed unscanned */
+	detect_stream_set_mask(rs->st, x->resp_mask);
 	const struct http_header *ct =
 		http_find_header(res->headers, res->n_headers, "Content-Type");
 	rs->sse = ct && ct->value.len >= 17 && !strncasecmp(ct->value.p, "text/event-stream", 17);
@@ -1644,6 +1669,7 @@ static int publish(struct reflex_set *base, const struct reflex_set *from, int d
 		v->n_rules = k;
 	}
 	v->n_rules = k;
+	set_masks(v);
 	v->next = base->next;
 	base->next = v;
 	__atomic_store_n(&base->cur, v, __ATOMIC_RELEASE);
