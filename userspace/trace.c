@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "trace.skel.h"
@@ -26,7 +27,10 @@ struct trace {
 	void (*on_event)(void *ctx, const struct tr_event *e);
 	void *event_ctx;
 	int ncpus;
+	char *drop_names[TR_DROP_REASONS]; /* from the kernel's BTF: "no_socket", ... */
 };
+
+static void load_drop_names(struct trace *t);
 
 static void note_missing(struct trace *t, const char *what, int err)
 {
@@ -144,6 +148,8 @@ int trace_open(struct trace **out, const struct trace_open_opts *o, char *why, s
 		goto fail;
 	}
 	t->has_drops = !attach_one(t, t->skel->progs.tr_drop, "kfree_skb");
+	if (t->has_drops)
+		load_drop_names(t);
 
 	if (!o->cgroup || o->cgroup[0]) {
 		char path[512];
@@ -178,10 +184,50 @@ fail:
 	return err;
 }
 
+/* The names of enum skb_drop_reason from the running kernel's BTF (they change between
+ * kernels; the numbers are only meaningful with them). */
+static void load_drop_names(struct trace *t)
+{
+	struct btf *btf = btf__load_vmlinux_btf();
+	const struct btf_type *ty;
+	const struct btf_enum *e;
+	int id;
+
+	if (!btf)
+		return;
+	id = btf__find_by_name_kind(btf, "skb_drop_reason", BTF_KIND_ENUM);
+	ty = id > 0 ? btf__type_by_id(btf, id) : NULL;
+	for (unsigned i = 0; ty && i < btf_vlen(ty); i++) {
+		const char *n;
+		char *c;
+
+		e = btf_enum(ty) + i;
+		if (e->val < 0 || e->val >= TR_DROP_REASONS || t->drop_names[e->val])
+			continue;
+		n = btf__name_by_offset(btf, e->name_off);
+		if (!n)
+			continue;
+		if (!strncmp(n, "SKB_DROP_REASON_", 16))
+			n += 16;
+		c = strdup(n);
+		for (char *q = c; q && *q; q++)
+			*q = (char)(*q >= 'A' && *q <= 'Z' ? *q - 'A' + 'a' : *q);
+		t->drop_names[e->val] = c;
+	}
+	btf__free(btf);
+}
+
+const char *trace_drop_reason_name(const struct trace *t, unsigned reason)
+{
+	return reason < TR_DROP_REASONS && t->drop_names[reason] ? t->drop_names[reason] : NULL;
+}
+
 void trace_close(struct trace *t)
 {
 	if (!t)
 		return;
+	for (unsigned i = 0; i < TR_DROP_REASONS; i++)
+		free(t->drop_names[i]);
 	ring_buffer__free(t->events);
 	for (int i = 0; i < t->n_links; i++)
 		bpf_link__destroy(t->links[i]);

@@ -73,6 +73,9 @@ int trace_peers_walk(struct trace *t,
 /* Program counters summed over CPUs; drop reasons likewise (n entries of TR_DROP_REASONS). */
 int trace_counters_read(struct trace *t, struct tr_counters *out);
 int trace_drop_reasons_read(struct trace *t, uint64_t *out, unsigned n);
+/* "no_socket", "tcp_csum", ...: enum skb_drop_reason of the running kernel (BTF), lower case
+ * without the prefix; NULL when unknown. Valid until trace_close. */
+const char *trace_drop_reason_name(const struct trace *t, unsigned reason);
 
 /* Events: set the callback, then poll (timeout in ms; returns events handled or -errno) or
  * wait on trace_events_fd() yourself and call trace_events_consume(). */

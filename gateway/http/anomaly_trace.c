@@ -97,6 +97,7 @@ static struct {
 	uint64_t m_lost, m_capped; /* from the program's counters */
 	uint64_t m_overflows;	   /* ListenOverflows since start */
 	uint64_t m_windows;
+	uint64_t m_drops[TR_DROP_REASONS]; /* drops of our sockets' skbs by reason */
 	uint64_t m_readmitted;
 } at = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -645,6 +646,11 @@ static void close_window(const struct config *cfg, double dt)
 		struct walk_ctx w = {.cfg = cfg, .dt = dt, .window_ms = window_ms};
 
 		trace_peers_walk(at.tr, on_peer, &w);
+		uint64_t drops[TR_DROP_REASONS];
+
+		if (!trace_drop_reasons_read(at.tr, drops, TR_DROP_REASONS))
+			for (unsigned r = 0; r < TR_DROP_REASONS; r++)
+				MSTORE(at.m_drops[r], drops[r]);
 		if (!trace_counters_read(at.tr, &c)) {
 			MSTORE(at.m_lost, c.events_lost);
 			MSTORE(at.m_capped, c.events_capped);
@@ -774,6 +780,21 @@ static int metrics(struct buf *b)
 		(unsigned long long)MLOAD(at.m_lost), (unsigned long long)MLOAD(at.m_capped),
 		(unsigned long long)MLOAD(at.m_suppressed),
 		(unsigned long long)MLOAD(at.m_overflows), (unsigned long long)MLOAD(at.m_windows));
+	rc |= buf_appends(b, "# HELP reflex_trace_drops_total Packets of the gateway's TCP sockets "
+			     "dropped by the kernel, by drop reason.\n"
+			     "# TYPE reflex_trace_drops_total counter\n");
+	for (unsigned r = 0; r < TR_DROP_REASONS; r++) {
+		uint64_t n = MLOAD(at.m_drops[r]);
+		const char *name = at.tr ? trace_drop_reason_name(at.tr, r) : NULL;
+
+		if (n)
+			rc |= name ? buf_appendf(b,
+						 "reflex_trace_drops_total{reason=\"%s\"} %llu\n",
+						 name, (unsigned long long)n)
+				   : buf_appendf(b,
+						 "reflex_trace_drops_total{reason=\"%u\"} %llu\n",
+						 r, (unsigned long long)n);
+	}
 	return rc ? -ENOMEM : 0;
 }
 

@@ -303,6 +303,14 @@ static void test_retransmits(void)
 	trace_key_endpoint((struct sockaddr *)&ua, &k);
 	CHECK_INT(trace_peer_get(tr, &k, &st), 0);
 	CHECK_MSG(st.retrans > 0, "no retransmits counted for the endpoint");
+	if (trace_has_drops(tr)) { /* the BTF names of the drop reasons */
+		bool named = false;
+
+		for (unsigned r = 0; r < TR_DROP_REASONS; r++)
+			named |= trace_drop_reason_name(tr, r) != NULL;
+		CHECK_MSG(named, "no drop reason names from BTF");
+		CHECK(!trace_drop_reason_name(tr, 100000));
+	}
 	printf("# retransmits for the lossy endpoint: %llu, drops: %llu\n",
 	       (unsigned long long)st.retrans, (unsigned long long)st.drops);
 	close(c);

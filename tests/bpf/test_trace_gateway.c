@@ -5,7 +5,7 @@
  * with `trace: {enabled, eject}` and short windows:
  *   - an upstream that resets (reflex-origin reset=1) is a kernel event under its endpoint;
  *   - a client that resets its connection to reflexd is a kernel event under 127.0.0.0/24;
- *   - an nftables rule dropping a third of the packets to A makes reflexd retransmit to A:
+ *   - an nftables rule dropping a quarter of the packets to A makes reflexd retransmit to A:
  *     the detector reports A (retransmits or latency) and ejects it, requests keep flowing
  *     to B, A comes back after the cool-down, and no client ever sees an error;
  *   - with net.core.somaxconn at 2 in the namespace and reflexd stopped, a burst of connects
@@ -117,7 +117,7 @@ struct traffic {
 static void one_request(struct traffic *t)
 {
 	char url[128], who[32] = "";
-	struct h_req rq = {.url = url, .curl = t->curl, .timeout_ms = 20000};
+	struct h_req rq = {.url = url, .curl = t->curl, .timeout_ms = 60000};
 	struct h_resp r;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/t?cc=no-store", pg);
@@ -205,7 +205,7 @@ int main(void)
 					 "  enabled: true\n"
 					 "  window: 500ms\n"
 					 "  min_samples: 4\n"
-					 "  min_requests: 5\n"
+					 "  min_requests: 2\n"
 					 "  eject: true\n"
 					 "  eject_time: 3s\n",
 					 pg, alog, pa, pb, padm);
@@ -218,6 +218,7 @@ int main(void)
 	}
 
 	test_begin("tracer_attached");
+	CHECK_INT(h_wait_port("127.0.0.1", padm, 5000), 0); /* the admin API starts last */
 	CHECK_MSG(metric_at_least("\nreflex_trace_enabled ", 1), "reflex_trace_enabled is not 1");
 	CHECK(h_log_contains(rd, "trace: eBPF tracing on"));
 	test_end();
@@ -312,8 +313,7 @@ int main(void)
 			cmd, sizeof(cmd),
 			"nft add table inet rxgw && nft 'add chain inet rxgw in { type filter hook "
 			"input priority 0; }' && nft add rule inet rxgw in tcp dport %d numgen "
-			"random "
-			"mod 3 == 0 drop",
+			"random mod 4 == 0 drop",
 			pa);
 		CHECK_MSG(system(cmd) == 0, "nft rule not installed");
 	}
@@ -402,7 +402,7 @@ int main(void)
 			"mod 3 == 0 drop",
 			pa);
 		CHECK_MSG(system(cmd) == 0, "nft rule not installed");
-		double stop = h_now_ms() + 3000;
+		double stop = h_now_ms() + 4000;
 
 		while (rd2 && h_now_ms() < stop) {
 			struct h_req rq = {.url = url, .curl = t2.curl, .timeout_ms = 20000};
@@ -514,7 +514,13 @@ int main(void)
 		struct pollfd pf = {.fd = fd, .events = POLLOUT};
 
 		connect(fd, (struct sockaddr *)&a, sizeof(a));
-		CHECK_MSG(poll(&pf, 1, 700) == 0, "a boxed source still connects");
+		if (poll(&pf, 1, 700) != 0) {
+			char *lim = admin_get("/limits");
+
+			CHECK_MSG(0, "a boxed source still connects; /limits: %.400s",
+				  lim ? lim : "?");
+			free(lim);
+		}
 		close(fd);
 		padm = saved;
 		h_stop(p4, 5000);
@@ -546,6 +552,7 @@ int main(void)
 			snprintf(url, sizeof(url), "http://127.0.0.1:%d/t", pg3);
 			CHECK_INT(h_get(url, &r), 200);
 			h_resp_free(&r);
+			CHECK_INT(h_wait_port("127.0.0.1", padm3, 5000), 0);
 			CHECK(h_log_contains(p, "trace: eBPF tracing off ("));
 			CHECK(h_log_contains(p, "the anomaly detector watches HTTP signals only"));
 			padm = padm3;
