@@ -1922,7 +1922,8 @@ static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
 		return queue_window(c, grp, at);
 	unsigned mask = number_groups(c, at);
 	for (unsigned g = G_NUM_PHONE; g <= G_NUM_IP; g++)
-		if ((mask & (1u << g)) && (c->db->group_dets[g] & c->want) && queue_window(c, g, at))
+		if ((mask & (1u << g)) && (c->db->group_dets[g] & c->want) &&
+		    queue_window(c, g, at))
 			return 1;
 	return 0;
 }

@@ -32,20 +32,20 @@
 #define RX_HDR_MEMO 128
 
 enum rx_place { RX_URL = 0, RX_HEADER, RX_BODY };
-static const char *const place_names[] = { "url", "header", "body" };
+static const char *const place_names[] = {"url", "header", "body"};
 
 struct rx_rule {
 	struct cfg_rx_rule c; /* own copy: body and resp_headers belong to the set */
-	uint64_t mask;        /* detectors the rule looks for */
-	int pool;             /* route: pool index */
+	uint64_t mask;	      /* detectors the rule looks for */
+	int pool;	      /* route: pool index */
 	bool from_admin;
 };
 
 struct reflex_set {
-	struct detect_db *db;    /* owned by the base version */
-	struct reflex_set *base; /* NULL: this is the base (the snapshot's own) */
-	struct reflex_set *cur;  /* base only: the newest admin version, NULL: itself */
-	struct reflex_set *next; /* base only: chain of every admin version */
+	struct detect_db *db;	  /* owned by the base version */
+	struct reflex_set *base;  /* NULL: this is the base (the snapshot's own) */
+	struct reflex_set *cur;	  /* base only: the newest admin version, NULL: itself */
+	struct reflex_set *next;  /* base only: chain of every admin version */
 	const struct config *cfg; /* the snapshot (pool names for admin rules) */
 	struct rx_rule *rules;
 	unsigned n_rules;
@@ -94,7 +94,7 @@ struct reflex_req {
 	struct reflex_set *set;
 	enum rx_phase phase;
 	bool url_done, oversize, chunked, body_scanned;
-	bool has_body; /* the request has a body (known at the head) */
+	bool has_body;	  /* the request has a body (known at the head) */
 	bool scan_failed; /* out of memory or a Hyperscan error: treated as oversize */
 	uint64_t url_hits, body_hits;
 	uint64_t hdr_scanned[RX_HDR_MEMO / 64], hdr_hits[RX_HDR_MEMO];
@@ -131,11 +131,11 @@ struct rx_resp {
 	struct detect_stream *st;
 	bool sse, chunked;
 	uint8_t lstate, pfx; /* SSE line parser */
-	struct buf raw;      /* held bytes */
-	uint64_t *map;       /* per held byte: its offset in the scanned data, or RX_NOT_DATA */
+	struct buf raw;	     /* held bytes */
+	uint64_t *map;	     /* per held byte: its offset in the scanned data, or RX_NOT_DATA */
 	size_t map_cap;
-	uint64_t data_off;   /* data bytes fed so far */
-	struct rx_bm *bm;    /* matches to rewrite (data offsets), not yet passed */
+	uint64_t data_off; /* data bytes fed so far */
+	struct rx_bm *bm;  /* matches to rewrite (data offsets), not yet passed */
 	unsigned n_bm, cap_bm;
 	struct buf tmp, out;
 	uint64_t n_redacted;
@@ -272,10 +272,11 @@ static int reflex_build(struct config *c, char *err, size_t errlen)
 	if (rc->n_detectors && !(users = calloc(rc->n_detectors, sizeof(*users))))
 		return build_fail(c, 0, err, errlen, "out of memory");
 	for (unsigned i = 0; i < rc->n_detectors; i++)
-		users[i] = (struct detect_user){ .name = rc->detectors[i].name,
-						 .pattern = rc->detectors[i].pattern,
-						 .severity = (enum detect_severity)rc->detectors[i].severity,
-						 .caseless = rc->detectors[i].caseless };
+		users[i] = (struct detect_user){
+			.name = rc->detectors[i].name,
+			.pattern = rc->detectors[i].pattern,
+			.severity = (enum detect_severity)rc->detectors[i].severity,
+			.caseless = rc->detectors[i].caseless};
 	size_t klen = strlen(rc->hash_key);
 	const void *kp = rc->hash_key;
 	if (!klen) {
@@ -294,8 +295,10 @@ static int reflex_build(struct config *c, char *err, size_t errlen)
 	}
 	s->cfg = c;
 	s->max_scan_bytes = rc->max_scan_bytes;
-	int e = detect_db_build(&(struct detect_opts){ .user = users, .n_user = rc->n_detectors,
-						       .hash_key = kp, .hash_key_len = klen },
+	int e = detect_db_build(&(struct detect_opts){.user = users,
+						      .n_user = rc->n_detectors,
+						      .hash_key = kp,
+						      .hash_key_len = klen},
 				&s->db, derr, sizeof(derr));
 	if (e) {
 		unsigned line = 0;
@@ -320,8 +323,8 @@ static int reflex_build(struct config *c, char *err, size_t errlen)
 	for (unsigned i = 0; i < rc->n_rules; i++) {
 		char why[256];
 		if (rule_resolve(s->db, c, &rc->rules[i], &s->rules[i], why, sizeof(why))) {
-			build_fail(c, rc->rules[i].line, err, errlen, "reflex.rules[%u] (%s): %s", i,
-				   rc->rules[i].name, why);
+			build_fail(c, rc->rules[i].line, err, errlen, "reflex.rules[%u] (%s): %s",
+				   i, rc->rules[i].name, why);
 			goto out;
 		}
 		s->n_rules++;
@@ -391,7 +394,7 @@ static void note_hit(struct request *r, struct reflex_req *x, uint8_t place,
 		return;
 	STAT_INC(stats_of(r)->rx_detector_hits[m->id]);
 	if (!x->first[m->id].set) {
-		x->first[m->id] = (struct rx_hit){ .set = true, .place = place, .off = m->start };
+		x->first[m->id] = (struct rx_hit){.set = true, .place = place, .off = m->start};
 		memcpy(x->first[m->id].hash, m->hash, sizeof(m->hash));
 	}
 }
@@ -411,7 +414,7 @@ static uint64_t scan_block(struct request *r, struct reflex_req *x, uint8_t plac
 {
 	struct detect_scratch *s = scratch_for(x->set->db);
 	uint64_t hits = 0;
-	struct scan_ctx sc = { .r = r, .x = x, .place = place, .hits = &hits };
+	struct scan_ctx sc = {.r = r, .x = x, .place = place, .hits = &hits};
 
 	if (!n)
 		return 0;
@@ -516,7 +519,7 @@ static int on_body_match(void *arg, const struct detect_match *m)
 		x->bm = nb;
 		x->cap_bm = cap;
 	}
-	x->bm[x->n_bm++] = (struct rx_bm){ .start = m->start, .end = m->end, .id = m->id };
+	x->bm[x->n_bm++] = (struct rx_bm){.start = m->start, .end = m->end, .id = m->id};
 	return 0;
 }
 
@@ -564,8 +567,8 @@ static bool head_matches(const struct request *r, const struct rx_rule *rule)
 	const struct http_request *h = &r->h;
 	const struct cfg_rx_rule *c = &rule->c;
 
-	if (c->method[0] && !(h->method.len == strlen(c->method) &&
-			      !memcmp(h->method.p, c->method, h->method.len)))
+	if (c->method[0] &&
+	    !(h->method.len == strlen(c->method) && !memcmp(h->method.p, c->method, h->method.len)))
 		return false;
 	if (c->host[0]) {
 		char host[CFG_HOST_MAX];
@@ -614,14 +617,22 @@ static bool wants_body(const struct reflex_req *x, const struct rx_rule *rule)
 static const char *status_text(int status)
 {
 	switch (status) {
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 409: return "Conflict";
-	case 422: return "Unprocessable Content";
-	case 451: return "Unavailable For Legal Reasons";
-	default: return respond_status_text(status);
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 409:
+		return "Conflict";
+	case 422:
+		return "Unprocessable Content";
+	case 451:
+		return "Unavailable For Legal Reasons";
+	default:
+		return respond_status_text(status);
 	}
 }
 
@@ -658,10 +669,13 @@ static int lowest_bit(uint64_t m)
 }
 
 /* The access record and the log line: rule, action, detector, place,
- * offset, keyed hash. */
+ * offset, keyed hash. The log line is for blocks and for detector hits: a
+ * tag or route on a header alone would log every request. */
 static void describe(struct request *r, struct reflex_req *x, const struct rx_rule *rule,
 		     const char *action, int det)
 {
+	bool log = det >= 0 || rule->c.action == CFG_RX_BLOCK;
+
 	const struct detect_db *db = x->set->db;
 
 	if (det >= 0 && x->first[det].set)
@@ -672,13 +686,14 @@ static void describe(struct request *r, struct reflex_req *x, const struct rx_ru
 			 x->first[det].hash[0] ? x->first[det].hash : "-");
 	else
 		snprintf(x->status, sizeof(x->status), "rule=%s action=%s", rule->c.name, action);
-	log_info("%s %s: reflex %s", r->c->peer, r->id, x->status);
+	if (log)
+		log_info("%s %s: reflex %s", r->c->peer, r->id, x->status);
 }
 
 static void do_block(struct request *r, struct reflex_req *x, const struct rx_rule *rule, int det,
 		     int status, const char *why)
 {
-	struct buf b = { 0 };
+	struct buf b = {0};
 
 	describe(r, x, rule, "block", det);
 	buf_appends(&b, "{\"error\":");
@@ -711,7 +726,7 @@ static void do_respond(struct request *r, struct reflex_req *x, const struct rx_
 
 enum eval_result { EVAL_PASS, EVAL_ANSWERED, EVAL_NEED_BODY };
 
-static const char *const action_names[] = { "block", "redact", "respond", "route", "nocache", "tag" };
+static const char *const action_names[] = {"block", "redact", "respond", "route", "nocache", "tag"};
 
 /* Run the rules in order. Without the body (head pass), stop at the first
  * rule that needs it. Effects of non-terminal rules are collected in x. */
@@ -808,7 +823,7 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 /* Replace the Content-Length value in the upstream head. */
 static int set_upstream_length(struct request *r, uint64_t len)
 {
-	struct buf nb = { 0 };
+	struct buf nb = {0};
 	const char *p = buf_head(&r->up_head), *end = p + r->up_head.len;
 	int rc = 0;
 
@@ -856,7 +871,7 @@ static int cmp_bm(const void *a, const void *b)
 static int redact_body(struct request *r, struct reflex_req *x)
 {
 	const struct detect_db *db = x->set->db;
-	struct buf out = { 0 };
+	struct buf out = {0};
 	const char *p = buf_head(&x->held);
 	uint64_t at = 0, n = 0;
 	int rc = 0;
@@ -867,16 +882,17 @@ static int redact_body(struct request *r, struct reflex_req *x)
 		if (m->id >= RX_MAX_DET || !(x->redact_mask >> m->id & 1) || m->start < at ||
 		    m->end > x->held.len)
 			continue;
-		enum detect_redact_mode mode = x->redact_mode[m->id] == CFG_RX_HASH ? DETECT_REDACT_HASH
-					       : x->redact_mode[m->id] == CFG_RX_LAST4
-						       ? DETECT_REDACT_LAST4
-						       : DETECT_REDACT_MASK;
-		size_t len = (size_t)(m->end - m->start), cap = detect_redact_max(db, m->id, mode, len);
+		enum detect_redact_mode mode =
+			x->redact_mode[m->id] == CFG_RX_HASH	? DETECT_REDACT_HASH
+			: x->redact_mode[m->id] == CFG_RX_LAST4 ? DETECT_REDACT_LAST4
+								: DETECT_REDACT_MASK;
+		size_t len = (size_t)(m->end - m->start),
+		       cap = detect_redact_max(db, m->id, mode, len);
 		rc |= buf_append(&out, p + at, (size_t)(m->start - at));
 		if (rc || buf_reserve(&out, cap))
 			goto oom;
-		ssize_t k = detect_redact(db, m->id, mode, p + m->start, len, buf_head(&out) + out.len,
-					  cap);
+		ssize_t k = detect_redact(db, m->id, mode, p + m->start, len,
+					  buf_head(&out) + out.len, cap);
 		if (k < 0)
 			k = detect_redact(db, m->id, DETECT_REDACT_MASK, p + m->start, len,
 					  buf_head(&out) + out.len, cap);
@@ -926,8 +942,7 @@ static bool apply_effects(struct request *r, struct reflex_req *x)
 			req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 			return false;
 		}
-		if (!x->chunked && x->held.len != before &&
-		    set_upstream_length(r, x->held.len)) {
+		if (!x->chunked && x->held.len != before && set_upstream_length(r, x->held.len)) {
 			req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 			return false;
 		}
@@ -941,7 +956,8 @@ static bool apply_effects(struct request *r, struct reflex_req *x)
 static void start_hold(struct request *r, struct reflex_req *x)
 {
 	x->chunked = r->body == HTTP_BODY_CHUNKED;
-	x->phase = RX_HOLD; /* the stream opens with the first bytes that do not complete the body */
+	x->phase =
+		RX_HOLD; /* the stream opens with the first bytes that do not complete the body */
 	/* The body leaves the connection buffer into ours: the cache's POST
 	 * keying (which reads the connection buffer) would see none of it. */
 	r->nocache = true;
@@ -1038,8 +1054,8 @@ bool reflex_pump_body(struct request *r)
 			size_t n = (size_t)r->body_left;
 			struct detect_scratch *s = scratch_for(x->set->db);
 			if (buf_append(&x->held, buf_head(in), n) || !s ||
-			    detect_scan_mask(x->set->db, s, buf_head(&x->held), n, x->set->body_mask,
-					     on_body_match, r) < 0)
+			    detect_scan_mask(x->set->db, s, buf_head(&x->held), n,
+					     x->set->body_mask, on_body_match, r) < 0)
 				x->scan_failed = true;
 			STAT_ADD(stats_of(r)->rx_scan_bytes, n);
 			buf_consume(in, n);
@@ -1060,11 +1076,11 @@ bool reflex_pump_body(struct request *r)
 			} else {
 				struct http_str payload;
 				struct http_error err;
-				ssize_t k = http_chunked_feed(&r->chunk, buf_head(in), in->len, &payload,
-							      &err);
+				ssize_t k = http_chunked_feed(&r->chunk, buf_head(in), in->len,
+							      &payload, &err);
 				if (k < 0) {
-					req_fail(r, err.status ? err.status : 400, REASON_BAD_REQUEST,
-						 err.reason, true);
+					req_fail(r, err.status ? err.status : 400,
+						 REASON_BAD_REQUEST, err.reason, true);
 					return true;
 				}
 				if (limit && r->chunk.payload_total > limit) {
@@ -1084,7 +1100,8 @@ bool reflex_pump_body(struct request *r)
 		if (r->body_done)
 			timer_disarm(&w->loop.timers, &c->conn.timer);
 		else
-			timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.body);
+			timer_arm(&w->loop.timers, &c->conn.timer,
+				  w->loop.now + w->cfg->timeouts.body);
 		if (r->body_done || x->oversize)
 			hold_done(r, x);
 		return true;
@@ -1102,10 +1119,11 @@ bool reflex_pump_body(struct request *r)
 			struct http_str payload;
 			struct http_error err;
 			char hdr[24];
-			ssize_t k = http_chunked_feed(&r->chunk, buf_head(in), in->len, &payload, &err);
+			ssize_t k =
+				http_chunked_feed(&r->chunk, buf_head(in), in->len, &payload, &err);
 			if (k < 0) {
-				req_fail(r, err.status ? err.status : 400, REASON_BAD_REQUEST, err.reason,
-					 true);
+				req_fail(r, err.status ? err.status : 400, REASON_BAD_REQUEST,
+					 err.reason, true);
 				return true;
 			}
 			if (limit && r->chunk.payload_total > limit) {
@@ -1131,7 +1149,8 @@ bool reflex_pump_body(struct request *r)
 		if (r->body_done)
 			timer_disarm(&w->loop.timers, &c->conn.timer);
 		else
-			timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.body);
+			timer_arm(&w->loop.timers, &c->conn.timer,
+				  w->loop.now + w->cfg->timeouts.body);
 		if (conn_recv_paused(&c->conn) && in->len < RX_OUT_HIGH)
 			conn_resume_recv(&c->conn);
 	}
@@ -1253,7 +1272,7 @@ static int on_resp_match(void *arg, const struct detect_match *m)
 		rs->bm = nb;
 		rs->cap_bm = cap;
 	}
-	rs->bm[rs->n_bm++] = (struct rx_bm){ .start = m->start, .end = m->end, .id = m->id };
+	rs->bm[rs->n_bm++] = (struct rx_bm){.start = m->start, .end = m->end, .id = m->id};
 	return 0;
 }
 
@@ -1345,12 +1364,13 @@ static void resp_release(struct request *r, size_t len)
 			enum detect_redact_mode mode = rs_mode(x, m->id);
 			size_t cap = detect_redact_max(db, m->id, mode, rs->tmp.len);
 			if (buf_reserve(&rs->out, cap) == 0) {
-				ssize_t w = detect_redact(db, m->id, mode, buf_head(&rs->tmp), rs->tmp.len,
+				ssize_t w = detect_redact(db, m->id, mode, buf_head(&rs->tmp),
+							  rs->tmp.len,
 							  buf_head(&rs->out) + rs->out.len, cap);
 				if (w < 0)
-					w = detect_redact(db, m->id, DETECT_REDACT_MASK, buf_head(&rs->tmp),
-							  rs->tmp.len, buf_head(&rs->out) + rs->out.len,
-							  cap);
+					w = detect_redact(db, m->id, DETECT_REDACT_MASK,
+							  buf_head(&rs->tmp), rs->tmp.len,
+							  buf_head(&rs->out) + rs->out.len, cap);
 				if (w > 0)
 					rs->out.len += (size_t)w;
 			}
@@ -1577,29 +1597,35 @@ static void json_rule(struct buf *b, const struct reflex_set *s, unsigned i, uin
 		}
 		buf_appends(b, "],\"detectors\":");
 		json_names_mask(b, s->db, ru->mask);
-		buf_appendf(b, ",\"in\":[%s%s%s]",
-			    c->in & CFG_RX_IN_URL ? "\"url\"" : "",
-			    c->in & CFG_RX_IN_HEADERS ? (c->in & CFG_RX_IN_URL ? ",\"headers\"" : "\"headers\"") : "",
-			    c->in & CFG_RX_IN_BODY ? (c->in & (CFG_RX_IN_URL | CFG_RX_IN_HEADERS) ? ",\"body\"" : "\"body\"") : "");
+		buf_appendf(b, ",\"in\":[%s%s%s]", c->in & CFG_RX_IN_URL ? "\"url\"" : "",
+			    c->in & CFG_RX_IN_HEADERS
+				    ? (c->in & CFG_RX_IN_URL ? ",\"headers\"" : "\"headers\"")
+				    : "",
+			    c->in & CFG_RX_IN_BODY
+				    ? (c->in & (CFG_RX_IN_URL | CFG_RX_IN_HEADERS) ? ",\"body\""
+										   : "\"body\"")
+				    : "");
 	}
 	if (c->action == CFG_RX_BLOCK || c->action == CFG_RX_RESPOND)
 		buf_appendf(b, ",\"status\":%u", c->status);
 	if (c->action == CFG_RX_REDACT)
 		buf_appendf(b, ",\"redact\":\"%s\"",
-			    c->redact == CFG_RX_HASH ? "hash" : c->redact == CFG_RX_LAST4 ? "last4" : "mask");
+			    c->redact == CFG_RX_HASH	? "hash"
+			    : c->redact == CFG_RX_LAST4 ? "last4"
+							: "mask");
 	if (c->action == CFG_RX_ROUTE) {
 		buf_appends(b, ",\"pool\":");
 		jsonw_buf_str(b, c->pool);
 	}
-	buf_appendf(b, ",\"on_oversize\":\"%s\",\"hits\":%llu}", c->oversize_block ? "block" : "pass",
-		    (unsigned long long)hits);
+	buf_appendf(b, ",\"on_oversize\":\"%s\",\"hits\":%llu}",
+		    c->oversize_block ? "block" : "pass", (unsigned long long)hits);
 }
 
 static int h_rules_get(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
 {
 	const struct config *cfg = g->config_get(g);
 	struct reflex_set *s = set_current(cfg);
-	uint64_t rule_hits[STATS_RX_RULES] = { 0 }, det_hits[STATS_RX_DETECTORS] = { 0 };
+	uint64_t rule_hits[STATS_RX_RULES] = {0}, det_hits[STATS_RX_DETECTORS] = {0};
 	struct buf *b = &resp->body;
 
 	(void)req;
@@ -1733,7 +1759,8 @@ static int h_rules_post(struct gateway *g, const struct admin_req *req, struct a
 		rc = -1;
 	} else {
 		resp->status = 201;
-		json_rule(&resp->body, set_current(cfg), at < 0 ? set_current(cfg)->n_rules - 1 : (unsigned)at, 0);
+		json_rule(&resp->body, set_current(cfg),
+			  at < 0 ? set_current(cfg)->n_rules - 1 : (unsigned)at, 0);
 		buf_appends(&resp->body, "\n");
 		snprintf(resp->audit, sizeof(resp->audit), "rule add %s (%s)", ru.c.name,
 			 action_names[ru.c.action]);
@@ -1794,45 +1821,47 @@ int reflex_metrics(const struct config *cfg, const struct stats_worker *t, struc
 		const char *name, *help;
 		size_t off;
 	} plain[] = {
-		{ "reflex_rules_requests_scanned_total", "Requests the reflex rules looked at.",
-		  offsetof(struct stats_worker, rx_scanned) },
-		{ "reflex_rules_bodies_scanned_total", "Request bodies held and scanned.",
-		  offsetof(struct stats_worker, rx_body_scanned) },
-		{ "reflex_rules_scanned_bytes_total", "Bytes through the detectors.",
-		  offsetof(struct stats_worker, rx_scan_bytes) },
-		{ "reflex_rules_blocked_total", "Requests answered by a block rule.",
-		  offsetof(struct stats_worker, rx_blocked) },
-		{ "reflex_rules_responded_total", "Requests answered by a respond rule.",
-		  offsetof(struct stats_worker, rx_responded) },
-		{ "reflex_rules_redactions_total", "Matches rewritten in forwarded request bodies.",
-		  offsetof(struct stats_worker, rx_redactions) },
-		{ "reflex_rules_response_redactions_total", "Matches rewritten in responses (DLP).",
-		  offsetof(struct stats_worker, rx_resp_redactions) },
-		{ "reflex_rules_oversize_total", "Request bodies over reflex.max_scan_bytes.",
-		  offsetof(struct stats_worker, rx_oversize) },
+		{"reflex_rules_requests_scanned_total", "Requests the reflex rules looked at.",
+		 offsetof(struct stats_worker, rx_scanned)},
+		{"reflex_rules_bodies_scanned_total", "Request bodies held and scanned.",
+		 offsetof(struct stats_worker, rx_body_scanned)},
+		{"reflex_rules_scanned_bytes_total", "Bytes through the detectors.",
+		 offsetof(struct stats_worker, rx_scan_bytes)},
+		{"reflex_rules_blocked_total", "Requests answered by a block rule.",
+		 offsetof(struct stats_worker, rx_blocked)},
+		{"reflex_rules_responded_total", "Requests answered by a respond rule.",
+		 offsetof(struct stats_worker, rx_responded)},
+		{"reflex_rules_redactions_total", "Matches rewritten in forwarded request bodies.",
+		 offsetof(struct stats_worker, rx_redactions)},
+		{"reflex_rules_response_redactions_total", "Matches rewritten in responses (DLP).",
+		 offsetof(struct stats_worker, rx_resp_redactions)},
+		{"reflex_rules_oversize_total", "Request bodies over reflex.max_scan_bytes.",
+		 offsetof(struct stats_worker, rx_oversize)},
 	};
 	const struct reflex_set *s = cfg ? set_current(cfg) : NULL;
 	int rc = 0;
 
 	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
 		rc |= m_family(b, plain[i].name, plain[i].help);
-		rc |= buf_appendf(b, "%s %llu\n", plain[i].name,
-				  (unsigned long long)*(const uint64_t *)((const char *)t + plain[i].off));
+		rc |= buf_appendf(
+			b, "%s %llu\n", plain[i].name,
+			(unsigned long long)*(const uint64_t *)((const char *)t + plain[i].off));
 	}
 	if (!s)
 		return rc ? -ENOMEM : 0;
 	rc |= m_family(b, "reflex_rules_rule_hits_total",
 		       "Requests each rule matched (by position in the current rule list).");
 	for (unsigned i = 0; i < s->n_rules && i < STATS_RX_RULES; i++)
-		rc |= buf_appendf(b, "reflex_rules_rule_hits_total{rule=\"%s\",action=\"%s\"} %llu\n",
+		rc |= buf_appendf(b,
+				  "reflex_rules_rule_hits_total{rule=\"%s\",action=\"%s\"} %llu\n",
 				  s->rules[i].c.name, action_names[s->rules[i].c.action],
 				  (unsigned long long)t->rx_rule_hits[i]);
 	rc |= m_family(b, "reflex_rules_detector_hits_total", "Matches found, by detector.");
 	for (unsigned id = 0; id < detect_count(s->db) && id < STATS_RX_DETECTORS; id++)
-		rc |= buf_appendf(b, "reflex_rules_detector_hits_total{detector=\"%s\",family=\"%s\"} %llu\n",
-				  detect_name(s->db, id),
-				  detect_family_name(detect_family_of(s->db, id)),
-				  (unsigned long long)t->rx_detector_hits[id]);
+		rc |= buf_appendf(
+			b, "reflex_rules_detector_hits_total{detector=\"%s\",family=\"%s\"} %llu\n",
+			detect_name(s->db, id), detect_family_name(detect_family_of(s->db, id)),
+			(unsigned long long)t->rx_detector_hits[id]);
 	return rc ? -ENOMEM : 0;
 }
 

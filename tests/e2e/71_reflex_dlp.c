@@ -62,8 +62,9 @@ static void *serve(void *arg)
 			buf[len] = 0;
 			atomic_fetch_add(&up_requests, 1);
 			if (strstr(buf, "GET /dlp/sse")) {
-				const char *h = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-						"Transfer-Encoding: chunked\r\n\r\n";
+				const char *h =
+					"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+					"Transfer-Encoding: chunked\r\n\r\n";
 				send_all(c, h, strlen(h));
 				send_chunk(c, "id: 1\ndata: write to john.doe@exa\n\n");
 				h_sleep_ms(150);
@@ -73,7 +74,8 @@ static void *serve(void *arg)
 				send_chunk(c, "data: [DONE]\n\n");
 				send_all(c, "0\r\n\r\n", 5);
 			} else if (strstr(buf, "GET /dlp/json") || strstr(buf, "GET /plain/json")) {
-				const char *body = "{\"reply\":\"mail me at jane.roe@example.org or not\"}";
+				const char *body =
+					"{\"reply\":\"mail me at jane.roe@example.org or not\"}";
 				char h[256];
 				snprintf(h, sizeof(h),
 					 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -82,7 +84,8 @@ static void *serve(void *arg)
 				send_all(c, h, strlen(h));
 				send_all(c, body, strlen(body));
 			} else {
-				send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 45);
+				send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+					 45);
 			}
 			memmove(buf, buf + head, len - head);
 			len -= head;
@@ -109,7 +112,7 @@ static void *upstream(void *arg)
 
 static int start_upstream(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t al = sizeof(a);
 	pthread_t t;
 
@@ -124,7 +127,7 @@ static int start_upstream(void)
 static long get(const char *path, bool http10, struct h_resp *r)
 {
 	char url[256];
-	struct h_req q = { .url = url, .http10 = http10, .timeout_ms = 8000 };
+	struct h_req q = {.url = url, .http10 = http10, .timeout_ms = 8000};
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, path);
 	if (h_http(&q, r) != 0)
@@ -175,8 +178,8 @@ int main(void)
 
 	test_begin("content_length_redacted_and_reframed");
 	CHECK_INT(get("/dlp/json", false, &r), 200);
-	CHECK_MSG(r.body && !strcmp(r.body, "{\"reply\":\"mail me at [EMAIL] or not\"}"), "body: %s",
-		  h_excerpt(r.body, r.body_len, 300));
+	CHECK_MSG(r.body && !strcmp(r.body, "{\"reply\":\"mail me at [EMAIL] or not\"}"),
+		  "body: %s", h_excerpt(r.body, r.body_len, 300));
 	CHECK(!h_resp_header(&r, "Content-Length", v, sizeof(v)));
 	h_resp_free(&r);
 	CHECK_INT(get("/dlp/json", true, &r), 200); /* HTTP/1.0: close-delimited */

@@ -103,8 +103,8 @@ static size_t unescape(char *s)
 
 static void test_scan_mask(void)
 {
-	static const char *const files[] = { "card", "email", "iban", "injection", "ip",
-					     "phone", "secrets", "ssn" };
+	static const char *const files[] = {"card", "email", "iban",	"injection",
+					    "ip",   "phone", "secrets", "ssn"};
 	struct detect_db *db = NULL;
 	struct detect_scratch *s = NULL;
 	char err[256];
@@ -121,14 +121,16 @@ static void test_scan_mask(void)
 		masks[nm++] = 1ULL << id;
 	masks[nm++] = 1ULL << DETECT_EMAIL | 1ULL << DETECT_CARD | 1ULL << DETECT_SSN;
 	masks[nm++] = 1ULL << DETECT_IPV4 | 1ULL << DETECT_PHONE;
-	masks[nm++] = 1ULL << DETECT_INJ_OVERRIDE | 1ULL << DETECT_INJ_EXTRACT | 1ULL << DETECT_INJ_ROLE |
-		      1ULL << DETECT_INJ_DELIMITER | 1ULL << DETECT_INJ_ENCODED;
+	masks[nm++] = 1ULL << DETECT_INJ_OVERRIDE | 1ULL << DETECT_INJ_EXTRACT |
+		      1ULL << DETECT_INJ_ROLE | 1ULL << DETECT_INJ_DELIMITER |
+		      1ULL << DETECT_INJ_ENCODED;
 	for (size_t f = 0; db && s && f < sizeof(files) / sizeof(files[0]); f++) {
 		char path[256], line[8192];
 		snprintf(path, sizeof(path), "tests/data/detect/%s.txt", files[f]);
 		FILE *fp = fopen(path, "r");
 		if (!fp) {
-			test_skip("detect_scan_mask_equivalence", "no corpus at %s (run from the repo root)", path);
+			test_skip("detect_scan_mask_equivalence",
+				  "no corpus at %s (run from the repo root)", path);
 			break;
 		}
 		while (fgets(line, sizeof(line), fp)) {
@@ -140,8 +142,8 @@ static void test_scan_mask(void)
 			size_t len = unescape(text);
 			lines++;
 			for (unsigned k = 0; k < nm; k++) {
-				struct mlist full = { .want = masks[k] }, part = { .want = ~0ULL },
-					     st = { .want = ~0ULL };
+				struct mlist full = {.want = masks[k]}, part = {.want = ~0ULL},
+					     st = {.want = ~0ULL};
 				detect_scan(db, s, text, len, collect, &full);
 				detect_scan_mask(db, s, text, len, masks[k], collect, &part);
 				struct detect_stream *ds = NULL;
@@ -154,8 +156,10 @@ static void test_scan_mask(void)
 				struct mlist full2 = full;
 				if (!same(&full, &part) || !same(&full2, &st)) {
 					if (bad++ < 5)
-						test_fail(__FILE__, __LINE__, "mask %#llx differs on %s: %s",
-							  (unsigned long long)masks[k], files[f], text);
+						test_fail(__FILE__, __LINE__,
+							  "mask %#llx differs on %s: %s",
+							  (unsigned long long)masks[k], files[f],
+							  text);
 				}
 			}
 		}
@@ -189,8 +193,9 @@ int main(void)
 	test_begin("reflex_empty_section_compiles");
 	/* rules may come later through the admin API: the db must exist */
 	c = NULL;
-	CHECK_MSG(config_load_file(write_yaml("upstream: [127.0.0.1:1]\nreflex: {max_scan_bytes: 64k}\n"),
-				   &c, err, sizeof(err)) == 0,
+	CHECK_MSG(config_load_file(
+			  write_yaml("upstream: [127.0.0.1:1]\nreflex: {max_scan_bytes: 64k}\n"),
+			  &c, err, sizeof(err)) == 0,
 		  "%s", err);
 	CHECK(c && c->reflex.present && c->reflex.compiled);
 	config_free(c);
@@ -198,16 +203,17 @@ int main(void)
 
 	test_begin("reflex_compiles_at_load");
 	c = NULL;
-	CHECK_MSG(config_load_file(write_yaml("upstream: [127.0.0.1:1]\n"
-					      "pools: {alt: {endpoints: [127.0.0.1:2]}}\n"
-					      "reflex:\n"
-					      "  detectors:\n"
-					      "    - {name: order_id, pattern: 'ORD-[0-9]{8}'}\n"
-					      "  rules:\n"
-					      "    - {name: a, detect: [pii, order_id], action: block}\n"
-					      "    - {name: b, detect: [any], action: redact}\n"
-					      "    - {name: c, header: X-Pool, action: route, pool: alt}\n"),
-				   &c, err, sizeof(err)) == 0,
+	CHECK_MSG(config_load_file(
+			  write_yaml("upstream: [127.0.0.1:1]\n"
+				     "pools: {alt: {endpoints: [127.0.0.1:2]}}\n"
+				     "reflex:\n"
+				     "  detectors:\n"
+				     "    - {name: order_id, pattern: 'ORD-[0-9]{8}'}\n"
+				     "  rules:\n"
+				     "    - {name: a, detect: [pii, order_id], action: block}\n"
+				     "    - {name: b, detect: [any], action: redact}\n"
+				     "    - {name: c, header: X-Pool, action: route, pool: alt}\n"),
+			  &c, err, sizeof(err)) == 0,
 		  "%s", err);
 	CHECK(c && c->reflex.compiled);
 	config_free(c); /* releases the compiled set through the hook */
