@@ -73,6 +73,17 @@ static void *serve(void *arg)
 				send_chunk(c, "data: card 4111 1111 1111 1111 ok\n\n");
 				send_chunk(c, "data: [DONE]\n\n");
 				send_all(c, "0\r\n\r\n", 5);
+			} else if (strstr(buf, "GET /dlp/crlf")) {
+				/* CRLF line ends, no space after "data:", a comment line */
+				const char *h = "HTTP/1.1 200 OK\r\nContent-Type: "
+						"text/event-stream; charset=utf-8\r\n"
+						"Transfer-Encoding: chunked\r\n\r\n";
+				send_all(c, h, strlen(h));
+				send_chunk(c, ": keep-alive\r\n\r\n");
+				send_chunk(c, "data:contact jane.roe@exa\r\n\r\n");
+				h_sleep_ms(100);
+				send_chunk(c, "data:mple.org\r\n\r\n");
+				send_all(c, "0\r\n\r\n", 5);
 			} else if (strstr(buf, "GET /dlp/json") || strstr(buf, "GET /plain/json")) {
 				const char *body =
 					"{\"reply\":\"mail me at jane.roe@example.org or not\"}";
@@ -173,6 +184,15 @@ int main(void)
 					    "data: [DONE]\n\n"),
 		  "body: %s", h_excerpt(r.body, r.body_len, 400));
 	CHECK(h_resp_header(&r, "Transfer-Encoding", v, sizeof(v)) && !strcmp(v, "chunked"));
+	h_resp_free(&r);
+	test_end();
+
+	test_begin("sse_crlf_and_no_space");
+	CHECK_INT(get("/dlp/crlf", false, &r), 200);
+	CHECK_MSG(r.body &&
+			  !strcmp(r.body,
+				  ": keep-alive\r\n\r\ndata:contact [EMAIL]\r\n\r\ndata:\r\n\r\n"),
+		  "body: %s", h_excerpt(r.body, r.body_len, 300));
 	h_resp_free(&r);
 	test_end();
 
