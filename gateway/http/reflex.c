@@ -358,11 +358,32 @@ static __thread struct {
 } tls_scratch[2];
 static __thread unsigned tls_scratch_next;
 
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+/* A worker thread ends: its scratch goes with it (LSan would call it a leak). */
+static void scratch_exit(void *unused)
+{
+	(void)unused;
+	for (unsigned i = 0; i < 2; i++) {
+		detect_scratch_free(tls_scratch[i].s);
+		tls_scratch[i].s = NULL;
+		tls_scratch[i].db = NULL;
+	}
+}
+
+static void scratch_key_make(void)
+{
+	pthread_key_create(&scratch_key, scratch_exit);
+}
+
 static struct detect_scratch *scratch_for(const struct detect_db *db)
 {
 	for (unsigned i = 0; i < 2; i++)
 		if (tls_scratch[i].db == db)
 			return tls_scratch[i].s;
+	pthread_once(&scratch_once, scratch_key_make);
+	pthread_setspecific(scratch_key, (void *)1); /* non-NULL: the destructor runs */
 	unsigned i = tls_scratch_next++ & 1;
 	detect_scratch_free(tls_scratch[i].s);
 	tls_scratch[i].db = NULL;
