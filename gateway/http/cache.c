@@ -37,7 +37,34 @@
 #define VARY_NAMES_MAX 512
 
 enum cache_access { CA_NONE, CA_HIT, CA_MISS, CA_STALE, CA_BYPASS };
-enum wake { WAKE_RETRY = 1, WAKE_UPSTREAM = 2 };
+enum wake { WAKE_RETRY = 1, WAKE_UPSTREAM = 2, WAKE_STREAM = 3 };
+
+/* A leader's response shared with its waiters while it arrives (a
+ * Content-Length body, preallocated): the leader copies bytes in and
+ * publishes `avail`; each waiter's worker sends [sent, avail) straight
+ * from `body` when told (a task through its mailbox). Freed with the last
+ * reference: the leader's, each waiter's, each send in flight, each task
+ * queued. */
+struct cache_stream {
+	uint32_t refs;
+	int state;    /* 0 arriving, 1 complete, -1 failed (atomic) */
+	size_t avail; /* body bytes in (atomic: release by the leader) */
+	size_t total;
+	int status;
+	char *head; /* the stored head block (status line + fields) */
+	size_t head_len;
+	char *body;
+	struct stream_sub *subs; /* pushed at the head, freed with the stream */
+};
+
+struct stream_sub {
+	struct stream_sub *next;
+	struct cache_stream *s;
+	struct worker *w;
+	uint64_t ticket;
+	uint8_t queued; /* a task is posted and has not run yet */
+	struct worker_task task;
+};
 
 struct cache_wait {
 	struct cache_waiter base; /* in the store's list until the leader finishes */
@@ -66,6 +93,12 @@ struct cache_req {
 	struct timer timer;
 	struct cache_req *wnext, *wprev;
 
+	/* streaming: the leader's stream (stream_out) or the one a waiter
+	 * sends from (stream_in) */
+	struct cache_stream *stream_out, *stream_in;
+	bool streaming;
+	size_t stream_sent;
+
 	/* an object that needs revalidation (or may answer on error) */
 	struct cache_entry *stale;
 	bool revalidating;
@@ -89,8 +122,9 @@ struct cache_req {
 	enum cache_nostore nostore;
 };
 
-/* Per worker thread: the requests waiting for another's fetch. */
-static __thread struct cache_req *tls_waiting;
+/* Per worker thread: the requests waiting for another's fetch, and those
+ * sending from another's fetch while it arrives. */
+static __thread struct cache_req *tls_waiting, *tls_streaming;
 static __thread uint64_t tls_ticket;
 
 static int64_t now_ms(void)
@@ -366,6 +400,72 @@ static void wait_unlink(struct cache_req *cr)
 	timer_disarm(&cr->w->loop.timers, &cr->timer);
 }
 
+static void stream_get(void *p)
+{
+	struct cache_stream *s = p;
+
+	__atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+static void stream_put(void *p)
+{
+	struct cache_stream *s = p;
+
+	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	struct stream_sub *sub = s->subs;
+	while (sub) {
+		struct stream_sub *next = sub->next;
+		free(sub);
+		sub = next;
+	}
+	free(s->head);
+	free(s->body);
+	free(s);
+}
+
+/* Tell every subscribed worker that there is news (one task at a time per
+ * subscriber; it reads whatever arrived by then). */
+static void stream_notify(struct cache_stream *s)
+{
+	/* the new avail/state must be visible before we look for subscribers,
+	 * as a new subscriber pushes itself before it reads avail (Dekker) */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	for (struct stream_sub *sub = __atomic_load_n(&s->subs, __ATOMIC_ACQUIRE); sub;
+	     sub = sub->next) {
+		uint8_t zero = 0;
+		if (__atomic_compare_exchange_n(&sub->queued, &zero, 1, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED)) {
+			stream_get(s); /* dropped by the task */
+			worker_post(sub->w, &sub->task);
+		}
+	}
+}
+
+/* The leader's stream ends: complete (1) or failed (-1). */
+static void stream_end(struct cache_req *cr, int state)
+{
+	struct cache_stream *s = cr->stream_out;
+
+	if (!s)
+		return;
+	cr->stream_out = NULL;
+	__atomic_store_n(&s->state, state, __ATOMIC_RELEASE);
+	stream_notify(s);
+	stream_put(s);
+}
+
+static void list_unlink(struct cache_req **head, struct cache_req *cr)
+{
+	if (cr->wprev)
+		cr->wprev->wnext = cr->wnext;
+	else
+		*head = cr->wnext;
+	if (cr->wnext)
+		cr->wnext->wprev = cr->wprev;
+	cr->wnext = cr->wprev = NULL;
+}
+
 static void on_wake_task(struct worker *w, struct worker_task *t)
 {
 	struct cache_wait *wt = container_of(t, struct cache_wait, task);
@@ -376,8 +476,11 @@ static void on_wake_task(struct worker *w, struct worker_task *t)
 	if (cr) {
 		wait_unlink(cr);
 		cr->wake_result = wt->result;
+		cr->stream_in = wt->base.stream; /* the reference moves to the request */
+		wt->base.stream = NULL;
 		req_resume(cr->r);
 	}
+	stream_put(wt->base.stream);
 	free(wt);
 }
 
@@ -537,6 +640,114 @@ static void serve_done(struct request *r, struct cache_entry *e, int64_t now)
 	}
 	serve(r, e, now);
 	r->resp_started = r->resp_done = true;
+}
+
+/* ---- sending from a leader's response while it arrives ------------------------ */
+
+/* Send what arrived since the last call. 1: the response is complete (the
+ * request may finish), 0: more to come, -1: the leader's fetch failed (the
+ * request was failed: the client sees a truncated response). */
+static int stream_pump(struct cache_req *cr)
+{
+	struct request *r = cr->r;
+	struct cache_stream *s = cr->stream_in;
+	int state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+	size_t avail = __atomic_load_n(&s->avail, __ATOMIC_ACQUIRE);
+
+	if (avail > cr->stream_sent) {
+		stream_get(s); /* until the send completes */
+		conn_write_ext(&r->c->conn, s->body + cr->stream_sent, avail - cr->stream_sent,
+			       stream_put, s);
+		r->bytes_out += avail - cr->stream_sent;
+		cr->stream_sent = avail;
+	}
+	if (cr->stream_sent == s->total) {
+		list_unlink(&tls_streaming, cr);
+		cr->streaming = false;
+		cr->stream_in = NULL;
+		stream_put(s);
+		r->resp_done = true;
+		return 1;
+	}
+	if (state < 0) {
+		list_unlink(&tls_streaming, cr);
+		cr->streaming = false;
+		cr->stream_in = NULL;
+		stream_put(s);
+		req_fail(r, 502, REASON_UPSTREAM_TRUNCATED, "the shared upstream response failed", true);
+		return -1;
+	}
+	return 0;
+}
+
+static void on_stream_task(struct worker *w, struct worker_task *t)
+{
+	struct stream_sub *sub = container_of(t, struct stream_sub, task);
+	struct cache_stream *s = sub->s;
+	struct cache_req *cr = tls_streaming;
+
+	__atomic_store_n(&sub->queued, 0, __ATOMIC_RELEASE); /* later news posts again */
+	while (cr && (cr->stream_in != s || cr->ticket != sub->ticket))
+		cr = cr->wnext;
+	if (cr && stream_pump(cr) == 1)
+		req_resume(cr->r);
+	stream_put(s); /* the task's reference */
+}
+
+/* A woken waiter answers from the leader's stream: head now, body as it
+ * arrives. Returns false when the stream already failed (go upstream). */
+static bool stream_start(struct request *r)
+{
+	struct cache_req *cr = r->cache;
+	struct cache_stream *s = cr->stream_in;
+	struct client *c = r->c;
+	struct stream_sub *sub;
+
+	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) < 0 || !(sub = calloc(1, sizeof(*sub)))) {
+		cr->stream_in = NULL;
+		stream_put(s);
+		return false;
+	}
+	struct buf *b = conn_outbuf(&c->conn);
+	size_t mark = b->len;
+	buf_append(b, s->head, s->head_len);
+	set_cs(cr, "hit; detail=coalesced-stream");
+	count(cr, CA_HIT);
+	r->close_after = r->close_after || !r->keep_alive || c->conn.w->draining || !r->body_done;
+	buf_appendf(b, "Age: 0\r\nCache-Status: reflex; %s\r\nContent-Length: %zu\r\n", cr->cs,
+		    s->total);
+	buf_appendf(b, "Via: 1.1 reflex\r\nX-Request-ID: %s\r\n", r->id);
+	if (r->close_after)
+		buf_appends(b, "Connection: close\r\n");
+	else if (r->http10)
+		buf_appends(b, "Connection: keep-alive\r\n");
+	buf_appends(b, "\r\n");
+	r->bytes_out += b->len - mark;
+	conn_wrote(&c->conn);
+	r->status = s->status;
+	r->out = RESP_OUT_NONE;
+	r->resp_started = true;
+	r->resp_mark = mark;
+	r->resp_sends = c->conn.sends;
+	cr->lookup_done = true;
+	cr->streaming = true;
+	cr->stream_sent = 0;
+	cr->ticket = ++tls_ticket;
+	cr->wprev = NULL;
+	cr->wnext = tls_streaming;
+	if (tls_streaming)
+		tls_streaming->wprev = cr;
+	tls_streaming = cr;
+	sub->s = s;
+	sub->w = cr->w;
+	sub->ticket = cr->ticket;
+	sub->task.fn = on_stream_task;
+	sub->next = __atomic_load_n(&s->subs, __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(&s->subs, &sub->next, sub, true, __ATOMIC_ACQ_REL,
+					    __ATOMIC_RELAXED))
+		;
+	stream_pump(cr);
+	return true;
 }
 
 /* ---- the upstream request --------------------------------------------------- */
@@ -756,6 +967,13 @@ enum step_result cache_step(struct request *r)
 			count(cr, CA_BYPASS);
 			return STEP_NEXT;
 		}
+	}
+	if (cr->streaming)
+		return r->resp_done ? STEP_NEXT : STEP_WAIT;
+	if (cr->stream_in) {
+		if (stream_start(r))
+			return r->resp_done ? STEP_NEXT : STEP_WAIT;
+		cr->no_coalesce = true; /* the shared fetch failed: on our own */
 	}
 	if (cr->lookup_done)
 		return STEP_NEXT;
@@ -1110,6 +1328,27 @@ static struct cache_entry *refresh(struct cache_req *cr, const struct http_respo
 	return e;
 }
 
+/* The waiters need not wait for the whole object: they send it as it
+ * arrives, from a copy the leader fills (Content-Length bodies). */
+static void stream_begin(struct cache_req *cr, const struct http_response *res)
+{
+	struct cache_stream *s = calloc(1, sizeof(*s));
+
+	if (!s || !(s->head = malloc(cr->head.len)) || !(s->body = malloc(res->content_length))) {
+		if (s)
+			free(s->head);
+		free(s);
+		return;
+	}
+	memcpy(s->head, buf_head(&cr->head), cr->head.len);
+	s->head_len = cr->head.len;
+	s->total = res->content_length;
+	s->status = res->status;
+	s->refs = 1;
+	cr->stream_out = s;
+	cache_store_stream(&cr->claim_key, s, stream_get, WAKE_STREAM);
+}
+
 bool cache_respond_head(struct request *r, const struct http_response *res)
 {
 	struct cache_req *cr = r->cache;
@@ -1196,6 +1435,10 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 	if (!cr->bg_refresh)
 		snprintf(cr->cs + strlen(cr->cs), sizeof(cr->cs) - strlen(cr->cs), "%s; stored",
 			 cr->stale ? "; fwd-status=200" : "");
+	/* not with Vary: the waiters may want another variant */
+	if (cr->leader && !cr->finished && !cr->bg_refresh && res->body == HTTP_BODY_LENGTH &&
+	    res->content_length > 0 && !rs.has_vary)
+		stream_begin(cr, res);
 	return cr->bg_refresh;
 nostore:
 	buf_free(&cr->head);
@@ -1221,6 +1464,7 @@ void cache_no_store(struct request *r, const char *why)
 
 	if (!cr || !cr->filling)
 		return;
+	stream_end(cr, -1); /* waiters must not send what the client does not get */
 	cr->filling = false;
 	buf_free(&cr->head);
 	buf_free(&cr->body);
@@ -1247,7 +1491,14 @@ void cache_tee(struct request *r, const char *p, size_t n)
 	uint64_t max_obj = cfg->cache.max_object;
 	if (max_obj > cfg->cache.memory / 64)
 		max_obj = cfg->cache.memory / 64 - 4096;
+	struct cache_stream *s = cr->stream_out;
+	if (s && s->avail + n <= s->total) {
+		memcpy(s->body + s->avail, p, n);
+		__atomic_store_n(&s->avail, s->avail + n, __ATOMIC_RELEASE);
+		stream_notify(s);
+	}
 	if (cr->body.len + n > max_obj || buf_append(&cr->body, p, n) != 0) {
+		stream_end(cr, -1);
 		cr->filling = false;
 		cr->nostore = CACHE_NOSTORE_TOO_LARGE;
 		buf_free(&cr->body);
@@ -1268,6 +1519,9 @@ void cache_upstream_done(struct request *r)
 			       cr->body.len, now_ms());
 		if (rc)
 			log_debug("cache: %s not stored: %s", cr->url, strerror(-rc));
+		/* stored before the waiters hear the end: later claims are hits */
+		stream_end(cr, cr->stream_out && cr->stream_out->avail == cr->stream_out->total ? 1
+													      : -1);
 		buf_free(&cr->head);
 		buf_free(&cr->body);
 		leader_finish(cr, rc ? WAKE_UPSTREAM : WAKE_RETRY);
@@ -1313,6 +1567,10 @@ void cache_req_end(struct request *r)
 		return;
 	r->cache = NULL;
 	wait_unlink(cr);
+	if (cr->streaming)
+		list_unlink(&tls_streaming, cr);
+	stream_put(cr->stream_in);
+	stream_end(cr, -1);
 	l2_cancel(cr->l2_op);
 	/* a leader that did not finish (client gone, upstream failed): let a
 	 * waiter try again */

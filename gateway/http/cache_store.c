@@ -17,6 +17,9 @@ struct pending {
 	struct cache_key key;
 	struct cache_waiter *waiters, **tail;
 	struct pending *next;
+	void *stream; /* the leader streams: claimers join it at once */
+	void (*stream_get)(void *stream);
+	int stream_result;
 };
 
 struct shard {
@@ -476,6 +479,15 @@ enum cache_claim cache_store_claim(const struct cache_key *k, struct cache_waite
 		goto out;
 	}
 	struct pending **pp = pending_slot(sh, k);
+	if (*pp && (*pp)->stream) {
+		struct pending *p = *pp;
+		p->stream_get(p->stream);
+		wt->stream = p->stream;
+		int result = p->stream_result;
+		ck_spinlock_fas_unlock(&sh->lock);
+		wt->on_done(wt, result);
+		return CACHE_CLAIM_WAITER;
+	}
 	if (*pp) {
 		wt->next = NULL;
 		*(*pp)->tail = wt;
@@ -511,6 +523,36 @@ void cache_store_finish(const struct cache_key *k, int result)
 	}
 	ck_spinlock_fas_unlock(&sh->lock);
 	free(p);
+	while (list) {
+		struct cache_waiter *next = list->next;
+		list->on_done(list, result);
+		list = next;
+	}
+}
+
+void cache_store_stream(const struct cache_key *k, void *stream, void (*get)(void *stream),
+			int result)
+{
+	struct shard *sh = shard_of(k);
+	struct cache_waiter *list = NULL;
+
+	if (!S.ready)
+		return;
+	ck_spinlock_fas_lock(&sh->lock);
+	struct pending *p = *pending_slot(sh, k);
+	if (p) {
+		p->stream = stream;
+		p->stream_get = get;
+		p->stream_result = result;
+		list = p->waiters;
+		p->waiters = NULL;
+		p->tail = &p->waiters;
+		for (struct cache_waiter *w = list; w; w = w->next) {
+			get(stream);
+			w->stream = stream;
+		}
+	}
+	ck_spinlock_fas_unlock(&sh->lock);
 	while (list) {
 		struct cache_waiter *next = list->next;
 		list->on_done(list, result);

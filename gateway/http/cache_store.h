@@ -129,6 +129,7 @@ struct cache_waiter {
 	struct cache_waiter *next;
 	/* called once, on the finishing thread, outside the store's locks */
 	void (*on_done)(struct cache_waiter *wt, int result);
+	void *stream; /* set (with a reference) when woken to a stream */
 };
 
 enum cache_claim { CACHE_CLAIM_LEADER, CACHE_CLAIM_WAITER, CACHE_CLAIM_HIT };
@@ -141,6 +142,12 @@ enum cache_claim cache_store_claim(const struct cache_key *k, struct cache_waite
 				   const struct cache_entry *skip, struct cache_entry **hit);
 /* The leader is done with k: every waiter's on_done(result) runs. */
 void cache_store_finish(const struct cache_key *k, int result);
+/* The leader's response streams from `stream` (the caller's object): the
+ * waiters queued so far, and every claim of k until cache_store_finish,
+ * get wt->stream = stream (after get(stream), under the shard lock) and
+ * on_done(result) at once. */
+void cache_store_stream(const struct cache_key *k, void *stream, void (*get)(void *stream),
+			int result);
 
 void cache_store_stats(struct cache_stats_global *out);
 

@@ -87,6 +87,102 @@ static int concurrent(const char *path, int n, size_t size)
 	return ok;
 }
 
+/* ---- streaming to waiters while the leader's response arrives ----------- */
+
+struct streamed {
+	const char *path;
+	double t0, first_ms, done_ms;
+	long status;
+	int curl_rc;
+	uint64_t bytes, hash;
+	char cs[128];
+};
+
+static void on_piece(const char *data, size_t len, double t_ms, void *arg)
+{
+	struct streamed *s = arg;
+
+	if (s->first_ms == 0 && len)
+		s->first_ms = t_ms - s->t0;
+}
+
+static void *streamed_get(void *arg)
+{
+	struct streamed *s = arg;
+	char url[512];
+	struct h_resp r;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, s->path);
+	struct h_req q = {.url = url,
+			  .sink = on_piece,
+			  .sink_arg = s,
+			  .timeout_ms = 8000,
+			  .count_only = true};
+	s->t0 = h_now_ms();
+	h_http(&q, &r);
+	s->done_ms = h_now_ms() - s->t0;
+	s->status = r.status;
+	s->curl_rc = r.curl_rc;
+	s->bytes = r.body_bytes;
+	s->hash = r.body_hash;
+	h_resp_header(&r, "Cache-Status", s->cs, sizeof(s->cs));
+	h_resp_free(&r);
+	return NULL;
+}
+
+static void test_streaming_waiters(void)
+{
+	enum { N = 12 };
+	pthread_t t[N];
+	struct streamed s[N];
+	long before = origin_requests();
+	/* 240 KB paced at 200 KB/s: the leader's body takes over a second */
+	const char *path = "/st/slow?cc=max-age%3D60&size=240000&rate=200000";
+
+	test_begin("coalesced_waiters_stream_while_it_arrives");
+	for (int i = 0; i < N; i++) {
+		s[i] = (struct streamed){.path = path};
+		pthread_create(&t[i], NULL, streamed_get, &s[i]);
+		if (i == 0)
+			h_sleep_ms(100); /* the first one leads */
+	}
+	int ok = 0, streamed = 0, early = 0;
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		ok += s[i].status == 200 && s[i].bytes == 240000 &&
+		      s[i].hash == h_pattern_hash(240000);
+		streamed += strstr(s[i].cs, "coalesced-stream") != NULL;
+		/* a waiter's first byte comes long before the whole body */
+		early += s[i].first_ms > 0 && s[i].first_ms + 300 < s[i].done_ms;
+	}
+	CHECK_MSG(ok == N, "%d of %d got the whole body", ok, N);
+	CHECK_MSG(streamed >= N - 2, "%d of %d waiters streamed from the leader", streamed, N);
+	CHECK_MSG(early >= N - 2, "%d of %d saw the first bytes early", early, N);
+	CHECK_INT(origin_requests() - before, 1);
+	test_end();
+
+	test_begin("coalesced_stream_failure_reaches_waiters");
+	/* the origin promises 100 bytes, sends 10 and closes (after 300 ms) */
+	const char *bad = "/st/short?cc=max-age%3D60&malformed=short&delay=300";
+	for (int i = 0; i < 6; i++) {
+		s[i] = (struct streamed){.path = bad};
+		pthread_create(&t[i], NULL, streamed_get, &s[i]);
+	}
+	int complete = 0, hung = 0;
+	for (int i = 0; i < 6; i++) {
+		pthread_join(t[i], NULL);
+		complete += s[i].curl_rc == 0 && s[i].status == 200 && s[i].bytes == 100;
+		hung += s[i].done_ms > 5000;
+	}
+	CHECK_MSG(complete == 0, "%d clients got a complete body from a truncated upstream",
+		  complete);
+	CHECK_MSG(hung == 0, "%d clients waited for their timeout", hung);
+	struct h_resp r;
+	CHECK_INT(get("/st/after?cc=max-age%3D60", &r), 200);
+	h_resp_free(&r);
+	test_end();
+}
+
 static void test_coalescing(void)
 {
 	long before;
@@ -274,6 +370,7 @@ int main(void)
 		return test_exit_code();
 	}
 	test_coalescing();
+	test_streaming_waiters();
 	test_purges();
 	test_grace();
 	test_access_log();
