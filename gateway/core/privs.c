@@ -29,15 +29,15 @@ static const struct {
 	int cap;
 	const char *name;
 } cap_names[] = {
-	{ CAP_NET_BIND_SERVICE, "cap_net_bind_service" },
-	{ CAP_NET_ADMIN, "cap_net_admin" },
-	{ CAP_PERFMON, "cap_perfmon" },
-	{ CAP_BPF, "cap_bpf" },
+	{CAP_NET_BIND_SERVICE, "cap_net_bind_service"},
+	{CAP_NET_ADMIN, "cap_net_admin"},
+	{CAP_PERFMON, "cap_perfmon"},
+	{CAP_BPF, "cap_bpf"},
 };
 
 static int cap_get(struct __user_cap_data_struct d[2])
 {
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 
 	memset(d, 0, 2 * sizeof(*d));
 	return syscall(SYS_capget, &h, d) ? -errno : 0;
@@ -45,7 +45,7 @@ static int cap_get(struct __user_cap_data_struct d[2])
 
 static int cap_set(const struct __user_cap_data_struct d[2])
 {
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 
 	return syscall(SYS_capset, &h, d) ? -errno : 0;
 }
@@ -72,8 +72,8 @@ static int last_cap(void)
 
 static uint64_t target_keep;
 static int target_last;
-static int phase_errors;  /* threads whose capset failed */
-static int phase_acks;    /* threads that ran the phase */
+static int phase_errors; /* threads whose capset failed */
+static int phase_acks;	 /* threads that ran the phase */
 static void (*phase_fn)(void);
 
 /* Drop the bounding set while CAP_SETPCAP is still effective (the user
@@ -150,7 +150,7 @@ static bool is_io_thread(pid_t tid)
  * when some thread did not answer, -EPERM when some thread's phase failed. */
 static int broadcast(void (*fn)(void))
 {
-	struct sigaction sa = { .sa_handler = on_privs_signal, .sa_flags = SA_RESTART }, old;
+	struct sigaction sa = {.sa_handler = on_privs_signal, .sa_flags = SA_RESTART}, old;
 	pid_t self = (pid_t)syscall(SYS_gettid), pid = getpid();
 	int sent = 0, rc = 0;
 	DIR *dir;
@@ -180,7 +180,7 @@ static int broadcast(void (*fn)(void))
 			rc = -ETIMEDOUT;
 			goto out;
 		}
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 	}
 	if (__atomic_load_n(&phase_errors, __ATOMIC_RELAXED))
 		rc = -EPERM;
@@ -203,8 +203,7 @@ int privs_resolve(const char *name, struct privs_user *out, char *err, size_t er
 	memset(out, 0, sizeof(*out));
 	rc = getpwnam_r(name, &pw, buf, sizeof(buf), &res);
 	if (rc || !res) {
-		snprintf(err, errlen, "user \"%s\": %s", name,
-			 rc ? strerror(rc) : "no such user");
+		snprintf(err, errlen, "user \"%s\": %s", name, rc ? strerror(rc) : "no such user");
 		return rc ? -rc : -ENOENT;
 	}
 	snprintf(out->name, sizeof(out->name), "%s", name);
@@ -230,7 +229,8 @@ int privs_drop(const struct privs_user *user, uint64_t keep, char *err, size_t e
 	target_last = last_cap();
 	if (user && user->uid != geteuid()) {
 		if (geteuid() != 0) {
-			snprintf(err, errlen, "user \"%s\": switching users needs root (running as uid %d)",
+			snprintf(err, errlen,
+				 "user \"%s\": switching users needs root (running as uid %d)",
 				 user->name, (int)geteuid());
 			return -EPERM;
 		}
@@ -239,7 +239,8 @@ int privs_drop(const struct privs_user *user, uint64_t keep, char *err, size_t e
 				 strerror(-rc));
 			return rc;
 		}
-		if (initgroups(user->name, user->gid) || setresgid(user->gid, user->gid, user->gid) ||
+		if (initgroups(user->name, user->gid) ||
+		    setresgid(user->gid, user->gid, user->gid) ||
 		    setresuid(user->uid, user->uid, user->uid)) {
 			rc = -errno;
 			snprintf(err, errlen, "switching to user \"%s\": %s", user->name,

@@ -15,7 +15,7 @@
 /* Bind a datagram socket to `name` ("/path" or "@abstract"); fd or -1. */
 static int bind_dgram(const char *name)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	size_t n = strlen(name);
 	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
@@ -24,7 +24,7 @@ static int bind_dgram(const char *name)
 	memcpy(sun.sun_path, name, n);
 	if (name[0] == '@')
 		sun.sun_path[0] = '\0';
-	struct timeval tv = { .tv_sec = 2 };
+	struct timeval tv = {.tv_sec = 2};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (bind(fd, (struct sockaddr *)&sun,
 		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (name[0] == '/')))) {
@@ -83,8 +83,8 @@ int main(void)
 	test_end();
 
 	test_begin("notify_path_socket");
-	snprintf(path, sizeof(path), "%s/reflex-notify-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
-		 (int)getpid());
+	snprintf(path, sizeof(path), "%s/reflex-notify-%d",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
 	unlink(path);
 	check_socket(path);
 	unlink(path);
