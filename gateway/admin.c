@@ -35,6 +35,7 @@
 #include "core/jsonw.h"
 #include "core/log.h"
 #include "core/stats.h"
+#include "core/topk.h"
 #include "gateway.h"
 #include "http/anomaly.h"
 #include "http/reflex.h"
@@ -1093,6 +1094,8 @@ static int stats_json(struct buf *b, const struct stats_worker *s)
 	return rc;
 }
 
+static int top_clients_json(struct buf *b, struct gateway *g);
+
 static int h_stats(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
 {
 	struct buf *b = &resp->body;
@@ -1123,11 +1126,53 @@ static int h_stats(struct gateway *g, const struct admin_req *req, struct admin_
 	rc |= ju64(b, &f2, "written", accesslog_written(g->alog));
 	rc |= ju64(b, &f2, "dropped", accesslog_dropped(g->alog));
 	rc |= buf_append(b, "}", 1);
-	/* there is no per-client accounting yet: an empty list, not a guess */
-	rc |= jkey(b, &f, "top_clients") | buf_appends(b, "[]");
+	rc |= jkey(b, &f, "top_clients") | top_clients_json(b, g);
 	rc |= buf_appends(b, "}\n");
 	stats_worker_fini(&t);
 	return rc ? -1 : 0;
+}
+
+/* The heaviest clients of the last minute or so, merged over the workers'
+ * space-saving tables (gateway/core/topk.h): [{client, requests, refused}]. */
+static int top_clients_json(struct buf *b, struct gateway *g)
+{
+	enum { MAX = TOPK_SLOTS * 64 };
+	static __thread struct topk_slot all[MAX];
+	unsigned n = 0;
+	int rc = 0;
+
+	for (unsigned w = 0; w < g->n_workers; w++)
+		for (unsigned i = 0; i < TOPK_SLOTS && n < MAX; i++) {
+			struct topk_slot s;
+			if (!topk_read(&g->workers[w].top_clients, i, &s))
+				continue;
+			unsigned j = 0;
+			while (j < n && strcmp(all[j].key, s.key) != 0)
+				j++;
+			if (j == n)
+				all[n++] = s;
+			else {
+				all[j].count += s.count;
+				all[j].refused += s.refused;
+			}
+		}
+	rc |= buf_append(b, "[", 1);
+	for (unsigned k = 0; k < 10 && k < n; k++) {
+		unsigned best = k; /* partial selection sort: the first ten */
+		for (unsigned j = k + 1; j < n; j++)
+			if (all[j].count > all[best].count)
+				best = j;
+		struct topk_slot tmp = all[k];
+		all[k] = all[best];
+		all[best] = tmp;
+		bool f = true;
+		rc |= buf_appends(b, k ? ",{" : "{");
+		rc |= jstr(b, &f, "client", all[k].key);
+		rc |= ju64(b, &f, "requests", all[k].count);
+		rc |= ju64(b, &f, "refused", all[k].refused);
+		rc |= buf_append(b, "}", 1);
+	}
+	return rc | buf_append(b, "]", 1);
 }
 
 static int config_json(struct buf *b, const struct config *c, unsigned n_tokens)

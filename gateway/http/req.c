@@ -167,6 +167,7 @@ static void req_account(struct request *r)
 	if (r->t_ttfb_ns && r->t_sent_ns)
 		stats_hist_observe(&st->stage[STAGE_TTFB], r->t_ttfb_ns - r->t_sent_ns);
 	stats_hist_observe(&st->stage[STAGE_TOTAL], now - r->t_first_ns);
+	topk_add(&w->top_clients, c->peer, r->reason != REASON_NONE, w->loop.now);
 	if (r->ep) /* per-endpoint signals for the anomaly detector (http/anomaly.h) */
 		anomaly_acc_request(w->id, r->ep->id,
 				    r->status >= 500 || (r->reason >= REASON_UPSTREAM_CONNECT &&

@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/loop.h"
 #include "core/stats.h"
+#include "core/topk.h"
 #include "http/parse.h"
 
 struct conn;
@@ -80,6 +81,7 @@ struct worker {
 	const struct inherited_fds *inherited;
 
 	struct stats_worker stats;
+	struct topk top_clients; /* heaviest client addresses, read by the admin API */
 	struct accesslog *alog; /* set by main before worker_start; NULL: off */
 	int start_error; /* set by the worker if set-up failed (-errno) */
 	char start_msg[512];
