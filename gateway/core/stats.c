@@ -48,7 +48,8 @@ const char *reason_name(enum reason r)
 }
 
 static const char *const stage_names[STAGE_MAX] = {
-	[STAGE_PARSE] = "parse",     [STAGE_ROUTE] = "route", [STAGE_CONNECT] = "upstream_connect",
+	[STAGE_PARSE] = "parse",     [STAGE_ROUTE] = "route", [STAGE_LIMIT] = "limit",
+	[STAGE_REFLEX] = "reflex",   [STAGE_CACHE] = "cache", [STAGE_CONNECT] = "upstream_connect",
 	[STAGE_TTFB] = "upstream_ttfb", [STAGE_TOTAL] = "total",
 };
 

@@ -67,6 +67,9 @@ const char *reason_name(enum reason r);
 enum stage {
 	STAGE_PARSE = 0, /* first byte of the head → head parsed */
 	STAGE_ROUTE,     /* route + endpoint choice */
+	STAGE_LIMIT,     /* the limit step (rate limits; Redis round trip for global ones) */
+	STAGE_REFLEX,    /* the reflex step (rules; a held body's scan) */
+	STAGE_CACHE,     /* the cache step (lookup, L2, waiting on a coalesced fetch) */
 	STAGE_CONNECT,   /* upstream connect (0 on a reused connection) */
 	STAGE_TTFB,      /* request sent → first response byte from the upstream */
 	STAGE_TOTAL,     /* head parsed → response fully handed to the kernel */

@@ -45,14 +45,15 @@ static enum step_result step_respond(struct request *r);
 static const struct req_step {
 	const char *name;
 	enum step_result (*run)(struct request *r);
+	int stage; /* timed as this stage (core/stats.h), or -1: timed inside */
 } steps[] = {
-	{ "parse", step_parse },       /* strict HTTP/1.1 head: http/parse.c */
-	{ "route", step_route },       /* Host + path prefix → pool, endpoint choice */
-	{ "limit", step_limit },       /* GCRA per client / API key / route; 429: http/limit.c */
-	{ "reflex", step_reflex },     /* rules: block, redact, respond, route, tag: http/reflex.c */
-	{ "cache", step_cache },       /* L1 → coalesce misses; may answer: http/cache.c */
-	{ "upstream", step_upstream }, /* forward, stream the response: http/upstream.c */
-	{ "respond", step_respond },   /* finish: keep-alive or close */
+	{ "parse", step_parse, -1 },       /* strict HTTP/1.1 head: http/parse.c */
+	{ "route", step_route, -1 },       /* Host + path prefix → pool, endpoint choice */
+	{ "limit", step_limit, STAGE_LIMIT },   /* GCRA per client / API key / route; 429: http/limit.c */
+	{ "reflex", step_reflex, STAGE_REFLEX }, /* rules: block, redact, respond, route, tag: http/reflex.c */
+	{ "cache", step_cache, STAGE_CACHE },   /* L1 → coalesce misses; may answer: http/cache.c */
+	{ "upstream", step_upstream, -1 }, /* forward, stream the response: http/upstream.c */
+	{ "respond", step_respond, -1 },   /* finish: keep-alive or close */
 };
 #define N_STEPS (sizeof(steps) / sizeof(steps[0]))
 #define STEP_RESPOND (N_STEPS - 1)
@@ -88,12 +89,18 @@ static void req_run(struct request *r)
 	while (!conn_ending(&c->conn) && r->step < N_STEPS) {
 		unsigned s = r->step;
 		r->rerun = false;
+		if (steps[s].stage >= 0 && r->timed_step != s + 1) {
+			r->timed_step = s + 1; /* first entry: the step's clock starts */
+			r->step_t0_ns = clock_ns();
+		}
 		enum step_result sr = steps[s].run(r);
 		if (conn_ending(&c->conn))
 			break;
 		if (r->step != s) /* req_fail moved the request on */
 			continue;
 		if (sr == STEP_NEXT) {
+			if (steps[s].stage >= 0)
+				r->stage_ns[steps[s].stage] = clock_ns() - r->step_t0_ns + 1;
 			r->step++;
 		} else if (sr == STEP_DONE) {
 			req_reset(r); /* on to the next (pipelined) request */
@@ -164,6 +171,9 @@ static void req_account(struct request *r)
 		stats_hist_observe(&st->stage[STAGE_ROUTE], r->t_routed_ns - r->t_parsed_ns);
 	if (r->t_connect_ns)
 		stats_hist_observe(&st->stage[STAGE_CONNECT], r->t_connect_ns);
+	for (unsigned sg = STAGE_LIMIT; sg <= STAGE_CACHE; sg++)
+		if (r->stage_ns[sg])
+			stats_hist_observe(&st->stage[sg], r->stage_ns[sg] - 1);
 	if (r->t_ttfb_ns && r->t_sent_ns)
 		stats_hist_observe(&st->stage[STAGE_TTFB], r->t_ttfb_ns - r->t_sent_ns);
 	stats_hist_observe(&st->stage[STAGE_TOTAL], now - r->t_first_ns);
@@ -215,6 +225,8 @@ static void req_account(struct request *r)
 	a.bytes_out = r->bytes_out;
 	a.t_us[STAGE_PARSE] = us_between(r->t_first_ns, r->t_parsed_ns);
 	a.t_us[STAGE_ROUTE] = us_between(r->t_parsed_ns, r->t_routed_ns);
+	for (unsigned sg = STAGE_LIMIT; sg <= STAGE_CACHE; sg++)
+		a.t_us[sg] = r->stage_ns[sg] ? us_between(1, r->stage_ns[sg]) : ACCESS_NO_TIME;
 	a.t_us[STAGE_CONNECT] = r->t_connect_ns ? us_between(1, 1 + r->t_connect_ns) : ACCESS_NO_TIME;
 	a.t_us[STAGE_TTFB] = us_between(r->t_sent_ns, r->t_ttfb_ns);
 	a.t_us[STAGE_TOTAL] = us_between(r->t_first_ns, now);

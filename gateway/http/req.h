@@ -107,6 +107,9 @@ struct request {
 	uint64_t t_sent_ns;    /* the head was handed to the upstream connection */
 	uint64_t t_ttfb_ns;    /* first response byte from the upstream */
 	uint64_t bytes_in, bytes_out;
+	uint64_t stage_ns[STAGE_MAX]; /* policy steps' durations + 1 (0: did not run) */
+	uint64_t step_t0_ns;          /* when the timed step was first entered */
+	unsigned timed_step;          /* that step's index + 1 */
 	bool logged;
 };
 
