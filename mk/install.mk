@@ -25,13 +25,15 @@ INSTALL_PROG := install -m 0755 $(if $(INSTALL_STRIP),-s --strip-program=strip)
 
 # Paths, not the other .mk files' variables: mk/loadgen.mk is read after this file.
 INSTALL_BINS := $(BUILD)/reflexctl $(BUILD)/reflex-bench $(BUILD)/reflex-origin
-MAN_PAGES := deploy/man/reflexd.8 deploy/man/reflexctl.8 deploy/man/reflexd.yaml.5
+MAN_PAGES := deploy/man/reflexd.8 deploy/man/reflexctl.8 deploy/man/reflexd.yaml.5 \
+	deploy/man/reflex-bench.1 deploy/man/reflex-origin.1
 
 .PHONY: install deb
 install: $(REFLEXD) $(INSTALL_BINS)
 	@$(if $(Q),echo "  INSTALL $(DESTDIR)$(PREFIX)")
 	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/reflex \
-		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR)
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(UNITDIR)
 	$(Q)$(INSTALL_PROG) $(REFLEXD) $(DESTDIR)$(SBINDIR)/reflexd
 	$(Q)$(INSTALL_PROG) $(INSTALL_BINS) $(DESTDIR)$(BINDIR)/
 	$(Q)# An edited configuration is never overwritten (the package's conffile rule, by hand).
@@ -62,7 +64,7 @@ $(DEB): $(REFLEXD) $(INSTALL_BINS) $(MAN_PAGES) deploy/reflexd.yaml deploy/syste
 		$(wildcard deploy/debian/*) mk/install.mk
 	@$(if $(Q),echo "  DEB     $@")
 	$(Q)rm -rf $(DEB_ROOT) && mkdir -p $(DEB_ROOT)/DEBIAN
-	$(Q)$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR=$(CURDIR)/$(DEB_ROOT) \
+	$(Q)$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR=$(abspath $(DEB_ROOT)) \
 		INSTALL_STRIP=1 >/dev/null
 	$(Q)install -d $(DEB_ROOT)/usr/share/doc/reflex
 	$(Q)install -m 0644 deploy/debian/copyright $(DEB_ROOT)/usr/share/doc/reflex/copyright

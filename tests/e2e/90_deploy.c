@@ -125,6 +125,8 @@ static void test_deb_contents(void)
 		"usr/share/man/man8/reflexd.8.gz",
 		"usr/share/man/man8/reflexctl.8.gz",
 		"usr/share/man/man5/reflexd.yaml.5.gz",
+		"usr/share/man/man1/reflex-bench.1.gz",
+		"usr/share/man/man1/reflex-origin.1.gz",
 		"usr/share/doc/reflex/copyright",
 		"usr/share/doc/reflex/changelog.Debian.gz",
 	};
@@ -253,14 +255,15 @@ static void test_unit(void)
 static void test_man(void)
 {
 	static const char *const pages[] = {"man8/reflexd.8.gz", "man8/reflexctl.8.gz",
-					    "man5/reflexd.yaml.5.gz"};
+					    "man5/reflexd.yaml.5.gz", "man1/reflex-bench.1.gz",
+					    "man1/reflex-origin.1.gz"};
 	char *out = NULL;
 
 	if (!have("man")) {
 		test_skip("man_pages", "man is not installed (Debian package man-db)");
 	} else {
 		test_begin("man_pages");
-		for (size_t i = 0; i < 3; i++) {
+		for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
 			int rc = sh(30000, &out,
 				    "LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "
 				    "'%s/usr/share/man/%s' "
@@ -277,7 +280,7 @@ static void test_man(void)
 		return;
 	}
 	test_begin("man_pages_lint");
-	int rc = sh(30000, &out, "mandoc -T lint -W warning deploy/man/*.[58] 2>&1");
+	int rc = sh(30000, &out, "mandoc -T lint -W warning deploy/man/*.[158] 2>&1");
 	CHECK_MSG(rc == 0 && out[0] == '\0', "mandoc -T lint (exit %d): %s", rc, out);
 	free(out);
 	test_end();
