@@ -349,3 +349,13 @@ out:
 	close(fd);
 	return rc;
 }
+
+int ctl_connect(const struct ctl_target *t, unsigned timeout_ms, char *err, size_t errlen)
+{
+	int fd = connect_target(t, now_ms() + timeout_ms, err, errlen);
+
+	/* the caller streams with plain blocking reads */
+	if (fd >= 0)
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}

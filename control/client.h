@@ -45,4 +45,9 @@ int ctl_request(const struct ctl_target *t, const char *method, const char *path
 		char *err, size_t errlen);
 void ctl_resp_free(struct ctl_resp *r);
 
+/* A connected socket to the target (blocking), or -1 with a reason in err;
+ * for streaming endpoints (GET /events?stream=1) that ctl_request, which
+ * reads whole bodies, cannot serve. */
+int ctl_connect(const struct ctl_target *t, unsigned timeout_ms, char *err, size_t errlen);
+
 #endif

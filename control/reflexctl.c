@@ -822,6 +822,78 @@ static int show_json(struct ctl *c, const char *path)
 	return EXIT_OK;
 }
 
+/* events: the anomaly events (docs/anomaly.md). --follow reads the live
+ * server-sent-events stream and prints each event's JSON on its own line,
+ * until the gateway closes the stream or the user interrupts. */
+static int cmd_events(struct ctl *c, int argc, char **argv)
+{
+	bool follow = false;
+	unsigned long long since = 0;
+	char path[96], err[256];
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--follow") || !strcmp(argv[i], "-f"))
+			follow = true;
+		else if (!strcmp(argv[i], "--since") && i + 1 < argc)
+			since = strtoull(argv[++i], NULL, 10);
+		else
+			return fail(EXIT_USAGE, "events: unexpected argument \"%s\"", argv[i]);
+	}
+	if (!follow) {
+		snprintf(path, sizeof(path), "/events?since=%llu", since);
+		return show_json(c, path);
+	}
+	int fd = ctl_connect(&c->target, c->timeout_ms, err, sizeof(err));
+	if (fd < 0)
+		return fail(EXIT_CONNECT, "%s", err);
+	char req[256];
+	int n = snprintf(req, sizeof(req),
+			 "GET /events?stream=1%s%.0llu HTTP/1.1\r\nHost: reflex-admin\r\n"
+			 "Accept: text/event-stream\r\n\r\n",
+			 since ? "&since=" : "", since);
+	if (write(fd, req, (size_t)n) != n) {
+		close(fd);
+		return fail(EXIT_CONNECT, "events: cannot send the request");
+	}
+	/* the head, then "data: {...}" lines; a blank line ends each event */
+	char buf[8192], line[65536];
+	size_t ll = 0;
+	bool in_head = true, ok = false;
+	ssize_t k;
+	while ((k = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < k; i++) {
+			char ch = buf[i];
+			if (ch != '\n') {
+				if (ll + 1 < sizeof(line))
+					line[ll++] = ch;
+				continue;
+			}
+			if (ll && line[ll - 1] == '\r')
+				ll--;
+			line[ll] = 0;
+			if (in_head) {
+				if (!ok && ll > 12 && memcmp(line, "HTTP/1.", 7) == 0)
+					ok = atoi(line + 9) == 200;
+				if (ll == 0) {
+					in_head = false;
+					if (!ok) {
+						close(fd);
+						return fail(EXIT_NO, "events: the gateway refused the stream "
+									  "(is trace enabled?)");
+					}
+				}
+			} else if (!strncmp(line, "data:", 5)) {
+				const char *d = line + 5 + (line[5] == ' ');
+				puts(d);
+				fflush(stdout);
+			}
+			ll = 0;
+		}
+	}
+	close(fd);
+	return EXIT_OK;
+}
+
 static int cmd_limits_show(struct ctl *c, int argc, char **argv)
 {
 	if (argc)
@@ -1065,7 +1137,11 @@ static const struct command commands[] = {
 	 cmd_rules_add},
 	{"rules", "del", "NAME", "remove a rule live (needs --token-file)",
 	 "DELETE /rules/NAME. Exit 1 when there is no such rule.\n", cmd_rules_del},
-	/* later issues add their groups here: {NULL, "events", ...} */
+	{NULL, "events", "[--follow] [--since ID]", "anomaly events (trace)",
+	 "GET /events: the anomaly events the tracer raised (docs/anomaly.md). With\n"
+	 "--follow, the live stream: one JSON event per line as they happen, until the\n"
+	 "gateway closes it or you interrupt. --since ID starts after that event.\n",
+	 cmd_events},
 };
 static const size_t n_commands = sizeof(commands) / sizeof(commands[0]);
 
