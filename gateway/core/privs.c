@@ -22,7 +22,8 @@
 #endif
 
 #define PRIVS_SIGNAL (SIGRTMIN + 4)
-#define PRIVS_WAIT_MS 2000
+#define PRIVS_WAIT_MS 5000
+#define PRIVS_MAX_THREADS 4096
 
 /* Names of the capabilities reflexd can keep; the others print as numbers. */
 static const struct {
@@ -73,7 +74,10 @@ static int last_cap(void)
 static uint64_t target_keep;
 static int target_last;
 static int phase_errors; /* threads whose capset failed */
-static int phase_acks;	 /* threads that ran the phase */
+/* The threads signalled, and which of them ran the phase. */
+static pid_t sig_tids[PRIVS_MAX_THREADS];
+static int sig_acked[PRIVS_MAX_THREADS];
+static int n_sig;
 static void (*phase_fn)(void);
 
 /* Drop the bounding set while CAP_SETPCAP is still effective (the user
@@ -123,10 +127,13 @@ static void phase_reduce(void)
 
 static void on_privs_signal(int sig)
 {
-	int saved = errno;
+	int saved = errno, n = __atomic_load_n(&n_sig, __ATOMIC_ACQUIRE);
+	pid_t me = (pid_t)syscall(SYS_gettid);
 
 	phase_fn();
-	__atomic_add_fetch(&phase_acks, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < n; i++)
+		if (sig_tids[i] == me)
+			__atomic_store_n(&sig_acked[i], 1, __ATOMIC_RELEASE);
 	errno = saved;
 }
 
@@ -146,17 +153,33 @@ static bool is_io_thread(pid_t tid)
 	return strncmp(comm, "iou-", 4) == 0;
 }
 
+/* True once every signalled thread ran the phase or is gone. */
+static bool all_answered(void)
+{
+	char path[64];
+
+	for (int i = 0; i < n_sig; i++) {
+		if (__atomic_load_n(&sig_acked[i], __ATOMIC_ACQUIRE))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%d", (int)sig_tids[i]);
+		if (access(path, F_OK) == 0)
+			return false;
+	}
+	return true;
+}
+
 /* Run fn in this thread and every other thread of the process. 0, -ETIMEDOUT
- * when some thread did not answer, -EPERM when some thread's phase failed. */
+ * when some live thread did not answer, -EPERM when some thread's phase
+ * failed, -E2BIG beyond PRIVS_MAX_THREADS threads. */
 static int broadcast(void (*fn)(void))
 {
 	struct sigaction sa = {.sa_handler = on_privs_signal, .sa_flags = SA_RESTART}, old;
 	pid_t self = (pid_t)syscall(SYS_gettid), pid = getpid();
-	int sent = 0, rc = 0;
+	int rc = 0;
 	DIR *dir;
 
 	phase_fn = fn;
-	__atomic_store_n(&phase_acks, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&n_sig, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&phase_errors, 0, __ATOMIC_RELAXED);
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(PRIVS_SIGNAL, &sa, &old))
@@ -170,12 +193,20 @@ static int broadcast(void (*fn)(void))
 		pid_t tid = (pid_t)atoi(de->d_name);
 		if (tid <= 0 || tid == self || is_io_thread(tid))
 			continue;
-		if (syscall(SYS_tgkill, pid, tid, PRIVS_SIGNAL) == 0)
-			sent++;
+		if (n_sig == PRIVS_MAX_THREADS) {
+			rc = -E2BIG;
+			break;
+		}
+		/* Recorded before the signal: the handler looks itself up. */
+		sig_tids[n_sig] = tid;
+		sig_acked[n_sig] = 0;
+		__atomic_store_n(&n_sig, n_sig + 1, __ATOMIC_RELEASE);
+		if (syscall(SYS_tgkill, pid, tid, PRIVS_SIGNAL) != 0)
+			sig_acked[n_sig - 1] = 1; /* gone already */
 	}
 	closedir(dir);
 	fn();
-	for (int waited = 0; __atomic_load_n(&phase_acks, __ATOMIC_ACQUIRE) < sent; waited++) {
+	for (int waited = 0; !all_answered(); waited++) {
 		if (waited >= PRIVS_WAIT_MS) {
 			rc = -ETIMEDOUT;
 			goto out;

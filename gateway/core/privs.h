@@ -15,7 +15,7 @@
  * Capabilities are per thread in Linux and capset(2) changes only the
  * caller, so step 2 (and the KEEPCAPS of step 1) runs in each thread from a
  * real-time signal handler, the way glibc applies set*id: privs_drop sends
- * the signal to every task of /proc/self/task and waits (2 s at most) for
+ * the signal to every task of /proc/self/task and waits (5 s at most) for
  * each to answer. io_uring's kernel workers (iou-wrk-*, iou-sqp-*) take no
  * signals and are skipped: they are short-lived and come and go with the
  * rings' async work; new ones copy the credentials of the thread that
@@ -53,7 +53,7 @@ int privs_resolve(const char *name, struct privs_user *out, char *err, size_t er
 /* What a running reflexd keeps: CAP_NET_BIND_SERVICE always (a reload may
  * bind a new port below 1024); with `ebpf` also CAP_BPF, CAP_PERFMON and
  * CAP_NET_ADMIN, which a reload needs to attach the limiter to new
- * interfaces (CAP_NET_ADMIN), the map updates on kernels before 6.4 with
+ * interfaces (CAP_NET_ADMIN), the map updates on older kernels (Debian 12's 6.1) with
  * unprivileged BPF disabled (CAP_BPF), and a binary upgrade to load the
  * programs again in the new process (all three). */
 uint64_t privs_keep_mask(bool ebpf);
