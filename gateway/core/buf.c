@@ -68,6 +68,19 @@ int buf_appendf(struct buf *b, const char *fmt, ...)
 	return 0;
 }
 
+int buf_appendv(struct buf *b, ...)
+{
+	va_list ap;
+	const char *s;
+	int rc = 0;
+
+	va_start(ap, b);
+	while (!rc && (s = va_arg(ap, const char *)))
+		rc = buf_append(b, s, strlen(s));
+	va_end(ap);
+	return rc;
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
 	if (n >= b->len) {

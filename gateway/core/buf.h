@@ -28,6 +28,9 @@ int buf_reserve(struct buf *b, size_t extra);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline int buf_appends(struct buf *b, const char *s);
+/* Append NUL-terminated strings, the list ending with NULL: the
+ * per-request head builders' alternative to buf_appendf. */
+int buf_appendv(struct buf *b, ...) __attribute__((sentinel));
 /* Drop n bytes from the front. */
 void buf_consume(struct buf *b, size_t n);
 /* Empty it; keep the memory unless it is larger than keep_cap. */

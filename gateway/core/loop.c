@@ -55,7 +55,8 @@ int loop_init(struct loop *l, unsigned entries, unsigned buf_count, unsigned buf
 				      (int)l->buf_mask, (int)i);
 	io_uring_buf_ring_advance(l->br, (int)buf_count);
 
-	l->now = clock_ms();
+	l->now_ns = clock_ns();
+	l->now = l->now_ns / 1000000u;
 	timer_wheel_init(&l->timers, l->now);
 	return 0;
 
@@ -134,7 +135,8 @@ void loop_run(struct loop *l)
 		(void)rc; /* -ETIME and -EINTR just mean "look at the timers" */
 		/* The wait may have lasted long: handlers below arm deadlines
 		 * from l->now, so it must be the time of the wake-up. */
-		l->now = clock_ms();
+		l->now_ns = clock_ns();
+		l->now = l->now_ns / 1000000u;
 
 		unsigned head, n = 0;
 		io_uring_for_each_cqe(&l->ring, head, cqe) {
@@ -145,7 +147,8 @@ void loop_run(struct loop *l)
 		}
 		io_uring_cq_advance(&l->ring, n);
 
-		l->now = clock_ms();
+		l->now_ns = clock_ns();
+		l->now = l->now_ns / 1000000u;
 		timer_wheel_run(&l->timers, l->now);
 	}
 }

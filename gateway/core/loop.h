@@ -37,7 +37,10 @@ typedef void loop_hook(struct loop *l);
 struct loop {
 	struct io_uring ring;
 	struct timer_wheel timers;
-	uint64_t now; /* ms, refreshed once per iteration */
+	uint64_t now;    /* ms, refreshed when the wait returns and after dispatch */
+	uint64_t now_ns; /* the same instant in ns: request timings use it, so they
+			    have the resolution of one loop iteration (one clock
+			    read per iteration instead of several per request) */
 
 	/* provided-buffer ring */
 	struct io_uring_buf_ring *br;

@@ -91,7 +91,7 @@ static void req_run(struct request *r)
 		r->rerun = false;
 		if (steps[s].stage >= 0 && r->timed_step != s + 1) {
 			r->timed_step = s + 1; /* first entry: the step's clock starts */
-			r->step_t0_ns = clock_ns();
+			r->step_t0_ns = c->conn.w->loop.now_ns;
 		}
 		enum step_result sr = steps[s].run(r);
 		if (conn_ending(&c->conn))
@@ -100,7 +100,7 @@ static void req_run(struct request *r)
 			continue;
 		if (sr == STEP_NEXT) {
 			if (steps[s].stage >= 0)
-				r->stage_ns[steps[s].stage] = clock_ns() - r->step_t0_ns + 1;
+				r->stage_ns[steps[s].stage] = c->conn.w->loop.now_ns - r->step_t0_ns + 1;
 			r->step++;
 		} else if (sr == STEP_DONE) {
 			req_reset(r); /* on to the next (pipelined) request */
@@ -150,7 +150,7 @@ static void req_account(struct request *r)
 {
 	struct client *c = r->c;
 	struct worker *w = c->conn.w;
-	uint64_t now = clock_ns();
+	uint64_t now = w->loop.now_ns;
 	struct stats_worker *st = &w->stats;
 
 	if (r->logged || !r->t_first_ns)
@@ -306,7 +306,7 @@ static enum step_result step_parse(struct request *r)
 	if (!c->head_timer_armed) {
 		/* the head must be complete this long after its first byte */
 		c->head_timer_armed = true;
-		r->t_first_ns = clock_ns();
+		r->t_first_ns = w->loop.now_ns;
 		timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.header);
 	}
 	if (c->max_hdrs < w->max_hdrs) {
@@ -326,7 +326,7 @@ static enum step_result step_parse(struct request *r)
 	c->in_request = true;
 	c->head_timer_armed = false;
 	timer_disarm(&w->loop.timers, &c->conn.timer);
-	r->t_start_ns = clock_ns();
+	r->t_start_ns = w->loop.now_ns;
 	STAT_INC(w->stats.requests);
 	if (n < 0) {
 		r->keep_alive = false;
@@ -352,7 +352,7 @@ static enum step_result step_parse(struct request *r)
 		rebase(&h->headers[i].value, from, to, (size_t)n);
 	}
 	buf_consume(in, (size_t)n);
-	r->t_parsed_ns = clock_ns();
+	r->t_parsed_ns = w->loop.now_ns;
 	r->bytes_in = (uint64_t)n;
 
 	r->is_head = h->is_head;
@@ -448,7 +448,7 @@ static enum step_result step_route(struct request *r)
 		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 		return STEP_WAIT;
 	}
-	r->t_routed_ns = clock_ns();
+	r->t_routed_ns = w->loop.now_ns;
 	return STEP_NEXT;
 }
 

@@ -138,7 +138,13 @@ int respond_head(struct request *r, const struct http_response *res)
 	size_t mark = b->len;
 	r->resp_mark = mark;
 	r->resp_sends = c->conn.sends;
-	buf_appendf(b, "HTTP/1.1 %d %.*s\r\n", res->status, (int)res->reason.len, res->reason.p);
+	/* the status line and our fields without printf: once per response */
+	char code[4] = { (char)('0' + res->status / 100 % 10), (char)('0' + res->status / 10 % 10),
+			 (char)('0' + res->status % 10), ' ' };
+	buf_append(b, "HTTP/1.1 ", 9);
+	buf_append(b, code, 4);
+	buf_append(b, res->reason.p, res->reason.len);
+	buf_append(b, "\r\n", 2);
 	for (unsigned i = 0; i < res->n_headers; i++) {
 		const struct http_header *h = &res->headers[i];
 		/* A HEAD response describes the GET one: keep its framing field. */
@@ -157,7 +163,7 @@ int respond_head(struct request *r, const struct http_response *res)
 		buf_appends(b, "Transfer-Encoding: chunked\r\n");
 	if (r->cache)
 		cache_head_fields(r, b);
-	buf_appendf(b, "Via: 1.1 reflex\r\nX-Request-ID: %s\r\n", r->id);
+	buf_appendv(b, "Via: 1.1 reflex\r\nX-Request-ID: ", r->id, "\r\n", NULL);
 	if (r->limit_fields[0]) /* the quota left (http/limit.c) */
 		buf_appends(b, r->limit_fields);
 	if (r->close_after)

@@ -225,19 +225,23 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 		buf_append(b, f->value.p, f->value.len);
 		buf_append(b, "\r\n", 2);
 	}
-	if (xff)
-		buf_appendf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value.len, xff->value.p,
-			    peer);
-	else
-		buf_appendf(b, "X-Forwarded-For: %s\r\n", peer);
-	if (via)
-		buf_appendf(b, "Via: %.*s, 1.1 reflex\r\n", (int)via->value.len, via->value.p);
-	else
-		buf_appends(b, "Via: 1.1 reflex\r\n");
+	/* written piece by piece: this runs for every request */
+	buf_appends(b, "X-Forwarded-For: ");
+	if (xff) {
+		buf_append(b, xff->value.p, xff->value.len);
+		buf_append(b, ", ", 2);
+	}
+	buf_appendv(b, peer, "\r\nVia: ", NULL);
+	if (via) {
+		buf_append(b, via->value.p, via->value.len);
+		buf_append(b, ", ", 2);
+	}
+	buf_appends(b, "1.1 reflex\r\nX-Request-ID: ");
 	if (rid)
-		buf_appendf(b, "X-Request-ID: %.*s\r\n", (int)rid->value.len, rid->value.p);
+		buf_append(b, rid->value.p, rid->value.len);
 	else
-		buf_appendf(b, "X-Request-ID: %s\r\n", r->id);
+		buf_appends(b, r->id);
+	buf_append(b, "\r\n", 2);
 	if (subject_hdr && (subject = tls_conn_peer_subject(tc)))
 		buf_appendf(b, "%s: %s\r\n", subject_hdr, subject);
 	return buf_appends(b, tc ? "X-Forwarded-Proto: https\r\n\r\n"
@@ -359,7 +363,7 @@ static struct upconn *up_connect(struct worker *w, struct endpoint_state *ep, st
 	conn_init(&u->conn, w, fd, &up_ops);
 	u->conn.stat_rx = &w->stats.upstream_bytes_in;
 	u->conn.stat_tx = &w->stats.upstream_bytes_out;
-	u->connect_start_ns = clock_ns();
+	u->connect_start_ns = w->loop.now_ns;
 	u->ep = ep;
 	u->connect_op.on_complete = on_connect;
 	u->conn.connecting = true;
@@ -388,7 +392,7 @@ static void bind_and_send(struct request *r, struct upconn *u, bool hedge)
 	else
 		r->up = u;
 	u->ep->requests++;
-	u->try_sent_ns = clock_ns();
+	u->try_sent_ns = u->conn.w->loop.now_ns;
 	if (!u->conn.connecting && !hedge)
 		r->t_sent_ns = u->try_sent_ns;
 	const struct cfg_retry *rc = &pool_of(r)->cfg->retry;
@@ -919,7 +923,7 @@ static void on_connect(struct io_op *op, int res, unsigned flags)
 	}
 	up_progress(u);
 	if (u->r) {
-		uint64_t now = clock_ns();
+		uint64_t now = u->conn.w->loop.now_ns;
 		if (u->r->up == u) {
 			u->r->t_connect_ns = now - u->connect_start_ns;
 			u->r->t_sent_ns = now;
@@ -995,7 +999,7 @@ static void first_bytes(struct upconn *u)
 	struct request *r = u->r;
 	struct worker *w = u->conn.w;
 	struct endpoint_state *ep = u->ep;
-	uint64_t now = clock_ns();
+	uint64_t now = w->loop.now_ns;
 	uint64_t us = (now - u->try_sent_ns) / 1000;
 
 	if (us > UINT32_MAX / 2)
