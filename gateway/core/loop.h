@@ -24,6 +24,14 @@
 
 #include "core/timer.h"
 
+#include <stddef.h>
+
+/* The object an embedded member (an io_op, a timer, a conn) belongs to:
+ * how completions and timers find their owner. */
+#ifndef container_of
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#endif
+
 struct io_op;
 typedef void io_cb(struct io_op *op, int res, unsigned flags);
 

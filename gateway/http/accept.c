@@ -14,7 +14,6 @@
 #include "http/req.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 #define LISTEN_BACKLOG 4096
 /* After an accept error (EMFILE, ENFILE, ENOMEM) the connection is still in
  * the backlog: an accept re-armed at once fails at once, a busy loop. */

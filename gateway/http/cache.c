@@ -19,7 +19,6 @@
 #include "http/upstream.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* How long a "recently uncacheable" marker keeps misses of a key from
  * waiting for each other (Varnish's hit-for-miss). */

@@ -11,7 +11,6 @@
 #include "core/tls.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 /* A drained output buffer keeps up to this much memory while its
  * connection streams (above the 256 KiB high-water mark plus one receive

@@ -13,7 +13,6 @@
 #include "http/upstream.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 

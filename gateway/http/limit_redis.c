@@ -17,7 +17,6 @@
 #include "http/conn.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 #define BREAKER_FAILS 3
 #define BREAKER_OPEN_MS 1000

@@ -26,7 +26,6 @@
 #include "http/upstream.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 /* Request bytes buffered from a client before its recv is paused (beyond
  * the head limit): the per-connection bound while the upstream is slow. */

@@ -17,7 +17,6 @@
 #include "http/respond.h"
 #include "http/worker.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 /* Above this many bytes queued towards one side, stop reading the other:
  * the bound on memory per proxied exchange. */

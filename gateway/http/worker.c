@@ -17,7 +17,6 @@
 #include "http/req.h"
 #include "http/upstream.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
 /* Per-worker ring and receive memory: 512 × 16 KiB provided buffers. */
 #define RING_ENTRIES 4096
