@@ -41,6 +41,7 @@
 #include "http/reflex.h"
 #include "http/upstream.h"
 #include "http/limit.h"
+#include "http/respond.h"
 #include "http/worker.h"
 
 #define ADMIN_MAX_CONNS 64
@@ -1347,48 +1348,6 @@ static int h_pool(struct gateway *g, const struct admin_req *req, struct admin_r
 
 /* ---- HTTP ------------------------------------------------------------------ */
 
-static const char *status_text(int s)
-{
-	switch (s) {
-	case 100:
-		return "Continue";
-	case 200:
-		return "OK";
-	case 204:
-		return "No Content";
-	case 400:
-		return "Bad Request";
-	case 401:
-		return "Unauthorized";
-	case 403:
-		return "Forbidden";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 408:
-		return "Request Timeout";
-	case 411:
-		return "Length Required";
-	case 413:
-		return "Content Too Large";
-	case 414:
-		return "URI Too Long";
-	case 417:
-		return "Expectation Failed";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 500:
-		return "Internal Server Error";
-	case 501:
-		return "Not Implemented";
-	case 503:
-		return "Service Unavailable";
-	default:
-		return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
-	}
-}
-
 static void queue_response(struct aconn *c, int status, const char *ctype, const char *body,
 			   size_t len, bool head_only, const char *extra)
 {
@@ -1399,7 +1358,7 @@ static void queue_response(struct aconn *c, int status, const char *ctype, const
 			     "Cache-Control: no-store\r\n"
 			     "%s"
 			     "Connection: %s\r\n\r\n",
-			     status, status_text(status), ctype, len, extra ? extra : "",
+			     status, respond_status_text(status), ctype, len, extra ? extra : "",
 			     c->close_after_write ? "close" : "keep-alive");
 
 	if (!rc && !head_only && len)

@@ -635,27 +635,6 @@ static bool wants_body(const struct reflex_req *x, const struct rx_rule *rule)
 
 /* ---- answers ------------------------------------------------------------------ */
 
-static const char *status_text(int status)
-{
-	switch (status) {
-	case 201:
-		return "Created";
-	case 202:
-		return "Accepted";
-	case 401:
-		return "Unauthorized";
-	case 403:
-		return "Forbidden";
-	case 409:
-		return "Conflict";
-	case 422:
-		return "Unprocessable Content";
-	case 451:
-		return "Unavailable For Legal Reasons";
-	default:
-		return respond_status_text(status);
-	}
-}
 
 static void answer(struct request *r, int status, const char *ctype, const char *extra,
 		   const char *body, size_t blen)
@@ -666,7 +645,7 @@ static void answer(struct request *r, int status, const char *ctype, const char 
 
 	r->close_after = r->close_after || !r->body_done || !r->keep_alive || c->conn.w->draining;
 	buf_appendf(b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
-		    status_text(status), ctype, blen);
+		    respond_status_text(status), ctype, blen);
 	buf_appendf(b, "X-Request-ID: %s\r\n", r->id);
 	if (extra)
 		buf_appends(b, extra);
