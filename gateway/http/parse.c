@@ -167,6 +167,20 @@ static bool list_next(struct list_iter *it, struct http_str *el)
 	return true;
 }
 
+bool http_named_by_connection(const struct http_header *h, unsigned n, struct http_str name)
+{
+	char tok[64];
+
+	if (name.len >= sizeof(tok))
+		return false;
+	memcpy(tok, name.p, name.len);
+	tok[name.len] = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (http_str_eq(h[i].name, "Connection") && http_list_has_token(h[i].value, tok))
+			return true;
+	return false;
+}
+
 bool http_list_has_token(struct http_str value, const char *token)
 {
 	struct list_iter it = {value.len ? value.p : NULL, value.p + value.len};

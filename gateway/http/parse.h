@@ -153,6 +153,10 @@ bool http_str_eq(struct http_str s, const char *lit);
  * contains `token`, case-insensitively. */
 bool http_list_has_token(struct http_str value, const char *token);
 
+/* True if a Connection field among h[0..n) names `name` (such a field is
+ * hop-by-hop, RFC 9110 §7.6.1). Names of 64 bytes or more are never named. */
+bool http_named_by_connection(const struct http_header *h, unsigned n, struct http_str name);
+
 /* ---- chunked transfer coding ------------------------------------------------
  *
  * An incremental decoder: a byte-level state machine that consumes all the

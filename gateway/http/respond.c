@@ -92,21 +92,6 @@ static bool hop_by_hop(struct http_str name)
 	return name.len > 6 && strncasecmp(name.p, "Proxy-", 6) == 0;
 }
 
-/* Named by the Connection field(s) of the message, hence hop-by-hop too. */
-static bool named_by_connection(const struct http_header *h, unsigned n, struct http_str name)
-{
-	char tok[64];
-
-	if (name.len >= sizeof(tok))
-		return false;
-	memcpy(tok, name.p, name.len);
-	tok[name.len] = 0;
-	for (unsigned i = 0; i < n; i++)
-		if (http_str_eq(h[i].name, "Connection") && http_list_has_token(h[i].value, tok))
-			return true;
-	return false;
-}
-
 int respond_head(struct request *r, const struct http_response *res)
 {
 	struct client *c = r->c;
@@ -161,7 +146,7 @@ int respond_head(struct request *r, const struct http_response *res)
 			       http_str_eq(h->name, "Transfer-Encoding");
 		if ((hop_by_hop(h->name) && !head_te) || http_str_eq(h->name, "X-Request-ID") ||
 		    (dlp && http_str_eq(h->name, "Content-Length")) ||
-		    named_by_connection(res->headers, res->n_headers, h->name))
+		    http_named_by_connection(res->headers, res->n_headers, h->name))
 			continue;
 		buf_append(b, h->name.p, h->name.len);
 		buf_append(b, ": ", 2);

@@ -144,16 +144,7 @@ static bool skip_request_field(const struct http_request *h, struct http_str nam
 	if (name.len > 6 && strncasecmp(name.p, "Proxy-", 6) == 0)
 		return true;
 	/* fields named by Connection are hop-by-hop too */
-	char tok[64];
-	if (name.len >= sizeof(tok))
-		return false;
-	memcpy(tok, name.p, name.len);
-	tok[name.len] = 0;
-	for (unsigned i = 0; i < h->n_headers; i++)
-		if (http_str_eq(h->headers[i].name, "Connection") &&
-		    http_list_has_token(h->headers[i].value, tok))
-			return true;
-	return false;
+	return http_named_by_connection(h->headers, h->n_headers, name);
 }
 
 /* A client's X-Request-ID is kept when it is a sane token: visible ASCII,
