@@ -16,7 +16,5 @@ void sock_set_nodelay(int fd);
 void sock_set_linger0(int fd);
 /* "1.2.3.4" or "2001:db8::1" for a peer address; returns buf. */
 const char *sock_ntop(const struct sockaddr *sa, char *buf, size_t len);
-/* Parse "1.2.3.4:80" / "[::1]:80" (numeric only). 0 or -EINVAL. */
-int sock_pton(const char *text, struct sockaddr_storage *ss, socklen_t *len);
 
 #endif
