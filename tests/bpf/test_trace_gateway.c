@@ -75,6 +75,29 @@ static char *admin_get(const char *path)
 }
 
 /* Wait until GET /events has an event with all the needles in one object. */
+/* True once every thread of pid is in the stopped state ('T'), within timeout_ms. */
+static bool all_threads_stopped(pid_t pid, unsigned timeout_ms)
+{
+	for (double end = h_now_ms() + timeout_ms; h_now_ms() < end; h_sleep_ms(10)) {
+		char cmd[128], out[64] = "";
+		FILE *f;
+
+		/* field 3 of /proc/PID/task/TID/stat is the state; count the threads not in T */
+		snprintf(cmd, sizeof(cmd),
+			 "awk '{ if ($3 != \"T\") n++ } END { print n+0 }' /proc/%d/task/*/stat",
+			 (int)pid);
+		f = popen(cmd, "r");
+		if (!f)
+			return false;
+		if (!fgets(out, sizeof(out), f))
+			out[0] = 0;
+		pclose(f);
+		if (!strcmp(out, "0\n"))
+			return true;
+	}
+	return false;
+}
+
 static bool wait_event(const char *const needles[], unsigned timeout_ms, char *found, size_t flen)
 {
 	double end = h_now_ms() + timeout_ms;
@@ -442,15 +465,29 @@ int main(void)
 					.sin_port = htons(pg),
 					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 
+		uint64_t ovf0 = 0, ovf = 0, drops = 0;
+
+		trace_netstat_read(&ovf0, &drops);
 		CHECK_INT(h_signal(rd, SIGSTOP), 0);
+		/* a stop signal takes effect when each thread next runs: wait until all are */
+		CHECK_MSG(all_threads_stopped(rd->pid, 5000), "reflexd did not stop");
 		for (int i = 0; i < 32; i++) {
 			fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 			connect(fds[i], (struct sockaddr *)&a, sizeof(a));
 		}
-		h_sleep_ms(300);
+		/* Resume only once the kernel has counted the overflow: on a loaded machine the
+		 * SYNs may still wait in softirq when a fixed sleep ends, and an accept queue that
+		 * reflexd drains first never overflows. */
+		for (double until = h_now_ms() + 5000; h_now_ms() < until; h_sleep_ms(50))
+			if (!trace_netstat_read(&ovf, &drops) && ovf > ovf0)
+				break;
+		printf("# ListenOverflows %llu -> %llu\n", (unsigned long long)ovf0,
+		       (unsigned long long)ovf);
+		h_sleep_ms(100);
 		CHECK_INT(h_signal(rd, SIGCONT), 0);
 		const char *n4[] = {"\"kind\":\"listener\"", "\"signal\":\"listen_overflows\"",
 				    NULL};
+		found[0] = 0;
 		CHECK_MSG(wait_event(n4, 8000, found, sizeof(found)), "no listen_overflows event");
 		printf("# overflow event: %.300s\n", found);
 		char subj_g[64];
@@ -475,7 +512,7 @@ int main(void)
 				       "admin: {listen: \"127.0.0.1:%d\"}\n"
 				       "ratelimit: {kernel: {interfaces: [lo], prefix_v4: 24}}\n"
 				       "trace: {enabled: true, window: 500ms, min_samples: 4,\n"
-				       "        penalty: true, penalty_time: 5s}\n",
+				       "        penalty: true, penalty_time: 20s}\n",
 				       pg4, pb, padm4);
 		struct h_proc *p4 = h_start_reflexd_config("reflexd4", pg4, cfg4);
 		struct sockaddr_in a = {.sin_family = AF_INET,
@@ -494,19 +531,28 @@ int main(void)
 			h_resp_free(&r);
 			h_sleep_ms(50);
 		}
-		/* then a burst of resets from the same /24 */
+		/* then a burst of resets from the same /24. Connects are non-blocking with a short
+		 * wait: on a loaded machine the detector can box the source mid-burst, and a
+		 * blocking connect would then sit in SYN retries until the box expires. */
 		for (int i = 0; p4 && i < 30; i++) {
 			struct linger l = {1, 0};
-			int fd = socket(AF_INET, SOCK_STREAM, 0);
+			int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			struct pollfd bp = {.fd = fd, .events = POLLOUT};
+			int soerr = 0;
+			socklen_t sl = sizeof(soerr);
 
-			if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
-				setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-				h_sleep_ms(2);
+			connect(fd, (struct sockaddr *)&a, sizeof(a));
+			if (poll(&bp, 1, 300) != 1 ||
+			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) || soerr) {
+				close(fd);
+				break; /* boxed already */
 			}
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+			h_sleep_ms(2);
 			close(fd);
 		}
 		const char *n5[] = {"\"kind\":\"client\"", "\"subject\":\"127.0.0.0/24\"",
-				    "\"source\":\"detector\"", "\"action\":\"penalty 5s\"", NULL};
+				    "\"source\":\"detector\"", "\"action\":\"penalty 20s\"", NULL};
 		CHECK_MSG(p4 && wait_event(n5, 4000, found, sizeof(found)),
 			  "no penalty for 127.0.0.0/24: %s", found);
 		/* boxed: a new connection from 127.0.0.1 gets no answer */
@@ -515,10 +561,15 @@ int main(void)
 
 		connect(fd, (struct sockaddr *)&a, sizeof(a));
 		if (poll(&pf, 1, 700) != 0) {
-			char *lim = admin_get("/limits");
+			char *pen = admin_get("/limits/penalty"), *ev = admin_get("/events");
+			char *lim = admin_get("/limits"), *cnt = lim ? strstr(lim, "\"counters\"") : NULL;
 
-			CHECK_MSG(0, "a boxed source still connects; /limits: %.400s",
-				  lim ? lim : "?");
+			CHECK_MSG(0,
+				  "a boxed source still connects; event %s; /limits/penalty: %.400s; "
+				  "counters: %.600s; events: %.3000s",
+				  found, pen ? pen : "?", cnt ? cnt : "?", ev ? ev : "?");
+			free(pen);
+			free(ev);
 			free(lim);
 		}
 		close(fd);
