@@ -349,7 +349,7 @@ struct worker_view {
 	int refs; /* the admin's and the worker's */
 	bool done;
 	/* filled by the worker */
-	bool draining;
+	bool draining, serving;
 	unsigned live_listeners, want_listeners;
 	struct ep_snap *eps;
 	unsigned n_eps;
@@ -378,6 +378,7 @@ static void on_view_task(struct worker *w, struct worker_task *t)
 	unsigned n = 0;
 
 	v->draining = w->draining;
+	v->serving = w->serving;
 	v->want_listeners = w->cfg ? w->cfg->n_listens : 0;
 	for (struct listener *ls = w->listeners; ls; ls = ls->next)
 		if (!ls->dead && ls->fd >= 0)
@@ -542,6 +543,10 @@ static const char *not_ready(const struct views *vs, const struct config *cfg, c
 		}
 		if (v->draining) {
 			snprintf(why, len, "worker %u is draining", i);
+			return why;
+		}
+		if (!v->serving) {
+			snprintf(why, len, "worker %u does not accept yet (start-up)", i);
 			return why;
 		}
 		if (v->live_listeners < v->want_listeners) {

@@ -457,6 +457,9 @@ int main(int argc, char **argv)
 	char caps[256];
 	privs_mask_names(privs_effective(), caps, sizeof(caps));
 	log_info("privileges: uid %d, capabilities %s", (int)geteuid(), caps);
+	/* Only now: no client is served by a thread that still held privileges. */
+	for (unsigned i = 0; i < cfg->workers; i++)
+		worker_serve(&G.workers[i]);
 	if (upgrade_conn >= 0) {
 		int rc = upgrade_ready(upgrade_conn);
 		if (rc)

@@ -126,7 +126,8 @@ static int open_one(struct worker *w, const struct cfg_addr *a)
 		ls->accept_op.on_complete = on_accept;
 		timer_init(&ls->retry, on_retry);
 		w->listeners = ls;
-		arm(ls);
+		if (w->serving)
+			arm(ls);
 	}
 	if (nth > 1)
 		return 0;
@@ -145,8 +146,17 @@ static int open_one(struct worker *w, const struct cfg_addr *a)
 	ls->accept_op.on_complete = on_accept;
 	timer_init(&ls->retry, on_retry);
 	w->listeners = ls;
-	arm(ls);
+	if (w->serving)
+		arm(ls);
 	return 0;
+}
+
+void accept_serve(struct worker *w)
+{
+	w->serving = true;
+	for (struct listener *ls = w->listeners; ls; ls = ls->next)
+		if (!ls->dead && !ls->armed && !w->draining)
+			arm(ls);
 }
 
 int accept_open(struct worker *w)

@@ -9,9 +9,12 @@
 struct worker;
 struct config;
 
-/* Open and arm the listeners of w->cfg. Returns 0 or -errno (w->start_msg
- * says which address failed). */
+/* Open the listeners of w->cfg; they are armed when w->serving is set
+ * (accept_serve). Returns 0 or -errno (w->start_msg says which address
+ * failed). */
 int accept_open(struct worker *w);
+/* Set w->serving and arm every listener not armed yet (worker thread). */
+void accept_serve(struct worker *w);
 /* Reload: open the addresses ncfg adds, close those it drops. 0, or -1 if
  * an address could not be opened (logged; the others still apply). */
 int accept_update(struct worker *w, const struct config *ncfg);

@@ -329,6 +329,18 @@ void worker_reload(struct worker *w, const struct config *cfg)
 	post(w);
 }
 
+static void on_serve(struct worker *w, struct worker_task *t)
+{
+	(void)t;
+	accept_serve(w);
+}
+
+void worker_serve(struct worker *w)
+{
+	w->serve_task.fn = on_serve;
+	worker_post(w, &w->serve_task);
+}
+
 void worker_post(struct worker *w, struct worker_task *t)
 {
 	struct worker_task *head = __atomic_load_n(&w->mail_tasks, __ATOMIC_RELAXED);

@@ -41,6 +41,14 @@ struct wgen {
 	unsigned refs; /* requests using it, + 1 while it is the current one */
 };
 
+/* A function to run on a worker's thread (worker_post). The caller owns
+ * the memory (embed it in the object the task is about); fn runs exactly
+ * once, on the worker, also when the worker is stopping. */
+struct worker_task {
+	struct worker_task *next;
+	void (*fn)(struct worker *w, struct worker_task *t);
+};
+
 struct worker {
 	unsigned id;
 	pthread_t thread;
@@ -49,6 +57,10 @@ struct worker {
 	struct loop loop;
 
 	struct listener *listeners;
+	/* Accepts are armed only once main has dropped privileges (worker_serve):
+	 * no client is served by a thread that still holds them. */
+	bool serving;
+	struct worker_task serve_task;
 
 	struct conn *flush_list, *reap_list;
 	struct client *clients;
@@ -87,14 +99,6 @@ struct worker {
 	char start_msg[512];
 };
 
-/* A function to run on a worker's thread (worker_post). The caller owns
- * the memory (embed it in the object the task is about); fn runs exactly
- * once, on the worker, also when the worker is stopping. */
-struct worker_task {
-	struct worker_task *next;
-	void (*fn)(struct worker *w, struct worker_task *t);
-};
-
 struct inherited_fds {
 	unsigned n;
 	int *fd;
@@ -114,6 +118,9 @@ void worker_drain(struct worker *w, bool keep_listeners);
 /* Hand the worker a new snapshot (any thread; it takes over one
  * reference). In-flight requests finish on the old one. */
 void worker_reload(struct worker *w, const struct config *cfg);
+/* Start accepting on the listeners opened by worker_start (any thread;
+ * once). Until then, clients wait in the listen backlog. */
+void worker_serve(struct worker *w);
 
 /* Generations: take/drop a request's reference. */
 struct wgen *worker_gen_get(struct worker *w);
