@@ -145,6 +145,7 @@ run: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory $(PROGRAMS)
 	$(Q)perf/scenarios/bench.sh $(BUILD)
+	$(Q)perf/scenarios/features.sh $(BUILD)
 
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
