@@ -38,6 +38,7 @@ struct rx_rule {
 	struct cfg_rx_rule c; /* own copy: body and resp_headers belong to the set */
 	uint64_t mask;	      /* detectors the rule looks for */
 	int pool;	      /* route: pool index */
+	int slot;	      /* its counter in rx_rule_hits[] (by name), -1: none */
 	bool from_admin;
 };
 
@@ -109,6 +110,8 @@ struct reflex_req {
 	unsigned n_bm, cap_bm;
 	/* the decision's effects */
 	uint64_t redact_mask;
+	uint64_t redact_url;	   /* detectors redacted in the URL */
+	uint64_t redact_hdr_rules; /* redact rules (by position) rewriting their headers */
 	uint8_t redact_mode[RX_MAX_DET];
 	int route_pool;
 	bool nocache;
@@ -142,22 +145,107 @@ struct rx_resp {
 	bool failed;
 };
 
+/* ---- per-rule counters, keyed by name ------------------------------------------ */
+
+/* stats_worker.rx_rule_hits[] is indexed by a slot that belongs to a rule
+ * name, not to a position: adding or removing a rule (admin API, reload)
+ * leaves every other rule's counter alone, and a rule that survives a
+ * reload or is removed and added again keeps counting where it was
+ * (Prometheus counters stay monotonic per label set). A slot holds its name
+ * while any rule of any live set version has it (refs); when all slots are
+ * taken, one whose name no live rule has is given to the new name and the
+ * hits of its earlier owners become its base, subtracted when reporting. */
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	char name[CFG_NAME_MAX];
+	unsigned refs;
+	uint64_t base;
+} slots[STATS_RX_RULES];
+static unsigned n_slots;
+/* Seen by the admin handlers: the workers whose counters a reused slot's
+ * base is read from. Until then nothing has been reported (admin only). */
+static struct gateway *rx_gw;
+
+static uint64_t slot_sum(struct gateway *g, unsigned i)
+{
+	uint64_t n = 0;
+
+	for (unsigned w = 0; g && w < g->n_workers; w++)
+		n += STAT_LOAD(g->workers[w].stats.rx_rule_hits[i]);
+	return n;
+}
+
+/* A slot for name (a new reference), or -1 when every slot is in use. */
+static int slot_get(const char *name)
+{
+	int got = -1;
+
+	pthread_mutex_lock(&slot_mu);
+	for (unsigned i = 0; i < n_slots && got < 0; i++)
+		if (!strcmp(slots[i].name, name))
+			got = (int)i;
+	if (got < 0 && n_slots < STATS_RX_RULES) {
+		got = (int)n_slots++;
+		slots[got].base = 0;
+	} else if (got < 0) {
+		for (unsigned i = 0; i < n_slots && got < 0; i++)
+			if (!slots[i].refs) {
+				got = (int)i;
+				slots[i].base =
+					slot_sum(__atomic_load_n(&rx_gw, __ATOMIC_ACQUIRE), i);
+			}
+	}
+	if (got >= 0) {
+		snprintf(slots[got].name, sizeof(slots[got].name), "%s", name);
+		slots[got].refs++;
+	}
+	pthread_mutex_unlock(&slot_mu);
+	return got;
+}
+
+static void slot_ref(int slot, int delta)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&slot_mu);
+	slots[slot].refs += (unsigned)delta;
+	pthread_mutex_unlock(&slot_mu);
+}
+
+/* The hits of the rule that owns slot, from summed counters. */
+static uint64_t slot_hits(int slot, const uint64_t *sum)
+{
+	uint64_t base;
+
+	if (slot < 0)
+		return 0;
+	pthread_mutex_lock(&slot_mu);
+	base = slots[slot].base;
+	pthread_mutex_unlock(&slot_mu);
+	return sum[slot] >= base ? sum[slot] - base : 0;
+}
+
 /* ---- compiling -------------------------------------------------------------- */
 
 static void rule_fini(struct rx_rule *r)
 {
 	config_rx_rule_fini(&r->c);
+	slot_ref(r->slot, -1);
+	r->slot = -1;
 }
 
 static int rule_copy(struct rx_rule *dst, const struct rx_rule *src)
 {
 	*dst = *src;
+	dst->slot = -1;
 	dst->c.body = src->c.body ? strdup(src->c.body) : NULL;
 	dst->c.resp_headers = src->c.resp_headers ? strdup(src->c.resp_headers) : NULL;
 	if ((src->c.body && !dst->c.body) || (src->c.resp_headers && !dst->c.resp_headers)) {
 		rule_fini(dst);
 		return -ENOMEM;
 	}
+	dst->slot = src->slot;
+	slot_ref(dst->slot, 1);
 	return 0;
 }
 
@@ -191,6 +279,7 @@ static int rule_resolve(const struct detect_db *db, const struct config *cfg,
 
 	memset(out, 0, sizeof(*out));
 	out->pool = -1;
+	out->slot = -1;
 	for (unsigned i = 0; i < c->n_detect; i++) {
 		const char *d = c->detect[i];
 		int fam = -1;
@@ -235,6 +324,11 @@ static int rule_resolve(const struct detect_db *db, const struct config *cfg,
 		snprintf(why, whylen, "out of memory");
 		return -1;
 	}
+	out->slot = slot_get(c->name);
+	if (out->slot < 0)
+		log_warn("reflex: rule %s: all %d rule counters are in use; its hits are not "
+			 "counted",
+			 c->name, STATS_RX_RULES);
 	return 0;
 }
 
@@ -255,6 +349,64 @@ build_fail(const struct config *c, unsigned line, char *err, size_t errlen, cons
 	va_end(ap);
 	return -1;
 }
+
+/* ---- rules added through the admin API -------------------------------------- */
+
+/* They outlive the snapshot they were added to (docs/rules.md, "Admin API
+ * rules and reloads"): every build puts them back after the file's rules,
+ * or before the rule named by their ?before= when the file has it. A file
+ * rule of the same name wins (logged). One that the new file cannot take
+ * (its pool or detector is gone, more than the rule limit) refuses the
+ * reload, naming it: the old config keeps running. In memory only. */
+struct rx_api_rule {
+	struct cfg_rx_rule c; /* own copy (body, resp_headers) */
+	char before[CFG_NAME_MAX];
+};
+
+/* admin_mu guards the API rule list and serialises the admin handlers. */
+static pthread_mutex_t admin_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rx_api_rule *api_rules;
+static unsigned n_api_rules;
+
+static int find_rule(const struct reflex_set *s, const char *name);
+
+static void api_rule_drop(const char *name)
+{
+	for (unsigned i = 0; i < n_api_rules; i++) {
+		if (strcmp(api_rules[i].c.name, name))
+			continue;
+		config_rx_rule_fini(&api_rules[i].c);
+		memmove(api_rules + i, api_rules + i + 1,
+			(n_api_rules - i - 1) * sizeof(*api_rules));
+		n_api_rules--;
+		return;
+	}
+}
+
+static int api_rule_keep(const struct cfg_rx_rule *c, const char *before)
+{
+	struct rx_api_rule *nv = realloc(api_rules, (n_api_rules + 1) * sizeof(*nv));
+	struct rx_api_rule *a;
+
+	if (!nv)
+		return -ENOMEM;
+	api_rules = nv;
+	a = &api_rules[n_api_rules];
+	a->c = *c;
+	a->c.body = c->body ? strdup(c->body) : NULL;
+	a->c.resp_headers = c->resp_headers ? strdup(c->resp_headers) : NULL;
+	if ((c->body && !a->c.body) || (c->resp_headers && !a->c.resp_headers)) {
+		config_rx_rule_fini(&a->c);
+		return -ENOMEM;
+	}
+	snprintf(a->before, sizeof(a->before), "%s", before);
+	n_api_rules++;
+	return 0;
+}
+
+/* Put the API rules into a set being built (admin_mu held; s->rules has
+ * room for n_api_rules more). -1 with the reason in err. */
+static int api_rules_merge(struct config *c, struct reflex_set *s, char *err, size_t errlen);
 
 /* config_reflex_build: the snapshot's reflex section → its compiled set. */
 static int reflex_build(struct config *c, char *err, size_t errlen)
@@ -316,19 +468,27 @@ static int reflex_build(struct config *c, char *err, size_t errlen)
 			   RX_MAX_DET);
 		goto out;
 	}
-	if (rc->n_rules && !(s->rules = calloc(rc->n_rules, sizeof(*s->rules)))) {
+	pthread_mutex_lock(&admin_mu);
+	if ((rc->n_rules || n_api_rules) &&
+	    !(s->rules = calloc(rc->n_rules + n_api_rules, sizeof(*s->rules)))) {
+		pthread_mutex_unlock(&admin_mu);
 		build_fail(c, 0, err, errlen, "out of memory");
 		goto out;
 	}
 	for (unsigned i = 0; i < rc->n_rules; i++) {
 		char why[256];
 		if (rule_resolve(s->db, c, &rc->rules[i], &s->rules[i], why, sizeof(why))) {
+			pthread_mutex_unlock(&admin_mu);
 			build_fail(c, rc->rules[i].line, err, errlen, "reflex.rules[%u] (%s): %s",
 				   i, rc->rules[i].name, why);
 			goto out;
 		}
 		s->n_rules++;
 	}
+	int me = api_rules_merge(c, s, err, errlen);
+	pthread_mutex_unlock(&admin_mu);
+	if (me)
+		goto out;
 	set_masks(s);
 	c->reflex.compiled = s;
 	s = NULL;
@@ -337,6 +497,41 @@ out:
 	set_release(s);
 	free(users);
 	return rc_;
+}
+
+static int api_rules_merge(struct config *c, struct reflex_set *s, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < n_api_rules; i++) {
+		const struct rx_api_rule *a = &api_rules[i];
+		struct rx_rule ru;
+		char why[256];
+		int at;
+
+		if (find_rule(s, a->c.name) >= 0) {
+			log_warn("reflex: the config's rule %s replaces the one added through the "
+				 "admin API",
+				 a->c.name);
+			continue;
+		}
+		if (s->n_rules >= STATS_RX_RULES)
+			return build_fail(c, 0, err, errlen,
+					  "reflex: rule %s (added through the admin API) is one "
+					  "more than %d rules; delete it through the API first",
+					  a->c.name, STATS_RX_RULES);
+		if (rule_resolve(s->db, c, &a->c, &ru, why, sizeof(why)))
+			return build_fail(c, 0, err, errlen,
+					  "reflex: rule %s (added through the admin API) does not "
+					  "fit this config: %s; delete it through the API first",
+					  a->c.name, why);
+		ru.from_admin = true;
+		at = a->before[0] ? find_rule(s, a->before) : -1;
+		if (at < 0)
+			at = (int)s->n_rules;
+		memmove(s->rules + at + 1, s->rules + at, (s->n_rules - (unsigned)at) * sizeof(ru));
+		s->rules[at] = ru;
+		s->n_rules++;
+	}
+	return 0;
 }
 
 static struct reflex_set *set_current(const struct config *cfg)
@@ -459,27 +654,18 @@ static int hexval(char ch)
 	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
 }
 
-/* The URL is scanned percent-decoded ("+" is a space in the query), so
- * "ignore%20previous%20instructions" is seen as the words; offsets in logs
- * are offsets into the decoded URL. */
-static uint64_t url_hits(struct request *r, struct reflex_req *x)
+/* Percent-decode p[0, n) into d (n bytes; "+" is a space in the query).
+ * map (n + 1 entries, may be NULL) gets, per decoded byte, the offset of
+ * the raw bytes it came from, and map[o] = n. Returns o. */
+static size_t url_decode(const char *p, size_t n, char *d, size_t *map)
 {
-	const char *p = r->h.path.p;
-	size_t n = r->h.path.len, o = 0;
+	size_t o = 0;
 	bool query = false;
-	static __thread char stackbuf[2048]; /* per worker: a decoded URL of the usual size */
-	char *d;
 
-	if (x->url_done)
-		return x->url_hits;
-	x->url_done = true;
-	if (!memchr(p, '%', n) && !memchr(p, '+', n)) /* nothing to decode: scan in place */
-		return x->url_hits = scan_block(r, x, RX_URL, p, n, x->set->url_mask);
-	d = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
-	if (!d) /* out of memory: the raw URL is better than none */
-		return x->url_hits = scan_block(r, x, RX_URL, p, n, x->set->url_mask);
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
+		if (map)
+			map[o] = i;
 		if (p[i] == '%' && i + 2 < n && (hi = hexval(p[i + 1])) >= 0 &&
 		    (lo = hexval(p[i + 2])) >= 0) {
 			d[o++] = (char)(hi << 4 | lo);
@@ -491,6 +677,30 @@ static uint64_t url_hits(struct request *r, struct reflex_req *x)
 			d[o++] = p[i];
 		}
 	}
+	if (map)
+		map[o] = n;
+	return o;
+}
+
+/* The URL is scanned percent-decoded ("+" is a space in the query), so
+ * "ignore%20previous%20instructions" is seen as the words; offsets in logs
+ * are offsets into the decoded URL. */
+static uint64_t url_hits(struct request *r, struct reflex_req *x)
+{
+	const char *p = r->h.path.p;
+	size_t n = r->h.path.len, o;
+	static __thread char stackbuf[2048]; /* per worker: a decoded URL of the usual size */
+	char *d;
+
+	if (x->url_done)
+		return x->url_hits;
+	x->url_done = true;
+	if (!memchr(p, '%', n) && !memchr(p, '+', n)) /* nothing to decode: scan in place */
+		return x->url_hits = scan_block(r, x, RX_URL, p, n, x->set->url_mask);
+	d = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+	if (!d) /* out of memory: the raw URL is better than none */
+		return x->url_hits = scan_block(r, x, RX_URL, p, n, x->set->url_mask);
+	o = url_decode(p, n, d, NULL);
 	x->url_hits = scan_block(r, x, RX_URL, d, o, x->set->url_mask);
 	if (d != stackbuf)
 		free(d);
@@ -635,7 +845,6 @@ static bool wants_body(const struct reflex_req *x, const struct rx_rule *rule)
 
 /* ---- answers ------------------------------------------------------------------ */
 
-
 static void answer(struct request *r, int status, const char *ctype, const char *extra,
 		   const char *body, size_t blen)
 {
@@ -737,6 +946,8 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 	int first_det = -1;
 
 	x->redact_mask = 0;
+	x->redact_url = 0;
+	x->redact_hdr_rules = 0;
 	x->resp_mask = 0;
 	x->resp_rule = NULL;
 	x->route_pool = -1;
@@ -770,8 +981,8 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 				if (!body_known)
 					return EVAL_NEED_BODY;
 				if (x->oversize && rule->c.oversize_block) {
-					if (i < STATS_RX_RULES)
-						STAT_INC(stats_of(r)->rx_rule_hits[i]);
+					if (rule->slot >= 0)
+						STAT_INC(stats_of(r)->rx_rule_hits[rule->slot]);
 					do_block(r, x, rule, -1, 413,
 						 "request body too large to scan");
 					return EVAL_ANSWERED;
@@ -784,8 +995,8 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 				continue;
 			det = lowest_bit(hits);
 		}
-		if (i < STATS_RX_RULES)
-			STAT_INC(stats_of(r)->rx_rule_hits[i]);
+		if (rule->slot >= 0)
+			STAT_INC(stats_of(r)->rx_rule_hits[rule->slot]);
 		switch (rule->c.action) {
 		case CFG_RX_BLOCK:
 			do_block(r, x, rule, det, (int)rule->c.status, "blocked by a reflex rule");
@@ -798,6 +1009,10 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 				if ((rule->mask >> id & 1) && !(x->redact_mask >> id & 1))
 					x->redact_mode[id] = (uint8_t)rule->c.redact;
 			x->redact_mask |= rule->mask;
+			if (rule->c.in & CFG_RX_IN_URL)
+				x->redact_url |= rule->mask;
+			if ((rule->c.in & CFG_RX_IN_HEADERS) && i < 64)
+				x->redact_hdr_rules |= 1ULL << i;
 			break;
 		case CFG_RX_ROUTE:
 			if (x->route_pool < 0)
@@ -918,6 +1133,218 @@ oom:
 	return -ENOMEM;
 }
 
+/* ---- redacting the forwarded head ------------------------------------------ */
+
+struct rx_spans {
+	struct rx_bm *v;
+	unsigned n, cap;
+	bool oom;
+};
+
+static int on_span(void *arg, const struct detect_match *m)
+{
+	struct rx_spans *sp = arg;
+
+	if (sp->n == sp->cap) {
+		unsigned cap = sp->cap ? sp->cap * 2 : 8;
+		struct rx_bm *nv = realloc(sp->v, cap * sizeof(*nv));
+		if (!nv) {
+			sp->oom = true;
+			return 1;
+		}
+		sp->v = nv;
+		sp->cap = cap;
+	}
+	sp->v[sp->n++] = (struct rx_bm){.start = m->start, .end = m->end, .id = m->id};
+	return 0;
+}
+
+static enum detect_redact_mode redact_mode_of(const struct reflex_req *x, unsigned id)
+{
+	return x->redact_mode[id] == CFG_RX_HASH    ? DETECT_REDACT_HASH
+	       : x->redact_mode[id] == CFG_RX_LAST4 ? DETECT_REDACT_LAST4
+						    : DETECT_REDACT_MASK;
+}
+
+/* In a URL a token keeps only unreserved bytes, '*' and ':' as they are:
+ * "[EMAIL]" goes out as "%5BEMAIL%5D", which decodes back to the token. */
+static int append_pct(struct buf *b, const char *p, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~' || ch == '*' ||
+		    ch == ':') {
+			rc |= buf_append(b, p + i, 1);
+		} else {
+			char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+			rc |= buf_append(b, e, 3);
+		}
+	}
+	return rc;
+}
+
+/* raw[0, rawlen) rewritten into out: every match of `mask` in d[0, dn) (raw
+ * itself when map is NULL, else its decoded form with map from url_decode)
+ * replaced by its token, first start wins where matches overlap. Returns
+ * the matches replaced (0: out is untouched), or -ENOMEM. */
+static int rewrite_spans(struct reflex_req *x, const char *raw, size_t rawlen, const char *d,
+			 size_t dn, const size_t *map, uint64_t mask, bool pct, struct buf *out)
+{
+	const struct detect_db *db = x->set->db;
+	struct detect_scratch *s = scratch_for(db);
+	struct rx_spans sp = {0};
+	uint64_t dat = 0;
+	size_t at = 0;
+	int n = 0, rc = 0;
+
+	if (!s)
+		return -ENOMEM;
+	detect_scan_mask(db, s, d, dn, mask, on_span, &sp);
+	if (sp.oom)
+		goto oom;
+	if (sp.n > 1)
+		qsort(sp.v, sp.n, sizeof(*sp.v), cmp_bm);
+	for (unsigned i = 0; i < sp.n; i++) {
+		const struct rx_bm *m = &sp.v[i];
+		if (m->id >= RX_MAX_DET || !(mask >> m->id & 1) || m->start < dat || m->end > dn)
+			continue;
+		enum detect_redact_mode mode = redact_mode_of(x, m->id);
+		size_t len = (size_t)(m->end - m->start),
+		       cap = detect_redact_max(db, m->id, mode, len);
+		size_t rs = map ? map[m->start] : (size_t)m->start;
+		size_t re = map ? map[m->end] : (size_t)m->end;
+		char tok[256];
+		if (cap > sizeof(tok)) /* last4 of a long match: the token instead */
+			mode = DETECT_REDACT_MASK;
+		ssize_t k = detect_redact(db, m->id, mode, d + m->start, len, tok, sizeof(tok));
+		if (k < 0)
+			k = detect_redact(db, m->id, DETECT_REDACT_MASK, d + m->start, len, tok,
+					  sizeof(tok));
+		if (k < 0)
+			goto oom;
+		rc |= buf_append(out, raw + at, rs - at);
+		rc |= pct ? append_pct(out, tok, (size_t)k) : buf_append(out, tok, (size_t)k);
+		at = re;
+		dat = m->end;
+		n++;
+	}
+	if (n)
+		rc |= buf_append(out, raw + at, rawlen - at);
+	if (rc)
+		goto oom;
+	free(sp.v);
+	return n;
+oom:
+	free(sp.v);
+	return -ENOMEM;
+}
+
+/* Replace up_head bytes [off, off + len) with w[0, wl). */
+static int head_splice(struct request *r, size_t off, size_t len, const char *w, size_t wl)
+{
+	struct buf nb = {0};
+	const char *p = buf_head(&r->up_head);
+
+	if (buf_append(&nb, p, off) || buf_append(&nb, w, wl) ||
+	    buf_append(&nb, p + off + len, r->up_head.len - off - len)) {
+		buf_free(&nb);
+		return -ENOMEM;
+	}
+	buf_free(&r->up_head);
+	r->up_head = nb;
+	return 0;
+}
+
+/* The offset in up_head of the value of a forwarded "name: value" line. */
+static ssize_t head_field(const struct request *r, struct http_str name, struct http_str value)
+{
+	const char *p = buf_head(&r->up_head), *end = p + r->up_head.len;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t ll = eol ? (size_t)(eol - p + 1) : (size_t)(end - p);
+		if (ll == name.len + 2 + value.len + 2 && !memcmp(p, name.p, name.len) &&
+		    p[name.len] == ':' && p[name.len + 1] == ' ' &&
+		    !memcmp(p + name.len + 2, value.p, value.len))
+			return p + name.len + 2 - buf_head(&r->up_head);
+		p += ll;
+	}
+	return -1;
+}
+
+/* Redact rules that matched in the URL or in their headers rewrite those
+ * matches in the forwarded head (same tokens as in bodies; percent-encoded
+ * in the URL). The client's own head is not changed: logs and the
+ * cache see the original, so such a request skips the cache. */
+static int redact_head(struct request *r, struct reflex_req *x)
+{
+	const struct http_request *h = &r->h;
+	struct buf out = {0};
+	uint64_t n = 0;
+	int k, rc = 0;
+
+	if (x->redact_url & x->url_hits) {
+		const char *p = h->path.p;
+		size_t pn = h->path.len, off = h->method.len + 1;
+		char *d = malloc(pn + 1);
+		size_t *map = malloc((pn + 1) * sizeof(*map));
+		if (!d || !map) {
+			free(d);
+			free(map);
+			return -ENOMEM;
+		}
+		size_t dn = url_decode(p, pn, d, map);
+		k = rewrite_spans(x, p, pn, d, dn, map, x->redact_url, true, &out);
+		free(d);
+		free(map);
+		if (k < 0)
+			return -ENOMEM;
+		if (k > 0 && r->up_head.len > off + pn &&
+		    !memcmp(buf_head(&r->up_head) + off, p, pn)) {
+			rc = head_splice(r, off, pn, buf_head(&out), out.len);
+			n += (uint64_t)k;
+		}
+		buf_free(&out);
+		if (rc)
+			return rc;
+	}
+	for (unsigned i = 0; i < h->n_headers && x->redact_hdr_rules; i++) {
+		const struct http_header *f = &h->headers[i];
+		uint64_t mask = 0;
+		for (unsigned ri = 0; ri < x->set->n_rules && ri < 64; ri++) {
+			const struct rx_rule *rule = &x->set->rules[ri];
+			if (!(x->redact_hdr_rules >> ri & 1))
+				continue;
+			for (unsigned j = 0; j < rule->c.n_headers; j++)
+				if (http_str_eq(f->name, rule->c.headers[j]))
+					mask |= rule->mask;
+		}
+		if (!mask || (i < RX_HDR_MEMO && (x->hdr_scanned[i / 64] >> (i % 64) & 1) &&
+			      !(x->hdr_hits[i] & mask)))
+			continue;
+		k = rewrite_spans(x, f->value.p, f->value.len, f->value.p, f->value.len, NULL, mask,
+				  false, &out);
+		if (k < 0)
+			return -ENOMEM;
+		ssize_t off = k > 0 ? head_field(r, f->name, f->value) : -1;
+		if (off >= 0) {
+			rc = head_splice(r, (size_t)off, f->value.len, buf_head(&out), out.len);
+			n += (uint64_t)k;
+		}
+		buf_free(&out);
+		if (rc)
+			return rc;
+	}
+	if (n) {
+		STAT_ADD(stats_of(r)->rx_redactions, n);
+		r->nocache = true;
+	}
+	return 0;
+}
+
 /* After a pass without an answer: apply the collected effects. Returns
  * false when the request was failed (by the pool choice). */
 static bool apply_effects(struct request *r, struct reflex_req *x)
@@ -925,6 +1352,10 @@ static bool apply_effects(struct request *r, struct reflex_req *x)
 	if (x->nocache)
 		r->nocache = true;
 	if (add_upstream_fields(r, &x->tags)) {
+		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+		return false;
+	}
+	if ((x->redact_url || x->redact_hdr_rules) && redact_head(r, x)) {
 		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 		return false;
 	}
@@ -1534,8 +1965,6 @@ bool reflex_resp_end(struct request *r)
 
 /* ---- admin API: /rules ------------------------------------------------------- */
 
-static pthread_mutex_t admin_mu = PTHREAD_MUTEX_INITIALIZER;
-
 static int json_error(struct admin_resp *resp, int status, const char *msg)
 {
 	resp->status = status;
@@ -1629,6 +2058,7 @@ static int h_rules_get(struct gateway *g, const struct admin_req *req, struct ad
 	struct buf *b = &resp->body;
 
 	(void)req;
+	__atomic_store_n(&rx_gw, g, __ATOMIC_RELEASE);
 	for (unsigned w = 0; w < g->n_workers; w++) {
 		struct stats_worker *st = &g->workers[w].stats;
 		for (unsigned i = 0; i < STATS_RX_RULES; i++)
@@ -1648,7 +2078,7 @@ static int h_rules_get(struct gateway *g, const struct admin_req *req, struct ad
 		    (unsigned long long)s->max_scan_bytes);
 	for (unsigned i = 0; i < s->n_rules; i++) {
 		buf_appends(b, i ? "," : "");
-		json_rule(b, s, i, i < STATS_RX_RULES ? rule_hits[i] : 0);
+		json_rule(b, s, i, slot_hits(s->rules[i].slot, rule_hits));
 	}
 	buf_appends(b, "],\"detectors\":[");
 	for (unsigned id = 0; id < detect_count(s->db); id++) {
@@ -1737,8 +2167,8 @@ static int h_rules_post(struct gateway *g, const struct admin_req *req, struct a
 		g->config_put(g, cfg);
 		return json_error(resp, 400, why);
 	}
-	config_rx_rule_fini(&c);
 	ru.from_admin = true;
+	__atomic_store_n(&rx_gw, g, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&admin_mu);
 	cur = set_current(cfg);
 	int at = -1;
@@ -1758,6 +2188,11 @@ static int h_rules_post(struct gateway *g, const struct admin_req *req, struct a
 	} else if (publish(base, cur, -1, &ru, at)) {
 		rc = -1;
 	} else {
+		/* kept for the next reloads; a rule that cannot be kept still runs */
+		api_rule_drop(ru.c.name);
+		if (api_rule_keep(&c, before))
+			log_warn("reflex: rule %s: out of memory; a reload will drop it",
+				 ru.c.name);
 		resp->status = 201;
 		json_rule(&resp->body, set_current(cfg),
 			  at < 0 ? set_current(cfg)->n_rules - 1 : (unsigned)at, 0);
@@ -1768,6 +2203,7 @@ static int h_rules_post(struct gateway *g, const struct admin_req *req, struct a
 	}
 	pthread_mutex_unlock(&admin_mu);
 	rule_fini(&ru);
+	config_rx_rule_fini(&c);
 	g->config_put(g, cfg);
 	return rc;
 }
@@ -1790,6 +2226,7 @@ static int h_rules_delete(struct gateway *g, const struct admin_req *req, struct
 		g->config_put(g, cfg);
 		return json_error(resp, 404, "no such rule");
 	}
+	__atomic_store_n(&rx_gw, g, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&admin_mu);
 	cur = set_current(cfg);
 	int i = find_rule(cur, name);
@@ -1798,6 +2235,8 @@ static int h_rules_delete(struct gateway *g, const struct admin_req *req, struct
 	} else if (publish(base, cur, i, NULL, -1)) {
 		rc = -1;
 	} else {
+		/* an API rule is gone for good; a file rule comes back with a reload */
+		api_rule_drop(name);
 		resp->status = 200;
 		buf_appends(&resp->body, "{\"removed\":");
 		jsonw_buf_str(&resp->body, name);
@@ -1850,12 +2289,12 @@ int reflex_metrics(const struct config *cfg, const struct stats_worker *t, struc
 	if (!s)
 		return rc ? -ENOMEM : 0;
 	rc |= m_family(b, "reflex_rules_rule_hits_total",
-		       "Requests each rule matched (by position in the current rule list).");
-	for (unsigned i = 0; i < s->n_rules && i < STATS_RX_RULES; i++)
+		       "Requests each rule matched (by rule name, across reloads).");
+	for (unsigned i = 0; i < s->n_rules; i++)
 		rc |= buf_appendf(b,
 				  "reflex_rules_rule_hits_total{rule=\"%s\",action=\"%s\"} %llu\n",
 				  s->rules[i].c.name, action_names[s->rules[i].c.action],
-				  (unsigned long long)t->rx_rule_hits[i]);
+				  (unsigned long long)slot_hits(s->rules[i].slot, t->rx_rule_hits));
 	rc |= m_family(b, "reflex_rules_detector_hits_total", "Matches found, by detector.");
 	for (unsigned id = 0; id < detect_count(s->db) && id < STATS_RX_DETECTORS; id++)
 		rc |= buf_appendf(
