@@ -24,6 +24,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <hs/hs.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
@@ -162,7 +165,12 @@ struct scan_ctx {
 	unsigned n_queue;
 	bool stopped;
 	uint64_t want; /* detectors asked for (bit = id; ids >= 64 always) */
+	/* the digit run being read (number_runs): where its first digit and
+	 * its last digit so far are; NO_RUN outside a run */
+	uint64_t run_first, run_last;
 };
+
+#define NO_RUN UINT64_MAX
 
 struct detect_stream {
 	const struct detect_db *db;
@@ -1018,10 +1026,11 @@ struct builtin_pattern {
 static const struct builtin_pattern patterns[] = {
 	{DETECT_EMAIL, 0, "[A-Za-z0-9._%+-]@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,24}\\b", find_email},
 
-	/* Numbers: one digit-run trigger in the one-pass set (a pattern per
-	 * number format cost an engine each, running over every byte); the
-	 * formats run around it. The trigger's detector is nominal. */
-	{DETECT_PHONE, TRIG | GRP(G_NUMBER), "[0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\\z)", NULL},
+	/* Numbers: no pattern in the one-pass set (one per number format cost
+	 * an engine each, running over every byte; even a single digit-run
+	 * trigger, a pure character class, was an engine over every byte):
+	 * number_runs() finds the digit runs in C and the formats run on a
+	 * window around them. */
 	{DETECT_PHONE, CONF | GRP(G_NUM_PHONE), "\\+[1-9][0-9 ().-]{6,20}[0-9]" END_NUM, find_e164},
 	{DETECT_PHONE, CONF | GRP(G_NUM_PHONE),
 	 "(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
@@ -1869,46 +1878,130 @@ static unsigned number_groups(struct scan_ctx *c, uint64_t at)
 
 static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at);
 
-/* Extraction phrases name what they want last ("... your system prompt")
- * and open with a verb: a "prompt" or "instructions" with no such verb in
- * the window before it (the usual case in prompts that merely talk about
- * prompts) cannot complete one. Mirrors the CONF patterns' verbs; looks
- * only left of `at`. */
-static bool extract_verb_before(struct scan_ctx *c, uint64_t at)
+/* ASCII whitespace as \s matches it: space, \t \n \v \f \r. */
+static bool re_space(int ch)
 {
-	/* By length (4..7), lower case. */
-	static const char *const verbs[8] = {
-		[4] = "showdumpleaktellgivewhat",
-		[5] = "printsharewritespellwhich",
-		[6] = "revealrepeatoutputexposerecite",
-		[7] = "display",
+	return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
+/* p[0, n) is w (lower-case letters), ignoring case. */
+static bool word_is(const uint8_t *p, size_t n, const char *w)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!w[i] || (p[i] | 0x20) != w[i])
+			return false;
+	return !w[n];
+}
+
+static bool word_in(const uint8_t *p, size_t n, const char *const *list)
+{
+	for (; *list; list++)
+		if (word_is(p, n, *list))
+			return true;
+	return false;
+}
+
+/* Read the word before b[*pos] right to left: at least one whitespace byte,
+ * then alphanumerics. 1: found (*w, *wn; *pos moves to its start), 0: the
+ * bytes there are not "\s+word", -1: the visible bytes ran out first and
+ * more came before them (cut says so): the caller cannot tell. */
+static int word_before(const uint8_t *b, size_t *pos, bool cut, const uint8_t **w, size_t *wn)
+{
+	size_t i = *pos, e;
+
+	while (i > 0 && re_space(b[i - 1]))
+		i--;
+	if (i == *pos)
+		return i == 0 && cut ? -1 : 0;
+	e = i;
+	while (i > 0 && is_alnum(b[i - 1]))
+		i--;
+	if (i == 0 && cut)
+		return -1;
+	if (i == e)
+		return 0;
+	*w = b + i;
+	*wn = e - i;
+	*pos = i;
+	return 1;
+}
+
+/* Extraction phrases name what they want last ("... your system prompt"):
+ * a "prompt" or "instructions" trigger can only complete one when the
+ * words right before it read, right to left, as the CONF patterns have
+ * them — up to three adjectives, "your" or "the", maybe "all of", maybe
+ * "me"/"us", then an extraction verb (or "what/which were/are your").
+ * Prompts that merely talk about prompts ("the system prompt for this
+ * agent", "given the instructions") fail this and cost no window. Mirrors
+ * the G_EXTRACT CONF patterns word for word (keep them in step); looks only
+ * left of `at`, so block and stream decide alike. */
+static bool extract_shape_before(struct scan_ctx *c, uint64_t at)
+{
+	static const char *const adjs[] = {
+		"full",	  "entire",   "exact", "complete",     "original", "hidden", "initial",
+		"secret", "internal", "real",  "confidential", "system",   "first",  NULL,
+	};
+	static const char *const verbs[] = {
+		"reveal", "show",   "print", "repeat", "output", "display", "dump",
+		"leak",	  "expose", "share", "recite", "tell",	 "give",    NULL,
 	};
 	uint64_t lo = at > group_window[G_EXTRACT].before ? at - group_window[G_EXTRACT].before : 0;
 	if (lo < hist_base(c))
 		lo = hist_base(c);
-	const uint8_t *b = ctx_bytes(c, lo, at);
+	const uint8_t *b = ctx_bytes(c, lo, at), *w = NULL;
 	if (!b)
 		return true;
-	size_t n = (size_t)(at - lo);
+	size_t n = (size_t)(at - lo), pos, wn = 0;
+	bool cut = lo > 0;
+	int k;
+
 	if (n >= 6 && !strncasecmp((const char *)b + n - 6, "repeat", 6))
 		return true; /* the trigger is itself the verb */
-	for (size_t i = 0; i < n;) {
-		while (i < n && !is_alnum(b[i]))
-			i++;
-		size_t w = i;
-		while (i < n && is_alnum(b[i]))
-			i++;
-		size_t wl = i - w;
-		if (wl < 4 || wl > 7 || i == n)
-			continue; /* a word at the edge is the trigger itself */
-		char lw[8];
-		for (size_t k = 0; k < wl; k++)
-			lw[k] = (char)(b[w + k] | 0x20);
-		for (const char *v = verbs[wl]; *v; v += wl)
-			if (v[0] == lw[0] && !memcmp(v, lw, wl))
-				return true;
+	if (n >= 12 && !strncasecmp((const char *)b + n - 12, "instructions", 12)) {
+		pos = n - 12;
+	} else if (n >= 6 && !strncasecmp((const char *)b + n - 6, "prompt", 6)) {
+		pos = n - 6; /* "pre-prompt", "preprompt" */
+		if (pos >= 4 && !strncasecmp((const char *)b + pos - 4, "pre-", 4))
+			pos -= 4;
+		else if (pos >= 3 && !strncasecmp((const char *)b + pos - 3, "pre", 3))
+			pos -= 3;
+	} else {
+		return true;
 	}
-	return false;
+	for (unsigned adj = 0;; adj++) {
+		if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+			return k < 0;
+		if (word_is(w, wn, "your") || word_is(w, wn, "the"))
+			break;
+		if (adj == 3 || !word_in(w, wn, adjs))
+			return false;
+	}
+	bool your = word_is(w, wn, "your");
+	if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+		return k < 0;
+	if (your && (word_is(w, wn, "were") || word_is(w, wn, "are"))) {
+		if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+			return k < 0;
+		return word_is(w, wn, "what") || word_is(w, wn, "which");
+	}
+	if (word_is(w, wn, "of")) {
+		if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+			return k < 0;
+		if (!word_is(w, wn, "all"))
+			return false;
+		if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+			return k < 0;
+	}
+	if (word_is(w, wn, "me") || word_is(w, wn, "us"))
+		if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+			return k < 0;
+	if (word_in(w, wn, verbs))
+		return true;
+	if (!word_is(w, wn, "out"))
+		return false;
+	if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+		return k < 0;
+	return word_is(w, wn, "write") || word_is(w, wn, "spell");
 }
 
 static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
@@ -1916,7 +2009,7 @@ static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
 	/* a group none of whose detectors is asked for confirms nothing */
 	if (grp != G_NUMBER && !(c->db->group_dets[grp] & c->want))
 		return 0;
-	if (grp == G_EXTRACT && !extract_verb_before(c, at))
+	if (grp == G_EXTRACT && !extract_shape_before(c, at))
 		return 0;
 	if (grp != G_NUMBER)
 		return queue_window(c, grp, at);
@@ -1952,6 +2045,84 @@ static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at)
 	}
 	c->queue[c->n_queue++] = (struct confirm){.grp = grp, .lo = lo, .hi = hi};
 	return 0;
+}
+
+/* The first digit in p[i, n), or n. Prose has few digits: 16 bytes a step. */
+static size_t next_digit(const uint8_t *p, size_t i, size_t n)
+{
+#ifdef __SSE2__
+	const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
+	for (; i + 16 <= n; i += 16) {
+		__m128i t = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(p + i)), zero);
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, nine), t));
+		if (m)
+			return i + (size_t)__builtin_ctz(m);
+	}
+#endif
+	for (; i < n; i++)
+		if (is_digit(p[i]))
+			return i;
+	return n;
+}
+
+static bool run_byte(int ch)
+{
+	return is_digit(ch) || ch == ' ' || ch == '(' || ch == ')' || ch == '.' || ch == '+' ||
+	       ch == '-';
+}
+
+/* The number trigger, in C: every end at which
+ *   [0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\z)
+ * matches (a digit that closes at least 7 bytes of a run of those bytes
+ * which began with a digit, plus the byte after it) goes to on_trigger, as
+ * Hyperscan would report it. p[0, n) are stream bytes from base; the run
+ * state carries over to the next feed. */
+static int number_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t base)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (c->run_first == NO_RUN) {
+			i = next_digit(p, i, n);
+			if (i == n)
+				break;
+			c->run_first = c->run_last = base + i++;
+		}
+		for (; i < n; i++) {
+			uint64_t at = base + i;
+			if (is_digit(p[i])) {
+				c->run_last = at;
+				continue;
+			}
+			if (c->run_last + 1 == at && c->run_last - c->run_first >= 6 &&
+			    on_trigger(c, G_NUMBER, at + 1))
+				return 1;
+			if (!run_byte(p[i])) {
+				c->run_first = c->run_last = NO_RUN;
+				i++;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* End of data: a run that ends on a digit matches there (\z). */
+static int number_runs_end(struct scan_ctx *c, uint64_t end)
+{
+	bool hit = c->run_first != NO_RUN && c->run_last + 1 == end && end > 0 &&
+		   c->run_last - c->run_first >= 6;
+	c->run_first = c->run_last = NO_RUN;
+	return hit ? on_trigger(c, G_NUMBER, end) : 0;
+}
+
+/* Number detectors the scan wants: otherwise number_runs need not run. */
+static bool wants_numbers(const struct scan_ctx *c)
+{
+	const struct detect_db *db = c->db;
+	return (db->group_dets[G_NUM_PHONE] | db->group_dets[G_NUM_CARD] |
+		db->group_dets[G_NUM_IBAN] | db->group_dets[G_NUM_IP]) &
+	       c->want;
 }
 
 static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long to,
@@ -1993,6 +2164,8 @@ int detect_scan_mask(const struct detect_db *db, struct detect_scratch *s, const
 		.cur_len = len,
 		.queue = s->queue,
 		.want = want,
+		.run_first = NO_RUN,
+		.run_last = NO_RUN,
 	};
 	memset(s->pend, 0, db->n_det * sizeof(*s->pend));
 	hs_error_t e = hs_scan(db->block_db, (const char *)c.cur, (unsigned)len, 0, s->hs,
@@ -2001,6 +2174,8 @@ int detect_scan_mask(const struct detect_db *db, struct detect_scratch *s, const
 		return -ECANCELED;
 	if (e != HS_SUCCESS)
 		return e == HS_INVALID ? -EINVAL : -EIO;
+	if (wants_numbers(&c) && (number_runs(&c, c.cur, len, 0) || number_runs_end(&c, len)))
+		return -ECANCELED;
 	return run_queue(&c, UINT64_MAX) || flush_all(&c) ? -ECANCELED : 0;
 }
 
@@ -2028,6 +2203,8 @@ int detect_stream_open(const struct detect_db *db, detect_on_match *on_match, vo
 		.hist = st->hist,
 		.queue = st->queue,
 		.want = ~0ULL,
+		.run_first = NO_RUN,
+		.run_last = NO_RUN,
 	};
 	*out = st;
 	return 0;
@@ -2135,12 +2312,12 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	if (e != HS_SUCCESS)
 		return e == HS_INVALID ? -EINVAL : -EIO;
 	/* While this feed's bytes are still at hand (a feed may be far larger
-	 * than the window): confirm the windows it completed, then deliver
-	 * pending matches that can no longer grow (a same-start extension
-	 * would be longer than the detector's maxlen). */
+	 * than the window): find its digit runs, confirm the windows it
+	 * completed, then deliver pending matches that can no longer grow (a
+	 * same-start extension would be longer than the detector's maxlen). */
 	uint64_t end = st->offset + len;
 	int rc = 0;
-	if (run_queue(c, end)) {
+	if ((wants_numbers(c) && number_runs(c, buf, len, st->offset)) || run_queue(c, end)) {
 		rc = -ECANCELED;
 		goto out;
 	}
@@ -2181,7 +2358,8 @@ int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s)
 		rc = -ECANCELED;
 	else if (e != HS_SUCCESS)
 		rc = -EIO;
-	else if (run_queue(c, UINT64_MAX) || flush_all(c))
+	else if ((wants_numbers(c) && number_runs_end(c, st->offset)) || run_queue(c, UINT64_MAX) ||
+		 flush_all(c))
 		rc = -ECANCELED;
 out:
 	detect_stream_free(st);
