@@ -8,7 +8,9 @@
  *   tcp_send_reset        resets we send (active resets included)
  *   tcp_receive_reset     resets we receive
  *   kfree_skb             drops with a reason, when the skb belongs to one of our sockets
- *   sockops (cgroup)      smoothed RTT samples (BPF_SOCK_OPS_RTT_CB)
+ *   sockops (cgroup)      the handshake's RTT, once per connection
+ *   iter/tcp              the smoothed RTT of live connections, when userspace reads it
+ * Nothing runs per packet on a healthy keep-alive connection: that is the cost budget.
  * Everything is summed per peer in the LRU map tr_peers; resets, slow and failed connects
  * also go to the ring buffer, at most events_per_sec per CPU.
  *
@@ -136,17 +138,24 @@ static __always_inline void mask_prefix(__u8 *addr, unsigned plen)
 	}
 }
 
+static __always_inline bool ours_netns(const struct sock *sk, const struct tr_config *cfg)
+{
+	return !cfg->netns_ino ||
+	       BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) == (unsigned int)cfg->netns_ino;
+}
+
 /* Fill k for sk when it is one of the gateway's sockets; returns its TR_SUBJ_* or 0. */
 static __always_inline int sock_key(const struct sock *sk, const struct tr_config *cfg,
 				    struct tr_peer_key *k, __u16 *lport, __u16 *rport)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__u16 lp = BPF_CORE_READ(sk, __sk_common.skc_num);
-	__u16 rp = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__u16 family, lp, rp;
 
-	if (cfg->netns_ino &&
-	    BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != (unsigned int)cfg->netns_ino)
+	/* most sockets on a shared host are someone else's: the cheapest refusal first */
+	if (!ours_netns(sk, cfg))
 		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	lp = BPF_CORE_READ(sk, __sk_common.skc_num);
+	rp = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	__builtin_memset(k, 0, sizeof(*k));
 	if (family == AF_INET) {
 		__u32 a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
@@ -282,6 +291,8 @@ int BPF_PROG(tr_state, const struct sock *sk, const int oldstate, const int news
 	if (!cfg || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
+		if (!ours_netns(sk, cfg)) /* no tr_sk entry for other namespaces' sockets */
+			return 0;
 		/* the key is only known after the bind/connect: record first, filter later */
 		struct sk_times t = {.start_ns = bpf_ktime_get_ns()};
 
@@ -433,49 +444,77 @@ int BPF_PROG(tr_drop, struct sk_buff *skb, void *location, enum skb_drop_reason 
 	return 0;
 }
 
-/* sockops on the gateway's cgroup: ask for RTT callbacks on its established sockets, then
- * sum the smoothed RTT per peer. */
-SEC("sockops")
-int tr_sockops(struct bpf_sock_ops *ops)
+static __always_inline void rtt_add(const struct tr_peer_key *k, __u64 us)
 {
-	const struct tr_config *cfg;
-	struct tr_peer_key k;
-	struct bpf_sock *bsk;
+	struct tr_peer_stats *s;
+	struct tr_counters *c;
 
-	switch (ops->op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		bpf_sock_ops_cb_flags_set(ops,
-					  ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
-		return 1;
-	case BPF_SOCK_OPS_RTT_CB:
-		break;
-	default:
-		return 1;
-	}
-	cfg = tr_cfg();
-	bsk = ops->sk;
-	if (!cfg || !bsk)
-		return 1;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(bsk);
-
-	if (!tp)
-		return 1;
-	__u16 lp, rp;
-
-	if (!sock_key((const struct sock *)tp, cfg, &k, &lp, &rp))
-		return 1;
-	struct tr_peer_stats *s = peer(&k);
-	__u64 us = ops->srtt_us >> 3; /* srtt is kept ×8 */
-
+	if (!us)
+		return;
+	s = peer(k);
 	if (s) {
 		__sync_fetch_and_add(&s->rtt_sum_us, us);
 		__sync_fetch_and_add(&s->rtt_n, 1);
 		atomic_max(&s->rtt_max_us, us);
 	}
-	struct tr_counters *c = tr_cnt();
-
+	c = tr_cnt();
 	if (c)
 		c->rtt_samples++;
+}
+
+/* RTT has no per-packet hook here, on purpose: BPF_SOCK_OPS_RTT_CB fires on every ACK and
+ * was the tracer's whole per-request cost on keep-alive connections (~2.6 calls and ~0.5 µs
+ * of BPF per proxied request). The smoothed RTT is a slow quantity, so it is read instead:
+ * once per connection at ESTABLISHED (the handshake's sample, here), and for the connections
+ * that live on by the iterator below, which userspace runs about once a second. */
+
+/* sockops on the gateway's cgroup (on many hosts the root: every socket passes here): the
+ * handshake's RTT of the gateway's sockets. Per connection, never per packet. */
+SEC("sockops")
+int tr_sockops(struct bpf_sock_ops *ops)
+{
+	const struct tr_config *cfg;
+	struct bpf_sock *bsk = ops->sk;
+	struct tcp_sock *tp;
+	struct tr_peer_key k;
+	__u16 lp, rp;
+
+	if (ops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	cfg = tr_cfg();
+	if (!cfg || !bsk || !(tp = bpf_skc_to_tcp_sock(bsk)))
+		return 1;
+	if (!sock_key((const struct sock *)tp, cfg, &k, &lp, &rp))
+		return 1;
+	rtt_add(&k, ops->srtt_us >> 3); /* srtt is kept ×8 */
 	return 1;
+}
+
+/* iter/tcp, run by userspace (trace_rtt_poll): one RTT sample per established socket of the
+ * gateway that saw traffic in the last TR_RTT_ACTIVE_NS, so that an idle keep-alive
+ * connection's old estimate does not stand in for the path's RTT. Walks the sockets of the
+ * reader's network namespace. */
+SEC("iter/tcp")
+int tr_rtt_iter(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	const struct tr_config *cfg;
+	struct tcp_sock *tp;
+	struct tr_peer_key k;
+	__u16 lp, rp;
+
+	if (!skc || skc->skc_state != TCP_ESTABLISHED)
+		return 0;
+	cfg = tr_cfg();
+	if (!cfg || !(tp = bpf_skc_to_tcp_sock(skc)))
+		return 0;
+	/* tcp_mstamp: µs of CLOCK_MONOTONIC at the socket's last send or receive; signed, as
+	 * another CPU may have stamped it after our clock read */
+	if ((__s64)(bpf_ktime_get_ns() / 1000 - tp->tcp_mstamp) > (__s64)(TR_RTT_ACTIVE_NS / 1000))
+		return 0;
+	if (!sock_key((const struct sock *)tp, cfg, &k, &lp, &rp))
+		return 0;
+	rtt_add(&k, tp->srtt_us >> 3);
+	return 0;
 }

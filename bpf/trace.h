@@ -57,7 +57,7 @@ struct tr_peer_stats {
 	__u64 connect_max_us;
 	__u64 life_sum_ms; /* established → closed */
 	__u64 life_n;
-	__u64 rtt_sum_us; /* smoothed RTT samples (sockops RTT callback) */
+	__u64 rtt_sum_us; /* smoothed RTT samples: handshake (sockops) and iterator */
 	__u64 rtt_n;
 	__u64 rtt_max_us;
 };
@@ -90,6 +90,10 @@ struct tr_event {
 	__u32 pad;
 };
 
+/* The RTT iterator (iter/tcp, run by userspace) samples a socket only when it sent or received
+ * within this long: an idle connection's estimate is old news. */
+#define TR_RTT_ACTIVE_NS 2000000000ull
+
 /* tr_counters (PERCPU_ARRAY, one entry), summed by userspace. */
 struct tr_counters {
 	__u64 events_sent;
@@ -98,7 +102,7 @@ struct tr_counters {
 	__u64 peers_new;     /* tr_peers entries created (the LRU evicts the oldest) */
 	__u64 retrans_all;   /* every traced retransmit, ours or not: a cheap sanity number */
 	__u64 drops_tcp;     /* drops attributed to one of our sockets */
-	__u64 rtt_samples;
+	__u64 rtt_samples;   /* handshake samples and iterator samples */
 	__u64 pad;
 };
 

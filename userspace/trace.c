@@ -20,6 +20,7 @@
 struct trace {
 	struct trace_bpf *skel;
 	struct bpf_link *links[6];
+	struct bpf_link *rtt_iter; /* NULL: no tcp iterator, RTT from handshakes only */
 	int n_links;
 	bool has_sockops, has_drops;
 	char missing[256];
@@ -151,6 +152,10 @@ int trace_open(struct trace **out, const struct trace_open_opts *o, char *why, s
 	if (t->has_drops)
 		load_drop_names(t);
 
+	t->rtt_iter = bpf_program__attach_iter(t->skel->progs.tr_rtt_iter, NULL);
+	if (!t->rtt_iter)
+		note_missing(t, "tcp iterator", -errno);
+
 	if (!o->cgroup || o->cgroup[0]) {
 		char path[512];
 		int fd;
@@ -231,8 +236,30 @@ void trace_close(struct trace *t)
 	ring_buffer__free(t->events);
 	for (int i = 0; i < t->n_links; i++)
 		bpf_link__destroy(t->links[i]);
+	bpf_link__destroy(t->rtt_iter);
 	trace_bpf__destroy(t->skel);
 	free(t);
+}
+
+int trace_rtt_poll(struct trace *t)
+{
+	char sink[256]; /* the program writes nothing: reading runs it */
+	ssize_t n;
+	int fd, err = 0;
+
+	if (!t->rtt_iter)
+		return -ENOTSUP;
+	fd = bpf_iter_create(bpf_link__fd(t->rtt_iter));
+	if (fd < 0)
+		return -errno;
+	while ((n = read(fd, sink, sizeof(sink))) != 0) {
+		if (n < 0 && errno != EINTR) {
+			err = -errno;
+			break;
+		}
+	}
+	close(fd);
+	return err;
 }
 
 bool trace_has_sockops(const struct trace *t)

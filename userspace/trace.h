@@ -2,7 +2,7 @@
  *
  * trace_open() loads the tracer from the built-in skeleton and attaches its tp_btf programs
  * (inet_sock_set_state, tcp_retransmit_skb, tcp_send_reset, tcp_receive_reset, kfree_skb)
- * through links, and its sockops program to a cgroup v2 (the caller's own by default) when
+ * and its tcp iterator through links, and its sockops program to a cgroup v2 (the caller's own by default) when
  * the cgroup v2 hierarchy is there. Everything detaches when the handle is closed or the
  * process dies; nothing is pinned. Needs CAP_BPF + CAP_PERFMON. When it cannot load, it
  * returns -errno with one line in why and the caller carries on without tracing.
@@ -40,8 +40,8 @@ struct trace_open_opts {
 int trace_open(struct trace **out, const struct trace_open_opts *opts, char *why, size_t why_len);
 void trace_close(struct trace *t); /* NULL-safe */
 
-/* Which optional parts attached: "kfree_skb" and "sockops" may be missing (one line each in
- * trace_missing() then). */
+/* Which optional parts attached: "kfree_skb", "sockops" and "tcp iterator" may be missing
+ * (one line each in trace_missing() then). */
 bool trace_has_sockops(const struct trace *t);
 bool trace_has_drops(const struct trace *t);
 const char *trace_missing(const struct trace *t); /* "" when everything attached */
@@ -84,6 +84,14 @@ int trace_events_start(struct trace *t, void (*on_event)(void *ctx, const struct
 int trace_events_fd(struct trace *t);
 int trace_events_poll(struct trace *t, int timeout_ms);
 int trace_events_consume(struct trace *t);
+
+/* RTT of live connections: runs the iterator over the caller's network namespace's TCP
+ * sockets and adds one sample (the smoothed RTT) per established socket of the gateway that
+ * saw traffic in the last TR_RTT_ACTIVE_NS to its peer's rtt_* counters. The handshake's RTT
+ * is counted by sockops without this. Call it about once a second (it walks every TCP socket
+ * of the namespace, ~µs per socket); needs no privilege once the tracer is open. Returns 0 or
+ * -errno (-ENOTSUP when the kernel has no tcp iterator). */
+int trace_rtt_poll(struct trace *t);
 
 /* Listen-queue overflow, which has no tracepoint here: the namespace's TcpExt counters
  * ListenOverflows and ListenDrops (/proc/net/netstat) and the accept queue of one listener

@@ -706,6 +706,8 @@ static void *run(void *arg)
 			at.g->config_put(at.g, cfg); /* at.synced's reference keeps it alive */
 		}
 		if (now - last_listen >= 1000) {
+			if (at.tr) /* RTT of live connections (nothing per packet in the kernel) */
+				trace_rtt_poll(at.tr);
 			poll_listeners(cfg->trace.window);
 			last_listen = now;
 		}

@@ -150,22 +150,39 @@ static void test_lifecycle(void)
 	l = listen_any(16, &gport);
 	CHECK(l >= 0);
 	CHECK_INT(trace_port_set(tr, gport, true), 0);
+	trace_key_client((struct sockaddr *)&a, 24, 64, &k);
 	for (int i = 0; i < 3; i++) {
 		c = connect_to(gport);
 		s = accept(l, NULL, NULL);
 		CHECK(c >= 0 && s >= 0);
-		for (int j = 0; j < 20; j++) { /* some round trips: RTT callbacks */
+		for (int j = 0; j < 20; j++) { /* some round trips */
 			CHECK(write(c, buf, 100) == 100);
 			CHECK(read(s, buf, sizeof(buf)) > 0);
 			CHECK(write(s, buf, 100) == 100);
 			CHECK(read(c, buf, sizeof(buf)) > 0);
+		}
+		if (i == 2) { /* the iterator samples the live, active gateway socket: one */
+			struct tr_peer_stats b4 = {0}, af = {0};
+			int err;
+
+			trace_peer_get(tr, &k, &b4);
+			err = trace_rtt_poll(tr);
+			if (err == -ENOTSUP) {
+				printf("# no tcp iterator: %s\n", trace_missing(tr));
+			} else {
+				CHECK_INT(err, 0);
+				CHECK_INT(trace_peer_get(tr, &k, &af), 0);
+				CHECK_MSG(af.rtt_n == b4.rtt_n + 1 && af.rtt_sum_us > b4.rtt_sum_us,
+					  "rtt_n %llu -> %llu (one socket in scope)",
+					  (unsigned long long)b4.rtt_n,
+					  (unsigned long long)af.rtt_n);
+			}
 		}
 		close(s); /* the gateway side closes first */
 		usleep(10000);
 		close(c);
 	}
 	usleep(50000);
-	trace_key_client((struct sockaddr *)&a, 24, 64, &k);
 	trace_key_format(&k, name, sizeof(name));
 	CHECK_STR(name, "127.0.0.0/24");
 	CHECK_INT(trace_peer_get(tr, &k, &st), 0);
@@ -173,7 +190,10 @@ static void test_lifecycle(void)
 	CHECK_MSG(st.closed_local >= 3, "closed_local %llu", (unsigned long long)st.closed_local);
 	CHECK_MSG(st.life_n >= 3, "life_n %llu", (unsigned long long)st.life_n);
 	if (trace_has_sockops(tr))
-		CHECK_MSG(st.rtt_n > 0, "no RTT samples although sockops is attached");
+		CHECK_MSG(st.rtt_n >= 3,
+			  "%llu RTT samples although sockops is attached (one "
+			  "per handshake expected)",
+			  (unsigned long long)st.rtt_n);
 	else
 		printf("# sockops not attached: %s\n", trace_missing(tr));
 	trace_port_set(tr, gport, false);
