@@ -19,12 +19,13 @@
 #   churn    pass-through with a new client connection per request (reflex-bench --churn)
 #   hit1     cache hit, one object
 #   zipf     cache hit over ZIPF_OBJECTS objects, Zipf(ZIPF_S) popularity (a request list)
+#   hitchurn cache hit with a new client connection per request (reflex-bench --churn)
 #   sweep    open loop at SWEEP_LEVELS % of each server's own peak in SWEEP_ON (pass)
 #   loadgen  issue 4's target for reflex-bench (perf/scenarios/loadgen-check.sh)
 #
 # Knobs (environment):
 #   QUICK=1            ~2-minute subset: 1 repetition of 2 s (checks the suite, not for quoting)
-#   SCENARIOS          ("issue2 pass churn hit1 zipf sweep loadgen")
+#   SCENARIOS          ("issue2 pass churn hit1 zipf hitchurn sweep loadgen")
 #   TARGETS            ("reflexd nginx haproxy varnish")
 #   REPS DUR WARM      repetitions, seconds per run, warm-up seconds per server and scenario (3 10 3)
 #   SWEEP_DUR SWEEP_WARM  seconds per sweep run and its warm-up (5 1)
@@ -61,7 +62,7 @@ else
 fi
 QUIET_PCT=${QUIET_PCT:-10}
 QUIET_BUDGET=${QUIET_BUDGET:-300}
-DEFAULT_SCENARIOS="issue2 pass churn hit1 zipf sweep loadgen"
+DEFAULT_SCENARIOS="issue2 pass churn hit1 zipf hitchurn sweep loadgen"
 DEFAULT_TARGETS="reflexd nginx haproxy varnish"
 SCENARIOS=${SCENARIOS:-$DEFAULT_SCENARIOS}
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
@@ -96,6 +97,7 @@ TITLE[pass]="Pass-through (no cache), 1 KiB"
 TITLE[churn]="Connection per request (pass-through, 1 KiB)"
 TITLE[hit1]="Cache hit, one object (1 KiB)"
 TITLE[zipf]="Cache hit over $ZIPF_OBJECTS objects, Zipf $ZIPF_S (1 KiB each)"
+TITLE[hitchurn]="Cache hit, connection per request (1 KiB)"
 TITLE[loadgen]="reflex-bench vs wrk (issue 4 target)"
 
 # The origin's Cache-Control decides what a server may cache (reflex-origin sets it
@@ -104,6 +106,8 @@ TITLE[loadgen]="reflex-bench vs wrk (issue 4 target)"
 CC_HIT='cc=public,max-age=3600'
 PASS_PATH='/pass/1k?cc=no-store'
 HIT_PATH="/hit/one?$CC_HIT"
+# Its own object, so that it is filled by its own warm-up whatever ran before.
+HITCHURN_PATH="/hit/churn?$CC_HIT"
 SWEEP_ON=${SWEEP_ON:-pass}
 case $SWEEP_ON in
 pass) SWEEP_PATH=$PASS_PATH SWEEP_WHAT=pass-through ;;
@@ -145,7 +149,7 @@ if [ "$PLOTS" = 1 ] && ! command -v gnuplot >/dev/null; then
 	PLOTS=0
 fi
 CACHE_SCEN=0
-{ has "$SCENARIOS" hit1 || has "$SCENARIOS" zipf; } && CACHE_SCEN=1
+{ has "$SCENARIOS" hit1 || has "$SCENARIOS" zipf || has "$SCENARIOS" hitchurn; } && CACHE_SCEN=1
 
 bench_init
 # Varnish's and nginx's workers drop root: they must reach their files in the run dir.
@@ -397,6 +401,7 @@ for scen in $SCENARIOS; do
 		done
 		closed_scenario zipf "$TARGETS" / --requests "$LIST" --zipf "$ZIPF_S"
 		;;
+	hitchurn) closed_scenario hitchurn "$TARGETS" "$HITCHURN_PATH" --churn ;;
 	sweep)
 		declare -A PEAK
 		for t in $TARGETS; do
@@ -615,7 +620,7 @@ plot_sweep() {
 
 mkdir -p "$RESULT_DIR"
 if [ "$PLOTS" = 1 ]; then
-	for s in pass churn hit1 zipf; do
+	for s in pass churn hit1 zipf hitchurn; do
 		has "$SCENARIOS" "$s" && plot_percentiles "$s" - rps "${TITLE[$s]}: latency by percentile, closed loop (thick: median run)"
 	done
 	if has "$SCENARIOS" sweep; then
@@ -682,6 +687,7 @@ write_scenario() {
 			pass) echo "GET $PASS_PATH: the origin marks it no-store, the servers pass it through without a cache lookup." ;;
 			churn) echo "GET $PASS_PATH with \`--churn\`: a new client connection per request (Connection: close); upstream connections stay pooled. One load-generator core opens a few tens of thousands of connections a second: when it is the limit, compare \`req/s per server core\`." ;;
 			hit1) echo "GET $HIT_PATH: one object, cacheable for an hour; after the warm-up every request is a hit." ;;
+			hitchurn) echo "GET $HITCHURN_PATH with \`--churn\`: a new client connection per request (Connection: close), every answer a cache hit (one object, filled by the warm-up). What is measured is mostly the cost of a TCP connection on both sides: accept, first read, the answer, the close. When the load generator is the limit, compare \`req/s per server core\`." ;;
 			zipf) echo "$ZIPF_OBJECTS objects \`/hit/z<i>?$CC_HIT\`, requested with \`--requests LIST --zipf $ZIPF_S\` (rank 1 most popular); every cache was filled with all objects before the warm-up." ;;
 			esac
 			echo
