@@ -38,21 +38,31 @@
 enum cache_access { CA_NONE, CA_HIT, CA_MISS, CA_STALE, CA_BYPASS };
 enum wake { WAKE_RETRY = 1, WAKE_UPSTREAM = 2, WAKE_STREAM = 3 };
 
-/* A leader's response shared with its waiters while it arrives (a
- * Content-Length body, preallocated): the leader copies bytes in and
- * publishes `avail`; each waiter's worker sends [sent, avail) straight
- * from `body` when told (a task through its mailbox). Freed with the last
+/* A leader's response shared with its waiters while it arrives: the
+ * leader copies the payload into `body` (preallocated: the Content-Length,
+ * or max_object for a chunked or close-delimited one, of which only what
+ * arrives is touched) and publishes `avail`; each waiter's worker sends
+ * [sent, avail) straight from `body` when told (a task through its
+ * mailbox), chunk-framed when the length is unknown. Freed with the last
  * reference: the leader's, each waiter's, each send in flight, each task
  * queued. */
 struct cache_stream {
 	uint32_t refs;
 	int state;    /* 0 arriving, 1 complete, -1 failed (atomic) */
-	size_t avail; /* body bytes in (atomic: release by the leader) */
-	size_t total;
+	size_t avail; /* body bytes in (atomic: release by the leader, before state) */
+	size_t total; /* the Content-Length; unknown (0) when `chunked` */
+	size_t cap;
+	bool chunked; /* the length is known at the end only */
 	int status;
 	char *head; /* the stored head block (status line + fields) */
 	size_t head_len;
 	char *body;
+	/* Vary: the names (lower case, comma-joined) and the leader's request's
+	 * values of them (variant_key with generation 0); a waiter whose
+	 * values differ goes upstream instead of taking this response */
+	char *vary;
+	size_t vary_len;
+	struct cache_key vary_fp;
 	struct stream_sub *subs; /* pushed at the head, freed with the stream */
 };
 
@@ -102,7 +112,10 @@ struct cache_req {
 	struct cache_entry *stale;
 	bool revalidating;
 	bool answered;	 /* the client got its answer from the cache */
-	bool bg_refresh; /* stale-while-revalidate: this request refreshes stale */
+	bool bg_refresh; /* stale-while-revalidate: this (detached) request refreshes stale */
+	bool refresh_failed; /* ... and the origin did not give a usable answer */
+	bool head_get;	 /* a HEAD miss forwarded as GET (r->up_get): stored, no body relayed */
+	uint64_t purge_gen; /* purges before the fetch (cache_store_purged_since) */
 	bool invalidate; /* unsafe method: drop the URL after a success */
 	bool lookup_done;
 	bool store_ok;
@@ -121,10 +134,32 @@ struct cache_req {
 	enum cache_nostore nostore;
 };
 
-/* Per worker thread: the requests waiting for another's fetch, and those
- * sending from another's fetch while it arrives. */
+/* A stale-while-revalidate refresh: a request of its own, owned by the
+ * worker and by no client connection. Its client has no socket
+ * (c.conn.fd == -1, never started): the request is marked detached, so
+ * req.c hands its end to cache_refresh_resume / cache_refresh_failed
+ * instead of the step table, and nothing is ever written to it (the
+ * cache swallows the response: cache_respond_head returns true). */
+struct cache_refresh {
+	struct client c; /* c.req is the refresh */
+	struct cache_refresh *next, *prev;
+	/* The memory goes back from a task: the end can come from inside
+	 * upstream.c (req_fail, req_resume), whose callers may still read the
+	 * request after it returns. */
+	struct worker_task free_task;
+	bool ended;
+};
+
+/* Per worker thread: the requests waiting for another's fetch, those
+ * sending from another's fetch while it arrives, and the refreshes in
+ * flight. */
 static __thread struct cache_req *tls_waiting, *tls_streaming;
+static __thread struct cache_refresh *tls_refreshes;
 static __thread uint64_t tls_ticket;
+
+/* Refreshes started, failed (the stale object stays), cancelled by a
+ * drain: process-wide, for GET /cache (atomics). */
+static uint64_t g_refreshes, g_refresh_failures, g_refresh_cancelled;
 
 static int64_t now_ms(void)
 {
@@ -153,6 +188,11 @@ static struct cache_key key_of(const void *p, size_t n)
 	XXH128_hash_t h = XXH3_128bits(p, n);
 
 	return (struct cache_key){.lo = h.low64, .hi = h.high64};
+}
+
+static bool key_eq(struct cache_key a, struct cache_key b)
+{
+	return a.lo == b.lo && a.hi == b.hi;
 }
 
 /* "host/path?query", normalised; the text of the primary key (after
@@ -420,6 +460,7 @@ static void stream_put(void *p)
 	}
 	free(s->head);
 	free(s->body);
+	free(s->vary);
 	free(s);
 }
 
@@ -449,7 +490,7 @@ static void stream_end(struct cache_req *cr, int state)
 	if (!s)
 		return;
 	cr->stream_out = NULL;
-	__atomic_store_n(&s->state, state, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->state, state, __ATOMIC_RELEASE); /* after avail: pumps read it first */
 	stream_notify(s);
 	stream_put(s);
 }
@@ -650,17 +691,31 @@ static int stream_pump(struct cache_req *cr)
 {
 	struct request *r = cr->r;
 	struct cache_stream *s = cr->stream_in;
+	/* state before avail: a complete state means avail is final */
 	int state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
 	size_t avail = __atomic_load_n(&s->avail, __ATOMIC_ACQUIRE);
+	bool framed = s->chunked && !r->http10; /* a 1.0 client reads to the close */
 
 	if (avail > cr->stream_sent) {
+		size_t n = avail - cr->stream_sent;
+		if (framed) {
+			char hdr[24];
+			int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+			conn_write(&r->c->conn, hdr, (size_t)hl);
+			r->bytes_out += (size_t)hl + 2;
+		}
 		stream_get(s); /* until the send completes */
-		conn_write_ext(&r->c->conn, s->body + cr->stream_sent, avail - cr->stream_sent,
-			       stream_put, s);
-		r->bytes_out += avail - cr->stream_sent;
+		conn_write_ext(&r->c->conn, s->body + cr->stream_sent, n, stream_put, s);
+		if (framed)
+			conn_write(&r->c->conn, "\r\n", 2);
+		r->bytes_out += n;
 		cr->stream_sent = avail;
 	}
-	if (cr->stream_sent == s->total) {
+	if (s->chunked ? state == 1 : cr->stream_sent == s->total) {
+		if (framed) {
+			conn_write(&r->c->conn, "0\r\n\r\n", 5);
+			r->bytes_out += 5;
+		}
 		list_unlink(&tls_streaming, cr);
 		cr->streaming = false;
 		cr->stream_in = NULL;
@@ -700,9 +755,13 @@ static bool stream_start(struct request *r)
 	struct cache_req *cr = r->cache;
 	struct cache_stream *s = cr->stream_in;
 	struct client *c = r->c;
-	struct stream_sub *sub;
+	struct stream_sub *sub = NULL;
 
-	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) < 0 || !(sub = calloc(1, sizeof(*sub)))) {
+	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) < 0 ||
+	    (s->vary_len && !key_eq(variant_key(&cr->primary, 0, s->vary, s->vary_len, &r->h),
+				    s->vary_fp)) ||
+	    (!r->is_head && !(sub = calloc(1, sizeof(*sub))))) {
+		/* failed, or another variant than ours: upstream at once */
 		cr->stream_in = NULL;
 		stream_put(s);
 		return false;
@@ -713,8 +772,13 @@ static bool stream_start(struct request *r)
 	set_cs(cr, "hit; detail=coalesced-stream");
 	count(cr, CA_HIT);
 	r->close_after = r->close_after || !r->keep_alive || c->conn.w->draining || !r->body_done;
-	buf_appendf(b, "Age: 0\r\nCache-Status: reflex; %s\r\nContent-Length: %zu\r\n", cr->cs,
-		    s->total);
+	if (s->chunked && r->http10 && !r->is_head)
+		r->close_after = true; /* the body ends where the connection does */
+	buf_appendf(b, "Age: 0\r\nCache-Status: reflex; %s\r\n", cr->cs);
+	if (!s->chunked)
+		buf_appendf(b, "Content-Length: %zu\r\n", s->total);
+	else if (!r->http10)
+		buf_appends(b, "Transfer-Encoding: chunked\r\n");
 	buf_appendf(b, "Via: 1.1 reflex\r\nX-Request-ID: %s\r\n", r->id);
 	if (r->close_after)
 		buf_appends(b, "Connection: close\r\n");
@@ -729,6 +793,12 @@ static bool stream_start(struct request *r)
 	r->resp_mark = mark;
 	r->resp_sends = c->conn.sends;
 	cr->lookup_done = true;
+	if (r->is_head) { /* the head is the whole answer */
+		cr->stream_in = NULL;
+		stream_put(s);
+		r->resp_done = true;
+		return true;
+	}
 	cr->streaming = true;
 	cr->stream_sent = 0;
 	cr->ticket = ++tls_ticket;
@@ -791,6 +861,218 @@ static void up_head_conditionals(struct request *r, const struct cache_entry *e)
 	r->up_head = nb;
 }
 
+/* A HEAD miss goes upstream as a GET, so the object can be stored (nginx's
+ * proxy_cache_convert_head): "HEAD /p HTTP/1.1" → "GET /p HTTP/1.1".
+ * Returns 0, or -1 (left as it was). */
+static int up_head_as_get(struct buf *up)
+{
+	struct buf nb = {0};
+
+	if (up->len < 5 || memcmp(buf_head(up), "HEAD ", 5) != 0)
+		return -1;
+	if (buf_append(&nb, "GET ", 4) != 0 ||
+	    buf_append(&nb, buf_head(up) + 5, up->len - 5) != 0) {
+		buf_free(&nb);
+		return -1;
+	}
+	buf_free(up);
+	*up = nb;
+	return 0;
+}
+
+/* ---- stale-while-revalidate: the refresh in the background ------------------ */
+
+static void rebase_str(struct http_str *v, const char *from, const char *to, size_t n)
+{
+	if (v->p >= from && v->p < from + n)
+		v->p = to + (v->p - from);
+}
+
+static void on_refresh_free(struct worker *w, struct worker_task *t)
+{
+	struct cache_refresh *rf = container_of(t, struct cache_refresh, free_task);
+	struct request *q = &rf->c.req;
+
+	worker_gen_put(w, q->gen);
+	buf_free(&q->head);
+	buf_free(&q->up_head);
+	free(rf->c.hdrs);
+	free(rf);
+}
+
+/* The refresh is over (stored, refused, failed or cancelled): the
+ * exchange is dropped, the entry's refresh flag cleared, the memory freed
+ * from a task. */
+static void refresh_end(struct cache_refresh *rf, bool failed)
+{
+	struct request *q = &rf->c.req;
+	struct cache_req *cr = q->cache;
+
+	if (rf->ended)
+		return;
+	rf->ended = true;
+	if (rf->prev)
+		rf->prev->next = rf->next;
+	else
+		tls_refreshes = rf->next;
+	if (rf->next)
+		rf->next->prev = rf->prev;
+	rf->next = rf->prev = NULL;
+	if (failed || (cr && cr->refresh_failed)) {
+		__atomic_add_fetch(&g_refresh_failures, 1, __ATOMIC_RELAXED);
+		if (cr)
+			log_info("cache: refresh of %s failed; the stale object stays", cr->url);
+	}
+	upstream_abort(q); /* nothing left normally; a drain cancels here */
+	cache_req_end(q);  /* lets the next request refresh the key again */
+	rf->free_task.fn = on_refresh_free;
+	worker_post(rf->c.conn.w, &rf->free_task);
+}
+
+void cache_refresh_resume(struct request *r)
+{
+	struct cache_refresh *rf = container_of(r->c, struct cache_refresh, c);
+
+	if (r->resp_done) /* upstream.c: the response is complete (stored or not) */
+		refresh_end(rf, false);
+}
+
+void cache_refresh_failed(struct request *r, int status)
+{
+	struct cache_refresh *rf = container_of(r->c, struct cache_refresh, c);
+
+	(void)status;
+	refresh_end(rf, true);
+}
+
+void cache_worker_drain(struct worker *w)
+{
+	(void)w; /* the list is this thread's */
+	while (tls_refreshes) {
+		__atomic_add_fetch(&g_refresh_cancelled, 1, __ATOMIC_RELAXED);
+		refresh_end(tls_refreshes, false);
+	}
+}
+
+void cache_refresh_stats(uint64_t *started, uint64_t *failed, uint64_t *cancelled)
+{
+	*started = __atomic_load_n(&g_refreshes, __ATOMIC_RELAXED);
+	*failed = __atomic_load_n(&g_refresh_failures, __ATOMIC_RELAXED);
+	*cancelled = __atomic_load_n(&g_refresh_cancelled, __ATOMIC_RELAXED);
+}
+
+/* Start refreshing e (stale, inside stale-while-revalidate; its
+ * `refreshing` flag is ours) for the request r that found it: a detached
+ * request with a copy of r's head (Vary keys need its fields) and of its
+ * upstream head (conditional when e has a validator; an opted-in POST
+ * carries its body), on r's generation, pool and endpoint. r itself is
+ * answered from e at once and goes on. False when nothing was started
+ * (the caller clears the flag). */
+static bool refresh_start(struct request *r, struct cache_entry *e)
+{
+	struct cache_req *cr = r->cache;
+	struct worker *w = cr->w;
+	struct cache_refresh *rf;
+	struct cache_req *nc;
+
+	if (w->draining || !r->gen || r->pool < 0 || !r->ep)
+		return false;
+	rf = calloc(1, sizeof(*rf));
+	nc = calloc(1, sizeof(*nc));
+	if (!rf || !nc)
+		goto fail;
+	struct client *c = &rf->c;
+	struct request *q = &c->req;
+	c->conn.w = w;
+	c->conn.fd = -1;
+	memcpy(c->peer, r->c->peer, sizeof(c->peer));
+	c->in_request = true;
+	c->hdrs = calloc(r->h.n_headers ? r->h.n_headers : 1, sizeof(*c->hdrs));
+	nc->url = malloc(cr->url_len + 1);
+	if (!c->hdrs || !nc->url || buf_append(&q->head, buf_head(&r->head), r->head.len) != 0 ||
+	    buf_append(&q->up_head, buf_head(&r->up_head), r->up_head.len) != 0)
+		goto fail_bufs;
+	/* the head's views, moved to our copy */
+	const char *from = buf_head(&r->head), *to = buf_head(&q->head);
+	q->h = r->h;
+	q->h.headers = c->hdrs;
+	q->h.max_headers = r->h.n_headers;
+	memcpy(c->hdrs, r->h.headers, r->h.n_headers * sizeof(*c->hdrs));
+	rebase_str(&q->h.method, from, to, r->head.len);
+	rebase_str(&q->h.target, from, to, r->head.len);
+	rebase_str(&q->h.path, from, to, r->head.len);
+	rebase_str(&q->h.authority, from, to, r->head.len);
+	rebase_str(&q->h.host, from, to, r->head.len);
+	for (unsigned i = 0; i < q->h.n_headers; i++) {
+		rebase_str(&c->hdrs[i].name, from, to, r->head.len);
+		rebase_str(&c->hdrs[i].value, from, to, r->head.len);
+	}
+	if (r->is_head)
+		up_head_as_get(&q->up_head);
+	up_head_conditionals(q, e->meta.has_validator ? e : NULL);
+	if (cr->post && !r->body_done &&
+	    buf_append(&q->up_head, buf_head(&r->c->conn.in), (size_t)r->body_left) != 0)
+		goto fail_bufs;
+
+	q->c = c;
+	q->detached = true;
+	q->gen = r->gen;
+	q->gen->refs++; /* the generation r was routed with: its pools hold r->ep */
+	q->pool = r->pool;
+	q->route = r->route;
+	q->ep = r->ep;
+	q->retryable = r->retryable;
+	q->has_key = r->has_key;
+	q->key = r->key;
+	q->safe = true;
+	q->keep_alive = true;
+	q->body = HTTP_BODY_NONE;
+	q->body_done = true;
+	q->body_started = cr->post; /* the body rides in up_head: never replayed separately */
+	q->t_choose_ms = w->loop.now;
+	memcpy(q->id, r->id, sizeof(q->id));
+
+	memcpy(nc->url, cr->url, cr->url_len + 1);
+	nc->url_len = cr->url_len;
+	nc->r = q;
+	nc->w = w;
+	nc->primary = cr->primary;
+	nc->key = cr->key;
+	nc->rq = cr->rq;
+	nc->rq.is_head = false;
+	nc->post = cr->post;
+	timer_init(&nc->timer, on_wait_timeout);
+	nc->req_time_ms = now_ms();
+	nc->purge_gen = cache_store_purge_gen();
+	cache_entry_get(e);
+	nc->stale = e;
+	nc->revalidating = e->meta.has_validator;
+	nc->bg_refresh = true;
+	nc->answered = true;
+	nc->lookup_done = true;
+	nc->store_ok = true;
+	q->cache = nc;
+	if (nc->revalidating)
+		STAT_INC(w->stats.cache_revalidations);
+	__atomic_add_fetch(&g_refreshes, 1, __ATOMIC_RELAXED);
+
+	rf->next = tls_refreshes;
+	if (tls_refreshes)
+		tls_refreshes->prev = rf;
+	tls_refreshes = rf;
+	upstream_start(q); /* may end it at once (no endpoint, socket error) */
+	return true;
+fail_bufs:
+	buf_free(&rf->c.req.head);
+	buf_free(&rf->c.req.up_head);
+	free(rf->c.hdrs);
+	free(nc->url);
+fail:
+	free(nc);
+	free(rf);
+	return false;
+}
+
 /* ---- the step ------------------------------------------------------------------ */
 
 static struct cache_req *cr_new(struct request *r)
@@ -824,6 +1106,7 @@ static struct cache_req *cr_new(struct request *r)
 	timer_init(&cr->timer, on_wait_timeout);
 	cr->primary = primary_key("GET", cr->url, cr->url_len);
 	cr->req_time_ms = now_ms();
+	cr->purge_gen = cache_store_purge_gen(); /* before anything goes upstream */
 
 	struct cache_req_facts *rq = &cr->rq;
 	bool has_cc = false;
@@ -893,8 +1176,12 @@ static void on_l2_reply(void *arg, const char *data, size_t len, int err)
 		sp.url =
 			cr->url; /* ours is normalised the same way; never trust a copy for purges */
 		sp.url_len = cr->url_len;
-		if (cache_store_put(&sp) == 0)
+		if (cache_store_put(&sp) == 0) {
 			STAT_INC(st->cache_l2_hits);
+			if (cache_store_purged_since(cr->purge_gen, &cr->primary, cr->url,
+						     cr->url_len, sp.tags, sp.tags_len))
+				cache_store_remove(&sp.key, NULL); /* purged meanwhile */
+		}
 	} else if (err == 0 && data) {
 		STAT_INC(st->cache_l2_errors); /* failed the integrity check, or expired */
 	} else if (err == 0) {
@@ -1034,26 +1321,16 @@ enum step_result cache_step(struct request *r)
 		case CACHE_USE_STALE_SWR:
 			set_cs(cr, "hit; detail=stale-while-revalidate");
 			count(cr, CA_STALE);
-			if (r->is_head ||
-			    !__atomic_compare_exchange_n(&e->refreshing, &(uint8_t){0}, 1, false,
-							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-				serve_done(r, e, now);
-				cache_entry_put(e);
-				cr->lookup_done = true;
-				return STEP_NEXT;
-			}
-			/* The answer goes out now; this request then refreshes the
-			 * object, its upstream response swallowed. */
-			serve(r, e, now);
-			r->body_discard = true;
-			cr->bg_refresh = true;
-			cr->stale = e;
-			cr->revalidating = e->meta.has_validator;
+			/* One refresh per object at a time, owned by the worker:
+			 * this request is answered now and its connection goes on;
+			 * others get the stale object meanwhile. */
+			if (__atomic_compare_exchange_n(&e->refreshing, &(uint8_t){0}, 1, false,
+							__ATOMIC_ACQ_REL, __ATOMIC_RELAXED) &&
+			    !refresh_start(r, e))
+				__atomic_store_n(&e->refreshing, 0, __ATOMIC_RELEASE);
+			serve_done(r, e, now);
+			cache_entry_put(e);
 			cr->lookup_done = true;
-			cr->store_ok = true;
-			up_head_conditionals(r, cr->revalidating ? e : NULL);
-			if (cr->revalidating)
-				STAT_INC(cr->w->stats.cache_revalidations);
 			return STEP_NEXT;
 		case CACHE_USE_REVALIDATE:
 			cr->stale = e; /* kept: for a 304, or to answer on error */
@@ -1068,12 +1345,18 @@ enum step_result cache_step(struct request *r)
 			 false);
 		return STEP_WAIT;
 	}
-	if (r->is_head) {
-		/* a HEAD miss is forwarded as it is: its response has no body to store */
-		set_cs(cr, "fwd=uri-miss; detail=head");
-		count(cr, CA_MISS);
-		cr->lookup_done = true;
-		return STEP_NEXT;
+	if (r->is_head && !cr->head_get) {
+		/* A HEAD miss goes upstream as a GET so that the object is stored
+		 * (a later GET hits); the client gets the head only. */
+		if (up_head_as_get(&r->up_head) != 0) {
+			set_cs(cr, "fwd=uri-miss; detail=head");
+			count(cr, CA_MISS);
+			cr->lookup_done = true;
+			return STEP_NEXT;
+		}
+		cr->head_get = true;
+		r->up_get = true;
+		cr->rq.is_head = false;
 	}
 	if (!cr->no_coalesce) {
 		struct cache_wait *wt = calloc(1, sizeof(*wt));
@@ -1214,6 +1497,14 @@ static int store(struct cache_req *cr, const char *head, size_t head_len, const 
 		}
 	}
 	rc = cache_store_put(&sp);
+	if (rc == 0 && cache_store_purged_since(cr->purge_gen, &cr->primary, cr->url, cr->url_len,
+						sp.tags, sp.tags_len)) {
+		/* a purge ran while this was being fetched: what the origin said
+		 * before it must not outlive it */
+		cache_store_remove(&sp.key, NULL);
+		log_debug("cache: %s purged while it was fetched; not stored", cr->url);
+		return -ESTALE;
+	}
 	if (rc == 0) {
 		STAT_INC(cr->w->stats.cache_stores);
 		l2_put(cr->w, &cfg->cache, &sp, now_ms());
@@ -1264,14 +1555,14 @@ static void invalidate_uri(struct cache_req *cr, struct http_str loc)
 		return;
 	}
 	struct cache_key k = primary_key("GET", url, (size_t)ul);
-	if (cache_store_remove(&k, NULL))
+	if (cache_store_invalidate(&k))
 		STAT_INC(cr->w->stats.cache_invalidations);
 	l2_del(cr->w, &cfg_of(cr->r)->cache, &k);
 }
 
 static void invalidate(struct cache_req *cr, const struct http_response *res)
 {
-	if (cache_store_remove(&cr->primary, NULL))
+	if (cache_store_invalidate(&cr->primary))
 		STAT_INC(cr->w->stats.cache_invalidations);
 	l2_del(cr->w, &cfg_of(cr->r)->cache, &cr->primary);
 	for (unsigned i = 0; i < res->n_headers; i++) {
@@ -1327,22 +1618,63 @@ static struct cache_entry *refresh(struct cache_req *cr, const struct http_respo
 	return e;
 }
 
+/* Vary's names of a stored head, lower case, comma-joined, into out.
+ * Returns the length (0: no Vary), or -E2BIG. */
+static int vary_all(const char *head, size_t head_len, char *all, size_t cap)
+{
+	const char *p = head, *end = head + head_len;
+	struct http_str n, v;
+	char names[VARY_NAMES_MAX];
+	size_t al = 0;
+	bool star = false;
+
+	all[0] = 0;
+	while (next_line(&p, end, &n, &v))
+		if (http_str_eq(n, "Vary")) {
+			int k = vary_names(v, names, sizeof(names), &star);
+			if (k < 0 || al + (size_t)k + 2 > cap)
+				return -E2BIG;
+			if (k && al)
+				all[al++] = ',';
+			memcpy(all + al, names, (size_t)k);
+			al += (size_t)k;
+			all[al] = 0;
+		}
+	return (int)al;
+}
+
 /* The waiters need not wait for the whole object: they send it as it
- * arrives, from a copy the leader fills (Content-Length bodies). */
-static void stream_begin(struct cache_req *cr, const struct http_response *res)
+ * arrives, from a copy the leader fills (the Content-Length, or up to
+ * max_obj when the length is unknown). */
+static void stream_begin(struct cache_req *cr, const struct http_response *res, bool has_vary,
+			 uint64_t max_obj)
 {
 	struct cache_stream *s = calloc(1, sizeof(*s));
+	bool chunked = res->body != HTTP_BODY_LENGTH;
+	size_t cap = chunked ? (size_t)max_obj : (size_t)res->content_length;
+	char all[VARY_NAMES_MAX];
+	int al = has_vary ? vary_all(buf_head(&cr->head), cr->head.len, all, sizeof(all)) : 0;
 
-	if (!s || !(s->head = malloc(cr->head.len)) || !(s->body = malloc(res->content_length))) {
-		if (s)
+	if (!s || al < 0 || !(s->head = malloc(cr->head.len)) || !(s->body = malloc(cap ? cap : 1)) ||
+	    (al > 0 && !(s->vary = malloc((size_t)al)))) {
+		if (s) {
 			free(s->head);
+			free(s->body);
+		}
 		free(s);
 		return;
 	}
 	memcpy(s->head, buf_head(&cr->head), cr->head.len);
 	s->head_len = cr->head.len;
-	s->total = res->content_length;
+	s->total = chunked ? 0 : res->content_length;
+	s->cap = cap;
+	s->chunked = chunked;
 	s->status = res->status;
+	if (al > 0) {
+		memcpy(s->vary, all, (size_t)al);
+		s->vary_len = (size_t)al;
+		s->vary_fp = variant_key(&cr->primary, 0, all, (size_t)al, &cr->r->h);
+	}
 	s->refs = 1;
 	cr->stream_out = s;
 	cache_store_stream(&cr->claim_key, s, stream_get, WAKE_STREAM);
@@ -1360,6 +1692,17 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 		if (res->status >= 200 && res->status < 400)
 			invalidate(cr, res);
 		return false;
+	}
+	if (cr->head_get)
+		r->body_discard = true; /* the client asked for the head only */
+	if (cr->bg_refresh) {
+		r->status = res->status; /* the pool's outcome (upstream.c) */
+		if (res->status >= 500) {
+			/* the origin failed: the stale object stays */
+			cr->refresh_failed = true;
+			r->body_discard = true;
+			return true;
+		}
 	}
 	if (cr->stale && res->status == 304 && cr->revalidating) {
 		struct cache_entry *e = refresh(cr, res);
@@ -1385,10 +1728,8 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 		return true;
 	}
 	if (cr->bg_refresh) {
-		/* the client has its answer; anything but a storable 200 is dropped */
+		/* nobody reads this response: it is stored, or dropped */
 		r->body_discard = true;
-		if (cr->stale)
-			__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
 	} else if (res->status >= 500 && cr->stale &&
 		   cache_stale_on_error(&cr->stale->meta, &cr->rq.cc, cfg->cache.grace, now)) {
 		set_cs(cr, "hit; fwd=stale; fwd-status=%d; detail=stale-if-error", res->status);
@@ -1434,17 +1775,18 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 	if (!cr->bg_refresh)
 		snprintf(cr->cs + strlen(cr->cs), sizeof(cr->cs) - strlen(cr->cs), "%s; stored",
 			 cr->stale ? "; fwd-status=200" : "");
-	/* not with Vary: the waiters may want another variant */
-	if (cr->leader && !cr->finished && !cr->bg_refresh && res->body == HTTP_BODY_LENGTH &&
-	    res->content_length > 0 && !rs.has_vary)
-		stream_begin(cr, res);
+	/* with Vary, a waiter checks that it wants the same variant */
+	if (cr->leader && !cr->finished && !cr->bg_refresh &&
+	    ((res->body == HTTP_BODY_LENGTH && res->content_length > 0) ||
+	     res->body == HTTP_BODY_CHUNKED || res->body == HTTP_BODY_UNTIL_CLOSE))
+		stream_begin(cr, res, rs.has_vary, max_obj);
 	return cr->bg_refresh;
 nostore:
 	buf_free(&cr->head);
 	if (!cr->bg_refresh)
 		snprintf(cr->cs + strlen(cr->cs), sizeof(cr->cs) - strlen(cr->cs), "; detail=%s",
 			 cache_nostore_name(cr->nostore));
-	if (cr->stale && !cr->bg_refresh) {
+	if (cr->stale) {
 		/* the origin no longer gives a storable answer: forget the old one */
 		cache_store_remove(&cr->stale->key, cr->stale);
 	}
@@ -1491,7 +1833,7 @@ void cache_tee(struct request *r, const char *p, size_t n)
 	if (max_obj > cfg->cache.memory / 64)
 		max_obj = cfg->cache.memory / 64 - 4096;
 	struct cache_stream *s = cr->stream_out;
-	if (s && s->avail + n <= s->total) {
+	if (s && s->avail + n <= s->cap) {
 		memcpy(s->body + s->avail, p, n);
 		__atomic_store_n(&s->avail, s->avail + n, __ATOMIC_RELEASE);
 		stream_notify(s);
@@ -1518,9 +1860,11 @@ void cache_upstream_done(struct request *r)
 			       cr->body.len, now_ms());
 		if (rc)
 			log_debug("cache: %s not stored: %s", cr->url, strerror(-rc));
+		if (rc && rc != -ESTALE && cr->bg_refresh)
+			cr->refresh_failed = true;
 		/* stored before the waiters hear the end: later claims are hits */
-		stream_end(cr, cr->stream_out && cr->stream_out->avail == cr->stream_out->total ? 1
-													      : -1);
+		struct cache_stream *so = cr->stream_out;
+		stream_end(cr, so && (so->chunked || so->avail == so->total) ? 1 : -1);
 		buf_free(&cr->head);
 		buf_free(&cr->body);
 		leader_finish(cr, rc ? WAKE_UPSTREAM : WAKE_RETRY);
@@ -1596,6 +1940,16 @@ const char *cache_access_status(const struct request *r)
 	static const char *const names[] = {"", "hit", "miss", "stale", "bypass"};
 
 	return r->cache ? names[r->cache->access] : "";
+}
+
+void cache_reconfigure(const struct config *cfg)
+{
+	if (cfg->cache.enabled && cache_store_ready() && cfg->cache.memory != cache_store_budget()) {
+		log_info("cache: memory budget %llu -> %llu bytes",
+			 (unsigned long long)cache_store_budget(),
+			 (unsigned long long)cfg->cache.memory);
+		cache_store_set_budget(cfg->cache.memory);
+	}
 }
 
 /* ---- purges --------------------------------------------------------------------- */

@@ -11,7 +11,11 @@
  *    (up to cache.coalesce_timeout) and are woken through their worker's
  *    mailbox (worker_post) when it ends;
  *  - revalidates stale objects with the origin (If-None-Match /
- *    If-Modified-Since; a 304 refreshes the stored headers);
+ *    If-Modified-Since; a 304 refreshes the stored headers); inside
+ *    stale-while-revalidate the refresh is a detached request owned by the
+ *    worker (one per object), so the client's connection goes on at once;
+ *  - fetches a HEAD miss as GET (r->up_get) and stores it; the client gets
+ *    the head only;
  *  - stores a cacheable response while it streams to the client (a tee on
  *    the relay path, up to cache.max_object: the client is never delayed);
  *  - serves stale objects when the origin fails (stale-if-error, grace);
@@ -26,6 +30,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/buf.h"
 #include "http/parse.h"
@@ -62,6 +67,25 @@ bool cache_wants_body(const struct request *r);
 void cache_req_end(struct request *r);
 /* "hit", "miss", "stale", "bypass" or "" for the access record. */
 const char *cache_access_status(const struct request *r);
+
+/* Stale-while-revalidate refreshes run as detached requests (r->detached:
+ * a request owned by the worker, whose client has no socket): req.c hands
+ * them back here instead of running the step table. resume: the exchange
+ * progressed (upstream.c's req_resume); failed: req_fail was called (the
+ * stale object stays, the failure is counted). Either may free r. */
+void cache_refresh_resume(struct request *r);
+void cache_refresh_failed(struct request *r, int status);
+/* The worker drains: cancel its refreshes (their upstream connections
+ * close). No new one starts while it drains. Worker thread only. */
+struct worker;
+void cache_worker_drain(struct worker *w);
+/* Refreshes started, failed and cancelled so far (all workers). */
+void cache_refresh_stats(uint64_t *started, uint64_t *failed, uint64_t *cancelled);
+
+/* A new configuration is in force (each worker, on reload): the L1 byte
+ * budget follows cache.memory (shrinking evicts at once). */
+struct config;
+void cache_reconfigure(const struct config *cfg);
 
 /* "[http://]host/path?query" → the normalised "host/path?query" the cache
  * keys and purges by; the length or -1. */

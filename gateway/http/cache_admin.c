@@ -2,7 +2,8 @@
  *
  *   POST /cache/purge  {"url": U} | {"prefix": U} | {"tag": T}   (mutation)
  *        → {"purged": N}
- *   GET  /cache        → {"enabled":..., "objects":..., "bytes":..., ...}
+ *   GET  /cache        → {"enabled":..., "memory":..., "budget":..., "objects":...,
+ *                         "bytes":..., ..., "refreshes":..., "refresh_failures":...}
  *
  * They run on the admin thread; the store is safe to use from any thread.
  */
@@ -103,15 +104,22 @@ static int h_cache(struct gateway *g, const struct admin_req *req, struct admin_
 {
 	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
 	struct cache_stats_global s;
+	uint64_t refreshes, refresh_failures, refresh_cancelled;
 
 	cache_store_stats(&s);
+	cache_refresh_stats(&refreshes, &refresh_failures, &refresh_cancelled);
 	int rc = buf_appendf(&resp->body,
-			     "{\"enabled\":%s,\"memory\":%llu,\"objects\":%llu,\"bytes\":%llu,"
-			     "\"inserts\":%llu,\"evictions\":%llu,\"purged\":%llu}\n",
+			     "{\"enabled\":%s,\"memory\":%llu,\"budget\":%llu,\"objects\":%llu,"
+			     "\"bytes\":%llu,\"inserts\":%llu,\"evictions\":%llu,\"purged\":%llu,"
+			     "\"refreshes\":%llu,\"refresh_failures\":%llu,"
+			     "\"refresh_cancelled\":%llu}\n",
 			     cfg->cache.enabled ? "true" : "false",
-			     (unsigned long long)cfg->cache.memory, (unsigned long long)s.objects,
+			     (unsigned long long)cfg->cache.memory,
+			     (unsigned long long)cache_store_budget(), (unsigned long long)s.objects,
 			     (unsigned long long)s.bytes, (unsigned long long)s.inserts,
-			     (unsigned long long)s.evictions, (unsigned long long)s.purged);
+			     (unsigned long long)s.evictions, (unsigned long long)s.purged,
+			     (unsigned long long)refreshes, (unsigned long long)refresh_failures,
+			     (unsigned long long)refresh_cancelled);
 	if (g->config_put)
 		g->config_put(g, cfg);
 	return rc ? -1 : 0;

@@ -10,6 +10,9 @@
 
 #define N_SHARDS 64
 #define PENDING_BUCKETS 16
+/* Purges remembered for fills that were in flight when they ran: a fill
+ * that started more than this many purges ago is dropped unchecked. */
+#define PURGE_LOG 64
 
 _Static_assert(sizeof(ck_epoch_entry_t) <= 16, "epoch entry slot too small");
 
@@ -31,12 +34,25 @@ struct shard {
 	struct pending *pending[PENDING_BUCKETS];
 } __attribute__((aligned(64)));
 
+/* One purge, for the fills in flight when it ran (cache_store_purged_since). */
+struct purge_rec {
+	uint64_t gen;
+	int mode; /* 0 exact URL, 1 URL prefix, 2 tag, 3 primary key */
+	struct cache_key key;
+	char *s; /* malloc'd; NULL for a key, or when out of memory (matches all) */
+	size_t len;
+};
+
 static struct {
 	bool ready;
 	ck_spinlock_fas_t init_lock;
 	ck_epoch_t epoch;
 	struct shard shards[N_SHARDS];
 	uint64_t evictions, inserts, purged; /* atomics */
+	uint64_t memory;		     /* the whole budget (atomic) */
+	ck_spinlock_fas_t purge_lock;	     /* the purge log; purges are rare */
+	uint64_t purge_gen;		     /* purges so far (atomic; written under purge_lock) */
+	struct purge_rec purges[PURGE_LOG];  /* purge gen g is at [g % PURGE_LOG] */
 } S;
 
 static __thread ck_epoch_record_t *tls_rec;
@@ -107,10 +123,12 @@ int cache_store_init(uint64_t memory)
 	if (S.ready)
 		goto out;
 	ck_epoch_init(&S.epoch);
+	ck_spinlock_fas_init(&S.purge_lock);
 	for (unsigned i = 0; i < N_SHARDS; i++) {
 		struct shard *sh = &S.shards[i];
 		ck_spinlock_fas_init(&sh->lock);
 		sh->budget = memory / N_SHARDS;
+		S.memory = memory;
 		if (!ck_hs_init(&sh->hs, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT | CK_HS_MODE_DELETE,
 				hs_hash, hs_compare, &hs_allocator, 1024, 0x5eed)) {
 			rc = -ENOMEM;
@@ -123,13 +141,27 @@ out:
 	return rc;
 }
 
+static bool evict_one(struct shard *sh);
+
 void cache_store_set_budget(uint64_t memory)
 {
+	if (!S.ready)
+		return;
+	cache_store_thread_enter(); /* evicted entries go back through the epoch */
+	ck_pr_store_64(&S.memory, memory);
 	for (unsigned i = 0; i < N_SHARDS; i++) {
-		ck_spinlock_fas_lock(&S.shards[i].lock);
-		S.shards[i].budget = memory / N_SHARDS;
-		ck_spinlock_fas_unlock(&S.shards[i].lock);
+		struct shard *sh = &S.shards[i];
+		ck_spinlock_fas_lock(&sh->lock);
+		sh->budget = memory / N_SHARDS;
+		while (sh->bytes > sh->budget && evict_one(sh))
+			;
+		ck_spinlock_fas_unlock(&sh->lock);
 	}
+}
+
+uint64_t cache_store_budget(void)
+{
+	return ck_pr_load_64(&S.memory);
 }
 
 bool cache_store_ready(void)
@@ -407,12 +439,78 @@ static bool has_token(const char *list, size_t n, const char *tok, size_t tn)
 	return false;
 }
 
+/* Remember a purge before it scans (a fill that stores after this sees it;
+ * one that stored before is found by the scan). */
+static void purge_note(int mode, const char *s, size_t len, const struct cache_key *k)
+{
+	char *copy = s ? malloc(len + 1) : NULL;
+
+	if (copy) {
+		memcpy(copy, s, len);
+		copy[len] = 0;
+	}
+	ck_spinlock_fas_lock(&S.purge_lock);
+	uint64_t g = S.purge_gen + 1;
+	struct purge_rec *p = &S.purges[g % PURGE_LOG];
+	free(p->s);
+	*p = (struct purge_rec){.gen = g, .mode = mode, .s = copy, .len = len};
+	if (k)
+		p->key = *k;
+	ck_pr_store_64(&S.purge_gen, g);
+	ck_spinlock_fas_unlock(&S.purge_lock);
+}
+
+uint64_t cache_store_purge_gen(void)
+{
+	return ck_pr_load_64(&S.purge_gen);
+}
+
+bool cache_store_purged_since(uint64_t since, const struct cache_key *primary, const char *url,
+			      size_t url_len, const char *tags, size_t tags_len)
+{
+	bool hit = false;
+
+	if (ck_pr_load_64(&S.purge_gen) == since)
+		return false;
+	ck_spinlock_fas_lock(&S.purge_lock);
+	uint64_t now = S.purge_gen;
+	if (now - since >= PURGE_LOG) {
+		hit = true; /* the log no longer reaches back: assume the worst */
+		goto out;
+	}
+	for (uint64_t g = since + 1; g <= now && !hit; g++) {
+		const struct purge_rec *p = &S.purges[g % PURGE_LOG];
+		if (p->mode == 3)
+			hit = !memcmp(&p->key, primary, sizeof(*primary));
+		else if (!p->s)
+			hit = true;
+		else if (p->mode == 2)
+			hit = has_token(tags, tags_len, p->s, p->len);
+		else if (p->mode == 1)
+			hit = url_len >= p->len && !memcmp(url, p->s, p->len);
+		else
+			hit = url_len == p->len && !memcmp(url, p->s, p->len);
+	}
+out:
+	ck_spinlock_fas_unlock(&S.purge_lock);
+	return hit;
+}
+
+bool cache_store_invalidate(const struct cache_key *k)
+{
+	if (!S.ready)
+		return false;
+	purge_note(3, NULL, 0, k);
+	return cache_store_remove(k, NULL);
+}
+
 static size_t purge_scan(const char *s, size_t len, int mode /* 0 exact, 1 prefix, 2 tag */)
 {
 	size_t removed = 0;
 
 	if (!S.ready)
 		return 0;
+	purge_note(mode, s, len, NULL);
 	cache_store_thread_enter();
 	if (!tls_rec)
 		return 0;

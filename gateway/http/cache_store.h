@@ -94,9 +94,12 @@ struct cache_stats_global {
  * changes nothing. */
 int cache_store_init(uint64_t memory);
 bool cache_store_ready(void);
-/* Change the byte budget (the next inserts evict down to it). The config
- * budget is taken once at start; this is for benchmarks and tests. */
+/* Change the byte budget: each shard evicts down to its new share at once
+ * (SIEVE order); a larger budget lets later inserts keep more. A reload
+ * calls it (cache_reconfigure); any thread. */
 void cache_store_set_budget(uint64_t memory);
+/* The byte budget now. */
+uint64_t cache_store_budget(void);
 void cache_store_thread_enter(void);
 /* Run deferred frees whose grace period has passed (cheap; any thread). */
 void cache_store_quiesce(void);
@@ -122,6 +125,21 @@ bool cache_store_remove(const struct cache_key *k, const struct cache_entry *onl
  * whose tags contain `tag` (prefix NULL). Returns how many were removed. */
 size_t cache_store_purge_url(const char *url, size_t len, bool exact);
 size_t cache_store_purge_tag(const char *tag, size_t len);
+/* Remove the entry with this key (an unsafe method's invalidation) and
+ * remember it like a purge. Returns whether one was removed. */
+bool cache_store_invalidate(const struct cache_key *k);
+
+/* Purges and fills in flight: a response being fetched when a purge that
+ * covers it runs must not be stored afterwards. Every purge (and
+ * invalidation) gets the next generation and is remembered (the last 64)
+ * before it scans. A fill takes cache_store_purge_gen() before its request
+ * goes upstream and, after publishing its object, asks
+ * cache_store_purged_since(): true when a later purge matches its URL
+ * ("host/path?query", normalised), tags or primary key — or when more than
+ * 64 purges ran since (then it cannot tell) — and it removes what it put. */
+uint64_t cache_store_purge_gen(void);
+bool cache_store_purged_since(uint64_t since, const struct cache_key *primary, const char *url,
+			      size_t url_len, const char *tags, size_t tags_len);
 
 /* ---- coalescing ------------------------------------------------------------- */
 

@@ -112,6 +112,10 @@ static void req_run(struct request *r)
 
 void req_resume(struct request *r)
 {
+	if (r->detached) { /* a background refresh: the cache owns its end */
+		cache_refresh_resume(r);
+		return;
+	}
 	req_run(r);
 }
 
@@ -237,6 +241,11 @@ void req_fail(struct request *r, int status, enum reason code, const char *reaso
 {
 	struct client *c = r->c;
 
+	if (r->detached) { /* a background refresh: nobody to answer */
+		upstream_abort(r);
+		cache_refresh_failed(r, status);
+		return;
+	}
 	if (conn_ending(&c->conn))
 		return;
 	upstream_abort(r); /* also a pending retry, queue wait or hedge */

@@ -99,6 +99,8 @@ struct request {
 	bool body_discard;   /* the cache answered: the upstream response is not relayed */
 	struct reflex_req *rx; /* the reflex step's per-request state (http/reflex.h), or NULL */
 	bool nocache;        /* a reflex rule said: skip the cache */
+	bool up_get;         /* a HEAD sent upstream as GET (the cache stores it): parse a body */
+	bool detached;       /* the cache's background refresh: no client socket (http/cache.h) */
 
 	/* accounting: the access record and the stage histograms */
 	uint64_t t_first_ns;   /* first byte of the head */

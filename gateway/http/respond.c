@@ -142,7 +142,7 @@ int respond_head(struct request *r, const struct http_response *res)
 	for (unsigned i = 0; i < res->n_headers; i++) {
 		const struct http_header *h = &res->headers[i];
 		/* A HEAD response describes the GET one: keep its framing field. */
-		bool head_te = r->is_head && !r->http10 &&
+		bool head_te = r->is_head && !r->up_get && !r->http10 &&
 			       http_str_eq(h->name, "Transfer-Encoding");
 		if ((hop_by_hop(h->name) && !head_te) || http_str_eq(h->name, "X-Request-ID") ||
 		    (dlp && http_str_eq(h->name, "Content-Length")) ||

@@ -1076,8 +1076,8 @@ static void up_on_recv(struct conn *cn, const char *data, size_t len)
 	for (;;) {
 		struct http_response res = { .headers = w->hdrs, .max_headers = w->max_hdrs };
 		struct http_error err;
-		int n = http_parse_response(buf_head(&cn->in), cn->in.len, &res, r->is_head,
-					    &w->limits, &err);
+		int n = http_parse_response(buf_head(&cn->in), cn->in.len, &res,
+					    r->is_head && !r->up_get, &w->limits, &err);
 		if (n == -2)
 			return;
 		if (n < 0) {

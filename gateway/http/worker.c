@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "http/accept.h"
+#include "http/cache.h"
 #include "http/conn.h"
 #include "http/health.h"
 #include "http/req.h"
@@ -99,6 +100,7 @@ static void begin_drain(struct worker *w, bool keep_listeners)
 		return;
 	w->draining = true;
 	accept_close(w, keep_listeners);
+	cache_worker_drain(w); /* background refreshes end now */
 	for (struct client *c = w->clients; c; c = c->next)
 		client_drain(c);
 	timer_init(&w->drain_timer, on_drain_deadline);
@@ -126,6 +128,7 @@ static void apply_config(struct worker *w, const struct config *ncfg)
 		return;
 	}
 	accept_update(w, ncfg);
+	cache_reconfigure(ncfg);
 	health_start(w, g->pools, g->n_pools);
 	struct wgen *old = w->gen;
 	w->gen = g;

@@ -214,6 +214,65 @@ static void test_concurrent(void)
 	test_end();
 }
 
+/* cache.memory on reload: shrinking evicts down to the new budget at once,
+ * growing lets later inserts keep more. */
+static void test_budget_resize(void)
+{
+	struct cache_stats_global st;
+
+	test_begin("budget_resize");
+	for (uint64_t i = 2000; i < 2003; i++) /* shard 0: 3 × ~4 KiB of its 16 KiB */
+		CHECK(put_n(i, 4000, "h/r", NULL) == 0);
+	CHECK(cache_store_budget() == BUDGET);
+	cache_store_set_budget(BUDGET / 2); /* 8 KiB a shard: one ~4 KiB object fits */
+	CHECK(cache_store_budget() == BUDGET / 2);
+	cache_store_stats(&st);
+	CHECK_MSG(st.bytes <= BUDGET / 2, "%llu bytes held over a %d budget",
+		  (unsigned long long)st.bytes, BUDGET / 2);
+	/* at most one ~4 KiB object fits next to what SIEVE keeps (visited ones) */
+	int left = present(2000) + present(2001) + present(2002);
+	CHECK_MSG(left <= 1, "%d of 3 objects left in an 8 KiB shard", left);
+	CHECK_MSG(put_n(2003, 9000, "h/r", NULL) == -E2BIG, "an object over the new share");
+	cache_store_set_budget(BUDGET); /* grow back: it fits again */
+	CHECK(put_n(2004, 9000, "h/r", NULL) == 0);
+	CHECK(present(2004));
+	cache_store_barrier();
+	test_end();
+}
+
+/* A fill that was in flight when a purge ran learns it (and only of the
+ * purges that cover it). */
+static void test_purged_since(void)
+{
+	struct cache_key p1 = {.lo = 1, .hi = 2}, p2 = {.lo = 3, .hi = 4};
+
+	test_begin("purged_since");
+	uint64_t g = cache_store_purge_gen();
+	CHECK(!cache_store_purged_since(g, &p1, "h/a/x", 5, "red", 3));
+	cache_store_purge_url("h/a/x", 5, true);
+	CHECK(cache_store_purge_gen() == g + 1);
+	CHECK(cache_store_purged_since(g, &p1, "h/a/x", 5, NULL, 0));
+	CHECK(!cache_store_purged_since(g, &p1, "h/a/xy", 6, NULL, 0)); /* exact only */
+	g = cache_store_purge_gen();
+	cache_store_purge_url("h/b/", 4, false);
+	CHECK(cache_store_purged_since(g, &p1, "h/b/1", 5, NULL, 0));
+	CHECK(!cache_store_purged_since(g, &p1, "h/c/1", 5, NULL, 0));
+	g = cache_store_purge_gen();
+	cache_store_purge_tag("blue", 4);
+	CHECK(cache_store_purged_since(g, &p1, "h/z", 3, "red blue", 8));
+	CHECK(!cache_store_purged_since(g, &p1, "h/z", 3, "red", 3));
+	g = cache_store_purge_gen();
+	cache_store_invalidate(&p2);
+	CHECK(cache_store_purged_since(g, &p2, "h/any", 5, NULL, 0));
+	CHECK(!cache_store_purged_since(g, &p1, "h/any", 5, NULL, 0));
+	g = cache_store_purge_gen();
+	for (int i = 0; i < 70; i++) /* more than the log holds: assume the worst */
+		cache_store_purge_url("h/unrelated", 11, true);
+	CHECK(cache_store_purged_since(g, &p1, "h/a/x", 5, NULL, 0));
+	cache_store_barrier();
+	test_end();
+}
+
 int main(void)
 {
 	CHECK(cache_store_init(BUDGET) == 0);
@@ -223,5 +282,7 @@ int main(void)
 	test_purge();
 	test_claims();
 	test_concurrent();
+	test_budget_resize();
+	test_purged_since();
 	return test_exit_code();
 }
