@@ -20,7 +20,7 @@
 struct trace {
 	struct trace_bpf *skel;
 	struct bpf_link *links[6];
-	struct bpf_link *rtt_iter; /* NULL: no tcp iterator, RTT from handshakes only */
+	struct bpf_link *rtt_iter; /* NULL: no iterator, RTT from handshakes only */
 	int n_links;
 	bool has_sockops, has_drops;
 	char missing[256];
@@ -152,9 +152,15 @@ int trace_open(struct trace **out, const struct trace_open_opts *o, char *why, s
 	if (t->has_drops)
 		load_drop_names(t);
 
-	t->rtt_iter = bpf_program__attach_iter(t->skel->progs.tr_rtt_iter, NULL);
-	if (!t->rtt_iter)
-		note_missing(t, "tcp iterator", -errno);
+	{
+		union bpf_iter_link_info li = {.map.map_fd = bpf_map__fd(t->skel->maps.tr_rtt)};
+		LIBBPF_OPTS(bpf_iter_attach_opts, io, .link_info = &li,
+			    .link_info_len = sizeof(li));
+
+		t->rtt_iter = bpf_program__attach_iter(t->skel->progs.tr_rtt_iter, &io);
+		if (!t->rtt_iter)
+			note_missing(t, "rtt iterator", -errno);
+	}
 
 	if (!o->cgroup || o->cgroup[0]) {
 		char path[512];

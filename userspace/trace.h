@@ -2,7 +2,7 @@
  *
  * trace_open() loads the tracer from the built-in skeleton and attaches its tp_btf programs
  * (inet_sock_set_state, tcp_retransmit_skb, tcp_send_reset, tcp_receive_reset, kfree_skb)
- * and its tcp iterator through links, and its sockops program to a cgroup v2 (the caller's own by default) when
+ * and its RTT iterator through links, and its sockops program to a cgroup v2 (the caller's own by default) when
  * the cgroup v2 hierarchy is there. Everything detaches when the handle is closed or the
  * process dies; nothing is pinned. Needs CAP_BPF + CAP_PERFMON. When it cannot load, it
  * returns -errno with one line in why and the caller carries on without tracing.
@@ -40,7 +40,7 @@ struct trace_open_opts {
 int trace_open(struct trace **out, const struct trace_open_opts *opts, char *why, size_t why_len);
 void trace_close(struct trace *t); /* NULL-safe */
 
-/* Which optional parts attached: "kfree_skb", "sockops" and "tcp iterator" may be missing
+/* Which optional parts attached: "kfree_skb", "sockops" and "rtt iterator" may be missing
  * (one line each in trace_missing() then). */
 bool trace_has_sockops(const struct trace *t);
 bool trace_has_drops(const struct trace *t);
@@ -85,12 +85,13 @@ int trace_events_fd(struct trace *t);
 int trace_events_poll(struct trace *t, int timeout_ms);
 int trace_events_consume(struct trace *t);
 
-/* RTT of live connections: runs the iterator over the caller's network namespace's TCP
- * sockets and adds one sample (the smoothed RTT) per established socket of the gateway that
- * saw traffic in the last TR_RTT_ACTIVE_NS to its peer's rtt_* counters. The handshake's RTT
- * is counted by sockops without this. Call it about once a second (it walks every TCP socket
- * of the namespace, ~µs per socket); needs no privilege once the tracer is open. Returns 0 or
- * -errno (-ENOTSUP when the kernel has no tcp iterator). */
+/* RTT of live connections: runs the iterator over the gateway's sockets (those sockops saw
+ * established; kernel socket storage, freed with the socket) and adds one sample (the
+ * smoothed RTT) per established one that saw traffic in the last TR_RTT_ACTIVE_NS to its
+ * peer's rtt_* counters. The handshake's RTT is counted by sockops without this. Call it
+ * about once a second; its cost follows the gateway's connection count (~1 µs each), and it
+ * needs no privilege once the tracer is open. Returns 0 or -errno (-ENOTSUP when the
+ * iterator did not attach: see trace_missing()). Without sockops there is nothing to walk. */
 int trace_rtt_poll(struct trace *t);
 
 /* Listen-queue overflow, which has no tracepoint here: the namespace's TcpExt counters

@@ -168,7 +168,7 @@ static void test_lifecycle(void)
 			trace_peer_get(tr, &k, &b4);
 			err = trace_rtt_poll(tr);
 			if (err == -ENOTSUP) {
-				printf("# no tcp iterator: %s\n", trace_missing(tr));
+				printf("# no rtt iterator: %s\n", trace_missing(tr));
 			} else {
 				CHECK_INT(err, 0);
 				CHECK_INT(trace_peer_get(tr, &k, &af), 0);
