@@ -7,8 +7,9 @@
  * (the rest zero). The family travels next to them, so an IPv4 /32 never collides with an
  * IPv6 prefix that happens to start with the same bytes.
  *
- * Time is CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns), unless the test clock override in
- * the program's .bss is set, in which case that value is "now" for every packet.
+ * Time is CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns, or bpf_ktime_get_coarse_ns where a
+ * policy allows it: same clock, one tick coarser), unless the test clock override in the
+ * program's .bss is set, in which case that value is "now" for every packet.
  */
 #ifndef REFLEX_BPF_RATELIMIT_H
 #define REFLEX_BPF_RATELIMIT_H
@@ -52,7 +53,17 @@ struct rl_policy {
 	__u32 bucket_plen;
 	__u32 gen;	  /* changes on every update of the entry */
 	__u64 updated_ns; /* when it was updated (program clock) */
+	__u32 flags;	  /* RL_POLICY_* */
+	__u32 pad;	  /* 0 */
 };
+
+/* Every bucket of the policy spans (tolerance + interval) at least RL_COARSE_MIN_TICKS ticks of
+ * the coarse clock, so its packets may be timed by bpf_ktime_get_coarse_ns: a clock that lags
+ * by less than one tick moves at most one tick of credit, 1/RL_COARSE_MIN_TICKS of the burst
+ * window, and the long-run rate stays exact. Set by userspace (rl_policy_set), which knows the
+ * tick; RL_CFG_PRECISE_CLOCK overrides it. */
+#define RL_POLICY_COARSE_OK 1u
+#define RL_COARSE_MIN_TICKS 32
 
 /* Key of rl_buckets (LRU_HASH) and rl_penalty (LRU_HASH): the source masked to the bucket_plen
  * of its policy. */
@@ -99,6 +110,25 @@ struct rl_penalty {
  * userspace, which is the only writer of the lists. */
 #define RL_CFG_ALLOW 16u
 #define RL_CFG_DENY 32u
+/* Never the coarse clock, not even for a policy marked RL_POLICY_COARSE_OK (RL_CFG_COARSE_CLOCK
+ * wins over it when both are set). */
+#define RL_CFG_PRECISE_CLOCK 64u
+
+/* rl_hint: ARRAY of RL_HINT_LISTS * RL_HINT_WORDS u64 words. Per list, one bit per /16 of the
+ * address space (the first 16 bits of the address, IPv4 or IPv6): bit (a[0] << 8 | a[1]) of the
+ * list's words is set while some entry of the list overlaps that /16. A clear bit proves the
+ * source is not in the list for the price of an inlined array read, where an LPM or hash lookup
+ * is a kernel call (15-25 ns on the VMs measured). Kept by userspace, the only writer of the
+ * lists; for the penalty box, whose expired entries the program deletes, a bit may stay set
+ * until rl_penalty_sweep (a wasted lookup, never a missed entry). List index: kind + family
+ * offset (0 for IPv4, RL_HINT_V6 for IPv6). */
+#define RL_HINT_ALLOW 0
+#define RL_HINT_DENY 1
+#define RL_HINT_PENALTY 2
+#define RL_HINT_V6 3
+#define RL_HINT_LISTS 6
+#define RL_HINT_WORDS 1024 /* 65536 bits */
+#define RL_HINT_ENTRIES (RL_HINT_LISTS * RL_HINT_WORDS)
 
 struct rl_config {
 	__u32 flags;		   /* RL_CFG_* */

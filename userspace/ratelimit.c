@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,14 +32,31 @@ struct rl {
 	void (*on_event)(void *ctx, const struct rl_event *e);
 	void *event_ctx;
 	int ncpus;
+	uint64_t tick_ns; /* resolution of bpf_ktime_get_coarse_ns */
 	uint32_t policy_gen;
 	uint32_t list_flags;	  /* RL_CFG_PENALTY/ALLOW/DENY: merged into every config write */
 	uint32_t allow_n, deny_n; /* entries in the lists (both families) */
 	struct rl_iface ifaces[RL_MAX_IFACES];
 	int nifaces;
+	/* rl_hint: per list and /16, how many entries overlap it, and the words last written. */
+	uint32_t hint_count[RL_HINT_LISTS][RL_HINT_WORDS * 64];
+	uint64_t hint_word[RL_HINT_LISTS][RL_HINT_WORDS];
 };
 
 static int rl_cfg_flag(struct rl *rl, uint32_t bit, bool on);
+static int rl_hint_add(struct rl *rl, unsigned kind, uint8_t family, const uint8_t *addr,
+		       unsigned plen, int delta);
+
+/* The kernel's coarse clock advances once per tick (CONFIG_HZ), which CLOCK_MONOTONIC_COARSE
+ * reports as its resolution. Unknown: assume the coarsest usual tick, HZ=100. */
+static uint64_t rl_coarse_tick_ns(void)
+{
+	struct timespec res;
+
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) || (!res.tv_sec && !res.tv_nsec))
+		return 10000000;
+	return (uint64_t)res.tv_sec * NSEC_PER_SEC + (uint64_t)res.tv_nsec;
+}
 
 int rl_open(struct rl **out, const struct rl_open_opts *opts, char *why, size_t why_len)
 {
@@ -65,6 +83,7 @@ int rl_open(struct rl **out, const struct rl_open_opts *opts, char *why, size_t 
 		snprintf(why, why_len, "cannot count possible CPUs: %s", strerror(-err));
 		goto err_free;
 	}
+	rl->tick_ns = rl_coarse_tick_ns();
 	rl->skel = ratelimit_bpf__open();
 	if (!rl->skel) {
 		err = -errno;
@@ -78,6 +97,15 @@ int rl_open(struct rl **out, const struct rl_open_opts *opts, char *why, size_t 
 		err = bpf_map__set_max_entries(rl->skel->maps.rl_penalty,
 					       opts && opts->max_penalty ? opts->max_penalty
 									 : RL_DEFAULT_PENALTY);
+	/* Per-CPU LRU lists for the buckets: creating a never-seen source's bucket (and evicting
+	 * one) then takes only this CPU's list lock instead of the shared one. The capacity is
+	 * split evenly over the possible CPUs, so only where they are all present; elsewhere
+	 * (hot-plug slots) the common list keeps all of it usable. */
+	if (!err && get_nprocs_conf() == rl->ncpus) {
+		struct bpf_map *b = rl->skel->maps.rl_buckets;
+
+		err = bpf_map__set_map_flags(b, bpf_map__map_flags(b) | BPF_F_NO_COMMON_LRU);
+	}
 	if (err) {
 		snprintf(why, why_len, "cannot size the maps: %s", strerror(-err));
 		goto err_destroy;
@@ -383,6 +411,12 @@ static uint64_t rl_interval_ns(uint32_t rate)
 	return rate ? (NSEC_PER_SEC + rate - 1) / rate : 0;
 }
 
+/* Whether a bucket's window is wide enough for the coarse clock (RL_POLICY_COARSE_OK). */
+static bool rl_coarse_ok(const struct rl *rl, uint64_t interval, uint64_t tolerance)
+{
+	return !interval || interval + tolerance >= RL_COARSE_MIN_TICKS * rl->tick_ns;
+}
+
 int rl_policy_set(struct rl *rl, const struct rl_prefix *p, const struct rl_limits *l)
 {
 	struct rl_policy pol = {0};
@@ -395,6 +429,9 @@ int rl_policy_set(struct rl *rl, const struct rl_prefix *p, const struct rl_limi
 	pol.pkt_interval_ns = rl_interval_ns(l->pkt_rate);
 	pol.pkt_tolerance_ns = pol.pkt_interval_ns * (l->pkt_burst ? l->pkt_burst - 1 : 0);
 	pol.bucket_plen = l->bucket_plen ? l->bucket_plen : p->family == RL_FAMILY_V4 ? 32 : 64;
+	if (rl_coarse_ok(rl, pol.syn_interval_ns, pol.syn_tolerance_ns) &&
+	    rl_coarse_ok(rl, pol.pkt_interval_ns, pol.pkt_tolerance_ns))
+		pol.flags |= RL_POLICY_COARSE_OK;
 	pol.gen = ++rl->policy_gen;
 	pol.updated_ns = rl_clock_now(rl);
 	return rl_lpm_update(p, rl->skel->maps.rl_policy_v4, rl->skel->maps.rl_policy_v6, &pol);
@@ -416,11 +453,17 @@ static int rl_list_add(struct rl *rl, const struct rl_prefix *p, struct bpf_map 
 
 	if (err)
 		return err;
-	if (!bpf_map_update_elem(bpf_map__fd(map), &key, &one, BPF_NOEXIST))
+	if (!bpf_map_update_elem(bpf_map__fd(map), &key, &one, BPF_NOEXIST)) {
 		++*count;
-	else if (errno != EEXIST)
+		/* After the entry exists: the program never looks for an entry that is not there
+		 * yet. */
+		err = rl_hint_add(rl, bit == RL_CFG_ALLOW ? RL_HINT_ALLOW : RL_HINT_DENY, p->family,
+				  p->addr, p->plen, 1);
+		if (err)
+			return err;
+	} else if (errno != EEXIST) {
 		return -errno;
-	/* After the entry exists: the program never looks for an entry that is not there yet. */
+	}
 	return rl_cfg_flag(rl, bit, true);
 }
 
@@ -429,6 +472,10 @@ static int rl_list_del(struct rl *rl, const struct rl_prefix *p, struct bpf_map 
 {
 	int err = rl_lpm_delete(p, v4, v6);
 
+	if (err)
+		return err;
+	err = rl_hint_add(rl, bit == RL_CFG_ALLOW ? RL_HINT_ALLOW : RL_HINT_DENY, p->family,
+			  p->addr, p->plen, -1);
 	if (err)
 		return err;
 	if (*count && --*count == 0)
@@ -497,6 +544,58 @@ static int rl_bucket_key(struct rl *rl, const struct rl_prefix *src, struct rl_k
 	return 0;
 }
 
+/* ---- /16 hints (rl_hint in ratelimit.h) ------------------------------------------------ */
+
+/* Writes the words w0..w1 of a list whose bits changed since they were last written. */
+static int rl_hint_write(struct rl *rl, unsigned list, uint32_t w0, uint32_t w1)
+{
+	int fd = bpf_map__fd(rl->skel->maps.rl_hint);
+
+	for (uint32_t w = w0; w <= w1; w++) {
+		uint32_t key = list * RL_HINT_WORDS + w;
+		uint64_t word = 0;
+
+		for (int b = 0; b < 64; b++)
+			if (rl->hint_count[list][w * 64 + b])
+				word |= 1ull << b;
+		if (word == rl->hint_word[list][w])
+			continue;
+		if (bpf_map_update_elem(fd, &key, &word, BPF_ANY))
+			return -errno;
+		rl->hint_word[list][w] = word;
+	}
+	return 0;
+}
+
+/* Counts (delta 1) or uncounts (-1) an entry addr/plen in every /16 it overlaps; returns the
+ * list and, in *first and *n, the /16s touched. Writes nothing. */
+static unsigned rl_hint_count(struct rl *rl, unsigned kind, uint8_t family, const uint8_t *addr,
+			      unsigned plen, int delta, uint32_t *first, uint32_t *n)
+{
+	unsigned list = kind + (family == RL_FAMILY_V4 ? 0 : RL_HINT_V6);
+	uint32_t *cnt = rl->hint_count[list];
+
+	*n = plen >= 16 ? 1 : 1u << (16 - plen);
+	*first = ((uint32_t)addr[0] << 8 | addr[1]) & ~(*n - 1);
+	for (uint32_t i = *first; i < *first + *n; i++) {
+		if (delta > 0)
+			cnt[i]++;
+		else if (cnt[i])
+			cnt[i]--;
+	}
+	return list;
+}
+
+/* rl_hint_count, then writes the words that changed. */
+static int rl_hint_add(struct rl *rl, unsigned kind, uint8_t family, const uint8_t *addr,
+		       unsigned plen, int delta)
+{
+	uint32_t first, n;
+	unsigned list = rl_hint_count(rl, kind, family, addr, plen, delta, &first, &n);
+
+	return rl_hint_write(rl, list, first / 64, (first + n - 1) / 64);
+}
+
 static int rl_cfg_flag(struct rl *rl, uint32_t bit, bool on)
 {
 	struct rl_settings cur;
@@ -517,15 +616,23 @@ static int rl_cfg_flag(struct rl *rl, uint32_t bit, bool on)
 
 int rl_penalty_add(struct rl *rl, const struct rl_prefix *src, uint64_t ttl_ns)
 {
-	struct rl_penalty pen = {.until_ns = rl_clock_now(rl) + ttl_ns};
+	struct rl_penalty pen = {.until_ns = rl_clock_now(rl) + ttl_ns}, old;
+	int fd = bpf_map__fd(rl->skel->maps.rl_penalty);
 	struct rl_key key;
+	bool existed;
 	int err = rl_bucket_key(rl, src, &key);
 
 	if (err)
 		return err;
-	if (bpf_map_update_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key, &pen, BPF_ANY))
+	existed = !bpf_map_lookup_elem(fd, &key, &old);
+	if (bpf_map_update_elem(fd, &key, &pen, BPF_ANY))
 		return -errno;
 	/* After the entry exists: the program never looks for an entry that is not there yet. */
+	if (!existed) {
+		err = rl_hint_add(rl, RL_HINT_PENALTY, key.family, key.addr, key.plen, 1);
+		if (err)
+			return err;
+	}
 	return rl_cfg_flag(rl, RL_CFG_PENALTY, true);
 }
 
@@ -536,7 +643,9 @@ int rl_penalty_del(struct rl *rl, const struct rl_prefix *src)
 
 	if (err)
 		return err;
-	return bpf_map_delete_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key) ? -errno : 0;
+	if (bpf_map_delete_elem(bpf_map__fd(rl->skel->maps.rl_penalty), &key))
+		return -errno;
+	return rl_hint_add(rl, RL_HINT_PENALTY, key.family, key.addr, key.plen, -1);
 }
 
 int rl_penalty_sweep(struct rl *rl)
@@ -557,15 +666,33 @@ int rl_penalty_sweep(struct rl *rl)
 	 * max and a key seen twice is harmless. */
 	while (n < max && !bpf_map_get_next_key(fd, n ? &keys[n - 1] : NULL, &keys[n]))
 		n++;
+	/* The hint counts start over from the live entries: those the program deleted (expired)
+	 * or the LRU evicted were never uncounted. */
+	memset(rl->hint_count[RL_HINT_PENALTY], 0, sizeof(rl->hint_count[0]));
+	memset(rl->hint_count[RL_HINT_V6 + RL_HINT_PENALTY], 0, sizeof(rl->hint_count[0]));
 	for (size_t i = 0; i < n; i++) {
 		if (bpf_map_lookup_elem(fd, &keys[i], &pen))
 			continue;
-		if (pen.until_ns > now)
+		if (pen.until_ns > now) {
+			uint32_t first, cnt;
+
 			live++;
-		else
+			rl_hint_count(rl, RL_HINT_PENALTY, keys[i].family, keys[i].addr,
+				      keys[i].plen, 1, &first, &cnt);
+		} else {
 			bpf_map_delete_elem(fd, &keys[i]);
+		}
 	}
 	free(keys);
+	/* Only once every live entry is counted again: no bit of one is ever cleared. */
+	{
+		int err = rl_hint_write(rl, RL_HINT_PENALTY, 0, RL_HINT_WORDS - 1);
+
+		if (!err)
+			err = rl_hint_write(rl, RL_HINT_V6 + RL_HINT_PENALTY, 0, RL_HINT_WORDS - 1);
+		if (err)
+			return err;
+	}
 	if (!live) {
 		int err = rl_cfg_flag(rl, RL_CFG_PENALTY, false);
 
@@ -621,6 +748,7 @@ int rl_settings_get(struct rl *rl, struct rl_settings *out)
 	out->dry_run = cfg.flags & RL_CFG_DRY_RUN;
 	out->cap_drop = cfg.flags & RL_CFG_CAP_DROP;
 	out->coarse_clock = cfg.flags & RL_CFG_COARSE_CLOCK;
+	out->precise_clock = cfg.flags & RL_CFG_PRECISE_CLOCK;
 	out->new_buckets_per_sec = cfg.new_buckets_per_sec;
 	out->events_per_sec = cfg.events_per_sec;
 	out->event_interval_ns = cfg.event_interval_ns;
@@ -631,7 +759,8 @@ int rl_settings_set(struct rl *rl, const struct rl_settings *s)
 {
 	struct rl_config cfg = {
 		.flags = (s->dry_run ? RL_CFG_DRY_RUN : 0) | (s->cap_drop ? RL_CFG_CAP_DROP : 0) |
-			 (s->coarse_clock ? RL_CFG_COARSE_CLOCK : 0) | rl->list_flags,
+			 (s->coarse_clock ? RL_CFG_COARSE_CLOCK : 0) |
+			 (s->precise_clock ? RL_CFG_PRECISE_CLOCK : 0) | rl->list_flags,
 		.new_buckets_per_sec = s->new_buckets_per_sec,
 		.events_per_sec = s->events_per_sec,
 		.event_interval_ns = s->event_interval_ns,

@@ -3,6 +3,7 @@
 # has, on one veth setup (a benchmark, never a test: it gates on nothing).
 #
 # usage: perf/scenarios/ratelimit_bench.sh [BUILD_DIR] [--runs N] [--seconds S]
+#                                          [--cost-runs N] [--cost-only]
 #
 # Two network namespaces joined by a veth pair; reflexd (and its origin) in the gateway one,
 # the load in the client one, pinned to one CPU. Per mode, a flood from ONE source address
@@ -19,19 +20,26 @@
 # Reported per mode: the median over the runs of packets (connections for userspace) dropped
 # per second, and CPU time per dropped packet: all CPUs' busy time (/proc/stat, everything
 # included: the generator too, so compare rows, not absolute values) over the drops. Then
-# the per-packet cost of the BPF program by BPF_PROG_TEST_RUN (tests/bpf/test_ratelimit's
-# "# perf" lines). Needs root, ip(8), nft(8), cc; the machine should be quiet — on a shared
-# 2-vCPU VM the figures swing by ±30%.
+# the per-packet cost of the BPF program by BPF_PROG_TEST_RUN: `test_ratelimit --perf` run
+# --cost-runs times (default 5) pinned to one CPU, each path's median and range, measured and
+# net of the harness baseline (an XDP program that only returns), with the load average;
+# --cost-only prints that table alone (no namespaces, no reflexd; about 2 s a run). Needs
+# root, ip(8), nft(8), cc; the machine should be quiet — on a shared 2-vCPU VM the figures
+# swing by ±30%.
 set -u
 
 BUILD=build
 RUNS=3
 SECS=3
+COST_RUNS=5
+COST_ONLY=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--runs) RUNS=$2; shift 2 ;;
 	--seconds) SECS=$2; shift 2 ;;
-	-h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+	--cost-runs) COST_RUNS=$2; shift 2 ;;
+	--cost-only) COST_ONLY=1; shift ;;
+	-h|--help) sed -n '2,35p' "$0"; exit 0 ;;
 	*) BUILD=$1; shift ;;
 	esac
 done
@@ -39,7 +47,50 @@ done
 log() { printf '[ratelimit-bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# The "# perf" lines of several runs of `test_ratelimit --perf`, per path: median (min-max)
+# of the measured ns/packet and of the net figure (measured - harness baseline).
+cost_table() {
+	local bin="$BUILD/tests/bpf/test_ratelimit" cpu out i
+	[ -x "$bin" ] || { log "no $bin (make bpf): no per-packet cost table"; return 0; }
+	cpu=$(($(nproc) - 1))
+	out=$(mktemp /tmp/reflex-rlcost.XXXXXX)
+	log "per-packet cost: $COST_RUNS runs of $bin --perf on CPU $cpu"
+	for i in $(seq "$COST_RUNS"); do
+		taskset -c "$cpu" "$bin" --perf | grep '^# perf' >>"$out"
+	done
+	echo
+	echo "per-packet cost of the program (BPF_PROG_TEST_RUN, medians of $COST_RUNS runs, best of 3"
+	echo "each; load average before: $LOAD0, after: $(cut -d' ' -f1-3 /proc/loadavg)):"
+	awk '
+	function med(s,   a, n, i, j, t) {
+		n = split(s, a, " ")
+		for (i = 2; i <= n; i++)
+			for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		return sprintf("%5s (%s-%s)", a[int((n + 1) / 2)], a[1], a[n])
+	}
+	{
+		for (i = 4; i <= NF && $i != "ns/packet"; i++) ;
+		if (i > NF) next
+		k = $3
+		for (j = 4; j < i - 1; j++) k = k " " $j
+		if (!(k in ns)) order[++n] = k
+		ns[k] = ns[k] " " $(i - 1)
+		if ($(i + 2) == "net") net[k] = net[k] " " $(i + 1)
+	}
+	END {
+		printf "%-62s %-18s %s\n", "path", "ns/packet", "net of harness"
+		for (i = 1; i <= n; i++)
+			printf "%-62s %-18s %s\n", order[i], med(ns[order[i]]), order[i] in net ? med(net[order[i]]) : "-"
+	}' "$out"
+	rm -f "$out"
+}
+
 [ "$(id -u)" -eq 0 ] || die "needs root (namespaces, XDP, nftables)"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ "$COST_ONLY" = 1 ]; then
+	cost_table
+	exit 0
+fi
 for t in ip nft cc curl; do command -v $t >/dev/null || die "$t is not installed"; done
 [ -x "$BUILD/reflexd" ] && [ -x "$BUILD/reflex-origin" ] || die "build $BUILD/reflexd first (make build)"
 
@@ -226,8 +277,4 @@ echo " none: SYNs answered by the kernel's TCP stack with a SYN-ACK, not dropped
 echo " every CPU's busy time, the generator and the rest of the machine included; prog ns/pkt:"
 echo " the program's own run time under the flood, kernel.bpf_stats_enabled)"
 
-if [ -x "$BUILD/tests/bpf/test_ratelimit" ]; then
-	echo
-	echo "per-packet cost of the program (BPF_PROG_TEST_RUN, tests/bpf/test_ratelimit):"
-	"$BUILD/tests/bpf/test_ratelimit" 2>/dev/null | grep '^# perf' || true
-fi
+cost_table

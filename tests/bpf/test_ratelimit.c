@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -432,6 +433,141 @@ static void test_penalty(void)
 	test_end();
 }
 
+/* The /16 hints (rl_hint) are counts: a bit stays set while any entry overlaps its /16, and
+ * the penalty box's are rebuilt by the sweep. A hint that were cleared too early would let a
+ * listed source through. */
+static void test_hints(void)
+{
+	struct pkt in_16 = PKT(.src = "10.1.2.3", .flags = TH_ACK);
+	struct pkt in_8 = PKT(.src = "10.2.0.1", .flags = TH_ACK);
+	struct pkt v6 = PKT(.src = "2001:db8::1", .flags = TH_ACK);
+	struct pkt boxed_a = PKT(.src = "192.0.2.5", .flags = TH_ACK);
+	struct pkt boxed_b = PKT(.src = "192.0.2.6", .flags = TH_ACK);
+	struct rl_prefix p8 = pfx("10.0.0.0/8"), p16 = pfx("10.1.0.0/16"), p;
+
+	if (!setup("list_hints", false))
+		return;
+	CHECK_INT(rl_deny_add(rl, &p8), 0);
+	CHECK_INT(rl_deny_add(rl, &p16), 0);
+	CHECK_INT(run_pkt(in_16), 1);
+	CHECK_INT(run_pkt(in_8), 1);
+	/* The /8 goes; the /16 inside it still holds its bit. */
+	CHECK_INT(rl_deny_del(rl, &p8), 0);
+	CHECK_INT(run_pkt(in_16), 1);
+	CHECK_INT(run_pkt(in_8), 0);
+	CHECK_INT(rl_deny_del(rl, &p16), 0);
+	CHECK_INT(run_pkt(in_16), 0);
+	/* Re-adding an existing entry counts it once. */
+	CHECK_INT(rl_deny_add(rl, &p16), 0);
+	CHECK_INT(rl_deny_add(rl, &p16), 0);
+	CHECK_INT(rl_deny_del(rl, &p16), 0);
+	CHECK_INT(run_pkt(in_16), 0);
+	/* A /0 covers every /16, of its family only. */
+	p = pfx("::/0");
+	CHECK_INT(rl_deny_add(rl, &p), 0);
+	CHECK_INT(run_pkt(v6), 1);
+	CHECK_INT(run_pkt(in_16), 0);
+	p = pfx("2001:db8::1");
+	CHECK_INT(rl_allow_add(rl, &p), 0);
+	CHECK_INT(run_pkt(v6), 0);
+	/* Two boxed sources of one /16: releasing one keeps the other boxed; after the first
+	 * expires and the sweep rebuilds the hints, the second is still boxed. */
+	p = pfx("192.0.2.5");
+	CHECK_INT(rl_penalty_add(rl, &p, 10 * NS), 0);
+	CHECK_INT(rl_penalty_add(rl, &p, 10 * NS), 0);
+	p = pfx("192.0.2.6");
+	CHECK_INT(rl_penalty_add(rl, &p, 20 * NS), 0);
+	p = pfx("192.0.2.5");
+	CHECK_INT(rl_penalty_del(rl, &p), 0);
+	CHECK_INT(run_pkt(boxed_a), 0);
+	CHECK_INT(run_pkt(boxed_b), 1);
+	CHECK_INT(rl_penalty_add(rl, &p, 1 * NS), 0);
+	rl_clock_override(rl, T0 + 2 * NS);
+	CHECK_INT(rl_penalty_sweep(rl), 1);
+	CHECK_INT(run_pkt(boxed_a), 0);
+	CHECK_INT(run_pkt(boxed_b), 1);
+	rl_clock_override(rl, T0 + 30 * NS);
+	CHECK_INT(rl_penalty_sweep(rl), 0);
+	CHECK_INT(run_pkt(boxed_b), 0);
+	test_end();
+}
+
+/* The fd of one of the limiter's maps, found by name through its program. */
+static int map_fd_by_name(const char *name)
+{
+	struct bpf_prog_info info = {0};
+	uint32_t ids[32], len = sizeof(info);
+	int fd = -1;
+
+	info.nr_map_ids = 32;
+	info.map_ids = (uint64_t)(uintptr_t)ids;
+	if (bpf_obj_get_info_by_fd(rl_prog_fd(rl, false), &info, &len))
+		return -1;
+	for (uint32_t i = 0; i < info.nr_map_ids && i < 32 && fd < 0; i++) {
+		struct bpf_map_info mi = {0};
+		uint32_t mlen = sizeof(mi);
+		int m = bpf_map_get_fd_by_id(ids[i]);
+
+		if (m < 0)
+			continue;
+		if (!bpf_obj_get_info_by_fd(m, &mi, &mlen) && strcmp(mi.name, name) == 0)
+			fd = m;
+		else
+			close(m);
+	}
+	return fd;
+}
+
+/* Which policies are timed by the coarse clock: those whose every bucket spans at least
+ * RL_COARSE_MIN_TICKS ticks. */
+static void test_clock_choice(void)
+{
+	struct {
+		const char *prefix;
+		struct rl_limits l;
+		bool coarse;
+	} cases[] = {
+		{"192.0.2.1/32",
+		 {.syn_rate = 20, .syn_burst = 40, .pkt_rate = 2000, .pkt_burst = 4000},
+		 true},
+		{"192.0.2.2/32", {.syn_rate = 1, .syn_burst = 1}, true},
+		{"192.0.2.3/32",
+		 {.syn_rate = 20, .syn_burst = 40, .pkt_rate = 1000, .pkt_burst = 10},
+		 false},
+		{"192.0.2.4/32", {.pkt_rate = 1000000, .pkt_burst = 100}, false},
+		{"192.0.2.5/32", {0}, true},
+	};
+	struct timespec res;
+	int fd;
+
+	if (!setup("clock_choice", false))
+		return;
+	fd = map_fd_by_name("rl_policy_v4");
+	CHECK(fd >= 0);
+	CHECK_INT(clock_getres(CLOCK_MONOTONIC_COARSE, &res), 0);
+	if (fd < 0 || res.tv_sec || res.tv_nsec > 3 * MS) {
+		/* The cases assume a tick of at most 3.9 ms (HZ >= 256) */
+		if (fd >= 0)
+			close(fd);
+		test_end();
+		return;
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rl_lpm_v4 k = {.prefixlen = 32};
+		struct rl_prefix p = pfx(cases[i].prefix);
+		struct rl_policy pol;
+
+		set_policy(cases[i].prefix, cases[i].l);
+		memcpy(k.addr, p.addr, 4);
+		CHECK_INT(bpf_map_lookup_elem(fd, &k, &pol), 0);
+		CHECK_MSG(!!(pol.flags & RL_POLICY_COARSE_OK) == cases[i].coarse,
+			  "%s: coarse clock %d, expected %d", cases[i].prefix,
+			  !!(pol.flags & RL_POLICY_COARSE_OK), cases[i].coarse);
+	}
+	close(fd);
+	test_end();
+}
+
 static void test_dry_run(void)
 {
 	struct pkt syn = PKT(.src = "192.0.2.40", .flags = TH_SYN);
@@ -685,9 +821,9 @@ static void test_api(void)
 
 /* ---- per-packet cost (information only) -------------------------------------------------- */
 
-/* Best of three runs of repeat packets: the minimum is the program's cost with the least
- * interference from the other tenants of this machine. */
-static double cost_ns(struct pkt k, int repeat)
+/* Best of three runs of repeat packets through fd: the minimum is the program's cost with the
+ * least interference from the other tenants of this machine. */
+static double cost_fd(int fd, struct pkt k, int repeat)
 {
 	double best = -1;
 
@@ -695,7 +831,7 @@ static double cost_ns(struct pkt k, int repeat)
 		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = k.b, .data_size_in = (uint32_t)k.len,
 			    .repeat = repeat);
 
-		if (bpf_prog_test_run_opts(rl_prog_fd(rl, use_tc), &o))
+		if (bpf_prog_test_run_opts(fd, &o))
 			return -1;
 		if (best < 0 || o.duration < best)
 			best = o.duration;
@@ -703,9 +839,135 @@ static double cost_ns(struct pkt k, int repeat)
 	return best;
 }
 
-static void perf_line(const char *what, double ns)
+static double cost_ns(struct pkt k, int repeat)
 {
-	printf("# perf %-4s %-52s %4.0f ns/packet\n", use_tc ? "tc" : "xdp", what, ns);
+	return cost_fd(rl_prog_fd(rl, use_tc), k, repeat);
+}
+
+/* One "# perf" line: what the harness measured and, net of base (the same harness around a
+ * program that only returns), the program's own cost. The targets of issue 8 are held against
+ * the net figure: the harness alone costs 7 ns on a quiet VM and 4x that on a loaded one. */
+static void perf_line(const char *what, double ns, double base)
+{
+	printf("# perf %-4s %-56s %4.0f ns/packet %4.0f net\n", use_tc ? "tc" : "xdp", what, ns,
+	       ns >= 0 && base >= 0 ? ns - base : -1);
+}
+
+/* An XDP program that returns XDP_PASS, as the harness baseline. */
+static int prog_load_empty(void)
+{
+	LIBBPF_OPTS(bpf_prog_load_opts, po, .expected_attach_type = BPF_XDP);
+	struct bpf_insn ret[] = {
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_PASS_RC},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+
+	return bpf_prog_load(BPF_PROG_TYPE_XDP, "rl_empty", "GPL", ret, 2, &po);
+}
+
+/* A never-seen source cannot be repeated with one packet, and 1-packet runs carry the timer's
+ * own ~100 ns and cold caches. This driver adds one to the IPv4 source address of the packet
+ * (untagged Ethernet) in place, then tail-calls slot 0 of prog_array: with repeat, every run
+ * sees the next address (the harness keeps the packet between runs). Its own cost is measured
+ * by the same driver in front of the empty program. */
+static int prog_load_driver(int prog_array)
+{
+	LIBBPF_OPTS(bpf_prog_load_opts, po, .expected_attach_type = BPF_XDP);
+	struct bpf_insn d[] = {
+		{.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_6, .src_reg = BPF_REG_1},
+		{.code = BPF_LDX | BPF_W | BPF_MEM,
+		 .dst_reg = BPF_REG_2,
+		 .src_reg = BPF_REG_1,
+		 .off = offsetof(struct xdp_md, data)},
+		{.code = BPF_LDX | BPF_W | BPF_MEM,
+		 .dst_reg = BPF_REG_3,
+		 .src_reg = BPF_REG_1,
+		 .off = offsetof(struct xdp_md, data_end)},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_4, .src_reg = BPF_REG_2},
+		{.code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = BPF_REG_4, .imm = 30},
+		/* past the source address: to the return at the end */
+		{.code = BPF_JMP | BPF_JGT | BPF_X,
+		 .dst_reg = BPF_REG_4,
+		 .src_reg = BPF_REG_3,
+		 .off = 10},
+		{.code = BPF_LDX | BPF_W | BPF_MEM,
+		 .dst_reg = BPF_REG_5,
+		 .src_reg = BPF_REG_2,
+		 .off = 26},
+		{.code = BPF_ALU | BPF_END | BPF_TO_BE, .dst_reg = BPF_REG_5, .imm = 32},
+		{.code = BPF_ALU | BPF_ADD | BPF_K, .dst_reg = BPF_REG_5, .imm = 1},
+		{.code = BPF_ALU | BPF_END | BPF_TO_BE, .dst_reg = BPF_REG_5, .imm = 32},
+		{.code = BPF_STX | BPF_W | BPF_MEM,
+		 .dst_reg = BPF_REG_2,
+		 .src_reg = BPF_REG_5,
+		 .off = 26},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_1, .src_reg = BPF_REG_6},
+		{.code = BPF_LD | BPF_DW | BPF_IMM,
+		 .dst_reg = BPF_REG_2,
+		 .src_reg = BPF_PSEUDO_MAP_FD,
+		 .imm = prog_array},
+		{.imm = 0},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_3, .imm = 0},
+		{.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_tail_call},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_PASS_RC},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+
+	return bpf_prog_load(BPF_PROG_TYPE_XDP, "rl_perf_drv", "GPL", d, sizeof(d) / sizeof(d[0]),
+			     &po);
+}
+
+/* Best of three runs of the driver, each from its own block of repeat addresses (100.64/10),
+ * so that no run meets a source of another even when the LRU is larger than repeat. */
+static double cost_driver(int drv, int repeat)
+{
+	double best = -1;
+
+	for (int i = 0; i < 3; i++) {
+		uint32_t first = 0x64400000u + (uint32_t)i * (uint32_t)repeat;
+		struct pkt k = PKT(.src = "100.64.0.0", .flags = TH_SYN);
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = k.b, .data_size_in = (uint32_t)k.len,
+			    .repeat = repeat);
+
+		first = htonl(first);
+		memcpy(k.b + 26, &first, 4);
+		if (bpf_prog_test_run_opts(drv, &o))
+			return -1;
+		if (best < 0 || o.duration < best)
+			best = o.duration;
+	}
+	return best;
+}
+
+/* The never-seen path with repeat: returns the driver's cost in front of the limiter and, in
+ * *base, in front of the empty program; checks that every run created a bucket. */
+static double cost_new_sources(int empty_fd, int repeat, double *base)
+{
+	int slot = 0, array, drv, lim = rl_prog_fd(rl, false);
+	uint64_t before;
+	double ns = -1;
+
+	*base = -1;
+	array = bpf_map_create(BPF_MAP_TYPE_PROG_ARRAY, "rl_perf_tail", 4, 4, 1, NULL);
+	if (array < 0)
+		return -1;
+	drv = prog_load_driver(array);
+	if (drv < 0)
+		goto out;
+	if (bpf_map_update_elem(array, &slot, &empty_fd, BPF_ANY))
+		goto out;
+	*base = cost_driver(drv, repeat);
+	if (bpf_map_update_elem(array, &slot, &lim, BPF_ANY))
+		goto out;
+	before = counters().new_buckets;
+	ns = cost_driver(drv, repeat);
+	CHECK_INT(counters().new_buckets - before, 3 * (uint64_t)repeat);
+out:
+	CHECK_MSG(drv >= 0 && ns >= 0, "the never-seen driver did not run: %s", strerror(errno));
+	if (drv >= 0)
+		close(drv);
+	close(array);
+	return ns;
 }
 
 static void test_perf(void)
@@ -713,64 +975,75 @@ static void test_perf(void)
 	const int repeat = 100000, fresh = 20000;
 	struct pkt pass = PKT(.src = "192.0.2.89", .flags = TH_ACK);
 	struct pkt drop = PKT(.src = "192.0.2.90", .flags = TH_ACK);
-	struct pkt allow = PKT(.src = "192.0.2.91", .flags = TH_ACK);
+	struct pkt allow = PKT(.src = "198.51.100.7", .flags = TH_ACK);
+	double base = -1, one = -1, fresh_ns = 0, drv_base;
 	struct rl_settings s;
 	struct rl_prefix p;
-	double fresh_ns = 0;
+	int empty;
 
 	if (!setup("perf_info", false))
 		return;
 	rl_clock_override(rl, 0); /* the real clock: its cost is part of the path */
-	/* Never exhausted: 1 ns per packet, 4 ms tolerance; the clock runs faster than that. */
+	/* Never exhausted: 1 ns per packet, 1 s tolerance; the clock runs faster than that. As
+	 * the usual policies (bursts of a few at most a few thousand per second) its buckets span
+	 * more than RL_COARSE_MIN_TICKS ticks: the coarse clock times them. */
 	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1000000000,
-						   .syn_burst = 4,
+						   .syn_burst = 1000000000,
 						   .pkt_rate = 1000000000,
-						   .pkt_burst = 4000000});
+						   .pkt_burst = 1000000000});
 	set_policy("192.0.2.90/32", (struct rl_limits){.pkt_rate = 1, .pkt_burst = 1});
-	p = pfx("192.0.2.91");
+	/* The allow list is in use, but not in the /16 of the limited sources (rl_hint). */
+	p = pfx("198.51.100.7");
 	CHECK_INT(rl_allow_add(rl, &p), 0);
 	CHECK_INT(rl_settings_get(rl, &s), 0);
 	s.new_buckets_per_sec = 0;
 	CHECK_INT(rl_settings_set(rl, &s), 0);
 
-	{
-		/* The harness alone: a program that only returns XDP_PASS. */
-		struct bpf_insn ret[] = {
-			{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 2},
-			{.code = BPF_JMP | BPF_EXIT},
-		};
-		int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "rl_empty", "GPL", ret, 2, NULL);
-
-		if (fd >= 0) {
-			LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pass.b,
-				    .data_size_in = (uint32_t)pass.len, .repeat = repeat);
-
-			double one = 0;
-
-			if (!bpf_prog_test_run_opts(fd, &o))
-				perf_line("empty program (harness baseline)", o.duration);
-			for (int i = 0; i < 2000; i++) {
-				o.repeat = 1;
-				if (!bpf_prog_test_run_opts(fd, &o))
-					one += o.duration;
-			}
-			perf_line("empty program, 1-packet runs (baseline)", one / 2000);
-			close(fd);
-		}
+	empty = prog_load_empty();
+	CHECK_MSG(empty >= 0, "cannot load an empty XDP program: %s", strerror(errno));
+	if (empty < 0) {
+		test_end();
+		return;
 	}
-	perf_line("limited source, pass", cost_ns(pass, repeat));
-	perf_line("limited source, drop", cost_ns(drop, repeat));
-	perf_line("allow-listed source", cost_ns(allow, repeat));
+	base = cost_fd(empty, pass, repeat);
+	perf_line("empty program (harness baseline)", base, base);
+	{
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pass.b,
+			    .data_size_in = (uint32_t)pass.len, .repeat = 1);
+		double sum = 0;
+
+		for (int i = 0; i < 2000; i++)
+			if (!bpf_prog_test_run_opts(empty, &o))
+				sum += o.duration;
+		one = sum / 2000;
+		perf_line("empty program, 1-packet runs (baseline)", one, one);
+	}
 	perf_line("other port (not the gateway's)",
-		  cost_ns(PKT(.src = "192.0.2.89", .dport = OTHER_PORT), repeat));
-	/* A never-seen source per packet: one test run each (includes the timer's own cost);
-	 * 20000 sources through a 4096-bucket LRU, so most also evict. */
+		  cost_ns(PKT(.src = "192.0.2.89", .dport = OTHER_PORT), repeat), base);
+	perf_line("allow-listed source", cost_ns(allow, repeat), base);
+	perf_line("limited source, pass", cost_ns(pass, repeat), base);
+	perf_line("limited source, drop", cost_ns(drop, repeat), base);
+	s.precise_clock = true;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+	perf_line("limited source, pass, precise clock", cost_ns(pass, repeat), base);
+	perf_line("limited source, drop, precise clock", cost_ns(drop, repeat), base);
+	s.precise_clock = false;
+	CHECK_INT(rl_settings_set(rl, &s), 0);
+
+	/* A never-seen source per packet through a 4096-bucket LRU: nearly every one evicts. */
+	{
+		double ns = cost_new_sources(empty, repeat, &drv_base);
+
+		perf_line("never-seen source, repeat (LRU insert+evict)", ns, drv_base);
+	}
+	/* The same, one test run per packet as before the driver existed: the 1-packet harness
+	 * is its baseline. */
 	for (int i = 0; i < fresh; i++) {
 		char src[32];
 		LIBBPF_OPTS(bpf_test_run_opts, o, .repeat = 1);
 		struct pkt k;
 
-		snprintf(src, sizeof(src), "100.%d.%d.%d", 64 + (i >> 16), (i >> 8) & 0xff,
+		snprintf(src, sizeof(src), "100.%d.%d.%d", 96 + (i >> 16), (i >> 8) & 0xff,
 			 i & 0xff);
 		k = PKT(.src = src, .flags = TH_SYN);
 		o.data_in = k.b;
@@ -778,26 +1051,28 @@ static void test_perf(void)
 		if (!bpf_prog_test_run_opts(rl_prog_fd(rl, false), &o))
 			fresh_ns += o.duration;
 	}
-	perf_line("never-seen source (1-packet runs, LRU insert+evict)", fresh_ns / fresh);
-	CHECK(counters().new_buckets >= (uint64_t)fresh);
+	perf_line("never-seen source, 1-packet runs (cold)", fresh_ns / fresh, one);
 
-	/* The penalty box in use (an unrelated entry): one more lookup per limited packet. */
+	/* The penalty box in use, by a source of another /16: its hint saves the lookup. */
 	p = pfx("203.0.113.99");
 	CHECK_INT(rl_penalty_add(rl, &p, 3600 * NS), 0);
-	perf_line("limited source, pass, penalty box in use", cost_ns(pass, repeat));
-	perf_line("limited source, drop, penalty box in use", cost_ns(drop, repeat));
-	CHECK_INT(rl_settings_get(rl, &s), 0);
-	s.coarse_clock = true;
-	CHECK_INT(rl_settings_set(rl, &s), 0);
-	perf_line("limited source, pass, penalty box, coarse clock", cost_ns(pass, repeat));
-	perf_line("limited source, drop, penalty box, coarse clock", cost_ns(drop, repeat));
-	s.coarse_clock = false;
-	CHECK_INT(rl_settings_set(rl, &s), 0);
+	perf_line("limited source, pass, penalty box in use", cost_ns(pass, repeat), base);
+	perf_line("limited source, drop, penalty box in use", cost_ns(drop, repeat), base);
+	/* Entries in the sources' own /16: both lookups are made (and miss). */
+	p = pfx("192.0.2.99");
+	CHECK_INT(rl_penalty_add(rl, &p, 3600 * NS), 0);
+	p = pfx("192.0.2.98");
+	CHECK_INT(rl_allow_add(rl, &p), 0);
+	perf_line("limited source, pass, allow+penalty entries in its /16", cost_ns(pass, repeat),
+		  base);
+	perf_line("limited source, drop, allow+penalty entries in its /16", cost_ns(drop, repeat),
+		  base);
 	use_tc = true;
-	perf_line("limited source, pass, penalty box in use", cost_ns(pass, repeat));
-	perf_line("limited source, drop, penalty box in use", cost_ns(drop, repeat));
-	perf_line("allow-listed source", cost_ns(allow, repeat));
+	perf_line("limited source, pass, penalty box in use", cost_ns(pass, repeat), base);
+	perf_line("limited source, drop, penalty box in use", cost_ns(drop, repeat), base);
+	perf_line("allow-listed source", cost_ns(allow, repeat), base);
 	use_tc = false;
+	close(empty);
 	test_end();
 }
 
@@ -1203,6 +1478,12 @@ int main(int argc, char **argv)
 		return err ? 1 : 0;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && strcmp(argv[1], "--perf") == 0) {
+		/* The cost table alone (perf/scenarios/ratelimit_bench.sh runs it several times). */
+		test_perf();
+		rl_close(rl);
+		return test_exit_code();
+	}
 	test_gcra_refill(false);
 	test_gcra_refill(true);
 	test_syn_vs_packets();
@@ -1211,6 +1492,8 @@ int main(int argc, char **argv)
 	test_allow_deny(false);
 	test_allow_deny(true);
 	test_penalty();
+	test_hints();
+	test_clock_choice();
 	test_dry_run();
 	test_other_traffic();
 	test_malformed(false);
