@@ -17,7 +17,14 @@
  *    recorded with their latency so far.
  *
  * --churn opens a connection per request (Connection: close; the latency
- * includes the connect). Responses are parsed with the gateway's strict
+ * includes the connect). Where the kernel allows, a churned connection costs
+ * the generator no syscall: its socket is a direct descriptor of the ring
+ * (a slot of its file table) and socket, connect, send and recv go in as one
+ * linked chain. After the answer the client waits for the server's FIN
+ * before it closes (the server closes first, as Connection: close asks), so
+ * TIME_WAIT stays with the server and the next connect's port search stays
+ * short; the latency of the request ends with its response, as before.
+ * Responses are parsed with the gateway's strict
  * parser (gateway/http/parse.h); a response it refuses counts as a parse
  * error and the connection is closed.
  *
@@ -58,7 +65,13 @@ enum op {
 	OP_CONNECT = 1,
 	OP_SEND = 2,
 	OP_RECV = 3,
+	OP_SOCKET = 4,
+	OP_DRAIN = 5, /* user_data: a struct slot, waiting for the server's FIN */
 };
+
+/* A draining connection that the server has not closed after this long is
+ * closed by us (a server that ignores Connection: close). */
+#define DRAIN_MAX_NS 1000000000ULL
 
 enum err_kind {
 	E_CONNECT,
@@ -119,10 +132,21 @@ struct stats {
 
 struct worker;
 
+/* --churn with direct descriptors: one entry of the ring's file table. A
+ * slot is free, held by a connection (conn.fd is its index), or draining:
+ * its connection was answered and waits for the server's FIN, then the slot
+ * is closed and free again. */
+struct slot {
+	struct worker *w;
+	uint64_t since_ns; /* draining since */
+	unsigned idx;
+	bool draining;
+};
+
 struct conn {
 	struct worker *w;
-	int fd;
-	bool open, connecting, closing;
+	int fd; /* a descriptor, or the slot index with worker.direct */
+	bool open, connecting, closing, sock_pending, eof;
 	bool send_armed, recv_armed, queued, close_after;
 	/* Bytes to send: out[out_off..out_len). out_stale: a buffer replaced
 	 * while a send from it was in flight, freed when that send completes. */
@@ -163,6 +187,13 @@ struct worker {
 	struct stats st;
 	unsigned ring_entries;
 	int setup_err;
+	/* --churn: sockets are direct descriptors (slots of the ring's file
+	 * table, twice as many as connections: the rest drain). */
+	bool direct;
+	struct slot *slots;
+	unsigned n_slots, *free_slots, n_free;
+	unsigned n_held; /* slots held by connections */
+	char drain_buf[512]; /* what a server sends after its last answer: dropped */
 };
 
 static uint64_t mono_ns(void)
@@ -211,9 +242,63 @@ static void conn_ready_push(struct conn *c);
 static void conn_fill(struct conn *c);
 static void conn_flush(struct conn *c);
 
+/* The prep helpers clear sqe->flags: call after them. */
+static void on_conn_fd(struct io_uring_sqe *sqe, const struct conn *c, unsigned flags)
+{
+	sqe->flags |= flags | (c->w->direct ? IOSQE_FIXED_FILE : 0);
+}
+
+/* A direct socket in a free slot, connected, the queued request sent and
+ * the recv armed: one linked chain, no syscall. The first op that fails
+ * cancels the rest (they report -ECANCELED). No TCP_NODELAY: a churned
+ * connection carries one request, sent in one piece, so Nagle never holds
+ * anything back. */
+static void conn_start_direct(struct conn *c)
+{
+	struct worker *w = c->w;
+	struct io_uring_sqe *sqe;
+
+	if (!w->n_free)
+		return; /* every slot drains (a server that does not close): fail */
+	unsigned slot = w->free_slots[--w->n_free];
+	w->n_held++;
+	c->fd = (int)slot;
+	c->connecting = c->sock_pending = c->open = true;
+	c->eof = false;
+	c->resp_keep_alive = true; /* until a response says it closes */
+	if (w->now >= w->measure_ns)
+		w->st.connects++;
+	if (io_uring_sq_space_left(&w->ring) < 4)
+		io_uring_submit(&w->ring); /* a chain must not straddle two submits */
+	sqe = io_uring_get_sqe(&w->ring);
+	io_uring_prep_socket_direct(sqe, opt.addr.ss_family, SOCK_STREAM, 0, slot, 0);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data(sqe, tag(c, OP_SOCKET));
+	sqe = io_uring_get_sqe(&w->ring);
+	io_uring_prep_connect(sqe, c->fd, (struct sockaddr *)&opt.addr, opt.addrlen);
+	on_conn_fd(sqe, c, IOSQE_IO_LINK);
+	io_uring_sqe_set_data(sqe, tag(c, OP_CONNECT));
+	sqe = io_uring_get_sqe(&w->ring);
+	c->sending = c->out_len - c->out_off;
+	io_uring_prep_send(sqe, c->fd, c->out + c->out_off, c->sending, MSG_NOSIGNAL);
+	on_conn_fd(sqe, c, IOSQE_IO_LINK);
+	io_uring_sqe_set_data(sqe, tag(c, OP_SEND));
+	c->send_armed = true;
+	sqe = io_uring_get_sqe(&w->ring);
+	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
+	on_conn_fd(sqe, c, 0);
+	io_uring_sqe_set_data(sqe, tag(c, OP_RECV));
+	c->recv_armed = true;
+}
+
 static void conn_start_connect(struct conn *c)
 {
 	struct worker *w = c->w;
+
+	if (w->direct) {
+		conn_start_direct(c);
+		return;
+	}
 	int fd = socket(opt.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 
@@ -249,10 +334,71 @@ static void conn_fail_all(struct conn *c, enum err_kind kind)
 	c->out_len = c->out_off = 0;
 }
 
+/* Close the slot's socket (nothing is pending on it) and free the slot at
+ * once: the close is issued before any later op in the ring's order and
+ * completes inline (a direct descriptor is only taken out of the table), so
+ * a socket put into the slot later is never the one closed. */
+static void slot_close(struct slot *s)
+{
+	struct worker *w = s->w;
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	s->draining = false;
+	io_uring_prep_close_direct(sqe, s->idx);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS; /* -EBADF when the socket op had failed */
+	io_uring_sqe_set_data(sqe, NULL);
+	w->free_slots[w->n_free++] = s->idx;
+}
+
+static void slot_drain(struct slot *s)
+{
+	struct io_uring_sqe *sqe = get_sqe(s->w);
+
+	io_uring_prep_recv(sqe, (int)s->idx, s->w->drain_buf, sizeof(s->w->drain_buf), 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, (void *)((uintptr_t)s | OP_DRAIN));
+}
+
+/* The connection in this slot is done. When its response said the server
+ * closes (Connection: close), the socket is closed once the server has
+ * closed its side (at once if it already has); while it waits the slot
+ * drains. A server that keeps the connection open, or a connection that
+ * failed, is closed now. Draining never takes the last slots that
+ * connections without one need for their next connect: then, and at the
+ * end, it is closed now too. */
+static void slot_retire(struct conn *c)
+{
+	struct worker *w = c->w;
+	struct slot *s = &w->slots[c->fd];
+
+	w->n_held--;
+	if (c->eof || c->resp_keep_alive || w->n_free <= (unsigned)w->n_conns - w->n_held ||
+	    stop_flag ||
+	    w->now >= w->end_ns) {
+		slot_close(s);
+		return;
+	}
+	s->draining = true;
+	s->since_ns = w->now;
+	slot_drain(s);
+}
+
+static void on_drain(struct slot *s, int res)
+{
+	if (res > 0 && s->draining) { /* bytes after the last answer: dropped */
+		slot_drain(s);
+		return;
+	}
+	slot_close(s);
+}
+
 /* Called when no operation is pending any more on a closing connection. */
 static void conn_finish_close(struct conn *c)
 {
-	close(c->fd);
+	if (c->w->direct)
+		slot_retire(c);
+	else
+		close(c->fd);
 	c->fd = -1;
 	c->open = c->connecting = c->closing = c->close_after = false;
 	c->rlen = 0;
@@ -275,8 +421,15 @@ static void conn_close(struct conn *c, enum err_kind kind)
 		return;
 	conn_fail_all(c, kind);
 	c->closing = true;
-	if (c->send_armed || c->recv_armed || c->connecting) {
-		shutdown(c->fd, SHUT_RDWR);
+	if (c->send_armed || c->recv_armed || c->connecting || c->sock_pending) {
+		if (c->w->direct) {
+			struct io_uring_sqe *sqe = get_sqe(c->w);
+			io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
+			on_conn_fd(sqe, c, IOSQE_CQE_SKIP_SUCCESS);
+			io_uring_sqe_set_data(sqe, NULL);
+		} else {
+			shutdown(c->fd, SHUT_RDWR);
+		}
 		return;
 	}
 	conn_finish_close(c);
@@ -284,7 +437,8 @@ static void conn_close(struct conn *c, enum err_kind kind)
 
 static void maybe_finish_close(struct conn *c)
 {
-	if (c->closing && !c->send_armed && !c->recv_armed && !c->connecting)
+	if (c->closing && !c->send_armed && !c->recv_armed && !c->connecting &&
+	    !c->sock_pending)
 		conn_finish_close(c);
 }
 
@@ -300,6 +454,7 @@ static void conn_arm_recv(struct conn *c)
 		return;
 	struct io_uring_sqe *sqe = get_sqe(c->w);
 	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
+	on_conn_fd(sqe, c, 0);
 	io_uring_sqe_set_data(sqe, tag(c, OP_RECV));
 	c->recv_armed = true;
 }
@@ -311,6 +466,7 @@ static void conn_flush(struct conn *c)
 	struct io_uring_sqe *sqe = get_sqe(c->w);
 	c->sending = c->out_len - c->out_off;
 	io_uring_prep_send(sqe, c->fd, c->out + c->out_off, c->sending, MSG_NOSIGNAL);
+	on_conn_fd(sqe, c, 0);
 	io_uring_sqe_set_data(sqe, tag(c, OP_SEND));
 	c->send_armed = true;
 }
@@ -558,6 +714,17 @@ bad:
 
 /* ---- completions ------------------------------------------------------------ */
 
+static void on_socket(struct conn *c, int res)
+{
+	c->sock_pending = false;
+	if (c->closing) {
+		maybe_finish_close(c);
+		return;
+	}
+	if (res < 0)
+		conn_close(c, E_CONNECT); /* the rest of the chain reports -ECANCELED */
+}
+
 static void on_connect(struct conn *c, int res)
 {
 	c->connecting = false;
@@ -602,6 +769,7 @@ static void on_recv(struct conn *c, int res)
 		return;
 	}
 	if (res <= 0) {
+		c->eof = true;
 		if (res == 0 && c->pstate == P_BODY_CLOSE && c->q_n) {
 			response_done(c); /* a close-delimited body ends here */
 			c->close_after = false;
@@ -628,9 +796,49 @@ static void check_timeouts(struct worker *w)
 		if (c->q_n && !c->closing && w->now - c->q[c->q_head].sent_ns > w->timeout_ns)
 			conn_close(c, E_TIMEOUT);
 	}
+	for (unsigned i = 0; i < w->n_slots; i++) {
+		struct slot *s = &w->slots[i];
+		if (s->draining && w->now - s->since_ns > DRAIN_MAX_NS) {
+			/* the server keeps it open: end the wait (the recv reports 0) */
+			struct io_uring_sqe *sqe = get_sqe(w);
+			s->draining = false;
+			io_uring_prep_shutdown(sqe, (int)s->idx, SHUT_RDWR);
+			sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS;
+			io_uring_sqe_set_data(sqe, NULL);
+		}
+	}
 }
 
 /* ---- the worker loop ---------------------------------------------------------- */
+
+/* --churn: direct descriptors when the kernel has them (IORING_OP_SOCKET and
+ * a sparse file table: 5.19), otherwise plain sockets. */
+static void direct_setup(struct worker *w)
+{
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&w->ring);
+	bool ok = probe && io_uring_opcode_supported(probe, IORING_OP_SOCKET);
+	unsigned n = 2 * (unsigned)w->n_conns + 8;
+
+	if (probe)
+		io_uring_free_probe(probe);
+	if (!ok || getenv("REFLEX_BENCH_NO_DIRECT"))
+		return;
+	w->slots = calloc(n, sizeof(*w->slots));
+	w->free_slots = calloc(n, sizeof(*w->free_slots));
+	if (!w->slots || !w->free_slots || io_uring_register_files_sparse(&w->ring, n) < 0) {
+		free(w->slots);
+		free(w->free_slots);
+		w->slots = NULL;
+		w->free_slots = NULL;
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		w->slots[i] = (struct slot){.w = w, .idx = i};
+		w->free_slots[i] = n - 1 - i; /* slot 0 first */
+	}
+	w->n_slots = w->n_free = n;
+	w->direct = true;
+}
 
 static void *worker_main(void *arg)
 {
@@ -653,6 +861,8 @@ static void *worker_main(void *arg)
 		w->setup_err = ret;
 		return NULL;
 	}
+	if (opt.churn)
+		direct_setup(w);
 	w->now = mono_ns();
 	/* Keep-alive: connect everything before the clock starts, as wrk does. */
 	if (!opt.churn)
@@ -710,10 +920,17 @@ static void *worker_main(void *arg)
 			break; /* what arrived after the end is not counted */
 		io_uring_for_each_cqe(&w->ring, head, cqe)
 		{
-			struct conn *c = (struct conn *)(cqe->user_data & ~(uintptr_t)7);
+			void *ud = (void *)(uintptr_t)(cqe->user_data & ~(uint64_t)7);
+			struct conn *c = ud;
 			int res = cqe->res;
 			n++;
 			switch (cqe->user_data & 7) {
+			case OP_SOCKET:
+				on_socket(c, res);
+				break;
+			case OP_DRAIN:
+				on_drain(ud, res);
+				break;
 			case OP_CONNECT:
 				on_connect(c, res);
 				break;
@@ -794,7 +1011,7 @@ static void worker_free(struct worker *w)
 {
 	for (int i = 0; w->conns && i < w->n_conns; i++) {
 		struct conn *c = &w->conns[i];
-		if (c->fd >= 0)
+		if (c->fd >= 0 && !w->direct) /* slots go with the ring */
 			close(c->fd);
 		free(c->rbuf);
 		free(c->out);
@@ -803,6 +1020,8 @@ static void worker_free(struct worker *w)
 	if (w->ring.ring_fd > 0)
 		io_uring_queue_exit(&w->ring);
 	free(w->conns);
+	free(w->slots);
+	free(w->free_slots);
 	free(w->ready);
 	free(w->backlog);
 	hist_free(w->st.lat);
