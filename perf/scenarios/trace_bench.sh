@@ -20,7 +20,9 @@
 # Reported per side: median requests/s, P99 and reflexd CPU per request; the paired costs of
 # throughput, P99 and CPU; and the tracer's BPF programs' own time per request (bpf_stats).
 # reflexd's CPU is counted from the first request to the last (its start-up, which loads the
-# BPF programs, is left out), over all its threads, the anomaly thread included.
+# BPF programs, is left out), over all its threads, the anomaly thread included. The BPF time
+# is that of this reflexd's programs on every CPU, whatever socket they ran for: on a shared
+# host, other people's connections (state changes, drops) are in it too.
 #
 # Flood: reflex-bench --churn (a new connection per request) on /r?reset=1, so every request
 # makes the origin reset reflexd's upstream connection: one kernel event per request.
@@ -52,17 +54,19 @@ if [ "$BPF_STATS" = 1 ] && [ "$(id -u)" -eq 0 ] && [ -w /proc/sys/kernel/bpf_sta
 	trap 'echo "$STATS_OLD" >/proc/sys/kernel/bpf_stats_enabled; bench_cleanup' EXIT
 	echo 1 >/proc/sys/kernel/bpf_stats_enabled
 fi
-# bpf_ns_of_tracer MIN_ID: run_time_ns summed over the tracer's programs (tr_*) with an id
-# above MIN_ID, i.e. those this run's reflexd loaded; empty without bpf_stats
+# bpf_ns_of_tracer MIN_ID MAX_ID: run_time_ns summed over the tracer's programs (tr_*) with an
+# id in (MIN_ID, MAX_ID], i.e. those this run's reflexd loaded (ids taken just before and
+# after its start, so that another tracer loaded meanwhile by someone else is not counted);
+# empty without bpf_stats
 fix2() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
 bpf_max_id() { bpftool prog show -j 2>/dev/null | python3 -c 'import json,sys
 print(max([p["id"] for p in json.load(sys.stdin)] + [0]))' 2>/dev/null || echo 0; }
 bpf_ns_of_tracer() {
 	[ -n "$STATS_OLD" ] || return 0
 	bpftool prog show -j 2>/dev/null | python3 -c 'import json,sys
-m = int(sys.argv[1])
+lo, hi = int(sys.argv[1]), int(sys.argv[2])
 print(sum(p.get("run_time_ns", 0) for p in json.load(sys.stdin)
-	if p["id"] > m and p.get("name", "").startswith("tr_")))' "$1" 2>/dev/null
+	if lo < p["id"] <= hi and p.get("name", "").startswith("tr_")))' "$1" "$2" 2>/dev/null
 }
 # a private copy: the shared build tree may be relinked under a long run
 cp "$BUILD/reflexd" "$RUN_DIR/reflexd" && cp "$BUILD/reflex-origin" "$RUN_DIR/reflex-origin" &&
@@ -112,17 +116,18 @@ load_args=(-c "$CONNS" -d "$SECS")
 [ "$RATE" != 0 ] && load_args+=(-R "$RATE")
 # run_side RUN SIDE: one run; sets R_RPS R_P99 R_CPU (µs of reflexd CPU per request)
 run_side() {
-	local run=$1 side=$2 out t0 t1 n e b0 b1 min_id
+	local run=$1 side=$2 out t0 t1 n e b0 b1 min_id max_id
 	min_id=$(bpf_max_id)
 	start_proxy "$side"
+	max_id=$(bpf_max_id)
 	sleep 0.5 # the tracer thread's first ticks
 	out="$RUN_DIR/run-$run-$side.json"
-	b0=$(bpf_ns_of_tracer "$min_id")
+	b0=$(bpf_ns_of_tracer "$min_id" "$max_id")
 	t0=$(tree_ticks "$PROXY_PID")
 	run_reflex_bench "$BIN/reflex-bench" "$LOAD_CPU" "$out" "$SECS" "${load_args[@]}" \
 		"http://127.0.0.1:$PPORT/pass/1k?cc=no-store" || bench_log "reflex-bench failed ($side run $run)"
 	t1=$(tree_ticks "$PROXY_PID")
-	b1=$(bpf_ns_of_tracer "$min_id")
+	b1=$(bpf_ns_of_tracer "$min_id" "$max_id")
 	stop_proxy
 	n=$(json_num "$out" requests)
 	R_CPU=$(awk -v t=$((t1 - t0)) -v n="${n:-0}" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (n > 0) ? t * 1e6 / hz / n : 0 }')
