@@ -111,12 +111,12 @@ struct cache_req {
 	/* an object that needs revalidation (or may answer on error) */
 	struct cache_entry *stale;
 	bool revalidating;
-	bool answered;	 /* the client got its answer from the cache */
-	bool bg_refresh; /* stale-while-revalidate: this (detached) request refreshes stale */
+	bool answered;	     /* the client got its answer from the cache */
+	bool bg_refresh;     /* stale-while-revalidate: this (detached) request refreshes stale */
 	bool refresh_failed; /* ... and the origin did not give a usable answer */
-	bool head_get;	 /* a HEAD miss forwarded as GET (r->up_get): stored, no body relayed */
-	uint64_t purge_gen; /* purges before the fetch (cache_store_purged_since) */
-	bool invalidate; /* unsafe method: drop the URL after a success */
+	bool head_get;	     /* a HEAD miss forwarded as GET (r->up_get): stored, no body relayed */
+	uint64_t purge_gen;  /* purges before the fetch (cache_store_purged_since) */
+	bool invalidate;     /* unsafe method: drop the URL after a success */
 	bool lookup_done;
 	bool store_ok;
 	bool post;	/* an opted-in POST, keyed by its body */
@@ -758,8 +758,8 @@ static bool stream_start(struct request *r)
 	struct stream_sub *sub = NULL;
 
 	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) < 0 ||
-	    (s->vary_len && !key_eq(variant_key(&cr->primary, 0, s->vary, s->vary_len, &r->h),
-				    s->vary_fp)) ||
+	    (s->vary_len &&
+	     !key_eq(variant_key(&cr->primary, 0, s->vary, s->vary_len, &r->h), s->vary_fp)) ||
 	    (!r->is_head && !(sub = calloc(1, sizeof(*sub))))) {
 		/* failed, or another variant than ours: upstream at once */
 		cr->stream_in = NULL;
@@ -1655,8 +1655,8 @@ static void stream_begin(struct cache_req *cr, const struct http_response *res, 
 	char all[VARY_NAMES_MAX];
 	int al = has_vary ? vary_all(buf_head(&cr->head), cr->head.len, all, sizeof(all)) : 0;
 
-	if (!s || al < 0 || !(s->head = malloc(cr->head.len)) || !(s->body = malloc(cap ? cap : 1)) ||
-	    (al > 0 && !(s->vary = malloc((size_t)al)))) {
+	if (!s || al < 0 || !(s->head = malloc(cr->head.len)) ||
+	    !(s->body = malloc(cap ? cap : 1)) || (al > 0 && !(s->vary = malloc((size_t)al)))) {
 		if (s) {
 			free(s->head);
 			free(s->body);
@@ -1944,7 +1944,8 @@ const char *cache_access_status(const struct request *r)
 
 void cache_reconfigure(const struct config *cfg)
 {
-	if (cfg->cache.enabled && cache_store_ready() && cfg->cache.memory != cache_store_budget()) {
+	if (cfg->cache.enabled && cache_store_ready() &&
+	    cfg->cache.memory != cache_store_budget()) {
 		log_info("cache: memory budget %llu -> %llu bytes",
 			 (unsigned long long)cache_store_budget(),
 			 (unsigned long long)cfg->cache.memory);

@@ -108,18 +108,18 @@ static int h_cache(struct gateway *g, const struct admin_req *req, struct admin_
 
 	cache_store_stats(&s);
 	cache_refresh_stats(&refreshes, &refresh_failures, &refresh_cancelled);
-	int rc = buf_appendf(&resp->body,
-			     "{\"enabled\":%s,\"memory\":%llu,\"budget\":%llu,\"objects\":%llu,"
-			     "\"bytes\":%llu,\"inserts\":%llu,\"evictions\":%llu,\"purged\":%llu,"
-			     "\"refreshes\":%llu,\"refresh_failures\":%llu,"
-			     "\"refresh_cancelled\":%llu}\n",
-			     cfg->cache.enabled ? "true" : "false",
-			     (unsigned long long)cfg->cache.memory,
-			     (unsigned long long)cache_store_budget(), (unsigned long long)s.objects,
-			     (unsigned long long)s.bytes, (unsigned long long)s.inserts,
-			     (unsigned long long)s.evictions, (unsigned long long)s.purged,
-			     (unsigned long long)refreshes, (unsigned long long)refresh_failures,
-			     (unsigned long long)refresh_cancelled);
+	int rc = buf_appendf(
+		&resp->body,
+		"{\"enabled\":%s,\"memory\":%llu,\"budget\":%llu,\"objects\":%llu,"
+		"\"bytes\":%llu,\"inserts\":%llu,\"evictions\":%llu,\"purged\":%llu,"
+		"\"refreshes\":%llu,\"refresh_failures\":%llu,"
+		"\"refresh_cancelled\":%llu}\n",
+		cfg->cache.enabled ? "true" : "false", (unsigned long long)cfg->cache.memory,
+		(unsigned long long)cache_store_budget(), (unsigned long long)s.objects,
+		(unsigned long long)s.bytes, (unsigned long long)s.inserts,
+		(unsigned long long)s.evictions, (unsigned long long)s.purged,
+		(unsigned long long)refreshes, (unsigned long long)refresh_failures,
+		(unsigned long long)refresh_cancelled);
 	if (g->config_put)
 		g->config_put(g, cfg);
 	return rc ? -1 : 0;
