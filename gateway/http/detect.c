@@ -1099,10 +1099,7 @@ static const struct builtin_pattern patterns[] = {
 	 * speed, so that "no  longer" is no evasion); the CONF patterns run on
 	 * the bytes around a trigger. */
 	{DETECT_INJ_OVERRIDE, CI | TRIG | GRP(G_OVERRIDE),
-	 "ignore|disregard|forget|override|bypass|not\\s+follow|n't\\s+follow|stop\\s+follow|"
-	 "not\\s+obey|"
-	 "n't\\s+obey|stop\\s+obey",
-	 NULL},
+	 "ignore|disregard|forget|override|bypass|follow|obey", NULL},
 	{DETECT_INJ_OVERRIDE, CI | LB | CONF | GRP(G_OVERRIDE),
 	 "(?:ignore|disregard|forget|override|bypass)\\s+"
 	 "(?:(?:all|any|every|each|the|your|my|of|these|those|this)\\s+){0,3}"
@@ -1145,10 +1142,8 @@ static const struct builtin_pattern patterns[] = {
 	 NULL},
 
 	{DETECT_INJ_ROLE, CI | TRIG | GRP(G_ROLE),
-	 "no\\s+longer|unrestricted|unfiltered|uncensored|jailbroken|jailbreak|evil|amoral|pretend|"
-	 "now\\s+dan|now\\s+stan|now\\s+dude|now\\s+aim|dan\\s+mode|anything\\s+now|from\\s+now\\s+"
-	 "on|free\\s+from\\s+all|"
-	 "free\\s+of\\s+all",
+	 "longer|unrestricted|unfiltered|uncensored|jailbr|evil|amoral|pretend|anything|"
+	 "now\\s+(?:dan|stan|dude|aim)|dan\\s+mode|free\\s+(?:from|of)\\s+all|from\\s+now\\s+on",
 	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "you\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
@@ -2004,12 +1999,61 @@ static bool extract_shape_before(struct scan_ctx *c, uint64_t at)
 	return word_is(w, wn, "write") || word_is(w, wn, "spell");
 }
 
+/* Trigger words that are common on their own are written as one literal
+ * in the one-pass set (a multi-word trigger with \\s+ between the words cost
+ * the set ~20 %) and checked here for the word the CONF patterns put before
+ * them: "not/n't/stop follow|obey", "no longer", "do anything". Looks only
+ * left of `at`; unsure (bytes gone) means yes. */
+static bool trigger_left_ok(struct scan_ctx *c, unsigned grp, uint64_t at)
+{
+	uint64_t lo = at > 32 ? at - 32 : 0;
+	if (lo < hist_base(c))
+		lo = hist_base(c);
+	const uint8_t *b = ctx_bytes(c, lo, at), *w = NULL;
+	if (!b)
+		return true;
+	size_t n = (size_t)(at - lo), pos, wn = 0;
+	bool cut = lo > 0;
+	int k;
+
+	if (grp == G_OVERRIDE) {
+		if (n >= 6 && !strncasecmp((const char *)b + n - 6, "follow", 6))
+			pos = n - 6;
+		else if (n >= 4 && !strncasecmp((const char *)b + n - 4, "obey", 4))
+			pos = n - 4;
+		else
+			return true; /* the verbs that open the phrase */
+		size_t e = pos;
+		while (pos > 0 && re_space(b[pos - 1]))
+			pos--;
+		if (pos == e)
+			return pos == 0 && cut;
+		return (pos < 4 && cut) ||
+		       (pos >= 3 && (!strncasecmp((const char *)b + pos - 3, "not", 3) ||
+				     !strncasecmp((const char *)b + pos - 3, "n't", 3))) ||
+		       (pos >= 4 && !strncasecmp((const char *)b + pos - 4, "stop", 4));
+	}
+	if (grp != G_ROLE)
+		return true;
+	if (n >= 6 && !strncasecmp((const char *)b + n - 6, "longer", 6))
+		pos = n - 6;
+	else if (n >= 8 && !strncasecmp((const char *)b + n - 8, "anything", 8))
+		pos = n - 8;
+	else
+		return true;
+	if ((k = word_before(b, &pos, cut, &w, &wn)) <= 0)
+		return k < 0;
+	return word_is(w, wn, "no") || word_is(w, wn, "do");
+}
+
 static int on_trigger(struct scan_ctx *c, unsigned grp, uint64_t at)
 {
 	/* a group none of whose detectors is asked for confirms nothing */
 	if (grp != G_NUMBER && !(c->db->group_dets[grp] & c->want))
 		return 0;
 	if (grp == G_EXTRACT && !extract_shape_before(c, at))
+		return 0;
+	if ((grp == G_OVERRIDE || grp == G_ROLE) && !trigger_left_ok(c, grp, at))
 		return 0;
 	if (grp != G_NUMBER)
 		return queue_window(c, grp, at);
