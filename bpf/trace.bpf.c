@@ -291,9 +291,15 @@ int BPF_PROG(tr_state, const struct sock *sk, const int oldstate, const int news
 	if (!cfg || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
-		if (!ours_netns(sk, cfg)) /* no tr_sk entry for other namespaces' sockets */
+		/* Whether the socket is the gateway's is known by now: connect() sets the remote
+		 * address and port before SYN_SENT, an accepted socket has its local port. The
+		 * local port of a connecting socket is not (it is chosen after SYN_SENT), so the key
+		 * is stored at ESTABLISHED. A socket that is not ours gets no entry, and one left
+		 * at this address by an earlier socket must not be taken for its. */
+		if (!sock_key(sk, cfg, &k, &lp, &rp)) {
+			bpf_map_delete_elem(&tr_sk, &skp);
 			return 0;
-		/* the key is only known after the bind/connect: record first, filter later */
+		}
 		struct sk_times t = {.start_ns = bpf_ktime_get_ns()};
 
 		bpf_map_update_elem(&tr_sk, &skp, &t, BPF_ANY);
