@@ -27,7 +27,9 @@
 struct rl;
 
 struct rl_open_opts {
-	uint32_t max_buckets; /* rl_buckets LRU size; 0 = 262144 */
+	/* rl_buckets LRU size; 0 = 262144. Split evenly over the CPUs (per-CPU LRU lists)
+	 * when every possible CPU is present: a CPU evicts only among the buckets it created. */
+	uint32_t max_buckets;
 	uint32_t max_penalty; /* rl_penalty LRU size; 0 = 65536 */
 };
 
