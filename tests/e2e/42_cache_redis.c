@@ -2,6 +2,7 @@
  * port) shared by two gateways A and B (docs/cache.md):
  *  - an object fetched through A is a hit through B with no origin request;
  *  - a purge through A (by URL and by tag) is seen by B;
+ *  - a stale-while-revalidate refresh through A writes L2: B finds it fresh;
  *  - an L2 value that fails the integrity check is not used;
  *  - with Redis killed, both keep serving (L1 hits, misses from the
  *    origin) without waiting on it beyond the per-operation timeout.
@@ -123,6 +124,40 @@ static void test_shared(void)
 	get(b_port, "/l2/p2?cc=max-age%3D60&hdr=Surrogate-Key:grp", &hit, NULL);
 	CHECK_MSG(!hit, "B still had the tag-purged object");
 	CHECK_INT(origin_requests() - before, 2);
+	test_end();
+}
+
+/* A stale-while-revalidate refresh run by A writes its result to L2 too:
+ * B (which never fetched the URL) then finds the fresh object there, not
+ * the stale one A first stored. */
+static void test_refresh_to_l2(void)
+{
+	const char *p = "/l2/swr?cc=max-age%3D3,stale-while-revalidate%3D60";
+	const char *hdrs[] = {"Host: shared.example", NULL};
+	char url[256], v[256] = "";
+	struct h_resp r;
+
+	test_begin("swr_refresh_result_reaches_l2");
+	CHECK_INT(get(a_port, p, NULL, NULL), 200);
+	h_sleep_ms(4100);
+	long before = origin_requests();
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", a_port, p);
+	struct h_req q = {.url = url, .headers = hdrs};
+	CHECK(h_http(&q, &r) == 0);
+	CHECK_MSG(h_resp_header(&r, "Cache-Status", v, sizeof(v)) &&
+			  strstr(v, "stale-while-revalidate"),
+		  "A: %s", v);
+	h_resp_free(&r);
+	h_sleep_ms(600); /* the refresh, then its fire-and-forget L2 write */
+	CHECK_INT(origin_requests() - before, 1);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", b_port, p);
+	CHECK(h_http(&q, &r) == 0);
+	v[0] = 0;
+	CHECK_MSG(h_resp_header(&r, "Cache-Status", v, sizeof(v)) && strstr(v, "hit") &&
+			  !strstr(v, "stale"),
+		  "B: %s", v);
+	h_resp_free(&r);
+	CHECK_INT(origin_requests() - before, 1);
 	test_end();
 }
 
@@ -275,6 +310,7 @@ int main(void)
 	get(b_port, "/l2/warm", NULL, NULL);
 	h_sleep_ms(300);
 	test_shared();
+	test_refresh_to_l2();
 	test_integrity();
 	test_redis_down(redis);
 	test_redis_black_hole();
