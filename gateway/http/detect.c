@@ -107,6 +107,8 @@ _Static_assert(DETECT_BUILTIN_COUNT <= 32, "group_dets is a 32-bit mask");
  * length, so dense trigger words cost one confirmation pass. */
 #define CONFIRM_RANGE_MAX 4096
 
+enum { IP_V4 = 0, IP_V6_TAIL = 1 }; /* the two G_NUM_IP CONF patterns */
+
 struct detect_db {
 	hs_database_t *block_db;  /* the one-pass set, block mode */
 	hs_database_t *stream_db; /* the same set, streaming mode */
@@ -116,6 +118,7 @@ struct detect_db {
 	hs_database_t *confirm_db[G_COUNT];
 	hs_database_t *confirm_som_db[G_COUNT];
 	uint32_t group_dets[G_COUNT]; /* built-in detectors each group can produce */
+	unsigned ip_pat[2];	      /* the G_NUM_IP CONF patterns (ip_window_hits) */
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -371,15 +374,18 @@ static bool v_email(struct cand *c)
 	};
 	size_t tl = dom - tld_start;
 	const char *tld = (const char *)d + tld_start;
+	/* first letter first: these lists run for every address candidate */
 	for (size_t i = 0; i < sizeof(file_ext) / sizeof(file_ext[0]); i++)
-		if (strlen(file_ext[i]) == tl && !strncasecmp(tld, file_ext[i], tl))
+		if (file_ext[i][0] == (tld[0] | 0x20) && strlen(file_ext[i]) == tl &&
+		    !strncasecmp(tld, file_ext[i], tl))
 			return false;
 	/* Any two-letter TLD (country codes), longer ones from a list: code
 	 * like "obj@method.call" or "pkg@scope.internal" is not an address. */
 	if (tl == 2)
 		return true;
 	for (size_t i = 0; i < sizeof(gtlds) / sizeof(gtlds[0]); i++)
-		if (strlen(gtlds[i]) == tl && !strncasecmp(tld, gtlds[i], tl))
+		if (gtlds[i][0] == (tld[0] | 0x20) && strlen(gtlds[i]) == tl &&
+		    !strncasecmp(tld, gtlds[i], tl))
 			return true;
 	return false;
 }
@@ -1364,6 +1370,8 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 		db->pat_det[i] = patterns[i].det;
 		if (patterns[i].flags & CONF)
 			db->group_dets[GRP_OF(patterns[i].flags)] |= 1u << patterns[i].det;
+		if ((patterns[i].flags & CONF) && GRP_OF(patterns[i].flags) == G_NUM_IP)
+			db->ip_pat[patterns[i].det == DETECT_IPV4 ? IP_V4 : IP_V6_TAIL] = i;
 	}
 	for (unsigned i = 0; i < opts->n_user; i++)
 		db->pat_det[N_BUILTIN_PATTERNS + i] = DETECT_BUILTIN_COUNT + i;
@@ -1778,6 +1786,63 @@ static int on_any_hit(unsigned pat, unsigned long long from, unsigned long long 
 	return 1;
 }
 
+/* The G_NUM_IP CONF patterns, matched in C over w[0, n) (a window; \\z is
+ * its end) exactly as their Hyperscan block scan reports them, in end
+ * order: the IPv4 one with its leftmost start, the IPv6-with-IPv4-tail one
+ * by end (its finder computes the start). An IP window is one dotted quad
+ * or two: a scan call per window cost more than the bytes. */
+static unsigned digits_back(const uint8_t *w, size_t i, unsigned max)
+{
+	unsigned k = 0;
+	while (i > k && k <= max && is_digit(w[i - k - 1]))
+		k++;
+	return k;
+}
+
+static unsigned ip_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from, size_t *to,
+			       unsigned cap)
+{
+	unsigned nh = 0;
+
+	for (size_t qe = 1; qe <= n && nh + 2 <= cap; qe++) {
+		if (!is_digit(w[qe - 1]) || (qe < n && is_digit(w[qe])))
+			continue;
+		/* three groups of 1-3 digits after a dot, back from qe */
+		size_t i = qe;
+		bool ok = true;
+		for (int g = 0; g < 3 && ok; g++) {
+			unsigned k = digits_back(w, i, 3);
+			ok = k >= 1 && k <= 3 && i > k && w[i - k - 1] == '.';
+			i -= k + 1;
+		}
+		if (!ok)
+			continue;
+		unsigned k0 = digits_back(w, i, 3); /* the first group: its last 1-3 digits */
+		if (k0 == 0)
+			continue;
+		size_t s = i - (k0 > 3 ? 3 : k0);
+		int rc = qe < n ? w[qe] : -1, rc2 = qe + 1 < n ? w[qe + 1] : -1;
+		size_t e4 = 0;
+		if (rc < 0)
+			e4 = n;
+		else if (rc == '.' && rc2 < 0)
+			e4 = n;
+		else if (rc == '.' && !is_alnum(rc2))
+			e4 = qe + 2;
+		else if (rc != '.' && !is_alnum(rc))
+			e4 = qe + 1;
+		if (e4) {
+			kind[nh] = IP_V4, from[nh] = s, to[nh++] = e4;
+		}
+		/* ":" right before a first group of 1-3 digits */
+		if (k0 <= 3 && s > 0 && w[s - 1] == ':' &&
+		    (rc < 0 || !(is_alnum(rc) || rc == '_' || rc == ':' || rc == '.'))) {
+			kind[nh] = IP_V6_TAIL, from[nh] = 0, to[nh++] = rc < 0 ? n : qe + 1;
+		}
+	}
+	return nh;
+}
+
 /* Run detector det's full patterns on what is still at hand of [lo, hi). */
 static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 {
@@ -1789,6 +1854,15 @@ static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 	const uint8_t *b = ctx_bytes(c, lo, hi);
 	if (!b)
 		return 0;
+	if (q->grp == G_NUM_IP) {
+		unsigned kind[CONFIRM_HITS];
+		size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
+		unsigned nh = ip_window_hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS);
+		for (unsigned i = 0; i < nh; i++)
+			if (candidate(c, c->db->ip_pat[kind[i]], lo + from[i], lo + to[i]))
+				return 1;
+		return 0;
+	}
 	/* Most phrase windows hold a trigger word in benign text: a cheap
 	 * yes/no first, start offsets only when something is there. Number
 	 * windows usually hold a match, so they go straight to the second. */
