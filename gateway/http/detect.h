@@ -15,10 +15,12 @@
  * What is in the one pass (docs/detect.md has the why and the numbers):
  *  - secrets, email, IPv6, delimiter tokens and user patterns: their own
  *    patterns;
- *  - numbers (phone, SSN, card, IBAN, IPv4): one digit-run trigger; the
- *    number formats run on a small window around a run whose shape fits;
+ *  - numbers (phone, SSN, card, IBAN, IPv4): not in it; digit runs are
+ *    found in C and the number formats run on a small window around a run
+ *    whose shape fits (IP windows are matched in C too);
  *  - injection phrases: literal trigger words per family ("ignore",
- *    "jailbreak", "decode", ...); the family's full phrase patterns run on a
+ *    "jailbreak", "decode", ...), checked in C against the words before
+ *    them; the family's full phrase patterns run on a
  *    window around them (a few hundred bytes).
  *
  * Ownership and threads
