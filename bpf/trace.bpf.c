@@ -9,7 +9,8 @@
  *   tcp_receive_reset     resets we receive
  *   kfree_skb             drops with a reason, when the skb belongs to one of our sockets
  *   sockops (cgroup)      the handshake's RTT, once per connection
- *   iter/tcp              the smoothed RTT of live connections, when userspace reads it
+ *   iter (sk storage)     the smoothed RTT of the gateway's live connections, when userspace
+ *                         runs it (tr_rtt: storage sockops gives the gateway's sockets)
  * Nothing runs per packet on a healthy keep-alive connection: that is the cost budget.
  * Everything is summed per peer in the LRU map tr_peers; resets, slow and failed connects
  * also go to the ring buffer, at most events_per_sec per CPU.
