@@ -1007,8 +1007,8 @@ static bool refresh_start(struct request *r, struct cache_entry *e)
 		rebase_str(&c->hdrs[i].name, from, to, r->head.len);
 		rebase_str(&c->hdrs[i].value, from, to, r->head.len);
 	}
-	if (r->is_head)
-		up_head_as_get(&q->up_head);
+	if (r->is_head && up_head_as_get(&q->up_head) != 0)
+		goto fail_bufs; /* a HEAD's response has no body to store */
 	up_head_conditionals(q, e->meta.has_validator ? e : NULL);
 	if (cr->post && !r->body_done &&
 	    buf_append(&q->up_head, buf_head(&r->c->conn.in), (size_t)r->body_left) != 0)

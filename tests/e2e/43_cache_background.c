@@ -5,8 +5,9 @@
  *    client gets the stale object at once and its next request on the same
  *    connection is answered while the slow refresh (2 s) is still running;
  *    the origin sees exactly one refresh; a 304 refreshes the stored
- *    headers; a failed refresh leaves the stale object and is counted; a
- *    drain cancels a refresh in flight (reflexd exits at once);
+ *    headers; a HEAD starts the refresh as a GET; a failed refresh leaves
+ *    the stale object and is counted; a drain cancels a refresh in flight
+ *    (reflexd exits at once);
  *  - coalesced waiters stream a chunked response while it arrives, and a
  *    waiter whose request does not match the response's Vary goes
  *    upstream at once instead of waiting for the leader's end;
@@ -189,6 +190,25 @@ static void test_swr(void)
 	CHECK_MSG(strstr(cs_of(&r), "hit") && !strstr(cs_of(&r), "stale"), "after the 304: %s",
 		  cs_of(&r));
 	CHECK(r.body_bytes == 1024 && r.body_hash == h_pattern_hash(1024));
+	h_resp_free(&r);
+	CHECK_INT(origin_requests() - before, 1);
+	test_end();
+
+	test_begin("swr_refresh_started_by_head");
+	const char *ph = "/bg/swrhead?cc=max-age%3D3,stale-while-revalidate%3D60&size=2000";
+	CHECK_INT(get_h(ph, NULL, false, &r), 200);
+	h_resp_free(&r);
+	h_sleep_ms(4100);
+	before = origin_requests();
+	CHECK_INT(get_h(ph, NULL, true, &r), 200);
+	CHECK_MSG(strstr(cs_of(&r), "stale-while-revalidate"), "%s", cs_of(&r));
+	CHECK(r.body_bytes == 0);
+	h_resp_free(&r);
+	h_sleep_ms(500);
+	CHECK_INT(origin_requests() - before, 1); /* the refresh, as a GET */
+	CHECK_INT(get_h(ph, NULL, false, &r), 200);
+	CHECK_MSG(strstr(cs_of(&r), "hit") && !strstr(cs_of(&r), "stale"), "after: %s", cs_of(&r));
+	CHECK(r.body_bytes == 2000 && r.body_hash == h_pattern_hash(2000));
 	h_resp_free(&r);
 	CHECK_INT(origin_requests() - before, 1);
 	test_end();
