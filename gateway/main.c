@@ -466,6 +466,9 @@ int main(int argc, char **argv)
 			log_warn("upgrade: the old process did not take our READY: %s", strerror(-rc));
 	}
 	log_info("reflexd %s: %u workers, %u pools", REFLEX_VERSION, cfg->workers, cfg->n_pools);
+	/* Like the "listening on" lines, whatever the log level: scripts and tests wait for it
+	 * (listeners take connections into their backlog before this point). */
+	fprintf(stderr, "reflexd: ready\n");
 	if (upgrade_from > 0)
 		notify_mainpid_ready(); /* we are the service's main process now */
 	else

@@ -234,6 +234,35 @@ int h_wait_port(const char *host, int port, unsigned timeout_ms)
 	return -ETIMEDOUT;
 }
 
+static bool is_reflexd(char *const argv[])
+{
+	for (int i = 0; argv[i]; i++) {
+		const char *slash = strrchr(argv[i], '/');
+		if (!strcmp(slash ? slash + 1 : argv[i], "reflexd"))
+			return true;
+	}
+	return false;
+}
+
+/* Wait until p's log, from byte `from` on, holds "reflexd: ready", p dies, or end. */
+static void wait_ready_line(struct h_proc *p, off_t from, double end)
+{
+	do {
+		FILE *f = fopen(p->log, "r");
+		char line[1024];
+		bool ready = false;
+
+		if (f && fseeko(f, from, SEEK_SET) == 0)
+			while (!ready && fgets(line, sizeof(line), f))
+				ready = strstr(line, "reflexd: ready") != NULL;
+		if (f)
+			fclose(f);
+		if (ready || !h_alive(p))
+			return;
+		h_sleep_ms(10);
+	} while (h_now_ms() < end);
+}
+
 struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, int port,
 		       unsigned ready_ms)
 {
@@ -269,6 +298,7 @@ struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, i
 		return NULL;
 	}
 	dprintf(logfd, "=== %s: %s\n", name, cmd);
+	off_t log_start = lseek(logfd, 0, SEEK_END);
 	/* The build tree is shared: a binary being relinked right now is
 	 * missing or not executable for a moment. Wait that out (3 s). */
 	for (int i = 0; i < 60 && access(argv[0], X_OK) != 0; i++)
@@ -346,6 +376,11 @@ respawn:
 		int fd = h_connect(host, port, 200);
 		if (fd >= 0) {
 			close(fd);
+			/* reflexd's listeners queue connections from the start, but it serves
+			 * (admin API up, privileges dropped, accepts armed) only once it says
+			 * "reflexd: ready" */
+			if (is_reflexd(argv))
+				wait_ready_line(p, log_start, end);
 			close(logfd);
 			return p;
 		}
