@@ -108,6 +108,8 @@ _Static_assert(DETECT_BUILTIN_COUNT <= 32, "group_dets is a 32-bit mask");
 #define CONFIRM_RANGE_MAX 4096
 
 enum { IP_V4 = 0, IP_V6_TAIL = 1 }; /* the two G_NUM_IP CONF patterns */
+/* the G_NUM_PHONE CONF patterns, in table order */
+enum { PH_E164 = 0, PH_NANP, PH_SSN_DASH, PH_SSN_SPACE, PH_SSN_KEY, PH_COUNT };
 
 struct detect_db {
 	hs_database_t *block_db;  /* the one-pass set, block mode */
@@ -119,6 +121,7 @@ struct detect_db {
 	hs_database_t *confirm_som_db[G_COUNT];
 	uint32_t group_dets[G_COUNT]; /* built-in detectors each group can produce */
 	unsigned ip_pat[2];	      /* the G_NUM_IP CONF patterns (ip_window_hits) */
+	unsigned phone_pat[PH_COUNT]; /* the G_NUM_PHONE ones (phone_window_hits) */
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -1366,12 +1369,16 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 		d->fam = DETECT_FAMILY_USER;
 		d->maxlen = DETECT_WINDOW;
 	}
+	unsigned n_phone = 0;
 	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++) {
 		db->pat_det[i] = patterns[i].det;
 		if (patterns[i].flags & CONF)
 			db->group_dets[GRP_OF(patterns[i].flags)] |= 1u << patterns[i].det;
 		if ((patterns[i].flags & CONF) && GRP_OF(patterns[i].flags) == G_NUM_IP)
 			db->ip_pat[patterns[i].det == DETECT_IPV4 ? IP_V4 : IP_V6_TAIL] = i;
+		if ((patterns[i].flags & CONF) && GRP_OF(patterns[i].flags) == G_NUM_PHONE &&
+		    n_phone < PH_COUNT)
+			db->phone_pat[n_phone++] = i;
 	}
 	for (unsigned i = 0; i < opts->n_user; i++)
 		db->pat_det[N_BUILTIN_PATTERNS + i] = DETECT_BUILTIN_COUNT + i;
@@ -1843,6 +1850,133 @@ static unsigned ip_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_
 	return nh;
 }
 
+/* The G_NUM_PHONE CONF patterns, matched in C over w[0, n) like
+ * ip_window_hits (same triples as their Hyperscan scan: by end, with the
+ * start for the SSN patterns that track it). Each mirrors its regex. */
+static bool re_space(int ch);
+
+static bool d29(int ch)
+{
+	return ch >= '2' && ch <= '9';
+}
+
+static bool sep_ok(int ch)
+{
+	return ch == ' ' || ch == '.' || ch == '-';
+}
+
+static bool e164_byte(int ch)
+{
+	return is_digit(ch) || ch == ' ' || ch == '(' || ch == ')' || ch == '.' || ch == '-';
+}
+
+/* w[0, k) ends with s (lower case; '_' stands for \s+), ignoring case;
+ * *k moves to where it starts. */
+static bool ends_with_words(const uint8_t *w, size_t *k, const char *s)
+{
+	size_t i = *k, j = strlen(s);
+
+	while (j > 0) {
+		if (s[j - 1] == '_') {
+			size_t i0 = i;
+			while (i > 0 && re_space(w[i - 1]))
+				i--;
+			if (i == i0)
+				return false;
+			j--;
+			continue;
+		}
+		if (i == 0)
+			return false;
+		int ch = w[i - 1];
+		if ((s[j - 1] >= 'a' && s[j - 1] <= 'z' ? (ch | 0x20) : ch) != s[j - 1])
+			return false;
+		i--, j--;
+	}
+	*k = i;
+	return true;
+}
+
+/* A keyword of the SSN keyword pattern ends at k. */
+static bool ssn_keyword_at(const uint8_t *w, size_t k)
+{
+	static const char *const kw[] = {
+		"ssn",
+		"ss#",
+		"social_security",
+		"social_security_number",
+		"social_security_no",
+		"social_security_no.",
+		"social_security_#",
+		NULL,
+	};
+	for (unsigned i = 0; kw[i]; i++) {
+		size_t kk = k;
+		if (ends_with_words(w, &kk, kw[i]))
+			return true;
+	}
+	return false;
+}
+
+static unsigned phone_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from,
+				  size_t *to, unsigned cap)
+{
+	unsigned nh = 0;
+
+	for (size_t q = 1; q <= n && nh + PH_COUNT <= cap; q++) {
+		if (!is_digit(w[q - 1]))
+			continue;
+		int rc = q < n ? w[q] : -1;
+		bool end_num = rc < 0 || !is_alnum(rc);		      /* (?:[^0-9A-Za-z]|\z) */
+		bool end_nd = rc < 0 || (!is_digit(rc) && rc != '-'); /* (?:[^0-9-]|\z) */
+		size_t e = rc < 0 ? n : q + 1;
+
+		if (end_num) { /* \+[1-9][0-9 ().-]{6,20}[0-9] */
+			size_t k = q - 1;
+			while (k > 0 && q - k < 32 && e164_byte(w[k - 1]))
+				k--;
+			/* k: first byte of the run of class bytes before the last digit */
+			if (k >= 1 && w[k - 1] == '+' && k < q - 1 && w[k] >= '1' && w[k] <= '9' &&
+			    q - 1 - (k + 1) >= 6 && q - 1 - (k + 1) <= 20)
+				kind[nh] = PH_E164, from[nh] = 0, to[nh++] = e;
+		}
+		if (end_nd && q >= 12 && digits_at(w, q - 4, 4) && sep_ok(w[q - 5]) &&
+		    d29(w[q - 8]) && digits_at(w, q - 7, 2)) {
+			size_t a = q - 8; /* NNN starts here */
+			bool ok = a >= 4 && sep_ok(w[a - 1]) && d29(w[a - 4]) &&
+				  digits_at(w, a - 3, 2);
+			ok = ok || (a >= 5 && w[a - 1] == ')' && w[a - 5] == '(' && d29(w[a - 4]) &&
+				    digits_at(w, a - 3, 2));
+			ok = ok || (a >= 6 && w[a - 1] == ' ' && w[a - 2] == ')' &&
+				    w[a - 6] == '(' && d29(w[a - 5]) && digits_at(w, a - 4, 2));
+			if (ok)
+				kind[nh] = PH_NANP, from[nh] = 0, to[nh++] = e;
+		}
+		if (q >= 11 && digits_at(w, q - 4, 4) && digits_at(w, q - 7, 2) &&
+		    digits_at(w, q - 11, 3)) {
+			if (end_nd && w[q - 5] == '-' && w[q - 8] == '-')
+				kind[nh] = PH_SSN_DASH, from[nh] = q - 11, to[nh++] = e;
+			if (end_num && w[q - 5] == ' ' && w[q - 8] == ' ')
+				kind[nh] = PH_SSN_SPACE, from[nh] = q - 11, to[nh++] = e;
+		}
+		if (end_num && q >= 10 && digits_at(w, q - 9, 9) && !is_digit(w[q - 10])) {
+			/* keyword, then up to 20 bytes that are neither digits nor \n */
+			bool hit = false;
+			for (size_t k = q - 9, gap = 0;; k--, gap++) {
+				if (ssn_keyword_at(w, k)) {
+					hit = true;
+					break;
+				}
+				if (gap == 20 || k == 0 || is_digit(w[k - 1]) || w[k - 1] == '\n')
+					break;
+			}
+			if (hit)
+				kind[nh] = PH_SSN_KEY, from[nh] = 0, to[nh++] = e;
+		}
+	}
+	return nh;
+}
+
 /* Run detector det's full patterns on what is still at hand of [lo, hi). */
 static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 {
@@ -1860,6 +1994,15 @@ static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 		unsigned nh = ip_window_hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS);
 		for (unsigned i = 0; i < nh; i++)
 			if (candidate(c, c->db->ip_pat[kind[i]], lo + from[i], lo + to[i]))
+				return 1;
+		return 0;
+	}
+	if (q->grp == G_NUM_PHONE) {
+		unsigned kind[CONFIRM_HITS];
+		size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
+		unsigned nh = phone_window_hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS);
+		for (unsigned i = 0; i < nh; i++)
+			if (candidate(c, c->db->phone_pat[kind[i]], lo + from[i], lo + to[i]))
 				return 1;
 		return 0;
 	}
