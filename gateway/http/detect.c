@@ -2723,3 +2723,128 @@ bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n)
 	struct cand c = {.p = p, .n = n, .prev = -1, .lo = 0, .hi = n};
 	return builtins[id].validate(&c) && c.hi > c.lo;
 }
+
+/* Random windows from pieces that make number candidates, scanned both ways.
+ * A window's triples (pattern, start where tracked, end) must be the same. */
+struct xcheck_hits {
+	unsigned n;
+	unsigned long long v[CONFIRM_HITS][3];
+};
+
+static int on_xcheck(unsigned pat, unsigned long long from, unsigned long long to,
+		     unsigned hs_flags, void *arg)
+{
+	struct xcheck_hits *h = arg;
+	if (h->n == CONFIRM_HITS)
+		return 1;
+	h->v[h->n][0] = to;
+	h->v[h->n][1] = pat;
+	h->v[h->n][2] = patterns[pat].find ? 0 : from;
+	h->n++;
+	return 0;
+}
+
+static int cmp_triple(const void *a, const void *b)
+{
+	const unsigned long long *x = a, *y = b;
+	for (int i = 0; i < 3; i++)
+		if (x[i] != y[i])
+			return x[i] < y[i] ? -1 : 1;
+	return 0;
+}
+
+int detect_check_number_matchers(const struct detect_db *db, struct detect_scratch *s,
+				 unsigned n_windows, char *err, size_t errlen)
+{
+	static const char *const piece[] = {
+		"ssn",
+		"SSN",
+		"ss#",
+		"social security",
+		"Social\t security number",
+		"social security no.",
+		"social  security #",
+		" ",
+		"  ",
+		"-",
+		".",
+		"(",
+		")",
+		"+",
+		"1",
+		"2",
+		"5",
+		"9",
+		"0",
+		"3",
+		"4",
+		"7",
+		"8",
+		"6",
+		"\n",
+		"x",
+		"ab",
+		":",
+		"_",
+		"212",
+		"555",
+		"0123",
+		"123",
+		"45",
+		"6789",
+		"+1 ",
+		"+44 ",
+		"(415) ",
+		"555-0132",
+		"10.20.30.40",
+		"::",
+		"255.",
+		"1.2.3.4.5",
+		"078-05-1120",
+	};
+	uint64_t r = 0x9e3779b97f4a7c15ull;
+
+	for (unsigned it = 0; it < n_windows; it++) {
+		unsigned grp = it & 1 ? G_NUM_IP : G_NUM_PHONE;
+		char w[96];
+		size_t n = 0, want;
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		want = 1 + r % 80;
+		while (n < want) {
+			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+			const char *p = piece[r % (sizeof(piece) / sizeof(piece[0]))];
+			size_t l = strlen(p);
+			if (n + l > sizeof(w))
+				break;
+			memcpy(w + n, p, l);
+			n += l;
+		}
+		struct xcheck_hits a = {0}, b = {0};
+		if (hs_scan(db->confirm_som_db[grp], w, (unsigned)n, 0, s->hs_conf, on_xcheck,
+			    &a) != HS_SUCCESS) {
+			snprintf(err, errlen, "hyperscan failed or too many hits");
+			return -EIO;
+		}
+		unsigned kind[CONFIRM_HITS];
+		size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
+		unsigned nh = grp == G_NUM_IP ? ip_window_hits((const uint8_t *)w, n, kind, from,
+							       to, CONFIRM_HITS)
+					      : phone_window_hits((const uint8_t *)w, n, kind, from,
+								  to, CONFIRM_HITS);
+		for (unsigned i = 0; i < nh && b.n < CONFIRM_HITS; i++, b.n++) {
+			unsigned pat =
+				grp == G_NUM_IP ? db->ip_pat[kind[i]] : db->phone_pat[kind[i]];
+			b.v[b.n][0] = to[i];
+			b.v[b.n][1] = pat;
+			b.v[b.n][2] = patterns[pat].find ? 0 : from[i];
+		}
+		qsort(a.v, a.n, sizeof(a.v[0]), cmp_triple);
+		qsort(b.v, b.n, sizeof(b.v[0]), cmp_triple);
+		if (a.n != b.n || memcmp(a.v, b.v, a.n * sizeof(a.v[0]))) {
+			snprintf(err, errlen, "window \"%.*s\": hyperscan %u hits, C %u", (int)n, w,
+				 a.n, b.n);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}

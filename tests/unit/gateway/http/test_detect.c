@@ -731,6 +731,11 @@ int main(void)
 	if (!db || !scr)
 		return test_exit_code();
 
+	test_begin("number_windows_c_equals_hyperscan");
+	rc = detect_check_number_matchers(db, scr, 200000, err, sizeof(err));
+	CHECK_MSG(rc == 0, "%s", err);
+	test_end();
+
 	test_validators();
 	test_api();
 	test_redaction();
