@@ -128,6 +128,10 @@ struct detect_db {
 	uint32_t maxlen;   /* over all detectors, for detect_stream_settled() */
 	uint8_t *key;
 	size_t key_len;
+	/* HMAC-SHA256 with key: SHA-256 states after the padded inner and
+	 * outer keys, copied per hash (the one-shot HMAC() fetched the
+	 * algorithm and set the key up again every time: 1.6 us vs 0.3 us) */
+	EVP_MD_CTX *hm_in, *hm_out;
 };
 
 struct pend {
@@ -1256,6 +1260,8 @@ void detect_db_free(struct detect_db *db)
 	}
 	free(db->det);
 	free(db->pat_det);
+	EVP_MD_CTX_free(db->hm_in);
+	EVP_MD_CTX_free(db->hm_out);
 	if (db->key) {
 		OPENSSL_cleanse(db->key, db->key_len);
 		free(db->key);
@@ -1315,6 +1321,41 @@ static unsigned hs_flags_of(unsigned i)
 	if (!patterns[i].find && !(patterns[i].flags & TRIG))
 		f |= HS_FLAG_SOM_LEFTMOST;
 	return f;
+}
+
+/* The HMAC-SHA256 inner and outer states for db->key (RFC 2104: a key
+ * longer than the 64-byte block is hashed first). -1 on failure. */
+static int hmac_prepare(struct detect_db *db)
+{
+	uint8_t k[64] = {0}, pad[64];
+	unsigned kl = 0;
+	int rc = -1;
+
+	if (db->key_len > sizeof(k)) {
+		if (!EVP_Digest(db->key, db->key_len, k, &kl, EVP_sha256(), NULL))
+			return -1;
+	} else {
+		memcpy(k, db->key, db->key_len);
+	}
+	db->hm_in = EVP_MD_CTX_new();
+	db->hm_out = EVP_MD_CTX_new();
+	if (!db->hm_in || !db->hm_out)
+		goto out;
+	for (int i = 0; i < 64; i++)
+		pad[i] = k[i] ^ 0x36;
+	if (!EVP_DigestInit_ex(db->hm_in, EVP_sha256(), NULL) ||
+	    !EVP_DigestUpdate(db->hm_in, pad, sizeof(pad)))
+		goto out;
+	for (int i = 0; i < 64; i++)
+		pad[i] = k[i] ^ 0x5c;
+	if (!EVP_DigestInit_ex(db->hm_out, EVP_sha256(), NULL) ||
+	    !EVP_DigestUpdate(db->hm_out, pad, sizeof(pad)))
+		goto out;
+	rc = 0;
+out:
+	OPENSSL_cleanse(k, sizeof(k));
+	OPENSSL_cleanse(pad, sizeof(pad));
+	return rc;
 }
 
 int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char *err,
@@ -1440,6 +1481,10 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 			goto fail;
 		memcpy(db->key, opts->hash_key, opts->hash_key_len);
 		db->key_len = opts->hash_key_len;
+		if (hmac_prepare(db)) {
+			snprintf(err, errlen, "hash key: HMAC-SHA256 set-up failed");
+			goto fail;
+		}
 	}
 	free(res);
 	free(flags);
@@ -1588,13 +1633,20 @@ void detect_scratch_free(struct detect_scratch *s)
 
 /* ---- hashing -------------------------------------------------------------------- */
 
-static void hash_hex(const uint8_t *key, size_t klen, const void *p, size_t n,
+static void hash_hex(const struct detect_db *db, const void *p, size_t n,
 		     char out[DETECT_HASH_HEX + 1])
 {
 	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
-	if (!HMAC(EVP_sha256(), key, (int)klen, p, n, md, &mdlen) || mdlen < DETECT_HASH_HEX / 2) {
+	unsigned char md[EVP_MAX_MD_SIZE], ih[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0, ihlen = 0;
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	bool ok = c && db->hm_in && EVP_MD_CTX_copy_ex(c, db->hm_in) && EVP_DigestUpdate(c, p, n) &&
+		  EVP_DigestFinal_ex(c, ih, &ihlen) && EVP_MD_CTX_copy_ex(c, db->hm_out) &&
+		  EVP_DigestUpdate(c, ih, ihlen) && EVP_DigestFinal_ex(c, md, &mdlen) &&
+		  mdlen >= DETECT_HASH_HEX / 2;
+	EVP_MD_CTX_free(c);
+	OPENSSL_cleanse(ih, sizeof(ih));
+	if (!ok) {
 		out[0] = 0;
 		return;
 	}
@@ -1611,7 +1663,7 @@ int detect_hash(const struct detect_db *db, const void *p, size_t n, char out[DE
 	out[0] = 0;
 	if (!db->key)
 		return -EINVAL;
-	hash_hex(db->key, db->key_len, p, n, out);
+	hash_hex(db, p, n, out);
 	return out[0] ? 0 : -EIO;
 }
 
@@ -1658,7 +1710,7 @@ static int deliver(struct scan_ctx *c, unsigned det, uint64_t start, uint64_t en
 	if (c->db->key && !(flags & DETECT_MATCH_UNVALIDATED)) {
 		const uint8_t *b = ctx_bytes(c, start, end);
 		if (b)
-			hash_hex(c->db->key, c->db->key_len, b, (size_t)(end - start), m.hash);
+			hash_hex(c->db, b, (size_t)(end - start), m.hash);
 	}
 	if (c->on_match && c->on_match(c->arg, &m)) {
 		c->stopped = true;
@@ -2663,7 +2715,7 @@ ssize_t detect_redact(const struct detect_db *db, unsigned id, enum detect_redac
 			return -EINVAL;
 		if (cap < tl + 1 + DETECT_HASH_HEX)
 			return -ENOSPC;
-		hash_hex(db->key, db->key_len, match, n, h);
+		hash_hex(db, match, n, h);
 		if (!h[0])
 			return -EIO;
 		/* "[EMAIL]" → "[EMAIL:0123456789abcdef]" */

@@ -707,6 +707,22 @@ static void test_redaction(void)
 		if (k2) {
 			CHECK_INT(detect_hash(k2, m, strlen(m), h2), 0);
 			CHECK(strcmp(h1, h2) != 0);
+			/* it is HMAC-SHA256 (RFC 2104), first 8 bytes */
+			CHECK_STR(h2, "d759a47143515e55");
+			detect_db_free(k2);
+		}
+		/* a key longer than SHA-256's block is hashed first */
+		static const char long_key[] = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
+					       "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
+		k2 = NULL;
+		CHECK_INT(
+			detect_db_build(&(struct detect_opts){.hash_key = long_key,
+							      .hash_key_len = sizeof(long_key) - 1},
+					&k2, err, sizeof(err)),
+			0);
+		if (k2) {
+			CHECK_INT(detect_hash(k2, m, strlen(m), h2), 0);
+			CHECK_STR(h2, "ee5e4e658bb60f56");
 			detect_db_free(k2);
 		}
 		/* Without a key a match carries no hash. */
