@@ -255,14 +255,12 @@ static bool send_carries_fin(const struct conn *c)
 static void submit_send(struct conn *c)
 {
 	struct buf *b = &c->out[c->out_idx ^ 1];
-	struct io_uring_sqe *sqe = loop_sqe(&c->w->loop);
 	bool fin = send_carries_fin(c);
 	int flags = MSG_NOSIGNAL | (fin ? MSG_MORE | MSG_WAITALL : 0);
 
-	if (fin && io_uring_sq_space_left(&c->w->loop.ring) < 2) {
+	if (fin && io_uring_sq_space_left(&c->w->loop.ring) < 2)
 		io_uring_submit(&c->w->loop.ring); /* the pair must not straddle two submits */
-		sqe = loop_sqe(&c->w->loop);
-	}
+	struct io_uring_sqe *sqe = loop_sqe(&c->w->loop);
 	if (c->ext[c->out_idx ^ 1].p)
 		prep_send_ext(c, sqe, b, &c->ext[c->out_idx ^ 1], flags);
 	else
