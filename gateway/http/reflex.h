@@ -13,8 +13,12 @@
  *  - Rules added or removed through the admin API make a new version of the
  *    snapshot's set (same db, new rule list) that the workers pick up at
  *    their next request. Versions live until their snapshot is freed (a
- *    worker may still read an older one); a reload starts again from the
- *    file's rules.
+ *    worker may still read an older one). API-added rules are also kept
+ *    (in memory) and put back by every reload after the file's rules; a
+ *    file rule of the same name wins, one the new file cannot resolve
+ *    refuses the reload (docs/rules.md, "Admin API rules and reloads").
+ *  - Per-rule counters (stats rx_rule_hits[]) are indexed by a slot that
+ *    belongs to the rule's name, not its position.
  *  - Scratch space is per worker thread and per db (made on first use).
  *
  * Evaluation: rules run in order; block and respond are terminal (the first
