@@ -219,7 +219,7 @@ int conn_write(struct conn *c, const void *data, size_t len)
 /* The in-flight buffer with its external block: up to three pieces (buffer
  * before it, the block, buffer after it), minus what was sent. */
 static void prep_send_ext(struct conn *c, struct io_uring_sqe *sqe, struct buf *b,
-			  struct conn_ext *x, int flags)
+			  struct conn_ext *x)
 {
 	size_t off = x->off <= b->len ? x->off : b->len; /* a withdrawn head cannot underflow */
 	const char *base[3] = { buf_head(b), x->p, buf_head(b) + off };
@@ -237,45 +237,21 @@ static void prep_send_ext(struct conn *c, struct io_uring_sqe *sqe, struct buf *
 		n++;
 	}
 	c->ext_msg = (struct msghdr){ .msg_iov = c->ext_iov, .msg_iovlen = n };
-	io_uring_prep_sendmsg(sqe, c->fd, &c->ext_msg, flags);
-}
-
-/* The send that empties the queue of a connection closing after it: the
- * FIN rides on its last segment (MSG_MORE holds that segment back, the
- * shutdown linked behind the send attaches the FIN and pushes it), so the
- * peer gets the end of the response and the close in one packet, one
- * wake-up, one ACK. MSG_WAITALL: a send cut short fails the link, and the
- * rest goes out in the next send, which carries the FIN instead. */
-static bool send_carries_fin(const struct conn *c)
-{
-	return c->close_on_flush && !c->out[c->out_idx].len && !c->ext[c->out_idx].p &&
-	       !c->tls_plain.len;
+	io_uring_prep_sendmsg(sqe, c->fd, &c->ext_msg, MSG_NOSIGNAL);
 }
 
 static void submit_send(struct conn *c)
 {
 	struct buf *b = &c->out[c->out_idx ^ 1];
-	bool fin = send_carries_fin(c);
-	int flags = MSG_NOSIGNAL | (fin ? MSG_MORE | MSG_WAITALL : 0);
-
-	if (fin && io_uring_sq_space_left(&c->w->loop.ring) < 2)
-		io_uring_submit(&c->w->loop.ring); /* the pair must not straddle two submits */
 	struct io_uring_sqe *sqe = loop_sqe(&c->w->loop);
+
 	if (c->ext[c->out_idx ^ 1].p)
-		prep_send_ext(c, sqe, b, &c->ext[c->out_idx ^ 1], flags);
+		prep_send_ext(c, sqe, b, &c->ext[c->out_idx ^ 1]);
 	else
 		io_uring_prep_send(sqe, c->fd, buf_head(b) + c->sent_off, b->len - c->sent_off,
-				   flags);
+				   MSG_NOSIGNAL);
 	loop_sqe_set_op(sqe, &c->send_op);
 	c->refs++;
-	if (fin) {
-		sqe->flags |= IOSQE_IO_LINK;
-		sqe = loop_sqe(&c->w->loop);
-		io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
-		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS; /* a cancelled one reports: ignored */
-		io_uring_sqe_set_data(sqe, NULL);
-		c->shut_linked = true;
-	}
 	if (!timer_armed(&c->send_timer))
 		timer_arm(&c->w->loop.timers, &c->send_timer,
 			  c->w->loop.now + c->w->cfg->timeouts.send);
@@ -298,8 +274,7 @@ static void start_send(struct conn *c)
 static void finish_close_on_flush(struct conn *c)
 {
 	c->close_on_flush = false;
-	if (!c->shut_linked)
-		shutdown(c->fd, SHUT_WR);
+	shutdown(c->fd, SHUT_WR);
 	if (c->eof) {
 		conn_close(c, false);
 		return;

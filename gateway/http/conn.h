@@ -88,7 +88,6 @@ struct conn {
 	bool connecting;    /* outgoing connect in flight: sends wait for it */
 	bool lingering;     /* write side shut; draining input until EOF */
 	bool close_on_flush;
-	bool shut_linked;   /* the last send carried the FIN (shutdown linked to it) */
 	uint32_t linger_ms; /* how long to linger once the output is flushed */
 	bool eof;
 	bool reaped;
