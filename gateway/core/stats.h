@@ -164,7 +164,8 @@ struct stats_worker {
 	uint64_t rx_redactions;    /* matches rewritten in forwarded bodies */
 	uint64_t rx_oversize;      /* bodies over reflex.max_scan_bytes */
 	uint64_t rx_resp_redactions; /* matches rewritten in responses (DLP) */
-	/* by rule position in the active set / by detector id */
+	/* by the rule's name slot (reflex.c: a name keeps its slot across reloads and API
+	 * edits, so counters never shift) / by detector id */
 	uint64_t rx_rule_hits[STATS_RX_RULES];
 	uint64_t rx_detector_hits[STATS_RX_DETECTORS];
 

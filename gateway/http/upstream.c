@@ -982,6 +982,17 @@ static size_t relay_body(struct upconn *u, const char *p, size_t n)
 	return used;
 }
 
+/* One latency sample into the endpoint's EWMA. alpha 1/8 (TCP's SRTT): one
+ * hiccup moves it little, a +50 ms endpoint stands out after one or two. */
+static void ewma_sample(struct endpoint_state *ep, uint64_t us, uint64_t now_ms)
+{
+	if (us > UINT32_MAX / 2)
+		us = UINT32_MAX / 2;
+	ep->ewma_us = ep->ewma_us ? (uint32_t)((ep->ewma_us * 7ull + us) / 8) : (uint32_t)us;
+	ep->n_samples++;
+	ep->ewma_at_ms = now_ms;
+}
+
 /* The first response bytes of a try: a latency sample, and the end of a
  * hedge race (the first to answer wins, the other is cancelled). */
 static void first_bytes(struct upconn *u)
@@ -997,13 +1008,8 @@ static void first_bytes(struct upconn *u)
 	/* A request body's upload time is not the endpoint's latency: only
 	 * requests without one are samples. */
 	bool sample = !r->body_started;
-	if (sample) {
-		/* alpha 1/8 (TCP's SRTT): one hiccup moves it little, a +50 ms
-		 * endpoint stands out after one or two answers */
-		ep->ewma_us = ep->ewma_us ? (uint32_t)((ep->ewma_us * 7ull + us) / 8) : (uint32_t)us;
-		ep->n_samples++;
-		ep->ewma_at_ms = w->loop.now;
-	}
+	if (sample)
+		ewma_sample(ep, us, w->loop.now);
 	if (sample && r->gen && pool_of(r)->sh && ep->sh &&
 	    pool_shared_latency(pool_of(r)->sh, ep->sh, (uint32_t)us, w->loop.now)) {
 		log_warn("pool %s: endpoint %s: ejected for latency (%u µs, far above the pool)",
@@ -1038,6 +1044,11 @@ static void first_bytes(struct upconn *u)
 			r->ep = ep;
 			r->t_sent_ns = u->try_sent_ns;
 			STAT_INC(w->stats.pool_hedge_wins);
+			/* The loser never answers: the time it has taken so far is a lower
+			 * bound of its latency. Without it a slow endpoint whose requests
+			 * hedging rescues keeps its fast EWMA, and P2C keeps choosing it. */
+			if (loser && sample)
+				ewma_sample(loser->ep, (now - loser->try_sent_ns) / 1000, w->loop.now);
 			if (loser)
 				up_drop(loser, true);
 		} else if (r->hedge) {
