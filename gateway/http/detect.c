@@ -2029,6 +2029,23 @@ static unsigned phone_window_hits(const uint8_t *w, size_t n, unsigned *kind, si
 	return nh;
 }
 
+/* A number window confirmed by its C matcher (ip_window_hits or
+ * phone_window_hits): each hit is a candidate of the pattern pats[kind]. */
+static int confirm_c_window(struct scan_ctx *c,
+			    unsigned (*hits)(const uint8_t *, size_t, unsigned *, size_t *,
+					     size_t *, unsigned),
+			    const unsigned *pats, const uint8_t *b, uint64_t lo, uint64_t hi)
+{
+	unsigned kind[CONFIRM_HITS];
+	size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
+	unsigned nh = hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS);
+
+	for (unsigned i = 0; i < nh; i++)
+		if (candidate(c, pats[kind[i]], lo + from[i], lo + to[i]))
+			return 1;
+	return 0;
+}
+
 /* Run detector det's full patterns on what is still at hand of [lo, hi). */
 static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 {
@@ -2040,24 +2057,10 @@ static int confirm_range(struct scan_ctx *c, const struct confirm *q)
 	const uint8_t *b = ctx_bytes(c, lo, hi);
 	if (!b)
 		return 0;
-	if (q->grp == G_NUM_IP) {
-		unsigned kind[CONFIRM_HITS];
-		size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
-		unsigned nh = ip_window_hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS);
-		for (unsigned i = 0; i < nh; i++)
-			if (candidate(c, c->db->ip_pat[kind[i]], lo + from[i], lo + to[i]))
-				return 1;
-		return 0;
-	}
-	if (q->grp == G_NUM_PHONE) {
-		unsigned kind[CONFIRM_HITS];
-		size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
-		unsigned nh = phone_window_hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS);
-		for (unsigned i = 0; i < nh; i++)
-			if (candidate(c, c->db->phone_pat[kind[i]], lo + from[i], lo + to[i]))
-				return 1;
-		return 0;
-	}
+	if (q->grp == G_NUM_IP)
+		return confirm_c_window(c, ip_window_hits, c->db->ip_pat, b, lo, hi);
+	if (q->grp == G_NUM_PHONE)
+		return confirm_c_window(c, phone_window_hits, c->db->phone_pat, b, lo, hi);
 	/* Most phrase windows hold a trigger word in benign text: a cheap
 	 * yes/no first, start offsets only when something is there. Number
 	 * windows usually hold a match, so they go straight to the second. */
