@@ -7,8 +7,8 @@
  * (the rest zero). The family travels next to them, so an IPv4 /32 never collides with an
  * IPv6 prefix that happens to start with the same bytes.
  *
- * Time is CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns, or bpf_ktime_get_coarse_ns where a
- * policy allows it: same clock, one tick coarser), unless the test clock override in the
+ * Time is CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns, or the coarse clock where a policy
+ * allows it: jiffies scaled to the same clock, one tick coarser), unless the test clock override in the
  * program's .bss is set, in which case that value is "now" for every packet.
  */
 #ifndef REFLEX_BPF_RATELIMIT_H
@@ -100,7 +100,7 @@ struct rl_penalty {
 /* rl_config: ARRAY with one element, read on every packet; changes apply to the next packet. */
 #define RL_CFG_DRY_RUN 1u  /* count what would be dropped, drop nothing */
 #define RL_CFG_CAP_DROP 2u /* over the new-bucket budget: drop the new source (else pass) */
-/* bpf_ktime_get_coarse_ns (one tick, 1-4 ms) instead of the precise clock: cheaper, and exact
+/* The coarse clock (one tick, 1-4 ms) instead of the precise one: cheaper, and exact
  * enough when every tolerance is a few ticks or more. */
 #define RL_CFG_COARSE_CLOCK 4u
 /* The penalty box may hold entries (set by userspace on adding one, cleared by its sweep when

@@ -747,6 +747,46 @@ static void test_events(void)
 	test_end();
 }
 
+/* The coarse clock is jiffies * tick + an offset the program measures on its first reading
+ * (rl_coarse_ns): its time must be CLOCK_MONOTONIC's, to within a tick or two, from the first
+ * packet on and still later, or penalty deadlines written by userspace would be off. A drop
+ * event carries the program's "now". */
+static void test_coarse_clock(void)
+{
+	struct timespec res, a, b;
+	uint64_t tick, before, after;
+
+	if (!setup("coarse_clock_is_monotonic", false))
+		return;
+	rl_clock_override(rl, 0);
+	CHECK_INT(clock_getres(CLOCK_MONOTONIC_COARSE, &res), 0);
+	tick = (uint64_t)res.tv_nsec;
+	nevents = 0;
+	CHECK_INT(rl_events_start(rl, on_event, NULL), 0);
+	set_policy("0.0.0.0/0", (struct rl_limits){.syn_rate = 1, .syn_burst = 1});
+	for (int round = 0; round < 3; round++) {
+		char src[32];
+
+		snprintf(src, sizeof(src), "192.0.2.%d", 80 + round);
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		CHECK_INT(run_n(PKT(.src = src, .flags = TH_SYN), 2), 1);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		CHECK_INT(rl_events_consume(rl), 1);
+		if (nevents != round + 1 || nevents > MAX_EVENTS)
+			break;
+		before = (uint64_t)a.tv_sec * NS + (uint64_t)a.tv_nsec;
+		after = (uint64_t)b.tv_sec * NS + (uint64_t)b.tv_nsec;
+		CHECK_MSG(events[round].ts_ns + 2 * tick >= before &&
+				  events[round].ts_ns <= after + tick,
+			  "round %d: event at %llu, CLOCK_MONOTONIC %llu..%llu (tick %llu)", round,
+			  (unsigned long long)events[round].ts_ns, (unsigned long long)before,
+			  (unsigned long long)after, (unsigned long long)tick);
+		usleep(150 * 1000);
+	}
+	CHECK_INT(nevents, 3);
+	test_end();
+}
+
 static void test_bucket_cap(void)
 {
 	struct rl_settings s;
@@ -1508,6 +1548,7 @@ int main(int argc, char **argv)
 	test_penalty();
 	test_hints();
 	test_clock_choice();
+	test_coarse_clock();
 	test_dry_run();
 	test_other_traffic();
 	test_malformed(false);
