@@ -38,6 +38,8 @@
 #include "core/topk.h"
 #include "gateway.h"
 #include "http/anomaly.h"
+#include "http/cache.h"
+#include "http/cache_store.h"
 #include "http/reflex.h"
 #include "http/upstream.h"
 #include "http/limit.h"
@@ -959,6 +961,34 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "miss", t.cache_l2_misses);
 	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "error", t.cache_l2_errors);
 	rc |= m_u64_1(b, "reflex_cache_l2_requests_total", "result", "skipped", t.cache_l2_skipped);
+	{ /* the shared L1 store and the background refreshes are process-wide, not per worker */
+		struct cache_stats_global cs;
+		uint64_t started, failed, cancelled;
+
+		cache_store_stats(&cs);
+		cache_refresh_stats(&started, &failed, &cancelled);
+		rc |= m_head(b, "reflex_cache_objects", "gauge", "Objects in the L1 cache.");
+		rc |= m_u64(b, "reflex_cache_objects", cs.objects);
+		rc |= m_head(b, "reflex_cache_bytes", "gauge", "Bytes held by the L1 cache.");
+		rc |= m_u64(b, "reflex_cache_bytes", cs.bytes);
+		rc |= m_head(b, "reflex_cache_budget_bytes", "gauge",
+			     "The L1 cache's byte budget (cache.memory).");
+		rc |= m_u64(b, "reflex_cache_budget_bytes", cache_store_budget());
+		rc |= m_head(b, "reflex_cache_evictions_total", "counter",
+			     "Objects evicted from the L1 cache to stay within its budget.");
+		rc |= m_u64(b, "reflex_cache_evictions_total", cs.evictions);
+		rc |= m_head(b, "reflex_cache_purged_total", "counter",
+			     "Objects removed from the L1 cache by purges.");
+		rc |= m_u64(b, "reflex_cache_purged_total", cs.purged);
+		rc |= m_head(b, "reflex_cache_background_refreshes_total", "counter",
+			     "Stale-while-revalidate refreshes run in the background, by outcome.");
+		rc |= m_u64_1(b, "reflex_cache_background_refreshes_total", "result", "started",
+			      started);
+		rc |= m_u64_1(b, "reflex_cache_background_refreshes_total", "result", "failed",
+			      failed);
+		rc |= m_u64_1(b, "reflex_cache_background_refreshes_total", "result", "cancelled",
+			      cancelled);
+	}
 	/* rate limiting (http/limit.c, docs/ratelimit.md) */
 	rc |= m_head(b, "reflex_ratelimit_checked_total", "counter",
 		     "Requests that went through the limit step.");

@@ -89,6 +89,23 @@ static long long cache_stat(const char *key)
 	return v;
 }
 
+/* The value of one sample line of /metrics ("name{labels}" as printed), -1 if absent. */
+static long long metric(const char *sample)
+{
+	struct h_resp r;
+	char pat[160];
+	long long v = -1;
+
+	snprintf(pat, sizeof(pat), "\n%s ", sample);
+	if (admin("GET", "/metrics", NULL, &r) == 200 && r.body) {
+		const char *p = strstr(r.body, pat);
+		if (p)
+			v = atoll(p + strlen(pat));
+	}
+	h_resp_free(&r);
+	return v;
+}
+
 static void write_config(const char *memory)
 {
 	FILE *f = fopen(cfg_path, "w");
@@ -171,6 +188,15 @@ static void test_swr(void)
 	h_resp_free(&r);
 	CHECK_INT(origin_requests() - before, 1);
 	CHECK_MSG(cache_stat("refreshes") >= 1, "refreshes %lld", cache_stat("refreshes"));
+	/* the same figures for Prometheus */
+	CHECK_MSG(metric("reflex_cache_background_refreshes_total{result=\"started\"}") ==
+			  cache_stat("refreshes"),
+		  "metrics: %lld refreshes started",
+		  metric("reflex_cache_background_refreshes_total{result=\"started\"}"));
+	CHECK_MSG(metric("reflex_cache_objects") >= 1 && metric("reflex_cache_bytes") >= 1024,
+		  "metrics: %lld objects, %lld bytes", metric("reflex_cache_objects"),
+		  metric("reflex_cache_bytes"));
+	CHECK(metric("reflex_cache_budget_bytes") == cache_stat("budget"));
 	test_end();
 
 	test_begin("swr_refresh_304_updates_headers");
