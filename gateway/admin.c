@@ -770,14 +770,18 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		rc |= m_u64_1(b, "reflex_responses_total", "class", class_names[c], t.responses[c]);
 	rc |= m_head(b, "reflex_pool_responses_total", "counter",
 		     "Responses of requests routed to a pool, by pool and status class.");
-	/* the blocks have room for more pools than are configured: only the
-	 * current configuration's pools are series (indexed as it lists them) */
-	for (unsigned p = 0; p < t.n_pools && p < cfg->n_pools; p++) {
+	/* only the current configuration's pools are series; their counts are
+	 * kept by name (worker_pool_slot), so they survive reloads */
+	for (unsigned p = 0; p < cfg->n_pools; p++) {
 		const char *name = cfg->pools[p].name;
+		int slot = worker_pool_slot(cfg, p);
 
 		for (unsigned c = 1; c <= 5; c++)
 			rc |= m_u64_2(b, "reflex_pool_responses_total", "pool", name, "class",
-				      class_names[c], t.pool_responses[p][c]);
+				      class_names[c],
+				      slot >= 0 && (unsigned)slot < t.n_pools
+					      ? t.pool_responses[slot][c]
+					      : 0);
 	}
 
 	rc |= m_head(b, "reflex_client_bytes_in_total", "counter", "Bytes received from clients.");
@@ -880,9 +884,12 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	/* per route (routes have no names: index, host and prefix label them) */
 	rc |= m_head(b, "reflex_route_responses_total", "counter",
 		     "Responses of requests a route matched, by route and status class.");
-	for (unsigned r = 0; r < t.n_routes && r < cfg->n_routes && t.route_responses; r++) {
+	for (unsigned r = 0; r < cfg->n_routes && t.route_responses; r++) {
 		char idx[16];
+		int slot = worker_route_slot(cfg, r);
 
+		if (slot < 0 || (unsigned)slot >= t.n_routes)
+			continue;
 		snprintf(idx, sizeof(idx), "%u", r);
 		for (unsigned c = 1; c <= 5; c++)
 			rc |= buf_appendf(b, "reflex_route_responses_total{route=\"%s\",host=\"",
@@ -891,7 +898,7 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 			      buf_appends(b, "\",path_prefix=\"") |
 			      m_label(b, cfg->routes[r].path_prefix) |
 			      buf_appendf(b, "\",class=\"%s\"} %llu\n", class_names[c],
-					  (unsigned long long)t.route_responses[r][c]);
+					  (unsigned long long)t.route_responses[slot][c]);
 	}
 
 	/* pool resilience (docs/pool.md) */

@@ -1,6 +1,7 @@
 #include "core/stats.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
@@ -97,6 +98,32 @@ int stats_worker_init(struct stats_worker *s, unsigned n_pools)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+static pthread_mutex_t names_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *names[STATS_NAMES_KINDS][STATS_NAMES_CAP];
+static unsigned n_names[STATS_NAMES_KINDS];
+
+int stats_name_slot(enum stats_names kind, const char *key)
+{
+	int slot = -1;
+
+	if ((unsigned)kind >= STATS_NAMES_KINDS)
+		return -1;
+	pthread_mutex_lock(&names_mu);
+	/* Reloads and scrapes only, over a few dozen names: a scan will do. */
+	for (unsigned i = 0; i < n_names[kind] && slot < 0; i++)
+		if (!strcmp(names[kind][i], key))
+			slot = (int)i;
+	if (slot < 0 && n_names[kind] < STATS_NAMES_CAP) {
+		char *copy = strdup(key);
+		if (copy) {
+			names[kind][n_names[kind]] = copy;
+			slot = (int)n_names[kind]++;
+		}
+	}
+	pthread_mutex_unlock(&names_mu);
+	return slot;
 }
 
 void stats_worker_fini(struct stats_worker *s)

@@ -169,16 +169,27 @@ struct stats_worker {
 	uint64_t rx_rule_hits[STATS_RX_RULES];
 	uint64_t rx_detector_hits[STATS_RX_DETECTORS];
 
-	/* per pool (index = config pool index): requests by status class */
+	/* per pool (index = the pool's name slot, stats_name_slot): requests by
+	 * status class */
 	unsigned n_pools;
 	uint64_t (*pool_responses)[6];
-	/* per route (index = config route index; requests no route matched are
-	 * not in it): requests by status class. Same capacity as pools. */
+	/* per route (index = the route's name slot; requests no route matched
+	 * are not in it): requests by status class. Same capacity as pools. */
 	unsigned n_routes;
 	uint64_t (*route_responses)[6];
 };
 
 int stats_worker_init(struct stats_worker *s, unsigned n_pools);
+
+/* Counter slots that outlive reloads: pools by name, routes by their label
+ * set. A key keeps its slot for the life of the process, so when a reload
+ * reorders, adds or removes pools or routes no series takes over another's
+ * counts (Prometheus counters stay monotonic per label set). Returns the
+ * key's slot, adding it if new; -1 when STATS_NAMES_CAP keys of that kind
+ * were seen (the pool or route is then not counted). Thread-safe. */
+enum stats_names { STATS_NAMES_POOL, STATS_NAMES_ROUTE, STATS_NAMES_KINDS };
+#define STATS_NAMES_CAP 4096
+int stats_name_slot(enum stats_names kind, const char *key);
 void stats_worker_fini(struct stats_worker *s);
 
 /* Single-writer updates: only the owning worker calls these. */

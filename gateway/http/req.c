@@ -161,10 +161,17 @@ static void req_account(struct request *r)
 	r->logged = true;
 	if (r->status >= 100 && r->status < 600) {
 		STAT_INC(st->responses[r->status / 100]);
-		if (r->pool >= 0 && (unsigned)r->pool < st->n_pools && r->ep)
-			STAT_INC(st->pool_responses[r->pool][r->status / 100]);
-		if (r->route >= 0 && (unsigned)r->route < st->n_routes)
-			STAT_INC(st->route_responses[r->route][r->status / 100]);
+		/* by name slot: a reload that reorders pools or routes shifts nothing */
+		int ps = r->gen && r->pool >= 0 && (unsigned)r->pool < r->gen->n_pools
+				 ? r->gen->pool_slot[r->pool]
+				 : -1;
+		int rs = r->gen && r->route >= 0 && (unsigned)r->route < r->gen->cfg->n_routes
+				 ? r->gen->route_slot[r->route]
+				 : -1;
+		if (ps >= 0 && (unsigned)ps < st->n_pools && r->ep)
+			STAT_INC(st->pool_responses[ps][r->status / 100]);
+		if (rs >= 0 && (unsigned)rs < st->n_routes)
+			STAT_INC(st->route_responses[rs][r->status / 100]);
 	}
 	if (r->reason != REASON_NONE)
 		STAT_INC(st->refusals[r->reason]);

@@ -49,6 +49,29 @@ static void arm_mail_read(struct worker *w)
 	loop_sqe_set_op(sqe, &w->mail_op);
 }
 
+int worker_pool_slot(const struct config *cfg, unsigned p)
+{
+	return p < cfg->n_pools ? stats_name_slot(STATS_NAMES_POOL, cfg->pools[p].name) : -1;
+}
+
+int worker_route_slot(const struct config *cfg, unsigned i)
+{
+	char key[32 + CFG_HOST_MAX + sizeof(cfg->routes[0].path_prefix)];
+
+	if (i >= cfg->n_routes)
+		return -1;
+	snprintf(key, sizeof(key), "%u\x1f%s\x1f%s", i, cfg->routes[i].host,
+		 cfg->routes[i].path_prefix);
+	return stats_name_slot(STATS_NAMES_ROUTE, key);
+}
+
+static void gen_free(struct wgen *g)
+{
+	free(g->pool_slot);
+	free(g->route_slot);
+	free(g);
+}
+
 static struct wgen *gen_new(const struct config *cfg)
 {
 	struct wgen *g = calloc(1, sizeof(*g));
@@ -57,9 +80,19 @@ static struct wgen *gen_new(const struct config *cfg)
 		return NULL;
 	g->cfg = cfg;
 	g->n_pools = cfg->n_pools;
+	g->pool_slot = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof(*g->pool_slot));
+	g->route_slot = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof(*g->route_slot));
+	if (!g->pool_slot || !g->route_slot) {
+		gen_free(g);
+		return NULL;
+	}
+	for (unsigned p = 0; p < cfg->n_pools; p++)
+		g->pool_slot[p] = worker_pool_slot(cfg, p);
+	for (unsigned i = 0; i < cfg->n_routes; i++)
+		g->route_slot[i] = worker_route_slot(cfg, i);
 	g->pools = pool_states_new(cfg);
 	if (!g->pools) {
-		free(g);
+		gen_free(g);
 		return NULL;
 	}
 	g->refs = 1;
@@ -80,7 +113,7 @@ void worker_gen_put(struct worker *w, struct wgen *g)
 	pool_states_free(g->pools, g->n_pools);
 	if (w->release_cfg)
 		w->release_cfg(w->release_ctx, g->cfg);
-	free(g);
+	gen_free(g);
 }
 
 static void on_drain_deadline(struct timer *t)
@@ -121,7 +154,7 @@ static void apply_config(struct worker *w, const struct config *ncfg)
 		free(hdrs);
 		if (g) {
 			pool_states_free(g->pools, g->n_pools);
-			free(g);
+			gen_free(g);
 		}
 		if (w->release_cfg)
 			w->release_cfg(w->release_ctx, ncfg);

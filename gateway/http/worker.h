@@ -38,6 +38,8 @@ struct wgen {
 	const struct config *cfg;
 	struct pool_state *pools;
 	unsigned n_pools;
+	/* counter slots (stats_name_slot) per config pool and route; -1: none */
+	int *pool_slot, *route_slot;
 	unsigned refs; /* requests using it, + 1 while it is the current one */
 };
 
@@ -63,6 +65,7 @@ struct worker {
 	struct worker_task serve_task;
 
 	struct conn *flush_list, *reap_list;
+	struct conn *tls_hs_list; /* conn.c: handshake steps deferred past the batch */
 	struct client *clients;
 	unsigned n_clients; /* open client connections */
 	unsigned n_conns;   /* all connections, clients and upstream */
@@ -121,6 +124,11 @@ void worker_reload(struct worker *w, const struct config *cfg);
 /* Start accepting on the listeners opened by worker_start (any thread;
  * once). Until then, clients wait in the listen backlog. */
 void worker_serve(struct worker *w);
+
+/* The counter slot of pool p / route i of cfg (core/stats.h: stats_name_slot;
+ * a route's key is its label set: index, host and path prefix). */
+int worker_pool_slot(const struct config *cfg, unsigned p);
+int worker_route_slot(const struct config *cfg, unsigned i);
 
 /* Generations: take/drop a request's reference. */
 struct wgen *worker_gen_get(struct worker *w);

@@ -43,10 +43,29 @@ static void write_file(const char *path, const char *text)
 	}
 }
 
+/* Set by test_metrics_after_reorder: the same pools and routes in another
+ * order, with one more of each in front. */
+static bool reordered;
+
 static const char *gateway_yaml(bool broken)
 {
 	static char buf[4096];
 
+	if (reordered) {
+		snprintf(buf, sizeof(buf),
+			 "workers: 2\n"
+			 "listen: [\"127.0.0.1:%d\"]\n"
+			 "pools:\n"
+			 "  extra: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			 "  dead: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			 "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			 "routes:\n"
+			 "  - {path_prefix: /extra/, pool: extra}\n"
+			 "  - {path_prefix: /dead/, pool: dead}\n"
+			 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\", audit_log: \"%s\"}\n",
+			 gw_port, o_port, dead_port, o_port, admin_port, token_path, audit_path);
+		return buf;
+	}
 	snprintf(buf, sizeof(buf),
 		 "workers: 2\n"
 		 "listen: [\"127.0.0.1:%d\"]\n"
@@ -407,8 +426,16 @@ static void test_health(void)
 	test_end();
 
 	test_begin("readyz_ready");
+	/* "reflexd: ready" is printed once the workers were told to serve; each
+	 * arms its accept in its own time: ready within 5 s */
 	struct json *j = admin_json("/readyz", &st);
-	CHECK_INT(st, 200);
+	for (double end = h_now_ms() + 5000; st != 200 && h_now_ms() < end;) {
+		h_sleep_ms(50);
+		json_free(j);
+		j = admin_json("/readyz", &st);
+	}
+	CHECK_MSG(st == 200, "GET /readyz: %ld (%s)", st,
+		  json_str(json_get(j, "reason"), "no reason"));
 	CHECK(json_get(j, "ready") && json_get(j, "ready")->b);
 	json_free(j);
 	test_end();
@@ -601,9 +628,8 @@ static void test_errors(void)
 			fds[nfd++] = fd;
 	}
 	CHECK_INT(nfd, 70);
-	h_sleep_ms(200);
 	b.len = 0;
-	enum h_read_end e = h_read_all(fds[69], &b, 2000, 0);
+	enum h_read_end e = h_read_all(fds[69], &b, 5000, 0);
 	CHECK_MSG(e == H_READ_CLOSED && h_statuses(b.data, b.len, codes, 2) == 1 && codes[0] == 503,
 		  "the 70th connection: %s, %s", h_read_end_name(e), h_excerpt(b.data, b.len, 200));
 	char url[128];
@@ -694,31 +720,105 @@ static void test_metrics(void)
 	struct h_buf b = {0};
 	h_raw_roundtrip("127.0.0.1", gw_port, "BAD\r\n\r\n", 7, &b, 3000);
 	h_buf_free(&b);
-	h_sleep_ms(100);
-	after = scrape();
+	static const struct {
+		const char *sample;
+		int n;
+	} grow[] = {
+		{"reflex_requests_total", 10},
+		{"reflex_responses_total{class=\"2xx\"}", 10},
+		{"reflex_pool_responses_total{pool=\"default\",class=\"2xx\"}", 10},
+		{"reflex_connections_accepted_total", 10},
+		{"reflex_client_bytes_out_total", 10000},
+		{"reflex_client_bytes_in_total", 10 * 40},
+		{"reflex_stage_duration_seconds_count{stage=\"total\"}", 10},
+		{"reflex_stage_duration_seconds_count{stage=\"upstream_ttfb\"}", 10},
+		{"reflex_stage_duration_seconds_bucket{stage=\"total\",le=\"+Inf\"}", 10},
+		{"reflex_refusals_total{reason=\"bad_request\"}", 1},
+		{"reflex_responses_total{class=\"4xx\"}", 1},
+		{"reflex_admin_requests_total", 1},
+	};
+	size_t n_grow = sizeof(grow) / sizeof(grow[0]), grown = 0;
+	/* A worker counts a request once its response went out, which may be
+	 * after the client has it: scrape until the counters caught up (5 s). */
+	after = NULL;
+	for (double end = h_now_ms() + 5000;; h_sleep_ms(50)) {
+		free(after);
+		after = scrape();
+		for (grown = 0; before && after && grown < n_grow; grown++)
+			if (metric(after, grow[grown].sample) - metric(before, grow[grown].sample) <
+			    grow[grown].n)
+				break;
+		if (!before || !after || grown == n_grow || h_now_ms() >= end)
+			break;
+	}
 	if (before && after) {
 		CHECK_INT(prom_validate(after, strlen(after), &ns), 0);
-#define GREW(s, n)                                                                              \
-	CHECK_MSG(metric(after, s) - metric(before, s) >= (n), "%s: %.0f → %.0f (want +%d)", s, \
-		  metric(before, s), metric(after, s), (n))
-		GREW("reflex_requests_total", 10);
-		GREW("reflex_responses_total{class=\"2xx\"}", 10);
-		GREW("reflex_pool_responses_total{pool=\"default\",class=\"2xx\"}", 10);
-		GREW("reflex_connections_accepted_total", 10);
-		GREW("reflex_client_bytes_out_total", 10000);
-		GREW("reflex_client_bytes_in_total", 10 * 40);
-		GREW("reflex_stage_duration_seconds_count{stage=\"total\"}", 10);
-		GREW("reflex_stage_duration_seconds_count{stage=\"upstream_ttfb\"}", 10);
-		GREW("reflex_stage_duration_seconds_bucket{stage=\"total\",le=\"+Inf\"}", 10);
-		GREW("reflex_refusals_total{reason=\"bad_request\"}", 1);
-		GREW("reflex_responses_total{class=\"4xx\"}", 1);
-		GREW("reflex_admin_requests_total", 1);
+		for (size_t i = 0; i < n_grow; i++)
+			CHECK_MSG(metric(after, grow[i].sample) - metric(before, grow[i].sample) >=
+					  grow[i].n,
+				  "%s: %.0f → %.0f (want +%d)", grow[i].sample,
+				  metric(before, grow[i].sample), metric(after, grow[i].sample),
+				  grow[i].n);
 		CHECK(metric(after, "reflex_upstream_connections_opened_total") >= 1);
 		CHECK(metric(after, "reflex_stage_duration_seconds_sum{stage=\"total\"}") > 0);
-#undef GREW
 	}
 	free(before);
 	free(after);
+	test_end();
+}
+
+/* A reload that reorders pools and routes moves no counts between series:
+ * pools are counted by name, routes by their label set. */
+static void test_metrics_after_reorder(void)
+{
+	static const char *def2 = "reflex_pool_responses_total{pool=\"default\",class=\"2xx\"}",
+			  *dead5 = "reflex_pool_responses_total{pool=\"dead\",class=\"5xx\"}",
+			  *extra2 = "reflex_pool_responses_total{pool=\"extra\",class=\"2xx\"}",
+			  *rdead0 = "reflex_route_responses_total{route=\"0\",host=\"\","
+				    "path_prefix=\"/dead/\",class=\"5xx\"}",
+			  *rdead1 = "reflex_route_responses_total{route=\"1\",host=\"\","
+				    "path_prefix=\"/dead/\",class=\"5xx\"}",
+			  *rextra0 = "reflex_route_responses_total{route=\"0\",host=\"\","
+				     "path_prefix=\"/extra/\",class=\"2xx\"}";
+	struct h_resp r;
+	char url[128];
+	char *before, *after = NULL;
+
+	test_begin("metrics_pools_keep_counts_across_reorder");
+	before = scrape();
+	CHECK(before && metric(before, def2) >= 10 && metric(before, dead5) >= 1 &&
+	      metric(before, rdead0) >= 1);
+	reordered = true;
+	write_file(cfg_path, gateway_yaml(false));
+	CHECK_INT(admin("POST", "/reload", SECRET_OPS, &r), 200);
+	h_resp_free(&r);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/extra/?size=10", gw_port);
+	CHECK_INT(h_get(url, &r), 200);
+	h_resp_free(&r);
+	/* counted once its response went out: scrape until it shows (5 s) */
+	for (double end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(50)) {
+		free(after);
+		after = scrape();
+		if (!after || metric(after, extra2) >= 1)
+			break;
+	}
+	if (before && after) {
+		CHECK_MSG(metric(after, def2) == metric(before, def2), "default 2xx: %.0f → %.0f",
+			  metric(before, def2), metric(after, def2));
+		CHECK_MSG(metric(after, dead5) == metric(before, dead5), "dead 5xx: %.0f → %.0f",
+			  metric(before, dead5), metric(after, dead5));
+		CHECK_MSG(metric(after, extra2) == 1, "extra 2xx: %.0f", metric(after, extra2));
+		/* the /dead/ route is route 1 now: a new series; route 0 is /extra/'s */
+		CHECK_MSG(metric(after, rdead1) == 0, "%s %.0f", rdead1, metric(after, rdead1));
+		CHECK_MSG(metric(after, rextra0) == 1, "%s %.0f", rextra0, metric(after, rextra0));
+		CHECK(metric(after, rdead0) == -1);
+	}
+	free(before);
+	free(after);
+	reordered = false;
+	write_file(cfg_path, gateway_yaml(false));
+	CHECK_INT(admin("POST", "/reload", SECRET_OPS, &r), 200);
+	h_resp_free(&r);
 	test_end();
 }
 
@@ -862,6 +962,7 @@ int main(void)
 	test_errors();
 	test_metrics();
 	test_readyz_unready();
+	test_metrics_after_reorder();
 	test_config_errors();
 	h_finish(gw, 10000);
 	return test_exit_code();
