@@ -276,6 +276,26 @@ static const char *human_us(uint64_t us, char *out, size_t len)
 
 /* ---- commands ------------------------------------------------------------------ */
 
+/* GET path and print it (pretty, or as sent with --json). */
+static int show_json(struct ctl *c, const char *path)
+{
+	struct ctl_resp r = {0};
+	struct json *j;
+	int rc;
+
+	if ((rc = get_json(c, path, &r, &j)))
+		return rc;
+	if (c->json) {
+		print_body(&r);
+	} else {
+		pp(stdout, j, 0);
+		fputc('\n', stdout);
+	}
+	json_free(j);
+	ctl_resp_free(&r);
+	return EXIT_OK;
+}
+
 static int cmd_status(struct ctl *c, int argc, char **argv)
 {
 	struct ctl_resp hz = {0}, rz = {0}, st = {0};
@@ -441,23 +461,9 @@ static int cmd_pool(struct ctl *c, int argc, char **argv)
 
 static int cmd_config(struct ctl *c, int argc, char **argv)
 {
-	struct ctl_resp r = {0};
-	struct json *j;
-	int rc;
-
 	if (argc)
 		return fail(EXIT_USAGE, "config: unexpected argument \"%s\"", argv[0]);
-	if ((rc = get_json(c, "/config", &r, &j)))
-		return rc;
-	if (c->json) {
-		print_body(&r);
-	} else {
-		pp(stdout, j, 0);
-		fputc('\n', stdout);
-	}
-	json_free(j);
-	ctl_resp_free(&r);
-	return EXIT_OK;
+	return show_json(c, "/config");
 }
 
 static int cmd_reload(struct ctl *c, int argc, char **argv)
@@ -781,46 +787,12 @@ static int cmd_cache_purge(struct ctl *c, int argc, char **argv)
 
 static int cmd_cache_show(struct ctl *c, int argc, char **argv)
 {
-	struct ctl_resp r = {0};
-	struct json *j;
-	int rc;
-
 	if (argc)
 		return fail(EXIT_USAGE, "cache show: unexpected argument \"%s\"", argv[0]);
-	if ((rc = get_json(c, "/cache", &r, &j)))
-		return rc;
-	if (c->json) {
-		print_body(&r);
-	} else {
-		pp(stdout, j, 0);
-		fputc('\n', stdout);
-	}
-	json_free(j);
-	ctl_resp_free(&r);
-	return EXIT_OK;
+	return show_json(c, "/cache");
 }
 
 /* ---- limits (docs/ratelimit.md) ------------------------------------------------------ */
-
-/* GET path and print it (pretty, or as sent with --json). */
-static int show_json(struct ctl *c, const char *path)
-{
-	struct ctl_resp r = {0};
-	struct json *j;
-	int rc;
-
-	if ((rc = get_json(c, path, &r, &j)))
-		return rc;
-	if (c->json) {
-		print_body(&r);
-	} else {
-		pp(stdout, j, 0);
-		fputc('\n', stdout);
-	}
-	json_free(j);
-	ctl_resp_free(&r);
-	return EXIT_OK;
-}
 
 /* events: the anomaly events (docs/anomaly.md). --follow reads the live
  * server-sent-events stream and prints each event's JSON on its own line,
@@ -931,6 +903,8 @@ static int cmd_limits_list(struct ctl *c, int argc, char **argv)
 	return show_json(c, path);
 }
 
+/* A change (POST/PUT/DELETE with the token): 200 or 201 is success, anything
+ * else the gateway saying no. */
 static int send_mutation(struct ctl *c, const char *method, const char *path, const char *body,
 			 const char *what)
 {
@@ -941,9 +915,10 @@ static int send_mutation(struct ctl *c, const char *method, const char *path, co
 		fprintf(stderr, "%s: %s: no --token-file given; the gateway will refuse\n", prog, what);
 	if ((rc = call_body(c, method, path, true, body, &r)))
 		return rc;
-	if (c->json || r.status == 200)
+	bool ok = r.status == 200 || r.status == 201;
+	if (c->json || ok)
 		print_body(&r);
-	rc = r.status == 200 ? EXIT_OK : c->json ? EXIT_NO : http_failure(what, &r);
+	rc = ok ? EXIT_OK : c->json ? EXIT_NO : http_failure(what, &r);
 	ctl_resp_free(&r);
 	return rc;
 }
@@ -993,42 +968,9 @@ static int cmd_limits_set(struct ctl *c, int argc, char **argv)
 
 static int cmd_rules_list(struct ctl *c, int argc, char **argv)
 {
-	struct ctl_resp r = {0};
-	struct json *j;
-	int rc;
-
 	if (argc)
 		return fail(EXIT_USAGE, "rules list: unexpected argument \"%s\"", argv[0]);
-	if ((rc = get_json(c, "/rules", &r, &j)))
-		return rc;
-	if (c->json) {
-		print_body(&r);
-	} else {
-		pp(stdout, j, 0);
-		fputc('\n', stdout);
-	}
-	json_free(j);
-	ctl_resp_free(&r);
-	return EXIT_OK;
-}
-
-/* POST/DELETE a rule: 200/201 is success, anything else the gateway saying no. */
-static int rules_mutation(struct ctl *c, const char *method, const char *path, const char *body,
-			  const char *what)
-{
-	struct ctl_resp r = {0};
-	int rc;
-
-	if (!c->token_file)
-		fprintf(stderr, "%s: %s: no --token-file given; the gateway will refuse\n", prog, what);
-	if ((rc = call_body(c, method, path, true, body, &r)))
-		return rc;
-	bool ok = r.status == 200 || r.status == 201;
-	if (c->json || ok)
-		print_body(&r);
-	rc = ok ? EXIT_OK : c->json ? EXIT_NO : http_failure(what, &r);
-	ctl_resp_free(&r);
-	return rc;
+	return show_json(c, "/rules");
 }
 
 static int cmd_rules_add(struct ctl *c, int argc, char **argv)
@@ -1044,7 +986,7 @@ static int cmd_rules_add(struct ctl *c, int argc, char **argv)
 	if (argv[0][0] != '{')
 		return fail(EXIT_USAGE, "rules add: the rule is a JSON object, e.g. "
 					"'{\"name\":\"no-ssn\",\"detect\":[\"ssn\"],\"action\":\"block\"}'");
-	return rules_mutation(c, "POST", path, argv[0], "rules add");
+	return send_mutation(c, "POST", path, argv[0], "rules add");
 }
 
 static int cmd_rules_del(struct ctl *c, int argc, char **argv)
@@ -1054,7 +996,7 @@ static int cmd_rules_del(struct ctl *c, int argc, char **argv)
 	if (argc != 1 || strlen(argv[0]) >= 64 || strpbrk(argv[0], "/?# "))
 		return fail(EXIT_USAGE, "rules del: give one rule name");
 	snprintf(path, sizeof(path), "/rules/%s", argv[0]);
-	return rules_mutation(c, "DELETE", path, NULL, "rules del");
+	return send_mutation(c, "DELETE", path, NULL, "rules del");
 }
 
 /* ---- the table --------------------------------------------------------------------- */
