@@ -376,8 +376,8 @@ static void on_send(struct io_op *op, int res, unsigned flags)
 	rc->sending = false;
 	if (rc->closing)
 		goto out;
-	if (res < 0) {
-		rconn_fail(rc, res);
+	if (res <= 0) { /* 0: a send of more than nothing that made no progress */
+		rconn_fail(rc, res ? res : -EPIPE);
 		goto out;
 	}
 	rc->sent_off += (size_t)res;
@@ -563,7 +563,13 @@ struct redis_client *redis_client_new(struct loop *l, const struct redis_opts *o
 	cl->l = l;
 	cl->o = *o;
 	if (!cl->o.max_pending)
-		cl->o.max_pending = 1;
+		cl->o.max_pending = REDIS_MAX_PENDING_DEFAULT;
+	if (!cl->o.breaker_fails)
+		cl->o.breaker_fails = REDIS_BREAKER_FAILS_DEFAULT;
+	if (!cl->o.breaker_ms)
+		cl->o.breaker_ms = REDIS_BREAKER_MS_DEFAULT;
+	if (!cl->o.idle_ms)
+		cl->o.idle_ms = REDIS_IDLE_MS_DEFAULT;
 	pthread_once(&thread_key_once, thread_key_make);
 	cl->thread_next = pthread_getspecific(thread_key);
 	pthread_setspecific(thread_key, cl);

@@ -94,12 +94,18 @@ struct redis_cmd;
  * r and everything it points to are valid during the call only. */
 typedef void redis_cb(void *arg, int err, const struct redis_reply *r);
 
+#define REDIS_MAX_PENDING_DEFAULT 1024
+#define REDIS_BREAKER_FAILS_DEFAULT 3
+#define REDIS_BREAKER_MS_DEFAULT 1000
+#define REDIS_IDLE_MS_DEFAULT 1000
+
+/* The owner's policy; a 0 takes the *_DEFAULT above. */
 struct redis_opts {
 	unsigned max_pending;	/* commands in flight per connection; more: -EAGAIN */
 	unsigned breaker_fails; /* failed connections in a row that open the breaker */
 	uint32_t breaker_ms;	/* how long it stays open */
 	uint32_t idle_ms;	/* an idle connection is closed after this long */
-	size_t max_bulk;	/* largest bulk reply; 0: REDIS_MAX_BULK_DEFAULT */
+	size_t max_bulk;	/* largest bulk reply (REDIS_MAX_BULK_DEFAULT) */
 	/* Incremented while a connection is open (its socket and in-flight
 	 * ops exist), so the owner's loop does not stop under it: a worker
 	 * passes &w->n_conns. May be NULL. */

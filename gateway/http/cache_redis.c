@@ -12,19 +12,12 @@
 #include <xxhash.h>
 
 #include "core/log.h"
-#include "core/sock.h"
+#include "core/redis.h"
 #include "http/cache.h"
-#include "http/conn.h"
 #include "http/worker.h"
 
-
-#define BREAKER_FAILS 3
 #define BREAKER_OPEN_MS 5000
-#define MAX_PENDING 1024
 #define PURGE_CHANNEL "rfx:purge"
-/* An idle connection is closed after this long (and at once while the
- * worker drains: an open connection would keep it from stopping). */
-#define IDLE_MS 1000
 
 /* ---- the stored format ----------------------------------------------------- */
 
@@ -161,287 +154,113 @@ static void key_name(const struct cache_key *k, char out[37])
 		 (unsigned long long)k->lo);
 }
 
-/* ---- the worker's connection ------------------------------------------------------ */
+/* ---- the worker's client (core/redis.h) ---------------------------------------- */
 
+/* A get's handle: the caller's callback, which l2_cancel clears. It is
+ * freed when the command ends, cancelled or not. */
 struct l2_op {
-	struct l2_op *next;
-	l2_get_cb *cb; /* NULL: fire and forget, or cancelled */
+	l2_get_cb *cb; /* NULL: cancelled */
 	void *arg;
-	uint64_t deadline; /* loop ms */
 };
 
-struct l2_conn {
-	struct conn conn;
-	struct l2_client *cl;
-	struct io_op connect_op;
-	redisReader *reader;
-	struct l2_op *head, *tail;
-	unsigned n_pending;
-};
+/* One client per worker, made on first use; freed when the thread ends. */
+static __thread struct redis_client *tls_client;
 
-struct l2_client {
-	struct worker *w;
-	struct l2_conn *lc;
-	unsigned fails;
-	uint64_t open_until; /* loop ms: breaker open */
-};
-
-static __thread struct l2_client *tls_client;
-/* frees a worker's client when its thread ends */
-static pthread_key_t client_key;
-static pthread_once_t client_key_once = PTHREAD_ONCE_INIT;
-
-static void client_key_make(void)
+static void on_l2_fail(void *arg, int err, unsigned fails)
 {
-	pthread_key_create(&client_key, free);
+	struct worker *w = arg;
+
+	if (fails >= REDIS_BREAKER_FAILS_DEFAULT)
+		log_warn("cache L2: redis failing (%s); skipped for %d ms", strerror(-err),
+			 BREAKER_OPEN_MS);
+	STAT_INC(w->stats.cache_l2_errors);
 }
 
-static const struct conn_ops l2_ops;
-
-/* Every pending operation fails; the connection is dropped. */
-static void l2_fail_all(struct l2_conn *lc, int err)
+/* The worker's client, ready for a command; NULL when L2 is off or
+ * skipped (breaker, too many pending) or no connection could be started. */
+static struct redis_client *l2_client(struct worker *w, const struct cfg_cache *cc)
 {
-	struct l2_client *cl = lc->cl;
-	struct l2_op *op = lc->head;
-
-	lc->head = lc->tail = NULL;
-	lc->n_pending = 0;
-	if (cl && cl->lc == lc) {
-		cl->lc = NULL;
-		if (++cl->fails >= BREAKER_FAILS) {
-			cl->open_until = cl->w->loop.now + BREAKER_OPEN_MS;
-			log_warn("cache L2: redis failing (%s); skipped for %d ms", strerror(-err),
-				 BREAKER_OPEN_MS);
-		}
-	}
-	if (cl)
-		STAT_INC(cl->w->stats.cache_l2_errors);
-	lc->cl = NULL;
-	conn_close(&lc->conn, false);
-	while (op) {
-		struct l2_op *next = op->next;
-		if (op->cb)
-			op->cb(op->arg, NULL, 0, err);
-		free(op);
-		op = next;
-	}
-}
-
-/* Give the connection up quietly (idle, or the worker drains). */
-static void l2_idle_close(struct l2_conn *lc)
-{
-	if (lc->cl && lc->cl->lc == lc)
-		lc->cl->lc = NULL;
-	lc->cl = NULL;
-	conn_close(&lc->conn, false);
-}
-
-static void arm_deadline(struct l2_conn *lc)
-{
-	struct worker *w = lc->conn.w;
-
-	if (lc->head)
-		timer_arm(&w->loop.timers, &lc->conn.timer, lc->head->deadline);
-	else if (w->draining)
-		l2_idle_close(lc);
-	else
-		timer_arm(&w->loop.timers, &lc->conn.timer, w->loop.now + IDLE_MS);
-}
-
-static void l2_on_recv(struct conn *cn, const char *data, size_t len)
-{
-	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
-	void *reply;
-
-	if (redisReaderFeed(lc->reader, data, len) != REDIS_OK) {
-		l2_fail_all(lc, -EPROTO);
-		return;
-	}
-	for (;;) {
-		if (redisReaderGetReply(lc->reader, &reply) != REDIS_OK) {
-			l2_fail_all(lc, -EPROTO);
-			return;
-		}
-		if (!reply)
-			break;
-		struct l2_op *op = lc->head;
-		redisReply *rp = reply;
-		if (!op) { /* a reply nobody asked for */
-			freeReplyObject(reply);
-			l2_fail_all(lc, -EPROTO);
-			return;
-		}
-		lc->head = op->next;
-		if (!lc->head)
-			lc->tail = NULL;
-		lc->n_pending--;
-		if (lc->cl)
-			lc->cl->fails = 0;
-		if (op->cb) {
-			if (rp->type == REDIS_REPLY_STRING)
-				op->cb(op->arg, rp->str, rp->len, 0);
-			else if (rp->type == REDIS_REPLY_NIL)
-				op->cb(op->arg, NULL, 0, 0);
-			else
-				op->cb(op->arg, NULL, 0, -EPROTO);
-		} else if (rp->type == REDIS_REPLY_ERROR && lc->cl) {
-			STAT_INC(lc->cl->w->stats.cache_l2_errors);
-		}
-		freeReplyObject(reply);
-		free(op);
-	}
-	arm_deadline(lc);
-}
-
-static void l2_on_eof(struct conn *cn, int err)
-{
-	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
-
-	l2_fail_all(lc, err ? err : -ECONNRESET);
-}
-
-static void l2_on_timeout(struct conn *cn)
-{
-	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
-
-	if (!lc->head) {
-		l2_idle_close(lc);
-		return;
-	}
-	l2_fail_all(lc, -ETIMEDOUT);
-}
-
-static void l2_on_destroy(struct conn *cn)
-{
-	struct l2_conn *lc = container_of(cn, struct l2_conn, conn);
-
-	if (lc->reader)
-		redisReaderFree(lc->reader);
-	free(lc);
-}
-
-static const struct conn_ops l2_ops = {
-	.on_recv = l2_on_recv,
-	.on_eof = l2_on_eof,
-	.on_timeout = l2_on_timeout,
-	.on_destroy = l2_on_destroy,
-};
-
-static void on_connect(struct io_op *op, int res, unsigned flags)
-{
-	struct l2_conn *lc = container_of(op, struct l2_conn, connect_op);
-
-	conn_put(&lc->conn);
-	if (lc->conn.closing)
-		return;
-	if (res < 0) {
-		l2_fail_all(lc, res);
-		return;
-	}
-	conn_start_recv(&lc->conn);
-	conn_connected(&lc->conn);
-}
-
-static struct l2_conn *l2_connect(struct l2_client *cl, const struct cfg_cache *cc)
-{
-	struct worker *w = cl->w;
-	int fd = sock_stream_for((const struct sockaddr *)&cc->redis.ss);
-
-	if (fd < 0)
-		return NULL;
-	struct l2_conn *lc = calloc(1, sizeof(*lc));
-	if (!lc || !(lc->reader = redisReaderCreate())) {
-		free(lc);
-		close(fd);
-		return NULL;
-	}
-	conn_init(&lc->conn, w, fd, &l2_ops);
-	lc->cl = cl;
-	lc->connect_op.on_complete = on_connect;
-	lc->conn.connecting = true;
-	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&cc->redis.ss, cc->redis.len);
-	loop_sqe_set_op(sqe, &lc->connect_op);
-	lc->conn.refs++;
-	return lc;
-}
-
-/* The worker's connection, connecting if needed; NULL when L2 is off or
- * skipped (breaker). */
-static struct l2_conn *l2_conn_for(struct worker *w, const struct cfg_cache *cc)
-{
-	struct l2_client *cl = tls_client;
+	struct redis_client *cl = tls_client;
 
 	if (!cc->redis.len)
 		return NULL;
 	if (!cl) {
-		cl = tls_client = calloc(1, sizeof(*cl));
+		/* the defaults (1024 pending, 3 failures, 1 s idle; an idle
+		 * connection is closed at once while the worker drains: it
+		 * would keep it from stopping), a longer breaker */
+		struct redis_opts o = {.breaker_ms = BREAKER_OPEN_MS,
+				       .live = &w->n_conns,
+				       .stopping = &w->draining,
+				       .on_fail = on_l2_fail,
+				       .arg = w};
+		cl = tls_client = redis_client_new(&w->loop, &o);
 		if (!cl)
 			return NULL;
-		cl->w = w;
-		pthread_once(&client_key_once, client_key_make);
-		pthread_setspecific(client_key, cl);
 	}
-	if (cl->open_until > w->loop.now) {
-		STAT_INC(w->stats.cache_l2_skipped);
-		return NULL;
-	}
-	if (!cl->lc) {
-		cl->lc = l2_connect(cl, cc);
-		if (!cl->lc) {
+	redis_client_target(cl, (const struct sockaddr *)&cc->redis.ss, cc->redis.len);
+	int err = redis_client_ready(cl);
+	if (err) {
+		if (err == -EAGAIN)
+			STAT_INC(w->stats.cache_l2_skipped);
+		else
 			STAT_INC(w->stats.cache_l2_errors);
-			return NULL;
-		}
-	}
-	if (cl->lc->n_pending >= MAX_PENDING) {
-		STAT_INC(w->stats.cache_l2_skipped);
 		return NULL;
 	}
-	return cl->lc;
+	return cl;
 }
 
-static struct l2_op *l2_send(struct l2_conn *lc, const struct cfg_cache *cc, int argc,
-			     const char **argv, const size_t *argvlen, l2_get_cb *cb, void *arg)
+static void on_got(void *arg, int err, const struct redis_reply *r)
 {
-	char *cmd;
-	int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-	struct l2_op *op;
+	struct l2_op *op = arg;
 
-	if (n < 0)
-		return NULL;
-	op = calloc(1, sizeof(*op));
-	if (!op) {
-		redisFreeCommand(cmd);
-		return NULL;
-	}
-	op->cb = cb;
-	op->arg = arg;
-	op->deadline = lc->conn.w->loop.now + cc->redis_timeout;
-	conn_write(&lc->conn, cmd, (size_t)n);
-	redisFreeCommand(cmd);
-	if (lc->tail)
-		lc->tail->next = op;
+	if (!op->cb)
+		;
+	else if (err)
+		op->cb(op->arg, NULL, 0, err);
+	else if (r->type == REDIS_R_BULK)
+		op->cb(op->arg, r->str, r->len, 0);
+	else if (r->type == REDIS_R_NIL)
+		op->cb(op->arg, NULL, 0, 0);
 	else
-		lc->head = op;
-	lc->tail = op;
-	lc->n_pending++;
-	if (!timer_armed(&lc->conn.timer))
-		arm_deadline(lc);
-	return op;
+		op->cb(op->arg, NULL, 0, -EPROTO);
+	free(op);
+}
+
+/* Fire and forget: an error reply is counted (a failed connection was,
+ * once, by on_l2_fail). */
+static void on_stored(void *arg, int err, const struct redis_reply *r)
+{
+	struct worker *w = arg;
+
+	if (!err && r->type == REDIS_R_ERROR)
+		STAT_INC(w->stats.cache_l2_errors);
+}
+
+static void l2_store(struct redis_client *cl, struct worker *w, const struct cfg_cache *cc,
+		     int argc, const char **argv, const size_t *argvlen)
+{
+	redis_command(cl, cc->redis_timeout, argc, argv, argvlen, on_stored, w, NULL);
 }
 
 struct l2_op *l2_get(struct worker *w, const struct cfg_cache *cc, const struct cache_key *k,
 		     l2_get_cb *cb, void *arg)
 {
-	struct l2_conn *lc = l2_conn_for(w, cc);
+	struct redis_client *cl = l2_client(w, cc);
+	struct l2_op *op;
 	char name[37];
 
-	if (!lc)
+	if (!cl || !(op = malloc(sizeof(*op))))
 		return NULL;
+	op->cb = cb;
+	op->arg = arg;
 	key_name(k, name);
 	const char *argv[] = {"GET", name};
 	size_t argvlen[] = {3, 36};
-	return l2_send(lc, cc, 2, argv, argvlen, cb, arg);
+	if (redis_command(cl, cc->redis_timeout, 2, argv, argvlen, on_got, op, NULL)) {
+		free(op);
+		return NULL;
+	}
+	return op;
 }
 
 void l2_cancel(struct l2_op *op)
@@ -453,19 +272,19 @@ void l2_cancel(struct l2_op *op)
 void l2_put(struct worker *w, const struct cfg_cache *cc, const struct cache_entry_spec *s,
 	    int64_t now_ms)
 {
-	struct l2_conn *lc;
+	struct redis_client *cl;
 	char name[37], hex[33], ttl[24], *blob;
 	size_t blen;
 	int64_t ms = s->expires_ms - now_ms;
 
-	if (ms <= 0 || !(lc = l2_conn_for(w, cc)) || l2_encode(s, &blob, &blen) != 0)
+	if (ms <= 0 || !(cl = l2_client(w, cc)) || l2_encode(s, &blob, &blen) != 0)
 		return;
 	key_name(&s->key, name);
 	memcpy(hex, name + 4, 33);
 	int tl = snprintf(ttl, sizeof(ttl), "%lld", (long long)ms);
 	const char *set[] = {"SET", name, blob, "PX", ttl};
 	size_t setl[] = {3, 36, blen, 2, (size_t)tl};
-	l2_send(lc, cc, 5, set, setl, NULL, NULL);
+	l2_store(cl, w, cc, 5, set, setl);
 	free(blob);
 
 	/* the purge index: "url\tkeyhex" in rfx:urls, keyhex in rfx:t:TAG */
@@ -476,7 +295,7 @@ void l2_put(struct worker *w, const struct cfg_cache *cc, const struct cache_ent
 		memcpy(member + s->url_len + 1, hex, 32);
 		const char *za[] = {"ZADD", "rfx:urls", "0", member};
 		size_t zl[] = {4, 8, 1, s->url_len + 33};
-		l2_send(lc, cc, 4, za, zl, NULL, NULL);
+		l2_store(cl, w, cc, 4, za, zl);
 		free(member);
 	}
 	size_t i = 0;
@@ -491,22 +310,22 @@ void l2_put(struct worker *w, const struct cfg_cache *cc, const struct cache_ent
 			int n = snprintf(tk, sizeof(tk), "rfx:t:%.*s", (int)(i - st), s->tags + st);
 			const char *sa[] = {"SADD", tk, hex};
 			size_t sl[] = {4, (size_t)n, 32};
-			l2_send(lc, cc, 3, sa, sl, NULL, NULL);
+			l2_store(cl, w, cc, 3, sa, sl);
 		}
 	}
 }
 
 void l2_del(struct worker *w, const struct cfg_cache *cc, const struct cache_key *k)
 {
-	struct l2_conn *lc = l2_conn_for(w, cc);
+	struct redis_client *cl = l2_client(w, cc);
 	char name[37];
 
-	if (!lc)
+	if (!cl)
 		return;
 	key_name(k, name);
 	const char *argv[] = {"DEL", name};
 	size_t argvlen[] = {3, 36};
-	l2_send(lc, cc, 2, argv, argvlen, NULL, NULL);
+	l2_store(cl, w, cc, 2, argv, argvlen);
 }
 
 /* ---- purges and the subscriber (blocking hiredis, never on a worker) ------------- */

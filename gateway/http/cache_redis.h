@@ -1,13 +1,12 @@
 /* cache_redis.h — the cache's L2 in Redis (docs/cache.md).
  *
  * Worker side: one Redis connection per worker, driven by the worker's own
- * io_uring through conn.c (never a blocking call): commands are built with
- * hiredis's formatter, replies parsed with hiredis's reader, pipelined in
- * order. Every operation has a deadline (cache.redis_timeout); when the
- * oldest one passes it, every pending operation fails, the connection is
- * dropped, and after 3 consecutive failures a breaker skips L2 for 5 s
- * (counted as cache_l2_skipped). A host without Redis keeps serving from
- * L1.
+ * io_uring through the shared client of core/redis.h (never a blocking
+ * call), commands pipelined in order. Every operation has a deadline
+ * (cache.redis_timeout); when the oldest one passes it, every pending
+ * operation fails, the connection is dropped, and after 3 consecutive
+ * failures a breaker skips L2 for 5 s (counted as cache_l2_skipped). A host
+ * without Redis keeps serving from L1.
  *
  * Process side (any thread but a worker): purges, which need answers
  * before they can go on (blocking hiredis with the same timeout), and one

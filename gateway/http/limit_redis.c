@@ -3,25 +3,16 @@
 #include "http/limit_redis.h"
 
 #include <errno.h>
-#include <hiredis/hiredis.h>
 #include <openssl/sha.h>
-#include <pthread.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/log.h"
-#include "core/sock.h"
-#include "http/conn.h"
+#include "core/redis.h"
 #include "http/worker.h"
 
-
-#define BREAKER_FAILS 3
-#define BREAKER_OPEN_MS 1000
 #define MAX_PENDING 4096
-#define IDLE_MS 1000
 
 /* GCRA in microseconds on the server's clock. Returns {admitted, wait_us,
  * reset_us}. The key lives as long as its bucket holds debt. */
@@ -39,255 +30,83 @@ static const char script[] = "local interval = tonumber(ARGV[1])\n"
 
 static char script_sha[41];
 
+/* A decision's handle: the caller's callback, which lredis_cancel clears.
+ * It is freed when the command ends, cancelled or not. */
 struct lredis_op {
-	struct lredis_op *next;
-	lredis_cb *cb; /* NULL: cancelled, or the SCRIPT LOAD */
+	lredis_cb *cb; /* NULL: cancelled */
 	void *arg;
-	uint64_t deadline; /* loop ms */
 };
 
-struct lr_conn {
-	struct conn conn;
-	struct lr_client *cl;
-	struct io_op connect_op;
-	redisReader *reader;
-	struct lredis_op *head, *tail;
-	unsigned n_pending;
-};
+/* One client per worker, made on first use; freed when the thread ends. */
+static __thread struct redis_client *tls_client;
+/* The timeout of the command that opens a connection, for its SCRIPT LOAD. */
+static __thread uint32_t tls_timeout_ms;
 
-struct lr_client {
-	struct worker *w;
-	struct lr_conn *lc;
-	unsigned fails;
-	uint64_t open_until;
-};
-
-static __thread struct lr_client *tls_client;
-/* Frees a worker's client when its thread ends (its connection is gone by then). */
-static pthread_key_t client_key;
-static pthread_once_t client_key_once = PTHREAD_ONCE_INIT;
-
-static void client_key_make(void)
+static void on_lr_fail(void *arg, int err, unsigned fails)
 {
-	pthread_key_create(&client_key, free);
-}
-static const struct conn_ops lr_ops;
+	struct worker *w = arg;
 
-static void fail_all(struct lr_conn *lc, int err)
-{
-	struct lr_client *cl = lc->cl;
-	struct lredis_op *op = lc->head;
-
-	lc->head = lc->tail = NULL;
-	lc->n_pending = 0;
-	if (cl && cl->lc == lc) {
-		cl->lc = NULL;
-		if (++cl->fails >= BREAKER_FAILS)
-			cl->open_until = cl->w->loop.now + BREAKER_OPEN_MS;
-		if (cl->fails == BREAKER_FAILS)
-			log_warn("ratelimit: redis failing (%s); global limits fall back",
-				 strerror(-err));
-		STAT_INC(cl->w->stats.rl_redis_errors);
-	}
-	lc->cl = NULL;
-	conn_close(&lc->conn, false);
-	while (op) {
-		struct lredis_op *next = op->next;
-		if (op->cb)
-			op->cb(op->arg, err, false, 0, 0);
-		free(op);
-		op = next;
-	}
+	if (fails == REDIS_BREAKER_FAILS_DEFAULT)
+		log_warn("ratelimit: redis failing (%s); global limits fall back", strerror(-err));
+	STAT_INC(w->stats.rl_redis_errors);
 }
 
-static void idle_close(struct lr_conn *lc)
+/* Redis answers the script's errors (NOSCRIPT, OOM, ...) with an error
+ * reply: counted and logged, the decision falls back. */
+static void count_error(struct worker *w, const struct redis_reply *r)
 {
-	if (lc->cl && lc->cl->lc == lc)
-		lc->cl->lc = NULL;
-	lc->cl = NULL;
-	conn_close(&lc->conn, false);
+	STAT_INC(w->stats.rl_redis_errors);
+	log_warn("ratelimit: redis: %.*s", (int)r->len, r->str);
 }
 
-static void arm_deadline(struct lr_conn *lc)
+static void on_loaded(void *arg, int err, const struct redis_reply *r)
 {
-	struct worker *w = lc->conn.w;
-
-	if (lc->head)
-		timer_arm(&w->loop.timers, &lc->conn.timer, lc->head->deadline);
-	else if (w->draining)
-		idle_close(lc);
-	else
-		timer_arm(&w->loop.timers, &lc->conn.timer, w->loop.now + IDLE_MS);
+	if (!err && r->type == REDIS_R_ERROR)
+		count_error(arg, r);
 }
 
-static uint64_t elem_u64(const redisReply *r)
+/* The script first, on every new connection (Redis may have restarted). */
+static int on_lr_connect(void *arg, struct redis_client *cl)
 {
-	return r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? (uint64_t)r->integer : 0;
-}
-
-static void on_recv(struct conn *cn, const char *data, size_t len)
-{
-	struct lr_conn *lc = container_of(cn, struct lr_conn, conn);
-	void *reply;
-
-	if (redisReaderFeed(lc->reader, data, len) != REDIS_OK) {
-		fail_all(lc, -EPROTO);
-		return;
-	}
-	for (;;) {
-		if (redisReaderGetReply(lc->reader, &reply) != REDIS_OK) {
-			fail_all(lc, -EPROTO);
-			return;
-		}
-		if (!reply)
-			break;
-		redisReply *rp = reply;
-		struct lredis_op *op = lc->head;
-		if (!op) {
-			freeReplyObject(reply);
-			fail_all(lc, -EPROTO);
-			return;
-		}
-		lc->head = op->next;
-		if (!lc->head)
-			lc->tail = NULL;
-		lc->n_pending--;
-		bool good = rp->type == REDIS_REPLY_ARRAY && rp->elements == 3;
-		if (good && lc->cl)
-			lc->cl->fails = 0;
-		if (rp->type == REDIS_REPLY_ERROR && lc->cl) {
-			STAT_INC(lc->cl->w->stats.rl_redis_errors);
-			log_warn("ratelimit: redis: %.*s", (int)rp->len, rp->str);
-		}
-		if (op->cb) {
-			if (good)
-				op->cb(op->arg, 0, elem_u64(rp->element[0]) == 1,
-				       elem_u64(rp->element[1]), elem_u64(rp->element[2]));
-			else
-				op->cb(op->arg, -EPROTO, false, 0, 0);
-		}
-		freeReplyObject(reply);
-		free(op);
-	}
-	arm_deadline(lc);
-}
-
-static void on_eof(struct conn *cn, int err)
-{
-	fail_all(container_of(cn, struct lr_conn, conn), err ? err : -ECONNRESET);
-}
-
-static void on_timeout(struct conn *cn)
-{
-	struct lr_conn *lc = container_of(cn, struct lr_conn, conn);
-
-	if (!lc->head)
-		idle_close(lc);
-	else
-		fail_all(lc, -ETIMEDOUT);
-}
-
-static void on_destroy(struct conn *cn)
-{
-	struct lr_conn *lc = container_of(cn, struct lr_conn, conn);
-
-	if (lc->reader)
-		redisReaderFree(lc->reader);
-	free(lc);
-}
-
-static const struct conn_ops lr_ops = {
-	.on_recv = on_recv,
-	.on_eof = on_eof,
-	.on_timeout = on_timeout,
-	.on_destroy = on_destroy,
-};
-
-static void on_connect(struct io_op *op, int res, unsigned flags)
-{
-	struct lr_conn *lc = container_of(op, struct lr_conn, connect_op);
-
-	conn_put(&lc->conn);
-	if (lc->conn.closing)
-		return;
-	if (res < 0) {
-		fail_all(lc, res);
-		return;
-	}
-	conn_start_recv(&lc->conn);
-	conn_connected(&lc->conn);
-}
-
-static int queue(struct lr_conn *lc, uint32_t timeout_ms, int argc, const char **argv,
-		 const size_t *argvlen, lredis_cb *cb, void *arg, struct lredis_op **out)
-{
-	char *cmd;
-	int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-	struct lredis_op *op;
-
-	if (n < 0)
-		return -ENOMEM;
-	op = calloc(1, sizeof(*op));
-	if (!op) {
-		redisFreeCommand(cmd);
-		return -ENOMEM;
-	}
-	op->cb = cb;
-	op->arg = arg;
-	op->deadline = lc->conn.w->loop.now + timeout_ms;
-	conn_write(&lc->conn, cmd, (size_t)n);
-	redisFreeCommand(cmd);
-	if (lc->tail)
-		lc->tail->next = op;
-	else
-		lc->head = op;
-	lc->tail = op;
-	lc->n_pending++;
-	if (!timer_armed(&lc->conn.timer))
-		arm_deadline(lc);
-	if (out)
-		*out = op;
-	return 0;
-}
-
-static struct lr_conn *connect_to(struct lr_client *cl, const struct cfg_addr *a,
-				  uint32_t timeout_ms)
-{
-	struct worker *w = cl->w;
-	int fd = sock_stream_for((const struct sockaddr *)&a->ss);
-
-	if (fd < 0)
-		return NULL;
-	struct lr_conn *lc = calloc(1, sizeof(*lc));
-	if (!lc || !(lc->reader = redisReaderCreate())) {
-		free(lc);
-		close(fd);
-		return NULL;
-	}
-	conn_init(&lc->conn, w, fd, &lr_ops);
-	lc->cl = cl;
-	lc->connect_op.on_complete = on_connect;
-	lc->conn.connecting = true;
-	struct io_uring_sqe *sqe = loop_sqe(&w->loop);
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&a->ss, a->len);
-	loop_sqe_set_op(sqe, &lc->connect_op);
-	lc->conn.refs++;
-	/* the script first, on every new connection (Redis may have restarted) */
 	const char *argv[] = {"SCRIPT", "LOAD", script};
 	size_t argvlen[] = {6, 4, sizeof(script) - 1};
-	if (queue(lc, timeout_ms, 3, argv, argvlen, NULL, NULL, NULL)) {
-		fail_all(lc, -ENOMEM);
-		return NULL;
+
+	return redis_command(cl, tls_timeout_ms, 3, argv, argvlen, on_loaded, arg, NULL);
+}
+
+static uint64_t elem_u64(const struct redis_reply *r)
+{
+	return r->type == REDIS_R_INT && r->integer > 0 ? (uint64_t)r->integer : 0;
+}
+
+struct gcra_ctx {
+	struct lredis_op op;
+	struct worker *w;
+};
+
+static void on_decided(void *arg, int err, const struct redis_reply *r)
+{
+	struct gcra_ctx *g = arg;
+	struct lredis_op *op = &g->op;
+	bool good = !err && r->type == REDIS_R_ARRAY && r->len == 3;
+
+	if (!err && r->type == REDIS_R_ERROR)
+		count_error(g->w, r);
+	if (op->cb) {
+		if (good)
+			op->cb(op->arg, 0, elem_u64(&r->elem[0]) == 1, elem_u64(&r->elem[1]),
+			       elem_u64(&r->elem[2]));
+		else
+			op->cb(op->arg, err ? err : -EPROTO, false, 0, 0);
 	}
-	return lc;
+	free(g);
 }
 
 struct lredis_op *lredis_gcra(struct worker *w, const struct cfg_addr *redis, uint32_t timeout_ms,
 			      const char *key, uint64_t interval_us, uint64_t tolerance_us,
 			      lredis_cb *cb, void *arg)
 {
-	struct lr_client *cl = tls_client;
-	struct lredis_op *op = NULL;
+	struct redis_client *cl = tls_client;
 
 	if (!script_sha[0]) { /* same result on every thread: a benign race */
 		unsigned char md[SHA_DIGEST_LENGTH];
@@ -298,29 +117,39 @@ struct lredis_op *lredis_gcra(struct worker *w, const struct cfg_addr *redis, ui
 		memcpy(script_sha, hex, sizeof(hex));
 	}
 	if (!cl) {
-		pthread_once(&client_key_once, client_key_make);
-		cl = tls_client = calloc(1, sizeof(*cl));
+		/* 3 failures open the breaker for 1 s; 1 s idle (the defaults) */
+		struct redis_opts o = {.on_connect = on_lr_connect,
+				       .on_fail = on_lr_fail,
+				       .arg = w,
+				       .max_pending = MAX_PENDING,
+				       .stopping = &w->draining,
+				       .live = &w->n_conns};
+		cl = tls_client = redis_client_new(&w->loop, &o);
 		if (!cl)
 			return NULL;
-		cl->w = w;
-		pthread_setspecific(client_key, cl);
 	}
-	if (cl->open_until > w->loop.now)
-		return NULL;
-	if (!cl->lc && !(cl->lc = connect_to(cl, redis, timeout_ms))) {
-		STAT_INC(w->stats.rl_redis_errors);
+	redis_client_target(cl, (const struct sockaddr *)&redis->ss, redis->len);
+	tls_timeout_ms = timeout_ms;
+	int err = redis_client_ready(cl);
+	if (err) {
+		if (err != -EAGAIN)
+			STAT_INC(w->stats.rl_redis_errors);
 		return NULL;
 	}
-	if (cl->lc->n_pending >= MAX_PENDING)
+	struct gcra_ctx *g = malloc(sizeof(*g));
+	if (!g)
 		return NULL;
+	*g = (struct gcra_ctx){.op = {.cb = cb, .arg = arg}, .w = w};
 	char iv[24], tv[24];
 	int il = snprintf(iv, sizeof(iv), "%llu", (unsigned long long)interval_us);
 	int tl = snprintf(tv, sizeof(tv), "%llu", (unsigned long long)tolerance_us);
 	const char *argv[] = {"EVALSHA", script_sha, "1", key, iv, tv};
 	size_t argvlen[] = {7, 40, 1, strlen(key), (size_t)il, (size_t)tl};
-	if (queue(cl->lc, timeout_ms, 6, argv, argvlen, cb, arg, &op))
+	if (redis_command(cl, timeout_ms, 6, argv, argvlen, on_decided, g, NULL)) {
+		free(g);
 		return NULL;
-	return op;
+	}
+	return &g->op;
 }
 
 void lredis_cancel(struct lredis_op *op)

@@ -2,10 +2,9 @@
  *
  * One Redis connection per worker (opened on first use, closed after 1 s
  * idle and when the worker drains), driven by the worker's io_uring through
- * conn.c: never a blocking call. Commands are formatted and replies parsed
- * with hiredis's formatter and reader. Each connection first loads the GCRA
- * script (SCRIPT LOAD, pipelined) and then runs it with EVALSHA, so every
- * decision is one atomic server-side step: N gateways sharing a key admit
+ * the shared client of core/redis.h: never a blocking call. Each
+ * connection first loads the GCRA script (SCRIPT LOAD, pipelined) and then
+ * runs it with EVALSHA, so every decision is one atomic server-side step: N gateways sharing a key admit
  * the configured rate together. The script uses the Redis server's clock
  * (TIME), so the hosts' clocks do not need to agree.
  *
