@@ -130,7 +130,8 @@ struct redis_client *redis_client_new(struct loop *l, const struct redis_opts *o
  * the connection closes through the loop: it is gone, and *live dropped,
  * once its in-flight ops have completed. NULL-safe. On the owner's
  * thread, while the loop still runs; a client not freed is freed when its
- * thread ends, without the loop. */
+ * thread ends, without the loop (and without running pending callbacks:
+ * a worker's loop only stops once no connection is open). */
 void redis_client_free(struct redis_client *cl);
 /* The server for connections opened from now on (a connection already
  * open stays until it closes). */

@@ -582,6 +582,18 @@ static void test_timeout(void)
 	CHECK_INT(cmd(cl, 2000, "PING", NULL, NULL, &after), 0);
 	CHECK(run_until(&n_done, 1, false, 3000));
 	CHECK(after.err == 0 && after.type == REDIS_R_STATUS);
+	/* on a connection that sits idle (idle timer at 5 s), a command's own
+	 * deadline still holds */
+	struct res late = {0};
+	n_done = 0;
+	t0 = clock_ms();
+	CHECK_INT(cmd(cl, 200, "BLPOP", "test:nolist", "5", &late), 0);
+	CHECK(run_until(&n_done, 1, false, 3000));
+	dt = clock_ms() - t0;
+	CHECK_INT(late.err, -ETIMEDOUT);
+	CHECK_MSG(dt >= 190 && dt < 2000, "idle connection: timed out after %llu ms",
+		  (unsigned long long)dt);
+	CHECK(run_until(&live, 0, true, 2000));
 	/* freed with a command in flight: it hears -ECANCELED */
 	struct res cancelled = {0};
 	CHECK_INT(cmd(cl, 5000, "BLPOP", "test:nolist", "5", &cancelled), 0);
