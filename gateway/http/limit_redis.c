@@ -35,6 +35,7 @@ static char script_sha[41];
 struct lredis_op {
 	lredis_cb *cb; /* NULL: cancelled */
 	void *arg;
+	struct worker *w;
 };
 
 /* One client per worker, made on first use; freed when the thread ends. */
@@ -79,19 +80,13 @@ static uint64_t elem_u64(const struct redis_reply *r)
 	return r->type == REDIS_R_INT && r->integer > 0 ? (uint64_t)r->integer : 0;
 }
 
-struct gcra_ctx {
-	struct lredis_op op;
-	struct worker *w;
-};
-
 static void on_decided(void *arg, int err, const struct redis_reply *r)
 {
-	struct gcra_ctx *g = arg;
-	struct lredis_op *op = &g->op;
+	struct lredis_op *op = arg;
 	bool good = !err && r->type == REDIS_R_ARRAY && r->len == 3;
 
 	if (!err && r->type == REDIS_R_ERROR)
-		count_error(g->w, r);
+		count_error(op->w, r);
 	if (op->cb) {
 		if (good)
 			op->cb(op->arg, 0, elem_u64(&r->elem[0]) == 1, elem_u64(&r->elem[1]),
@@ -99,7 +94,7 @@ static void on_decided(void *arg, int err, const struct redis_reply *r)
 		else
 			op->cb(op->arg, err ? err : -EPROTO, false, 0, 0);
 	}
-	free(g);
+	free(op);
 }
 
 struct lredis_op *lredis_gcra(struct worker *w, const struct cfg_addr *redis, uint32_t timeout_ms,
@@ -136,20 +131,20 @@ struct lredis_op *lredis_gcra(struct worker *w, const struct cfg_addr *redis, ui
 			STAT_INC(w->stats.rl_redis_errors);
 		return NULL;
 	}
-	struct gcra_ctx *g = malloc(sizeof(*g));
-	if (!g)
+	struct lredis_op *op = malloc(sizeof(*op));
+	if (!op)
 		return NULL;
-	*g = (struct gcra_ctx){.op = {.cb = cb, .arg = arg}, .w = w};
+	*op = (struct lredis_op){.cb = cb, .arg = arg, .w = w};
 	char iv[24], tv[24];
 	int il = snprintf(iv, sizeof(iv), "%llu", (unsigned long long)interval_us);
 	int tl = snprintf(tv, sizeof(tv), "%llu", (unsigned long long)tolerance_us);
 	const char *argv[] = {"EVALSHA", script_sha, "1", key, iv, tv};
 	size_t argvlen[] = {7, 40, 1, strlen(key), (size_t)il, (size_t)tl};
-	if (redis_command(cl, timeout_ms, 6, argv, argvlen, on_decided, g, NULL)) {
-		free(g);
+	if (redis_command(cl, timeout_ms, 6, argv, argvlen, on_decided, op, NULL)) {
+		free(op);
 		return NULL;
 	}
-	return &g->op;
+	return op;
 }
 
 void lredis_cancel(struct lredis_op *op)
