@@ -53,7 +53,7 @@ for tier in "${tiers[@]}"; do
 	e2e)
 		[ -d "$B/tests/e2e" ] || continue
 		while IFS= read -r bin; do
-			run_one e2e "$(basename "$bin")" 600 env REFLEX_BUILD="$B" "$bin"
+			run_one e2e "$(basename "$bin")" 900 env REFLEX_BUILD="$B" "$bin"
 		done < <(find "$B/tests/e2e" -type f -executable -name '[0-9]*' | sort)
 		;;
 	fuzz)

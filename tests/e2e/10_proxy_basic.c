@@ -484,7 +484,7 @@ static void *slow_get_run(void *arg)
 	struct h_resp r;
 	char u[256];
 
-	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?delay=1500&size=1", sg->port);
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?delay=3000&size=1", sg->port);
 	sg->status = h_get(u, &r);
 	h_resp_header(&r, "X-Origin", sg->who, sizeof(sg->who));
 	h_resp_free(&r);
@@ -529,8 +529,17 @@ static void test_flags_only_and_p2c(void)
 	test_end();
 
 	test_begin("p2c_avoids_busy_endpoint");
+	struct h_origin_stats s1, s2;
+	long before = h_origin_stats(o1_port, &s1) == 0 && h_origin_stats(o2_port, &s2) == 0
+			      ? s1.requests + s2.requests
+			      : -1;
 	pthread_create(&sg.thread, NULL, slow_get_run, &sg);
-	h_sleep_ms(300);
+	/* The quick requests start once the slow one is at an origin (it is
+	 * counted before its delay), and have its 3 s to get done in. */
+	for (double end = h_now_ms() + 5000; before >= 0 && h_now_ms() < end; h_sleep_ms(20))
+		if (h_origin_stats(o1_port, &s1) == 0 && h_origin_stats(o2_port, &s2) == 0 &&
+		    s1.requests + s2.requests > before)
+			break;
 	for (int i = 0; i < 10; i++) {
 		struct h_resp r;
 

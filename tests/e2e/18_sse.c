@@ -60,11 +60,19 @@ static void test_sse(void)
 	CHECK_MSG(ev.stream.len == off && !memcmp(ev.stream.data, want, off), "stream '%s'",
 		  h_excerpt(ev.stream.data, ev.stream.len, 300));
 	CHECK_MSG(ev.n == EVENTS, "%d events seen, want %d", ev.n, EVENTS);
+	/* A client (or origin) descheduled for a few hundred ms on a busy machine
+	 * reads two events at once: one short gap is allowed, buffering shows as
+	 * all of them short. */
+	int short_gaps = 0, first_short = -1;
 	for (int i = 0; i + 1 < ev.n; i++)
-		CHECK_MSG(ev.at[i + 1] - ev.at[i] >= INTERVAL_MS - 100,
-			  "events %d and %d arrived %.0f ms apart (origin interval %d ms): "
-			  "buffered?",
-			  i, i + 1, ev.at[i + 1] - ev.at[i], INTERVAL_MS);
+		if (ev.at[i + 1] - ev.at[i] < INTERVAL_MS - 100 && !short_gaps++)
+			first_short = i;
+	CHECK_MSG(short_gaps <= 1,
+		  "%d of %d consecutive events arrived closer than %d ms (origin interval %d "
+		  "ms), the first %d and %d %.0f ms apart: buffered?",
+		  short_gaps, ev.n - 1, INTERVAL_MS - 100, INTERVAL_MS, first_short,
+		  first_short + 1,
+		  first_short >= 0 ? ev.at[first_short + 1] - ev.at[first_short] : 0.0);
 	if (ev.n >= 1)
 		CHECK_MSG(t_end - ev.at[0] >= (EVENTS - 2) * INTERVAL_MS,
 			  "first event arrived %.0f ms after the start, only %.0f ms before the "

@@ -43,6 +43,22 @@ static int ctl(char **out, ...)
 	return exit_code(h_run(argv, 15000, out));
 }
 
+/* "reflexd: ready" is printed once the workers were told to serve; each arms
+ * its accept in its own time, and only then is the gateway ready: wait for
+ * that (5 s) before checking what status says. */
+static void wait_ready(const char *admin)
+{
+	for (double end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(100)) {
+		char *out = NULL;
+		bool ready = ctl(&out, "--admin", admin, "status", NULL) == 0 && out &&
+			     strstr(out, "alive, ready");
+
+		free(out);
+		if (ready)
+			return;
+	}
+}
+
 static struct json *parse(const char *out, const char *what)
 {
 	char err[128];
@@ -96,6 +112,7 @@ static void test_status(void)
 	int rc;
 
 	test_begin("status_text");
+	wait_ready(admin_arg);
 	rc = ctl(&out, "--admin", admin_arg, "status", NULL);
 	CHECK_MSG(rc == 0, "exit %d: %s", rc, out ? out : "");
 	CHECK_MSG(out && strstr(out, "alive, ready") && strstr(out, "workers"), "%s",
@@ -359,6 +376,7 @@ static void test_unix_socket(void)
 	if (gw2) {
 		for (int i = 0; i < 50 && access(sock, F_OK); i++)
 			h_sleep_ms(50);
+		wait_ready(sock);
 		rc = ctl(&out, "--admin", sock, "status", NULL);
 		CHECK_MSG(rc == 0 && out && strstr(out, "alive, ready"), "exit %d: %s", rc,
 			  out ? out : "");

@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -44,12 +45,13 @@ static void *load(void *arg)
 		char who[32] = "";
 		h_http(&q, &r);
 		if (r.curl_rc == 0 && r.status == 200 && r.body_bytes == 100) {
-			l->ok++;
+			/* atomic: the main thread watches the counts while the load runs */
+			__atomic_fetch_add(&l->ok, 1, __ATOMIC_RELAXED);
 			h_resp_header(&r, "X-Origin", who, sizeof(who));
 			if (!strcmp(who, "A"))
-				l->from_a++;
+				__atomic_fetch_add(&l->from_a, 1, __ATOMIC_RELAXED);
 			else if (!strcmp(who, "B"))
-				l->from_b++;
+				__atomic_fetch_add(&l->from_b, 1, __ATOMIC_RELAXED);
 		} else {
 			l->failed++;
 			snprintf(l->last_error, sizeof(l->last_error), "%s connection: status %ld curl %d: %s",
@@ -72,6 +74,25 @@ static void start_load(void)
 		loaders[i].fresh_conn = i == LOADERS - 1;
 		pthread_create(&loaders[i].t, NULL, load, &loaders[i]);
 	}
+}
+
+/* Sum of a counter over the running loaders, e.g. offsetof(struct loader, ok). */
+static long load_count(size_t off)
+{
+	long n = 0;
+
+	for (int i = 0; i < LOADERS; i++)
+		n += __atomic_load_n((long *)((char *)&loaders[i] + off), __ATOMIC_RELAXED);
+	return n;
+}
+
+/* Wait (up to timeout_ms) until the loaders' counter at off reaches want. A reload or an
+ * upgrade takes its time on a busy machine: wait for its effect, not for a fixed time. */
+static void wait_load_count(size_t off, long want, unsigned timeout_ms)
+{
+	for (double end = h_now_ms() + timeout_ms; h_now_ms() < end; h_sleep_ms(20))
+		if (load_count(off) >= want)
+			return;
 }
 
 static void stop_load_and_sum(long *ok, long *failed, long *a, long *b, char *err, size_t errlen)
@@ -162,7 +183,10 @@ int main(void)
 		 gw_port, gw_port2, b_port);
 	write_cfg(cfg_path, body);
 	CHECK_INT(h_signal(gw, SIGHUP), 0);
-	h_sleep_ms(1000);
+	h_sleep_ms(300);
+	/* traffic on B, and the added listener up */
+	wait_load_count(offsetof(struct loader, from_b), 10, 10000);
+	h_wait_port("127.0.0.1", gw_port2, 5000);
 	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
 	printf("  reload: %ld ok (%ld from A, %ld from B), %ld failed\n", ok, a, b, failed);
 	CHECK_MSG(failed == 0, "%ld requests failed during the reload (last: %s)", failed, err);
@@ -185,12 +209,15 @@ int main(void)
 	h_sleep_ms(300);
 	write_cfg(cfg_path, "workers: 2\nlisten: [\"127.0.0.1:1\"]\ntimeouts: {header: 10x}\n");
 	CHECK_INT(h_signal(gw, SIGHUP), 0);
-	h_sleep_ms(700);
+	char needle[600];
+	snprintf(needle, sizeof(needle), "%s:3:", cfg_path);
+	/* the refusal is logged once reflexd got to the reload; keep the load on a while after */
+	for (double end = h_now_ms() + 10000; h_now_ms() < end && !h_log_contains(gw, needle);)
+		h_sleep_ms(50);
+	h_sleep_ms(300);
 	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
 	CHECK_MSG(failed == 0, "%ld requests failed around a refused reload (last: %s)", failed, err);
 	CHECK_MSG(a == 0 && b > 0, "after the refused reload: A %ld, B %ld", a, b);
-	char needle[600];
-	snprintf(needle, sizeof(needle), "%s:3:", cfg_path);
 	CHECK_MSG(h_log_contains(gw, needle), "the log does not name %s", needle);
 	test_end();
 
@@ -202,9 +229,15 @@ int main(void)
 		 gw_port, b_port);
 	write_cfg(cfg_path, body);
 	CHECK_INT(h_signal(gw, SIGHUP), 0);
-	h_sleep_ms(500);
-	int fd = h_connect("127.0.0.1", gw_port2, 1000);
-	CHECK_MSG(fd < 0, "the removed listen address still accepts");
+	int fd;
+	/* the listener closes once the workers took the new config: retry until refused */
+	for (double end = h_now_ms() + 10000;; h_sleep_ms(50)) {
+		fd = h_connect("127.0.0.1", gw_port2, 1000);
+		if (fd < 0 || h_now_ms() >= end)
+			break;
+		close(fd);
+	}
+	CHECK_MSG(fd < 0, "the removed listen address still accepts 10 s after the reload");
 	if (fd >= 0)
 		close(fd);
 	test_end();
@@ -215,7 +248,10 @@ int main(void)
 	h_sleep_ms(700);
 	CHECK_INT(h_signal(gw, SIGUSR2), 0);
 	int w = h_wait_exit(gw, 10000);
-	h_sleep_ms(700);
+	/* requests served by the new process after the old one left */
+	long served = load_count(offsetof(struct loader, ok));
+	h_sleep_ms(300);
+	wait_load_count(offsetof(struct loader, ok), served + 20 > 51 ? served + 20 : 51, 10000);
 	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
 	new_pid = find_new_pid(gw);
 	printf("  upgrade: %ld ok, %ld failed; old exited %s; new pid %d\n", ok, failed,

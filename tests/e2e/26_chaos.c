@@ -1184,7 +1184,7 @@ int main(void)
 	}
 	CHECK_MSG(open == 0, "reflex_connections_open is %ld 10 s after the storm", open);
 	int fds = -1;
-	for (int i = 0; i < 60; i++) { /* pooled upstream connections: upstream_idle 2 s */
+	for (int i = 0; i < 150; i++) { /* pooled upstream connections: upstream_idle 2 s */
 		fds = count_fds(gw->pid);
 		if (fds <= fds0)
 			break;

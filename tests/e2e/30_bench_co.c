@@ -68,6 +68,22 @@ static char *run_bench(const char *const args[], unsigned timeout_ms)
 	return out;
 }
 
+/* run_bench() for a check of what happened, not of how fast: args[d] is the
+ * duration ("0.5"). A busy machine may get nothing done in half a second:
+ * when obj.key (what the check counts) is not above 0, once more for 3 s. */
+static char *run_bench_some(const char *args[], int d, const char *obj, const char *key)
+{
+	char *out = run_bench(args, 10000);
+
+	if (out && json_num(out, obj, key) <= 0) {
+		printf("# no %s in %s s, again for 3 s\n", key, args[d]);
+		free(out);
+		args[d] = "3";
+		out = run_bench(args, 20000);
+	}
+	return out;
+}
+
 struct stall {
 	unsigned after_ms, stall_ms;
 };
@@ -207,7 +223,7 @@ static void test_error_kinds(void)
 	/* Nothing listens: connect errors. */
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", h_free_port());
 	const char *a1[] = {"-c", "2", "-d", "0.5", url, NULL};
-	out = run_bench(a1, 10000);
+	out = run_bench_some(a1, 3, "errors", "connect");
 	if (out)
 		CHECK_MSG(json_num(out, "errors", "connect") > 0, "no connect errors: %s", out);
 	free(out);
@@ -225,7 +241,7 @@ static void test_error_kinds(void)
 	/* Status classes. */
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/?status=503", port);
 	const char *a3[] = {"-c", "2", "-d", "0.5", url, NULL};
-	out = run_bench(a3, 10000);
+	out = run_bench_some(a3, 3, NULL, "requests");
 	if (out) {
 		double n = json_num(out, NULL, "requests");
 		CHECK(n > 0);
@@ -237,7 +253,7 @@ static void test_error_kinds(void)
 	/* A broken response (two Content-Length values): parse errors. */
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/?malformed=cl", port);
 	const char *a4[] = {"-c", "2", "-d", "0.5", url, NULL};
-	out = run_bench(a4, 10000);
+	out = run_bench_some(a4, 3, "errors", "parse");
 	if (out) {
 		CHECK_MSG(json_num(out, "errors", "parse") > 0, "no parse errors: %s", out);
 		CHECK_INT(json_num(out, NULL, "requests"), 0);
@@ -247,7 +263,7 @@ static void test_error_kinds(void)
 	/* Churn: a connection per request, every one reaching the origin. */
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
 	const char *a5[] = {"-c", "2", "-d", "0.5", "--churn", url, NULL};
-	out = run_bench(a5, 10000);
+	out = run_bench_some(a5, 3, NULL, "requests");
 	if (out) {
 		double n = json_num(out, NULL, "requests");
 		double conns = json_num(out, NULL, "connections_opened");
@@ -281,10 +297,10 @@ static void test_framing(void)
 		const char *args[] = {"-c",  "2",	   "-d",
 				      "0.5", "--pipeline", cases[i].pipeline ? "4" : "1",
 				      url,   NULL};
-		char *out = run_bench(args, 10000);
+		char *out = run_bench_some(args, 3, NULL, "requests");
 		if (out) {
 			double n = json_num(out, NULL, "requests");
-			CHECK_MSG(n > 0, "%s: no requests answered", cases[i].target);
+			CHECK_MSG(n > 0, "%s: no requests answered: %s", cases[i].target, out);
 			CHECK_MSG(json_num(out, "status", "2xx") == n, "%s: %s", cases[i].target,
 				  out);
 			CHECK_MSG(json_num(out, "errors", "total") == 0, "%s: errors: %s",
@@ -300,10 +316,10 @@ static void test_framing(void)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
 	const char *args[] = {"-c", "2",	  "-d", "0.5", "--pipeline",
 			      "2",  "--requests", path, url,   NULL};
-	char *out = run_bench(args, 10000);
+	char *out = run_bench_some(args, 3, NULL, "requests");
 	if (out) {
 		double n = json_num(out, NULL, "requests");
-		CHECK(n > 0);
+		CHECK_MSG(n > 0, "HEAD and POST: no requests answered: %s", out);
 		CHECK_MSG(json_num(out, "status", "2xx") == n, "%s", out);
 		CHECK_MSG(json_num(out, "errors", "total") == 0, "%s", out);
 	}
@@ -315,7 +331,7 @@ static void test_self_test(void)
 {
 	test_begin("self_test_mode");
 	const char *args[] = {"--self-test", "-c", "4", "-d", "0.5", "--pipeline", "2", NULL};
-	char *out = run_bench(args, 10000);
+	char *out = run_bench_some(args, 4, NULL, "requests");
 
 	if (out) {
 		CHECK(strstr(out, "\"self_test\":true") != NULL);

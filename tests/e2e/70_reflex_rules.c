@@ -620,8 +620,10 @@ static void test_access_log(void)
 				fread(text, 1, cap, f);
 			fclose(f);
 		}
+		/* both lines: each worker queues its own, flushed in no set order */
 		if (text &&
-		    strstr(text, "rule=no-injection action=block detector=inj_override in=url"))
+		    strstr(text, "rule=no-injection action=block detector=inj_override in=url") &&
+		    strstr(text, "rule=mask-pii action=redact detector=email in=body"))
 			break;
 		h_sleep_ms(100);
 	}

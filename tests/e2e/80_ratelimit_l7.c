@@ -87,6 +87,7 @@ static void test_api_key(void)
 	char v[256];
 
 	test_begin("api_key_limit_429_headers");
+	double t0 = h_now_ms();
 	for (int i = 0; i < 6; i++) {
 		long st = get("/k", "X-API-Key: " API_KEY, &r);
 		if (st == 200) {
@@ -109,8 +110,10 @@ static void test_api_key(void)
 		}
 		h_resp_free(&r);
 	}
-	/* burst 3 at 1/s: 3, maybe 4 if a second passed on this busy machine */
-	CHECK_MSG(ok >= 3 && ok <= 4 && refused == 6 - ok, "ok %d refused %d", ok, refused);
+	/* burst 3 at 1/s: 3, and one more per second the requests took */
+	int most = 3 + 1 + (int)((h_now_ms() - t0) / 1000);
+	CHECK_MSG(ok >= 3 && ok <= most && refused == 6 - ok, "ok %d (most %d) refused %d", ok,
+		  most, refused);
 	/* another key has its own bucket; no key: not limited by the key rule */
 	CHECK_INT(get("/k", "X-API-Key: another-key", &r), 200);
 	h_resp_free(&r);
@@ -127,6 +130,7 @@ static void test_route(void)
 	char v[256];
 
 	test_begin("route_limit");
+	double t0 = h_now_ms();
 	for (int i = 0; i < 5; i++) {
 		long st = get("/limited/x", NULL, &r);
 		if (st == 200)
@@ -138,7 +142,9 @@ static void test_route(void)
 			CHECK_MSG(0, "status %ld", st);
 		h_resp_free(&r);
 	}
-	CHECK_MSG(ok >= 2 && ok <= 3, "ok %d", ok);
+	/* burst 2 at 1/s: 2, and one more per second the requests took */
+	int most = 2 + 1 + (int)((h_now_ms() - t0) / 1000);
+	CHECK_MSG(ok >= 2 && ok <= most, "ok %d (most %d)", ok, most);
 	CHECK_INT(get("/other", NULL, &r), 200); /* outside the route: not limited */
 	h_resp_free(&r);
 	test_end();
@@ -159,6 +165,7 @@ static void test_client_across_workers(void)
 	double refused_before = metric("reflex_ratelimit_refused_total{limit=\"client\"} ");
 	/* fresh connection per request: the kernel spreads them over both
 	 * workers' listeners; the shared table keeps the sum exact */
+	double t0 = h_now_ms();
 	for (int i = 0; i < 20; i++) {
 		long st = get("/c", NULL, &r);
 		if (st == 200) {
@@ -171,8 +178,10 @@ static void test_client_across_workers(void)
 		}
 		h_resp_free(&r);
 	}
-	/* 0.5/s: at most one more token while 20 requests run */
-	CHECK_MSG(ok >= 8 && ok <= 9 && refused == 20 - ok, "ok %d refused %d", ok, refused);
+	/* 0.5/s: one more token for every 2 s the 20 requests took (usually none) */
+	int most = 8 + 1 + (int)((h_now_ms() - t0) / 2000);
+	CHECK_MSG(ok >= 8 && ok <= most && refused == 20 - ok, "ok %d (most %d) refused %d", ok,
+		  most, refused);
 	double refused_after = metric("reflex_ratelimit_refused_total{limit=\"client\"} ");
 	CHECK_MSG(refused_after - refused_before == refused, "metric moved %g, 429s %d",
 		  refused_after - refused_before, refused);
@@ -217,6 +226,7 @@ static void test_upstream_never_sees_429s(void)
 			metric("reflex_upstream_connections_reused_total ");
 	int ok = 0;
 	h_sleep_ms(2100); /* the route bucket (burst 2 at 1/s) is full again */
+	double t0 = h_now_ms();
 	for (int i = 0; i < 6; i++) {
 		long st = get("/limited/y", NULL, &r); /* route burst 2 at 1/s, mostly spent */
 		ok += st == 200;
@@ -224,8 +234,9 @@ static void test_upstream_never_sees_429s(void)
 	}
 	double after = metric("reflex_upstream_connections_opened_total ") +
 		       metric("reflex_upstream_connections_reused_total ");
-	CHECK_MSG(ok >= 2 && ok <= 3 && before >= 0 && after - before == ok,
-		  "upstream exchanges %g for %d admitted", after - before, ok);
+	int most = 2 + 1 + (int)((h_now_ms() - t0) / 1000);
+	CHECK_MSG(ok >= 2 && ok <= most && before >= 0 && after - before == ok,
+		  "upstream exchanges %g for %d admitted (most %d)", after - before, ok, most);
 	test_end();
 }
 
@@ -236,6 +247,7 @@ static void test_accept_limit(void)
 	 * are closed at accept (counted) */
 	double before = metric("reflex_ratelimit_accept_refused_total ");
 	int refused_conns = 0;
+	double t0 = h_now_ms();
 	for (int i = 0; i < 120; i++) {
 		int fd = h_connect("127.0.0.1", gw_port, 2000);
 		if (fd < 0)
@@ -250,9 +262,16 @@ static void test_accept_limit(void)
 		close(fd);
 	}
 	double after = metric("reflex_ratelimit_accept_refused_total ");
-	CHECK_MSG(after - before >= 30 && after - before == refused_conns,
-		  "accept refusals %g, connections closed unanswered %d", after - before,
-		  refused_conns);
+	/* 60 + 30 per second of the loop were allowed: the rest is refused (30 or
+	 * more here; fewer on a machine so slow that the loop took seconds) */
+	int least = 120 - 60 - 1 - (int)(30 * (h_now_ms() - t0) / 1000);
+	if (least > 30)
+		least = 30;
+	if (least < 0)
+		least = 0;
+	CHECK_MSG(after - before >= least && after - before == refused_conns,
+		  "accept refusals %g (least %d), connections closed unanswered %d",
+		  after - before, least, refused_conns);
 	test_end();
 }
 

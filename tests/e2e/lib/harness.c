@@ -149,36 +149,62 @@ void h_init(const char *scenario, unsigned watchdog_s)
 
 /* ---- ports ----------------------------------------------------------------- */
 
+/* Ports handed out so far. A port is closed again before the scenario's
+ * process binds it, so the kernel may hand the same one to the next bind(0):
+ * two listeners of one scenario would then fight over it. */
+static int given_ports[256];
+static int n_given_ports;
+
+static int free_port_of(int family)
+{
+	for (int attempt = 0; attempt < 100; attempt++) {
+		struct sockaddr_storage ss = {0};
+		socklen_t len;
+		int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int port = -1;
+		bool seen = false;
+
+		if (fd < 0)
+			return -1;
+		if (family == AF_INET6) {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+			a->sin6_family = AF_INET6;
+			a->sin6_addr = in6addr_loopback;
+			len = sizeof(*a);
+		} else {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+			a->sin_family = AF_INET;
+			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			len = sizeof(*a);
+		}
+		if (bind(fd, (struct sockaddr *)&ss, len) == 0 &&
+		    getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+			port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							: ((struct sockaddr_in *)&ss)->sin_port);
+		close(fd);
+		if (port < 0)
+			return -1;
+		for (int i = 0; i < n_given_ports; i++)
+			seen |= given_ports[i] == port;
+		if (seen)
+			continue;
+		if (n_given_ports < (int)(sizeof(given_ports) / sizeof(given_ports[0])))
+			given_ports[n_given_ports++] = port;
+		return port;
+	}
+	return -1;
+}
+
 int h_free_port(void)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int port = -1;
-
-	if (fd < 0)
-		return -1;
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
+	return free_port_of(AF_INET);
 }
 
 int h_free_port6(void)
 {
-	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int port = -1;
-
-	if (fd < 0)
-		return -1;
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin6_port);
-	close(fd);
-	return port;
+	return free_port_of(AF_INET6);
 }
 
 /* ---- processes ------------------------------------------------------------- */

@@ -46,7 +46,8 @@ void h_sleep_ms(unsigned ms);
 
 /* ---- ports and addresses --------------------------------------------------- */
 
-/* A free TCP port on 127.0.0.1 (bind port 0, read it back, close). */
+/* A free TCP port on 127.0.0.1 (bind port 0, read it back, close); never one
+ * this scenario was handed before (IPv4 or IPv6). */
 int h_free_port(void);
 /* A free TCP port on ::1, or -1 when IPv6 loopback is unavailable. */
 int h_free_port6(void);
