@@ -270,8 +270,8 @@ static void test_accept_limit(void)
 	if (least < 0)
 		least = 0;
 	CHECK_MSG(after - before >= least && after - before == refused_conns,
-		  "accept refusals %g (least %d), connections closed unanswered %d",
-		  after - before, least, refused_conns);
+		  "accept refusals %g (least %d), connections closed unanswered %d", after - before,
+		  least, refused_conns);
 	test_end();
 }
 

@@ -216,8 +216,8 @@ static void test_syn_limit(void)
 	int refilled = (int)((h_now_ms() - t0) / 1000) + 1;
 	/* reflexd accepts (and counts) the queued connections in its own time */
 	long after = accepted();
-	for (double until = h_now_ms() + 5000; before >= 0 && after - before < ok &&
-					       h_now_ms() < until;) {
+	for (double until = h_now_ms() + 5000;
+	     before >= 0 && after - before < ok && h_now_ms() < until;) {
 		h_sleep_ms(50);
 		after = accepted();
 	}
