@@ -78,6 +78,9 @@ struct conn {
 	struct buf tls_plain;
 	struct timer tls_timer; /* handshake deadline */
 	bool tls_eof;           /* close_notify received and reported */
+	bool in_tls_hs_list;    /* linked in worker.tls_hs_list */
+	bool tls_hs_due;        /* fed ciphertext waits for its handshake step */
+	struct conn *tls_hs_next;
 
 	struct conn *flush_next, *reap_next;
 	bool recv_armed;    /* a multishot recv is in flight */

@@ -15,7 +15,10 @@
 #
 # Environment: DUR (s per run, default 5), WARM (s, default 1), CONNS (50),
 # PROXY_CPU (0), LOAD_CPU (1), ORIGIN_CPU (1), BODY (origin path, /pass/1k),
-# MODES ("handshakes keepalive"; either alone to run one).
+# MODES ("handshakes keepalive"; either alone to run one), SERVERS ("reflexd
+# nginx"), PERF_DIR (if set: `perf record -g` of each proxy during its
+# measured run, into PERF_DIR/MODE-SERVER.data; the CPU figure then includes
+# perf's own sampling overhead, a few percent, on both sides alike).
 # make bench calls this script (perf/scenarios/bench.sh); it also runs alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,6 +33,8 @@ LOAD_CPU=${LOAD_CPU:-1}
 ORIGIN_CPU=${ORIGIN_CPU:-1}
 BODY=${BODY:-/pass/1k?cc=no-store}
 MODES=${MODES:-handshakes keepalive}
+SERVERS=${SERVERS:-reflexd nginx}
+PERF_DIR=${PERF_DIR:-}
 
 for b in reflexd reflex-origin; do
 	[ -x "$BUILD/$b" ] || bench_die "$BUILD/$b is missing: make $BUILD/$b"
@@ -109,16 +114,24 @@ declare -A RPS P50 P99 ERR CPU_US
 for mode in $MODES; do
 	hdr=
 	[ "$mode" = handshakes ] && hdr="Connection: close"
-	for srv in reflexd nginx; do
+	for srv in $SERVERS; do
 		port=$RX_PORT pid=$RX_PID
 		[ "$srv" = nginx ] && port=$NG_PORT pid=$NG_PID
 		url="https://127.0.0.1:$port$BODY"
 		bench_log "$mode: $srv (wrk -t1 -c$CONNS, ${DUR}s)"
 		run_wrk "$LOAD_CPU" "$CONNS" "$WARM" "$url" "$RUN_DIR/warm.txt" "$hdr" || true
+		perf_pid=
+		if [ -n "$PERF_DIR" ]; then
+			mkdir -p "$PERF_DIR"
+			perf record -q -g -p "$(proc_tree "$pid" | paste -sd,)" -o "$PERF_DIR/$mode-$srv.data" -- sleep "$DUR" \
+				>/dev/null 2>&1 &
+			perf_pid=$!
+		fi
 		t0=$(tree_ticks "$pid")
 		run_wrk "$LOAD_CPU" "$CONNS" "$DUR" "$url" "$RUN_DIR/$mode-$srv.txt" "$hdr" ||
 			bench_die "wrk failed: $(tail -3 "$RUN_DIR/$mode-$srv.txt")"
 		t1=$(tree_ticks "$pid")
+		[ -z "$perf_pid" ] || wait "$perf_pid" || true
 		read -r rps p50 _ p99 n err < <(wrk_parse "$RUN_DIR/$mode-$srv.txt")
 		RPS[$mode-$srv]=$rps P50[$mode-$srv]=$p50 P99[$mode-$srv]=$p99 ERR[$mode-$srv]=$err
 		# the proxy's own CPU per request: the fair figure when wrk (which
@@ -137,9 +150,9 @@ echo
 echo "| measurement | server | req/s | P50 | P99 | errors | ratio vs nginx | proxy CPU per request |"
 echo "|---|---|---|---|---|---|---|---|"
 for mode in $MODES; do
-	for srv in reflexd nginx; do
+	for srv in $SERVERS; do
 		k=$mode-$srv
-		ratio=$(awk -v a="${RPS[$k]}" -v b="${RPS[$mode-nginx]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+		ratio=$(awk -v a="${RPS[$k]}" -v b="${RPS[$mode-nginx]:-0}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
 		label="full handshakes/s (Connection: close)"
 		[ "$mode" = keepalive ] && label="keep-alive req/s"
 		echo "| $label | $srv | $(fmt_int "${RPS[$k]}") | $(fmt_us "${P50[$k]}") | $(fmt_us "${P99[$k]}") | ${ERR[$k]} | $ratio | ${CPU_US[$k]} us |"
