@@ -1,8 +1,9 @@
-/* redis.c — RESP2 parser and encoder, and the per-loop Redis client (see
- * redis.h). */
+/* redis.c — the per-loop Redis client (see redis.h): hiredis's reader and
+ * command formatter, our own I/O on the worker's ring. */
 #include "core/redis.h"
 
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -13,197 +14,6 @@
 #include "core/loop.h"
 #include "core/sock.h"
 #include "core/timer.h"
-
-/* ---- the parser ------------------------------------------------------------------ */
-
-/* A decimal length line ("-1" or digits) is never longer than this. */
-#define LEN_LINE_MAX 20
-
-struct pstate {
-	const char *buf;
-	size_t len, max_bulk;
-	struct redis_reply *nodes;
-	unsigned max_nodes, used;
-};
-
-/* The CR of the line that starts at pos, if the line is complete, at most
- * max bytes long and holds neither CR nor LF; else -2 (not all here yet)
- * or -1. */
-static long line_end(const struct pstate *p, size_t pos, size_t max)
-{
-	size_t avail = p->len - pos;
-	size_t scan = avail < max + 1 ? avail : max + 1;
-	const char *s = p->buf + pos;
-	const char *cr = memchr(s, '\r', scan);
-
-	if (memchr(s, '\n', cr ? (size_t)(cr - s) : scan))
-		return -1;
-	if (!cr)
-		return avail > max ? -1 : -2;
-	size_t e = (size_t)(cr - p->buf);
-	if (e + 1 >= p->len)
-		return -2;
-	return p->buf[e + 1] == '\n' ? (long)e : -1;
-}
-
-/* A signed decimal that fits a long long: "-" only before a digit. */
-static int parse_ll(const char *s, size_t n, long long *out)
-{
-	bool neg = n && s[0] == '-';
-	unsigned long long v = 0, lim = neg ? (1ULL << 63) : (1ULL << 63) - 1;
-	size_t i = neg;
-
-	if (i == n)
-		return -1;
-	for (; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		unsigned d = (unsigned)(s[i] - '0');
-		if (v > (lim - d) / 10)
-			return -1;
-		v = v * 10 + d;
-	}
-	*out = neg ? (long long)(0 - v) : (long long)v;
-	return 0;
-}
-
-static long parse_at(struct pstate *p, size_t pos, unsigned depth, struct redis_reply *r)
-{
-	if (pos >= p->len)
-		return -2;
-	char t = p->buf[pos];
-	bool is_len = t == '$' || t == '*';
-	long e = line_end(p, pos + 1, is_len ? LEN_LINE_MAX : REDIS_MAX_LINE);
-	if (e < 0)
-		return e;
-	const char *s = p->buf + pos + 1;
-	size_t n = (size_t)e - (pos + 1), next = (size_t)e + 2;
-	long long v;
-
-	memset(r, 0, sizeof(*r));
-	switch (t) {
-	case '+':
-	case '-':
-		r->type = t == '+' ? REDIS_R_STATUS : REDIS_R_ERROR;
-		r->str = s;
-		r->len = n;
-		return (long)next;
-	case ':':
-		if (parse_ll(s, n, &v))
-			return -1;
-		r->type = REDIS_R_INT;
-		r->integer = v;
-		return (long)next;
-	case '$':
-	case '*':
-		/* "-1" or plain digits without a leading zero */
-		if (parse_ll(s, n, &v) || (s[0] == '-' && v != -1) || (n > 1 && s[0] == '0'))
-			return -1;
-		if (v == -1) {
-			r->type = REDIS_R_NIL;
-			return (long)next;
-		}
-		break;
-	default:
-		return -1;
-	}
-	if (t == '$') {
-		if ((unsigned long long)v > p->max_bulk)
-			return -1;
-		size_t bl = (size_t)v;
-		if (p->len - next < bl + 2)
-			return -2;
-		if (p->buf[next + bl] != '\r' || p->buf[next + bl + 1] != '\n')
-			return -1;
-		r->type = REDIS_R_BULK;
-		r->str = p->buf + next;
-		r->len = bl;
-		return (long)(next + bl + 2);
-	}
-	/* an array: its elements take the next v nodes, side by side */
-	if (depth >= REDIS_MAX_DEPTH || (unsigned long long)v > p->max_nodes - p->used)
-		return -1;
-	struct redis_reply *elem = p->nodes + p->used;
-	p->used += (unsigned)v;
-	r->type = REDIS_R_ARRAY;
-	r->len = (size_t)v;
-	r->elem = elem;
-	for (size_t i = 0; i < (size_t)v; i++) {
-		long rc = parse_at(p, next, depth + 1, &elem[i]);
-		if (rc < 0)
-			return rc;
-		next = (size_t)rc;
-	}
-	return (long)next;
-}
-
-long redis_parse(const char *buf, size_t len, size_t max_bulk, struct redis_reply *nodes,
-		 unsigned max_nodes)
-{
-	struct pstate p = {
-		.buf = buf,
-		.len = len,
-		.max_bulk = max_bulk,
-		.nodes = nodes,
-		.max_nodes = max_nodes,
-		.used = 1,
-	};
-
-	if (!max_nodes)
-		return -1;
-	/* every reply is at least 3 bytes and every length fits a long */
-	if (max_bulk > (size_t)LONG_MAX / 2)
-		p.max_bulk = (size_t)LONG_MAX / 2;
-	return parse_at(&p, 0, 0, &nodes[0]);
-}
-
-/* ---- the encoder ------------------------------------------------------------------ */
-
-static size_t dec_len(size_t v)
-{
-	size_t n = 1;
-
-	while (v >= 10) {
-		v /= 10;
-		n++;
-	}
-	return n;
-}
-
-static char *put_header(char *p, char type, size_t v)
-{
-	size_t n = dec_len(v);
-
-	*p++ = type;
-	for (size_t i = n; i > 0; i--) {
-		p[i - 1] = (char)('0' + v % 10);
-		v /= 10;
-	}
-	p += n;
-	*p++ = '\r';
-	*p++ = '\n';
-	return p;
-}
-
-size_t redis_encode(char *out, size_t cap, int argc, const char *const *argv, const size_t *lens)
-{
-	size_t need = 3 + dec_len((size_t)argc);
-
-	for (int i = 0; i < argc; i++)
-		need += 5 + dec_len(lens[i]) + lens[i];
-	if (need > cap)
-		return need;
-	char *p = put_header(out, '*', (size_t)argc);
-	for (int i = 0; i < argc; i++) {
-		p = put_header(p, '$', lens[i]);
-		if (lens[i])
-			memcpy(p, argv[i], lens[i]);
-		p += lens[i];
-		*p++ = '\r';
-		*p++ = '\n';
-	}
-	return need;
-}
 
 /* ---- the client ------------------------------------------------------------------- */
 
@@ -233,7 +43,9 @@ struct rconn {
 	bool connecting, sending, closing;
 	struct io_op connect_op, recv_op, send_op;
 	struct timer timer; /* the oldest command's deadline, or the idle close */
-	struct buf in;	    /* received, not yet parsed */
+	struct buf in;	    /* received, not yet fed to the reader */
+	redisReader *reader;
+	size_t unparsed;    /* bytes fed since the last complete reply */
 	struct buf out[2];  /* out[out_idx] accumulates; the other one is being sent */
 	unsigned out_idx;
 	size_t sent_off;
@@ -263,6 +75,8 @@ static void rconn_close(struct rconn *rc);
 static void rconn_destroy(struct rconn *rc)
 {
 	close(rc->fd);
+	if (rc->reader)
+		redisReaderFree(rc->reader);
 	buf_free(&rc->in);
 	buf_free(&rc->out[0]);
 	buf_free(&rc->out[1]);
@@ -408,19 +222,77 @@ static int arm_recv(struct rconn *rc)
 	return 0;
 }
 
-/* Hand each complete reply to the oldest command. */
+/* hiredis's reply as the view callbacks get (redis.h): out is the reply;
+ * an array's elements take the next free run of nodes (*used counts the
+ * nodes taken). False when the reply needs more than REPLY_NODES nodes, is
+ * nested deeper than REDIS_MAX_DEPTH, or has a type the client never asks
+ * for. */
+static bool reply_view(const redisReply *in, struct redis_reply *out, struct redis_reply *nodes,
+		       unsigned *used, unsigned depth)
+{
+	memset(out, 0, sizeof(*out));
+	switch (in->type) {
+	case REDIS_REPLY_STATUS:
+	case REDIS_REPLY_ERROR:
+	case REDIS_REPLY_STRING:
+		out->type = in->type == REDIS_REPLY_STATUS  ? REDIS_R_STATUS
+			    : in->type == REDIS_REPLY_ERROR ? REDIS_R_ERROR
+							    : REDIS_R_BULK;
+		out->str = in->str;
+		out->len = in->len;
+		return true;
+	case REDIS_REPLY_INTEGER:
+		out->type = REDIS_R_INT;
+		out->integer = in->integer;
+		return true;
+	case REDIS_REPLY_NIL:
+		out->type = REDIS_R_NIL;
+		return true;
+	case REDIS_REPLY_ARRAY:
+		if (depth >= REDIS_MAX_DEPTH || in->elements > REPLY_NODES - *used)
+			return false;
+		out->type = REDIS_R_ARRAY;
+		out->len = in->elements;
+		out->elem = &nodes[*used];
+		struct redis_reply *elem = &nodes[*used];
+		*used += (unsigned)in->elements;
+		for (size_t i = 0; i < in->elements; i++)
+			if (!reply_view(in->element[i], &elem[i], nodes, used, depth + 1))
+				return false;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Feed what arrived to the reader and hand each complete reply to the
+ * oldest command. */
 static void deliver(struct rconn *rc)
 {
-	while (!rc->closing && rc->in.len) {
-		long n = redis_parse(buf_head(&rc->in), rc->in.len, rc->max_bulk, rc->nodes,
-				     REPLY_NODES);
-		if (n == -2)
-			break;
-		struct redis_cmd *c = rc->head;
-		if (n < 0 || !c) { /* malformed, or a reply nobody asked for */
+	if (redisReaderFeed(rc->reader, buf_head(&rc->in), rc->in.len) != REDIS_OK) {
+		rconn_fail(rc, -ENOMEM);
+		return;
+	}
+	rc->unparsed += rc->in.len;
+	buf_reset(&rc->in, KEEP_CAP);
+	while (!rc->closing) {
+		void *v = NULL;
+		if (redisReaderGetReply(rc->reader, &v) != REDIS_OK) { /* not RESP */
 			rconn_fail(rc, -EPROTO);
 			return;
 		}
+		if (!v)
+			break;
+		redisReply *reply = v;
+		struct redis_cmd *c = rc->head;
+		unsigned used = 1;
+		/* a reply nobody asked for, or one no user sends a command for */
+		if (!c || !reply_view(reply, &rc->nodes[0], rc->nodes, &used, 0)) {
+			freeReplyObject(reply);
+			rconn_fail(rc, -EPROTO);
+			return;
+		}
+		rc->unparsed = 0;
 		rc->head = c->next;
 		if (!rc->head)
 			rc->tail = NULL;
@@ -430,10 +302,11 @@ static void deliver(struct rconn *rc)
 		if (c->cb)
 			c->cb(c->arg, 0, &rc->nodes[0]);
 		free(c);
-		buf_consume(&rc->in, (size_t)n);
+		freeReplyObject(reply);
 	}
-	if (!rc->in.len)
-		buf_reset(&rc->in, KEEP_CAP);
+	/* hiredis buffers a reply whole: bound what one reply may hold */
+	if (!rc->closing && rc->unparsed > rc->max_bulk + REDIS_MAX_LINE)
+		rconn_fail(rc, -EPROTO);
 }
 
 static void on_recv(struct io_op *op, int res, unsigned flags)
@@ -504,6 +377,12 @@ static int rconn_open(struct redis_client *cl)
 	rc->live = cl->o.live;
 	rc->max_bulk = cl->o.max_bulk ? cl->o.max_bulk : REDIS_MAX_BULK_DEFAULT;
 	rc->fd = fd;
+	rc->reader = redisReaderCreate();
+	if (!rc->reader) {
+		close(fd);
+		free(rc);
+		return -ENOMEM;
+	}
 	rc->connect_op.on_complete = on_connect;
 	rc->recv_op.on_complete = on_recv;
 	rc->send_op.on_complete = on_send;
@@ -632,14 +511,15 @@ int redis_command(struct redis_client *cl, uint32_t timeout_ms, int argc, const 
 		return err;
 	struct rconn *rc = cl->rc;
 	struct buf *b = &rc->out[rc->out_idx];
-	size_t need = redis_encode(NULL, 0, argc, argv, lens);
-	struct redis_cmd *c = calloc(1, sizeof(*c));
-	if (!c || buf_reserve(b, need)) {
+	char *enc = NULL;
+	int need = redisFormatCommandArgv(&enc, argc, (const char **)argv, lens);
+	struct redis_cmd *c = need > 0 ? calloc(1, sizeof(*c)) : NULL;
+	if (!c || buf_append(b, enc, (size_t)need)) {
 		free(c);
+		redisFreeCommand(enc);
 		return -ENOMEM;
 	}
-	redis_encode(b->data + b->off + b->len, need, argc, argv, lens);
-	b->len += need;
+	redisFreeCommand(enc);
 	c->cb = cb;
 	c->arg = arg;
 	c->deadline = cl->l->now + timeout_ms;

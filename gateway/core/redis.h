@@ -4,21 +4,10 @@
  * (what a reply means, what to count and log); this module owns what is the
  * same for both.
  *
- * Three layers, usable on their own:
- *
- * - redis_parse(): one RESP2 reply out of the caller's buffer. A stateless
- *   view (STYLE.md §8): it never reads past buf + len, never allocates and
- *   never writes outside the node array it is given; strings in the result
- *   point into buf. Returns the bytes the reply takes, -2 when buf holds
- *   only a prefix of one (call again from the start with more), -1 when it
- *   is not RESP2 (unknown type byte, a line not ending in CRLF, a length
- *   that is not a plain decimal, a negative length other than -1, a bulk
- *   longer than max_bulk, an array with more elements than there are nodes
- *   left, nesting deeper than REDIS_MAX_DEPTH, a line longer than
- *   REDIS_MAX_LINE). RESP3-only types are refused: the client never sends
- *   HELLO 3.
- *
- * - redis_encode(): a command as a RESP array of bulk strings.
+ * Replies are read by hiredis's reader (redisReader) and commands written by
+ * its formatter (redisFormatCommandArgv); the socket is ours, driven from
+ * the owner's io_uring, so nothing ever blocks. A reply reaches its
+ * callback as a view (struct redis_reply) of hiredis's reply tree.
  *
  * - struct redis_client: one connection at a time to one server, on the
  *   owner's loop and timer wheel (so: on the owner's thread only).
@@ -27,7 +16,8 @@
  *   connection is opened by the first command that needs it, and
  *   closed after idle_ms without a command, at once when *stopping is
  *   true and nothing is pending, and on any failure: EOF, a socket error,
- *   a malformed reply, a reply nobody asked for, or the oldest pending
+ *   a malformed reply (not RESP2, nested deeper than REDIS_MAX_DEPTH, more
+ *   than 256 values, or over max_bulk), a reply nobody asked for, or the oldest pending
  *   command passing its deadline. A failure hands every pending command
  *   its error (callbacks run after the connection is detached, so they may
  *   queue new commands, which open a new connection). After
@@ -64,24 +54,14 @@ enum redis_type {
 struct redis_reply {
 	enum redis_type type;
 	size_t len;	 /* bytes at str, or elements at elem */
-	const char *str; /* a view into the parsed buffer */
+	const char *str; /* a view into hiredis's reply: valid during the callback */
 	long long integer;
 	const struct redis_reply *elem; /* ARRAY: len consecutive nodes */
 };
 
-#define REDIS_MAX_DEPTH 8		    /* arrays inside arrays */
-#define REDIS_MAX_LINE 65536		    /* a status, error or integer line, CRLF excluded */
+#define REDIS_MAX_DEPTH 8		    /* arrays inside arrays (hiredis allows 7) */
+#define REDIS_MAX_LINE 65536		    /* slack over max_bulk for one reply's framing */
 #define REDIS_MAX_BULK_DEFAULT (512u << 20) /* Redis's own proto-max-bulk-len */
-
-/* Parse one reply from buf[0 .. len) into nodes[0 .. max_nodes): nodes[0]
- * is the reply, an array's elements are further nodes. Returns the bytes
- * consumed, -2 (need more) or -1 (invalid, or beyond the limits). */
-long redis_parse(const char *buf, size_t len, size_t max_bulk, struct redis_reply *nodes,
-		 unsigned max_nodes);
-
-/* Encode argv[0 .. argc) (lengths in lens: binary safe) as a RESP array.
- * Returns the size of the encoding; writes out only when it fits in cap. */
-size_t redis_encode(char *out, size_t cap, int argc, const char *const *argv, const size_t *lens);
 
 /* ---- the client ------------------------------------------------------------------ */
 
@@ -105,7 +85,7 @@ struct redis_opts {
 	unsigned breaker_fails; /* failed connections in a row that open the breaker */
 	uint32_t breaker_ms;	/* how long it stays open */
 	uint32_t idle_ms;	/* an idle connection is closed after this long */
-	size_t max_bulk;	/* largest bulk reply (REDIS_MAX_BULK_DEFAULT) */
+	size_t max_bulk;	/* largest reply buffered (REDIS_MAX_BULK_DEFAULT) */
 	/* Incremented while a connection is open (its socket and in-flight
 	 * ops exist), so the owner's loop does not stop under it: a worker
 	 * passes &w->n_conns. May be NULL. */
