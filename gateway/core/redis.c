@@ -45,8 +45,8 @@ struct rconn {
 	struct timer timer; /* the oldest command's deadline, or the idle close */
 	struct buf in;	    /* received, not yet fed to the reader */
 	redisReader *reader;
-	size_t unparsed;    /* bytes fed since the last complete reply */
-	struct buf out[2];  /* out[out_idx] accumulates; the other one is being sent */
+	size_t unparsed;   /* bytes fed since the last complete reply */
+	struct buf out[2]; /* out[out_idx] accumulates; the other one is being sent */
 	unsigned out_idx;
 	size_t sent_off;
 	struct redis_cmd *head, *tail;

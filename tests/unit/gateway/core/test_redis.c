@@ -563,9 +563,9 @@ static void test_refused_replies(void)
 	static char many[6 + 300 * 4 + 1], big[80000 + 16];
 	size_t n;
 
-	check_refused_reply("unknown type byte", "?what\r\n", 7);
-	check_refused_reply("RESP3 map", "%1\r\n+a\r\n+b\r\n", 14);
-	check_refused_reply("bulk with a bad length", "$x1\r\nab\r\n", 9);
+	check_refused_reply("unknown type byte", "?what\r\n", strlen("?what\r\n"));
+	check_refused_reply("RESP3 map", "%1\r\n+a\r\n+b\r\n", strlen("%1\r\n+a\r\n+b\r\n"));
+	check_refused_reply("bulk with a bad length", "$x1\r\nab\r\n", strlen("$x1\r\nab\r\n"));
 	n = (size_t)snprintf(many, sizeof(many), "*300\r\n");
 	for (int i = 0; i < 300; i++)
 		n += (size_t)snprintf(many + n, sizeof(many) - n, ":1\r\n");
