@@ -218,11 +218,19 @@ static void test_slow(void)
 	{
 		char u[128];
 		struct h_resp r;
+		long st = 0;
+		double best = 1e9;
 		snprintf(u, sizeof(u), "http://127.0.0.1:%d/", pd);
-		h_get(u, &r);
-		CHECK_MSG(r.status == 200 && r.time_ms < 150,
-			  "D direct after SIGUSR2: %ld after %.0f ms", r.status, r.time_ms);
-		h_resp_free(&r);
+		/* the fastest of a few: one request on a busy machine may take 150 ms
+		 * by itself, the 200 ms --slow delay shows in every one */
+		for (int i = 0; i < 5 && best >= 150; i++) {
+			st = h_get(u, &r);
+			if (st == 200 && r.time_ms < best)
+				best = r.time_ms;
+			h_resp_free(&r);
+		}
+		CHECK_MSG(st == 200 && best < 150, "D direct after SIGUSR2: %ld, fastest %.0f ms",
+			  st, best);
 	}
 	/* a couple of samples (and a decayed EWMA after a second) at most */
 	CHECK_MSG(to_slow <= 5, "%d of 40 requests went to the slow endpoint", to_slow);
@@ -241,15 +249,18 @@ static void test_readmission(void)
 	ob = origin("B", pb, NULL);
 	CHECK_MSG(ob != NULL, "B restarted");
 	h_sleep_ms(1300); /* ejection_time 1 s */
-	int to_b = 0, ok = 0;
-	for (int i = 0; i < 60; i++) {
+	/* 60 requests at least; more while B has none yet: P2C avoids it while
+	 * its latency from before (halved every second without traffic) looks
+	 * clearly worse than A's, which on a busy machine can outlast 60. */
+	int to_b = 0, ok = 0, n = 0;
+	for (double until = h_now_ms() + 10000; n < 60 || (!to_b && h_now_ms() < until); n++) {
 		char who[32];
 		ok += fetch("/b/x", who, sizeof(who), NULL) == 200;
 		to_b += !strcmp(who, "B");
 		h_sleep_ms(20);
 	}
-	CHECK_MSG(ok == 60, "%d of 60 ok after readmission", ok);
-	CHECK_MSG(to_b >= 1, "B got no traffic after its ejection ended");
+	CHECK_MSG(ok == n, "%d of %d ok after readmission", ok, n);
+	CHECK_MSG(to_b >= 1, "B got no traffic in %d requests after its ejection ended", n);
 	test_end();
 }
 
