@@ -343,6 +343,10 @@ int main(void)
 		test_skip("ratelimit_kernel", "cannot bring up lo in the new namespace");
 		return test_exit_code();
 	}
+	if (h_free_port6() < 0) { /* reflexd listens on [::1] too */
+		test_skip("ratelimit_kernel", "no IPv6 loopback (::1) in the new namespace");
+		return test_exit_code();
+	}
 	gw_port = h_free_port();
 	admin_port = h_free_port();
 	o_port = h_free_port();
@@ -363,8 +367,11 @@ int main(void)
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();
 	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
-	if (!gw || h_wait_port("127.0.0.1", admin_port, 5000))
+	if (!gw || h_wait_port("127.0.0.1", admin_port, 5000)) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflexd or its admin API did not start");
 		return test_exit_code();
+	}
 	struct h_resp r;
 	/* Ready = accepting (after the privilege drop): the start-up probe's connection,
 	 * queued until then, is accepted before the tests count accepts. */
