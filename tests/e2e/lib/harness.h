@@ -77,7 +77,10 @@ struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, i
 struct h_proc *h_start_origin(const char *name, int port, unsigned workers);
 
 /* reflexd with the given arguments (not including argv[0], NULL-terminated),
- * waiting until 127.0.0.1:port accepts. */
+ * waiting until 127.0.0.1:port accepts and reflexd printed "reflexd: ready".
+ * The workers arm their accepts right after that line, each in its own time:
+ * /readyz (and reflexctl status) may still say "not ready" for a moment, so a
+ * check of readiness or of accept counters polls with a deadline. */
 struct h_proc *h_start_reflexd(const char *name, int port, const char *const args[]);
 
 /* reflexd --config path, waiting until 127.0.0.1:port accepts. */
