@@ -621,7 +621,140 @@ static int jbool(struct buf *b, bool *first, const char *key, bool v)
 	return jkey(b, first, key) | buf_appends(b, v ? "true" : "false");
 }
 
-static int json_error(struct admin_resp *resp, int status, const char *msg)
+/* The value after "key": in body, skipping the key's own occurrences inside
+ * other strings (a key is a string followed by ':'). */
+static const char *body_value(const char *p, const char *end, const char *key)
+{
+	size_t kl = strlen(key);
+	bool in_str = false;
+	int depth = 0;
+
+	for (; p < end; p++) {
+		if (in_str) {
+			if (*p == '\\')
+				p++;
+			else if (*p == '"')
+				in_str = false;
+			continue;
+		}
+		if (*p == '{' || *p == '[') {
+			depth++;
+			continue;
+		}
+		if (*p == '}' || *p == ']') {
+			depth--;
+			continue;
+		}
+		if (*p != '"')
+			continue;
+		const char *s = p + 1;
+		if (depth == 1 && (size_t)(end - s) > kl && !memcmp(s, key, kl) && s[kl] == '"') {
+			const char *q = s + kl + 1;
+			while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+				q++;
+			if (q < end && *q == ':') {
+				for (q++; q < end &&
+					  (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r');
+				     q++)
+					;
+				return q;
+			}
+		}
+		in_str = true;
+	}
+	return NULL;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9'			? c - '0'
+	       : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+							: -1;
+}
+
+int admin_body_string(const struct admin_req *req, const char *key, char *out, size_t cap)
+{
+	if (!req->body)
+		return -1;
+	const char *end = req->body + req->body_len;
+	const char *p = body_value(req->body, end, key);
+	size_t o = 0;
+
+	if (!p || p >= end || *p != '"')
+		return -1;
+	for (p++; p < end && *p != '"'; p++) {
+		unsigned cp = (unsigned char)*p;
+		bool escaped = cp == '\\';
+		if (cp < 0x20)
+			return -1; /* raw control characters are not JSON */
+		if (escaped) {
+			if (++p >= end)
+				return -1;
+			switch (*p) {
+			case '"':
+			case '\\':
+			case '/':
+				cp = (unsigned char)*p;
+				break;
+			case 'b':
+				cp = '\b';
+				break;
+			case 'f':
+				cp = '\f';
+				break;
+			case 'n':
+				cp = '\n';
+				break;
+			case 'r':
+				cp = '\r';
+				break;
+			case 't':
+				cp = '\t';
+				break;
+			case 'u': {
+				int h[4];
+				if (end - p < 5)
+					return -1;
+				for (int i = 0; i < 4; i++)
+					if ((h[i] = hexval(p[1 + i])) < 0)
+						return -1;
+				cp = (unsigned)(h[0] << 12 | h[1] << 8 | h[2] << 4 | h[3]);
+				p += 4;
+				/* surrogates would need a pair; no admin value needs them */
+				if (cp >= 0xd800 && cp <= 0xdfff)
+					return -1;
+				break;
+			}
+			default:
+				return -1;
+			}
+		}
+		if (!cp)
+			return -2;
+		char u[3];
+		size_t n = 0;
+		if (cp < 0x80 || !escaped) {
+			u[n++] = (char)cp; /* ASCII, or a byte of raw UTF-8 passed through */
+		} else if (cp < 0x800) {
+			u[n++] = (char)(0xc0 | cp >> 6);
+			u[n++] = (char)(0x80 | (cp & 0x3f));
+		} else {
+			u[n++] = (char)(0xe0 | cp >> 12);
+			u[n++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+			u[n++] = (char)(0x80 | (cp & 0x3f));
+		}
+		if (o + n >= cap)
+			return -2;
+		memcpy(out + o, u, n);
+		o += n;
+	}
+	if (p >= end)
+		return -1;
+	out[o] = 0;
+	return (int)o;
+}
+
+int admin_error(struct admin_resp *resp, int status, const char *msg)
 {
 	resp->status = status;
 	resp->content_type = "application/json";
@@ -939,7 +1072,8 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		/* TLS (gateway/core/tls.c, docs/tls.md) */
 		C("reflex_tls_handshakes_total", tls_handshakes,
 		  "Client TLS handshakes completed (full and resumed)."),
-		C("reflex_tls_resumed_total", tls_resumed, "Client TLS handshakes that resumed a session."),
+		C("reflex_tls_resumed_total", tls_resumed,
+		  "Client TLS handshakes that resumed a session."),
 		C("reflex_upstream_tls_handshakes_total", upstream_tls_handshakes,
 		  "TLS handshakes completed with upstream endpoints."),
 		C("reflex_upstream_tls_resumed_total", upstream_tls_resumed,
@@ -1035,9 +1169,9 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok", a ? a->reloads_ok : 0);
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "error",
 		      a ? a->reloads_failed : 0);
-	rc |= anomaly_metrics(b); /* anomaly events, actions, tracer (docs/anomaly.md) */
+	rc |= anomaly_metrics(b);	  /* anomaly events, actions, tracer (docs/anomaly.md) */
 	rc |= reflex_metrics(cfg, &t, b); /* rules and detectors (docs/rules.md) */
-	rc |= limit_metrics(b); /* the kernel rate limiter (docs/ratelimit.md) */
+	rc |= limit_metrics(b);		  /* the kernel rate limiter (docs/ratelimit.md) */
 
 	stats_worker_fini(&t);
 	if (g->config_put)
@@ -1318,7 +1452,7 @@ static int h_reload(struct gateway *g, const struct admin_req *req, struct admin
 
 	/* the audit record is "POST /reload" with the error as its result */
 	if (!g->reload)
-		return json_error(resp, 501, "reload is not available in this build");
+		return admin_error(resp, 501, "reload is not available in this build");
 	if (g->reload(g, err, sizeof(err))) {
 		if (the_admin)
 			the_admin->reloads_failed++;

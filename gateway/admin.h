@@ -47,6 +47,16 @@ struct admin_resp {
 
 typedef int admin_handler(struct gateway *g, const struct admin_req *req, struct admin_resp *resp);
 
+/* Answer status with {"error": msg} (replacing whatever the body held);
+ * returns the handler's 0 (or -1 when out of memory). */
+int admin_error(struct admin_resp *resp, int status, const char *msg);
+/* The string value of "key" at the top level of a flat JSON object body,
+ * unescaped (\uXXXX to UTF-8), NUL-terminated in out. Returns its length;
+ * -1 when the key is absent or its value is not a string; -2 when it does
+ * not fit in cap or holds a NUL. Handlers of small bodies ({"cidr": ...},
+ * {"url": ...}) need no more than this. */
+int admin_body_string(const struct admin_req *req, const char *key, char *out, size_t cap);
+
 /* Register an endpoint (before admin_start): exact path, or a prefix when
  * the path ends with '*'. Mutations require the bearer token. */
 int admin_register(const char *method, const char *path, bool mutation, admin_handler *h);

@@ -17,49 +17,6 @@
 #include "http/cache_redis.h"
 #include "http/cache_store.h"
 
-/* The string value of "key" in a flat JSON object (escapes \" and \\ only;
- * enough for URLs and tags). Returns its length, or -1 if absent. */
-static int json_string(const char *body, size_t len, const char *key, char *out, size_t cap)
-{
-	char pat[32];
-	int pl = snprintf(pat, sizeof(pat), "\"%s\"", key);
-	const char *p = memmem(body, len, pat, (size_t)pl), *end = body + len;
-	size_t o = 0;
-
-	if (!p)
-		return -1;
-	p += pl;
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	if (p >= end || *p != ':')
-		return -1;
-	p++;
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	if (p >= end || *p != '"')
-		return -1;
-	for (p++; p < end && *p != '"'; p++) {
-		if (*p == '\\' && p + 1 < end)
-			p++;
-		if (o + 1 >= cap)
-			return -1;
-		out[o++] = *p;
-	}
-	if (p >= end)
-		return -1;
-	out[o] = 0;
-	return (int)o;
-}
-
-static int json_error(struct admin_resp *resp, int status, const char *msg)
-{
-	resp->status = status;
-	return buf_appends(&resp->body, "{\"error\":") || jsonw_buf_str(&resp->body, msg) ||
-			       buf_appends(&resp->body, "}\n")
-		       ? -1
-		       : 0;
-}
-
 static int h_purge(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
 {
 	char v[4096];
@@ -67,18 +24,18 @@ static int h_purge(struct gateway *g, const struct admin_req *req, struct admin_
 	size_t purged;
 	const char *kind;
 
-	if ((n = json_string(req->body, req->body_len, "url", v, sizeof(v))) >= 0) {
+	if ((n = admin_body_string(req, "url", v, sizeof(v))) >= 0) {
 		kind = "url";
 		purged = cache_purge_url(v, (size_t)n, false);
-	} else if ((n = json_string(req->body, req->body_len, "prefix", v, sizeof(v))) >= 0) {
+	} else if ((n = admin_body_string(req, "prefix", v, sizeof(v))) >= 0) {
 		kind = "prefix";
 		purged = cache_purge_url(v, (size_t)n, true);
-	} else if ((n = json_string(req->body, req->body_len, "tag", v, sizeof(v))) > 0) {
+	} else if ((n = admin_body_string(req, "tag", v, sizeof(v))) > 0) {
 		kind = "tag";
 		purged = cache_purge_tag(v, (size_t)n);
 	} else {
-		return json_error(resp, 400,
-				  "expected a JSON object with \"url\", \"prefix\" or \"tag\"");
+		return admin_error(resp, 400,
+				   "expected a JSON object with \"url\", \"prefix\" or \"tag\"");
 	}
 	cache_store_barrier(); /* the purged objects' memory is back before we answer */
 

@@ -23,40 +23,6 @@
 #include "http/limit_admin.h"
 #include "http/limit_kernel.h"
 
-static int json_error(struct admin_resp *resp, int status, const char *msg)
-{
-	resp->status = status;
-	return buf_appends(&resp->body, "{\"error\":") || jsonw_buf_str(&resp->body, msg) ||
-			       buf_appends(&resp->body, "}\n")
-		       ? -1
-		       : 0;
-}
-
-/* The string value of "key" in a flat JSON object; -1 if absent. */
-static int json_string(const char *body, size_t len, const char *key, char *out, size_t cap)
-{
-	char pat[32];
-	int pl = snprintf(pat, sizeof(pat), "\"%s\"", key);
-	const char *p = body ? memmem(body, len, pat, (size_t)pl) : NULL, *end = body + len;
-	size_t o = 0;
-
-	if (!p)
-		return -1;
-	for (p += pl; p < end && (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n'); p++)
-		;
-	if (p >= end || *p != '"')
-		return -1;
-	for (p++; p < end && *p != '"'; p++) {
-		if (o + 1 >= cap)
-			return -1;
-		out[o++] = *p;
-	}
-	if (p >= end)
-		return -1;
-	out[o] = 0;
-	return (int)o;
-}
-
 /* "name=value" in a query string. */
 static int query_get(struct http_str q, const char *name, char *out, size_t cap)
 {
@@ -102,26 +68,26 @@ static int h_policy(struct gateway *g, const struct admin_req *req, struct admin
 	bool any = false;
 
 	if (!req->body || !req->body_len)
-		return json_error(resp, 400, "expected a JSON object");
+		return admin_error(resp, 400, "expected a JSON object");
 	/* the kernel part first: its keys do not overlap the L7 ones */
 	if ((k = memmem(req->body, req->body_len, "\"kernel\"", 8)) != NULL) {
 		size_t klen = req->body_len - (size_t)(k - req->body);
 		const char *end = memchr(k, '}', klen);
 		if (limit_kernel_policy_set(k, end ? (size_t)(end - k + 1) : klen, err,
 					    sizeof(err)))
-			return json_error(resp, 409, err);
+			return admin_error(resp, 409, err);
 		any = true;
 	}
 	if (memmem(req->body, req->body_len, "\"client\"", 8) ||
 	    memmem(req->body, req->body_len, "\"api_key\"", 9) ||
 	    memmem(req->body, req->body_len, "\"escalate\"", 10)) {
 		if (limit_policy_set(req->body, req->body_len, err, sizeof(err)))
-			return json_error(resp, 400, err);
+			return admin_error(resp, 400, err);
 		any = true;
 	}
 	if (!any)
-		return json_error(resp, 400,
-				  "expected \"client\", \"api_key\", \"escalate\" or \"kernel\"");
+		return admin_error(resp, 400,
+				   "expected \"client\", \"api_key\", \"escalate\" or \"kernel\"");
 	snprintf(resp->audit, sizeof(resp->audit), "limits policy %.200s",
 		 req->body_len < 200 ? req->body : "(long)");
 	return h_limits(g, req, resp);
@@ -161,7 +127,7 @@ static int h_list(struct gateway *g, const struct admin_req *req, struct admin_r
 	const char *which = list_of(req);
 
 	if (!which)
-		return json_error(resp, 404, "no such list (allow, deny, penalty)");
+		return admin_error(resp, 404, "no such list (allow, deny, penalty)");
 	if (buf_appendf(&resp->body, "{\"%s\":", which) ||
 	    limit_kernel_list_json(&resp->body, which) || buf_appends(&resp->body, "}\n"))
 		return -1;
@@ -175,10 +141,10 @@ static int edit(const struct admin_req *req, struct admin_resp *resp, bool add)
 	uint64_t ttl_ms = 0;
 
 	if (!which)
-		return json_error(resp, 404, "no such list (allow, deny, penalty)");
-	if (json_string(req->body, req->body_len, "cidr", cidr, sizeof(cidr)) <= 0 &&
+		return admin_error(resp, 404, "no such list (allow, deny, penalty)");
+	if (admin_body_string(req, "cidr", cidr, sizeof(cidr)) <= 0 &&
 	    query_get(req->query, "cidr", cidr, sizeof(cidr)) <= 0)
-		return json_error(resp, 400, "expected {\"cidr\": \"ADDRESS[/LEN]\"}");
+		return admin_error(resp, 400, "expected {\"cidr\": \"ADDRESS[/LEN]\"}");
 	if (req->body && req->body_len) {
 		const char *t = memmem(req->body, req->body_len, "\"ttl_ms\"", 8);
 		if (t) {
@@ -196,12 +162,12 @@ static int edit(const struct admin_req *req, struct admin_resp *resp, bool add)
 	snprintf(resp->audit, sizeof(resp->audit), "limits %s %s %s: %.150s", which,
 		 add ? "add" : "remove", cidr, rc ? err : "ok");
 	if (rc)
-		return json_error(resp,
-				  rc == -ENOENT	  ? 404
-				  : rc == -EEXIST ? 409
-				  : rc == -ENODEV ? 409
-						  : 400,
-				  err);
+		return admin_error(resp,
+				   rc == -ENOENT   ? 404
+				   : rc == -EEXIST ? 409
+				   : rc == -ENODEV ? 409
+						   : 400,
+				   err);
 	return buf_appendf(&resp->body, "{\"%s\":\"%s\",\"cidr\":", add ? "added" : "removed",
 			   which) ||
 			       jsonw_buf_str(&resp->body, cidr) || buf_appends(&resp->body, "}\n")

@@ -1965,15 +1965,6 @@ bool reflex_resp_end(struct request *r)
 
 /* ---- admin API: /rules ------------------------------------------------------- */
 
-static int json_error(struct admin_resp *resp, int status, const char *msg)
-{
-	resp->status = status;
-	return buf_appends(&resp->body, "{\"error\":") || jsonw_buf_str(&resp->body, msg) ||
-			       buf_appends(&resp->body, "}\n")
-		       ? -1
-		       : 0;
-}
-
 static void json_names_mask(struct buf *b, const struct detect_db *db, uint64_t mask)
 {
 	bool first = true;
@@ -2155,17 +2146,17 @@ static int h_rules_post(struct gateway *g, const struct admin_req *req, struct a
 
 	if (!base) {
 		g->config_put(g, cfg);
-		return json_error(resp, 409,
-				  "reflex is not configured: add a reflex: section to the config");
+		return admin_error(resp, 409,
+				   "reflex is not configured: add a reflex: section to the config");
 	}
 	if (config_parse_rx_rule(req->body ? req->body : "", req->body_len, &c, err, sizeof(err))) {
 		g->config_put(g, cfg);
-		return json_error(resp, 400, err);
+		return admin_error(resp, 400, err);
 	}
 	if (rule_resolve(base->db, cfg, &c, &ru, why, sizeof(why))) {
 		config_rx_rule_fini(&c);
 		g->config_put(g, cfg);
-		return json_error(resp, 400, why);
+		return admin_error(resp, 400, why);
 	}
 	ru.from_admin = true;
 	__atomic_store_n(&rx_gw, g, __ATOMIC_RELEASE);
@@ -2180,11 +2171,11 @@ static int h_rules_post(struct gateway *g, const struct admin_req *req, struct a
 		at = find_rule(cur, before);
 	}
 	if (find_rule(cur, ru.c.name) >= 0) {
-		rc = json_error(resp, 409, "a rule with this name exists");
+		rc = admin_error(resp, 409, "a rule with this name exists");
 	} else if (cur->n_rules >= STATS_RX_RULES) {
-		rc = json_error(resp, 409, "too many rules");
+		rc = admin_error(resp, 409, "too many rules");
 	} else if (before[0] && at < 0) {
-		rc = json_error(resp, 404, "no rule to insert before");
+		rc = admin_error(resp, 404, "no rule to insert before");
 	} else if (publish(base, cur, -1, &ru, at)) {
 		rc = -1;
 	} else {
@@ -2218,20 +2209,20 @@ static int h_rules_delete(struct gateway *g, const struct admin_req *req, struct
 	/* DELETE /rules/NAME */
 	if (req->path.len <= 7 || req->path.len - 7 >= sizeof(name)) {
 		g->config_put(g, cfg);
-		return json_error(resp, 400, "DELETE /rules/NAME");
+		return admin_error(resp, 400, "DELETE /rules/NAME");
 	}
 	memcpy(name, req->path.p + 7, req->path.len - 7);
 	name[req->path.len - 7] = 0;
 	if (!base) {
 		g->config_put(g, cfg);
-		return json_error(resp, 404, "no such rule");
+		return admin_error(resp, 404, "no such rule");
 	}
 	__atomic_store_n(&rx_gw, g, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&admin_mu);
 	cur = set_current(cfg);
 	int i = find_rule(cur, name);
 	if (i < 0) {
-		rc = json_error(resp, 404, "no such rule");
+		rc = admin_error(resp, 404, "no such rule");
 	} else if (publish(base, cur, i, NULL, -1)) {
 		rc = -1;
 	} else {
