@@ -27,6 +27,10 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SKIP_AVX2 1 /* AVX2 skip loops, chosen at run time (the build is generic x86-64) */
+#endif
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
@@ -85,6 +89,7 @@ enum trig_group {
 	G_NUM_CARD,
 	G_NUM_IBAN,
 	G_NUM_IP,
+	G_IPV6, /* no trigger: colon_runs() reports these patterns' ends itself */
 	G_COUNT
 };
 
@@ -107,7 +112,17 @@ _Static_assert(DETECT_BUILTIN_COUNT <= 32, "group_dets is a 32-bit mask");
  * length, so dense trigger words cost one confirmation pass. */
 #define CONFIRM_RANGE_MAX 4096
 
-enum { IP_V4 = 0, IP_V6_TAIL = 1 }; /* the two G_NUM_IP CONF patterns */
+enum { IP_V4 = 0, IP_V6_TAIL = 1 };	 /* the two G_NUM_IP CONF patterns */
+enum { V6_FULL = 0, V6_COMPRESSED = 1 }; /* the two G_IPV6 CONF patterns */
+
+/* A run of [0-9A-Fa-f:] bytes that has a ':' (colon_runs), as far as the
+ * G_IPV6 patterns care. */
+struct v6_run {
+	bool in;	/* inside such a run */
+	bool dcolon;	/* it has "::" */
+	int8_t hex;	/* hex digits since its last ':'; -1: none yet or more than 4 */
+	uint8_t groups; /* ":h{1,4}" groups in a row before its last ':' (up to 7) */
+};
 /* the G_NUM_PHONE CONF patterns, in table order */
 enum { PH_E164 = 0, PH_NANP, PH_SSN_DASH, PH_SSN_SPACE, PH_SSN_KEY, PH_COUNT };
 
@@ -122,6 +137,7 @@ struct detect_db {
 	uint32_t group_dets[G_COUNT]; /* built-in detectors each group can produce */
 	unsigned ip_pat[2];	      /* the G_NUM_IP CONF patterns (ip_window_hits) */
 	unsigned phone_pat[PH_COUNT]; /* the G_NUM_PHONE ones (phone_window_hits) */
+	unsigned v6_pat[2];	      /* the G_IPV6 ones (colon_runs) */
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -178,6 +194,7 @@ struct scan_ctx {
 	/* the digit run being read (number_runs): where its first digit and
 	 * its last digit so far are; NO_RUN outside a run */
 	uint64_t run_first, run_last;
+	struct v6_run v6; /* the colon run being read (colon_runs) */
 };
 
 #define NO_RUN UINT64_MAX
@@ -1074,8 +1091,13 @@ static const struct builtin_pattern patterns[] = {
 	{DETECT_IPV4, LB | CONF | GRP(G_NUM_IP),
 	 "(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z.]|\\.[^0-9A-Za-z]|\\.?\\z)", NULL},
 
-	{DETECT_IPV6, 0, "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
-	{DETECT_IPV6, 0, "::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
+	/* IPv6 without an IPv4 tail: not in the one-pass set either (the
+	 * first, no literal at all, was an engine over every byte and ~1500
+	 * instructions of set-up per scan); colon_runs() reports the ends at
+	 * which they match, in C. */
+	{DETECT_IPV6, CONF | GRP(G_IPV6), "(?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\\z)",
+	 find_ipv6},
+	{DETECT_IPV6, CONF | GRP(G_IPV6), "::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 	{DETECT_IPV6, CONF | GRP(G_NUM_IP),
 	 ":(?:[0-9]{1,3}\\.){3}[0-9]{1,3}(?:[^0-9A-Za-z_:.]|\\z)", find_ipv6},
 
@@ -1420,6 +1442,10 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 		if ((patterns[i].flags & CONF) && GRP_OF(patterns[i].flags) == G_NUM_PHONE &&
 		    n_phone < PH_COUNT)
 			db->phone_pat[n_phone++] = i;
+		if ((patterns[i].flags & CONF) && GRP_OF(patterns[i].flags) == G_IPV6)
+			db->v6_pat[patterns[i].re[0] == ':' && patterns[i].re[1] == ':'
+					   ? V6_COMPRESSED
+					   : V6_FULL] = i;
 	}
 	for (unsigned i = 0; i < opts->n_user; i++)
 		db->pat_det[N_BUILTIN_PATTERNS + i] = DETECT_BUILTIN_COUNT + i;
@@ -2160,10 +2186,13 @@ static bool word_is(const uint8_t *p, size_t n, const char *w)
 	return !w[n];
 }
 
+/* n > 0. The first letter first: this runs for every word a trigger check
+ * reads, against lists of a dozen words. */
 static bool word_in(const uint8_t *p, size_t n, const char *const *list)
 {
+	int c0 = p[0] | 0x20;
 	for (; *list; list++)
-		if (word_is(p, n, *list))
+		if ((*list)[0] == c0 && word_is(p, n, *list))
 			return true;
 	return false;
 }
@@ -2191,6 +2220,24 @@ static int word_before(const uint8_t *b, size_t *pos, bool cut, const uint8_t **
 	*wn = e - i;
 	*pos = i;
 	return 1;
+}
+
+/* b[0, pos) ends with the literal w (lower case), letters in either case
+ * (byte | 0x20, as word_is: exact for letters; "'" and "-" also take
+ * \a and \r, which only makes a trigger check say yes more often). The
+ * trigger checks run on every trigger hit; a libc call each cost more than
+ * the comparison. */
+#define tail_is(b, pos, w) tail_is_n(b, pos, w, sizeof(w) - 1)
+
+static inline bool tail_is_n(const uint8_t *b, size_t pos, const char *w, size_t len)
+{
+	if (pos < len)
+		return false;
+	b += pos - len;
+	for (size_t i = 0; i < len; i++)
+		if ((b[i] | 0x20) != w[i])
+			return false;
+	return true;
 }
 
 /* Extraction phrases name what they want last ("... your system prompt"):
@@ -2222,15 +2269,15 @@ static bool extract_shape_before(struct scan_ctx *c, uint64_t at)
 	bool cut = lo > 0;
 	int k;
 
-	if (n >= 6 && !strncasecmp((const char *)b + n - 6, "repeat", 6))
+	if (tail_is(b, n, "repeat"))
 		return true; /* the trigger is itself the verb */
-	if (n >= 12 && !strncasecmp((const char *)b + n - 12, "instructions", 12)) {
+	if (tail_is(b, n, "instructions")) {
 		pos = n - 12;
-	} else if (n >= 6 && !strncasecmp((const char *)b + n - 6, "prompt", 6)) {
+	} else if (tail_is(b, n, "prompt")) {
 		pos = n - 6; /* "pre-prompt", "preprompt" */
-		if (pos >= 4 && !strncasecmp((const char *)b + pos - 4, "pre-", 4))
+		if (tail_is(b, pos, "pre-"))
 			pos -= 4;
-		else if (pos >= 3 && !strncasecmp((const char *)b + pos - 3, "pre", 3))
+		else if (tail_is(b, pos, "pre"))
 			pos -= 3;
 	} else {
 		return true;
@@ -2289,9 +2336,9 @@ static bool trigger_left_ok(struct scan_ctx *c, unsigned grp, uint64_t at)
 	int k;
 
 	if (grp == G_OVERRIDE) {
-		if (n >= 6 && !strncasecmp((const char *)b + n - 6, "follow", 6))
+		if (tail_is(b, n, "follow"))
 			pos = n - 6;
-		else if (n >= 4 && !strncasecmp((const char *)b + n - 4, "obey", 4))
+		else if (tail_is(b, n, "obey"))
 			pos = n - 4;
 		else
 			return true; /* the verbs that open the phrase */
@@ -2300,16 +2347,14 @@ static bool trigger_left_ok(struct scan_ctx *c, unsigned grp, uint64_t at)
 			pos--;
 		if (pos == e)
 			return pos == 0 && cut;
-		return (pos < 4 && cut) ||
-		       (pos >= 3 && (!strncasecmp((const char *)b + pos - 3, "not", 3) ||
-				     !strncasecmp((const char *)b + pos - 3, "n't", 3))) ||
-		       (pos >= 4 && !strncasecmp((const char *)b + pos - 4, "stop", 4));
+		return (pos < 4 && cut) || tail_is(b, pos, "not") || tail_is(b, pos, "n't") ||
+		       tail_is(b, pos, "stop");
 	}
 	if (grp != G_ROLE)
 		return true;
-	if (n >= 6 && !strncasecmp((const char *)b + n - 6, "longer", 6))
+	if (tail_is(b, n, "longer"))
 		pos = n - 6;
-	else if (n >= 8 && !strncasecmp((const char *)b + n - 8, "anything", 8))
+	else if (tail_is(b, n, "anything"))
 		pos = n - 8;
 	else
 		return true;
@@ -2363,9 +2408,67 @@ static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at)
 	return 0;
 }
 
-/* The first digit in p[i, n), or n. Prose has few digits: 16 bytes a step. */
+#ifdef SKIP_AVX2
+/* next_digit and next_colon, 64 bytes a step, up to the last 64 bytes
+ * (returns where it stopped when it found nothing). */
+__attribute__((target("avx2"))) static size_t next_digit_avx2(const uint8_t *p, size_t i, size_t n)
+{
+	const __m256i zero = _mm256_set1_epi8('0'), nine = _mm256_set1_epi8(9);
+	for (; i + 64 <= n; i += 64) {
+		__m256i a = _mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), zero);
+		__m256i b =
+			_mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(p + i + 32)), zero);
+		a = _mm256_cmpeq_epi8(_mm256_min_epu8(a, nine), a);
+		b = _mm256_cmpeq_epi8(_mm256_min_epu8(b, nine), b);
+		uint64_t m = (uint32_t)_mm256_movemask_epi8(a) |
+			     (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
+		if (m)
+			return i + (size_t)__builtin_ctzll(m);
+	}
+	return i;
+}
+
+__attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, size_t i, size_t n)
+{
+	const __m256i colon = _mm256_set1_epi8(':');
+	for (; i + 64 <= n; i += 64) {
+		__m256i a = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), colon);
+		__m256i b =
+			_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i + 32)), colon);
+		uint64_t m = (uint32_t)_mm256_movemask_epi8(a) |
+			     (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
+		if (m)
+			return i + (size_t)__builtin_ctzll(m);
+	}
+	return i;
+}
+#endif
+
+/* The first ':' in p[i, n), or n. */
+static size_t next_colon(const uint8_t *p, size_t i, size_t n)
+{
+#ifdef SKIP_AVX2
+	if (__builtin_cpu_supports("avx2")) {
+		i = next_colon_avx2(p, i, n);
+		if (i + 64 <= n)
+			return i;
+	}
+#endif
+	const uint8_t *q = memchr(p + i, ':', n - i);
+	return q ? (size_t)(q - p) : n;
+}
+
+/* The first digit in p[i, n), or n. Prose has few digits: 64 bytes a step
+ * with AVX2, 16 with SSE2. */
 static size_t next_digit(const uint8_t *p, size_t i, size_t n)
 {
+#ifdef SKIP_AVX2
+	if (__builtin_cpu_supports("avx2")) {
+		i = next_digit_avx2(p, i, n);
+		if (i + 64 <= n)
+			return i;
+	}
+#endif
 #ifdef __SSE2__
 	const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
 	for (; i + 16 <= n; i += 16) {
@@ -2432,6 +2535,94 @@ static int number_runs_end(struct scan_ctx *c, uint64_t end)
 	return hit ? on_trigger(c, G_NUMBER, end) : 0;
 }
 
+/* One byte of a colon run (colon_runs): returns the G_IPV6 patterns
+ * (1 << V6_*) that match with ch as their right-context byte, and ends
+ * the run when ch is not in [0-9A-Fa-f:]. Mirrors
+ *   (?::[0-9A-Fa-f]{1,4}){7}(?:[^0-9A-Za-z_:.]|\z)   V6_FULL
+ *   ::[0-9A-Fa-f:]*(?:[^0-9A-Za-z_:.]|\z)            V6_COMPRESSED
+ * both of which can only end right after the run. */
+static unsigned v6_hits(const struct v6_run *r)
+{
+	return (r->dcolon ? 1u << V6_COMPRESSED : 0) |
+	       (r->hex > 0 && r->groups >= 6 ? 1u << V6_FULL : 0);
+}
+
+static inline __attribute__((always_inline)) unsigned v6_byte(struct v6_run *r, int ch)
+{
+	if (ch == ':') {
+		if (r->hex == 0) { /* "::" */
+			r->dcolon = true;
+			r->groups = 0;
+		} else if (r->hex > 0) {
+			r->groups += r->groups < 7;
+		} else {
+			r->groups = 0;
+		}
+		r->hex = 0;
+		return 0;
+	}
+	if (is_hex(ch)) {
+		if (r->hex >= 0 && ++r->hex > 4)
+			r->hex = -1;
+		return 0;
+	}
+	r->in = false;
+	return is_word(ch) || ch == '.' ? 0 : v6_hits(r);
+}
+
+static int v6_candidate(struct scan_ctx *c, unsigned hits, uint64_t end)
+{
+	return candidate(c, c->db->v6_pat[hits & 1u << V6_FULL ? V6_FULL : V6_COMPRESSED], 0, end);
+}
+
+/* The G_IPV6 patterns, in C: every end at which they match goes to
+ * candidate(), as their Hyperscan reports did. next_colon() skips to the
+ * next ':' (prose and JSON have few); a run is then read byte by byte. p[0, n)
+ * are stream bytes from base; the run carries over to the next feed. */
+static int colon_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t base)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (!c->v6.in) {
+			i = next_colon(p, i, n);
+			if (i == n)
+				break;
+			/* most colons are followed by neither a hex digit nor
+			 * a colon ("role":"user", "Note: "): a run of one
+			 * ':' matches nothing */
+			if (i + 1 < n && !is_hex(p[i + 1]) && p[i + 1] != ':') {
+				i += 2;
+				continue;
+			}
+			c->v6 = (struct v6_run){.in = true, .hex = -1};
+		}
+		for (; i < n; i++) {
+			unsigned h = v6_byte(&c->v6, p[i]);
+			if (h && v6_candidate(c, h, base + i + 1))
+				return 1;
+			if (!c->v6.in) {
+				i++;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* End of data: a run that reaches it matches there (\z). */
+static int colon_runs_end(struct scan_ctx *c, uint64_t end)
+{
+	unsigned h = c->v6.in ? v6_hits(&c->v6) : 0;
+	c->v6.in = false;
+	return h ? v6_candidate(c, h, end) : 0;
+}
+
+static bool wants_ipv6(const struct scan_ctx *c)
+{
+	return c->want >> DETECT_IPV6 & 1;
+}
+
 /* Number detectors the scan wants: otherwise number_runs need not run. */
 static bool wants_numbers(const struct scan_ctx *c)
 {
@@ -2491,6 +2682,8 @@ int detect_scan_mask(const struct detect_db *db, struct detect_scratch *s, const
 	if (e != HS_SUCCESS)
 		return e == HS_INVALID ? -EINVAL : -EIO;
 	if (wants_numbers(&c) && (number_runs(&c, c.cur, len, 0) || number_runs_end(&c, len)))
+		return -ECANCELED;
+	if (wants_ipv6(&c) && (colon_runs(&c, c.cur, len, 0) || colon_runs_end(&c, len)))
 		return -ECANCELED;
 	return run_queue(&c, UINT64_MAX) || flush_all(&c) ? -ECANCELED : 0;
 }
@@ -2633,7 +2826,8 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	 * same-start extension would be longer than the detector's maxlen). */
 	uint64_t end = st->offset + len;
 	int rc = 0;
-	if ((wants_numbers(c) && number_runs(c, buf, len, st->offset)) || run_queue(c, end)) {
+	if ((wants_numbers(c) && number_runs(c, buf, len, st->offset)) ||
+	    (wants_ipv6(c) && colon_runs(c, buf, len, st->offset)) || run_queue(c, end)) {
 		rc = -ECANCELED;
 		goto out;
 	}
@@ -2674,7 +2868,8 @@ int detect_stream_finish(struct detect_stream *st, struct detect_scratch *s)
 		rc = -ECANCELED;
 	else if (e != HS_SUCCESS)
 		rc = -EIO;
-	else if ((wants_numbers(c) && number_runs_end(c, st->offset)) || run_queue(c, UINT64_MAX) ||
+	else if ((wants_numbers(c) && number_runs_end(c, st->offset)) ||
+		 (wants_ipv6(c) && colon_runs_end(c, st->offset)) || run_queue(c, UINT64_MAX) ||
 		 flush_all(c))
 		rc = -ECANCELED;
 out:
@@ -2808,6 +3003,29 @@ static int cmp_triple(const void *a, const void *b)
 	return 0;
 }
 
+/* colon_runs' state machine over a whole window, each pattern that
+ * matches as a hit (what its Hyperscan scan reports). */
+static unsigned v6_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from, size_t *to,
+			       unsigned cap)
+{
+	struct v6_run r = {0};
+	unsigned nh = 0;
+
+	for (size_t i = 0; i <= n && nh + 2 <= cap; i++) {
+		unsigned h = 0;
+		if (i == n)
+			h = r.in ? v6_hits(&r) : 0;
+		else if (r.in)
+			h = v6_byte(&r, w[i]);
+		else if (w[i] == ':')
+			r = (struct v6_run){.in = true, .hex = -1}, v6_byte(&r, ':');
+		for (unsigned k = V6_FULL; k <= V6_COMPRESSED; k++)
+			if (h >> k & 1)
+				kind[nh] = k, from[nh] = 0, to[nh++] = i < n ? i + 1 : n;
+	}
+	return nh;
+}
+
 int detect_check_number_matchers(const struct detect_db *db, struct detect_scratch *s,
 				 unsigned n_windows, char *err, size_t errlen)
 {
@@ -2857,17 +3075,27 @@ int detect_check_number_matchers(const struct detect_db *db, struct detect_scrat
 		"1.2.3.4.5",
 		"078-05-1120",
 	};
+	/* colon runs: IPv6 groups, "::", too many hex digits, the bytes
+	 * that end a run with and without a match */
+	static const char *const v6_piece[] = {
+		":",	     "::",	     ":", "1", "a", "F", "0", "db8", "fe80", "ffff",
+		"12345",     "abcd",	     "g", "_", ".", " ", "x", "-",   "\n",   "1.2.3.4",
+		"2001:db8:", ":1:2:3:4:5:6",
+	};
 	uint64_t r = 0x9e3779b97f4a7c15ull;
 
 	for (unsigned it = 0; it < n_windows; it++) {
-		unsigned grp = it & 1 ? G_NUM_IP : G_NUM_PHONE;
+		unsigned grp = it % 3 == 2 ? G_IPV6 : it & 1 ? G_NUM_IP : G_NUM_PHONE;
+		const char *const *pieces = grp == G_IPV6 ? v6_piece : piece;
+		size_t n_pieces = grp == G_IPV6 ? sizeof(v6_piece) / sizeof(v6_piece[0])
+						: sizeof(piece) / sizeof(piece[0]);
 		char w[96];
 		size_t n = 0, want;
 		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
 		want = 1 + r % 80;
 		while (n < want) {
 			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-			const char *p = piece[r % (sizeof(piece) / sizeof(piece[0]))];
+			const char *p = pieces[r % n_pieces];
 			size_t l = strlen(p);
 			if (n + l > sizeof(w))
 				break;
@@ -2882,13 +3110,16 @@ int detect_check_number_matchers(const struct detect_db *db, struct detect_scrat
 		}
 		unsigned kind[CONFIRM_HITS];
 		size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
-		unsigned nh = grp == G_NUM_IP ? ip_window_hits((const uint8_t *)w, n, kind, from,
-							       to, CONFIRM_HITS)
-					      : phone_window_hits((const uint8_t *)w, n, kind, from,
-								  to, CONFIRM_HITS);
+		unsigned nh = grp == G_IPV6 ? v6_window_hits((const uint8_t *)w, n, kind, from, to,
+							     CONFIRM_HITS)
+			      : grp == G_NUM_IP ? ip_window_hits((const uint8_t *)w, n, kind, from,
+								 to, CONFIRM_HITS)
+						: phone_window_hits((const uint8_t *)w, n, kind,
+								    from, to, CONFIRM_HITS);
 		for (unsigned i = 0; i < nh && b.n < CONFIRM_HITS; i++, b.n++) {
-			unsigned pat =
-				grp == G_NUM_IP ? db->ip_pat[kind[i]] : db->phone_pat[kind[i]];
+			unsigned pat = grp == G_IPV6	 ? db->v6_pat[kind[i]]
+				       : grp == G_NUM_IP ? db->ip_pat[kind[i]]
+							 : db->phone_pat[kind[i]];
 			b.v[b.n][0] = to[i];
 			b.v[b.n][1] = pat;
 			b.v[b.n][2] = patterns[pat].find ? 0 : from[i];
