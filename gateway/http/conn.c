@@ -605,12 +605,14 @@ static void tls_input(struct conn *c, const char *data, size_t len)
 	}
 }
 
-/* A server handshake in progress: feed the ciphertext now (the provided
- * buffer goes back to the ring) and run the handshake step after the
- * batch's other completions (conn_flush_all). True when deferred. */
+/* A ClientHello (nothing sent yet on a server connection): feed the
+ * ciphertext now (the provided buffer goes back to the ring) and run the
+ * handshake step after the batch's other completions (conn_flush_all).
+ * Only the first flight waits: the client's Finished is cheap and often
+ * comes with the first request. True when deferred. */
 static bool tls_defer(struct conn *c, const char *data, size_t len)
 {
-	if (!tls_conn_is_server(c->tls) || tls_conn_established(c->tls))
+	if (c->sends || !tls_conn_is_server(c->tls) || tls_conn_established(c->tls))
 		return false;
 	if (tls_conn_feed(c->tls, data, len)) {
 		conn_close(c, true);
