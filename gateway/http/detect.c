@@ -1177,8 +1177,8 @@ static const struct builtin_pattern patterns[] = {
 	 NULL},
 
 	{DETECT_INJ_ROLE, CI | TRIG | GRP(G_ROLE),
-	 "longer|unrestricted|unfiltered|uncensored|jailbr|evil|amoral|pretend|anything|"
-	 "now\\s+(?:dan|stan|dude|aim)|dan\\s+mode|free\\s+(?:from|of)\\s+all|from\\s+now\\s+on",
+	 "longer|unrestricted|unfiltered|uncensored|jailbr|evil|amoral|pretend|anything|free|"
+	 "without|dan\\s+mode|now\\s+(?:dan|stan|dude|aim)",
 	 NULL},
 	{DETECT_INJ_ROLE, CI | LB | CONF | GRP(G_ROLE),
 	 "you\\s+are\\s+(?:now\\s+)?(?:no\\s+longer\\s+(?:an?\\s+)?(?:ai|assistant|language\\s+"
@@ -2321,8 +2321,9 @@ static bool extract_shape_before(struct scan_ctx *c, uint64_t at)
 /* Trigger words that are common on their own are written as one literal
  * in the one-pass set (a multi-word trigger with \\s+ between the words cost
  * the set ~20 %) and checked here for the word the CONF patterns put before
- * them: "not/n't/stop follow|obey", "no longer", "do anything". Looks only
- * left of `at`; unsure (bytes gone) means yes. */
+ * them: "not/n't/stop follow|obey", "no longer", "do anything"; "free"
+ * ("free from all") only at a word boundary. Looks only left of `at`;
+ * unsure (bytes gone) means yes. */
 static bool trigger_left_ok(struct scan_ctx *c, unsigned grp, uint64_t at)
 {
 	uint64_t lo = at > 32 ? at - 32 : 0;
@@ -2352,6 +2353,8 @@ static bool trigger_left_ok(struct scan_ctx *c, unsigned grp, uint64_t at)
 	}
 	if (grp != G_ROLE)
 		return true;
+	if (tail_is(b, n, "free")) /* "free from/of all" opens its phrase */
+		return n == 4 || !is_word(b[n - 5]);
 	if (tail_is(b, n, "longer"))
 		pos = n - 6;
 	else if (tail_is(b, n, "anything"))
