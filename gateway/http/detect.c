@@ -190,6 +190,7 @@ struct scan_ctx {
 	struct confirm *queue;
 	unsigned n_queue;
 	bool stopped;
+	bool any_pend; /* a pending match was made live (flush_all has work) */
 	uint64_t want; /* detectors asked for (bit = id; ids >= 64 always) */
 	/* the digit run being read (number_runs): where its first digit and
 	 * its last digit so far are; NO_RUN outside a run */
@@ -1842,6 +1843,7 @@ static int candidate(struct scan_ctx *c, unsigned pat, uint64_t from, uint64_t t
 	p->raw_end = to;
 	p->flags = flags;
 	p->live = true;
+	c->any_pend = true;
 	return 0;
 }
 
@@ -2411,6 +2413,14 @@ static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at)
 	return 0;
 }
 
+/* Most colons are followed by neither a hex digit nor a colon ("role":
+ * "user", "Note: "): a run of one ':' matches no G_IPV6 pattern, and
+ * colon_runs need not start one. At the end of p the next feed decides. */
+static inline bool colon_may_run(const uint8_t *p, size_t at, size_t n)
+{
+	return at + 1 == n || is_hex(p[at + 1]) || p[at + 1] == ':';
+}
+
 #ifdef SKIP_AVX2
 /* next_digit and next_colon, 64 bytes a step, up to the last 64 bytes
  * (returns where it stopped when it found nothing). */
@@ -2440,14 +2450,18 @@ __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, 
 			_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i + 32)), colon);
 		uint64_t m = (uint32_t)_mm256_movemask_epi8(a) |
 			     (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
-		if (m)
-			return i + (size_t)__builtin_ctzll(m);
+		for (; m; m &= m - 1) {
+			size_t at = i + (size_t)__builtin_ctzll(m);
+			if (colon_may_run(p, at, n))
+				return at;
+		}
 	}
 	return i;
 }
 #endif
 
-/* The first ':' in p[i, n), or n. */
+/* The first ':' in p[i, n) that may start a colon run that matters, or
+ * n. */
 static size_t next_colon(const uint8_t *p, size_t i, size_t n)
 {
 #ifdef SKIP_AVX2
@@ -2457,8 +2471,14 @@ static size_t next_colon(const uint8_t *p, size_t i, size_t n)
 			return i;
 	}
 #endif
-	const uint8_t *q = memchr(p + i, ':', n - i);
-	return q ? (size_t)(q - p) : n;
+	for (;; i++) {
+		const uint8_t *q = memchr(p + i, ':', n - i);
+		if (!q)
+			return n;
+		i = (size_t)(q - p);
+		if (colon_may_run(p, i, n))
+			return i;
+	}
 }
 
 /* The first digit in p[i, n), or n. Prose has few digits: 64 bytes a step
@@ -2591,13 +2611,6 @@ static int colon_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t b
 			i = next_colon(p, i, n);
 			if (i == n)
 				break;
-			/* most colons are followed by neither a hex digit nor
-			 * a colon ("role":"user", "Note: "): a run of one
-			 * ':' matches nothing */
-			if (i + 1 < n && !is_hex(p[i + 1]) && p[i + 1] != ':') {
-				i += 2;
-				continue;
-			}
 			c->v6 = (struct v6_run){.in = true, .hex = -1};
 		}
 		for (; i < n; i++) {
@@ -2646,6 +2659,8 @@ static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long
 
 static int flush_all(struct scan_ctx *c)
 {
+	if (!c->any_pend)
+		return 0; /* most bodies: nothing to look through */
 	for (unsigned i = 0; i < c->db->n_det; i++)
 		if (c->pend[i].live && emit(c, i, &c->pend[i]))
 			return 1;
