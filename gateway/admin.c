@@ -380,7 +380,7 @@ static void on_view_task(struct worker *w, struct worker_task *t)
 	unsigned n = 0;
 
 	v->draining = w->draining;
-	v->serving = w->serving;
+	v->serving = __atomic_load_n(&w->serving, __ATOMIC_ACQUIRE);
 	v->want_listeners = w->cfg ? w->cfg->n_listens : 0;
 	for (struct listener *ls = w->listeners; ls; ls = ls->next)
 		if (!ls->dead && ls->fd >= 0)

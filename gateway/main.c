@@ -168,6 +168,12 @@ static int reload_config(struct gateway *g, char *err, size_t errlen)
 	for (unsigned i = 0; i < g->n_workers; i++)
 		worker_reload(&g->workers[i], ncfg);
 	pthread_mutex_unlock(&reload_mu);
+	/* Answer once the workers route with it (microseconds; a worker stuck
+	 * for 2 s is not waited for): whoever asked may send the next request
+	 * at once and expects the new rules. */
+	for (unsigned i = 0; i < g->n_workers; i++)
+		if (!worker_wait_config(&g->workers[i], ncfg, 2000))
+			log_warn("reload: worker %u has not switched yet", i);
 	log_info("configuration reloaded%s%s", ncfg->source[0] ? " from " : "", ncfg->source);
 	return 0;
 }
@@ -460,6 +466,12 @@ int main(int argc, char **argv)
 	/* Only now: no client is served by a thread that still held privileges. */
 	for (unsigned i = 0; i < cfg->workers; i++)
 		worker_serve(&G.workers[i]);
+	/* "ready" (and READY=1, and the old process's cue to drain) only once
+	 * every worker accepts: a probe or a test that connects right after
+	 * is served, not left in the backlog of a worker still starting */
+	for (unsigned i = 0; i < cfg->workers; i++)
+		if (!worker_wait_serving(&G.workers[i], 5000))
+			log_warn("worker %u: not accepting yet after 5 s", i);
 	if (upgrade_conn >= 0) {
 		int rc = upgrade_ready(upgrade_conn);
 		if (rc)

@@ -153,7 +153,10 @@ static int open_one(struct worker *w, const struct cfg_addr *a)
 
 void accept_serve(struct worker *w)
 {
-	w->serving = true;
+	/* atomic: main waits for it before it says the gateway is ready
+	 * (worker_wait_serving); the accepts below go out with this loop
+	 * iteration's submit */
+	__atomic_store_n(&w->serving, true, __ATOMIC_RELEASE);
 	for (struct listener *ls = w->listeners; ls; ls = ls->next)
 		if (!ls->dead && !ls->armed && !w->draining)
 			arm(ls);

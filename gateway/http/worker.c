@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -207,6 +208,8 @@ static void on_mail(struct io_op *op, int res, unsigned flags)
 		apply_config(w, ncfg);
 	else if (ncfg && w->release_cfg)
 		w->release_cfg(w->release_ctx, ncfg);
+	if (ncfg) /* only compared, never dereferenced: released is fine */
+		__atomic_store_n(&w->mail_done, ncfg, __ATOMIC_RELEASE);
 	if (__atomic_load_n(&w->mail_drain, __ATOMIC_ACQUIRE))
 		begin_drain(w, __atomic_load_n(&w->mail_keep_listeners, __ATOMIC_ACQUIRE));
 	arm_mail_read(w);
@@ -375,6 +378,30 @@ void worker_serve(struct worker *w)
 {
 	w->serve_task.fn = on_serve;
 	worker_post(w, &w->serve_task);
+}
+
+static bool wait_until(struct worker *w, const struct config *cfg, unsigned timeout_ms)
+{
+	for (unsigned waited = 0;; waited++) {
+		if (cfg ? __atomic_load_n(&w->mail_done, __ATOMIC_ACQUIRE) == cfg ||
+				  __atomic_load_n(&w->mail_drain, __ATOMIC_ACQUIRE)
+			: __atomic_load_n(&w->serving, __ATOMIC_ACQUIRE))
+			return true;
+		if (waited >= timeout_ms)
+			return false;
+		struct timespec ms = {.tv_nsec = 1000000};
+		nanosleep(&ms, NULL);
+	}
+}
+
+bool worker_wait_serving(struct worker *w, unsigned timeout_ms)
+{
+	return wait_until(w, NULL, timeout_ms);
+}
+
+bool worker_wait_config(struct worker *w, const struct config *cfg, unsigned timeout_ms)
+{
+	return wait_until(w, cfg, timeout_ms);
 }
 
 void worker_post(struct worker *w, struct worker_task *t)

@@ -83,6 +83,7 @@ struct worker {
 	struct io_op mail_op;
 	uint64_t mail_val;
 	const struct config *mail_cfg; /* a new snapshot to switch to (atomic) */
+	const struct config *mail_done; /* the last snapshot taken from mail_cfg (atomic) */
 	bool mail_drain;               /* drain requested (atomic) */
 	bool mail_keep_listeners;      /* with the drain: an upgrade owns the sockets now */
 	bool draining;
@@ -124,6 +125,11 @@ void worker_reload(struct worker *w, const struct config *cfg);
 /* Start accepting on the listeners opened by worker_start (any thread;
  * once). Until then, clients wait in the listen backlog. */
 void worker_serve(struct worker *w);
+/* Wait (polling, on a thread that is not a worker) until w's accepts are
+ * armed after worker_serve, or until w has switched to cfg after
+ * worker_reload (or drains). False when timeout_ms passed first. */
+bool worker_wait_serving(struct worker *w, unsigned timeout_ms);
+bool worker_wait_config(struct worker *w, const struct config *cfg, unsigned timeout_ms);
 
 /* The counter slot of pool p / route i of cfg (core/stats.h: stats_name_slot;
  * a route's key is its label set: index, host and path prefix). */
