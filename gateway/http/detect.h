@@ -13,11 +13,13 @@
  * are merged into a single match.
  *
  * What is in the one pass (docs/detect.md has the why and the numbers):
- *  - secrets, email, IPv6, delimiter tokens and user patterns: their own
+ *  - secrets, email, delimiter tokens and user patterns: their own
  *    patterns;
  *  - numbers (phone, SSN, card, IBAN, IPv4): not in it; digit runs are
  *    found in C and the number formats run on a small window around a run
  *    whose shape fits (IP and phone/SSN windows are matched in C);
+ *  - IPv6: not in it either; runs of hex digits and colons are read in C,
+ *    which reports where the IPv6 patterns match;
  *  - injection phrases: literal trigger words per family ("ignore",
  *    "jailbreak", "decode", ...), checked in C against the words before
  *    them; the family's full phrase patterns run on a
@@ -256,11 +258,12 @@ const char *detect_builtin_pattern(unsigned i, enum detect_builtin *det, bool *c
  * For tests and for checking config examples; the scan does this itself. */
 bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n);
 
-/* For tests: the IP and phone/SSN confirmation windows are matched in C
- * (docs/detect.md, "How one pass stays fast"); this scans n_windows random
- * windows both with those C matchers and with the group's Hyperscan
- * patterns and compares what they report. 0, or -EINVAL with the first
- * window that differs in err. s must be made for db. */
+/* For tests: the IP and phone/SSN confirmation windows and the IPv6 colon
+ * runs are matched in C (docs/detect.md, "How one pass stays fast"); this
+ * scans n_windows random windows both with those C matchers and with the
+ * Hyperscan patterns they stand for and compares what they report. 0, or
+ * -EINVAL with the first window that differs in err. s must be made for
+ * db. */
 int detect_check_number_matchers(const struct detect_db *db, struct detect_scratch *s,
 				 unsigned n_windows, char *err, size_t errlen);
 

@@ -389,6 +389,9 @@ static void test_split_points(void)
 		 * a too-long group, "::" at the very end */
 		"addr=2001:0db8:85a3:0000:0000:8a2e:0370:7334 x 1:2:3:4:5:6:7:8:12345:1 "
 		"\"role\":\"user\" ::1",
+		/* e-mail domains are read in C (email_runs): several ends, two
+		 * '@' in a row, an empty label, an address at the very end */
+		"to: a.b@mail.example.co.uk, x@y@z.org, bad@b..com; end@host.io",
 	};
 	/* Matches of one detector found by a confirmation window (IPv6 with an
 	 * IPv4 tail, a fake "system:" turn) before a later one found directly:
