@@ -330,8 +330,8 @@ struct h_proc *h_spawn(const char *name, char *const argv[], const char *host, i
 	for (int i = 0; i < 60 && access(argv[0], X_OK) != 0; i++)
 		h_sleep_ms(50);
 	if (access(argv[0], X_OK) != 0) {
-		printf("  %s: cannot execute %s: %s (make %s?)\n", name, argv[0], strerror(errno),
-		       argv[0]);
+		test_fail(__FILE__, __LINE__, "%s: cannot execute %s: %s (make %s?)", name, argv[0],
+			  strerror(errno), argv[0]);
 		close(logfd);
 		free(p);
 		return NULL;
@@ -393,8 +393,10 @@ respawn:
 				h_sleep_ms(300);
 				goto respawn;
 			}
-			printf("  %s exited before listening (status 0x%x); log %s:\n", name,
-			       p->status, p->log);
+			/* a FAIL, so a scenario that then gives up cannot pass by doing nothing */
+			test_fail(__FILE__, __LINE__,
+				  "%s exited before listening (status 0x%x); log %s", name,
+				  p->status, p->log);
 			h_log_tail(p, 20);
 			close(logfd);
 			return NULL;
@@ -413,8 +415,8 @@ respawn:
 		h_sleep_ms(20);
 	}
 	close(logfd);
-	printf("  %s did not accept on %s:%d within %u ms; log %s:\n", name, host, port, ready_ms,
-	       p->log);
+	test_fail(__FILE__, __LINE__, "%s did not accept on %s:%d within %u ms; log %s", name, host,
+		  port, ready_ms, p->log);
 	h_log_tail(p, 20);
 	h_stop(p, 1000);
 	return NULL;
