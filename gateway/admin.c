@@ -665,13 +665,6 @@ static const char *body_value(const char *p, const char *end, const char *key)
 	return NULL;
 }
 
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9'			? c - '0'
-	       : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
-							: -1;
-}
-
 int admin_body_string(const struct admin_req *req, const char *key, char *out, size_t cap)
 {
 	if (!req->body)
@@ -716,7 +709,7 @@ int admin_body_string(const struct admin_req *req, const char *key, char *out, s
 				if (end - p < 5)
 					return -1;
 				for (int i = 0; i < 4; i++)
-					if ((h[i] = hexval(p[1 + i])) < 0)
+					if ((h[i] = http_hex_digit(p[1 + i])) < 0)
 						return -1;
 				cp = (unsigned)(h[0] << 12 | h[1] << 8 | h[2] << 4 | h[3]);
 				p += 4;

@@ -421,14 +421,6 @@ bool cache_etag_match(const char *inm, size_t inm_len, const char *etag, size_t 
 
 /* ---- key normalisation ----------------------------------------------------- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)(c | 0x20);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int cache_norm_path(const char *p, size_t n, char *out, size_t cap)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -436,8 +428,9 @@ int cache_norm_path(const char *p, size_t n, char *out, size_t cap)
 
 	for (size_t i = 0; i < n; i++) {
 		char ch = p[i];
-		if (ch == '%' && i + 2 < n + 0 && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-			int v = hexval(p[i + 1]) * 16 + hexval(p[i + 2]);
+		if (ch == '%' && i + 2 < n + 0 && http_hex_digit(p[i + 1]) >= 0 &&
+		    http_hex_digit(p[i + 2]) >= 0) {
+			int v = http_hex_digit(p[i + 1]) * 16 + http_hex_digit(p[i + 2]);
 			if (isalnum(v) || v == '-' || v == '.' || v == '_' || v == '~') {
 				if (o + 1 > cap)
 					return -1;

@@ -120,6 +120,11 @@ void http_limits_default(struct http_limits *lim)
 	lim->max_headers = 100;
 }
 
+int http_hex_digit(char c)
+{
+	return (int)hex_val[(unsigned char)c] - 1;
+}
+
 bool http_str_eq(struct http_str s, const char *lit)
 {
 	size_t n = strlen(lit);

@@ -149,6 +149,10 @@ const struct http_header *http_find_header(const struct http_header *h, unsigned
 /* Case-insensitive comparison of a view with a NUL-terminated string. */
 bool http_str_eq(struct http_str s, const char *lit);
 
+/* The value (0-15) of the hex digit c, either case; -1 when c is not one.
+ * For percent-decoding, \uXXXX escapes and the like. */
+int http_hex_digit(char c);
+
 /* True if the comma-separated list in `value` (e.g. a Connection field)
  * contains `token`, case-insensitively. */
 bool http_list_has_token(struct http_str value, const char *token);

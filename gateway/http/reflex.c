@@ -646,14 +646,6 @@ static uint64_t scan_block(struct request *r, struct reflex_req *x, uint8_t plac
 	return hits;
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	ch = (char)(ch | 0x20);
-	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
 /* Percent-decode p[0, n) into d (n bytes; "+" is a space in the query).
  * map (n + 1 entries, may be NULL) gets, per decoded byte, the offset of
  * the raw bytes it came from, and map[o] = n. Returns o. */
@@ -666,8 +658,8 @@ static size_t url_decode(const char *p, size_t n, char *d, size_t *map)
 		int hi, lo;
 		if (map)
 			map[o] = i;
-		if (p[i] == '%' && i + 2 < n && (hi = hexval(p[i + 1])) >= 0 &&
-		    (lo = hexval(p[i + 2])) >= 0) {
+		if (p[i] == '%' && i + 2 < n && (hi = http_hex_digit(p[i + 1])) >= 0 &&
+		    (lo = http_hex_digit(p[i + 2])) >= 0) {
 			d[o++] = (char)(hi << 4 | lo);
 			i += 2;
 		} else if (p[i] == '+' && query) {
