@@ -87,15 +87,13 @@ static long admin(const char *method, const char *path, const char *body, struct
 	return h_http(&q, r) == 0 ? r->status : -1;
 }
 
-/* A number from GET /cache ("key":N), or -1. */
-static long long cache_stat(const char *key)
+/* The number right after pat in the body of GET path on the admin API, or -1. */
+static long long admin_number(const char *path, const char *pat)
 {
 	struct h_resp r;
-	char pat[64];
 	long long v = -1;
 
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	if (admin("GET", "/cache", NULL, &r) == 200 && r.body) {
+	if (admin("GET", path, NULL, &r) == 200 && r.body) {
 		const char *p = strstr(r.body, pat);
 		if (p)
 			v = atoll(p + strlen(pat));
@@ -104,21 +102,22 @@ static long long cache_stat(const char *key)
 	return v;
 }
 
+/* A number from GET /cache ("key":N), or -1. */
+static long long cache_stat(const char *key)
+{
+	char pat[64];
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	return admin_number("/cache", pat);
+}
+
 /* The value of one sample line of /metrics ("name{labels}" as printed), -1 if absent. */
 static long long metric(const char *sample)
 {
-	struct h_resp r;
 	char pat[160];
-	long long v = -1;
 
 	snprintf(pat, sizeof(pat), "\n%s ", sample);
-	if (admin("GET", "/metrics", NULL, &r) == 200 && r.body) {
-		const char *p = strstr(r.body, pat);
-		if (p)
-			v = atoll(p + strlen(pat));
-	}
-	h_resp_free(&r);
-	return v;
+	return admin_number("/metrics", pat);
 }
 
 static void write_config(const char *memory)
