@@ -52,7 +52,7 @@ typedef int admin_handler(struct gateway *g, const struct admin_req *req, struct
 int admin_error(struct admin_resp *resp, int status, const char *msg);
 /* The string value of "key" at the top level of a flat JSON object body,
  * unescaped (\uXXXX to UTF-8), NUL-terminated in out. Returns its length;
- * -1 when the key is absent or its value is not a string; -2 when it does
+ * -1 when the key is absent or its value is not a valid JSON string; -2 when it does
  * not fit in cap or holds a NUL. Handlers of small bodies ({"cidr": ...},
  * {"url": ...}) need no more than this. */
 int admin_body_string(const struct admin_req *req, const char *key, char *out, size_t cap);
