@@ -11,7 +11,7 @@
 
 int sock_listen(const struct sockaddr *sa, socklen_t len, int backlog)
 {
-	int one = 1, fd, rc;
+	int one = 1, zero = 0, fd, rc;
 
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -26,6 +26,13 @@ int sock_listen(const struct sockaddr *sa, socklen_t len, int backlog)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, sa, len) || listen(fd, backlog))
 		goto err;
+	/* ...and delayed ACKs from the first request on: TCP_QUICKACK 0 on a
+	 * listener puts its children in ping-pong mode, as HAProxy's
+	 * tcp-smart-accept does (after listen(), which resets the ACK state).
+	 * The ACK of a request rides on its response instead of going out as
+	 * a packet of its own; a request whose body is still to come gets its
+	 * ACK at once (sock_ack_now). */
+	setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero));
 	return fd;
 err:
 	rc = -errno;
@@ -48,6 +55,13 @@ void sock_set_nodelay(int fd)
 	int one = 1;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void sock_ack_now(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
 void sock_set_linger0(int fd)

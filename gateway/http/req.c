@@ -368,6 +368,13 @@ static enum step_result step_parse(struct request *r)
 	}
 	buf_consume(in, (size_t)n);
 	r->t_parsed_ns = w->loop.now_ns;
+	if ((h->body == HTTP_BODY_LENGTH && h->content_length > in->len) ||
+	    (h->body == HTTP_BODY_CHUNKED &&
+	     (in->len < 5 || memcmp(buf_head(in) + in->len - 4, "\r\n\r\n", 4) != 0)))
+		/* The body is still to come, and the ACK of the head would wait
+		 * for a response (sock_listen): a client whose Nagle holds the
+		 * body until then would stall for a delayed-ACK timeout. */
+		sock_ack_now(c->conn.fd);
 	r->bytes_in = (uint64_t)n;
 
 	r->is_head = h->is_head;

@@ -1,0 +1,130 @@
+/* 29_tcp_acks — what reflexd's TCP ACK policy means for a client.
+ *
+ * Accepted sockets start with delayed ACKs (docs/gateway.md, "TCP"): the ACK
+ * of a request rides on its response, so a connection that sends one request
+ * receives no segment of its own for it. A request whose body is still to
+ * come is ACKed at once: a client with Nagle's algorithm on (no TCP_NODELAY)
+ * holds a small body until its head is ACKed, and must not wait for a
+ * delayed-ACK timer (40 ms and more) before it may send the body.
+ *
+ * Both checks take the best of five tries: on a loaded machine one answer may
+ * take longer than the delayed-ACK timer, never five in a row by chance,
+ * while the behaviour they guard against shows on every try. */
+#include "lib/harness.h"
+
+#include <netinet/in.h>
+#include <linux/tcp.h> /* the kernel's tcp_info: glibc's lacks tcpi_segs_in */
+#include <stdlib.h>
+#include <unistd.h>
+
+#define TRIES 5
+
+static int gw_port;
+
+/* Segments without payload the client received: the SYN-ACK, the FIN (when
+ * it does not ride on data) and every pure ACK. */
+static int bare_segments_in(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return -1;
+	return (int)(ti.tcpi_segs_in - ti.tcpi_data_segs_in);
+}
+
+static void test_request_ack_rides_on_response(void)
+{
+	int best = 99;
+
+	test_begin("request_ack_rides_on_response");
+	for (int i = 0; i < TRIES && best > 2; i++) {
+		struct h_buf b = {0};
+		int fd = h_connect("127.0.0.1", gw_port, 2000);
+
+		CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+		if (fd < 0)
+			break;
+		h_send_str(fd, "GET /hello?size=64 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+		enum h_read_end end = h_read_all(fd, &b, 5000, 0);
+		CHECK_MSG(end == H_READ_CLOSED && b.len > 12 && !memcmp(b.data, "HTTP/1.1 200", 12),
+			  "read ended %s, got '%s'", h_read_end_name(end),
+			  h_excerpt(b.data, b.len, 200));
+		int n = bare_segments_in(fd);
+		if (n >= 0 && n < best)
+			best = n;
+		h_buf_free(&b);
+		close(fd);
+	}
+	/* SYN-ACK and FIN; a third is an ACK sent for the request alone */
+	CHECK_MSG(best <= 2, "the client received %d segments without data (best of %d), want <= 2",
+		  best, TRIES);
+	test_end();
+}
+
+static void test_nagle_body_not_delayed(void)
+{
+	double best = 1e9;
+
+	test_begin("nagle_client_body_not_held_by_delayed_ack");
+	for (int i = 0; i < TRIES && best >= 25; i++) {
+		struct h_buf b = {0};
+		int zero = 0;
+		int fd = h_connect("127.0.0.1", gw_port, 2000);
+
+		CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+		if (fd < 0)
+			break;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof(zero));
+		/* a first exchange, so the connection is past its start-up
+		 * quick ACKs on both sides */
+		h_send_str(fd, "GET /hello?size=8 HTTP/1.1\r\nHost: x\r\n\r\n");
+		enum h_read_end end = h_read_responses(fd, &b, 1, 5000);
+		CHECK_MSG(end == H_READ_DONE, "first response: read ended %s",
+			  h_read_end_name(end));
+		h_buf_free(&b);
+		double t0 = h_now_ms();
+		h_send_str(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+			       "Connection: close\r\n\r\n");
+		h_send_str(fd, "0123456789"); /* Nagle holds this until the head is ACKed */
+		end = h_read_all(fd, &b, 5000, 0);
+		double ms = h_now_ms() - t0;
+		CHECK_MSG(end == H_READ_CLOSED && b.len > 12 && !memcmp(b.data, "HTTP/1.1 200", 12),
+			  "POST: read ended %s, got '%s'", h_read_end_name(end),
+			  h_excerpt(b.data, b.len, 200));
+		if (ms < best)
+			best = ms;
+		h_buf_free(&b);
+		close(fd);
+	}
+	CHECK_MSG(best < 25, "a Nagle client's POST took %.1f ms (best of %d): its body waited "
+			     "for a delayed ACK",
+		  best, TRIES);
+	test_end();
+}
+
+int main(void)
+{
+	h_init("29_tcp_acks", 60);
+	gw_port = h_free_port();
+	int o_port = h_free_port();
+	if (!h_start_origin("origin", o_port, 1)) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflex-origin did not start");
+		return test_exit_code();
+	}
+	const char *cfg = h_write_config("workers: 1\n"
+					 "listen: [\"127.0.0.1:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n",
+					 gw_port, o_port);
+	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
+	if (!gw) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "reflexd did not start (config %s)", cfg);
+		return test_exit_code();
+	}
+	test_request_ack_rides_on_response();
+	test_nagle_body_not_delayed();
+	h_finish(gw, 5000);
+	return test_exit_code();
+}
