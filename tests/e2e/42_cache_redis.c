@@ -74,6 +74,122 @@ static long purge(const char *json)
 	return st;
 }
 
+/* ---- Redis, asked directly ------------------------------------------------------ */
+
+static redisContext *redis_open(void)
+{
+	struct timeval tv = {2, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", r_port, tv);
+
+	if (c && c->err) {
+		redisFree(c);
+		c = NULL;
+	}
+	return c;
+}
+
+/* The L2 index entries ("url\tkeyhex" members of rfx:urls) for path on
+ * shared.example: how many there are (-1 when Redis cannot be asked), and
+ * the key of the first in key[37] when key is not NULL. */
+static long l2_entries(const char *path, char *key)
+{
+	char url[512];
+	redisContext *c = redis_open();
+	long n = -1;
+
+	if (!c)
+		return -1;
+	int ul = snprintf(url, sizeof(url), "shared.example%s\t", path);
+	redisReply *r = redisCommand(c, "ZRANGE rfx:urls 0 -1");
+	if (r && r->type == REDIS_REPLY_ARRAY) {
+		n = 0;
+		for (size_t i = 0; i < r->elements; i++) {
+			const redisReply *m = r->element[i];
+			if (m->type != REDIS_REPLY_STRING || m->len != (size_t)ul + 32 ||
+			    memcmp(m->str, url, (size_t)ul) != 0)
+				continue;
+			if (key && n == 0)
+				snprintf(key, 37, "rfx:%.32s", m->str + ul);
+			n++;
+		}
+	}
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+	return n;
+}
+
+/* One integer reply of a command on a fresh connection, or -1. */
+static long long redis_int(const char *cmd, const char *arg)
+{
+	redisContext *c = redis_open();
+	long long v = -1;
+
+	if (!c)
+		return -1;
+	redisReply *r = redisCommand(c, cmd, arg);
+	if (r && r->type == REDIS_REPLY_INTEGER)
+		v = r->integer;
+	else if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+		 r->element[1]->type == REDIS_REPLY_INTEGER)
+		v = r->element[1]->integer; /* PUBSUB NUMSUB: [channel, count] */
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+	return v;
+}
+
+#define L2_WAIT_MS 5000
+
+/* A gateway's L2 writes are fire and forget: the SET, then the index entry
+ * (ZADD rfx:urls), then the tag sets (SADD rfx:t:TAG), pipelined in that
+ * order on one connection, so once the last of them is in Redis the object
+ * is too. Wait up to L2_WAIT_MS until path has `want` index entries (an
+ * object with Vary has two: the marker and the variant) and, with tag, the
+ * tag's set is not empty. A check of the current test fails, naming what was
+ * last seen, when that does not happen. */
+static bool l2_wait_stored(const char *path, long want, const char *tag)
+{
+	double end = h_now_ms() + L2_WAIT_MS;
+	long n;
+	long long tagged;
+
+	for (;;) {
+		n = l2_entries(path, NULL);
+		tagged = tag ? redis_int("SCARD rfx:t:%s", tag) : 1;
+		if ((n >= want && tagged > 0) || h_now_ms() >= end)
+			break;
+		h_sleep_ms(20);
+	}
+	char t[128] = "";
+	if (tag)
+		snprintf(t, sizeof(t), ", %lld members in rfx:t:%s", tagged, tag);
+	CHECK_MSG(n >= want && tagged > 0,
+		  "L2 write of %s not in Redis after %d ms: %ld of %ld index entries%s", path,
+		  L2_WAIT_MS, n, want, t);
+	return n >= want && tagged > 0;
+}
+
+/* GET path through B until it is not answered from the cache: B dropped the
+ * object when the purge reached it through Redis pub/sub. Hits have no side
+ * effect, so only the final miss reaches the origin. */
+static bool b_wait_miss(const char *path)
+{
+	double end = h_now_ms() + L2_WAIT_MS;
+	bool hit = true;
+	long st;
+
+	do {
+		st = get(b_port, path, &hit, NULL);
+		if (st != 200 || !hit)
+			break;
+		h_sleep_ms(20);
+	} while (h_now_ms() < end);
+	CHECK_MSG(st == 200 && !hit, "B: %s still %s after %d ms (status %ld)", path,
+		  hit ? "a cache hit" : "not a plain miss", L2_WAIT_MS, st);
+	return st == 200 && !hit;
+}
+
 static void test_shared(void)
 {
 	bool hit;
@@ -82,7 +198,7 @@ static void test_shared(void)
 	test_begin("fetched_through_a_hit_through_b");
 	CHECK_INT(get(a_port, "/l2/one?cc=max-age%3D60", &hit, NULL), 200);
 	CHECK(!hit);
-	h_sleep_ms(100); /* the L2 write is fire-and-forget */
+	l2_wait_stored("/l2/one?cc=max-age%3D60", 1, NULL);
 	CHECK_INT(get(b_port, "/l2/one?cc=max-age%3D60", &hit, NULL), 200);
 	CHECK_MSG(hit, "B answered from the object A stored in Redis");
 	CHECK_INT(origin_requests() - before, 1);
@@ -98,7 +214,7 @@ static void test_shared(void)
 	struct h_req q = {.url = url, .headers = en};
 	h_http(&q, &r);
 	h_resp_free(&r);
-	h_sleep_ms(100);
+	l2_wait_stored(p, 2, NULL);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", b_port, p);
 	h_http(&q, &r);
 	char v[256] = "";
@@ -110,19 +226,24 @@ static void test_shared(void)
 	test_begin("purge_through_a_seen_by_b");
 	get(a_port, "/l2/p1?cc=max-age%3D60", NULL, NULL);
 	get(a_port, "/l2/p2?cc=max-age%3D60&hdr=Surrogate-Key:grp", NULL, NULL);
-	h_sleep_ms(100);
+	l2_wait_stored("/l2/p1?cc=max-age%3D60", 1, NULL);
+	l2_wait_stored("/l2/p2?cc=max-age%3D60&hdr=Surrogate-Key:grp", 1, "grp");
 	get(b_port, "/l2/p1?cc=max-age%3D60", &hit, NULL);
 	CHECK(hit);
 	get(b_port, "/l2/p2?cc=max-age%3D60&hdr=Surrogate-Key:grp", &hit, NULL);
 	CHECK(hit);
+	/* a purge published before B's subscriber listens would never reach B */
+	long long subs = 0;
+	for (double end = h_now_ms() + L2_WAIT_MS; h_now_ms() < end; h_sleep_ms(20))
+		if ((subs = redis_int("PUBSUB NUMSUB %s", "rfx:purge")) >= 2)
+			break;
+	CHECK_MSG(subs >= 2, "%lld of 2 gateways subscribed to rfx:purge after %d ms", subs,
+		  L2_WAIT_MS);
 	CHECK_INT(purge("{\"url\":\"http://shared.example/l2/p1?cc=max-age%3D60\"}"), 200);
 	CHECK_INT(purge("{\"tag\":\"grp\"}"), 200);
-	h_sleep_ms(300); /* B hears it through Redis pub/sub */
 	before = origin_requests();
-	get(b_port, "/l2/p1?cc=max-age%3D60", &hit, NULL);
-	CHECK_MSG(!hit, "B still had the URL-purged object");
-	get(b_port, "/l2/p2?cc=max-age%3D60&hdr=Surrogate-Key:grp", &hit, NULL);
-	CHECK_MSG(!hit, "B still had the tag-purged object");
+	b_wait_miss("/l2/p1?cc=max-age%3D60");			     /* by URL */
+	b_wait_miss("/l2/p2?cc=max-age%3D60&hdr=Surrogate-Key:grp"); /* by tag */
 	CHECK_INT(origin_requests() - before, 2);
 	test_end();
 }
@@ -134,12 +255,17 @@ static void test_refresh_to_l2(void)
 {
 	const char *p = "/l2/swr?cc=max-age%3D3,stale-while-revalidate%3D60";
 	const char *hdrs[] = {"Host: shared.example", NULL};
-	char url[256], v[256] = "";
+	char url[256], v[256] = "", key[37] = "";
 	struct h_resp r;
 
 	test_begin("swr_refresh_result_reaches_l2");
 	CHECK_INT(get(a_port, p, NULL, NULL), 200);
-	h_sleep_ms(4100);
+	l2_wait_stored(p, 1, NULL);
+	l2_entries(p, key);
+	h_sleep_ms(4100); /* max-age 3 runs out: the point of the test */
+	/* the refresh writes the same key with a new lifetime: its PTTL jumps
+	 * back up by about the 4 s slept here */
+	long long ttl0 = redis_int("PTTL %s", key);
 	long before = origin_requests();
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", a_port, p);
 	struct h_req q = {.url = url, .headers = hdrs};
@@ -148,7 +274,18 @@ static void test_refresh_to_l2(void)
 			  strstr(v, "stale-while-revalidate"),
 		  "A: %s", v);
 	h_resp_free(&r);
-	h_sleep_ms(600); /* the refresh, then its fire-and-forget L2 write */
+	/* the refresh runs after the answer, then writes L2 (fire and forget) */
+	long fetched = 0;
+	long long ttl = ttl0;
+	for (double end = h_now_ms() + L2_WAIT_MS; h_now_ms() < end; h_sleep_ms(20)) {
+		fetched = origin_requests() - before;
+		ttl = redis_int("PTTL %s", key);
+		if (fetched >= 1 && ttl > ttl0 + 1000)
+			break;
+	}
+	CHECK_MSG(fetched >= 1 && ttl > ttl0 + 1000,
+		  "no refresh after %d ms: %ld origin requests, PTTL of %s %lld ms (was %lld)",
+		  L2_WAIT_MS, fetched, key, ttl, ttl0);
 	CHECK_INT(origin_requests() - before, 1);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", b_port, p);
 	CHECK(h_http(&q, &r) == 0);
@@ -169,7 +306,7 @@ static void test_integrity(void)
 
 	test_begin("corrupt_l2_value_not_used");
 	get(a_port, "/l2/corrupt?cc=max-age%3D60&size=3000", NULL, NULL);
-	h_sleep_ms(100);
+	l2_wait_stored("/l2/corrupt?cc=max-age%3D60&size=3000", 1, NULL);
 	/* flip one byte near the end (the body) of every stored value */
 	int n = 0;
 	redisReply *keys = c && !c->err ? redisCommand(c, "KEYS rfx:*") : NULL;
@@ -203,12 +340,12 @@ static void test_redis_down(struct h_proc *redis)
 	bool hit;
 	double ms;
 
-	get(a_port, "/l2/survive?cc=max-age%3D60", NULL, NULL);
-	h_sleep_ms(100);
-	h_signal(redis, SIGKILL);
-	h_wait_exit(redis, 3000);
-
 	test_begin("redis_killed_gateways_keep_serving");
+	get(a_port, "/l2/survive?cc=max-age%3D60", NULL, NULL);
+	/* no write still in flight when Redis dies */
+	l2_wait_stored("/l2/survive?cc=max-age%3D60", 1, NULL);
+	h_signal(redis, SIGKILL);
+	CHECK_MSG(h_wait_exit(redis, 3000) == 0, "redis-server did not die of SIGKILL in 3 s");
 	CHECK_INT(get(a_port, "/l2/survive?cc=max-age%3D60", &hit, NULL), 200);
 	CHECK_MSG(hit, "A's L1 still answers");
 	long before = origin_requests();
@@ -305,10 +442,10 @@ int main(void)
 	struct h_proc *b = h_start_reflexd_config("B", b_port, cb);
 	if (!a || !b || h_wait_port("127.0.0.1", a_admin, 5000))
 		return test_exit_code();
-	h_sleep_ms(300); /* the purge subscribers connect on first use; warm them */
+	/* the purge subscribers start on first use; the purge test waits until
+	 * both listen */
 	get(a_port, "/l2/warm", NULL, NULL);
 	get(b_port, "/l2/warm", NULL, NULL);
-	h_sleep_ms(300);
 	test_shared();
 	test_refresh_to_l2();
 	test_integrity();

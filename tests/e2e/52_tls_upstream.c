@@ -75,8 +75,7 @@ static void test_refused(void)
 		test_end();
 	}
 	test_begin("upstream_tls_failure_logged");
-	h_sleep_ms(200);
-	CHECK_MSG(h_log_contains(gw, "(peer_verify)"), "no peer_verify log line");
+	CHECK_MSG(h_wait_log(gw, "(peer_verify)", 5000), "no peer_verify log line within 5 s");
 	test_end();
 
 	struct h_resp r;

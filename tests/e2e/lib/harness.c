@@ -549,6 +549,18 @@ bool h_log_contains(const struct h_proc *p, const char *needle)
 	return found;
 }
 
+bool h_wait_log(const struct h_proc *p, const char *needle, unsigned timeout_ms)
+{
+	double end = h_now_ms() + timeout_ms;
+
+	while (!h_log_contains(p, needle)) {
+		if (h_now_ms() >= end)
+			return false;
+		h_sleep_ms(20);
+	}
+	return true;
+}
+
 bool h_log_has_sanitizer_report(const struct h_proc *p)
 {
 	char line[1024];

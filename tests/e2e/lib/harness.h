@@ -106,6 +106,10 @@ bool h_alive(struct h_proc *p);
 void h_finish(struct h_proc *p, unsigned timeout_ms);
 /* True if the process log contains needle. */
 bool h_log_contains(const struct h_proc *p, const char *needle);
+/* Poll the log (every 20 ms) until it contains needle: true, or false once
+ * timeout_ms passed without it. For lines written after an event the test
+ * caused (a refused handshake, a reload): the writer is another process. */
+bool h_wait_log(const struct h_proc *p, const char *needle, unsigned timeout_ms);
 /* True if the log holds an ASan/UBSan/LSan report. */
 bool h_log_has_sanitizer_report(const struct h_proc *p);
 /* Print the last `lines` lines of the log to stdout, indented. */
