@@ -134,6 +134,27 @@ struct v6_run {
 	int8_t hex;	/* hex digits since its last ':'; -1: none yet or more than 4 */
 	uint8_t groups; /* ":h{1,4}" groups in a row before its last ':' (up to 7) */
 };
+/* The trigger words found in C (trig_words_scan): a filter on 3 bytes, 16
+ * buckets of nibble tables as AVX2 shuffles look them up (a byte passes
+ * bucket b at position j when both its nibbles are in b's sets; 8 buckets
+ * let through 2.5 times as many positions of prompt text), then a hash of
+ * the folded 4 bytes that start there, then the words with that 4-byte
+ * gram, compared byte by byte. */
+#define TW_HASH_BITS 12
+#define TW_MAX_ENT 1024
+struct trig_tab {
+	/* bucket bits by nibble (buckets 0-7, then 8-15), each 16 twice (AVX2 lanes) */
+	uint8_t lo[2][3][32], hi[2][3][32];
+	uint16_t byte[3][256]; /* all 16 per byte (no AVX2) */
+	uint16_t head[1u << TW_HASH_BITS]; /* 1 + entry, 0: none */
+	struct {
+		uint32_t gram;	/* folded (| 0x20 per byte) */
+		uint16_t next;	/* 1 + entry, 0: none */
+		uint8_t word;	/* trig_words[] index */
+		uint8_t len;	/* its length */
+	} ent[TW_MAX_ENT];
+};
+
 /* the G_NUM_PHONE CONF patterns, in table order */
 enum { PH_E164 = 0, PH_NANP, PH_SSN_DASH, PH_SSN_SPACE, PH_SSN_KEY, PH_COUNT };
 
@@ -150,6 +171,7 @@ struct detect_db {
 	unsigned phone_pat[PH_COUNT]; /* the G_NUM_PHONE ones (phone_window_hits) */
 	unsigned v6_pat[2];	      /* the G_IPV6 ones (colon_runs) */
 	unsigned mail_pat;	      /* the G_EMAIL one (email_runs) */
+	struct trig_tab tw;	      /* the trigger words (trig_words) */
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -209,6 +231,8 @@ struct scan_ctx {
 	uint64_t run_first, run_last;
 	struct v6_run v6;     /* the colon run being read (colon_runs) */
 	struct mail_run mail; /* the domain after an '@' being read (email_runs) */
+	struct tw_rec *tw_rec; /* the cross-check: record trigger words, run nothing */
+	bool gate; /* trig_words found a literal a one-pass pattern starts with */
 };
 
 #define NO_RUN UINT64_MAX
@@ -951,9 +975,13 @@ static const struct builtin_def builtins[DETECT_BUILTIN_COUNT] = {
 #define TRIG (1u << 29)
 /* A full pattern that only runs in its group's confirmation databases. */
 #define CONF (1u << 28)
+/* A TRIG pattern that is not in the one-pass set: trig_words() reports
+ * where it matches, in C. The regex stays the reference (the PCRE2
+ * baseline runs it, detect_check_number_matchers() compares the two). */
+#define CTRIG (1u << 31)
 #define GRP(g) ((unsigned)(g) << 24) /* bits 24-27: the trigger group */
 #define GRP_OF(f) (((f) >> 24) & 15u)
-#define OUR_FLAGS (LB | TRIG | CONF | GRP(15))
+#define OUR_FLAGS (LB | TRIG | CONF | CTRIG | GRP(15))
 /* Right context that ends a number: not a digit, or end of data. */
 #define END_NUM "(?:[^0-9A-Za-z]|\\z)"
 
@@ -1151,7 +1179,7 @@ static const struct builtin_pattern patterns[] = {
 	 * multi-word ones take any whitespace, at ~20 % of the one-pass set's
 	 * speed, so that "no  longer" is no evasion); the CONF patterns run on
 	 * the bytes around a trigger. */
-	{DETECT_INJ_OVERRIDE, CI | TRIG | GRP(G_OVERRIDE),
+	{DETECT_INJ_OVERRIDE, CI | TRIG | CTRIG | GRP(G_OVERRIDE),
 	 "ignore|disregard|forget|override|bypass|follow|obey", NULL},
 	{DETECT_INJ_OVERRIDE, CI | LB | CONF | GRP(G_OVERRIDE),
 	 "(?:ignore|disregard|forget|override|bypass)\\s+"
@@ -1169,7 +1197,7 @@ static const struct builtin_pattern patterns[] = {
 	 "previously|you\\s+(?:were|have\\s+been)\\s+told)|all\\s+of\\s+the\\s+above)\\b",
 	 NULL},
 
-	{DETECT_INJ_EXTRACT, CI | TRIG | GRP(G_EXTRACT), "prompt|instructions|repeat", NULL},
+	{DETECT_INJ_EXTRACT, CI | TRIG | CTRIG | GRP(G_EXTRACT), "prompt|instructions|repeat", NULL},
 	{DETECT_INJ_EXTRACT, CI | LB | CONF | GRP(G_EXTRACT),
 	 "(?:reveal|show|print|repeat|output|display|dump|leak|expose|share|recite|tell|give|"
 	 "write\\s+out|spell\\s+out)\\s+(?:me\\s+|us\\s+)?(?:all\\s+of\\s+)?your\\s+"
@@ -1194,7 +1222,7 @@ static const struct builtin_pattern patterns[] = {
 	 "(?:instructions|prompt)\\b",
 	 NULL},
 
-	{DETECT_INJ_ROLE, CI | TRIG | GRP(G_ROLE),
+	{DETECT_INJ_ROLE, CI | TRIG | CTRIG | GRP(G_ROLE),
 	 "longer|unrestricted|unfiltered|uncensored|jailbr|evil|amoral|pretend|anything|free|"
 	 "without|dan\\s+mode|now\\s+(?:dan|stan|dude|aim)",
 	 NULL},
@@ -1238,7 +1266,7 @@ static const struct builtin_pattern patterns[] = {
 	 "start_header_id|end_header_id|eot_id)\\|>",
 	 NULL},
 	{DETECT_INJ_DELIMITER, 0, "\\[/?INST\\]|<</?SYS>>", NULL},
-	{DETECT_INJ_DELIMITER, CI | TRIG | GRP(G_DELIMITER),
+	{DETECT_INJ_DELIMITER, CI | TRIG | CTRIG | GRP(G_DELIMITER),
 	 "system:|system]|system>|system\\*\\*|system :|assistant:|assistant]|assistant>|"
 	 "assistant\\*\\*|assistant :|developer:|developer]|developer>|developer\\*\\*|"
 	 "--- end|---end|--- begin|---begin|--- start|=== end|===end|=== begin|=== start|"
@@ -1255,7 +1283,7 @@ static const struct builtin_pattern patterns[] = {
 	 "\\b",
 	 NULL},
 
-	{DETECT_INJ_ENCODED, CI | TRIG | GRP(G_ENCODED),
+	{DETECT_INJ_ENCODED, CI | TRIG | CTRIG | GRP(G_ENCODED),
 	 "decode|decrypt|deobfuscate|unscramble|encoded|encrypted", NULL},
 	{DETECT_INJ_ENCODED, CI | LB | CONF | GRP(G_ENCODED),
 	 "(?:decode|decrypt|deobfuscate|unscramble)\\s+(?:(?:this|the\\s+following|it|the)\\s+)?"
@@ -1274,6 +1302,221 @@ static const struct builtin_pattern patterns[] = {
 };
 
 #define N_BUILTIN_PATTERNS (sizeof(patterns) / sizeof(patterns[0]))
+
+/* The CTRIG patterns as words, for trig_words(): every end at which one of
+ * those patterns matches is the end of one of these (caseless: letters in
+ * either case, other bytes exactly) and, for the \\s+ phrases, the words
+ * before it: "dan\\s+mode" is "mode" after "dan" and whitespace,
+ * "now\\s+(?:dan|stan|dude|aim)" the last word after "now" and whitespace.
+ * Keep this list and those patterns in step (the cross-check in
+ * detect_check_number_matchers() compares them).
+ * fp: where the word's 4-byte gram starts, the one the filter looks for
+ * (-1: the whitespace byte before the word); bucket: which nibble tables it
+ * shares. Both only decide the speed, not what is found: they were chosen
+ * for grams and buckets rare in prompts and English prose. */
+enum { TW_PLAIN = 0, TW_AFTER_DAN, TW_AFTER_NOW, TW_CASE, TW_CASE_ANY4 };
+static const struct trig_word {
+	const char *s;
+	uint8_t grp;
+	int8_t fp;
+	uint8_t bucket, kind;
+} trig_words[] = {
+	/* G_NONE: the literals every pattern of the one-pass set starts with
+	 * (TW_CASE: as written; TW_CASE_ANY4: then one of [A-Za-z0-9_-]).
+	 * A block scan without them (and without user patterns) skips
+	 * Hyperscan: it could report nothing. */
+	{"AKIA", G_NONE, 0, 15, TW_CASE},
+	{"ASIA", G_NONE, 0, 9, TW_CASE},
+	{"ABIA", G_NONE, 0, 15, TW_CASE},
+	{"ACCA", G_NONE, 0, 9, TW_CASE},
+	{"ghp_", G_NONE, 0, 1, TW_CASE},
+	{"gho_", G_NONE, 0, 14, TW_CASE},
+	{"ghu_", G_NONE, 0, 4, TW_CASE},
+	{"ghs_", G_NONE, 0, 1, TW_CASE},
+	{"ghr_", G_NONE, 0, 1, TW_CASE},
+	{"github_pat_", G_NONE, 6, 9, TW_CASE},
+	{"sk_live_", G_NONE, 0, 3, TW_CASE},
+	{"sk_test_", G_NONE, 2, 9, TW_CASE},
+	{"rk_live_", G_NONE, 0, 15, TW_CASE},
+	{"rk_test_", G_NONE, 0, 15, TW_CASE},
+	{"xoxa-", G_NONE, 1, 5, TW_CASE},
+	{"xoxb-", G_NONE, 1, 5, TW_CASE},
+	{"xoxp-", G_NONE, 1, 1, TW_CASE},
+	{"xoxo-", G_NONE, 1, 13, TW_CASE},
+	{"xoxs-", G_NONE, 1, 1, TW_CASE},
+	{"xoxr-", G_NONE, 1, 1, TW_CASE},
+	{"https://hooks.slack.com/services/T", G_NONE, 6, 5, TW_CASE},
+	{"-----BEGIN ", G_NONE, 3, 7, TW_CASE},
+	{"[INST]", G_NONE, 0, 10, TW_CASE},
+	{"[/INST]", G_NONE, 0, 11, TW_CASE},
+	{"<<SYS>>", G_NONE, 0, 9, TW_CASE},
+	{"<</SYS>>", G_NONE, 0, 6, TW_CASE},
+	{"eyJ", G_NONE, 0, 12, TW_CASE_ANY4},
+	{"sk-", G_NONE, 0, 3, TW_CASE_ANY4},
+	{"<|im", G_NONE, 0, 9, TW_PLAIN},
+	{"<|sy", G_NONE, 0, 9, TW_PLAIN},
+	{"<|as", G_NONE, 0, 9, TW_PLAIN},
+	{"<|us", G_NONE, 0, 9, TW_PLAIN},
+	{"<|en", G_NONE, 0, 8, TW_PLAIN},
+	{"<|be", G_NONE, 0, 8, TW_PLAIN},
+	{"<|st", G_NONE, 0, 9, TW_PLAIN},
+	{"<|eo", G_NONE, 0, 8, TW_PLAIN},
+	/* the CTRIG patterns */
+	{"ignore", G_OVERRIDE, 1, 13, TW_PLAIN},
+	{"disregard", G_OVERRIDE, 2, 8, TW_PLAIN},
+	{"forget", G_OVERRIDE, 1, 13, TW_PLAIN},
+	{"override", G_OVERRIDE, 4, 15, TW_PLAIN},
+	{"bypass", G_OVERRIDE, 0, 1, TW_PLAIN},
+	{"follow", G_OVERRIDE, 0, 5, TW_PLAIN},
+	{"obey", G_OVERRIDE, 0, 5, TW_PLAIN},
+	{"prompt", G_EXTRACT, 2, 1, TW_PLAIN},
+	{"instructions", G_EXTRACT, 4, 12, TW_PLAIN},
+	{"repeat", G_EXTRACT, 1, 12, TW_PLAIN},
+	{"longer", G_ROLE, 1, 13, TW_PLAIN},
+	{"unrestricted", G_ROLE, 0, 10, TW_PLAIN},
+	{"unfiltered", G_ROLE, 0, 7, TW_PLAIN},
+	{"uncensored", G_ROLE, 5, 10, TW_PLAIN},
+	{"jailbr", G_ROLE, 0, 11, TW_PLAIN},
+	{"evil", G_ROLE, 0, 2, TW_PLAIN},
+	{"amoral", G_ROLE, 2, 5, TW_PLAIN},
+	{"pretend", G_ROLE, 2, 12, TW_PLAIN},
+	{"anything", G_ROLE, 1, 4, TW_PLAIN},
+	{"free", G_ROLE, 0, 8, TW_PLAIN},
+	{"without", G_ROLE, 2, 7, TW_PLAIN},
+	{"mode", G_ROLE, -1, 3, TW_AFTER_DAN},
+	{"dan", G_ROLE, -1, 0, TW_AFTER_NOW},
+	{"stan", G_ROLE, -1, 6, TW_AFTER_NOW},
+	{"dude", G_ROLE, 0, 12, TW_AFTER_NOW},
+	{"aim", G_ROLE, -1, 0, TW_AFTER_NOW},
+	{"system:", G_DELIMITER, 1, 9, TW_PLAIN},
+	{"system]", G_DELIMITER, 1, 9, TW_PLAIN},
+	{"system>", G_DELIMITER, 1, 9, TW_PLAIN},
+	{"system**", G_DELIMITER, 4, 11, TW_PLAIN},
+	{"system :", G_DELIMITER, 4, 11, TW_PLAIN},
+	{"assistant:", G_DELIMITER, 6, 4, TW_PLAIN},
+	{"assistant]", G_DELIMITER, 6, 4, TW_PLAIN},
+	{"assistant>", G_DELIMITER, 6, 4, TW_PLAIN},
+	{"assistant**", G_DELIMITER, 7, 4, TW_PLAIN},
+	{"assistant :", G_DELIMITER, 2, 10, TW_PLAIN},
+	{"developer:", G_DELIMITER, 4, 1, TW_PLAIN},
+	{"developer]", G_DELIMITER, 4, 1, TW_PLAIN},
+	{"developer>", G_DELIMITER, 4, 1, TW_PLAIN},
+	{"developer**", G_DELIMITER, 7, 7, TW_PLAIN},
+	{"--- end", G_DELIMITER, 2, 8, TW_PLAIN},
+	{"---end", G_DELIMITER, 1, 8, TW_PLAIN},
+	{"--- begin", G_DELIMITER, 2, 8, TW_PLAIN},
+	{"---begin", G_DELIMITER, 1, 7, TW_PLAIN},
+	{"--- start", G_DELIMITER, 2, 10, TW_PLAIN},
+	{"=== end", G_DELIMITER, 2, 8, TW_PLAIN},
+	{"===end", G_DELIMITER, 1, 8, TW_PLAIN},
+	{"=== begin", G_DELIMITER, 2, 8, TW_PLAIN},
+	{"=== start", G_DELIMITER, 2, 10, TW_PLAIN},
+	{"### end", G_DELIMITER, 2, 8, TW_PLAIN},
+	{"###end", G_DELIMITER, 1, 11, TW_PLAIN},
+	{"### begin", G_DELIMITER, 2, 8, TW_PLAIN},
+	{"### start", G_DELIMITER, 2, 10, TW_PLAIN},
+	{"*** end", G_DELIMITER, 1, 11, TW_PLAIN},
+	{"*** begin", G_DELIMITER, 1, 11, TW_PLAIN},
+	{"decode", G_ENCODED, 0, 14, TW_PLAIN},
+	{"decrypt", G_ENCODED, 1, 2, TW_PLAIN},
+	{"deobfuscate", G_ENCODED, 1, 2, TW_PLAIN},
+	{"unscramble", G_ENCODED, 1, 14, TW_PLAIN},
+	{"encoded", G_ENCODED, 1, 14, TW_PLAIN},
+	{"encrypted", G_ENCODED, 1, 1, TW_PLAIN},
+};
+
+#define N_TRIG_WORDS (sizeof(trig_words) / sizeof(trig_words[0]))
+/* Longest word, plus the byte before a TW_AFTER_* word or after a
+ * TW_CASE_ANY4 one. */
+#define TW_SPAN 36
+_Static_assert(N_TRIG_WORDS < 256, "a word index is a byte");
+
+static bool is_letter(int ch)
+{
+	return (unsigned)(ch | 0x20) - 'a' < 26u;
+}
+
+static uint32_t tw_fold(const uint8_t *p)
+{
+	uint32_t x;
+	memcpy(&x, p, 4);
+	return x | 0x20202020u;
+}
+
+static unsigned tw_hash(uint32_t gram)
+{
+	return (gram * 0x9e3779b1u) >> (32 - TW_HASH_BITS);
+}
+
+static bool any4_byte(int ch)
+{
+	return is_alnum(ch) || ch == '_' || ch == '-';
+}
+
+/* The 4-byte grams of word w (several when a byte of it is a class):
+ * byte j of gram k into g[k][j]. Returns how many. */
+static unsigned tw_grams(const struct trig_word *w, uint8_t g[40][4])
+{
+	static const char ws[] = " \t\n\v\f\r";
+	static const char any4[] = "abcdefghijklmnopqrstuvwxyz0123456789_-"; /* folded */
+	unsigned n = 0;
+
+	if (w->fp >= 0 && w->kind != TW_CASE_ANY4) {
+		memcpy(g[0], w->s + w->fp, 4);
+		return 1;
+	}
+	for (const char *x = w->fp < 0 ? ws : any4; *x; x++, n++) {
+		if (w->fp < 0) {
+			g[n][0] = (uint8_t)*x;
+			memcpy(g[n] + 1, w->s, 3);
+		} else {
+			memcpy(g[n], w->s, 3);
+			g[n][3] = (uint8_t)*x;
+		}
+	}
+	return n;
+}
+
+static void tw_build(struct trig_tab *t)
+{
+	unsigned n_ent = 0;
+
+	memset(t, 0, sizeof(*t));
+	for (unsigned i = 0; i < N_TRIG_WORDS; i++) {
+		const struct trig_word *w = &trig_words[i];
+		uint8_t g[40][4];
+		unsigned ng = tw_grams(w, g);
+		if (n_ent + ng > TW_MAX_ENT)
+			abort(); /* a static table that outgrew TW_MAX_ENT */
+		for (unsigned k = 0; k < ng; k++) {
+			for (unsigned j = 0; j < 3; j++) {
+				uint8_t ch = g[k][j];
+				bool cs = w->kind >= TW_CASE;
+				for (unsigned v = 0; v < 2; v++) {
+					uint8_t b = v ? ch ^ 0x20 : ch;
+					if (v && (!is_letter(ch) || cs))
+						break;
+					unsigned set = w->bucket >> 3, bit = 1u << (w->bucket & 7);
+					t->lo[set][j][b & 15] |= bit;
+					t->lo[set][j][16 + (b & 15)] |= bit;
+					t->hi[set][j][b >> 4] |= bit;
+					t->hi[set][j][16 + (b >> 4)] |= bit;
+				}
+			}
+			uint32_t gram = tw_fold(g[k]);
+			unsigned h = tw_hash(gram);
+			t->ent[n_ent].gram = gram;
+			t->ent[n_ent].word = (uint8_t)i;
+			t->ent[n_ent].len = (uint8_t)strlen(w->s);
+			t->ent[n_ent].next = t->head[h];
+			t->head[h] = (uint16_t)++n_ent;
+		}
+	}
+	for (unsigned j = 0; j < 3; j++)
+		for (unsigned b = 0; b < 256; b++)
+			t->byte[j][b] = (t->lo[0][j][b & 15] & t->hi[0][j][b >> 4]) |
+					(t->lo[1][j][b & 15] & t->hi[1][j][b >> 4]) << 8;
+}
 
 /* ---- db ------------------------------------------------------------------------ */
 
@@ -1469,14 +1712,16 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 	}
 	for (unsigned i = 0; i < opts->n_user; i++)
 		db->pat_det[N_BUILTIN_PATTERNS + i] = DETECT_BUILTIN_COUNT + i;
+	tw_build(&db->tw);
 	for (unsigned i = 0; i < db->n_det; i++)
 		if (db->det[i].maxlen > db->maxlen)
 			db->maxlen = db->det[i].maxlen;
 
-	/* The one-pass set: everything but the CONF patterns. */
+	/* The one-pass set: everything but the CONF patterns and the triggers
+	 * found in C. */
 	unsigned n = 0;
 	for (unsigned i = 0; i < db->n_pat; i++) {
-		if (i < N_BUILTIN_PATTERNS && (patterns[i].flags & CONF))
+		if (i < N_BUILTIN_PATTERNS && (patterns[i].flags & (CONF | CTRIG)))
 			continue;
 		res[n] = i < N_BUILTIN_PATTERNS ? patterns[i].re
 						: opts->user[i - N_BUILTIN_PATTERNS].pattern;
@@ -2415,6 +2660,9 @@ static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at)
 		if (q->grp != grp)
 			continue;
 		if (q->hi >= lo && hi - q->lo <= CONFIRM_RANGE_MAX) {
+			/* triggers found by different passes arrive out of order */
+			if (lo < q->lo)
+				q->lo = lo;
 			if (hi > q->hi)
 				q->hi = hi;
 			return 0;
@@ -2742,6 +2990,221 @@ static int email_runs_end(struct scan_ctx *c, uint64_t end)
 	return hit ? candidate(c, c->db->mail_pat, 0, end) : 0;
 }
 
+/* ---- trigger words in C ---- */
+
+/* Stream byte `off`, or -1 when it is not at hand. */
+static int ctx_byte(const struct scan_ctx *c, uint64_t off)
+{
+	if (off >= c->cur_base && off - c->cur_base < c->cur_len)
+		return c->cur[off - c->cur_base];
+	if (off < c->cur_base && off >= hist_base(c))
+		return c->hist[off - hist_base(c)];
+	return -1;
+}
+
+/* Stream bytes before `at` read right to left as "w\s+" (w lower case,
+ * letters in either case), as the \s+ phrases of the role trigger have
+ * it. Whitespace that runs past the bytes at hand counts as a yes (block
+ * mode has all bytes; a stream keeps 8 KiB). */
+static bool word_space_before(const struct scan_ctx *c, uint64_t at, const char *w, size_t wn)
+{
+	uint64_t i = at;
+	int ch;
+
+	while (i > 0 && (ch = ctx_byte(c, i - 1)) >= 0 && re_space(ch))
+		i--;
+	if (i == at)
+		return false;
+	if (i > 0 && ch < 0)
+		return true;
+	if (i < wn)
+		return false;
+	for (size_t k = 0; k < wn; k++) {
+		ch = ctx_byte(c, i - wn + k);
+		if (ch < 0)
+			return true;
+		if ((ch | 0x20) != w[k])
+			return false;
+	}
+	return true;
+}
+
+struct tw_rec {
+	unsigned n;
+	uint64_t v[CONFIRM_HITS][2]; /* end, group */
+};
+
+/* Word w ends at stream offset `end`: the trigger of its group, after the
+ * words a \s+ phrase needs before it. */
+static int tw_hit(struct scan_ctx *c, const struct trig_word *w, uint64_t end)
+{
+	uint64_t start = end - strlen(w->s);
+	if (w->kind == TW_AFTER_DAN && !word_space_before(c, start, "dan", 3))
+		return 0;
+	if (w->kind == TW_AFTER_NOW && !word_space_before(c, start, "now", 3))
+		return 0;
+	if (c->tw_rec) {
+		if (c->tw_rec->n < CONFIRM_HITS) {
+			c->tw_rec->v[c->tw_rec->n][0] = end;
+			c->tw_rec->v[c->tw_rec->n++][1] = w->grp;
+		}
+		return 0;
+	}
+	return on_trigger(c, w->grp, end);
+}
+
+/* The filter said a gram may start at p[q] (q + 4 <= n): report the words
+ * whose gram it is and that lie in p[0, n) — all of them when split is
+ * SIZE_MAX, else only those that end after p[split] and start (gram
+ * included) before it. base: stream offset of p[0]. */
+static int tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, uint64_t base,
+		    size_t split)
+{
+	const struct trig_tab *t = &c->db->tw;
+	uint32_t gram = tw_fold(p + q);
+
+	for (unsigned e = t->head[tw_hash(gram)]; e; e = t->ent[e - 1].next) {
+		if (t->ent[e - 1].gram != gram)
+			continue;
+		const struct trig_word *w = &trig_words[t->ent[e - 1].word];
+		size_t len = t->ent[e - 1].len, k;
+		if ((ptrdiff_t)q < w->fp)
+			continue;
+		size_t start = q - (size_t)w->fp; /* fp -1: the word starts at q + 1 */
+		if (start + len + (w->kind == TW_CASE_ANY4) > n)
+			continue;
+		if (split != SIZE_MAX && (start + len <= split || (q >= split && start >= split)))
+			continue;
+		if (w->kind >= TW_CASE) {
+			if (memcmp(p + start, w->s, len) ||
+			    (w->kind == TW_CASE_ANY4 && !any4_byte(p[start + len])))
+				continue;
+			c->gate = true; /* a one-pass pattern may match: Hyperscan runs */
+			continue;
+		}
+		for (k = 0; k < len; k++) {
+			uint8_t ch = p[start + k];
+			if ((is_letter(ch) ? ch | 0x20 : ch) != (uint8_t)w->s[k])
+				break;
+		}
+		if (k < len)
+			continue;
+		if (w->grp == G_NONE)
+			c->gate = true;
+		else if (tw_hit(c, w, base + start + len))
+			return 1;
+	}
+	return 0;
+}
+
+/* Grams may start at q in [0, n - 3): the bytes they need are at hand. */
+static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from, uint64_t base,
+		     size_t split)
+{
+	const struct trig_tab *t = &c->db->tw;
+	for (size_t q = from; q + 4 <= n; q++)
+		if ((t->byte[0][p[q]] & t->byte[1][p[q + 1]] & t->byte[2][p[q + 2]]) &&
+		    tw_check(c, p, n, q, base, split))
+			return 1;
+	return 0;
+}
+
+#ifdef SKIP_AVX2
+/* The nibble tables of one filter position, in registers. */
+struct tw_pos_avx2 {
+	__m256i lo, hi;
+};
+
+/* Bucket bits of the 32 positions at a for filter position j. */
+__attribute__((target("avx2"))) static inline __m256i tw_pos_bits(struct tw_pos_avx2 t,
+								  const uint8_t *a)
+{
+	const __m256i nib = _mm256_set1_epi8(0x0f);
+	__m256i v = _mm256_loadu_si256((const __m256i *)a);
+	return _mm256_and_si256(
+		_mm256_shuffle_epi8(t.lo, _mm256_and_si256(v, nib)),
+		_mm256_shuffle_epi8(t.hi, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)));
+}
+
+/* The 3-byte filter on 32 positions: which of a[0, 32) may start a gram
+ * (a needs 34 readable bytes). t: 3 positions of buckets 0-7, then 3 of
+ * buckets 8-15. */
+__attribute__((target("avx2"))) static inline uint32_t tw_block_avx2(const struct tw_pos_avx2 *t,
+								     const uint8_t *a)
+{
+	__m256i r = _mm256_or_si256(
+		_mm256_and_si256(_mm256_and_si256(tw_pos_bits(t[0], a), tw_pos_bits(t[1], a + 1)),
+				 tw_pos_bits(t[2], a + 2)),
+		_mm256_and_si256(_mm256_and_si256(tw_pos_bits(t[3], a), tw_pos_bits(t[4], a + 1)),
+				 tw_pos_bits(t[5], a + 2)));
+	return ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
+}
+
+__attribute__((target("avx2"))) static int tw_avx2(struct scan_ctx *c, const uint8_t *p, size_t n,
+						   uint64_t base)
+{
+	const struct trig_tab *t = &c->db->tw;
+	struct tw_pos_avx2 tp[6];
+	size_t i = 0;
+
+	for (unsigned j = 0; j < 6; j++) {
+		tp[j].lo = _mm256_loadu_si256((const __m256i *)t->lo[j / 3][j % 3]);
+		tp[j].hi = _mm256_loadu_si256((const __m256i *)t->hi[j / 3][j % 3]);
+	}
+	for (; i + 35 <= n; i += 32)
+		for (uint32_t m = tw_block_avx2(tp, p + i); m; m &= m - 1) {
+			size_t q = i + (size_t)__builtin_ctz(m);
+			/* most positions the filter lets through hold no gram */
+			if (t->head[tw_hash(tw_fold(p + q))] &&
+			    tw_check(c, p, n, q, base, SIZE_MAX))
+				return 1;
+		}
+	if (i + 4 > n)
+		return 0;
+	/* The last bytes through a zero-padded copy: no gram has a NUL. */
+	uint8_t tail[64] = {0};
+	memcpy(tail, p + i, n - i);
+	for (uint32_t m = tw_block_avx2(tp, tail); m; m &= m - 1) {
+		size_t q = i + (size_t)__builtin_ctz(m);
+		if (q + 4 <= n && tw_check(c, p, n, q, base, SIZE_MAX))
+			return 1;
+	}
+	return 0;
+}
+#endif
+
+/* The CTRIG patterns, in C: every end at which they match goes to
+ * on_trigger(), as their Hyperscan reports did when they were in the
+ * one-pass set. p[0, n) are stream bytes from base; a word cut by the end
+ * of the previous feed is found here through the last bytes of history
+ * (words that lie wholly in p are found by the main pass). */
+static int trig_words_scan(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t base)
+{
+	if (c->hist_len) {
+		uint8_t j[2 * TW_SPAN];
+		size_t h = c->hist_len < TW_SPAN ? c->hist_len : TW_SPAN;
+		size_t k = n < TW_SPAN ? n : TW_SPAN;
+		memcpy(j, c->hist + c->hist_len - h, h);
+		memcpy(j + h, p, k);
+		if (tw_scalar(c, j, h + k, 0, base - h, h))
+			return 1;
+	}
+#ifdef SKIP_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		return tw_avx2(c, p, n, base);
+#endif
+	return tw_scalar(c, p, n, 0, base, SIZE_MAX);
+}
+
+/* Trigger groups the scan wants (their words need looking for). */
+static bool wants_triggers(const struct scan_ctx *c)
+{
+	const struct detect_db *db = c->db;
+	return (db->group_dets[G_OVERRIDE] | db->group_dets[G_EXTRACT] | db->group_dets[G_ROLE] |
+		db->group_dets[G_DELIMITER] | db->group_dets[G_ENCODED]) &
+	       c->want;
+}
+
 static bool wants_email(const struct scan_ctx *c)
 {
 	return c->want >> DETECT_EMAIL & 1;
@@ -2806,12 +3269,20 @@ int detect_scan_mask(const struct detect_db *db, struct detect_scratch *s, const
 		.run_last = NO_RUN,
 	};
 	memset(s->pend, 0, db->n_det * sizeof(*s->pend));
-	hs_error_t e = hs_scan(db->block_db, (const char *)c.cur, (unsigned)len, 0, s->hs,
-			       on_hs_match, &c);
-	if (e == HS_SCAN_TERMINATED || c.stopped)
+	/* The trigger words first: the same pass says whether any literal a
+	 * one-pass pattern starts with is there. Most bodies have none, and a
+	 * Hyperscan call that can report nothing still cost ~1.5 instructions
+	 * per byte plus its set-up. */
+	if (trig_words_scan(&c, c.cur, len, 0))
 		return -ECANCELED;
-	if (e != HS_SUCCESS)
-		return e == HS_INVALID ? -EINVAL : -EIO;
+	if (c.gate || db->n_pat > N_BUILTIN_PATTERNS) {
+		hs_error_t e = hs_scan(db->block_db, (const char *)c.cur, (unsigned)len, 0, s->hs,
+				       on_hs_match, &c);
+		if (e == HS_SCAN_TERMINATED || c.stopped)
+			return -ECANCELED;
+		if (e != HS_SUCCESS)
+			return e == HS_INVALID ? -EINVAL : -EIO;
+	}
 	if (wants_numbers(&c) && (number_runs(&c, c.cur, len, 0) || number_runs_end(&c, len)))
 		return -ECANCELED;
 	if (wants_ipv6(&c) && (colon_runs(&c, c.cur, len, 0) || colon_runs_end(&c, len)))
@@ -2959,7 +3430,8 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	 * same-start extension would be longer than the detector's maxlen). */
 	uint64_t end = st->offset + len;
 	int rc = 0;
-	if ((wants_numbers(c) && number_runs(c, buf, len, st->offset)) ||
+	if ((wants_triggers(c) && trig_words_scan(c, buf, len, st->offset)) ||
+	    (wants_numbers(c) && number_runs(c, buf, len, st->offset)) ||
 	    (wants_ipv6(c) && colon_runs(c, buf, len, st->offset)) ||
 	    (wants_email(c) && email_runs(c, buf, len, st->offset)) || run_queue(c, end)) {
 		rc = -ECANCELED;
@@ -3181,9 +3653,178 @@ static unsigned mail_window_hits(const uint8_t *w, size_t n, unsigned *kind, siz
 	return nh;
 }
 
+static int on_trig_xcheck(unsigned pat, unsigned long long from, unsigned long long to,
+			  unsigned hs_flags, void *arg)
+{
+	struct tw_rec *h = arg;
+	if (h->n == CONFIRM_HITS)
+		return 1;
+	h->v[h->n][0] = to;
+	h->v[h->n++][1] = GRP_OF(patterns[pat].flags);
+	return 0;
+}
+
+static int on_gate_xcheck(unsigned pat, unsigned long long from, unsigned long long to,
+			  unsigned hs_flags, void *arg)
+{
+	*(bool *)arg = true;
+	return 1;
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	for (int i = 0; i < 2; i++)
+		if (x[i] != y[i])
+			return x[i] < y[i] ? -1 : 1;
+	return 0;
+}
+
+/* trig_words() against the CTRIG patterns on random windows of trigger
+ * words (random case), pieces of them, whitespace and separators: the same
+ * (end, group) pairs in one block, split in two stream feeds, and through
+ * the scalar filter; and the gate said yes wherever the one-pass set
+ * matches. */
+static int check_trigger_words(const struct detect_db *db, struct detect_scratch *s,
+			       unsigned n_windows, char *err, size_t errlen)
+{
+	static const char *const extra[] = {
+		" ",   "  ",  "\t", "\n", " \r\n", "now", "dan",  "mode", "x",	"-",   "--",
+		"=",   "#",   "*",   ":",  "]",	   ">",	  "pre",  "ign",  "ore",	"sys", "tem",
+		"ant", "er",  "e",   "A",  "KIA",	   "sk",  "_",	  "<",	  "|",	"[",   "INST",
+		"SYS", "eyJ", "ab",  "9",  "you",	   "now ", " now", "no",	"is",
+		/* whole matches of the one-pass set, for the gate */
+		"AKIA1234567890ABCDEF ",
+		"ASIA1234567890ABCDEF ",
+		"ABIA1234567890ABCDEF ",
+		"ACCA1234567890ABCDEF ",
+		"<|system|>",
+		"<|assistant|>",
+		"<|user|>",
+		"<|endoftext|>",
+		"<|begin_of_text|>",
+		"<|start_header_id|>",
+		"<|eot_id|>",
+		"[INST]",
+		"<<SYS>>",
+		"gho_abcdefghijklmnopqrstuvwxyz0123456789 ",
+		"ghu_abcdefghijklmnopqrstuvwxyz0123456789 ",
+		"ghs_abcdefghijklmnopqrstuvwxyz0123456789 ",
+		"ghr_abcdefghijklmnopqrstuvwxyz0123456789 ",
+		"rk_test_abcdefghijklmnopqrstuvwx ",
+		"xoxp-1-a ",
+		"sk-abcdefghijklmnopqrstuvwx12 ",
+		"<|im_start|>",
+		"[/INST]",
+		"<</SYS>>",
+		"eyJhbGciOiJ.eyJzdWIiOiIx.sig ",
+		"ghp_abcdefghijklmnopqrstuvwxyz0123456789 ",
+		"xoxb-123-abc ",
+		"-----BEGIN RSA PRIVATE KEY-----abc-----END RSA PRIVATE KEY-----",
+		"sk_live_abcdefghijklmnopqrstuvwx ",
+		"https://hooks.slack.com/services/T1234567/B1234567/abcdefghijklmnopqrstuvwx ",
+	};
+	const size_t n_extra = sizeof(extra) / sizeof(extra[0]);
+	const char *res[N_BUILTIN_PATTERNS];
+	unsigned flags[N_BUILTIN_PATTERNS], ids[N_BUILTIN_PATTERNS], n = 0;
+	hs_database_t *ref = NULL;
+	hs_compile_error_t *cerr = NULL;
+	uint64_t r = 0x2545f4914f6cdd1dull;
+	int rc = -EINVAL;
+
+	for (unsigned i = 0; i < N_BUILTIN_PATTERNS; i++)
+		if (patterns[i].flags & CTRIG) {
+			res[n] = patterns[i].re;
+			flags[n] = patterns[i].flags & ~OUR_FLAGS;
+			ids[n++] = i;
+		}
+	if (hs_compile_multi(res, flags, ids, n, HS_MODE_BLOCK, NULL, &ref, &cerr) != HS_SUCCESS) {
+		snprintf(err, errlen, "trigger patterns: %s", cerr ? cerr->message : "?");
+		hs_free_compile_error(cerr);
+		return -EIO;
+	}
+	hs_scratch_t *hs = NULL;
+	if (hs_alloc_scratch(ref, &hs) != HS_SUCCESS) {
+		snprintf(err, errlen, "trigger patterns: no scratch");
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (unsigned it = 0; it < n_windows; it++) {
+		char w[256];
+		size_t len = 0, want;
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		want = 1 + r % 160;
+		while (len < want) {
+			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+			const char *p = r % 3 ? extra[(r >> 8) % n_extra]
+					      : trig_words[(r >> 8) % N_TRIG_WORDS].s;
+			size_t l = strlen(p);
+			if (len + l > sizeof(w))
+				break;
+			for (size_t k = 0; k < l; k++) {
+				r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+				w[len + k] = is_letter(p[k]) && r % 5 == 0 ? p[k] ^ 0x20 : p[k];
+			}
+			len += l;
+		}
+		struct tw_rec a = {0}, b = {0}, st = {0};
+		if (hs_scan(ref, w, (unsigned)len, 0, hs, on_trig_xcheck, &a) != HS_SUCCESS) {
+			snprintf(err, errlen, "trigger patterns: scan failed or too many hits");
+			rc = -EIO;
+			goto out;
+		}
+		struct scan_ctx c = {
+			.db = db, .cur = (const uint8_t *)w, .cur_len = len, .tw_rec = &b};
+		if (it & 1)
+			tw_scalar(&c, c.cur, len, 0, 0, SIZE_MAX);
+		else
+			trig_words_scan(&c, c.cur, len, 0);
+		/* two feeds, cut at a random point */
+		size_t cut = (size_t)(r >> 16) % (len + 1);
+		struct scan_ctx c1 = {.db = db, .cur = (const uint8_t *)w, .cur_len = cut, .tw_rec = &st};
+		trig_words_scan(&c1, c1.cur, cut, 0);
+		struct scan_ctx c2 = {.db = db,
+				      .cur = (const uint8_t *)w + cut,
+				      .cur_base = cut,
+				      .cur_len = len - cut,
+				      .hist = (const uint8_t *)w,
+				      .hist_len = cut,
+				      .tw_rec = &st};
+		trig_words_scan(&c2, c2.cur, len - cut, cut);
+		qsort(a.v, a.n, sizeof(a.v[0]), cmp_pair);
+		qsort(b.v, b.n, sizeof(b.v[0]), cmp_pair);
+		qsort(st.v, st.n, sizeof(st.v[0]), cmp_pair);
+		if (a.n != b.n || memcmp(a.v, b.v, a.n * sizeof(a.v[0])) || a.n != st.n ||
+		    memcmp(a.v, st.v, a.n * sizeof(a.v[0]))) {
+			snprintf(err, errlen,
+				 "trigger window \"%.*s\": hyperscan %u hits, C %u, C in two "
+				 "feeds (cut %zu) %u",
+				 (int)len, w, a.n, b.n, cut, st.n);
+			goto out;
+		}
+		bool any = false;
+		if (db->n_pat == N_BUILTIN_PATTERNS &&
+		    hs_scan(db->block_db, w, (unsigned)len, 0, s->hs, on_gate_xcheck, &any) ==
+			    HS_SCAN_TERMINATED &&
+		    !c.gate) {
+			snprintf(err, errlen, "window \"%.*s\": the one-pass set matches, the gate is shut",
+				 (int)len, w);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	hs_free_scratch(hs);
+	hs_free_database(ref);
+	return rc;
+}
+
 int detect_check_number_matchers(const struct detect_db *db, struct detect_scratch *s,
 				 unsigned n_windows, char *err, size_t errlen)
 {
+	int rc = check_trigger_words(db, s, n_windows / 4, err, errlen);
+	if (rc)
+		return rc;
 	static const char *const piece[] = {
 		"ssn",
 		"SSN",
