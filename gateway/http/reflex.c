@@ -70,8 +70,7 @@ static void set_masks(struct reflex_set *s)
 }
 
 /* the first hit of a detector in this request */
-struct rx_hit {
-	bool set;
+struct rx_hit { /* valid when its bit in reflex_req.first_set is */
 	uint8_t place;
 	uint64_t off;
 	char hash[DETECT_HASH_HEX + 1];
@@ -98,8 +97,8 @@ struct reflex_req {
 	bool has_body;	  /* the request has a body (known at the head) */
 	bool scan_failed; /* out of memory or a Hyperscan error: treated as oversize */
 	uint64_t url_hits, body_hits;
-	uint64_t hdr_scanned[RX_HDR_MEMO / 64], hdr_hits[RX_HDR_MEMO];
-	struct rx_hit first[RX_MAX_DET];
+	uint64_t hdr_scanned[RX_HDR_MEMO / 64];
+	uint64_t first_set; /* detectors with an entry in first[] */
 	/* scan context for on_match */
 	uint8_t place;
 	uint64_t *hits;
@@ -112,16 +111,21 @@ struct reflex_req {
 	uint64_t redact_mask;
 	uint64_t redact_url;	   /* detectors redacted in the URL */
 	uint64_t redact_hdr_rules; /* redact rules (by position) rewriting their headers */
-	uint8_t redact_mode[RX_MAX_DET];
 	int route_pool;
 	bool nocache;
 	struct buf tags;
 	char status[160]; /* the access record's reflex field */
 	/* response scanning (DLP): detectors, modes, the first rule asking */
 	uint64_t resp_mask;
-	uint8_t resp_mode[RX_MAX_DET];
 	const struct rx_rule *resp_rule;
 	struct rx_resp *resp;
+	/* From here on not zeroed for a new request (3.7 KiB every request would
+	 * pay for): each entry is written before it is read, as the masks above
+	 * say. Keep hdr_hits the first of them (req_new zeroes up to it). */
+	uint64_t hdr_hits[RX_HDR_MEMO];	 /* by hdr_scanned */
+	struct rx_hit first[RX_MAX_DET]; /* by first_set */
+	uint8_t redact_mode[RX_MAX_DET]; /* by redact_mask */
+	uint8_t resp_mode[RX_MAX_DET];	 /* by resp_mask */
 };
 
 #define RX_NOT_DATA UINT64_MAX
@@ -556,10 +560,17 @@ static __thread unsigned tls_scratch_next;
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
+/* One request state kept per worker thread: a worker serves its requests one
+ * after the other, so a malloc and a free per request are saved. */
+static __thread struct reflex_req *tls_spare;
+static __thread bool tls_key_set;
+
 /* A worker thread ends: its scratch goes with it (LSan would call it a leak). */
 static void scratch_exit(void *unused)
 {
 	(void)unused;
+	free(tls_spare);
+	tls_spare = NULL;
 	for (unsigned i = 0; i < 2; i++) {
 		detect_scratch_free(tls_scratch[i].s);
 		tls_scratch[i].s = NULL;
@@ -577,8 +588,11 @@ static struct detect_scratch *scratch_for(const struct detect_db *db)
 	for (unsigned i = 0; i < 2; i++)
 		if (tls_scratch[i].db == db)
 			return tls_scratch[i].s;
-	pthread_once(&scratch_once, scratch_key_make);
-	pthread_setspecific(scratch_key, (void *)1); /* non-NULL: the destructor runs */
+	if (!tls_key_set) {
+		pthread_once(&scratch_once, scratch_key_make);
+		pthread_setspecific(scratch_key, (void *)1); /* non-NULL: the destructor runs */
+		tls_key_set = true;
+	}
 	unsigned i = tls_scratch_next++ & 1;
 	detect_scratch_free(tls_scratch[i].s);
 	tls_scratch[i].db = NULL;
@@ -587,6 +601,34 @@ static struct detect_scratch *scratch_for(const struct detect_db *db)
 		return NULL;
 	tls_scratch[i].db = db;
 	return tls_scratch[i].s;
+}
+
+/* A zeroed request state (up to hdr_hits: the rest is read only where the
+ * masks say it was written), or NULL. */
+static struct reflex_req *rx_req_new(void)
+{
+	struct reflex_req *x = tls_spare;
+
+	if (x)
+		tls_spare = NULL;
+	else if (!(x = malloc(sizeof(*x))))
+		return NULL;
+	memset(x, 0, offsetof(struct reflex_req, hdr_hits));
+	return x;
+}
+
+static void rx_req_put(struct reflex_req *x)
+{
+	if (tls_spare) {
+		free(x);
+		return;
+	}
+	if (!tls_key_set) { /* the thread's exit frees it */
+		pthread_once(&scratch_once, scratch_key_make);
+		pthread_setspecific(scratch_key, (void *)1);
+		tls_key_set = true;
+	}
+	tls_spare = x;
 }
 
 /* ---- scanning ---------------------------------------------------------------- */
@@ -609,8 +651,9 @@ static void note_hit(struct request *r, struct reflex_req *x, uint8_t place,
 	if (m->id >= RX_MAX_DET)
 		return;
 	STAT_INC(stats_of(r)->rx_detector_hits[m->id]);
-	if (!x->first[m->id].set) {
-		x->first[m->id] = (struct rx_hit){.set = true, .place = place, .off = m->start};
+	if (!(x->first_set >> m->id & 1)) {
+		x->first_set |= 1ULL << m->id;
+		x->first[m->id] = (struct rx_hit){.place = place, .off = m->start};
 		memcpy(x->first[m->id].hash, m->hash, sizeof(m->hash));
 	}
 }
@@ -869,6 +912,19 @@ static int lowest_bit(uint64_t m)
 	return m ? __builtin_ctzll(m) : -1;
 }
 
+/* Append s to d[0, at) (cap bytes in all, kept NUL-terminated, truncated
+ * when full); returns the new length. */
+static size_t status_cat(char *d, size_t cap, size_t at, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n > cap - 1 - at)
+		n = cap - 1 - at;
+	memcpy(d + at, s, n);
+	d[at + n] = 0;
+	return at + n;
+}
+
 /* The access record and the log line: rule, action, detector, place,
  * offset, keyed hash. The log line is for blocks and for detector hits: a
  * tag or route on a header alone would log every request. */
@@ -879,14 +935,18 @@ static void describe(struct request *r, struct reflex_req *x, const struct rx_ru
 
 	const struct detect_db *db = x->set->db;
 
-	if (det >= 0 && x->first[det].set)
+	if (det >= 0 && (x->first_set >> det & 1)) {
 		snprintf(x->status, sizeof(x->status),
 			 "rule=%s action=%s detector=%s in=%s offset=%llu hash=%s", rule->c.name,
 			 action, detect_name(db, (unsigned)det), place_names[x->first[det].place],
 			 (unsigned long long)x->first[det].off,
 			 x->first[det].hash[0] ? x->first[det].hash : "-");
-	else
-		snprintf(x->status, sizeof(x->status), "rule=%s action=%s", rule->c.name, action);
+	} else { /* the common case (a tag, a route): no printf per request */
+		size_t n = status_cat(x->status, sizeof(x->status), 0, "rule=");
+		n = status_cat(x->status, sizeof(x->status), n, rule->c.name);
+		n = status_cat(x->status, sizeof(x->status), n, " action=");
+		status_cat(x->status, sizeof(x->status), n, action);
+	}
 	if (log)
 		log_info("%s %s: reflex %s", r->c->peer, r->id, x->status);
 }
@@ -1014,7 +1074,7 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 			x->nocache = true;
 			break;
 		case CFG_RX_TAG:
-			buf_appendf(&x->tags, "%s: %s\r\n", rule->c.tag_header, rule->c.tag);
+			buf_appendv(&x->tags, rule->c.tag_header, ": ", rule->c.tag, "\r\n", NULL);
 			break;
 		}
 		if (!first_effect) {
@@ -1591,7 +1651,7 @@ enum step_result reflex_step(struct request *r)
 	if (!x) {
 		if (!r->gen || !(set = set_current(r->gen->cfg)) || !set->n_rules)
 			return STEP_NEXT;
-		x = r->rx = calloc(1, sizeof(*x));
+		x = r->rx = rx_req_new();
 		if (!x) {
 			req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 			return STEP_WAIT;
@@ -1650,7 +1710,7 @@ void reflex_req_end(struct request *r)
 	buf_free(&x->held);
 	buf_free(&x->tags);
 	free(x->bm);
-	free(x);
+	rx_req_put(x);
 	r->rx = NULL;
 }
 
