@@ -153,6 +153,11 @@ struct trig_tab {
 		uint8_t word;	/* trig_words[] index */
 		uint8_t len;	/* its length */
 	} ent[TW_MAX_ENT];
+	/* per word, its first 8 bytes for one compare: (bytes | fold) & mask
+	 * == head (fold: 0x20 at its letters when caseless) */
+	struct {
+		uint64_t head, fold, mask;
+	} cmp[128];
 };
 
 /* the G_NUM_PHONE CONF patterns, in table order */
@@ -1429,7 +1434,7 @@ static const struct trig_word {
 /* Longest word, plus the byte before a TW_AFTER_* word or after a
  * TW_CASE_ANY4 one. */
 #define TW_SPAN 36
-_Static_assert(N_TRIG_WORDS < 256, "a word index is a byte");
+_Static_assert(N_TRIG_WORDS <= 128, "trig_tab.cmp has a slot per word");
 
 static bool is_letter(int ch)
 {
@@ -1516,6 +1521,18 @@ static void tw_build(struct trig_tab *t)
 		for (unsigned b = 0; b < 256; b++)
 			t->byte[j][b] = (t->lo[0][j][b & 15] & t->hi[0][j][b >> 4]) |
 					(t->lo[1][j][b & 15] & t->hi[1][j][b >> 4]) << 8;
+	for (unsigned i = 0; i < N_TRIG_WORDS; i++) {
+		const struct trig_word *w = &trig_words[i];
+		uint8_t h[8] = {0}, f[8] = {0}, m[8] = {0};
+		for (size_t k = 0; k < 8 && w->s[k]; k++) {
+			h[k] = (uint8_t)w->s[k];
+			f[k] = w->kind < TW_CASE && is_letter(w->s[k]) ? 0x20 : 0;
+			m[k] = 0xff;
+		}
+		memcpy(&t->cmp[i].head, h, 8);
+		memcpy(&t->cmp[i].fold, f, 8);
+		memcpy(&t->cmp[i].mask, m, 8);
+	}
 }
 
 /* ---- db ------------------------------------------------------------------------ */
@@ -3036,9 +3053,8 @@ struct tw_rec {
 
 /* Word w ends at stream offset `end`: the trigger of its group, after the
  * words a \s+ phrase needs before it. */
-static int tw_hit(struct scan_ctx *c, const struct trig_word *w, uint64_t end)
+static int tw_hit(struct scan_ctx *c, const struct trig_word *w, uint64_t start, uint64_t end)
 {
-	uint64_t start = end - strlen(w->s);
 	if (w->kind == TW_AFTER_DAN && !word_space_before(c, start, "dan", 3))
 		return 0;
 	if (w->kind == TW_AFTER_NOW && !word_space_before(c, start, "now", 3))
@@ -3082,7 +3098,16 @@ static int tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, ui
 			c->gate = true; /* a one-pass pattern may match: Hyperscan runs */
 			continue;
 		}
-		for (k = 0; k < len; k++) {
+		k = 0;
+		if (start + 8 <= n) { /* the first 8 bytes at once */
+			uint64_t x;
+			memcpy(&x, p + start, 8);
+			unsigned wi = t->ent[e - 1].word;
+			if (((x | t->cmp[wi].fold) & t->cmp[wi].mask) != t->cmp[wi].head)
+				continue;
+			k = len < 8 ? len : 8;
+		}
+		for (; k < len; k++) {
 			uint8_t ch = p[start + k];
 			if ((is_letter(ch) ? ch | 0x20 : ch) != (uint8_t)w->s[k])
 				break;
@@ -3091,7 +3116,7 @@ static int tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, ui
 			continue;
 		if (w->grp == G_NONE)
 			c->gate = true;
-		else if (tw_hit(c, w, base + start + len))
+		else if (tw_hit(c, w, base + start, base + start + len))
 			return 1;
 	}
 	return 0;
@@ -3765,6 +3790,9 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 				r ^= r << 13, r ^= r >> 7, r ^= r << 17;
 				w[len + k] = is_letter(p[k]) && r % 5 == 0 ? p[k] ^ 0x20 : p[k];
 			}
+			/* now and then a near miss: one byte of it changed */
+			if (r % 4 == 0)
+				w[len + (r >> 32) % l] = "x -:"[(r >> 40) % 4];
 			len += l;
 		}
 		struct tw_rec a = {0}, b = {0}, st = {0};
