@@ -39,6 +39,7 @@
 #include "gateway.h"
 #include "http/anomaly.h"
 #include "http/cache.h"
+#include "http/cache_redis.h"
 #include "http/cache_store.h"
 #include "http/reflex.h"
 #include "http/upstream.h"
@@ -1114,6 +1115,15 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		rc |= m_head(b, "reflex_cache_purged_total", "counter",
 			     "Objects removed from the L1 cache by purges.");
 		rc |= m_u64(b, "reflex_cache_purged_total", cs.purged);
+		rc |= m_head(b, "reflex_cache_l1_flushes_total", "counter",
+			     "Whole-L1 flushes by the L2 purge subscriber, for purges it may "
+			     "have missed, by reason.");
+		rc |= m_u64_1(b, "reflex_cache_l1_flushes_total", "reason", "first_subscription",
+			      l2_subscriber_flushes(L2_FLUSH_FIRST));
+		rc |= m_u64_1(b, "reflex_cache_l1_flushes_total", "reason", "missed_purge",
+			      l2_subscriber_flushes(L2_FLUSH_MISSED));
+		rc |= m_u64_1(b, "reflex_cache_l1_flushes_total", "reason", "unverifiable",
+			      l2_subscriber_flushes(L2_FLUSH_UNSURE));
 		rc |= m_head(b, "reflex_cache_background_refreshes_total", "counter",
 			     "Stale-while-revalidate refreshes run in the background, by outcome.");
 		rc |= m_u64_1(b, "reflex_cache_background_refreshes_total", "result", "started",

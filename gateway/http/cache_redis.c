@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -18,6 +19,12 @@
 
 #define BREAKER_OPEN_MS 5000
 #define PURGE_CHANNEL "rfx:purge"
+/* Incremented with every PUBLISH on PURGE_CHANNEL, in the same MULTI/EXEC. */
+#define PURGE_SEQ_KEY "rfx:purge:seq"
+/* A subscription silent this long is asked for a PING; one that stays
+ * silent as long again is taken for dead (a Redis that hangs, or a path
+ * that drops packets, would otherwise keep the subscriber deaf for good). */
+#define SUB_IDLE_MS 5000
 
 /* ---- the stored format ----------------------------------------------------- */
 
@@ -424,18 +431,158 @@ long l2_purge(const struct cfg_cache *cc, const char *kind, const char *value, s
 	}
 	if (r)
 		freeReplyObject(r);
-	/* every gateway (this one too) drops the objects from its L1 */
-	r = redisCommand(c, "PUBLISH " PURGE_CHANNEL " %s\n%b", kind, value, len);
-	if (r)
+	/* every gateway (this one too) drops the objects from its L1. The
+	 * counter moves with the message, atomically: a subscriber that was
+	 * away sees that it missed one (l2_purge_seq_check). */
+	redisAppendCommand(c, "MULTI");
+	redisAppendCommand(c, "INCR " PURGE_SEQ_KEY);
+	redisAppendCommand(c, "PUBLISH " PURGE_CHANNEL " %s\n%b", kind, value, len);
+	redisAppendCommand(c, "EXEC");
+	bool failed = false;
+	for (int i = 0; i < 4; i++) {
+		void *reply = NULL;
+		if (redisGetReply(c, &reply) != REDIS_OK) {
+			failed = true;
+			break;
+		}
+		r = reply;
+		if (i == 3 && (r->type != REDIS_REPLY_ARRAY || r->elements != 2))
+			failed = true;
 		freeReplyObject(r);
-	bool failed = c->err != 0;
+	}
+	failed |= c->err != 0;
 	redisFree(c);
 	return failed ? -EIO : n;
 }
 
 struct sub_ctx {
 	struct cfg_cache cc;
+	struct l2_purge_seq seq;
 };
+
+static uint64_t flushes[L2_FLUSH_REASONS]; /* atomics */
+
+uint64_t l2_subscriber_flushes(enum l2_flush_reason why)
+{
+	return why < L2_FLUSH_REASONS ? __atomic_load_n(&flushes[why], __ATOMIC_RELAXED) : 0;
+}
+
+int l2_purge_seq_check(struct l2_purge_seq *s, const char *run_id, uint64_t pre, uint64_t post,
+		       enum l2_flush_reason *why, uint64_t *missed)
+{
+	int rc = 0;
+
+	*missed = 0;
+	if (!s->known) {
+		*why = L2_FLUSH_FIRST;
+		rc = -1;
+	} else if (strcmp(s->run_id, run_id) != 0 || post < s->base) {
+		*why = L2_FLUSH_UNSURE;
+		rc = -1;
+	} else if (post - s->base > s->received) {
+		*why = L2_FLUSH_MISSED;
+		*missed = post - s->base - s->received;
+		rc = -1;
+	} else if (post - s->base < s->received) {
+		*why = L2_FLUSH_UNSURE; /* messages nobody counted: a publisher without INCR */
+		rc = -1;
+	}
+	s->known = true;
+	snprintf(s->run_id, sizeof(s->run_id), "%s", run_id);
+	s->base = pre;
+	s->received = 0;
+	return rc;
+}
+
+/* The instance's run_id and the purge counter (0 when absent): 0, or -EIO. */
+static int read_seq(redisContext *c, char run_id[41], uint64_t *seq)
+{
+	void *info = NULL, *val = NULL;
+	int rc = -EIO;
+
+	redisAppendCommand(c, "INFO server");
+	redisAppendCommand(c, "GET " PURGE_SEQ_KEY);
+	if (redisGetReply(c, &info) != REDIS_OK || redisGetReply(c, &val) != REDIS_OK)
+		goto out;
+	const redisReply *i = info, *v = val;
+	const char *id = i->type == REDIS_REPLY_STRING ? strstr(i->str, "\nrun_id:") : NULL;
+	if (!id || strspn(id + 8, "0123456789abcdef") != 40)
+		goto out;
+	memcpy(run_id, id + 8, 40);
+	run_id[40] = 0;
+	if (v->type == REDIS_REPLY_NIL) {
+		*seq = 0;
+	} else if (v->type == REDIS_REPLY_STRING) {
+		char *e;
+		*seq = strtoull(v->str, &e, 10);
+		if (e != v->str + v->len || !v->len)
+			goto out;
+	} else {
+		goto out;
+	}
+	rc = 0;
+out:
+	if (info)
+		freeReplyObject(info);
+	if (val)
+		freeReplyObject(val);
+	return rc;
+}
+
+/* Subscribe c and count: name the connection, read the counter, SUBSCRIBE
+ * and wait for its confirmation, read the counter again on a second
+ * connection (a subscribed one may not GET), then decide whether L1 must
+ * go. 0 when c listens, -errno when this attempt failed (the caller
+ * retries; the counts still refer to the last subscription that worked,
+ * so what goes by meanwhile is seen then). */
+static int subscribe(struct sub_ctx *s, redisContext *c)
+{
+	char run_pre[41], run_post[41];
+	uint64_t pre, post, missed;
+	enum l2_flush_reason why;
+	void *reply = NULL;
+
+	reply = redisCommand(c, "CLIENT SETNAME reflexd-purge-%d", (int)getpid());
+	if (reply)
+		freeReplyObject(reply);
+	if (read_seq(c, run_pre, &pre))
+		return -EIO;
+	reply = redisCommand(c, "SUBSCRIBE " PURGE_CHANNEL);
+	const redisReply *r = reply;
+	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+		  r->element[0]->type == REDIS_REPLY_STRING &&
+		  !strcmp(r->element[0]->str, "subscribe");
+	if (reply)
+		freeReplyObject(reply);
+	if (!ok)
+		return -EPROTO;
+	redisContext *c2 = blocking_connect(&s->cc, 1000);
+	int err = c2 ? read_seq(c2, run_post, &post) : -EIO;
+	if (c2)
+		redisFree(c2);
+	if (err || strcmp(run_pre, run_post) != 0) /* restarted in between: try again */
+		return -EIO;
+	if (l2_purge_seq_check(&s->seq, run_post, pre, post, &why, &missed) != 0) {
+		size_t n = cache_store_flush();
+		cache_store_barrier();
+		__atomic_add_fetch(&flushes[why], 1, __ATOMIC_RELAXED);
+		if (why == L2_FLUSH_MISSED)
+			log_warn("cache L2: %llu purge(s) went by while the purge subscriber was "
+				 "away; L1 flushed (%zu objects)",
+				 (unsigned long long)missed, n);
+		else if (why == L2_FLUSH_UNSURE)
+			log_warn("cache L2: purges missed or not (redis %s restarted, or its %s "
+				 "went back); L1 flushed (%zu objects)",
+				 s->cc.redis.text, PURGE_SEQ_KEY, n);
+		else if (n)
+			log_info("cache L2: L1 flushed at the first subscription (%zu objects "
+				 "stored before it)",
+				 n);
+	}
+	log_info("cache L2: purge subscriber listening on %s (purge seq %llu)", s->cc.redis.text,
+		 (unsigned long long)post);
+	return 0;
+}
 
 static void apply_purge(const char *msg, size_t len)
 {
@@ -454,6 +601,54 @@ static void apply_purge(const char *msg, size_t len)
 	cache_store_barrier();
 }
 
+/* Wait for purges on the subscribed c until it fails or falls silent. */
+static void listen_purges(struct sub_ctx *s, redisContext *c)
+{
+	bool pinged = false;
+
+	for (;;) {
+		void *reply = NULL;
+		if (redisReaderGetReply(c->reader, &reply) != REDIS_OK)
+			return;
+		if (reply) {
+			const redisReply *m = reply;
+			if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
+			    m->element[0]->type == REDIS_REPLY_STRING &&
+			    !strcmp(m->element[0]->str, "message") &&
+			    m->element[2]->type == REDIS_REPLY_STRING) {
+				apply_purge(m->element[2]->str, m->element[2]->len);
+				s->seq.received++;
+			}
+			freeReplyObject(reply);
+			continue;
+		}
+		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+		int n = poll(&p, 1, SUB_IDLE_MS);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return;
+		if (n == 0) {
+			int done = 0;
+			if (pinged) {
+				log_warn("cache L2: purge subscriber: no answer from %s in %d ms; "
+					 "reconnecting",
+					 s->cc.redis.text, 2 * SUB_IDLE_MS);
+				return;
+			}
+			redisAppendCommand(c, "PING");
+			while (!done)
+				if (redisBufferWrite(c, &done) != REDIS_OK)
+					return;
+			pinged = true;
+			continue;
+		}
+		if (redisBufferRead(c) != REDIS_OK)
+			return;
+		pinged = false;
+	}
+}
+
 static void *subscriber(void *arg)
 {
 	struct sub_ctx *s = arg;
@@ -462,33 +657,16 @@ static void *subscriber(void *arg)
 	cache_store_thread_enter();
 	for (;;) {
 		redisContext *c = blocking_connect(&s->cc, 1000);
-		if (!c) {
-			if (!warned)
-				log_warn("cache L2: purge subscriber cannot reach redis %s; "
-					 "retrying",
-					 s->cc.redis.text);
+		if (c && subscribe(s, c) == 0) {
+			warned = false;
+			listen_purges(s, c);
+		} else if (!warned) {
+			log_warn("cache L2: purge subscriber cannot reach redis %s; retrying",
+				 s->cc.redis.text);
 			warned = true;
-			sleep(1);
-			continue;
 		}
-		struct timeval none = {0};
-		redisSetTimeout(c, none); /* block until a message comes */
-		redisReply *r = redisCommand(c, "SUBSCRIBE " PURGE_CHANNEL);
-		if (r)
-			freeReplyObject(r);
-		if (warned)
-			log_info("cache L2: purge subscriber connected to %s", s->cc.redis.text);
-		warned = false;
-		void *reply;
-		while (redisGetReply(c, &reply) == REDIS_OK) {
-			redisReply *m = reply;
-			if (m && m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
-			    m->element[2]->type == REDIS_REPLY_STRING)
-				apply_purge(m->element[2]->str, m->element[2]->len);
-			if (reply)
-				freeReplyObject(reply);
-		}
-		redisFree(c);
+		if (c)
+			redisFree(c);
 		sleep(1);
 	}
 	return NULL;
@@ -501,7 +679,7 @@ void l2_subscriber_start(const struct cfg_cache *cc)
 
 	if (!cc->redis.len || __atomic_exchange_n(&started, 1, __ATOMIC_ACQ_REL))
 		return;
-	struct sub_ctx *s = malloc(sizeof(*s));
+	struct sub_ctx *s = calloc(1, sizeof(*s));
 	if (!s)
 		return;
 	s->cc = *cc;

@@ -13,6 +13,15 @@
  * subscriber thread that applies purges published by other gateways to
  * this gateway's L1.
  *
+ * Purges that the subscriber could not hear (it was reconnecting, or not
+ * yet listening) are not lost: every purge increments the counter
+ * "rfx:purge:seq" in the same MULTI/EXEC as its PUBLISH, and at each
+ * (re)subscription the subscriber compares how far the counter moved with
+ * how many purges it received; when they differ, or Redis is another
+ * instance (its run_id changed), it flushes the whole L1 (cache_store_flush),
+ * counted by reason (l2_subscriber_flushes). The first subscription of a
+ * process flushes too: L1 may have stored objects before anyone listened.
+ *
  * Stored format: "rfx:" + 32 hex digits of the key → an integrity header
  * (magic, the key, lengths, a XXH3-64 checksum of everything) followed by
  * the entry's strings; an index for purges: the sorted set "rfx:urls"
@@ -58,7 +67,37 @@ int l2_decode(const char *data, size_t len, const struct cache_key *want,
 /* Purge in L2 and tell the other gateways (blocking: admin thread only).
  * kind: "url", "prefix" or "tag". Returns L2 objects deleted, or -errno. */
 long l2_purge(const struct cfg_cache *cc, const char *kind, const char *value, size_t len);
-/* Start the purge subscriber once (any thread; no-op when L2 is off). */
+/* Start the purge subscriber once (any thread; no-op when L2 is off). Its
+ * Redis connection is named "reflexd-purge-PID" (CLIENT SETNAME). */
 void l2_subscriber_start(const struct cfg_cache *cc);
+
+/* Why the subscriber flushed L1. */
+enum l2_flush_reason {
+	L2_FLUSH_FIRST,	 /* the process's first subscription: nothing to compare with */
+	L2_FLUSH_MISSED, /* the counter moved by more than the purges received */
+	L2_FLUSH_UNSURE, /* another Redis instance (run_id), the counter went back, or
+			    * more purges arrived than it counted: cannot tell */
+	L2_FLUSH_REASONS,
+};
+/* Flushes so far by reason (process-wide; any thread). */
+uint64_t l2_subscriber_flushes(enum l2_flush_reason why);
+
+/* The counting, apart from Redis (exposed for tests). One per subscriber. */
+struct l2_purge_seq {
+	bool known;	   /* a subscription was counted */
+	char run_id[41];   /* the Redis instance (INFO server run_id) */
+	uint64_t base;	   /* the counter read just before that SUBSCRIBE */
+	uint64_t received; /* purge messages received since it */
+};
+/* At a confirmed subscription: pre is the counter read just before
+ * SUBSCRIBE, post the counter read (on another connection) once it was
+ * confirmed, both from instance run_id. Returns -1 when L1 must be flushed
+ * (*why says why; *missed how many purges went by unheard, 0 when it
+ * cannot tell), else 0; either way counting restarts from this
+ * subscription. Purges published between pre and post are counted as
+ * missed although they arrive: a spurious flush, never a kept object.
+ * A missing counter (a fresh Redis) reads as 0. */
+int l2_purge_seq_check(struct l2_purge_seq *s, const char *run_id, uint64_t pre, uint64_t post,
+		       enum l2_flush_reason *why, uint64_t *missed);
 
 #endif

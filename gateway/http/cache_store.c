@@ -549,6 +549,11 @@ size_t cache_store_purge_tag(const char *tag, size_t len)
 	return len ? purge_scan(tag, len, 2) : 0;
 }
 
+size_t cache_store_flush(void)
+{
+	return purge_scan("", 0, 1); /* every URL starts with "" */
+}
+
 /* ---- coalescing ------------------------------------------------------------- */
 
 static struct pending **pending_slot(struct shard *sh, const struct cache_key *k)

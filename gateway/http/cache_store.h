@@ -125,6 +125,11 @@ bool cache_store_remove(const struct cache_key *k, const struct cache_entry *onl
  * whose tags contain `tag` (prefix NULL). Returns how many were removed. */
 size_t cache_store_purge_url(const char *url, size_t len, bool exact);
 size_t cache_store_purge_tag(const char *tag, size_t len);
+/* Remove every entry, and make every fill in flight drop what it stores
+ * (a purge that matches every URL, remembered like one): for when purges
+ * may have been missed (the L2 purge subscriber). Returns how many were
+ * removed. */
+size_t cache_store_flush(void);
 /* Remove the entry with this key (an unsafe method's invalidation) and
  * remember it like a purge. Returns whether one was removed. */
 bool cache_store_invalidate(const struct cache_key *k);

@@ -2,6 +2,9 @@
  * port) shared by two gateways A and B (docs/cache.md):
  *  - an object fetched through A is a hit through B with no origin request;
  *  - a purge through A (by URL and by tag) is seen by B;
+ *  - a purge published while B's purge subscriber is away (its connection
+ *    killed in Redis, within its 1 s reconnect backoff) is not lost: B sees
+ *    the purge counter moved past what it heard and flushes its L1;
  *  - a stale-while-revalidate refresh through A writes L2: B finds it fresh;
  *  - an L2 value that fails the integrity check is not used;
  *  - with Redis killed, both keep serving (L1 hits, misses from the
@@ -20,7 +23,7 @@
 
 #define TOKEN "l2-purge-secret"
 
-static int a_port, b_port, o_port, r_port, a_admin;
+static int a_port, b_port, o_port, r_port, a_admin, b_admin;
 
 static long origin_requests(void)
 {
@@ -72,6 +75,27 @@ static long purge(const char *json)
 	long st = h_http(&q, &r) == 0 ? r.status : -1;
 	h_resp_free(&r);
 	return st;
+}
+
+/* One sample of a gateway's /metrics ("name{labels}" as printed), -1 when
+ * absent or unreadable. */
+static long long metric(int admin_port, const char *sample)
+{
+	char url[128];
+	struct h_resp r;
+	long long v = -1;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", admin_port);
+	if (h_get(url, &r) == 200 && r.body) {
+		size_t n = strlen(sample);
+		for (const char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+			if (!strncmp(p, sample, n) && p[n] == ' ') {
+				v = atoll(p + n + 1);
+				break;
+			}
+	}
+	h_resp_free(&r);
+	return v;
 }
 
 /* ---- Redis, asked directly ------------------------------------------------------ */
@@ -335,6 +359,83 @@ static void test_integrity(void)
 		redisFree(c);
 }
 
+/* Kill the connection named name in Redis: 1 when one was killed, 0 when
+ * none has that name, -1 when Redis cannot be asked. */
+static int redis_kill_named(const char *name)
+{
+	redisContext *c = redis_open();
+	int killed = -1;
+
+	if (!c)
+		return -1;
+	redisReply *r = redisCommand(c, "CLIENT LIST");
+	if (r && r->type == REDIS_REPLY_STRING) {
+		killed = 0;
+		char want[80];
+		snprintf(want, sizeof(want), " name=%s ", name);
+		for (const char *line = r->str; line && *line && !killed;) {
+			const char *end = strchr(line, '\n');
+			const char *hit = strstr(line, want);
+			if (hit && (!end || hit < end) && !strncmp(line, "id=", 3)) {
+				redisReply *k =
+					redisCommand(c, "CLIENT KILL ID %lld", atoll(line + 3));
+				killed = k && k->type == REDIS_REPLY_INTEGER && k->integer == 1;
+				if (k)
+					freeReplyObject(k);
+			}
+			line = end ? end + 1 : NULL;
+		}
+	}
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+	return killed;
+}
+
+/* B's purge subscriber is away (its connection killed in Redis; it waits
+ * 1 s before it reconnects) while A purges: the message never reaches B,
+ * but the purge counter does. When B subscribes again it finds the counter
+ * moved by one purge more than it heard, and drops its whole L1. */
+static void test_missed_purge(const struct h_proc *b)
+{
+	const char *p = "/l2/missed?cc=max-age%3D60";
+	const char *flushed = "reflex_cache_l1_flushes_total{reason=\"missed_purge\"}";
+	char name[64];
+	bool hit;
+
+	test_begin("purge_missed_by_b_flushes_its_l1");
+	long long a_flushes = metric(a_admin, flushed), b_flushes = metric(b_admin, flushed);
+	CHECK_MSG(a_flushes == 0 && b_flushes == 0, "flushes before: A %lld, B %lld", a_flushes,
+		  b_flushes);
+	long before = origin_requests();
+	CHECK_INT(get(a_port, p, NULL, NULL), 200);
+	l2_wait_stored(p, 1, NULL);
+	CHECK_INT(get(b_port, p, &hit, NULL), 200); /* from L2 into B's L1 */
+	CHECK(hit);
+	CHECK_INT(get(b_port, p, &hit, NULL), 200); /* from B's L1 */
+	CHECK(hit);
+	CHECK_INT(origin_requests() - before, 1);
+
+	snprintf(name, sizeof(name), "reflexd-purge-%d", (int)b->pid);
+	CHECK_MSG(redis_kill_named(name) == 1, "no Redis connection named %s", name);
+	CHECK_INT(purge("{\"url\":\"http://shared.example/l2/missed?cc=max-age%3D60\"}"), 200);
+	/* only A listened when the purge was published (B is back after 1 s) */
+	long long subs = redis_int("PUBSUB NUMSUB %s", "rfx:purge");
+	CHECK_MSG(subs == 1, "%lld gateways subscribed right after the purge (want 1: A)", subs);
+
+	before = origin_requests();
+	b_wait_miss(p); /* B reconnects, sees the missed purge, flushes */
+	CHECK_INT(origin_requests() - before, 1);
+	for (double end = h_now_ms() + L2_WAIT_MS; h_now_ms() < end; h_sleep_ms(20))
+		if ((b_flushes = metric(b_admin, flushed)) >= 1)
+			break;
+	CHECK_MSG(b_flushes == 1, "B: %s %lld", flushed, b_flushes);
+	CHECK_MSG(h_log_contains(b, "1 purge(s) went by while the purge subscriber was away"),
+		  "B logged no missed purge");
+	CHECK_MSG(metric(a_admin, flushed) == 0, "A (never away) flushed its L1");
+	test_end();
+}
+
 static void test_redis_down(struct h_proc *redis)
 {
 	bool hit;
@@ -415,6 +516,7 @@ int main(void)
 	o_port = h_free_port();
 	r_port = h_free_port();
 	a_admin = h_free_port();
+	b_admin = h_free_port();
 	char rp[16];
 	snprintf(rp, sizeof(rp), "%d", r_port);
 	char *rargv[] = {
@@ -434,21 +536,28 @@ int main(void)
 	const char *cb =
 		h_write_config("workers: 2\nlisten: [\"127.0.0.1:%d\"]\n"
 			       "upstream: [\"127.0.0.1:%d\"]\n"
-			       "admin: {listen: off}\n"
+			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
 			       "cache: {enabled: true, memory: 32m, redis: \"127.0.0.1:%d\", "
 			       "redis_timeout: 100ms}\n",
-			       b_port, o_port, r_port);
+			       b_port, o_port, b_admin, tokens, r_port);
 	struct h_proc *a = h_start_reflexd_config("A", a_port, ca);
 	struct h_proc *b = h_start_reflexd_config("B", b_port, cb);
-	if (!a || !b || h_wait_port("127.0.0.1", a_admin, 5000))
+	if (!a || !b || h_wait_port("127.0.0.1", a_admin, 5000) ||
+	    h_wait_port("127.0.0.1", b_admin, 5000))
 		return test_exit_code();
-	/* the purge subscribers start on first use; the purge test waits until
-	 * both listen */
+	/* the purge subscribers start on first use, and their first
+	 * subscription flushes L1 (and drops fills in flight): wait until both
+	 * listen before anything is stored */
 	get(a_port, "/l2/warm", NULL, NULL);
 	get(b_port, "/l2/warm", NULL, NULL);
+	test_begin("purge_subscribers_listen");
+	CHECK_MSG(h_wait_log(a, "purge subscriber listening", L2_WAIT_MS), "A's subscriber");
+	CHECK_MSG(h_wait_log(b, "purge subscriber listening", L2_WAIT_MS), "B's subscriber");
+	test_end();
 	test_shared();
 	test_refresh_to_l2();
 	test_integrity();
+	test_missed_purge(b);
 	test_redis_down(redis);
 	test_redis_black_hole();
 	h_finish(a, 8000);

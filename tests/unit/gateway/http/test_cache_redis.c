@@ -1,6 +1,8 @@
 /* The L2 value format: an entry survives encode → decode intact, and a
  * value with any byte changed, cut short, or stored under another key is
- * refused (the integrity header: magic, key, lengths, XXH3-64). */
+ * refused (the integrity header: magic, key, lengths, XXH3-64). The purge
+ * subscriber's counting (l2_purge_seq_check): a purge that went by unheard
+ * always flushes L1; counting races only ever add flushes. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -39,6 +41,68 @@ static struct cache_entry_spec spec(void)
 		.etag_off = 23,
 		.etag_len = 4,
 	};
+}
+
+#define RUN_A "0123456789abcdef0123456789abcdef01234567"
+#define RUN_B "fedcba9876543210fedcba9876543210fedcba98"
+
+static void test_purge_seq(void)
+{
+	struct l2_purge_seq q = {0};
+	enum l2_flush_reason why = L2_FLUSH_REASONS;
+	uint64_t missed = 99;
+
+	test_begin("purge_seq_first_subscription_flushes");
+	CHECK_INT(l2_purge_seq_check(&q, RUN_A, 5, 5, &why, &missed), -1);
+	CHECK(why == L2_FLUSH_FIRST && missed == 0);
+	test_end();
+
+	test_begin("purge_seq_all_heard_keeps_l1");
+	q.received = 3; /* three purges heard; the counter moved by three */
+	CHECK_INT(l2_purge_seq_check(&q, RUN_A, 8, 8, &why, &missed), 0);
+	CHECK_INT(l2_purge_seq_check(&q, RUN_A, 8, 8, &why, &missed), 0); /* none at all */
+	test_end();
+
+	test_begin("purge_seq_missed_while_away_flushes");
+	q.received = 2; /* 2 heard, then away: the counter is 8 + 2 + 3 */
+	CHECK_INT(l2_purge_seq_check(&q, RUN_A, 13, 13, &why, &missed), -1);
+	CHECK(why == L2_FLUSH_MISSED);
+	CHECK_INT(missed, 3);
+	/* counting restarted from the pre-SUBSCRIBE value of this subscription */
+	CHECK(q.base == 13 && q.received == 0);
+	test_end();
+
+	test_begin("purge_seq_races_err_towards_flushing");
+	/* purge 14 ran between the read before SUBSCRIBE (13) and the read
+	 * after the confirmation (14): before the confirmation it was missed,
+	 * after it, it will arrive; nobody can tell which, so L1 goes */
+	CHECK_INT(l2_purge_seq_check(&q, RUN_A, 13, 14, &why, &missed), -1);
+	CHECK(why == L2_FLUSH_MISSED && missed == 1);
+	/* it did arrive: counted from the base before SUBSCRIBE (13), it is
+	 * not taken for a missed one at the next check */
+	q.received = 1;
+	CHECK_INT(l2_purge_seq_check(&q, RUN_A, 14, 14, &why, &missed), 0);
+	/* a heard purge never hides a missed one: 15 heard, 16 missed */
+	q.received = 1;
+	CHECK_INT(l2_purge_seq_check(&q, RUN_A, 16, 16, &why, &missed), -1);
+	CHECK(why == L2_FLUSH_MISSED && missed == 1);
+	test_end();
+
+	test_begin("purge_seq_unverifiable_flushes");
+	/* another instance: counters of two Redis cannot be compared, even
+	 * when the numbers look right */
+	CHECK_INT(l2_purge_seq_check(&q, RUN_B, 16, 16, &why, &missed), -1);
+	CHECK(why == L2_FLUSH_UNSURE && missed == 0);
+	/* the counter went back (key deleted, older data restored): 0 = absent */
+	CHECK_INT(l2_purge_seq_check(&q, RUN_B, 0, 0, &why, &missed), -1);
+	CHECK(why == L2_FLUSH_UNSURE);
+	/* more heard than counted: a publisher that does not count */
+	q.received = 2;
+	CHECK_INT(l2_purge_seq_check(&q, RUN_B, 1, 1, &why, &missed), -1);
+	CHECK(why == L2_FLUSH_UNSURE);
+	CHECK_INT(l2_purge_seq_check(&q, RUN_B, 1, 1, &why, &missed), 0);
+	CHECK(q.known && !strcmp(q.run_id, RUN_B));
+	test_end();
 }
 
 int main(void)
@@ -83,5 +147,6 @@ int main(void)
 	CHECK_MSG(l2_decode(blob, len, &s.key, &d) == -EINVAL, "ETag outside the head");
 	free(blob);
 	test_end();
+	test_purge_seq();
 	return test_exit_code();
 }
