@@ -8,7 +8,10 @@
  *  - a stale-while-revalidate refresh through A writes L2: B finds it fresh;
  *  - an L2 value that fails the integrity check is not used;
  *  - with Redis killed, both keep serving (L1 hits, misses from the
- *    origin) without waiting on it beyond the per-operation timeout.
+ *    origin) without waiting on it beyond the per-operation timeout;
+ *  - a Redis restarted in its place is another instance (run_id): purges
+ *    published to the old one while a gateway was cut off cannot be
+ *    counted, so both flush their L1 when they subscribe again.
  * Both gateways are addressed with the same Host, as behind a balancer. */
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
@@ -468,6 +471,37 @@ static void test_redis_down(struct h_proc *redis)
 	test_end();
 }
 
+/* Redis comes back (a new process, empty: no persistence here). The
+ * counters of two instances cannot be compared, so each gateway flushes
+ * its L1 when its subscriber is back (reason "unverifiable"): B's L1 object
+ * from the previous test is gone. The new Redis is killed again at the end
+ * (the next test listens on its port). */
+static void test_redis_restarted(char *const rargv[])
+{
+	const char *unsure = "reflex_cache_l1_flushes_total{reason=\"unverifiable\"}";
+	long long a_n = 0, b_n = 0;
+
+	test_begin("redis_restarted_flushes_l1");
+	struct h_proc *redis = h_spawn("redis-again", rargv, "127.0.0.1", r_port, 5000);
+	CHECK_MSG(redis, "redis-server did not start again on port %d", r_port);
+	for (double end = h_now_ms() + L2_WAIT_MS; redis && h_now_ms() < end; h_sleep_ms(20)) {
+		a_n = metric(a_admin, unsure);
+		b_n = metric(b_admin, unsure);
+		if (a_n >= 1 && b_n >= 1)
+			break;
+	}
+	CHECK_MSG(a_n == 1 && b_n == 1, "%s: A %lld, B %lld after %d ms", unsure, a_n, b_n,
+		  L2_WAIT_MS);
+	long before = origin_requests();
+	b_wait_miss("/l2/down3?cc=max-age%3D60");
+	CHECK_INT(origin_requests() - before, 1);
+	if (redis) {
+		h_signal(redis, SIGKILL);
+		CHECK_MSG(h_wait_exit(redis, 3000) == 0, "redis-server did not die of SIGKILL");
+	}
+	test_end();
+}
+
 /* A "Redis" that accepts connections and never answers: every L2 lookup
  * costs at most the per-operation timeout (100 ms), then the breaker stops
  * asking. */
@@ -559,6 +593,7 @@ int main(void)
 	test_integrity();
 	test_missed_purge(b);
 	test_redis_down(redis);
+	test_redis_restarted(rargv);
 	test_redis_black_hole();
 	h_finish(a, 8000);
 	h_finish(b, 8000);
