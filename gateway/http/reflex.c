@@ -560,8 +560,10 @@ static __thread unsigned tls_scratch_next;
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
-/* One request state kept per worker thread: a worker serves its requests one
- * after the other, so a malloc and a free per request are saved. */
+/* One request state kept per worker thread, with the memory of its held
+ * body (up to RX_SPARE_HELD) and tag lines: a worker serves its requests one
+ * after the other, so three mallocs and frees per request are saved. */
+#define RX_SPARE_HELD (64 * 1024)
 static __thread struct reflex_req *tls_spare;
 static __thread bool tls_key_set;
 
@@ -569,8 +571,12 @@ static __thread bool tls_key_set;
 static void scratch_exit(void *unused)
 {
 	(void)unused;
-	free(tls_spare);
-	tls_spare = NULL;
+	if (tls_spare) {
+		buf_free(&tls_spare->held);
+		buf_free(&tls_spare->tags);
+		free(tls_spare);
+		tls_spare = NULL;
+	}
 	for (unsigned i = 0; i < 2; i++) {
 		detect_scratch_free(tls_scratch[i].s);
 		tls_scratch[i].s = NULL;
@@ -608,21 +614,31 @@ static struct detect_scratch *scratch_for(const struct detect_db *db)
 static struct reflex_req *rx_req_new(void)
 {
 	struct reflex_req *x = tls_spare;
+	struct buf held = {0}, tags = {0}; /* empty; the spare's keep their memory */
 
-	if (x)
+	if (x) {
 		tls_spare = NULL;
-	else if (!(x = malloc(sizeof(*x))))
+		held = x->held;
+		tags = x->tags;
+	} else if (!(x = malloc(sizeof(*x)))) {
 		return NULL;
+	}
 	memset(x, 0, offsetof(struct reflex_req, hdr_hits));
+	x->held = held;
+	x->tags = tags;
 	return x;
 }
 
 static void rx_req_put(struct reflex_req *x)
 {
 	if (tls_spare) {
+		buf_free(&x->held);
+		buf_free(&x->tags);
 		free(x);
 		return;
 	}
+	buf_reset(&x->held, RX_SPARE_HELD);
+	buf_reset(&x->tags, 1024);
 	if (!tls_key_set) { /* the thread's exit frees it */
 		pthread_once(&scratch_once, scratch_key_make);
 		pthread_setspecific(scratch_key, (void *)1);
@@ -1514,7 +1530,7 @@ static void send_held(struct request *r, struct reflex_req *x)
 	} else {
 		upstream_send_body(r, buf_head(&x->held), x->held.len);
 	}
-	buf_free(&x->held);
+	buf_reset(&x->held, RX_SPARE_HELD); /* its memory serves the next request */
 	x->phase = r->body_done ? RX_DONE : RX_RECHUNK;
 }
 
@@ -1707,10 +1723,8 @@ void reflex_req_end(struct request *r)
 		free(x->resp->bm);
 		free(x->resp);
 	}
-	buf_free(&x->held);
-	buf_free(&x->tags);
 	free(x->bm);
-	rx_req_put(x);
+	rx_req_put(x); /* and the held body and tag lines */
 	r->rx = NULL;
 }
 
