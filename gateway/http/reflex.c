@@ -1020,7 +1020,7 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 	x->resp_rule = NULL;
 	x->route_pool = -1;
 	x->nocache = false;
-	buf_reset(&x->tags, 0);
+	buf_reset(&x->tags, 1024); /* keeps the memory: the state is reused */
 	for (unsigned i = 0; i < set->n_rules; i++) {
 		const struct rx_rule *rule = &set->rules[i];
 		int det = -1;
