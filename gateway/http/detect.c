@@ -237,7 +237,11 @@ struct scan_ctx {
 	struct v6_run v6;     /* the colon run being read (colon_runs) */
 	struct mail_run mail; /* the domain after an '@' being read (email_runs) */
 	struct tw_rec *tw_rec; /* the cross-check: record trigger words, run nothing */
-	bool gate; /* trig_words found a literal a one-pass pattern starts with */
+	bool gate; /* trig_words found a literal a one-pass pattern starts with... */
+	uint64_t gate_at; /* ...the first of them here */
+	/* Stream offset of the first byte Hyperscan saw: a stream starts
+	 * feeding it at the first such literal (0 in block mode). */
+	uint64_t hs_base;
 };
 
 #define NO_RUN UINT64_MAX
@@ -245,6 +249,10 @@ struct scan_ctx {
 struct detect_stream {
 	const struct detect_db *db;
 	hs_stream_t *hs;
+	/* Hyperscan has been fed since ctx.hs_base. Until the first literal
+	 * a one-pass pattern starts with (and with no user patterns), no
+	 * match can have begun: the stream feeds it nothing. */
+	bool hs_live;
 	struct scan_ctx ctx;
 	uint64_t offset;
 	struct pend *pend;
@@ -3069,6 +3077,14 @@ static int tw_hit(struct scan_ctx *c, const struct trig_word *w, uint64_t start,
 	return on_trigger(c, w->grp, end);
 }
 
+/* A literal a one-pass pattern starts with starts at stream offset at. */
+static void tw_gate(struct scan_ctx *c, uint64_t at)
+{
+	if (!c->gate || at < c->gate_at)
+		c->gate_at = at;
+	c->gate = true;
+}
+
 /* The filter said a gram may start at p[q] (q + 4 <= n): report the words
  * whose gram it is and that lie in p[0, n) — all of them when split is
  * SIZE_MAX, else only those that end after p[split] and start (gram
@@ -3087,15 +3103,16 @@ static int tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, ui
 		if ((ptrdiff_t)q < w->fp)
 			continue;
 		size_t start = q - (size_t)w->fp; /* fp -1: the word starts at q + 1 */
-		if (start + len + (w->kind == TW_CASE_ANY4) > n)
+		size_t span = len + (w->kind == TW_CASE_ANY4); /* the byte after it */
+		if (start + span > n)
 			continue;
-		if (split != SIZE_MAX && (start + len <= split || (q >= split && start >= split)))
+		if (split != SIZE_MAX && (start + span <= split || (q >= split && start >= split)))
 			continue;
 		if (w->kind >= TW_CASE) {
 			if (memcmp(p + start, w->s, len) ||
 			    (w->kind == TW_CASE_ANY4 && !any4_byte(p[start + len])))
 				continue;
-			c->gate = true; /* a one-pass pattern may match: Hyperscan runs */
+			tw_gate(c, base + start); /* a one-pass pattern may match here */
 			continue;
 		}
 		k = 0;
@@ -3115,7 +3132,7 @@ static int tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, ui
 		if (k < len)
 			continue;
 		if (w->grp == G_NONE)
-			c->gate = true;
+			tw_gate(c, base + start);
 		else if (tw_hit(c, w, base + start, base + start + len))
 			return 1;
 	}
@@ -3221,15 +3238,6 @@ static int trig_words_scan(struct scan_ctx *c, const uint8_t *p, size_t n, uint6
 	return tw_scalar(c, p, n, 0, base, SIZE_MAX);
 }
 
-/* Trigger groups the scan wants (their words need looking for). */
-static bool wants_triggers(const struct scan_ctx *c)
-{
-	const struct detect_db *db = c->db;
-	return (db->group_dets[G_OVERRIDE] | db->group_dets[G_EXTRACT] | db->group_dets[G_ROLE] |
-		db->group_dets[G_DELIMITER] | db->group_dets[G_ENCODED]) &
-	       c->want;
-}
-
 static bool wants_email(const struct scan_ctx *c)
 {
 	return c->want >> DETECT_EMAIL & 1;
@@ -3253,6 +3261,8 @@ static int on_hs_match(unsigned pat, unsigned long long from, unsigned long long
 		       unsigned hs_flags, void *arg)
 {
 	struct scan_ctx *c = arg;
+	from += c->hs_base;
+	to += c->hs_base;
 	if (pat >= N_BUILTIN_PATTERNS || !(patterns[pat].flags & TRIG))
 		return candidate(c, pat, from, to);
 	return on_trigger(c, GRP_OF(patterns[pat].flags), to);
@@ -3333,6 +3343,7 @@ int detect_stream_open(const struct detect_db *db, detect_on_match *on_match, vo
 		goto nomem;
 	if (hs_open_stream(db->stream_db, 0, &st->hs) != HS_SUCCESS)
 		goto nomem;
+	st->hs_live = db->n_pat > N_BUILTIN_PATTERNS;
 	st->ctx = (struct scan_ctx){
 		.db = db,
 		.pend = st->pend,
@@ -3442,7 +3453,23 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	c->cur = buf;
 	c->cur_base = st->offset;
 	c->cur_len = len;
-	hs_error_t e = hs_scan_stream(st->hs, buf, (unsigned)len, 0, s->hs, on_hs_match, c);
+	c->gate = false;
+	if (trig_words_scan(c, buf, len, st->offset)) {
+		c->stopped = true;
+		return -ECANCELED;
+	}
+	hs_error_t e = HS_SUCCESS;
+	if (!st->hs_live && c->gate) {
+		/* the literal may have begun in the previous feed */
+		st->hs_live = true;
+		c->hs_base = c->gate_at < st->offset ? c->gate_at : st->offset;
+		if (c->gate_at < st->offset)
+			e = hs_scan_stream(st->hs,
+					   (const char *)c->hist + c->hist_len - (st->offset - c->gate_at),
+					   (unsigned)(st->offset - c->gate_at), 0, s->hs, on_hs_match, c);
+	}
+	if (e == HS_SUCCESS && st->hs_live)
+		e = hs_scan_stream(st->hs, buf, (unsigned)len, 0, s->hs, on_hs_match, c);
 	if (e == HS_SCAN_TERMINATED || c->stopped) {
 		c->stopped = true;
 		return -ECANCELED;
@@ -3455,8 +3482,7 @@ int detect_stream_feed(struct detect_stream *st, struct detect_scratch *s, const
 	 * same-start extension would be longer than the detector's maxlen). */
 	uint64_t end = st->offset + len;
 	int rc = 0;
-	if ((wants_triggers(c) && trig_words_scan(c, buf, len, st->offset)) ||
-	    (wants_numbers(c) && number_runs(c, buf, len, st->offset)) ||
+	if ((wants_numbers(c) && number_runs(c, buf, len, st->offset)) ||
 	    (wants_ipv6(c) && colon_runs(c, buf, len, st->offset)) ||
 	    (wants_email(c) && email_runs(c, buf, len, st->offset)) || run_queue(c, end)) {
 		rc = -ECANCELED;
@@ -3689,11 +3715,14 @@ static int on_trig_xcheck(unsigned pat, unsigned long long from, unsigned long l
 	return 0;
 }
 
+/* the leftmost start of a one-pass match (every such pattern tracks it) */
 static int on_gate_xcheck(unsigned pat, unsigned long long from, unsigned long long to,
 			  unsigned hs_flags, void *arg)
 {
-	*(bool *)arg = true;
-	return 1;
+	uint64_t *first = arg;
+	if (from < *first)
+		*first = from;
+	return 0;
 }
 
 static int cmp_pair(const void *a, const void *b)
@@ -3830,13 +3859,19 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 				 (int)len, w, a.n, b.n, cut, st.n);
 			goto out;
 		}
-		bool any = false;
+		/* The gate opens at or before the first one-pass match, in one
+		 * block and in two feeds (where a stream starts Hyperscan). */
+		uint64_t first = UINT64_MAX;
 		if (db->n_pat == N_BUILTIN_PATTERNS &&
-		    hs_scan(db->block_db, w, (unsigned)len, 0, s->hs, on_gate_xcheck, &any) ==
-			    HS_SCAN_TERMINATED &&
-		    !c.gate) {
-			snprintf(err, errlen, "window \"%.*s\": the one-pass set matches, the gate is shut",
-				 (int)len, w);
+		    hs_scan(db->block_db, w, (unsigned)len, 0, s->hs, on_gate_xcheck, &first) ==
+			    HS_SUCCESS &&
+		    first != UINT64_MAX &&
+		    (!c.gate || c.gate_at > first ||
+		     !((c1.gate && c1.gate_at <= first) || (c2.gate && c2.gate_at <= first)))) {
+			snprintf(err, errlen,
+				 "window \"%.*s\" (cut %zu): the one-pass set matches from %llu, the "
+				 "gate is shut there",
+				 (int)len, w, cut, (unsigned long long)first);
 			goto out;
 		}
 	}

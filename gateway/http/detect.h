@@ -20,10 +20,13 @@
  *    whose shape fits (IP and phone/SSN windows are matched in C);
  *  - IPv6: not in it either; runs of hex digits and colons are read in C,
  *    which reports where the IPv6 patterns match;
- *  - injection phrases: literal trigger words per family ("ignore",
- *    "jailbreak", "decode", ...), checked in C against the words before
- *    them; the family's full phrase patterns run on a
- *    window around them (a few hundred bytes).
+ *  - injection phrases: not in it; C finds the trigger words of each
+ *    family ("ignore", "jailbreak", "decode", "system:", ...) with an AVX2
+ *    filter, checks them against the words before them, and the family's
+ *    full phrase patterns run on a window around them (a few hundred
+ *    bytes). The same pass looks for the literals the remaining one-pass
+ *    patterns start with: a block scan without any (and without user
+ *    patterns) does not call Hyperscan, a stream feeds it from the first.
  *
  * Ownership and threads
  *  - struct detect_db is built once per config snapshot, then immutable and
@@ -258,9 +261,12 @@ const char *detect_builtin_pattern(unsigned i, enum detect_builtin *det, bool *c
  * For tests and for checking config examples; the scan does this itself. */
 bool detect_builtin_valid(enum detect_builtin id, const void *p, size_t n);
 
-/* For tests: the IP and phone/SSN confirmation windows and the IPv6 colon
- * runs are matched in C (docs/detect.md, "How one pass stays fast"); this
- * scans n_windows random windows both with those C matchers and with the
+/* For tests: the IP and phone/SSN confirmation windows, the IPv6 colon
+ * runs, the e-mail domains and the trigger words are matched in C
+ * (docs/detect.md, "How one pass stays fast"); this scans n_windows random
+ * windows (n_windows / 4 for the trigger words: also in two feeds and
+ * through the scalar filter, and checking that the Hyperscan gate opens
+ * before every one-pass match) both with those C matchers and with the
  * Hyperscan patterns they stand for and compares what they report. 0, or
  * -EINVAL with the first window that differs in err. s must be made for
  * db. */
