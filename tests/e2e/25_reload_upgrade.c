@@ -212,8 +212,7 @@ int main(void)
 	char needle[600];
 	snprintf(needle, sizeof(needle), "%s:3:", cfg_path);
 	/* the refusal is logged once reflexd got to the reload; keep the load on a while after */
-	for (double end = h_now_ms() + 10000; h_now_ms() < end && !h_log_contains(gw, needle);)
-		h_sleep_ms(50);
+	(void)h_wait_log(gw, needle, 10000);
 	h_sleep_ms(300);
 	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
 	CHECK_MSG(failed == 0, "%ld requests failed around a refused reload (last: %s)", failed, err);

@@ -890,12 +890,7 @@ static void test_reload_more_headers(void)
 		}
 	}
 	h_signal(gw, SIGHUP);
-	bool reloaded = false;
-	for (int i = 0; i < 50 && !reloaded; i++) {
-		h_sleep_ms(100);
-		reloaded = h_log_contains(gw, "configuration reloaded");
-	}
-	CHECK_MSG(reloaded, "reload did not happen");
+	CHECK_MSG(h_wait_log(gw, "configuration reloaded", 5000), "reload did not happen");
 
 	int len = snprintf(req, sizeof(req), "GET /?size=4 HTTP/1.1\r\nHost: chaos.test\r\n");
 	for (int i = 0; i < 80; i++)

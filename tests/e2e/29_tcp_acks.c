@@ -1,6 +1,6 @@
 /* 29_tcp_acks — what reflexd's TCP ACK policy means for a client.
  *
- * Accepted sockets start with delayed ACKs (docs/gateway.md, "TCP"): the ACK
+ * Accepted sockets start with delayed ACKs (docs/gateway.md, "TCP options"): the ACK
  * of a request rides on its response, so a connection that sends one request
  * receives no segment of its own for it. A request whose body is still to
  * come is ACKed at once: a client with Nagle's algorithm on (no TCP_NODELAY)

@@ -25,19 +25,6 @@ static long fetch(const char *path, char *who, size_t wlen)
 	return st;
 }
 
-/* Wait up to ms for needle to appear in the gateway log. */
-static bool wait_log(const char *needle, unsigned ms)
-{
-	double end = h_now_ms() + ms;
-
-	while (h_now_ms() < end) {
-		if (h_log_contains(gw, needle))
-			return true;
-		h_sleep_ms(50);
-	}
-	return h_log_contains(gw, needle);
-}
-
 int main(void)
 {
 	char needle[128], who[32];
@@ -93,7 +80,7 @@ int main(void)
 	test_begin("health_fall_takes_endpoint_out");
 	h_stop(ob, 2000);
 	snprintf(needle, sizeof(needle), "endpoint 127.0.0.1:%d: health check failed 2 times", pb);
-	CHECK_MSG(wait_log(needle, 10000), "no 'down' line for B within 10 s");
+	CHECK_MSG(h_wait_log(gw, needle, 10000), "no 'down' line for B within 10 s");
 	int ok = 0;
 	for (int i = 0; i < 30; i++)
 		ok += fetch("/x", who, sizeof(who)) == 200 && !strcmp(who, "A");
@@ -105,7 +92,7 @@ int main(void)
 	CHECK(ob != NULL);
 	snprintf(needle, sizeof(needle), "endpoint 127.0.0.1:%d: health check passed 2 times: up",
 		 pb);
-	CHECK_MSG(wait_log(needle, 10000), "no 'up' line for B within 10 s");
+	CHECK_MSG(h_wait_log(gw, needle, 10000), "no 'up' line for B within 10 s");
 	/* P2C avoids an endpoint whose last latency (from before it went down)
 	 * was clearly worse than A's now, until it decays (it halves every
 	 * second without traffic): on a busy machine that can take longer than
@@ -119,7 +106,7 @@ int main(void)
 	test_begin("health_unexpected_status_is_down_503_retry_after");
 	snprintf(needle, sizeof(needle), "pool picky: endpoint 127.0.0.1:%d: health check failed",
 		 pa);
-	CHECK_MSG(wait_log(needle, 10000), "picky pool: no 'down' line");
+	CHECK_MSG(h_wait_log(gw, needle, 10000), "picky pool: no 'down' line");
 	{
 		char u[256], ra[32] = "";
 		struct h_resp r;
