@@ -150,7 +150,8 @@ const struct http_header *http_find_header(const struct http_header *h, unsigned
 bool http_str_eq(struct http_str s, const char *lit);
 
 /* The value (0-15) of the hex digit c, either case; -1 when c is not one.
- * For percent-decoding, \uXXXX escapes and the like. */
+ * Percent-decoding (reflex.c, cache_rules.c) and JSON \uXXXX escapes
+ * (admin.c) read their digits through it; chunk sizes use the same table. */
 int http_hex_digit(char c);
 
 /* True if the comma-separated list in `value` (e.g. a Connection field)

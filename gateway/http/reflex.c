@@ -589,16 +589,22 @@ static void scratch_key_make(void)
 	pthread_key_create(&scratch_key, scratch_exit);
 }
 
+/* This thread keeps scratch or a spare state: have scratch_exit free them. */
+static void scratch_exit_hook(void)
+{
+	if (tls_key_set)
+		return;
+	pthread_once(&scratch_once, scratch_key_make);
+	pthread_setspecific(scratch_key, (void *)1); /* non-NULL: the destructor runs */
+	tls_key_set = true;
+}
+
 static struct detect_scratch *scratch_for(const struct detect_db *db)
 {
 	for (unsigned i = 0; i < 2; i++)
 		if (tls_scratch[i].db == db)
 			return tls_scratch[i].s;
-	if (!tls_key_set) {
-		pthread_once(&scratch_once, scratch_key_make);
-		pthread_setspecific(scratch_key, (void *)1); /* non-NULL: the destructor runs */
-		tls_key_set = true;
-	}
+	scratch_exit_hook();
 	unsigned i = tls_scratch_next++ & 1;
 	detect_scratch_free(tls_scratch[i].s);
 	tls_scratch[i].db = NULL;
@@ -639,11 +645,7 @@ static void rx_req_put(struct reflex_req *x)
 	}
 	buf_reset(&x->held, RX_SPARE_HELD);
 	buf_reset(&x->tags, 1024);
-	if (!tls_key_set) { /* the thread's exit frees it */
-		pthread_once(&scratch_once, scratch_key_make);
-		pthread_setspecific(scratch_key, (void *)1);
-		tls_key_set = true;
-	}
+	scratch_exit_hook();
 	tls_spare = x;
 }
 
