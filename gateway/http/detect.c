@@ -1509,7 +1509,7 @@ static void tw_build(struct trig_tab *t)
 				uint8_t ch = g[k][j];
 				bool cs = w->kind >= TW_CASE;
 				if (ch >= 0x80)
-					abort(); /* tw_pos_bits looks such bytes up as 0 */
+					abort(); /* the AVX2 filter looks such bytes up as 0 */
 				for (unsigned v = 0; v < 2; v++) {
 					uint8_t b = v ? ch ^ 0x20 : ch;
 					if (v && (!is_letter(ch) || cs))
@@ -3159,68 +3159,120 @@ static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from
 }
 
 #ifdef SKIP_AVX2
-/* The nibble tables of one filter position, in registers. */
-struct tw_pos_avx2 {
-	__m256i lo, hi;
-};
+/* One filter position j of both bucket sets (a: buckets 0-7, b: 8-15) on
+ * 32 positions at off(a), ANDed into ra and rb: the low nibble goes to
+ * pshufb as the byte itself (a byte >= 0x80 looks up 0, right for a filter
+ * of ASCII grams, and saves an and), the high one after a shift and a
+ * mask. A shift reads only a register without AVX-512, so the data is
+ * loaded for it; pshufb reads it from memory. AT&T operand order. */
+#define TW_POS_ASM(off, j)                                                  \
+	"vmovdqu " off "(%[a]), %[h]\n\t"                                    \
+	"vpsrlw $4, %[h], %[h]\n\t"                                          \
+	"vpand %[nib], %[h], %[h]\n\t"                                       \
+	"vpshufb " off "(%[a]), %[la" #j "], %[x]\n\t"                       \
+	"vpand %[x], %[ra], %[ra]\n\t"                                       \
+	"vpshufb %[h], %[ha" #j "], %[x]\n\t"                                \
+	"vpand %[x], %[ra], %[ra]\n\t"                                       \
+	"vpshufb " off "(%[a]), %[lb" #j "], %[x]\n\t"                       \
+	"vpand %[x], %[rb], %[rb]\n\t"                                       \
+	"vpshufb %[h], %[hb" #j "], %[x]\n\t"                                \
+	"vpand %[x], %[rb], %[rb]\n\t"
 
-/* Bucket bits of the 32 positions at a for filter position j. The low
- * nibble goes to pshufb as the byte itself: a byte >= 0x80 then looks up
- * 0, right for a filter of ASCII grams, and the and it saves is one of ~50
- * instructions per block. */
-__attribute__((target("avx2"))) static inline __m256i tw_pos_bits(struct tw_pos_avx2 t,
-								  const uint8_t *a)
-{
-	const __m256i nib = _mm256_set1_epi8(0x0f);
-	__m256i v = _mm256_loadu_si256((const __m256i *)a);
-	return _mm256_and_si256(_mm256_shuffle_epi8(t.lo, v),
-				_mm256_shuffle_epi8(t.hi,
-						    _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)));
-}
+/* The 3-byte filter on 32 positions at off(a): bucket bits of the first
+ * byte, ANDed with the second's and the third's, any left, per set. */
+#define TW_BLOCK_ASM(o0, o1, o2, z)                                         \
+	"vmovdqu " o0 "(%[a]), %[h]\n\t"                                     \
+	"vpsrlw $4, %[h], %[h]\n\t"                                          \
+	"vpand %[nib], %[h], %[h]\n\t"                                       \
+	"vpshufb " o0 "(%[a]), %[la0], %[ra]\n\t"                            \
+	"vpshufb %[h], %[ha0], %[x]\n\t"                                     \
+	"vpand %[x], %[ra], %[ra]\n\t"                                       \
+	"vpshufb " o0 "(%[a]), %[lb0], %[rb]\n\t"                            \
+	"vpshufb %[h], %[hb0], %[x]\n\t"                                     \
+	"vpand %[x], %[rb], %[rb]\n\t"                                       \
+	TW_POS_ASM(o1, 1)                                                    \
+	TW_POS_ASM(o2, 2)                                                    \
+	"vpor %[rb], %[ra], %[ra]\n\t"                                       \
+	"vpxor %[x], %[x], %[x]\n\t"                                         \
+	"vpcmpeqb %[x], %[ra], %[ra]\n\t"                                    \
+	"vpmovmskb %[ra], " z "\n\t"
 
-/* The 3-byte filter on 32 positions: which of a[0, 32) may start a gram
- * (a needs 34 readable bytes). t: 3 positions of buckets 0-7, then 3 of
- * buckets 8-15. */
-__attribute__((target("avx2"))) static inline uint32_t tw_block_avx2(const struct tw_pos_avx2 *t,
-								     const uint8_t *a)
+/* Filter masks of nb steps of 64 positions from a (a needs 64 * nb + 2
+ * readable bytes) into m[0, nb): bit k set, a gram may start at a[k]. The
+ * loop makes no call, so the twelve nibble tables stay in ymm registers.
+ * Written in C (as intrinsics, with the probe of a passing position in the
+ * loop) GCC reloaded all twelve from the stack every 32 bytes: a call
+ * clobbers every ymm register. In a loop of its own it still reloaded ten:
+ * twelve tables, the nibble mask and the temporaries want more than 16
+ * registers. Here the data and the nibble mask are memory operands, which
+ * leaves four registers for the temporaries. */
+__attribute__((target("avx2"), noinline)) static void tw_masks_avx2(const struct trig_tab *t,
+								    const uint8_t *a, size_t nb,
+								    uint64_t *m)
 {
-	__m256i r = _mm256_or_si256(
-		_mm256_and_si256(_mm256_and_si256(tw_pos_bits(t[0], a), tw_pos_bits(t[1], a + 1)),
-				 tw_pos_bits(t[2], a + 2)),
-		_mm256_and_si256(_mm256_and_si256(tw_pos_bits(t[3], a), tw_pos_bits(t[4], a + 1)),
-				 tw_pos_bits(t[5], a + 2)));
-	return ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
+	static const uint8_t nib[32] __attribute__((aligned(32))) = {
+		15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+		15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+	};
+#define TW_LD(x) _mm256_loadu_si256((const __m256i *)(x))
+	/* a, b: the two bucket sets; 0-2: the byte's place in the gram */
+	__m256i la0 = TW_LD(t->lo[0][0]), ha0 = TW_LD(t->hi[0][0]);
+	__m256i la1 = TW_LD(t->lo[0][1]), ha1 = TW_LD(t->hi[0][1]);
+	__m256i la2 = TW_LD(t->lo[0][2]), ha2 = TW_LD(t->hi[0][2]);
+	__m256i lb0 = TW_LD(t->lo[1][0]), hb0 = TW_LD(t->hi[1][0]);
+	__m256i lb1 = TW_LD(t->lo[1][1]), hb1 = TW_LD(t->hi[1][1]);
+	__m256i lb2 = TW_LD(t->lo[1][2]), hb2 = TW_LD(t->hi[1][2]);
+#undef TW_LD
+
+	for (size_t k = 0; k < nb; k++, a += 64) {
+		__m256i ra, rb, h, x;
+		uint64_t z0, z1;
+		/* z: positions where no bucket is left, inverted below */
+		__asm__(TW_BLOCK_ASM("0", "1", "2", "%k[z0]") TW_BLOCK_ASM("32", "33", "34", "%k[z1]")
+			: [ra] "=&x"(ra), [rb] "=&x"(rb), [h] "=&x"(h), [x] "=&x"(x),
+			  [z0] "=&r"(z0), [z1] "=&r"(z1)
+			: [a] "r"(a), "m"(*(const uint8_t(*)[66])a), [nib] "m"(nib),
+			  [la0] "x"(la0), [ha0] "x"(ha0), [la1] "x"(la1), [ha1] "x"(ha1),
+			  [la2] "x"(la2), [ha2] "x"(ha2), [lb0] "x"(lb0), [hb0] "x"(hb0),
+			  [lb1] "x"(lb1), [hb1] "x"(hb1), [lb2] "x"(lb2), [hb2] "x"(hb2));
+		m[k] = ~(z0 | z1 << 32);
+	}
 }
+#undef TW_POS_ASM
+#undef TW_BLOCK_ASM
+
+#define TW_CHUNK 32 /* steps of 64 positions per tw_masks_avx2 call */
 
 __attribute__((target("avx2"))) static int tw_avx2(struct scan_ctx *c, const uint8_t *p, size_t n,
 						   uint64_t base)
 {
 	const struct trig_tab *t = &c->db->tw;
-	struct tw_pos_avx2 tp[6];
+	uint64_t m[TW_CHUNK];
 	size_t i = 0;
 
-	/* unrolled by hand: the loop with j / 3 cost ~100 instructions a call */
-#define TW_LD(j)                                                                          \
-	(tp[j] = (struct tw_pos_avx2){                                                     \
-		 .lo = _mm256_loadu_si256((const __m256i *)t->lo[(j) / 3][(j) % 3]),       \
-		 .hi = _mm256_loadu_si256((const __m256i *)t->hi[(j) / 3][(j) % 3])})
-	TW_LD(0), TW_LD(1), TW_LD(2), TW_LD(3), TW_LD(4), TW_LD(5);
-#undef TW_LD
-	for (; i + 35 <= n; i += 32)
-		for (uint32_t m = tw_block_avx2(tp, p + i); m; m &= m - 1) {
-			size_t q = i + (size_t)__builtin_ctz(m);
-			/* most positions the filter lets through hold no gram */
-			if (t->head[tw_hash(tw_fold(p + q))] &&
-			    tw_check(c, p, n, q, base, SIZE_MAX))
-				return 1;
-		}
+	/* a step at i needs i + 67 <= n: 66 bytes for the filter, 4 for a gram at i + 63 */
+	while (i + 67 <= n) {
+		size_t nb = (n - i - 3) / 64;
+		if (nb > TW_CHUNK)
+			nb = TW_CHUNK;
+		tw_masks_avx2(t, p + i, nb, m);
+		for (size_t k = 0; k < nb; k++, i += 64)
+			for (uint64_t x = m[k]; x; x &= x - 1) {
+				size_t q = i + (size_t)__builtin_ctzll(x);
+				/* most positions the filter lets through hold no gram */
+				if (t->head[tw_hash(tw_fold(p + q))] &&
+				    tw_check(c, p, n, q, base, SIZE_MAX))
+					return 1;
+			}
+	}
 	if (i + 4 > n)
 		return 0;
 	/* The last bytes through a zero-padded copy: no gram has a NUL. */
-	uint8_t tail[64] = {0};
+	uint8_t tail[96] = {0};
 	memcpy(tail, p + i, n - i);
-	for (uint32_t m = tw_block_avx2(tp, tail); m; m &= m - 1) {
-		size_t q = i + (size_t)__builtin_ctz(m);
+	tw_masks_avx2(t, tail, 1, m);
+	for (uint64_t x = m[0]; x; x &= x - 1) {
+		size_t q = i + (size_t)__builtin_ctzll(x);
 		if (q + 4 <= n && tw_check(c, p, n, q, base, SIZE_MAX))
 			return 1;
 	}
@@ -3841,7 +3893,7 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 		goto out;
 	}
 	for (unsigned it = 0; it < n_windows; it++) {
-		char w[256];
+		char w[2 * 1024 + 512];
 		size_t len = 0, want;
 		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
 		want = 1 + r % 160;
@@ -3850,7 +3902,7 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 			const char *p = r % 3 ? extra[(r >> 8) % n_extra]
 					      : trig_words[(r >> 8) % N_TRIG_WORDS].s;
 			size_t l = strlen(p);
-			if (len + l > sizeof(w))
+			if (len + l > 256)
 				break;
 			for (size_t k = 0; k < l; k++) {
 				r ^= r << 13, r ^= r >> 7, r ^= r << 17;
@@ -3860,6 +3912,14 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 			if (r % 4 == 0)
 				w[len + (r >> 32) % l] = "x -:"[(r >> 40) % 4];
 			len += l;
+		}
+		/* now and then after 2 KiB of spaces: the AVX2 filter's
+		 * chunks of steps end inside the window */
+		if (it % 8 == 3) {
+			size_t at = 2048 - 192 + (size_t)(r >> 24) % 256;
+			memmove(w + at, w, len);
+			memset(w, ' ', at);
+			len += at;
 		}
 		struct tw_rec a = {0}, b = {0}, st = {0};
 		if (hs_scan(ref, w, (unsigned)len, 0, hs, on_trig_xcheck, &a) != HS_SUCCESS) {
