@@ -3162,33 +3162,27 @@ static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from
 /* One filter position j of both bucket sets (a: buckets 0-7, b: 8-15) on
  * 32 positions at off(a), ANDed into ra and rb: the low nibble goes to
  * pshufb as the byte itself (a byte >= 0x80 looks up 0, right for a filter
- * of ASCII grams, and saves an and), the high one after a shift and a
- * mask. A shift reads only a register without AVX-512, so the data is
- * loaded for it; pshufb reads it from memory. AT&T operand order. */
+ * of ASCII grams, and saves an and), the high one from the same offset of
+ * hn, where the high nibbles were written once per byte (not once per
+ * filter position). Both are memory operands. AT&T operand order. */
 #define TW_POS_ASM(off, j)                                                  \
-	"vmovdqu " off "(%[a]), %[h]\n\t"                                    \
-	"vpsrlw $4, %[h], %[h]\n\t"                                          \
-	"vpand %[nib], %[h], %[h]\n\t"                                       \
 	"vpshufb " off "(%[a]), %[la" #j "], %[x]\n\t"                       \
 	"vpand %[x], %[ra], %[ra]\n\t"                                       \
-	"vpshufb %[h], %[ha" #j "], %[x]\n\t"                                \
+	"vpshufb " off "(%[hn]), %[ha" #j "], %[x]\n\t"                      \
 	"vpand %[x], %[ra], %[ra]\n\t"                                       \
 	"vpshufb " off "(%[a]), %[lb" #j "], %[x]\n\t"                       \
 	"vpand %[x], %[rb], %[rb]\n\t"                                       \
-	"vpshufb %[h], %[hb" #j "], %[x]\n\t"                                \
+	"vpshufb " off "(%[hn]), %[hb" #j "], %[x]\n\t"                      \
 	"vpand %[x], %[rb], %[rb]\n\t"
 
 /* The 3-byte filter on 32 positions at off(a): bucket bits of the first
  * byte, ANDed with the second's and the third's, any left, per set. */
 #define TW_BLOCK_ASM(o0, o1, o2, z)                                         \
-	"vmovdqu " o0 "(%[a]), %[h]\n\t"                                     \
-	"vpsrlw $4, %[h], %[h]\n\t"                                          \
-	"vpand %[nib], %[h], %[h]\n\t"                                       \
 	"vpshufb " o0 "(%[a]), %[la0], %[ra]\n\t"                            \
-	"vpshufb %[h], %[ha0], %[x]\n\t"                                     \
+	"vpshufb " o0 "(%[hn]), %[ha0], %[x]\n\t"                            \
 	"vpand %[x], %[ra], %[ra]\n\t"                                       \
 	"vpshufb " o0 "(%[a]), %[lb0], %[rb]\n\t"                            \
-	"vpshufb %[h], %[hb0], %[x]\n\t"                                     \
+	"vpshufb " o0 "(%[hn]), %[hb0], %[x]\n\t"                            \
 	"vpand %[x], %[rb], %[rb]\n\t"                                       \
 	TW_POS_ASM(o1, 1)                                                    \
 	TW_POS_ASM(o2, 2)                                                    \
@@ -3197,23 +3191,35 @@ static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from
 	"vpcmpeqb %[x], %[ra], %[ra]\n\t"                                    \
 	"vpmovmskb %[ra], " z "\n\t"
 
-/* Filter masks of nb steps of 64 positions from a (a needs 64 * nb + 2
- * readable bytes) into m[0, nb): bit k set, a gram may start at a[k]. The
- * loop makes no call, so the twelve nibble tables stay in ymm registers.
- * Written in C (as intrinsics, with the probe of a passing position in the
- * loop) GCC reloaded all twelve from the stack every 32 bytes: a call
- * clobbers every ymm register. In a loop of its own it still reloaded ten:
- * twelve tables, the nibble mask and the temporaries want more than 16
- * registers. Here the data and the nibble mask are memory operands, which
- * leaves four registers for the temporaries. */
+#define TW_CHUNK 32 /* steps of 64 positions per tw_masks_avx2 call */
+
+/* Filter masks of nb <= TW_CHUNK steps of 64 positions from a (a needs
+ * 64 * nb + 2 readable bytes) into m[0, nb): bit k set, a gram may start at
+ * a[k]. The loop makes no call, so the twelve nibble tables stay in ymm
+ * registers. Written in C (as intrinsics, with the probe of a passing
+ * position in the loop) GCC reloaded all twelve from the stack every 32
+ * bytes: a call clobbers every ymm register. In a loop of its own it still
+ * reloaded ten: twelve tables, the nibble mask and the temporaries want
+ * more than 16 registers. Here every operand but the tables and three
+ * temporaries is in memory. */
 __attribute__((target("avx2"), noinline)) static void tw_masks_avx2(const struct trig_tab *t,
 								    const uint8_t *a, size_t nb,
 								    uint64_t *m)
 {
-	static const uint8_t nib[32] __attribute__((aligned(32))) = {
-		15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
-		15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
-	};
+	uint8_t hn[TW_CHUNK * 64 + 32] __attribute__((aligned(32)));
+	const __m256i nib = _mm256_set1_epi8(0x0f);
+	size_t len = 64 * nb;
+
+#define TW_HN(i)                                                                          \
+	_mm256_store_si256(                                                                \
+		(__m256i *)(hn + (i)),                                                     \
+		_mm256_and_si256(                                                          \
+			_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(a + (i))), 4), nib))
+	for (size_t i = 0; i < len; i += 64)
+		TW_HN(i), TW_HN(i + 32);
+#undef TW_HN
+	hn[len] = a[len] >> 4, hn[len + 1] = a[len + 1] >> 4;
+
 #define TW_LD(x) _mm256_loadu_si256((const __m256i *)(x))
 	/* a, b: the two bucket sets; 0-2: the byte's place in the gram */
 	__m256i la0 = TW_LD(t->lo[0][0]), ha0 = TW_LD(t->hi[0][0]);
@@ -3224,24 +3230,24 @@ __attribute__((target("avx2"), noinline)) static void tw_masks_avx2(const struct
 	__m256i lb2 = TW_LD(t->lo[1][2]), hb2 = TW_LD(t->hi[1][2]);
 #undef TW_LD
 
-	for (size_t k = 0; k < nb; k++, a += 64) {
-		__m256i ra, rb, h, x;
+	for (size_t k = 0; k < nb; k++) {
+		const uint8_t *ak = a + 64 * k, *hk = hn + 64 * k;
+		__m256i ra, rb, x;
 		uint64_t z0, z1;
 		/* z: positions where no bucket is left, inverted below */
 		__asm__(TW_BLOCK_ASM("0", "1", "2", "%k[z0]") TW_BLOCK_ASM("32", "33", "34", "%k[z1]")
-			: [ra] "=&x"(ra), [rb] "=&x"(rb), [h] "=&x"(h), [x] "=&x"(x),
-			  [z0] "=&r"(z0), [z1] "=&r"(z1)
-			: [a] "r"(a), "m"(*(const uint8_t(*)[66])a), [nib] "m"(nib),
-			  [la0] "x"(la0), [ha0] "x"(ha0), [la1] "x"(la1), [ha1] "x"(ha1),
-			  [la2] "x"(la2), [ha2] "x"(ha2), [lb0] "x"(lb0), [hb0] "x"(hb0),
-			  [lb1] "x"(lb1), [hb1] "x"(hb1), [lb2] "x"(lb2), [hb2] "x"(hb2));
+			: [ra] "=&x"(ra), [rb] "=&x"(rb), [x] "=&x"(x), [z0] "=&r"(z0),
+			  [z1] "=&r"(z1)
+			: [a] "r"(ak), "m"(*(const uint8_t(*)[66])ak), [hn] "r"(hk),
+			  "m"(*(const uint8_t(*)[66])hk), [la0] "x"(la0), [ha0] "x"(ha0),
+			  [la1] "x"(la1), [ha1] "x"(ha1), [la2] "x"(la2), [ha2] "x"(ha2),
+			  [lb0] "x"(lb0), [hb0] "x"(hb0), [lb1] "x"(lb1), [hb1] "x"(hb1),
+			  [lb2] "x"(lb2), [hb2] "x"(hb2));
 		m[k] = ~(z0 | z1 << 32);
 	}
 }
 #undef TW_POS_ASM
 #undef TW_BLOCK_ASM
-
-#define TW_CHUNK 32 /* steps of 64 positions per tw_masks_avx2 call */
 
 __attribute__((target("avx2"))) static int tw_avx2(struct scan_ctx *c, const uint8_t *p, size_t n,
 						   uint64_t base)
