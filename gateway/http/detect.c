@@ -2476,7 +2476,7 @@ static bool re_space(int ch)
 }
 
 /* p[0, n) is w (lower-case letters), ignoring case. */
-static bool word_is(const uint8_t *p, size_t n, const char *w)
+static bool word_eq(const uint8_t *p, size_t n, const char *w)
 {
 	for (size_t i = 0; i < n; i++)
 		if (!w[i] || (p[i] | 0x20) != w[i])
@@ -2484,13 +2484,17 @@ static bool word_is(const uint8_t *p, size_t n, const char *w)
 	return !w[n];
 }
 
+/* word_eq with w a literal: the length first (most words read are not
+ * the one asked for, and most differ in length). */
+#define word_is(p, n, w) ((n) == sizeof(w) - 1 && word_eq(p, n, w))
+
 /* n > 0. The first letter first: this runs for every word a trigger check
  * reads, against lists of a dozen words. */
 static bool word_in(const uint8_t *p, size_t n, const char *const *list)
 {
 	int c0 = p[0] | 0x20;
 	for (; *list; list++)
-		if ((*list)[0] == c0 && word_is(p, n, *list))
+		if ((*list)[0] == c0 && word_eq(p, n, *list))
 			return true;
 	return false;
 }
@@ -2531,6 +2535,17 @@ static inline bool tail_is_n(const uint8_t *b, size_t pos, const char *w, size_t
 {
 	if (pos < len)
 		return false;
+	if (len > 8 && pos >= 16) /* the last 8 bytes, then the rest */
+		return tail_is_n(b, pos, w + len - 8, 8) && tail_is_n(b, pos - 8, w, len - 8);
+	if (len <= 8 && pos >= 8) {
+		/* one load of the 8 bytes before pos (w a literal: k folds to a
+		 * constant); the bytes before the len we want shift out */
+		uint64_t x, k = 0;
+		unsigned sh = 8 * (8 - (unsigned)len);
+		memcpy(&x, b + pos - 8, 8);
+		memcpy(&k, w, len);
+		return ((x | 0x2020202020202020ull) >> sh) == k;
+	}
 	b += pos - len;
 	for (size_t i = 0; i < len; i++)
 		if ((b[i] | 0x20) != w[i])
@@ -3829,6 +3844,38 @@ static int cmp_pair(const void *a, const void *b)
 	return 0;
 }
 
+/* tail_is (one 8-byte compare where it can) against a byte loop, at every
+ * end in w[0, n), for the words the trigger checks ask for. Returns the
+ * word that differs, NULL when none. */
+static const char *check_tail_is(const uint8_t *w, size_t n)
+{
+#define TAIL_CHECK(lit)                                                        \
+	do {                                                                   \
+		bool ref = pos >= sizeof(lit) - 1;                             \
+		for (size_t k = 0; ref && k < sizeof(lit) - 1; k++)            \
+			ref = (w[pos - (sizeof(lit) - 1) + k] | 0x20) == lit[k]; \
+		if (tail_is(w, pos, lit) != ref)                               \
+			return lit;                                            \
+	} while (0)
+	for (size_t pos = 0; pos <= n; pos++) {
+		TAIL_CHECK("repeat");
+		TAIL_CHECK("instructions");
+		TAIL_CHECK("prompt");
+		TAIL_CHECK("pre-");
+		TAIL_CHECK("pre");
+		TAIL_CHECK("follow");
+		TAIL_CHECK("obey");
+		TAIL_CHECK("not");
+		TAIL_CHECK("n't");
+		TAIL_CHECK("stop");
+		TAIL_CHECK("free");
+		TAIL_CHECK("longer");
+		TAIL_CHECK("anything");
+	}
+#undef TAIL_CHECK
+	return NULL;
+}
+
 /* trig_words() against the CTRIG patterns on random windows of trigger
  * words (random case), pieces of them, whitespace and separators: the same
  * (end, group) pairs in one block, split in two stream feeds, and through
@@ -3926,6 +3973,12 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 			memmove(w + at, w, len);
 			memset(w, ' ', at);
 			len += at;
+		}
+		const char *tail_bad = check_tail_is((const uint8_t *)w, len);
+		if (tail_bad) {
+			snprintf(err, errlen, "tail_is(\"%s\") differs from a byte loop in \"%.*s\"", tail_bad,
+				 (int)len, w);
+			goto out;
 		}
 		struct tw_rec a = {0}, b = {0}, st = {0};
 		if (hs_scan(ref, w, (unsigned)len, 0, hs, on_trig_xcheck, &a) != HS_SUCCESS) {
