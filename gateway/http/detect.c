@@ -2503,16 +2503,24 @@ static bool word_in(const uint8_t *p, size_t n, const char *const *list)
  * then alphanumerics. 1: found (*w, *wn; *pos moves to its start), 0: the
  * bytes there are not "\s+word", -1: the visible bytes ran out first and
  * more came before them (cut says so): the caller cannot tell. */
+enum { WB_SPACE = 1, WB_ALNUM = 2 };
+/* re_space and is_alnum as one lookup: word_before reads every byte of
+ * the words before each "prompt" through them. */
+static const uint8_t wb_class[256] = {
+	[' '] = WB_SPACE,	  ['\t' ... '\r'] = WB_SPACE, ['0' ... '9'] = WB_ALNUM,
+	['A' ... 'Z'] = WB_ALNUM, ['a' ... 'z'] = WB_ALNUM,
+};
+
 static int word_before(const uint8_t *b, size_t *pos, bool cut, const uint8_t **w, size_t *wn)
 {
 	size_t i = *pos, e;
 
-	while (i > 0 && re_space(b[i - 1]))
+	while (i > 0 && wb_class[b[i - 1]] == WB_SPACE)
 		i--;
 	if (i == *pos)
 		return i == 0 && cut ? -1 : 0;
 	e = i;
-	while (i > 0 && is_alnum(b[i - 1]))
+	while (i > 0 && wb_class[b[i - 1]] == WB_ALNUM)
 		i--;
 	if (i == 0 && cut)
 		return -1;
@@ -3844,11 +3852,17 @@ static int cmp_pair(const void *a, const void *b)
 	return 0;
 }
 
-/* tail_is (one 8-byte compare where it can) against a byte loop, at every
- * end in w[0, n), for the words the trigger checks ask for. Returns the
- * word that differs, NULL when none. */
+/* The trigger checks' helpers against their references: wb_class against
+ * re_space and is_alnum on every byte, tail_is (one 8-byte compare where
+ * it can) against a byte loop at every end in w[0, n), for the words the
+ * checks ask for. Returns what differs (the word for tail_is), NULL when
+ * nothing does. */
 static const char *check_tail_is(const uint8_t *w, size_t n)
 {
+	for (unsigned ch = 0; ch < 256; ch++)
+		if ((wb_class[ch] == WB_SPACE) != re_space((int)ch) ||
+		    (wb_class[ch] == WB_ALNUM) != is_alnum((int)ch))
+			return "wb_class";
 #define TAIL_CHECK(lit)                                                        \
 	do {                                                                   \
 		bool ref = pos >= sizeof(lit) - 1;                             \
@@ -3976,7 +3990,7 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 		}
 		const char *tail_bad = check_tail_is((const uint8_t *)w, len);
 		if (tail_bad) {
-			snprintf(err, errlen, "tail_is(\"%s\") differs from a byte loop in \"%.*s\"", tail_bad,
+			snprintf(err, errlen, "trigger check helper: %s differs from its reference in \"%.*s\"", tail_bad,
 				 (int)len, w);
 			goto out;
 		}
