@@ -3118,9 +3118,11 @@ static void tw_gate(struct scan_ctx *c, uint64_t at)
 /* The filter said a gram may start at p[q] (q + 4 <= n): report the words
  * whose gram it is and that lie in p[0, n) — all of them when split is
  * SIZE_MAX, else only those that end after p[split] and start (gram
- * included) before it. base: stream offset of p[0]. */
-static int tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, uint64_t base,
-		    size_t split)
+ * included) before it. base: stream offset of p[0]. Inlined: it runs for
+ * ~4 positions per KiB of prose, and the call cost ~10 % of it. */
+static inline __attribute__((always_inline)) int tw_check(struct scan_ctx *c, const uint8_t *p,
+							 size_t n, size_t q, uint64_t base,
+							 size_t split)
 {
 	const struct trig_tab *t = &c->db->tw;
 	uint32_t gram = tw_fold(p + q);
