@@ -3120,9 +3120,8 @@ static void tw_gate(struct scan_ctx *c, uint64_t at)
  * SIZE_MAX, else only those that end after p[split] and start (gram
  * included) before it. base: stream offset of p[0]. Inlined: it runs for
  * ~4 positions per KiB of prose, and the call cost ~10 % of it. */
-static inline __attribute__((always_inline)) int tw_check(struct scan_ctx *c, const uint8_t *p,
-							 size_t n, size_t q, uint64_t base,
-							 size_t split)
+static inline __attribute__((always_inline)) int
+tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, uint64_t base, size_t split)
 {
 	const struct trig_tab *t = &c->db->tw;
 	uint32_t gram = tw_fold(p + q);
@@ -3190,6 +3189,7 @@ static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from
  * of ASCII grams, and saves an and), the high one from the same offset of
  * hn, where the high nibbles were written once per byte (not once per
  * filter position). Both are memory operands. AT&T operand order. */
+/* clang-format off */
 #define TW_POS_ASM(off, j)                                                  \
 	"vpshufb " off "(%[a]), %[la" #j "], %[x]\n\t"                       \
 	"vpand %[x], %[ra], %[ra]\n\t"                                       \
@@ -3215,6 +3215,7 @@ static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from
 	"vpxor %[x], %[x], %[x]\n\t"                                         \
 	"vpcmpeqb %[x], %[ra], %[ra]\n\t"                                    \
 	"vpmovmskb %[ra], " z "\n\t"
+/* clang-format on */
 
 #define TW_CHUNK 32 /* steps of 64 positions per tw_masks_avx2 call */
 
@@ -3227,19 +3228,19 @@ static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from
  * reloaded ten: twelve tables, the nibble mask and the temporaries want
  * more than 16 registers. Here every operand but the tables and three
  * temporaries is in memory. */
-__attribute__((target("avx2"), noinline)) static void tw_masks_avx2(const struct trig_tab *t,
-								    const uint8_t *a, size_t nb,
-								    uint64_t *m)
+__attribute__((target("avx2"), noinline)) static void
+tw_masks_avx2(const struct trig_tab *t, const uint8_t *a, size_t nb, uint64_t *m)
 {
 	uint8_t hn[TW_CHUNK * 64 + 32] __attribute__((aligned(32)));
 	const __m256i nib = _mm256_set1_epi8(0x0f);
 	size_t len = 64 * nb;
 
-#define TW_HN(i)                                                                          \
-	_mm256_store_si256(                                                                \
-		(__m256i *)(hn + (i)),                                                     \
-		_mm256_and_si256(                                                          \
-			_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(a + (i))), 4), nib))
+#define TW_HN(i)                                                                              \
+	_mm256_store_si256(                                                                   \
+		(__m256i *)(hn + (i)),                                                        \
+		_mm256_and_si256(                                                             \
+			_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(a + (i))), 4), \
+			nib))
 	for (size_t i = 0; i < len; i += 64)
 		TW_HN(i), TW_HN(i + 32);
 #undef TW_HN
@@ -3260,6 +3261,7 @@ __attribute__((target("avx2"), noinline)) static void tw_masks_avx2(const struct
 		__m256i ra, rb, x;
 		uint64_t z0, z1;
 		/* z: positions where no bucket is left, inverted below */
+		/* clang-format off */
 		__asm__(TW_BLOCK_ASM("0", "1", "2", "%k[z0]") TW_BLOCK_ASM("32", "33", "34", "%k[z1]")
 			: [ra] "=&x"(ra), [rb] "=&x"(rb), [x] "=&x"(x), [z0] "=&r"(z0),
 			  [z1] "=&r"(z1)
@@ -3268,6 +3270,7 @@ __attribute__((target("avx2"), noinline)) static void tw_masks_avx2(const struct
 			  [la1] "x"(la1), [ha1] "x"(ha1), [la2] "x"(la2), [ha2] "x"(ha2),
 			  [lb0] "x"(lb0), [hb0] "x"(hb0), [lb1] "x"(lb1), [hb1] "x"(hb1),
 			  [lb2] "x"(lb2), [hb2] "x"(hb2));
+		/* clang-format on */
 		m[k] = ~(z0 | z1 << 32);
 	}
 }
@@ -3865,13 +3868,13 @@ static const char *check_tail_is(const uint8_t *w, size_t n)
 		if ((wb_class[ch] == WB_SPACE) != re_space((int)ch) ||
 		    (wb_class[ch] == WB_ALNUM) != is_alnum((int)ch))
 			return "wb_class";
-#define TAIL_CHECK(lit)                                                        \
-	do {                                                                   \
-		bool ref = pos >= sizeof(lit) - 1;                             \
-		for (size_t k = 0; ref && k < sizeof(lit) - 1; k++)            \
+#define TAIL_CHECK(lit)                                                          \
+	do {                                                                     \
+		bool ref = pos >= sizeof(lit) - 1;                               \
+		for (size_t k = 0; ref && k < sizeof(lit) - 1; k++)              \
 			ref = (w[pos - (sizeof(lit) - 1) + k] | 0x20) == lit[k]; \
-		if (tail_is(w, pos, lit) != ref)                               \
-			return lit;                                            \
+		if (tail_is(w, pos, lit) != ref)                                 \
+			return lit;                                              \
 	} while (0)
 	for (size_t pos = 0; pos <= n; pos++) {
 		TAIL_CHECK("repeat");
@@ -3992,8 +3995,9 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 		}
 		const char *tail_bad = check_tail_is((const uint8_t *)w, len);
 		if (tail_bad) {
-			snprintf(err, errlen, "trigger check helper: %s differs from its reference in \"%.*s\"", tail_bad,
-				 (int)len, w);
+			snprintf(err, errlen,
+				 "trigger check helper: %s differs from its reference in \"%.*s\"",
+				 tail_bad, (int)len, w);
 			goto out;
 		}
 		struct tw_rec a = {0}, b = {0}, st = {0};
