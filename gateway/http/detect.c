@@ -3985,6 +3985,13 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 				w[len + (r >> 32) % l] = "x -:"[(r >> 40) % 4];
 			len += l;
 		}
+		const char *tail_bad = check_tail_is((const uint8_t *)w, len);
+		if (tail_bad) {
+			snprintf(err, errlen,
+				 "trigger check helper: %s differs from its reference in \"%.*s\"",
+				 tail_bad, (int)len, w);
+			goto out;
+		}
 		/* now and then after 2 KiB of spaces: the AVX2 filter's
 		 * chunks of steps end inside the window */
 		if (it % 8 == 3) {
@@ -3992,13 +3999,6 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 			memmove(w + at, w, len);
 			memset(w, ' ', at);
 			len += at;
-		}
-		const char *tail_bad = check_tail_is((const uint8_t *)w, len);
-		if (tail_bad) {
-			snprintf(err, errlen,
-				 "trigger check helper: %s differs from its reference in \"%.*s\"",
-				 tail_bad, (int)len, w);
-			goto out;
 		}
 		struct tw_rec a = {0}, b = {0}, st = {0};
 		if (hs_scan(ref, w, (unsigned)len, 0, hs, on_trig_xcheck, &a) != HS_SUCCESS) {
