@@ -1344,15 +1344,15 @@ static const struct trig_word {
 	{"AKIA", G_NONE, 0, 15, TW_CASE},
 	{"ASIA", G_NONE, 0, 9, TW_CASE},
 	{"ABIA", G_NONE, 0, 15, TW_CASE},
-	{"ACCA", G_NONE, 0, 9, TW_CASE},
+	{"ACCA", G_NONE, 0, 10, TW_CASE},
 	{"ghp_", G_NONE, 0, 1, TW_CASE},
-	{"gho_", G_NONE, 0, 14, TW_CASE},
-	{"ghu_", G_NONE, 0, 4, TW_CASE},
+	{"gho_", G_NONE, 0, 13, TW_CASE},
+	{"ghu_", G_NONE, 0, 1, TW_CASE},
 	{"ghs_", G_NONE, 0, 1, TW_CASE},
 	{"ghr_", G_NONE, 0, 1, TW_CASE},
-	{"github_pat_", G_NONE, 6, 9, TW_CASE},
+	{"github_pat_", G_NONE, 0, 4, TW_CASE},
 	{"sk_live_", G_NONE, 0, 3, TW_CASE},
-	{"sk_test_", G_NONE, 2, 9, TW_CASE},
+	{"sk_test_", G_NONE, 0, 3, TW_CASE},
 	{"rk_live_", G_NONE, 0, 15, TW_CASE},
 	{"rk_test_", G_NONE, 0, 15, TW_CASE},
 	{"xoxa-", G_NONE, 1, 5, TW_CASE},
@@ -1363,8 +1363,8 @@ static const struct trig_word {
 	{"xoxr-", G_NONE, 1, 1, TW_CASE},
 	{"https://hooks.slack.com/services/T", G_NONE, 6, 5, TW_CASE},
 	{"-----BEGIN ", G_NONE, 3, 7, TW_CASE},
-	{"[INST]", G_NONE, 0, 10, TW_CASE},
-	{"[/INST]", G_NONE, 0, 11, TW_CASE},
+	{"[INST]", G_NONE, 2, 6, TW_CASE},
+	{"[/INST]", G_NONE, 0, 2, TW_CASE},
 	{"<<SYS>>", G_NONE, 0, 9, TW_CASE},
 	{"<</SYS>>", G_NONE, 0, 6, TW_CASE},
 	{"eyJ", G_NONE, 0, 12, TW_CASE_ANY4},
@@ -1380,24 +1380,24 @@ static const struct trig_word {
 	/* the CTRIG patterns */
 	{"ignore", G_OVERRIDE, 1, 13, TW_PLAIN},
 	{"disregard", G_OVERRIDE, 2, 8, TW_PLAIN},
-	{"forget", G_OVERRIDE, 1, 13, TW_PLAIN},
+	{"forget", G_OVERRIDE, 1, 5, TW_PLAIN},
 	{"override", G_OVERRIDE, 4, 15, TW_PLAIN},
-	{"bypass", G_OVERRIDE, 0, 1, TW_PLAIN},
-	{"follow", G_OVERRIDE, 0, 5, TW_PLAIN},
+	{"bypass", G_OVERRIDE, 0, 4, TW_PLAIN},
+	{"follow", G_OVERRIDE, 0, 11, TW_PLAIN},
 	{"obey", G_OVERRIDE, 0, 5, TW_PLAIN},
 	{"prompt", G_EXTRACT, 2, 1, TW_PLAIN},
 	{"instructions", G_EXTRACT, 4, 12, TW_PLAIN},
 	{"repeat", G_EXTRACT, 1, 12, TW_PLAIN},
 	{"longer", G_ROLE, 1, 13, TW_PLAIN},
-	{"unrestricted", G_ROLE, 0, 10, TW_PLAIN},
-	{"unfiltered", G_ROLE, 0, 7, TW_PLAIN},
-	{"uncensored", G_ROLE, 5, 10, TW_PLAIN},
-	{"jailbr", G_ROLE, 0, 11, TW_PLAIN},
+	{"unrestricted", G_ROLE, 1, 5, TW_PLAIN},
+	{"unfiltered", G_ROLE, 1, 2, TW_PLAIN},
+	{"uncensored", G_ROLE, 6, 5, TW_PLAIN},
+	{"jailbr", G_ROLE, 2, 7, TW_PLAIN},
 	{"evil", G_ROLE, 0, 2, TW_PLAIN},
 	{"amoral", G_ROLE, 2, 5, TW_PLAIN},
 	{"pretend", G_ROLE, 2, 12, TW_PLAIN},
 	{"anything", G_ROLE, 1, 4, TW_PLAIN},
-	{"free", G_ROLE, 0, 8, TW_PLAIN},
+	{"free", G_ROLE, 0, 5, TW_PLAIN},
 	{"without", G_ROLE, 2, 7, TW_PLAIN},
 	{"mode", G_ROLE, -1, 3, TW_AFTER_DAN},
 	{"dan", G_ROLE, -1, 0, TW_AFTER_NOW},
@@ -1412,12 +1412,12 @@ static const struct trig_word {
 	{"assistant:", G_DELIMITER, 6, 4, TW_PLAIN},
 	{"assistant]", G_DELIMITER, 6, 4, TW_PLAIN},
 	{"assistant>", G_DELIMITER, 6, 4, TW_PLAIN},
-	{"assistant**", G_DELIMITER, 7, 4, TW_PLAIN},
-	{"assistant :", G_DELIMITER, 2, 10, TW_PLAIN},
+	{"assistant**", G_DELIMITER, 6, 4, TW_PLAIN},
+	{"assistant :", G_DELIMITER, 6, 4, TW_PLAIN},
 	{"developer:", G_DELIMITER, 4, 1, TW_PLAIN},
 	{"developer]", G_DELIMITER, 4, 1, TW_PLAIN},
 	{"developer>", G_DELIMITER, 4, 1, TW_PLAIN},
-	{"developer**", G_DELIMITER, 7, 7, TW_PLAIN},
+	{"developer**", G_DELIMITER, 4, 1, TW_PLAIN},
 	{"--- end", G_DELIMITER, 2, 8, TW_PLAIN},
 	{"---end", G_DELIMITER, 1, 8, TW_PLAIN},
 	{"--- begin", G_DELIMITER, 2, 8, TW_PLAIN},
@@ -1426,19 +1426,19 @@ static const struct trig_word {
 	{"=== end", G_DELIMITER, 2, 8, TW_PLAIN},
 	{"===end", G_DELIMITER, 1, 8, TW_PLAIN},
 	{"=== begin", G_DELIMITER, 2, 8, TW_PLAIN},
-	{"=== start", G_DELIMITER, 2, 10, TW_PLAIN},
+	{"=== start", G_DELIMITER, 3, 6, TW_PLAIN},
 	{"### end", G_DELIMITER, 2, 8, TW_PLAIN},
-	{"###end", G_DELIMITER, 1, 11, TW_PLAIN},
+	{"###end", G_DELIMITER, 0, 10, TW_PLAIN},
 	{"### begin", G_DELIMITER, 2, 8, TW_PLAIN},
 	{"### start", G_DELIMITER, 2, 10, TW_PLAIN},
 	{"*** end", G_DELIMITER, 1, 11, TW_PLAIN},
 	{"*** begin", G_DELIMITER, 1, 11, TW_PLAIN},
 	{"decode", G_ENCODED, 0, 14, TW_PLAIN},
-	{"decrypt", G_ENCODED, 1, 2, TW_PLAIN},
+	{"decrypt", G_ENCODED, 0, 14, TW_PLAIN},
 	{"deobfuscate", G_ENCODED, 1, 2, TW_PLAIN},
 	{"unscramble", G_ENCODED, 1, 14, TW_PLAIN},
 	{"encoded", G_ENCODED, 1, 14, TW_PLAIN},
-	{"encrypted", G_ENCODED, 1, 1, TW_PLAIN},
+	{"encrypted", G_ENCODED, 4, 6, TW_PLAIN},
 };
 
 #define N_TRIG_WORDS (sizeof(trig_words) / sizeof(trig_words[0]))
@@ -1509,7 +1509,7 @@ static void tw_build(struct trig_tab *t)
 				uint8_t ch = g[k][j];
 				bool cs = w->kind >= TW_CASE;
 				if (ch >= 0x80)
-					abort(); /* tw_pos_bits looks such bytes up as 0 */
+					abort(); /* the AVX2 filter looks such bytes up as 0 */
 				for (unsigned v = 0; v < 2; v++) {
 					uint8_t b = v ? ch ^ 0x20 : ch;
 					if (v && (!is_letter(ch) || cs))
@@ -2476,7 +2476,7 @@ static bool re_space(int ch)
 }
 
 /* p[0, n) is w (lower-case letters), ignoring case. */
-static bool word_is(const uint8_t *p, size_t n, const char *w)
+static bool word_eq(const uint8_t *p, size_t n, const char *w)
 {
 	for (size_t i = 0; i < n; i++)
 		if (!w[i] || (p[i] | 0x20) != w[i])
@@ -2484,13 +2484,17 @@ static bool word_is(const uint8_t *p, size_t n, const char *w)
 	return !w[n];
 }
 
+/* word_eq with w a literal: the length first (most words read are not
+ * the one asked for, and most differ in length). */
+#define word_is(p, n, w) ((n) == sizeof(w) - 1 && word_eq(p, n, w))
+
 /* n > 0. The first letter first: this runs for every word a trigger check
  * reads, against lists of a dozen words. */
 static bool word_in(const uint8_t *p, size_t n, const char *const *list)
 {
 	int c0 = p[0] | 0x20;
 	for (; *list; list++)
-		if ((*list)[0] == c0 && word_is(p, n, *list))
+		if ((*list)[0] == c0 && word_eq(p, n, *list))
 			return true;
 	return false;
 }
@@ -2499,16 +2503,24 @@ static bool word_in(const uint8_t *p, size_t n, const char *const *list)
  * then alphanumerics. 1: found (*w, *wn; *pos moves to its start), 0: the
  * bytes there are not "\s+word", -1: the visible bytes ran out first and
  * more came before them (cut says so): the caller cannot tell. */
+enum { WB_SPACE = 1, WB_ALNUM = 2 };
+/* re_space and is_alnum as one lookup: word_before reads every byte of
+ * the words before each "prompt" through them. */
+static const uint8_t wb_class[256] = {
+	[' '] = WB_SPACE,	  ['\t' ... '\r'] = WB_SPACE, ['0' ... '9'] = WB_ALNUM,
+	['A' ... 'Z'] = WB_ALNUM, ['a' ... 'z'] = WB_ALNUM,
+};
+
 static int word_before(const uint8_t *b, size_t *pos, bool cut, const uint8_t **w, size_t *wn)
 {
 	size_t i = *pos, e;
 
-	while (i > 0 && re_space(b[i - 1]))
+	while (i > 0 && wb_class[b[i - 1]] == WB_SPACE)
 		i--;
 	if (i == *pos)
 		return i == 0 && cut ? -1 : 0;
 	e = i;
-	while (i > 0 && is_alnum(b[i - 1]))
+	while (i > 0 && wb_class[b[i - 1]] == WB_ALNUM)
 		i--;
 	if (i == 0 && cut)
 		return -1;
@@ -2531,6 +2543,17 @@ static inline bool tail_is_n(const uint8_t *b, size_t pos, const char *w, size_t
 {
 	if (pos < len)
 		return false;
+	if (len > 8 && pos >= 16) /* the last 8 bytes, then the rest */
+		return tail_is_n(b, pos, w + len - 8, 8) && tail_is_n(b, pos - 8, w, len - 8);
+	if (len <= 8 && pos >= 8) {
+		/* one load of the 8 bytes before pos (w a literal: k folds to a
+		 * constant); the bytes before the len we want shift out */
+		uint64_t x, k = 0;
+		unsigned sh = 8 * (8 - (unsigned)len);
+		memcpy(&x, b + pos - 8, 8);
+		memcpy(&k, w, len);
+		return ((x | 0x2020202020202020ull) >> sh) == k;
+	}
 	b += pos - len;
 	for (size_t i = 0; i < len; i++)
 		if ((b[i] | 0x20) != w[i])
@@ -3095,9 +3118,10 @@ static void tw_gate(struct scan_ctx *c, uint64_t at)
 /* The filter said a gram may start at p[q] (q + 4 <= n): report the words
  * whose gram it is and that lie in p[0, n) — all of them when split is
  * SIZE_MAX, else only those that end after p[split] and start (gram
- * included) before it. base: stream offset of p[0]. */
-static int tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, uint64_t base,
-		    size_t split)
+ * included) before it. base: stream offset of p[0]. Inlined: it runs for
+ * ~4 positions per KiB of prose, and the call cost ~10 % of it. */
+static inline __attribute__((always_inline)) int
+tw_check(struct scan_ctx *c, const uint8_t *p, size_t n, size_t q, uint64_t base, size_t split)
 {
 	const struct trig_tab *t = &c->db->tw;
 	uint32_t gram = tw_fold(p + q);
@@ -3159,68 +3183,130 @@ static int tw_scalar(struct scan_ctx *c, const uint8_t *p, size_t n, size_t from
 }
 
 #ifdef SKIP_AVX2
-/* The nibble tables of one filter position, in registers. */
-struct tw_pos_avx2 {
-	__m256i lo, hi;
-};
+/* One filter position j of both bucket sets (a: buckets 0-7, b: 8-15) on
+ * 32 positions at off(a), ANDed into ra and rb: the low nibble goes to
+ * pshufb as the byte itself (a byte >= 0x80 looks up 0, right for a filter
+ * of ASCII grams, and saves an and), the high one from the same offset of
+ * hn, where the high nibbles were written once per byte (not once per
+ * filter position). Both are memory operands. AT&T operand order. */
+/* clang-format off */
+#define TW_POS_ASM(off, j)                                                  \
+	"vpshufb " off "(%[a]), %[la" #j "], %[x]\n\t"                       \
+	"vpand %[x], %[ra], %[ra]\n\t"                                       \
+	"vpshufb " off "(%[hn]), %[ha" #j "], %[x]\n\t"                      \
+	"vpand %[x], %[ra], %[ra]\n\t"                                       \
+	"vpshufb " off "(%[a]), %[lb" #j "], %[x]\n\t"                       \
+	"vpand %[x], %[rb], %[rb]\n\t"                                       \
+	"vpshufb " off "(%[hn]), %[hb" #j "], %[x]\n\t"                      \
+	"vpand %[x], %[rb], %[rb]\n\t"
 
-/* Bucket bits of the 32 positions at a for filter position j. The low
- * nibble goes to pshufb as the byte itself: a byte >= 0x80 then looks up
- * 0, right for a filter of ASCII grams, and the and it saves is one of ~50
- * instructions per block. */
-__attribute__((target("avx2"))) static inline __m256i tw_pos_bits(struct tw_pos_avx2 t,
-								  const uint8_t *a)
+/* The 3-byte filter on 32 positions at off(a): bucket bits of the first
+ * byte, ANDed with the second's and the third's, any left, per set. */
+#define TW_BLOCK_ASM(o0, o1, o2, z)                                         \
+	"vpshufb " o0 "(%[a]), %[la0], %[ra]\n\t"                            \
+	"vpshufb " o0 "(%[hn]), %[ha0], %[x]\n\t"                            \
+	"vpand %[x], %[ra], %[ra]\n\t"                                       \
+	"vpshufb " o0 "(%[a]), %[lb0], %[rb]\n\t"                            \
+	"vpshufb " o0 "(%[hn]), %[hb0], %[x]\n\t"                            \
+	"vpand %[x], %[rb], %[rb]\n\t"                                       \
+	TW_POS_ASM(o1, 1)                                                    \
+	TW_POS_ASM(o2, 2)                                                    \
+	"vpor %[rb], %[ra], %[ra]\n\t"                                       \
+	"vpxor %[x], %[x], %[x]\n\t"                                         \
+	"vpcmpeqb %[x], %[ra], %[ra]\n\t"                                    \
+	"vpmovmskb %[ra], " z "\n\t"
+/* clang-format on */
+
+#define TW_CHUNK 32 /* steps of 64 positions per tw_masks_avx2 call */
+
+/* Filter masks of nb <= TW_CHUNK steps of 64 positions from a (a needs
+ * 64 * nb + 2 readable bytes) into m[0, nb): bit k set, a gram may start at
+ * a[k]. The loop makes no call, so the twelve nibble tables stay in ymm
+ * registers. Written in C (as intrinsics, with the probe of a passing
+ * position in the loop) GCC reloaded all twelve from the stack every 32
+ * bytes: a call clobbers every ymm register. In a loop of its own it still
+ * reloaded ten: twelve tables, the nibble mask and the temporaries want
+ * more than 16 registers. Here every operand but the tables and three
+ * temporaries is in memory. */
+__attribute__((target("avx2"), noinline)) static void
+tw_masks_avx2(const struct trig_tab *t, const uint8_t *a, size_t nb, uint64_t *m)
 {
+	uint8_t hn[TW_CHUNK * 64 + 32] __attribute__((aligned(32)));
 	const __m256i nib = _mm256_set1_epi8(0x0f);
-	__m256i v = _mm256_loadu_si256((const __m256i *)a);
-	return _mm256_and_si256(_mm256_shuffle_epi8(t.lo, v),
-				_mm256_shuffle_epi8(t.hi,
-						    _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)));
-}
+	size_t len = 64 * nb;
 
-/* The 3-byte filter on 32 positions: which of a[0, 32) may start a gram
- * (a needs 34 readable bytes). t: 3 positions of buckets 0-7, then 3 of
- * buckets 8-15. */
-__attribute__((target("avx2"))) static inline uint32_t tw_block_avx2(const struct tw_pos_avx2 *t,
-								     const uint8_t *a)
-{
-	__m256i r = _mm256_or_si256(
-		_mm256_and_si256(_mm256_and_si256(tw_pos_bits(t[0], a), tw_pos_bits(t[1], a + 1)),
-				 tw_pos_bits(t[2], a + 2)),
-		_mm256_and_si256(_mm256_and_si256(tw_pos_bits(t[3], a), tw_pos_bits(t[4], a + 1)),
-				 tw_pos_bits(t[5], a + 2)));
-	return ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
+#define TW_HN(i)                                                                              \
+	_mm256_store_si256(                                                                   \
+		(__m256i *)(hn + (i)),                                                        \
+		_mm256_and_si256(                                                             \
+			_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(a + (i))), 4), \
+			nib))
+	for (size_t i = 0; i < len; i += 64)
+		TW_HN(i), TW_HN(i + 32);
+#undef TW_HN
+	hn[len] = a[len] >> 4, hn[len + 1] = a[len + 1] >> 4;
+
+#define TW_LD(x) _mm256_loadu_si256((const __m256i *)(x))
+	/* a, b: the two bucket sets; 0-2: the byte's place in the gram */
+	__m256i la0 = TW_LD(t->lo[0][0]), ha0 = TW_LD(t->hi[0][0]);
+	__m256i la1 = TW_LD(t->lo[0][1]), ha1 = TW_LD(t->hi[0][1]);
+	__m256i la2 = TW_LD(t->lo[0][2]), ha2 = TW_LD(t->hi[0][2]);
+	__m256i lb0 = TW_LD(t->lo[1][0]), hb0 = TW_LD(t->hi[1][0]);
+	__m256i lb1 = TW_LD(t->lo[1][1]), hb1 = TW_LD(t->hi[1][1]);
+	__m256i lb2 = TW_LD(t->lo[1][2]), hb2 = TW_LD(t->hi[1][2]);
+#undef TW_LD
+
+	for (size_t k = 0; k < nb; k++) {
+		const uint8_t *ak = a + 64 * k, *hk = hn + 64 * k;
+		__m256i ra, rb, x;
+		uint64_t z0, z1;
+		/* z: positions where no bucket is left, inverted below */
+		/* clang-format off */
+		__asm__(TW_BLOCK_ASM("0", "1", "2", "%k[z0]") TW_BLOCK_ASM("32", "33", "34", "%k[z1]")
+			: [ra] "=&x"(ra), [rb] "=&x"(rb), [x] "=&x"(x), [z0] "=&r"(z0),
+			  [z1] "=&r"(z1)
+			: [a] "r"(ak), "m"(*(const uint8_t(*)[66])ak), [hn] "r"(hk),
+			  "m"(*(const uint8_t(*)[66])hk), [la0] "x"(la0), [ha0] "x"(ha0),
+			  [la1] "x"(la1), [ha1] "x"(ha1), [la2] "x"(la2), [ha2] "x"(ha2),
+			  [lb0] "x"(lb0), [hb0] "x"(hb0), [lb1] "x"(lb1), [hb1] "x"(hb1),
+			  [lb2] "x"(lb2), [hb2] "x"(hb2));
+		/* clang-format on */
+		m[k] = ~(z0 | z1 << 32);
+	}
 }
+#undef TW_POS_ASM
+#undef TW_BLOCK_ASM
 
 __attribute__((target("avx2"))) static int tw_avx2(struct scan_ctx *c, const uint8_t *p, size_t n,
 						   uint64_t base)
 {
 	const struct trig_tab *t = &c->db->tw;
-	struct tw_pos_avx2 tp[6];
+	uint64_t m[TW_CHUNK];
 	size_t i = 0;
 
-	/* unrolled by hand: the loop with j / 3 cost ~100 instructions a call */
-#define TW_LD(j)                                                                          \
-	(tp[j] = (struct tw_pos_avx2){                                                     \
-		 .lo = _mm256_loadu_si256((const __m256i *)t->lo[(j) / 3][(j) % 3]),       \
-		 .hi = _mm256_loadu_si256((const __m256i *)t->hi[(j) / 3][(j) % 3])})
-	TW_LD(0), TW_LD(1), TW_LD(2), TW_LD(3), TW_LD(4), TW_LD(5);
-#undef TW_LD
-	for (; i + 35 <= n; i += 32)
-		for (uint32_t m = tw_block_avx2(tp, p + i); m; m &= m - 1) {
-			size_t q = i + (size_t)__builtin_ctz(m);
-			/* most positions the filter lets through hold no gram */
-			if (t->head[tw_hash(tw_fold(p + q))] &&
-			    tw_check(c, p, n, q, base, SIZE_MAX))
-				return 1;
-		}
+	/* a step at i needs i + 67 <= n: 66 bytes for the filter, 4 for a gram at i + 63 */
+	while (i + 67 <= n) {
+		size_t nb = (n - i - 3) / 64;
+		if (nb > TW_CHUNK)
+			nb = TW_CHUNK;
+		tw_masks_avx2(t, p + i, nb, m);
+		for (size_t k = 0; k < nb; k++, i += 64)
+			for (uint64_t x = m[k]; x; x &= x - 1) {
+				size_t q = i + (size_t)__builtin_ctzll(x);
+				/* most positions the filter lets through hold no gram */
+				if (t->head[tw_hash(tw_fold(p + q))] &&
+				    tw_check(c, p, n, q, base, SIZE_MAX))
+					return 1;
+			}
+	}
 	if (i + 4 > n)
 		return 0;
 	/* The last bytes through a zero-padded copy: no gram has a NUL. */
-	uint8_t tail[64] = {0};
+	uint8_t tail[96] = {0};
 	memcpy(tail, p + i, n - i);
-	for (uint32_t m = tw_block_avx2(tp, tail); m; m &= m - 1) {
-		size_t q = i + (size_t)__builtin_ctz(m);
+	tw_masks_avx2(t, tail, 1, m);
+	for (uint64_t x = m[0]; x; x &= x - 1) {
+		size_t q = i + (size_t)__builtin_ctzll(x);
 		if (q + 4 <= n && tw_check(c, p, n, q, base, SIZE_MAX))
 			return 1;
 	}
@@ -3771,6 +3857,44 @@ static int cmp_pair(const void *a, const void *b)
 	return 0;
 }
 
+/* The trigger checks' helpers against their references: wb_class against
+ * re_space and is_alnum on every byte, tail_is (one 8-byte compare where
+ * it can) against a byte loop at every end in w[0, n), for the words the
+ * checks ask for. Returns what differs (the word for tail_is), NULL when
+ * nothing does. */
+static const char *check_tail_is(const uint8_t *w, size_t n)
+{
+	for (unsigned ch = 0; ch < 256; ch++)
+		if ((wb_class[ch] == WB_SPACE) != re_space((int)ch) ||
+		    (wb_class[ch] == WB_ALNUM) != is_alnum((int)ch))
+			return "wb_class";
+#define TAIL_CHECK(lit)                                                          \
+	do {                                                                     \
+		bool ref = pos >= sizeof(lit) - 1;                               \
+		for (size_t k = 0; ref && k < sizeof(lit) - 1; k++)              \
+			ref = (w[pos - (sizeof(lit) - 1) + k] | 0x20) == lit[k]; \
+		if (tail_is(w, pos, lit) != ref)                                 \
+			return lit;                                              \
+	} while (0)
+	for (size_t pos = 0; pos <= n; pos++) {
+		TAIL_CHECK("repeat");
+		TAIL_CHECK("instructions");
+		TAIL_CHECK("prompt");
+		TAIL_CHECK("pre-");
+		TAIL_CHECK("pre");
+		TAIL_CHECK("follow");
+		TAIL_CHECK("obey");
+		TAIL_CHECK("not");
+		TAIL_CHECK("n't");
+		TAIL_CHECK("stop");
+		TAIL_CHECK("free");
+		TAIL_CHECK("longer");
+		TAIL_CHECK("anything");
+	}
+#undef TAIL_CHECK
+	return NULL;
+}
+
 /* trig_words() against the CTRIG patterns on random windows of trigger
  * words (random case), pieces of them, whitespace and separators: the same
  * (end, group) pairs in one block, split in two stream feeds, and through
@@ -3841,7 +3965,7 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 		goto out;
 	}
 	for (unsigned it = 0; it < n_windows; it++) {
-		char w[256];
+		char w[2 * 1024 + 512];
 		size_t len = 0, want;
 		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
 		want = 1 + r % 160;
@@ -3850,7 +3974,7 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 			const char *p = r % 3 ? extra[(r >> 8) % n_extra]
 					      : trig_words[(r >> 8) % N_TRIG_WORDS].s;
 			size_t l = strlen(p);
-			if (len + l > sizeof(w))
+			if (len + l > 256)
 				break;
 			for (size_t k = 0; k < l; k++) {
 				r ^= r << 13, r ^= r >> 7, r ^= r << 17;
@@ -3860,6 +3984,21 @@ static int check_trigger_words(const struct detect_db *db, struct detect_scratch
 			if (r % 4 == 0)
 				w[len + (r >> 32) % l] = "x -:"[(r >> 40) % 4];
 			len += l;
+		}
+		const char *tail_bad = check_tail_is((const uint8_t *)w, len);
+		if (tail_bad) {
+			snprintf(err, errlen,
+				 "trigger check helper: %s differs from its reference in \"%.*s\"",
+				 tail_bad, (int)len, w);
+			goto out;
+		}
+		/* now and then after 2 KiB of spaces: the AVX2 filter's
+		 * chunks of steps end inside the window */
+		if (it % 8 == 3) {
+			size_t at = 2048 - 192 + (size_t)(r >> 24) % 256;
+			memmove(w + at, w, len);
+			memset(w, ' ', at);
+			len += at;
 		}
 		struct tw_rec a = {0}, b = {0}, st = {0};
 		if (hs_scan(ref, w, (unsigned)len, 0, hs, on_trig_xcheck, &a) != HS_SUCCESS) {
