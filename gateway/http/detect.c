@@ -2721,25 +2721,8 @@ static inline bool colon_may_run(const uint8_t *p, size_t at, size_t n)
 }
 
 #ifdef SKIP_AVX2
-/* next_digit and next_colon, 64 bytes a step, up to the last 64 bytes
- * (returns where it stopped when it found nothing). */
-__attribute__((target("avx2"))) static size_t next_digit_avx2(const uint8_t *p, size_t i, size_t n)
-{
-	const __m256i zero = _mm256_set1_epi8('0'), nine = _mm256_set1_epi8(9);
-	for (; i + 64 <= n; i += 64) {
-		__m256i a = _mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), zero);
-		__m256i b =
-			_mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(p + i + 32)), zero);
-		a = _mm256_cmpeq_epi8(_mm256_min_epu8(a, nine), a);
-		b = _mm256_cmpeq_epi8(_mm256_min_epu8(b, nine), b);
-		uint64_t m = (uint32_t)_mm256_movemask_epi8(a) |
-			     (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
-		if (m)
-			return i + (size_t)__builtin_ctzll(m);
-	}
-	return i;
-}
-
+/* next_colon, 64 bytes a step, up to the last 64 bytes (returns where it
+ * stopped when it found nothing). */
 __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, size_t i, size_t n)
 {
 	const __m256i colon = _mm256_set1_epi8(':');
@@ -2780,17 +2763,10 @@ static size_t next_colon(const uint8_t *p, size_t i, size_t n)
 	}
 }
 
-/* The first digit in p[i, n), or n. Prose has few digits: 64 bytes a step
- * with AVX2, 16 with SSE2. */
+/* The first digit in p[i, n), or n: without AVX2 (next_run_avx2 otherwise).
+ * Prose has few digits: 16 bytes a step with SSE2. */
 static size_t next_digit(const uint8_t *p, size_t i, size_t n)
 {
-#ifdef SKIP_AVX2
-	if (__builtin_cpu_supports("avx2")) {
-		i = next_digit_avx2(p, i, n);
-		if (i + 64 <= n)
-			return i;
-	}
-#endif
 #ifdef __SSE2__
 	const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
 	for (; i + 16 <= n; i += 16) {
@@ -2812,6 +2788,94 @@ static bool run_byte(int ch)
 	       ch == '-';
 }
 
+#ifdef SKIP_AVX2
+/* Digit bits of the 64 bytes at a: a digit plus 0x46 is 0x76..0x7f, the
+ * only bytes that become greater than 0x75 as signed bytes. */
+__attribute__((target("avx2"))) static inline uint64_t digit_mask_avx2(__m256i x, __m256i y)
+{
+	const __m256i up = _mm256_set1_epi8(0x46), top = _mm256_set1_epi8(0x75);
+	__m256i dx = _mm256_cmpgt_epi8(_mm256_add_epi8(x, up), top);
+	__m256i dy = _mm256_cmpgt_epi8(_mm256_add_epi8(y, up), top);
+	return (uint32_t)_mm256_movemask_epi8(dx) | (uint64_t)(uint32_t)_mm256_movemask_epi8(dy)
+							      << 32;
+}
+
+/* Bits of ' ' ( ) + - . in the 64 bytes at a: they are 0x20 + {0, 8, 9,
+ * 0xb, 0xd, 0xe}, and the byte minus 0x20, saturated past 0x7f unless it
+ * is below 16, is a pshufb index that finds them. */
+__attribute__((target("avx2"))) static inline uint64_t sep_mask_avx2(__m256i x, __m256i y)
+{
+	const __m256i tbl = _mm256_setr_epi8(-128, 0, 0, 0, 0, 0, 0, 0, -128, -128, 0, -128, 0,
+					     -128, -128, 0, -128, 0, 0, 0, 0, 0, 0, 0, -128, -128,
+					     0, -128, 0, -128, -128, 0);
+	const __m256i sp = _mm256_set1_epi8(0x20), up = _mm256_set1_epi8(0x70);
+	__m256i px = _mm256_shuffle_epi8(tbl, _mm256_adds_epu8(_mm256_sub_epi8(x, sp), up));
+	__m256i py = _mm256_shuffle_epi8(tbl, _mm256_adds_epu8(_mm256_sub_epi8(y, sp), up));
+	return (uint32_t)_mm256_movemask_epi8(px) | (uint64_t)(uint32_t)_mm256_movemask_epi8(py)
+							      << 32;
+}
+
+/* The runs of one 64-byte mask (d: digits, r: run_byte bytes): the bit of
+ * the first digit whose run could reach a trigger — its digits span 7
+ * bytes or more — or goes past the mask; 64 when every run ends inside it
+ * and short. Such a run is skipped whole, as the byte loop would have
+ * ended it: most digits in prose are "3", "2024", "99.9 percent". */
+static inline unsigned long_run_bit(uint64_t d, uint64_t r)
+{
+	while (d) {
+		unsigned f = (unsigned)__builtin_ctzll(d);
+		uint64_t end = ~r & (~0ull << f);
+		if (!end)
+			return f;
+		unsigned e = (unsigned)__builtin_ctzll(end);
+		uint64_t seg = d & ((1ull << e) - 1); /* e > f: bit f is a digit */
+		if (63u - (unsigned)__builtin_clzll(seg) - f >= 6)
+			return f;
+		d &= ~0ull << e;
+	}
+	return 64;
+}
+
+/* Where number_runs must start reading a run byte by byte (see
+ * long_run_bit), 64 bytes a step; n when there is none. The last bytes go
+ * through a copy padded with zeros, their bits past n cleared (digits) or
+ * set (run bytes: the run may go on in the next feed). */
+__attribute__((target("avx2"))) static size_t next_run_avx2(const uint8_t *p, size_t i, size_t n)
+{
+	for (; i + 64 <= n; i += 64) {
+		__m256i x = _mm256_loadu_si256((const __m256i *)(p + i));
+		__m256i y = _mm256_loadu_si256((const __m256i *)(p + i + 32));
+		uint64_t d = digit_mask_avx2(x, y);
+		if (!d)
+			continue;
+		unsigned f = long_run_bit(d, d | sep_mask_avx2(x, y));
+		if (f < 64)
+			return i + f;
+	}
+	if (i >= n)
+		return n;
+	uint8_t pad[64] = {0};
+	memcpy(pad, p + i, n - i);
+	__m256i x = _mm256_loadu_si256((const __m256i *)pad);
+	__m256i y = _mm256_loadu_si256((const __m256i *)(pad + 32));
+	uint64_t valid = (1ull << (n - i)) - 1, d = digit_mask_avx2(x, y) & valid;
+	unsigned f = d ? long_run_bit(d, d | sep_mask_avx2(x, y) | ~valid) : 64;
+	return f < 64 ? i + f : n;
+}
+#endif
+
+static void number_rec(struct scan_ctx *c, uint64_t at);
+
+/* A number trigger ends at `at` (the cross-check records it instead). */
+static int number_trigger(struct scan_ctx *c, uint64_t at)
+{
+	if (c->tw_rec) {
+		number_rec(c, at);
+		return 0;
+	}
+	return on_trigger(c, G_NUMBER, at);
+}
+
 /* The number trigger, in C: every end at which
  *   [0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\z)
  * matches (a digit that closes at least 7 bytes of a run of those bytes
@@ -2824,7 +2888,12 @@ static int number_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t 
 
 	while (i < n) {
 		if (c->run_first == NO_RUN) {
-			i = next_digit(p, i, n);
+#ifdef SKIP_AVX2
+			if (__builtin_cpu_supports("avx2"))
+				i = next_run_avx2(p, i, n);
+			else
+#endif
+				i = next_digit(p, i, n);
 			if (i == n)
 				break;
 			c->run_first = c->run_last = base + i++;
@@ -2836,7 +2905,7 @@ static int number_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t 
 				continue;
 			}
 			if (c->run_last + 1 == at && c->run_last - c->run_first >= 6 &&
-			    on_trigger(c, G_NUMBER, at + 1))
+			    number_trigger(c, at + 1))
 				return 1;
 			if (!run_byte(p[i])) {
 				c->run_first = c->run_last = NO_RUN;
@@ -2854,7 +2923,7 @@ static int number_runs_end(struct scan_ctx *c, uint64_t end)
 	bool hit = c->run_first != NO_RUN && c->run_last + 1 == end && end > 0 &&
 		   c->run_last - c->run_first >= 6;
 	c->run_first = c->run_last = NO_RUN;
-	return hit ? on_trigger(c, G_NUMBER, end) : 0;
+	return hit ? number_trigger(c, end) : 0;
 }
 
 /* One byte of a colon run (colon_runs): returns the G_IPV6 patterns
@@ -3919,10 +3988,94 @@ out:
 	return rc;
 }
 
+static void number_rec(struct scan_ctx *c, uint64_t at)
+{
+	if (c->tw_rec->n < CONFIRM_HITS) {
+		c->tw_rec->v[c->tw_rec->n][0] = at;
+		c->tw_rec->v[c->tw_rec->n++][1] = G_NUMBER;
+	}
+}
+
+/* The ends of [0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\z) in w[0, n), read
+ * off the regex: a digit followed by a non-digit (or the end), with a
+ * digit at least 6 bytes before it and only run bytes between. */
+static void number_trigger_ref(const uint8_t *w, size_t n, struct tw_rec *h)
+{
+	for (size_t j = 0; j < n && h->n < CONFIRM_HITS; j++) {
+		if (!is_digit(w[j]) || (j + 1 < n && is_digit(w[j + 1])))
+			continue;
+		size_t s = j, first = j;
+		while (s > 0 && run_byte(w[s - 1]))
+			if (is_digit(w[--s]))
+				first = s;
+		if (j - first >= 6) {
+			h->v[h->n][0] = j + 1 < n ? j + 2 : n;
+			h->v[h->n++][1] = G_NUMBER;
+		}
+	}
+}
+
+/* number_runs() against number_trigger_ref() on random windows of digits,
+ * run bytes and letters up to 250 bytes (several 64-byte masks, runs across
+ * them, the padded tail): the same ends in one block and in two feeds cut
+ * at a random point. */
+static int check_number_runs(const struct detect_db *db, unsigned n_windows, char *err,
+			     size_t errlen)
+{
+	static const char *const piece[] = {
+		"1", "7", "0", "42", "2024", "555", "0132", " ", " ", "  ", "(", ")", "+",
+		"-", ".", "x", "ab", "percent", "\n", ":", ",", "/", "\n", "_", "\xc3\xa9",
+	};
+	const size_t n_piece = sizeof(piece) / sizeof(piece[0]);
+	uint64_t r = 0x853c49e6748fea9bull;
+
+	for (unsigned it = 0; it < n_windows; it++) {
+		uint8_t w[256];
+		size_t n = 0, want;
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		want = 1 + r % 250;
+		while (n < want) {
+			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+			const char *p = piece[r % n_piece];
+			size_t l = strlen(p);
+			if (n + l > sizeof(w))
+				break;
+			memcpy(w + n, p, l);
+			n += l;
+		}
+		struct tw_rec a = {0}, b = {0}, st = {0};
+		number_trigger_ref(w, n, &a);
+		struct scan_ctx c = {.db = db, .cur = w, .cur_len = n, .run_first = NO_RUN,
+				     .run_last = NO_RUN, .tw_rec = &b};
+		number_runs(&c, w, n, 0);
+		number_runs_end(&c, n);
+		size_t cut = (size_t)(r >> 16) % (n + 1);
+		struct scan_ctx c1 = {.db = db, .cur = w, .cur_len = cut, .run_first = NO_RUN,
+				      .run_last = NO_RUN, .tw_rec = &st};
+		number_runs(&c1, w, cut, 0);
+		c1.cur = w + cut, c1.cur_base = cut, c1.cur_len = n - cut;
+		c1.hist = w, c1.hist_len = cut;
+		number_runs(&c1, w + cut, n - cut, cut);
+		number_runs_end(&c1, n);
+		if (a.n != b.n || memcmp(a.v, b.v, a.n * sizeof(a.v[0])) || a.n != st.n ||
+		    memcmp(a.v, st.v, a.n * sizeof(a.v[0]))) {
+			snprintf(err, errlen,
+				 "number window \"%.*s\": the regex ends at %u places, number_runs "
+				 "%u, in two feeds (cut %zu) %u",
+				 (int)n, (const char *)w, a.n, b.n, cut, st.n);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int detect_check_number_matchers(const struct detect_db *db, struct detect_scratch *s,
 				 unsigned n_windows, char *err, size_t errlen)
 {
 	int rc = check_trigger_words(db, s, n_windows / 4, err, errlen);
+	if (rc)
+		return rc;
+	rc = check_number_runs(db, n_windows / 4, err, errlen);
 	if (rc)
 		return rc;
 	static const char *const piece[] = {
