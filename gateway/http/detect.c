@@ -2169,6 +2169,58 @@ static int on_any_hit(unsigned pat, unsigned long long from, unsigned long long 
 	return 1;
 }
 
+#ifdef SKIP_AVX2
+/* Digit bits of the 64 bytes at a: a digit plus 0x46 is 0x76..0x7f, the
+ * only bytes that become greater than 0x75 as signed bytes. */
+__attribute__((target("avx2"))) static inline uint64_t digit_mask_avx2(__m256i x, __m256i y)
+{
+	const __m256i up = _mm256_set1_epi8(0x46), top = _mm256_set1_epi8(0x75);
+	__m256i dx = _mm256_cmpgt_epi8(_mm256_add_epi8(x, up), top);
+	__m256i dy = _mm256_cmpgt_epi8(_mm256_add_epi8(y, up), top);
+	return (uint32_t)_mm256_movemask_epi8(dx) | (uint64_t)(uint32_t)_mm256_movemask_epi8(dy)
+							      << 32;
+}
+
+/* Digit bits of w[0, n) into words[], 64 bytes a step; returns where the
+ * bytes left (fewer than 64) begin. */
+__attribute__((target("avx2"))) static size_t digit_words_avx2(const uint8_t *w, size_t n,
+								uint64_t *words)
+{
+	size_t i = 0;
+	for (; i + 64 <= n; i += 64)
+		words[i / 64] = digit_mask_avx2(_mm256_loadu_si256((const __m256i *)(w + i)),
+						_mm256_loadu_si256((const __m256i *)(w + i + 32)));
+	return i;
+}
+#endif
+
+/* Window matchers act only where a digit is followed by a non-digit (or
+ * the end): every IP and phone pattern ends so, and a test per byte cost
+ * ~15 instructions a byte of window. Bit k of ends[j]: w[64j + k] is
+ * such a digit. Returns the number of words, SIZE_MAX when the window is
+ * longer than a merged confirmation range can be. */
+#define ENDS_WORDS ((CONFIRM_RANGE_MAX + 63) / 64)
+
+static size_t digit_end_words(const uint8_t *w, size_t n, uint64_t *ends)
+{
+	size_t nw = (n + 63) / 64, i = 0;
+	if (nw > ENDS_WORDS)
+		return SIZE_MAX;
+	memset(ends, 0, nw * sizeof(*ends));
+#ifdef SKIP_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		i = digit_words_avx2(w, n, ends);
+#endif
+	for (; i < n; i++)
+		if (is_digit(w[i]))
+			ends[i / 64] |= 1ull << (i % 64);
+	for (size_t j = 0; j < nw; j++) {
+		uint64_t next = j + 1 < nw ? ends[j + 1] & 1 : 0;
+		ends[j] &= ~(ends[j] >> 1 | next << 63);
+	}
+	return nw;
+}
+
 /* The G_NUM_IP CONF patterns, matched in C over w[0, n) (a window; \\z is
  * its end) exactly as their Hyperscan block scan reports them, in end
  * order: the IPv4 one with its leftmost start, the IPv6-with-IPv4-tail one
@@ -2182,47 +2234,66 @@ static unsigned digits_back(const uint8_t *w, size_t i, unsigned max)
 	return k;
 }
 
+/* One digit end qe of an IP window (w[qe - 1] a digit, w[qe] not or
+ * qe == n): the hits that end there, after the nh before them. */
+static unsigned ip_end_hits(const uint8_t *w, size_t n, size_t qe, unsigned *kind, size_t *from,
+			    size_t *to, unsigned nh)
+{
+	/* three groups of 1-3 digits after a dot, back from qe */
+	size_t i = qe;
+	bool ok = true;
+	for (int g = 0; g < 3 && ok; g++) {
+		unsigned k = digits_back(w, i, 3);
+		ok = k >= 1 && k <= 3 && i > k && w[i - k - 1] == '.';
+		i -= k + 1;
+	}
+	if (!ok)
+		return nh;
+	unsigned k0 = digits_back(w, i, 3); /* the first group: its last 1-3 digits */
+	if (k0 == 0)
+		return nh;
+	size_t s = i - (k0 > 3 ? 3 : k0);
+	int rc = qe < n ? w[qe] : -1, rc2 = qe + 1 < n ? w[qe + 1] : -1;
+	size_t e4 = 0;
+	if (rc < 0)
+		e4 = n;
+	else if (rc == '.' && rc2 < 0)
+		e4 = n;
+	else if (rc == '.' && !is_alnum(rc2))
+		e4 = qe + 2;
+	else if (rc != '.' && !is_alnum(rc))
+		e4 = qe + 1;
+	if (e4) {
+		kind[nh] = IP_V4, from[nh] = s, to[nh++] = e4;
+	}
+	/* ":" right before a first group of 1-3 digits */
+	if (k0 <= 3 && s > 0 && w[s - 1] == ':' &&
+	    (rc < 0 || !(is_alnum(rc) || rc == '_' || rc == ':' || rc == '.'))) {
+		kind[nh] = IP_V6_TAIL, from[nh] = 0, to[nh++] = rc < 0 ? n : qe + 1;
+	}
+	return nh;
+}
+
 static unsigned ip_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from, size_t *to,
 			       unsigned cap)
 {
+	uint64_t ends[ENDS_WORDS];
 	unsigned nh = 0;
+	size_t nw = digit_end_words(w, n, ends);
 
-	for (size_t qe = 1; qe <= n && nh + 2 <= cap; qe++) {
-		if (!is_digit(w[qe - 1]) || (qe < n && is_digit(w[qe])))
-			continue;
-		/* three groups of 1-3 digits after a dot, back from qe */
-		size_t i = qe;
-		bool ok = true;
-		for (int g = 0; g < 3 && ok; g++) {
-			unsigned k = digits_back(w, i, 3);
-			ok = k >= 1 && k <= 3 && i > k && w[i - k - 1] == '.';
-			i -= k + 1;
-		}
-		if (!ok)
-			continue;
-		unsigned k0 = digits_back(w, i, 3); /* the first group: its last 1-3 digits */
-		if (k0 == 0)
-			continue;
-		size_t s = i - (k0 > 3 ? 3 : k0);
-		int rc = qe < n ? w[qe] : -1, rc2 = qe + 1 < n ? w[qe + 1] : -1;
-		size_t e4 = 0;
-		if (rc < 0)
-			e4 = n;
-		else if (rc == '.' && rc2 < 0)
-			e4 = n;
-		else if (rc == '.' && !is_alnum(rc2))
-			e4 = qe + 2;
-		else if (rc != '.' && !is_alnum(rc))
-			e4 = qe + 1;
-		if (e4) {
-			kind[nh] = IP_V4, from[nh] = s, to[nh++] = e4;
-		}
-		/* ":" right before a first group of 1-3 digits */
-		if (k0 <= 3 && s > 0 && w[s - 1] == ':' &&
-		    (rc < 0 || !(is_alnum(rc) || rc == '_' || rc == ':' || rc == '.'))) {
-			kind[nh] = IP_V6_TAIL, from[nh] = 0, to[nh++] = rc < 0 ? n : qe + 1;
-		}
+	if (nw == SIZE_MAX) {
+		for (size_t qe = 1; qe <= n && nh + 2 <= cap; qe++)
+			if (is_digit(w[qe - 1]) && (qe == n || !is_digit(w[qe])))
+				nh = ip_end_hits(w, n, qe, kind, from, to, nh);
+		return nh;
 	}
+	for (size_t j = 0; j < nw; j++)
+		for (uint64_t m = ends[j]; m; m &= m - 1) {
+			if (nh + 2 > cap)
+				return nh;
+			nh = ip_end_hits(w, n, 64 * j + (size_t)__builtin_ctzll(m) + 1, kind, from,
+					 to, nh);
+		}
 	return nh;
 }
 
@@ -2294,62 +2365,84 @@ static bool ssn_keyword_at(const uint8_t *w, size_t k)
 	return false;
 }
 
+/* One digit end q of a phone window (w[q - 1] a digit, w[q] not or
+ * q == n; every pattern of the group ends with a digit and then a byte
+ * that is not one): the hits that end there, after the nh before them. */
+static unsigned phone_end_hits(const uint8_t *w, size_t n, size_t q, bool plus, unsigned *kind,
+			       size_t *from, size_t *to, unsigned nh)
+{
+	int rc = q < n ? w[q] : -1;
+	bool end_num = rc < 0 || !is_alnum(rc);		      /* (?:[^0-9A-Za-z]|\z) */
+	bool end_nd = rc < 0 || (!is_digit(rc) && rc != '-'); /* (?:[^0-9-]|\z) */
+	size_t e = rc < 0 ? n : q + 1;
+
+	if (end_num && plus) { /* \+[1-9][0-9 ().-]{6,20}[0-9] */
+		size_t k = q - 1;
+		while (k > 0 && q - k < 32 && e164_byte(w[k - 1]))
+			k--;
+		/* k: first byte of the run of class bytes before the last digit */
+		if (k >= 1 && w[k - 1] == '+' && k < q - 1 && w[k] >= '1' && w[k] <= '9' &&
+		    q - 1 - (k + 1) >= 6 && q - 1 - (k + 1) <= 20)
+			kind[nh] = PH_E164, from[nh] = 0, to[nh++] = e;
+	}
+	if (end_nd && q >= 12 && digits_at(w, q - 4, 4) && sep_ok(w[q - 5]) &&
+	    d29(w[q - 8]) && digits_at(w, q - 7, 2)) {
+		size_t a = q - 8; /* NNN starts here */
+		bool ok = a >= 4 && sep_ok(w[a - 1]) && d29(w[a - 4]) &&
+			  digits_at(w, a - 3, 2);
+		ok = ok || (a >= 5 && w[a - 1] == ')' && w[a - 5] == '(' && d29(w[a - 4]) &&
+			    digits_at(w, a - 3, 2));
+		ok = ok || (a >= 6 && w[a - 1] == ' ' && w[a - 2] == ')' &&
+			    w[a - 6] == '(' && d29(w[a - 5]) && digits_at(w, a - 4, 2));
+		if (ok)
+			kind[nh] = PH_NANP, from[nh] = 0, to[nh++] = e;
+	}
+	if (q >= 11 && digits_at(w, q - 4, 4) && digits_at(w, q - 7, 2) &&
+	    digits_at(w, q - 11, 3)) {
+		if (end_nd && w[q - 5] == '-' && w[q - 8] == '-')
+			kind[nh] = PH_SSN_DASH, from[nh] = q - 11, to[nh++] = e;
+		if (end_num && w[q - 5] == ' ' && w[q - 8] == ' ')
+			kind[nh] = PH_SSN_SPACE, from[nh] = q - 11, to[nh++] = e;
+	}
+	if (end_num && q >= 10 && digits_at(w, q - 9, 9) && !is_digit(w[q - 10])) {
+		/* keyword, then up to 20 bytes that are neither digits nor \n */
+		bool hit = false;
+		for (size_t k = q - 9, gap = 0;; k--, gap++) {
+			if (ssn_keyword_at(w, k)) {
+				hit = true;
+				break;
+			}
+			if (gap == 20 || k == 0 || is_digit(w[k - 1]) || w[k - 1] == '\n')
+				break;
+		}
+		if (hit)
+			kind[nh] = PH_SSN_KEY, from[nh] = 0, to[nh++] = e;
+	}
+	return nh;
+}
+
 static unsigned phone_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from,
 				  size_t *to, unsigned cap)
 {
+	uint64_t ends[ENDS_WORDS];
 	unsigned nh = 0;
+	size_t nw = digit_end_words(w, n, ends);
+	/* most windows hold no '+': the E.164 look back need not run */
+	bool plus = n && memchr(w, '+', n);
 
-	for (size_t q = 1; q <= n && nh + PH_COUNT <= cap; q++) {
-		if (!is_digit(w[q - 1]))
-			continue;
-		int rc = q < n ? w[q] : -1;
-		bool end_num = rc < 0 || !is_alnum(rc);		      /* (?:[^0-9A-Za-z]|\z) */
-		bool end_nd = rc < 0 || (!is_digit(rc) && rc != '-'); /* (?:[^0-9-]|\z) */
-		size_t e = rc < 0 ? n : q + 1;
-
-		if (end_num) { /* \+[1-9][0-9 ().-]{6,20}[0-9] */
-			size_t k = q - 1;
-			while (k > 0 && q - k < 32 && e164_byte(w[k - 1]))
-				k--;
-			/* k: first byte of the run of class bytes before the last digit */
-			if (k >= 1 && w[k - 1] == '+' && k < q - 1 && w[k] >= '1' && w[k] <= '9' &&
-			    q - 1 - (k + 1) >= 6 && q - 1 - (k + 1) <= 20)
-				kind[nh] = PH_E164, from[nh] = 0, to[nh++] = e;
-		}
-		if (end_nd && q >= 12 && digits_at(w, q - 4, 4) && sep_ok(w[q - 5]) &&
-		    d29(w[q - 8]) && digits_at(w, q - 7, 2)) {
-			size_t a = q - 8; /* NNN starts here */
-			bool ok = a >= 4 && sep_ok(w[a - 1]) && d29(w[a - 4]) &&
-				  digits_at(w, a - 3, 2);
-			ok = ok || (a >= 5 && w[a - 1] == ')' && w[a - 5] == '(' && d29(w[a - 4]) &&
-				    digits_at(w, a - 3, 2));
-			ok = ok || (a >= 6 && w[a - 1] == ' ' && w[a - 2] == ')' &&
-				    w[a - 6] == '(' && d29(w[a - 5]) && digits_at(w, a - 4, 2));
-			if (ok)
-				kind[nh] = PH_NANP, from[nh] = 0, to[nh++] = e;
-		}
-		if (q >= 11 && digits_at(w, q - 4, 4) && digits_at(w, q - 7, 2) &&
-		    digits_at(w, q - 11, 3)) {
-			if (end_nd && w[q - 5] == '-' && w[q - 8] == '-')
-				kind[nh] = PH_SSN_DASH, from[nh] = q - 11, to[nh++] = e;
-			if (end_num && w[q - 5] == ' ' && w[q - 8] == ' ')
-				kind[nh] = PH_SSN_SPACE, from[nh] = q - 11, to[nh++] = e;
-		}
-		if (end_num && q >= 10 && digits_at(w, q - 9, 9) && !is_digit(w[q - 10])) {
-			/* keyword, then up to 20 bytes that are neither digits nor \n */
-			bool hit = false;
-			for (size_t k = q - 9, gap = 0;; k--, gap++) {
-				if (ssn_keyword_at(w, k)) {
-					hit = true;
-					break;
-				}
-				if (gap == 20 || k == 0 || is_digit(w[k - 1]) || w[k - 1] == '\n')
-					break;
-			}
-			if (hit)
-				kind[nh] = PH_SSN_KEY, from[nh] = 0, to[nh++] = e;
-		}
+	if (nw == SIZE_MAX) {
+		for (size_t q = 1; q <= n && nh + PH_COUNT <= cap; q++)
+			if (is_digit(w[q - 1]) && (q == n || !is_digit(w[q])))
+				nh = phone_end_hits(w, n, q, plus, kind, from, to, nh);
+		return nh;
 	}
+	for (size_t j = 0; j < nw; j++)
+		for (uint64_t m = ends[j]; m; m &= m - 1) {
+			if (nh + PH_COUNT > cap)
+				return nh;
+			nh = phone_end_hits(w, n, 64 * j + (size_t)__builtin_ctzll(m) + 1, plus,
+					    kind, from, to, nh);
+		}
 	return nh;
 }
 
@@ -2789,17 +2882,6 @@ static bool run_byte(int ch)
 }
 
 #ifdef SKIP_AVX2
-/* Digit bits of the 64 bytes at a: a digit plus 0x46 is 0x76..0x7f, the
- * only bytes that become greater than 0x75 as signed bytes. */
-__attribute__((target("avx2"))) static inline uint64_t digit_mask_avx2(__m256i x, __m256i y)
-{
-	const __m256i up = _mm256_set1_epi8(0x46), top = _mm256_set1_epi8(0x75);
-	__m256i dx = _mm256_cmpgt_epi8(_mm256_add_epi8(x, up), top);
-	__m256i dy = _mm256_cmpgt_epi8(_mm256_add_epi8(y, up), top);
-	return (uint32_t)_mm256_movemask_epi8(dx) | (uint64_t)(uint32_t)_mm256_movemask_epi8(dy)
-							      << 32;
-}
-
 /* Bits of ' ' ( ) + - . in the 64 bytes at a: they are 0x20 + {0, 8, 9,
  * 0xb, 0xd, 0xe}, and the byte minus 0x20, saturated past 0x7f unless it
  * is below 16, is a pshufb index that finds them. */
