@@ -2178,13 +2178,13 @@ __attribute__((target("avx2"))) static inline uint64_t digit_mask_avx2(__m256i x
 	__m256i dx = _mm256_cmpgt_epi8(_mm256_add_epi8(x, up), top);
 	__m256i dy = _mm256_cmpgt_epi8(_mm256_add_epi8(y, up), top);
 	return (uint32_t)_mm256_movemask_epi8(dx) | (uint64_t)(uint32_t)_mm256_movemask_epi8(dy)
-							      << 32;
+							    << 32;
 }
 
 /* Digit bits of w[0, n) into words[], 64 bytes a step; returns where the
  * bytes left (fewer than 64) begin. */
 __attribute__((target("avx2"))) static size_t digit_words_avx2(const uint8_t *w, size_t n,
-								uint64_t *words)
+							       uint64_t *words)
 {
 	size_t i = 0;
 	for (; i + 64 <= n; i += 64)
@@ -2385,15 +2385,14 @@ static unsigned phone_end_hits(const uint8_t *w, size_t n, size_t q, bool plus, 
 		    q - 1 - (k + 1) >= 6 && q - 1 - (k + 1) <= 20)
 			kind[nh] = PH_E164, from[nh] = 0, to[nh++] = e;
 	}
-	if (end_nd && q >= 12 && digits_at(w, q - 4, 4) && sep_ok(w[q - 5]) &&
-	    d29(w[q - 8]) && digits_at(w, q - 7, 2)) {
+	if (end_nd && q >= 12 && digits_at(w, q - 4, 4) && sep_ok(w[q - 5]) && d29(w[q - 8]) &&
+	    digits_at(w, q - 7, 2)) {
 		size_t a = q - 8; /* NNN starts here */
-		bool ok = a >= 4 && sep_ok(w[a - 1]) && d29(w[a - 4]) &&
-			  digits_at(w, a - 3, 2);
+		bool ok = a >= 4 && sep_ok(w[a - 1]) && d29(w[a - 4]) && digits_at(w, a - 3, 2);
 		ok = ok || (a >= 5 && w[a - 1] == ')' && w[a - 5] == '(' && d29(w[a - 4]) &&
 			    digits_at(w, a - 3, 2));
-		ok = ok || (a >= 6 && w[a - 1] == ' ' && w[a - 2] == ')' &&
-			    w[a - 6] == '(' && d29(w[a - 5]) && digits_at(w, a - 4, 2));
+		ok = ok || (a >= 6 && w[a - 1] == ' ' && w[a - 2] == ')' && w[a - 6] == '(' &&
+			    d29(w[a - 5]) && digits_at(w, a - 4, 2));
 		if (ok)
 			kind[nh] = PH_NANP, from[nh] = 0, to[nh++] = e;
 	}
@@ -2887,14 +2886,14 @@ static bool run_byte(int ch)
  * is below 16, is a pshufb index that finds them. */
 __attribute__((target("avx2"))) static inline uint64_t sep_mask_avx2(__m256i x, __m256i y)
 {
-	const __m256i tbl = _mm256_setr_epi8(-128, 0, 0, 0, 0, 0, 0, 0, -128, -128, 0, -128, 0,
-					     -128, -128, 0, -128, 0, 0, 0, 0, 0, 0, 0, -128, -128,
-					     0, -128, 0, -128, -128, 0);
+	const __m256i tbl =
+		_mm256_setr_epi8(-128, 0, 0, 0, 0, 0, 0, 0, -128, -128, 0, -128, 0, -128, -128, 0,
+				 -128, 0, 0, 0, 0, 0, 0, 0, -128, -128, 0, -128, 0, -128, -128, 0);
 	const __m256i sp = _mm256_set1_epi8(0x20), up = _mm256_set1_epi8(0x70);
 	__m256i px = _mm256_shuffle_epi8(tbl, _mm256_adds_epu8(_mm256_sub_epi8(x, sp), up));
 	__m256i py = _mm256_shuffle_epi8(tbl, _mm256_adds_epu8(_mm256_sub_epi8(y, sp), up));
 	return (uint32_t)_mm256_movemask_epi8(px) | (uint64_t)(uint32_t)_mm256_movemask_epi8(py)
-							      << 32;
+							    << 32;
 }
 
 /* The runs of one 64-byte mask (d: digits, r: run_byte bytes): the bit of
@@ -4105,8 +4104,8 @@ static int check_number_runs(const struct detect_db *db, unsigned n_windows, cha
 			     size_t errlen)
 {
 	static const char *const piece[] = {
-		"1", "7", "0", "42", "2024", "555", "0132", " ", " ", "  ", "(", ")", "+",
-		"-", ".", "x", "ab", "percent", "\n", ":", ",", "/", "\n", "_", "\xc3\xa9",
+		"1", "7", "0", "42", "2024",	"555", "0132", " ", " ", "  ", "(", ")",	"+",
+		"-", ".", "x", "ab", "percent", "\n",  ":",    ",", "/", "\n", "_", "\xc3\xa9",
 	};
 	const size_t n_piece = sizeof(piece) / sizeof(piece[0]);
 	uint64_t r = 0x853c49e6748fea9bull;
@@ -4127,13 +4126,21 @@ static int check_number_runs(const struct detect_db *db, unsigned n_windows, cha
 		}
 		struct tw_rec a = {0}, b = {0}, st = {0};
 		number_trigger_ref(w, n, &a);
-		struct scan_ctx c = {.db = db, .cur = w, .cur_len = n, .run_first = NO_RUN,
-				     .run_last = NO_RUN, .tw_rec = &b};
+		struct scan_ctx c = {.db = db,
+				     .cur = w,
+				     .cur_len = n,
+				     .run_first = NO_RUN,
+				     .run_last = NO_RUN,
+				     .tw_rec = &b};
 		number_runs(&c, w, n, 0);
 		number_runs_end(&c, n);
 		size_t cut = (size_t)(r >> 16) % (n + 1);
-		struct scan_ctx c1 = {.db = db, .cur = w, .cur_len = cut, .run_first = NO_RUN,
-				      .run_last = NO_RUN, .tw_rec = &st};
+		struct scan_ctx c1 = {.db = db,
+				      .cur = w,
+				      .cur_len = cut,
+				      .run_first = NO_RUN,
+				      .run_last = NO_RUN,
+				      .tw_rec = &st};
 		number_runs(&c1, w, cut, 0);
 		c1.cur = w + cut, c1.cur_base = cut, c1.cur_len = n - cut;
 		c1.hist = w, c1.hist_len = cut;
