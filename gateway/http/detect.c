@@ -237,6 +237,18 @@ struct scan_ctx {
 	/* the digit run being read (number_runs): where its first digit and
 	 * its last digit so far are; NO_RUN outside a run */
 	uint64_t run_first, run_last;
+	/* what number_groups() counts of that run, so that a trigger that
+	 * opens no window costs no call: its digits, dots and '+' so far
+	 * (those of the run bytes before its first digit included), where
+	 * those bytes begin and the byte before them (RUN_BEFORE_UNSEEN:
+	 * not at hand when the run began) */
+	unsigned run_digits, run_dots;
+	bool run_plus;
+	int run_before;
+	uint64_t run_start;
+	/* number_groups() at groups_at, as number_trigger() just found them */
+	uint64_t groups_at;
+	unsigned groups;
 	struct v6_run v6;     /* the colon run being read (colon_runs) */
 	struct mail_run mail; /* the domain after an '@' being read (email_runs) */
 	struct tw_rec *tw_rec; /* the cross-check: record trigger words, run nothing */
@@ -2514,12 +2526,30 @@ static int run_queue(struct scan_ctx *c, uint64_t upto)
 
 /* A trigger of group grp ended at `at`: queue its window, merged with the
  * last window of the same group when they overlap. */
+/* The G_NUM_* groups of a run of [0-9 ().+-] with these counts, after the
+ * byte `before` (-1: none). */
+static unsigned groups_of(unsigned digits, unsigned dots, bool plus, int before)
+{
+	unsigned g = 0;
+	if (dots >= 3 || before == ':')
+		g |= 1u << G_NUM_IP; /* IPv4, IPv6 with an IPv4 tail */
+	if (before >= 'A' && before <= 'Z')
+		g |= 1u << G_NUM_IBAN; /* letters, then digits */
+	if ((digits >= 9 && digits <= 11) || (plus && digits >= 8))
+		g |= 1u << G_NUM_PHONE; /* SSN, NANP, E.164 */
+	if (digits >= 13)
+		g |= 1u << G_NUM_CARD;
+	return g;
+}
+
 /* Which number formats could the digit run that ends at `at` be? Dates,
  * versions, prices and counts are none: their confirmation is skipped. Errs
  * on the side of confirming; looks only left of `at`, so block and stream
  * decide alike. Returns a mask of G_NUM_* groups. */
 static unsigned number_groups(struct scan_ctx *c, uint64_t at)
 {
+	if (at == c->groups_at && at)
+		return c->groups; /* on_trigger() right after number_trigger() */
 	const unsigned all =
 		1u << G_NUM_PHONE | 1u << G_NUM_CARD | 1u << G_NUM_IBAN | 1u << G_NUM_IP;
 	uint64_t lo = at > 64 ? at - 64 : 0;
@@ -2546,17 +2576,7 @@ static unsigned number_groups(struct scan_ctx *c, uint64_t at)
 	}
 	if (i == 0 && lo > 0)
 		return all; /* a run longer than we looked at */
-	int before = i > 0 ? b[i - 1] : -1;
-	unsigned g = 0;
-	if (dots >= 3 || before == ':')
-		g |= 1u << G_NUM_IP; /* IPv4, IPv6 with an IPv4 tail */
-	if (before >= 'A' && before <= 'Z')
-		g |= 1u << G_NUM_IBAN; /* letters, then digits */
-	if ((digits >= 9 && digits <= 11) || (plus && digits >= 8))
-		g |= 1u << G_NUM_PHONE; /* SSN, NANP, E.164 */
-	if (digits >= 13)
-		g |= 1u << G_NUM_CARD;
-	return g;
+	return groups_of(digits, dots, plus, i > 0 ? b[i - 1] : -1);
 }
 
 static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at);
@@ -2918,9 +2938,10 @@ static inline unsigned long_run_bit(uint64_t d, uint64_t r)
 }
 
 /* Where number_runs must start reading a run byte by byte (see
- * long_run_bit), 64 bytes a step; n when there is none. The last bytes go
- * through a copy padded with zeros, their bits past n cleared (digits) or
- * set (run bytes: the run may go on in the next feed). */
+ * long_run_bit), 64 bytes a step; n when there is none. The last bytes are
+ * read again as part of the last 64 (a copy padded with zeros when there
+ * are fewer), their bits past n cleared (digits) or set (run bytes: the run
+ * may go on in the next feed). */
 __attribute__((target("avx2"))) static size_t next_run_avx2(const uint8_t *p, size_t i, size_t n)
 {
 	for (; i + 64 <= n; i += 64) {
@@ -2935,25 +2956,81 @@ __attribute__((target("avx2"))) static size_t next_run_avx2(const uint8_t *p, si
 	}
 	if (i >= n)
 		return n;
-	uint8_t pad[64] = {0};
-	memcpy(pad, p + i, n - i);
-	__m256i x = _mm256_loadu_si256((const __m256i *)pad);
-	__m256i y = _mm256_loadu_si256((const __m256i *)(pad + 32));
-	uint64_t valid = (1ull << (n - i)) - 1, d = digit_mask_avx2(x, y) & valid;
-	unsigned f = d ? long_run_bit(d, d | sep_mask_avx2(x, y) | ~valid) : 64;
+	__m256i x, y;
+	unsigned k = 0; /* bytes of the mask before i */
+	if (n >= 64) {
+		/* the last 64 bytes, read again from n - 64 */
+		k = (unsigned)(i - (n - 64));
+		x = _mm256_loadu_si256((const __m256i *)(p + n - 64));
+		y = _mm256_loadu_si256((const __m256i *)(p + n - 32));
+	} else {
+		uint8_t pad[64] = {0};
+		memcpy(pad, p + i, n - i);
+		x = _mm256_loadu_si256((const __m256i *)pad);
+		y = _mm256_loadu_si256((const __m256i *)(pad + 32));
+	}
+	uint64_t valid = ~0ull >> (64 - (n - i)), d = digit_mask_avx2(x, y) >> k & valid;
+	unsigned f = d ? long_run_bit(d, d | sep_mask_avx2(x, y) >> k | ~valid) : 64;
 	return f < 64 ? i + f : n;
 }
 #endif
 
-static void number_rec(struct scan_ctx *c, uint64_t at);
+static void number_rec(struct scan_ctx *c, uint64_t at, int g);
 
-/* A number trigger ends at `at` (the cross-check records it instead). */
+#define RUN_BEFORE_UNSEEN (-2)
+
+/* Stream byte off, known to be at hand. */
+static inline int run_byte_at(const struct scan_ctx *c, uint64_t off)
+{
+	return off >= c->cur_base ? c->cur[off - c->cur_base] : c->hist[off - hist_base(c)];
+}
+
+/* A run begins at stream offset `first`: number_groups() also counts the
+ * run bytes before it ("(415) ", "+1 "), up to 64 back. */
+static void run_begin(struct scan_ctx *c, uint64_t first)
+{
+	uint64_t s = first, stop = first > 64 ? first - 64 : 0;
+	if (stop < hist_base(c))
+		stop = hist_base(c);
+	c->run_first = c->run_last = first;
+	c->run_digits = 1, c->run_dots = 0, c->run_plus = false;
+	while (s > stop && run_byte(run_byte_at(c, s - 1))) {
+		int ch = run_byte_at(c, --s);
+		c->run_digits += is_digit(ch);
+		c->run_dots += ch == '.';
+		c->run_plus |= ch == '+';
+	}
+	c->run_start = s;
+	c->run_before = s == 0 ? -1 : s > stop ? run_byte_at(c, s - 1) : RUN_BEFORE_UNSEEN;
+}
+
+/* number_groups(c, at) from the counts of the run, or -1 when they cannot
+ * tell: number_groups() looks at the 64 bytes before `at`, and says "all"
+ * when the run fills them. */
+static int run_groups(const struct scan_ctx *c, uint64_t at)
+{
+	uint64_t lo = at > 64 ? at - 64 : 0;
+	if (lo < hist_base(c))
+		lo = hist_base(c);
+	if (c->run_before == RUN_BEFORE_UNSEEN || (c->run_start <= lo && lo > 0))
+		return -1;
+	return (int)groups_of(c->run_digits, c->run_dots, c->run_plus, c->run_before);
+}
+
+/* A number trigger ends at `at`. Dates, versions and the first groups of a
+ * phone number or an address open no window: on_trigger() is not called
+ * for them (the cross-check records every trigger instead). */
 static int number_trigger(struct scan_ctx *c, uint64_t at)
 {
+	int g = run_groups(c, at);
 	if (c->tw_rec) {
-		number_rec(c, at);
+		number_rec(c, at, g);
 		return 0;
 	}
+	if (g == 0)
+		return 0;
+	if (g > 0)
+		c->groups_at = at, c->groups = (unsigned)g;
 	return on_trigger(c, G_NUMBER, at);
 }
 
@@ -2977,12 +3054,13 @@ static int number_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t 
 				i = next_digit(p, i, n);
 			if (i == n)
 				break;
-			c->run_first = c->run_last = base + i++;
+			run_begin(c, base + i++);
 		}
 		for (; i < n; i++) {
 			uint64_t at = base + i;
 			if (is_digit(p[i])) {
 				c->run_last = at;
+				c->run_digits++;
 				continue;
 			}
 			if (c->run_last + 1 == at && c->run_last - c->run_first >= 6 &&
@@ -2993,6 +3071,8 @@ static int number_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t 
 				i++;
 				break;
 			}
+			c->run_dots += p[i] == '.';
+			c->run_plus |= p[i] == '+';
 		}
 	}
 	return 0;
@@ -4069,11 +4149,14 @@ out:
 	return rc;
 }
 
-static void number_rec(struct scan_ctx *c, uint64_t at)
+/* Record a number trigger; one whose groups run_groups() got wrong is
+ * recorded as group G_COUNT, which the reference never has. */
+static void number_rec(struct scan_ctx *c, uint64_t at, int g)
 {
 	if (c->tw_rec->n < CONFIRM_HITS) {
 		c->tw_rec->v[c->tw_rec->n][0] = at;
-		c->tw_rec->v[c->tw_rec->n++][1] = G_NUMBER;
+		c->tw_rec->v[c->tw_rec->n++][1] =
+			g < 0 || (unsigned)g == number_groups(c, at) ? G_NUMBER : G_COUNT;
 	}
 }
 
@@ -4100,12 +4183,49 @@ static void number_trigger_ref(const uint8_t *w, size_t n, struct tw_rec *h)
  * run bytes and letters up to 250 bytes (several 64-byte masks, runs across
  * them, the padded tail): the same ends in one block and in two feeds cut
  * at a random point. */
-static int check_number_runs(const struct detect_db *db, unsigned n_windows, char *err,
-			     size_t errlen)
+static int check_number_runs(const struct detect_db *db, struct detect_scratch *s,
+			     unsigned n_windows, char *err, size_t errlen)
 {
 	static const char *const piece[] = {
-		"1", "7", "0", "42", "2024",	"555", "0132", " ", " ", "  ", "(", ")",	"+",
-		"-", ".", "x", "ab", "percent", "\n",  ":",    ",", "/", "\n", "_", "\xc3\xa9",
+		"1",
+		"7",
+		"0",
+		"42",
+		"2024",
+		"555",
+		"0132",
+		" ",
+		" ",
+		"  ",
+		"(",
+		")",
+		"+",
+		"-",
+		".",
+		"x",
+		"ab",
+		"percent",
+		"\n",
+		":",
+		",",
+		"/",
+		"\n",
+		"_",
+		"\xc3\xa9",
+		/* what number_groups() reads: dots, '+', a letter or ':' before */
+		"10.20.30.40",
+		"+1 ",
+		"DE",
+		"Z",
+		"...",
+		"4111 1111 1111 1111",
+		"078-05-1120",
+		/* digits that span 6, 7 or 8 bytes: one byte decides */
+		" 123456 ",
+		" 1234567 ",
+		"x12-4567x",
+		"(12) 456",
+		" 12345678.",
 	};
 	const size_t n_piece = sizeof(piece) / sizeof(piece[0]);
 	uint64_t r = 0x853c49e6748fea9bull;
@@ -4127,6 +4247,7 @@ static int check_number_runs(const struct detect_db *db, unsigned n_windows, cha
 		struct tw_rec a = {0}, b = {0}, st = {0};
 		number_trigger_ref(w, n, &a);
 		struct scan_ctx c = {.db = db,
+				     .scr = s,
 				     .cur = w,
 				     .cur_len = n,
 				     .run_first = NO_RUN,
@@ -4136,6 +4257,7 @@ static int check_number_runs(const struct detect_db *db, unsigned n_windows, cha
 		number_runs_end(&c, n);
 		size_t cut = (size_t)(r >> 16) % (n + 1);
 		struct scan_ctx c1 = {.db = db,
+				      .scr = s,
 				      .cur = w,
 				      .cur_len = cut,
 				      .run_first = NO_RUN,
@@ -4164,7 +4286,7 @@ int detect_check_number_matchers(const struct detect_db *db, struct detect_scrat
 	int rc = check_trigger_words(db, s, n_windows / 4, err, errlen);
 	if (rc)
 		return rc;
-	rc = check_number_runs(db, n_windows / 4, err, errlen);
+	rc = check_number_runs(db, s, n_windows / 4, err, errlen);
 	if (rc)
 		return rc;
 	static const char *const piece[] = {
