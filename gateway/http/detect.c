@@ -420,6 +420,19 @@ static const char *const gtlds[] = {
 	"tips",	      "town",	   "uno",	  "vote",	 "xn--p1ai",
 };
 
+/* s[0, n) is lit (lower case), ASCII letters in either case: what
+ * strlen(lit) == n && !strncasecmp(s, lit, n) says, without two calls per
+ * list entry (v_email reads two lists for every address). */
+static bool lit_is_ci(const char *lit, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)s[i];
+		if (!lit[i] || (ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch) != lit[i])
+			return false;
+	}
+	return !lit[n];
+}
+
 static bool v_email(struct cand *c)
 {
 	trim_tail(c, email_tail);
@@ -466,16 +479,14 @@ static bool v_email(struct cand *c)
 	const char *tld = (const char *)d + tld_start;
 	/* first letter first: these lists run for every address candidate */
 	for (size_t i = 0; i < sizeof(file_ext) / sizeof(file_ext[0]); i++)
-		if (file_ext[i][0] == (tld[0] | 0x20) && strlen(file_ext[i]) == tl &&
-		    !strncasecmp(tld, file_ext[i], tl))
+		if (file_ext[i][0] == (tld[0] | 0x20) && lit_is_ci(file_ext[i], tld, tl))
 			return false;
 	/* Any two-letter TLD (country codes), longer ones from a list: code
 	 * like "obj@method.call" or "pkg@scope.internal" is not an address. */
 	if (tl == 2)
 		return true;
 	for (size_t i = 0; i < sizeof(gtlds) / sizeof(gtlds[0]); i++)
-		if (gtlds[i][0] == (tld[0] | 0x20) && strlen(gtlds[i]) == tl &&
-		    !strncasecmp(tld, gtlds[i], tl))
+		if (gtlds[i][0] == (tld[0] | 0x20) && lit_is_ci(gtlds[i], tld, tl))
 			return true;
 	return false;
 }
@@ -2833,24 +2844,51 @@ static inline bool colon_may_run(const uint8_t *p, size_t at, size_t n)
 }
 
 #ifdef SKIP_AVX2
-/* next_colon, 64 bytes a step, up to the last 64 bytes (returns where it
- * stopped when it found nothing). */
+/* Colon bits of the 64 bytes at a. */
+__attribute__((target("avx2"))) static inline uint64_t colon_mask_avx2(const uint8_t *a)
+{
+	const __m256i colon = _mm256_set1_epi8(':');
+	__m256i x = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)a), colon);
+	__m256i y = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(a + 32)), colon);
+	return (uint32_t)_mm256_movemask_epi8(x) | (uint64_t)(uint32_t)_mm256_movemask_epi8(y)
+							   << 32;
+}
+
+/* next_colon for n >= 64: 128 bytes a step while there is no ':' (one
+ * test for four compares), then 64; the last bytes are read again as the
+ * last 64. */
 __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, size_t i, size_t n)
 {
 	const __m256i colon = _mm256_set1_epi8(':');
-	for (; i + 64 <= n; i += 64) {
-		__m256i a = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), colon);
-		__m256i b =
-			_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i + 32)), colon);
-		uint64_t m = (uint32_t)_mm256_movemask_epi8(a) |
-			     (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
+	for (; i + 128 <= n; i += 128) {
+		const __m256i *q = (const __m256i *)(p + i);
+		__m256i any = _mm256_or_si256(
+			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q), colon),
+					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 1), colon)),
+			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 2), colon),
+					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 3), colon)));
+		if (_mm256_testz_si256(any, any))
+			continue;
+		for (size_t h = 0; h < 128; h += 64)
+			for (uint64_t m = colon_mask_avx2(p + i + h); m; m &= m - 1) {
+				size_t at = i + h + (size_t)__builtin_ctzll(m);
+				if (colon_may_run(p, at, n))
+					return at;
+			}
+	}
+	for (; i < n; i += 64) {
+		uint64_t m;
+		if (i + 64 <= n)
+			m = colon_mask_avx2(p + i);
+		else
+			m = colon_mask_avx2(p + n - 64) >> (i - (n - 64));
 		for (; m; m &= m - 1) {
 			size_t at = i + (size_t)__builtin_ctzll(m);
 			if (colon_may_run(p, at, n))
 				return at;
 		}
 	}
-	return i;
+	return n;
 }
 #endif
 
@@ -2859,11 +2897,8 @@ __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, 
 static size_t next_colon(const uint8_t *p, size_t i, size_t n)
 {
 #ifdef SKIP_AVX2
-	if (__builtin_cpu_supports("avx2")) {
-		i = next_colon_avx2(p, i, n);
-		if (i + 64 <= n)
-			return i;
-	}
+	if (n >= 64 && __builtin_cpu_supports("avx2"))
+		return next_colon_avx2(p, i, n);
 #endif
 	for (;; i++) {
 		const uint8_t *q = memchr(p + i, ':', n - i);
