@@ -237,6 +237,18 @@ struct scan_ctx {
 	/* the digit run being read (number_runs): where its first digit and
 	 * its last digit so far are; NO_RUN outside a run */
 	uint64_t run_first, run_last;
+	/* what number_groups() counts of that run, so that a trigger that
+	 * opens no window costs no call: its digits, dots and '+' so far
+	 * (those of the run bytes before its first digit included), where
+	 * those bytes begin and the byte before them (RUN_BEFORE_UNSEEN:
+	 * not at hand when the run began) */
+	unsigned run_digits, run_dots;
+	bool run_plus;
+	int run_before;
+	uint64_t run_start;
+	/* number_groups() at groups_at, as number_trigger() just found them */
+	uint64_t groups_at;
+	unsigned groups;
 	struct v6_run v6;     /* the colon run being read (colon_runs) */
 	struct mail_run mail; /* the domain after an '@' being read (email_runs) */
 	struct tw_rec *tw_rec; /* the cross-check: record trigger words, run nothing */
@@ -408,6 +420,19 @@ static const char *const gtlds[] = {
 	"tips",	      "town",	   "uno",	  "vote",	 "xn--p1ai",
 };
 
+/* s[0, n) is lit (lower case), ASCII letters in either case: what
+ * strlen(lit) == n && !strncasecmp(s, lit, n) says, without two calls per
+ * list entry (v_email reads two lists for every address). */
+static bool lit_is_ci(const char *lit, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)s[i];
+		if (!lit[i] || (ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch) != lit[i])
+			return false;
+	}
+	return !lit[n];
+}
+
 static bool v_email(struct cand *c)
 {
 	trim_tail(c, email_tail);
@@ -454,16 +479,14 @@ static bool v_email(struct cand *c)
 	const char *tld = (const char *)d + tld_start;
 	/* first letter first: these lists run for every address candidate */
 	for (size_t i = 0; i < sizeof(file_ext) / sizeof(file_ext[0]); i++)
-		if (file_ext[i][0] == (tld[0] | 0x20) && strlen(file_ext[i]) == tl &&
-		    !strncasecmp(tld, file_ext[i], tl))
+		if (file_ext[i][0] == (tld[0] | 0x20) && lit_is_ci(file_ext[i], tld, tl))
 			return false;
 	/* Any two-letter TLD (country codes), longer ones from a list: code
 	 * like "obj@method.call" or "pkg@scope.internal" is not an address. */
 	if (tl == 2)
 		return true;
 	for (size_t i = 0; i < sizeof(gtlds) / sizeof(gtlds[0]); i++)
-		if (gtlds[i][0] == (tld[0] | 0x20) && strlen(gtlds[i]) == tl &&
-		    !strncasecmp(tld, gtlds[i], tl))
+		if (gtlds[i][0] == (tld[0] | 0x20) && lit_is_ci(gtlds[i], tld, tl))
 			return true;
 	return false;
 }
@@ -2169,6 +2192,58 @@ static int on_any_hit(unsigned pat, unsigned long long from, unsigned long long 
 	return 1;
 }
 
+#ifdef SKIP_AVX2
+/* Digit bits of the 64 bytes at a: a digit plus 0x46 is 0x76..0x7f, the
+ * only bytes that become greater than 0x75 as signed bytes. */
+__attribute__((target("avx2"))) static inline uint64_t digit_mask_avx2(__m256i x, __m256i y)
+{
+	const __m256i up = _mm256_set1_epi8(0x46), top = _mm256_set1_epi8(0x75);
+	__m256i dx = _mm256_cmpgt_epi8(_mm256_add_epi8(x, up), top);
+	__m256i dy = _mm256_cmpgt_epi8(_mm256_add_epi8(y, up), top);
+	return (uint32_t)_mm256_movemask_epi8(dx) | (uint64_t)(uint32_t)_mm256_movemask_epi8(dy)
+							    << 32;
+}
+
+/* Digit bits of w[0, n) into words[], 64 bytes a step; returns where the
+ * bytes left (fewer than 64) begin. */
+__attribute__((target("avx2"))) static size_t digit_words_avx2(const uint8_t *w, size_t n,
+							       uint64_t *words)
+{
+	size_t i = 0;
+	for (; i + 64 <= n; i += 64)
+		words[i / 64] = digit_mask_avx2(_mm256_loadu_si256((const __m256i *)(w + i)),
+						_mm256_loadu_si256((const __m256i *)(w + i + 32)));
+	return i;
+}
+#endif
+
+/* Window matchers act only where a digit is followed by a non-digit (or
+ * the end): every IP and phone pattern ends so, and a test per byte cost
+ * ~15 instructions a byte of window. Bit k of ends[j]: w[64j + k] is
+ * such a digit. Returns the number of words, SIZE_MAX when the window is
+ * longer than a merged confirmation range can be. */
+#define ENDS_WORDS ((CONFIRM_RANGE_MAX + 63) / 64)
+
+static size_t digit_end_words(const uint8_t *w, size_t n, uint64_t *ends)
+{
+	size_t nw = (n + 63) / 64, i = 0;
+	if (nw > ENDS_WORDS)
+		return SIZE_MAX;
+	memset(ends, 0, nw * sizeof(*ends));
+#ifdef SKIP_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		i = digit_words_avx2(w, n, ends);
+#endif
+	for (; i < n; i++)
+		if (is_digit(w[i]))
+			ends[i / 64] |= 1ull << (i % 64);
+	for (size_t j = 0; j < nw; j++) {
+		uint64_t next = j + 1 < nw ? ends[j + 1] & 1 : 0;
+		ends[j] &= ~(ends[j] >> 1 | next << 63);
+	}
+	return nw;
+}
+
 /* The G_NUM_IP CONF patterns, matched in C over w[0, n) (a window; \\z is
  * its end) exactly as their Hyperscan block scan reports them, in end
  * order: the IPv4 one with its leftmost start, the IPv6-with-IPv4-tail one
@@ -2182,47 +2257,66 @@ static unsigned digits_back(const uint8_t *w, size_t i, unsigned max)
 	return k;
 }
 
+/* One digit end qe of an IP window (w[qe - 1] a digit, w[qe] not or
+ * qe == n): the hits that end there, after the nh before them. */
+static unsigned ip_end_hits(const uint8_t *w, size_t n, size_t qe, unsigned *kind, size_t *from,
+			    size_t *to, unsigned nh)
+{
+	/* three groups of 1-3 digits after a dot, back from qe */
+	size_t i = qe;
+	bool ok = true;
+	for (int g = 0; g < 3 && ok; g++) {
+		unsigned k = digits_back(w, i, 3);
+		ok = k >= 1 && k <= 3 && i > k && w[i - k - 1] == '.';
+		i -= k + 1;
+	}
+	if (!ok)
+		return nh;
+	unsigned k0 = digits_back(w, i, 3); /* the first group: its last 1-3 digits */
+	if (k0 == 0)
+		return nh;
+	size_t s = i - (k0 > 3 ? 3 : k0);
+	int rc = qe < n ? w[qe] : -1, rc2 = qe + 1 < n ? w[qe + 1] : -1;
+	size_t e4 = 0;
+	if (rc < 0)
+		e4 = n;
+	else if (rc == '.' && rc2 < 0)
+		e4 = n;
+	else if (rc == '.' && !is_alnum(rc2))
+		e4 = qe + 2;
+	else if (rc != '.' && !is_alnum(rc))
+		e4 = qe + 1;
+	if (e4) {
+		kind[nh] = IP_V4, from[nh] = s, to[nh++] = e4;
+	}
+	/* ":" right before a first group of 1-3 digits */
+	if (k0 <= 3 && s > 0 && w[s - 1] == ':' &&
+	    (rc < 0 || !(is_alnum(rc) || rc == '_' || rc == ':' || rc == '.'))) {
+		kind[nh] = IP_V6_TAIL, from[nh] = 0, to[nh++] = rc < 0 ? n : qe + 1;
+	}
+	return nh;
+}
+
 static unsigned ip_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from, size_t *to,
 			       unsigned cap)
 {
+	uint64_t ends[ENDS_WORDS];
 	unsigned nh = 0;
+	size_t nw = digit_end_words(w, n, ends);
 
-	for (size_t qe = 1; qe <= n && nh + 2 <= cap; qe++) {
-		if (!is_digit(w[qe - 1]) || (qe < n && is_digit(w[qe])))
-			continue;
-		/* three groups of 1-3 digits after a dot, back from qe */
-		size_t i = qe;
-		bool ok = true;
-		for (int g = 0; g < 3 && ok; g++) {
-			unsigned k = digits_back(w, i, 3);
-			ok = k >= 1 && k <= 3 && i > k && w[i - k - 1] == '.';
-			i -= k + 1;
-		}
-		if (!ok)
-			continue;
-		unsigned k0 = digits_back(w, i, 3); /* the first group: its last 1-3 digits */
-		if (k0 == 0)
-			continue;
-		size_t s = i - (k0 > 3 ? 3 : k0);
-		int rc = qe < n ? w[qe] : -1, rc2 = qe + 1 < n ? w[qe + 1] : -1;
-		size_t e4 = 0;
-		if (rc < 0)
-			e4 = n;
-		else if (rc == '.' && rc2 < 0)
-			e4 = n;
-		else if (rc == '.' && !is_alnum(rc2))
-			e4 = qe + 2;
-		else if (rc != '.' && !is_alnum(rc))
-			e4 = qe + 1;
-		if (e4) {
-			kind[nh] = IP_V4, from[nh] = s, to[nh++] = e4;
-		}
-		/* ":" right before a first group of 1-3 digits */
-		if (k0 <= 3 && s > 0 && w[s - 1] == ':' &&
-		    (rc < 0 || !(is_alnum(rc) || rc == '_' || rc == ':' || rc == '.'))) {
-			kind[nh] = IP_V6_TAIL, from[nh] = 0, to[nh++] = rc < 0 ? n : qe + 1;
-		}
+	if (nw == SIZE_MAX) {
+		for (size_t qe = 1; qe <= n && nh + 2 <= cap; qe++)
+			if (is_digit(w[qe - 1]) && (qe == n || !is_digit(w[qe])))
+				nh = ip_end_hits(w, n, qe, kind, from, to, nh);
+		return nh;
 	}
+	for (size_t j = 0; j < nw; j++)
+		for (uint64_t m = ends[j]; m; m &= m - 1) {
+			if (nh + 2 > cap)
+				return nh;
+			nh = ip_end_hits(w, n, 64 * j + (size_t)__builtin_ctzll(m) + 1, kind, from,
+					 to, nh);
+		}
 	return nh;
 }
 
@@ -2294,62 +2388,83 @@ static bool ssn_keyword_at(const uint8_t *w, size_t k)
 	return false;
 }
 
+/* One digit end q of a phone window (w[q - 1] a digit, w[q] not or
+ * q == n; every pattern of the group ends with a digit and then a byte
+ * that is not one): the hits that end there, after the nh before them. */
+static unsigned phone_end_hits(const uint8_t *w, size_t n, size_t q, bool plus, unsigned *kind,
+			       size_t *from, size_t *to, unsigned nh)
+{
+	int rc = q < n ? w[q] : -1;
+	bool end_num = rc < 0 || !is_alnum(rc);		      /* (?:[^0-9A-Za-z]|\z) */
+	bool end_nd = rc < 0 || (!is_digit(rc) && rc != '-'); /* (?:[^0-9-]|\z) */
+	size_t e = rc < 0 ? n : q + 1;
+
+	if (end_num && plus) { /* \+[1-9][0-9 ().-]{6,20}[0-9] */
+		size_t k = q - 1;
+		while (k > 0 && q - k < 32 && e164_byte(w[k - 1]))
+			k--;
+		/* k: first byte of the run of class bytes before the last digit */
+		if (k >= 1 && w[k - 1] == '+' && k < q - 1 && w[k] >= '1' && w[k] <= '9' &&
+		    q - 1 - (k + 1) >= 6 && q - 1 - (k + 1) <= 20)
+			kind[nh] = PH_E164, from[nh] = 0, to[nh++] = e;
+	}
+	if (end_nd && q >= 12 && digits_at(w, q - 4, 4) && sep_ok(w[q - 5]) && d29(w[q - 8]) &&
+	    digits_at(w, q - 7, 2)) {
+		size_t a = q - 8; /* NNN starts here */
+		bool ok = a >= 4 && sep_ok(w[a - 1]) && d29(w[a - 4]) && digits_at(w, a - 3, 2);
+		ok = ok || (a >= 5 && w[a - 1] == ')' && w[a - 5] == '(' && d29(w[a - 4]) &&
+			    digits_at(w, a - 3, 2));
+		ok = ok || (a >= 6 && w[a - 1] == ' ' && w[a - 2] == ')' && w[a - 6] == '(' &&
+			    d29(w[a - 5]) && digits_at(w, a - 4, 2));
+		if (ok)
+			kind[nh] = PH_NANP, from[nh] = 0, to[nh++] = e;
+	}
+	if (q >= 11 && digits_at(w, q - 4, 4) && digits_at(w, q - 7, 2) &&
+	    digits_at(w, q - 11, 3)) {
+		if (end_nd && w[q - 5] == '-' && w[q - 8] == '-')
+			kind[nh] = PH_SSN_DASH, from[nh] = q - 11, to[nh++] = e;
+		if (end_num && w[q - 5] == ' ' && w[q - 8] == ' ')
+			kind[nh] = PH_SSN_SPACE, from[nh] = q - 11, to[nh++] = e;
+	}
+	if (end_num && q >= 10 && digits_at(w, q - 9, 9) && !is_digit(w[q - 10])) {
+		/* keyword, then up to 20 bytes that are neither digits nor \n */
+		bool hit = false;
+		for (size_t k = q - 9, gap = 0;; k--, gap++) {
+			if (ssn_keyword_at(w, k)) {
+				hit = true;
+				break;
+			}
+			if (gap == 20 || k == 0 || is_digit(w[k - 1]) || w[k - 1] == '\n')
+				break;
+		}
+		if (hit)
+			kind[nh] = PH_SSN_KEY, from[nh] = 0, to[nh++] = e;
+	}
+	return nh;
+}
+
 static unsigned phone_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from,
 				  size_t *to, unsigned cap)
 {
+	uint64_t ends[ENDS_WORDS];
 	unsigned nh = 0;
+	size_t nw = digit_end_words(w, n, ends);
+	/* most windows hold no '+': the E.164 look back need not run */
+	bool plus = n && memchr(w, '+', n);
 
-	for (size_t q = 1; q <= n && nh + PH_COUNT <= cap; q++) {
-		if (!is_digit(w[q - 1]))
-			continue;
-		int rc = q < n ? w[q] : -1;
-		bool end_num = rc < 0 || !is_alnum(rc);		      /* (?:[^0-9A-Za-z]|\z) */
-		bool end_nd = rc < 0 || (!is_digit(rc) && rc != '-'); /* (?:[^0-9-]|\z) */
-		size_t e = rc < 0 ? n : q + 1;
-
-		if (end_num) { /* \+[1-9][0-9 ().-]{6,20}[0-9] */
-			size_t k = q - 1;
-			while (k > 0 && q - k < 32 && e164_byte(w[k - 1]))
-				k--;
-			/* k: first byte of the run of class bytes before the last digit */
-			if (k >= 1 && w[k - 1] == '+' && k < q - 1 && w[k] >= '1' && w[k] <= '9' &&
-			    q - 1 - (k + 1) >= 6 && q - 1 - (k + 1) <= 20)
-				kind[nh] = PH_E164, from[nh] = 0, to[nh++] = e;
-		}
-		if (end_nd && q >= 12 && digits_at(w, q - 4, 4) && sep_ok(w[q - 5]) &&
-		    d29(w[q - 8]) && digits_at(w, q - 7, 2)) {
-			size_t a = q - 8; /* NNN starts here */
-			bool ok = a >= 4 && sep_ok(w[a - 1]) && d29(w[a - 4]) &&
-				  digits_at(w, a - 3, 2);
-			ok = ok || (a >= 5 && w[a - 1] == ')' && w[a - 5] == '(' && d29(w[a - 4]) &&
-				    digits_at(w, a - 3, 2));
-			ok = ok || (a >= 6 && w[a - 1] == ' ' && w[a - 2] == ')' &&
-				    w[a - 6] == '(' && d29(w[a - 5]) && digits_at(w, a - 4, 2));
-			if (ok)
-				kind[nh] = PH_NANP, from[nh] = 0, to[nh++] = e;
-		}
-		if (q >= 11 && digits_at(w, q - 4, 4) && digits_at(w, q - 7, 2) &&
-		    digits_at(w, q - 11, 3)) {
-			if (end_nd && w[q - 5] == '-' && w[q - 8] == '-')
-				kind[nh] = PH_SSN_DASH, from[nh] = q - 11, to[nh++] = e;
-			if (end_num && w[q - 5] == ' ' && w[q - 8] == ' ')
-				kind[nh] = PH_SSN_SPACE, from[nh] = q - 11, to[nh++] = e;
-		}
-		if (end_num && q >= 10 && digits_at(w, q - 9, 9) && !is_digit(w[q - 10])) {
-			/* keyword, then up to 20 bytes that are neither digits nor \n */
-			bool hit = false;
-			for (size_t k = q - 9, gap = 0;; k--, gap++) {
-				if (ssn_keyword_at(w, k)) {
-					hit = true;
-					break;
-				}
-				if (gap == 20 || k == 0 || is_digit(w[k - 1]) || w[k - 1] == '\n')
-					break;
-			}
-			if (hit)
-				kind[nh] = PH_SSN_KEY, from[nh] = 0, to[nh++] = e;
-		}
+	if (nw == SIZE_MAX) {
+		for (size_t q = 1; q <= n && nh + PH_COUNT <= cap; q++)
+			if (is_digit(w[q - 1]) && (q == n || !is_digit(w[q])))
+				nh = phone_end_hits(w, n, q, plus, kind, from, to, nh);
+		return nh;
 	}
+	for (size_t j = 0; j < nw; j++)
+		for (uint64_t m = ends[j]; m; m &= m - 1) {
+			if (nh + PH_COUNT > cap)
+				return nh;
+			nh = phone_end_hits(w, n, 64 * j + (size_t)__builtin_ctzll(m) + 1, plus,
+					    kind, from, to, nh);
+		}
 	return nh;
 }
 
@@ -2422,12 +2537,30 @@ static int run_queue(struct scan_ctx *c, uint64_t upto)
 
 /* A trigger of group grp ended at `at`: queue its window, merged with the
  * last window of the same group when they overlap. */
+/* The G_NUM_* groups of a run of [0-9 ().+-] with these counts, after the
+ * byte `before` (-1: none). */
+static unsigned groups_of(unsigned digits, unsigned dots, bool plus, int before)
+{
+	unsigned g = 0;
+	if (dots >= 3 || before == ':')
+		g |= 1u << G_NUM_IP; /* IPv4, IPv6 with an IPv4 tail */
+	if (before >= 'A' && before <= 'Z')
+		g |= 1u << G_NUM_IBAN; /* letters, then digits */
+	if ((digits >= 9 && digits <= 11) || (plus && digits >= 8))
+		g |= 1u << G_NUM_PHONE; /* SSN, NANP, E.164 */
+	if (digits >= 13)
+		g |= 1u << G_NUM_CARD;
+	return g;
+}
+
 /* Which number formats could the digit run that ends at `at` be? Dates,
  * versions, prices and counts are none: their confirmation is skipped. Errs
  * on the side of confirming; looks only left of `at`, so block and stream
  * decide alike. Returns a mask of G_NUM_* groups. */
 static unsigned number_groups(struct scan_ctx *c, uint64_t at)
 {
+	if (at == c->groups_at && at)
+		return c->groups; /* on_trigger() right after number_trigger() */
 	const unsigned all =
 		1u << G_NUM_PHONE | 1u << G_NUM_CARD | 1u << G_NUM_IBAN | 1u << G_NUM_IP;
 	uint64_t lo = at > 64 ? at - 64 : 0;
@@ -2454,17 +2587,7 @@ static unsigned number_groups(struct scan_ctx *c, uint64_t at)
 	}
 	if (i == 0 && lo > 0)
 		return all; /* a run longer than we looked at */
-	int before = i > 0 ? b[i - 1] : -1;
-	unsigned g = 0;
-	if (dots >= 3 || before == ':')
-		g |= 1u << G_NUM_IP; /* IPv4, IPv6 with an IPv4 tail */
-	if (before >= 'A' && before <= 'Z')
-		g |= 1u << G_NUM_IBAN; /* letters, then digits */
-	if ((digits >= 9 && digits <= 11) || (plus && digits >= 8))
-		g |= 1u << G_NUM_PHONE; /* SSN, NANP, E.164 */
-	if (digits >= 13)
-		g |= 1u << G_NUM_CARD;
-	return g;
+	return groups_of(digits, dots, plus, i > 0 ? b[i - 1] : -1);
 }
 
 static int queue_window(struct scan_ctx *c, unsigned grp, uint64_t at);
@@ -2744,41 +2867,51 @@ static inline bool colon_may_run(const uint8_t *p, size_t at, size_t n)
 }
 
 #ifdef SKIP_AVX2
-/* next_digit and next_colon, 64 bytes a step, up to the last 64 bytes
- * (returns where it stopped when it found nothing). */
-__attribute__((target("avx2"))) static size_t next_digit_avx2(const uint8_t *p, size_t i, size_t n)
+/* Colon bits of the 64 bytes at a. */
+__attribute__((target("avx2"))) static inline uint64_t colon_mask_avx2(const uint8_t *a)
 {
-	const __m256i zero = _mm256_set1_epi8('0'), nine = _mm256_set1_epi8(9);
-	for (; i + 64 <= n; i += 64) {
-		__m256i a = _mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), zero);
-		__m256i b =
-			_mm256_sub_epi8(_mm256_loadu_si256((const __m256i *)(p + i + 32)), zero);
-		a = _mm256_cmpeq_epi8(_mm256_min_epu8(a, nine), a);
-		b = _mm256_cmpeq_epi8(_mm256_min_epu8(b, nine), b);
-		uint64_t m = (uint32_t)_mm256_movemask_epi8(a) |
-			     (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
-		if (m)
-			return i + (size_t)__builtin_ctzll(m);
-	}
-	return i;
+	const __m256i colon = _mm256_set1_epi8(':');
+	__m256i x = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)a), colon);
+	__m256i y = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(a + 32)), colon);
+	return (uint32_t)_mm256_movemask_epi8(x) | (uint64_t)(uint32_t)_mm256_movemask_epi8(y)
+							   << 32;
 }
 
+/* next_colon for n >= 64: 128 bytes a step while there is no ':' (one
+ * test for four compares), then 64; the last bytes are read again as the
+ * last 64. */
 __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, size_t i, size_t n)
 {
 	const __m256i colon = _mm256_set1_epi8(':');
-	for (; i + 64 <= n; i += 64) {
-		__m256i a = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), colon);
-		__m256i b =
-			_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i + 32)), colon);
-		uint64_t m = (uint32_t)_mm256_movemask_epi8(a) |
-			     (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
+	for (; i + 128 <= n; i += 128) {
+		const __m256i *q = (const __m256i *)(p + i);
+		__m256i any = _mm256_or_si256(
+			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q), colon),
+					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 1), colon)),
+			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 2), colon),
+					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 3), colon)));
+		if (_mm256_testz_si256(any, any))
+			continue;
+		for (size_t h = 0; h < 128; h += 64)
+			for (uint64_t m = colon_mask_avx2(p + i + h); m; m &= m - 1) {
+				size_t at = i + h + (size_t)__builtin_ctzll(m);
+				if (colon_may_run(p, at, n))
+					return at;
+			}
+	}
+	for (; i < n; i += 64) {
+		uint64_t m;
+		if (i + 64 <= n)
+			m = colon_mask_avx2(p + i);
+		else
+			m = colon_mask_avx2(p + n - 64) >> (i - (n - 64));
 		for (; m; m &= m - 1) {
 			size_t at = i + (size_t)__builtin_ctzll(m);
 			if (colon_may_run(p, at, n))
 				return at;
 		}
 	}
-	return i;
+	return n;
 }
 #endif
 
@@ -2787,11 +2920,8 @@ __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, 
 static size_t next_colon(const uint8_t *p, size_t i, size_t n)
 {
 #ifdef SKIP_AVX2
-	if (__builtin_cpu_supports("avx2")) {
-		i = next_colon_avx2(p, i, n);
-		if (i + 64 <= n)
-			return i;
-	}
+	if (n >= 64 && __builtin_cpu_supports("avx2"))
+		return next_colon_avx2(p, i, n);
 #endif
 	for (;; i++) {
 		const uint8_t *q = memchr(p + i, ':', n - i);
@@ -2803,17 +2933,10 @@ static size_t next_colon(const uint8_t *p, size_t i, size_t n)
 	}
 }
 
-/* The first digit in p[i, n), or n. Prose has few digits: 64 bytes a step
- * with AVX2, 16 with SSE2. */
+/* The first digit in p[i, n), or n: without AVX2 (next_run_avx2 otherwise).
+ * Prose has few digits: 16 bytes a step with SSE2. */
 static size_t next_digit(const uint8_t *p, size_t i, size_t n)
 {
-#ifdef SKIP_AVX2
-	if (__builtin_cpu_supports("avx2")) {
-		i = next_digit_avx2(p, i, n);
-		if (i + 64 <= n)
-			return i;
-	}
-#endif
 #ifdef __SSE2__
 	const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
 	for (; i + 16 <= n; i += 16) {
@@ -2835,6 +2958,140 @@ static bool run_byte(int ch)
 	       ch == '-';
 }
 
+#ifdef SKIP_AVX2
+/* Bits of ' ' ( ) + - . in the 64 bytes at a: they are 0x20 + {0, 8, 9,
+ * 0xb, 0xd, 0xe}, and the byte minus 0x20, saturated past 0x7f unless it
+ * is below 16, is a pshufb index that finds them. */
+__attribute__((target("avx2"))) static inline uint64_t sep_mask_avx2(__m256i x, __m256i y)
+{
+	const __m256i tbl =
+		_mm256_setr_epi8(-128, 0, 0, 0, 0, 0, 0, 0, -128, -128, 0, -128, 0, -128, -128, 0,
+				 -128, 0, 0, 0, 0, 0, 0, 0, -128, -128, 0, -128, 0, -128, -128, 0);
+	const __m256i sp = _mm256_set1_epi8(0x20), up = _mm256_set1_epi8(0x70);
+	__m256i px = _mm256_shuffle_epi8(tbl, _mm256_adds_epu8(_mm256_sub_epi8(x, sp), up));
+	__m256i py = _mm256_shuffle_epi8(tbl, _mm256_adds_epu8(_mm256_sub_epi8(y, sp), up));
+	return (uint32_t)_mm256_movemask_epi8(px) | (uint64_t)(uint32_t)_mm256_movemask_epi8(py)
+							    << 32;
+}
+
+/* The runs of one 64-byte mask (d: digits, r: run_byte bytes): the bit of
+ * the first digit whose run could reach a trigger — its digits span 7
+ * bytes or more — or goes past the mask; 64 when every run ends inside it
+ * and short. Such a run is skipped whole, as the byte loop would have
+ * ended it: most digits in prose are "3", "2024", "99.9 percent". */
+static inline unsigned long_run_bit(uint64_t d, uint64_t r)
+{
+	while (d) {
+		unsigned f = (unsigned)__builtin_ctzll(d);
+		uint64_t end = ~r & (~0ull << f);
+		if (!end)
+			return f;
+		unsigned e = (unsigned)__builtin_ctzll(end);
+		uint64_t seg = d & ((1ull << e) - 1); /* e > f: bit f is a digit */
+		if (63u - (unsigned)__builtin_clzll(seg) - f >= 6)
+			return f;
+		d &= ~0ull << e;
+	}
+	return 64;
+}
+
+/* Where number_runs must start reading a run byte by byte (see
+ * long_run_bit), 64 bytes a step; n when there is none. The last bytes are
+ * read again as part of the last 64 (a copy padded with zeros when there
+ * are fewer), their bits past n cleared (digits) or set (run bytes: the run
+ * may go on in the next feed). */
+__attribute__((target("avx2"))) static size_t next_run_avx2(const uint8_t *p, size_t i, size_t n)
+{
+	for (; i + 64 <= n; i += 64) {
+		__m256i x = _mm256_loadu_si256((const __m256i *)(p + i));
+		__m256i y = _mm256_loadu_si256((const __m256i *)(p + i + 32));
+		uint64_t d = digit_mask_avx2(x, y);
+		if (!d)
+			continue;
+		unsigned f = long_run_bit(d, d | sep_mask_avx2(x, y));
+		if (f < 64)
+			return i + f;
+	}
+	if (i >= n)
+		return n;
+	__m256i x, y;
+	unsigned k = 0; /* bytes of the mask before i */
+	if (n >= 64) {
+		/* the last 64 bytes, read again from n - 64 */
+		k = (unsigned)(i - (n - 64));
+		x = _mm256_loadu_si256((const __m256i *)(p + n - 64));
+		y = _mm256_loadu_si256((const __m256i *)(p + n - 32));
+	} else {
+		uint8_t pad[64] = {0};
+		memcpy(pad, p + i, n - i);
+		x = _mm256_loadu_si256((const __m256i *)pad);
+		y = _mm256_loadu_si256((const __m256i *)(pad + 32));
+	}
+	uint64_t valid = ~0ull >> (64 - (n - i)), d = digit_mask_avx2(x, y) >> k & valid;
+	unsigned f = d ? long_run_bit(d, d | sep_mask_avx2(x, y) >> k | ~valid) : 64;
+	return f < 64 ? i + f : n;
+}
+#endif
+
+static void number_rec(struct scan_ctx *c, uint64_t at, int g);
+
+#define RUN_BEFORE_UNSEEN (-2)
+
+/* Stream byte off, known to be at hand. */
+static inline int run_byte_at(const struct scan_ctx *c, uint64_t off)
+{
+	return off >= c->cur_base ? c->cur[off - c->cur_base] : c->hist[off - hist_base(c)];
+}
+
+/* A run begins at stream offset `first`: number_groups() also counts the
+ * run bytes before it ("(415) ", "+1 "), up to 64 back. */
+static void run_begin(struct scan_ctx *c, uint64_t first)
+{
+	uint64_t s = first, stop = first > 64 ? first - 64 : 0;
+	if (stop < hist_base(c))
+		stop = hist_base(c);
+	c->run_first = c->run_last = first;
+	c->run_digits = 1, c->run_dots = 0, c->run_plus = false;
+	while (s > stop && run_byte(run_byte_at(c, s - 1))) {
+		int ch = run_byte_at(c, --s);
+		c->run_digits += is_digit(ch);
+		c->run_dots += ch == '.';
+		c->run_plus |= ch == '+';
+	}
+	c->run_start = s;
+	c->run_before = s == 0 ? -1 : s > stop ? run_byte_at(c, s - 1) : RUN_BEFORE_UNSEEN;
+}
+
+/* number_groups(c, at) from the counts of the run, or -1 when they cannot
+ * tell: number_groups() looks at the 64 bytes before `at`, and says "all"
+ * when the run fills them. */
+static int run_groups(const struct scan_ctx *c, uint64_t at)
+{
+	uint64_t lo = at > 64 ? at - 64 : 0;
+	if (lo < hist_base(c))
+		lo = hist_base(c);
+	if (c->run_before == RUN_BEFORE_UNSEEN || (c->run_start <= lo && lo > 0))
+		return -1;
+	return (int)groups_of(c->run_digits, c->run_dots, c->run_plus, c->run_before);
+}
+
+/* A number trigger ends at `at`. Dates, versions and the first groups of a
+ * phone number or an address open no window: on_trigger() is not called
+ * for them (the cross-check records every trigger instead). */
+static int number_trigger(struct scan_ctx *c, uint64_t at)
+{
+	int g = run_groups(c, at);
+	if (c->tw_rec) {
+		number_rec(c, at, g);
+		return 0;
+	}
+	if (g == 0)
+		return 0;
+	if (g > 0)
+		c->groups_at = at, c->groups = (unsigned)g;
+	return on_trigger(c, G_NUMBER, at);
+}
+
 /* The number trigger, in C: every end at which
  *   [0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\z)
  * matches (a digit that closes at least 7 bytes of a run of those bytes
@@ -2847,25 +3104,33 @@ static int number_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t 
 
 	while (i < n) {
 		if (c->run_first == NO_RUN) {
-			i = next_digit(p, i, n);
+#ifdef SKIP_AVX2
+			if (__builtin_cpu_supports("avx2"))
+				i = next_run_avx2(p, i, n);
+			else
+#endif
+				i = next_digit(p, i, n);
 			if (i == n)
 				break;
-			c->run_first = c->run_last = base + i++;
+			run_begin(c, base + i++);
 		}
 		for (; i < n; i++) {
 			uint64_t at = base + i;
 			if (is_digit(p[i])) {
 				c->run_last = at;
+				c->run_digits++;
 				continue;
 			}
 			if (c->run_last + 1 == at && c->run_last - c->run_first >= 6 &&
-			    on_trigger(c, G_NUMBER, at + 1))
+			    number_trigger(c, at + 1))
 				return 1;
 			if (!run_byte(p[i])) {
 				c->run_first = c->run_last = NO_RUN;
 				i++;
 				break;
 			}
+			c->run_dots += p[i] == '.';
+			c->run_plus |= p[i] == '+';
 		}
 	}
 	return 0;
@@ -2877,7 +3142,7 @@ static int number_runs_end(struct scan_ctx *c, uint64_t end)
 	bool hit = c->run_first != NO_RUN && c->run_last + 1 == end && end > 0 &&
 		   c->run_last - c->run_first >= 6;
 	c->run_first = c->run_last = NO_RUN;
-	return hit ? on_trigger(c, G_NUMBER, end) : 0;
+	return hit ? number_trigger(c, end) : 0;
 }
 
 /* One byte of a colon run (colon_runs): returns the G_IPV6 patterns
@@ -3000,9 +3265,46 @@ static bool mail_pre(int ch)
 	return is_alnum(ch) || ch == '.' || ch == '_' || ch == '%' || ch == '+' || ch == '-';
 }
 
+#ifdef SKIP_AVX2
+/* next_at for n >= 64, as next_colon_avx2 reads: a feed of prompt text
+ * usually has no '@', and memchr's set-up per call was a third of its
+ * cost on 1 KiB bodies. */
+__attribute__((target("avx2"))) static size_t next_at_avx2(const uint8_t *p, size_t i, size_t n)
+{
+	const __m256i at = _mm256_set1_epi8('@');
+	for (; i + 128 <= n; i += 128) {
+		const __m256i *q = (const __m256i *)(p + i);
+		__m256i any = _mm256_or_si256(
+			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q), at),
+					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 1), at)),
+			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 2), at),
+					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 3), at)));
+		if (!_mm256_testz_si256(any, any))
+			break;
+	}
+	for (; i < n; i += 32) {
+		unsigned m;
+		if (i + 32 <= n)
+			m = (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(
+				_mm256_loadu_si256((const __m256i *)(p + i)), at));
+		else
+			m = (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(
+				    _mm256_loadu_si256((const __m256i *)(p + n - 32)), at)) >>
+			    (i - (n - 32));
+		if (m)
+			return i + (size_t)__builtin_ctz(m);
+	}
+	return n;
+}
+#endif
+
 /* The first '@' in p[i, n), or n. */
 static size_t next_at(const uint8_t *p, size_t i, size_t n)
 {
+#ifdef SKIP_AVX2
+	if (n >= 64 && __builtin_cpu_supports("avx2"))
+		return next_at_avx2(p, i, n);
+#endif
 	const uint8_t *q = memchr(p + i, '@', n - i);
 	return q ? (size_t)(q - p) : n;
 }
@@ -4058,10 +4360,184 @@ out:
 	return rc;
 }
 
+/* Record a number trigger; one whose groups run_groups() got wrong is
+ * recorded as group G_COUNT, which the reference never has. */
+static void number_rec(struct scan_ctx *c, uint64_t at, int g)
+{
+	if (c->tw_rec->n < CONFIRM_HITS) {
+		c->tw_rec->v[c->tw_rec->n][0] = at;
+		c->tw_rec->v[c->tw_rec->n++][1] =
+			g < 0 || (unsigned)g == number_groups(c, at) ? G_NUMBER : G_COUNT;
+	}
+}
+
+/* The ends of [0-9][0-9 ().+-]{5,}[0-9](?:[^0-9]|\z) in w[0, n), read
+ * off the regex: a digit followed by a non-digit (or the end), with a
+ * digit at least 6 bytes before it and only run bytes between. */
+static void number_trigger_ref(const uint8_t *w, size_t n, struct tw_rec *h)
+{
+	for (size_t j = 0; j < n && h->n < CONFIRM_HITS; j++) {
+		if (!is_digit(w[j]) || (j + 1 < n && is_digit(w[j + 1])))
+			continue;
+		size_t s = j, first = j;
+		while (s > 0 && run_byte(w[s - 1]))
+			if (is_digit(w[--s]))
+				first = s;
+		if (j - first >= 6) {
+			h->v[h->n][0] = j + 1 < n ? j + 2 : n;
+			h->v[h->n++][1] = G_NUMBER;
+		}
+	}
+}
+
+/* number_runs() against number_trigger_ref() on random windows of digits,
+ * run bytes and letters up to 250 bytes (several 64-byte masks, runs across
+ * them, the padded tail): the same ends in one block and in two feeds cut
+ * at a random point. */
+static int check_number_runs(const struct detect_db *db, struct detect_scratch *s,
+			     unsigned n_windows, char *err, size_t errlen)
+{
+	static const char *const piece[] = {
+		"1",
+		"7",
+		"0",
+		"42",
+		"2024",
+		"555",
+		"0132",
+		" ",
+		" ",
+		"  ",
+		"(",
+		")",
+		"+",
+		"-",
+		".",
+		"x",
+		"ab",
+		"percent",
+		"\n",
+		":",
+		",",
+		"/",
+		"\n",
+		"_",
+		"\xc3\xa9",
+		/* what number_groups() reads: dots, '+', a letter or ':' before */
+		"10.20.30.40",
+		"+1 ",
+		"DE",
+		"Z",
+		"...",
+		"4111 1111 1111 1111",
+		"078-05-1120",
+		/* digits that span 6, 7 or 8 bytes: one byte decides */
+		" 123456 ",
+		" 1234567 ",
+		"x12-4567x",
+		"(12) 456",
+		" 12345678.",
+	};
+	const size_t n_piece = sizeof(piece) / sizeof(piece[0]);
+	uint64_t r = 0x853c49e6748fea9bull;
+
+	for (unsigned it = 0; it < n_windows; it++) {
+		uint8_t w[256];
+		size_t n = 0, want;
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		want = 1 + r % 250;
+		while (n < want) {
+			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+			const char *p = piece[r % n_piece];
+			size_t l = strlen(p);
+			if (n + l > sizeof(w))
+				break;
+			memcpy(w + n, p, l);
+			n += l;
+		}
+		struct tw_rec a = {0}, b = {0}, st = {0};
+		number_trigger_ref(w, n, &a);
+		struct scan_ctx c = {.db = db,
+				     .scr = s,
+				     .cur = w,
+				     .cur_len = n,
+				     .run_first = NO_RUN,
+				     .run_last = NO_RUN,
+				     .tw_rec = &b};
+		number_runs(&c, w, n, 0);
+		number_runs_end(&c, n);
+		size_t cut = (size_t)(r >> 16) % (n + 1);
+		struct scan_ctx c1 = {.db = db,
+				      .scr = s,
+				      .cur = w,
+				      .cur_len = cut,
+				      .run_first = NO_RUN,
+				      .run_last = NO_RUN,
+				      .tw_rec = &st};
+		number_runs(&c1, w, cut, 0);
+		c1.cur = w + cut, c1.cur_base = cut, c1.cur_len = n - cut;
+		c1.hist = w, c1.hist_len = cut;
+		number_runs(&c1, w + cut, n - cut, cut);
+		number_runs_end(&c1, n);
+		if (a.n != b.n || memcmp(a.v, b.v, a.n * sizeof(a.v[0])) || a.n != st.n ||
+		    memcmp(a.v, st.v, a.n * sizeof(a.v[0]))) {
+			snprintf(err, errlen,
+				 "number window \"%.*s\": the regex ends at %u places, number_runs "
+				 "%u, in two feeds (cut %zu) %u",
+				 (int)n, (const char *)w, a.n, b.n, cut, st.n);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* next_at() and next_colon() (their AVX2 loops and the last bytes read
+ * again) against a byte loop, from every start in random buffers of 64 to
+ * 400 bytes of text, '@', ':', hex digits and "::". */
+static int check_skips(unsigned n_bufs, char *err, size_t errlen)
+{
+	static const char piece[] = "ab cd@:1f::xyz.\"";
+	uint64_t r = 0x6a09e667f3bcc909ull;
+	uint8_t b[400];
+
+	for (unsigned it = 0; it < n_bufs; it++) {
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		size_t n = 64 + r % (sizeof(b) - 63);
+		unsigned sparse = (unsigned)(r >> 32) % 64 + 1;
+		for (size_t k = 0; k < n; k++) {
+			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+			b[k] = r % sparse ? 'e' + r % 3 : piece[(r >> 8) % (sizeof(piece) - 1)];
+		}
+		for (size_t i = 0; i < n; i++) {
+			size_t at = i, co = i;
+			while (at < n && b[at] != '@')
+				at++;
+			while (co < n && !(b[co] == ':' && colon_may_run(b, co, n)))
+				co++;
+			if (next_at(b, i, n) != at || next_colon(b, i, n) != co) {
+				snprintf(err, errlen,
+					 "buffer \"%.*s\" from %zu: '@' at %zu (next_at %zu), ':' "
+					 "at "
+					 "%zu (next_colon %zu)",
+					 (int)n, (const char *)b, i, at, next_at(b, i, n), co,
+					 next_colon(b, i, n));
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
 int detect_check_number_matchers(const struct detect_db *db, struct detect_scratch *s,
 				 unsigned n_windows, char *err, size_t errlen)
 {
+	int rc0 = check_skips(n_windows / 400, err, errlen);
+	if (rc0)
+		return rc0;
 	int rc = check_trigger_words(db, s, n_windows / 4, err, errlen);
+	if (rc)
+		return rc;
+	rc = check_number_runs(db, s, n_windows / 4, err, errlen);
 	if (rc)
 		return rc;
 	static const char *const piece[] = {

@@ -169,6 +169,10 @@ static void test_validators(void)
 	CHECK(!valid(DETECT_EMAIL, "a..b@example.com"));
 	CHECK(!valid(DETECT_EMAIL, "jane@-example.com"));
 	CHECK(!valid(DETECT_EMAIL, "bundle@app.min.js"));
+	/* a TLD is a whole entry of the lists, not the start of one */
+	CHECK(!valid(DETECT_EMAIL, "jane@example.ventur"));
+	CHECK(valid(DETECT_EMAIL, "jane@example.VENTURES"));
+	CHECK(valid(DETECT_EMAIL, "jane@example.cs"));
 	CHECK(valid(DETECT_PHONE, "(415) 555-0132"));
 	CHECK(valid(DETECT_PHONE, "+44 20 7946 0958"));
 	CHECK(valid(DETECT_PHONE, "1-800-555-0123"));
