@@ -91,6 +91,11 @@ struct conn {
 	bool connecting;    /* outgoing connect in flight: sends wait for it */
 	bool lingering;     /* write side shut; draining input until EOF */
 	bool close_on_flush;
+	/* Set by the owner before conn_close_after_flush() when nothing more is
+	 * expected from the peer (its request read to the end, no input left):
+	 * the FIN may then ride on the response's last segment. */
+	bool fin_with_data;
+	bool fin_held; /* the send in flight holds its last segment for the FIN */
 	uint32_t linger_ms; /* how long to linger once the output is flushed */
 	bool eof;
 	bool reaped;

@@ -523,6 +523,9 @@ static enum step_result step_respond(struct request *r)
 	c->n_requests++;
 	if (r->close_after || !r->body_done || w->draining || cn->eof) {
 		c->close_reason = w->draining ? CLOSE_DRAIN : cn->eof ? CLOSE_CLIENT : CLOSE_PROTOCOL;
+		/* read to its end, nothing after it: the FIN may ride on the
+		 * response (a refused upload's client may still be sending) */
+		cn->fin_with_data = r->body_done && cn->in.len == 0;
 		conn_close_after_flush(cn, LINGER_MS);
 		return STEP_WAIT;
 	}
