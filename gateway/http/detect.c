@@ -4390,6 +4390,32 @@ static void number_trigger_ref(const uint8_t *w, size_t n, struct tw_rec *h)
 	}
 }
 
+/* The cross-checks' random source (xorshift64): the same windows on
+ * every run, so a failure can be replayed. */
+static uint64_t xs_next(uint64_t *r)
+{
+	*r ^= *r << 13, *r ^= *r >> 7, *r ^= *r << 17;
+	return *r;
+}
+
+/* A random window for the cross-checks: pieces drawn from piece[] into w
+ * until it holds want bytes or the next piece would not fit in cap.
+ * Returns its length. */
+static size_t random_window(uint64_t *r, const char *const *piece, size_t n_piece, char *w,
+			    size_t cap, size_t want)
+{
+	size_t n = 0;
+	while (n < want) {
+		const char *p = piece[xs_next(r) % n_piece];
+		size_t l = strlen(p);
+		if (n + l > cap)
+			break;
+		memcpy(w + n, p, l);
+		n += l;
+	}
+	return n;
+}
+
 /* number_runs() against number_trigger_ref() on random windows of digits,
  * run bytes and letters up to 250 bytes (several 64-byte masks, runs across
  * them, the padded tail): the same ends in one block and in two feeds cut
@@ -4443,18 +4469,8 @@ static int check_number_runs(const struct detect_db *db, struct detect_scratch *
 
 	for (unsigned it = 0; it < n_windows; it++) {
 		uint8_t w[256];
-		size_t n = 0, want;
-		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-		want = 1 + r % 250;
-		while (n < want) {
-			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-			const char *p = piece[r % n_piece];
-			size_t l = strlen(p);
-			if (n + l > sizeof(w))
-				break;
-			memcpy(w + n, p, l);
-			n += l;
-		}
+		size_t n = random_window(&r, piece, n_piece, (char *)w, sizeof(w),
+					 1 + xs_next(&r) % 250);
 		struct tw_rec a = {0}, b = {0}, st = {0};
 		number_trigger_ref(w, n, &a);
 		struct scan_ctx c = {.db = db,
@@ -4633,18 +4649,7 @@ int detect_check_number_matchers(const struct detect_db *db, struct detect_scrat
 				  : grp == G_IPV6 ? sizeof(v6_piece) / sizeof(v6_piece[0])
 						  : sizeof(piece) / sizeof(piece[0]);
 		char w[96];
-		size_t n = 0, want;
-		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-		want = 1 + r % 80;
-		while (n < want) {
-			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-			const char *p = pieces[r % n_pieces];
-			size_t l = strlen(p);
-			if (n + l > sizeof(w))
-				break;
-			memcpy(w + n, p, l);
-			n += l;
-		}
+		size_t n = random_window(&r, pieces, n_pieces, w, sizeof(w), 1 + xs_next(&r) % 80);
 		struct xcheck_hits a = {0}, b = {0};
 		if (hs_scan(db->confirm_som_db[grp], w, (unsigned)n, 0, s->hs_conf, on_xcheck,
 			    &a) != HS_SUCCESS) {
