@@ -2877,20 +2877,26 @@ __attribute__((target("avx2"))) static inline uint64_t colon_mask_avx2(const uin
 							   << 32;
 }
 
-/* next_colon for n >= 64: 128 bytes a step while there is no ':' (one
- * test for four compares), then 64; the last bytes are read again as the
- * last 64. */
+/* Whether any of the 128 bytes at a is b (one test for four compares):
+ * the skips over text that usually has no ':' or '@'. */
+__attribute__((target("avx2"))) static inline bool byte_in_128_avx2(const uint8_t *a, __m256i b)
+{
+	const __m256i *q = (const __m256i *)a;
+	__m256i any =
+		_mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q), b),
+						_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 1), b)),
+				_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 2), b),
+						_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 3), b)));
+	return !_mm256_testz_si256(any, any);
+}
+
+/* next_colon for n >= 64: 128 bytes a step while there is no ':', then
+ * 64; the last bytes are read again as the last 64. */
 __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, size_t i, size_t n)
 {
 	const __m256i colon = _mm256_set1_epi8(':');
 	for (; i + 128 <= n; i += 128) {
-		const __m256i *q = (const __m256i *)(p + i);
-		__m256i any = _mm256_or_si256(
-			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q), colon),
-					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 1), colon)),
-			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 2), colon),
-					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 3), colon)));
-		if (_mm256_testz_si256(any, any))
+		if (!byte_in_128_avx2(p + i, colon))
 			continue;
 		for (size_t h = 0; h < 128; h += 64)
 			for (uint64_t m = colon_mask_avx2(p + i + h); m; m &= m - 1) {
@@ -3272,16 +3278,9 @@ static bool mail_pre(int ch)
 __attribute__((target("avx2"))) static size_t next_at_avx2(const uint8_t *p, size_t i, size_t n)
 {
 	const __m256i at = _mm256_set1_epi8('@');
-	for (; i + 128 <= n; i += 128) {
-		const __m256i *q = (const __m256i *)(p + i);
-		__m256i any = _mm256_or_si256(
-			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q), at),
-					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 1), at)),
-			_mm256_or_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 2), at),
-					_mm256_cmpeq_epi8(_mm256_loadu_si256(q + 3), at)));
-		if (!_mm256_testz_si256(any, any))
+	for (; i + 128 <= n; i += 128)
+		if (byte_in_128_avx2(p + i, at))
 			break;
-	}
 	for (; i < n; i += 32) {
 		unsigned m;
 		if (i + 32 <= n)
