@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 int loop_init(struct loop *l, unsigned entries, unsigned buf_count, unsigned buf_size)
 {
@@ -100,6 +101,17 @@ void loop_recv_multishot(struct loop *l, int fd, struct io_op *op)
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = LOOP_BGID;
 	loop_sqe_set_op(sqe, op);
+}
+
+int64_t loop_wall_ms(struct loop *l)
+{
+	if (l->wall_at_ns != l->now_ns) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		l->wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		l->wall_at_ns = l->now_ns;
+	}
+	return l->wall_ms;
 }
 
 void loop_buf_put(struct loop *l, unsigned bid)

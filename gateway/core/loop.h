@@ -49,6 +49,8 @@ struct loop {
 	uint64_t now_ns; /* the same instant in ns: request timings use it, so they
 			    have the resolution of one loop iteration (one clock
 			    read per iteration instead of several per request) */
+	int64_t wall_ms; /* loop_wall_ms(): CLOCK_REALTIME at now_ns */
+	uint64_t wall_at_ns; /* the now_ns it was read at (0: not yet) */
 
 	/* provided-buffer ring */
 	struct io_uring_buf_ring *br;
@@ -85,6 +87,12 @@ static inline const char *loop_buf(const struct loop *l, unsigned bid)
 	return l->bufs + (size_t)bid * l->buf_size;
 }
 void loop_buf_put(struct loop *l, unsigned bid);
+
+/* The wall clock (CLOCK_REALTIME, ms) at this iteration: read at most once
+ * per value of now_ns, as the request timings are. A keep-alive cache hit
+ * needs it twice (request time, Age) and the clock reads were ~10 % of its
+ * user time; Age counts whole seconds, so one iteration's error is moot. */
+int64_t loop_wall_ms(struct loop *l);
 
 /* Run until l->stop: submit, wait for completions or the next timer,
  * dispatch completions, fire timers. */

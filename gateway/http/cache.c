@@ -169,23 +169,6 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* now_ms() read once per loop iteration (keyed by the loop's monotonic
- * stamp, refreshed at each wake-up): a keep-alive hit asked for the wall
- * clock twice, ~10 % of its user time. The error is bounded by one
- * iteration, as for the request timings, and Age has a resolution of
- * seconds. */
-static __thread uint64_t tls_real_at_ns;
-static __thread int64_t tls_real_ms;
-
-static int64_t iter_now_ms(const struct worker *w)
-{
-	if (!tls_real_at_ns || tls_real_at_ns != w->loop.now_ns) {
-		tls_real_ms = now_ms();
-		tls_real_at_ns = w->loop.now_ns;
-	}
-	return tls_real_ms;
-}
-
 static const struct config *cfg_of(const struct request *r)
 {
 	return r->gen ? r->gen->cfg : r->c->conn.w->cfg;
@@ -1174,7 +1157,7 @@ static struct cache_req *cr_new(struct request *r)
 	cr->w = r->c->conn.w;
 	timer_init(&cr->timer, on_wait_timeout);
 	cr->primary = primary_key("GET", cr->url, cr->url_len);
-	cr->req_time_ms = iter_now_ms(cr->w);
+	cr->req_time_ms = loop_wall_ms(&cr->w->loop);
 	cr->purge_gen = cache_store_purge_gen(); /* before anything goes upstream */
 
 	struct cache_req_facts *rq = &cr->rq;
@@ -1362,7 +1345,7 @@ enum step_result cache_step(struct request *r)
 	}
 	if (cr->wake_result == WAKE_UPSTREAM)
 		cr->no_coalesce = true;
-	now = iter_now_ms(cr->w);
+	now = loop_wall_ms(&cr->w->loop);
 
 	struct cache_entry *e = lookup(cr, now);
 	/* a second pass (woken, or back from L2) looks again from scratch */
