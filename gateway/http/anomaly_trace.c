@@ -40,6 +40,11 @@ struct ep_track {
 	struct anomaly_acc_totals http; /* totals at the end of the last window */
 	struct tr_peer_stats kern;
 	uint64_t ejected_until_ms; /* ours, 0 none: to log the readmission */
+	/* an ejection refused for want of room (the last endpoint in rotation, max_ejected):
+	 * retried each window while its series stays in alarm, so a lossy endpoint does not
+	 * stay in rotation for the rest of its alarm once the others are back */
+	bool eject_pending;
+	struct anomaly_event pending;
 	/* cumulative retransmits at the last RETRANS_RING ticks: the trailing-window count the
 	 * access records carry */
 	uint64_t rring[RETRANS_RING];
@@ -436,6 +441,34 @@ static bool ejectable(enum anomaly_signal s)
 	       s == ANOM_RESETS || s == ANOM_CONNECT_TIME;
 }
 
+/* A refused ejection of t, tried again while its signal is still in alarm (the alarm fires
+ * once, at its edge); published as a new event when it takes effect. */
+static void retry_eject(const struct config *cfg, unsigned pi, unsigned ei, struct ep_track *t,
+			const struct anomaly_evidence *ev)
+{
+	struct anomaly_event e = t->pending;
+	char why[64];
+	int rc;
+
+	if (!anomaly_in_alarm(at.det, ANOM_ENDPOINT, t->name, e.signal)) {
+		t->eject_pending = false;
+		return;
+	}
+	rc = eject(cfg, pi, ei, cfg->trace.eject_time, why, sizeof(why));
+	if (rc == -EBUSY)
+		return;
+	t->eject_pending = false;
+	if (rc)
+		return; /* ejected meanwhile by the pool's own outlier detection */
+	t->ejected_until_ms = clock_ms() + cfg->trace.eject_time;
+	anomaly_log_count_action(at.log, true);
+	e.seq = 0;
+	e.time_ms = 0;
+	e.ev = *ev;
+	snprintf(e.action, sizeof(e.action), "%.32s, deferred: still in alarm", why);
+	publish(&e);
+}
+
 /* ---- windows ------------------------------------------------------------------------------ */
 
 static void window_endpoints(const struct config *cfg, double dt, uint32_t window_ms)
@@ -522,9 +555,14 @@ static void window_endpoints(const struct config *cfg, double dt, uint32_t windo
 						t->ejected_until_ms = clock_ms() + tc->eject_time;
 						anomaly_log_count_action(at.log, true);
 					}
+					t->eject_pending = rc == -EBUSY;
+					if (rc == -EBUSY)
+						t->pending = e;
 				}
 				publish(&e);
 			}
+			if (t->eject_pending && !t->ejected_until_ms)
+				retry_eject(cfg, p, ei, t, &ev);
 			if (t->ejected_until_ms && t->ejected_until_ms <= clock_ms()) {
 				log_info("anomaly: endpoint %s back in rotation after its ejection",
 					 t->name);

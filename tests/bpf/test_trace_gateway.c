@@ -427,18 +427,22 @@ int main(void)
 			cmd, sizeof(cmd),
 			"nft add table inet rxgw && nft 'add chain inet rxgw in { type filter hook "
 			"input priority 0; }' && nft add rule inet rxgw in tcp dport %d numgen "
-			"random "
-			"mod 3 == 0 drop",
+			"random mod 4 == 0 drop",
 			pa);
 		CHECK_MSG(system(cmd) == 0, "nft rule not installed");
 		double stop = h_now_ms() + 4000;
 
 		while (rd2 && h_now_ms() < stop) {
-			struct h_req rq = {.url = url, .curl = t2.curl, .timeout_ms = 20000};
+			/* as long as one_request's: a segment lost several times in a row
+			 * waits out TCP's doubling retransmission timer (0.2 + 0.4 + ... s) */
+			struct h_req rq = {.url = url, .curl = t2.curl, .timeout_ms = 60000};
 			struct h_resp r;
 
-			if (h_http(&rq, &r) || r.status != 200)
+			if (h_http(&rq, &r) || r.status != 200) {
 				t2.errors++;
+				printf("# client error under loss: status %ld curl %d %s\n", r.status,
+				       r.curl_rc, r.error);
+			}
 			h_resp_free(&r);
 		}
 		system("nft delete table inet rxgw >/dev/null 2>&1");
