@@ -441,16 +441,22 @@ static bool ejectable(enum anomaly_signal s)
 	       s == ANOM_RESETS || s == ANOM_CONNECT_TIME;
 }
 
-/* A refused ejection of t, tried again while its signal is still in alarm (the alarm fires
- * once, at its edge); published as a new event when it takes effect. */
+/* A refused ejection of t, tried again while any of its ejectable signals is still in
+ * alarm (an alarm fires once, at its edge; on a lossy endpoint with few requests a window
+ * without a loss clears one series while another is still up); published as a new event when
+ * it takes effect. */
 static void retry_eject(const struct config *cfg, unsigned pi, unsigned ei, struct ep_track *t,
 			const struct anomaly_evidence *ev)
 {
 	struct anomaly_event e = t->pending;
+	bool alarm = false;
 	char why[64];
 	int rc;
 
-	if (!anomaly_in_alarm(at.det, ANOM_ENDPOINT, t->name, e.signal)) {
+	for (unsigned s = 0; s < ANOM_SIG_MAX && !alarm; s++)
+		alarm = ejectable((enum anomaly_signal)s) &&
+			anomaly_in_alarm(at.det, ANOM_ENDPOINT, t->name, (enum anomaly_signal)s);
+	if (!alarm) {
 		t->eject_pending = false;
 		return;
 	}

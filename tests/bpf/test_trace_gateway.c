@@ -15,7 +15,9 @@
  *   - GET /events?stream=1 delivers events as server-sent events;
  *   - without BPF privilege reflexd says so in one line and serves normally;
  *   - the access log attributes retransmits to A's requests (a second reflexd with A alone,
- *     so nothing is ejected while it is lossy).
+ *     so nothing is ejected while it is lossy);
+ *   - an ejection refused because A was the last endpoint in rotation (a third reflexd, its
+ *     other endpoint C stopped) takes effect once C is back, while A is still lossy.
  * Needs root, BPF (CAP_BPF + CAP_PERFMON), nft(8); otherwise SKIP and why.
  */
 #include <arpa/inet.h>
@@ -134,6 +136,7 @@ static bool wait_event(const char *const needles[], unsigned timeout_ms, char *f
 struct traffic {
 	void *curl;
 	unsigned ok, errors, from_a, from_b;
+	bool quiet; /* errors are expected (an endpoint stopped on purpose): count, don't print */
 };
 
 /* One request through reflexd; counts where it went. */
@@ -151,7 +154,8 @@ static void one_request(struct traffic *t)
 		t->from_b += !strcmp(who, "b");
 	} else {
 		t->errors++;
-		printf("# client error: status %ld curl %d %s\n", r.status, r.curl_rc, r.error);
+		if (!t->quiet)
+			printf("# client error: status %ld curl %d %s\n", r.status, r.curl_rc, r.error);
 	}
 	h_resp_free(&r);
 }
@@ -463,6 +467,88 @@ int main(void)
 			fclose(f);
 		printf("# access records with upstream_retransmits > 0: %u of %u\n", with, total);
 		CHECK_MSG(with > 0, "no access record with upstream_retransmits > 0");
+	}
+	test_end();
+
+	/* Deferred ejection: a third reflexd with A and C, C stopped (its health check takes it
+	 * out), then A lossy: A's alarm finds it the last endpoint in rotation and it stays in;
+	 * once C is back, A goes out while its alarm lasts, with an event of its own. */
+	test_begin("refused_ejection_retried_when_peer_returns");
+	{
+		int pc = h_free_port(), pg3 = h_free_port(), padm3 = h_free_port();
+		int saved_adm = padm, saved_pg = pg;
+		char cmd[512];
+		const char *cfg3;
+		struct h_proc *oc = h_start_origin("c", pc, 1), *rd3 = NULL;
+		struct traffic t3 = {.curl = h_curl_new(), .quiet = true};
+		const char *refused[] = {subj_a, "\"source\":\"detector\"",
+					 "not ejected: last endpoint in rotation", NULL};
+		/* mostly the deferred retry ("..., deferred: still in alarm"); with few requests
+		 * per window A's alarms may clear and fire anew, which ejects it too */
+		const char *deferred[] = {subj_a, "\"action\":\"ejected", NULL};
+		bool got_refused = false, got_deferred = false;
+
+		cfg3 = h_write_config("listen: [\"127.0.0.1:%d\"]\n"
+				      "workers: 1\n"
+				      "pools:\n"
+				      "  default:\n"
+				      "    endpoints: [127.0.0.1:%d, 127.0.0.1:%d]\n"
+				      "    balance: round_robin\n"
+				      "    outlier: off\n"
+				      "    health: {interval: 200ms, timeout: 2s, rise: 1, fall: 3}\n"
+				      "admin: {listen: \"127.0.0.1:%d\"}\n"
+				      "trace:\n"
+				      "  enabled: true\n"
+				      "  window: 500ms\n"
+				      "  min_samples: 4\n"
+				      "  min_requests: 2\n"
+				      "  eject: true\n"
+				      "  eject_time: 3s\n",
+				      pg3, pa, pc, padm3);
+		if (oc)
+			rd3 = h_start_reflexd_config("reflexd3", pg3, cfg3);
+		CHECK(rd3 != NULL);
+		if (rd3) {
+			CHECK_INT(h_wait_port("127.0.0.1", padm3, 5000), 0);
+			padm = padm3;
+			pg = pg3;
+			traffic_for(&t3, 3000); /* history for both endpoints */
+			h_stop(oc, 5000);
+			oc = NULL;
+			traffic_for(&t3, 1500); /* three failed checks: C is down */
+			snprintf(cmd, sizeof(cmd),
+				 "nft add table inet rxgw && nft 'add chain inet rxgw in { type "
+				 "filter hook input priority 0; }' && nft add rule inet rxgw in tcp "
+				 "dport %d numgen random mod 4 == 0 drop",
+				 pa);
+			CHECK_MSG(system(cmd) == 0, "nft rule not installed");
+			for (double until = h_now_ms() + 20000; !got_refused && h_now_ms() < until;) {
+				traffic_for(&t3, 300);
+				got_refused = wait_event(refused, 1, found, sizeof(found));
+			}
+			CHECK_MSG(got_refused, "no refused ejection of A while C was down");
+			if (got_refused) {
+				oc = h_start_origin("c", pc, 1);
+				for (double until = h_now_ms() + 10000;
+				     oc && !got_deferred && h_now_ms() < until;) {
+					traffic_for(&t3, 300);
+					got_deferred = wait_event(deferred, 1, found, sizeof(found));
+				}
+				CHECK_MSG(got_deferred,
+					  "A stayed in rotation after C came back, still lossy");
+				if (got_deferred)
+					printf("# ejection once C was back (%s): %.300s\n",
+					       strstr(found, "deferred") ? "deferred" : "new alarm",
+					       found);
+			}
+			system("nft delete table inet rxgw >/dev/null 2>&1");
+			padm = saved_adm;
+			pg = saved_pg;
+			h_stop(rd3, 10000);
+		}
+		if (oc)
+			h_stop(oc, 5000);
+		h_curl_free(t3.curl);
 	}
 	test_end();
 
