@@ -945,6 +945,7 @@ static int add_listen(struct cfg_ctx *x, yaml_node_t *n, const char *what)
 	yaml_node_t *an = n;
 	const char *s;
 	char why[512];
+	bool deferred = false, *darr;
 
 	if (n->type == YAML_MAPPING_NODE) {
 		an = NULL;
@@ -959,6 +960,18 @@ static int add_listen(struct cfg_ctx *x, yaml_node_t *n, const char *what)
 			} else if (!strcmp(key, "tls")) {
 				if (parse_listen_tls(x, node(x, p->value), &tls))
 					goto fail;
+			} else if (!strcmp(key, "deferred")) {
+				yaml_node_t *v = node(x, p->value);
+				char sub[96];
+				const char *d;
+
+				snprintf(sub, sizeof(sub), "%s.deferred", what);
+				if (!(d = scalar(x, v, sub)))
+					goto fail;
+				if (parse_bool(d, &deferred, why, sizeof(why))) {
+					fail_node(x, v, "%s: %s", sub, why);
+					goto fail;
+				}
 			} else {
 				fail_node(x, node(x, p->key), "unknown key \"%s.%s\"", what, key);
 				goto fail;
@@ -989,6 +1002,13 @@ static int add_listen(struct cfg_ctx *x, yaml_node_t *n, const char *what)
 		goto fail;
 	}
 	c->listen_tls = tarr;
+	darr = grow(c->listen_deferred, c->n_listens, sizeof(*darr));
+	if (!darr) {
+		fail_node(x, n, "out of memory");
+		goto fail;
+	}
+	c->listen_deferred = darr;
+	darr[c->n_listens] = deferred;
 	tarr[c->n_listens] = tls;
 	arr[c->n_listens++] = a;
 	return 0;
@@ -3147,11 +3167,13 @@ static int apply_flags(struct cfg_ctx *x, struct cli *cli)
 				}
 			}
 		}
-		/* --listen addresses are plain TCP: the file's tls settings go */
+		/* --listen addresses are plain TCP: the file's tls and deferred settings go */
 		for (unsigned i = 0; c->listen_tls && i < c->n_listens; i++)
 			listen_tls_free(&c->listen_tls[i]);
 		free(c->listen_tls);
 		c->listen_tls = NULL;
+		free(c->listen_deferred);
+		c->listen_deferred = NULL;
 		free(c->listens);
 		c->listens = arr;
 		c->n_listens = cli->n_listens;
@@ -3263,6 +3285,7 @@ void config_free(struct config *c)
 	for (unsigned i = 0; c->listen_tls && i < c->n_listens; i++)
 		listen_tls_free(&c->listen_tls[i]);
 	free(c->listen_tls);
+	free(c->listen_deferred);
 	free(c->listens);
 	free(c->routes);
 	reflex_free(&c->reflex);

@@ -394,6 +394,9 @@ struct config {
 	struct cfg_addr *listens;
 	unsigned n_listens;
 	struct cfg_listen_tls *listen_tls; /* n_listens entries, parallel to listens */
+	/* n_listens entries, parallel to listens, or NULL (none): TCP_DEFER_ACCEPT, the
+	 * kernel hands a connection over once its first bytes are in (docs/config.md) */
+	bool *listen_deferred;
 
 	struct cfg_pool *pools;
 	unsigned n_pools;

@@ -40,6 +40,16 @@ err:
 	return rc;
 }
 
+int sock_defer_accept(int fd, int on)
+{
+	/* the value is seconds, which the kernel turns into SYN-ACK retransmissions: 1 s
+	 * holds a silent client until the first one, so it is accepted (and meets the header
+	 * timeout) a second later instead of never */
+	int secs = on ? 1 : 0;
+
+	return setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) ? -errno : 0;
+}
+
 int sock_stream_for(const struct sockaddr *sa)
 {
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -11,6 +11,10 @@
  * sockets inherit TCP_NODELAY and delayed ACKs (ping-pong mode: the ACK of
  * a request goes out with its response). */
 int sock_listen(const struct sockaddr *sa, socklen_t len, int backlog);
+/* TCP_DEFER_ACCEPT on a listener, on (1 s, as HAProxy's defer-accept) or off: a
+ * connection is handed over once its first bytes arrive, or after the first SYN-ACK
+ * retransmission when none do. 0 or -errno. */
+int sock_defer_accept(int fd, int on);
 /* A non-blocking TCP socket for an outgoing connection, TCP_NODELAY set. */
 int sock_stream_for(const struct sockaddr *sa);
 void sock_set_nodelay(int fd);

@@ -112,8 +112,20 @@ static int take_inherited(struct worker *w, const struct cfg_addr *a, unsigned n
 	return -1;
 }
 
-static int open_one(struct worker *w, const struct cfg_addr *a)
+/* listen.deferred of entry i (docs/config.md): set on each of the worker's sockets, the
+ * inherited ones included, and again at a reload. */
+static void apply_deferred(const struct config *cfg, unsigned i, int fd)
 {
+	int on = cfg->listen_deferred && cfg->listen_deferred[i];
+	int rc = sock_defer_accept(fd, on);
+
+	if (rc)
+		log_warn("listen %s: deferred: %s", cfg->listens[i].text, strerror(-rc));
+}
+
+static int open_one(struct worker *w, const struct config *cfg, unsigned i)
+{
+	const struct cfg_addr *a = &cfg->listens[i];
 	unsigned nth = 0;
 	int fd;
 
@@ -126,6 +138,7 @@ static int open_one(struct worker *w, const struct cfg_addr *a)
 		ls->accept_op.on_complete = on_accept;
 		timer_init(&ls->retry, on_retry);
 		w->listeners = ls;
+		apply_deferred(cfg, i, fd);
 		if (w->serving)
 			arm(ls);
 	}
@@ -146,6 +159,7 @@ static int open_one(struct worker *w, const struct cfg_addr *a)
 	ls->accept_op.on_complete = on_accept;
 	timer_init(&ls->retry, on_retry);
 	w->listeners = ls;
+	apply_deferred(cfg, i, fd);
 	if (w->serving)
 		arm(ls);
 	return 0;
@@ -165,7 +179,7 @@ void accept_serve(struct worker *w)
 int accept_open(struct worker *w)
 {
 	for (unsigned i = 0; i < w->cfg->n_listens; i++) {
-		int rc = open_one(w, &w->cfg->listens[i]);
+		int rc = open_one(w, w->cfg, i);
 		if (rc < 0)
 			return rc;
 	}
@@ -211,9 +225,11 @@ int accept_update(struct worker *w, const struct config *ncfg)
 		bool have = false;
 		for (struct listener *ls = w->listeners; ls; ls = ls->next)
 			if (!ls->dead && ls->addr.len == ncfg->listens[i].len &&
-			    memcmp(&ls->addr.ss, &ncfg->listens[i].ss, ls->addr.len) == 0)
+			    memcmp(&ls->addr.ss, &ncfg->listens[i].ss, ls->addr.len) == 0) {
 				have = true;
-		if (!have && open_one(w, &ncfg->listens[i]) < 0) {
+				apply_deferred(ncfg, i, ls->fd);
+			}
+		if (!have && open_one(w, ncfg, i) < 0) {
 			log_error("worker %u: %s", w->id, w->start_msg);
 			rc = -1;
 		}

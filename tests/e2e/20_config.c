@@ -81,6 +81,10 @@ static const struct bad bads[] = {
 	 "upstream: [\"127.0.0.1:19001\"]\n"
 	 "pools:\n"
 	 "  api: {balance: random-ish, endpoints: [\"127.0.0.1:19002\"]}\n"},
+	{"listen_deferred_not_a_bool", 3,
+	 "upstream: [\"127.0.0.1:19001\"]\n"
+	 "listen:\n"
+	 "  - {address: \"127.0.0.1:18080\", deferred: maybe}\n"},
 };
 
 static void test_bad(const struct bad *b)
