@@ -37,6 +37,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The vector loops a scan may use, from the CPU and REFLEX_NO_AVX2, read
+ * once per db (simd_level()): every SKIP_AVX2 dispatch site asks the db,
+ * so one process can hold a db of each kind and the tests compare them. */
+enum simd_level {
+	SIMD_NONE = 0, /* byte loops only: what a build for another arch runs */
+	SIMD_SSE2,     /* x86-64 without AVX2 */
+	SIMD_AVX2,
+};
+
 #define TMP_CAP (DETECT_WINDOW + 64)
 #define KEY_MAX 256
 
@@ -177,6 +186,7 @@ struct detect_db {
 	unsigned v6_pat[2];	      /* the G_IPV6 ones (colon_runs) */
 	unsigned mail_pat;	      /* the G_EMAIL one (email_runs) */
 	struct trig_tab tw;	      /* the trigger words (trig_words) */
+	uint8_t simd;		      /* enum simd_level of the skip loops */
 	unsigned n_det, n_pat;
 	struct det_info *det;
 	unsigned *pat_det; /* pattern id (builtin index, then users) → detector */
@@ -1694,6 +1704,29 @@ out:
 	return rc;
 }
 
+/* The loops this CPU can run, less what REFLEX_NO_AVX2 takes away ("1":
+ * no AVX2, as on an x86-64 without it; "2": no vector loop at all, as a
+ * build for another arch). Read at db build, never per scan: it is for
+ * tests and for an operator who suspects the vector loops. */
+static unsigned simd_level(void)
+{
+	unsigned lvl = SIMD_NONE;
+#ifdef __SSE2__
+	lvl = SIMD_SSE2;
+#endif
+#ifdef SKIP_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		lvl = SIMD_AVX2;
+#endif
+	const char *no = getenv("REFLEX_NO_AVX2");
+	if (no && *no && strcmp(no, "0")) {
+		unsigned cap = strcmp(no, "2") ? SIMD_SSE2 : SIMD_NONE;
+		if (lvl > cap)
+			lvl = cap;
+	}
+	return lvl;
+}
+
 int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char *err,
 		    size_t errlen)
 {
@@ -1710,6 +1743,7 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 	struct detect_db *db = calloc(1, sizeof(*db));
 	if (!db)
 		goto fail;
+	db->simd = (uint8_t)simd_level();
 	db->n_det = DETECT_BUILTIN_COUNT + opts->n_user;
 	db->n_pat = N_BUILTIN_PATTERNS + opts->n_user;
 	db->det = calloc(db->n_det, sizeof(*db->det));
@@ -1844,6 +1878,11 @@ fail:
 	free(ids);
 	detect_db_free(db);
 	return rc;
+}
+
+const char *detect_simd_name(const struct detect_db *db)
+{
+	return db->simd >= SIMD_AVX2 ? "avx2" : db->simd >= SIMD_SSE2 ? "sse2" : "none";
 }
 
 unsigned detect_count(const struct detect_db *db)
@@ -2224,14 +2263,14 @@ __attribute__((target("avx2"))) static size_t digit_words_avx2(const uint8_t *w,
  * longer than a merged confirmation range can be. */
 #define ENDS_WORDS ((CONFIRM_RANGE_MAX + 63) / 64)
 
-static size_t digit_end_words(const uint8_t *w, size_t n, uint64_t *ends)
+static size_t digit_end_words(const uint8_t *w, size_t n, uint64_t *ends, unsigned simd)
 {
 	size_t nw = (n + 63) / 64, i = 0;
 	if (nw > ENDS_WORDS)
 		return SIZE_MAX;
 	memset(ends, 0, nw * sizeof(*ends));
 #ifdef SKIP_AVX2
-	if (__builtin_cpu_supports("avx2"))
+	if (simd >= SIMD_AVX2)
 		i = digit_words_avx2(w, n, ends);
 #endif
 	for (; i < n; i++)
@@ -2298,11 +2337,11 @@ static unsigned ip_end_hits(const uint8_t *w, size_t n, size_t qe, unsigned *kin
 }
 
 static unsigned ip_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from, size_t *to,
-			       unsigned cap)
+			       unsigned cap, unsigned simd)
 {
 	uint64_t ends[ENDS_WORDS];
 	unsigned nh = 0;
-	size_t nw = digit_end_words(w, n, ends);
+	size_t nw = digit_end_words(w, n, ends, simd);
 
 	if (nw == SIZE_MAX) {
 		for (size_t qe = 1; qe <= n && nh + 2 <= cap; qe++)
@@ -2444,11 +2483,11 @@ static unsigned phone_end_hits(const uint8_t *w, size_t n, size_t q, bool plus, 
 }
 
 static unsigned phone_window_hits(const uint8_t *w, size_t n, unsigned *kind, size_t *from,
-				  size_t *to, unsigned cap)
+				  size_t *to, unsigned cap, unsigned simd)
 {
 	uint64_t ends[ENDS_WORDS];
 	unsigned nh = 0;
-	size_t nw = digit_end_words(w, n, ends);
+	size_t nw = digit_end_words(w, n, ends, simd);
 	/* most windows hold no '+': the E.164 look back need not run */
 	bool plus = n && memchr(w, '+', n);
 
@@ -2472,12 +2511,12 @@ static unsigned phone_window_hits(const uint8_t *w, size_t n, unsigned *kind, si
  * phone_window_hits): each hit is a candidate of the pattern pats[kind]. */
 static int confirm_c_window(struct scan_ctx *c,
 			    unsigned (*hits)(const uint8_t *, size_t, unsigned *, size_t *,
-					     size_t *, unsigned),
+					     size_t *, unsigned, unsigned),
 			    const unsigned *pats, const uint8_t *b, uint64_t lo, uint64_t hi)
 {
 	unsigned kind[CONFIRM_HITS];
 	size_t from[CONFIRM_HITS], to[CONFIRM_HITS];
-	unsigned nh = hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS);
+	unsigned nh = hits(b, (size_t)(hi - lo), kind, from, to, CONFIRM_HITS, c->db->simd);
 
 	for (unsigned i = 0; i < nh; i++)
 		if (candidate(c, pats[kind[i]], lo + from[i], lo + to[i]))
@@ -2662,21 +2701,31 @@ static int word_before(const uint8_t *b, size_t *pos, bool cut, const uint8_t **
  * the comparison. */
 #define tail_is(b, pos, w) tail_is_n(b, pos, w, sizeof(w) - 1)
 
-static inline bool tail_is_n(const uint8_t *b, size_t pos, const char *w, size_t len)
+/* len <= 8, pos >= 8: one load of the 8 bytes before pos (w a literal: k
+ * folds to a constant); the bytes before the len we want shift out. */
+static inline __attribute__((always_inline)) bool tail_is_8(const uint8_t *b, size_t pos,
+							    const char *w, size_t len)
+{
+	uint64_t x, k = 0;
+	unsigned sh = 8 * (8 - (unsigned)len);
+	memcpy(&x, b + pos - 8, 8);
+	memcpy(&k, w, len);
+	return ((x | 0x2020202020202020ull) >> sh) == k;
+}
+
+/* Always inlined and not recursive: the constant folding above is the
+ * point, and GCC's inlining budget for this file moved with unrelated
+ * edits (once it made an out-of-line call with two memcpy calls of every
+ * trigger check, +0.9% instructions a byte). */
+static inline __attribute__((always_inline)) bool tail_is_n(const uint8_t *b, size_t pos,
+							    const char *w, size_t len)
 {
 	if (pos < len)
 		return false;
-	if (len > 8 && pos >= 16) /* the last 8 bytes, then the rest */
-		return tail_is_n(b, pos, w + len - 8, 8) && tail_is_n(b, pos - 8, w, len - 8);
-	if (len <= 8 && pos >= 8) {
-		/* one load of the 8 bytes before pos (w a literal: k folds to a
-		 * constant); the bytes before the len we want shift out */
-		uint64_t x, k = 0;
-		unsigned sh = 8 * (8 - (unsigned)len);
-		memcpy(&x, b + pos - 8, 8);
-		memcpy(&k, w, len);
-		return ((x | 0x2020202020202020ull) >> sh) == k;
-	}
+	if (len > 8 && len <= 16 && pos >= 16) /* the last 8 bytes, then the rest */
+		return tail_is_8(b, pos, w + len - 8, 8) && tail_is_8(b, pos - 8, w, len - 8);
+	if (len <= 8 && pos >= 8)
+		return tail_is_8(b, pos, w, len);
 	b += pos - len;
 	for (size_t i = 0; i < len; i++)
 		if ((b[i] | 0x20) != w[i])
@@ -2923,10 +2972,10 @@ __attribute__((target("avx2"))) static size_t next_colon_avx2(const uint8_t *p, 
 
 /* The first ':' in p[i, n) that may start a colon run that matters, or
  * n. */
-static size_t next_colon(const uint8_t *p, size_t i, size_t n)
+static size_t next_colon(const uint8_t *p, size_t i, size_t n, unsigned simd)
 {
 #ifdef SKIP_AVX2
-	if (n >= 64 && __builtin_cpu_supports("avx2"))
+	if (n >= 64 && simd >= SIMD_AVX2)
 		return next_colon_avx2(p, i, n);
 #endif
 	for (;; i++) {
@@ -2940,12 +2989,12 @@ static size_t next_colon(const uint8_t *p, size_t i, size_t n)
 }
 
 /* The first digit in p[i, n), or n: without AVX2 (next_run_avx2 otherwise).
- * Prose has few digits: 16 bytes a step with SSE2. */
-static size_t next_digit(const uint8_t *p, size_t i, size_t n)
+ * Prose has few digits: 16 bytes a step with SSE2 (simd >= SIMD_SSE2). */
+static size_t next_digit(const uint8_t *p, size_t i, size_t n, unsigned simd)
 {
 #ifdef __SSE2__
 	const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
-	for (; i + 16 <= n; i += 16) {
+	for (; simd >= SIMD_SSE2 && i + 16 <= n; i += 16) {
 		__m128i t = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(p + i)), zero);
 		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(t, nine), t));
 		if (m)
@@ -3111,11 +3160,11 @@ static int number_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t 
 	while (i < n) {
 		if (c->run_first == NO_RUN) {
 #ifdef SKIP_AVX2
-			if (__builtin_cpu_supports("avx2"))
+			if (c->db->simd >= SIMD_AVX2)
 				i = next_run_avx2(p, i, n);
 			else
 #endif
-				i = next_digit(p, i, n);
+				i = next_digit(p, i, n, c->db->simd);
 			if (i == n)
 				break;
 			run_begin(c, base + i++);
@@ -3201,7 +3250,7 @@ static int colon_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t b
 
 	while (i < n) {
 		if (!c->v6.in) {
-			i = next_colon(p, i, n);
+			i = next_colon(p, i, n, c->db->simd);
 			if (i == n)
 				break;
 			c->v6 = (struct v6_run){.in = true, .hex = -1};
@@ -3298,10 +3347,10 @@ __attribute__((target("avx2"))) static size_t next_at_avx2(const uint8_t *p, siz
 #endif
 
 /* The first '@' in p[i, n), or n. */
-static size_t next_at(const uint8_t *p, size_t i, size_t n)
+static size_t next_at(const uint8_t *p, size_t i, size_t n, unsigned simd)
 {
 #ifdef SKIP_AVX2
-	if (n >= 64 && __builtin_cpu_supports("avx2"))
+	if (n >= 64 && simd >= SIMD_AVX2)
 		return next_at_avx2(p, i, n);
 #endif
 	const uint8_t *q = memchr(p + i, '@', n - i);
@@ -3318,7 +3367,7 @@ static int email_runs(struct scan_ctx *c, const uint8_t *p, size_t n, uint64_t b
 
 	while (i < n) {
 		if (!c->mail.in) {
-			i = next_at(p, i, n);
+			i = next_at(p, i, n, c->db->simd);
 			if (i == n)
 				break;
 			int pre = i > 0 ? p[i - 1] : c->hist_len ? c->hist[c->hist_len - 1] : -1;
@@ -3632,7 +3681,7 @@ static int trig_words_scan(struct scan_ctx *c, const uint8_t *p, size_t n, uint6
 			return 1;
 	}
 #ifdef SKIP_AVX2
-	if (__builtin_cpu_supports("avx2"))
+	if (c->db->simd >= SIMD_AVX2)
 		return tw_avx2(c, p, n, base);
 #endif
 	return tw_scalar(c, p, n, 0, base, SIZE_MAX);
@@ -4456,6 +4505,10 @@ static int check_number_runs(const struct detect_db *db, struct detect_scratch *
 		"...",
 		"4111 1111 1111 1111",
 		"078-05-1120",
+		/* every digit first in a run: a skip loop that misses one */
+		"9876543",
+		" 8 65 43 ",
+		"(9",
 		/* digits that span 6, 7 or 8 bytes: one byte decides */
 		" 123456 ",
 		" 1234567 ",
@@ -4506,12 +4559,14 @@ static int check_number_runs(const struct detect_db *db, struct detect_scratch *
 	return 0;
 }
 
-/* next_at() and next_colon() (their AVX2 loops and the last bytes read
- * again) against a byte loop, from every start in random buffers of 64 to
- * 400 bytes of text, '@', ':', hex digits and "::". */
-static int check_skips(unsigned n_bufs, char *err, size_t errlen)
+/* next_at(), next_colon() and next_digit() (their vector loops at the
+ * db's simd level and the last bytes read again) against a byte loop, from
+ * every start in random buffers of 64 to 400 bytes of text, '@', ':', hex
+ * digits, "::", every digit and the bytes next to them ('/', ':'), and now
+ * and then any byte. */
+static int check_skips(unsigned simd, unsigned n_bufs, char *err, size_t errlen)
 {
-	static const char piece[] = "ab cd@:1f::xyz.\"";
+	static const char piece[] = "ab cd@:1f::xyz.\"0123456789/";
 	uint64_t r = 0x6a09e667f3bcc909ull;
 	uint8_t b[400];
 
@@ -4521,21 +4576,27 @@ static int check_skips(unsigned n_bufs, char *err, size_t errlen)
 		unsigned sparse = (unsigned)(r >> 32) % 64 + 1;
 		for (size_t k = 0; k < n; k++) {
 			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-			b[k] = r % sparse ? 'e' + r % 3 : piece[(r >> 8) % (sizeof(piece) - 1)];
+			b[k] = r % sparse      ? 'e' + r % 3
+			       : (r >> 8) % 32 ? piece[(r >> 16) % (sizeof(piece) - 1)]
+					       : (uint8_t)(r >> 24);
 		}
 		for (size_t i = 0; i < n; i++) {
-			size_t at = i, co = i;
+			size_t at = i, co = i, dg = i;
 			while (at < n && b[at] != '@')
 				at++;
 			while (co < n && !(b[co] == ':' && colon_may_run(b, co, n)))
 				co++;
-			if (next_at(b, i, n) != at || next_colon(b, i, n) != co) {
+			while (dg < n && !is_digit(b[dg]))
+				dg++;
+			if (next_at(b, i, n, simd) != at || next_colon(b, i, n, simd) != co ||
+			    next_digit(b, i, n, simd) != dg) {
 				snprintf(err, errlen,
-					 "buffer \"%.*s\" from %zu: '@' at %zu (next_at %zu), ':' "
-					 "at "
-					 "%zu (next_colon %zu)",
-					 (int)n, (const char *)b, i, at, next_at(b, i, n), co,
-					 next_colon(b, i, n));
+					 "buffer \"%.*s\" from %zu (simd %u): '@' at %zu (next_at "
+					 "%zu), ':' at %zu (next_colon %zu), digit at %zu "
+					 "(next_digit %zu)",
+					 (int)n, (const char *)b, i, simd, at,
+					 next_at(b, i, n, simd), co, next_colon(b, i, n, simd), dg,
+					 next_digit(b, i, n, simd));
 				return -EINVAL;
 			}
 		}
@@ -4546,7 +4607,7 @@ static int check_skips(unsigned n_bufs, char *err, size_t errlen)
 int detect_check_number_matchers(const struct detect_db *db, struct detect_scratch *s,
 				 unsigned n_windows, char *err, size_t errlen)
 {
-	int rc0 = check_skips(n_windows / 400, err, errlen);
+	int rc0 = check_skips(db->simd, n_windows / 400, err, errlen);
 	if (rc0)
 		return rc0;
 	int rc = check_trigger_words(db, s, n_windows / 4, err, errlen);
@@ -4661,10 +4722,11 @@ int detect_check_number_matchers(const struct detect_db *db, struct detect_scrat
 								 to, CONFIRM_HITS)
 			      : grp == G_IPV6 ? v6_window_hits((const uint8_t *)w, n, kind, from,
 							       to, CONFIRM_HITS)
-			      : grp == G_NUM_IP ? ip_window_hits((const uint8_t *)w, n, kind, from,
-								 to, CONFIRM_HITS)
-						: phone_window_hits((const uint8_t *)w, n, kind,
-								    from, to, CONFIRM_HITS);
+			      : grp == G_NUM_IP
+				      ? ip_window_hits((const uint8_t *)w, n, kind, from, to,
+						       CONFIRM_HITS, db->simd)
+				      : phone_window_hits((const uint8_t *)w, n, kind, from, to,
+							  CONFIRM_HITS, db->simd);
 		for (unsigned i = 0; i < nh && b.n < CONFIRM_HITS; i++, b.n++) {
 			unsigned pat = grp == G_EMAIL	 ? db->mail_pat
 				       : grp == G_IPV6	 ? db->v6_pat[kind[i]]

@@ -174,6 +174,15 @@ int detect_db_build(const struct detect_opts *opts, struct detect_db **out, char
 		    size_t errlen);
 void detect_db_free(struct detect_db *db); /* NULL-safe */
 
+/* Which vector loops db's scans use around Hyperscan: "avx2", "sse2" or
+ * "none" — the CPU's best, less what the environment variable
+ * REFLEX_NO_AVX2 took away when db was built ("1": no AVX2; "2": none,
+ * the byte loops a build for another arch runs). Every level finds the
+ * same matches (test_detect runs its checks at each); the variable is for
+ * tests and for an operator who suspects the vector code. Hyperscan picks
+ * its own engines regardless. */
+const char *detect_simd_name(const struct detect_db *db);
+
 unsigned detect_count(const struct detect_db *db);
 /* -ENOENT when no detector has that name. */
 int detect_lookup(const struct detect_db *db, const char *name);
