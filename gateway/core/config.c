@@ -1845,10 +1845,11 @@ static const struct field cache_fields[] = {
 	{"coalesce_timeout", FIELD_DURATION, offsetof(struct cfg_cache, coalesce_timeout), 1,
 	 UINT32_MAX},
 	{"redis_timeout", FIELD_DURATION, offsetof(struct cfg_cache, redis_timeout), 1, 60000},
+	{"redis_breaker", FIELD_DURATION, offsetof(struct cfg_cache, redis_breaker), 100, 600000},
 };
 
 /* cache: {enabled, memory, max_object, post_body_max, grace, coalesce_timeout,
- *         tag_header, redis, redis_timeout} */
+ *         tag_header, redis, redis_timeout, redis_breaker} */
 static int sec_cache(struct cfg_ctx *x, yaml_node_t *v)
 {
 	struct cfg_cache *cc = &x->c->cache;
@@ -2869,7 +2870,8 @@ static void set_defaults(struct config *c)
 	c->admin.enabled = true; /* the address is filled in by finalize() */
 	c->cache = (struct cfg_cache){ .memory = 256ULL << 20, .max_object = 4ULL << 20,
 				       .post_body_max = 64 << 10, .coalesce_timeout = 10000,
-				       .tag_header = "Surrogate-Key", .redis_timeout = 50 };
+				       .tag_header = "Surrogate-Key", .redis_timeout = 50,
+				       .redis_breaker = 5000 };
 	c->reflex.max_scan_bytes = 1 << 20;
 	c->trace = (struct cfg_trace){ .window = 5000, .slow_connect = 200, .events_per_sec = 1000,
 				       .prefix_v4 = 24, .prefix_v6 = 64, .sensitivity = 5,

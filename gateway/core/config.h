@@ -185,6 +185,7 @@ struct cfg_cache {
 	char tag_header[64];    /* response header with purge tags; default "Surrogate-Key" */
 	struct cfg_addr redis;  /* L2; redis.len == 0: off (default) */
 	uint32_t redis_timeout; /* ms per L2 operation; default 50 */
+	uint32_t redis_breaker; /* ms L2 is skipped after 3 failures in a row; default 5 s */
 };
 
 /* Rate limiting (gateway/http/limit.c, docs/ratelimit.md): the `ratelimit:`

@@ -488,6 +488,11 @@ void redis_client_target(struct redis_client *cl, const struct sockaddr *sa, soc
 	cl->ss_len = len;
 }
 
+void redis_client_breaker(struct redis_client *cl, uint32_t ms)
+{
+	cl->o.breaker_ms = ms ? ms : REDIS_BREAKER_MS_DEFAULT;
+}
+
 int redis_client_ready(struct redis_client *cl)
 {
 	if (cl->freeing)

@@ -117,6 +117,9 @@ void redis_client_free(struct redis_client *cl);
  * open stays until it closes). */
 void redis_client_target(struct redis_client *cl, const struct sockaddr *sa, socklen_t len);
 
+/* How long the breaker stays open from its next opening on (0: the default). */
+void redis_client_breaker(struct redis_client *cl, uint32_t ms);
+
 /* Can a command be queued now? Opens the connection if there is none.
  * 0: yes. -EAGAIN: the breaker is open or max_pending commands are in
  * flight. Else -errno: no connection could be started (no target, socket

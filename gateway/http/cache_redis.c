@@ -17,7 +17,6 @@
 #include "http/cache.h"
 #include "http/worker.h"
 
-#define BREAKER_OPEN_MS 5000
 #define PURGE_CHANNEL "rfx:purge"
 /* Incremented with every PUBLISH on PURGE_CHANNEL, in the same MULTI/EXEC. */
 #define PURGE_SEQ_KEY "rfx:purge:seq"
@@ -178,8 +177,8 @@ static void on_l2_fail(void *arg, int err, unsigned fails)
 	struct worker *w = arg;
 
 	if (fails >= REDIS_BREAKER_FAILS_DEFAULT)
-		log_warn("cache L2: redis failing (%s); skipped for %d ms", strerror(-err),
-			 BREAKER_OPEN_MS);
+		log_warn("cache L2: redis failing (%s); skipped for %u ms", strerror(-err),
+			 w->cfg->cache.redis_breaker);
 	STAT_INC(w->stats.cache_l2_errors);
 }
 
@@ -194,8 +193,8 @@ static struct redis_client *l2_client(struct worker *w, const struct cfg_cache *
 	if (!cl) {
 		/* the defaults (1024 pending, 3 failures, 1 s idle; an idle
 		 * connection is closed at once while the worker drains: it
-		 * would keep it from stopping), a longer breaker */
-		struct redis_opts o = {.breaker_ms = BREAKER_OPEN_MS,
+		 * would keep it from stopping), cache.redis_breaker */
+		struct redis_opts o = {.breaker_ms = cc->redis_breaker,
 				       .live = &w->n_conns,
 				       .stopping = &w->draining,
 				       .on_fail = on_l2_fail,
@@ -205,6 +204,7 @@ static struct redis_client *l2_client(struct worker *w, const struct cfg_cache *
 			return NULL;
 	}
 	redis_client_target(cl, (const struct sockaddr *)&cc->redis.ss, cc->redis.len);
+	redis_client_breaker(cl, cc->redis_breaker); /* a reload may change it */
 	int err = redis_client_ready(cl);
 	if (err) {
 		if (err == -EAGAIN)

@@ -520,7 +520,7 @@ static void test_redis_black_hole(void)
 			  "cannot listen on the Redis port again");
 		return;
 	}
-	h_sleep_ms(5200); /* the breaker from the previous test closes again */
+	h_sleep_ms(1200); /* the breaker from the previous test (1 s) closes again */
 	int ok = 0;
 	double worst = 0, ms;
 	for (int i = 0; i < 12; i++) {
@@ -533,6 +533,30 @@ static void test_redis_black_hole(void)
 	CHECK_MSG(ok == 12, "%d of 12 answered", ok);
 	CHECK_MSG(worst < 1000, "a request took %.0f ms with a silent Redis (timeout 100 ms)",
 		  worst);
+	test_end();
+
+	/* cache.redis_breaker (1 s here): once open, A's workers skip L2 without asking;
+	 * a second later they ask again, and the silent Redis costs them a timeout again */
+	test_begin("redis_breaker_skips_then_retries_after_its_time");
+	const char *skipped = "reflex_cache_l2_requests_total{result=\"skipped\"}";
+	const char *errors = "reflex_cache_l2_requests_total{result=\"error\"}";
+	long long s0 = metric(a_admin, skipped), e0, e1 = -1;
+	int n = 0;
+	for (; n < 40 && metric(a_admin, skipped) <= s0; n++) {
+		char p[64];
+		snprintf(p, sizeof(p), "/l2/brk%d?cc=max-age%%3D60", n);
+		get(a_port, p, NULL, NULL);
+	}
+	CHECK_MSG(metric(a_admin, skipped) > s0, "no L2 lookup skipped after %d requests", n);
+	e0 = metric(a_admin, errors);
+	h_sleep_ms(1300);
+	for (int i = 0; i < 20 && (e1 = metric(a_admin, errors)) <= e0; i++) {
+		char p[64];
+		snprintf(p, sizeof(p), "/l2/brk-again%d?cc=max-age%%3D60", i);
+		get(a_port, p, NULL, NULL);
+	}
+	CHECK_MSG(e1 > e0, "after redis_breaker (1 s) no worker asked the silent Redis again "
+			   "(errors %lld -> %lld)", e0, e1);
 	close(fd);
 	test_end();
 }
@@ -565,14 +589,14 @@ int main(void)
 			       "upstream: [\"127.0.0.1:%d\"]\n"
 			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
 			       "cache: {enabled: true, memory: 32m, redis: \"127.0.0.1:%d\", "
-			       "redis_timeout: 100ms}\n",
+			       "redis_timeout: 100ms, redis_breaker: 1s}\n",
 			       a_port, o_port, a_admin, tokens, r_port);
 	const char *cb =
 		h_write_config("workers: 2\nlisten: [\"127.0.0.1:%d\"]\n"
 			       "upstream: [\"127.0.0.1:%d\"]\n"
 			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
 			       "cache: {enabled: true, memory: 32m, redis: \"127.0.0.1:%d\", "
-			       "redis_timeout: 100ms}\n",
+			       "redis_timeout: 100ms, redis_breaker: 1s}\n",
 			       b_port, o_port, b_admin, tokens, r_port);
 	struct h_proc *a = h_start_reflexd_config("A", a_port, ca);
 	struct h_proc *b = h_start_reflexd_config("B", b_port, cb);
