@@ -161,27 +161,42 @@ static bool valid_request_id(struct http_str v)
 	return true;
 }
 
-int upstream_build_head(struct request *r, const struct http_request *h, const char *peer)
+void upstream_request_id(struct request *r)
 {
-	struct buf *b = &r->up_head;
-	const struct http_header *xff = NULL, *via = NULL, *rid;
+	const struct http_request *h = &r->h;
+	const struct http_header *rid;
 	static const char hex[] = "0123456789abcdef";
-	struct tls_conn *tc = r->c->conn.tls;
-	const char *subject_hdr = tc ? tls_conn_subject_header(tc) : NULL, *subject;
 
 	rid = http_find_header(h->headers, h->n_headers, "X-Request-ID");
 	if (rid && valid_request_id(rid->value)) {
-		memcpy(r->id, rid->value.p, rid->value.len < 32 ? rid->value.len : 32);
-		r->id[rid->value.len < 32 ? rid->value.len : 32] = 0;
-	} else {
-		rid = NULL;
-		uint64_t a = worker_rand(r->c->conn.w), z = worker_rand(r->c->conn.w);
-		for (int i = 0; i < 16; i++) {
-			r->id[i] = hex[(a >> (i * 4)) & 15];
-			r->id[16 + i] = hex[(z >> (i * 4)) & 15];
-		}
-		r->id[32] = 0;
+		size_t n = rid->value.len < 32 ? rid->value.len : 32;
+		memcpy(r->id, rid->value.p, n);
+		r->id[n] = 0;
+		return;
 	}
+	uint64_t a = worker_rand(r->c->conn.w), z = worker_rand(r->c->conn.w);
+	for (int i = 0; i < 16; i++) {
+		r->id[i] = hex[(a >> (i * 4)) & 15];
+		r->id[16 + i] = hex[(z >> (i * 4)) & 15];
+	}
+	r->id[32] = 0;
+}
+
+int upstream_head_ready(struct request *r)
+{
+	struct buf *b = &r->up_head;
+	const struct http_request *h = &r->h;
+	const struct http_header *xff = NULL, *via = NULL, *rid;
+	struct tls_conn *tc = r->c->conn.tls;
+	const char *subject_hdr = tc ? tls_conn_subject_header(tc) : NULL, *subject;
+	int rc;
+
+	if (r->up_head_built)
+		return 0;
+	/* the client's id goes upstream whole; r->id keeps its first 32 bytes */
+	rid = http_find_header(h->headers, h->n_headers, "X-Request-ID");
+	if (rid && !valid_request_id(rid->value))
+		rid = NULL;
 
 	buf_reset(b, 16384);
 	buf_append(b, h->method.p, h->method.len);
@@ -215,13 +230,13 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 		buf_append(b, f->value.p, f->value.len);
 		buf_append(b, "\r\n", 2);
 	}
-	/* written piece by piece: this runs for every request */
+	/* written piece by piece: this runs for every forwarded request */
 	buf_appends(b, "X-Forwarded-For: ");
 	if (xff) {
 		buf_append(b, xff->value.p, xff->value.len);
 		buf_append(b, ", ", 2);
 	}
-	buf_appendv(b, peer, "\r\nVia: ", NULL);
+	buf_appendv(b, r->c->peer, "\r\nVia: ", NULL);
 	if (via) {
 		buf_append(b, via->value.p, via->value.len);
 		buf_append(b, ", ", 2);
@@ -234,8 +249,10 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 	buf_append(b, "\r\n", 2);
 	if (subject_hdr && (subject = tls_conn_peer_subject(tc)))
 		buf_appendf(b, "%s: %s\r\n", subject_hdr, subject);
-	return buf_appends(b, tc ? "X-Forwarded-Proto: https\r\n\r\n"
-				 : "X-Forwarded-Proto: http\r\n\r\n");
+	rc = buf_appends(b, tc ? "X-Forwarded-Proto: https\r\n\r\n"
+			       : "X-Forwarded-Proto: http\r\n\r\n");
+	r->up_head_built = rc == 0;
+	return rc;
 }
 
 /* ---- connections ------------------------------------------------------------ */
