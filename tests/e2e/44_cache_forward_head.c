@@ -289,15 +289,16 @@ int main(void)
 	o_port = h_free_port();
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();
-	const char *cfg = h_write_config("workers: 1\n"
-					 "listen: [\"127.0.0.1:%d\"]\n"
-					 "admin: {listen: off}\n"
-					 "pools:\n"
-					 "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
-					 "routes:\n"
-					 "  - {path_prefix: /echo, pool: default, cache: {post: true}}\n"
-					 "cache: {enabled: true, memory: 16m}\n",
-					 gw_port, o_port);
+	const char *cfg =
+		h_write_config("workers: 1\n"
+			       "listen: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: off}\n"
+			       "pools:\n"
+			       "  default: {endpoints: [\"127.0.0.1:%d\"]}\n"
+			       "routes:\n"
+			       "  - {path_prefix: /echo, pool: default, cache: {post: true}}\n"
+			       "cache: {enabled: true, memory: 16m}\n",
+			       gw_port, o_port);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)
 		return test_exit_code();
