@@ -897,6 +897,8 @@ static void up_head_conditionals(struct request *r, const struct cache_entry *e)
 		ls = p;
 		if (!next_line(&p, end, &n, &v))
 			break;
+		if (!n.len && !v.len) /* the blank line: ours go before it */
+			break;
 		if (!is_conditional_field(n))
 			buf_append(&nb, ls, (size_t)(p - ls));
 	}
@@ -1041,9 +1043,13 @@ static bool refresh_start(struct request *r, struct cache_entry *e)
 	c->in_request = true;
 	c->hdrs = calloc(r->h.n_headers ? r->h.n_headers : 1, sizeof(*c->hdrs));
 	nc->url = malloc(cr->url_len + 1);
-	if (!c->hdrs || !nc->url || buf_append(&q->head, buf_head(&r->head), r->head.len) != 0 ||
+	if (!c->hdrs || !nc->url || upstream_head_ready(r) != 0 ||
+	    buf_append(&q->head, buf_head(&r->head), r->head.len) != 0 ||
 	    buf_append(&q->up_head, buf_head(&r->up_head), r->up_head.len) != 0)
 		goto fail_bufs;
+	/* the copy is the refresh's head: never rebuilt from q (no socket,
+	 * no TLS of its own), only rewritten below */
+	q->up_head_built = true;
 	/* the head's views, moved to our copy */
 	const char *from = buf_head(&r->head), *to = buf_head(&q->head);
 	q->h = r->h;
@@ -1395,6 +1401,12 @@ enum step_result cache_step(struct request *r)
 		cr->lookup_done = true;
 		req_fail(r, 504, REASON_UPSTREAM_TIMEOUT, "only-if-cached and not in the cache",
 			 false);
+		return STEP_WAIT;
+	}
+	/* Going upstream from here: the head the rewrites below work on. */
+	if (upstream_head_ready(r) != 0) {
+		cr->lookup_done = true;
+		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 		return STEP_WAIT;
 	}
 	if (r->is_head && !cr->head_get) {

@@ -1421,6 +1421,13 @@ static bool apply_effects(struct request *r, struct reflex_req *x)
 {
 	if (x->nocache)
 		r->nocache = true;
+	/* the effects below rewrite the forwarded head: build it for them */
+	if ((x->tags.len || x->redact_url || x->redact_hdr_rules ||
+	     (x->phase == RX_HELD && x->redact_mask)) &&
+	    upstream_head_ready(r)) {
+		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+		return false;
+	}
 	if (add_upstream_fields(r, &x->tags)) {
 		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
 		return false;

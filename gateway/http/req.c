@@ -466,10 +466,7 @@ static enum step_result step_route(struct request *r)
 	r->pool = pool;
 	if (upstream_choose(r) != 0) /* failed the request itself */
 		return STEP_WAIT;
-	if (upstream_build_head(r, h, c->peer) != 0) {
-		req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
-		return STEP_WAIT;
-	}
+	upstream_request_id(r); /* the head itself is built if the request goes upstream */
 	r->t_routed_ns = w->loop.now_ns;
 	return STEP_NEXT;
 }
@@ -498,6 +495,10 @@ static enum step_result step_upstream(struct request *r)
 	if (r->resp_done)
 		return STEP_NEXT;
 	if (!r->up && !r->resp_started) {
+		if (upstream_head_ready(r) != 0) {
+			req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+			return STEP_WAIT;
+		}
 		if (r->expect_continue && !r->body_done && !r->http10) {
 			r->continue_sent = true;
 			respond_continue(r->c);

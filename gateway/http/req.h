@@ -64,6 +64,7 @@ struct request {
 	struct endpoint_state *ep;
 	struct upconn *up;
 	struct buf up_head;  /* serialized upstream request head, kept for a retry */
+	bool up_head_built;  /* up_head is built (upstream_head_ready) */
 	bool retried;
 	bool body_started;   /* body bytes were handed to the upstream (no retry after) */
 	bool continue_sent;

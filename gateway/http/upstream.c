@@ -161,38 +161,70 @@ static bool valid_request_id(struct http_str v)
 	return true;
 }
 
-int upstream_build_head(struct request *r, const struct http_request *h, const char *peer)
+void upstream_request_id(struct request *r)
 {
-	struct buf *b = &r->up_head;
-	const struct http_header *xff = NULL, *via = NULL, *rid;
+	const struct http_request *h = &r->h;
+	const struct http_header *rid;
 	static const char hex[] = "0123456789abcdef";
-	struct tls_conn *tc = r->c->conn.tls;
-	const char *subject_hdr = tc ? tls_conn_subject_header(tc) : NULL, *subject;
 
 	rid = http_find_header(h->headers, h->n_headers, "X-Request-ID");
 	if (rid && valid_request_id(rid->value)) {
-		memcpy(r->id, rid->value.p, rid->value.len < 32 ? rid->value.len : 32);
-		r->id[rid->value.len < 32 ? rid->value.len : 32] = 0;
-	} else {
-		rid = NULL;
-		uint64_t a = worker_rand(r->c->conn.w), z = worker_rand(r->c->conn.w);
-		for (int i = 0; i < 16; i++) {
-			r->id[i] = hex[(a >> (i * 4)) & 15];
-			r->id[16 + i] = hex[(z >> (i * 4)) & 15];
-		}
-		r->id[32] = 0;
+		size_t n = rid->value.len < 32 ? rid->value.len : 32;
+		memcpy(r->id, rid->value.p, n);
+		r->id[n] = 0;
+		return;
 	}
+	uint64_t a = worker_rand(r->c->conn.w), z = worker_rand(r->c->conn.w);
+	for (int i = 0; i < 16; i++) {
+		r->id[i] = hex[(a >> (i * 4)) & 15];
+		r->id[16 + i] = hex[(z >> (i * 4)) & 15];
+	}
+	r->id[32] = 0;
+}
 
+/* Room for n more bytes at the end of b; the write pointer, or NULL. */
+static inline char *head_room(struct buf *b, size_t n)
+{
+	if (b->cap - b->off - b->len < n && buf_reserve(b, n) != 0)
+		return NULL;
+	return buf_head(b) + b->len;
+}
+
+#define PUT_LIT(o, lit) ((o) = mempcpy((o), (lit), sizeof(lit) - 1))
+
+int upstream_head_ready(struct request *r)
+{
+	struct buf *b = &r->up_head;
+	const struct http_request *h = &r->h;
+	const struct http_header *xff = NULL, *via = NULL, *rid;
+	struct tls_conn *tc = r->c->conn.tls;
+	const char *subject_hdr = tc ? tls_conn_subject_header(tc) : NULL, *subject;
+	struct http_str host = h->authority.len ? h->authority : h->host;
+	size_t peer_len = strlen(r->c->peer);
+	char *o;
+
+	if (r->up_head_built)
+		return 0;
+	/* the client's id goes upstream whole; r->id keeps its first 32 bytes */
+	rid = http_find_header(h->headers, h->n_headers, "X-Request-ID");
+	if (rid && !valid_request_id(rid->value))
+		rid = NULL;
+
+	/* Written in place, not by one call per piece: this runs for every
+	 * forwarded request. Each field line grows by at most its ": " and the
+	 * fields the gateway adds by less than 256 bytes and the peer, so one
+	 * reservation is enough in practice; head_room() still checks. */
 	buf_reset(b, 16384);
-	buf_append(b, h->method.p, h->method.len);
-	buf_append(b, " ", 1);
-	buf_append(b, h->path.p, h->path.len);
-	buf_append(b, " HTTP/1.1\r\nHost: ", 17);
-	if (h->authority.len)
-		buf_append(b, h->authority.p, h->authority.len);
-	else
-		buf_append(b, h->host.p, h->host.len);
-	buf_append(b, "\r\n", 2);
+	if (buf_reserve(b, r->head.len + 2 * h->n_headers + 256 + peer_len) != 0 ||
+	    !(o = head_room(b, h->method.len + h->path.len + host.len + 32)))
+		return -ENOMEM;
+	o = mempcpy(o, h->method.p, h->method.len);
+	*o++ = ' ';
+	o = mempcpy(o, h->path.p, h->path.len);
+	PUT_LIT(o, " HTTP/1.1\r\nHost: ");
+	o = mempcpy(o, host.p, host.len);
+	PUT_LIT(o, "\r\n");
+	b->len = (size_t)(o - buf_head(b));
 	for (unsigned i = 0; i < h->n_headers; i++) {
 		const struct http_header *f = &h->headers[i];
 		if (skip_request_field(h, f->name))
@@ -200,43 +232,54 @@ int upstream_build_head(struct request *r, const struct http_request *h, const c
 		/* only the gateway says which certificate the client showed */
 		if (subject_hdr && http_str_eq(f->name, subject_hdr))
 			continue;
-		if (http_str_eq(f->name, "X-Forwarded-For")) {
+		if (f->name.len == 15 && http_str_eq(f->name, "X-Forwarded-For")) {
 			if (!xff)
 				xff = f;
 			continue;
 		}
-		if (http_str_eq(f->name, "Via")) {
+		if (f->name.len == 3 && http_str_eq(f->name, "Via")) {
 			if (!via)
 				via = f;
 			continue;
 		}
-		buf_append(b, f->name.p, f->name.len);
-		buf_append(b, ": ", 2);
-		buf_append(b, f->value.p, f->value.len);
-		buf_append(b, "\r\n", 2);
+		if (!(o = head_room(b, f->name.len + f->value.len + 4)))
+			return -ENOMEM;
+		o = mempcpy(o, f->name.p, f->name.len);
+		PUT_LIT(o, ": ");
+		o = mempcpy(o, f->value.p, f->value.len);
+		PUT_LIT(o, "\r\n");
+		b->len = (size_t)(o - buf_head(b));
 	}
-	/* written piece by piece: this runs for every request */
-	buf_appends(b, "X-Forwarded-For: ");
+	size_t id_len = rid ? rid->value.len : strlen(r->id);
+	if (!(o = head_room(b, (xff ? xff->value.len : 0) + (via ? via->value.len : 0) + peer_len +
+				       id_len + 128)))
+		return -ENOMEM;
+	PUT_LIT(o, "X-Forwarded-For: ");
 	if (xff) {
-		buf_append(b, xff->value.p, xff->value.len);
-		buf_append(b, ", ", 2);
+		o = mempcpy(o, xff->value.p, xff->value.len);
+		PUT_LIT(o, ", ");
 	}
-	buf_appendv(b, peer, "\r\nVia: ", NULL);
+	o = mempcpy(o, r->c->peer, peer_len);
+	PUT_LIT(o, "\r\nVia: ");
 	if (via) {
-		buf_append(b, via->value.p, via->value.len);
-		buf_append(b, ", ", 2);
+		o = mempcpy(o, via->value.p, via->value.len);
+		PUT_LIT(o, ", ");
 	}
-	buf_appends(b, "1.1 reflex\r\nX-Request-ID: ");
-	if (rid)
-		buf_append(b, rid->value.p, rid->value.len);
-	else
-		buf_appends(b, r->id);
-	buf_append(b, "\r\n", 2);
-	if (subject_hdr && (subject = tls_conn_peer_subject(tc)))
-		buf_appendf(b, "%s: %s\r\n", subject_hdr, subject);
-	return buf_appends(b, tc ? "X-Forwarded-Proto: https\r\n\r\n"
-				 : "X-Forwarded-Proto: http\r\n\r\n");
+	PUT_LIT(o, "1.1 reflex\r\nX-Request-ID: ");
+	o = mempcpy(o, rid ? rid->value.p : r->id, id_len);
+	PUT_LIT(o, "\r\n");
+	b->len = (size_t)(o - buf_head(b));
+	if (subject_hdr && (subject = tls_conn_peer_subject(tc)) &&
+	    buf_appendf(b, "%s: %s\r\n", subject_hdr, subject) != 0)
+		return -ENOMEM;
+	if (buf_appends(b, tc ? "X-Forwarded-Proto: https\r\n\r\n"
+			      : "X-Forwarded-Proto: http\r\n\r\n") != 0)
+		return -ENOMEM;
+	r->up_head_built = true;
+	return 0;
 }
+
+#undef PUT_LIT
 
 /* ---- connections ------------------------------------------------------------ */
 

@@ -147,10 +147,19 @@ int upstream_choose(struct request *r);
  * sent. NULL (the default): always 503. Set once at start-up. */
 extern bool (*upstream_serve_stale)(struct request *r);
 
-/* Serialize the upstream request head for r from the parsed client head
- * into r->up_head: hop-by-hop fields removed, X-Forwarded-*, Via and
- * X-Request-ID added. Returns 0 or -ENOMEM. */
-int upstream_build_head(struct request *r, const struct http_request *h, const char *peer);
+/* Set r->id: the client's X-Request-ID when it is a sane token (its first
+ * 32 bytes), otherwise 32 random hex digits. Every response carries it, so
+ * the route step sets it for every request. */
+void upstream_request_id(struct request *r);
+
+/* Make sure r->up_head holds the upstream request head: serialized from the
+ * parsed client head (r->h) on the first call — hop-by-hop fields removed,
+ * X-Forwarded-*, Via and X-Request-ID (after upstream_request_id) added —
+ * and left as it is (with what the reflex rules and the cache rewrote in
+ * it) on later calls. It is built only when a request may go upstream:
+ * whoever reads or rewrites r->up_head calls this first, so a cache hit or
+ * a rule's answer never pays for it. Returns 0 or -ENOMEM (not built). */
+int upstream_head_ready(struct request *r);
 
 /* Start the exchange: bind r to a kept-alive or new connection to r->ep
  * and queue the head. The response comes back through respond.c and
