@@ -41,6 +41,33 @@
 static int pa, pb, pg, padm;
 static char alog[512];
 
+/* the detector of the reflexd instances that eject: short windows, little history */
+#define TRACE_EJECT                                                                            \
+	"trace: {enabled: true, window: 500ms, min_samples: 4, min_requests: 2, eject: true, " \
+	"eject_time: 3s}\n"
+
+/* Drop a quarter of the packets to port (to an endpoint: reflexd retransmits), until
+ * unlossy(). 0 or nft's exit status. */
+static int lossy(int port)
+{
+	char cmd[512];
+
+	snprintf(
+		cmd, sizeof(cmd),
+		"nft add table inet rxgw && nft 'add chain inet rxgw in { type filter hook input "
+		"priority 0; }' && nft add rule inet rxgw in tcp dport %d numgen random mod 4 == 0 "
+		"drop",
+		port);
+	return system(cmd);
+}
+
+static void unlossy(void)
+{
+	int rc = system("nft delete table inet rxgw >/dev/null 2>&1");
+
+	(void)rc; /* not there: nothing to undo */
+}
+
 static int lo_up(void)
 {
 	struct ifreq ifr = {0};
@@ -155,7 +182,8 @@ static void one_request(struct traffic *t)
 	} else {
 		t->errors++;
 		if (!t->quiet)
-			printf("# client error: status %ld curl %d %s\n", r.status, r.curl_rc, r.error);
+			printf("# client error: status %ld curl %d %s\n", r.status, r.curl_rc,
+			       r.error);
 	}
 	h_resp_free(&r);
 }
@@ -228,14 +256,7 @@ int main(void)
 					 "  default:\n"
 					 "    endpoints: [127.0.0.1:%d, 127.0.0.1:%d]\n"
 					 "    balance: round_robin\n"
-					 "admin: {listen: \"127.0.0.1:%d\"}\n"
-					 "trace:\n"
-					 "  enabled: true\n"
-					 "  window: 500ms\n"
-					 "  min_samples: 4\n"
-					 "  min_requests: 2\n"
-					 "  eject: true\n"
-					 "  eject_time: 3s\n",
+					 "admin: {listen: \"127.0.0.1:%d\"}\n" TRACE_EJECT,
 					 pg, alog, pa, pb, padm);
 	rd = oa && ob ? h_start_reflexd_config("reflexd", pg, cfg) : NULL;
 	if (!rd) {
@@ -339,17 +360,7 @@ int main(void)
 	traffic_for(&t, 3500); /* history: min_samples windows */
 	printf("# baseline: %u ok (a %u, b %u), %u errors\n", t.ok, t.from_a, t.from_b, t.errors);
 	CHECK(t.from_a > 0 && t.from_b > 0);
-	{
-		char cmd[512];
-
-		snprintf(
-			cmd, sizeof(cmd),
-			"nft add table inet rxgw && nft 'add chain inet rxgw in { type filter hook "
-			"input priority 0; }' && nft add rule inet rxgw in tcp dport %d numgen "
-			"random mod 4 == 0 drop",
-			pa);
-		CHECK_MSG(system(cmd) == 0, "nft rule not installed");
-	}
+	CHECK_MSG(lossy(pa) == 0, "nft rule not installed");
 	const char *n3[] = {subj_a, "\"source\":\"detector\"", "\"action\":\"ejected", NULL};
 	bool ejected = false;
 	double end = h_now_ms() + 20000;
@@ -358,7 +369,7 @@ int main(void)
 		traffic_for(&t, 300);
 		ejected = wait_event(n3, 1, found, sizeof(found));
 	}
-	system("nft delete table inet rxgw >/dev/null 2>&1");
+	unlossy();
 	CHECK_MSG(ejected, "A was not ejected while lossy");
 	if (ejected) {
 		printf("# ejection event: %s\n", found);
@@ -400,7 +411,7 @@ int main(void)
 	test_begin("access_log_upstream_retransmits");
 	{
 		int pg2 = h_free_port(), padm2 = h_free_port();
-		char alog2[600], url[128], cmd[512];
+		char alog2[600], url[128];
 		const char *cfg2;
 		struct h_proc *rd2;
 		struct traffic t2 = {.curl = h_curl_new()};
@@ -427,13 +438,7 @@ int main(void)
 			h_resp_free(&r);
 			h_sleep_ms(5);
 		}
-		snprintf(
-			cmd, sizeof(cmd),
-			"nft add table inet rxgw && nft 'add chain inet rxgw in { type filter hook "
-			"input priority 0; }' && nft add rule inet rxgw in tcp dport %d numgen "
-			"random mod 4 == 0 drop",
-			pa);
-		CHECK_MSG(system(cmd) == 0, "nft rule not installed");
+		CHECK_MSG(lossy(pa) == 0, "nft rule not installed");
 		double stop = h_now_ms() + 4000;
 
 		while (rd2 && h_now_ms() < stop) {
@@ -444,12 +449,12 @@ int main(void)
 
 			if (h_http(&rq, &r) || r.status != 200) {
 				t2.errors++;
-				printf("# client error under loss: status %ld curl %d %s\n", r.status,
-				       r.curl_rc, r.error);
+				printf("# client error under loss: status %ld curl %d %s\n",
+				       r.status, r.curl_rc, r.error);
 			}
 			h_resp_free(&r);
 		}
-		system("nft delete table inet rxgw >/dev/null 2>&1");
+		unlossy();
 		CHECK_INT(t2.errors, 0);
 		h_curl_free(t2.curl);
 		h_stop(rd2, 10000); /* the access log is flushed at exit */
@@ -477,7 +482,6 @@ int main(void)
 	{
 		int pc = h_free_port(), pg3 = h_free_port(), padm3 = h_free_port();
 		int saved_adm = padm, saved_pg = pg;
-		char cmd[512];
 		const char *cfg3;
 		struct h_proc *oc = h_start_origin("c", pc, 1), *rd3 = NULL;
 		struct traffic t3 = {.curl = h_curl_new(), .quiet = true};
@@ -488,23 +492,17 @@ int main(void)
 		const char *deferred[] = {subj_a, "\"action\":\"ejected", NULL};
 		bool got_refused = false, got_deferred = false;
 
-		cfg3 = h_write_config("listen: [\"127.0.0.1:%d\"]\n"
-				      "workers: 1\n"
-				      "pools:\n"
-				      "  default:\n"
-				      "    endpoints: [127.0.0.1:%d, 127.0.0.1:%d]\n"
-				      "    balance: round_robin\n"
-				      "    outlier: off\n"
-				      "    health: {interval: 200ms, timeout: 2s, rise: 1, fall: 3}\n"
-				      "admin: {listen: \"127.0.0.1:%d\"}\n"
-				      "trace:\n"
-				      "  enabled: true\n"
-				      "  window: 500ms\n"
-				      "  min_samples: 4\n"
-				      "  min_requests: 2\n"
-				      "  eject: true\n"
-				      "  eject_time: 3s\n",
-				      pg3, pa, pc, padm3);
+		cfg3 = h_write_config(
+			"listen: [\"127.0.0.1:%d\"]\n"
+			"workers: 1\n"
+			"pools:\n"
+			"  default:\n"
+			"    endpoints: [127.0.0.1:%d, 127.0.0.1:%d]\n"
+			"    balance: round_robin\n"
+			"    outlier: off\n"
+			"    health: {interval: 200ms, timeout: 2s, rise: 1, fall: 3}\n"
+			"admin: {listen: \"127.0.0.1:%d\"}\n" TRACE_EJECT,
+			pg3, pa, pc, padm3);
 		if (oc)
 			rd3 = h_start_reflexd_config("reflexd3", pg3, cfg3);
 		CHECK(rd3 != NULL);
@@ -516,13 +514,9 @@ int main(void)
 			h_stop(oc, 5000);
 			oc = NULL;
 			traffic_for(&t3, 1500); /* three failed checks: C is down */
-			snprintf(cmd, sizeof(cmd),
-				 "nft add table inet rxgw && nft 'add chain inet rxgw in { type "
-				 "filter hook input priority 0; }' && nft add rule inet rxgw in tcp "
-				 "dport %d numgen random mod 4 == 0 drop",
-				 pa);
-			CHECK_MSG(system(cmd) == 0, "nft rule not installed");
-			for (double until = h_now_ms() + 20000; !got_refused && h_now_ms() < until;) {
+			CHECK_MSG(lossy(pa) == 0, "nft rule not installed");
+			for (double until = h_now_ms() + 20000;
+			     !got_refused && h_now_ms() < until;) {
 				traffic_for(&t3, 300);
 				got_refused = wait_event(refused, 1, found, sizeof(found));
 			}
@@ -532,7 +526,8 @@ int main(void)
 				for (double until = h_now_ms() + 10000;
 				     oc && !got_deferred && h_now_ms() < until;) {
 					traffic_for(&t3, 300);
-					got_deferred = wait_event(deferred, 1, found, sizeof(found));
+					got_deferred =
+						wait_event(deferred, 1, found, sizeof(found));
 				}
 				CHECK_MSG(got_deferred,
 					  "A stayed in rotation after C came back, still lossy");
@@ -541,7 +536,7 @@ int main(void)
 					       strstr(found, "deferred") ? "deferred" : "new alarm",
 					       found);
 			}
-			system("nft delete table inet rxgw >/dev/null 2>&1");
+			unlossy();
 			padm = saved_adm;
 			pg = saved_pg;
 			h_stop(rd3, 10000);
@@ -658,12 +653,14 @@ int main(void)
 		connect(fd, (struct sockaddr *)&a, sizeof(a));
 		if (poll(&pf, 1, 700) != 0) {
 			char *pen = admin_get("/limits/penalty"), *ev = admin_get("/events");
-			char *lim = admin_get("/limits"), *cnt = lim ? strstr(lim, "\"counters\"") : NULL;
+			char *lim = admin_get("/limits"),
+			     *cnt = lim ? strstr(lim, "\"counters\"") : NULL;
 
-			CHECK_MSG(0,
-				  "a boxed source still connects; event %s; /limits/penalty: %.400s; "
-				  "counters: %.600s; events: %.3000s",
-				  found, pen ? pen : "?", cnt ? cnt : "?", ev ? ev : "?");
+			CHECK_MSG(
+				0,
+				"a boxed source still connects; event %s; /limits/penalty: %.400s; "
+				"counters: %.600s; events: %.3000s",
+				found, pen ? pen : "?", cnt ? cnt : "?", ev ? ev : "?");
 			free(pen);
 			free(ev);
 			free(lim);
