@@ -1,4 +1,4 @@
-/* 19_drain — graceful shutdown: SIGTERM while a slow request (1.5 s at the
+/* 19_drain — graceful shutdown: SIGTERM while a slow request (3 s at the
  * origin) is in flight: that request still completes with 200, new
  * connections are refused once the signal was handled, and reflexd exits 0
  * within timeouts.drain — and as soon as nothing is in flight, not at the
@@ -12,6 +12,10 @@
 #include <unistd.h>
 
 #define DRAIN_MS 5000
+/* The in-flight request's time at the origin: the window in which a new
+ * connection must be refused, so long enough for a loaded machine's
+ * workers to act on SIGTERM. */
+#define SLOW_MS 3000
 
 static int gw_port, o_port;
 
@@ -28,7 +32,7 @@ static void *slow_request(void *arg)
 	char u[256];
 	struct h_req q = {.url = u, .timeout_ms = 10000};
 
-	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?delay=1500&size=1000", gw_port);
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/?delay=%d&size=1000", gw_port, SLOW_MS);
 	s->rc = h_http(&q, &s->r);
 	s->done_at = h_now_ms();
 	return NULL;
@@ -82,9 +86,9 @@ int main(void)
 
 	/* New connections: refused once the listener is gone. The workers
 	 * act on the signal in their own time: retry until refused, well
-	 * before the in-flight request (1.5 s) completes. */
+	 * before the in-flight request (SLOW_MS) completes. */
 	int fd;
-	for (double until = h_now_ms() + 1200;; h_sleep_ms(50)) {
+	for (double until = h_now_ms() + SLOW_MS - 500;; h_sleep_ms(50)) {
 		fd = h_connect("127.0.0.1", gw_port, 1000);
 		if (fd < 0 || h_now_ms() >= until)
 			break;

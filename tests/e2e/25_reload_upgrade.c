@@ -176,7 +176,9 @@ int main(void)
 	/* 1: valid reload under load moves the pool to B and adds a listener */
 	test_begin("reload_valid_under_load");
 	start_load();
-	h_sleep_ms(700);
+	/* the reload must find traffic on A: the loaders take their time to get
+	 * going on a busy machine */
+	wait_load_count(offsetof(struct loader, from_a), 10, 10000);
 	snprintf(body, sizeof(body),
 		 "workers: 2\nlisten: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\nadmin: {listen: off}\n"
 		 "timeouts: {drain: 5s}\npools:\n  default: {endpoints: [\"127.0.0.1:%d\"]}\n",
@@ -206,14 +208,16 @@ int main(void)
 	/* 2: an invalid config is refused with its place; B keeps serving */
 	test_begin("reload_invalid_keeps_running");
 	start_load();
-	h_sleep_ms(300);
+	wait_load_count(offsetof(struct loader, ok), 10, 10000);
 	write_cfg(cfg_path, "workers: 2\nlisten: [\"127.0.0.1:1\"]\ntimeouts: {header: 10x}\n");
 	CHECK_INT(h_signal(gw, SIGHUP), 0);
 	char needle[600];
 	snprintf(needle, sizeof(needle), "%s:3:", cfg_path);
-	/* the refusal is logged once reflexd got to the reload; keep the load on a while after */
+	/* the refusal is logged once reflexd got to the reload; keep the load on
+	 * for some requests after it */
 	(void)h_wait_log(gw, needle, 10000);
-	h_sleep_ms(300);
+	wait_load_count(offsetof(struct loader, ok), load_count(offsetof(struct loader, ok)) + 10,
+			10000);
 	stop_load_and_sum(&ok, &failed, &a, &b, err, sizeof(err));
 	CHECK_MSG(failed == 0, "%ld requests failed around a refused reload (last: %s)", failed, err);
 	CHECK_MSG(a == 0 && b > 0, "after the refused reload: A %ld, B %ld", a, b);
@@ -244,7 +248,7 @@ int main(void)
 	/* 4: binary upgrade under load */
 	test_begin("upgrade_under_load");
 	start_load();
-	h_sleep_ms(700);
+	wait_load_count(offsetof(struct loader, ok), 20, 10000);
 	CHECK_INT(h_signal(gw, SIGUSR2), 0);
 	int w = h_wait_exit(gw, 10000);
 	/* requests served by the new process after the old one left */
