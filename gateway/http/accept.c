@@ -1,6 +1,7 @@
 #include "http/accept.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,38 @@ static struct tls_ctx *listener_tls(const struct worker *w, const struct listene
 	return NULL;
 }
 
+static void serve_accepted(struct worker *w, struct listener *ls, int fd)
+{
+	STAT_INC(w->stats.conn_accepted);
+	if (limit_accept(w, fd)) /* the userspace SYN limit when BPF is off */
+		client_new(w, fd, listener_tls(w, ls));
+	else
+		close(fd);
+}
+
+/* A handed-over listener whose accept has ended: a connection whose wake-up went to our
+ * accept just before the cancel stays in the backlog, and the new process's accept, armed
+ * on the same socket, is not woken for it (a listener wakes one waiter per connection) — it
+ * would wait there until the next connection. Now that ours is off the wait queue, every
+ * later connection wakes the new process; take the ones already queued and serve them as a
+ * draining worker does (one response, then close). */
+static void sweep(struct worker *w, struct listener *ls)
+{
+	int fd;
+
+	/* non-blocking on the shared file, which the new process's io_uring accept does not
+	 * mind: it polls when there is nothing to take */
+	if (fcntl(ls->fd, F_SETFL, fcntl(ls->fd, F_GETFL) | O_NONBLOCK) < 0)
+		return;
+	unsigned n = 0;
+
+	for (; n < 256 && (fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC)) >= 0; n++)
+		serve_accepted(w, ls, fd);
+	if (n)
+		log_info("worker %u: %s: served %u connection(s) left in the backlog at the hand-off",
+			 w->id, ls->addr.text, n);
+}
+
 static void on_accept(struct io_op *op, int res, unsigned flags)
 {
 	struct listener *ls = container_of(op, struct listener, accept_op);
@@ -68,11 +101,7 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 	if (res >= 0) {
 		/* Accepted before the cancel landed: a real client, served
 		 * (and closed after its first response when draining). */
-		STAT_INC(w->stats.conn_accepted);
-		if (limit_accept(w, res)) /* the userspace SYN limit when BPF is off */
-			client_new(w, res, listener_tls(w, ls));
-		else
-			close(res);
+		serve_accepted(w, ls, res);
 	} else if (res != -ECANCELED && !ls->dead) {
 		/* EMFILE/ENFILE/ENOMEM: the connection stays in the backlog; try
 		 * again after ACCEPT_RETRY_MS. Logged once per second. */
@@ -85,6 +114,10 @@ static void on_accept(struct io_op *op, int res, unsigned flags)
 	if (ls->armed)
 		return;
 	if (ls->dead) {
+		if (ls->sweep) {
+			sweep(w, ls);
+			close(ls->fd);
+		}
 		unlink_listener(w, ls);
 		free(ls);
 	} else if (!w->draining && res < 0 && res != -ECANCELED) {
@@ -198,7 +231,12 @@ static void close_one(struct worker *w, struct listener *ls, bool keep_socket)
 		io_uring_sqe_set_data(sqe, NULL);
 	}
 	/* shutdown() refuses new connects at once instead of leaving them in
-	 * a backlog nobody serves — unless another process serves it now. */
+	 * a backlog nobody serves — unless another process serves it now: then
+	 * the socket stays open until our accept has ended, for sweep(). */
+	if (keep_socket && ls->armed) {
+		ls->sweep = true;
+		return;
+	}
 	if (!keep_socket)
 		shutdown(ls->fd, SHUT_RDWR);
 	close(ls->fd);

@@ -221,7 +221,9 @@ static void before_submit(struct loop *l)
 
 	conn_flush_all(w);
 	conn_reap_all(w);
-	if (w->draining && w->n_clients == 0) {
+	/* the listeners go once their accepts have ended (a handed-over one takes its
+	 * backlog then, which may bring clients) */
+	if (w->draining && w->n_clients == 0 && !w->listeners) {
 		pool_states_close_idle(w->gen->pools, w->gen->n_pools);
 		conn_reap_all(w);
 		if (w->n_conns == 0)

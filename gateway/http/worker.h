@@ -29,6 +29,9 @@ struct listener {
 	struct timer retry; /* re-arm after an accept error (EMFILE, ...) */
 	bool armed;
 	bool dead; /* closed; freed when its accept has ended */
+	/* handed over (binary upgrade): when its accept has ended, take what waits in the
+	 * backlog (accept_close) */
+	bool sweep;
 };
 
 /* One configuration snapshot as this worker uses it: the snapshot and the
