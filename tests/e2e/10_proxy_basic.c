@@ -30,16 +30,6 @@ static long get(const char *path, const char *const *hdrs, struct h_resp *r)
 	return r->status;
 }
 
-static bool is_hex32(const char *s)
-{
-	if (!s || strlen(s) != 32)
-		return false;
-	for (int i = 0; i < 32; i++)
-		if (!isxdigit((unsigned char)s[i]))
-			return false;
-	return true;
-}
-
 static void test_get_sizes(void)
 {
 	static const unsigned long sizes[] = {0, 1024, 1048576};
@@ -186,7 +176,7 @@ static void test_request_id(void)
 	if (echo("/echo", NULL, &r, &e) == 0) {
 		const char *up = h_echo_header(&e, "X-Request-ID");
 
-		CHECK_MSG(is_hex32(up), "generated upstream X-Request-ID '%s'", up ? up : "(none)");
+		CHECK_MSG(h_is_hex32(up), "generated upstream X-Request-ID '%s'", up ? up : "(none)");
 		CHECK_MSG(h_resp_header(&r, "X-Request-ID", rid, sizeof(rid)),
 			  "no X-Request-ID in the response");
 		CHECK_MSG(up && !strcmp(rid, up), "response X-Request-ID '%s' != upstream '%s'",

@@ -130,18 +130,11 @@ static void build_cases(void)
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: foo\r\n\r\nhello");
 }
 
-static long origin_requests(void)
-{
-	struct h_origin_stats s;
-
-	return h_origin_stats(o_port, &s) == 0 ? s.requests : -1;
-}
-
 static void control_request(const char *when)
 {
 	static const char req[] = "GET /?size=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 	struct h_buf b = {0};
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	char name[64];
 
 	snprintf(name, sizeof(name), "control_request_%s", when);
@@ -150,8 +143,8 @@ static void control_request(const char *when)
 	int code = 0;
 	h_statuses(b.data ? b.data : "", b.len, &code, 1);
 	CHECK_MSG(code == 200, "well-formed request: '%s'", h_excerpt(b.data, b.len, 200));
-	CHECK_MSG(origin_requests() == before + 1, "origin counter %ld -> %ld for one request",
-		  before, origin_requests());
+	CHECK_MSG(h_origin_requests(o_port) == before + 1, "origin counter %ld -> %ld for one request",
+		  before, h_origin_requests(o_port));
 	h_buf_free(&b);
 	test_end();
 }
@@ -160,7 +153,7 @@ static void run_case(const struct bad_case *c)
 {
 	struct h_buf b = {0};
 	struct h_raw_resp rr[2];
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 
 	test_begin(c->name);
 	enum h_read_end end = h_raw_roundtrip("127.0.0.1", gw_port, c->req, c->len, &b, 3000);
@@ -186,7 +179,7 @@ static void run_case(const struct bad_case *c)
 	}
 	/* Give a half-forwarded request time to show up at the origin. */
 	h_sleep_ms(50);
-	long after = origin_requests();
+	long after = h_origin_requests(o_port);
 	CHECK_MSG(after == before, "origin served %ld request(s) for it (counter %ld -> %ld)",
 		  after - before, before, after);
 	h_raw_resp_free(rr, k);

@@ -13,19 +13,6 @@
 static int gw_port, o_port, o2_port;
 static struct h_proc *o2;
 
-static long origin_requests(int port)
-{
-	char url[128];
-	struct h_resp r;
-
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/__stats", port);
-	long st = h_get(url, &r);
-	const char *p = r.body ? strstr(r.body, "\"requests\":") : NULL;
-	long n = st == 200 && p ? atol(p + 11) : -1;
-	h_resp_free(&r);
-	return n;
-}
-
 /* GET (or HEAD) path through the gateway with optional extra headers. */
 static long req(const char *path, const char *const *headers, bool head, struct h_resp *r)
 {
@@ -59,20 +46,20 @@ static const char *cs(const struct h_resp *r)
 static long twice(const char *path, bool *second_hit)
 {
 	struct h_resp r;
-	long before = origin_requests(o_port);
+	long before = h_origin_requests(o_port);
 
 	req(path, NULL, false, &r);
 	h_resp_free(&r);
 	req(path, NULL, false, &r);
 	*second_hit = cs_has(&r, "hit");
 	h_resp_free(&r);
-	return origin_requests(o_port) - before;
+	return h_origin_requests(o_port) - before;
 }
 
 static void test_miss_hit_age(void)
 {
 	struct h_resp r;
-	long before = origin_requests(o_port);
+	long before = h_origin_requests(o_port);
 	char age[32];
 
 	test_begin("miss_then_hit_with_age");
@@ -84,13 +71,13 @@ static void test_miss_hit_age(void)
 	CHECK(r.body_bytes == 1024 && r.body_hash == h_pattern_hash(1024));
 	CHECK(h_resp_header(&r, "Age", age, sizeof(age)));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	h_sleep_ms(2100);
 	CHECK_INT(req("/t/basic?cc=max-age%3D60", NULL, false, &r), 200);
 	CHECK_MSG(h_resp_header(&r, "Age", age, sizeof(age)) && atoi(age) >= 2,
 		  "Age grows with time: %s", age);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 }
 
@@ -170,16 +157,16 @@ static void test_request_directives(void)
 	h_resp_free(&r);
 
 	test_begin("request_max_age_0_goes_to_origin");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *ma0[] = {"Cache-Control: max-age=0", NULL};
 	req(p, ma0, false, &r);
 	CHECK_MSG(!cs_has(&r, "hit"), "%s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("request_no_cache_goes_to_origin");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *nc[] = {"Cache-Control: no-cache", NULL};
 	req(p, nc, false, &r);
 	CHECK_MSG(cs_has(&r, "fwd=request"), "%s", cs(&r));
@@ -187,11 +174,11 @@ static void test_request_directives(void)
 	const char *pragma[] = {"Pragma: no-cache", NULL};
 	req(p, pragma, false, &r);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 
 	test_begin("request_min_fresh");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *mf_ok[] = {"Cache-Control: min-fresh=10", NULL};
 	req(p, mf_ok, false, &r);
 	CHECK_MSG(cs_has(&r, "hit"), "%s", cs(&r));
@@ -200,30 +187,30 @@ static void test_request_directives(void)
 	req(p, mf_no, false, &r);
 	CHECK_MSG(!cs_has(&r, "hit"), "%s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("request_no_store_bypasses");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *ns[] = {"Cache-Control: no-store", NULL};
 	req(p, ns, false, &r);
 	CHECK_MSG(cs_has(&r, "bypass"), "%s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("only_if_cached");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *oic[] = {"Cache-Control: only-if-cached", NULL};
 	CHECK_INT(req("/t/never-seen", oic, false, &r), 504);
 	h_resp_free(&r);
 	CHECK_INT(req(p, oic, false, &r), 200);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 0);
+	CHECK_INT(h_origin_requests(o_port) - before, 0);
 	test_end();
 
 	test_begin("authorization_not_shared");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *auth[] = {"Authorization: Bearer x", NULL};
 	req("/t/auth?cc=max-age%3D60", auth, false, &r);
 	h_resp_free(&r);
@@ -235,7 +222,7 @@ static void test_request_directives(void)
 	CHECK_MSG(cs_has(&r, "hit"), "public response stored from an authorized request: %s",
 		  cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 3);
+	CHECK_INT(h_origin_requests(o_port) - before, 3);
 	test_end();
 }
 
@@ -250,20 +237,20 @@ static void test_stale(void)
 	req("/t/mr?cc=max-age%3D1,must-revalidate", NULL, false, &r);
 	h_resp_free(&r);
 	h_sleep_ms(2100);
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *mx[] = {"Cache-Control: max-stale", NULL};
 	req("/t/ms?cc=max-age%3D1", mx, false, &r);
 	CHECK_MSG(cs_has(&r, "max-stale"), "%s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 0);
+	CHECK_INT(h_origin_requests(o_port) - before, 0);
 	test_end();
 
 	test_begin("must_revalidate_never_stale");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	req("/t/mr?cc=max-age%3D1,must-revalidate", mx, false, &r);
 	CHECK_MSG(!cs_has(&r, "max-stale"), "%s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("stale_while_revalidate");
@@ -273,7 +260,7 @@ static void test_stale(void)
 	req(swr, NULL, false, &r);
 	h_resp_free(&r);
 	h_sleep_ms(5100);
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	/* the refresh takes 2 s at the origin: a stale answer well under that
 	 * did not wait for it, even on a busy machine */
 	const char *slow[] = {"X-Origin-Delay: 2000", NULL};
@@ -296,7 +283,7 @@ static void test_stale(void)
 	}
 	CHECK_MSG(cs_has(&r, "hit") && !cs_has(&r, "stale"), "refreshed: %s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("stale_if_error_on_5xx");
@@ -340,7 +327,7 @@ static void test_revalidation(void)
 	req(p, NULL, false, &r);
 	h_resp_free(&r);
 	h_sleep_ms(3100);
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *s304[] = {"X-Origin-Status: 304", NULL};
 	CHECK_INT(req(p, s304, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "fwd-status=304"), "%s", cs(&r));
@@ -349,20 +336,20 @@ static void test_revalidation(void)
 	CHECK_INT(req(p, NULL, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "hit"), "fresh again after the 304: %s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("no_cache_response_revalidates_each_time");
 	const char *nc = "/t/ncr?cc=no-cache,max-age%3D60&etag=%22n1%22";
 	req(nc, NULL, false, &r);
 	h_resp_free(&r);
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	CHECK_INT(req(nc, s304, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "fwd-status=304"), "%s", cs(&r));
 	h_resp_free(&r);
 	CHECK_INT(req(nc, s304, false, &r), 200);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 
 	test_begin("client_conditional_answered_304");
@@ -370,7 +357,7 @@ static void test_revalidation(void)
 		"/t/cond?cc=max-age%3D60&etag=%22c1%22&lm=Sun,%2006%20Nov%201994%2008:49:37%20GMT";
 	req(c, NULL, false, &r);
 	h_resp_free(&r);
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	const char *inm[] = {"If-None-Match: \"x\", \"c1\"", NULL};
 	CHECK_INT(req(c, inm, false, &r), 304);
 	CHECK(r.body_bytes == 0);
@@ -384,14 +371,14 @@ static void test_revalidation(void)
 	const char *ims_old[] = {"If-Modified-Since: Sat, 05 Nov 1994 08:49:37 GMT", NULL};
 	CHECK_INT(req(c, ims_old, false, &r), 200);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 0);
+	CHECK_INT(h_origin_requests(o_port) - before, 0);
 	test_end();
 }
 
 static void test_vary_head_invalidate(void)
 {
 	struct h_resp r;
-	long before = origin_requests(o_port);
+	long before = h_origin_requests(o_port);
 	const char *p = "/t/vary?cc=max-age%3D60&vary=Accept-Language";
 	const char *en[] = {"Accept-Language: en", NULL}, *fr[] = {"Accept-Language: fr", NULL};
 	const char *en2[] = {"Accept-Language:   en  ", NULL};
@@ -408,25 +395,25 @@ static void test_vary_head_invalidate(void)
 	req(p, fr, false, &r);
 	CHECK_MSG(cs_has(&r, "hit"), "fr again: %s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 
 	test_begin("head_from_stored_get");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	char cl[32];
 	CHECK_INT(req("/t/basic?cc=max-age%3D60", NULL, true, &r), 200);
 	CHECK_MSG(cs_has(&r, "hit"), "%s", cs(&r));
 	CHECK(h_resp_header(&r, "Content-Length", cl, sizeof(cl)) && atoi(cl) == 1024);
 	CHECK(r.body_bytes == 0);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 0);
+	CHECK_INT(h_origin_requests(o_port) - before, 0);
 	test_end();
 
 	test_begin("post_invalidates");
 	const char *ip = "/t/inv?cc=max-age%3D60";
 	req(ip, NULL, false, &r);
 	h_resp_free(&r);
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	char url[256];
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", gw_port, ip);
 	struct h_req post = {.url = url, .body = "x", .body_len = 1};
@@ -439,7 +426,7 @@ static void test_vary_head_invalidate(void)
 	req(ip, NULL, false, &r);
 	CHECK_MSG(cs_has(&r, "hit"), "stored again: %s", cs(&r));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 
 	test_begin("route_cache_false");
@@ -469,7 +456,7 @@ static void test_post(void)
 {
 	struct h_resp r;
 	void *curl = h_curl_new();
-	long before = origin_requests(o_port);
+	long before = h_origin_requests(o_port);
 	const char *p = "/post/complete?cc=max-age%3D60";
 
 	test_begin("post_cached_by_body_when_opted_in");
@@ -484,7 +471,7 @@ static void test_post(void)
 	CHECK_MSG(!cs_has(&r, "hit"), "another body: %s", cs(&r));
 	CHECK_MSG(r.num_connects == 0, "keep-alive survives a POST hit");
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 
 	test_begin("post_cached_with_expect_100_continue");
@@ -504,13 +491,13 @@ static void test_post(void)
 	test_end();
 
 	test_begin("post_elsewhere_not_cached");
-	before = origin_requests(o_port);
+	before = h_origin_requests(o_port);
 	CHECK_INT(post(curl, "/t/post?cc=max-age%3D60", "x", &r), 200);
 	CHECK_MSG(cs_has(&r, "bypass"), "%s", cs(&r));
 	h_resp_free(&r);
 	CHECK_INT(post(curl, "/t/post?cc=max-age%3D60", "x", &r), 200);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests(o_port) - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 	h_curl_free(curl);
 }

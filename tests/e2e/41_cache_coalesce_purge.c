@@ -18,19 +18,6 @@
 static int gw_port, o_port, admin_port;
 static const char *log_path;
 
-static long origin_requests(void)
-{
-	char url[128];
-	struct h_resp r;
-
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/__stats", o_port);
-	long st = h_get(url, &r);
-	const char *p = r.body ? strstr(r.body, "\"requests\":") : NULL;
-	long n = st == 200 && p ? atol(p + 11) : -1;
-	h_resp_free(&r);
-	return n;
-}
-
 static long get(const char *path, struct h_resp *r)
 {
 	char url[1024];
@@ -135,7 +122,7 @@ static void test_streaming_waiters(void)
 	enum { N = 12 };
 	pthread_t t[N];
 	struct streamed s[N];
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	/* 240 KB paced at 200 KB/s: the leader's body takes over a second */
 	const char *path = "/st/slow?cc=max-age%3D60&size=240000&rate=200000";
 
@@ -145,7 +132,7 @@ static void test_streaming_waiters(void)
 		pthread_create(&t[i], NULL, streamed_get, &s[i]);
 		/* the first one leads: the others start once it is at the origin */
 		for (double end = h_now_ms() + 5000; i == 0 && h_now_ms() < end; h_sleep_ms(20))
-			if (origin_requests() > before)
+			if (h_origin_requests(o_port) > before)
 				break;
 	}
 	int ok = 0, streamed = 0, early = 0;
@@ -160,7 +147,7 @@ static void test_streaming_waiters(void)
 	CHECK_MSG(ok == N, "%d of %d got the whole body", ok, N);
 	CHECK_MSG(streamed >= N - 2, "%d of %d waiters streamed from the leader", streamed, N);
 	CHECK_MSG(early >= N - 2, "%d of %d saw the first bytes early", early, N);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("coalesced_stream_failure_reaches_waiters");
@@ -190,28 +177,28 @@ static void test_coalescing(void)
 	long before;
 
 	test_begin("coalesce_100_cold_misses_one_origin_request");
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	int ok = concurrent("/co/cold?cc=max-age%3D60&delay=300&size=20000", N_CONC, 20000);
 	CHECK_MSG(ok == N_CONC, "%d of %d answered with the right body", ok, N_CONC);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("coalesce_uncacheable_waiters_go_upstream");
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	ok = concurrent("/co/nostore?cc=no-store&delay=200", 20, 1024);
 	CHECK_MSG(ok == 20, "%d of 20 answered", ok);
-	CHECK_INT(origin_requests() - before, 20);
+	CHECK_INT(h_origin_requests(o_port) - before, 20);
 	test_end();
 
 	test_begin("coalesce_after_expiry_one_refresh");
 	CHECK(hit("/co/exp?cc=max-age%3D1&etag=%22e%22") == false);
 	h_sleep_ms(2100);
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	ok = concurrent("/co/exp?cc=max-age%3D1&etag=%22e%22&delay=0", 1, 1024); /* another key */
 	ok = concurrent("/co/exp?cc=max-age%3D1&etag=%22e%22", 30, 1024);
 	CHECK_MSG(ok == 30, "%d of 30", ok);
-	CHECK_MSG(origin_requests() - before <= 2, "%ld origin requests for one stale key",
-		  origin_requests() - before);
+	CHECK_MSG(h_origin_requests(o_port) - before <= 2, "%ld origin requests for one stale key",
+		  h_origin_requests(o_port) - before);
 	test_end();
 }
 

@@ -28,19 +28,6 @@
 
 static int a_port, b_port, o_port, r_port, a_admin, b_admin;
 
-static long origin_requests(void)
-{
-	char url[128];
-	struct h_resp r;
-
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/__stats", o_port);
-	long st = h_get(url, &r);
-	const char *p = r.body ? strstr(r.body, "\"requests\":") : NULL;
-	long n = st == 200 && p ? atol(p + 11) : -1;
-	h_resp_free(&r);
-	return n;
-}
-
 /* GET path through the gateway on port; returns the status, *hit whether it
  * was answered from the cache. */
 static long get(int port, const char *path, bool *hit, double *ms)
@@ -220,7 +207,7 @@ static bool b_wait_miss(const char *path)
 static void test_shared(void)
 {
 	bool hit;
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 
 	test_begin("fetched_through_a_hit_through_b");
 	CHECK_INT(get(a_port, "/l2/one?cc=max-age%3D60", &hit, NULL), 200);
@@ -228,11 +215,11 @@ static void test_shared(void)
 	l2_wait_stored("/l2/one?cc=max-age%3D60", 1, NULL);
 	CHECK_INT(get(b_port, "/l2/one?cc=max-age%3D60", &hit, NULL), 200);
 	CHECK_MSG(hit, "B answered from the object A stored in Redis");
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("vary_variants_through_l2");
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	const char *p = "/l2/vary?cc=max-age%3D60&vary=Accept-Language";
 	char url[256];
 	const char *en[] = {"Host: shared.example", "Accept-Language: en", NULL};
@@ -247,7 +234,7 @@ static void test_shared(void)
 	char v[256] = "";
 	CHECK_MSG(h_resp_header(&r, "Cache-Status", v, sizeof(v)) && strstr(v, "hit"), "B: %s", v);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("purge_through_a_seen_by_b");
@@ -268,10 +255,10 @@ static void test_shared(void)
 		  L2_WAIT_MS);
 	CHECK_INT(purge("{\"url\":\"http://shared.example/l2/p1?cc=max-age%3D60\"}"), 200);
 	CHECK_INT(purge("{\"tag\":\"grp\"}"), 200);
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	b_wait_miss("/l2/p1?cc=max-age%3D60");			     /* by URL */
 	b_wait_miss("/l2/p2?cc=max-age%3D60&hdr=Surrogate-Key:grp"); /* by tag */
-	CHECK_INT(origin_requests() - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 }
 
@@ -293,7 +280,7 @@ static void test_refresh_to_l2(void)
 	/* the refresh writes the same key with a new lifetime: its PTTL jumps
 	 * back up by about the 4 s slept here */
 	long long ttl0 = redis_int("PTTL %s", key);
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", a_port, p);
 	struct h_req q = {.url = url, .headers = hdrs};
 	CHECK(h_http(&q, &r) == 0);
@@ -305,7 +292,7 @@ static void test_refresh_to_l2(void)
 	long fetched = 0;
 	long long ttl = ttl0;
 	for (double end = h_now_ms() + L2_WAIT_MS; h_now_ms() < end; h_sleep_ms(20)) {
-		fetched = origin_requests() - before;
+		fetched = h_origin_requests(o_port) - before;
 		ttl = redis_int("PTTL %s", key);
 		if (fetched >= 1 && ttl > ttl0 + 1000)
 			break;
@@ -313,7 +300,7 @@ static void test_refresh_to_l2(void)
 	CHECK_MSG(fetched >= 1 && ttl > ttl0 + 1000,
 		  "no refresh after %d ms: %ld origin requests, PTTL of %s %lld ms (was %lld)",
 		  L2_WAIT_MS, fetched, key, ttl, ttl0);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", b_port, p);
 	CHECK(h_http(&q, &r) == 0);
 	v[0] = 0;
@@ -321,7 +308,7 @@ static void test_refresh_to_l2(void)
 			  !strstr(v, "stale"),
 		  "B: %s", v);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 }
 
@@ -353,10 +340,10 @@ static void test_integrity(void)
 	if (keys)
 		freeReplyObject(keys);
 	CHECK_MSG(n >= 1, "no stored object found in Redis");
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_INT(get(b_port, "/l2/corrupt?cc=max-age%3D60&size=3000", &hit, NULL), 200);
 	CHECK_MSG(!hit, "B used a value that fails its checksum");
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 	if (c)
 		redisFree(c);
@@ -410,14 +397,14 @@ static void test_missed_purge(const struct h_proc *b)
 	long long a_flushes = metric(a_admin, flushed), b_flushes = metric(b_admin, flushed);
 	CHECK_MSG(a_flushes == 0 && b_flushes == 0, "flushes before: A %lld, B %lld", a_flushes,
 		  b_flushes);
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_INT(get(a_port, p, NULL, NULL), 200);
 	l2_wait_stored(p, 1, NULL);
 	CHECK_INT(get(b_port, p, &hit, NULL), 200); /* from L2 into B's L1 */
 	CHECK(hit);
 	CHECK_INT(get(b_port, p, &hit, NULL), 200); /* from B's L1 */
 	CHECK(hit);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 
 	snprintf(name, sizeof(name), "reflexd-purge-%d", (int)b->pid);
 	CHECK_MSG(redis_kill_named(name) == 1, "no Redis connection named %s", name);
@@ -426,9 +413,9 @@ static void test_missed_purge(const struct h_proc *b)
 	long long subs = redis_int("PUBSUB NUMSUB %s", "rfx:purge");
 	CHECK_MSG(subs == 1, "%lld gateways subscribed right after the purge (want 1: A)", subs);
 
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	b_wait_miss(p); /* B reconnects, sees the missed purge, flushes */
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	for (double end = h_now_ms() + L2_WAIT_MS; h_now_ms() < end; h_sleep_ms(20))
 		if ((b_flushes = metric(b_admin, flushed)) >= 1)
 			break;
@@ -452,7 +439,7 @@ static void test_redis_down(struct h_proc *redis)
 	CHECK_MSG(h_wait_exit(redis, 3000) == 0, "redis-server did not die of SIGKILL in 3 s");
 	CHECK_INT(get(a_port, "/l2/survive?cc=max-age%3D60", &hit, NULL), 200);
 	CHECK_MSG(hit, "A's L1 still answers");
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	int ok = 0;
 	double worst = 0;
 	for (int i = 0; i < 20; i++) {
@@ -463,7 +450,7 @@ static void test_redis_down(struct h_proc *redis)
 			worst = ms;
 	}
 	CHECK_MSG(ok == 20, "%d of 20 misses answered with Redis down", ok);
-	CHECK_INT(origin_requests() - before, 20);
+	CHECK_INT(h_origin_requests(o_port) - before, 20);
 	/* the per-operation timeout is 100 ms: nothing may wait much longer */
 	CHECK_MSG(worst < 1500, "a request took %.0f ms with Redis down", worst);
 	CHECK_INT(get(b_port, "/l2/down3?cc=max-age%3D60", &hit, NULL), 200);
@@ -492,9 +479,9 @@ static void test_redis_restarted(char *const rargv[])
 	}
 	CHECK_MSG(a_n == 1 && b_n == 1, "%s: A %lld, B %lld after %d ms", unsure, a_n, b_n,
 		  L2_WAIT_MS);
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	b_wait_miss("/l2/down3?cc=max-age%3D60");
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	if (redis) {
 		h_signal(redis, SIGKILL);
 		CHECK_MSG(h_wait_exit(redis, 3000) == 0, "redis-server did not die of SIGKILL");

@@ -31,13 +31,6 @@
 static int gw_port, o_port, admin_port;
 static char cfg_path[1024], tokens_path[1024];
 
-static long origin_requests(void)
-{
-	struct h_origin_stats st;
-
-	return h_origin_stats(o_port, &st) == 0 ? st.requests : -1;
-}
-
 static long get_h(const char *path, const char *const *headers, bool head, struct h_resp *r)
 {
 	char url[1024];
@@ -182,7 +175,7 @@ static void test_swr(void)
 	}
 	CHECK_INT(raw_get(fd, p, NULL, cs1, sizeof(cs1), &t1), 200);
 	h_sleep_ms(5100);
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	/* the refresh carries the request's X-Origin-Delay: the origin takes 2 s */
 	double t0 = h_now_ms();
 	CHECK_INT(raw_get(fd, p, "X-Origin-Delay: 2000\r\n", cs2, sizeof(cs2), &t2), 200);
@@ -194,12 +187,12 @@ static void test_swr(void)
 	CHECK_MSG(both < 1500, "two stale answers took %.0f ms (the refresh takes 2000)", both);
 	close(fd);
 	CHECK_INT(get_refreshed(p, &r), 200);
-	CHECK_INT(origin_requests() - before, 1); /* one refresh for both */
+	CHECK_INT(h_origin_requests(o_port) - before, 1); /* one refresh for both */
 	CHECK_MSG(strstr(cs_of(&r), "hit") && !strstr(cs_of(&r), "stale"), "refreshed: %s",
 		  cs_of(&r));
 	CHECK(r.body_hash == h_pattern_hash(1024));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	CHECK_MSG(cache_stat("refreshes") >= 1, "refreshes %lld", cache_stat("refreshes"));
 	/* the same figures for Prometheus */
 	CHECK_MSG(metric("reflex_cache_background_refreshes_total{result=\"started\"}") ==
@@ -217,19 +210,19 @@ static void test_swr(void)
 	CHECK_INT(get_h(p3, NULL, false, &r), 200);
 	h_resp_free(&r);
 	h_sleep_ms(5100);
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	const char *nm[] = {"X-Origin-Status: 304", "X-Origin-Delay: 300", NULL};
 	CHECK_INT(get_h(p3, nm, false, &r), 200);
 	CHECK_MSG(strstr(cs_of(&r), "stale-while-revalidate"), "%s", cs_of(&r));
 	CHECK(r.body_bytes == 1024);
 	h_resp_free(&r);
 	CHECK_INT(get_refreshed(p3, &r), 200);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	CHECK_MSG(strstr(cs_of(&r), "hit") && !strstr(cs_of(&r), "stale"), "after the 304: %s",
 		  cs_of(&r));
 	CHECK(r.body_bytes == 1024 && r.body_hash == h_pattern_hash(1024));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("swr_refresh_started_by_head");
@@ -240,17 +233,17 @@ static void test_swr(void)
 	CHECK_INT(get_h(ph, NULL, false, &r), 200);
 	h_resp_free(&r);
 	h_sleep_ms(5100);
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	CHECK_INT(get_h(ph, NULL, true, &r), 200);
 	CHECK_MSG(strstr(cs_of(&r), "stale-while-revalidate"), "%s", cs_of(&r));
 	CHECK(r.body_bytes == 0);
 	h_resp_free(&r);
 	CHECK_INT(get_refreshed(ph, &r), 200);
-	CHECK_INT(origin_requests() - before, 1); /* the refresh, as a GET */
+	CHECK_INT(h_origin_requests(o_port) - before, 1); /* the refresh, as a GET */
 	CHECK_MSG(strstr(cs_of(&r), "hit") && !strstr(cs_of(&r), "stale"), "after: %s", cs_of(&r));
 	CHECK(r.body_bytes == 2000 && r.body_hash == h_pattern_hash(2000));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("swr_refresh_failure_keeps_stale");
@@ -333,13 +326,13 @@ static void test_coalesce_stream(void)
 	/* 240 KB chunked, paced at 200 KB/s: the leader's body takes over a second */
 	const char *path =
 		"/bg/chunked?cc=max-age%3D60&chunked=1&chunk=8000&size=240000&rate=200000";
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	for (int i = 0; i < N; i++) {
 		s[i] = (struct streamed){.path = path};
 		pthread_create(&t[i], NULL, streamed_get, &s[i]);
 		/* the first one leads: the others start once it is at the origin */
 		for (double end = h_now_ms() + 5000; i == 0 && h_now_ms() < end; h_sleep_ms(20))
-			if (origin_requests() > before)
+			if (h_origin_requests(o_port) > before)
 				break;
 	}
 	int ok = 0, streamed = 0, early = 0;
@@ -353,7 +346,7 @@ static void test_coalesce_stream(void)
 	CHECK_MSG(ok == N, "%d of %d got the whole body", ok, N);
 	CHECK_MSG(streamed >= N - 2, "%d of %d waiters streamed from the leader", streamed, N);
 	CHECK_MSG(early >= N - 2, "%d of %d saw the first bytes early", early, N);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	struct h_resp r;
 	CHECK_INT(get_h(path, NULL, false, &r), 200);
 	CHECK_MSG(strstr(cs_of(&r), "hit"), "stored: %s", cs_of(&r));
@@ -364,14 +357,14 @@ static void test_coalesce_stream(void)
 	test_begin("coalesced_vary_mismatch_goes_upstream_at_once");
 	/* head after 500 ms, then 400 KB at 200 KB/s: the leader ends after ~2.5 s */
 	const char *vp = "/bg/vary?cc=max-age%3D60&vary=X-Lang&delay=500&size=400000&rate=200000";
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	for (int i = 0; i < N; i++) {
 		s[i] = (struct streamed){.path = vp};
 		s[i].hdr[0] = i % 2 ? "X-Lang: b" : "X-Lang: a";
 		pthread_create(&t[i], NULL, streamed_get, &s[i]);
 		/* the first one leads: the others start once it is at the origin */
 		for (double end = h_now_ms() + 5000; i == 0 && h_now_ms() < end; h_sleep_ms(20))
-			if (origin_requests() > before)
+			if (h_origin_requests(o_port) > before)
 				break;
 	}
 	int ok_a = 0, ok_b = 0, b_early = 0, b_upstream = 0, a_streamed = 0;
@@ -394,7 +387,7 @@ static void test_coalesce_stream(void)
 	CHECK_MSG(b_upstream == N / 2, "%d of %d b-waiters went upstream", b_upstream, N / 2);
 	CHECK_MSG(b_early >= N / 2 - 1, "%d of %d b-waiters had bytes before the leader's end",
 		  b_early, N / 2);
-	long n = origin_requests() - before;
+	long n = h_origin_requests(o_port) - before;
 	CHECK_MSG(n >= 2 && n <= 1 + N / 2, "%ld origin requests", n);
 	test_end();
 }
@@ -409,7 +402,7 @@ static void test_head_miss(void)
 	char url[256];
 
 	test_begin("head_miss_stored_as_get");
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/bg/head?cc=max-age%%3D60&size=3000",
 		 gw_port);
 	struct h_req q = {.url = url, .head = true, .curl = curl};
@@ -428,11 +421,11 @@ static void test_head_miss(void)
 	CHECK(r.body_bytes == 3000 && r.body_hash == h_pattern_hash(3000));
 	CHECK_INT(r.num_connects, 0);
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("head_miss_chunked_stored_as_get");
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	snprintf(url, sizeof(url),
 		 "http://127.0.0.1:%d/bg/headc?cc=max-age%%3D60&size=5000&chunked=1", gw_port);
 	CHECK(h_http(&q, &r) == 0);
@@ -443,7 +436,7 @@ static void test_head_miss(void)
 	CHECK_MSG(strstr(cs_of(&r), "hit"), "GET after HEAD: %s", cs_of(&r));
 	CHECK(r.body_bytes == 5000 && r.body_hash == h_pattern_hash(5000));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 	h_curl_free(curl);
 }
@@ -515,11 +508,11 @@ static bool stored_after_purge(const char *path, const char *json)
 	struct bg_get b = {.path = path};
 	struct h_resp r;
 
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	pthread_create(&t, NULL, bg_get_fn, &b);
 	/* purge once the fill is at the origin (counted before its 1 s delay) */
 	for (double end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20))
-		if (origin_requests() > before)
+		if (h_origin_requests(o_port) > before)
 			break;
 	CHECK_INT(admin("POST", "/cache/purge", json, &r), 200);
 	h_resp_free(&r);
@@ -538,9 +531,9 @@ static void test_purge_during_fill(void)
 	test_begin("purge_during_fill_not_stored");
 	const char *p = "/bg/pf?cc=max-age%3D60&delay=1000";
 	snprintf(json, sizeof(json), "{\"url\":\"127.0.0.1:%d%s\"}", gw_port, p);
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_MSG(!stored_after_purge(p, json), "the pre-purge response was stored");
-	CHECK_INT(origin_requests() - before, 2);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 
 	test_begin("purge_by_tag_during_fill_not_stored");
@@ -566,16 +559,16 @@ static void test_drain_cancels_refresh(struct h_proc *gw)
 	h_resp_free(&r);
 	h_sleep_ms(2100);
 	const char *slow[] = {"X-Origin-Delay: 20000", NULL};
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_INT(get_h(p, slow, false, &r), 200);
 	CHECK_MSG(strstr(cs_of(&r), "stale-while-revalidate"), "%s", cs_of(&r));
 	h_resp_free(&r);
 	/* SIGTERM once the refresh is at the origin (it counts a request
 	 * before its delay): in flight for sure, also on a busy machine */
 	for (double end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20))
-		if (origin_requests() > before)
+		if (h_origin_requests(o_port) > before)
 			break;
-	CHECK_MSG(origin_requests() > before, "the refresh did not reach the origin");
+	CHECK_MSG(h_origin_requests(o_port) > before, "the refresh did not reach the origin");
 	double t0 = h_now_ms();
 	CHECK(h_signal(gw, SIGTERM) == 0);
 	CHECK_MSG(h_wait_exit(gw, 5000) == 0, "reflexd still runs 5 s after SIGTERM");

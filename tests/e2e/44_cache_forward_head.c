@@ -20,13 +20,6 @@
 
 static int gw_port, o_port;
 
-static long origin_requests(void)
-{
-	struct h_origin_stats st;
-
-	return h_origin_stats(o_port, &st) == 0 ? st.requests : -1;
-}
-
 static long get(const char *path, const char *const *headers, bool head, struct h_resp *r)
 {
 	char url[1024];
@@ -48,16 +41,6 @@ static bool cs_has(const struct h_resp *r, const char *needle)
 	char v[256];
 
 	return h_resp_header(r, "Cache-Status", v, sizeof(v)) && strstr(v, needle);
-}
-
-static bool is_hex32(const char *s)
-{
-	if (!s || strlen(s) != 32)
-		return false;
-	for (int i = 0; i < 32; i++)
-		if (!isxdigit((unsigned char)s[i]))
-			return false;
-	return true;
 }
 
 /* What the origin saw, from a response carrying its /echo body (straight
@@ -117,7 +100,7 @@ static void test_miss_and_hit(void)
 	char host[64];
 
 	test_begin("miss_forwards_the_full_head");
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_INT(get(path, miss_hdrs, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "fwd=uri-miss") && cs_has(&r, "stored"), "not a stored miss");
 	CHECK(header_is(&r, "X-Request-ID", "fwd-head-miss-1"));
@@ -140,11 +123,11 @@ static void test_miss_and_hit(void)
 		h_echo_free(&e);
 	}
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
 	test_begin("hit_answers_with_its_own_request_id");
-	before = origin_requests();
+	before = h_origin_requests(o_port);
 	CHECK_INT(get(path, hit_hdrs, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "hit"), "not a hit");
 	CHECK(header_is(&r, "X-Request-ID", "fwd-head-hit-2"));
@@ -155,9 +138,9 @@ static void test_miss_and_hit(void)
 	h_resp_free(&r);
 	CHECK_INT(get(path, NULL, false, &r), 200);
 	char id[128] = "";
-	CHECK(h_resp_header(&r, "X-Request-ID", id, sizeof(id)) && is_hex32(id));
+	CHECK(h_resp_header(&r, "X-Request-ID", id, sizeof(id)) && h_is_hex32(id));
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 0);
+	CHECK_INT(h_origin_requests(o_port) - before, 0);
 	test_end();
 }
 
@@ -169,7 +152,7 @@ static void test_head_miss(void)
 	struct h_echo e;
 
 	test_begin("head_miss_goes_up_as_get_with_the_full_head");
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_INT(get(path, hdrs, true, &r), 200);
 	h_resp_free(&r);
 	CHECK_INT(get(path, NULL, false, &r), 200);
@@ -181,7 +164,7 @@ static void test_head_miss(void)
 		h_echo_free(&e);
 	}
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 }
 
@@ -197,7 +180,7 @@ static void test_revalidation(void)
 	CHECK_INT(get(path, h1, false, &r), 200);
 	h_resp_free(&r);
 	h_sleep_ms(1100);
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_INT(get(path, h2, false, &r), 200);
 	/* reflex-origin's /echo ignores conditionals: it shows what came */
 	if (echo_of(&r, &e)) {
@@ -206,7 +189,7 @@ static void test_revalidation(void)
 		h_echo_free(&e);
 	}
 	h_resp_free(&r);
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 }
 
@@ -229,7 +212,7 @@ static void test_background_refresh(void)
 	CHECK_INT(get(path, h1, false, &r), 200);
 	h_resp_free(&r);
 	h_sleep_ms(1100);
-	long before = origin_requests();
+	long before = h_origin_requests(o_port);
 	CHECK_INT(get(path, h2, false, &r), 200);
 	CHECK_MSG(cs_has(&r, "stale-while-revalidate"), "not served stale");
 	h_resp_free(&r);
@@ -252,7 +235,7 @@ static void test_background_refresh(void)
 		h_resp_free(&r);
 	}
 	CHECK_MSG(fresh, "the refreshed object never showed the refresh's head");
-	CHECK_INT(origin_requests() - before, 1);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 }
 

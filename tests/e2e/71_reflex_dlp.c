@@ -8,9 +8,6 @@
  * text without personal data). */
 #include "lib/harness.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,28 +15,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int gw_port, up_port, up_fd = -1;
+static int gw_port, up_port;
 static atomic_int up_requests;
 static struct h_proc *gw;
-
-static void send_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-		if (k <= 0)
-			return;
-		p += k;
-		n -= (size_t)k;
-	}
-}
 
 static void send_chunk(int fd, const char *s)
 {
 	char hdr[32];
 	snprintf(hdr, sizeof(hdr), "%zx\r\n", strlen(s));
-	send_all(fd, hdr, strlen(hdr));
-	send_all(fd, s, strlen(s));
-	send_all(fd, "\r\n", 2);
+	h_send_all(fd, hdr, strlen(hdr));
+	h_send_all(fd, s, strlen(s));
+	h_send_all(fd, "\r\n", 2);
 }
 
 /* One thread per keep-alive connection: /dlp/sse, /dlp/json, /plain/json */
@@ -65,25 +51,25 @@ static void *serve(void *arg)
 				const char *h =
 					"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 					"Transfer-Encoding: chunked\r\n\r\n";
-				send_all(c, h, strlen(h));
+				h_send_all(c, h, strlen(h));
 				send_chunk(c, "id: 1\ndata: write to john.doe@exa\n\n");
 				h_sleep_ms(150);
 				send_chunk(c, "id: 2\ndata: mple.com please\n\n");
 				h_sleep_ms(150);
 				send_chunk(c, "data: card 4111 1111 1111 1111 ok\n\n");
 				send_chunk(c, "data: [DONE]\n\n");
-				send_all(c, "0\r\n\r\n", 5);
+				h_send_all(c, "0\r\n\r\n", 5);
 			} else if (strstr(buf, "GET /dlp/crlf")) {
 				/* CRLF line ends, no space after "data:", a comment line */
 				const char *h = "HTTP/1.1 200 OK\r\nContent-Type: "
 						"text/event-stream; charset=utf-8\r\n"
 						"Transfer-Encoding: chunked\r\n\r\n";
-				send_all(c, h, strlen(h));
+				h_send_all(c, h, strlen(h));
 				send_chunk(c, ": keep-alive\r\n\r\n");
 				send_chunk(c, "data:contact jane.roe@exa\r\n\r\n");
 				h_sleep_ms(100);
 				send_chunk(c, "data:mple.org\r\n\r\n");
-				send_all(c, "0\r\n\r\n", 5);
+				h_send_all(c, "0\r\n\r\n", 5);
 			} else if (strstr(buf, "GET /dlp/json") || strstr(buf, "GET /plain/json")) {
 				const char *body =
 					"{\"reply\":\"mail me at jane.roe@example.org or not\"}";
@@ -92,10 +78,10 @@ static void *serve(void *arg)
 					 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 					 "Cache-Control: max-age=60\r\nContent-Length: %zu\r\n\r\n",
 					 strlen(body));
-				send_all(c, h, strlen(h));
-				send_all(c, body, strlen(body));
+				h_send_all(c, h, strlen(h));
+				h_send_all(c, body, strlen(body));
 			} else {
-				send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+				h_send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
 					 45);
 			}
 			memmove(buf, buf + head, len - head);
@@ -104,35 +90,6 @@ static void *serve(void *arg)
 		close(c);
 	}
 	return NULL;
-}
-
-static void *upstream(void *arg)
-{
-	(void)arg;
-	for (;;) {
-		pthread_t t;
-		int c = accept(up_fd, NULL, NULL);
-		if (c < 0)
-			return NULL;
-		if (pthread_create(&t, NULL, serve, (void *)(intptr_t)c) == 0)
-			pthread_detach(t);
-		else
-			close(c);
-	}
-}
-
-static int start_upstream(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t al = sizeof(a);
-	pthread_t t;
-
-	up_fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (up_fd < 0 || bind(up_fd, (struct sockaddr *)&a, sizeof(a)) || listen(up_fd, 16) ||
-	    getsockname(up_fd, (struct sockaddr *)&a, &al))
-		return -1;
-	up_port = ntohs(a.sin_port);
-	return pthread_create(&t, NULL, upstream, NULL) ? -1 : 0;
 }
 
 static long get(const char *path, bool http10, struct h_resp *r)
@@ -153,7 +110,7 @@ int main(void)
 
 	h_init("71_reflex_dlp", 120);
 	gw_port = h_free_port();
-	if (start_upstream()) {
+	if (h_serve_tcp(serve, &up_port)) {
 		test_skip("dlp", "cannot start the test upstream");
 		return 0;
 	}

@@ -12,9 +12,6 @@
  * data path depends on the vector loops. */
 #include "lib/harness.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,19 +21,8 @@
 #define BODY_LEN 6144
 #define BUF_CAP (3 * BODY_LEN) /* a request head and body, with room */
 
-static int up_port, up_fd = -1;
+static int up_port;
 static char body[BODY_LEN + 1];
-
-static void send_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-		if (k <= 0)
-			return;
-		p += k;
-		n -= (size_t)k;
-	}
-}
 
 /* Text of the kind a prompt or a model's answer carries, with every
  * detector's matches and near misses placed at random (a fixed seed: the
@@ -115,34 +101,34 @@ static void *serve(void *arg)
 				 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 				 "Content-Length: %d\r\n\r\n",
 				 BODY_LEN);
-			send_all(c, h, strlen(h));
-			send_all(c, body, BODY_LEN);
+			h_send_all(c, h, strlen(h));
+			h_send_all(c, body, BODY_LEN);
 		} else if (!strncmp(b, "GET /dlp/chunked", 16)) {
 			static const size_t sizes[] = {1000, 333, 77, 1, 2048, 64, 65, 129};
 			const char *hh = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
 					 "Transfer-Encoding: chunked\r\n\r\n";
-			send_all(c, hh, strlen(hh));
+			h_send_all(c, hh, strlen(hh));
 			for (size_t at = 0, i = 0; at < BODY_LEN; i++) {
 				size_t k =
 					sizes[i % 8] < BODY_LEN - at ? sizes[i % 8] : BODY_LEN - at;
 				snprintf(h, sizeof(h), "%zx\r\n", k);
-				send_all(c, h, strlen(h));
-				send_all(c, body + at, k);
-				send_all(c, "\r\n", 2);
+				h_send_all(c, h, strlen(h));
+				h_send_all(c, body + at, k);
+				h_send_all(c, "\r\n", 2);
 				at += k;
 				if (i < 4)
 					h_sleep_ms(20); /* separate reads: separate feeds */
 			}
-			send_all(c, "0\r\n\r\n", 5);
+			h_send_all(c, "0\r\n\r\n", 5);
 		} else if (!strncmp(b, "POST /echo", 10)) {
 			snprintf(h, sizeof(h),
 				 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
 				 "Cache-Control: no-store\r\nContent-Length: %zu\r\n\r\n",
 				 clen);
-			send_all(c, h, strlen(h));
-			send_all(c, b + head, clen);
+			h_send_all(c, h, strlen(h));
+			h_send_all(c, b + head, clen);
 		} else {
-			send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 45);
+			h_send_all(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 45);
 		}
 		memmove(b, b + head + clen, len - head - clen);
 		len -= head + clen;
@@ -150,35 +136,6 @@ static void *serve(void *arg)
 	free(b);
 	close(c);
 	return NULL;
-}
-
-static void *upstream(void *arg)
-{
-	(void)arg;
-	for (;;) {
-		pthread_t t;
-		int c = accept(up_fd, NULL, NULL);
-		if (c < 0)
-			return NULL;
-		if (pthread_create(&t, NULL, serve, (void *)(intptr_t)c) == 0)
-			pthread_detach(t);
-		else
-			close(c);
-	}
-}
-
-static int start_upstream(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t al = sizeof(a);
-	pthread_t t;
-
-	up_fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (up_fd < 0 || bind(up_fd, (struct sockaddr *)&a, sizeof(a)) || listen(up_fd, 16) ||
-	    getsockname(up_fd, (struct sockaddr *)&a, &al))
-		return -1;
-	up_port = ntohs(a.sin_port);
-	return pthread_create(&t, NULL, upstream, NULL) ? -1 : 0;
 }
 
 /* A gateway with a response rule on /dlp/ and a request-body rule on
@@ -253,7 +210,7 @@ int main(void)
 {
 	h_init("73_reflex_no_avx2", 120);
 	make_body();
-	if (start_upstream()) {
+	if (h_serve_tcp(serve, &up_port)) {
 		test_skip("no_avx2", "cannot start the test upstream");
 		return 0;
 	}

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -1418,6 +1419,13 @@ static bool json_long(const char *json, const char *key, long *out)
 	return true;
 }
 
+long h_origin_requests(int port)
+{
+	struct h_origin_stats st;
+
+	return h_origin_stats(port, &st) == 0 ? st.requests : -1;
+}
+
 int h_origin_stats(int port, struct h_origin_stats *st)
 {
 	char url[128];
@@ -1670,4 +1678,60 @@ int h_echo_count(const struct h_echo *e, const char *name)
 		if (!strcasecmp(e->names[i], name))
 			n++;
 	return n;
+}
+
+struct serve_tcp {
+	int fd;
+	void *(*serve)(void *arg);
+};
+
+static void *serve_tcp_accept(void *arg)
+{
+	struct serve_tcp *s = arg;
+
+	for (;;) {
+		pthread_t t;
+		int c = accept(s->fd, NULL, NULL);
+
+		if (c < 0)
+			return NULL;
+		if (pthread_create(&t, NULL, s->serve, (void *)(intptr_t)c) == 0)
+			pthread_detach(t);
+		else
+			close(c);
+	}
+}
+
+int h_serve_tcp(void *(*serve)(void *arg), int *port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof(a);
+	struct serve_tcp *s = malloc(sizeof(*s)); /* the server's, for the test's lifetime */
+	pthread_t t;
+
+	if (!s)
+		return -1;
+	s->serve = serve;
+	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->fd < 0 || bind(s->fd, (struct sockaddr *)&a, sizeof(a)) || listen(s->fd, 16) ||
+	    getsockname(s->fd, (struct sockaddr *)&a, &al) ||
+	    pthread_create(&t, NULL, serve_tcp_accept, s)) {
+		if (s->fd >= 0)
+			close(s->fd);
+		free(s);
+		return -1;
+	}
+	pthread_detach(t);
+	*port = ntohs(a.sin_port);
+	return 0;
+}
+
+bool h_is_hex32(const char *s)
+{
+	if (!s || strlen(s) != 32)
+		return false;
+	for (int i = 0; i < 32; i++)
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	return true;
 }

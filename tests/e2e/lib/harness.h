@@ -211,6 +211,11 @@ long h_get(const char *url, struct h_resp *resp);
 int h_connect(const char *host, int port, unsigned timeout_ms);
 /* Send all of buf (loops; short on error). Returns 0 or -errno. */
 int h_send_all(int fd, const void *buf, size_t len);
+/* A scripted upstream: a TCP server on 127.0.0.1 (an ephemeral port, in
+ * *port) that runs serve in a thread of its own for every connection, with
+ * the socket as (intptr_t)arg; serve closes it. It runs until the test
+ * exits. 0 or -1. */
+int h_serve_tcp(void *(*serve)(void *arg), int *port);
 static inline int h_send_str(int fd, const char *s)
 {
 	return h_send_all(fd, s, strlen(s));
@@ -283,6 +288,8 @@ int h_statuses(const char *buf, size_t len, int *codes, int max);
 
 /* Printable, escaped excerpt of bytes (for failure messages). Static buffer. */
 const char *h_excerpt(const char *buf, size_t len, size_t max);
+/* s is exactly 32 hex digits (a generated X-Request-ID). */
+bool h_is_hex32(const char *s);
 
 /* ---- origin helpers -------------------------------------------------------- */
 
@@ -291,6 +298,8 @@ struct h_origin_stats {
 };
 /* GET http://127.0.0.1:port/__stats from the origin directly: 0 or -1. */
 int h_origin_stats(int port, struct h_origin_stats *st);
+/* The requests the origin at port has answered, or -1. */
+long h_origin_requests(int port);
 
 /* The origin's /echo answer. */
 #define H_ECHO_MAX_HEADERS 200
