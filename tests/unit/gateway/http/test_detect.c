@@ -295,11 +295,35 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void test_corpus(void)
+/* The labelled corpus: REFLEX_DETECT_CORPUS, or tests/data/detect. */
+static const char *corpus_dir(void)
 {
 	const char *dir = getenv("REFLEX_DETECT_CORPUS");
-	if (!dir)
-		dir = "tests/data/detect";
+
+	return dir ? dir : "tests/data/detect";
+}
+
+/* The next entry of a corpus file into line: not blank, not a '#' comment, its line end
+ * cut. *tab: the tab between its labels and its text, or NULL when it has none. false at
+ * the end of the file. */
+static bool corpus_line(FILE *fp, char *line, size_t cap, char **tab)
+{
+	while (fgets(line, (int)cap, fp)) {
+		size_t l = strlen(line);
+
+		while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+			line[--l] = 0;
+		if (!l || line[0] == '#')
+			continue;
+		*tab = strchr(line, '\t');
+		return true;
+	}
+	return false;
+}
+
+static void test_corpus(void)
+{
+	const char *dir = corpus_dir();
 	struct stat_row st[DETECT_BUILTIN_COUNT] = {{0}};
 	char *files[32];
 	unsigned nfiles = 0, lines = 0, stream_mismatch = 0;
@@ -330,13 +354,8 @@ static void test_corpus(void)
 		CHECK_MSG(fp, "open %s", path);
 		if (!fp)
 			continue;
-		while (fgets(line, sizeof(line), fp)) {
-			size_t l = strlen(line);
-			while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
-				line[--l] = 0;
-			if (!l || line[0] == '#')
-				continue;
-			char *tab = strchr(line, '\t');
+		char *tab;
+		while (corpus_line(fp, line, sizeof(line), &tab)) {
 			if (!tab) {
 				test_fail(__FILE__, __LINE__, "%s: no tab in \"%.40s\"", files[f],
 					  line);
@@ -909,9 +928,7 @@ static bool levels_agree(const char *what, const char *s, size_t n, const size_t
  * 64-byte masks and the filter's chunks are crossed everywhere). */
 static void test_simd_levels_corpus(void)
 {
-	const char *dir = getenv("REFLEX_DETECT_CORPUS");
-	if (!dir)
-		dir = "tests/data/detect";
+	const char *dir = corpus_dir();
 	static char body[256 * 1024];
 	unsigned lines = 0;
 
@@ -933,12 +950,9 @@ static void test_simd_levels_corpus(void)
 		CHECK_MSG(fp, "open %s", path);
 		if (!fp)
 			continue;
-		while (fgets(line, sizeof(line), fp)) {
-			size_t ll = strlen(line);
-			while (ll && (line[ll - 1] == '\n' || line[ll - 1] == '\r'))
-				line[--ll] = 0;
-			char *tab = strchr(line, '\t');
-			if (!ll || line[0] == '#' || !tab)
+		char *tab;
+		while (corpus_line(fp, line, sizeof(line), &tab)) {
+			if (!tab)
 				continue;
 			size_t n = unescape(tab + 1);
 			size_t cut = n / 3;
