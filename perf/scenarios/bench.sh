@@ -263,7 +263,7 @@ done
 
 # ---- measuring ------------------------------------------------------------------------------
 RUNS=$RUN_DIR/runs.tsv
-printf 'scenario\tserver\trep\tlevel\trate\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\terrors\tserver_pct\tload_pct\torigin_pct\torigin_reqs\tother_pct\tloadavg\torigin_cpu\tfile\n' >"$RUNS"
+printf 'scenario\tserver\trep\tlevel\trate\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\terrors\tserver_pct\tload_pct\torigin_pct\torigin_reqs\tother_pct\tloadavg\torigin_cpu\tserver_core_pct\tload_core_pct\tfile\n' >"$RUNS"
 
 # wait_quiet: before a measured run, wait (at most QUIET_WAIT s, and QUIET_BUDGET s over the
 # whole run) for one second in which the rest of the machine uses at most QUIET_PCT % of a
@@ -295,11 +295,11 @@ run_one() {
 	local out="$RUN_DIR/raw/$scen-$t-$rep"
 	[ "$lvl" != - ] && out+="-$lvl"
 	if [ "$kind" = wrk ]; then out+=.txt; else out+=.json; fi
-	local p0 o0 r0 b0 t0 p1 o1 r1 b1 t1 el load lt other rps p50 p90 p99 p999 max n err
+	local p0 o0 r0 b0 t0 p1 o1 r1 b1 t1 sc0 sc1 lc0 lc1 el load lt other rps p50 p90 p99 p999 max n err
 	[ "$rep" = warm ] || wait_quiet
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	p0=$(tree_ticks "${PID[$t]}") o0=$(tree_ticks "${PID[origin]}") r0=$(origin_requests)
-	b0=$(busy_ticks) t0=$(now_s)
+	b0=$(busy_ticks) sc0=$(core_ticks "$PROXY_CPU") lc0=$(core_ticks "$LOAD_CPU") t0=$(now_s)
 	if [ "$kind" = wrk ]; then
 		run_wrk "$LOAD_CPU" "$CONNS" "$secs" "$@" "$out" "" 2>/dev/null ||
 			bench_die "wrk failed against $t: $(tail -3 "$out")"
@@ -308,7 +308,7 @@ run_one() {
 			grep -q '"requests_per_second"' "$out" ||
 			bench_die "reflex-bench failed against $t: $(tail -3 "$out")"
 	fi
-	t1=$(now_s) b1=$(busy_ticks)
+	t1=$(now_s) b1=$(busy_ticks) sc1=$(core_ticks "$PROXY_CPU") lc1=$(core_ticks "$LOAD_CPU")
 	kill -0 "${PID[$t]}" 2>/dev/null ||
 		bench_die "$t exited during $scen (log: $RUN_DIR/$t.log): $(tail -3 "$RUN_DIR/$t.log")"
 	p1=$(tree_ticks "${PID[$t]}") o1=$(tree_ticks "${PID[origin]}") r1=$(origin_requests)
@@ -329,7 +329,8 @@ run_one() {
 	[ "$other" -lt 0 ] && other=0
 	printf '%s\t' "$scen" "$t" "$rep" "$lvl" "$rate" "$rps" "$p50" "$p90" "$p99" "$p999" "$max" "$n" "$err" \
 		"$(pct $((p1 - p0)) "$el")" "$(pct "$lt" "$el")" "$(pct $((o1 - o0)) "$el")" \
-		$((r1 - r0)) "$(pct "$other" "$el")" "$load" "$ORIGIN_AT" >>"$RUNS"
+		$((r1 - r0)) "$(pct "$other" "$el")" "$load" "$ORIGIN_AT" \
+		"$(pct $((sc1 - sc0)) "$el")" "$(pct $((lc1 - lc0)) "$el")" >>"$RUNS"
 	printf '%s\n' "$out" >>"$RUNS"
 	bench_log "$scen $t rep $rep$([ "$rate" != - ] && echo " at $rate req/s" || true): $(fmt_int "$rps") req/s," \
 		"P50 $(fmt_us "$p50"), P99 $(fmt_us "$p99")$([ "$p999" != - ] && echo ", P99.9 $(fmt_us "$p999")"), errors $err"
@@ -462,13 +463,18 @@ cell_int() {
 	[ -n "${S_MED[$k]:-}" ] || { echo -; return; }
 	if [ "$REPS" -gt 1 ]; then echo "$(fmt_int "${S_MED[$k]}") ($(spread_of "$k"))"; else fmt_int "${S_MED[$k]}"; fi
 }
-# limit SERVER% LOAD% ORIGIN% OTHER% ORIGIN_CPU: which core was full.
+# limit SERVER% LOAD% ORIGIN% OTHER% ORIGIN_CPU SERVER_CORE% LOAD_CORE%: which core was full.
+# A core counts as full when its processes reached 90 %, or, on a quiet machine (OTHER < 25 %),
+# when the core as a whole did (softirq included, see core_ticks; the cell then gives that figure).
 limit() {
-	awk -v p="$1" -v l="$2" -v o="$3" -v x="$4" -v oc="$5" -v pc="$PROXY_CPU" -v lc="$LOAD_CPU" 'BEGIN {
+	awk -v p="$1" -v l="$2" -v o="$3" -v x="$4" -v oc="$5" -v sc="${6:-0}" -v lc_pct="${7:-0}" \
+		-v pc="$PROXY_CPU" -v lc="$LOAD_CPU" 'BEGIN {
 		c0 = p + (oc == pc ? o : 0); c1 = l + (oc == lc ? o : 0)
 		if (c0 >= 90) print "server" (oc == pc && o >= 5 ? " + origin" : "") " (CPU " pc ")"
 		else if (c1 >= 90) print "load gen." (oc == lc && o >= 5 ? " + origin" : "") " (CPU " lc ")"
 		else if (x >= 25) print "other tenants (noisy)"
+		else if (sc >= 90) print "server" (oc == pc && o >= 5 ? " + origin" : "") " (CPU " pc " at " sc " %)"
+		else if (lc_pct >= 90) print "load gen." (oc == lc && o >= 5 ? " + origin" : "") " (CPU " lc " at " lc_pct " %)"
 		else print "neither core full" }'
 }
 name_cell() { echo "$1${NOTE[$1]:+ — **${NOTE[$1]}**}"; }
@@ -485,33 +491,35 @@ ratio_best_peer() {
 
 # table_closed SCENARIO: the markdown table of a closed-loop scenario.
 table_closed() {
-	local s=$1 t pp lp op xp oc rq oq
+	local s=$1 t pp lp op xp oc scp lcp rq oq
 	echo "| server | req/s | P50 | P99 | P99.9 | ratio to best peer | req/s per server core | server CPU | load gen. CPU | at origin | limit | errors |"
 	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 	for t in $TARGETS; do
 		pp=$(med "$s" "$t" server_pct) lp=$(med "$s" "$t" load_pct) op=$(med "$s" "$t" origin_pct)
 		xp=$(med "$s" "$t" other_pct) oc=$(med "$s" "$t" origin_cpu)
+		scp=$(med "$s" "$t" server_core_pct) lcp=$(med "$s" "$t" load_core_pct)
 		rq=$(sum "$s" "$t" requests) oq=$(sum "$s" "$t" origin_reqs)
 		echo "| $(name_cell "$t") | $(cell_int "$s" "$t" rps) | $(cell_us "$s" "$t" p50_us) | $(cell_us "$s" "$t" p99_us) |" \
 			"$(cell_us "$s" "$t" p999_us) | $(ratio_best_peer "$s" "$t") |" \
 			"$(fmt_int "$(awk -v r="$(med "$s" "$t" rps)" -v p="$pp" 'BEGIN { print (p > 0) ? r * 100 / p : 0 }')") |" \
 			"${pp%.*} % | ${lp%.*} % | $(awk -v o="$oq" -v r="$rq" 'BEGIN { printf (r > 0) ? "%.1f %%" : "-", 100 * o / r }') |" \
-			"$(limit "$pp" "$lp" "$op" "$xp" "$oc") | $(sum "$s" "$t" errors) |"
+			"$(limit "$pp" "$lp" "$op" "$xp" "$oc" "$scp" "$lcp") | $(sum "$s" "$t" errors) |"
 	done
 }
 
 # table_issue2 SCENARIO: reflexd vs nginx with wrk (issue 2's comparison).
 table_issue2() {
-	local s=$1 t pp wp op xp oc nginx_rps ratio
+	local s=$1 t pp wp op xp oc scp lcp nginx_rps ratio
 	nginx_rps=$(has "$ISSUE2_SERVERS" nginx && med "$s" nginx rps || echo 0)
 	echo "| server | req/s | P50 | P99 | ratio vs nginx | proxy CPU | wrk CPU | origin CPU | other CPU | limit | errors |"
 	echo "|---|---|---|---|---|---|---|---|---|---|---|"
 	for t in $ISSUE2_SERVERS; do
 		pp=$(med "$s" "$t" server_pct) wp=$(med "$s" "$t" load_pct) op=$(med "$s" "$t" origin_pct)
 		xp=$(med "$s" "$t" other_pct) oc=$(med "$s" "$t" origin_cpu)
+		scp=$(med "$s" "$t" server_core_pct) lcp=$(med "$s" "$t" load_core_pct)
 		ratio=$(awk -v a="$(med "$s" "$t" rps)" -v b="$nginx_rps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
 		echo "| $t | $(cell_int "$s" "$t" rps) | $(cell_us "$s" "$t" p50_us) | $(cell_us "$s" "$t" p99_us) | **$ratio** |" \
-			"${pp%.*} % | ${wp%.*} % | ${op%.*} % | ${xp%.*} % | $(limit "$pp" "$wp" "$op" "$xp" "$oc") | $(sum "$s" "$t" errors) |"
+			"${pp%.*} % | ${wp%.*} % | ${op%.*} % | ${xp%.*} % | $(limit "$pp" "$wp" "$op" "$xp" "$oc" "$scp" "$lcp") | $(sum "$s" "$t" errors) |"
 	done
 }
 
@@ -694,7 +702,7 @@ write_scenario() {
 			echo "\`reflex-bench -t1 -c$CONNS\` closed loop on CPU $LOAD_CPU. Each cell: median of $REPS run(s) (spread ="
 			echo "(max - min) / median). \`ratio to best peer\` = req/s / the best req/s among the other servers."
 			echo "\`at origin\` = requests that reached the origin / requests answered (100 % = passed through,"
-			echo "0 % = all from cache). \`limit\` names the core that was full (≥ 90 %)."
+			echo "0 % = all from cache). \`limit\` names the core that was full (≥ 90 % by its processes, or by the core as a whole in /proc/stat, softirq included: \`at N %\`)."
 			echo
 			table_closed "$s"
 			;;

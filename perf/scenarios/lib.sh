@@ -137,6 +137,13 @@ busy_ticks() {
 	awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
+# core_ticks CPU: busy time of one CPU in ticks, whoever used it (same fields as busy_ticks,
+# from the "cpuN" line). On loopback a sender's core also runs the receiver's TCP work in
+# softirq, which no process is charged for in full: only the core's own count says it is full.
+core_ticks() {
+	awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
 # pct TICKS SECONDS: share of one core in percent (integer).
 pct() {
 	awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%d", (s > 0) ? 100 * t / (hz * s) + 0.5 : 0 }'
