@@ -30,7 +30,8 @@
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define TLS_GROUPS "X25519:P-256:P-384"
 
-/* The session id context: sessions are only resumed by reflexd listeners. */
+/* The session id context until tls_server_ctx_new sets the listener's own
+ * (sid_ctx_set): sessions are only resumed by reflexd listeners. */
 static const unsigned char sid_ctx[] = "reflex";
 
 #define TICKET_KEY_LEN 80 /* name 16 + HMAC 32 + AES 32: nginx's 80-byte format */
@@ -502,6 +503,44 @@ fail:
 	return NULL;
 }
 
+/* A listener's session id context: SHA-256 of its certificates and of
+ * whether and against which CA names it verifies clients (nginx hashes the
+ * same). OpenSSL resumes a session (id or ticket) only in the context that
+ * made it, so a ticket from a listener without client_ca, or with another
+ * CA, is not resumed on an mTLS listener even when both share a
+ * tickets.key_file: it would skip the client certificate check. Listeners
+ * (and reloads) with the same certificates and settings share it. */
+static int sid_ctx_set(struct tls_ctx *t, const struct cfg_listen_tls *cfg)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) &&
+		 EVP_DigestUpdate(h, "reflex-sid-1", 12) &&
+		 EVP_DigestUpdate(h, cfg->client_ca[0] ? "V" : "-", 1);
+
+	for (unsigned i = 0; ok && i < t->n_certs; i++) {
+		unsigned char *der = NULL;
+		int n = i2d_X509(SSL_CTX_get0_certificate(t->certs[i].ssl), &der);
+		ok = n > 0 && EVP_DigestUpdate(h, der, (size_t)n);
+		OPENSSL_free(der);
+	}
+	STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(t->certs[0].ssl);
+	for (int i = 0; ok && names && i < sk_X509_NAME_num(names); i++) {
+		unsigned char *der = NULL;
+		int n = i2d_X509_NAME(sk_X509_NAME_value(names, i), &der);
+		ok = n > 0 && EVP_DigestUpdate(h, der, (size_t)n);
+		OPENSSL_free(der);
+	}
+	ok = ok && EVP_DigestFinal_ex(h, md, &mdlen);
+	EVP_MD_CTX_free(h);
+	if (mdlen > SSL_MAX_SID_CTX_LENGTH)
+		mdlen = SSL_MAX_SID_CTX_LENGTH;
+	for (unsigned i = 0; ok && i < t->n_certs; i++)
+		ok = SSL_CTX_set_session_id_context(t->certs[i].ssl, md, mdlen);
+	return ok ? 0 : -1;
+}
+
 static struct tls_ctx *ctx_alloc(bool server)
 {
 	struct tls_ctx *t;
@@ -541,6 +580,10 @@ struct tls_ctx *tls_server_ctx_new(const struct cfg_listen_tls *cfg, char *err, 
 			snprintf(err, errlen, "tls: out of memory");
 			goto fail;
 		}
+	}
+	if (sid_ctx_set(t, cfg)) {
+		ssl_err(err, errlen, "tls: session id context");
+		goto fail;
 	}
 	SSL_CTX_set_tlsext_servername_callback(t->certs[0].ssl, on_servername);
 	SSL_CTX_set_tlsext_servername_arg(t->certs[0].ssl, t);
