@@ -625,6 +625,19 @@ enum step_result limit_step(struct request *r)
 		for (unsigned i = 0; i < h->n_headers; i++) {
 			if (!http_str_eq(h->headers[i].name, p->key_header))
 				continue;
+			/* A second field would let a client put a fresh value in
+			 * front of its limited key: this rule would charge the
+			 * fresh one, and an upstream that reads the last field
+			 * (or all of them) would serve the limited key. */
+			for (unsigned j = i + 1; j < h->n_headers; j++) {
+				if (!http_str_eq(h->headers[j].name, p->key_header))
+					continue;
+				char why[128];
+				snprintf(why, sizeof(why), "more than one %s field", p->key_header);
+				limit_req_end(r);
+				req_fail(r, 400, REASON_BAD_REQUEST, why, false);
+				return STEP_WAIT;
+			}
 			/* only the hash goes into the table (and to Redis) */
 			uint64_t k = key_of(KIND_API_KEY, 0, h->headers[i].value.p,
 					    h->headers[i].value.len);

@@ -121,6 +121,25 @@ static void test_api_key(void)
 	h_resp_free(&r);
 	CHECK(!h_log_contains(gw, API_KEY));
 	test_end();
+
+	test_begin("api_key_twice_refused_400");
+	/* The key's bucket is empty now. A second field with a fresh value in
+	 * front of it would otherwise be charged instead, while an upstream
+	 * that reads the last field (or all of them) serves the limited key. */
+	{
+		char url[256];
+		const char *two[] = {"X-API-Key: fresh-value-1", "X-API-Key: " API_KEY, NULL};
+		struct h_req q = {.url = url, .timeout_ms = 5000, .headers = two};
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/k", gw_port);
+		memset(&r, 0, sizeof(r));
+		long st = h_http(&q, &r) == 0 ? r.status : -1;
+		CHECK_MSG(st == 400 && r.body && strstr(r.body, "X-API-Key"),
+			  "two X-API-Key fields: status %ld, %s", st,
+			  r.body ? h_excerpt(r.body, r.body_len, 200) : "");
+		h_resp_free(&r);
+		CHECK(!h_log_contains(gw, API_KEY));
+	}
+	test_end();
 }
 
 static void test_route(void)
