@@ -526,6 +526,68 @@ static struct http_str host_of(const struct http_request *h)
 	return s;
 }
 
+static int hex_val(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* The path of a target as an origin server resolves it, for the route
+ * rules: the query dropped, percent-encoded unreserved characters decoded
+ * (RFC 3986 6.2.2.2; "%2F" stays encoded), repeated slashes merged and "."
+ * and ".." segments removed (5.2.4). Otherwise "//login", "/./login",
+ * "/%6Cogin" or "/x/../login" would each escape a limit on /login while
+ * the upstream serves /login. out holds at least len + 2 bytes (the result
+ * is never longer than the input, plus the leading slash); returns its
+ * length. */
+static size_t path_normalize(const char *p, size_t len, char *out)
+{
+	size_t n = 0, o = 0;
+	bool trailing = false;
+
+	if (len == 1 && p[0] == '*') {
+		out[0] = '*';
+		return 1;
+	}
+	while (n < len && p[n] != '?' && p[n] != '#') {
+		size_t seg = o;
+		/* one segment, decoded, appended after a slash */
+		out[o++] = '/';
+		while (n < len && p[n] == '/')
+			n++;
+		while (n < len && p[n] != '/' && p[n] != '?' && p[n] != '#') {
+			char c = p[n++];
+			if (c == '%' && n + 1 < len && hex_val(p[n]) >= 0 && hex_val(p[n + 1]) >= 0) {
+				char d = (char)(hex_val(p[n]) * 16 + hex_val(p[n + 1]));
+				if ((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') ||
+				    (d >= '0' && d <= '9') || d == '-' || d == '.' || d == '_' ||
+				    d == '~') {
+					c = d;
+					n += 2;
+				}
+			}
+			out[o++] = c;
+		}
+		size_t sl = o - seg - 1;
+		trailing = sl == 0 || (sl == 1 && out[seg + 1] == '.') ||
+			   (sl == 2 && out[seg + 1] == '.' && out[seg + 2] == '.');
+		if (sl == 0 || (sl == 1 && out[seg + 1] == '.')) {
+			o = seg;
+		} else if (sl == 2 && out[seg + 1] == '.' && out[seg + 2] == '.') {
+			o = seg;
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o > 0)
+				o--; /* the parent's slash */
+		}
+	}
+	if (!o || trailing)
+		out[o++] = '/';
+	return o;
+}
+
 static void refuse(struct request *r, const char *name, const struct rule *ru,
 		   const struct verdict *v)
 {
@@ -657,12 +719,25 @@ enum step_result limit_step(struct request *r)
 		r->limit->phase = phase;
 	if (phase == PHASE_ROUTE && p->n_routes) {
 		struct http_str host = host_of(h);
-		for (unsigned i = 0; i < p->n_routes; i++) {
+		char small[1024], *path = small;
+		if (h->path.len + 2 > sizeof(small) && !(path = malloc(h->path.len + 2))) {
+			req_fail(r, 500, REASON_INTERNAL, "out of memory", false);
+			return STEP_WAIT;
+		}
+		size_t path_len = path_normalize(h->path.p, h->path.len, path);
+		unsigned i;
+		for (i = 0; i < p->n_routes; i++) {
 			const struct route_rule *rr = &p->routes[i];
 			size_t pl = strlen(rr->path_prefix);
-			if (!host_matches(rr->host, host.p, host.len) || h->path.len < pl ||
-			    memcmp(h->path.p, rr->path_prefix, pl) != 0)
-				continue;
+			if (host_matches(rr->host, host.p, host.len) && path_len >= pl &&
+			    memcmp(path, rr->path_prefix, pl) == 0)
+				break;
+		}
+		if (path != small)
+			free(path);
+		if (i < p->n_routes) {
+			const struct route_rule *rr = &p->routes[i];
+			size_t pl = strlen(rr->path_prefix);
 			if (decide(r, p, &rr->r, key_of(KIND_ROUTE, i, rr->path_prefix, pl), now,
 				   &used, &v) == WAITING)
 				goto wait;
@@ -672,7 +747,6 @@ enum step_result limit_step(struct request *r)
 				return STEP_WAIT;
 			}
 			note(r, "route", used, &v);
-			break;
 		}
 	}
 	limit_req_end(r);

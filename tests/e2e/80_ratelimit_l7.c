@@ -167,6 +167,38 @@ static void test_route(void)
 	CHECK_INT(get("/other", NULL, &r), 200); /* outside the route: not limited */
 	h_resp_free(&r);
 	test_end();
+
+	test_begin("route_limit_other_spellings");
+	/* Spellings of /limited/x that an origin server resolves to the same
+	 * resource are in the same route bucket (empty now), sent raw: curl
+	 * would resolve the dot segments itself. */
+	{
+		static const char *const paths[] = {"//limited/x", "/./limited/x",
+						    "/%6Cimited/x", "/other/../limited/x",
+						    "/limited//x"};
+		int admitted = 0;
+		double t1 = h_now_ms();
+		for (unsigned i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+			char req[256];
+			struct h_buf b = {0};
+			int n = snprintf(req, sizeof(req),
+					 "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+					 paths[i]);
+			h_raw_roundtrip("127.0.0.1", gw_port, req, (size_t)n, &b, 5000);
+			bool is429 = b.len > 12 && !strncmp(b.data, "HTTP/1.1 429", 12);
+			bool is200 = b.len > 12 && !strncmp(b.data, "HTTP/1.1 200", 12);
+			CHECK_MSG(is429 || is200, "%s: %s", paths[i], h_excerpt(b.data, b.len, 80));
+			admitted += is200;
+			if (is200)
+				printf("# %s admitted\n", paths[i]);
+			h_buf_free(&b);
+		}
+		/* the bucket refills at 1/s: at most one per second of run time */
+		int most1 = 1 + (int)((h_now_ms() - t1) / 1000);
+		CHECK_MSG(admitted <= most1, "%d of 5 other spellings admitted (most %d)", admitted,
+			  most1);
+	}
+	test_end();
 }
 
 static void test_client_across_workers(void)
