@@ -93,6 +93,9 @@ struct tls_conn {
 	bool unknown_sni;
 	bool was_up; /* the handshake finished once */
 	bool subject_done;
+	bool plaintext; /* server: the failed first flight was plain text */
+	unsigned char first[8]; /* server: the first bytes received */
+	unsigned first_len;
 	char *subject;
 	char host[CFG_HOST_MAX]; /* client: the name sessions are kept under */
 	char error[256];
@@ -845,6 +848,12 @@ void tls_conn_free(struct tls_conn *c)
 
 int tls_conn_feed(struct tls_conn *c, const void *data, size_t len)
 {
+	if (c->first_len < sizeof(c->first) && !c->was_up) {
+		size_t k = sizeof(c->first) - c->first_len;
+		k = k < len ? k : len;
+		memcpy(c->first + c->first_len, data, k);
+		c->first_len += (unsigned)k;
+	}
 	while (len) {
 		int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
 		int n = BIO_write(c->rbio, data, chunk);
@@ -891,12 +900,35 @@ static enum tls_fail classify(struct tls_conn *c, unsigned long e)
 	}
 }
 
+/* A server connection's first bytes are a text command ("GET ", "DELETE
+ * ") rather than a TLS record (0x14..0x17) or an SSLv2 hello (0x80..):
+ * someone speaks plaintext to a TLS port. OpenSSL itself recognizes only
+ * four such words. */
+static bool first_is_text(const struct tls_conn *c)
+{
+	unsigned i = 0;
+
+	while (i < c->first_len && c->first[i] >= 'A' && c->first[i] <= 'Z')
+		i++;
+	return i >= 3 && i < c->first_len && c->first[i] == ' ';
+}
+
 /* Record a fatal error from the last SSL call's result. */
 static int fatal(struct tls_conn *c, int ret)
 {
 	int se = SSL_get_error(c->ssl, ret);
 	unsigned long e = ERR_peek_last_error();
 	const char *why;
+
+	if (SSL_is_server(c->ssl) && !c->was_up && first_is_text(c)) {
+		/* no alert: the peer reads text, and the caller answers in it */
+		(void)BIO_reset(c->wbio);
+		c->plaintext = true;
+		c->fail = TLS_FAIL_PROTOCOL;
+		snprintf(c->error, sizeof(c->error), "plain text (HTTP?) sent to a TLS port");
+		ERR_clear_error();
+		return -EPROTO;
+	}
 
 	if (se == SSL_ERROR_SYSCALL && !e) {
 		c->fail = TLS_FAIL_PROTOCOL;
@@ -1047,6 +1079,11 @@ const char *tls_conn_peer_subject(struct tls_conn *c)
 	BIO_free(m);
 	ERR_clear_error();
 	return c->subject;
+}
+
+bool tls_conn_plaintext(const struct tls_conn *c)
+{
+	return c->plaintext;
 }
 
 enum tls_fail tls_conn_fail(const struct tls_conn *c)
