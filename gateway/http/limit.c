@@ -615,19 +615,24 @@ static void refuse(struct request *r, const char *name, const struct rule *ru,
 	r->resp_hdrs = NULL;
 }
 
-/* The client's bucket: its IPv4 address, or its IPv6 address masked to the
- * configured prefix (a /64 by default: one subscriber, however many addresses
- * it rotates through), as the kernel layer buckets it. */
-static uint64_t client_key(const struct policy *p, const char *peer)
+/* A source's bucket (kind: client or accept): its IPv4 address, or its IPv6
+ * address masked to the configured prefix (a /64 by default: one subscriber,
+ * however many addresses it rotates through), as the kernel layer buckets it. */
+static uint64_t source_key(const struct policy *p, enum key_kind kind, const char *peer)
 {
 	unsigned char a6[16];
 
 	if (strchr(peer, ':') && inet_pton(AF_INET6, peer, a6) == 1) {
 		for (unsigned i = p->prefix_v6; i < 128; i++)
 			a6[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
-		return key_of(KIND_CLIENT, p->prefix_v6, a6, sizeof(a6));
+		return key_of(kind, p->prefix_v6, a6, sizeof(a6));
 	}
-	return key_of(KIND_CLIENT, 0, peer, strlen(peer));
+	return key_of(kind, 0, peer, strlen(peer));
+}
+
+static uint64_t client_key(const struct policy *p, const char *peer)
+{
+	return source_key(p, KIND_CLIENT, peer);
 }
 
 /* An admitted request: remember the tightest rule's quota for the response
@@ -784,7 +789,9 @@ bool limit_accept(struct worker *w, int fd)
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
 		return true;
 	sock_ntop((struct sockaddr *)&ss, addr, sizeof(addr));
-	struct verdict v = gcra(&p->accept, key_of(KIND_ACCEPT, 0, addr, strlen(addr)), clock_ns());
+	/* per /64 for IPv6, as the L7 client rule and the kernel layer do:
+	 * otherwise one client has as many buckets as addresses it rotates */
+	struct verdict v = gcra(&p->accept, source_key(p, KIND_ACCEPT, addr), clock_ns());
 	if (v.ok)
 		return true;
 	STAT_INC(w->stats.rl_accept_refused);
