@@ -522,6 +522,10 @@ static struct http_str host_of(const struct http_request *h)
 		while (n < s.len && s.p[n] != ':')
 			n++;
 	}
+	/* "example.com." is the same host (the root's empty label): a route
+	 * rule on example.com must not be escaped by a trailing dot */
+	if (n > 1 && s.p[n - 1] == '.')
+		n--;
 	s.len = n;
 	return s;
 }

@@ -201,6 +201,29 @@ static void test_route(void)
 	test_end();
 }
 
+static void test_route_host_spellings(void)
+{
+	test_begin("route_limit_host_spellings");
+	/* burst 1 at 0.1/s: the first request empties the bucket; the same
+	 * name in upper case, with a port or with the root's trailing dot
+	 * (which DNS and most servers take as the same host) shares it */
+	static const char *const hosts[] = {"h.example", "H.EXAMPLE", "h.example:80",
+					    "h.example.", "h.example.:80"};
+	for (unsigned i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		char req[256];
+		struct h_buf b = {0};
+		int n = snprintf(req, sizeof(req),
+				 "GET /h/x HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+				 hosts[i]);
+		h_raw_roundtrip("127.0.0.1", gw_port, req, (size_t)n, &b, 5000);
+		int want = i == 0 ? 200 : 429;
+		CHECK_MSG(b.len > 12 && atoi(b.data + 9) == want, "Host: %s: want %d, got %s",
+			  hosts[i], want, h_excerpt(b.data, b.len, 60));
+		h_buf_free(&b);
+	}
+	test_end();
+}
+
 static void test_client_across_workers(void)
 {
 	struct h_resp r;
@@ -393,6 +416,7 @@ int main(void)
 					 "  api_key: {header: X-API-Key, rate: 1/s, burst: 3}\n"
 					 "  routes:\n"
 					 "    - {path_prefix: /limited/, rate: 1, burst: 2}\n"
+					 "    - {host: h.example, path_prefix: /h/, rate: 0.1, burst: 1}\n"
 					 "  kernel: {syn_rate: 30, syn_burst: 60}\n",
 					 gw_port, o_port, admin_port, token_path);
 
@@ -403,6 +427,7 @@ int main(void)
 		return test_exit_code();
 	test_api_key();
 	test_route();
+	test_route_host_spellings();
 	test_client_across_workers();
 	test_upstream_never_sees_429s();
 	test_accept_limit();
