@@ -1,7 +1,8 @@
 /* 51_tls_mtls — a listener that verifies client certificates (client_ca):
  * a client with a certificate from the CA is served and the origin sees its
  * subject in X-Client-Subject (a value the client sent itself is dropped);
- * a client without a certificate, or with one from another CA, is refused
+ * a client without a certificate, with one from another CA, or with an
+ * expired one, is refused
  * in the handshake and the refusal is logged with reason client_cert. A
  * plain listener on the same gateway keeps working. A session from a TLS
  * listener without client_ca that shares the mTLS listener's ticket key
@@ -67,6 +68,17 @@ static void test_refuse(void)
 	tls_get_free(&g);
 	CHECK_MSG(h_wait_log(gw, "certificate verify failed", 5000),
 		  "no log line naming the verify failure within 5 s");
+	test_end();
+
+	test_begin("mtls_refuses_expired_cert");
+	/* from the right CA, but expired yesterday */
+	o = (struct tls_opt){.cert = tls_path("expired.pem"), .key = tls_path("expired.key")};
+	rc = tls_curl1(u, &o, &g);
+	CHECK_MSG(rc != 0 && g.status == 0, "served with an expired certificate: rc %d status %ld",
+		  g.rc, g.status);
+	tls_get_free(&g);
+	CHECK_MSG(h_wait_log(gw, "certificate has expired", 5000),
+		  "no log line naming the expiry within 5 s");
 	test_end();
 }
 
