@@ -93,7 +93,7 @@ struct tls_conn {
 	bool unknown_sni;
 	bool was_up; /* the handshake finished once */
 	bool subject_done;
-	bool plaintext; /* server: the failed first flight was plain text */
+	bool plaintext;		/* server: the failed first flight was plain text */
 	unsigned char first[8]; /* server: the first bytes received */
 	unsigned first_len;
 	char *subject;

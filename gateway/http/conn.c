@@ -32,9 +32,9 @@ static void schedule_flush(struct conn *c);
 
 /* A TLS failure's close: long enough for the alert to leave. */
 #define TLS_ALERT_LINGER_MS 1000
-#define PLAIN_HTTP_ON_TLS                                                          \
+#define PLAIN_HTTP_ON_TLS                                                                \
 	"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 73\r\n" \
-	"Connection: close\r\n\r\n"                                                \
+	"Connection: close\r\n\r\n"                                                      \
 	"400 Bad Request: a plain HTTP request was sent to a TLS port (use https)\n"
 
 static void maybe_reap(struct conn *c)

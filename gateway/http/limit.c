@@ -563,7 +563,8 @@ static size_t path_normalize(const char *p, size_t len, char *out)
 			n++;
 		while (n < len && p[n] != '/' && p[n] != '?' && p[n] != '#') {
 			char c = p[n++];
-			if (c == '%' && n + 1 < len && hex_val(p[n]) >= 0 && hex_val(p[n + 1]) >= 0) {
+			if (c == '%' && n + 1 < len && hex_val(p[n]) >= 0 &&
+			    hex_val(p[n + 1]) >= 0) {
 				char d = (char)(hex_val(p[n]) * 16 + hex_val(p[n + 1]));
 				if ((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') ||
 				    (d >= '0' && d <= '9') || d == '-' || d == '.' || d == '_' ||

@@ -104,6 +104,9 @@ static bool has(const char *s, const char *what)
 static void test_ticket_from_other_listener(void)
 {
 	static const char *const vers[] = {"-tls1_3", "-tls1_2"};
+	/* a request that closes: s_client -ign_eof then ends at once */
+	static const char req[] =
+		"GET /echo HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n";
 
 	test_begin("mtls_no_resumption_of_other_listeners_session");
 	for (int i = 0; i < 2; i++) {
@@ -112,24 +115,24 @@ static void test_ticket_from_other_listener(void)
 		/* a session (a ticket under the shared key) from the listener
 		 * that asks for no client certificate */
 		snprintf(args, sizeof(args), "%s -ign_eof -sess_out %s", vers[i], sess);
-		tls_sclient(tls_port, "", args, &out);
+		tls_sclient(tls_port, req, args, &out);
 		free(out);
 		out = NULL;
 		/* it does resume there: the session file is good */
 		snprintf(args, sizeof(args), "%s -ign_eof -sess_in %s", vers[i], sess);
-		tls_sclient(tls_port, "", args, &out);
+		tls_sclient(tls_port, req, args, &out);
 		CHECK_MSG(has(out, "Reused,"), "%s: no resumption on the listener that made it: %s",
 			  vers[i], out ? h_excerpt(out, strlen(out), 300) : "");
 		free(out);
 		out = NULL;
 		/* offered to the mTLS listener without a certificate */
 		snprintf(args, sizeof(args), "%s -ign_eof -sess_in %s", vers[i], sess);
-		tls_sclient(gw_port, "GET /echo HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n",
-			    args, &out);
-		CHECK_MSG(!has(out, "Reused,") && !has(out, "HTTP/1.1 200"),
-			  "%s: a session from the listener without client_ca was resumed on the mTLS "
-			  "listener: %s",
-			  vers[i], out ? h_excerpt(out, strlen(out), 400) : "");
+		tls_sclient(gw_port, req, args, &out);
+		CHECK_MSG(
+			!has(out, "Reused,") && !has(out, "HTTP/1.1 200"),
+			"%s: a session from the listener without client_ca was resumed on the mTLS "
+			"listener: %s",
+			vers[i], out ? h_excerpt(out, strlen(out), 400) : "");
 		free(out);
 	}
 	test_end();
@@ -147,8 +150,12 @@ int main(void)
 	if (!h_start_origin("origin", o_port, 1))
 		return 1;
 	/* one ticket key file for both TLS listeners, as hosts sharing keys have */
-	char *kf[] = {"/bin/sh", "-c", "head -c 80 /dev/urandom > \"$1\"", "kf",
-		      (char *)tls_path("tickets.key"), NULL};
+	char *kf[] = {"/bin/sh",
+		      "-c",
+		      "head -c 80 /dev/urandom > \"$1\"",
+		      "kf",
+		      (char *)tls_path("tickets.key"),
+		      NULL};
 	char *kout = NULL;
 	h_run(kf, 5000, &kout);
 	free(kout);
@@ -157,7 +164,8 @@ int main(void)
 		"listen:\n"
 		"  - {address: \"127.0.0.1:%d\", tls: {cert: %s, key: %s, client_ca: %s, "
 		"tickets: {key_file: %s}}}\n"
-		"  - {address: \"127.0.0.1:%d\", tls: {cert: %s, key: %s, tickets: {key_file: %s}}}\n"
+		"  - {address: \"127.0.0.1:%d\", tls: {cert: %s, key: %s, tickets: {key_file: "
+		"%s}}}\n"
 		"  - \"127.0.0.1:%d\"\n"
 		"upstream: [\"127.0.0.1:%d\"]\n"
 		"admin: {listen: off}\n",

@@ -173,8 +173,7 @@ int main(void)
 	const char *ca = tls_path("ca.pem");
 	int trunc = 0;
 	trunc_ctx = SSL_CTX_new(TLS_server_method());
-	if (!trunc_ctx ||
-	    SSL_CTX_use_certificate_chain_file(trunc_ctx, tls_path("srv.pem")) != 1 ||
+	if (!trunc_ctx || SSL_CTX_use_certificate_chain_file(trunc_ctx, tls_path("srv.pem")) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(trunc_ctx, tls_path("srv.key"), SSL_FILETYPE_PEM) != 1 ||
 	    h_serve_tcp(serve_trunc, &trunc)) {
 		test_begin("scripted_tls_upstream");

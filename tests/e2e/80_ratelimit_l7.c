@@ -173,9 +173,8 @@ static void test_route(void)
 	 * resource are in the same route bucket (empty now), sent raw: curl
 	 * would resolve the dot segments itself. */
 	{
-		static const char *const paths[] = {"//limited/x", "/./limited/x",
-						    "/%6Cimited/x", "/other/../limited/x",
-						    "/limited//x"};
+		static const char *const paths[] = {"//limited/x", "/./limited/x", "/%6Cimited/x",
+						    "/other/../limited/x", "/limited//x"};
 		int admitted = 0;
 		double t1 = h_now_ms();
 		for (unsigned i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
@@ -207,8 +206,8 @@ static void test_route_host_spellings(void)
 	/* burst 1 at 0.1/s: the first request empties the bucket; the same
 	 * name in upper case, with a port or with the root's trailing dot
 	 * (which DNS and most servers take as the same host) shares it */
-	static const char *const hosts[] = {"h.example", "H.EXAMPLE", "h.example:80",
-					    "h.example.", "h.example.:80"};
+	static const char *const hosts[] = {"h.example", "H.EXAMPLE", "h.example:80", "h.example.",
+					    "h.example.:80"};
 	for (unsigned i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
 		char req[256];
 		struct h_buf b = {0};
@@ -408,17 +407,18 @@ int main(void)
 		fclose(f);
 	}
 	chmod(token_path, 0600);
-	const char *cfg = h_write_config("workers: 2\n"
-					 "listen: [\"127.0.0.1:%d\"]\n"
-					 "upstream: [\"127.0.0.1:%d\"]\n"
-					 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-					 "ratelimit:\n"
-					 "  api_key: {header: X-API-Key, rate: 1/s, burst: 3}\n"
-					 "  routes:\n"
-					 "    - {path_prefix: /limited/, rate: 1, burst: 2}\n"
-					 "    - {host: h.example, path_prefix: /h/, rate: 0.1, burst: 1}\n"
-					 "  kernel: {syn_rate: 30, syn_burst: 60}\n",
-					 gw_port, o_port, admin_port, token_path);
+	const char *cfg =
+		h_write_config("workers: 2\n"
+			       "listen: [\"127.0.0.1:%d\"]\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+			       "ratelimit:\n"
+			       "  api_key: {header: X-API-Key, rate: 1/s, burst: 3}\n"
+			       "  routes:\n"
+			       "    - {path_prefix: /limited/, rate: 1, burst: 2}\n"
+			       "    - {host: h.example, path_prefix: /h/, rate: 0.1, burst: 1}\n"
+			       "  kernel: {syn_rate: 30, syn_burst: 60}\n",
+			       gw_port, o_port, admin_port, token_path);
 
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();

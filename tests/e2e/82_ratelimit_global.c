@@ -118,14 +118,18 @@ int main(void)
 	{
 		char rp2[16];
 		snprintf(rp2, sizeof(rp2), "%d", r_port);
-		char *cli[] = {"/usr/bin/redis-cli", "-p", rp2, "EVAL",
+		char *cli[] = {"/usr/bin/redis-cli",
+			       "-p",
+			       rp2,
+			       "EVAL",
 			       "local t = redis.call('TIME') "
 			       "local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) "
 			       "local ks = redis.call('KEYS', 'rfx:rl:*') "
 			       "for _, k in ipairs(ks) do redis.call('SET', k, "
 			       "string.format('%d', now + 3600000000), 'PX', 3700000) end "
 			       "return #ks",
-			       "0", NULL};
+			       "0",
+			       NULL};
 		char *out = NULL;
 		int rc = h_run(cli, 5000, &out);
 		CHECK_MSG(rc == 0 && out && atoi(out) >= 1, "redis-cli EVAL: rc %d, %s", rc,
