@@ -38,6 +38,9 @@
 #define PROBES 8
 #define TOP_SIZE 1024 /* sources tracked for "top limited" */
 #define ESC_QUEUE 256
+/* The longest a rule may span (interval + tolerance): 100 years, far from
+ * wrapping a 64-bit ns clock. */
+#define RULE_SPAN_NS (100ull * 365 * 86400 * 1000000000ull)
 
 struct slot {
 	uint64_t key; /* 0: never used */
@@ -194,6 +197,16 @@ static struct verdict gcra(const struct rule *ru, uint64_t key, uint64_t now)
 	return v; /* lost 64 races in a row: admit */
 }
 
+/* tolerance = interval × (burst − 1), kept within RULE_SPAN_NS. */
+static void rule_tolerance(struct rule *r)
+{
+	uint64_t room = RULE_SPAN_NS - r->interval_ns;
+
+	r->tolerance_ns = (uint64_t)(r->burst - 1) > room / r->interval_ns
+				  ? room
+				  : r->interval_ns * (uint64_t)(r->burst - 1);
+}
+
 static void rule_from(struct rule *r, const struct cfg_rl_limit *l, double rate_div)
 {
 	memset(r, 0, sizeof(*r));
@@ -201,11 +214,23 @@ static void rule_from(struct rule *r, const struct cfg_rl_limit *l, double rate_
 		return;
 	r->rate = l->rate / rate_div;
 	r->burst = l->burst ? l->burst : 1;
-	r->interval_ns = (uint64_t)ceil(1e9 / r->rate);
+	/* A rate below one per RULE_SPAN_NS is that (the double does not fit
+	 * in 64 bits: 1e-12/s once became an interval of 1 ns, i.e. no limit),
+	 * and interval × burst stays below RULE_SPAN_NS so that now + tolerance
+	 * + interval never wraps. */
+	double iv = ceil(1e9 / r->rate);
+	r->interval_ns = iv >= (double)RULE_SPAN_NS ? RULE_SPAN_NS : (uint64_t)iv;
 	if (!r->interval_ns)
 		r->interval_ns = 1;
-	r->tolerance_ns = r->interval_ns * (uint64_t)(r->burst - 1);
+	rule_tolerance(r);
 	r->global = l->global;
+}
+
+/* The policy window of r in whole seconds (RateLimit-Policy w=), at least 1. */
+static uint64_t window_s(const struct rule *r)
+{
+	uint64_t w = (r->tolerance_ns + r->interval_ns + 999999999u) / 1000000000u;
+	return w ? w : 1;
 }
 
 /* A global rule while Redis cannot decide: rate/hosts locally (default),
@@ -231,7 +256,7 @@ static void rule_local(struct rule *r, uint32_t hosts)
 	rule_from(r->local, &l, hosts);
 	if (r->local->burst > 1 && r->burst / hosts >= 1) {
 		r->local->burst = r->burst / hosts;
-		r->local->tolerance_ns = r->local->interval_ns * (r->local->burst - 1);
+		rule_tolerance(r->local);
 	}
 }
 
@@ -600,18 +625,15 @@ static void refuse(struct request *r, const char *name, const struct rule *ru,
 	static __thread char hdrs[320];
 	uint64_t retry_s = (v->wait_ns + 999999999u) / 1000000000u;
 	uint64_t reset_s = (v->reset_ns + 999999999u) / 1000000000u;
-	uint64_t window_s = (uint64_t)ceil((double)ru->burst / ru->rate);
 	char reason[96];
 
 	if (!retry_s)
 		retry_s = 1;
-	if (!window_s)
-		window_s = 1;
 	snprintf(hdrs, sizeof(hdrs),
 		 "Retry-After: %llu\r\n"
 		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\n"
 		 "RateLimit: \"%s\";r=0;t=%llu\r\n",
-		 (unsigned long long)retry_s, name, ru->burst, (unsigned long long)window_s, name,
+		 (unsigned long long)retry_s, name, ru->burst, (unsigned long long)window_s(ru), name,
 		 (unsigned long long)(reset_s ? reset_s : 1));
 	snprintf(reason, sizeof(reason), "rate limit \"%s\" exceeded, retry in %llu s", name,
 		 (unsigned long long)retry_s);
@@ -647,14 +669,13 @@ static void note(struct request *r, const char *name, const struct rule *ru,
 {
 	uint64_t reset = v->reset_ns, room = ru->tolerance_ns + ru->interval_ns;
 	uint64_t left = reset < room ? (room - reset) / ru->interval_ns : 0;
-	uint64_t window_s = (uint64_t)ceil((double)ru->burst / ru->rate);
 	const char *prev = strstr(r->limit_fields, ";r=");
 
 	if (prev && strtoull(prev + 3, NULL, 10) <= left)
 		return;
 	snprintf(r->limit_fields, sizeof(r->limit_fields),
 		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\nRateLimit: \"%s\";r=%llu;t=%llu\r\n",
-		 name, ru->burst, (unsigned long long)(window_s ? window_s : 1), name,
+		 name, ru->burst, (unsigned long long)window_s(ru), name,
 		 (unsigned long long)left,
 		 (unsigned long long)((reset + 999999999u) / 1000000000u));
 }

@@ -223,6 +223,32 @@ static void test_route_host_spellings(void)
 	test_end();
 }
 
+static void test_tiny_rate(void)
+{
+	struct h_resp r;
+	char v[64] = "";
+
+	test_begin("tiny_rate_is_not_unlimited");
+	/* one request per ~30000 years: 1e9 / rate overflowed the interval and
+	 * the rule admitted everything (a key of its own: no other bucket
+	 * inherits the debt) */
+	CHECK_INT(admin("PUT", "/limits/policy", "{\"api_key\": {\"rate\": 1e-12, \"burst\": 1}}",
+			&r),
+		  200);
+	h_resp_free(&r);
+	long s1 = get("/tiny", "X-API-Key: tiny-rate-key", &r);
+	h_resp_free(&r);
+	long s2 = get("/tiny", "X-API-Key: tiny-rate-key", &r);
+	bool ra = h_resp_header(&r, "Retry-After", v, sizeof(v));
+	h_resp_free(&r);
+	CHECK_MSG(s1 == 200 && s2 == 429, "statuses %ld %ld", s1, s2);
+	CHECK_MSG(ra && atoll(v) >= 86400, "Retry-After: %s", ra ? v : "(none)");
+	CHECK_INT(admin("PUT", "/limits/policy", "{\"api_key\": {\"rate\": 1, \"burst\": 3}}", &r),
+		  200);
+	h_resp_free(&r);
+	test_end();
+}
+
 static void test_client_across_workers(void)
 {
 	struct h_resp r;
@@ -428,6 +454,7 @@ int main(void)
 	test_api_key();
 	test_route();
 	test_route_host_spellings();
+	test_tiny_rate();
 	test_client_across_workers();
 	test_upstream_never_sees_429s();
 	test_accept_limit();
