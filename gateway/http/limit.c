@@ -633,8 +633,8 @@ static void refuse(struct request *r, const char *name, const struct rule *ru,
 		 "Retry-After: %llu\r\n"
 		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\n"
 		 "RateLimit: \"%s\";r=0;t=%llu\r\n",
-		 (unsigned long long)retry_s, name, ru->burst, (unsigned long long)window_s(ru), name,
-		 (unsigned long long)(reset_s ? reset_s : 1));
+		 (unsigned long long)retry_s, name, ru->burst, (unsigned long long)window_s(ru),
+		 name, (unsigned long long)(reset_s ? reset_s : 1));
 	snprintf(reason, sizeof(reason), "rate limit \"%s\" exceeded, retry in %llu s", name,
 		 (unsigned long long)retry_s);
 	r->resp_hdrs = hdrs;
@@ -675,8 +675,7 @@ static void note(struct request *r, const char *name, const struct rule *ru,
 		return;
 	snprintf(r->limit_fields, sizeof(r->limit_fields),
 		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\nRateLimit: \"%s\";r=%llu;t=%llu\r\n",
-		 name, ru->burst, (unsigned long long)window_s(ru), name,
-		 (unsigned long long)left,
+		 name, ru->burst, (unsigned long long)window_s(ru), name, (unsigned long long)left,
 		 (unsigned long long)((reset + 999999999u) / 1000000000u));
 }
 
