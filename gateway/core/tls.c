@@ -30,7 +30,8 @@
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define TLS_GROUPS "X25519:P-256:P-384"
 
-/* The session id context: sessions are only resumed by reflexd listeners. */
+/* The session id context until tls_server_ctx_new sets the listener's own
+ * (sid_ctx_set): sessions are only resumed by reflexd listeners. */
 static const unsigned char sid_ctx[] = "reflex";
 
 #define TICKET_KEY_LEN 80 /* name 16 + HMAC 32 + AES 32: nginx's 80-byte format */
@@ -92,6 +93,9 @@ struct tls_conn {
 	bool unknown_sni;
 	bool was_up; /* the handshake finished once */
 	bool subject_done;
+	bool plaintext;		/* server: the failed first flight was plain text */
+	unsigned char first[8]; /* server: the first bytes received */
+	unsigned first_len;
 	char *subject;
 	char host[CFG_HOST_MAX]; /* client: the name sessions are kept under */
 	char error[256];
@@ -502,6 +506,44 @@ fail:
 	return NULL;
 }
 
+/* A listener's session id context: SHA-256 of its certificates and of
+ * whether and against which CA names it verifies clients (nginx hashes the
+ * same). OpenSSL resumes a session (id or ticket) only in the context that
+ * made it, so a ticket from a listener without client_ca, or with another
+ * CA, is not resumed on an mTLS listener even when both share a
+ * tickets.key_file: it would skip the client certificate check. Listeners
+ * (and reloads) with the same certificates and settings share it. */
+static int sid_ctx_set(struct tls_ctx *t, const struct cfg_listen_tls *cfg)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) &&
+		 EVP_DigestUpdate(h, "reflex-sid-1", 12) &&
+		 EVP_DigestUpdate(h, cfg->client_ca[0] ? "V" : "-", 1);
+
+	for (unsigned i = 0; ok && i < t->n_certs; i++) {
+		unsigned char *der = NULL;
+		int n = i2d_X509(SSL_CTX_get0_certificate(t->certs[i].ssl), &der);
+		ok = n > 0 && EVP_DigestUpdate(h, der, (size_t)n);
+		OPENSSL_free(der);
+	}
+	STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(t->certs[0].ssl);
+	for (int i = 0; ok && names && i < sk_X509_NAME_num(names); i++) {
+		unsigned char *der = NULL;
+		int n = i2d_X509_NAME(sk_X509_NAME_value(names, i), &der);
+		ok = n > 0 && EVP_DigestUpdate(h, der, (size_t)n);
+		OPENSSL_free(der);
+	}
+	ok = ok && EVP_DigestFinal_ex(h, md, &mdlen);
+	EVP_MD_CTX_free(h);
+	if (mdlen > SSL_MAX_SID_CTX_LENGTH)
+		mdlen = SSL_MAX_SID_CTX_LENGTH;
+	for (unsigned i = 0; ok && i < t->n_certs; i++)
+		ok = SSL_CTX_set_session_id_context(t->certs[i].ssl, md, mdlen);
+	return ok ? 0 : -1;
+}
+
 static struct tls_ctx *ctx_alloc(bool server)
 {
 	struct tls_ctx *t;
@@ -541,6 +583,10 @@ struct tls_ctx *tls_server_ctx_new(const struct cfg_listen_tls *cfg, char *err, 
 			snprintf(err, errlen, "tls: out of memory");
 			goto fail;
 		}
+	}
+	if (sid_ctx_set(t, cfg)) {
+		ssl_err(err, errlen, "tls: session id context");
+		goto fail;
 	}
 	SSL_CTX_set_tlsext_servername_callback(t->certs[0].ssl, on_servername);
 	SSL_CTX_set_tlsext_servername_arg(t->certs[0].ssl, t);
@@ -802,6 +848,12 @@ void tls_conn_free(struct tls_conn *c)
 
 int tls_conn_feed(struct tls_conn *c, const void *data, size_t len)
 {
+	if (c->first_len < sizeof(c->first) && !c->was_up) {
+		size_t k = sizeof(c->first) - c->first_len;
+		k = k < len ? k : len;
+		memcpy(c->first + c->first_len, data, k);
+		c->first_len += (unsigned)k;
+	}
 	while (len) {
 		int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
 		int n = BIO_write(c->rbio, data, chunk);
@@ -848,12 +900,35 @@ static enum tls_fail classify(struct tls_conn *c, unsigned long e)
 	}
 }
 
+/* A server connection's first bytes are a text command ("GET ", "DELETE
+ * ") rather than a TLS record (0x14..0x17) or an SSLv2 hello (0x80..):
+ * someone speaks plaintext to a TLS port. OpenSSL itself recognizes only
+ * four such words. */
+static bool first_is_text(const struct tls_conn *c)
+{
+	unsigned i = 0;
+
+	while (i < c->first_len && c->first[i] >= 'A' && c->first[i] <= 'Z')
+		i++;
+	return i >= 3 && i < c->first_len && c->first[i] == ' ';
+}
+
 /* Record a fatal error from the last SSL call's result. */
 static int fatal(struct tls_conn *c, int ret)
 {
 	int se = SSL_get_error(c->ssl, ret);
 	unsigned long e = ERR_peek_last_error();
 	const char *why;
+
+	if (SSL_is_server(c->ssl) && !c->was_up && first_is_text(c)) {
+		/* no alert: the peer reads text, and the caller answers in it */
+		(void)BIO_reset(c->wbio);
+		c->plaintext = true;
+		c->fail = TLS_FAIL_PROTOCOL;
+		snprintf(c->error, sizeof(c->error), "plain text (HTTP?) sent to a TLS port");
+		ERR_clear_error();
+		return -EPROTO;
+	}
 
 	if (se == SSL_ERROR_SYSCALL && !e) {
 		c->fail = TLS_FAIL_PROTOCOL;
@@ -1004,6 +1079,11 @@ const char *tls_conn_peer_subject(struct tls_conn *c)
 	BIO_free(m);
 	ERR_clear_error();
 	return c->subject;
+}
+
+bool tls_conn_plaintext(const struct tls_conn *c)
+{
+	return c->plaintext;
 }
 
 enum tls_fail tls_conn_fail(const struct tls_conn *c)

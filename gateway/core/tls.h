@@ -96,6 +96,10 @@ const char *tls_conn_version(const struct tls_conn *t);
 /* The verified client certificate's subject (RFC 2253, control and
  * non-ASCII bytes escaped), or NULL when none was verified. */
 const char *tls_conn_peer_subject(struct tls_conn *t);
+/* A server handshake failed because the peer's first bytes were a plain
+ * text command (an HTTP request line, "GET / HTTP/1.1") instead of a TLS
+ * record: no alert was queued, so the caller may answer in plain text. */
+bool tls_conn_plaintext(const struct tls_conn *t);
 /* After an error: the class (for counters) and the reason text. */
 enum tls_fail tls_conn_fail(const struct tls_conn *t);
 const char *tls_conn_error(const struct tls_conn *t);

@@ -52,10 +52,12 @@ enum breaker_admit breaker_admit(struct breaker *b, const struct cfg_breaker *c,
 	if (st == BREAKER_OPEN) {
 		if (now_ms < LOAD(b->open_until_ms))
 			return BREAKER_DENY;
+		/* probes is not reset here: a probe of the previous half-open
+		 * period may still be in flight, and its end gives its slot back
+		 * (resetting would wrap the count below zero and refuse the
+		 * endpoint until a reload). Every PROBE is returned exactly once. */
 		unsigned expect = BREAKER_OPEN;
-		if (CAS(b->state, expect, BREAKER_HALF_OPEN))
-			STORE(b->probes, 0);
-		else if (expect != BREAKER_HALF_OPEN)
+		if (!CAS(b->state, expect, BREAKER_HALF_OPEN) && expect != BREAKER_HALF_OPEN)
 			return expect == BREAKER_CLOSED ? BREAKER_PASS : BREAKER_DENY;
 	}
 	/* half-open: take a probe slot if one is free */

@@ -25,7 +25,7 @@ struct breaker {
 	unsigned state;		/* enum breaker_state */
 	uint64_t open_until_ms; /* OPEN: when it may turn half-open */
 	unsigned ok, fail;	/* CLOSED: outcomes of the current window */
-	unsigned probes;	/* HALF_OPEN: probe requests in flight */
+	unsigned probes;	/* probe requests in flight, of any half-open period */
 };
 
 /* What breaker_admit decided. */

@@ -32,6 +32,10 @@ static void schedule_flush(struct conn *c);
 
 /* A TLS failure's close: long enough for the alert to leave. */
 #define TLS_ALERT_LINGER_MS 1000
+#define PLAIN_HTTP_ON_TLS                                                                \
+	"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 73\r\n" \
+	"Connection: close\r\n\r\n"                                                      \
+	"400 Bad Request: a plain HTTP request was sent to a TLS port (use https)\n"
 
 static void maybe_reap(struct conn *c)
 {
@@ -573,10 +577,15 @@ static void tls_failed(struct conn *c)
 		return;
 	if (tls_conn_is_server(c->tls) && !tls_conn_established(c->tls)) {
 		/* the owner has seen nothing: the connection ends here */
-		if (tls_conn_fail(c->tls) == TLS_FAIL_TIMEOUT)
+		if (tls_conn_fail(c->tls) == TLS_FAIL_TIMEOUT) {
 			conn_close(c, false);
-		else
-			conn_close_after_flush(c, TLS_ALERT_LINGER_MS);
+			return;
+		}
+		/* plain HTTP on a TLS port: say so in words, as nginx does */
+		if (tls_conn_plaintext(c->tls) &&
+		    buf_appends(&c->out[c->out_idx], PLAIN_HTTP_ON_TLS) == 0)
+			schedule_flush(c);
+		conn_close_after_flush(c, TLS_ALERT_LINGER_MS);
 		return;
 	}
 	c->eof = true;

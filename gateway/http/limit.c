@@ -38,6 +38,9 @@
 #define PROBES 8
 #define TOP_SIZE 1024 /* sources tracked for "top limited" */
 #define ESC_QUEUE 256
+/* The longest a rule may span (interval + tolerance): 100 years, far from
+ * wrapping a 64-bit ns clock. */
+#define RULE_SPAN_NS (100ull * 365 * 86400 * 1000000000ull)
 
 struct slot {
 	uint64_t key; /* 0: never used */
@@ -194,6 +197,16 @@ static struct verdict gcra(const struct rule *ru, uint64_t key, uint64_t now)
 	return v; /* lost 64 races in a row: admit */
 }
 
+/* tolerance = interval × (burst − 1), kept within RULE_SPAN_NS. */
+static void rule_tolerance(struct rule *r)
+{
+	uint64_t room = RULE_SPAN_NS - r->interval_ns;
+
+	r->tolerance_ns = (uint64_t)(r->burst - 1) > room / r->interval_ns
+				  ? room
+				  : r->interval_ns * (uint64_t)(r->burst - 1);
+}
+
 static void rule_from(struct rule *r, const struct cfg_rl_limit *l, double rate_div)
 {
 	memset(r, 0, sizeof(*r));
@@ -201,11 +214,23 @@ static void rule_from(struct rule *r, const struct cfg_rl_limit *l, double rate_
 		return;
 	r->rate = l->rate / rate_div;
 	r->burst = l->burst ? l->burst : 1;
-	r->interval_ns = (uint64_t)ceil(1e9 / r->rate);
+	/* A rate below one per RULE_SPAN_NS is that (the double does not fit
+	 * in 64 bits: 1e-12/s once became an interval of 1 ns, i.e. no limit),
+	 * and interval × burst stays below RULE_SPAN_NS so that now + tolerance
+	 * + interval never wraps. */
+	double iv = ceil(1e9 / r->rate);
+	r->interval_ns = iv >= (double)RULE_SPAN_NS ? RULE_SPAN_NS : (uint64_t)iv;
 	if (!r->interval_ns)
 		r->interval_ns = 1;
-	r->tolerance_ns = r->interval_ns * (uint64_t)(r->burst - 1);
+	rule_tolerance(r);
 	r->global = l->global;
+}
+
+/* The policy window of r in whole seconds (RateLimit-Policy w=), at least 1. */
+static uint64_t window_s(const struct rule *r)
+{
+	uint64_t w = (r->tolerance_ns + r->interval_ns + 999999999u) / 1000000000u;
+	return w ? w : 1;
 }
 
 /* A global rule while Redis cannot decide: rate/hosts locally (default),
@@ -231,7 +256,7 @@ static void rule_local(struct rule *r, uint32_t hosts)
 	rule_from(r->local, &l, hosts);
 	if (r->local->burst > 1 && r->burst / hosts >= 1) {
 		r->local->burst = r->burst / hosts;
-		r->local->tolerance_ns = r->local->interval_ns * (r->local->burst - 1);
+		rule_tolerance(r->local);
 	}
 }
 
@@ -522,8 +547,75 @@ static struct http_str host_of(const struct http_request *h)
 		while (n < s.len && s.p[n] != ':')
 			n++;
 	}
+	/* "example.com." is the same host (the root's empty label): a route
+	 * rule on example.com must not be escaped by a trailing dot */
+	if (n > 1 && s.p[n - 1] == '.')
+		n--;
 	s.len = n;
 	return s;
+}
+
+static int hex_val(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* The path of a target as an origin server resolves it, for the route
+ * rules: the query dropped, percent-encoded unreserved characters decoded
+ * (RFC 3986 6.2.2.2; "%2F" stays encoded), repeated slashes merged and "."
+ * and ".." segments removed (5.2.4). Otherwise "//login", "/./login",
+ * "/%6Cogin" or "/x/../login" would each escape a limit on /login while
+ * the upstream serves /login. out holds at least len + 2 bytes (the result
+ * is never longer than the input, plus the leading slash); returns its
+ * length. */
+static size_t path_normalize(const char *p, size_t len, char *out)
+{
+	size_t n = 0, o = 0;
+	bool trailing = false;
+
+	if (len == 1 && p[0] == '*') {
+		out[0] = '*';
+		return 1;
+	}
+	while (n < len && p[n] != '?' && p[n] != '#') {
+		size_t seg = o;
+		/* one segment, decoded, appended after a slash */
+		out[o++] = '/';
+		while (n < len && p[n] == '/')
+			n++;
+		while (n < len && p[n] != '/' && p[n] != '?' && p[n] != '#') {
+			char c = p[n++];
+			if (c == '%' && n + 1 < len && hex_val(p[n]) >= 0 &&
+			    hex_val(p[n + 1]) >= 0) {
+				char d = (char)(hex_val(p[n]) * 16 + hex_val(p[n + 1]));
+				if ((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') ||
+				    (d >= '0' && d <= '9') || d == '-' || d == '.' || d == '_' ||
+				    d == '~') {
+					c = d;
+					n += 2;
+				}
+			}
+			out[o++] = c;
+		}
+		size_t sl = o - seg - 1;
+		trailing = sl == 0 || (sl == 1 && out[seg + 1] == '.') ||
+			   (sl == 2 && out[seg + 1] == '.' && out[seg + 2] == '.');
+		if (sl == 0 || (sl == 1 && out[seg + 1] == '.')) {
+			o = seg;
+		} else if (sl == 2 && out[seg + 1] == '.' && out[seg + 2] == '.') {
+			o = seg;
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o > 0)
+				o--; /* the parent's slash */
+		}
+	}
+	if (!o || trailing)
+		out[o++] = '/';
+	return o;
 }
 
 static void refuse(struct request *r, const char *name, const struct rule *ru,
@@ -533,19 +625,16 @@ static void refuse(struct request *r, const char *name, const struct rule *ru,
 	static __thread char hdrs[320];
 	uint64_t retry_s = (v->wait_ns + 999999999u) / 1000000000u;
 	uint64_t reset_s = (v->reset_ns + 999999999u) / 1000000000u;
-	uint64_t window_s = (uint64_t)ceil((double)ru->burst / ru->rate);
 	char reason[96];
 
 	if (!retry_s)
 		retry_s = 1;
-	if (!window_s)
-		window_s = 1;
 	snprintf(hdrs, sizeof(hdrs),
 		 "Retry-After: %llu\r\n"
 		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\n"
 		 "RateLimit: \"%s\";r=0;t=%llu\r\n",
-		 (unsigned long long)retry_s, name, ru->burst, (unsigned long long)window_s, name,
-		 (unsigned long long)(reset_s ? reset_s : 1));
+		 (unsigned long long)retry_s, name, ru->burst, (unsigned long long)window_s(ru),
+		 name, (unsigned long long)(reset_s ? reset_s : 1));
 	snprintf(reason, sizeof(reason), "rate limit \"%s\" exceeded, retry in %llu s", name,
 		 (unsigned long long)retry_s);
 	r->resp_hdrs = hdrs;
@@ -553,19 +642,24 @@ static void refuse(struct request *r, const char *name, const struct rule *ru,
 	r->resp_hdrs = NULL;
 }
 
-/* The client's bucket: its IPv4 address, or its IPv6 address masked to the
- * configured prefix (a /64 by default: one subscriber, however many addresses
- * it rotates through), as the kernel layer buckets it. */
-static uint64_t client_key(const struct policy *p, const char *peer)
+/* A source's bucket (kind: client or accept): its IPv4 address, or its IPv6
+ * address masked to the configured prefix (a /64 by default: one subscriber,
+ * however many addresses it rotates through), as the kernel layer buckets it. */
+static uint64_t source_key(const struct policy *p, enum key_kind kind, const char *peer)
 {
 	unsigned char a6[16];
 
 	if (strchr(peer, ':') && inet_pton(AF_INET6, peer, a6) == 1) {
 		for (unsigned i = p->prefix_v6; i < 128; i++)
 			a6[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
-		return key_of(KIND_CLIENT, p->prefix_v6, a6, sizeof(a6));
+		return key_of(kind, p->prefix_v6, a6, sizeof(a6));
 	}
-	return key_of(KIND_CLIENT, 0, peer, strlen(peer));
+	return key_of(kind, 0, peer, strlen(peer));
+}
+
+static uint64_t client_key(const struct policy *p, const char *peer)
+{
+	return source_key(p, KIND_CLIENT, peer);
 }
 
 /* An admitted request: remember the tightest rule's quota for the response
@@ -575,15 +669,13 @@ static void note(struct request *r, const char *name, const struct rule *ru,
 {
 	uint64_t reset = v->reset_ns, room = ru->tolerance_ns + ru->interval_ns;
 	uint64_t left = reset < room ? (room - reset) / ru->interval_ns : 0;
-	uint64_t window_s = (uint64_t)ceil((double)ru->burst / ru->rate);
 	const char *prev = strstr(r->limit_fields, ";r=");
 
 	if (prev && strtoull(prev + 3, NULL, 10) <= left)
 		return;
 	snprintf(r->limit_fields, sizeof(r->limit_fields),
 		 "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\nRateLimit: \"%s\";r=%llu;t=%llu\r\n",
-		 name, ru->burst, (unsigned long long)(window_s ? window_s : 1), name,
-		 (unsigned long long)left,
+		 name, ru->burst, (unsigned long long)window_s(ru), name, (unsigned long long)left,
 		 (unsigned long long)((reset + 999999999u) / 1000000000u));
 }
 
@@ -625,6 +717,19 @@ enum step_result limit_step(struct request *r)
 		for (unsigned i = 0; i < h->n_headers; i++) {
 			if (!http_str_eq(h->headers[i].name, p->key_header))
 				continue;
+			/* A second field would let a client put a fresh value in
+			 * front of its limited key: this rule would charge the
+			 * fresh one, and an upstream that reads the last field
+			 * (or all of them) would serve the limited key. */
+			for (unsigned j = i + 1; j < h->n_headers; j++) {
+				if (!http_str_eq(h->headers[j].name, p->key_header))
+					continue;
+				char why[128];
+				snprintf(why, sizeof(why), "more than one %s field", p->key_header);
+				limit_req_end(r);
+				req_fail(r, 400, REASON_BAD_REQUEST, why, false);
+				return STEP_WAIT;
+			}
 			/* only the hash goes into the table (and to Redis) */
 			uint64_t k = key_of(KIND_API_KEY, 0, h->headers[i].value.p,
 					    h->headers[i].value.len);
@@ -644,12 +749,25 @@ enum step_result limit_step(struct request *r)
 		r->limit->phase = phase;
 	if (phase == PHASE_ROUTE && p->n_routes) {
 		struct http_str host = host_of(h);
-		for (unsigned i = 0; i < p->n_routes; i++) {
+		char small[1024], *path = small;
+		if (h->path.len + 2 > sizeof(small) && !(path = malloc(h->path.len + 2))) {
+			req_fail(r, 500, REASON_INTERNAL, "out of memory", false);
+			return STEP_WAIT;
+		}
+		size_t path_len = path_normalize(h->path.p, h->path.len, path);
+		unsigned i;
+		for (i = 0; i < p->n_routes; i++) {
 			const struct route_rule *rr = &p->routes[i];
 			size_t pl = strlen(rr->path_prefix);
-			if (!host_matches(rr->host, host.p, host.len) || h->path.len < pl ||
-			    memcmp(h->path.p, rr->path_prefix, pl) != 0)
-				continue;
+			if (host_matches(rr->host, host.p, host.len) && path_len >= pl &&
+			    memcmp(path, rr->path_prefix, pl) == 0)
+				break;
+		}
+		if (path != small)
+			free(path);
+		if (i < p->n_routes) {
+			const struct route_rule *rr = &p->routes[i];
+			size_t pl = strlen(rr->path_prefix);
 			if (decide(r, p, &rr->r, key_of(KIND_ROUTE, i, rr->path_prefix, pl), now,
 				   &used, &v) == WAITING)
 				goto wait;
@@ -659,7 +777,6 @@ enum step_result limit_step(struct request *r)
 				return STEP_WAIT;
 			}
 			note(r, "route", used, &v);
-			break;
 		}
 	}
 	limit_req_end(r);
@@ -697,7 +814,9 @@ bool limit_accept(struct worker *w, int fd)
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
 		return true;
 	sock_ntop((struct sockaddr *)&ss, addr, sizeof(addr));
-	struct verdict v = gcra(&p->accept, key_of(KIND_ACCEPT, 0, addr, strlen(addr)), clock_ns());
+	/* per /64 for IPv6, as the L7 client rule and the kernel layer do:
+	 * otherwise one client has as many buckets as addresses it rotates */
+	struct verdict v = gcra(&p->accept, source_key(p, KIND_ACCEPT, addr), clock_ns());
 	if (v.ok)
 		return true;
 	STAT_INC(w->stats.rl_accept_refused);

@@ -15,13 +15,23 @@
 #define MAX_PENDING 4096
 
 /* GCRA in microseconds on the server's clock. Returns {admitted, wait_us,
- * reset_us}. The key lives as long as its bucket holds debt. */
+ * reset_us}. The key lives as long as its bucket holds debt. TIME is Redis's
+ * wall clock: when it steps back, every stored TAT looks that much further
+ * ahead, more debt than the rule can build up (tol + interval). Such a TAT
+ * is brought down to "empty now" and stored, as limit.c does for a policy
+ * change, so a step of an hour costs a client one interval, not the hour. */
 static const char script[] = "local interval = tonumber(ARGV[1])\n"
 			     "local tol = tonumber(ARGV[2])\n"
 			     "local t = redis.call('TIME')\n"
 			     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
 			     "local tat = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
 			     "if tat < now then tat = now end\n"
+			     "local cap = now + tol + interval\n"
+			     "if tat > cap then\n"
+			     "  tat = cap\n"
+			     "  redis.call('SET', KEYS[1], string.format('%d', cap), 'PX', "
+			     "math.floor((cap - now) / 1000) + 1)\n"
+			     "end\n"
 			     "if tat - now > tol then return {0, tat - now - tol, tat - now} end\n"
 			     "local nt = tat + interval\n"
 			     "redis.call('SET', KEYS[1], string.format('%d', nt), 'PX', "

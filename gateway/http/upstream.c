@@ -1196,8 +1196,10 @@ static void up_on_eof(struct conn *cn, int err)
 		up_drop(u, false);
 		return;
 	}
+	/* Over TLS only close_notify ends a body delimited by the close: a bare
+	 * TCP close can be forged by anyone on the path (a truncation attack). */
 	if (u->head_done && (r->out == RESP_OUT_ENCODE || r->out == RESP_OUT_UNTIL_CLOSE) &&
-	    err == 0) {
+	    err == 0 && (!cn->tls || cn->tls_eof)) {
 		u->reusable = false;
 		up_complete(u);
 		return;

@@ -318,8 +318,30 @@ static void test_garbage(void)
 		"\x00\x01\x02\x03\xff\xfe\xfd\xfc\x80\x81\x82\x83\x84\x85\x86\x87\x88\x89",
 	};
 
+	test_begin("plain_http_gets_400");
+	/* as nginx: a plain HTTP client learns what went wrong, in words it can
+	 * read, instead of an empty reply; any method, not only the four that
+	 * OpenSSL itself recognizes */
+	static const char *const plain[] = {
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"DELETE /a HTTP/1.1\r\nHost: x\r\n\r\n",
+	};
+	for (int i = 0; i < 2; i++) {
+		struct h_buf b = {0};
+		enum h_read_end e =
+			h_raw_roundtrip("127.0.0.1", gw_port, plain[i], strlen(plain[i]), &b, 5000);
+		CHECK_MSG(e == H_READ_CLOSED || e == H_READ_RESET, "plain %d: read ended with %s",
+			  i, h_read_end_name(e));
+		CHECK_MSG(b.len > 12 && !strncmp(b.data, "HTTP/1.1 400 ", 13) &&
+				  memmem(b.data, b.len, "plain HTTP", 10) &&
+				  memmem(b.data, b.len, "Connection: close", 17),
+			  "plain %d: %s", i, h_excerpt(b.data, b.len, 200));
+		h_buf_free(&b);
+	}
+	test_end();
+
 	test_begin("garbage_closes_harmlessly");
-	for (int i = 0; i < 3; i++) {
+	for (int i = 1; i < 3; i++) {
 		struct h_buf b = {0};
 		enum h_read_end e = h_raw_roundtrip("127.0.0.1", gw_port, inputs[i],
 						    i == 2 ? 18 : strlen(inputs[i]), &b, 5000);

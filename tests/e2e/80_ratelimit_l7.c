@@ -121,6 +121,25 @@ static void test_api_key(void)
 	h_resp_free(&r);
 	CHECK(!h_log_contains(gw, API_KEY));
 	test_end();
+
+	test_begin("api_key_twice_refused_400");
+	/* The key's bucket is empty now. A second field with a fresh value in
+	 * front of it would otherwise be charged instead, while an upstream
+	 * that reads the last field (or all of them) serves the limited key. */
+	{
+		char url[256];
+		const char *two[] = {"X-API-Key: fresh-value-1", "X-API-Key: " API_KEY, NULL};
+		struct h_req q = {.url = url, .timeout_ms = 5000, .headers = two};
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/k", gw_port);
+		memset(&r, 0, sizeof(r));
+		long st = h_http(&q, &r) == 0 ? r.status : -1;
+		CHECK_MSG(st == 400 && r.body && strstr(r.body, "X-API-Key"),
+			  "two X-API-Key fields: status %ld, %s", st,
+			  r.body ? h_excerpt(r.body, r.body_len, 200) : "");
+		h_resp_free(&r);
+		CHECK(!h_log_contains(gw, API_KEY));
+	}
+	test_end();
 }
 
 static void test_route(void)
@@ -146,6 +165,86 @@ static void test_route(void)
 	int most = 2 + 1 + (int)((h_now_ms() - t0) / 1000);
 	CHECK_MSG(ok >= 2 && ok <= most, "ok %d (most %d)", ok, most);
 	CHECK_INT(get("/other", NULL, &r), 200); /* outside the route: not limited */
+	h_resp_free(&r);
+	test_end();
+
+	test_begin("route_limit_other_spellings");
+	/* Spellings of /limited/x that an origin server resolves to the same
+	 * resource are in the same route bucket (empty now), sent raw: curl
+	 * would resolve the dot segments itself. */
+	{
+		static const char *const paths[] = {"//limited/x", "/./limited/x", "/%6Cimited/x",
+						    "/other/../limited/x", "/limited//x"};
+		int admitted = 0;
+		double t1 = h_now_ms();
+		for (unsigned i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+			char req[256];
+			struct h_buf b = {0};
+			int n = snprintf(req, sizeof(req),
+					 "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+					 paths[i]);
+			h_raw_roundtrip("127.0.0.1", gw_port, req, (size_t)n, &b, 5000);
+			bool is429 = b.len > 12 && !strncmp(b.data, "HTTP/1.1 429", 12);
+			bool is200 = b.len > 12 && !strncmp(b.data, "HTTP/1.1 200", 12);
+			CHECK_MSG(is429 || is200, "%s: %s", paths[i], h_excerpt(b.data, b.len, 80));
+			admitted += is200;
+			if (is200)
+				printf("# %s admitted\n", paths[i]);
+			h_buf_free(&b);
+		}
+		/* the bucket refills at 1/s: at most one per second of run time */
+		int most1 = 1 + (int)((h_now_ms() - t1) / 1000);
+		CHECK_MSG(admitted <= most1, "%d of 5 other spellings admitted (most %d)", admitted,
+			  most1);
+	}
+	test_end();
+}
+
+static void test_route_host_spellings(void)
+{
+	test_begin("route_limit_host_spellings");
+	/* burst 1 at 0.1/s: the first request empties the bucket; the same
+	 * name in upper case, with a port or with the root's trailing dot
+	 * (which DNS and most servers take as the same host) shares it */
+	static const char *const hosts[] = {"h.example", "H.EXAMPLE", "h.example:80", "h.example.",
+					    "h.example.:80"};
+	for (unsigned i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		char req[256];
+		struct h_buf b = {0};
+		int n = snprintf(req, sizeof(req),
+				 "GET /h/x HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+				 hosts[i]);
+		h_raw_roundtrip("127.0.0.1", gw_port, req, (size_t)n, &b, 5000);
+		int want = i == 0 ? 200 : 429;
+		CHECK_MSG(b.len > 12 && atoi(b.data + 9) == want, "Host: %s: want %d, got %s",
+			  hosts[i], want, h_excerpt(b.data, b.len, 60));
+		h_buf_free(&b);
+	}
+	test_end();
+}
+
+static void test_tiny_rate(void)
+{
+	struct h_resp r;
+	char v[64] = "";
+
+	test_begin("tiny_rate_is_not_unlimited");
+	/* one request per ~30000 years: 1e9 / rate overflowed the interval and
+	 * the rule admitted everything (a key of its own: no other bucket
+	 * inherits the debt) */
+	CHECK_INT(admin("PUT", "/limits/policy", "{\"api_key\": {\"rate\": 1e-12, \"burst\": 1}}",
+			&r),
+		  200);
+	h_resp_free(&r);
+	long s1 = get("/tiny", "X-API-Key: tiny-rate-key", &r);
+	h_resp_free(&r);
+	long s2 = get("/tiny", "X-API-Key: tiny-rate-key", &r);
+	bool ra = h_resp_header(&r, "Retry-After", v, sizeof(v));
+	h_resp_free(&r);
+	CHECK_MSG(s1 == 200 && s2 == 429, "statuses %ld %ld", s1, s2);
+	CHECK_MSG(ra && atoll(v) >= 86400, "Retry-After: %s", ra ? v : "(none)");
+	CHECK_INT(admin("PUT", "/limits/policy", "{\"api_key\": {\"rate\": 1, \"burst\": 3}}", &r),
+		  200);
 	h_resp_free(&r);
 	test_end();
 }
@@ -334,16 +433,18 @@ int main(void)
 		fclose(f);
 	}
 	chmod(token_path, 0600);
-	const char *cfg = h_write_config("workers: 2\n"
-					 "listen: [\"127.0.0.1:%d\"]\n"
-					 "upstream: [\"127.0.0.1:%d\"]\n"
-					 "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-					 "ratelimit:\n"
-					 "  api_key: {header: X-API-Key, rate: 1/s, burst: 3}\n"
-					 "  routes:\n"
-					 "    - {path_prefix: /limited/, rate: 1, burst: 2}\n"
-					 "  kernel: {syn_rate: 30, syn_burst: 60}\n",
-					 gw_port, o_port, admin_port, token_path);
+	const char *cfg =
+		h_write_config("workers: 2\n"
+			       "listen: [\"127.0.0.1:%d\"]\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
+			       "ratelimit:\n"
+			       "  api_key: {header: X-API-Key, rate: 1/s, burst: 3}\n"
+			       "  routes:\n"
+			       "    - {path_prefix: /limited/, rate: 1, burst: 2}\n"
+			       "    - {host: h.example, path_prefix: /h/, rate: 0.1, burst: 1}\n"
+			       "  kernel: {syn_rate: 30, syn_burst: 60}\n",
+			       gw_port, o_port, admin_port, token_path);
 
 	if (!h_start_origin("origin", o_port, 1))
 		return test_exit_code();
@@ -352,6 +453,8 @@ int main(void)
 		return test_exit_code();
 	test_api_key();
 	test_route();
+	test_route_host_spellings();
+	test_tiny_rate();
 	test_client_across_workers();
 	test_upstream_never_sees_429s();
 	test_accept_limit();

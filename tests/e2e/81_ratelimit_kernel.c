@@ -141,7 +141,7 @@ static int get_from(const char *src, const char *path)
 }
 
 /* GET / from an IPv6 source to [::1]: the status, or -1. */
-static int get_from6(const char *src)
+static int get_from6_to(const char *src, int port)
 {
 	struct sockaddr_in6 a = {.sin6_family = AF_INET6}, d = {.sin6_family = AF_INET6};
 	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0), st = -1;
@@ -154,7 +154,7 @@ static int get_from6(const char *src)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	inet_pton(AF_INET6, src, &a.sin6_addr);
 	inet_pton(AF_INET6, "::1", &d.sin6_addr);
-	d.sin6_port = htons((uint16_t)gw_port);
+	d.sin6_port = htons((uint16_t)port);
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
 	    connect(fd, (struct sockaddr *)&d, sizeof(d)) == 0 &&
 	    h_send_str(fd, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == 0) {
@@ -166,6 +166,11 @@ static int get_from6(const char *src)
 	}
 	close(fd);
 	return st;
+}
+
+static int get_from6(const char *src)
+{
+	return get_from6_to(src, gw_port);
 }
 
 /* An IPv6 client is one bucket per /64 at L7 (as in the kernel layer): a second
@@ -186,6 +191,45 @@ static void test_ipv6_prefix(void)
 	CHECK_INT(get_from6("2001:db8:1::2"), 429); /* same /64: same bucket */
 	CHECK_INT(get_from6("2001:db8:2::1"), 200); /* another /64 */
 	test_end();
+}
+
+/* Without the kernel layer (no interface here) syn_rate is enforced at
+ * accept, per source: an IPv6 source must be its /64 there too, or a client
+ * rotating through its /64 opens as many connections as it has addresses.
+ * Uses the addresses test_ipv6_prefix added. */
+static void test_accept_limit_ipv6_prefix(void)
+{
+	test_begin("accept_limit_ipv6_clients_grouped_by_64");
+	int port = h_free_port();
+	const char *cfg = h_write_config("workers: 1\n"
+					 "listen: [\"127.0.0.1:%d\", \"[::1]:%d\"]\n"
+					 "upstream: [\"127.0.0.1:%d\"]\n"
+					 "admin: {listen: off}\n"
+					 "ratelimit:\n"
+					 "  kernel: {syn_rate: 1, syn_burst: 2}\n",
+					 port, port, o_port);
+	struct h_proc *acc = h_start_reflexd_config("reflexd_accept", port, cfg);
+	if (!acc) {
+		CHECK_MSG(false, "the second reflexd did not start");
+		test_end();
+		return;
+	}
+	/* the start-up probe's connection came from 127.0.0.1: its own bucket */
+	double t0 = h_now_ms();
+	int a1 = get_from6_to("2001:db8:1::1", port), a2 = get_from6_to("2001:db8:1::1", port);
+	int a3 = get_from6_to("2001:db8:1::2", port); /* same /64: its third connection */
+	double dt = h_now_ms() - t0;
+	int a4 = get_from6_to("2001:db8:2::1", port); /* another /64 */
+	CHECK_MSG(a1 == 200 && a2 == 200, "first two connections of the /64: %d %d", a1, a2);
+	/* 1/s, burst 2: refused unless a second passed (a very loaded host) */
+	if (dt < 900)
+		CHECK_MSG(a3 == -1, "a third connection from the same /64 (other address) got %d",
+			  a3);
+	else
+		printf("# three connections took %.0f ms: the refill makes the third legal\n", dt);
+	CHECK_INT(a4, 200);
+	test_end();
+	h_finish(acc, 10000);
 }
 
 static bool in_penalty(const char *addr)
@@ -397,6 +441,7 @@ int main(void)
 	test_escalation();
 	test_reload();
 	test_ipv6_prefix();
+	test_accept_limit_ipv6_prefix();
 	h_finish(gw, 10000);
 	unlink(token_path);
 	return test_exit_code();

@@ -110,6 +110,44 @@ int main(void)
 	CHECK_INT(metric(a_admin, "reflex_ratelimit_global_total{by=\"fallback\"} "), 0);
 	test_end();
 
+	test_begin("redis_clock_jump_back_bounded");
+	/* The script runs on Redis's wall clock (TIME). A step back of that
+	 * clock by an hour makes every stored TAT look an hour ahead; planted
+	 * here directly (the machine's clock is not ours to move). A refused
+	 * client must then wait about one interval (5 s), not an hour. */
+	{
+		char rp2[16];
+		snprintf(rp2, sizeof(rp2), "%d", r_port);
+		char *cli[] = {"/usr/bin/redis-cli",
+			       "-p",
+			       rp2,
+			       "EVAL",
+			       "local t = redis.call('TIME') "
+			       "local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) "
+			       "local ks = redis.call('KEYS', 'rfx:rl:*') "
+			       "for _, k in ipairs(ks) do redis.call('SET', k, "
+			       "string.format('%d', now + 3600000000), 'PX', 3700000) end "
+			       "return #ks",
+			       "0",
+			       NULL};
+		char *out = NULL;
+		int rc = h_run(cli, 5000, &out);
+		CHECK_MSG(rc == 0 && out && atoi(out) >= 1, "redis-cli EVAL: rc %d, %s", rc,
+			  out ? out : "");
+		free(out);
+		char url[256], ra[32] = "";
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/", a_port);
+		struct h_req q = {.url = url, .timeout_ms = 5000};
+		struct h_resp r;
+		long st = h_http(&q, &r) == 0 ? r.status : -1;
+		bool has_ra = h_resp_header(&r, "Retry-After", ra, sizeof(ra));
+		h_resp_free(&r);
+		CHECK_MSG(st == 429 && has_ra && atoi(ra) >= 1 && atoi(ra) <= 6,
+			  "after the clock step: status %ld, Retry-After %s (want 1..6)", st,
+			  has_ra ? ra : "none");
+	}
+	test_end();
+
 	test_begin("redis_killed_fallback_as_configured");
 	h_stop(redis, 5000);
 	/* A: local at rate/2, burst 10/2 = 5; its local bucket is fresh */

@@ -224,8 +224,21 @@ static void test_garbage(struct tls_ctx *srv)
 	CHECK(tls_conn_feed(s.t, "GET / HTTP/1.1\r\n\r\n", 18) == 0);
 	CHECK_INT(tls_conn_read(s.t, tmp, sizeof(tmp)), -EPROTO);
 	CHECK_INT(tls_conn_fail(s.t), TLS_FAIL_PROTOCOL);
-	CHECK_MSG(strstr(tls_conn_error(s.t), "http request"), "%s", tls_conn_error(s.t));
+	CHECK_MSG(strstr(tls_conn_error(s.t), "plain text"), "%s", tls_conn_error(s.t));
+	/* plain text: no alert, the caller answers in text */
+	CHECK(tls_conn_plaintext(s.t));
 	struct buf out = {0};
+	tls_conn_drain(s.t, &out);
+	CHECK_INT(out.len, 0);
+	buf_free(&out);
+	side_free(&s);
+	/* binary garbage: an alert, if anything */
+	s = (struct side){.t = tls_conn_server(srv)};
+	CHECK(tls_conn_feed(s.t, "\x16\x03\x03\x00\x05garbagegarbage", 19) == 0);
+	CHECK_INT(tls_conn_read(s.t, tmp, sizeof(tmp)), -EPROTO);
+	CHECK_INT(tls_conn_fail(s.t), TLS_FAIL_PROTOCOL);
+	CHECK(!tls_conn_plaintext(s.t));
+	out = (struct buf){0};
 	tls_conn_drain(s.t, &out);
 	CHECK_MSG(out.len == 0 || (unsigned char)buf_head(&out)[0] == 0x15, "not an alert");
 	buf_free(&out);

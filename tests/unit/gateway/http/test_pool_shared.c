@@ -86,6 +86,35 @@ int main(void)
 	}
 	test_end();
 
+	/* probes: 2. One probe fails and reopens the breaker while the other
+	 * is still in flight; that one ends (client gone, or its verdict) in
+	 * the next half-open period. Its slot must neither wrap the count
+	 * (the endpoint would stay half-open and refused until a reload) nor
+	 * let more than `probes` requests through at once. */
+	test_begin("breaker_stale_probe_keeps_the_count");
+	{
+		struct cfg_breaker c2 = cp.breaker;
+		c2.probes = 2;
+		struct breaker b = {.state = BREAKER_OPEN, .open_until_ms = 1000};
+		CHECK_INT(breaker_admit(&b, &c2, 1000), BREAKER_PROBE);
+		CHECK_INT(breaker_admit(&b, &c2, 1000), BREAKER_PROBE);
+		CHECK(breaker_result(&b, &c2, BREAKER_PROBE, false, 1001)); /* reopens */
+		/* next half-open period: the stale probe still holds its slot */
+		CHECK_INT(breaker_admit(&b, &c2, 2001), BREAKER_PROBE);
+		CHECK_INT(breaker_admit(&b, &c2, 2001), BREAKER_DENY);
+		breaker_release(&b, BREAKER_PROBE); /* the stale one ends */
+		CHECK(breaker_available(&b, &c2, 2002));
+		CHECK_INT(breaker_admit(&b, &c2, 2002), BREAKER_PROBE);
+		CHECK_INT(breaker_admit(&b, &c2, 2002), BREAKER_DENY);
+		breaker_release(&b, BREAKER_PROBE);
+		breaker_release(&b, BREAKER_PROBE);
+		CHECK_INT(b.probes, 0);
+		CHECK_INT(breaker_admit(&b, &c2, 2003), BREAKER_PROBE);
+		CHECK(!breaker_result(&b, &c2, BREAKER_PROBE, true, 2004));
+		CHECK_STR(breaker_state_name(breaker_state_now(&b, 2004)), "closed");
+	}
+	test_end();
+
 	struct pool_shared_set *set = pool_shared_get(&cfg);
 	test_begin("shared_set_per_config");
 	CHECK(set != NULL);
