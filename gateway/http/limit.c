@@ -24,7 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "core/log.h"
@@ -97,8 +99,24 @@ static pthread_mutex_t esc_mu = PTHREAD_MUTEX_INITIALIZER;
 static char esc_q[ESC_QUEUE][48];
 static unsigned esc_head, esc_len;
 
+/* The seed of the slot a key starts its probes at (home_of), secret and
+ * picked at start. A key is a hash of what the client sent (its address,
+ * its API key) under a seed anyone can read in this file: with public slot
+ * positions, a client could craft 8 keys that share a victim key's probe
+ * window, keep them live and have that key admitted without a limit (the
+ * table fails open when every probe is live). Keys themselves stay
+ * deterministic, since Redis needs the same names on every gateway. */
+static uint64_t home_seed;
+
 static void tables_alloc(void)
 {
+	/* non-blocking: this may run on a worker; before the kernel's pool is
+	 * ready (early boot), the clock and an address are secret enough */
+	if (getrandom(&home_seed, sizeof(home_seed), GRND_NONBLOCK) != sizeof(home_seed)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		home_seed = ((uint64_t)ts.tv_sec << 30 ^ (uint64_t)ts.tv_nsec) ^ (uintptr_t)&ts;
+	}
 	buckets = calloc(TABLE_SIZE, sizeof(*buckets));
 	esc = calloc(TABLE_SIZE / 8, sizeof(*esc));
 	top = calloc(TOP_SIZE, sizeof(*top));
@@ -119,11 +137,16 @@ static uint64_t key_of(enum key_kind kind, unsigned idx, const void *p, size_t n
 	return k ? k : 1;
 }
 
+static unsigned home_of(uint64_t key, unsigned mask)
+{
+	return (unsigned)XXH3_64bits_withSeed(&key, sizeof(key), home_seed) & mask;
+}
+
 /* The slot of key: found, claimed empty, or taken over from a stale key
  * (val <= stale_below). NULL when every probe holds a live bucket. */
 static struct slot *slot_find(struct slot *tab, unsigned mask, uint64_t key, uint64_t stale_below)
 {
-	unsigned i0 = (unsigned)(key >> 7) & mask;
+	unsigned i0 = home_of(key, mask);
 
 	for (unsigned p = 0; p < PROBES; p++) {
 		struct slot *s = &tab[(i0 + p) & mask];
@@ -376,7 +399,7 @@ unsigned limit_escalation_take(char (*out)[48], unsigned max)
 
 static void top_count(const char *addr, uint64_t key)
 {
-	unsigned i0 = (unsigned)(key >> 7) & (TOP_SIZE - 1);
+	unsigned i0 = home_of(key, TOP_SIZE - 1);
 
 	for (unsigned p = 0; p < 16; p++) {
 		struct top_slot *t = &top[(i0 + p) & (TOP_SIZE - 1)];
