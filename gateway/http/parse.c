@@ -737,6 +737,11 @@ int http_parse_response(const char *buf, size_t len, struct http_response *res,
 	else
 		res->keep_alive = ff.conn_keep_alive && !ff.conn_close;
 
+	/* A 204 that announces a body (RFC 9110 §8.6 and RFC 9112 §6.1 forbid
+	 * both fields on it) may well send one: those bytes would be read as
+	 * the next response on a reused connection. */
+	if (res->status == 204 && (ff.n_te || (ff.has_cl && ff.cl)))
+		res->keep_alive = false;
 	if (request_was_head || res->status < 200 || res->status == 204 || res->status == 304)
 		res->body = HTTP_BODY_NONE;
 	else if (ff.n_te)

@@ -137,7 +137,8 @@ struct http_response {
  * Content-Length, Content-Length with Transfer-Encoding, a transfer coding
  * other than a final chunked, a head over the limits. A response with
  * neither Content-Length nor chunked is HTTP_BODY_UNTIL_CLOSE (and not
- * keep_alive). */
+ * keep_alive); neither is a 204 that carries Transfer-Encoding or a non-zero
+ * Content-Length (its upstream may send the body it announced). */
 int http_parse_response(const char *buf, size_t len, struct http_response *res,
 			bool request_was_head, const struct http_limits *lim,
 			struct http_error *err);

@@ -6,6 +6,8 @@
 
 #include <curl/curl.h>
 #include <stdlib.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Above the origin's pacing step for rate= (it sends once a second). */
@@ -116,6 +118,71 @@ static void test_malformed(const char *kind)
 	test_end();
 }
 
+/* ---- a scripted upstream for what reflex-origin will not do ------------- */
+
+static int script_port;
+static int script_conns; /* connections the scripted upstream accepted */
+
+/* Serves requests on one keep-alive connection; the path says how:
+ *  /s/204body  a 204 announcing "Content-Length: 5", then those 5 bytes
+ *              300 ms later (a reused connection would read them as the
+ *              next response);
+ *  anything else: 200 "ok". */
+static void *script_serve(void *arg)
+{
+	int c = (int)(intptr_t)arg;
+	char buf[8192];
+	size_t len = 0;
+
+	__atomic_add_fetch(&script_conns, 1, __ATOMIC_RELAXED);
+	for (;;) {
+		ssize_t n = recv(c, buf + len, sizeof(buf) - len - 1, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		buf[len] = 0;
+		char *e;
+		while ((e = strstr(buf, "\r\n\r\n"))) {
+			size_t head = (size_t)(e + 4 - buf);
+			if (!strncmp(buf, "GET /s/204body ", 15)) {
+				h_send_str(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+				h_sleep_ms(300);
+				h_send_str(c, "hello");
+			} else {
+				h_send_str(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+			}
+			memmove(buf, buf + head, len - head + 1);
+			len -= head;
+		}
+	}
+	close(c);
+	return NULL;
+}
+
+/* A 204 that announces a body: the client gets the 204, and the bytes the
+ * upstream sends after it never reach the next request that would reuse
+ * the connection. */
+static void test_204_with_body(void)
+{
+	char u[256];
+	struct h_resp r;
+	struct h_req q = {.url = u, .timeout_ms = 5000};
+
+	test_begin("upstream_204_with_body_not_reused");
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/s/204body", gw_port);
+	h_http(&q, &r);
+	CHECK_MSG(r.status == 204 && r.body_len == 0, "204 with a body: status %ld, %zu bytes (%s)",
+		  r.status, r.body_len, r.error);
+	h_resp_free(&r);
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/s/next", gw_port);
+	h_http(&q, &r);
+	CHECK_MSG(r.status == 200 && r.body_len == 2 && !memcmp(r.body, "ok", 2),
+		  "the request after it: status %ld, body '%s' (%s)", r.status,
+		  h_excerpt(r.body, r.body_len, 200), r.error);
+	h_resp_free(&r);
+	test_end();
+}
+
 int main(void)
 {
 	static const char *kinds[] = {"status", "cl", "cl_te", "injection", "chunk", "lf", "short"};
@@ -129,6 +196,11 @@ int main(void)
 		test_fail(__FILE__, __LINE__, "reflex-origin did not start");
 		return test_exit_code();
 	}
+	if (h_serve_tcp(script_serve, &script_port)) {
+		test_begin("setup");
+		test_fail(__FILE__, __LINE__, "the scripted upstream did not start");
+		return test_exit_code();
+	}
 	const char *cfg = h_write_config(
 		"workers: 1\n"
 		"listen: [\"127.0.0.1:%d\"]\n"
@@ -136,9 +208,11 @@ int main(void)
 		"timeouts: {upstream_connect: 1s, upstream_response: %dms, drain: 1s}\n"
 		"pools:\n"
 		"  dead: {endpoints: [\"127.0.0.1:%d\"]}\n"
+		"  script: {endpoints: [\"127.0.0.1:%d\"]}\n"
 		"routes:\n"
-		"  - {path_prefix: /dead/, pool: dead}\n",
-		gw_port, o_port, RESPONSE_MS, dead_port);
+		"  - {path_prefix: /dead/, pool: dead}\n"
+		"  - {path_prefix: /s/, pool: script}\n",
+		gw_port, o_port, RESPONSE_MS, dead_port, script_port);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");
@@ -152,6 +226,8 @@ int main(void)
 	expect_status("upstream_drop_502", "/?drop=1", 502);
 	for (unsigned i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		test_malformed(kinds[i]);
+
+	test_204_with_body();
 
 	test_begin("gateway_still_serving");
 	for (int i = 0; i < 5; i++)
