@@ -124,7 +124,7 @@ int respond_head(struct request *r, const struct http_response *res)
 		cache_no_store(r, "scanned"); /* the client gets a rewritten body: never stored */
 	if (dlp ? r->http10 : r->out == RESP_OUT_DECHUNK || r->out == RESP_OUT_UNTIL_CLOSE)
 		r->close_after = true; /* the body ends where the connection does */
-	if (!r->keep_alive || draining || !r->body_done)
+	if (!r->keep_alive || draining || !r->body_done || (c->conn.eof && c->conn.in.len == 0))
 		r->close_after = true;
 
 	r->status = res->status;

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,6 +62,54 @@ static void test_pipeline(void)
 		h_raw_resp_free(rr, k);
 	}
 	h_buf_free(&req);
+	h_buf_free(&b);
+	test_end();
+}
+
+/* A client that pipelines and then half-closes (printf ... | nc) gets an
+ * answer to every request it sent, in order, then the FIN; a last request
+ * cut short by the FIN is dropped without holding the connection. */
+static void test_pipeline_half_close(void)
+{
+	static const char req[] = "GET /echo?i=0&delay=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "POST /echo?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+				  "GET /echo?i=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+				  "POST /echo?i=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+	struct h_buf b = {0};
+	struct h_raw_resp rr[8];
+	int k = 0;
+
+	test_begin("pipeline_then_half_close_all_answered");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd >= 0) {
+		CHECK_INT(h_send_all(fd, req, sizeof(req) - 1), 0);
+		shutdown(fd, SHUT_WR);
+		double t0 = h_now_ms();
+		enum h_read_end end = h_read_all(fd, &b, 5000, 0);
+		CHECK_MSG(end == H_READ_CLOSED && h_now_ms() - t0 < 3000,
+			  "read ended %s after %.0f ms", h_read_end_name(end), h_now_ms() - t0);
+		close(fd);
+		k = h_parse_responses(b.data ? b.data : "", b.len, rr, 8, NULL);
+		CHECK_MSG(k == 3, "%d responses to 3 complete pipelined requests; stream '%s'", k,
+			  h_excerpt(b.data, b.len, 300));
+		for (int i = 0; i < k && i < 3; i++) {
+			struct h_echo e;
+			char want[32];
+
+			snprintf(want, sizeof(want), i ? "/echo?i=%d" : "/echo?i=%d&delay=60", i);
+			if (rr[i].status != 200 || !rr[i].complete ||
+			    h_echo_parse(rr[i].body, rr[i].body_len, &e)) {
+				test_fail(__FILE__, __LINE__, "response %d: status %d body '%s'", i,
+					  rr[i].status, h_excerpt(rr[i].body, rr[i].body_len, 100));
+				continue;
+			}
+			CHECK_MSG(!strcmp(e.target, want), "response %d answers '%s', want '%s'", i,
+				  e.target, want);
+			h_echo_free(&e);
+		}
+		h_raw_resp_free(rr, k);
+	}
 	h_buf_free(&b);
 	test_end();
 }
@@ -388,6 +437,7 @@ int main(void)
 		return test_exit_code();
 	}
 	test_pipeline();
+	test_pipeline_half_close();
 	test_reuse_one_client_conn();
 	test_reuse_across_client_conns();
 	test_http10();
