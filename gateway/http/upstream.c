@@ -1276,6 +1276,12 @@ static void up_on_timeout(struct conn *cn)
 		up_fail(u, 504, REASON_UPSTREAM_CONNECT_TIMEOUT, "upstream connect timed out");
 		return;
 	}
+	if (u->head_done && conn_recv_paused(cn)) {
+		/* Not reading because the client is not: its wait is bounded by
+		 * the client's send timeout, and it is not the upstream's fault. */
+		up_progress(u);
+		return;
+	}
 	if (u->head_done) {
 		up_drop(u, true);
 		req_fail(r, 504, REASON_UPSTREAM_TIMEOUT, "upstream response timed out mid-body", true);

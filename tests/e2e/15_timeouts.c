@@ -12,6 +12,8 @@
 #define BODY_MS 1000
 #define KEEPALIVE_MS 1000
 #define SLACK_MS 1500
+#define UPSTREAM_MS 1500
+#define SEND_MS 10000
 
 static int gw_port, o_port;
 
@@ -186,6 +188,38 @@ out:
 	test_end();
 }
 
+/* A client that stops reading for longer than upstream_response (but far
+ * less than the send timeout) pauses the upstream read: the wait is the
+ * client's, bounded by timeouts.send, so the response must not be cut with
+ * an "upstream timed out" it did not commit. */
+static void test_paused_reader_not_upstream_timeout(void)
+{
+	static const char req[] = "GET /?size=16000000 HTTP/1.1\r\nHost: x\r\n"
+				  "Connection: close\r\n\r\n";
+	struct h_buf b = {0};
+	struct h_raw_resp rr[2];
+	int k;
+
+	test_begin("paused_reader_not_upstream_timeout");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	h_send_str(fd, req);
+	h_sleep_ms(UPSTREAM_MS * 2 + 500);
+	enum h_read_end end = h_read_all(fd, &b, 15000, 0);
+	close(fd);
+	k = h_parse_responses(b.data ? b.data : "", b.len, rr, 2, NULL);
+	CHECK_MSG(end == H_READ_CLOSED && k == 1 && rr[0].status == 200 && rr[0].complete &&
+			  rr[0].body_len == 16000000,
+		  "read ended %s, %d response(s), %zu bytes in all, head '%s'",
+		  h_read_end_name(end), k, b.len, k ? h_excerpt(rr[0].head, strlen(rr[0].head), 200) : "");
+	h_raw_resp_free(rr, k);
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
 int main(void)
 {
 	h_init("15_timeouts", 60);
@@ -200,8 +234,9 @@ int main(void)
 					 "listen: [\"127.0.0.1:%d\"]\n"
 					 "upstream: [\"127.0.0.1:%d\"]\n"
 					 "timeouts: {header: %dms, body: %dms, keepalive: %dms, "
-					 "drain: 1s}\n",
-					 gw_port, o_port, HEADER_MS, BODY_MS, KEEPALIVE_MS);
+					 "upstream_response: %dms, send: %dms, drain: 1s}\n",
+					 gw_port, o_port, HEADER_MS, BODY_MS, KEEPALIVE_MS,
+					 UPSTREAM_MS, SEND_MS);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");
@@ -213,6 +248,7 @@ int main(void)
 	test_slow_steady_body();
 	test_silent_connection();
 	test_idle_keepalive();
+	test_paused_reader_not_upstream_timeout();
 	h_finish(gw, 5000);
 	return test_exit_code();
 }
