@@ -101,6 +101,8 @@ struct http_request {
  *    Content-Length values that differ (identical repeats are accepted,
  *    "5, 5" included);
  *  - Content-Length together with Transfer-Encoding;
+ *  - a field named like Content-Length or Transfer-Encoding with '_' for
+ *    '-' ("Content_Length"): CGI-style upstreams read it as the real one;
  *  - Transfer-Encoding whose codings are anything but a single final
  *    "chunked" (e.g. "gzip, chunked" → 501 "unsupported transfer coding";
  *    "chunked, gzip" or "chunked, chunked" → 400), or Transfer-Encoding on
