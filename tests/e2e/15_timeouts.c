@@ -2,7 +2,8 @@
  * values: a head that never finishes (slowloris trickle) gets 408 and a close
  * within timeouts.header; a body that stalls gets 408 within timeouts.body;
  * an idle keep-alive connection is closed after timeouts.keepalive without
- * any response bytes. */
+ * any response bytes; a client that pauses reading longer than
+ * timeouts.upstream_response still gets its whole response. */
 #include "lib/harness.h"
 
 #include <stdlib.h>
