@@ -71,10 +71,11 @@ static void test_pipeline(void)
  * cut short by the FIN is dropped without holding the connection. */
 static void test_pipeline_half_close(void)
 {
-	static const char req[] = "GET /echo?i=0&delay=60 HTTP/1.1\r\nHost: x\r\n\r\n"
-				  "POST /echo?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
-				  "GET /echo?i=2 HTTP/1.1\r\nHost: x\r\n\r\n"
-				  "POST /echo?i=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+	static const char req[] =
+		"GET /echo?i=0&delay=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+		"POST /echo?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+		"GET /echo?i=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+		"POST /echo?i=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
 	struct h_buf b = {0};
 	struct h_raw_resp rr[8];
 	int k = 0;

@@ -214,7 +214,8 @@ static void test_paused_reader_not_upstream_timeout(void)
 	CHECK_MSG(end == H_READ_CLOSED && k == 1 && rr[0].status == 200 && rr[0].complete &&
 			  rr[0].body_len == 16000000,
 		  "read ended %s, %d response(s), %zu bytes in all, head '%s'",
-		  h_read_end_name(end), k, b.len, k ? h_excerpt(rr[0].head, strlen(rr[0].head), 200) : "");
+		  h_read_end_name(end), k, b.len,
+		  k ? h_excerpt(rr[0].head, strlen(rr[0].head), 200) : "");
 	h_raw_resp_free(rr, k);
 out:
 	h_buf_free(&b);

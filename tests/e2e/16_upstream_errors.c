@@ -158,12 +158,16 @@ static void *script_serve(void *arg)
 			}
 			if (!strncmp(buf, "GET /s/interim ", 15))
 				h_send_str(c, "HTTP/1.1 100 Continue\r\n\r\n"
-					      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n");
+					      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; "
+					      "rel=preload\r\n\r\n");
 			if (!strncmp(buf, "GET /s/101 ", 11)) {
-				h_send_str(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-					      "Connection: Upgrade\r\n\r\n");
+				h_send_str(
+					c,
+					"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+					"Connection: Upgrade\r\n\r\n");
 			} else if (!strncmp(buf, "GET /s/204body ", 15)) {
-				h_send_str(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+				h_send_str(c,
+					   "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
 				h_sleep_ms(300);
 				h_send_str(c, "hello");
 			} else {
@@ -199,8 +203,12 @@ static void test_early_answer_then_reset(void)
 	snprintf(u, sizeof(u), "http://127.0.0.1:%d/s/early413", gw_port);
 	for (int i = 0; i < 100; i++) {
 		struct h_resp r;
-		struct h_req q = {.url = u, .method = "POST", .gen = zeros, .gen_len = 900000,
-				  .no_expect = true, .timeout_ms = 5000};
+		struct h_req q = {.url = u,
+				  .method = "POST",
+				  .gen = zeros,
+				  .gen_len = 900000,
+				  .no_expect = true,
+				  .timeout_ms = 5000};
 		h_http(&q, &r);
 		if (r.status != 413) {
 			bad++;
@@ -222,7 +230,8 @@ static void test_interim(void)
 	int codes[4], n;
 
 	test_begin("upstream_1xx_dropped_101_refused");
-	snprintf(req, sizeof(req), "GET /s/interim HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	snprintf(req, sizeof(req),
+		 "GET /s/interim HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 	h_raw_roundtrip("127.0.0.1", gw_port, req, strlen(req), &b, 5000);
 	n = h_statuses(b.data ? b.data : "", b.len, codes, 4);
 	CHECK_MSG(n == 1 && codes[0] == 200, "100 + 103 + 200 upstream: the client saw '%s'",

@@ -95,11 +95,14 @@ static void check_derived(const struct http_request *r)
 			char low[17];
 			for (size_t k = 0; k < h->name.len; k++) {
 				char c = h->name.p[k];
-				low[k] = c == '_' ? '-' : (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+				low[k] = c == '_'		  ? '-'
+					 : (c >= 'A' && c <= 'Z') ? (char)(c + 32)
+								  : c;
 			}
 			if (memchr(h->name.p, '_', h->name.len))
-				ASSERT(memcmp(low, h->name.len == 14 ? "content-length"
-								     : "transfer-encoding",
+				ASSERT(memcmp(low,
+					      h->name.len == 14 ? "content-length"
+								: "transfer-encoding",
 					      h->name.len) != 0);
 		}
 		if (http_str_eq(h->name, "host")) {

@@ -91,7 +91,8 @@ static void check_derived(const struct http_response *r, bool head)
 				while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
 					b--;
 				if (b > a) {
-					ASSERT(http_str_eq((struct http_str){a, (size_t)(b - a)}, "chunked"));
+					ASSERT(http_str_eq((struct http_str){a, (size_t)(b - a)},
+							   "chunked"));
 					n_codings++;
 				}
 				p = c ? c + 1 : e;
