@@ -937,7 +937,7 @@ static void up_complete(struct upconn *u)
 	/* Only the current generation's endpoints keep connections: after a
 	 * reload the old pools just finish their requests. */
 	bool keep = u->reusable && r->body_done && conn_out_pending(&u->conn) == 0 &&
-		    u->conn.in.len == 0 && !w->draining && r->gen == w->gen &&
+		    !u->conn.send_failed && u->conn.in.len == 0 && !w->draining && r->gen == w->gen &&
 		    ep->n_idle < r->gen->cfg->pools[r->pool].keepalive;
 	up_unbind(u);
 	if (keep) {
