@@ -30,6 +30,9 @@
 /* Request bytes buffered from a client before its recv is paused (beyond
  * the head limit): the per-connection bound while the upstream is slow. */
 #define IN_HIGH (256 * 1024)
+/* Above this many bytes of answers waiting for a client, its next pipelined
+ * request is not started (each cache hit or refusal would add another). */
+#define OUT_HIGH (256 * 1024)
 /* Linger after the last response of a closing connection. */
 #define LINGER_MS 2000
 
@@ -318,6 +321,11 @@ static enum step_result step_parse(struct request *r)
 
 	if (in->len == 0)
 		return STEP_WAIT;
+	if (conn_out_pending(&c->conn) > OUT_HIGH) {
+		/* resumed by client_on_sent; the send timeout bounds the wait */
+		c->parse_blocked = true;
+		return STEP_WAIT;
+	}
 	if (!c->head_timer_armed) {
 		/* the head must be complete this long after its first byte */
 		c->head_timer_armed = true;
@@ -696,6 +704,8 @@ static void client_on_eof(struct conn *cn, int err)
 			r->close_after = true;
 		return;
 	}
+	if (!err && c->parse_blocked && cn->in.len)
+		return; /* pipelined requests wait for their turn: answer them first */
 	if (c->in_request) {
 		upstream_abort(r);
 		r->reason = REASON_CLIENT_ABORT;
@@ -714,6 +724,10 @@ static void client_on_sent(struct conn *cn)
 
 	if (c->in_request && c->req.up)
 		upstream_client_drained(&c->req);
+	else if (c->parse_blocked && !c->in_request && conn_out_pending(cn) <= OUT_HIGH) {
+		c->parse_blocked = false;
+		req_run(&c->req);
+	}
 }
 
 static void client_on_timeout(struct conn *cn)
