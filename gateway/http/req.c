@@ -326,6 +326,7 @@ static enum step_result step_parse(struct request *r)
 		c->parse_blocked = true;
 		return STEP_WAIT;
 	}
+	c->parse_blocked = false;
 	if (!c->head_timer_armed) {
 		/* the head must be complete this long after its first byte */
 		c->head_timer_armed = true;
