@@ -14,7 +14,7 @@
 #define KEEPALIVE_MS 1000
 #define SLACK_MS 1500
 #define UPSTREAM_MS 1500
-#define SEND_MS 10000
+#define SEND_MS 6000
 
 static int gw_port, o_port;
 
@@ -222,9 +222,42 @@ out:
 	test_end();
 }
 
+/* A client that never reads its response is reaped when a send has made no
+ * progress for timeouts.send: its connection is reset and the upstream
+ * connection feeding it is closed too (nothing stays held for it). */
+static void test_never_reading_client_reaped(void)
+{
+	static const char req[] = "GET /?size=64000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct h_origin_stats st0, st1;
+	struct h_buf b = {0};
+
+	test_begin("never_reading_client_reaped");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	h_send_str(fd, req);
+	h_sleep_ms(1000);
+	CHECK(h_origin_stats(o_port, &st0) == 0);
+	h_sleep_ms(SEND_MS + 1500); /* never reading */
+	CHECK(h_origin_stats(o_port, &st1) == 0);
+	CHECK_MSG(st1.open == st0.open - 1,
+		  "origin connections open %ld while the client stalled, %ld after the send "
+		  "timeout: the upstream connection should be gone",
+		  st0.open, st1.open);
+	/* what the kernel holds still arrives, then the reset */
+	enum h_read_end end = h_read_all(fd, &b, 5000, 1000);
+	CHECK_MSG((end == H_READ_RESET || end == H_READ_CLOSED) && b.len < 64000000,
+		  "read ended %s after %zu bytes", h_read_end_name(end), b.len);
+	close(fd);
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
 int main(void)
 {
-	h_init("15_timeouts", 60);
+	h_init("15_timeouts", 90);
 	gw_port = h_free_port();
 	o_port = h_free_port();
 	if (!h_start_origin("origin", o_port, 1)) {
@@ -251,6 +284,7 @@ int main(void)
 	test_silent_connection();
 	test_idle_keepalive();
 	test_paused_reader_not_upstream_timeout();
+	test_never_reading_client_reaped();
 	h_finish(gw, 5000);
 	return test_exit_code();
 }
