@@ -291,7 +291,7 @@ static void start_send(struct conn *c)
 {
 	if (c->tls && !c->closing)
 		tls_encrypt(c);
-	if (c->sending || c->closing || c->connecting ||
+	if (c->sending || c->closing || c->connecting || c->send_failed ||
 	    (!c->out[c->out_idx].len && !c->ext[c->out_idx].p))
 		return;
 	c->out_idx ^= 1; /* the accumulated buffer becomes the in-flight one */
@@ -332,6 +332,15 @@ static void on_send_cqe(struct io_op *op, int res, unsigned flags)
 	}
 	if (res < 0) {
 		c->sending = false;
+		if (c->recv_armed && !c->lingering && !c->close_on_flush && !c->eof) {
+			/* The peer's bytes before its reset are still to be read
+			 * (the kernel hands them out before the error): the recv
+			 * reports the end once they are delivered. The send timer
+			 * stays armed as the bound, should the recv be paused. */
+			c->send_failed = true;
+			maybe_reap(c);
+			return;
+		}
 		timer_disarm(&c->w->loop.timers, &c->send_timer);
 		c->eof = true;
 		if (c->lingering || c->close_on_flush)

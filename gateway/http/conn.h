@@ -99,6 +99,11 @@ struct conn {
 	uint32_t linger_ms; /* how long to linger once the output is flushed */
 	bool eof;
 	bool reaped;
+	/* A send failed while a recv was armed: nothing more is sent, and the
+	 * failure is reported by the recv once it has delivered what the peer
+	 * sent before it went (an upstream's early answer to a body it would
+	 * not read: the reset must not drop the response). */
+	bool send_failed;
 };
 
 void conn_init(struct conn *c, struct worker *w, int fd, const struct conn_ops *ops);

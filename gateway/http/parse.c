@@ -213,6 +213,7 @@ struct field_facts {
 	bool conn_close, conn_keep_alive;
 	bool expect_continue, expect_other;
 	bool has_upgrade;
+	bool framing_alias; /* "Content_Length" or "Transfer_Encoding" */
 };
 
 #define PARSE_NEED (-2)
@@ -286,6 +287,22 @@ static bool authority_ok(struct http_str a)
 	return true;
 }
 
+/* Is `name` (of length n) `lit` with some '-' written as '_'? CGI-style
+ * servers map both to the same variable, so such a field would frame the
+ * body for them while the gateway ignores it. */
+static bool underscore_alias(const char *name, size_t n, const char *lit)
+{
+	bool underscore = false;
+
+	for (size_t i = 0; i < n; i++) {
+		if (name[i] == '_' && lit[i] == '-')
+			underscore = true;
+		else if (lower(U8(name[i])) != U8(lit[i]))
+			return false;
+	}
+	return underscore;
+}
+
 /* The fields whose meaning the parser derives. Dispatch on length first, so
  * most fields cost one switch and no comparison. */
 static int note_field(struct http_str name, struct http_str value, struct field_facts *ff,
@@ -321,10 +338,13 @@ static int note_field(struct http_str name, struct http_str value, struct field_
 	case 14:
 		if (mem_ieq(name.p, "content-length", 14))
 			return parse_content_length(value, ff, err);
+		ff->framing_alias |= underscore_alias(name.p, 14, "content-length");
 		break;
 	case 17:
 		if (mem_ieq(name.p, "transfer-encoding", 17))
 			parse_transfer_encoding(value, ff);
+		else
+			ff->framing_alias |= underscore_alias(name.p, 17, "transfer-encoding");
 		break;
 	}
 	return 0;
@@ -615,6 +635,8 @@ int http_parse_request(const char *buf, size_t len, struct http_request *req,
 		FAIL(400, "HTTP/1.1 request without Host");
 	if (ff.n_host && !authority_ok(ff.host))
 		FAIL(400, "invalid Host");
+	if (ff.framing_alias)
+		FAIL(400, "Content-Length or Transfer-Encoding spelled with '_'");
 	if (ff.n_te) {
 		if (req->minor_version == 0)
 			FAIL(400, "Transfer-Encoding in an HTTP/1.0 request");
@@ -737,6 +759,11 @@ int http_parse_response(const char *buf, size_t len, struct http_response *res,
 	else
 		res->keep_alive = ff.conn_keep_alive && !ff.conn_close;
 
+	/* A 204 that announces a body (RFC 9110 §8.6 and RFC 9112 §6.1 forbid
+	 * both fields on it) may well send one: those bytes would be read as
+	 * the next response on a reused connection. */
+	if (res->status == 204 && (ff.n_te || (ff.has_cl && ff.cl)))
+		res->keep_alive = false;
 	if (request_was_head || res->status < 200 || res->status == 204 || res->status == 304)
 		res->body = HTTP_BODY_NONE;
 	else if (ff.n_te)

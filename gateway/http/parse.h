@@ -101,6 +101,8 @@ struct http_request {
  *    Content-Length values that differ (identical repeats are accepted,
  *    "5, 5" included);
  *  - Content-Length together with Transfer-Encoding;
+ *  - a field named like Content-Length or Transfer-Encoding with '_' for
+ *    '-' ("Content_Length"): CGI-style upstreams read it as the real one;
  *  - Transfer-Encoding whose codings are anything but a single final
  *    "chunked" (e.g. "gzip, chunked" → 501 "unsupported transfer coding";
  *    "chunked, gzip" or "chunked, chunked" → 400), or Transfer-Encoding on
@@ -137,7 +139,8 @@ struct http_response {
  * Content-Length, Content-Length with Transfer-Encoding, a transfer coding
  * other than a final chunked, a head over the limits. A response with
  * neither Content-Length nor chunked is HTTP_BODY_UNTIL_CLOSE (and not
- * keep_alive). */
+ * keep_alive); neither is a 204 that carries Transfer-Encoding or a non-zero
+ * Content-Length (its upstream may send the body it announced). */
 int http_parse_response(const char *buf, size_t len, struct http_response *res,
 			bool request_was_head, const struct http_limits *lim,
 			struct http_error *err);

@@ -30,6 +30,9 @@
 /* Request bytes buffered from a client before its recv is paused (beyond
  * the head limit): the per-connection bound while the upstream is slow. */
 #define IN_HIGH (256 * 1024)
+/* Above this many bytes of answers waiting for a client, its next pipelined
+ * request is not started (each cache hit or refusal would add another). */
+#define OUT_HIGH (256 * 1024)
 /* Linger after the last response of a closing connection. */
 #define LINGER_MS 2000
 
@@ -318,6 +321,12 @@ static enum step_result step_parse(struct request *r)
 
 	if (in->len == 0)
 		return STEP_WAIT;
+	if (conn_out_pending(&c->conn) > OUT_HIGH) {
+		/* resumed by client_on_sent; the send timeout bounds the wait */
+		c->parse_blocked = true;
+		return STEP_WAIT;
+	}
+	c->parse_blocked = false;
 	if (!c->head_timer_armed) {
 		/* the head must be complete this long after its first byte */
 		c->head_timer_armed = true;
@@ -335,8 +344,13 @@ static enum step_result step_parse(struct request *r)
 	}
 	*h = (struct http_request){ .headers = c->hdrs, .max_headers = c->max_hdrs };
 	int n = http_parse_request(buf_head(in), in->len, h, &w->limits, &err);
-	if (n == -2)
+	if (n == -2) {
+		if (c->conn.eof) { /* the client half-closed: the rest never comes */
+			c->close_reason = CLOSE_CLIENT;
+			conn_close_after_flush(&c->conn, 0);
+		}
 		return STEP_WAIT;
+	}
 
 	c->in_request = true;
 	c->head_timer_armed = false;
@@ -522,7 +536,10 @@ static enum step_result step_respond(struct request *r)
 	upstream_abort(r);
 	c->in_request = false;
 	c->n_requests++;
-	if (r->close_after || !r->body_done || w->draining || cn->eof) {
+	/* A client that half-closed after pipelining gets an answer to every
+	 * request it sent: only an empty buffer ends the connection. */
+	bool ended = cn->eof && cn->in.len == 0;
+	if (r->close_after || !r->body_done || w->draining || ended) {
 		c->close_reason = w->draining ? CLOSE_DRAIN : cn->eof ? CLOSE_CLIENT : CLOSE_PROTOCOL;
 		/* read to its end, nothing after it: the FIN may ride on the
 		 * response (a refused upload's client may still be sending) */
@@ -536,7 +553,7 @@ static enum step_result step_respond(struct request *r)
 		timer_arm(&w->loop.timers, &cn->timer, w->loop.now + w->cfg->timeouts.keepalive);
 		conn_trim(cn);
 	}
-	if (conn_recv_paused(cn))
+	if (conn_recv_paused(cn) && !cn->eof)
 		conn_resume_recv(cn);
 	return STEP_DONE;
 }
@@ -586,10 +603,20 @@ void req_pump_body(struct request *r)
 			r->body_done = r->chunk.done;
 		}
 	}
-	if (r->body_done)
+	if (r->body_done) {
 		timer_disarm(&w->loop.timers, &c->conn.timer);
-	else
+	} else if (c->conn.eof && in->len == 0) {
+		/* A pipelined request after the client's FIN, cut short: the
+		 * answers before it are still queued, so flush them, then close. */
+		upstream_abort(r);
+		r->reason = REASON_CLIENT_ABORT;
+		req_account(r);
+		c->close_reason = CLOSE_CLIENT;
+		conn_close_after_flush(&c->conn, 0);
+		return;
+	} else {
 		timer_arm(&w->loop.timers, &c->conn.timer, w->loop.now + w->cfg->timeouts.body);
+	}
 	if (conn_recv_paused(&c->conn) && in->len < IN_HIGH)
 		conn_resume_recv(&c->conn);
 }
@@ -672,10 +699,14 @@ static void client_on_eof(struct conn *cn, int err)
 	struct request *r = &c->req;
 
 	if (c->in_request && r->body_done && !err) {
-		/* Half-close after a complete request: answer, then close. */
-		r->close_after = true;
+		/* Half-close after a complete request: answer, then close —
+		 * after the pipelined requests still in the buffer, if any. */
+		if (cn->in.len == 0)
+			r->close_after = true;
 		return;
 	}
+	if (!err && c->parse_blocked && cn->in.len)
+		return; /* pipelined requests wait for their turn: answer them first */
 	if (c->in_request) {
 		upstream_abort(r);
 		r->reason = REASON_CLIENT_ABORT;
@@ -694,6 +725,10 @@ static void client_on_sent(struct conn *cn)
 
 	if (c->in_request && c->req.up)
 		upstream_client_drained(&c->req);
+	else if (c->parse_blocked && !c->in_request && conn_out_pending(cn) <= OUT_HIGH) {
+		c->parse_blocked = false;
+		req_run(&c->req);
+	}
 }
 
 static void client_on_timeout(struct conn *cn)

@@ -124,6 +124,10 @@ struct client {
 	struct request req;
 	bool in_request;
 	bool head_timer_armed;
+	/* A pipelined request waits unparsed until the answers before it have
+	 * mostly left (OUT_HIGH in req.c): a client that pipelines and does
+	 * not read cannot make the gateway queue answer after answer. */
+	bool parse_blocked;
 	enum conn_close_reason close_reason; /* for the connections-closed counter */
 	uint64_t n_requests;
 	char peer[48]; /* client IP as text */

@@ -124,7 +124,7 @@ int respond_head(struct request *r, const struct http_response *res)
 		cache_no_store(r, "scanned"); /* the client gets a rewritten body: never stored */
 	if (dlp ? r->http10 : r->out == RESP_OUT_DECHUNK || r->out == RESP_OUT_UNTIL_CLOSE)
 		r->close_after = true; /* the body ends where the connection does */
-	if (!r->keep_alive || draining || !r->body_done)
+	if (!r->keep_alive || draining || !r->body_done || (c->conn.eof && c->conn.in.len == 0))
 		r->close_after = true;
 
 	r->status = res->status;
@@ -144,9 +144,13 @@ int respond_head(struct request *r, const struct http_response *res)
 		/* A HEAD response describes the GET one: keep its framing field. */
 		bool head_te = r->is_head && !r->up_get && !r->http10 &&
 			       http_str_eq(h->name, "Transfer-Encoding");
+		bool is_cl = h->name.len == 14 && http_str_eq(h->name, "Content-Length");
+		/* The relayed body is framed by Content-Length: an upstream
+		 * Connection that names it must not take it away (the client
+		 * would read to the end of a kept-alive connection). */
 		if ((hop_by_hop(h->name) && !head_te) || http_str_eq(h->name, "X-Request-ID") ||
-		    (dlp && http_str_eq(h->name, "Content-Length")) ||
-		    http_named_by_connection(res->headers, res->n_headers, h->name))
+		    (dlp && is_cl) ||
+		    (!is_cl && http_named_by_connection(res->headers, res->n_headers, h->name)))
 			continue;
 		buf_append(b, h->name.p, h->name.len);
 		buf_append(b, ": ", 2);

@@ -124,6 +124,11 @@ struct endpoint_state *pool_pick(struct pool_state *p, uint64_t rnd)
 static bool skip_request_field(const struct http_request *h, struct http_str name)
 {
 	switch (name.len) {
+	case 14:
+		/* the framing is the gateway's (upstream_head_ready writes it):
+		 * a client's copy, duplicates or a Connection that names it
+		 * would let the upstream frame the body otherwise */
+		return http_str_eq(name, "Content-Length");
 	case 2:
 		return http_str_eq(name, "TE");
 	case 4:
@@ -137,7 +142,8 @@ static bool skip_request_field(const struct http_request *h, struct http_str nam
 	case 12:
 		return http_str_eq(name, "X-Request-ID");
 	case 17:
-		return http_str_eq(name, "X-Forwarded-Proto");
+		return http_str_eq(name, "X-Forwarded-Proto") ||
+		       http_str_eq(name, "Transfer-Encoding");
 	default:
 		break;
 	}
@@ -252,8 +258,19 @@ int upstream_head_ready(struct request *r)
 	}
 	size_t id_len = rid ? rid->value.len : strlen(r->id);
 	if (!(o = head_room(b, (xff ? xff->value.len : 0) + (via ? via->value.len : 0) + peer_len +
-				       id_len + 128)))
+				       id_len + 192)))
 		return -ENOMEM;
+	/* One framing field, as the parser understood the request: the body
+	 * that follows is exactly what it framed. */
+	if (h->body == HTTP_BODY_LENGTH) {
+		char num[24];
+		int nl = snprintf(num, sizeof(num), "%llu", (unsigned long long)h->content_length);
+		PUT_LIT(o, "Content-Length: ");
+		o = mempcpy(o, num, (size_t)nl);
+		PUT_LIT(o, "\r\n");
+	} else if (h->body == HTTP_BODY_CHUNKED) {
+		PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
+	}
 	PUT_LIT(o, "X-Forwarded-For: ");
 	if (xff) {
 		o = mempcpy(o, xff->value.p, xff->value.len);
@@ -920,7 +937,7 @@ static void up_complete(struct upconn *u)
 	/* Only the current generation's endpoints keep connections: after a
 	 * reload the old pools just finish their requests. */
 	bool keep = u->reusable && r->body_done && conn_out_pending(&u->conn) == 0 &&
-		    u->conn.in.len == 0 && !w->draining && r->gen == w->gen &&
+		    !u->conn.send_failed && u->conn.in.len == 0 && !w->draining && r->gen == w->gen &&
 		    ep->n_idle < r->gen->cfg->pools[r->pool].keepalive;
 	up_unbind(u);
 	if (keep) {
@@ -1259,6 +1276,12 @@ static void up_on_timeout(struct conn *cn)
 	}
 	if (cn->connecting) {
 		up_fail(u, 504, REASON_UPSTREAM_CONNECT_TIMEOUT, "upstream connect timed out");
+		return;
+	}
+	if (u->head_done && conn_recv_paused(cn)) {
+		/* Not reading because the client is not: its wait is bounded by
+		 * the client's send timeout, and it is not the upstream's fault. */
+		up_progress(u);
 		return;
 	}
 	if (u->head_done) {

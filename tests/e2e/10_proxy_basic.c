@@ -302,6 +302,106 @@ static void test_hop_by_hop_response(void)
 	test_end();
 }
 
+/* The gateway frames what it forwards: a Connection field naming
+ * Content-Length or Transfer-Encoding, duplicates, or an empty extra
+ * Transfer-Encoding line must not reach the origin, or it would frame the
+ * body differently (the body below is a whole request: smuggled). */
+static void framing_case(const char *what, const char *req, long want_bytes, const char *cl,
+			 const char *te)
+{
+	struct h_raw_resp rr;
+	struct h_echo e;
+	long before = h_origin_requests(o1_port) + h_origin_requests(o2_port);
+
+	if (raw_one(req, &rr) != 0)
+		return;
+	if (h_echo_parse(rr.body, rr.body_len, &e) == 0) {
+		const char *v = h_echo_header(&e, "Content-Length");
+		CHECK_MSG(e.body_bytes == want_bytes, "%s: origin read %lld body bytes, want %ld",
+			  what, e.body_bytes, want_bytes);
+		CHECK_MSG(h_echo_count(&e, "Content-Length") == (cl ? 1 : 0) &&
+				  (!cl || (v && !strcmp(v, cl))),
+			  "%s: origin saw %d Content-Length field(s), first '%s', want '%s'", what,
+			  h_echo_count(&e, "Content-Length"), v ? v : "(none)", cl ? cl : "(none)");
+		v = h_echo_header(&e, "Transfer-Encoding");
+		CHECK_MSG(h_echo_count(&e, "Transfer-Encoding") == (te ? 1 : 0) &&
+				  (!te || (v && !strcmp(v, te))),
+			  "%s: origin saw %d Transfer-Encoding field(s), first '%s'", what,
+			  h_echo_count(&e, "Transfer-Encoding"), v ? v : "(none)");
+		h_echo_free(&e);
+	} else {
+		test_fail(__FILE__, __LINE__, "%s: unparsable echo '%s'", what,
+			  h_excerpt(rr.body, rr.body_len, 300));
+	}
+	h_raw_resp_free(&rr, 1);
+	h_sleep_ms(50); /* a smuggled request would show up by now */
+	long after = h_origin_requests(o1_port) + h_origin_requests(o2_port);
+	CHECK_MSG(after == before + 1, "%s: the origins served %ld requests for one", what,
+		  after - before);
+}
+
+static void test_request_framing(void)
+{
+	static const char smuggled[] = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+	char req[1024];
+
+	test_begin("request_framing_is_the_gateways");
+	snprintf(req, sizeof(req),
+		 "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n"
+		 "Connection: close, Content-Length\r\n\r\n%s",
+		 sizeof(smuggled) - 1, smuggled);
+	char n[16];
+	snprintf(n, sizeof(n), "%zu", sizeof(smuggled) - 1);
+	framing_case("Connection names Content-Length", req, (long)sizeof(smuggled) - 1, n, NULL);
+	snprintf(req, sizeof(req),
+		 "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+		 "Connection: close, Transfer-Encoding\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n",
+		 sizeof(smuggled) - 1, smuggled);
+	framing_case("Connection names Transfer-Encoding", req, (long)sizeof(smuggled) - 1, NULL,
+		     "chunked");
+	framing_case("chunked then an empty Transfer-Encoding",
+		     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+		     "Transfer-Encoding: \r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		     5, NULL, "chunked");
+	framing_case("repeated Content-Length",
+		     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n"
+		     "Content-Length: 5\r\nConnection: close\r\n\r\nhello",
+		     5, "5", NULL);
+	test_end();
+}
+
+/* An origin's Connection field naming Content-Length must not strip the
+ * framing of a relayed body: on a kept-alive connection the client would
+ * read the next response as part of this one. */
+static void test_response_framing(void)
+{
+	static const char one[] = "GET /?size=5&hdr=Connection%3AContent-Length HTTP/1.1\r\n"
+				  "Host: x\r\n\r\n";
+	struct h_buf b = {0};
+	struct h_raw_resp rr[2];
+	char req[512];
+
+	test_begin("response_framing_survives_connection");
+	snprintf(req, sizeof(req), "%s%s", one, one);
+	int fd = h_connect("127.0.0.1", gw_port, 3000);
+	CHECK(fd >= 0);
+	if (fd >= 0) {
+		CHECK(h_send_str(fd, req) == 0);
+		enum h_read_end end = h_read_responses(fd, &b, 2, 5000);
+		int k = h_parse_responses(b.data ? b.data : "", b.len, rr, 2, NULL);
+		CHECK_MSG(end == H_READ_DONE && k == 2, "read ended %s with %d responses: '%s'",
+			  h_read_end_name(end), k, h_excerpt(b.data, b.len, 400));
+		for (int i = 0; i < k; i++)
+			CHECK_MSG(rr[i].status == 200 && rr[i].has_cl && rr[i].body_len == 5,
+				  "response %d: status %d, Content-Length %s, %zu body bytes", i,
+				  rr[i].status, rr[i].has_cl ? "kept" : "dropped", rr[i].body_len);
+		h_raw_resp_free(rr, k);
+		close(fd);
+	}
+	h_buf_free(&b);
+	test_end();
+}
+
 static void test_unknown_method(void)
 {
 	char u[256];
@@ -602,6 +702,8 @@ int main(void)
 	test_request_id();
 	test_hop_by_hop_request();
 	test_hop_by_hop_response();
+	test_request_framing();
+	test_response_framing();
 	test_unknown_method();
 	test_absolute_form();
 	test_ipv6();

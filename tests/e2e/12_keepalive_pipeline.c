@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,6 +62,109 @@ static void test_pipeline(void)
 		h_raw_resp_free(rr, k);
 	}
 	h_buf_free(&req);
+	h_buf_free(&b);
+	test_end();
+}
+
+/* A client that pipelines and then half-closes (printf ... | nc) gets an
+ * answer to every request it sent, in order, then the FIN; a last request
+ * cut short by the FIN is dropped without holding the connection. */
+static void test_pipeline_half_close(void)
+{
+	static const char req[] =
+		"GET /echo?i=0&delay=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+		"POST /echo?i=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+		"GET /echo?i=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+		"POST /echo?i=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+	struct h_buf b = {0};
+	struct h_raw_resp rr[8];
+	int k = 0;
+
+	test_begin("pipeline_then_half_close_all_answered");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd >= 0) {
+		CHECK_INT(h_send_all(fd, req, sizeof(req) - 1), 0);
+		shutdown(fd, SHUT_WR);
+		double t0 = h_now_ms();
+		enum h_read_end end = h_read_all(fd, &b, 5000, 0);
+		CHECK_MSG(end == H_READ_CLOSED && h_now_ms() - t0 < 3000,
+			  "read ended %s after %.0f ms", h_read_end_name(end), h_now_ms() - t0);
+		close(fd);
+		k = h_parse_responses(b.data ? b.data : "", b.len, rr, 8, NULL);
+		CHECK_MSG(k == 3, "%d responses to 3 complete pipelined requests; stream '%s'", k,
+			  h_excerpt(b.data, b.len, 300));
+		for (int i = 0; i < k && i < 3; i++) {
+			struct h_echo e;
+			char want[32];
+
+			snprintf(want, sizeof(want), i ? "/echo?i=%d" : "/echo?i=%d&delay=60", i);
+			if (rr[i].status != 200 || !rr[i].complete ||
+			    h_echo_parse(rr[i].body, rr[i].body_len, &e)) {
+				test_fail(__FILE__, __LINE__, "response %d: status %d body '%s'", i,
+					  rr[i].status, h_excerpt(rr[i].body, rr[i].body_len, 100));
+				continue;
+			}
+			CHECK_MSG(!strcmp(e.target, want), "response %d answers '%s', want '%s'", i,
+				  e.target, want);
+			h_echo_free(&e);
+		}
+		h_raw_resp_free(rr, k);
+	}
+	h_buf_free(&b);
+	test_end();
+}
+
+/* Answers the gateway makes without waiting (cache hits here) must not pile
+ * up for a client that pipelines and does not read: the next request is
+ * parsed only once the answers before it have left. 300 pipelined hits of a
+ * 200 KB object queued 60 MB before; all of them still arrive, in order,
+ * after the client half-closed. */
+static void test_pipelined_hits_bounded(int cache_port, struct h_proc *gw)
+{
+	static const char one[] = "GET /?size=200000&hdr=Cache-Control%3Amax-age%3D300 HTTP/1.1\r\n"
+				  "Host: x\r\n\r\n";
+	enum { N = 300 };
+	struct h_buf b = {0};
+	struct h_resp r;
+	char u[256];
+
+	test_begin("pipelined_cache_hits_bounded_memory");
+	snprintf(u, sizeof(u),
+		 "http://127.0.0.1:%d/?size=200000&hdr=Cache-Control%%3Amax-age%%3D300",
+		 cache_port);
+	for (int i = 0; i < 2; i++) { /* store, then one hit: the baseline is warm */
+		h_get(u, &r);
+		h_resp_free(&r);
+	}
+	char *req = malloc(N * (sizeof(one) - 1));
+	for (int i = 0; i < N; i++)
+		memcpy(req + i * (sizeof(one) - 1), one, sizeof(one) - 1);
+	long base = h_rss_kb(gw->pid);
+	int fd = h_connect("127.0.0.1", cache_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd >= 0) {
+		CHECK_INT(h_send_all(fd, req, N * (sizeof(one) - 1)), 0);
+		shutdown(fd, SHUT_WR);
+		h_sleep_ms(1500); /* not reading */
+		long paused = h_rss_kb(gw->pid);
+		enum h_read_end end = h_read_all(fd, &b, 10000, 0);
+		close(fd);
+		size_t want = 0; /* the bodies are the origin's a-z pattern */
+		for (const char *p = b.data;
+		     p && (p = memmem(p, b.len - (size_t)(p - b.data), "HTTP/1.1 200 ", 13));
+		     p += 13)
+			want++;
+		CHECK_MSG(end == H_READ_CLOSED && want == N,
+			  "read ended %s with %zu answers of %d (%zu bytes)", h_read_end_name(end),
+			  want, N, b.len);
+		CHECK_MSG(paused - base < 16 * 1024,
+			  "reflexd RSS grew by %ld KiB while the client did not read (before %ld)",
+			  paused - base, base);
+		printf("  pipelined hits: RSS before %ld KiB, while not reading %ld KiB\n", base,
+		       paused);
+	}
+	free(req);
 	h_buf_free(&b);
 	test_end();
 }
@@ -388,12 +492,32 @@ int main(void)
 		return test_exit_code();
 	}
 	test_pipeline();
+	test_pipeline_half_close();
 	test_reuse_one_client_conn();
 	test_reuse_across_client_conns();
 	test_http10();
 	test_concurrent_clients();
 	test_client_aborts();
 	test_upstream_restart();
+
+	int cache_port = h_free_port();
+	const char *ccfg = h_write_config("workers: 1\n"
+					  "listen: [\"127.0.0.1:%d\"]\n"
+					  "upstream: [\"127.0.0.1:%d\"]\n"
+					  "admin: {listen: \"127.0.0.1:%d\"}\n"
+					  "cache: {enabled: true}\n"
+					  "timeouts: {drain: 1s}\n",
+					  cache_port, o_port, h_free_port());
+	struct h_proc *cgw = h_start_reflexd_config("reflexd_cache", cache_port, ccfg);
+	if (cgw) {
+		test_pipelined_hits_bounded(cache_port, cgw);
+		h_finish(cgw, 5000);
+	} else {
+		test_begin("pipelined_cache_hits_bounded_memory");
+		test_fail(__FILE__, __LINE__, "reflexd with a cache did not start (config %s)",
+			  ccfg);
+		test_end();
+	}
 	h_finish(gw, 5000);
 	return test_exit_code();
 }

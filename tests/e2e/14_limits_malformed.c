@@ -19,7 +19,7 @@ struct bad_case {
 	size_t len;
 };
 
-static struct bad_case cases[40];
+static struct bad_case cases[48];
 static int n_cases;
 
 static void add(const char *name, int status, const char *req, size_t len)
@@ -102,6 +102,23 @@ static void build_cases(void)
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n");
 	ADD_LIT("gzip_chunked_501", 501,
 		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+	/* Framing that upstreams read differently (request smuggling). */
+	ADD_LIT("content_length_underscore_400", 400,
+		"GET / HTTP/1.1\r\nHost: x\r\nContent_Length: 35\r\n\r\n"
+		"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+	ADD_LIT("transfer_encoding_underscore_400", 400,
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+		"Transfer_Encoding: chunked\r\n\r\n0\r\n\r\n");
+	ADD_LIT("chunked_chunked_400", 400,
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+		"0\r\n\r\n");
+	ADD_LIT("transfer_encoding_http10_400", 400,
+		"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+	ADD_LIT("content_length_plus_400", 400,
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello");
+	ADD_LIT("chunk_size_overflow_400", 400,
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"10000000000000005\r\nhello\r\n0\r\n\r\n");
 	ADD_LIT("bare_lf_400", 400, "GET / HTTP/1.1\r\nHost: x\nX-A: a\r\n\r\n");
 	ADD_LIT("bare_cr_400", 400, "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n");
 	ADD_LIT("obs_fold_400", 400, "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n");

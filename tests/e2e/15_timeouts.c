@@ -2,7 +2,8 @@
  * values: a head that never finishes (slowloris trickle) gets 408 and a close
  * within timeouts.header; a body that stalls gets 408 within timeouts.body;
  * an idle keep-alive connection is closed after timeouts.keepalive without
- * any response bytes. */
+ * any response bytes; a client that pauses reading longer than
+ * timeouts.upstream_response still gets its whole response. */
 #include "lib/harness.h"
 
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 #define BODY_MS 1000
 #define KEEPALIVE_MS 1000
 #define SLACK_MS 1500
+#define UPSTREAM_MS 1500
+#define SEND_MS 6000
 
 static int gw_port, o_port;
 
@@ -186,9 +189,75 @@ out:
 	test_end();
 }
 
+/* A client that stops reading for longer than upstream_response (but far
+ * less than the send timeout) pauses the upstream read: the wait is the
+ * client's, bounded by timeouts.send, so the response must not be cut with
+ * an "upstream timed out" it did not commit. */
+static void test_paused_reader_not_upstream_timeout(void)
+{
+	static const char req[] = "GET /?size=16000000 HTTP/1.1\r\nHost: x\r\n"
+				  "Connection: close\r\n\r\n";
+	struct h_buf b = {0};
+	struct h_raw_resp rr[2];
+	int k;
+
+	test_begin("paused_reader_not_upstream_timeout");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	h_send_str(fd, req);
+	h_sleep_ms(UPSTREAM_MS * 2 + 500);
+	enum h_read_end end = h_read_all(fd, &b, 15000, 0);
+	close(fd);
+	k = h_parse_responses(b.data ? b.data : "", b.len, rr, 2, NULL);
+	CHECK_MSG(end == H_READ_CLOSED && k == 1 && rr[0].status == 200 && rr[0].complete &&
+			  rr[0].body_len == 16000000,
+		  "read ended %s, %d response(s), %zu bytes in all, head '%s'",
+		  h_read_end_name(end), k, b.len,
+		  k ? h_excerpt(rr[0].head, strlen(rr[0].head), 200) : "");
+	h_raw_resp_free(rr, k);
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
+/* A client that never reads its response is reaped when a send has made no
+ * progress for timeouts.send: its connection is reset and the upstream
+ * connection feeding it is closed too (nothing stays held for it). */
+static void test_never_reading_client_reaped(void)
+{
+	static const char req[] = "GET /?size=64000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct h_origin_stats st0, st1;
+	struct h_buf b = {0};
+
+	test_begin("never_reading_client_reaped");
+	int fd = h_connect("127.0.0.1", gw_port, 2000);
+	CHECK_MSG(fd >= 0, "connect: %s", strerror(-fd));
+	if (fd < 0)
+		goto out;
+	h_send_str(fd, req);
+	h_sleep_ms(1000);
+	CHECK(h_origin_stats(o_port, &st0) == 0);
+	h_sleep_ms(SEND_MS + 1500); /* never reading */
+	CHECK(h_origin_stats(o_port, &st1) == 0);
+	CHECK_MSG(st1.open == st0.open - 1,
+		  "origin connections open %ld while the client stalled, %ld after the send "
+		  "timeout: the upstream connection should be gone",
+		  st0.open, st1.open);
+	/* what the kernel holds still arrives, then the reset */
+	enum h_read_end end = h_read_all(fd, &b, 5000, 1000);
+	CHECK_MSG((end == H_READ_RESET || end == H_READ_CLOSED) && b.len < 64000000,
+		  "read ended %s after %zu bytes", h_read_end_name(end), b.len);
+	close(fd);
+out:
+	h_buf_free(&b);
+	test_end();
+}
+
 int main(void)
 {
-	h_init("15_timeouts", 60);
+	h_init("15_timeouts", 90);
 	gw_port = h_free_port();
 	o_port = h_free_port();
 	if (!h_start_origin("origin", o_port, 1)) {
@@ -200,8 +269,9 @@ int main(void)
 					 "listen: [\"127.0.0.1:%d\"]\n"
 					 "upstream: [\"127.0.0.1:%d\"]\n"
 					 "timeouts: {header: %dms, body: %dms, keepalive: %dms, "
-					 "drain: 1s}\n",
-					 gw_port, o_port, HEADER_MS, BODY_MS, KEEPALIVE_MS);
+					 "upstream_response: %dms, send: %dms, drain: 1s}\n",
+					 gw_port, o_port, HEADER_MS, BODY_MS, KEEPALIVE_MS,
+					 UPSTREAM_MS, SEND_MS);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");
@@ -213,6 +283,8 @@ int main(void)
 	test_slow_steady_body();
 	test_silent_connection();
 	test_idle_keepalive();
+	test_paused_reader_not_upstream_timeout();
+	test_never_reading_client_reaped();
 	h_finish(gw, 5000);
 	return test_exit_code();
 }

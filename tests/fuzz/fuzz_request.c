@@ -90,6 +90,21 @@ static void check_derived(const struct http_request *r)
 	for (unsigned i = 0; i < r->n_headers; i++) {
 		const struct http_header *h = &r->headers[i];
 
+		/* no accepted field is a framing field spelled with '_' */
+		if (h->name.len == 14 || h->name.len == 17) {
+			char low[17];
+			for (size_t k = 0; k < h->name.len; k++) {
+				char c = h->name.p[k];
+				low[k] = c == '_'		  ? '-'
+					 : (c >= 'A' && c <= 'Z') ? (char)(c + 32)
+								  : c;
+			}
+			if (memchr(h->name.p, '_', h->name.len))
+				ASSERT(memcmp(low,
+					      h->name.len == 14 ? "content-length"
+								: "transfer-encoding",
+					      h->name.len) != 0);
+		}
 		if (http_str_eq(h->name, "host")) {
 			n_host++;
 			ASSERT(h->value.p == r->host.p && h->value.len == r->host.len);

@@ -72,17 +72,36 @@ static void check_result(int rc, const char *b, size_t len, bool head,
 /* Re-derive framing from the header array with independent code. */
 static void check_derived(const struct http_response *r, bool head)
 {
-	unsigned n_te = 0, n_cl = 0;
-	bool close = false, ka = false, no_body;
+	unsigned n_te = 0, n_cl = 0, n_codings = 0;
+	bool close = false, ka = false, no_body, cl_nonzero = false;
 
 	for (unsigned i = 0; i < r->n_headers; i++) {
 		const struct http_header *h = &r->headers[i];
 
 		if (http_str_eq(h->name, "transfer-encoding")) {
 			n_te++;
-			ASSERT(http_str_eq(h->value, "chunked"));
+			/* empty list elements are allowed (RFC 9110 §5.6.1): the
+			 * codings across all fields are one "chunked" */
+			const char *p = h->value.p, *e = p + h->value.len;
+			while (p < e) {
+				const char *c = memchr(p, ',', (size_t)(e - p)), *q = c ? c : e;
+				const char *a = p, *b = q;
+				while (a < b && (*a == ' ' || *a == '\t'))
+					a++;
+				while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+					b--;
+				if (b > a) {
+					ASSERT(http_str_eq((struct http_str){a, (size_t)(b - a)},
+							   "chunked"));
+					n_codings++;
+				}
+				p = c ? c + 1 : e;
+			}
 		} else if (http_str_eq(h->name, "content-length")) {
 			n_cl++;
+			/* a valid list of equal values: any non-zero digit means > 0 */
+			for (size_t k = 0; k < h->value.len; k++)
+				cl_nonzero |= h->value.p[k] >= '1' && h->value.p[k] <= '9';
 		} else if (http_str_eq(h->name, "connection")) {
 			close |= http_list_has_token(h->value, "close");
 			ka |= http_list_has_token(h->value, "keep-alive");
@@ -90,6 +109,7 @@ static void check_derived(const struct http_response *r, bool head)
 	}
 	no_body = head || r->status < 200 || r->status == 204 || r->status == 304;
 	ASSERT(!(n_te && n_cl));
+	ASSERT(n_te == 0 || n_codings == 1);
 	ASSERT(r->has_content_length == (n_cl > 0));
 	ASSERT(n_te == 0 || r->minor_version == 1);
 	if (no_body)
@@ -98,7 +118,9 @@ static void check_derived(const struct http_response *r, bool head)
 		ASSERT(r->body == (n_te	  ? HTTP_BODY_CHUNKED
 				   : n_cl ? HTTP_BODY_LENGTH
 					  : HTTP_BODY_UNTIL_CLOSE));
-	if (r->body != HTTP_BODY_UNTIL_CLOSE)
+	if (r->status == 204 && (n_te || cl_nonzero))
+		ASSERT(!r->keep_alive); /* it may send the body it announced */
+	else if (r->body != HTTP_BODY_UNTIL_CLOSE)
 		ASSERT(r->keep_alive == (r->minor_version == 1 ? !close : ka && !close));
 }
 

@@ -106,6 +106,8 @@ static const struct req_case valid_reqs[] = {
 	{"cl_max", S("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775807\r\n\r\n"),
 	 ALL, 0, "POST", "/", "", "h", 1, HTTP_BODY_LENGTH, UINT64_C(9223372036854775807), true,
 	 false, false, false, false, 2},
+	{"underscore_other_name", S("GET / HTTP/1.1\r\nHost: h\r\nContent_Lengths: 4\r\n\r\n"),
+	 ALL, 0, "GET", "/", "", "h", 1, HTTP_BODY_NONE, 0, true, false, false, false, false, 2},
 	{"leading_crlf", S("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), ALL, 0, "GET", "/", "",
 	 "h", 1, HTTP_BODY_NONE, 0, true, false, false, false, false, 1},
 	{"empty_value_and_obs_text",
@@ -125,6 +127,10 @@ static const struct req_case valid_reqs[] = {
 
 static const struct req_case bad_reqs[] = {
 	/* framing */
+	{"cl_underscore", S("GET / HTTP/1.1\r\nHost: h\r\nContent_Length: 40\r\n\r\n"), -1,
+	 400},
+	{"te_underscore", S("POST / HTTP/1.1\r\nHost: h\r\ntransfer_encoding: chunked\r\n\r\n"),
+	 -1, 400},
 	{"cl_and_te",
 	 S("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
 	 -1, 400},
@@ -508,6 +514,14 @@ static const struct res_case res_cases[] = {
 	 200, "OK", HTTP_BODY_LENGTH, 3, false, true},
 	{"204_no_body", S("HTTP/1.1 204 No Content\r\n\r\n"), false, ALL, 204, "No Content",
 	 HTTP_BODY_NONE, 0, true, false},
+	/* a 204 that announces a body may send it: never reused */
+	{"204_with_cl_not_reused", S("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+	 false, ALL, 204, "No Content", HTTP_BODY_NONE, 0, false, true},
+	{"204_with_te_not_reused",
+	 S("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"), false, ALL, 204,
+	 "No Content", HTTP_BODY_NONE, 0, false, false},
+	{"204_with_cl_0_reused", S("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"),
+	 false, ALL, 204, "No Content", HTTP_BODY_NONE, 0, true, true},
 	{"304_keeps_cl", S("HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n"), false, ALL,
 	 304, "Not Modified", HTTP_BODY_NONE, 0, true, true},
 	{"head_with_cl", S("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"), true, ALL, 200, "OK",
