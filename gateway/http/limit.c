@@ -556,91 +556,6 @@ static bool host_matches(const char *pattern, const char *host, size_t hl)
 	return strlen(pattern) == hl && strncasecmp(pattern, host, hl) == 0;
 }
 
-static struct http_str host_of(const struct http_request *h)
-{
-	struct http_str s = h->authority.len ? h->authority : h->host;
-	size_t n = 0;
-
-	if (s.len && s.p[0] == '[') {
-		while (n < s.len && s.p[n] != ']')
-			n++;
-		if (n < s.len)
-			n++;
-	} else {
-		while (n < s.len && s.p[n] != ':')
-			n++;
-	}
-	/* "example.com." is the same host (the root's empty label): a route
-	 * rule on example.com must not be escaped by a trailing dot */
-	if (n > 1 && s.p[n - 1] == '.')
-		n--;
-	s.len = n;
-	return s;
-}
-
-static int hex_val(char c)
-{
-	return c >= '0' && c <= '9'   ? c - '0'
-	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
-	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
-				      : -1;
-}
-
-/* The path of a target as an origin server resolves it, for the route
- * rules: the query dropped, percent-encoded unreserved characters decoded
- * (RFC 3986 6.2.2.2; "%2F" stays encoded), repeated slashes merged and "."
- * and ".." segments removed (5.2.4). Otherwise "//login", "/./login",
- * "/%6Cogin" or "/x/../login" would each escape a limit on /login while
- * the upstream serves /login. out holds at least len + 2 bytes (the result
- * is never longer than the input, plus the leading slash); returns its
- * length. */
-static size_t path_normalize(const char *p, size_t len, char *out)
-{
-	size_t n = 0, o = 0;
-	bool trailing = false;
-
-	if (len == 1 && p[0] == '*') {
-		out[0] = '*';
-		return 1;
-	}
-	while (n < len && p[n] != '?' && p[n] != '#') {
-		size_t seg = o;
-		/* one segment, decoded, appended after a slash */
-		out[o++] = '/';
-		while (n < len && p[n] == '/')
-			n++;
-		while (n < len && p[n] != '/' && p[n] != '?' && p[n] != '#') {
-			char c = p[n++];
-			if (c == '%' && n + 1 < len && hex_val(p[n]) >= 0 &&
-			    hex_val(p[n + 1]) >= 0) {
-				char d = (char)(hex_val(p[n]) * 16 + hex_val(p[n + 1]));
-				if ((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') ||
-				    (d >= '0' && d <= '9') || d == '-' || d == '.' || d == '_' ||
-				    d == '~') {
-					c = d;
-					n += 2;
-				}
-			}
-			out[o++] = c;
-		}
-		size_t sl = o - seg - 1;
-		trailing = sl == 0 || (sl == 1 && out[seg + 1] == '.') ||
-			   (sl == 2 && out[seg + 1] == '.' && out[seg + 2] == '.');
-		if (sl == 0 || (sl == 1 && out[seg + 1] == '.')) {
-			o = seg;
-		} else if (sl == 2 && out[seg + 1] == '.' && out[seg + 2] == '.') {
-			o = seg;
-			while (o > 0 && out[o - 1] != '/')
-				o--;
-			if (o > 0)
-				o--; /* the parent's slash */
-		}
-	}
-	if (!o || trailing)
-		out[o++] = '/';
-	return o;
-}
-
 static void refuse(struct request *r, const char *name, const struct rule *ru,
 		   const struct verdict *v)
 {
@@ -771,18 +686,19 @@ enum step_result limit_step(struct request *r)
 	if (r->limit)
 		r->limit->phase = phase;
 	if (phase == PHASE_ROUTE && p->n_routes) {
-		struct http_str host = host_of(h);
-		char small[1024], *path = small;
+		/* what the request names, not its spelling (parse.h) */
+		char host[CFG_HOST_MAX], small[1024], *path = small;
+		size_t host_len = http_host_key(h, host, sizeof(host));
 		if (h->path.len + 2 > sizeof(small) && !(path = malloc(h->path.len + 2))) {
 			req_fail(r, 500, REASON_INTERNAL, "out of memory", false);
 			return STEP_WAIT;
 		}
-		size_t path_len = path_normalize(h->path.p, h->path.len, path);
+		size_t path_len = http_path_resolve(h->path.p, h->path.len, path);
 		unsigned i;
 		for (i = 0; i < p->n_routes; i++) {
 			const struct route_rule *rr = &p->routes[i];
 			size_t pl = strlen(rr->path_prefix);
-			if (host_matches(rr->host, host.p, host.len) && path_len >= pl &&
+			if (host_matches(rr->host, host, host_len) && path_len >= pl &&
 			    memcmp(path, rr->path_prefix, pl) == 0)
 				break;
 		}

@@ -197,6 +197,88 @@ bool http_list_has_token(struct http_str value, const char *token)
 	return false;
 }
 
+/* ---- what a request names --------------------------------------------------- */
+
+size_t http_host_key(const struct http_request *h, char *out, size_t cap)
+{
+	struct http_str hv = h->authority.len ? h->authority : h->host;
+	bool v6 = hv.len && hv.p[0] == '[';
+	size_t n = 0, i = 0;
+
+	if (!cap)
+		return 0;
+	for (; i < hv.len; i++) {
+		char ch = hv.p[i];
+		if (!v6 && ch == ':')
+			break; /* the port */
+		if (n + 1 >= cap) {
+			out[0] = 0; /* did not fit */
+			return 0;
+		}
+		out[n++] = (char)lower((unsigned char)ch);
+		if (v6 && ch == ']')
+			break; /* [v6]:port → [v6] */
+	}
+	if (!v6 && n > 1 && out[n - 1] == '.')
+		n--;
+	out[n] = 0;
+	return n;
+}
+
+size_t http_path_resolve(const char *p, size_t len, char *out)
+{
+	size_t n = 0, o = 0, r = 0, w = 0;
+
+	if (len == 1 && p[0] == '*') {
+		out[0] = '*';
+		return 1;
+	}
+	/* 1: decode the path part into out after a leading slash. Decoded
+	 * bytes are data, so a decoded '?' does not end the path, but a decoded
+	 * '/' does separate segments, as in nginx. */
+	out[o++] = '/';
+	while (n < len && p[n] != '?' && p[n] != '#') {
+		char c = p[n++];
+		if (c == '%' && n + 1 < len && http_hex_digit(p[n]) >= 0 &&
+		    http_hex_digit(p[n + 1]) >= 0) {
+			char d = (char)(http_hex_digit(p[n]) * 16 + http_hex_digit(p[n + 1]));
+			if (d) {
+				c = d;
+				n += 2;
+			}
+		}
+		out[o++] = c;
+	}
+	/* 2: in place, segment by segment (w <= r always) */
+	r = 1;
+	w = 0;
+	bool trailing = false;
+	while (r < o) {
+		size_t seg = w, sl;
+		out[w++] = '/';
+		while (r < o && out[r] == '/')
+			r++;
+		while (r < o && out[r] != '/')
+			out[w++] = out[r++];
+		sl = w - seg - 1;
+		bool dot = sl == 1 && out[seg + 1] == '.';
+		bool dotdot = sl == 2 && out[seg + 1] == '.' && out[seg + 2] == '.';
+		trailing = sl == 0 || dot || dotdot;
+		if (sl == 0 || dot) {
+			w = seg;
+		} else if (dotdot) {
+			w = seg;
+			while (w > 0 && out[w - 1] != '/')
+				w--;
+			if (w > 0)
+				w--; /* the parent's slash */
+		}
+	}
+	if (!w || trailing)
+		out[w++] = '/';
+	return w;
+}
+
 /* ---- header fields (shared by requests and responses) -------------------- */
 
 /* What the fields said about framing and the connection, gathered in the one

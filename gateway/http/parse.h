@@ -165,6 +165,29 @@ bool http_list_has_token(struct http_str value, const char *token);
  * hop-by-hop, RFC 9110 §7.6.1). Names of 64 bytes or more are never named. */
 bool http_named_by_connection(const struct http_header *h, unsigned n, struct http_str name);
 
+/* ---- what a request names, as rules compare it ------------------------------
+ *
+ * Routes, rate-limit route rules and reflex rules match the host and path a
+ * request names, not its spelling: an origin serves "/admin" for "//admin",
+ * "/./admin", "/%61dmin" and "/x/../admin", and example.com for
+ * "EXAMPLE.com.:80", so a rule that compared the text could be walked around.
+ * The request itself is forwarded as sent. */
+
+/* The host of h (its absolute-form authority, else Host): lower case, without
+ * the port and without one trailing dot ("example.com." is example.com; an
+ * IPv6 literal keeps its brackets). Writes a NUL-terminated string to out and
+ * returns its length; a host that does not fit in cap - 1 bytes gives ""
+ * (no DNS name is that long; "" matches only rules for any host). */
+size_t http_host_key(const struct http_request *h, char *out, size_t cap);
+
+/* The path of a request target as an origin resolves it (RFC 3986 §5.2.4, as
+ * nginx does for locations): the query and fragment dropped, every %XX
+ * decoded except %00, then repeated slashes merged and "." and ".." segments
+ * removed; a trailing slash is kept. out must hold len + 2 bytes (the result
+ * is never longer than the input, plus a leading slash); returns its length.
+ * "*" stays "*". */
+size_t http_path_resolve(const char *p, size_t len, char *out);
+
 /* ---- chunked transfer coding ------------------------------------------------
  *
  * An incremental decoder: a byte-level state machine that consumes all the

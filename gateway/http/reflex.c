@@ -566,6 +566,7 @@ static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 #define RX_SPARE_HELD (64 * 1024)
 static __thread struct reflex_req *tls_spare;
 static __thread bool tls_key_set;
+static __thread struct buf tls_path; /* head_names.path's memory */
 
 /* A worker thread ends: its scratch goes with it (LSan would call it a leak). */
 static void scratch_exit(void *unused)
@@ -577,6 +578,7 @@ static void scratch_exit(void *unused)
 		free(tls_spare);
 		tls_spare = NULL;
 	}
+	buf_free(&tls_path);
 	for (unsigned i = 0; i < 2; i++) {
 		detect_scratch_free(tls_scratch[i].s);
 		tls_scratch[i].s = NULL;
@@ -809,20 +811,6 @@ static int on_body_match(void *arg, const struct detect_match *m)
 
 /* ---- matching ---------------------------------------------------------------- */
 
-static void host_of(const struct http_request *h, char *out, size_t cap)
-{
-	struct http_str hv = h->authority.len ? h->authority : h->host;
-	size_t n = 0;
-
-	for (size_t i = 0; i < hv.len && n + 1 < cap; i++) {
-		char ch = hv.p[i];
-		if (ch == ':' && hv.p[0] != '[')
-			break;
-		out[n++] = (char)tolower((unsigned char)ch);
-	}
-	out[n] = 0;
-}
-
 /* The value of query parameter `name` (raw, not percent-decoded). */
 static bool query_param(struct http_str path, const char *name, struct http_str *val)
 {
@@ -845,8 +833,19 @@ static bool query_param(struct http_str path, const char *name, struct http_str 
 	return false;
 }
 
+/* The host and path the head names (parse.h: "//admin" and "/%61dmin" are
+ * /admin), resolved for the first rule that asks, once per evaluation. */
+struct head_names {
+	bool host_done, path_done;
+	bool oom;
+	char host[CFG_HOST_MAX];
+	const char *path;
+	size_t path_len;
+};
+
 /* Everything a rule asks of the head except detector hits. */
-static bool head_matches(const struct request *r, const struct rx_rule *rule)
+static bool head_matches(const struct request *r, const struct rx_rule *rule,
+			 struct head_names *nm)
 {
 	const struct http_request *h = &r->h;
 	const struct cfg_rx_rule *c = &rule->c;
@@ -855,16 +854,28 @@ static bool head_matches(const struct request *r, const struct rx_rule *rule)
 	    !(h->method.len == strlen(c->method) && !memcmp(h->method.p, c->method, h->method.len)))
 		return false;
 	if (c->host[0]) {
-		char host[CFG_HOST_MAX];
-		host_of(h, host, sizeof(host));
-		if (strcmp(host, c->host))
+		if (!nm->host_done) {
+			http_host_key(h, nm->host, sizeof(nm->host));
+			nm->host_done = true;
+		}
+		if (strcmp(nm->host, c->host))
 			return false;
 	}
 	if (c->path[0]) {
-		const char *q = memchr(h->path.p, '?', h->path.len);
-		size_t plen = q ? (size_t)(q - h->path.p) : h->path.len, n = strlen(c->path);
-		if (c->path_exact ? (plen != n || memcmp(h->path.p, c->path, n))
-				  : (plen < n || memcmp(h->path.p, c->path, n)))
+		if (!nm->path_done) {
+			buf_reset(&tls_path, 64 * 1024);
+			if (buf_reserve(&tls_path, h->path.len + 2)) {
+				nm->oom = true; /* the caller fails the request */
+				return false;
+			}
+			scratch_exit_hook();
+			nm->path = buf_head(&tls_path);
+			nm->path_len = http_path_resolve(h->path.p, h->path.len, buf_head(&tls_path));
+			nm->path_done = true;
+		}
+		size_t plen = nm->path_len, n = strlen(c->path);
+		if (c->path_exact ? (plen != n || memcmp(nm->path, c->path, n))
+				  : (plen < n || memcmp(nm->path, c->path, n)))
 			return false;
 	}
 	if (c->header[0]) {
@@ -1023,12 +1034,19 @@ static enum eval_result evaluate(struct request *r, struct reflex_req *x, bool b
 	x->route_pool = -1;
 	x->nocache = false;
 	buf_reset(&x->tags, 1024); /* keeps the memory: the state is reused */
+	struct head_names nm;
+	nm.host_done = nm.path_done = nm.oom = false;
 	for (unsigned i = 0; i < set->n_rules; i++) {
 		const struct rx_rule *rule = &set->rules[i];
 		int det = -1;
 
-		if (!head_matches(r, rule))
+		if (!head_matches(r, rule, &nm)) {
+			if (nm.oom) {
+				req_fail(r, 500, REASON_INTERNAL, "out of memory", true);
+				return EVAL_ANSWERED;
+			}
 			continue;
+		}
 		if (rule->c.in & CFG_RX_IN_RESPONSE) {
 			/* DLP: the response is scanned; never cached unredacted */
 			for (unsigned id = 0; id < RX_MAX_DET; id++)

@@ -432,25 +432,6 @@ static bool host_matches(const char *pattern, const char *host)
 	return strcmp(pattern, host) == 0;
 }
 
-static void host_key(struct http_str hv, char *out, size_t outlen)
-{
-	size_t n = 0;
-	const char *p = hv.p, *end = hv.p + hv.len;
-
-	if (p < end && *p == '[') { /* [v6]:port → [v6] */
-		while (p < end && *p != ']' && n + 1 < outlen)
-			out[n++] = *p++;
-		if (p < end && n + 1 < outlen)
-			out[n++] = *p++;
-	} else {
-		while (p < end && *p != ':' && n + 1 < outlen) {
-			char ch = *p++;
-			out[n++] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-		}
-	}
-	out[n] = 0;
-}
-
 static enum step_result step_route(struct request *r)
 {
 	struct client *c = r->c;
@@ -461,15 +442,27 @@ static enum step_result step_route(struct request *r)
 
 	r->gen = worker_gen_get(w);
 	const struct config *cfg = r->gen->cfg;
-	host_key(h->authority.len ? h->authority : h->host, host, sizeof(host));
-	for (unsigned i = 0; i < cfg->n_routes && pool < 0; i++) {
-		const struct cfg_route *rt = &cfg->routes[i];
-		size_t pl = strlen(rt->path_prefix);
-		if (host_matches(rt->host, host) && h->path.len >= pl &&
-		    memcmp(h->path.p, rt->path_prefix, pl) == 0) {
-			pool = (int)rt->pool;
-			r->route = (int)i;
+	if (cfg->n_routes) {
+		/* what the request names, not how it spells it (parse.h): a route
+		 * must not be walked around with "//admin" or "/%61dmin" */
+		char small[1024], *path = small;
+		if (h->path.len + 2 > sizeof(small) && !(path = malloc(h->path.len + 2))) {
+			req_fail(r, 500, REASON_INTERNAL, "out of memory", false);
+			return STEP_WAIT;
 		}
+		size_t pathlen = http_path_resolve(h->path.p, h->path.len, path);
+		http_host_key(h, host, sizeof(host));
+		for (unsigned i = 0; i < cfg->n_routes && pool < 0; i++) {
+			const struct cfg_route *rt = &cfg->routes[i];
+			size_t pl = strlen(rt->path_prefix);
+			if (host_matches(rt->host, host) && pathlen >= pl &&
+			    memcmp(path, rt->path_prefix, pl) == 0) {
+				pool = (int)rt->pool;
+				r->route = (int)i;
+			}
+		}
+		if (path != small)
+			free(path);
 	}
 	if (pool < 0)
 		pool = config_pool_index(cfg, "default");

@@ -547,6 +547,40 @@ static void test_routes(void)
 	test_end();
 }
 
+/* Routes match the path and host an origin resolves, not their spelling:
+ * each of these is /v1/things on api.example.com (sent raw: curl would
+ * resolve the dot segments itself), so it must reach the api pool. */
+static void test_route_spellings(void)
+{
+	static const struct {
+		const char *host, *path;
+	} cases[] = {
+		{"api.example.com", "//v1/things"},
+		{"api.example.com", "/./v1/things"},
+		{"api.example.com", "/%761/things"},
+		{"api.example.com", "/x/../v1/things"},
+		{"API.Example.COM.", "/v1/things"},
+		{"api.example.com.:80", "/v1//things"},
+	};
+
+	test_begin("route_path_and_host_spellings");
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char req[256], who[64] = "";
+		struct h_buf b = {0};
+		int n = snprintf(req, sizeof(req),
+				 "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+				 cases[i].path, cases[i].host);
+		h_raw_roundtrip("127.0.0.1", gw_port, req, (size_t)n, &b, 5000);
+		const char *o = b.data ? memmem(b.data, b.len, "\r\nX-Origin: ", 12) : NULL;
+		if (o)
+			sscanf(o + 12, "%63[^\r]", who);
+		CHECK_MSG(!strcmp(who, "api"), "Host %s path %s: X-Origin '%s', want api (%s)",
+			  cases[i].host, cases[i].path, who, h_excerpt(b.data, b.len, 80));
+		h_buf_free(&b);
+	}
+	test_end();
+}
+
 static void test_listening_lines(struct h_proc *gw)
 {
 	char want[128];
@@ -709,6 +743,7 @@ int main(void)
 	test_ipv6();
 	test_two_upstreams();
 	test_routes();
+	test_route_spellings();
 	test_round_robin_weights();
 	test_listening_lines(gw);
 	test_flags_only_and_p2c();

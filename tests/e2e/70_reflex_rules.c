@@ -389,6 +389,30 @@ static void test_actions(void)
 	CHECK_INT(after.requests - before.requests, 0);
 	test_end();
 
+	test_begin("respond_whatever_the_path_spelling");
+	/* an origin serves /v1/models for each of these (sent raw: curl would
+	 * resolve the dot segments itself), so the rule must see that path */
+	{
+		static const char *const paths[] = {"//v1/models", "/v1/./models", "/v1/%6Dodels",
+						    "/x/../v1/models", "/v1//models?x=1"};
+		CHECK(h_origin_stats(o_port, &before) == 0);
+		for (unsigned i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+			char req[256];
+			struct h_buf b = {0};
+			int n = snprintf(req, sizeof(req),
+					 "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+					 paths[i]);
+			h_raw_roundtrip("127.0.0.1", gw_port, req, (size_t)n, &b, 5000);
+			CHECK_MSG(b.len > 12 && !strncmp(b.data, "HTTP/1.1 200", 12) &&
+					  memmem(b.data, b.len, "X-Reflex-Canned: 1", 18),
+				  "%s: %s", paths[i], h_excerpt(b.data, b.len, 120));
+			h_buf_free(&b);
+		}
+		CHECK(h_origin_stats(o_port, &after) == 0);
+		CHECK_INT(after.requests - before.requests, 0);
+	}
+	test_end();
+
 	test_begin("route_to_named_pool");
 	CHECK_INT(do_req(&c, "GET", "/echo", NULL, false, "X-Pool: alt"), 200);
 	CHECK(h_resp_header(&c.r, "X-Origin", v, sizeof(v)) && !strcmp(v, "alt"));

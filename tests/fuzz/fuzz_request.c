@@ -78,6 +78,21 @@ static void check_result(int rc, const char *b, size_t len, const struct http_re
 			       h->value.p[h->value.len - 1] != '\t');
 		}
 	}
+	/* what routes and rules compare (parse.h): within its buffer, a
+	 * resolved path with no empty, "." or ".." segment, a bounded host */
+	{
+		static char path[70000];
+		char host[256];
+		size_t n = r->path.len + 2 <= sizeof(path) ? http_path_resolve(r->path.p, r->path.len, path) : 0;
+		ASSERT(n <= r->path.len + 1);
+		if (n && path[0] != '*') {
+			ASSERT(path[0] == '/');
+			path[n] = 0;
+			ASSERT(!strstr(path, "//") && !strstr(path, "/./") && !strstr(path, "/../"));
+		}
+		size_t hn = http_host_key(r, host, sizeof(host));
+		ASSERT(hn < sizeof(host) && strlen(host) == hn);
+	}
 }
 
 /* Re-derive the framing facts from the header array with independent code

@@ -663,6 +663,78 @@ static void test_helpers(void)
 	test_end();
 }
 
+/* What a request names: the path an origin resolves and the host, as routes,
+ * limits and rules compare them (a table, the resolved form on the right). */
+static void test_names(void)
+{
+	static const struct {
+		const char *in, *out;
+	} paths[] = {
+		{"/", "/"},
+		{"", "/"},
+		{"*", "*"},
+		{"/admin", "/admin"},
+		{"/admin/", "/admin/"},
+		{"//admin", "/admin"},
+		{"/./admin", "/admin"},
+		{"/x/../admin", "/admin"},
+		{"/../../admin", "/admin"},
+		{"/%61dmin", "/admin"},
+		{"/%2e%2e/admin", "/admin"},
+		{"/a%2Fb/../admin", "/a/admin"},
+		{"/admin/.", "/admin/"},
+		{"/admin/..", "/"},
+		{"/admin?x=/../y", "/admin"},
+		{"/admin%3Fx", "/admin?x"},
+		{"/a%00b", "/a%00b"},
+		{"/a%zzb%4", "/a%zzb%4"},
+		{"/a#frag", "/a"},
+	};
+	char out[64];
+
+	test_begin("path_resolve_as_an_origin_does");
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		size_t n = http_path_resolve(paths[i].in, strlen(paths[i].in), out);
+		out[n] = 0;
+		CHECK_MSG(strcmp(out, paths[i].out) == 0, "%s → %s, want %s", paths[i].in, out,
+			  paths[i].out);
+	}
+	test_end();
+
+	static const struct {
+		const char *host, *authority, *out;
+	} hosts[] = {
+		{"Example.COM", "", "example.com"},
+		{"example.com:8080", "", "example.com"},
+		{"example.com.", "", "example.com"},
+		{"EXAMPLE.com.:80", "", "example.com"},
+		{"[::1]:8080", "", "[::1]"},
+		{"[::1]", "", "[::1]"},
+		{"ignored", "Abs.Example:443", "abs.example"},
+		{".", "", "."},
+		{"", "", ""},
+	};
+	char host[16];
+
+	test_begin("host_key_lower_case_no_port_no_root_dot");
+	for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		struct http_request h = {0};
+		h.host = (struct http_str){hosts[i].host, strlen(hosts[i].host)};
+		h.authority = (struct http_str){hosts[i].authority, strlen(hosts[i].authority)};
+		size_t n = http_host_key(&h, host, sizeof(host));
+		CHECK_MSG(strcmp(host, hosts[i].out) == 0 && n == strlen(host), "%s → %s, want %s",
+			  hosts[i].host, host, hosts[i].out);
+	}
+	/* 16 bytes of room: a longer name matches only rules for any host */
+	struct http_request h = {0};
+	h.host = (struct http_str){"sixteen-chars.io", 16};
+	CHECK_INT(http_host_key(&h, host, sizeof(host)), 0);
+	CHECK_STR(host, "");
+	h.host = (struct http_str){"fifteen-char.io:1", 17};
+	CHECK_INT(http_host_key(&h, host, sizeof(host)), 15);
+	test_end();
+}
+
 /* ---- chunked -------------------------------------------------------------- */
 
 struct ck_result {
@@ -888,6 +960,7 @@ int main(void)
 	test_limits();
 	test_responses();
 	test_helpers();
+	test_names();
 	test_chunked();
 	return test_exit_code();
 }
