@@ -522,14 +522,25 @@ static void unavailable(struct request *r, enum reason code, uint32_t retry_afte
 	req_fail(r, 503, code, why, false);
 }
 
-/* Seconds until something in the pool may come back (Retry-After). */
+/* Seconds until something in the pool may come back (Retry-After): the
+ * soonest endpoint, each at the latest of what keeps it out (ejection,
+ * open breaker, and for one its health checks took down, `rise` passing
+ * checks: without that, one ejected for 5 min beside one that was down for
+ * a few seconds made clients wait the 5 min). */
 static uint32_t pool_retry_after(const struct pool_state *p)
 {
 	uint64_t now = clock_ms(), best = 0;
+	const struct cfg_health *hc = &p->cfg->health;
 
 	for (unsigned i = 0; p->sh && i < p->n_eps; i++) {
 		const struct ep_shared *e = &p->sh->eps[i];
 		uint64_t t = __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED);
+		if (hc->enabled && !__atomic_load_n(&e->healthy, __ATOMIC_RELAXED)) {
+			unsigned ok = __atomic_load_n(&e->hc_ok, __ATOMIC_RELAXED);
+			uint64_t up = now + (uint64_t)(hc->rise > ok ? hc->rise - ok : 1) * hc->interval;
+			if (up > t)
+				t = up;
+		}
 		if (p->cfg->breaker.enabled &&
 		    __atomic_load_n(&e->breaker.state, __ATOMIC_RELAXED) == BREAKER_OPEN) {
 			uint64_t b = __atomic_load_n(&e->breaker.open_until_ms, __ATOMIC_RELAXED);

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int gw_port, pa, pb;
+static int gw_port, pa, pb, dead;
 static struct h_proc *gw, *oa, *ob;
 
 static long fetch(const char *path, char *who, size_t wlen)
@@ -33,6 +33,7 @@ int main(void)
 	gw_port = h_free_port();
 	pa = h_free_port();
 	pb = h_free_port();
+	dead = h_free_port(); /* nothing listens there */
 	oa = h_start_origin("A", pa, 1);
 	ob = h_start_origin("B", pb, 1);
 	if (!oa || !ob) {
@@ -56,15 +57,47 @@ int main(void)
 		"  picky:\n"
 		"    endpoints: [\"127.0.0.1:%d\"]\n"
 		"    health: {path: /, expect: 204, interval: 100ms, timeout: 300ms, fall: 1}\n"
+		"  mixed:\n"
+		"    endpoints: [\"127.0.0.1:%d\", \"127.0.0.1:%d\"]\n"
+		"    outlier: {consecutive_failures: 1, ejection_time: 5m, max_ejection_time: "
+		"5m}\n"
+		"    health: {path: /, expect: 204, interval: 1s, timeout: 300ms, rise: 2, fall: 3}\n"
 		"routes:\n"
-		"  - {path_prefix: /p/, pool: picky}\n",
-		gw_port, pa, pb, pa);
+		"  - {path_prefix: /p/, pool: picky}\n"
+		"  - {path_prefix: /m/, pool: mixed}\n",
+		gw_port, pa, pb, pa, dead, pa);
 	gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw) {
 		test_begin("setup");
 		test_fail(__FILE__, __LINE__, "reflexd did not start (config %s)", cfg);
 		return test_exit_code();
 	}
+
+	/* The "mixed" pool: its dead endpoint is ejected for 5 min by the first
+	 * request that tries it, before the checks (fall 3 at 1 s) take both
+	 * down; A then comes back after rise × interval = 2 s of passing
+	 * checks, the dead one after 5 min. Retry-After must give the sooner. */
+	test_begin("retry_after_is_the_soonest_comeback");
+	snprintf(needle, sizeof(needle), "pool mixed: endpoint 127.0.0.1:%d: ejected for", dead);
+	for (double until = h_now_ms() + 2500; !h_log_contains(gw, needle) && h_now_ms() < until;)
+		fetch("/m/x", who, sizeof(who));
+	CHECK_MSG(h_log_contains(gw, needle), "the dead endpoint was not ejected");
+	snprintf(needle, sizeof(needle), "pool mixed: endpoint 127.0.0.1:%d: health check failed",
+		 pa);
+	CHECK_MSG(h_wait_log(gw, needle, 10000), "mixed pool: no 'down' line for A");
+	{
+		char u[256], ra[32] = "";
+		struct h_resp r;
+		struct h_req q = {.url = u, .timeout_ms = 8000};
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/m/x", gw_port);
+		h_http(&q, &r);
+		CHECK_MSG(r.status == 503, "status %ld", r.status);
+		CHECK_MSG(h_resp_header(&r, "Retry-After", ra, sizeof(ra)) && atoi(ra) >= 1 &&
+				  atoi(ra) <= 3,
+			  "Retry-After '%s', want 2 (A's checks), not the ejection's 300", ra);
+		h_resp_free(&r);
+	}
+	test_end();
 
 	test_begin("health_both_up_share_traffic");
 	int a = 0, b = 0;
