@@ -39,7 +39,7 @@ enum reason {
 	REASON_HEADER_TOO_LARGE,   /* 431 */
 	REASON_BODY_TOO_LARGE,     /* 413 */
 	REASON_EXPECTATION,        /* 417 */
-	REASON_NOT_IMPLEMENTED,    /* 501: CONNECT, Upgrade, transfer codings */
+	REASON_NOT_IMPLEMENTED,    /* 501: CONNECT, Upgrade, transfer codings; 505: HTTP/2.0 */
 	REASON_HEADER_TIMEOUT,     /* 408 */
 	REASON_BODY_TIMEOUT,       /* 408 */
 	REASON_NO_ROUTE,           /* 404 */

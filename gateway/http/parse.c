@@ -517,11 +517,13 @@ static int parse_fields(const char **pp, const char *end, struct http_header *hd
 }
 
 /* Check what is there of an HTTP-version ("HTTP/" DIGIT "." DIGIT). `avail`
- * may be short: a prefix that can still become valid is 0. A well-formed
- * version other than 1.0/1.1 is "unsupported", anything else "malformed";
- * "unsupported" is only decided once all eight bytes are there, so a prefix
- * of the input never gives a different error than the whole. Returns 0 (with
- * *minor set once known) or PARSE_FAIL. */
+ * may be short: a prefix that can still become valid is 0. A major version
+ * other than 1 is "unsupported" (a request gets 505, RFC 9110 §15.6.6);
+ * HTTP/1.2 to 1.9 are read as 1.1, the highest minor we implement (RFC 9110
+ * §2.5, as nginx does); anything else is "malformed". "unsupported" is only
+ * decided once all eight bytes are there, so a prefix of the input never
+ * gives a different error than the whole. Returns 0 (with *minor set once
+ * known) or PARSE_FAIL. */
 static int check_version(const char *p, size_t avail, int *minor, int status,
 			 struct http_error *err)
 {
@@ -537,9 +539,9 @@ static int check_version(const char *p, size_t avail, int *minor, int status,
 			FAIL(status, "malformed HTTP version");
 	}
 	if (n == 8) {
-		if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
-			FAIL(status, "unsupported HTTP version");
-		*minor = p[7] - '0';
+		if (p[5] != '1')
+			FAIL(status == 400 ? 505 : status, "unsupported HTTP version");
+		*minor = p[7] == '0' ? 0 : 1;
 	}
 	return 0;
 }

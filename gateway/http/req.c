@@ -129,7 +129,8 @@ enum reason reason_for_status(int status)
 	case 414: return REASON_URI_TOO_LONG;
 	case 417: return REASON_EXPECTATION;
 	case 431: return REASON_HEADER_TOO_LARGE;
-	case 501: return REASON_NOT_IMPLEMENTED;
+	case 501:
+	case 505: return REASON_NOT_IMPLEMENTED;
 	default: return REASON_BAD_REQUEST;
 	}
 }

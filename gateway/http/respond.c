@@ -37,6 +37,7 @@ const char *respond_status_text(int status)
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
 	}
 }

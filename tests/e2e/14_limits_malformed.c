@@ -143,6 +143,7 @@ static void build_cases(void)
 		"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
 	ADD_LIT("upgrade_501", 501,
 		"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+	ADD_LIT("http20_505", 505, "GET / HTTP/2.0\r\nHost: x\r\n\r\n");
 	ADD_LIT("expect_unknown_417", 417,
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: foo\r\n\r\nhello");
 }

@@ -38,7 +38,7 @@ static void check_result(int rc, const char *b, size_t len, const struct http_re
 	ASSERT(rc == -2 || rc == -1 || (rc > 0 && (size_t)rc <= len));
 	if (rc == -1) {
 		ASSERT(e->status == 400 || e->status == 414 || e->status == 417 ||
-		       e->status == 431 || e->status == 501);
+		       e->status == 431 || e->status == 501 || e->status == 505);
 		ASSERT(e->reason && e->reason[0]);
 		return;
 	}
