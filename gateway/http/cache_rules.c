@@ -105,11 +105,13 @@ void cache_cc_parse(struct cache_cc *cc, const char *p, size_t n)
 				cc->s_maxage = secs;
 			}
 		} else if (name_is(name, nl, "max-stale")) {
-			cc->has_max_stale = true;
-			if (ok)
-				cc->max_stale = secs;
-			else
-				cc->max_stale_any = true;
+			/* no value: any staleness; an invalid one ("-1", "abc") is
+			 * ignored, not read as "any" */
+			if (ok || !val) {
+				cc->has_max_stale = true;
+				cc->max_stale = ok ? secs : 0;
+				cc->max_stale_any = !val;
+			}
 		} else if (name_is(name, nl, "min-fresh")) {
 			if (ok) {
 				cc->has_min_fresh = true;
@@ -467,18 +469,17 @@ int cache_norm_path(const char *p, size_t n, char *out, size_t cap)
 		char ch = p[i];
 		if (ch == '%' && i + 2 < n + 0 && http_hex_digit(p[i + 1]) >= 0 &&
 		    http_hex_digit(p[i + 2]) >= 0) {
+			/* Never decoded, even unreserved ones (RFC 3986 §6.2.2.2 would
+			 * allow "%7E" = "~"): the origin gets the target as the client
+			 * wrote it, and one that does not decode may answer "/%7Ea"
+			 * differently (a cacheable 404) — stored under "/~a"'s key,
+			 * that poisons it. Hex case is safe (§6.2.2.1). */
 			int v = http_hex_digit(p[i + 1]) * 16 + http_hex_digit(p[i + 2]);
-			if (isalnum(v) || v == '-' || v == '.' || v == '_' || v == '~') {
-				if (o + 1 > cap)
-					return -1;
-				out[o++] = (char)v;
-			} else {
-				if (o + 3 > cap)
-					return -1;
-				out[o++] = '%';
-				out[o++] = hex[v >> 4];
-				out[o++] = hex[v & 15];
-			}
+			if (o + 3 > cap)
+				return -1;
+			out[o++] = '%';
+			out[o++] = hex[v >> 4];
+			out[o++] = hex[v & 15];
 			i += 2;
 			continue;
 		}

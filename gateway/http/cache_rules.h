@@ -140,9 +140,10 @@ bool cache_etag_match(const char *inm, size_t inm_len, const char *etag, size_t 
 bool cache_etag_weak_eq(const char *a, size_t an, const char *b, size_t bn);
 
 /* Normalise a request target's path+query for the key: percent-encodings
- * of unreserved characters are decoded, other percent-encodings get upper
- * case hex (RFC 3986 §6.2.2). Writes at most cap bytes; returns the length
- * or -1 when it does not fit. */
+ * get upper case hex (RFC 3986 §6.2.2.1) and are never decoded — not even
+ * unreserved characters: the key must name what the origin is sent ("%7E"
+ * and "~" are two keys). Writes at most cap bytes; returns the length or
+ * -1 when it does not fit. */
 int cache_norm_path(const char *p, size_t n, char *out, size_t cap);
 /* Normalise a host for the key: lower case, no trailing dot, no default
  * port (":80"). Returns the length or -1. */

@@ -671,13 +671,38 @@ static void test_hostile_client(void)
 	CHECK_INT(h_origin_requests(o_port) - before, 0);
 	test_end();
 
+	test_begin("invalid_request_max_stale_ignored");
+	/* "max-stale=abc" is no "max-stale": it used to accept any staleness */
+	const char *ms = "/t/msbad?cc=max-age%3D1";
+	req(ms, NULL, false, &r);
+	h_resp_free(&r);
+	req("/t/msany?cc=max-age%3D1", NULL, false, &r);
+	h_resp_free(&r);
+	h_sleep_ms(2100);
+	const char *bad_ms[] = {"Cache-Control: max-stale=abc", NULL};
+	before = h_origin_requests(o_port);
+	CHECK_INT(req(ms, bad_ms, false, &r), 200);
+	CHECK_MSG(!cs_has(&r, "max-stale"), "%s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(h_origin_requests(o_port) - before, 1);
+	const char *any_ms[] = {"Cache-Control: max-stale", NULL};
+	CHECK_INT(req("/t/msany?cc=max-age%3D1", any_ms, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "max-stale"), "%s", cs(&r));
+	h_resp_free(&r);
+	test_end();
+
 	test_begin("key_normalisation");
 	bool hit;
 	before = h_origin_requests(o_port);
 	req("/t/n%7Eu?cc=max-age%3D60", NULL, false, &r);
 	h_resp_free(&r);
-	req("/t/n~u?cc=max-age%3D60", NULL, false, &r); /* %7E is ~: one key */
-	CHECK_MSG(cs_has(&r, "hit"), "%%7E vs ~: %s", cs(&r));
+	req("/t/n%7eu?cc=max-age%3D60", NULL, false, &r); /* hex case: one key */
+	CHECK_MSG(cs_has(&r, "hit"), "%%7e vs %%7E: %s", cs(&r));
+	h_resp_free(&r);
+	/* %7E is not decoded: the origin is sent %7E, and one that does not
+	 * decode could answer it otherwise (a cacheable 404) under ~'s key */
+	req("/t/n~u?cc=max-age%3D60", NULL, false, &r);
+	CHECK_MSG(!cs_has(&r, "hit"), "%%7E vs ~: %s", cs(&r));
 	h_resp_free(&r);
 	req("/t/a%2Fb?cc=max-age%3D60", NULL, false, &r);
 	h_resp_free(&r);
@@ -707,7 +732,7 @@ static void test_hostile_client(void)
 		  "absolute-form: %s", b.len ? h_excerpt(b.data, b.len, 200) : "(nothing)");
 	h_raw_resp_free(&rr, 1);
 	h_buf_free(&b);
-	CHECK_INT(h_origin_requests(o_port) - before, 4);
+	CHECK_INT(h_origin_requests(o_port) - before, 5);
 	(void)hit;
 	test_end();
 }
