@@ -1687,20 +1687,24 @@ static void pass_marker(struct cache_req *cr)
 }
 
 /* Drop the stored objects of the URL in `loc` (Location / Content-Location):
- * absolute http URLs of any host, or paths on the request's host. */
+ * paths on the request's host, or absolute http URLs of that same host.
+ * Never another host's (RFC 9111 §4.4): one origin behind the gateway
+ * could otherwise purge every other host's objects with its answers. */
 static void invalidate_uri(struct cache_req *cr, struct http_str loc)
 {
 	char url[URL_MAX];
 	int ul;
+	const char *rslash = memchr(cr->url, '/', cr->url_len);
+	size_t rhl = rslash ? (size_t)(rslash - cr->url) : cr->url_len;
 
+	if (loc.len > 1 && loc.p[0] == '/' && loc.p[1] == '/')
+		return; /* network-path reference: another authority */
 	if (loc.len && loc.p[0] == '/') {
-		const char *slash = memchr(cr->url, '/', cr->url_len);
-		size_t hl = slash ? (size_t)(slash - cr->url) : cr->url_len;
-		memcpy(url, cr->url, hl);
-		ul = cache_norm_path(loc.p, loc.len, url + hl, sizeof(url) - hl);
+		memcpy(url, cr->url, rhl);
+		ul = cache_norm_path(loc.p, loc.len, url + rhl, sizeof(url) - rhl);
 		if (ul < 0)
 			return;
-		ul += (int)hl;
+		ul += (int)rhl;
 	} else if (loc.len > 7 && strncasecmp(loc.p, "http://", 7) == 0) {
 		const char *h = loc.p + 7, *end = loc.p + loc.len;
 		const char *slash = memchr(h, '/', (size_t)(end - h));
@@ -1708,7 +1712,8 @@ static void invalidate_uri(struct cache_req *cr, struct http_str loc)
 			slash = end;
 		ul = url_norm(h, (size_t)(slash - h), slash, (size_t)(end - slash), url,
 			      sizeof(url));
-		if (ul < 0)
+		if (ul < 0 || (size_t)ul < rhl || memcmp(url, cr->url, rhl) != 0 ||
+		    (url[rhl] != '/' && url[rhl] != '?' && (size_t)ul != rhl))
 			return;
 	} else {
 		return;

@@ -432,6 +432,32 @@ static void test_vary_head_invalidate(void)
 	CHECK_INT(h_origin_requests(o_port) - before, 2);
 	test_end();
 
+	test_begin("location_of_another_host_not_invalidated");
+	/* RFC 9111 §4.4: an unsafe method's Location / Content-Location
+	 * invalidate only URLs of the request's own host; otherwise one origin
+	 * purges every other host's objects with its answers */
+	const char *other[] = {"Host: other.example", NULL};
+	const char *victim = "/t/victim?cc=max-age%3D60";
+	req(victim, other, false, &r);
+	h_resp_free(&r);
+	req("/t/own?cc=max-age%3D60", NULL, false, &r);
+	h_resp_free(&r);
+	snprintf(url, sizeof(url),
+		 "http://127.0.0.1:%d/t/inv2?hdr=Location:http://other.example/t/victim"
+		 "%%3Fcc%%3Dmax-age%%253D60&hdr=Content-Location:http://127.0.0.1:%d/t/own"
+		 "%%3Fcc%%3Dmax-age%%253D60",
+		 gw_port, gw_port);
+	h_http(&post, &r);
+	CHECK_INT(r.status, 200);
+	h_resp_free(&r);
+	req(victim, other, false, &r);
+	CHECK_MSG(cs_has(&r, "hit"), "another host's object was invalidated: %s", cs(&r));
+	h_resp_free(&r);
+	req("/t/own?cc=max-age%3D60", NULL, false, &r);
+	CHECK_MSG(!cs_has(&r, "hit"), "the same host's Content-Location stays: %s", cs(&r));
+	h_resp_free(&r);
+	test_end();
+
 	test_begin("route_cache_false");
 	bool hit;
 	CHECK_INT(twice("/nocache/x?cc=max-age%3D60", &hit), 2);
