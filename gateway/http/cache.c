@@ -1894,15 +1894,19 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 	if (cr->stale && res->status == 304 && cr->revalidating) {
 		bool agree = validators_agree(cr->stale, res);
 		struct cache_entry *e = agree ? refresh(cr, res) : NULL;
-		if (agree)
+		if (agree) {
 			STAT_INC(cr->w->stats.cache_refreshed);
-		else
+		} else {
+			/* and it goes: kept, every later request would ask with the
+			 * same validator and get the same 304, forever */
 			log_info("cache: %s: the origin's 304 names another validator; the stored "
-				 "object is not updated",
+				 "object is not updated but dropped",
 				 cr->url);
+			cache_store_remove(&cr->stale->key, cr->stale);
+		}
 		if (cr->stale)
 			__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
-		/* not updated: it stays stale, each waiter asks on its own */
+		/* not updated: each waiter asks on its own */
 		leader_finish(cr, agree ? WAKE_RETRY : WAKE_UPSTREAM);
 		r->body_discard = true;
 		if (cr->bg_refresh) {
@@ -1910,7 +1914,7 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 			cache_entry_put(e);
 			return true;
 		}
-		/* Not updated, the stored object still answers this once: the
+		/* Not updated, the old object still answers this once: the
 		 * origin said our validator's body is current. */
 		set_cs(cr, agree ? "fwd=stale; fwd-status=304"
 				 : "fwd=stale; fwd-status=304; detail=validator-mismatch");
