@@ -619,6 +619,48 @@ static void test_hostile_upstream(void)
 	CHECK_INT(h_origin_requests(o_port) - before, 1);
 	test_end();
 
+	test_begin("odd_but_valid_response_fields");
+	/* qualified no-cache/private are read as unqualified (docs/cache.md) */
+	CHECK_INT(twice("/t/ncq?cc=no-cache%3D%22Set-Cookie%22,max-age%3D60&etag=%22q%22", &hit),
+		  2);
+	CHECK_INT(twice("/t/pq?cc=private%3D%22X-A%22,max-age%3D60", &hit), 2);
+	/* Expires 0 is invalid: already expired */
+	CHECK_INT(twice("/t/exp0?expires=0", &hit), 2);
+	/* Vary names in odd case, spacing and repeated: one set of names */
+	const char *vp = "/t/vodd?cc=max-age%3D60&vary=Accept-Language%20,%20%20ACCEPT-LANGUAGE,x-a";
+	const char *en_a[] = {"Accept-Language: en", "X-A: 1", NULL};
+	const char *en_a2[] = {"accept-language: en", "x-a: 1", NULL};
+	const char *fr_a[] = {"Accept-Language: fr", "X-A: 1", NULL};
+	before = h_origin_requests(o_port);
+	req(vp, en_a, false, &r);
+	h_resp_free(&r);
+	req(vp, en_a2, false, &r);
+	CHECK_MSG(cs_has(&r, "hit"), "same values, other case: %s", cs(&r));
+	h_resp_free(&r);
+	req(vp, fr_a, false, &r);
+	CHECK_MSG(!cs_has(&r, "hit"), "other variant: %s", cs(&r));
+	h_resp_free(&r);
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
+	/* a 304 to an unconditional request is relayed, never stored */
+	const char *s304[] = {"X-Origin-Status: 304", NULL};
+	before = h_origin_requests(o_port);
+	for (int i = 0; i < 2; i++) {
+		CHECK_INT(req("/t/u304?cc=max-age%3D60", s304, false, &r), 304);
+		h_resp_free(&r);
+	}
+	CHECK_INT(h_origin_requests(o_port) - before, 2);
+	/* a 304 carrying a Content-Length never changes the stored one */
+	const char *cl304[] = {"X-Origin-Status: 304", "X-Origin-Hdr: Content-Length:5", NULL};
+	req("/t/cl304?cc=max-age%3D1&etag=%22c%22", NULL, false, &r);
+	h_resp_free(&r);
+	h_sleep_ms(2100);
+	CHECK_INT(req("/t/cl304?cc=max-age%3D1&etag=%22c%22", cl304, false, &r), 200);
+	CHECK_MSG(cs_has(&r, "fwd-status=304"), "%s", cs(&r));
+	CHECK(r.body_bytes == 1024 && r.body_hash == h_pattern_hash(1024));
+	CHECK(h_resp_header(&r, "Content-Length", v, sizeof(v)) && atoi(v) == 1024);
+	h_resp_free(&r);
+	test_end();
+
 	test_begin("partial_206_never_stored");
 	CHECK_INT(twice("/t/p206?cc=max-age%3D60&status=206&hdr=Content-Range:bytes%200-1023/4096",
 			&hit),

@@ -269,6 +269,31 @@ static void test_coalescing(void)
 	CHECK_INT(h_origin_requests(o_port) - before, 20);
 	test_end();
 
+	test_begin("coalesce_leader_upstream_fails_waiters_answered");
+	/* the origin resets every connection after 300 ms: the leader fails
+	 * before any head, and each waiter makes one try of its own
+	 * (docs/cache.md) and gets its 502 — nobody hangs */
+	before = h_origin_requests(o_port);
+	double t0 = h_now_ms();
+	struct conc fc[6];
+	pthread_t ft[6];
+	for (int i = 0; i < 6; i++) {
+		fc[i] = (struct conc){.path = "/co/fail?cc=max-age%3D60&delay=300&reset=1"};
+		pthread_create(&ft[i], NULL, conc_get, &fc[i]);
+	}
+	int answered = 0;
+	for (int i = 0; i < 6; i++) {
+		pthread_join(ft[i], NULL);
+		answered += fc[i].status == 502;
+	}
+	CHECK_MSG(answered == 6, "%d of 6 got their 502", answered);
+	CHECK_MSG(h_now_ms() - t0 < 4000, "took %.0f ms", h_now_ms() - t0);
+	/* 6 tries, each of which the pool may send once more (a reset on a
+	 * reused keep-alive connection is retried: docs/pool.md) */
+	CHECK_MSG(h_origin_requests(o_port) - before <= 12, "%ld origin requests for 6 clients",
+		  h_origin_requests(o_port) - before);
+	test_end();
+
 	test_begin("coalesce_after_expiry_one_refresh");
 	CHECK(hit("/co/exp?cc=max-age%3D1&etag=%22e%22") == false);
 	h_sleep_ms(2100);
