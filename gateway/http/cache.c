@@ -1157,7 +1157,7 @@ bool cache_client_gone(struct request *r)
 	 * waiters' clients already have the head, so the fetch must go on
 	 * without ours, or they all get a truncated body because one client
 	 * went away (anyone could cut a popular object short for everyone). */
-	if (!cr || !cr->leader || cr->finished || !cr->filling || !cr->stream_out || r->rx ||
+	if (!cr || !cr->leader || cr->finished || !cr->filling || !cr->stream_out ||
 	    !r->body_done || r->detached || !r->up)
 		return false;
 	w = cr->w;
@@ -1181,6 +1181,8 @@ bool cache_client_gone(struct request *r)
 	q->replay = (struct buf){0};
 	q->up = q->hedge = NULL;
 	q->limit = NULL;
+	/* the reflex state stays with r: a response being stored is never
+	 * scanned (respond.c: cache_no_store), so nothing of it is needed */
 	q->rx = NULL;
 	q->q_next = q->q_prev = NULL;
 	q->running = q->rerun = false;

@@ -487,7 +487,13 @@ int main(void)
 		"upstream: [\"127.0.0.1:%d\"]\n"
 		"access_log: \"%s\"\n"
 		"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-		"cache: {enabled: true, memory: 64m, coalesce_timeout: 5s, grace: 60s}\n",
+		"cache: {enabled: true, memory: 64m, coalesce_timeout: 5s, grace: 60s}\n"
+		/* a rule that matches nothing: every request then carries reflex
+		 * state, which a leader whose client left must not need */
+		"reflex:\n"
+		"  rules:\n"
+		"    - {name: never, path_prefix: /never/, detect: [email], in: [url], "
+		"action: block}\n",
 		gw_port, o_port, log_path, admin_port, tokens);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)
