@@ -1795,8 +1795,8 @@ static bool validators_agree(const struct cache_entry *e, const struct http_resp
 		http_find_header(res->headers, res->n_headers, "Last-Modified");
 
 	if (et)
-		return e->etag && cache_etag_weak_eq(et->value.p, et->value.len, e->etag,
-						     e->etag_len);
+		return e->etag &&
+		       cache_etag_weak_eq(et->value.p, et->value.len, e->etag, e->etag_len);
 	if (lm && e->last_modified && !e->etag)
 		return cache_http_date(lm->value.p, lm->value.len) ==
 		       cache_http_date(e->last_modified, e->last_modified_len);

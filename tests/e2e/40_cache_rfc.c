@@ -574,8 +574,8 @@ static void test_hostile_upstream(void)
 	/* invalid (negative) Age is ignored: it must not make the object younger */
 	CHECK_INT(twice("/t/ageneg?cc=max-age%3D60&hdr=Age:-100000", &hit), 1);
 	CHECK_INT(req("/t/ageneg?cc=max-age%3D60&hdr=Age:-100000", NULL, false, &r), 200);
-	CHECK_MSG(h_resp_header(&r, "Age", v, sizeof(v)) && atoi(v) >= 0 && atoi(v) < 10,
-		  "Age %s", v);
+	CHECK_MSG(h_resp_header(&r, "Age", v, sizeof(v)) && atoi(v) >= 0 && atoi(v) < 10, "Age %s",
+		  v);
 	CHECK_MSG(cs_has(&r, "ttl=") && atoi(strstr(cs(&r), "ttl=") + 4) <= 60, "%s", cs(&r));
 	h_resp_free(&r);
 	test_end();
@@ -627,7 +627,8 @@ static void test_hostile_upstream(void)
 	/* Expires 0 is invalid: already expired */
 	CHECK_INT(twice("/t/exp0?expires=0", &hit), 2);
 	/* Vary names in odd case, spacing and repeated: one set of names */
-	const char *vp = "/t/vodd?cc=max-age%3D60&vary=Accept-Language%20,%20%20ACCEPT-LANGUAGE,x-a";
+	const char *vp =
+		"/t/vodd?cc=max-age%3D60&vary=Accept-Language%20,%20%20ACCEPT-LANGUAGE,x-a";
 	const char *en_a[] = {"Accept-Language: en", "X-A: 1", NULL};
 	const char *en_a2[] = {"accept-language: en", "x-a: 1", NULL};
 	const char *fr_a[] = {"Accept-Language: fr", "X-A: 1", NULL};
@@ -799,8 +800,7 @@ static void test_hostile_client(void)
 		close(fd);
 	}
 	CHECK(h_parse_responses(b.data, b.len, &rr, 1, NULL) == 1);
-	CHECK_MSG(b.len && h_head_header(rr.head, "Cache-Status", v, sizeof(v)) &&
-			  strstr(v, "hit"),
+	CHECK_MSG(b.len && h_head_header(rr.head, "Cache-Status", v, sizeof(v)) && strstr(v, "hit"),
 		  "absolute-form: %s", b.len ? h_excerpt(b.data, b.len, 200) : "(nothing)");
 	h_raw_resp_free(&rr, 1);
 	h_buf_free(&b);
