@@ -496,6 +496,8 @@ static void stream_notify(struct cache_stream *s)
 	}
 }
 
+static void leader_finish(struct cache_req *cr, int result);
+
 /* The leader's stream ends: complete (1) or failed (-1). */
 static void stream_end(struct cache_req *cr, int state)
 {
@@ -504,6 +506,11 @@ static void stream_end(struct cache_req *cr, int state)
 	if (!s)
 		return;
 	cr->stream_out = NULL;
+	/* The claim hands its stream to new claimers (on any worker) without
+	 * a reference of its own: it must be gone before ours is dropped, or
+	 * a claimer takes a stream that is being freed. Nobody is queued on a
+	 * claim that has a stream, so the result reaches no one. */
+	leader_finish(cr, state > 0 ? WAKE_RETRY : WAKE_UPSTREAM);
 	__atomic_store_n(&s->state, state, __ATOMIC_RELEASE); /* after avail: pumps read it first */
 	stream_notify(s);
 	stream_put(s);
@@ -2044,15 +2051,16 @@ void cache_tee(struct request *r, const char *p, size_t n)
 		stream_notify(s);
 	}
 	if (cr->body.len + n > max_obj || buf_append(&cr->body, p, n) != 0) {
+		/* hit-for-miss: without it the next misses coalesce again, stream
+		 * from the next leader and are cut at max_object again, every time
+		 * (before stream_end, which ends the claim) */
+		if (cr->leader && !cr->finished && !cr->bg_refresh)
+			pass_marker(cr);
 		stream_end(cr, -1);
 		cr->filling = false;
 		cr->nostore = CACHE_NOSTORE_TOO_LARGE;
 		buf_free(&cr->body);
 		buf_free(&cr->head);
-		/* hit-for-miss: without it the next misses coalesce again, stream
-		 * from the next leader and are cut at max_object again, every time */
-		if (cr->leader && !cr->finished && !cr->bg_refresh)
-			pass_marker(cr);
 		leader_finish(cr, WAKE_UPSTREAM);
 	}
 }

@@ -339,6 +339,18 @@ static void test_purges(void)
 	test_begin("purge_needs_token");
 	CHECK_INT(purge("{\"url\":\"/x\"}", "wrong", &r), 401);
 	h_resp_free(&r);
+	char purl[128];
+	snprintf(purl, sizeof(purl), "http://127.0.0.1:%d/cache/purge", admin_port);
+	struct h_req anon = {.method = "POST",
+			     .url = purl,
+			     .body = "{\"prefix\":\"127.0.0.1\"}",
+			     .body_len = 22,
+			     .no_expect = true};
+	CHECK(h_http(&anon, &r) == 0);
+	CHECK_MSG(r.status == 401, "no token: %ld", r.status);
+	h_resp_free(&r);
+	CHECK_INT(purge("{\"url\":", TOKEN, &r), 400); /* malformed */
+	h_resp_free(&r);
 	CHECK_INT(purge("{\"nothing\":1}", TOKEN, &r), 400);
 	h_resp_free(&r);
 	test_end();
