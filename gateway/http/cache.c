@@ -129,6 +129,10 @@ struct cache_req {
 
 	/* the response being stored */
 	bool filling;
+	/* its Age (RFC 9111 §4.2.3): the stored head leaves Age out (it is
+	 * recomputed per hit), so the value is carried here to store() */
+	bool up_has_age;
+	uint32_t up_age_s;
 	int64_t req_time_ms;
 	struct buf head, body;
 	enum cache_nostore nostore;
@@ -148,6 +152,7 @@ struct cache_refresh {
 	 * request after it returns. */
 	struct worker_task free_task;
 	bool ended;
+	bool adopted; /* a leader's fetch whose client left (cache_client_gone) */
 };
 
 /* Per worker thread: the requests waiting for another's fetch, those
@@ -340,8 +345,10 @@ static void facts_of_head(const char *head, size_t len, struct cache_resp_facts 
 		if (http_str_eq(n, "Cache-Control")) {
 			cache_cc_parse(&rs->cc, v.p, v.len);
 		} else if (http_str_eq(n, "Expires")) {
+			int64_t x = cache_http_date(v.p, v.len);
+			/* two that disagree: stale (RFC 9111 §4.2.1) */
+			rs->expires_ms = rs->has_expires && rs->expires_ms != x ? -1 : x;
 			rs->has_expires = true;
-			rs->expires_ms = cache_http_date(v.p, v.len);
 		} else if (http_str_eq(n, "Date")) {
 			int64_t d = cache_http_date(v.p, v.len);
 			if (d >= 0) {
@@ -349,8 +356,13 @@ static void facts_of_head(const char *head, size_t len, struct cache_resp_facts 
 				rs->date_ms = d;
 			}
 		} else if (http_str_eq(n, "Age")) {
-			rs->has_age = true;
-			rs->age_s = atoll(v.p);
+			/* atoll took "-99999" (younger than new) and overflowed on
+			 * 20 digits; an invalid Age is ignored (RFC 9111 §5.1) */
+			int64_t a = cache_age_value(v.p, v.len);
+			if (a >= 0 && !rs->has_age) {
+				rs->has_age = true;
+				rs->age_s = a;
+			}
 		} else if (http_str_eq(n, "ETag")) {
 			rs->has_etag = true;
 			if (sp) {
@@ -484,6 +496,8 @@ static void stream_notify(struct cache_stream *s)
 	}
 }
 
+static void leader_finish(struct cache_req *cr, int result);
+
 /* The leader's stream ends: complete (1) or failed (-1). */
 static void stream_end(struct cache_req *cr, int state)
 {
@@ -492,6 +506,11 @@ static void stream_end(struct cache_req *cr, int state)
 	if (!s)
 		return;
 	cr->stream_out = NULL;
+	/* The claim hands its stream to new claimers (on any worker) without
+	 * a reference of its own: it must be gone before ours is dropped, or
+	 * a claimer takes a stream that is being freed. Nobody is queued on a
+	 * claim that has a stream, so the result reaches no one. */
+	leader_finish(cr, state > 0 ? WAKE_RETRY : WAKE_UPSTREAM);
 	__atomic_store_n(&s->state, state, __ATOMIC_RELEASE); /* after avail: pumps read it first */
 	stream_notify(s);
 	stream_put(s);
@@ -972,7 +991,10 @@ static void refresh_end(struct cache_refresh *rf, bool failed)
 	if (rf->next)
 		rf->next->prev = rf->prev;
 	rf->next = rf->prev = NULL;
-	if (failed || (cr && cr->refresh_failed)) {
+	if (rf->adopted) {
+		if (failed && cr)
+			log_info("cache: the fetch of %s (its client left) failed", cr->url);
+	} else if (failed || (cr && cr->refresh_failed)) {
 		__atomic_add_fetch(&g_refresh_failures, 1, __ATOMIC_RELAXED);
 		if (cr)
 			log_info("cache: refresh of %s failed; the stale object stays", cr->url);
@@ -1003,7 +1025,8 @@ void cache_worker_drain(struct worker *w)
 {
 	(void)w; /* the list is this thread's */
 	while (tls_refreshes) {
-		__atomic_add_fetch(&g_refresh_cancelled, 1, __ATOMIC_RELAXED);
+		if (!tls_refreshes->adopted)
+			__atomic_add_fetch(&g_refresh_cancelled, 1, __ATOMIC_RELAXED);
 		refresh_end(tls_refreshes, false);
 	}
 }
@@ -1127,6 +1150,83 @@ fail_bufs:
 	free(nc->url);
 fail:
 	free(nc);
+	free(rf);
+	return false;
+}
+
+bool cache_client_gone(struct request *r)
+{
+	struct cache_req *cr = r->cache;
+	struct worker *w;
+	struct cache_refresh *rf;
+
+	/* Only a leader whose response others are sending as it arrives: its
+	 * waiters' clients already have the head, so the fetch must go on
+	 * without ours, or they all get a truncated body because one client
+	 * went away (anyone could cut a popular object short for everyone). */
+	if (!cr || !cr->leader || cr->finished || !cr->filling || !cr->stream_out ||
+	    !r->body_done || r->detached || !r->up)
+		return false;
+	w = cr->w;
+	if (w->draining || !(rf = calloc(1, sizeof(*rf))))
+		return false;
+	struct client *c = &rf->c;
+	struct request *q = &c->req;
+	c->conn.w = w;
+	c->conn.fd = -1;
+	memcpy(c->peer, r->c->peer, sizeof(c->peer));
+	c->in_request = true;
+	c->hdrs = calloc(r->h.n_headers ? r->h.n_headers : 1, sizeof(*c->hdrs));
+	if (!c->hdrs || buf_append(&q->head, buf_head(&r->head), r->head.len) != 0)
+		goto fail;
+	/* the response state upstream.c relays with (framing, what is left,
+	 * the chunk decoder), then what q owns on its own */
+	struct buf head = q->head;
+	*q = *r;
+	q->head = head;
+	q->up_head = (struct buf){0};
+	q->replay = (struct buf){0};
+	q->up = q->hedge = NULL;
+	q->limit = NULL;
+	/* the reflex state stays with r: a response being stored is never
+	 * scanned (respond.c: cache_no_store), so nothing of it is needed */
+	q->rx = NULL;
+	q->q_next = q->q_prev = NULL;
+	q->running = q->rerun = false;
+	q->logged = true;
+	q->c = c;
+	q->detached = true;
+	q->body_discard = true; /* nobody to relay to: the cache tees it */
+	const char *from = buf_head(&r->head), *to = buf_head(&q->head);
+	q->h.headers = c->hdrs;
+	q->h.max_headers = r->h.n_headers;
+	memcpy(c->hdrs, r->h.headers, r->h.n_headers * sizeof(*c->hdrs));
+	rebase_str(&q->h.method, from, to, r->head.len);
+	rebase_str(&q->h.target, from, to, r->head.len);
+	rebase_str(&q->h.path, from, to, r->head.len);
+	rebase_str(&q->h.authority, from, to, r->head.len);
+	rebase_str(&q->h.host, from, to, r->head.len);
+	for (unsigned i = 0; i < q->h.n_headers; i++) {
+		rebase_str(&c->hdrs[i].name, from, to, r->head.len);
+		rebase_str(&c->hdrs[i].value, from, to, r->head.len);
+	}
+	if (upstream_move(r, q) != 0)
+		goto fail;
+	if (q->gen)
+		q->gen->refs++; /* r's reference is put with its client */
+	r->cache = NULL;
+	cr->r = q;
+	rf->adopted = true;
+	rf->next = tls_refreshes;
+	if (tls_refreshes)
+		tls_refreshes->prev = rf;
+	tls_refreshes = rf;
+	log_debug("cache: %s: the leader's client left; the fetch goes on for its waiters",
+		  cr->url);
+	return true;
+fail:
+	buf_free(&q->head);
+	free(c->hdrs);
 	free(rf);
 	return false;
 }
@@ -1501,6 +1601,10 @@ static int store(struct cache_req *cr, const char *head, size_t head_len, const 
 	int rc;
 
 	facts_of_head(head, head_len, &rs, &sp, cfg->cache.tag_header);
+	if (cr->up_has_age) {
+		rs.has_age = true;
+		rs.age_s = cr->up_age_s;
+	}
 	sp.kind = CACHE_OBJECT;
 	sp.status = rs.status;
 	sp.primary = cr->primary;
@@ -1592,20 +1696,24 @@ static void pass_marker(struct cache_req *cr)
 }
 
 /* Drop the stored objects of the URL in `loc` (Location / Content-Location):
- * absolute http URLs of any host, or paths on the request's host. */
+ * paths on the request's host, or absolute http URLs of that same host.
+ * Never another host's (RFC 9111 §4.4): one origin behind the gateway
+ * could otherwise purge every other host's objects with its answers. */
 static void invalidate_uri(struct cache_req *cr, struct http_str loc)
 {
 	char url[URL_MAX];
 	int ul;
+	const char *rslash = memchr(cr->url, '/', cr->url_len);
+	size_t rhl = rslash ? (size_t)(rslash - cr->url) : cr->url_len;
 
+	if (loc.len > 1 && loc.p[0] == '/' && loc.p[1] == '/')
+		return; /* network-path reference: another authority */
 	if (loc.len && loc.p[0] == '/') {
-		const char *slash = memchr(cr->url, '/', cr->url_len);
-		size_t hl = slash ? (size_t)(slash - cr->url) : cr->url_len;
-		memcpy(url, cr->url, hl);
-		ul = cache_norm_path(loc.p, loc.len, url + hl, sizeof(url) - hl);
+		memcpy(url, cr->url, rhl);
+		ul = cache_norm_path(loc.p, loc.len, url + rhl, sizeof(url) - rhl);
 		if (ul < 0)
 			return;
-		ul += (int)hl;
+		ul += (int)rhl;
 	} else if (loc.len > 7 && strncasecmp(loc.p, "http://", 7) == 0) {
 		const char *h = loc.p + 7, *end = loc.p + loc.len;
 		const char *slash = memchr(h, '/', (size_t)(end - h));
@@ -1613,7 +1721,8 @@ static void invalidate_uri(struct cache_req *cr, struct http_str loc)
 			slash = end;
 		ul = url_norm(h, (size_t)(slash - h), slash, (size_t)(end - slash), url,
 			      sizeof(url));
-		if (ul < 0)
+		if (ul < 0 || (size_t)ul < rhl || memcmp(url, cr->url, rhl) != 0 ||
+		    (url[rhl] != '/' && url[rhl] != '?' && (size_t)ul != rhl))
 			return;
 	} else {
 		return;
@@ -1680,6 +1789,25 @@ static struct cache_entry *refresh(struct cache_req *cr, const struct http_respo
 		e = cache_store_get(&old->key);
 	buf_free(&head);
 	return e;
+}
+
+/* May this 304 update the stored object e (RFC 9111 §4.3.4)? Its ETag
+ * (or, without ETags, its Last-Modified) must name what is stored: a 304
+ * that carries another validator says nothing about our body, and merging
+ * it would label the old body with the new validator. */
+static bool validators_agree(const struct cache_entry *e, const struct http_response *res)
+{
+	const struct http_header *et = http_find_header(res->headers, res->n_headers, "ETag");
+	const struct http_header *lm =
+		http_find_header(res->headers, res->n_headers, "Last-Modified");
+
+	if (et)
+		return e->etag &&
+		       cache_etag_weak_eq(et->value.p, et->value.len, e->etag, e->etag_len);
+	if (lm && e->last_modified && !e->etag)
+		return cache_http_date(lm->value.p, lm->value.len) ==
+		       cache_http_date(e->last_modified, e->last_modified_len);
+	return true;
 }
 
 /* Vary's names of a stored head, lower case, comma-joined, into out.
@@ -1759,6 +1887,10 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 	}
 	if (cr->head_get)
 		r->body_discard = true; /* the client asked for the head only */
+	const struct http_header *age = http_find_header(res->headers, res->n_headers, "Age");
+	int64_t age_s = age ? cache_age_value(age->value.p, age->value.len) : -1;
+	cr->up_has_age = age_s >= 0;
+	cr->up_age_s = age_s >= 0 ? (uint32_t)age_s : 0;
 	if (cr->bg_refresh) {
 		r->status = res->status; /* the pool's outcome (upstream.c) */
 		if (res->status >= 500) {
@@ -1769,17 +1901,32 @@ bool cache_respond_head(struct request *r, const struct http_response *res)
 		}
 	}
 	if (cr->stale && res->status == 304 && cr->revalidating) {
-		struct cache_entry *e = refresh(cr, res);
-		STAT_INC(cr->w->stats.cache_refreshed);
+		bool agree = validators_agree(cr->stale, res);
+		struct cache_entry *e = agree ? refresh(cr, res) : NULL;
+		if (agree) {
+			STAT_INC(cr->w->stats.cache_refreshed);
+		} else {
+			/* and it goes: kept, every later request would ask with the
+			 * same validator and get the same 304, forever */
+			log_info("cache: %s: the origin's 304 names another validator; the stored "
+				 "object is not updated but dropped",
+				 cr->url);
+			cache_store_remove(&cr->stale->key, cr->stale);
+		}
 		if (cr->stale)
 			__atomic_store_n(&cr->stale->refreshing, 0, __ATOMIC_RELEASE);
-		leader_finish(cr, WAKE_RETRY);
+		/* not updated: each waiter asks on its own */
+		leader_finish(cr, agree ? WAKE_RETRY : WAKE_UPSTREAM);
 		r->body_discard = true;
 		if (cr->bg_refresh) {
+			cr->refresh_failed = !agree;
 			cache_entry_put(e);
 			return true;
 		}
-		set_cs(cr, "fwd=stale; fwd-status=304");
+		/* Not updated, the old object still answers this once: the
+		 * origin said our validator's body is current. */
+		set_cs(cr, agree ? "fwd=stale; fwd-status=304"
+				 : "fwd=stale; fwd-status=304; detail=validator-mismatch");
 		r->resp_started = true;
 		if (cr->access == CA_MISS) {
 			cr->access = CA_HIT; /* revalidated: the stored body answers */
@@ -1855,8 +2002,9 @@ nostore:
 		cache_store_remove(&cr->stale->key, cr->stale);
 	}
 	if (cr->leader) {
-		if (cr->nostore != CACHE_NOSTORE_TOO_LARGE)
-			pass_marker(cr);
+		/* too large too: its waiters would each wait for the whole body
+		 * and then go upstream anyway, on every burst of misses */
+		pass_marker(cr);
 		leader_finish(cr, WAKE_UPSTREAM);
 	}
 	return cr->bg_refresh;
@@ -1903,6 +2051,11 @@ void cache_tee(struct request *r, const char *p, size_t n)
 		stream_notify(s);
 	}
 	if (cr->body.len + n > max_obj || buf_append(&cr->body, p, n) != 0) {
+		/* hit-for-miss: without it the next misses coalesce again, stream
+		 * from the next leader and are cut at max_object again, every time
+		 * (before stream_end, which ends the claim) */
+		if (cr->leader && !cr->finished && !cr->bg_refresh)
+			pass_marker(cr);
 		stream_end(cr, -1);
 		cr->filling = false;
 		cr->nostore = CACHE_NOSTORE_TOO_LARGE;

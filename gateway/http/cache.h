@@ -63,6 +63,12 @@ bool cache_on_error(struct request *r, int status);
 /* The cache step waits for the request body (an opted-in POST is keyed by
  * it): req.c resumes the request when more of it arrives. */
 bool cache_wants_body(const struct request *r);
+/* r's client is gone (req.c, before it aborts the exchange). When r is
+ * the leader of a fetch whose waiters are sending it as it arrives, the
+ * cache takes the exchange over (a detached request, as for a refresh) so
+ * that they get all of it and it is stored: returns true, and r no longer
+ * has an exchange nor cache state. False: nothing taken. */
+bool cache_client_gone(struct request *r);
 /* The request ends (reset for the next one, or the client is gone). */
 void cache_req_end(struct request *r);
 /* "hit", "miss", "stale", "bypass" or "" for the access record. */

@@ -28,6 +28,13 @@ static int h_purge(struct gateway *g, const struct admin_req *req, struct admin_
 		kind = "url";
 		purged = cache_purge_url(v, (size_t)n, false);
 	} else if ((n = admin_body_string(req, "prefix", v, sizeof(v))) >= 0) {
+		char norm[4096];
+		/* "" (or "." or "http://": nothing once normalised) is a prefix of
+		 * every URL: a typo must not flush the whole cache */
+		if (cache_url_normalize(v, (size_t)n, norm, sizeof(norm)) <= 0)
+			return admin_error(resp, 400,
+					   "\"prefix\" must name at least a host (an empty prefix "
+					   "would purge everything)");
 		kind = "prefix";
 		purged = cache_purge_url(v, (size_t)n, true);
 	} else if ((n = admin_body_string(req, "tag", v, sizeof(v))) > 0) {

@@ -90,20 +90,28 @@ void cache_cc_parse(struct cache_cc *cc, const char *p, size_t n)
 		} else if (name_is(name, nl, "must-understand")) {
 			cc->must_understand = true;
 		} else if (name_is(name, nl, "max-age")) {
-			/* an invalid max-age makes the response stale (§4.2.1) */
+			/* an invalid max-age makes the response stale, and so does a
+			 * second one that disagrees (§4.2.1: the first occurrence or
+			 * stale; "max-age=0, max-age=60" must not mean 60) */
+			if (!ok || (cc->has_max_age && cc->max_age != secs))
+				secs = 0;
 			cc->has_max_age = true;
-			cc->max_age = ok ? secs : 0;
+			cc->max_age = secs;
 		} else if (name_is(name, nl, "s-maxage")) {
 			if (ok) {
+				if (cc->has_s_maxage && cc->s_maxage != secs)
+					secs = 0; /* disagreeing duplicates: stale (§4.2.1) */
 				cc->has_s_maxage = true;
 				cc->s_maxage = secs;
 			}
 		} else if (name_is(name, nl, "max-stale")) {
-			cc->has_max_stale = true;
-			if (ok)
-				cc->max_stale = secs;
-			else
-				cc->max_stale_any = true;
+			/* no value: any staleness; an invalid one ("-1", "abc") is
+			 * ignored, not read as "any" */
+			if (ok || !val) {
+				cc->has_max_stale = true;
+				cc->max_stale = ok ? secs : 0;
+				cc->max_stale_any = !val;
+			}
 		} else if (name_is(name, nl, "min-fresh")) {
 			if (ok) {
 				cc->has_min_fresh = true;
@@ -121,6 +129,23 @@ void cache_cc_parse(struct cache_cc *cc, const char *p, size_t n)
 			}
 		}
 	}
+}
+
+int64_t cache_age_value(const char *p, size_t n)
+{
+	uint32_t secs;
+	size_t e = 0;
+
+	while (n && (*p == ' ' || *p == '\t')) {
+		p++;
+		n--;
+	}
+	while (e < n && p[e] != ',' && p[e] != ' ' && p[e] != '\t')
+		e++;
+	/* no quotes: Age is a bare delta-seconds */
+	if (!e || p[0] == '"' || !delta_seconds(p, e, &secs))
+		return -1;
+	return secs;
 }
 
 /* ---- HTTP-date (RFC 9110 §5.6.7) -------------------------------------------- */
@@ -385,6 +410,20 @@ static void opaque(const char *p, size_t n, const char **o, size_t *on)
 	*on = n;
 }
 
+bool cache_etag_weak_eq(const char *a, size_t an, const char *b, size_t bn)
+{
+	const char *ao, *bo;
+	size_t aon, bon;
+
+	while (an && (a[an - 1] == ' ' || a[an - 1] == '\t'))
+		an--;
+	while (bn && (b[bn - 1] == ' ' || b[bn - 1] == '\t'))
+		bn--;
+	opaque(a, an, &ao, &aon);
+	opaque(b, bn, &bo, &bon);
+	return aon && aon == bon && memcmp(ao, bo, aon) == 0;
+}
+
 bool cache_etag_match(const char *inm, size_t inm_len, const char *etag, size_t etag_len)
 {
 	const char *eo;
@@ -430,18 +469,17 @@ int cache_norm_path(const char *p, size_t n, char *out, size_t cap)
 		char ch = p[i];
 		if (ch == '%' && i + 2 < n + 0 && http_hex_digit(p[i + 1]) >= 0 &&
 		    http_hex_digit(p[i + 2]) >= 0) {
+			/* Never decoded, even unreserved ones (RFC 3986 §6.2.2.2 would
+			 * allow "%7E" = "~"): the origin gets the target as the client
+			 * wrote it, and one that does not decode may answer "/%7Ea"
+			 * differently (a cacheable 404) — stored under "/~a"'s key,
+			 * that poisons it. Hex case is safe (§6.2.2.1). */
 			int v = http_hex_digit(p[i + 1]) * 16 + http_hex_digit(p[i + 2]);
-			if (isalnum(v) || v == '-' || v == '.' || v == '_' || v == '~') {
-				if (o + 1 > cap)
-					return -1;
-				out[o++] = (char)v;
-			} else {
-				if (o + 3 > cap)
-					return -1;
-				out[o++] = '%';
-				out[o++] = hex[v >> 4];
-				out[o++] = hex[v & 15];
-			}
+			if (o + 3 > cap)
+				return -1;
+			out[o++] = '%';
+			out[o++] = hex[v >> 4];
+			out[o++] = hex[v & 15];
 			i += 2;
 			continue;
 		}

@@ -28,8 +28,16 @@ struct cache_cc {
 /* Add the directives of one Cache-Control field value to cc (call once per
  * field line; start from a zeroed struct). Unknown directives are ignored,
  * an invalid delta-seconds makes its directive absent except for max-age,
- * which then means "stale" (RFC 9111 §4.2.1: treat as 0). */
+ * which then means "stale" (RFC 9111 §4.2.1: treat as 0). A max-age or
+ * s-maxage given twice with different values is 0 (stale), across field
+ * lines too (§4.2.1). */
 void cache_cc_parse(struct cache_cc *cc, const char *p, size_t n);
+
+/* The Age field's value in seconds (RFC 9111 §5.1): the first member of a
+ * list, a delta-seconds saturating at 2^31; -1 when it is invalid (a
+ * negative or non-numeric Age is ignored: it must never make an object
+ * younger than it is). */
+int64_t cache_age_value(const char *p, size_t n);
 
 /* An HTTP-date (IMF-fixdate, RFC 850 or asctime) → Unix ms; -1 if invalid. */
 int64_t cache_http_date(const char *p, size_t n);
@@ -128,10 +136,14 @@ bool cache_stale_on_error(const struct cache_meta *m, const struct cache_cc *rq,
  * §13.1.2): true when "*" or any listed tag matches weakly. */
 bool cache_etag_match(const char *inm, size_t inm_len, const char *etag, size_t etag_len);
 
+/* Weak comparison of two entity tags (RFC 9110 §8.8.3.2: W/ ignored). */
+bool cache_etag_weak_eq(const char *a, size_t an, const char *b, size_t bn);
+
 /* Normalise a request target's path+query for the key: percent-encodings
- * of unreserved characters are decoded, other percent-encodings get upper
- * case hex (RFC 3986 §6.2.2). Writes at most cap bytes; returns the length
- * or -1 when it does not fit. */
+ * get upper case hex (RFC 3986 §6.2.2.1) and are never decoded — not even
+ * unreserved characters: the key must name what the origin is sent ("%7E"
+ * and "~" are two keys). Writes at most cap bytes; returns the length or
+ * -1 when it does not fit. */
 int cache_norm_path(const char *p, size_t n, char *out, size_t cap);
 /* Normalise a host for the key: lower case, no trailing dot, no default
  * port (":80"). Returns the length or -1. */

@@ -702,6 +702,8 @@ static void client_on_eof(struct conn *cn, int err)
 	if (!err && c->parse_blocked && cn->in.len)
 		return; /* pipelined requests wait for their turn: answer them first */
 	if (c->in_request) {
+		/* a fetch others are receiving as it arrives goes on without us */
+		cache_client_gone(r);
 		upstream_abort(r);
 		r->reason = REASON_CLIENT_ABORT;
 		req_account(r);
@@ -752,6 +754,7 @@ static void client_on_destroy(struct conn *cn)
 	struct client *c = container_of(cn, struct client, conn);
 	struct worker *w = cn->w;
 
+	cache_client_gone(&c->req); /* before the abort, as in client_on_eof */
 	upstream_abort(&c->req);
 	cache_req_end(&c->req);
 	limit_req_end(&c->req);

@@ -718,6 +718,20 @@ void upstream_client_drained(struct request *r)
 	}
 }
 
+int upstream_move(struct request *r, struct request *to)
+{
+	struct upconn *u = r->up;
+
+	if (!u || !u->head_done || u->resp_complete || r->hedge || r->up_wait != UPWAIT_NONE)
+		return -EBUSY;
+	buf_free(&r->replay); /* no retry once the head is relayed */
+	r->up = NULL;
+	to->up = u;
+	u->r = to;
+	conn_resume_recv(&u->conn);
+	return 0;
+}
+
 void upstream_abort(struct request *r)
 {
 	buf_free(&r->replay);

@@ -177,5 +177,11 @@ void upstream_client_drained(struct request *r);
  * no exchange (does nothing then); must be called before a request with a
  * pending wait is reset or freed. */
 void upstream_abort(struct request *r);
+/* Hand r's exchange to `to` (the cache keeps a shared fetch going after
+ * its client left): only once the response head was relayed, with no
+ * hedge, retry or queue wait pending. The connection's receive resumes
+ * (it may have been paused for r's client). Returns 0, or -EBUSY (left
+ * with r). */
+int upstream_move(struct request *r, struct request *to);
 
 #endif

@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "tests/e2e/lib/harness.h"
 
@@ -169,6 +171,83 @@ static void test_streaming_waiters(void)
 	struct h_resp r;
 	CHECK_INT(get("/st/after?cc=max-age%3D60", &r), 200);
 	h_resp_free(&r);
+	CHECK_MSG(!hit(bad), "the truncated response was stored");
+	test_end();
+
+	/* The leader's client goes away mid-body (an orderly close, then a
+	 * reset): its waiters already sent their clients the head, so the
+	 * fetch must go on for them — it used to be aborted with the leader's
+	 * connection and every waiter got a truncated body. */
+	test_begin("coalesced_leader_client_gone_waiters_complete");
+	for (int variant = 0; variant < 2; variant++) {
+		enum { W = 4 };
+		const char *gone = variant ? "/st/gone-rst?cc=max-age%3D60&size=240000&rate=200000"
+					   : "/st/gone?cc=max-age%3D60&size=240000&rate=200000&"
+					     "chunked=1";
+		char rq[256];
+		long o0 = h_origin_requests(o_port);
+		int fd = h_connect("127.0.0.1", gw_port, 2000);
+		if (fd < 0) {
+			CHECK_MSG(0, "connect: %d", fd);
+			break;
+		}
+		snprintf(rq, sizeof(rq), "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", gone,
+			 gw_port);
+		h_send_str(fd, rq);
+		for (double end = h_now_ms() + 5000; h_now_ms() < end; h_sleep_ms(20))
+			if (h_origin_requests(o_port) > o0)
+				break;
+		for (int i = 0; i < W; i++) {
+			s[i] = (struct streamed){.path = gone};
+			pthread_create(&t[i], NULL, streamed_get, &s[i]);
+		}
+		h_sleep_ms(300); /* the waiters have their head and some of the body */
+		if (variant) {
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)); /* RST */
+		} else {
+			struct h_buf b = {0};
+			h_read_all(fd, &b, 200, 100); /* what arrived: close() sends a FIN */
+			h_buf_free(&b);
+		}
+		close(fd);
+		int whole = 0;
+		for (int i = 0; i < W; i++) {
+			pthread_join(t[i], NULL);
+			whole += s[i].curl_rc == 0 && s[i].status == 200 && s[i].bytes == 240000 &&
+				 s[i].hash == h_pattern_hash(240000);
+		}
+		CHECK_MSG(whole == W, "%s: %d of %d waiters got the whole body", gone, whole, W);
+		CHECK_MSG(hit(gone), "%s: not stored", gone);
+		CHECK_INT(h_origin_requests(o_port) - o0, 1);
+	}
+	test_end();
+
+	/* A chunked response that outgrows max_object (1 MiB - 4 KiB with 64m)
+	 * cuts the waiters streaming it (docs/cache.md, limits). The next burst
+	 * of misses must not coalesce on it again: a hit-for-miss marker lets
+	 * each go upstream. Without it every burst was cut again. */
+	test_begin("too_large_chunked_not_coalesced_again");
+	const char *huge = "/st/huge?cc=max-age%3D60&chunked=1&size=1200000&rate=2000000";
+	for (int round = 0; round < 2; round++) {
+		long o0 = h_origin_requests(o_port);
+		for (int i = 0; i < 3; i++) {
+			s[i] = (struct streamed){.path = huge};
+			pthread_create(&t[i], NULL, streamed_get, &s[i]);
+			for (double end = h_now_ms() + 5000; i == 0 && h_now_ms() < end;
+			     h_sleep_ms(20))
+				if (h_origin_requests(o_port) > o0)
+					break;
+		}
+		int whole = 0;
+		for (int i = 0; i < 3; i++) {
+			pthread_join(t[i], NULL);
+			whole += s[i].curl_rc == 0 && s[i].bytes == 1200000 &&
+				 s[i].hash == h_pattern_hash(1200000);
+		}
+		if (round == 1)
+			CHECK_MSG(whole == 3, "second burst: %d of 3 got the whole body", whole);
+	}
 	test_end();
 }
 
@@ -188,6 +267,31 @@ static void test_coalescing(void)
 	ok = concurrent("/co/nostore?cc=no-store&delay=200", 20, 1024);
 	CHECK_MSG(ok == 20, "%d of 20 answered", ok);
 	CHECK_INT(h_origin_requests(o_port) - before, 20);
+	test_end();
+
+	test_begin("coalesce_leader_upstream_fails_waiters_answered");
+	/* the origin resets every connection after 300 ms: the leader fails
+	 * before any head, and each waiter makes one try of its own
+	 * (docs/cache.md) and gets its 502 — nobody hangs */
+	before = h_origin_requests(o_port);
+	double t0 = h_now_ms();
+	struct conc fc[6];
+	pthread_t ft[6];
+	for (int i = 0; i < 6; i++) {
+		fc[i] = (struct conc){.path = "/co/fail?cc=max-age%3D60&delay=300&reset=1"};
+		pthread_create(&ft[i], NULL, conc_get, &fc[i]);
+	}
+	int answered = 0;
+	for (int i = 0; i < 6; i++) {
+		pthread_join(ft[i], NULL);
+		answered += fc[i].status == 502;
+	}
+	CHECK_MSG(answered == 6, "%d of 6 got their 502", answered);
+	CHECK_MSG(h_now_ms() - t0 < 4000, "took %.0f ms", h_now_ms() - t0);
+	/* 6 tries, each of which the pool may send once more (a reset on a
+	 * reused keep-alive connection is retried: docs/pool.md) */
+	CHECK_MSG(h_origin_requests(o_port) - before <= 12, "%ld origin requests for 6 clients",
+		  h_origin_requests(o_port) - before);
 	test_end();
 
 	test_begin("coalesce_after_expiry_one_refresh");
@@ -235,8 +339,50 @@ static void test_purges(void)
 	test_begin("purge_needs_token");
 	CHECK_INT(purge("{\"url\":\"/x\"}", "wrong", &r), 401);
 	h_resp_free(&r);
+	char purl[128];
+	snprintf(purl, sizeof(purl), "http://127.0.0.1:%d/cache/purge", admin_port);
+	struct h_req anon = {.method = "POST",
+			     .url = purl,
+			     .body = "{\"prefix\":\"127.0.0.1\"}",
+			     .body_len = 22,
+			     .no_expect = true};
+	CHECK(h_http(&anon, &r) == 0);
+	CHECK_MSG(r.status == 401, "no token: %ld", r.status);
+	h_resp_free(&r);
+	CHECK_INT(purge("{\"url\":", TOKEN, &r), 400); /* malformed */
+	h_resp_free(&r);
 	CHECK_INT(purge("{\"nothing\":1}", TOKEN, &r), 400);
 	h_resp_free(&r);
+	test_end();
+
+	test_begin("purge_empty_prefix_refused");
+	/* "" is a prefix of every URL, and so is "." once normalised: a typo
+	 * must not flush the cache */
+	CHECK_INT(purge("{\"prefix\":\"\"}", TOKEN, &r), 400);
+	h_resp_free(&r);
+	CHECK_INT(purge("{\"prefix\":\".\"}", TOKEN, &r), 400);
+	h_resp_free(&r);
+	CHECK_INT(purge("{\"url\":\"\"}", TOKEN, &r), 200);
+	CHECK_MSG(r.body && strstr(r.body, "\"purged\":0"), "%s", r.body ? r.body : "");
+	h_resp_free(&r);
+	size_t big = 1 << 20;
+	char *mb = malloc(big + 32);
+	if (mb) {
+		strcpy(mb, "{\"prefix\":\"");
+		memset(mb + 11, 'a', big);
+		strcpy(mb + 11 + big, "\"}");
+		long st = purge(mb, TOKEN, &r);
+		CHECK_MSG(st >= 400 && st < 500, "a 1 MB prefix: %ld", st);
+		h_resp_free(&r);
+		memcpy(mb, "{\"tag\":\"", 8);
+		memset(mb + 8, 'a', 3);
+		st = purge(mb, TOKEN, &r);
+		CHECK_MSG(st >= 400 && st < 500, "a 1 MB tag: %ld", st);
+		h_resp_free(&r);
+		free(mb);
+	}
+	for (int i = 0; i < 5; i++)
+		CHECK_MSG(hit(paths[i]), "%s was purged", paths[i]);
 	test_end();
 
 	test_begin("purge_by_url");
@@ -353,7 +499,13 @@ int main(void)
 		"upstream: [\"127.0.0.1:%d\"]\n"
 		"access_log: \"%s\"\n"
 		"admin: {listen: \"127.0.0.1:%d\", token_file: \"%s\"}\n"
-		"cache: {enabled: true, memory: 64m, coalesce_timeout: 5s, grace: 60s}\n",
+		"cache: {enabled: true, memory: 64m, coalesce_timeout: 5s, grace: 60s}\n"
+		/* a rule that matches nothing: every request then carries reflex
+		 * state, which a leader whose client left must not need */
+		"reflex:\n"
+		"  rules:\n"
+		"    - {name: never, path_prefix: /never/, detect: [email], in: [url], "
+		"action: block}\n",
 		gw_port, o_port, log_path, admin_port, tokens);
 	struct h_proc *gw = h_start_reflexd_config("reflexd", gw_port, cfg);
 	if (!gw)

@@ -35,6 +35,56 @@ static void test_cc_parse(void)
 	c = cc_of("");
 	CHECK(!c.has_max_age && !c.no_store);
 	test_end();
+
+	test_begin("cc_duplicates_disagreeing_are_stale");
+	c = cc_of("max-age=0, max-age=60");
+	CHECK_MSG(c.has_max_age && c.max_age == 0, "max-age=0, max-age=60 → %u", c.max_age);
+	c = cc_of("max-age=60, max-age=0");
+	CHECK(c.has_max_age && c.max_age == 0);
+	c = cc_of("max-age=60, max-age=60");
+	CHECK_MSG(c.max_age == 60, "agreeing duplicates keep their value, got %u", c.max_age);
+	c = cc_of("max-age=60");
+	cache_cc_parse(&c, "max-age=3600", 12); /* a second field line */
+	CHECK(c.max_age == 0);
+	c = cc_of("s-maxage=10, s-maxage=99");
+	CHECK(c.has_s_maxage && c.s_maxage == 0);
+	c = cc_of("max-age=-5");
+	CHECK(c.has_max_age && c.max_age == 0);
+	c = cc_of("max-stale=-1");
+	CHECK_MSG(!c.has_max_stale && !c.max_stale_any, "an invalid max-stale is not \"any\"");
+	c = cc_of("max-stale=abc, max-stale");
+	CHECK(c.has_max_stale && c.max_stale_any);
+	test_end();
+
+	test_begin("age_value");
+	static const struct {
+		const char *s;
+		int64_t want;
+	} ages[] = {
+		{"0", 0},
+		{"30", 30},
+		{" 30 ", 30},
+		{"30, 40", 30},
+		{"-100000", -1},
+		{"abc", -1},
+		{"", -1},
+		{"\"30\"", -1},
+		{"99999999999999999999", 1LL << 31},
+		{"2147483648", 1LL << 31},
+		{"1.5", -1},
+	};
+	for (size_t i = 0; i < sizeof(ages) / sizeof(ages[0]); i++)
+		CHECK_MSG(cache_age_value(ages[i].s, strlen(ages[i].s)) == ages[i].want,
+			  "Age '%s': %lld", ages[i].s,
+			  (long long)cache_age_value(ages[i].s, strlen(ages[i].s)));
+	test_end();
+
+	test_begin("etag_weak_eq");
+	CHECK(cache_etag_weak_eq("\"v1\"", 4, "\"v1\"", 4));
+	CHECK(cache_etag_weak_eq("W/\"v1\"", 6, "\"v1\"", 4));
+	CHECK(!cache_etag_weak_eq("\"v2\"", 4, "\"v1\"", 4));
+	CHECK(!cache_etag_weak_eq("", 0, "", 0));
+	test_end();
 }
 
 static void test_dates(void)
@@ -245,8 +295,8 @@ static void test_norm(void)
 		const char *in, *out;
 	} paths[] =
 		{
-			{"/a/b?x=1", "/a/b?x=1"}, {"/%7euser/%2fx", "/~user/%2Fx"},
-			{"/%41%42c", "/ABc"},	  {"/%zz", "/%zz"},
+			{"/a/b?x=1", "/a/b?x=1"}, {"/%7euser/%2fx", "/%7Euser/%2Fx"},
+			{"/%41%42c", "/%41%42c"}, {"/%zz", "/%zz"},
 			{"/a%", "/a%"},
 		},
 	  hosts[] = {
