@@ -1292,6 +1292,11 @@ static struct cache_req *cr_new(struct request *r)
 
 /* The object for this request, following a Vary marker; NULL on a miss.
  * Sets cr->key to the key the object lives (or would live) under. */
+static bool same_url(const struct cache_req *cr, const char *url, size_t len)
+{
+	return len == cr->url_len && memcmp(url, cr->url, len) == 0;
+}
+
 static struct cache_entry *lookup(struct cache_req *cr, int64_t now)
 {
 	struct cache_entry *e = cache_store_get(&cr->primary);
@@ -1309,6 +1314,12 @@ static struct cache_entry *lookup(struct cache_req *cr, int64_t now)
 	}
 	if (!e)
 		return NULL;
+	/* Keys are XXH3-128, fast rather than collision-proof: an object whose
+	 * URL is not this one is a crafted collision, never an answer here. */
+	if (!same_url(cr, e->url, e->url_len)) {
+		cache_entry_put(e);
+		return NULL;
+	}
 	if (now >= e->expires_ms) {
 		cache_store_remove(&cr->key, e);
 		cache_entry_put(e);
@@ -1330,7 +1341,8 @@ static void on_l2_reply(void *arg, const char *data, size_t len, int err)
 
 	cr->l2_op = NULL;
 	if (err == 0 && data && l2_decode(data, len, &cr->key, &sp) == 0 &&
-	    sp.expires_ms > now_ms() && sp.kind != CACHE_PASS) {
+	    same_url(cr, sp.url, sp.url_len) && sp.expires_ms > now_ms() &&
+	    sp.kind != CACHE_PASS) {
 		sp.url =
 			cr->url; /* ours is normalised the same way; never trust a copy for purges */
 		sp.url_len = cr->url_len;
@@ -1438,8 +1450,9 @@ enum step_result cache_step(struct request *r)
 				  w->loop.now + cfg->timeouts.body);
 			return STEP_WAIT; /* req_pump_body resumes us */
 		}
-		/* the key: the URL and XXH3 of the body */
-		uint64_t bh = XXH3_64bits(buf_head(&c->conn.in), (size_t)need);
+		/* the key: the URL and XXH3-128 of the body (64 bits would let a
+		 * client find two prompts with one key in a few billion tries) */
+		XXH128_hash_t bh = XXH3_128bits(buf_head(&c->conn.in), (size_t)need);
 		char buf[URL_MAX + 64];
 		int n = snprintf(buf, sizeof(buf), "POST http ");
 		memcpy(buf + n, cr->url, cr->url_len);
