@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -34,6 +36,8 @@
 #define CFG_DEFAULT_LISTEN "127.0.0.1:8080"
 #define CFG_DEFAULT_POOL "default"
 #define CFG_DEFAULT_ADMIN "127.0.0.1:9901"
+/* Far above any real configuration; a file this big is a mistake. */
+#define CFG_FILE_MAX (16 << 20)
 
 /* Loading state, alive from the first default to the last check. */
 struct cfg_ctx {
@@ -525,6 +529,62 @@ static const char *pair_key(struct cfg_ctx *x, yaml_node_t *map, yaml_node_pair_
 	return key;
 }
 
+/* Optimal string alignment distance (insert, delete, substitute, swap two
+ * neighbours) between two keys; keys longer than 63 bytes count as far. */
+static unsigned key_distance(const char *a, const char *b)
+{
+	unsigned d[64][64];
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > 63 || lb > 63)
+		return UINT_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = (unsigned)i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = (unsigned)j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			unsigned cost = a[i - 1] != b[j - 1], v = d[i - 1][j - 1] + cost;
+
+			if (d[i - 1][j] + 1 < v)
+				v = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < v)
+				v = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < v)
+				v = d[i - 2][j - 2] + 1;
+			d[i][j] = v;
+		}
+	}
+	return d[la][lb];
+}
+
+/* For "unknown key" messages: " (did you mean \"listen\"?)" when one of the
+ * n known keys (a `const char *` at the start of each stride-sized row) is
+ * a typo away from key, else "". Returns buf. */
+static const char *key_hint(char *buf, size_t len, const char *key, const void *rows, size_t n,
+			    size_t stride)
+{
+	const char *best = NULL;
+	unsigned best_d = strlen(key) <= 3 ? 1 : 2;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *cand = *(const char *const *)((const char *)rows + i * stride);
+		unsigned dist = key_distance(key, cand);
+
+		if (dist && dist <= best_d && (!best || dist < key_distance(key, best)))
+			best = cand;
+	}
+	if (best)
+		snprintf(buf, len, " (did you mean \"%s\"?)", best);
+	return buf;
+}
+
+#define KEY_HINT(buf, key, names)                                                        \
+	key_hint((buf), sizeof(buf), (key), (names), sizeof(names) / sizeof((names)[0]), \
+		 sizeof((names)[0]))
+
 /* A list, or one scalar standing for a list of one; fn checks item types. */
 static int each_item(struct cfg_ctx *x, yaml_node_t *n, const char *what,
 		     int (*fn)(struct cfg_ctx *x, yaml_node_t *item, const char *what))
@@ -594,10 +654,17 @@ static struct cfg_pool *pool_add(struct cfg_ctx *x, const char *name, unsigned l
 	return p;
 }
 
+/* -EEXIST for an address already in the pool as written: /pool and the
+ * per-endpoint metrics name an endpoint by that text, and two series with
+ * the same labels make Prometheus refuse the whole scrape. */
 static int endpoint_add(struct cfg_pool *p, const struct cfg_addr *a, unsigned weight)
 {
-	struct cfg_endpoint *e = grow(p->endpoints, p->n_endpoints, sizeof(*e));
+	struct cfg_endpoint *e;
 
+	for (unsigned i = 0; i < p->n_endpoints; i++)
+		if (!strcmp(p->endpoints[i].addr.text, a->text))
+			return -EEXIST;
+	e = grow(p->endpoints, p->n_endpoints, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	p->endpoints = e;
@@ -629,9 +696,16 @@ static int add_endpoint_text(struct cfg_ctx *x, yaml_node_t *n, const char *text
 	struct cfg_addr a;
 	char why[512];
 
+	int rc;
+
 	if (parse_addr(text, false, &a, why, sizeof(why)))
 		return fail_node(x, n, "%s: %s", what, why);
-	if (endpoint_add(cur_pool_of(x), &a, weight))
+	rc = endpoint_add(cur_pool_of(x), &a, weight);
+	if (rc == -EEXIST)
+		return fail_node(x, n,
+				 "%s: \"%s\" is listed twice (a weight gives it more traffic)",
+				 what, text);
+	if (rc)
 		return fail_node(x, n, "out of memory");
 	return 0;
 }
@@ -1183,6 +1257,7 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 		const char *key = pair_key(x, map, p, section), *s;
 		yaml_node_t *v = node(x, p->value);
 		const struct field *f = NULL;
+		char hint[96];
 		char why[256], what[128];
 		uint64_t val;
 		int rc;
@@ -1194,7 +1269,9 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 				f = &fields[i];
 		snprintf(what, sizeof(what), "%s.%s", section, key);
 		if (!f)
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 key_hint(hint, sizeof(hint), key, fields, n_fields,
+						  sizeof(*fields)));
 		if (!(s = scalar(x, v, what)))
 			return -1;
 		switch (f->kind) {
@@ -1336,6 +1413,7 @@ static int parse_pool_sub(struct cfg_ctx *x, struct cfg_pool *pool, yaml_node_t 
 		const char *key = pair_key(x, map, p, section), *s;
 		yaml_node_t *v = node(x, p->value);
 		const struct field *f = NULL;
+		char hint[96];
 		char why[256], what[160];
 		uint64_t val;
 		int rc;
@@ -1355,7 +1433,9 @@ static int parse_pool_sub(struct cfg_ctx *x, struct cfg_pool *pool, yaml_node_t 
 			if (!strcmp(fields[i].key, key))
 				f = &fields[i];
 		if (!f)
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 key_hint(hint, sizeof(hint), key, fields, n_fields,
+						  sizeof(*fields)));
 		if (!(s = scalar(x, v, what)))
 			return -1;
 		if (f->kind == FIELD_DURATION)
@@ -1529,6 +1609,15 @@ static int parse_hash_key(struct cfg_pool *p, const char *s)
 }
 
 /* One pool key of the resilience family: 0 handled, 1 not ours, -1 error. */
+/* Known keys, for the "did you mean" of an unknown one. */
+static const char *const pool_keys[] = {
+	"endpoints", "balance", "keepalive", "tls",   "hash_key", "health",	"outlier",
+	"breaker",   "limits",	"retry",     "hedge", "queue",	  "slow_start", "resolve",
+};
+static const char *const route_keys[] = {
+	"host", "path_prefix", "pool", "access_log", "cache", "hedge", "retry_unsafe",
+};
+
 static int parse_pool_resilience(struct cfg_ctx *x, struct cfg_pool *pool, const char *key,
 				 yaml_node_t *pv, const char *sub)
 {
@@ -1626,7 +1715,7 @@ static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const c
 	{
 		const char *key = pair_key(x, v, p, what), *s;
 		yaml_node_t *pv = node(x, p->value);
-		char sub[CFG_NAME_MAX + 48];
+		char sub[CFG_NAME_MAX + 48], hint[96];
 		uint64_t n;
 
 		if (!key)
@@ -1666,7 +1755,8 @@ static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const c
 			if (rc < 0)
 				return -1;
 			if (rc > 0)
-				return fail_node(x, node(x, p->key), "unknown key \"%s\"", sub);
+				return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", sub,
+						 KEY_HINT(hint, key, pool_keys));
 		}
 	}
 	if (!has_endpoints)
@@ -1766,10 +1856,14 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 
 		if (!key)
 			return -1;
-		if (strcmp(key, "host") && strcmp(key, "path_prefix") && strcmp(key, "pool") &&
-		    strcmp(key, "access_log") && strcmp(key, "cache") && strcmp(key, "hedge") &&
-		    strcmp(key, "retry_unsafe"))
-			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
+		bool known = false;
+		char hint[96];
+
+		for (size_t i = 0; i < sizeof(route_keys) / sizeof(route_keys[0]); i++)
+			known |= !strcmp(key, route_keys[i]);
+		if (!known)
+			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"%s", what, key,
+					 KEY_HINT(hint, key, route_keys));
 		if (!strcmp(key, "cache")) {
 			if (parse_route_cache(x, v, r, what))
 				return -1;
@@ -2893,6 +2987,7 @@ static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
 	{
 		const char *key = pair_key(x, root, p, "");
 		const struct cfg_section *s = NULL;
+		char hint[96];
 
 		if (!key)
 			return -1;
@@ -2900,7 +2995,8 @@ static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
 			if (!strcmp(sections[i].key, key))
 				s = &sections[i];
 		if (!s)
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", key);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", key,
+					 KEY_HINT(hint, key, sections));
 		if (s->parse(x, node(x, p->value)))
 			return -1;
 	}
@@ -2922,6 +3018,50 @@ static int yaml_error(struct cfg_ctx *x, const yaml_parser_t *p)
 	return fail_at(x, line, "%s", problem);
 }
 
+/* Only a regular file of sane size: a FIFO or a terminal would block the
+ * loader (the main thread, which holds the reload lock) forever, a
+ * directory reads as an obscure "input error", and a device or a runaway
+ * generated file could take all memory. O_NONBLOCK keeps open() itself from
+ * waiting for a FIFO's writer. */
+static FILE *open_regular(struct cfg_ctx *x, const char *path)
+{
+	struct stat st;
+	FILE *f;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0) {
+		fail_at(x, 0, "cannot open: %s", strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st)) {
+		fail_at(x, 0, "cannot open: %s", strerror(errno));
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		fail_at(x, 0, "is a directory, not a configuration file");
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fail_at(x, 0,
+			"is not a regular file (a pipe or device cannot be re-read on reload)");
+		goto fail;
+	}
+	if (st.st_size > CFG_FILE_MAX) {
+		fail_at(x, 0, "is %lld bytes; a configuration file is at most %d MiB",
+			(long long)st.st_size, CFG_FILE_MAX >> 20);
+		goto fail;
+	}
+	f = fdopen(fd, "rb");
+	if (!f) {
+		fail_at(x, 0, "cannot open: %s", strerror(errno));
+		goto fail;
+	}
+	return f;
+fail:
+	close(fd);
+	return NULL;
+}
+
 static int load_file(struct cfg_ctx *x, const char *path)
 {
 	yaml_parser_t parser;
@@ -2933,9 +3073,9 @@ static int load_file(struct cfg_ctx *x, const char *path)
 	x->file = path;
 	if (copy_str(x->c->source, sizeof(x->c->source), path))
 		return fail_at(x, 0, "path is too long");
-	f = fopen(path, "rb");
+	f = open_regular(x, path);
 	if (!f)
-		return fail_at(x, 0, "cannot open: %s", strerror(errno));
+		return -1;
 	if (!yaml_parser_initialize(&parser)) {
 		fclose(f);
 		return fail_at(x, 0, "out of memory");
@@ -3197,7 +3337,12 @@ static int apply_flags(struct cfg_ctx *x, struct cli *cli)
 
 			if (parse_addr(cli->upstreams[k], false, &a, why, sizeof(why)))
 				return fail_flag(x, "--upstream", "%s", why);
-			if (endpoint_add(p, &a, 1))
+			int rc = endpoint_add(p, &a, 1);
+
+			if (rc == -EEXIST)
+				return fail_flag(x, "--upstream", "\"%s\" is given twice",
+						 cli->upstreams[k]);
+			if (rc)
 				return fail_flag(x, "--upstream", "out of memory");
 		}
 	}

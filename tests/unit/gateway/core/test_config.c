@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -325,6 +326,16 @@ static const struct err_case err_cases[] = {
 	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    weight: 3\n", 4, "pools.a.weight"},
 	{"pools:\n  a:\n    endpoints:\n      - {address: 127.0.0.1:1, wieght: 2}\n", 4, "wieght"},
 	{"upstream: 127.0.0.1:1\nroutes:\n  - pool: default\n    hots: a.com\n", 4, "\"hots\""},
+	/* a typo a key away gets a suggestion; a word nowhere near gets none */
+	{"upstream: 127.0.0.1:1\nlistne: 127.0.0.1:2\n", 2,
+	 "unknown key \"listne\" (did you mean \"listen\"?)"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {haeder: 1s}\n", 2,
+	 "\"timeouts.haeder\" (did you mean \"header\"?)"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    ballance: p2c\n", 4,
+	 "\"pools.a.ballance\" (did you mean \"balance\"?)"},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - {pool: default, path_prefx: /a}\n", 3,
+	 "\"path_prefx\" (did you mean \"path_prefix\"?)"},
+	{"upstream: 127.0.0.1:1\nzzz: 1\n", 2, "unknown key \"zzz\""},
 	/* wrong types */
 	{"workers: [1]\n", 1, "workers: expected a value, found a list"},
 	{"upstream: 127.0.0.1:1\nlisten: {a: 1}\n", 2, "listen: expected a list"},
@@ -374,6 +385,11 @@ static const struct err_case err_cases[] = {
 	 1, "too long"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:x\"]\n", 2, "bad port"},
 	{"upstream: 127.0.0.1:1\nlisten: [127.0.0.1:80, 127.0.0.1:80]\n", 2, "listed twice"},
+	/* the same endpoint twice would be two metric series with one label set */
+	{"upstream: [127.0.0.1:1, 127.0.0.1:1]\n", 1, "\"127.0.0.1:1\" is listed twice"},
+	{"pools:\n  a:\n    endpoints:\n      - 127.0.0.1:1\n      - {address: 127.0.0.1:1, "
+	 "weight: 2}\n",
+	 5, "pools.a.endpoints: \"127.0.0.1:1\" is listed twice"},
 	{"upstream: 127.0.0.1:0\n", 1, "bad port"},
 	{"upstream: \":80\"\n", 1, "has no host"},
 	{"upstream:\n  - 127.0.0.1:1\n  - nonexistent-host.invalid:80\n", 3, "cannot resolve"},
@@ -430,7 +446,8 @@ static const struct err_case err_cases[] = {
 	{"upstream: 127.0.0.1:1\nlisten:\n  - {tls: {cert: a, key: b}}\n", 3, "needs an address"},
 	{"upstream: 127.0.0.1:1\nlisten:\n  - {address: \"127.0.0.1:1\", port: 1}\n", 3,
 	 "unknown key \"listen.port\""},
-	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, x: 1}\n",
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, x: "
+	 "1}\n",
 	 4, "unknown key \"listen.tls.x\""},
 	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a}\n", 4,
 	 "needs cert and key"},
@@ -450,8 +467,8 @@ static const struct err_case err_cases[] = {
 	 "pools.a.tls.verify"},
 	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    tls: {bogus: 1}\n", 4,
 	 "unknown key \"pools.a.tls.bogus\""},
-	{"pools:\n  default:\n    endpoints: [127.0.0.1:1]\n    tls: {ca: /nonexistent/ca.pem}\n", 2,
-	 "pools.default.tls: tls: ca /nonexistent/ca.pem: No such file"},
+	{"pools:\n  default:\n    endpoints: [127.0.0.1:1]\n    tls: {ca: /nonexistent/ca.pem}\n",
+	 2, "pools.default.tls: tls: ca /nonexistent/ca.pem: No such file"},
 	{"upstream: 127.0.0.1:1\ntimeouts: {tls_handshake: 0}\n", 2, "must be at least 1 ms"},
 	/* YAML itself */
 	{"upstream: 127.0.0.1:1\nworkers: 2\n  bad: indent\n", 3, "mapping values are not allowed"},
@@ -493,6 +510,45 @@ static void test_errors(void)
 		CHECK_INT(config_load_file(path, &c, err, sizeof(err)), -1);
 		snprintf(want, sizeof(want), "%s: cannot open: No such file or directory", path);
 		CHECK_STR(err, want);
+	}
+	/* not a regular file: refused at once, never read (a FIFO would block) */
+	{
+		struct config *c = NULL;
+		char path[600];
+		const char *kinds[] = {"dir", "fifo"};
+
+		for (unsigned i = 0; i < 2; i++) {
+			snprintf(path, sizeof(path), "%s/%s.yaml", tmpdir, kinds[i]);
+			CHECK_INT(i ? mkfifo(path, 0600) : mkdir(path, 0700), 0);
+			CHECK_INT(config_load_file(path, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want), "%s: %s", path,
+				 i ? "is not a regular file" : "is a directory");
+			CHECK_MSG(!strncmp(err, want, strlen(want)), "got \"%s\"", err);
+			CHECK(c == NULL);
+		}
+		CHECK_INT(config_load_file("/dev/zero", &c, err, sizeof(err)), -1);
+		CHECK_MSG(strstr(err, "is not a regular file") != NULL, "got \"%s\"", err);
+	}
+	/* a file past 16 MiB is refused by its size, before it is parsed */
+	{
+		struct config *c = NULL;
+		char path[600];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/huge.yaml", tmpdir);
+		f = fopen(path, "w");
+		CHECK(f != NULL);
+		if (f) {
+			fputs("upstream: 127.0.0.1:1\n", f);
+			CHECK_INT(ftruncate(fileno(f), (16 << 20) + 1), 0);
+			fclose(f);
+			CHECK_INT(config_load_file(path, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want),
+				 "%s: is 16777217 bytes; a configuration file is at most 16 MiB",
+				 path);
+			CHECK_STR(err, want);
+			unlink(path);
+		}
 	}
 	/* a tiny error buffer truncates, never overflows */
 	{
@@ -624,6 +680,8 @@ static void test_flag_errors(void)
 		 "--listen: \"127.0.0.1:1\" is given twice"},
 		{ARGS("--upstream", "nonexistent-host.invalid:80"), "--upstream: cannot resolve"},
 		{ARGS("--upstream", "127.0.0.1:0"), "--upstream: \"127.0.0.1:0\" has a bad port"},
+		{ARGS("--upstream", "127.0.0.1:1", "--upstream", "127.0.0.1:1"),
+		 "--upstream: \"127.0.0.1:1\" is given twice"},
 		{ARGS("--bogus"), "--bogus: unknown option"},
 		{ARGS("--bogus=1"), "--bogus: unknown option"},
 		{ARGS("-x"), "-x: unknown option"},
