@@ -136,7 +136,7 @@ struct admin {
 	int64_t next_bind_ms;
 
 	/* counters of the admin API itself (admin thread only) */
-	uint64_t requests, unauthorized, reloads_ok, reloads_failed;
+	uint64_t requests, unauthorized;
 };
 
 /* The one admin server: handlers reach the token and audit state here. */
@@ -1168,10 +1168,27 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 		     "Admin mutations refused for a missing or wrong token.");
 	rc |= m_u64(b, "reflex_admin_unauthorized_total", a ? a->unauthorized : 0);
 	rc |= m_head(b, "reflex_config_reloads_total", "counter",
-		     "Configuration reloads through the admin API, by result.");
-	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok", a ? a->reloads_ok : 0);
+		     "Configuration reloads (SIGHUP or POST /reload), by result.");
+	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok",
+		      __atomic_load_n(&g->reloads_ok, __ATOMIC_RELAXED));
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "error",
-		      a ? a->reloads_failed : 0);
+		      __atomic_load_n(&g->reloads_failed, __ATOMIC_RELAXED));
+	{
+		time_t when;
+		bool ok;
+
+		pthread_mutex_lock(&g->reload_status_mu);
+		when = g->last_reload;
+		ok = g->last_reload_ok;
+		pthread_mutex_unlock(&g->reload_status_mu);
+		rc |= m_head(b, "reflex_config_last_reload_successful", "gauge",
+			     "0 while the last reload was refused (the previous configuration "
+			     "serves), else 1.");
+		rc |= m_u64(b, "reflex_config_last_reload_successful", !when || ok);
+		rc |= m_head(b, "reflex_config_last_reload_timestamp_seconds", "gauge",
+			     "When the last reload was tried (0: never).");
+		rc |= m_u64(b, "reflex_config_last_reload_timestamp_seconds", (uint64_t)when);
+	}
 	rc |= anomaly_metrics(b);	  /* anomaly events, actions, tracer (docs/anomaly.md) */
 	rc |= reflex_metrics(cfg, &t, b); /* rules and detectors (docs/rules.md) */
 	rc |= limit_metrics(b);		  /* the kernel rate limiter (docs/ratelimit.md) */
@@ -1276,6 +1293,26 @@ static int stats_json(struct buf *b, const struct stats_worker *s)
 
 static int top_clients_json(struct buf *b, struct gateway *g);
 
+/* {"ok":N,"failed":N,"last":T,"last_ok":B,"last_error":S}: reloads by any
+ * route; "last" is 0 and the rest absent before the first one. */
+static int reload_json(struct buf *b, struct gateway *g)
+{
+	bool f = true;
+	int rc = buf_append(b, "{", 1);
+
+	rc |= ju64(b, &f, "ok", __atomic_load_n(&g->reloads_ok, __ATOMIC_RELAXED));
+	rc |= ju64(b, &f, "failed", __atomic_load_n(&g->reloads_failed, __ATOMIC_RELAXED));
+	pthread_mutex_lock(&g->reload_status_mu);
+	rc |= ju64(b, &f, "last", (uint64_t)g->last_reload);
+	if (g->last_reload) {
+		rc |= jbool(b, &f, "last_ok", g->last_reload_ok);
+		if (!g->last_reload_ok)
+			rc |= jstr(b, &f, "last_error", g->last_reload_error);
+	}
+	pthread_mutex_unlock(&g->reload_status_mu);
+	return rc | buf_append(b, "}", 1);
+}
+
 static int h_stats(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
 {
 	struct buf *b = &resp->body;
@@ -1307,6 +1344,7 @@ static int h_stats(struct gateway *g, const struct admin_req *req, struct admin_
 	rc |= ju64(b, &f2, "dropped", accesslog_dropped(g->alog));
 	rc |= buf_append(b, "}", 1);
 	rc |= jkey(b, &f, "top_clients") | top_clients_json(b, g);
+	rc |= jkey(b, &f, "reload") | reload_json(b, g);
 	rc |= buf_appends(b, "}\n");
 	stats_worker_fini(&t);
 	return rc ? -1 : 0;
@@ -1457,8 +1495,6 @@ static int h_reload(struct gateway *g, const struct admin_req *req, struct admin
 	if (!g->reload)
 		return admin_error(resp, 501, "reload is not available in this build");
 	if (g->reload(g, err, sizeof(err))) {
-		if (the_admin)
-			the_admin->reloads_failed++;
 		resp->status = 400;
 		return buf_appends(&resp->body, "{\"ok\":false,\"error\":") ||
 				       jsonw_buf_str(&resp->body, err) ||
@@ -1466,8 +1502,6 @@ static int h_reload(struct gateway *g, const struct admin_req *req, struct admin
 			       ? -1
 			       : 0;
 	}
-	if (the_admin)
-		the_admin->reloads_ok++;
 	return buf_appends(&resp->body, "{\"ok\":true}\n") ? -1 : 0;
 }
 

@@ -185,6 +185,12 @@ static int do_reload(struct gateway *g, char *err, size_t errlen)
 	notify_reloading();
 	int rc = reload_config(g, err, errlen);
 	notify_ready();
+	__atomic_fetch_add(rc ? &g->reloads_failed : &g->reloads_ok, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&g->reload_status_mu);
+	g->last_reload = time(NULL);
+	g->last_reload_ok = rc == 0;
+	snprintf(g->last_reload_error, sizeof(g->last_reload_error), "%s", rc ? err : "");
+	pthread_mutex_unlock(&g->reload_status_mu);
 	return rc;
 }
 
@@ -361,6 +367,7 @@ int main(int argc, char **argv)
 		.shutdown = do_shutdown,
 		.config_get = config_get,
 		.config_put = config_put,
+		.reload_status_mu = PTHREAD_MUTEX_INITIALIZER,
 	};
 	snap_add(cfg, (int)cfg->workers + 1);
 
