@@ -106,6 +106,11 @@ struct aconn {
 	int fd; /* -1: free slot */
 	struct buf in, out;
 	int64_t deadline_ms;
+	/* The request whose first bytes are in `in` must be complete by then
+	 * (0: none started). deadline_ms moves with every byte, so without it
+	 * a client sending one byte every few seconds holds its slot forever,
+	 * and ADMIN_MAX_CONNS such clients lock out /healthz. */
+	int64_t request_deadline_ms;
 	bool close_after_write;
 	bool sent_continue;
 	bool peer_gone;
@@ -136,7 +141,7 @@ struct admin {
 	int64_t next_bind_ms;
 
 	/* counters of the admin API itself (admin thread only) */
-	uint64_t requests, unauthorized;
+	uint64_t requests, unauthorized, evicted;
 };
 
 /* The one admin server: handlers reach the token and audit state here. */
@@ -1167,6 +1172,9 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_head(b, "reflex_admin_unauthorized_total", "counter",
 		     "Admin mutations refused for a missing or wrong token.");
 	rc |= m_u64(b, "reflex_admin_unauthorized_total", a ? a->unauthorized : 0);
+	rc |= m_head(b, "reflex_admin_connections_evicted_total", "counter",
+		     "Admin connections closed to make room for a new one (the table was full).");
+	rc |= m_u64(b, "reflex_admin_connections_evicted_total", a ? a->evicted : 0);
 	rc |= m_head(b, "reflex_config_reloads_total", "counter",
 		     "Configuration reloads (SIGHUP or POST /reload), by result.");
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok",
@@ -1844,6 +1852,28 @@ static void accept_all(struct admin *a)
 				continue;
 			return; /* EAGAIN, or EMFILE: try again at the next poll */
 		}
+		/* Full: the connection without progress for longest gives up
+		 * its slot (one with nothing left to send first), so a newcomer
+		 * (a health probe) is served even while the table is held by
+		 * clients that send or read nothing useful. */
+		if (a->n_conns >= ADMIN_MAX_CONNS) {
+			struct aconn *victim = NULL;
+
+			for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++) {
+				struct aconn *c = &a->conns[i];
+
+				if (c->fd < 0)
+					continue;
+				if (!victim || (!c->out.len && victim->out.len) ||
+				    (!c->out.len == !victim->out.len &&
+				     c->deadline_ms < victim->deadline_ms))
+					victim = c;
+			}
+			if (victim) {
+				a->evicted++;
+				conn_free(a, victim);
+			}
+		}
 		if (a->n_conns >= ADMIN_MAX_CONNS) {
 			static const char busy[] =
 				"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
@@ -1983,6 +2013,8 @@ static void *admin_main(void *arg)
 			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
 			if (c->deadline_ms < next)
 				next = c->deadline_ms;
+			if (c->request_deadline_ms && c->request_deadline_ms < next)
+				next = c->request_deadline_ms;
 		}
 		int rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
 		if (rc < 0 && errno != EINTR) {
@@ -2012,6 +2044,16 @@ static void *admin_main(void *arg)
 				buf_free(&c->out);
 				a->n_conns--;
 				continue;
+			}
+			if (!c->in.len || c->close_after_write)
+				c->request_deadline_ms = 0;
+			else if (!c->request_deadline_ms)
+				c->request_deadline_ms = now + ADMIN_TIMEOUT_MS;
+			else if (now >= c->request_deadline_ms) {
+				c->close_after_write = true;
+				c->request_deadline_ms = 0;
+				buf_reset(&c->in, 0);
+				queue_error(c, 408, "the request did not arrive in time", NULL);
 			}
 			if (c->out.len)
 				conn_flush(c);
