@@ -181,12 +181,23 @@ static int tokens_load(const char *path, struct token *t, unsigned *n, char *err
 	FILE *f;
 
 	*n = 0;
-	f = fopen(path, "re");
-	if (!f) {
-		snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
+	/* O_NONBLOCK: a FIFO must not block the admin thread or a reload */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	const char *why = NULL;
+
+	if (fd < 0 || fstat(fd, &st))
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (!(f = fdopen(fd, "r")))
+		why = strerror(errno);
+	if (why) {
+		snprintf(err, errlen, "token file %s: %s", path, why);
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
-	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0077))
+	if (st.st_mode & 0077)
 		log_warn("admin: token file %s is readable by group or others (chmod 600)", path);
 	while (fgets(line, sizeof(line), f)) {
 		char *p = line, *name, *secret, *rest;
@@ -2183,6 +2194,20 @@ void admin_stop(struct admin *a)
 	if (the_admin == a)
 		the_admin = NULL;
 	free(a);
+}
+
+int admin_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct token t[ADMIN_MAX_TOKENS];
+	unsigned n = 0;
+
+	if (!cfg->admin.enabled || !cfg->admin.token_file[0])
+		return 0;
+	memset(t, 0, sizeof(t));
+	if (tokens_load(cfg->admin.token_file, t, &n, err, errlen))
+		return -1;
+	tokens_clear(t, &n);
+	return 0;
 }
 
 int admin_address(const struct admin *a, char *out, size_t len)

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -302,6 +303,38 @@ static void raise_nofile(void)
 	}
 }
 
+/* A log file reflexd will open for appending: not a directory, and its
+ * directory exists (checked without creating the file). "-" and "" pass. */
+static int check_log_path(const char *key, const char *path, char *err, size_t errlen)
+{
+	char dir[CFG_PATH_MAX];
+	struct stat st;
+
+	if (!path[0] || !strcmp(path, "-"))
+		return 0;
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode)) {
+			snprintf(err, errlen, "%s: %s is a directory", key, path);
+			return -1;
+		}
+		return 0;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return 0; /* in the working directory */
+	if (slash == dir)
+		slash[1] = 0; /* "/x.log": the root */
+	else
+		*slash = 0;
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: %s: no directory %.*s", key, path,
+			 (int)(slash - dir) + 1, dir);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct config *cfg = NULL;
@@ -330,10 +363,24 @@ int main(int argc, char **argv)
 		printf("reflexd %s\n", REFLEX_VERSION);
 		config_free(cfg);
 		return 0;
-	case CONFIG_CHECK:
-		printf("reflexd: configuration %s is valid\n", cfg->source[0] ? cfg->source : "(flags)");
+	case CONFIG_CHECK: {
+		/* what the start would refuse, without starting anything */
+		int bad =
+			admin_check(cfg, err, sizeof(err)) ||
+			check_log_path("access_log", cfg->access_log, err, sizeof(err)) ||
+			(cfg->admin.enabled &&
+			 check_log_path("admin.audit_log", cfg->admin.audit_log, err, sizeof(err)));
+
+		if (bad) {
+			fprintf(stderr, "reflexd: %s%s%s\nreflexd: configuration is invalid\n",
+				cfg->source[0] ? cfg->source : "", cfg->source[0] ? ": " : "", err);
+		} else {
+			printf("reflexd: configuration %s is valid\n",
+			       cfg->source[0] ? cfg->source : "(flags)");
+		}
 		config_free(cfg);
-		return 0;
+		return bad ? 1 : 0;
+	}
 	case CONFIG_RUN:
 		break;
 	}
@@ -374,7 +421,7 @@ int main(int argc, char **argv)
 	if (cfg->access_log[0]) {
 		G.alog = accesslog_open(cfg->access_log, cfg->workers, err, sizeof(err));
 		if (!G.alog) {
-			fprintf(stderr, "reflexd: access log: %s\n", err);
+			fprintf(stderr, "reflexd: %s\n", err); /* err names the access log */
 			return 1;
 		}
 	}

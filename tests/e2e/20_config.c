@@ -183,6 +183,48 @@ static void test_upstream_by_name(void)
 	h_stop(origin, 2000);
 }
 
+/* --check-config refuses what the start would refuse: a token file that
+ * cannot be read, a log path that is a directory or has no directory. It
+ * used to say "valid" to all of these. Nothing is created. */
+static void test_check_config_files(void)
+{
+	char dir[600], yaml[1400], missing_log[700], *out = NULL;
+	const char *base = h_write_config("# placeholder\n");
+	const struct {
+		const char *fmt;
+		const char *want;
+	} cases[] = {
+		{"admin: {token_file: %s/nonexistent}\n", "token file"},
+		{"admin: {token_file: %s}\n", "not a regular file"},
+		{"admin: {audit_log: %s}\n", "admin.audit_log: "},
+		{"admin: {audit_log: %s/no/such/dir/audit.log}\n", "no directory"},
+		{"access_log: %s\n", "access_log: "},
+		{"access_log: %s/no/such/dir/access.log\n", "no directory"},
+	};
+
+	snprintf(dir, sizeof(dir), "%s.dir", base);
+	snprintf(missing_log, sizeof(missing_log), "%s/no", dir);
+	test_begin("check_config_checks_files");
+	CHECK(mkdir(dir, 0700) == 0 || errno == EEXIST);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int n = snprintf(yaml, sizeof(yaml), "upstream: [\"127.0.0.1:19001\"]\n");
+		snprintf(yaml + n, sizeof(yaml) - (size_t)n, cases[i].fmt, dir);
+		const char *cfg = h_write_config("%s", yaml);
+		char *argv[] = {(char *)h_reflexd_path(), "--config", (char *)cfg, "--check-config",
+				NULL};
+		int st = h_run(argv, 5000, &out);
+
+		CHECK_MSG(st != -1 && exit_code(st) == 1 && out && strstr(out, cases[i].want),
+			  "case %zu: exit %d, want 1 and '%s': %s", i, exit_code(st), cases[i].want,
+			  out ? out : "");
+		free(out);
+		out = NULL;
+	}
+	CHECK_MSG(access(missing_log, F_OK) != 0, "%s", "--check-config created a directory");
+	rmdir(dir);
+	test_end();
+}
+
 static void test_refuses_to_start(void)
 {
 	char *out = NULL;
@@ -263,6 +305,7 @@ int main(void)
 	for (unsigned i = 0; i < sizeof(bads) / sizeof(bads[0]); i++)
 		test_bad(&bads[i]);
 	test_not_a_file();
+	test_check_config_files();
 	test_refuses_to_start();
 	test_upstream_by_name();
 	test_flags_override_file();

@@ -942,11 +942,13 @@ static void test_config_errors(void)
 			   3, "access_log");
 
 	test_begin("config_admin_valid_forms");
+	/* the token file must exist now: --check-config reads it as the start does */
 	const char *cfg = h_write_config(
 		"upstream: [\"127.0.0.1:19001\"]\n"
-		"admin: {listen: /tmp/reflex-admin.sock, token_file: /x, audit_log: /y}\n"
+		"admin: {listen: /tmp/reflex-admin.sock, token_file: \"%s\", audit_log: /y}\n"
 		"access_log: {path: \"-\", sample: 0.25, query: true}\n"
-		"routes:\n  - {path_prefix: /a/, pool: default, access_log: false}\n");
+		"routes:\n  - {path_prefix: /a/, pool: default, access_log: false}\n",
+		token_path);
 	char *argv[] = {(char *)h_reflexd_path(), "--config", (char *)cfg, "--check-config", NULL};
 	int st = h_run(argv, 5000, &out);
 	CHECK_MSG(exit_code(st) == 0, "exit %d: %s", exit_code(st), out ? out : "");
