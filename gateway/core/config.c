@@ -384,7 +384,8 @@ static int parse_fraction(const char *s, double *out, char *why, size_t whylen)
 
 	errno = 0;
 	v = strtod(s, &end);
-	if (!*s || *end || errno || isspace((unsigned char)*s) || !(v >= 0.0 && v <= 1.0)) {
+	if (!*s || *end || errno || isspace((unsigned char)*s) || strpbrk(s, "xX") ||
+	    !(v >= 0.0 && v <= 1.0)) {
 		snprintf(why, whylen, "\"%s\" is not a number from 0 to 1", s);
 		return -1;
 	}
@@ -2003,9 +2004,12 @@ static int parse_rate(const char *s, double *out, char *why, size_t whylen)
 	char *end;
 	double v, per = 1;
 
+	/* decimal only: strtod would also take "inf", "nan" and hex */
+	if ((!isdigit((unsigned char)*s) && *s != '.') || strpbrk(s, "xX"))
+		goto bad;
 	errno = 0;
 	v = strtod(s, &end);
-	if (end == s || errno || isspace((unsigned char)*s) || !(v > 0) || v > 1e9)
+	if (end == s || errno || !(v > 0) || v > 1e9)
 		goto bad;
 	if (*end == '/') {
 		if (!strcmp(end, "/s"))
@@ -2019,11 +2023,30 @@ static int parse_rate(const char *s, double *out, char *why, size_t whylen)
 	} else if (*end) {
 		goto bad;
 	}
+	/* below it the GCRA interval (1e9 / rate ns) leaves 64 bits */
+	if (v / per < CFG_RL_RATE_MIN) {
+		snprintf(why, whylen, "\"%s\" is too slow (at least 0.0036/h, one per 11.6 days)",
+			 s);
+		return -1;
+	}
 	*out = v / per;
 	return 0;
 bad:
 	snprintf(why, whylen, "\"%s\" is not a rate (N, N/s, N/m or N/h, N > 0)", s);
 	return -1;
+}
+
+/* A full burst must refill in at most CFG_RL_REFILL_MAX_S: the limiter
+ * keeps burst / rate in nanoseconds in 64 bits. */
+static int rl_check(struct cfg_ctx *x, yaml_node_t *n, const char *what,
+		    const struct cfg_rl_limit *l)
+{
+	if ((double)l->burst / l->rate > CFG_RL_REFILL_MAX_S)
+		return fail_node(x, n,
+				 "%s: burst %u at %g/s takes more than 30 years to refill; lower "
+				 "burst or raise rate",
+				 what, l->burst, l->rate);
+	return 0;
 }
 
 /* "10.0.0.0/8", "2001:db8::/32" or a bare address; bits past the prefix must
@@ -2117,7 +2140,7 @@ static int rl_limit_map(struct cfg_ctx *x, yaml_node_t *v, const char *what,
 		return fail_node(x, v, "%s: rate is missing", what);
 	if (!l->burst)
 		l->burst = l->rate >= 1 ? (uint32_t)l->rate : 1;
-	return 0;
+	return rl_check(x, v, what, l);
 }
 
 static int rl_routes(struct cfg_ctx *x, yaml_node_t *v)
@@ -2168,6 +2191,8 @@ static int rl_routes(struct cfg_ctx *x, yaml_node_t *v)
 			return fail_node(x, m, "ratelimit.routes[]: rate is missing");
 		if (!r->lim.burst)
 			r->lim.burst = r->lim.rate >= 1 ? (uint32_t)r->lim.rate : 1;
+		if (rl_check(x, m, "ratelimit.routes[]", &r->lim))
+			return -1;
 		rl->n_routes++;
 	}
 	return 0;

@@ -188,6 +188,13 @@ struct cfg_cache {
 	uint32_t redis_breaker; /* ms L2 is skipped after 3 failures in a row; default 5 s */
 };
 
+/* Limits of a rate limit, shared by the config and the admin API: rates
+ * below CFG_RL_RATE_MIN per second, or a burst that takes longer than
+ * CFG_RL_REFILL_MAX_S to refill, would overflow the limiter's 64-bit
+ * nanosecond arithmetic. */
+#define CFG_RL_RATE_MIN 1e-6
+#define CFG_RL_REFILL_MAX_S 1e9
+
 /* Rate limiting (gateway/http/limit.c, docs/ratelimit.md): the `ratelimit:`
  * section. (`limits:` is the request size limits above.) */
 struct cfg_rl_limit {

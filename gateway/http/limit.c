@@ -201,10 +201,15 @@ static void rule_from(struct rule *r, const struct cfg_rl_limit *l, double rate_
 		return;
 	r->rate = l->rate / rate_div;
 	r->burst = l->burst ? l->burst : 1;
-	r->interval_ns = (uint64_t)ceil(1e9 / r->rate);
-	if (!r->interval_ns)
-		r->interval_ns = 1;
-	r->tolerance_ns = r->interval_ns * (uint64_t)(r->burst - 1);
+	/* the config and the admin API keep rate and burst in range
+	 * (CFG_RL_RATE_MIN, CFG_RL_REFILL_MAX_S); saturate anyway rather than
+	 * convert an out-of-range double */
+	double iv = ceil(1e9 / r->rate), tol;
+	if (!(iv < 1e18))
+		iv = 1e18;
+	r->interval_ns = iv < 1 ? 1 : (uint64_t)iv;
+	tol = (double)r->interval_ns * (double)(r->burst - 1);
+	r->tolerance_ns = tol < 1e18 ? r->interval_ns * (uint64_t)(r->burst - 1) : (uint64_t)1e18;
 	r->global = l->global;
 }
 
@@ -865,6 +870,13 @@ static int rule_parse(const char *o, size_t olen, const struct rule *old, struct
 		burst = old->burst ? old->burst : (rate >= 1 ? rate : 1);
 	if (burst < 1 || burst > 1e9) {
 		snprintf(err, errlen, "%s.burst: expected a number >= 1", name);
+		return -1;
+	}
+	if (rate > 0 && (rate < CFG_RL_RATE_MIN || burst / rate > CFG_RL_REFILL_MAX_S)) {
+		snprintf(err, errlen,
+			 "%s: rate %g/s is too slow for burst %.0f (rate at least %g/s, "
+			 "burst / rate at most %.0f s)",
+			 name, rate, burst, CFG_RL_RATE_MIN, CFG_RL_REFILL_MAX_S);
 		return -1;
 	}
 	l.enabled = rate > 0;

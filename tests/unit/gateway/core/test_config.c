@@ -470,6 +470,17 @@ static const struct err_case err_cases[] = {
 	{"pools:\n  default:\n    endpoints: [127.0.0.1:1]\n    tls: {ca: /nonexistent/ca.pem}\n",
 	 2, "pools.default.tls: tls: ca /nonexistent/ca.pem: No such file"},
 	{"upstream: 127.0.0.1:1\ntimeouts: {tls_handshake: 0}\n", 2, "must be at least 1 ms"},
+	/* rates the limiter's 64-bit nanosecond arithmetic cannot hold */
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 1e-300/s}\n", 3, "too slow"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 0.01/s, burst: 1000000000}\n", 3,
+	 "more than 30 years to refill"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  routes:\n    - {path_prefix: /a, rate: 0.01/s, "
+	 "burst: 1000000000}\n",
+	 4, "more than 30 years to refill"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 0x10/s}\n", 3, "is not a rate"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: inf}\n", 3, "is not a rate"},
+	{"upstream: 127.0.0.1:1\naccess_log: {path: /x, sample: 0x1p-2}\n", 2,
+	 "is not a number from 0 to 1"},
 	/* YAML itself */
 	{"upstream: 127.0.0.1:1\nworkers: 2\n  bad: indent\n", 3, "mapping values are not allowed"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:1\"\n", 3, "flow sequence started at line 2"},
