@@ -2094,6 +2094,22 @@ static void register_builtins(void)
 	admin_register("POST", "/reload", true, h_reload);
 }
 
+/* Loopback or a Unix socket: reachable from this host only. */
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_UNIX)
+		return true;
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
 struct admin *admin_start(struct gateway *g, char *err, size_t errlen)
 {
 	const struct config *cfg = g->config_get ? g->config_get(g) : gateway_config(g);
@@ -2152,6 +2168,10 @@ struct admin *admin_start(struct gateway *g, char *err, size_t errlen)
 	log_info("admin API %s %s (%u token%s, audit %s)", a->lfd >= 0 ? "on" : "waiting for",
 		 cfg->admin.listen.text, a->n_tokens, a->n_tokens == 1 ? "" : "s",
 		 a->audit ? a->audit_path : "off");
+	if (!is_loopback(&cfg->admin.listen.ss))
+		log_warn("admin: %s is not a loopback address: /config, /stats, /metrics and "
+			 "/pool are open to anyone who can reach it (mutations still need a token)",
+			 cfg->admin.listen.text);
 	if (g->config_put)
 		g->config_put(g, cfg);
 	return a;

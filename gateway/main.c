@@ -150,7 +150,8 @@ static int reload_config(struct gateway *g, char *err, size_t errlen)
 			continue;
 		int fd = sock_listen((const struct sockaddr *)&a->ss, a->len, 16);
 		if (fd < 0) {
-			snprintf(err, errlen, "listen %s: %s", a->text, strerror(-fd));
+			snprintf(err, errlen, "%s%slisten %s: %s", ncfg->source,
+				 ncfg->source[0] ? ": " : "", a->text, strerror(-fd));
 			pthread_mutex_unlock(&reload_mu);
 			config_free(ncfg);
 			log_error("reload refused, the running configuration stays: %s", err);

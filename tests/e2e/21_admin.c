@@ -921,6 +921,30 @@ static void check_config_error(const char *name, const char *yaml, unsigned line
 	test_end();
 }
 
+/* The admin API on a non-loopback address says at start that its reads
+ * are open; on loopback (the default, and this scenario's gateway) it
+ * says nothing. */
+static void test_non_loopback_warning(void)
+{
+	int port = h_free_port(), aport = h_free_port();
+	const char *cfg =
+		h_write_config("workers: 1\nlisten: [\"127.0.0.1:%d\"]\n"
+			       "upstream: [\"127.0.0.1:%d\"]\n"
+			       "admin: {listen: \"0.0.0.0:%d\"}\ntimeouts: {drain: 500ms}\n",
+			       port, o_port, aport);
+
+	test_begin("admin_non_loopback_warns");
+	CHECK_MSG(!h_log_contains(gw, "not a loopback address"), "%s",
+		  "a loopback admin API warned about being open");
+	struct h_proc *open_gw = h_start_reflexd_config("reflexd-open-admin", port, cfg);
+	CHECK(open_gw != NULL);
+	if (open_gw)
+		CHECK_MSG(h_wait_log(open_gw, "is not a loopback address", 5000),
+			  "no warning for admin.listen 0.0.0.0:%d", aport);
+	test_end();
+	h_finish(open_gw, 5000);
+}
+
 static void test_config_errors(void)
 {
 	char *out = NULL;
@@ -1008,6 +1032,7 @@ int main(void)
 	test_readyz_unready();
 	test_metrics_after_reorder();
 	test_config_errors();
+	test_non_loopback_warning();
 	h_finish(gw, 10000);
 	return test_exit_code();
 }
