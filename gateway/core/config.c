@@ -51,6 +51,7 @@ struct cfg_ctx {
 	char (*route_pools)[CFG_NAME_MAX];
 	unsigned upstream_line; /* line of the top-level "upstream:" key, 0 if none */
 	unsigned *pool_lines;	/* per pool: line of its key, 0 from flags */
+	unsigned admin_line;	/* line of admin.listen, 0 if none */
 };
 
 /* ---- messages ----------------------------------------------------------- */
@@ -1195,6 +1196,7 @@ static int sec_admin(struct cfg_ctx *x, yaml_node_t *v)
 		if (!strcmp(key, "listen")) {
 			if (parse_admin_listen(s, a, why, sizeof(why)))
 				return fail_node(x, pv, "%s: %s", what, why);
+			x->admin_line = line_of(pv);
 			continue;
 		}
 		if (is_null(pv))
@@ -3137,6 +3139,29 @@ out_parser:
 	return rc;
 }
 
+/* Two TCP addresses that cannot both be bound: the same family and port
+ * (not 0), and the same address or either one the wildcard (IPv6 sockets
+ * are IPV6_V6ONLY, core/sock.c, so [::] leaves IPv4 alone). */
+static bool addr_overlaps(const struct cfg_addr *a, const struct cfg_addr *b)
+{
+	const struct sockaddr_in *a4 = (const void *)&a->ss, *b4 = (const void *)&b->ss;
+	const struct sockaddr_in6 *a6 = (const void *)&a->ss, *b6 = (const void *)&b->ss;
+	bool a_any, b_any;
+
+	if (a->ss.ss_family == AF_UNIX || a->ss.ss_family != b->ss.ss_family)
+		return false;
+	/* sin_port and sin6_port sit at the same offset */
+	if (a4->sin_port != b4->sin_port || !a4->sin_port)
+		return false;
+	a_any = a->ss.ss_family == AF_INET ? a4->sin_addr.s_addr == htonl(INADDR_ANY)
+					   : IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr);
+	b_any = b->ss.ss_family == AF_INET ? b4->sin_addr.s_addr == htonl(INADDR_ANY)
+					   : IN6_IS_ADDR_UNSPECIFIED(&b6->sin6_addr);
+	if (a_any || b_any)
+		return true;
+	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
 /* Checks that need the file and the flags together. */
 static int finalize(struct cfg_ctx *x)
 {
@@ -3164,6 +3189,15 @@ static int finalize(struct cfg_ctx *x)
 	if (c->admin.enabled && !c->admin.listen.len &&
 	    parse_addr(CFG_DEFAULT_ADMIN, true, &c->admin.listen, why, sizeof(why)))
 		return fail_at(x, 0, "default admin address: %s", why);
+	/* The admin API binds without SO_REUSEPORT: on a data port it would
+	 * wait for the address forever, retrying, and never serve. */
+	for (unsigned i = 0; c->admin.enabled && i < c->n_listens; i++)
+		if (addr_overlaps(&c->admin.listen, &c->listens[i]))
+			return fail_at(
+				x, x->admin_line, "admin.listen %s%s: is also listen %s",
+				c->admin.listen.text,
+				x->admin_line ? "" : " (the default; set admin.listen or --admin)",
+				c->listens[i].text);
 	if (!c->n_pools) {
 		/* not a place in the file: say it plainly */
 		snprintf(x->err, x->errlen, "no upstream: give --upstream or pools.default");

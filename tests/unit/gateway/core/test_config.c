@@ -470,6 +470,13 @@ static const struct err_case err_cases[] = {
 	{"pools:\n  default:\n    endpoints: [127.0.0.1:1]\n    tls: {ca: /nonexistent/ca.pem}\n",
 	 2, "pools.default.tls: tls: ca /nonexistent/ca.pem: No such file"},
 	{"upstream: 127.0.0.1:1\ntimeouts: {tls_handshake: 0}\n", 2, "must be at least 1 ms"},
+	/* the admin API on a data port would retry its bind forever */
+	{"upstream: 127.0.0.1:1\nlisten: 127.0.0.1:8081\nadmin: {listen: 127.0.0.1:8081}\n", 3,
+	 "admin.listen 127.0.0.1:8081: is also listen 127.0.0.1:8081"},
+	{"upstream: 127.0.0.1:1\nlisten: \"*:8081\"\nadmin:\n  listen: 127.0.0.1:8081\n", 4,
+	 "is also listen *:8081"},
+	{"upstream: 127.0.0.1:1\nadmin: {listen: 127.0.0.1:8080}\n", 2,
+	 "is also listen 127.0.0.1:8080"},
 	/* rates the limiter's 64-bit nanosecond arithmetic cannot hold */
 	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 1e-300/s}\n", 3, "too slow"},
 	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 0.01/s, burst: 1000000000}\n", 3,
