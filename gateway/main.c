@@ -80,11 +80,11 @@ static void snap_add(const struct config *cfg, int refs)
 	pthread_mutex_unlock(&snap_mu);
 }
 
-static void snap_ref(const struct config *cfg, int delta)
+/* snap_mu held; returns the snapshot to free (outside the lock) or NULL. */
+static struct config *snap_ref_locked(const struct config *cfg, int delta)
 {
 	struct config *free_me = NULL;
 
-	pthread_mutex_lock(&snap_mu);
 	for (struct snapshot **pp = &snaps; *pp; pp = &(*pp)->next) {
 		struct snapshot *s = *pp;
 		if (s->cfg != cfg)
@@ -97,6 +97,13 @@ static void snap_ref(const struct config *cfg, int delta)
 		}
 		break;
 	}
+	return free_me;
+}
+
+static void snap_ref(const struct config *cfg, int delta)
+{
+	pthread_mutex_lock(&snap_mu);
+	struct config *free_me = snap_ref_locked(cfg, delta);
 	pthread_mutex_unlock(&snap_mu);
 	config_free(free_me);
 }
@@ -106,12 +113,18 @@ static void release_cfg(void *ctx, const struct config *cfg)
 	snap_ref(cfg, -1);
 }
 
+/* snap_mu, not reload_mu: a reload holds reload_mu while it loads the file,
+ * resolves names and compiles rules (seconds), and the admin API (/healthz)
+ * must not wait for that. reload_config swaps g->cfg under snap_mu, so
+ * reading the pointer and taking its reference is one step against the swap
+ * and the release of the old snapshot. */
 static const struct config *config_get(struct gateway *g)
 {
-	pthread_mutex_lock(&reload_mu);
+	pthread_mutex_lock(&snap_mu);
 	const struct config *c = g->cfg;
-	snap_ref(c, +1);
-	pthread_mutex_unlock(&reload_mu);
+	struct config *none = snap_ref_locked(c, +1);
+	pthread_mutex_unlock(&snap_mu);
+	(void)none; /* +1 never frees */
 	return c;
 }
 
@@ -163,8 +176,10 @@ static int reload_config(struct gateway *g, char *err, size_t errlen)
 		log_warn("reload: workers %u → %u takes effect at the next restart or upgrade",
 			 g->n_workers, ncfg->workers);
 	snap_add(ncfg, (int)g->n_workers + 1);
+	pthread_mutex_lock(&snap_mu); /* against config_get */
 	const struct config *old = g->cfg;
 	__atomic_store_n(&g->cfg, ncfg, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&snap_mu);
 	snap_ref(old, -1);
 	limit_kernel_reload(ncfg); /* rate limits: L7 policy and the kernel layer, live */
 	for (unsigned i = 0; i < g->n_workers; i++)

@@ -287,6 +287,54 @@ static void test_reload_storm(void)
 	h_finish(gw, 5000);
 }
 
+/* A reload holds the reload lock while it compiles the reflex rules (most
+ * of a second here); the admin thread used to take that lock for every
+ * request, so /healthz stalled for the whole reload (a liveness probe with
+ * a short timeout would restart a healthy gateway). Deterministic: a
+ * /healthz answered before "configuration reloaded" is in the log. */
+static void test_healthz_during_reload(void)
+{
+	int port = h_free_port(), admin = h_free_port();
+	char path[600], body[1024], url[96];
+	struct h_resp r;
+
+	snprintf(path, sizeof(path), "%s/test-logs/e2e-25-%d-rx.yaml", h_build_dir(),
+		 (int)getpid());
+	snprintf(body, sizeof(body),
+		 "workers: 1\nlisten: [\"127.0.0.1:%d\"]\nadmin: {listen: \"127.0.0.1:%d\"}\n"
+		 "timeouts: {drain: 1s}\nupstream: [\"127.0.0.1:%d\"]\n"
+		 "reflex:\n  detectors:\n    - {name: order_id, pattern: 'ORD-[0-9]{8}'}\n"
+		 "  rules:\n    - {name: r, detect: [injection, pii, secret], in: [url, body], "
+		 "action: block}\n",
+		 port, admin, a_port);
+	write_cfg(path, body);
+	struct h_proc *gw = h_start_reflexd_config("reflexd-rx", port, path);
+
+	test_begin("healthz_answers_during_reload");
+	CHECK(gw != NULL);
+	if (!gw) {
+		test_end();
+		return;
+	}
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", admin);
+	CHECK_INT(h_get(url, &r), 200);
+	h_resp_free(&r);
+	CHECK_INT(h_signal(gw, SIGHUP), 0);
+	bool before = false, reloaded = false;
+	for (int i = 0; i < 400 && !reloaded; i++) {
+		long st = h_get(url, &r);
+		h_resp_free(&r);
+		reloaded = h_log_contains(gw, "configuration reloaded");
+		if (st == 200 && !reloaded)
+			before = true;
+		h_sleep_ms(5);
+	}
+	CHECK_MSG(reloaded, "%s", "the reload did not finish");
+	CHECK_MSG(before, "%s", "no /healthz was answered while the reload ran");
+	test_end();
+	h_finish(gw, 5000);
+}
+
 int main(void)
 {
 	char cfg_path[512], body[1024], err[700];
@@ -318,6 +366,7 @@ int main(void)
 	}
 
 	test_reload_storm();
+	test_healthz_during_reload();
 
 	/* 1: valid reload under load moves the pool to B and adds a listener */
 	test_begin("reload_valid_under_load");
