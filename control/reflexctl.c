@@ -777,6 +777,12 @@ static int cmd_cache_purge(struct ctl *c, int argc, char **argv)
 	} else {
 		return fail(EXIT_USAGE, "cache purge: give one of --url U, --prefix P, --tag T");
 	}
+	/* an unset shell variable ("--prefix $P") would purge every object */
+	if (!*value)
+		return fail(EXIT_USAGE,
+			    "cache purge: --%s is empty (an empty prefix matches every "
+			    "object)",
+			    kind);
 	char *q = json_quote(value), *body = q ? malloc(strlen(q) + 32) : NULL;
 	if (!body) {
 		free(q);

@@ -397,6 +397,8 @@ static void test_exit_codes(void)
 		{"status", "extra", NULL},
 		{"--admin", "ftp://x:1", "status", NULL},
 		{"--admin", "127.0.0.1:99999", "status", NULL},
+		{"cache", "purge", "--prefix", ""},
+		{"cache", "purge", "--url", ""},
 		{"--admin", "127.0.0.1:0", "status", NULL},
 		{NULL},
 	};
