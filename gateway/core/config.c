@@ -583,9 +583,46 @@ static const char *key_hint(char *buf, size_t len, const char *key, const void *
 	return buf;
 }
 
+static bool key_known(const char *key, const char *const *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(key, names[i]))
+			return true;
+	return false;
+}
+
 #define KEY_HINT(buf, key, names)                                                        \
 	key_hint((buf), sizeof(buf), (key), (names), sizeof(names) / sizeof((names)[0]), \
 		 sizeof((names)[0]))
+
+/* Known keys, for the "did you mean" of an unknown one. */
+static const char *const pool_keys[] = {
+	"endpoints", "balance", "keepalive", "tls",   "hash_key", "health",	"outlier",
+	"breaker",   "limits",	"retry",     "hedge", "queue",	  "slow_start", "resolve",
+};
+static const char *const admin_keys[] = {"listen", "token_file", "audit_log"};
+static const char *const access_log_keys[] = {"path", "sample", "query"};
+static const char *const listen_keys[] = {"address", "tls", "deferred"};
+static const char *const reflex_keys[] = {"rules", "detectors", "max_scan_bytes", "hash_key"};
+static const char *const ratelimit_keys[] = {
+	"client",	 "api_key", "routes",	     "escalate", "redis",
+	"redis_timeout", "hosts",   "redis_failure", "kernel",
+};
+/* for hints; a key of cache_fields or trace_fields is known even when it
+ * is missing here */
+static const char *const cache_keys[] = {
+	"enabled",	 "tag_header",	  "redis", "memory",
+	"max_object",	 "post_body_max", "grace", "coalesce_timeout",
+	"redis_timeout", "redis_breaker",
+};
+static const char *const trace_keys[] = {
+	"enabled",	  "eject",	 "penalty",	"window",	"slow_connect",
+	"events_per_sec", "sensitivity", "min_samples", "min_requests", "eject_time",
+	"penalty_time",	  "events_kept", "prefix_v4",	"prefix_v6",
+};
+static const char *const route_keys[] = {
+	"host", "path_prefix", "pool", "access_log", "cache", "hedge", "retry_unsafe",
+};
 
 /* A list, or one scalar standing for a list of one; fn checks item types. */
 static int each_item(struct cfg_ctx *x, yaml_node_t *n, const char *what,
@@ -1049,7 +1086,10 @@ static int add_listen(struct cfg_ctx *x, yaml_node_t *n, const char *what)
 					goto fail;
 				}
 			} else {
-				fail_node(x, node(x, p->key), "unknown key \"%s.%s\"", what, key);
+				char hint[96];
+
+				fail_node(x, node(x, p->key), "unknown key \"%s.%s\"%s", what, key,
+					  KEY_HINT(hint, key, listen_keys));
 				goto fail;
 			}
 		}
@@ -1149,13 +1189,14 @@ static int sec_access_log(struct cfg_ctx *x, yaml_node_t *v)
 	{
 		const char *key = pair_key(x, v, p, "access_log");
 		yaml_node_t *pv = node(x, p->value);
-		char what[64];
+		char what[64], hint[96];
 
 		if (!key)
 			return -1;
 		snprintf(what, sizeof(what), "access_log.%s", key);
 		if (strcmp(key, "path") && strcmp(key, "sample") && strcmp(key, "query"))
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 KEY_HINT(hint, key, access_log_keys));
 		if (!(s = scalar(x, pv, what)))
 			return -1;
 		if (!strcmp(key, "path")) {
@@ -1184,13 +1225,14 @@ static int sec_admin(struct cfg_ctx *x, yaml_node_t *v)
 	{
 		const char *key = pair_key(x, v, p, "admin"), *s;
 		yaml_node_t *pv = node(x, p->value);
-		char what[64], why[512];
+		char what[64], why[512], hint[96];
 
 		if (!key)
 			return -1;
 		snprintf(what, sizeof(what), "admin.%s", key);
 		if (strcmp(key, "listen") && strcmp(key, "token_file") && strcmp(key, "audit_log"))
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 KEY_HINT(hint, key, admin_keys));
 		if (!(s = scalar(x, pv, what)))
 			return -1;
 		if (!strcmp(key, "listen")) {
@@ -1313,6 +1355,14 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 
 /* Bounds: the minimums keep a gateway usable; the maximums keep what a
  * worker allocates from them (header arrays, head buffers) sane. */
+static bool field_known(const char *key, const struct field *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(key, f[i].key))
+			return true;
+	return false;
+}
+
 static const struct field limit_fields[] = {
 	{"request_line", FIELD_SIZE32, offsetof(struct cfg_limits, request_line), 16, 16 << 20},
 	{"header_bytes", FIELD_SIZE32, offsetof(struct cfg_limits, header_bytes), 64, 64 << 20},
@@ -1612,14 +1662,6 @@ static int parse_hash_key(struct cfg_pool *p, const char *s)
 }
 
 /* One pool key of the resilience family: 0 handled, 1 not ours, -1 error. */
-/* Known keys, for the "did you mean" of an unknown one. */
-static const char *const pool_keys[] = {
-	"endpoints", "balance", "keepalive", "tls",   "hash_key", "health",	"outlier",
-	"breaker",   "limits",	"retry",     "hedge", "queue",	  "slow_start", "resolve",
-};
-static const char *const route_keys[] = {
-	"host", "path_prefix", "pool", "access_log", "cache", "hedge", "retry_unsafe",
-};
 
 static int parse_pool_resilience(struct cfg_ctx *x, struct cfg_pool *pool, const char *key,
 				 yaml_node_t *pv, const char *sub)
@@ -1961,6 +2003,14 @@ static int sec_cache(struct cfg_ctx *x, yaml_node_t *v)
 
 		if (!key)
 			return -1;
+		if (!key_known(key, cache_keys, sizeof(cache_keys) / sizeof(cache_keys[0])) &&
+		    !field_known(key, cache_fields,
+				 sizeof(cache_fields) / sizeof(cache_fields[0]))) {
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "unknown key \"cache.%s\"%s", key,
+					 KEY_HINT(hint, key, cache_keys));
+		}
 		if (strcmp(key, "enabled") && strcmp(key, "tag_header") && strcmp(key, "redis")) {
 			/* the numeric fields, one at a time so errors keep their line */
 			yaml_node_pair_t one = *p;
@@ -2395,7 +2445,10 @@ static int sec_ratelimit(struct cfg_ctx *x, yaml_node_t *v)
 			else
 				return fail_node(x, pv, "%s: \"%s\" is not local, open or closed", what, s);
 		} else {
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 KEY_HINT(hint, key, ratelimit_keys));
 		}
 		if (rc)
 			return -1;
@@ -2822,6 +2875,12 @@ static int sec_reflex(struct cfg_ctx *x, yaml_node_t *v)
 				return -1;
 			continue;
 		}
+		if (strcmp(key, "max_scan_bytes") && strcmp(key, "hash_key")) {
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "reflex: unknown key \"%s\"%s", key,
+					 KEY_HINT(hint, key, reflex_keys));
+		}
 		if (!(s = scalar(x, pv, key)))
 			return -1;
 		if (!strcmp(key, "max_scan_bytes")) {
@@ -2920,6 +2979,14 @@ static int sec_trace(struct cfg_ctx *x, yaml_node_t *v)
 
 		if (!key)
 			return -1;
+		if (!key_known(key, trace_keys, sizeof(trace_keys) / sizeof(trace_keys[0])) &&
+		    !field_known(key, trace_fields,
+				 sizeof(trace_fields) / sizeof(trace_fields[0]))) {
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "unknown key \"trace.%s\"%s", key,
+					 KEY_HINT(hint, key, trace_keys));
+		}
 		if (!strcmp(key, "enabled"))
 			flag = &t->enabled;
 		else if (!strcmp(key, "eject"))
