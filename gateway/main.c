@@ -319,33 +319,17 @@ static void raise_nofile(void)
 	}
 }
 
-/* A log file reflexd will open for appending: not a directory, and its
- * directory exists (checked without creating the file). "-" and "" pass. */
+/* A log file reflexd will open for appending must not be a directory. A
+ * missing directory is not checked: systemd's LogsDirectory= creates it
+ * only when the service starts, and the file may be checked elsewhere. */
 static int check_log_path(const char *key, const char *path, char *err, size_t errlen)
 {
-	char dir[CFG_PATH_MAX];
 	struct stat st;
 
 	if (!path[0] || !strcmp(path, "-"))
 		return 0;
-	if (stat(path, &st) == 0) {
-		if (S_ISDIR(st.st_mode)) {
-			snprintf(err, errlen, "%s: %s is a directory", key, path);
-			return -1;
-		}
-		return 0;
-	}
-	snprintf(dir, sizeof(dir), "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (!slash)
-		return 0; /* in the working directory */
-	if (slash == dir)
-		slash[1] = 0; /* "/x.log": the root */
-	else
-		*slash = 0;
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
-		snprintf(err, errlen, "%s: %s: no directory %.*s", key, path,
-			 (int)(slash - dir) + 1, dir);
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: %s is a directory", key, path);
 		return -1;
 	}
 	return 0;
