@@ -164,7 +164,8 @@ static int http_failure(const char *what, const struct ctl_resp *r)
 {
 	struct json *j = NULL;
 	const char *e = error_text(r, &j);
-	int rc = fail(EXIT_NO, "%s: %d: %s", what, r->status, e);
+	int rc = fail(EXIT_NO, "%s: %d: %s", what, r->status,
+		      e && *e ? e : "(no body: is this a reflex admin API?)");
 
 	json_free(j);
 	return rc;

@@ -326,6 +326,17 @@ static void *serve_escapes(void *arg)
 	return NULL;
 }
 
+static void *serve_empty_404(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[4096];
+
+	(void)!read(fd, buf, sizeof(buf));
+	h_send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+	close(fd);
+	return NULL;
+}
+
 static void *serve_silence(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
@@ -339,12 +350,12 @@ static void *serve_silence(void *arg)
 
 static void test_garbage_server(void)
 {
-	int p_json, p_esc, p_silent, rc;
-	char a_json[64], a_esc[64], a_silent[64], *out;
+	int p_json, p_esc, p_silent, p_404, rc;
+	char a_json[64], a_esc[64], a_silent[64], a_404[64], *out;
 
 	test_begin("garbage_server_one_line_errors");
 	if (h_serve_tcp(serve_not_json, &p_json) || h_serve_tcp(serve_escapes, &p_esc) ||
-	    h_serve_tcp(serve_silence, &p_silent)) {
+	    h_serve_tcp(serve_silence, &p_silent) || h_serve_tcp(serve_empty_404, &p_404)) {
 		CHECK_MSG(0, "%s", "cannot start the fake servers");
 		test_end();
 		return;
@@ -363,6 +374,12 @@ static void test_garbage_server(void)
 	CHECK_MSG(out && !strchr(out, '\x1b') && strchr(out, '\n') == out + strlen(out) - 1 &&
 			  strstr(out, "evil\\x1b]0;pwned"),
 		  "not one clean line: %s", out ? out : "");
+	free(out);
+	/* an error without a body still says something */
+	snprintf(a_404, sizeof(a_404), "127.0.0.1:%d", p_404);
+	rc = ctl(&out, "--admin", a_404, "stats", NULL);
+	CHECK_MSG(rc == 1 && out && strstr(out, "404: (no body"), "empty 404: exit %d: %s", rc,
+		  out ? out : "");
 	free(out);
 	/* a server that never answers: exit 3 once --timeout passed */
 	double t0 = h_now_ms();
