@@ -1153,6 +1153,9 @@ static int sec_upstream(struct cfg_ctx *x, yaml_node_t *v)
 	if (v->type == YAML_SEQUENCE_NODE &&
 	    v->data.sequence.items.start == v->data.sequence.items.top)
 		return fail_node(x, v, "upstream: empty list");
+	if (x->c->n_pools >= CFG_POOLS_MAX)
+		return fail_node(x, v, "upstream: more than %d pools with pool default",
+				 CFG_POOLS_MAX);
 	if (!pool_add(x, CFG_DEFAULT_POOL, line))
 		return fail_node(x, v, "out of memory");
 	x->upstream_line = line;
@@ -1753,6 +1756,8 @@ static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const c
 				 x->pool_lines[i]);
 	if (expect_mapping(x, v, what))
 		return -1;
+	if (x->c->n_pools >= CFG_POOLS_MAX)
+		return fail_node(x, k, "%s: more than %d pools", what, CFG_POOLS_MAX);
 	pool = pool_add(x, name, line_of(k));
 	if (!pool)
 		return fail_node(x, k, "out of memory");
@@ -1968,6 +1973,9 @@ static int sec_routes(struct cfg_ctx *x, yaml_node_t *v)
 		return fail_node(x, v, "routes: expected a list, found %s", node_kind(v));
 	for_each_item(v, it)
 	{
+		if (x->c->n_routes >= CFG_ROUTES_MAX)
+			return fail_node(x, node(x, *it), "routes: more than %d routes",
+					 CFG_ROUTES_MAX);
 		if (parse_route(x, node(x, *it), "routes"))
 			return -1;
 	}
@@ -3455,6 +3463,9 @@ static int apply_flags(struct cfg_ctx *x, struct cli *cli)
 			free(p->endpoints);
 			p->endpoints = NULL;
 			p->n_endpoints = 0;
+		} else if (c->n_pools >= CFG_POOLS_MAX) {
+			return fail_flag(x, "--upstream", "more than %d pools with pool default",
+					 CFG_POOLS_MAX);
 		} else if (!(p = pool_add(x, CFG_DEFAULT_POOL, 0))) {
 			return fail_flag(x, "--upstream", "out of memory");
 		}

@@ -157,6 +157,12 @@ struct cfg_pool {
 	struct cfg_pool_tls tls;
 };
 
+/* At most this many routes and pools: per-route and per-pool metrics are
+ * kept for 4096 names (STATS_NAMES_CAP), routes are matched one by one,
+ * and a generated file with 100 000 routes took 330 MB to load. */
+#define CFG_ROUTES_MAX 4096
+#define CFG_POOLS_MAX 4096
+
 /* A route sends matching requests to a pool. Routes are tried in order; the
  * first whose host and path prefix match wins; requests no route matches go
  * to the pool named "default" (404 when there is none). */

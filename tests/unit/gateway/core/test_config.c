@@ -593,6 +593,54 @@ static void test_errors(void)
 	}
 }
 
+/* 4096 routes and pools load; one more of either is refused at its line. */
+static void test_counts(void)
+{
+	size_t cap = 4200 * 64, n;
+	char *y = malloc(cap), err[1024], want[600];
+	struct config *c = NULL;
+	const char *p;
+
+	if (!y)
+		return;
+	for (int extra = 0; extra < 2; extra++) {
+		n = (size_t)snprintf(y, cap, "upstream: 127.0.0.1:1\nroutes:\n");
+		for (int i = 0; i < 4096 + extra; i++)
+			n += (size_t)snprintf(y + n, cap - n,
+					      "  - {path_prefix: /p%d, pool: default}\n", i);
+		p = write_yaml(y);
+		c = NULL;
+		if (!extra) {
+			CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
+			CHECK(c && c->n_routes == 4096);
+		} else {
+			CHECK_INT(config_load_file(p, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want), "%s:4099: routes: more than 4096 routes", p);
+			CHECK_STR(err, want);
+		}
+		config_free(c);
+		n = (size_t)snprintf(y, cap, "pools:\n");
+		for (int i = 0; i < 4096 + extra; i++)
+			n += (size_t)snprintf(y + n, cap - n, "  p%d: {endpoints: [127.0.0.1:1]}\n",
+					      i);
+		n += (size_t)snprintf(y + n, cap - n, "upstream: 127.0.0.1:1\n");
+		p = write_yaml(y);
+		c = NULL;
+		if (!extra) {
+			/* 4096 named pools and upstream's "default" would be 4097 */
+			CHECK_INT(config_load_file(p, &c, err, sizeof(err)), -1);
+			CHECK_MSG(strstr(err, "more than 4096 pools") != NULL, "%s", err);
+		} else {
+			CHECK_INT(config_load_file(p, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want), "%s:4098: pools.p4096: more than 4096 pools",
+				 p);
+			CHECK_STR(err, want);
+		}
+		config_free(c);
+	}
+	free(y);
+}
+
 /* Edge values that must be accepted. */
 static void test_units(void)
 {
@@ -1471,6 +1519,9 @@ int main(void)
 
 	test_tls();
 
+	test_begin("config_route_and_pool_counts");
+	test_counts();
+	test_end();
 	test_begin("config_units_edges");
 	test_units();
 	test_end();
