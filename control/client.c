@@ -65,8 +65,9 @@ int ctl_target_parse(const char *s, struct ctl_target *t, char *err, size_t errl
 		snprintf(t->host, sizeof(t->host), "%.*s", (int)(colon - hp), hp);
 	}
 	size_t plen = hlen - (size_t)(colon + 1 - hp);
-	if (!plen || plen >= sizeof(t->port) || strspn(colon + 1, "0123456789") < plen) {
-		snprintf(err, errlen, "%s: bad port", s);
+	if (!plen || plen >= sizeof(t->port) || strspn(colon + 1, "0123456789") < plen ||
+	    atoi(colon + 1) < 1 || atoi(colon + 1) > 65535) {
+		snprintf(err, errlen, "%s: bad port (1-65535)", s);
 		return -1;
 	}
 	memcpy(t->port, colon + 1, plen);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,14 +53,28 @@ static const size_t n_commands;
 
 static const char *prog = "reflexctl";
 
+/* One line on stderr, whatever the message carries: error texts quote what
+ * the server sent, and a garbage or hostile answer must not break the line
+ * or reach the terminal as escape sequences. Control bytes print as \xNN;
+ * the line stops after 1000 bytes. */
 static int __attribute__((format(printf, 2, 3))) fail(int code, const char *fmt, ...)
 {
+	char msg[1024];
 	va_list ap;
+	int n;
 
-	fprintf(stderr, "%s: ", prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	fprintf(stderr, "%s: ", prog);
+	for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			fprintf(stderr, "\\x%02x", *p);
+		else
+			fputc(*p, stderr);
+	}
+	if (n >= (int)sizeof(msg))
+		fputs("...", stderr);
 	fputc('\n', stderr);
 	return code;
 }
@@ -77,6 +92,15 @@ static int load_token(struct ctl *c)
 	f = fopen(c->token_file, "re");
 	if (!f)
 		return fail(EXIT_USAGE, "--token-file %s: %s", c->token_file, strerror(errno));
+	{
+		struct stat st;
+
+		if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
+			fclose(f);
+			return fail(EXIT_USAGE, "--token-file %s: not a regular file",
+				    c->token_file);
+		}
+	}
 	while (fgets(line, sizeof(line), f)) {
 		char *p = line, *name, *secret, *save;
 
@@ -140,7 +164,8 @@ static int http_failure(const char *what, const struct ctl_resp *r)
 {
 	struct json *j = NULL;
 	const char *e = error_text(r, &j);
-	int rc = fail(EXIT_NO, "%s: %d: %s", what, r->status, e);
+	int rc = fail(EXIT_NO, "%s: %d: %s", what, r->status,
+		      e && *e ? e : "(no body: is this a reflex admin API?)");
 
 	json_free(j);
 	return rc;
@@ -165,8 +190,9 @@ static int get_json(struct ctl *c, const char *path, struct ctl_resp *r, struct 
 	}
 	*out = json_parse(r->body, r->len, err, sizeof(err));
 	if (!*out) {
+		/* not a reflex admin API answering: as good as no answer */
 		ctl_resp_free(r);
-		return fail(EXIT_NO, "GET %s: not JSON (%s)", path, err);
+		return fail(EXIT_CONNECT, "GET %s: the answer is not JSON (%s)", path, err);
 	}
 	return EXIT_OK;
 }
@@ -752,6 +778,12 @@ static int cmd_cache_purge(struct ctl *c, int argc, char **argv)
 	} else {
 		return fail(EXIT_USAGE, "cache purge: give one of --url U, --prefix P, --tag T");
 	}
+	/* an unset shell variable ("--prefix $P") would purge every object */
+	if (!*value)
+		return fail(EXIT_USAGE,
+			    "cache purge: --%s is empty (an empty prefix matches every "
+			    "object)",
+			    kind);
 	char *q = json_quote(value), *body = q ? malloc(strlen(q) + 32) : NULL;
 	if (!body) {
 		free(q);

@@ -106,6 +106,11 @@ struct aconn {
 	int fd; /* -1: free slot */
 	struct buf in, out;
 	int64_t deadline_ms;
+	/* The request whose first bytes are in `in` must be complete by then
+	 * (0: none started). deadline_ms moves with every byte, so without it
+	 * a client sending one byte every few seconds holds its slot forever,
+	 * and ADMIN_MAX_CONNS such clients lock out /healthz. */
+	int64_t request_deadline_ms;
 	bool close_after_write;
 	bool sent_continue;
 	bool peer_gone;
@@ -136,7 +141,7 @@ struct admin {
 	int64_t next_bind_ms;
 
 	/* counters of the admin API itself (admin thread only) */
-	uint64_t requests, unauthorized, reloads_ok, reloads_failed;
+	uint64_t requests, unauthorized, evicted;
 };
 
 /* The one admin server: handlers reach the token and audit state here. */
@@ -176,12 +181,23 @@ static int tokens_load(const char *path, struct token *t, unsigned *n, char *err
 	FILE *f;
 
 	*n = 0;
-	f = fopen(path, "re");
-	if (!f) {
-		snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
+	/* O_NONBLOCK: a FIFO must not block the admin thread or a reload */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	const char *why = NULL;
+
+	if (fd < 0 || fstat(fd, &st))
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (!(f = fdopen(fd, "r")))
+		why = strerror(errno);
+	if (why) {
+		snprintf(err, errlen, "token file %s: %s", path, why);
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
-	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0077))
+	if (st.st_mode & 0077)
 		log_warn("admin: token file %s is readable by group or others (chmod 600)", path);
 	while (fgets(line, sizeof(line), f)) {
 		char *p = line, *name, *secret, *rest;
@@ -1167,11 +1183,31 @@ static int h_metrics(struct gateway *g, const struct admin_req *req, struct admi
 	rc |= m_head(b, "reflex_admin_unauthorized_total", "counter",
 		     "Admin mutations refused for a missing or wrong token.");
 	rc |= m_u64(b, "reflex_admin_unauthorized_total", a ? a->unauthorized : 0);
+	rc |= m_head(b, "reflex_admin_connections_evicted_total", "counter",
+		     "Admin connections closed to make room for a new one (the table was full).");
+	rc |= m_u64(b, "reflex_admin_connections_evicted_total", a ? a->evicted : 0);
 	rc |= m_head(b, "reflex_config_reloads_total", "counter",
-		     "Configuration reloads through the admin API, by result.");
-	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok", a ? a->reloads_ok : 0);
+		     "Configuration reloads (SIGHUP or POST /reload), by result.");
+	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "ok",
+		      __atomic_load_n(&g->reloads_ok, __ATOMIC_RELAXED));
 	rc |= m_u64_1(b, "reflex_config_reloads_total", "result", "error",
-		      a ? a->reloads_failed : 0);
+		      __atomic_load_n(&g->reloads_failed, __ATOMIC_RELAXED));
+	{
+		time_t when;
+		bool ok;
+
+		pthread_mutex_lock(&g->reload_status_mu);
+		when = g->last_reload;
+		ok = g->last_reload_ok;
+		pthread_mutex_unlock(&g->reload_status_mu);
+		rc |= m_head(b, "reflex_config_last_reload_successful", "gauge",
+			     "0 while the last reload was refused (the previous configuration "
+			     "serves), else 1.");
+		rc |= m_u64(b, "reflex_config_last_reload_successful", !when || ok);
+		rc |= m_head(b, "reflex_config_last_reload_timestamp_seconds", "gauge",
+			     "When the last reload was tried (0: never).");
+		rc |= m_u64(b, "reflex_config_last_reload_timestamp_seconds", (uint64_t)when);
+	}
 	rc |= anomaly_metrics(b);	  /* anomaly events, actions, tracer (docs/anomaly.md) */
 	rc |= reflex_metrics(cfg, &t, b); /* rules and detectors (docs/rules.md) */
 	rc |= limit_metrics(b);		  /* the kernel rate limiter (docs/ratelimit.md) */
@@ -1276,6 +1312,26 @@ static int stats_json(struct buf *b, const struct stats_worker *s)
 
 static int top_clients_json(struct buf *b, struct gateway *g);
 
+/* {"ok":N,"failed":N,"last":T,"last_ok":B,"last_error":S}: reloads by any
+ * route; "last" is 0 and the rest absent before the first one. */
+static int reload_json(struct buf *b, struct gateway *g)
+{
+	bool f = true;
+	int rc = buf_append(b, "{", 1);
+
+	rc |= ju64(b, &f, "ok", __atomic_load_n(&g->reloads_ok, __ATOMIC_RELAXED));
+	rc |= ju64(b, &f, "failed", __atomic_load_n(&g->reloads_failed, __ATOMIC_RELAXED));
+	pthread_mutex_lock(&g->reload_status_mu);
+	rc |= ju64(b, &f, "last", (uint64_t)g->last_reload);
+	if (g->last_reload) {
+		rc |= jbool(b, &f, "last_ok", g->last_reload_ok);
+		if (!g->last_reload_ok)
+			rc |= jstr(b, &f, "last_error", g->last_reload_error);
+	}
+	pthread_mutex_unlock(&g->reload_status_mu);
+	return rc | buf_append(b, "}", 1);
+}
+
 static int h_stats(struct gateway *g, const struct admin_req *req, struct admin_resp *resp)
 {
 	struct buf *b = &resp->body;
@@ -1307,6 +1363,7 @@ static int h_stats(struct gateway *g, const struct admin_req *req, struct admin_
 	rc |= ju64(b, &f2, "dropped", accesslog_dropped(g->alog));
 	rc |= buf_append(b, "}", 1);
 	rc |= jkey(b, &f, "top_clients") | top_clients_json(b, g);
+	rc |= jkey(b, &f, "reload") | reload_json(b, g);
 	rc |= buf_appends(b, "}\n");
 	stats_worker_fini(&t);
 	return rc ? -1 : 0;
@@ -1457,8 +1514,6 @@ static int h_reload(struct gateway *g, const struct admin_req *req, struct admin
 	if (!g->reload)
 		return admin_error(resp, 501, "reload is not available in this build");
 	if (g->reload(g, err, sizeof(err))) {
-		if (the_admin)
-			the_admin->reloads_failed++;
 		resp->status = 400;
 		return buf_appends(&resp->body, "{\"ok\":false,\"error\":") ||
 				       jsonw_buf_str(&resp->body, err) ||
@@ -1466,8 +1521,6 @@ static int h_reload(struct gateway *g, const struct admin_req *req, struct admin
 			       ? -1
 			       : 0;
 	}
-	if (the_admin)
-		the_admin->reloads_ok++;
 	return buf_appends(&resp->body, "{\"ok\":true}\n") ? -1 : 0;
 }
 
@@ -1810,6 +1863,28 @@ static void accept_all(struct admin *a)
 				continue;
 			return; /* EAGAIN, or EMFILE: try again at the next poll */
 		}
+		/* Full: the connection without progress for longest gives up
+		 * its slot (one with nothing left to send first), so a newcomer
+		 * (a health probe) is served even while the table is held by
+		 * clients that send or read nothing useful. */
+		if (a->n_conns >= ADMIN_MAX_CONNS) {
+			struct aconn *victim = NULL;
+
+			for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++) {
+				struct aconn *c = &a->conns[i];
+
+				if (c->fd < 0)
+					continue;
+				if (!victim || (!c->out.len && victim->out.len) ||
+				    (!c->out.len == !victim->out.len &&
+				     c->deadline_ms < victim->deadline_ms))
+					victim = c;
+			}
+			if (victim) {
+				a->evicted++;
+				conn_free(a, victim);
+			}
+		}
 		if (a->n_conns >= ADMIN_MAX_CONNS) {
 			static const char busy[] =
 				"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
@@ -1949,6 +2024,8 @@ static void *admin_main(void *arg)
 			pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
 			if (c->deadline_ms < next)
 				next = c->deadline_ms;
+			if (c->request_deadline_ms && c->request_deadline_ms < next)
+				next = c->request_deadline_ms;
 		}
 		int rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
 		if (rc < 0 && errno != EINTR) {
@@ -1979,6 +2056,16 @@ static void *admin_main(void *arg)
 				a->n_conns--;
 				continue;
 			}
+			if (!c->in.len || c->close_after_write)
+				c->request_deadline_ms = 0;
+			else if (!c->request_deadline_ms)
+				c->request_deadline_ms = now + ADMIN_TIMEOUT_MS;
+			else if (now >= c->request_deadline_ms) {
+				c->close_after_write = true;
+				c->request_deadline_ms = 0;
+				buf_reset(&c->in, 0);
+				queue_error(c, 408, "the request did not arrive in time", NULL);
+			}
 			if (c->out.len)
 				conn_flush(c);
 			if (c->peer_gone || (c->close_after_write && !c->out.len) ||
@@ -2005,6 +2092,22 @@ static void register_builtins(void)
 	admin_register("GET", "/config", false, h_config);
 	admin_register("GET", "/pool", false, h_pool);
 	admin_register("POST", "/reload", true, h_reload);
+}
+
+/* Loopback or a Unix socket: reachable from this host only. */
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_UNIX)
+		return true;
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
 }
 
 struct admin *admin_start(struct gateway *g, char *err, size_t errlen)
@@ -2065,6 +2168,10 @@ struct admin *admin_start(struct gateway *g, char *err, size_t errlen)
 	log_info("admin API %s %s (%u token%s, audit %s)", a->lfd >= 0 ? "on" : "waiting for",
 		 cfg->admin.listen.text, a->n_tokens, a->n_tokens == 1 ? "" : "s",
 		 a->audit ? a->audit_path : "off");
+	if (!is_loopback(&cfg->admin.listen.ss))
+		log_warn("admin: %s is not a loopback address: /config, /stats, /metrics and "
+			 "/pool are open to anyone who can reach it (mutations still need a token)",
+			 cfg->admin.listen.text);
 	if (g->config_put)
 		g->config_put(g, cfg);
 	return a;
@@ -2107,6 +2214,20 @@ void admin_stop(struct admin *a)
 	if (the_admin == a)
 		the_admin = NULL;
 	free(a);
+}
+
+int admin_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct token t[ADMIN_MAX_TOKENS];
+	unsigned n = 0;
+
+	if (!cfg->admin.enabled || !cfg->admin.token_file[0])
+		return 0;
+	memset(t, 0, sizeof(t));
+	if (tokens_load(cfg->admin.token_file, t, &n, err, errlen))
+		return -1;
+	tokens_clear(t, &n);
+	return 0;
 }
 
 int admin_address(const struct admin *a, char *out, size_t len)

@@ -19,6 +19,7 @@
 
 struct gateway;
 struct admin;
+struct config;
 
 /* A request as a handler sees it; body is complete (bounded by the admin
  * limits). `who` is the token's name for authenticated requests. */
@@ -60,6 +61,11 @@ int admin_body_string(const struct admin_req *req, const char *key, char *out, s
 /* Register an endpoint (before admin_start): exact path, or a prefix when
  * the path ends with '*'. Mutations require the bearer token. */
 int admin_register(const char *method, const char *path, bool mutation, admin_handler *h);
+
+/* What admin_start would refuse in cfg, checked without starting anything
+ * (for --check-config): the token file must be a readable regular file of
+ * valid lines. 0, or -1 with "token file PATH: reason" in err. */
+int admin_check(const struct config *cfg, char *err, size_t errlen);
 
 /* Start the admin thread. NULL with err filled when the listener cannot be
  * opened or the token file cannot be read. */

@@ -9,6 +9,8 @@
 #ifndef REFLEX_GATEWAY_H
 #define REFLEX_GATEWAY_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -38,6 +40,17 @@ struct gateway {
 	 * reload; give it back with config_put. */
 	const struct config *(*config_get)(struct gateway *g);
 	void (*config_put)(struct gateway *g, const struct config *c);
+
+	/* Every reload (SIGHUP or POST /reload), written by main.c under its
+	 * reload lock, read by the admin thread: counters with relaxed atomics,
+	 * the rest under reload_status_mu. An operator who reloads by signal
+	 * sees a refusal in /metrics and /stats, not only in the log. */
+	uint64_t reloads_ok, reloads_failed;
+	pthread_mutex_t reload_status_mu;
+	time_t last_reload;  /* 0: never */
+	bool last_reload_ok; /* meaningful once last_reload != 0 */
+	char last_reload_error
+		[512]; /* "FILE:LINE: reason" of the last refusal, "" once one succeeds */
 };
 
 static inline const struct config *gateway_config(struct gateway *g)

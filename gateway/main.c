@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -79,11 +80,11 @@ static void snap_add(const struct config *cfg, int refs)
 	pthread_mutex_unlock(&snap_mu);
 }
 
-static void snap_ref(const struct config *cfg, int delta)
+/* snap_mu held; returns the snapshot to free (outside the lock) or NULL. */
+static struct config *snap_ref_locked(const struct config *cfg, int delta)
 {
 	struct config *free_me = NULL;
 
-	pthread_mutex_lock(&snap_mu);
 	for (struct snapshot **pp = &snaps; *pp; pp = &(*pp)->next) {
 		struct snapshot *s = *pp;
 		if (s->cfg != cfg)
@@ -96,6 +97,13 @@ static void snap_ref(const struct config *cfg, int delta)
 		}
 		break;
 	}
+	return free_me;
+}
+
+static void snap_ref(const struct config *cfg, int delta)
+{
+	pthread_mutex_lock(&snap_mu);
+	struct config *free_me = snap_ref_locked(cfg, delta);
 	pthread_mutex_unlock(&snap_mu);
 	config_free(free_me);
 }
@@ -105,12 +113,18 @@ static void release_cfg(void *ctx, const struct config *cfg)
 	snap_ref(cfg, -1);
 }
 
+/* snap_mu, not reload_mu: a reload holds reload_mu while it loads the file,
+ * resolves names and compiles rules (seconds), and the admin API (/healthz)
+ * must not wait for that. reload_config swaps g->cfg under snap_mu, so
+ * reading the pointer and taking its reference is one step against the swap
+ * and the release of the old snapshot. */
 static const struct config *config_get(struct gateway *g)
 {
-	pthread_mutex_lock(&reload_mu);
+	pthread_mutex_lock(&snap_mu);
 	const struct config *c = g->cfg;
-	snap_ref(c, +1);
-	pthread_mutex_unlock(&reload_mu);
+	struct config *none = snap_ref_locked(c, +1);
+	pthread_mutex_unlock(&snap_mu);
+	(void)none; /* +1 never frees */
 	return c;
 }
 
@@ -149,7 +163,8 @@ static int reload_config(struct gateway *g, char *err, size_t errlen)
 			continue;
 		int fd = sock_listen((const struct sockaddr *)&a->ss, a->len, 16);
 		if (fd < 0) {
-			snprintf(err, errlen, "listen %s: %s", a->text, strerror(-fd));
+			snprintf(err, errlen, "%s%slisten %s: %s", ncfg->source,
+				 ncfg->source[0] ? ": " : "", a->text, strerror(-fd));
 			pthread_mutex_unlock(&reload_mu);
 			config_free(ncfg);
 			log_error("reload refused, the running configuration stays: %s", err);
@@ -161,8 +176,10 @@ static int reload_config(struct gateway *g, char *err, size_t errlen)
 		log_warn("reload: workers %u → %u takes effect at the next restart or upgrade",
 			 g->n_workers, ncfg->workers);
 	snap_add(ncfg, (int)g->n_workers + 1);
+	pthread_mutex_lock(&snap_mu); /* against config_get */
 	const struct config *old = g->cfg;
 	__atomic_store_n(&g->cfg, ncfg, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&snap_mu);
 	snap_ref(old, -1);
 	limit_kernel_reload(ncfg); /* rate limits: L7 policy and the kernel layer, live */
 	for (unsigned i = 0; i < g->n_workers; i++)
@@ -185,6 +202,12 @@ static int do_reload(struct gateway *g, char *err, size_t errlen)
 	notify_reloading();
 	int rc = reload_config(g, err, errlen);
 	notify_ready();
+	__atomic_fetch_add(rc ? &g->reloads_failed : &g->reloads_ok, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&g->reload_status_mu);
+	g->last_reload = time(NULL);
+	g->last_reload_ok = rc == 0;
+	snprintf(g->last_reload_error, sizeof(g->last_reload_error), "%s", rc ? err : "");
+	pthread_mutex_unlock(&g->reload_status_mu);
 	return rc;
 }
 
@@ -296,6 +319,22 @@ static void raise_nofile(void)
 	}
 }
 
+/* A log file reflexd will open for appending must not be a directory. A
+ * missing directory is not checked: systemd's LogsDirectory= creates it
+ * only when the service starts, and the file may be checked elsewhere. */
+static int check_log_path(const char *key, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (!path[0] || !strcmp(path, "-"))
+		return 0;
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: %s is a directory", key, path);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct config *cfg = NULL;
@@ -324,10 +363,24 @@ int main(int argc, char **argv)
 		printf("reflexd %s\n", REFLEX_VERSION);
 		config_free(cfg);
 		return 0;
-	case CONFIG_CHECK:
-		printf("reflexd: configuration %s is valid\n", cfg->source[0] ? cfg->source : "(flags)");
+	case CONFIG_CHECK: {
+		/* what the start would refuse, without starting anything */
+		int bad =
+			admin_check(cfg, err, sizeof(err)) ||
+			check_log_path("access_log", cfg->access_log, err, sizeof(err)) ||
+			(cfg->admin.enabled &&
+			 check_log_path("admin.audit_log", cfg->admin.audit_log, err, sizeof(err)));
+
+		if (bad) {
+			fprintf(stderr, "reflexd: %s%s%s\nreflexd: configuration is invalid\n",
+				cfg->source[0] ? cfg->source : "", cfg->source[0] ? ": " : "", err);
+		} else {
+			printf("reflexd: configuration %s is valid\n",
+			       cfg->source[0] ? cfg->source : "(flags)");
+		}
 		config_free(cfg);
-		return 0;
+		return bad ? 1 : 0;
+	}
 	case CONFIG_RUN:
 		break;
 	}
@@ -361,13 +414,14 @@ int main(int argc, char **argv)
 		.shutdown = do_shutdown,
 		.config_get = config_get,
 		.config_put = config_put,
+		.reload_status_mu = PTHREAD_MUTEX_INITIALIZER,
 	};
 	snap_add(cfg, (int)cfg->workers + 1);
 
 	if (cfg->access_log[0]) {
 		G.alog = accesslog_open(cfg->access_log, cfg->workers, err, sizeof(err));
 		if (!G.alog) {
-			fprintf(stderr, "reflexd: access log: %s\n", err);
+			fprintf(stderr, "reflexd: %s\n", err); /* err names the access log */
 			return 1;
 		}
 	}

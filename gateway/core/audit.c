@@ -112,19 +112,47 @@ malformed:
 	return -1;
 }
 
-static int read_all(int fd, struct buf *b)
+/* Lines of a file, one at a time, in bounded memory: the log grows for as
+ * long as the gateway is administered, and verify may be pointed at
+ * anything (a pipe, /dev/zero). */
+struct line_reader {
+	int fd;
+	struct buf b; /* unread bytes */
+	bool eof;
+};
+
+/* 1 with the line in *line and *len (no '\n'; *nl says whether one ended
+ * it), 0 at the end, -E2BIG for a line longer than AUDIT_LINE_MAX, or
+ * -errno. The line stays valid until the next call. */
+static int next_line(struct line_reader *r, const char **line, size_t *len, bool *nl,
+		     size_t *consumed)
 {
+	buf_consume(&r->b, *consumed);
+	*consumed = 0;
 	for (;;) {
-		if (buf_reserve(b, 65536))
+		const char *p = memchr(buf_head(&r->b), '\n', r->b.len);
+
+		if (p || (r->eof && r->b.len)) {
+			*line = buf_head(&r->b);
+			*len = p ? (size_t)(p - *line) : r->b.len;
+			*nl = p != NULL;
+			*consumed = *len + (p != NULL);
+			return *len > AUDIT_LINE_MAX ? -E2BIG : 1;
+		}
+		if (r->eof)
+			return 0;
+		if (r->b.len > AUDIT_LINE_MAX)
+			return -E2BIG;
+		if (buf_reserve(&r->b, 65536))
 			return -ENOMEM;
-		ssize_t n = read(fd, b->data + b->off + b->len, 65536);
+		ssize_t n = read(r->fd, r->b.data + r->b.off + r->b.len, 65536);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
 		if (n == 0)
-			return 0;
-		b->len += (size_t)n;
+			r->eof = true;
+		r->b.len += (size_t)n;
 	}
 }
 
@@ -132,32 +160,24 @@ int audit_verify(const char *path, uint64_t *first_bad_seq, uint64_t *records, c
 		 size_t errlen)
 {
 	char prev[AUDIT_HASH_HEX + 1] = ZERO_HASH, why[200];
-	struct buf b = {0};
+	struct line_reader r = {.fd = -1};
+	const char *line = NULL;
+	size_t len = 0, consumed = 0;
 	uint64_t seq = 0;
-	size_t off = 0;
-	int fd, rc;
+	bool nl;
+	int rc;
 
 	*first_bad_seq = 0;
 	*records = 0;
 	if (errlen)
 		err[0] = 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
+	r.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (r.fd < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return rc;
 	}
-	rc = read_all(fd, &b);
-	close(fd);
-	if (rc) {
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		goto out;
-	}
-	while (off < b.len) {
-		const char *line = buf_head(&b) + off;
-		const char *nl = memchr(line, '\n', b.len - off);
-		size_t len = nl ? (size_t)(nl - line) : b.len - off;
-
+	while ((rc = next_line(&r, &line, &len, &nl, &consumed)) == 1) {
 		seq++;
 		if (!nl) {
 			*first_bad_seq = seq;
@@ -174,50 +194,95 @@ int audit_verify(const char *path, uint64_t *first_bad_seq, uint64_t *records, c
 			goto out;
 		}
 		audit_sha256_hex(line, len, prev);
-		off += len + 1;
+	}
+	if (rc == -E2BIG) {
+		*first_bad_seq = seq + 1;
+		snprintf(err, errlen, "record %llu: line longer than %d bytes",
+			 (unsigned long long)seq + 1, AUDIT_LINE_MAX);
+		rc = 1;
+		goto out;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		goto out;
 	}
 	*records = seq;
 	rc = 0;
 out:
-	buf_free(&b);
+	close(r.fd);
+	buf_free(&r.b);
 	return rc;
 }
 
 /* Continue the chain from the file's last line (whatever it holds: a bad
- * line is then caught by verification, not papered over). */
+ * line is then caught by verification, not papered over). The file is
+ * read once, in chunks: the line count is the seq, and the last line is
+ * hashed as it streams by (a torn last line may be of any length). */
 static int load_tail(struct audit *a, char *err, size_t errlen, const char *path)
 {
-	struct buf b = {0};
-	int rc = read_all(a->fd, &b);
-	size_t off = 0, last = 0, last_len = 0;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char chunk[65536], dg[32];
+	unsigned int dglen = 0;
+	bool in_line = false, ended_nl = true;
+	int rc = 0;
 
-	if (rc) {
-		snprintf(err, errlen, "audit log %s: %s", path, strerror(-rc));
-		buf_free(&b);
-		return rc;
-	}
 	a->seq = 0;
 	strcpy(a->prev, ZERO_HASH);
-	while (off < b.len) {
-		const char *nl = memchr(buf_head(&b) + off, '\n', b.len - off);
-		size_t len = nl ? (size_t)(nl - buf_head(&b) - off) : b.len - off;
+	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+		snprintf(err, errlen, "audit log %s: cannot hash", path);
+		EVP_MD_CTX_free(md);
+		return -ENOMEM;
+	}
+	for (;;) {
+		ssize_t n = read(a->fd, chunk, sizeof(chunk));
 
-		last = off;
-		last_len = len;
-		a->seq++;
-		off += len + 1;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "audit log %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		for (const unsigned char *p = chunk, *end = chunk + n; p < end;) {
+			const unsigned char *q = memchr(p, '\n', (size_t)(end - p));
+			const unsigned char *stop = q ? q : end;
+
+			if (!in_line) { /* a line starts: it may be the last */
+				in_line = true;
+				a->seq++;
+				EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+			}
+			EVP_DigestUpdate(md, p, (size_t)(stop - p));
+			if (q)
+				in_line = false;
+			ended_nl = q != NULL;
+			p = q ? q + 1 : end;
+		}
 	}
 	if (a->seq) {
-		audit_sha256_hex(buf_head(&b) + last, last_len, a->prev);
+		static const char hex[] = "0123456789abcdef";
+
+		if (!EVP_DigestFinal_ex(md, dg, &dglen) || dglen != 32) {
+			memset(a->prev, '?', AUDIT_HASH_HEX); /* verification fails loudly */
+		} else {
+			for (unsigned i = 0; i < 32; i++) {
+				a->prev[2 * i] = hex[dg[i] >> 4];
+				a->prev[2 * i + 1] = hex[dg[i] & 15];
+			}
+		}
+		a->prev[AUDIT_HASH_HEX] = 0;
 		/* a torn last line (crash mid-write) is closed so the next record
 		 * starts on its own line */
-		if (b.data[b.off + b.len - 1] != '\n') {
+		if (!ended_nl) {
 			ssize_t n = write(a->fd, "\n", 1);
 			(void)n;
 		}
 	}
-	buf_free(&b);
-	return 0;
+out:
+	EVP_MD_CTX_free(md);
+	return rc;
 }
 
 struct audit *audit_open(const char *path, char *err, size_t errlen)

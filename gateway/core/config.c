@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -34,6 +36,8 @@
 #define CFG_DEFAULT_LISTEN "127.0.0.1:8080"
 #define CFG_DEFAULT_POOL "default"
 #define CFG_DEFAULT_ADMIN "127.0.0.1:9901"
+/* Far above any real configuration; a file this big is a mistake. */
+#define CFG_FILE_MAX (16 << 20)
 
 /* Loading state, alive from the first default to the last check. */
 struct cfg_ctx {
@@ -47,6 +51,7 @@ struct cfg_ctx {
 	char (*route_pools)[CFG_NAME_MAX];
 	unsigned upstream_line; /* line of the top-level "upstream:" key, 0 if none */
 	unsigned *pool_lines;	/* per pool: line of its key, 0 from flags */
+	unsigned admin_line;	/* line of admin.listen, 0 if none */
 };
 
 /* ---- messages ----------------------------------------------------------- */
@@ -380,7 +385,8 @@ static int parse_fraction(const char *s, double *out, char *why, size_t whylen)
 
 	errno = 0;
 	v = strtod(s, &end);
-	if (!*s || *end || errno || isspace((unsigned char)*s) || !(v >= 0.0 && v <= 1.0)) {
+	if (!*s || *end || errno || isspace((unsigned char)*s) || strpbrk(s, "xX") ||
+	    !(v >= 0.0 && v <= 1.0)) {
 		snprintf(why, whylen, "\"%s\" is not a number from 0 to 1", s);
 		return -1;
 	}
@@ -525,6 +531,99 @@ static const char *pair_key(struct cfg_ctx *x, yaml_node_t *map, yaml_node_pair_
 	return key;
 }
 
+/* Optimal string alignment distance (insert, delete, substitute, swap two
+ * neighbours) between two keys; keys longer than 63 bytes count as far. */
+static unsigned key_distance(const char *a, const char *b)
+{
+	unsigned d[64][64];
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > 63 || lb > 63)
+		return UINT_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = (unsigned)i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = (unsigned)j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			unsigned cost = a[i - 1] != b[j - 1], v = d[i - 1][j - 1] + cost;
+
+			if (d[i - 1][j] + 1 < v)
+				v = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < v)
+				v = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < v)
+				v = d[i - 2][j - 2] + 1;
+			d[i][j] = v;
+		}
+	}
+	return d[la][lb];
+}
+
+/* For "unknown key" messages: " (did you mean \"listen\"?)" when one of the
+ * n known keys (a `const char *` at the start of each stride-sized row) is
+ * a typo away from key, else "". Returns buf. */
+static const char *key_hint(char *buf, size_t len, const char *key, const void *rows, size_t n,
+			    size_t stride)
+{
+	const char *best = NULL;
+	unsigned best_d = strlen(key) <= 3 ? 1 : 2;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *cand = *(const char *const *)((const char *)rows + i * stride);
+		unsigned dist = key_distance(key, cand);
+
+		if (dist && dist <= best_d && (!best || dist < key_distance(key, best)))
+			best = cand;
+	}
+	if (best)
+		snprintf(buf, len, " (did you mean \"%s\"?)", best);
+	return buf;
+}
+
+static bool key_known(const char *key, const char *const *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(key, names[i]))
+			return true;
+	return false;
+}
+
+#define KEY_HINT(buf, key, names)                                                        \
+	key_hint((buf), sizeof(buf), (key), (names), sizeof(names) / sizeof((names)[0]), \
+		 sizeof((names)[0]))
+
+/* Known keys, for the "did you mean" of an unknown one. */
+static const char *const pool_keys[] = {
+	"endpoints", "balance", "keepalive", "tls",   "hash_key", "health",	"outlier",
+	"breaker",   "limits",	"retry",     "hedge", "queue",	  "slow_start", "resolve",
+};
+static const char *const admin_keys[] = {"listen", "token_file", "audit_log"};
+static const char *const access_log_keys[] = {"path", "sample", "query"};
+static const char *const listen_keys[] = {"address", "tls", "deferred"};
+static const char *const reflex_keys[] = {"rules", "detectors", "max_scan_bytes", "hash_key"};
+static const char *const ratelimit_keys[] = {
+	"client",	 "api_key", "routes",	     "escalate", "redis",
+	"redis_timeout", "hosts",   "redis_failure", "kernel",
+};
+/* for hints; a key of cache_fields or trace_fields is known even when it
+ * is missing here */
+static const char *const cache_keys[] = {
+	"enabled",	 "tag_header",	  "redis", "memory",
+	"max_object",	 "post_body_max", "grace", "coalesce_timeout",
+	"redis_timeout", "redis_breaker",
+};
+static const char *const trace_keys[] = {
+	"enabled",	  "eject",	 "penalty",	"window",	"slow_connect",
+	"events_per_sec", "sensitivity", "min_samples", "min_requests", "eject_time",
+	"penalty_time",	  "events_kept", "prefix_v4",	"prefix_v6",
+};
+static const char *const route_keys[] = {
+	"host", "path_prefix", "pool", "access_log", "cache", "hedge", "retry_unsafe",
+};
+
 /* A list, or one scalar standing for a list of one; fn checks item types. */
 static int each_item(struct cfg_ctx *x, yaml_node_t *n, const char *what,
 		     int (*fn)(struct cfg_ctx *x, yaml_node_t *item, const char *what))
@@ -594,10 +693,17 @@ static struct cfg_pool *pool_add(struct cfg_ctx *x, const char *name, unsigned l
 	return p;
 }
 
+/* -EEXIST for an address already in the pool as written: /pool and the
+ * per-endpoint metrics name an endpoint by that text, and two series with
+ * the same labels make Prometheus refuse the whole scrape. */
 static int endpoint_add(struct cfg_pool *p, const struct cfg_addr *a, unsigned weight)
 {
-	struct cfg_endpoint *e = grow(p->endpoints, p->n_endpoints, sizeof(*e));
+	struct cfg_endpoint *e;
 
+	for (unsigned i = 0; i < p->n_endpoints; i++)
+		if (!strcmp(p->endpoints[i].addr.text, a->text))
+			return -EEXIST;
+	e = grow(p->endpoints, p->n_endpoints, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	p->endpoints = e;
@@ -629,9 +735,16 @@ static int add_endpoint_text(struct cfg_ctx *x, yaml_node_t *n, const char *text
 	struct cfg_addr a;
 	char why[512];
 
+	int rc;
+
 	if (parse_addr(text, false, &a, why, sizeof(why)))
 		return fail_node(x, n, "%s: %s", what, why);
-	if (endpoint_add(cur_pool_of(x), &a, weight))
+	rc = endpoint_add(cur_pool_of(x), &a, weight);
+	if (rc == -EEXIST)
+		return fail_node(x, n,
+				 "%s: \"%s\" is listed twice (a weight gives it more traffic)",
+				 what, text);
+	if (rc)
 		return fail_node(x, n, "out of memory");
 	return 0;
 }
@@ -973,7 +1086,10 @@ static int add_listen(struct cfg_ctx *x, yaml_node_t *n, const char *what)
 					goto fail;
 				}
 			} else {
-				fail_node(x, node(x, p->key), "unknown key \"%s.%s\"", what, key);
+				char hint[96];
+
+				fail_node(x, node(x, p->key), "unknown key \"%s.%s\"%s", what, key,
+					  KEY_HINT(hint, key, listen_keys));
 				goto fail;
 			}
 		}
@@ -1037,6 +1153,9 @@ static int sec_upstream(struct cfg_ctx *x, yaml_node_t *v)
 	if (v->type == YAML_SEQUENCE_NODE &&
 	    v->data.sequence.items.start == v->data.sequence.items.top)
 		return fail_node(x, v, "upstream: empty list");
+	if (x->c->n_pools >= CFG_POOLS_MAX)
+		return fail_node(x, v, "upstream: more than %d pools with pool default",
+				 CFG_POOLS_MAX);
 	if (!pool_add(x, CFG_DEFAULT_POOL, line))
 		return fail_node(x, v, "out of memory");
 	x->upstream_line = line;
@@ -1073,13 +1192,14 @@ static int sec_access_log(struct cfg_ctx *x, yaml_node_t *v)
 	{
 		const char *key = pair_key(x, v, p, "access_log");
 		yaml_node_t *pv = node(x, p->value);
-		char what[64];
+		char what[64], hint[96];
 
 		if (!key)
 			return -1;
 		snprintf(what, sizeof(what), "access_log.%s", key);
 		if (strcmp(key, "path") && strcmp(key, "sample") && strcmp(key, "query"))
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 KEY_HINT(hint, key, access_log_keys));
 		if (!(s = scalar(x, pv, what)))
 			return -1;
 		if (!strcmp(key, "path")) {
@@ -1108,18 +1228,20 @@ static int sec_admin(struct cfg_ctx *x, yaml_node_t *v)
 	{
 		const char *key = pair_key(x, v, p, "admin"), *s;
 		yaml_node_t *pv = node(x, p->value);
-		char what[64], why[512];
+		char what[64], why[512], hint[96];
 
 		if (!key)
 			return -1;
 		snprintf(what, sizeof(what), "admin.%s", key);
 		if (strcmp(key, "listen") && strcmp(key, "token_file") && strcmp(key, "audit_log"))
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 KEY_HINT(hint, key, admin_keys));
 		if (!(s = scalar(x, pv, what)))
 			return -1;
 		if (!strcmp(key, "listen")) {
 			if (parse_admin_listen(s, a, why, sizeof(why)))
 				return fail_node(x, pv, "%s: %s", what, why);
+			x->admin_line = line_of(pv);
 			continue;
 		}
 		if (is_null(pv))
@@ -1183,6 +1305,7 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 		const char *key = pair_key(x, map, p, section), *s;
 		yaml_node_t *v = node(x, p->value);
 		const struct field *f = NULL;
+		char hint[96];
 		char why[256], what[128];
 		uint64_t val;
 		int rc;
@@ -1194,7 +1317,9 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 				f = &fields[i];
 		snprintf(what, sizeof(what), "%s.%s", section, key);
 		if (!f)
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 key_hint(hint, sizeof(hint), key, fields, n_fields,
+						  sizeof(*fields)));
 		if (!(s = scalar(x, v, what)))
 			return -1;
 		switch (f->kind) {
@@ -1233,6 +1358,14 @@ static int parse_fields(struct cfg_ctx *x, yaml_node_t *map, const char *section
 
 /* Bounds: the minimums keep a gateway usable; the maximums keep what a
  * worker allocates from them (header arrays, head buffers) sane. */
+static bool field_known(const char *key, const struct field *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(key, f[i].key))
+			return true;
+	return false;
+}
+
 static const struct field limit_fields[] = {
 	{"request_line", FIELD_SIZE32, offsetof(struct cfg_limits, request_line), 16, 16 << 20},
 	{"header_bytes", FIELD_SIZE32, offsetof(struct cfg_limits, header_bytes), 64, 64 << 20},
@@ -1336,6 +1469,7 @@ static int parse_pool_sub(struct cfg_ctx *x, struct cfg_pool *pool, yaml_node_t 
 		const char *key = pair_key(x, map, p, section), *s;
 		yaml_node_t *v = node(x, p->value);
 		const struct field *f = NULL;
+		char hint[96];
 		char why[256], what[160];
 		uint64_t val;
 		int rc;
@@ -1355,7 +1489,9 @@ static int parse_pool_sub(struct cfg_ctx *x, struct cfg_pool *pool, yaml_node_t 
 			if (!strcmp(fields[i].key, key))
 				f = &fields[i];
 		if (!f)
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 key_hint(hint, sizeof(hint), key, fields, n_fields,
+						  sizeof(*fields)));
 		if (!(s = scalar(x, v, what)))
 			return -1;
 		if (f->kind == FIELD_DURATION)
@@ -1529,6 +1665,7 @@ static int parse_hash_key(struct cfg_pool *p, const char *s)
 }
 
 /* One pool key of the resilience family: 0 handled, 1 not ours, -1 error. */
+
 static int parse_pool_resilience(struct cfg_ctx *x, struct cfg_pool *pool, const char *key,
 				 yaml_node_t *pv, const char *sub)
 {
@@ -1619,6 +1756,8 @@ static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const c
 				 x->pool_lines[i]);
 	if (expect_mapping(x, v, what))
 		return -1;
+	if (x->c->n_pools >= CFG_POOLS_MAX)
+		return fail_node(x, k, "%s: more than %d pools", what, CFG_POOLS_MAX);
 	pool = pool_add(x, name, line_of(k));
 	if (!pool)
 		return fail_node(x, k, "out of memory");
@@ -1626,7 +1765,7 @@ static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const c
 	{
 		const char *key = pair_key(x, v, p, what), *s;
 		yaml_node_t *pv = node(x, p->value);
-		char sub[CFG_NAME_MAX + 48];
+		char sub[CFG_NAME_MAX + 48], hint[96];
 		uint64_t n;
 
 		if (!key)
@@ -1666,7 +1805,8 @@ static int parse_pool(struct cfg_ctx *x, yaml_node_t *k, yaml_node_t *v, const c
 			if (rc < 0)
 				return -1;
 			if (rc > 0)
-				return fail_node(x, node(x, p->key), "unknown key \"%s\"", sub);
+				return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", sub,
+						 KEY_HINT(hint, key, pool_keys));
 		}
 	}
 	if (!has_endpoints)
@@ -1766,10 +1906,14 @@ static int parse_route(struct cfg_ctx *x, yaml_node_t *n, const char *section)
 
 		if (!key)
 			return -1;
-		if (strcmp(key, "host") && strcmp(key, "path_prefix") && strcmp(key, "pool") &&
-		    strcmp(key, "access_log") && strcmp(key, "cache") && strcmp(key, "hedge") &&
-		    strcmp(key, "retry_unsafe"))
-			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"", what, key);
+		bool known = false;
+		char hint[96];
+
+		for (size_t i = 0; i < sizeof(route_keys) / sizeof(route_keys[0]); i++)
+			known |= !strcmp(key, route_keys[i]);
+		if (!known)
+			return fail_node(x, node(x, p->key), "%s: unknown key \"%s\"%s", what, key,
+					 KEY_HINT(hint, key, route_keys));
 		if (!strcmp(key, "cache")) {
 			if (parse_route_cache(x, v, r, what))
 				return -1;
@@ -1829,6 +1973,9 @@ static int sec_routes(struct cfg_ctx *x, yaml_node_t *v)
 		return fail_node(x, v, "routes: expected a list, found %s", node_kind(v));
 	for_each_item(v, it)
 	{
+		if (x->c->n_routes >= CFG_ROUTES_MAX)
+			return fail_node(x, node(x, *it), "routes: more than %d routes",
+					 CFG_ROUTES_MAX);
 		if (parse_route(x, node(x, *it), "routes"))
 			return -1;
 	}
@@ -1864,6 +2011,14 @@ static int sec_cache(struct cfg_ctx *x, yaml_node_t *v)
 
 		if (!key)
 			return -1;
+		if (!key_known(key, cache_keys, sizeof(cache_keys) / sizeof(cache_keys[0])) &&
+		    !field_known(key, cache_fields,
+				 sizeof(cache_fields) / sizeof(cache_fields[0]))) {
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "unknown key \"cache.%s\"%s", key,
+					 KEY_HINT(hint, key, cache_keys));
+		}
 		if (strcmp(key, "enabled") && strcmp(key, "tag_header") && strcmp(key, "redis")) {
 			/* the numeric fields, one at a time so errors keep their line */
 			yaml_node_pair_t one = *p;
@@ -1909,9 +2064,12 @@ static int parse_rate(const char *s, double *out, char *why, size_t whylen)
 	char *end;
 	double v, per = 1;
 
+	/* decimal only: strtod would also take "inf", "nan" and hex */
+	if ((!isdigit((unsigned char)*s) && *s != '.') || strpbrk(s, "xX"))
+		goto bad;
 	errno = 0;
 	v = strtod(s, &end);
-	if (end == s || errno || isspace((unsigned char)*s) || !(v > 0) || v > 1e9)
+	if (end == s || errno || !(v > 0) || v > 1e9)
 		goto bad;
 	if (*end == '/') {
 		if (!strcmp(end, "/s"))
@@ -1925,11 +2083,30 @@ static int parse_rate(const char *s, double *out, char *why, size_t whylen)
 	} else if (*end) {
 		goto bad;
 	}
+	/* below it the GCRA interval (1e9 / rate ns) leaves 64 bits */
+	if (v / per < CFG_RL_RATE_MIN) {
+		snprintf(why, whylen, "\"%s\" is too slow (at least 0.0036/h, one per 11.6 days)",
+			 s);
+		return -1;
+	}
 	*out = v / per;
 	return 0;
 bad:
 	snprintf(why, whylen, "\"%s\" is not a rate (N, N/s, N/m or N/h, N > 0)", s);
 	return -1;
+}
+
+/* A full burst must refill in at most CFG_RL_REFILL_MAX_S: the limiter
+ * keeps burst / rate in nanoseconds in 64 bits. */
+static int rl_check(struct cfg_ctx *x, yaml_node_t *n, const char *what,
+		    const struct cfg_rl_limit *l)
+{
+	if ((double)l->burst / l->rate > CFG_RL_REFILL_MAX_S)
+		return fail_node(x, n,
+				 "%s: burst %u at %g/s takes more than 30 years to refill; lower "
+				 "burst or raise rate",
+				 what, l->burst, l->rate);
+	return 0;
 }
 
 /* "10.0.0.0/8", "2001:db8::/32" or a bare address; bits past the prefix must
@@ -2023,7 +2200,7 @@ static int rl_limit_map(struct cfg_ctx *x, yaml_node_t *v, const char *what,
 		return fail_node(x, v, "%s: rate is missing", what);
 	if (!l->burst)
 		l->burst = l->rate >= 1 ? (uint32_t)l->rate : 1;
-	return 0;
+	return rl_check(x, v, what, l);
 }
 
 static int rl_routes(struct cfg_ctx *x, yaml_node_t *v)
@@ -2074,6 +2251,8 @@ static int rl_routes(struct cfg_ctx *x, yaml_node_t *v)
 			return fail_node(x, m, "ratelimit.routes[]: rate is missing");
 		if (!r->lim.burst)
 			r->lim.burst = r->lim.rate >= 1 ? (uint32_t)r->lim.rate : 1;
+		if (rl_check(x, m, "ratelimit.routes[]", &r->lim))
+			return -1;
 		rl->n_routes++;
 	}
 	return 0;
@@ -2274,7 +2453,10 @@ static int sec_ratelimit(struct cfg_ctx *x, yaml_node_t *v)
 			else
 				return fail_node(x, pv, "%s: \"%s\" is not local, open or closed", what, s);
 		} else {
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", what);
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", what,
+					 KEY_HINT(hint, key, ratelimit_keys));
 		}
 		if (rc)
 			return -1;
@@ -2701,6 +2883,12 @@ static int sec_reflex(struct cfg_ctx *x, yaml_node_t *v)
 				return -1;
 			continue;
 		}
+		if (strcmp(key, "max_scan_bytes") && strcmp(key, "hash_key")) {
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "reflex: unknown key \"%s\"%s", key,
+					 KEY_HINT(hint, key, reflex_keys));
+		}
 		if (!(s = scalar(x, pv, key)))
 			return -1;
 		if (!strcmp(key, "max_scan_bytes")) {
@@ -2799,6 +2987,14 @@ static int sec_trace(struct cfg_ctx *x, yaml_node_t *v)
 
 		if (!key)
 			return -1;
+		if (!key_known(key, trace_keys, sizeof(trace_keys) / sizeof(trace_keys[0])) &&
+		    !field_known(key, trace_fields,
+				 sizeof(trace_fields) / sizeof(trace_fields[0]))) {
+			char hint[96];
+
+			return fail_node(x, node(x, p->key), "unknown key \"trace.%s\"%s", key,
+					 KEY_HINT(hint, key, trace_keys));
+		}
 		if (!strcmp(key, "enabled"))
 			flag = &t->enabled;
 		else if (!strcmp(key, "eject"))
@@ -2893,6 +3089,7 @@ static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
 	{
 		const char *key = pair_key(x, root, p, "");
 		const struct cfg_section *s = NULL;
+		char hint[96];
 
 		if (!key)
 			return -1;
@@ -2900,7 +3097,8 @@ static int walk_root(struct cfg_ctx *x, yaml_node_t *root)
 			if (!strcmp(sections[i].key, key))
 				s = &sections[i];
 		if (!s)
-			return fail_node(x, node(x, p->key), "unknown key \"%s\"", key);
+			return fail_node(x, node(x, p->key), "unknown key \"%s\"%s", key,
+					 KEY_HINT(hint, key, sections));
 		if (s->parse(x, node(x, p->value)))
 			return -1;
 	}
@@ -2922,6 +3120,50 @@ static int yaml_error(struct cfg_ctx *x, const yaml_parser_t *p)
 	return fail_at(x, line, "%s", problem);
 }
 
+/* Only a regular file of sane size: a FIFO or a terminal would block the
+ * loader (the main thread, which holds the reload lock) forever, a
+ * directory reads as an obscure "input error", and a device or a runaway
+ * generated file could take all memory. O_NONBLOCK keeps open() itself from
+ * waiting for a FIFO's writer. */
+static FILE *open_regular(struct cfg_ctx *x, const char *path)
+{
+	struct stat st;
+	FILE *f;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0) {
+		fail_at(x, 0, "cannot open: %s", strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st)) {
+		fail_at(x, 0, "cannot open: %s", strerror(errno));
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		fail_at(x, 0, "is a directory, not a configuration file");
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fail_at(x, 0,
+			"is not a regular file (a pipe or device cannot be re-read on reload)");
+		goto fail;
+	}
+	if (st.st_size > CFG_FILE_MAX) {
+		fail_at(x, 0, "is %lld bytes; a configuration file is at most %d MiB",
+			(long long)st.st_size, CFG_FILE_MAX >> 20);
+		goto fail;
+	}
+	f = fdopen(fd, "rb");
+	if (!f) {
+		fail_at(x, 0, "cannot open: %s", strerror(errno));
+		goto fail;
+	}
+	return f;
+fail:
+	close(fd);
+	return NULL;
+}
+
 static int load_file(struct cfg_ctx *x, const char *path)
 {
 	yaml_parser_t parser;
@@ -2933,9 +3175,9 @@ static int load_file(struct cfg_ctx *x, const char *path)
 	x->file = path;
 	if (copy_str(x->c->source, sizeof(x->c->source), path))
 		return fail_at(x, 0, "path is too long");
-	f = fopen(path, "rb");
+	f = open_regular(x, path);
 	if (!f)
-		return fail_at(x, 0, "cannot open: %s", strerror(errno));
+		return -1;
 	if (!yaml_parser_initialize(&parser)) {
 		fclose(f);
 		return fail_at(x, 0, "out of memory");
@@ -2972,6 +3214,29 @@ out_parser:
 	return rc;
 }
 
+/* Two TCP addresses that cannot both be bound: the same family and port
+ * (not 0), and the same address or either one the wildcard (IPv6 sockets
+ * are IPV6_V6ONLY, core/sock.c, so [::] leaves IPv4 alone). */
+static bool addr_overlaps(const struct cfg_addr *a, const struct cfg_addr *b)
+{
+	const struct sockaddr_in *a4 = (const void *)&a->ss, *b4 = (const void *)&b->ss;
+	const struct sockaddr_in6 *a6 = (const void *)&a->ss, *b6 = (const void *)&b->ss;
+	bool a_any, b_any;
+
+	if (a->ss.ss_family == AF_UNIX || a->ss.ss_family != b->ss.ss_family)
+		return false;
+	/* sin_port and sin6_port sit at the same offset */
+	if (a4->sin_port != b4->sin_port || !a4->sin_port)
+		return false;
+	a_any = a->ss.ss_family == AF_INET ? a4->sin_addr.s_addr == htonl(INADDR_ANY)
+					   : IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr);
+	b_any = b->ss.ss_family == AF_INET ? b4->sin_addr.s_addr == htonl(INADDR_ANY)
+					   : IN6_IS_ADDR_UNSPECIFIED(&b6->sin6_addr);
+	if (a_any || b_any)
+		return true;
+	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
 /* Checks that need the file and the flags together. */
 static int finalize(struct cfg_ctx *x)
 {
@@ -2999,6 +3264,15 @@ static int finalize(struct cfg_ctx *x)
 	if (c->admin.enabled && !c->admin.listen.len &&
 	    parse_addr(CFG_DEFAULT_ADMIN, true, &c->admin.listen, why, sizeof(why)))
 		return fail_at(x, 0, "default admin address: %s", why);
+	/* The admin API binds without SO_REUSEPORT: on a data port it would
+	 * wait for the address forever, retrying, and never serve. */
+	for (unsigned i = 0; c->admin.enabled && i < c->n_listens; i++)
+		if (addr_overlaps(&c->admin.listen, &c->listens[i]))
+			return fail_at(
+				x, x->admin_line, "admin.listen %s%s: is also listen %s",
+				c->admin.listen.text,
+				x->admin_line ? "" : " (the default; set admin.listen or --admin)",
+				c->listens[i].text);
 	if (!c->n_pools) {
 		/* not a place in the file: say it plainly */
 		snprintf(x->err, x->errlen, "no upstream: give --upstream or pools.default");
@@ -3189,6 +3463,9 @@ static int apply_flags(struct cfg_ctx *x, struct cli *cli)
 			free(p->endpoints);
 			p->endpoints = NULL;
 			p->n_endpoints = 0;
+		} else if (c->n_pools >= CFG_POOLS_MAX) {
+			return fail_flag(x, "--upstream", "more than %d pools with pool default",
+					 CFG_POOLS_MAX);
 		} else if (!(p = pool_add(x, CFG_DEFAULT_POOL, 0))) {
 			return fail_flag(x, "--upstream", "out of memory");
 		}
@@ -3197,7 +3474,12 @@ static int apply_flags(struct cfg_ctx *x, struct cli *cli)
 
 			if (parse_addr(cli->upstreams[k], false, &a, why, sizeof(why)))
 				return fail_flag(x, "--upstream", "%s", why);
-			if (endpoint_add(p, &a, 1))
+			int rc = endpoint_add(p, &a, 1);
+
+			if (rc == -EEXIST)
+				return fail_flag(x, "--upstream", "\"%s\" is given twice",
+						 cli->upstreams[k]);
+			if (rc)
 				return fail_flag(x, "--upstream", "out of memory");
 		}
 	}

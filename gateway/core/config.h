@@ -157,6 +157,12 @@ struct cfg_pool {
 	struct cfg_pool_tls tls;
 };
 
+/* At most this many routes and pools: per-route and per-pool metrics are
+ * kept for 4096 names (STATS_NAMES_CAP), routes are matched one by one,
+ * and a generated file with 100 000 routes took 330 MB to load. */
+#define CFG_ROUTES_MAX 4096
+#define CFG_POOLS_MAX 4096
+
 /* A route sends matching requests to a pool. Routes are tried in order; the
  * first whose host and path prefix match wins; requests no route matches go
  * to the pool named "default" (404 when there is none). */
@@ -187,6 +193,13 @@ struct cfg_cache {
 	uint32_t redis_timeout; /* ms per L2 operation; default 50 */
 	uint32_t redis_breaker; /* ms L2 is skipped after 3 failures in a row; default 5 s */
 };
+
+/* Limits of a rate limit, shared by the config and the admin API: rates
+ * below CFG_RL_RATE_MIN per second, or a burst that takes longer than
+ * CFG_RL_REFILL_MAX_S to refill, would overflow the limiter's 64-bit
+ * nanosecond arithmetic. */
+#define CFG_RL_RATE_MIN 1e-6
+#define CFG_RL_REFILL_MAX_S 1e9
 
 /* Rate limiting (gateway/http/limit.c, docs/ratelimit.md): the `ratelimit:`
  * section. (`limits:` is the request size limits above.) */

@@ -21,7 +21,6 @@
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
 
-#define PRIVS_SIGNAL (SIGRTMIN + 4)
 #define PRIVS_WAIT_MS 5000
 #define PRIVS_MAX_THREADS 4096
 

@@ -31,10 +31,16 @@
 #ifndef REFLEX_CORE_PRIVS_H
 #define REFLEX_CORE_PRIVS_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/* The signal privs_drop sends to every thread. A thread that blocks signals
+ * (a helper that leaves them to the main thread) must leave this one open,
+ * or privs_drop times out and reflexd does not start. */
+#define PRIVS_SIGNAL (SIGRTMIN + 4)
 
 /* Bit n of a mask is capability n (CAP_NET_BIND_SERVICE = 10, ...). */
 #define PRIVS_CAP(n) (1ULL << (n))

@@ -283,10 +283,55 @@ static void rule_local(struct rule *r, uint32_t hosts)
 	}
 }
 
+static bool rule_same(const struct rule *a, const struct rule *b)
+{
+	if (a->interval_ns != b->interval_ns || a->tolerance_ns != b->tolerance_ns ||
+	    a->rate != b->rate || a->burst != b->burst || a->global != b->global ||
+	    !a->local != !b->local)
+		return false;
+	return !a->local || rule_same(a->local, b->local);
+}
+
+static bool policy_same(const struct policy *a, const struct policy *b)
+{
+	if (!rule_same(&a->client, &b->client) || !rule_same(&a->key, &b->key) ||
+	    !rule_same(&a->accept, &b->accept) || strcmp(a->key_header, b->key_header) ||
+	    a->n_routes != b->n_routes || a->prefix_v6 != b->prefix_v6 ||
+	    a->esc_refusals != b->esc_refusals || a->esc_window_ns != b->esc_window_ns ||
+	    a->esc_penalty_ns != b->esc_penalty_ns || a->redis != b->redis ||
+	    a->hosts != b->hosts || a->fallback != b->fallback)
+		return false;
+	for (unsigned i = 0; i < a->n_routes; i++)
+		if (strcmp(a->routes[i].host, b->routes[i].host) ||
+		    strcmp(a->routes[i].path_prefix, b->routes[i].path_prefix) ||
+		    !rule_same(&a->routes[i].r, &b->routes[i].r))
+			return false;
+	return true;
+}
+
+static void policy_free(struct policy *p)
+{
+	free(p->client.local);
+	free(p->key.local);
+	free(p->accept.local);
+	for (unsigned i = 0; i < p->n_routes; i++)
+		free(p->routes[i].r.local);
+	free(p);
+}
+
+/* Replaced policies are never freed (a worker may be reading one), so a
+ * policy equal to the current one is dropped instead of published: a
+ * reload that leaves the limits alone, or a storm of them, costs nothing. */
 static void policy_publish(struct policy *p)
 {
 	pthread_mutex_lock(&policy_mu);
-	p->older = __atomic_load_n(&cur, __ATOMIC_ACQUIRE);
+	struct policy *old = __atomic_load_n(&cur, __ATOMIC_ACQUIRE);
+	if (old && policy_same(old, p)) {
+		pthread_mutex_unlock(&policy_mu);
+		policy_free(p);
+		return;
+	}
+	p->older = old;
 	__atomic_store_n(&cur, p, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&policy_mu);
 }
@@ -878,6 +923,13 @@ static int rule_parse(const char *o, size_t olen, const struct rule *old, struct
 		burst = old->burst ? old->burst : (rate >= 1 ? rate : 1);
 	if (burst < 1 || burst > 1e9) {
 		snprintf(err, errlen, "%s.burst: expected a number >= 1", name);
+		return -1;
+	}
+	if (rate > 0 && (rate < CFG_RL_RATE_MIN || burst / rate > CFG_RL_REFILL_MAX_S)) {
+		snprintf(err, errlen,
+			 "%s: rate %g/s is too slow for burst %.0f (rate at least %g/s, "
+			 "burst / rate at most %.0f s)",
+			 name, rate, burst, CFG_RL_RATE_MIN, CFG_RL_REFILL_MAX_S);
 		return -1;
 	}
 	l.enabled = rate > 0;

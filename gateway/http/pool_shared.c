@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/privs.h"
 #include "core/timer.h"
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -96,8 +97,10 @@ static void resolver_start(void)
 	pthread_attr_t at;
 	sigset_t all, old;
 
-	/* signals stay with the threads that wait for them */
+	/* signals stay with the threads that wait for them; PRIVS_SIGNAL must
+	 * reach every thread (core/privs.h) */
 	sigfillset(&all);
+	sigdelset(&all, PRIVS_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);

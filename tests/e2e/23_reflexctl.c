@@ -299,6 +299,97 @@ static void test_top(void)
 	test_end();
 }
 
+/* Fake admin servers: what reflexctl meets when --admin points at the wrong
+ * thing. Each reads the request, then misbehaves. */
+static void *serve_not_json(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[4096];
+
+	(void)!read(fd, buf, sizeof(buf));
+	h_send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>");
+	close(fd);
+	return NULL;
+}
+
+static void *serve_escapes(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[4096];
+	static const char body[] = "evil\x1b]0;pwned\x07\nsecond line\x1b[2J";
+
+	(void)!read(fd, buf, sizeof(buf));
+	snprintf(buf, sizeof(buf), "HTTP/1.1 500 Oops\r\nContent-Length: %zu\r\n\r\n%s",
+		 sizeof(body) - 1, body);
+	h_send_str(fd, buf);
+	close(fd);
+	return NULL;
+}
+
+static void *serve_empty_404(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[4096];
+
+	(void)!read(fd, buf, sizeof(buf));
+	h_send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+	close(fd);
+	return NULL;
+}
+
+static void *serve_silence(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[4096];
+
+	(void)!read(fd, buf, sizeof(buf));
+	h_sleep_ms(5000);
+	close(fd);
+	return NULL;
+}
+
+static void test_garbage_server(void)
+{
+	int p_json, p_esc, p_silent, p_404, rc;
+	char a_json[64], a_esc[64], a_silent[64], a_404[64], *out;
+
+	test_begin("garbage_server_one_line_errors");
+	if (h_serve_tcp(serve_not_json, &p_json) || h_serve_tcp(serve_escapes, &p_esc) ||
+	    h_serve_tcp(serve_silence, &p_silent) || h_serve_tcp(serve_empty_404, &p_404)) {
+		CHECK_MSG(0, "%s", "cannot start the fake servers");
+		test_end();
+		return;
+	}
+	snprintf(a_json, sizeof(a_json), "127.0.0.1:%d", p_json);
+	snprintf(a_esc, sizeof(a_esc), "127.0.0.1:%d", p_esc);
+	snprintf(a_silent, sizeof(a_silent), "127.0.0.1:%d", p_silent);
+	/* a 200 that is not JSON is no admin API: exit 3, like no answer */
+	rc = ctl(&out, "--admin", a_json, "stats", NULL);
+	CHECK_MSG(rc == 3 && out && strstr(out, "not JSON"), "not JSON: exit %d: %s", rc,
+		  out ? out : "");
+	free(out);
+	/* what the server says is quoted on one line, its control bytes escaped */
+	rc = ctl(&out, "--admin", a_esc, "stats", NULL);
+	CHECK_MSG(rc == 1, "500: exit %d", rc);
+	CHECK_MSG(out && !strchr(out, '\x1b') && strchr(out, '\n') == out + strlen(out) - 1 &&
+			  strstr(out, "evil\\x1b]0;pwned"),
+		  "not one clean line: %s", out ? out : "");
+	free(out);
+	/* an error without a body still says something */
+	snprintf(a_404, sizeof(a_404), "127.0.0.1:%d", p_404);
+	rc = ctl(&out, "--admin", a_404, "stats", NULL);
+	CHECK_MSG(rc == 1 && out && strstr(out, "404: (no body"), "empty 404: exit %d: %s", rc,
+		  out ? out : "");
+	free(out);
+	/* a server that never answers: exit 3 once --timeout passed */
+	double t0 = h_now_ms();
+	rc = ctl(&out, "--admin", a_silent, "--timeout", "300", "status", NULL);
+	CHECK_MSG(rc == 3 && h_now_ms() - t0 < 3000, "silent server: exit %d after %.0f ms: %s", rc,
+		  h_now_ms() - t0, out ? out : "");
+	free(out);
+	test_end();
+}
+
 static void test_exit_codes(void)
 {
 	char *out, closed[64];
@@ -322,6 +413,10 @@ static void test_exit_codes(void)
 		{"audit", "verify", NULL},
 		{"status", "extra", NULL},
 		{"--admin", "ftp://x:1", "status", NULL},
+		{"--admin", "127.0.0.1:99999", "status", NULL},
+		{"cache", "purge", "--prefix", ""},
+		{"cache", "purge", "--url", ""},
+		{"--admin", "127.0.0.1:0", "status", NULL},
 		{NULL},
 	};
 	for (int i = 0; bad[i][0]; i++) {
@@ -432,6 +527,7 @@ int main(void)
 		test_top();
 	}
 	test_exit_codes();
+	test_garbage_server();
 	test_unix_socket();
 	h_finish(gw, 10000);
 	return test_exit_code();

@@ -204,12 +204,43 @@ static void test_structural(void)
 	test_end();
 }
 
+/* The log is read in bounded memory: a chain far longer than one read
+ * continues across reopen (lines cross the 64 KiB reads), and verify stops
+ * at a line past the record limit instead of reading /dev/zero forever. */
+static void test_long_log_and_endless_input(void)
+{
+	char err[256], what[64];
+	uint64_t bad, n;
+
+	test_begin("long_log_reopen_and_endless_input");
+	unlink(path);
+	for (int round = 0; round < 2; round++) {
+		struct audit *a = audit_open(path, err, sizeof(err));
+
+		CHECK_MSG(a, "%s", err);
+		if (!a)
+			break;
+		for (int i = 0; i < 1500; i++) {
+			snprintf(what, sizeof(what), "POST /cache/purge %d.%d", round, i);
+			CHECK_INT(audit_append(a, "ci-bot", what, "ok"), 0);
+		}
+		audit_close(a);
+	}
+	CHECK_INT(verify(&bad, &n, err), 0);
+	CHECK_INT(n, 3000);
+	CHECK_INT(audit_verify("/dev/zero", &bad, &n, err, sizeof(err)), 1);
+	CHECK_MSG(strstr(err, "longer than") != NULL, "%s", err);
+	unlink(path);
+	test_end();
+}
+
 int main(void)
 {
 	snprintf(path, sizeof(path), "/tmp/reflex-test-audit-%d.log", (int)getpid());
 	test_write_and_verify();
 	test_tamper_every_byte();
 	test_structural();
+	test_long_log_and_endless_input();
 	unlink(path);
 	return test_exit_code();
 }

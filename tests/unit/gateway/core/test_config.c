@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -325,6 +326,31 @@ static const struct err_case err_cases[] = {
 	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    weight: 3\n", 4, "pools.a.weight"},
 	{"pools:\n  a:\n    endpoints:\n      - {address: 127.0.0.1:1, wieght: 2}\n", 4, "wieght"},
 	{"upstream: 127.0.0.1:1\nroutes:\n  - pool: default\n    hots: a.com\n", 4, "\"hots\""},
+	/* a typo a key away gets a suggestion; a word nowhere near gets none */
+	{"upstream: 127.0.0.1:1\nlistne: 127.0.0.1:2\n", 2,
+	 "unknown key \"listne\" (did you mean \"listen\"?)"},
+	{"upstream: 127.0.0.1:1\ntimeouts: {haeder: 1s}\n", 2,
+	 "\"timeouts.haeder\" (did you mean \"header\"?)"},
+	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    ballance: p2c\n", 4,
+	 "\"pools.a.ballance\" (did you mean \"balance\"?)"},
+	{"upstream: 127.0.0.1:1\nroutes:\n  - {pool: default, path_prefx: /a}\n", 3,
+	 "\"path_prefx\" (did you mean \"path_prefix\"?)"},
+	{"upstream: 127.0.0.1:1\nzzz: 1\n", 2, "unknown key \"zzz\""},
+	{"upstream: 127.0.0.1:1\ncache: {enabeld: true}\n", 2,
+	 "\"cache.enabeld\" (did you mean \"enabled\"?)"},
+	{"upstream: 127.0.0.1:1\ntrace: {windwo: 1s}\n", 2,
+	 "\"trace.windwo\" (did you mean \"window\"?)"},
+	{"upstream: 127.0.0.1:1\nadmin: {token_flie: x}\n", 2,
+	 "\"admin.token_flie\" (did you mean \"token_file\"?)"},
+	{"upstream: 127.0.0.1:1\nratelimit: {clinet: {rate: 1}}\n", 2,
+	 "\"ratelimit.clinet\" (did you mean \"client\"?)"},
+	/* an unknown key is named as such even when its value has the wrong shape */
+	{"upstream: 127.0.0.1:1\nreflex: {rulse: []}\n", 2,
+	 "unknown key \"rulse\" (did you mean \"rules\"?)"},
+	{"upstream: 127.0.0.1:1\naccess_log: {paht: x}\n", 2,
+	 "\"access_log.paht\" (did you mean \"path\"?)"},
+	{"upstream: 127.0.0.1:1\nlisten: [{adress: 127.0.0.1:1}]\n", 2,
+	 "\"listen.adress\" (did you mean \"address\"?)"},
 	/* wrong types */
 	{"workers: [1]\n", 1, "workers: expected a value, found a list"},
 	{"upstream: 127.0.0.1:1\nlisten: {a: 1}\n", 2, "listen: expected a list"},
@@ -374,6 +400,11 @@ static const struct err_case err_cases[] = {
 	 1, "too long"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:x\"]\n", 2, "bad port"},
 	{"upstream: 127.0.0.1:1\nlisten: [127.0.0.1:80, 127.0.0.1:80]\n", 2, "listed twice"},
+	/* the same endpoint twice would be two metric series with one label set */
+	{"upstream: [127.0.0.1:1, 127.0.0.1:1]\n", 1, "\"127.0.0.1:1\" is listed twice"},
+	{"pools:\n  a:\n    endpoints:\n      - 127.0.0.1:1\n      - {address: 127.0.0.1:1, "
+	 "weight: 2}\n",
+	 5, "pools.a.endpoints: \"127.0.0.1:1\" is listed twice"},
 	{"upstream: 127.0.0.1:0\n", 1, "bad port"},
 	{"upstream: \":80\"\n", 1, "has no host"},
 	{"upstream:\n  - 127.0.0.1:1\n  - nonexistent-host.invalid:80\n", 3, "cannot resolve"},
@@ -430,7 +461,8 @@ static const struct err_case err_cases[] = {
 	{"upstream: 127.0.0.1:1\nlisten:\n  - {tls: {cert: a, key: b}}\n", 3, "needs an address"},
 	{"upstream: 127.0.0.1:1\nlisten:\n  - {address: \"127.0.0.1:1\", port: 1}\n", 3,
 	 "unknown key \"listen.port\""},
-	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, x: 1}\n",
+	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, x: "
+	 "1}\n",
 	 4, "unknown key \"listen.tls.x\""},
 	{"upstream: 127.0.0.1:1\nlisten:\n  - address: 127.0.0.1:1\n    tls: {cert: a}\n", 4,
 	 "needs cert and key"},
@@ -450,9 +482,27 @@ static const struct err_case err_cases[] = {
 	 "pools.a.tls.verify"},
 	{"pools:\n  a:\n    endpoints: [127.0.0.1:1]\n    tls: {bogus: 1}\n", 4,
 	 "unknown key \"pools.a.tls.bogus\""},
-	{"pools:\n  default:\n    endpoints: [127.0.0.1:1]\n    tls: {ca: /nonexistent/ca.pem}\n", 2,
-	 "pools.default.tls: tls: ca /nonexistent/ca.pem: No such file"},
+	{"pools:\n  default:\n    endpoints: [127.0.0.1:1]\n    tls: {ca: /nonexistent/ca.pem}\n",
+	 2, "pools.default.tls: tls: ca /nonexistent/ca.pem: No such file"},
 	{"upstream: 127.0.0.1:1\ntimeouts: {tls_handshake: 0}\n", 2, "must be at least 1 ms"},
+	/* the admin API on a data port would retry its bind forever */
+	{"upstream: 127.0.0.1:1\nlisten: 127.0.0.1:8081\nadmin: {listen: 127.0.0.1:8081}\n", 3,
+	 "admin.listen 127.0.0.1:8081: is also listen 127.0.0.1:8081"},
+	{"upstream: 127.0.0.1:1\nlisten: \"*:8081\"\nadmin:\n  listen: 127.0.0.1:8081\n", 4,
+	 "is also listen *:8081"},
+	{"upstream: 127.0.0.1:1\nadmin: {listen: 127.0.0.1:8080}\n", 2,
+	 "is also listen 127.0.0.1:8080"},
+	/* rates the limiter's 64-bit nanosecond arithmetic cannot hold */
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 1e-300/s}\n", 3, "too slow"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 0.01/s, burst: 1000000000}\n", 3,
+	 "more than 30 years to refill"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  routes:\n    - {path_prefix: /a, rate: 0.01/s, "
+	 "burst: 1000000000}\n",
+	 4, "more than 30 years to refill"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: 0x10/s}\n", 3, "is not a rate"},
+	{"upstream: 127.0.0.1:1\nratelimit:\n  client: {rate: inf}\n", 3, "is not a rate"},
+	{"upstream: 127.0.0.1:1\naccess_log: {path: /x, sample: 0x1p-2}\n", 2,
+	 "is not a number from 0 to 1"},
 	/* YAML itself */
 	{"upstream: 127.0.0.1:1\nworkers: 2\n  bad: indent\n", 3, "mapping values are not allowed"},
 	{"upstream: 127.0.0.1:1\nlisten: [\"127.0.0.1:1\"\n", 3, "flow sequence started at line 2"},
@@ -494,6 +544,45 @@ static void test_errors(void)
 		snprintf(want, sizeof(want), "%s: cannot open: No such file or directory", path);
 		CHECK_STR(err, want);
 	}
+	/* not a regular file: refused at once, never read (a FIFO would block) */
+	{
+		struct config *c = NULL;
+		char path[600];
+		const char *kinds[] = {"dir", "fifo"};
+
+		for (unsigned i = 0; i < 2; i++) {
+			snprintf(path, sizeof(path), "%s/%s.yaml", tmpdir, kinds[i]);
+			CHECK_INT(i ? mkfifo(path, 0600) : mkdir(path, 0700), 0);
+			CHECK_INT(config_load_file(path, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want), "%s: %s", path,
+				 i ? "is not a regular file" : "is a directory");
+			CHECK_MSG(!strncmp(err, want, strlen(want)), "got \"%s\"", err);
+			CHECK(c == NULL);
+		}
+		CHECK_INT(config_load_file("/dev/zero", &c, err, sizeof(err)), -1);
+		CHECK_MSG(strstr(err, "is not a regular file") != NULL, "got \"%s\"", err);
+	}
+	/* a file past 16 MiB is refused by its size, before it is parsed */
+	{
+		struct config *c = NULL;
+		char path[600];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/huge.yaml", tmpdir);
+		f = fopen(path, "w");
+		CHECK(f != NULL);
+		if (f) {
+			fputs("upstream: 127.0.0.1:1\n", f);
+			CHECK_INT(ftruncate(fileno(f), (16 << 20) + 1), 0);
+			fclose(f);
+			CHECK_INT(config_load_file(path, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want),
+				 "%s: is 16777217 bytes; a configuration file is at most 16 MiB",
+				 path);
+			CHECK_STR(err, want);
+			unlink(path);
+		}
+	}
 	/* a tiny error buffer truncates, never overflows */
 	{
 		struct config *c = NULL;
@@ -502,6 +591,54 @@ static void test_errors(void)
 		CHECK_INT(config_load_file(write_yaml("bogus: 1\n"), &c, small, sizeof(small)), -1);
 		CHECK(strlen(small) < sizeof(small));
 	}
+}
+
+/* 4096 routes and pools load; one more of either is refused at its line. */
+static void test_counts(void)
+{
+	size_t cap = 4200 * 64, n;
+	char *y = malloc(cap), err[1024], want[600];
+	struct config *c = NULL;
+	const char *p;
+
+	if (!y)
+		return;
+	for (int extra = 0; extra < 2; extra++) {
+		n = (size_t)snprintf(y, cap, "upstream: 127.0.0.1:1\nroutes:\n");
+		for (int i = 0; i < 4096 + extra; i++)
+			n += (size_t)snprintf(y + n, cap - n,
+					      "  - {path_prefix: /p%d, pool: default}\n", i);
+		p = write_yaml(y);
+		c = NULL;
+		if (!extra) {
+			CHECK_MSG(config_load_file(p, &c, err, sizeof(err)) == 0, "%s", err);
+			CHECK(c && c->n_routes == 4096);
+		} else {
+			CHECK_INT(config_load_file(p, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want), "%s:4099: routes: more than 4096 routes", p);
+			CHECK_STR(err, want);
+		}
+		config_free(c);
+		n = (size_t)snprintf(y, cap, "pools:\n");
+		for (int i = 0; i < 4096 + extra; i++)
+			n += (size_t)snprintf(y + n, cap - n, "  p%d: {endpoints: [127.0.0.1:1]}\n",
+					      i);
+		n += (size_t)snprintf(y + n, cap - n, "upstream: 127.0.0.1:1\n");
+		p = write_yaml(y);
+		c = NULL;
+		if (!extra) {
+			/* 4096 named pools and upstream's "default" would be 4097 */
+			CHECK_INT(config_load_file(p, &c, err, sizeof(err)), -1);
+			CHECK_MSG(strstr(err, "more than 4096 pools") != NULL, "%s", err);
+		} else {
+			CHECK_INT(config_load_file(p, &c, err, sizeof(err)), -1);
+			snprintf(want, sizeof(want), "%s:4098: pools.p4096: more than 4096 pools",
+				 p);
+			CHECK_STR(err, want);
+		}
+		config_free(c);
+	}
+	free(y);
 }
 
 /* Edge values that must be accepted. */
@@ -624,6 +761,8 @@ static void test_flag_errors(void)
 		 "--listen: \"127.0.0.1:1\" is given twice"},
 		{ARGS("--upstream", "nonexistent-host.invalid:80"), "--upstream: cannot resolve"},
 		{ARGS("--upstream", "127.0.0.1:0"), "--upstream: \"127.0.0.1:0\" has a bad port"},
+		{ARGS("--upstream", "127.0.0.1:1", "--upstream", "127.0.0.1:1"),
+		 "--upstream: \"127.0.0.1:1\" is given twice"},
 		{ARGS("--bogus"), "--bogus: unknown option"},
 		{ARGS("--bogus=1"), "--bogus: unknown option"},
 		{ARGS("-x"), "-x: unknown option"},
@@ -1380,6 +1519,9 @@ int main(void)
 
 	test_tls();
 
+	test_begin("config_route_and_pool_counts");
+	test_counts();
+	test_end();
 	test_begin("config_units_edges");
 	test_units();
 	test_end();
