@@ -961,6 +961,28 @@ static void rebase_str(struct http_str *v, const char *from, const char *to, siz
 		v->p = to + (v->p - from);
 }
 
+/* q's parsed head (r's, views and header array) pointed at q's copy of r's
+ * head buffer; hdrs holds r->h.n_headers entries. */
+static void head_rebase(struct request *q, const struct request *r, struct http_header *hdrs)
+{
+	const char *from = buf_head(&r->head), *to = buf_head(&q->head);
+	size_t n = r->head.len;
+
+	q->h = r->h;
+	q->h.headers = hdrs;
+	q->h.max_headers = r->h.n_headers;
+	memcpy(hdrs, r->h.headers, r->h.n_headers * sizeof(*hdrs));
+	rebase_str(&q->h.method, from, to, n);
+	rebase_str(&q->h.target, from, to, n);
+	rebase_str(&q->h.path, from, to, n);
+	rebase_str(&q->h.authority, from, to, n);
+	rebase_str(&q->h.host, from, to, n);
+	for (unsigned i = 0; i < q->h.n_headers; i++) {
+		rebase_str(&hdrs[i].name, from, to, n);
+		rebase_str(&hdrs[i].value, from, to, n);
+	}
+}
+
 static void on_refresh_free(struct worker *w, struct worker_task *t)
 {
 	struct cache_refresh *rf = container_of(t, struct cache_refresh, free_task);
@@ -1074,20 +1096,7 @@ static bool refresh_start(struct request *r, struct cache_entry *e)
 	 * no TLS of its own), only rewritten below */
 	q->up_head_built = true;
 	/* the head's views, moved to our copy */
-	const char *from = buf_head(&r->head), *to = buf_head(&q->head);
-	q->h = r->h;
-	q->h.headers = c->hdrs;
-	q->h.max_headers = r->h.n_headers;
-	memcpy(c->hdrs, r->h.headers, r->h.n_headers * sizeof(*c->hdrs));
-	rebase_str(&q->h.method, from, to, r->head.len);
-	rebase_str(&q->h.target, from, to, r->head.len);
-	rebase_str(&q->h.path, from, to, r->head.len);
-	rebase_str(&q->h.authority, from, to, r->head.len);
-	rebase_str(&q->h.host, from, to, r->head.len);
-	for (unsigned i = 0; i < q->h.n_headers; i++) {
-		rebase_str(&c->hdrs[i].name, from, to, r->head.len);
-		rebase_str(&c->hdrs[i].value, from, to, r->head.len);
-	}
+	head_rebase(q, r, c->hdrs);
 	if (r->is_head && up_head_as_get(&q->up_head) != 0)
 		goto fail_bufs; /* a HEAD's response has no body to store */
 	up_head_conditionals(q, e->meta.has_validator ? e : NULL);
@@ -1197,19 +1206,7 @@ bool cache_client_gone(struct request *r)
 	q->c = c;
 	q->detached = true;
 	q->body_discard = true; /* nobody to relay to: the cache tees it */
-	const char *from = buf_head(&r->head), *to = buf_head(&q->head);
-	q->h.headers = c->hdrs;
-	q->h.max_headers = r->h.n_headers;
-	memcpy(c->hdrs, r->h.headers, r->h.n_headers * sizeof(*c->hdrs));
-	rebase_str(&q->h.method, from, to, r->head.len);
-	rebase_str(&q->h.target, from, to, r->head.len);
-	rebase_str(&q->h.path, from, to, r->head.len);
-	rebase_str(&q->h.authority, from, to, r->head.len);
-	rebase_str(&q->h.host, from, to, r->head.len);
-	for (unsigned i = 0; i < q->h.n_headers; i++) {
-		rebase_str(&c->hdrs[i].name, from, to, r->head.len);
-		rebase_str(&c->hdrs[i].value, from, to, r->head.len);
-	}
+	head_rebase(q, r, c->hdrs);
 	if (upstream_move(r, q) != 0)
 		goto fail;
 	if (q->gen)

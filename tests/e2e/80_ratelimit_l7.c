@@ -230,9 +230,15 @@ static void test_tiny_rate(void)
 
 	test_begin("tiny_rate_is_not_unlimited");
 	/* one request per ~30000 years: 1e9 / rate overflowed the interval and
-	 * the rule admitted everything (a key of its own: no other bucket
-	 * inherits the debt) */
+	 * the rule admitted everything. Such a rate is refused now (below
+	 * CFG_RL_RATE_MIN); the smallest accepted one, one per 11.6 days, is a
+	 * strict limit (a key of its own: no other bucket inherits the debt) */
 	CHECK_INT(admin("PUT", "/limits/policy", "{\"api_key\": {\"rate\": 1e-12, \"burst\": 1}}",
+			&r),
+		  400);
+	CHECK_MSG(r.body && strstr(r.body, "rate"), "400 body: %s", r.body ? r.body : "(none)");
+	h_resp_free(&r);
+	CHECK_INT(admin("PUT", "/limits/policy", "{\"api_key\": {\"rate\": 1e-6, \"burst\": 1}}",
 			&r),
 		  200);
 	h_resp_free(&r);
