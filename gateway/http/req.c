@@ -452,10 +452,14 @@ static enum step_result step_route(struct request *r)
 			return STEP_WAIT;
 		}
 		size_t pathlen = http_path_resolve(h->path.p, h->path.len, path);
-		http_host_key(h, host, sizeof(host));
+		bool host_done = false; /* only routes naming a host need it */
 		for (unsigned i = 0; i < cfg->n_routes && pool < 0; i++) {
 			const struct cfg_route *rt = &cfg->routes[i];
 			size_t pl = strlen(rt->path_prefix);
+			if (rt->host[0] && !host_done) {
+				http_host_key(h, host, sizeof(host));
+				host_done = true;
+			}
 			if (host_matches(rt->host, host) && pathlen >= pl &&
 			    memcmp(path, rt->path_prefix, pl) == 0) {
 				pool = (int)rt->pool;
