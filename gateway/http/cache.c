@@ -961,6 +961,33 @@ static void rebase_str(struct http_str *v, const char *from, const char *to, siz
 		v->p = to + (v->p - from);
 }
 
+/* rf's client stands in for r's on worker w (no socket, r's peer) with a
+ * copy of r's head in its request; head_rebase points the views at it once
+ * the request is filled in. -ENOMEM leaves what to free in rf. */
+static int detached_client_init(struct cache_refresh *rf, const struct request *r,
+				struct worker *w)
+{
+	struct client *c = &rf->c;
+
+	c->conn.w = w;
+	c->conn.fd = -1;
+	memcpy(c->peer, r->c->peer, sizeof(c->peer));
+	c->in_request = true;
+	c->hdrs = calloc(r->h.n_headers ? r->h.n_headers : 1, sizeof(*c->hdrs));
+	if (!c->hdrs || buf_append(&c->req.head, buf_head(&r->head), r->head.len) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* rf joins this thread's detached fetches (cache_worker_drain ends them). */
+static void refresh_link(struct cache_refresh *rf)
+{
+	rf->next = tls_refreshes;
+	if (tls_refreshes)
+		tls_refreshes->prev = rf;
+	tls_refreshes = rf;
+}
+
 /* q's parsed head (r's, views and header array) pointed at q's copy of r's
  * head buffer; hdrs holds r->h.n_headers entries. */
 static void head_rebase(struct request *q, const struct request *r, struct http_header *hdrs)
@@ -1082,14 +1109,8 @@ static bool refresh_start(struct request *r, struct cache_entry *e)
 		goto fail;
 	struct client *c = &rf->c;
 	struct request *q = &c->req;
-	c->conn.w = w;
-	c->conn.fd = -1;
-	memcpy(c->peer, r->c->peer, sizeof(c->peer));
-	c->in_request = true;
-	c->hdrs = calloc(r->h.n_headers ? r->h.n_headers : 1, sizeof(*c->hdrs));
 	nc->url = malloc(cr->url_len + 1);
-	if (!c->hdrs || !nc->url || upstream_head_ready(r) != 0 ||
-	    buf_append(&q->head, buf_head(&r->head), r->head.len) != 0 ||
+	if (detached_client_init(rf, r, w) != 0 || !nc->url || upstream_head_ready(r) != 0 ||
 	    buf_append(&q->up_head, buf_head(&r->up_head), r->up_head.len) != 0)
 		goto fail_bufs;
 	/* the copy is the refresh's head: never rebuilt from q (no socket,
@@ -1146,10 +1167,7 @@ static bool refresh_start(struct request *r, struct cache_entry *e)
 		STAT_INC(w->stats.cache_revalidations);
 	__atomic_add_fetch(&g_refreshes, 1, __ATOMIC_RELAXED);
 
-	rf->next = tls_refreshes;
-	if (tls_refreshes)
-		tls_refreshes->prev = rf;
-	tls_refreshes = rf;
+	refresh_link(rf);
 	upstream_start(q); /* may end it at once (no endpoint, socket error) */
 	return true;
 fail_bufs:
@@ -1181,12 +1199,7 @@ bool cache_client_gone(struct request *r)
 		return false;
 	struct client *c = &rf->c;
 	struct request *q = &c->req;
-	c->conn.w = w;
-	c->conn.fd = -1;
-	memcpy(c->peer, r->c->peer, sizeof(c->peer));
-	c->in_request = true;
-	c->hdrs = calloc(r->h.n_headers ? r->h.n_headers : 1, sizeof(*c->hdrs));
-	if (!c->hdrs || buf_append(&q->head, buf_head(&r->head), r->head.len) != 0)
+	if (detached_client_init(rf, r, w) != 0)
 		goto fail;
 	/* the response state upstream.c relays with (framing, what is left,
 	 * the chunk decoder), then what q owns on its own */
@@ -1214,10 +1227,7 @@ bool cache_client_gone(struct request *r)
 	r->cache = NULL;
 	cr->r = q;
 	rf->adopted = true;
-	rf->next = tls_refreshes;
-	if (tls_refreshes)
-		tls_refreshes->prev = rf;
-	tls_refreshes = rf;
+	refresh_link(rf);
 	log_debug("cache: %s: the leader's client left; the fetch goes on for its waiters",
 		  cr->url);
 	return true;
