@@ -1358,6 +1358,18 @@ enum h_read_end h_raw_roundtrip(const char *host, int port, const void *req, siz
 	return e;
 }
 
+enum h_read_end h_raw_get(int port, const char *host, const char *target, struct h_buf *b,
+			  unsigned timeout_ms)
+{
+	char req[2048];
+	int n = snprintf(req, sizeof(req),
+			 "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target, host);
+
+	if (n < 0 || (size_t)n >= sizeof(req))
+		return H_READ_ERROR;
+	return h_raw_roundtrip("127.0.0.1", port, req, (size_t)n, b, timeout_ms);
+}
+
 int h_statuses(const char *buf, size_t len, int *codes, int max)
 {
 	struct h_raw_resp rs[128];

@@ -282,6 +282,12 @@ enum h_read_end h_read_responses(int fd, struct h_buf *b, int want, unsigned tim
 enum h_read_end h_raw_roundtrip(const char *host, int port, const void *req, size_t len,
 				struct h_buf *b, unsigned timeout_ms);
 
+/* GET target from 127.0.0.1:port with Host: host and Connection: close, the
+ * target sent exactly as written (curl would resolve "//" and dot segments
+ * itself), reading as h_raw_roundtrip does. */
+enum h_read_end h_raw_get(int port, const char *host, const char *target, struct h_buf *b,
+			  unsigned timeout_ms);
+
 /* Status codes of the responses in buf (interim 1xx included), up to max;
  * returns how many. */
 int h_statuses(const char *buf, size_t len, int *codes, int max);
