@@ -190,7 +190,8 @@ static void test_upstream_by_name(void)
 static void test_check_config_files(void)
 {
 	char dir[600], yaml[1400], missing_log[700], *out = NULL;
-	const char *base = h_write_config("# placeholder\n");
+	/* only its path is used: the scratch directory is named after it */
+	const char *base = h_write_config("# names the scratch directory\n");
 	const struct {
 		const char *fmt;
 		const char *want;
