@@ -590,17 +590,6 @@ static enum decision decide(struct request *r, const struct policy *p, const str
 	return DECIDED;
 }
 
-static bool host_matches(const char *pattern, const char *host, size_t hl)
-{
-	if (!pattern[0])
-		return true;
-	if (pattern[0] == '*' && pattern[1] == '.') {
-		size_t pl = strlen(pattern + 1);
-		return hl > pl && strncasecmp(host + hl - pl, pattern + 1, pl) == 0;
-	}
-	return strlen(pattern) == hl && strncasecmp(pattern, host, hl) == 0;
-}
-
 static void refuse(struct request *r, const char *name, const struct rule *ru,
 		   const struct verdict *v)
 {
@@ -733,7 +722,7 @@ enum step_result limit_step(struct request *r)
 	if (phase == PHASE_ROUTE && p->n_routes) {
 		/* what the request names, not its spelling (parse.h) */
 		char host[CFG_HOST_MAX], small[1024], *path = small;
-		size_t host_len = http_host_key(h, host, sizeof(host));
+		http_host_key(h, host, sizeof(host));
 		if (h->path.len + 2 > sizeof(small) && !(path = malloc(h->path.len + 2))) {
 			req_fail(r, 500, REASON_INTERNAL, "out of memory", false);
 			return STEP_WAIT;
@@ -743,7 +732,7 @@ enum step_result limit_step(struct request *r)
 		for (i = 0; i < p->n_routes; i++) {
 			const struct route_rule *rr = &p->routes[i];
 			size_t pl = strlen(rr->path_prefix);
-			if (host_matches(rr->host, host, host_len) && path_len >= pl &&
+			if (http_host_matches(rr->host, host) && path_len >= pl &&
 			    memcmp(path, rr->path_prefix, pl) == 0)
 				break;
 		}

@@ -12,6 +12,7 @@
 
 #include <limits.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- byte classes ------------------------------------------------------- */
 
@@ -223,6 +224,17 @@ size_t http_host_key(const struct http_request *h, char *out, size_t cap)
 		n--;
 	out[n] = 0;
 	return n;
+}
+
+bool http_host_matches(const char *pattern, const char *host)
+{
+	if (!pattern[0])
+		return true;
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		size_t pl = strlen(pattern + 1), hl = strlen(host);
+		return hl > pl && strcasecmp(host + hl - pl, pattern + 1) == 0;
+	}
+	return strcasecmp(pattern, host) == 0;
 }
 
 size_t http_path_resolve(const char *p, size_t len, char *out)

@@ -180,6 +180,11 @@ bool http_named_by_connection(const struct http_header *h, unsigned n, struct ht
  * (no DNS name is that long; "" matches only rules for any host). */
 size_t http_host_key(const struct http_request *h, char *out, size_t cap);
 
+/* Does host (as http_host_key gives it) match a rule's host pattern? "" is
+ * any host, "*.example.com" any subdomain of example.com, anything else that
+ * name; case-insensitive. Routes and rate-limit route rules share it. */
+bool http_host_matches(const char *pattern, const char *host);
+
 /* The path of a request target as an origin resolves it (RFC 3986 §5.2.4, as
  * nginx does for locations): the query and fragment dropped, every %XX
  * decoded except %00, then repeated slashes merged and "." and ".." segments

@@ -421,18 +421,6 @@ static enum step_result step_parse(struct request *r)
 	return STEP_NEXT;
 }
 
-/* Does `host` (lower-cased, no port) match a route's host pattern? */
-static bool host_matches(const char *pattern, const char *host)
-{
-	if (!pattern[0])
-		return true;
-	if (pattern[0] == '*' && pattern[1] == '.') {
-		size_t pl = strlen(pattern + 1), hl = strlen(host);
-		return hl > pl && strcmp(host + hl - pl, pattern + 1) == 0;
-	}
-	return strcmp(pattern, host) == 0;
-}
-
 static enum step_result step_route(struct request *r)
 {
 	struct client *c = r->c;
@@ -460,7 +448,7 @@ static enum step_result step_route(struct request *r)
 				http_host_key(h, host, sizeof(host));
 				host_done = true;
 			}
-			if (host_matches(rt->host, host) && pathlen >= pl &&
+			if (http_host_matches(rt->host, host) && pathlen >= pl &&
 			    memcmp(path, rt->path_prefix, pl) == 0) {
 				pool = (int)rt->pool;
 				r->route = (int)i;

@@ -737,6 +737,17 @@ static void test_names(void)
 	h.host = (struct http_str){"fifteen-char.io:1", 17};
 	CHECK_INT(http_host_key(&h, host, sizeof(host)), 15);
 	test_end();
+
+	test_begin("host_matches_route_patterns");
+	CHECK(http_host_matches("", "anything.example"));
+	CHECK(http_host_matches("api.example.com", "api.example.com"));
+	CHECK(http_host_matches("API.example.com", "api.example.com"));
+	CHECK(!http_host_matches("api.example.com", "api.example.co"));
+	CHECK(http_host_matches("*.example.com", "a.b.example.com"));
+	CHECK(!http_host_matches("*.example.com", "example.com"));
+	CHECK(!http_host_matches("*.example.com", "badexample.com"));
+	CHECK(!http_host_matches("api.example.com", ""));
+	test_end();
 }
 
 /* ---- chunked -------------------------------------------------------------- */
